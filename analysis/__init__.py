@@ -1,0 +1,1 @@
+"""Reads run folders and draws figures; never imports torch."""

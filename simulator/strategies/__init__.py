@@ -1,0 +1,1 @@
+"""Training strategies: one base class owning the round loop, one small subclass per method."""
