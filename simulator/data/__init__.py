@@ -1,0 +1,1 @@
+"""Datasets read from their standard files, and client partitions."""
