@@ -1,0 +1,138 @@
+"""Pure cost functions: seconds of compute and transfer, bytes on the wire, joules per device state."""
+
+from __future__ import annotations
+
+from typing import Mapping
+
+import numpy as np
+
+__all__ = [
+    "IDLE_STATE",
+    "LABEL_BYTES",
+    "compute_seconds",
+    "forward_seconds",
+    "step_seconds",
+    "feature_batch_bytes",
+    "wire_bytes",
+    "payload_seconds",
+    "transfer_seconds",
+    "jitter_draw",
+    "energy_by_state_j",
+    "energy_j",
+]
+
+IDLE_STATE = "idle"  # key of the always-on share in energy_by_state_j
+LABEL_BYTES = 8  # one label per sample travels with the features, as an int64
+
+
+def compute_seconds(flops: float, flops_per_s: float) -> float:
+    """Seconds to run ``flops`` floating-point operations at a sustained ``flops_per_s``."""
+    if flops < 0:
+        raise ValueError(f"flops must be >= 0, got {flops}")
+    if flops_per_s <= 0:
+        raise ValueError(f"flops_per_s must be > 0, got {flops_per_s}")
+    return flops / flops_per_s
+
+
+def forward_seconds(fwd_flops_per_sample: float, batch_size: int, flops_per_s: float) -> float:
+    """Seconds for a forward pass alone (inference, or the server's half before its backward) over one batch."""
+    return compute_seconds(fwd_flops_per_sample * batch_size, flops_per_s)
+
+
+def step_seconds(
+    fwd_flops_per_sample: float, bwd_flops_per_sample: float, batch_size: int, flops_per_s: float
+) -> float:
+    """Seconds for one training step (forward + backward) over one batch."""
+    return compute_seconds((fwd_flops_per_sample + bwd_flops_per_sample) * batch_size, flops_per_s)
+
+
+def feature_batch_bytes(
+    activation_bytes_per_sample: float, batch_size: int, label_bytes_per_sample: float = LABEL_BYTES
+) -> float:
+    """Payload bytes of one feature message (h, y): the activations plus one label per sample."""
+    if activation_bytes_per_sample < 0 or label_bytes_per_sample < 0 or batch_size < 0:
+        raise ValueError("bytes per sample and batch size must be >= 0")
+    return float((activation_bytes_per_sample + label_bytes_per_sample) * batch_size)
+
+
+def _check_loss(loss_rate: float) -> None:
+    if not 0.0 <= loss_rate < 1.0:
+        raise ValueError(f"loss_rate must be in [0, 1), got {loss_rate}")
+
+
+def wire_bytes(payload_bytes: float, loss_rate: float) -> float:
+    """Bytes actually sent for ``payload_bytes`` of payload: lost packets are resent, so payload / (1 - loss_rate)."""
+    if payload_bytes < 0:
+        raise ValueError(f"payload_bytes must be >= 0, got {payload_bytes}")
+    _check_loss(loss_rate)
+    return payload_bytes / (1.0 - loss_rate)
+
+
+def payload_seconds(payload_bytes: float, bps: float, loss_rate: float = 0.0) -> float:
+    """Seconds the radio is busy sending ``payload_bytes`` at ``bps`` bit/s, retransmissions included."""
+    if bps <= 0:
+        raise ValueError(f"bps must be > 0, got {bps}")
+    return wire_bytes(payload_bytes, loss_rate) * 8.0 / bps
+
+
+def transfer_seconds(
+    payload_bytes: float, bps: float, latency_s: float, loss_rate: float = 0.0, jitter_s_draw: float = 0.0
+) -> float:
+    """Seconds from the first bit sent to delivery on a private link: busy time, then propagation latency and jitter.
+
+    The radio is busy only for ``payload_seconds``; during ``latency_s + jitter_s_draw`` the bits are in flight
+    and the sender may already start its next message.
+    """
+    if latency_s < 0 or jitter_s_draw < 0:
+        raise ValueError("latency_s and jitter_s_draw must be >= 0")
+    return payload_seconds(payload_bytes, bps, loss_rate) + latency_s + jitter_s_draw
+
+
+def jitter_draw(rng: np.random.Generator, jitter_s: float) -> float:
+    """One extra latency, seconds: |N(0, jitter_s)| (half-normal with scale ``jitter_s``).
+
+    With ``jitter_s == 0`` it returns 0.0 without drawing, so a jitter-free link leaves ``rng`` untouched and
+    adding or removing such a link does not shift the random stream of the others sharing it.
+    """
+    if jitter_s < 0:
+        raise ValueError(f"jitter_s must be >= 0, got {jitter_s}")
+    if jitter_s == 0:
+        return 0.0
+    return float(abs(rng.normal(0.0, jitter_s)))
+
+
+def energy_by_state_j(
+    state_seconds: Mapping[str, float], state_power_w: Mapping[str, float], idle_w: float, total_s: float
+) -> dict[str, float]:
+    """Joules split into an ``"idle"`` share and one share per active state; the shares sum to ``energy_j``.
+
+    The device draws ``idle_w`` for the whole window ``total_s`` (the idle share); each active state ``s``
+    (compute, tx, rx, ...) adds ``state_power_w[s] - idle_w`` for the ``state_seconds[s]`` it is active. States may
+    overlap in time: each adds its own power above idle, so computing at 5 W while sending at 2 W on a 1 W-idle
+    device draws 1 + 4 + 1 = 6 W. ``state_power_w[s]`` is therefore the device's total draw with ``s`` alone active.
+    States listed in ``state_power_w`` but not in ``state_seconds`` were never active.
+    """
+    if total_s < 0:
+        raise ValueError(f"total_s must be >= 0, got {total_s}")
+    if IDLE_STATE in state_seconds:
+        raise ValueError(f"{IDLE_STATE!r} is implied by total_s and must not be listed as an active state")
+    # Busy intervals summed by the caller may overshoot the window by rounding; anything more is a bookkeeping error.
+    slack = 1e-9 * max(1.0, total_s)
+    shares = {IDLE_STATE: idle_w * total_s}
+    for state, seconds in state_seconds.items():
+        if state not in state_power_w:
+            raise ValueError(f"no power given for state {state!r}")
+        if seconds < 0 or seconds > total_s + slack:
+            raise ValueError(f"state {state!r} lasts {seconds} s, outside the window [0, {total_s}] s")
+        shares[state] = (state_power_w[state] - idle_w) * seconds
+    return shares
+
+
+def energy_j(
+    state_seconds: Mapping[str, float], state_power_w: Mapping[str, float], idle_w: float, total_s: float
+) -> float:
+    """Joules used in a window of ``total_s`` seconds: idle_w·total_s + Σ_s (P_s − idle_w)·t_s.
+
+    See ``energy_by_state_j`` for the model; this is the sum of its shares.
+    """
+    return sum(energy_by_state_j(state_seconds, state_power_w, idle_w, total_s).values())

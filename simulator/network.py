@@ -1,0 +1,220 @@
+"""Links as SimPy processes: per-device channels, optionally on a medium shared max-min fairly."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Generator
+
+import numpy as np
+import simpy
+
+from simulator.costs import jitter_draw, payload_seconds, wire_bytes
+
+__all__ = ["SharedMedium", "Transfer", "Channel", "Link", "make_link", "max_min_rates"]
+
+DONE_BITS = 1e-9  # a flow with fewer bits left than this is delivered (float drift of rate × elapsed)
+_TIE_REL = 1e-12  # flows finishing within this relative gap of the earliest one finish with it
+
+
+def max_min_rates(capacity_bps: float, caps_bps: list[float]) -> list[float]:
+    """Water-filling: each flow gets min(its cap, a fair share), what capped flows leave is shared by the others."""
+    rates = [0.0] * len(caps_bps)
+    left_bps, left_flows = capacity_bps, len(caps_bps)
+    # Smallest caps first; the stable sort keeps arrival order among equal caps.
+    for i in sorted(range(len(caps_bps)), key=lambda k: caps_bps[k]):
+        share = left_bps / left_flows
+        rates[i] = min(caps_bps[i], share)
+        left_bps -= rates[i]
+        left_flows -= 1
+    return rates
+
+
+class _Flow:
+    """One transfer in progress on a SharedMedium."""
+
+    __slots__ = ("remaining_bits", "cap_bps", "rate_bps", "due", "done")
+
+    def __init__(self, bits: float, cap_bps: float, done: simpy.Event) -> None:
+        self.remaining_bits = bits
+        self.cap_bps = cap_bps
+        self.rate_bps = 0.0  # set by the manager; 0 until it has seen the flow
+        self.due = False  # among the earliest to finish at the current rates
+        self.done = done
+
+
+class SharedMedium:
+    """A medium (e.g. one Wi-Fi access point) whose capacity concurrent transfers share as processor sharing.
+
+    Rates are max-min fair and recomputed whenever a transfer starts or ends; between those moments every rate
+    is constant, so finish times are exact. One manager process sleeps until the earliest finish or an arrival.
+    """
+
+    def __init__(self, env: simpy.Environment, capacity_bps: float, name: str) -> None:
+        if capacity_bps <= 0:
+            raise ValueError(f"capacity_bps must be > 0, got {capacity_bps}")
+        self.env = env
+        self.capacity_bps = capacity_bps
+        self.name = name
+        self._flows: list[_Flow] = []  # arrival order: ties resolve in this order
+        self._last_t = env.now  # time the remaining bits were last brought up to date
+        self._wake = env.event()
+        env.process(self._run())
+
+    @property
+    def active(self) -> int:
+        """Transfers in progress."""
+        return len(self._flows)
+
+    def transfer(self, bits: float, cap_bps: float = math.inf) -> simpy.Event:
+        """An event that succeeds (value: delivery time, s) once ``bits`` are through, sent no faster than ``cap_bps``."""
+        if bits < 0:
+            raise ValueError(f"bits must be >= 0, got {bits}")
+        if cap_bps <= 0:
+            raise ValueError(f"cap_bps must be > 0, got {cap_bps}")
+        done = self.env.event()
+        if bits < DONE_BITS:
+            return done.succeed(self.env.now)
+        self._flows.append(_Flow(bits, cap_bps, done))
+        if not self._wake.triggered:
+            self._wake.succeed()
+        return done
+
+    def _advance(self) -> None:
+        # Bits sent since the last rate change, at the rates that held over that interval.
+        elapsed = self.env.now - self._last_t
+        if elapsed > 0:
+            for flow in self._flows:
+                flow.remaining_bits -= flow.rate_bps * elapsed
+        self._last_t = self.env.now
+
+    def _run(self) -> Generator[simpy.Event, Any, None]:
+        due_t = math.inf  # when the flows marked `due` finish at the current rates
+        while True:
+            self._advance()
+            now = self.env.now
+            # The flows the timeout was set for are done even if drift left a few bits on them.
+            finished = [f for f in self._flows if f.remaining_bits < DONE_BITS or (now >= due_t and f.due)]
+            for flow in finished:  # arrival order
+                flow.done.succeed(now)
+            if finished:
+                self._flows = [f for f in self._flows if not f.done.triggered]
+            if self._wake.triggered:
+                self._wake = self.env.event()
+            if not self._flows:
+                due_t = math.inf
+                yield self._wake
+                continue
+            rates = max_min_rates(self.capacity_bps, [f.cap_bps for f in self._flows])
+            for flow, rate in zip(self._flows, rates):
+                flow.rate_bps = rate
+            delays = [f.remaining_bits / f.rate_bps for f in self._flows]
+            delay = min(delays)
+            for flow, d in zip(self._flows, delays):
+                flow.due = d <= delay * (1.0 + _TIE_REL)
+            timeout = self.env.timeout(delay)
+            due_t = now + delay  # the same sum SimPy schedules the timeout at
+            yield timeout | self._wake
+
+
+@dataclass(frozen=True)
+class Transfer:
+    """What one message on a channel did, in simulated seconds and bytes."""
+
+    t_queued: float  # send() called
+    t_start: float  # radio acquired: first bit sent
+    t_end_busy: float  # last bit sent: the radio is free again
+    t_delivered: float  # after propagation latency and jitter: the receiver has it
+    payload_bytes: float
+    wire_bytes: float  # payload inflated by retransmissions
+
+
+class Channel:
+    """One direction of a device's link: a radio that sends one message at a time, in FIFO order.
+
+    A message holds the radio for its payload phase (alone: wire bits / bps; on a shared medium: its share of the
+    medium, never above bps), then travels for latency + a half-normal jitter draw with the radio already free.
+    """
+
+    def __init__(
+        self,
+        env: simpy.Environment,
+        *,
+        name: str,
+        bps: float,
+        latency_s: float,
+        jitter_s: float,
+        loss_rate: float,
+        rng: np.random.Generator,
+        medium: SharedMedium | None = None,
+    ) -> None:
+        if bps <= 0:
+            raise ValueError(f"{name}: bps must be > 0, got {bps}")
+        if latency_s < 0 or jitter_s < 0:
+            raise ValueError(f"{name}: latency_s and jitter_s must be >= 0")
+        if not 0.0 <= loss_rate < 1.0:
+            raise ValueError(f"{name}: loss_rate must be in [0, 1), got {loss_rate}")
+        self.env = env
+        self.name = name
+        self.bps = bps
+        self.latency_s = latency_s
+        self.jitter_s = jitter_s
+        self.loss_rate = loss_rate
+        self.rng = rng
+        self.medium = medium
+        self.radio = simpy.Resource(env, capacity=1)
+
+    def send(self, payload_bytes: float) -> Generator[simpy.Event, Any, Transfer]:
+        """Process generator: ``transfer = yield env.process(channel.send(n))``; returns the message's Transfer."""
+        env = self.env
+        t_queued = env.now
+        wire = wire_bytes(payload_bytes, self.loss_rate)
+        with self.radio.request() as request:
+            yield request
+            t_start = env.now
+            if self.medium is None:
+                yield env.timeout(payload_seconds(payload_bytes, self.bps, self.loss_rate))
+            else:
+                yield self.medium.transfer(wire * 8.0, cap_bps=self.bps)
+            t_end_busy = env.now
+        # Drawn when the message leaves the radio; FIFO sends make the draw order the send order.
+        flight_s = self.latency_s + jitter_draw(self.rng, self.jitter_s)
+        if flight_s > 0:
+            yield env.timeout(flight_s)
+        return Transfer(t_queued, t_start, t_end_busy, env.now, float(payload_bytes), wire)
+
+
+@dataclass(frozen=True)
+class Link:
+    """A device's link to the server: ``up`` (device -> server) and ``down`` (server -> device)."""
+
+    name: str
+    up: Channel
+    down: Channel
+
+
+def make_link(
+    env: simpy.Environment,
+    *,
+    name: str,
+    uplink_bps: float,
+    downlink_bps: float,
+    latency_s: float,
+    jitter_s: float,
+    loss_rate: float,
+    rng: np.random.Generator,
+    medium: SharedMedium | None = None,
+) -> Link:
+    """Both directions of a link, drawing jitter from one ``rng`` in event order.
+
+    Without ``medium`` the two directions are independent (full duplex). With one, uplink and downlink
+    transfers both draw on its capacity, alongside every other link on it (half-duplex, Wi-Fi style): the
+    device's two radios may still be busy at once, but they share the air time.
+    """
+    return Link(
+        name=name,
+        up=Channel(env, name=f"{name}.up", bps=uplink_bps, latency_s=latency_s, jitter_s=jitter_s,
+                   loss_rate=loss_rate, rng=rng, medium=medium),
+        down=Channel(env, name=f"{name}.down", bps=downlink_bps, latency_s=latency_s, jitter_s=jitter_s,
+                     loss_rate=loss_rate, rng=rng, medium=medium),
+    )
