@@ -1,0 +1,185 @@
+"""The scenario schema: one typed, frozen configuration tree with units in field names; unknown keys are errors."""
+
+from __future__ import annotations
+
+from typing import Any, Literal, Union
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+__all__ = [
+    "Strict",
+    "ProfileSpec",
+    "PartitionCfg",
+    "SyntheticCfg",
+    "DatasetCfg",
+    "ModelCfg",
+    "OptimizerCfg",
+    "TrainingCfg",
+    "StrategyCfg",
+    "MediumCfg",
+    "NetworkCfg",
+    "ServerCfg",
+    "ClientGroupCfg",
+    "EvalCfg",
+    "OutputCfg",
+    "Scenario",
+    "DATASET_SHAPES",
+]
+
+# A profile reference: a built-in name, `{base: NAME, field: value, ...}`, or a full inline profile.
+ProfileSpec = Union[str, dict[str, Any]]
+
+# (in_channels, image_size, num_classes) of each dataset, known without reading its files.
+DATASET_SHAPES: dict[str, tuple[int, int, int]] = {
+    "fashion_mnist": (1, 28, 10),
+    "cifar10": (3, 32, 10),
+    "cifar100": (3, 32, 100),
+    "stl10": (3, 96, 10),
+}
+
+
+class Strict(BaseModel):
+    """Frozen, no unknown keys, no silent coercion of strings into numbers."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=False, validate_default=True)
+
+
+class PartitionCfg(Strict):
+    kind: Literal["iid", "dirichlet", "shards"] = "iid"
+    alpha: float = Field(default=0.5, gt=0)  # Dirichlet concentration (kind: dirichlet)
+    shards_per_client: int = Field(default=2, ge=1)  # label-sorted shards per client (kind: shards)
+
+
+class SyntheticCfg(Strict):
+    num_classes: int = Field(default=10, ge=2)
+    in_channels: int = Field(default=1, ge=1)
+    image_size: int = Field(default=16, ge=4)
+    train_size: int = Field(default=2000, ge=1)
+    test_size: int = Field(default=500, ge=1)
+
+
+class DatasetCfg(Strict):
+    name: Literal["fashion_mnist", "cifar10", "cifar100", "stl10", "synthetic"] = "fashion_mnist"
+    root: str | None = None  # folder with the standard files; None: the dataset's default location
+    download: bool = False  # fetch missing files from the official mirror (checksummed) into root
+    max_train: int | None = Field(default=None, ge=1)  # seeded subset of the train split, for fast runs
+    max_test: int | None = Field(default=None, ge=1)  # seeded subset of the test split
+    partition: PartitionCfg = PartitionCfg()
+    synthetic: SyntheticCfg = SyntheticCfg()  # used when name is synthetic
+
+    def shape(self) -> tuple[int, int, int]:
+        """(in_channels, image_size, num_classes)."""
+        if self.name == "synthetic":
+            s = self.synthetic
+            return s.in_channels, s.image_size, s.num_classes
+        return DATASET_SHAPES[self.name]
+
+
+class ModelCfg(Strict):
+    arch: Literal["resnet18"] = "resnet18"
+    width: int = Field(default=64, ge=1)  # channels of the first stage; 64 = the standard ResNet-18
+    exit_head: Literal["pool_linear", "conv_pool_linear"] = "pool_linear"
+
+
+class OptimizerCfg(Strict):
+    name: Literal["sgd", "adam"] = "sgd"
+    lr: float = Field(default=0.05, gt=0)
+    momentum: float = Field(default=0.9, ge=0, lt=1)  # sgd only
+    weight_decay: float = Field(default=5e-4, ge=0)
+
+    def memory_kind(self) -> str:
+        """Optimizer state for the memory model: none, one or two tensors per parameter."""
+        if self.name == "adam":
+            return "adam"
+        return "sgd_momentum" if self.momentum > 0 else "sgd"
+
+
+class TrainingCfg(Strict):
+    rounds: int = Field(default=10, ge=1)
+    local_steps: int | None = Field(default=None, ge=1)  # batches per client per round
+    local_epochs: float | None = Field(default=None, gt=0)  # or passes over the client's data per round
+    batch_size: int = Field(default=64, ge=1)
+    optimizer: OptimizerCfg = OptimizerCfg()
+
+    @model_validator(mode="after")
+    def _one_of_steps_or_epochs(self) -> "TrainingCfg":
+        if self.local_steps is not None and self.local_epochs is not None:
+            raise ValueError("give local_steps or local_epochs, not both")
+        if self.local_steps is None and self.local_epochs is None:
+            object.__setattr__(self, "local_steps", 10)
+        return self
+
+
+class StrategyCfg(Strict):
+    name: Literal["sequential", "averaging"] = "averaging"
+    order: Literal["arrival", "round_robin"] = "arrival"  # sequential: order the server consumes feature batches
+    aggregate_every: int = Field(default=1, ge=1)  # averaging: rounds between cross-layer aggregations
+    aggregate_client_layers: bool | None = None  # None: true for averaging, false for sequential
+    aggregate_exit_heads: bool = True  # average exit heads among clients with the same cut
+    bn: Literal["average", "local"] = "average"  # BatchNorm running statistics at aggregation
+
+    def client_layers_aggregated(self) -> bool:
+        if self.aggregate_client_layers is None:
+            return self.name == "averaging"
+        return self.aggregate_client_layers
+
+
+class MediumCfg(Strict):
+    capacity_bps: float = Field(gt=0)  # shared by every transfer on it, max-min fair
+
+
+class NetworkCfg(Strict):
+    activation_dtype: Literal["fp32", "fp16", "int8"] = "fp32"  # cut activations on the wire
+    overlap_compute_comm: bool = True  # the radio sends batch k while the processor works on k+1
+    send_buffer: int = Field(default=2, ge=1)  # feature batches waiting to be sent before compute blocks
+    media: dict[str, MediumCfg] = {}  # named shared media (e.g. one Wi-Fi access point)
+
+
+class ServerCfg(Strict):
+    device: ProfileSpec = "h100_server"
+    workers: int = Field(default=1, ge=1)  # server steps that may run at the same time
+
+
+class ClientGroupCfg(Strict):
+    device: ProfileSpec
+    link: ProfileSpec
+    cut: int = Field(ge=1, le=8)  # client holds units u1..u_cut of the ResNet-18's 9
+    count: int = Field(default=1, ge=1)  # identical clients this entry stands for
+    medium: str | None = None  # name of a shared medium in network.media
+    data_weight: float = Field(default=1.0, gt=0)  # relative share of the training data
+    name: str | None = None  # client name prefix; default: the device profile name
+
+
+class EvalCfg(Strict):
+    every: int = Field(default=1, ge=1)  # rounds between evaluations (the last round is always evaluated)
+    batch_size: int = Field(default=512, ge=1)
+    thresholds: list[float] = [0.0, 0.1, 0.2, 0.3, 0.5, 0.7, 1.0]  # normalized-entropy exit thresholds
+
+    @model_validator(mode="after")
+    def _thresholds_in_range(self) -> "EvalCfg":
+        for i, t in enumerate(self.thresholds):
+            if not 0.0 <= t <= 1.0:
+                raise ValueError(f"thresholds[{i}] = {t} is outside [0, 1]")
+        return self
+
+
+class OutputCfg(Strict):
+    events: Literal["csv", "parquet"] = "csv"
+    checkpoint_every: int = Field(default=1, ge=0)  # rounds between checkpoints; 0: none
+    progress: bool = True  # progress bar on stderr
+
+
+class Scenario(Strict):
+    name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")
+    description: str = ""
+    seed: int = Field(default=0, ge=0)
+    compute: Literal["cpu", "cuda", "auto"] = "cpu"  # where the real torch steps run
+    dataset: DatasetCfg = DatasetCfg()
+    model: ModelCfg = ModelCfg()
+    training: TrainingCfg = TrainingCfg()
+    strategy: StrategyCfg = StrategyCfg()
+    network: NetworkCfg = NetworkCfg()
+    server: ServerCfg = ServerCfg()
+    clients: list[ClientGroupCfg] = Field(min_length=1)
+    eval: EvalCfg = EvalCfg()
+    output: OutputCfg = OutputCfg()
