@@ -1,0 +1,207 @@
+"""Wires the SimPy world from a resolved scenario and runs it round by round, with evaluation and checkpoints."""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import simpy
+import torch
+
+from simulator.data.datasets import Dataset, load_dataset
+from simulator.data.partitions import partition
+from simulator.device import ClientCosts, Device
+from simulator.errors import InputError
+from simulator.models.cost_table import cost_table_cached
+from simulator.models.heads import make_exit_head
+from simulator.network import SharedMedium, make_link
+from simulator.recorder import EntityPower, Recorder
+from simulator.rng import Streams
+from simulator.scenario import ResolvedScenario
+from simulator.server import SERVER, Server
+from simulator.strategies import STRATEGIES, Strategy
+from simulator.training import BatchSampler, ClientTrainer, EvalResult, evaluate_path
+from simulator.world import World
+
+__all__ = ["torch_device_for", "load_data", "build_world", "RoundRecord", "Simulation"]
+
+
+def torch_device_for(compute: str) -> torch.device:
+    if compute == "cuda" and not torch.cuda.is_available():
+        raise InputError("compute: cuda was asked for but torch sees no CUDA device", key="compute")
+    if compute == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(compute)
+
+
+def load_data(rs: ResolvedScenario) -> Dataset:
+    d = rs.scenario.dataset
+    try:
+        return load_dataset(d.name, d.root, download=d.download, seed=rs.scenario.seed, max_train=d.max_train,
+                            max_test=d.max_test, synthetic=d.synthetic.model_dump())
+    except InputError as err:
+        raise err.at(file=rs.file, key="dataset") from None
+
+
+def build_world(rs: ResolvedScenario, dataset: Dataset | None = None) -> World:
+    """Everything a run needs, built once: models, optimizers, devices, links, server. No training yet."""
+    sc = rs.scenario
+    dev = torch_device_for(sc.compute)
+    data = (dataset or load_data(rs)).to(dev)
+    streams = Streams(sc.seed)
+    in_ch, size, classes = sc.dataset.shape()
+    table = cost_table_cached(sc.model.width, in_ch, classes, size, sc.model.exit_head)
+
+    labels = data.train_y.cpu().numpy()
+    weights = [c.data_weight for c in rs.clients]
+    part = sc.dataset.partition
+    try:
+        shards = partition(labels, len(rs.clients), part.kind, rng=streams.numpy("partition"), alpha=part.alpha,
+                           shards_per_client=part.shards_per_client,
+                           weights=None if len(set(weights)) == 1 else weights)
+    except InputError as err:
+        raise err.at(file=rs.file) from None
+
+    env = simpy.Environment()
+    powers = {c.name: EntityPower.of_client(c.device, c.link) for c in rs.clients}
+    powers[SERVER] = EntityPower.of_server(rs.server)
+    recorder = Recorder(powers)
+    server = Server(env, rs.server, sc.server.workers, recorder)
+    media = {name: SharedMedium(env, m.capacity_bps, name) for name, m in sc.network.media.items()}
+
+    w = World(rs=rs, env=env, table=table, streams=streams, recorder=recorder, server=server, devices=[],
+              trainers=[], backbones=[], train_x=data.train_x, train_y=data.train_y, test_x=data.test_x,
+              test_y=data.test_y, sample_counts=[len(s) for s in shards], steps_per_round=[], torch_device=dev)
+    batch = sc.training.batch_size
+    for c, idx in zip(rs.clients, shards):
+        backbone = w.new_backbone("client", c.index)
+        exit_head = make_exit_head(sc.model.exit_head, backbone.unit_channels[c.cut - 1], classes,
+                                   seed=streams.torch_seed("exit", c.index)).to(dev)
+        sampler = BatchSampler(torch.as_tensor(idx, dtype=torch.int64, device=dev), batch,
+                               streams.torch("batches", c.index))
+        trainer = ClientTrainer(backbone, c.cut, exit_head, sc.training.optimizer, sampler,
+                                sc.network.activation_dtype)
+        link = make_link(env, name=c.name, uplink_bps=c.link.uplink_bps, downlink_bps=c.link.downlink_bps,
+                         latency_s=c.link.latency_s, jitter_s=c.link.jitter_s, loss_rate=c.link.loss_rate,
+                         rng=streams.numpy("jitter", c.index), medium=media.get(c.medium) if c.medium else None)
+        cost = ClientCosts.of(table, c.cut, sampler.batch_size, sc.network.activation_dtype)
+        w.backbones.append(backbone)
+        w.trainers.append(trainer)
+        w.devices.append(Device(env, c, link, trainer, cost, recorder, overlap=sc.network.overlap_compute_comm,
+                                send_buffer=sc.network.send_buffer))
+        if sc.training.local_steps is not None:
+            w.steps_per_round.append(sc.training.local_steps)
+        else:
+            w.steps_per_round.append(max(1, math.ceil(sc.training.local_epochs * len(idx) / sampler.batch_size)))
+    return w
+
+
+@dataclass
+class RoundRecord:
+    """What one round produced (the rows of rounds.csv and clients.csv)."""
+
+    round: int
+    t_start: float
+    sim_time_s: float
+    host_seconds: float
+    present: list[int]
+    exit_loss: dict[int, float]
+    server_loss: dict[int, float]
+    evals: dict[int, EvalResult] = field(default_factory=dict)
+
+
+class Simulation:
+    """A run: the world, its strategy, and the rounds done so far."""
+
+    def __init__(self, rs: ResolvedScenario, dataset: Dataset | None = None, *, evaluate: bool = True) -> None:
+        self.rs = rs
+        self.evaluate_enabled = evaluate  # off only for overhead measurements
+        self.world = build_world(rs, dataset)
+        strategy_cls = STRATEGIES[rs.scenario.strategy.name]
+        self.strategy: Strategy = strategy_cls(self.world)
+        self.records: list[RoundRecord] = []
+
+    @property
+    def rounds_done(self) -> int:
+        return len(self.records)
+
+    def evaluate(self) -> dict[int, EvalResult]:
+        w = self.world
+        bs = w.scenario.eval.batch_size
+        return {i: evaluate_path(w.trainers[i], self.strategy.paths[i].seq, w.test_x, w.test_y, bs)
+                for i in range(len(w.trainers))}
+
+    def run_round(self) -> RoundRecord:
+        w = self.world
+        rnd = self.rounds_done + 1
+        host0 = time.perf_counter()
+        t0 = w.env.now
+        present = list(range(len(w.devices)))
+        done = w.env.process(self.strategy.run_round(rnd, present))
+        w.env.run(until=done)
+        w.recorder.close_round(rnd, t0, w.env.now, [w.devices[i].name for i in present] + [SERVER])
+        rec = RoundRecord(
+            round=rnd, t_start=t0, sim_time_s=w.env.now, host_seconds=0.0, present=present,
+            exit_loss={i: w.trainers[i].take_mean_loss() for i in present},
+            server_loss={i: self.strategy.take_server_loss(i) for i in present},
+        )
+        ev = w.scenario.eval
+        if self.evaluate_enabled and (rnd % ev.every == 0 or rnd == w.scenario.training.rounds):
+            rec.evals = self.evaluate()
+        rec.host_seconds = time.perf_counter() - host0
+        self.records.append(rec)
+        return rec
+
+    def run(self, on_round: Callable[[RoundRecord], None] | None = None,
+            checkpoint: Callable[["Simulation"], None] | None = None) -> list[RoundRecord]:
+        sc = self.world.scenario
+        every = sc.output.checkpoint_every
+        while self.rounds_done < sc.training.rounds:
+            rec = self.run_round()
+            if on_round:
+                on_round(rec)
+            if checkpoint and every and rec.round % every == 0 and rec.round < sc.training.rounds:
+                checkpoint(self)
+        return self.records
+
+    # --- checkpoints: the world is quiescent between rounds, so its state is just tensors and numbers ---
+    def state_dict(self) -> dict[str, Any]:
+        w, s = self.world, self.strategy
+        return {
+            "now": w.env.now,
+            "records": self.records,
+            "backbones": [b.state_dict() for b in w.backbones],
+            "exits": [t.exit.state_dict() for t in w.trainers],
+            "client_opts": [t.optimizer.state_dict() for t in w.trainers],
+            "samplers": [t.sampler.state_dict() for t in w.trainers],
+            "server_modules": [m.state_dict() for m in s.server_modules()],
+            "server_opts": [o.state_dict() for o in s.optimizers()],
+            "jitter": [d.link.up.rng.bit_generator.state for d in w.devices],
+            "recorder": w.recorder.state_dict(),
+            "torch_rng": torch.get_rng_state(),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        w, s = self.world, self.strategy
+        # Between rounds no process is alive, so a fresh environment at the saved time is equivalent.
+        fresh = simpy.Environment(initial_time=state["now"])
+        w.env.__dict__.update(fresh.__dict__)
+        self.records = list(state["records"])
+        for b, st in zip(w.backbones, state["backbones"]):
+            b.load_state_dict(st)
+        for t, st, ost, sst in zip(w.trainers, state["exits"], state["client_opts"], state["samplers"]):
+            t.exit.load_state_dict(st)
+            t.optimizer.load_state_dict(ost)
+            t.sampler.load_state_dict(sst)
+        for m, st in zip(s.server_modules(), state["server_modules"]):
+            m.load_state_dict(st)
+        for o, st in zip(s.optimizers(), state["server_opts"]):
+            o.load_state_dict(st)
+        for d, st in zip(w.devices, state["jitter"]):
+            d.link.up.rng.bit_generator.state = st
+        w.recorder.load_state_dict(state["recorder"])
+        torch.set_rng_state(state["torch_rng"])
+

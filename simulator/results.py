@@ -1,0 +1,152 @@
+"""Writes a run folder: scenario.resolved.yaml, rounds.csv, clients.csv, events, summary.json (atomically)."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import os
+import platform
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+import numpy as np
+import simpy
+import torch
+import yaml
+
+from simulator import __version__
+from simulator.recorder import EVENT_COLUMNS, Recorder
+from simulator.scenario import ResolvedScenario
+from simulator.server import SERVER
+
+__all__ = [
+    "ROUND_COLUMNS",
+    "CLIENT_COLUMNS",
+    "atomic_write",
+    "round_rows",
+    "client_rows",
+    "summary",
+    "write_run",
+    "write_resolved",
+]
+
+ROUND_COLUMNS = ("round", "sim_time_s", "final_accuracy", "mean_exit_accuracy", "energy_j", "bytes_up",
+                 "bytes_down", "host_seconds")
+CLIENT_COLUMNS = ("round", "client", "device", "cut", "exit_accuracy", "final_accuracy", "train_loss_exit",
+                  "train_loss_server", "energy_j", "bytes_up", "bytes_down", "available")
+
+
+def atomic_write(path: Path, data: str | bytes) -> None:
+    """Write to a temporary file beside `path`, then rename: a reader never sees half a file."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_bytes(data.encode() if isinstance(data, str) else data)
+    os.replace(tmp, path)
+
+
+def _csv(columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(columns)
+    for row in rows:
+        writer.writerow(["" if isinstance(v, float) and math.isnan(v) else v for v in row])
+    return buf.getvalue()
+
+
+def _mean(values: list[float]) -> float:
+    return float(np.mean(values)) if values else float("nan")
+
+
+def round_rows(records: Sequence[Any], recorder: Recorder) -> list[tuple[Any, ...]]:
+    rows = []
+    for rec in records:
+        per = recorder.round_totals[rec.round]
+        rows.append((
+            rec.round, rec.sim_time_s,
+            _mean([e.final_accuracy for e in rec.evals.values()]),
+            _mean([e.exit_accuracy for e in rec.evals.values()]),
+            sum(t.energy_j for t in per.values()),
+            sum(t.bytes_up for t in per.values()),
+            sum(t.bytes_down for t in per.values()),
+            round(rec.host_seconds, 4),
+        ))
+    return rows
+
+
+def client_rows(records: Sequence[Any], recorder: Recorder, rs: ResolvedScenario) -> list[tuple[Any, ...]]:
+    rows = []
+    nan = float("nan")
+    for rec in records:
+        for c in rs.clients:
+            tot = recorder.round_totals[rec.round].get(c.name)
+            ev = rec.evals.get(c.index)
+            rows.append((
+                rec.round, c.name, c.device.name, c.cut,
+                ev.exit_accuracy if ev else nan, ev.final_accuracy if ev else nan,
+                rec.exit_loss.get(c.index, nan), rec.server_loss.get(c.index, nan),
+                tot.energy_j if tot else 0.0, tot.bytes_up if tot else 0.0, tot.bytes_down if tot else 0.0,
+                int(c.index in rec.present),
+            ))
+    return rows
+
+
+def summary(rs: ResolvedScenario, records: Sequence[Any], recorder: Recorder) -> dict[str, Any]:
+    last_eval = next((r for r in reversed(records) if r.evals), None)
+    per_entity = recorder.entity_energy()
+    totals = [t for per in recorder.round_totals.values() for t in per.values()]
+    names = {c.index: c.name for c in rs.clients}
+    return {
+        "scenario": rs.scenario.name,
+        "strategy": rs.scenario.strategy.name,
+        "seed": rs.scenario.seed,
+        "rounds": len(records),
+        "clients": [{"name": c.name, "device": c.device.name, "link": c.link.name, "cut": c.cut}
+                    for c in rs.clients],
+        "final_accuracy": _mean([e.final_accuracy for e in last_eval.evals.values()]) if last_eval else None,
+        "mean_exit_accuracy": _mean([e.exit_accuracy for e in last_eval.evals.values()]) if last_eval else None,
+        "exit_accuracy": {names[i]: e.exit_accuracy for i, e in last_eval.evals.items()} if last_eval else {},
+        "final_accuracy_per_client": (
+            {names[i]: e.final_accuracy for i, e in last_eval.evals.items()} if last_eval else {}),
+        "sim_time_s": records[-1].sim_time_s if records else 0.0,
+        "energy_j": {"total": sum(per_entity.values()), "per_entity": per_entity,
+                     "server": per_entity.get(SERVER, 0.0)},
+        "bytes_up": sum(t.bytes_up for t in totals),
+        "bytes_down": sum(t.bytes_down for t in totals),
+        "host_seconds": sum(r.host_seconds for r in records),
+        "versions": {"hetero_splitee_sim": __version__, "python": platform.python_version(),
+                     "torch": torch.__version__, "numpy": np.__version__, "simpy": simpy.__version__},
+    }
+
+
+def write_resolved(out: Path, rs: ResolvedScenario) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write(out / "scenario.resolved.yaml", yaml.safe_dump(rs.to_dict(), sort_keys=False))
+
+
+def _write_events(out: Path, recorder: Recorder, fmt: str) -> Path:
+    rows = sorted((e.row() for e in recorder.events), key=lambda r: (r[0], r[1], r[2], r[3]))
+    if fmt == "parquet":
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        table = pa.table({name: [r[k] for r in rows] for k, name in enumerate(EVENT_COLUMNS)})
+        sink = io.BytesIO()
+        pq.write_table(table, sink)
+        path = out / "events.parquet"
+        atomic_write(path, sink.getvalue())
+        return path
+    path = out / "events.csv"
+    atomic_write(path, _csv(EVENT_COLUMNS, rows))
+    return path
+
+
+def write_run(out: Path, rs: ResolvedScenario, records: Sequence[Any], recorder: Recorder) -> dict[str, Any]:
+    """All result files of a finished run; summary.json last, so its presence means the run is complete."""
+    write_resolved(out, rs)
+    atomic_write(out / "rounds.csv", _csv(ROUND_COLUMNS, round_rows(records, recorder)))
+    atomic_write(out / "clients.csv", _csv(CLIENT_COLUMNS, client_rows(records, recorder, rs)))
+    _write_events(out, recorder, rs.scenario.output.events)
+    summ = summary(rs, records, recorder)
+    atomic_write(out / "summary.json", json.dumps(summ, indent=2) + "\n")
+    return summ

@@ -1,0 +1,127 @@
+"""Runs a scenario into a run folder: progress bar, checkpoints, resume, result files and a closing summary."""
+
+from __future__ import annotations
+
+import argparse
+import io
+import shutil
+import sys
+from pathlib import Path
+from typing import Any
+
+import torch
+from tqdm import tqdm
+
+from simulator.engine import RoundRecord, Simulation
+from simulator.errors import InputError
+from simulator.results import atomic_write, write_resolved, write_run
+from simulator.scenario import ResolvedScenario, load_scenario
+
+__all__ = ["run_scenario", "format_summary", "add_run_parser"]
+
+CHECKPOINT = "checkpoint"
+
+
+def _save_checkpoint(out: Path, sim: Simulation, resolved: dict[str, Any]) -> None:
+    folder = out / CHECKPOINT
+    folder.mkdir(parents=True, exist_ok=True)
+    buf = io.BytesIO()
+    torch.save({"resolved": resolved, "state": sim.state_dict()}, buf)
+    atomic_write(folder / "state.pt", buf.getvalue())
+
+
+def _load_checkpoint(out: Path, rs: ResolvedScenario) -> dict[str, Any] | None:
+    path = out / CHECKPOINT / "state.pt"
+    if not path.is_file():
+        return None
+    saved = torch.load(path, map_location="cpu", weights_only=False)
+    if saved["resolved"] != rs.to_dict():
+        raise InputError("the checkpoint was made by a different scenario; run without --resume or use another --out",
+                         file=str(path))
+    return saved["state"]
+
+
+def run_scenario(rs: ResolvedScenario, out: Path, *, resume: bool = False, overwrite: bool = False,
+                 progress: bool | None = None) -> dict[str, Any]:
+    """Run (or finish) a scenario into `out`; returns the summary written to summary.json."""
+    sc = rs.scenario
+    if out.exists() and not resume and not overwrite and any(out.iterdir()):
+        raise InputError(f"{out} already holds a run; pass --resume to continue it, --overwrite to replace it, "
+                         "or choose another --out", key="--out")
+    if overwrite and out.exists() and not resume:
+        shutil.rmtree(out)
+    state = _load_checkpoint(out, rs) if resume else None
+    if resume and state is None and (out / "summary.json").is_file():
+        import json
+
+        return json.loads((out / "summary.json").read_text())  # already finished: nothing to redo
+    sim = Simulation(rs)
+    if state is not None:
+        sim.load_state_dict(state)
+    write_resolved(out, rs)
+    resolved = rs.to_dict()
+
+    show = sc.output.progress if progress is None else progress
+    bar = tqdm(total=sc.training.rounds, initial=sim.rounds_done, desc=sc.name, unit="round", file=sys.stderr,
+               disable=not show, dynamic_ncols=True)
+    last_acc: dict[str, float] = {}
+
+    def on_round(rec: RoundRecord) -> None:
+        if rec.evals:
+            n = len(rec.evals)
+            last_acc["final"] = sum(e.final_accuracy for e in rec.evals.values()) / n
+            last_acc["exit"] = sum(e.exit_accuracy for e in rec.evals.values()) / n
+        bar.set_postfix_str(f"sim {rec.sim_time_s:,.1f} s"
+                            + (f", acc {last_acc['final']:.3f} (exit {last_acc['exit']:.3f})" if last_acc else ""))
+        bar.update(1)
+
+    try:
+        sim.run(on_round=on_round, checkpoint=lambda s: _save_checkpoint(out, s, resolved))
+    finally:
+        bar.close()
+    summary = write_run(out, rs, sim.records, sim.world.recorder)
+    shutil.rmtree(out / CHECKPOINT, ignore_errors=True)
+    return summary
+
+
+def format_summary(summary: dict[str, Any], out: Path) -> str:
+    lines = [
+        f"run '{summary['scenario']}' ({summary['strategy']}, seed {summary['seed']}): {summary['rounds']} rounds",
+        f"  final accuracy (server path, mean over clients): {summary['final_accuracy']:.4f}",
+        f"  exit accuracy (mean over clients):               {summary['mean_exit_accuracy']:.4f}",
+        f"  simulated time: {summary['sim_time_s']:,.2f} s   energy: {summary['energy_j']['total']:,.1f} J   "
+        f"traffic: {summary['bytes_up'] / 1e6:,.2f} MB up, {summary['bytes_down'] / 1e6:,.2f} MB down",
+        f"  host time: {summary['host_seconds']:.1f} s",
+        "",
+        f"  {'client':<26}{'device':<22}{'cut':>4}{'exit acc':>10}{'final acc':>11}{'energy J':>12}",
+    ]
+    for c in summary["clients"]:
+        name = c["name"]
+        lines.append(
+            f"  {name:<26}{c['device']:<22}{c['cut']:>4}{summary['exit_accuracy'].get(name, float('nan')):>10.4f}"
+            f"{summary['final_accuracy_per_client'].get(name, float('nan')):>11.4f}"
+            f"{summary['energy_j']['per_entity'].get(name, 0.0):>12,.1f}"
+        )
+    lines.append(f"  {'server':<26}{'':<22}{'':>4}{'':>10}{'':>11}{summary['energy_j']['server']:>12,.1f}")
+    lines.append(f"\nresults in {out}/")
+    return "\n".join(lines)
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    rs = load_scenario(args.scenario, args.set)
+    out = Path(args.out) if args.out else Path("runs") / rs.scenario.name
+    summary = run_scenario(rs, out, resume=args.resume, overwrite=args.overwrite,
+                           progress=False if args.quiet else None)
+    print(format_summary(summary, out))
+    return 0
+
+
+def add_run_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("run", help="run a scenario and write a run folder")
+    p.add_argument("scenario", metavar="SCENARIO.yaml")
+    p.add_argument("--set", action="append", default=[], metavar="KEY.PATH=VALUE", help="override a key")
+    p.add_argument("--out", metavar="DIR", help="run folder (default: runs/<scenario name>)")
+    p.add_argument("--resume", action="store_true", help="continue an interrupted run from its last checkpoint")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing run folder")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=_cmd_run)

@@ -1,0 +1,34 @@
+"""The server as a SimPy resource with `workers` slots; each slot runs one real server step at a time."""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Generator
+
+import simpy
+
+from simulator import costs
+from simulator.profiles import DeviceProfile
+from simulator.recorder import Recorder
+
+__all__ = ["SERVER", "Server"]
+
+SERVER = "server"  # the server's entity name in events and summaries
+
+
+class Server:
+    def __init__(self, env: simpy.Environment, profile: DeviceProfile, workers: int, recorder: Recorder) -> None:
+        self.env = env
+        self.profile = profile
+        self.slots = simpy.Resource(env, capacity=workers)
+        self.recorder = recorder
+
+    def compute(self, rnd: int, flops: float, work: Callable[[], Any], *, kind: str = "compute",
+                slots: simpy.Resource | None = None) -> Generator[simpy.Event, Any, Any]:
+        """Waits for a slot, runs `work` (the real torch step) at the simulated start, holds the slot for its cost."""
+        with (slots or self.slots).request() as req:
+            yield req
+            t0 = self.env.now
+            result = work()
+            yield self.env.timeout(costs.compute_seconds(flops, self.profile.flops_per_s))
+            self.recorder.interval(SERVER, kind, rnd, t0, self.env.now, flops=flops)
+        return result

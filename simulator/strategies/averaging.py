@@ -1,0 +1,42 @@
+"""Averaging: a server model per client, trained in parallel, with periodic cross-layer aggregation."""
+
+from __future__ import annotations
+
+from typing import Any, Generator, Sequence
+
+import simpy
+from torch import nn
+
+from simulator.strategies.base import Strategy
+from simulator.training import ServerPath, make_optimizer
+
+__all__ = ["Averaging"]
+
+
+class Averaging(Strategy):
+    name = "averaging"
+
+    def build_server(self) -> list[ServerPath]:
+        # S_i is units[cut_i:] + classifier of client i's own backbone, with its own optimizer.
+        paths = []
+        for backbone, cut in zip(self.w.backbones, self.w.cuts):
+            params = [*backbone.units[cut:].parameters(), *backbone.classifier.parameters()]
+            paths.append(ServerPath(backbone, cut, make_optimizer(params, self.w.scenario.training.optimizer)))
+        return paths
+
+    def serve(self, rnd: int, expected: dict[int, int]) -> Generator[simpy.Event, Any, None]:
+        # Every arriving batch starts its step at once; the server's `workers` slots bound the parallelism.
+        steps = []
+        for _ in range(sum(expected.values())):
+            batch = yield self.inbox.get()
+            steps.append(self.w.env.process(self.server_step(rnd, batch)))
+        yield self.w.env.all_of(steps)
+
+    def aggregation_due(self, rnd: int) -> bool:
+        return rnd % self.cfg.aggregate_every == 0
+
+    def aggregation_plan(self, present: Sequence[int]) -> list[list[tuple[int, nn.Module]]]:
+        return self.unit_plan(present, server_copies=True)
+
+    def server_modules(self) -> list[nn.Module]:
+        return []  # the server models live in the clients' backbones

@@ -1,0 +1,147 @@
+"""The strategy base class: owns the round loop; subclasses say how the server serves and what is averaged."""
+
+from __future__ import annotations
+
+from typing import Any, Generator, Sequence
+
+import simpy
+import torch
+from torch import nn
+
+from simulator.aggregation import exit_head_groups, unit_groups, weighted_average_
+from simulator.device import FeatureBatch
+from simulator.models.cost_table import CostTable
+from simulator.training import ServerPath, state_bytes
+from simulator.world import World
+
+__all__ = ["Strategy", "server_batch_flops"]
+
+
+def server_batch_flops(table: CostTable, cut: int, batch: int) -> float:
+    """Forward + backward FLOPs of the server part for one feature batch (no gradient sent back)."""
+    return (table.server_fwd_flops(cut) + table.server_bwd_flops(cut)) * batch
+
+
+class Strategy:
+    """One round = every present client runs its steps while the server consumes their features; then,
+    when due, an aggregation. Subclasses fill in `build_server`, `serve`, and the aggregation plan."""
+
+    name = "base"
+
+    def __init__(self, world: World) -> None:
+        self.w = world
+        self.cfg = world.scenario.strategy
+        self.paths: list[ServerPath] = self.build_server()
+        dev = world.torch_device
+        self.server_loss = [torch.zeros((), device=dev) for _ in world.devices]
+        self.server_steps = [0 for _ in world.devices]
+        self.inbox: simpy.Store | None = None
+
+    # --- what subclasses fill in -------------------------------------------------------------
+    def build_server(self) -> list[ServerPath]:
+        """The server path serving each client (index = client)."""
+        raise NotImplementedError
+
+    def serve(self, rnd: int, expected: dict[int, int]) -> Generator[simpy.Event, Any, None]:
+        """Consume `expected[i]` feature batches from each client i this round."""
+        raise NotImplementedError
+
+    def aggregation_due(self, rnd: int) -> bool:
+        return False
+
+    def aggregation_plan(self, present: Sequence[int]) -> list[list[tuple[int, nn.Module]]]:
+        """Groups of (owning client, module copy) to average together; a group's modules share one structure."""
+        return []
+
+    def server_modules(self) -> list[nn.Module]:
+        """Server-side modules with state to checkpoint (besides the clients' backbones)."""
+        return []
+
+    def optimizers(self) -> list[torch.optim.Optimizer]:
+        """The server optimizers, each once (checkpointed with the run)."""
+        unique: dict[int, torch.optim.Optimizer] = {}
+        for path in self.paths:
+            unique.setdefault(id(path.optimizer), path.optimizer)
+        return list(unique.values())
+
+    # --- the round loop ------------------------------------------------------------------------
+    def deliver(self, batch: FeatureBatch) -> None:
+        assert self.inbox is not None
+        self.inbox.put(batch)
+
+    def run_round(self, rnd: int, present: Sequence[int]) -> Generator[simpy.Event, Any, None]:
+        w = self.w
+        self.inbox = simpy.Store(w.env)
+        expected = {i: w.steps_per_round[i] for i in present}
+        procs = [
+            w.env.process(w.devices[i].run_round(rnd, expected[i], w.train_x, w.train_y, self.deliver))
+            for i in present
+        ]
+        procs.append(w.env.process(self.serve(rnd, expected)))
+        yield w.env.all_of(procs)
+        if self.aggregation_due(rnd):
+            yield w.env.process(self.aggregate(rnd, present))
+
+    def server_step(self, rnd: int, batch: FeatureBatch) -> Generator[simpy.Event, Any, None]:
+        """One real server step on a feature batch, holding a server slot for its simulated cost."""
+        path = self.paths[batch.client]
+        flops = server_batch_flops(self.w.table, path.cut, int(batch.y.shape[0]))
+        loss = yield self.w.env.process(self.w.server.compute(rnd, flops, lambda: path.step(batch.h, batch.y)))
+        self.server_loss[batch.client] += loss
+        self.server_steps[batch.client] += 1
+
+    def take_server_loss(self, i: int) -> float:
+        n = self.server_steps[i]
+        mean = float(self.server_loss[i]) / n if n else float("nan")
+        self.server_loss[i].zero_()
+        self.server_steps[i] = 0
+        return mean
+
+    # --- aggregation ---------------------------------------------------------------------------
+    def unit_plan(self, present: Sequence[int], *, server_copies: bool) -> list[list[tuple[int, nn.Module]]]:
+        """Cross-layer groups: for each unit and the classifier, the copies held by the present clients
+        (on their devices if client layers are aggregated; in their server models if `server_copies`),
+        then the exit heads of clients sharing a cut."""
+        w = self.w
+        cuts = [w.cuts[i] for i in present]
+        num_units = len(w.backbones[0].units)
+        groups = unit_groups(cuts, num_units, server_copies=server_copies,
+                             client_copies=self.cfg.client_layers_aggregated())
+        plan = []
+        for u, members in enumerate(groups):
+            if len(members) > 1:
+                plan.append([(present[k], w.backbones[present[k]].units[u] if u < num_units
+                              else w.backbones[present[k]].classifier) for k in members])
+        if self.cfg.aggregate_exit_heads:
+            for members in exit_head_groups(cuts):
+                plan.append([(present[k], w.trainers[present[k]].exit) for k in members])
+        return plan
+
+    def client_side_modules(self, present: Sequence[int]) -> dict[int, list[nn.Module]]:
+        """Per client, the modules on its device that take part in the aggregation (they travel)."""
+        out: dict[int, list[nn.Module]] = {i: [] for i in present}
+        for group in self.aggregation_plan(present):
+            for i, module in group:
+                if module is self.w.trainers[i].exit or any(module is u for u in self.w.trainers[i].body):
+                    out[i].append(module)
+        return out
+
+    def aggregate(self, rnd: int, present: Sequence[int]) -> Generator[simpy.Event, Any, None]:
+        """Clients upload their shared layers, the server averages every group, clients download the result."""
+        w = self.w
+        buffers = self.cfg.bn == "average"
+        moving = self.client_side_modules(present)
+        nbytes = {i: state_bytes(mods, buffers=buffers) for i, mods in moving.items()}
+        ups = [w.env.process(w.devices[i].transfer(rnd, n, up=True, kind="agg_tx")) for i, n in nbytes.items() if n]
+        yield w.env.all_of(ups)
+        plan = self.aggregation_plan(present)
+        # One multiply-add per element of every copy averaged.
+        flops = 2.0 * sum(sum(p.numel() for p in group[0][1].parameters()) * len(group) for group in plan)
+
+        def average() -> None:
+            for group in plan:
+                weighted_average_([m for _, m in group], [w.sample_counts[i] for i, _ in group], buffers=buffers)
+
+        yield w.env.process(w.server.compute(rnd, flops, average, kind="aggregate"))
+        downs = [w.env.process(w.devices[i].transfer(rnd, n, up=False, kind="agg_rx")) for i, n in nbytes.items() if n]
+        yield w.env.all_of(downs)

@@ -1,0 +1,195 @@
+"""What is computed: the real torch steps of clients and server, and evaluation. No simulated time here."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from simulator.config import OptimizerCfg
+from simulator.models.resnet import UnitModel
+
+__all__ = [
+    "make_optimizer",
+    "quantize",
+    "BatchSampler",
+    "ClientTrainer",
+    "ServerPath",
+    "EvalResult",
+    "evaluate_path",
+    "state_bytes",
+]
+
+
+def make_optimizer(params: Iterable[nn.Parameter], cfg: OptimizerCfg) -> torch.optim.Optimizer:
+    params = list(params)
+    if cfg.name == "adam":
+        return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+
+
+def quantize(h: torch.Tensor, dtype: str) -> torch.Tensor:
+    """h as the server receives it: fp32 unchanged, fp16 rounded, int8 per-sample affine (scale + zero point)."""
+    if dtype == "fp32":
+        return h
+    if dtype == "fp16":
+        return h.half().float()
+    flat = h.flatten(1)  # (B, D)
+    lo = flat.amin(dim=1, keepdim=True)
+    hi = flat.amax(dim=1, keepdim=True)
+    scale = ((hi - lo) / 255.0).clamp_min(1e-12)
+    q = torch.round((flat - lo) / scale).clamp_(0, 255)
+    return (q * scale + lo).view_as(h)
+
+
+def state_bytes(modules: Iterable[nn.Module], *, buffers: bool) -> int:
+    """Bytes of the tensors a module set sends when it is aggregated (numel × element size)."""
+    total = 0
+    for m in modules:
+        total += sum(p.numel() * p.element_size() for p in m.parameters())
+        if buffers:
+            total += sum(b.numel() * b.element_size() for b in m.buffers() if b.is_floating_point())
+    return total
+
+
+class BatchSampler:
+    """Endless shuffled batches over one client's sample indices (reshuffled each pass, from its own generator)."""
+
+    def __init__(self, indices: torch.Tensor, batch_size: int, generator: torch.Generator) -> None:
+        self.indices = indices  # (n,) int64, on the compute device
+        self.batch_size = min(batch_size, int(indices.numel()))
+        self.generator = generator  # CPU generator: same draws on CPU and GPU runs
+        self._perm = self._new_perm()
+        self._cursor = 0
+
+    def _new_perm(self) -> torch.Tensor:
+        order = torch.randperm(self.indices.numel(), generator=self.generator)
+        return self.indices[order.to(self.indices.device)]
+
+    def next(self) -> torch.Tensor:
+        end = self._cursor + self.batch_size
+        if end <= self._perm.numel():
+            idx = self._perm[self._cursor:end]
+            self._cursor = end
+            return idx
+        head = self._perm[self._cursor:]
+        self._perm = self._new_perm()
+        self._cursor = self.batch_size - head.numel()
+        return torch.cat([head, self._perm[: self._cursor]])
+
+    def state_dict(self) -> dict:
+        return {"perm": self._perm.cpu(), "cursor": self._cursor, "gen": self.generator.get_state()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self._perm = state["perm"].to(self.indices.device)
+        self._cursor = state["cursor"]
+        self.generator.set_state(state["gen"])
+
+
+class ClientTrainer:
+    """One client's part: u1..u_cut of its backbone plus its exit head, trained on the exit loss only."""
+
+    def __init__(self, backbone: UnitModel, cut: int, exit_head: nn.Module, opt_cfg: OptimizerCfg,
+                 sampler: BatchSampler, activation_dtype: str) -> None:
+        self.backbone = backbone  # the whole backbone object; only units[:cut] belong to the client
+        self.cut = cut
+        self.body = nn.Sequential(*backbone.units[:cut])
+        self.exit = exit_head
+        self.optimizer = make_optimizer(list(self.body.parameters()) + list(exit_head.parameters()), opt_cfg)
+        self.sampler = sampler
+        self.activation_dtype = activation_dtype
+        self.loss_sum = torch.zeros((), device=sampler.indices.device)  # summed on device: no per-step sync
+        self.loss_count = 0
+
+    def modules(self) -> list[nn.Module]:
+        return [*self.backbone.units[: self.cut], self.exit]
+
+    def step(self, train_x: torch.Tensor, train_y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """One batch: forward to the cut and the exit, backward on the exit loss, optimizer step.
+
+        Returns (h as sent, detached and quantized: (B, C_l, H_l, W_l); labels (B,)). No gradient ever
+        comes back from the server.
+        """
+        idx = self.sampler.next()
+        x, y = train_x[idx], train_y[idx]  # (B, C, H, W), (B,)
+        self.body.train()
+        self.exit.train()
+        h = self.body(x)
+        loss = F.cross_entropy(self.exit(h), y)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        self.loss_sum += loss.detach()
+        self.loss_count += 1
+        return quantize(h.detach(), self.activation_dtype), y
+
+    def take_mean_loss(self) -> float:
+        """Mean exit loss since the last call (one host sync per round)."""
+        mean = float(self.loss_sum) / self.loss_count if self.loss_count else float("nan")
+        self.loss_sum.zero_()
+        self.loss_count = 0
+        return mean
+
+
+class ServerPath:
+    """The server's part serving one cut: u_{cut+1}..u9 + classifier of a backbone, with an optimizer."""
+
+    def __init__(self, backbone: UnitModel, cut: int, optimizer: torch.optim.Optimizer) -> None:
+        self.backbone = backbone
+        self.cut = cut
+        self.seq = nn.Sequential(*backbone.units[cut:], backbone.classifier)
+        self.optimizer = optimizer
+
+    def step(self, h: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """Forward from the cut to the classifier, cross-entropy, backward, optimizer step; the detached loss."""
+        self.seq.train()
+        loss = F.cross_entropy(self.seq(h), y)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        return loss.detach()
+
+
+@dataclass(frozen=True)
+class EvalResult:
+    """Per-sample outcomes on the test split for one client's exit and its path through the server."""
+
+    exit_correct: torch.Tensor  # (N,) bool
+    final_correct: torch.Tensor  # (N,) bool
+    exit_entropy: torch.Tensor  # (N,) normalized entropy H/log(C) of the exit softmax, in [0, 1]
+
+    @property
+    def exit_accuracy(self) -> float:
+        return float(self.exit_correct.float().mean())
+
+    @property
+    def final_accuracy(self) -> float:
+        return float(self.final_correct.float().mean())
+
+
+@torch.no_grad()
+def evaluate_path(client: ClientTrainer, server_seq: nn.Module, test_x: torch.Tensor, test_y: torch.Tensor,
+                  batch_size: int) -> EvalResult:
+    """Client body -> exit head, and client body -> server part, in eval mode, on the whole test split."""
+    modules = (client.body, client.exit, server_seq)
+    modes = [m.training for m in modules]
+    for m in modules:
+        m.eval()
+    exit_ok, final_ok, ent = [], [], []
+    num_classes = None
+    for start in range(0, test_x.shape[0], batch_size):
+        x, y = test_x[start:start + batch_size], test_y[start:start + batch_size]
+        h = client.body(x)
+        exit_logits = client.exit(h)  # the exit sees h on the device, before the wire
+        num_classes = exit_logits.shape[1]
+        logp = F.log_softmax(exit_logits, dim=1)
+        ent.append(-(logp.exp() * logp).sum(dim=1))
+        exit_ok.append(exit_logits.argmax(dim=1) == y)
+        final_ok.append(server_seq(quantize(h, client.activation_dtype)).argmax(dim=1) == y)
+    for m, mode in zip(modules, modes):
+        m.train(mode)
+    entropy = torch.cat(ent) / torch.log(torch.tensor(float(num_classes or 2)))
+    return EvalResult(torch.cat(exit_ok).cpu(), torch.cat(final_ok).cpu(), entropy.clamp(0, 1).cpu())

@@ -1,0 +1,57 @@
+"""The simulated world a strategy acts on: environment, devices, server, trainers, data and recorder."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import simpy
+import torch
+
+from simulator.config import Scenario
+from simulator.device import Device
+from simulator.models.cost_table import CostTable
+from simulator.models.resnet import UnitModel
+from simulator.recorder import Recorder
+from simulator.rng import Streams
+from simulator.scenario import ResolvedScenario
+from simulator.server import Server
+from simulator.training import ClientTrainer
+
+__all__ = ["World"]
+
+
+@dataclass
+class World:
+    rs: ResolvedScenario
+    env: simpy.Environment
+    table: CostTable
+    streams: Streams
+    recorder: Recorder
+    server: Server
+    devices: list[Device]
+    trainers: list[ClientTrainer]
+    backbones: list[UnitModel]  # one per client; units[:cut] are its client part
+    train_x: torch.Tensor  # (N, C, H, W) on the compute device
+    train_y: torch.Tensor  # (N,)
+    test_x: torch.Tensor
+    test_y: torch.Tensor
+    sample_counts: list[int]  # training samples per client (aggregation weights)
+    steps_per_round: list[int]  # client steps per round
+    torch_device: torch.device
+
+    @property
+    def scenario(self) -> Scenario:
+        return self.rs.scenario
+
+    @property
+    def cuts(self) -> list[int]:
+        return [c.cut for c in self.rs.clients]
+
+    def new_backbone(self, name: str, index: int = 0) -> UnitModel:
+        """A freshly initialised backbone from its own named seed stream, on the compute device."""
+        from simulator.models.resnet import SplitResNet18
+
+        sc = self.scenario
+        in_ch, _, classes = sc.dataset.shape()
+        model = SplitResNet18(sc.model.width, in_ch, classes, seed=self.streams.torch_seed(name, index))
+        return model.to(self.torch_device)
