@@ -186,9 +186,12 @@ class Simulation:
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         w, s = self.world, self.strategy
-        # Between rounds no process is alive, so a fresh environment at the saved time is equivalent.
-        fresh = simpy.Environment(initial_time=state["now"])
-        w.env.__dict__.update(fresh.__dict__)
+        # Between rounds no process is alive: advancing the fresh world's clock to the saved time is equivalent
+        # (it also lets the shared media start their manager processes).
+        if state["now"] > w.env.now:
+            w.env.run(until=state["now"])
+        else:
+            w.env.run()
         self.records = list(state["records"])
         for b, st in zip(w.backbones, state["backbones"]):
             b.load_state_dict(st)

@@ -164,8 +164,13 @@ class Channel:
         self.medium = medium
         self.radio = simpy.Resource(env, capacity=1)
 
-    def send(self, payload_bytes: float) -> Generator[simpy.Event, Any, Transfer]:
-        """Process generator: ``transfer = yield env.process(channel.send(n))``; returns the message's Transfer."""
+    def send(self, payload_bytes: float,
+             radio_free: simpy.Event | None = None) -> Generator[simpy.Event, Any, Transfer]:
+        """Process generator: ``transfer = yield env.process(channel.send(n))``; returns the message's Transfer.
+
+        ``radio_free``, if given, succeeds when the last bit has left the radio (before the propagation delay), so
+        a sender can start its next message while this one is still in flight.
+        """
         env = self.env
         t_queued = env.now
         wire = wire_bytes(payload_bytes, self.loss_rate)
@@ -177,6 +182,8 @@ class Channel:
             else:
                 yield self.medium.transfer(wire * 8.0, cap_bps=self.bps)
             t_end_busy = env.now
+        if radio_free is not None:
+            radio_free.succeed(t_end_busy)
         # Drawn when the message leaves the radio; FIFO sends make the draw order the send order.
         flight_s = self.latency_s + jitter_draw(self.rng, self.jitter_s)
         if flight_s > 0:
