@@ -3,21 +3,55 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
-from typing import Callable, Sequence
+from typing import TYPE_CHECKING, Callable, Sequence
 
 from simulator.errors import InputError
+
+if TYPE_CHECKING:
+    from simulator.scenario import ResolvedScenario
 
 __all__ = ["main", "build_parser"]
 
 EXIT_BAD_INPUT = 2
+EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE, what a shell reports for `splitee devices | head`
+
+
+def _print_costs(rs: ResolvedScenario) -> None:
+    """The model's cost table and each client's training memory against its device's."""
+    from simulator.models.cost_table import cost_table_cached, format_cost_table
+    from simulator.profiles_table import format_bytes
+
+    sc = rs.scenario
+    in_ch, size, classes = sc.dataset.shape()
+    batch, opt = sc.training.batch_size, sc.training.optimizer.memory_kind()
+    table = cost_table_cached(sc.model.width, in_ch, classes, size, sc.model.exit_head)
+    print(
+        f"\ncost table: ResNet-18 width {sc.model.width}, input {in_ch}x{size}x{size}, "
+        f"{classes} classes, exit head {sc.model.exit_head}, batch {batch}, optimizer {opt}"
+    )
+    print(format_cost_table(table, batch, opt))
+    print("\nclients (training memory at the cut / memory of the device):")
+    width = max(len(c.name) for c in rs.clients)
+    for c in rs.clients:
+        need = format_bytes(round(table.train_memory_bytes(c.cut, batch, opt)))
+        print(f"  {c.name:<{width}}  cut {c.cut}  memory {need:>9} of {format_bytes(c.device.memory_bytes):>9}  "
+              f"device {c.device.name}  link {c.link.name}")
 
 
 def _cmd_validate(args: argparse.Namespace) -> int:
+    """Every file is checked; each bad one costs one line on stderr, and any bad one makes the exit status 2."""
     from simulator.scenario import load_scenario
 
+    status = 0
     for path in args.scenarios:
-        rs = load_scenario(path, args.set)
+        try:
+            rs = load_scenario(path, args.set)
+        except InputError as err:
+            print(f"error: {err.one_line()}", file=sys.stderr)
+            status = EXIT_BAD_INPUT
+            continue
         sc = rs.scenario
         cuts = sorted({c.cut for c in rs.clients})
         print(
@@ -25,24 +59,8 @@ def _cmd_validate(args: argparse.Namespace) -> int:
             f"strategy {sc.strategy.name}, dataset {sc.dataset.name}, ResNet-18 width {sc.model.width}"
         )
         if args.costs:
-            from simulator.models.cost_table import cost_table_cached, format_cost_table
-
-            in_ch, size, classes = sc.dataset.shape()
-            table = cost_table_cached(sc.model.width, in_ch, classes, size, sc.model.exit_head)
-            print(
-                f"\ncost table: ResNet-18 width {sc.model.width}, input {in_ch}x{size}x{size}, "
-                f"{classes} classes, exit head {sc.model.exit_head}, batch {sc.training.batch_size}, "
-                f"optimizer {sc.training.optimizer.memory_kind()}"
-            )
-            print(format_cost_table(table, sc.training.batch_size, sc.training.optimizer.memory_kind()))
-            print("\nclients:")
-            for c in rs.clients:
-                need = table.train_memory_bytes(c.cut, sc.training.batch_size, sc.training.optimizer.memory_kind())
-                print(
-                    f"  {c.name:<24} cut {c.cut}  memory {need / 2**20:8.1f} MiB of "
-                    f"{c.device.memory_bytes / 2**20:9.1f} MiB  link {c.link.name}"
-                )
-    return 0
+            _print_costs(rs)
+    return status
 
 
 def _cmd_devices(args: argparse.Namespace) -> int:
@@ -71,6 +89,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("devices", help="list the built-in device and link profiles")
     p.set_defaults(func=_cmd_devices)
 
+    from simulator.runner import add_run_parser
+
+    add_run_parser(sub)
+
     return parser
 
 
@@ -79,13 +101,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     func: Callable[[argparse.Namespace], int] = args.func
     try:
-        return func(args)
+        status = func(args)
+        sys.stdout.flush()  # inside the try: a closed pipe surfaces here, not at interpreter exit
+        return status
     except InputError as err:
         print(f"error: {err.one_line()}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        # The reader went away (`splitee devices | head`): stop quietly. Point stdout at devnull so that
+        # the interpreter's final flush does not raise a second BrokenPipeError on the way out.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return EXIT_BROKEN_PIPE
 
 
 if __name__ == "__main__":

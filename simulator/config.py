@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal, Union
+from typing import Annotated, Any, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PlainValidator, model_validator
+from pydantic_core import PydanticCustomError
+
+from simulator.pydantic_errors import describe_value
 
 __all__ = [
     "Strict",
     "ProfileSpec",
+    "Threshold",
     "PartitionCfg",
     "SyntheticCfg",
     "DatasetCfg",
@@ -24,10 +28,32 @@ __all__ = [
     "OutputCfg",
     "Scenario",
     "DATASET_SHAPES",
+    "DATASET_TRAIN_SIZES",
 ]
 
+
+def _profile_spec(value: Any) -> str | dict[str, Any]:
+    """A profile name or a mapping with string keys; its fields are checked when the profile is resolved."""
+    if isinstance(value, str) and value:
+        return value
+    if isinstance(value, dict) and all(isinstance(k, str) for k in value):
+        return value
+    got = "an empty name" if value == "" else describe_value(value)
+    if isinstance(value, dict):  # a mapping, but with a number or a list as a key
+        got = "a mapping with non-string keys"
+    raise PydanticCustomError(
+        "profile_spec",
+        "{msg}",
+        {"msg": f"expected a profile name or a mapping such as {{base: rpi4, flops_per_s: 2.0e9}}, got {got}"},
+    )
+
+
 # A profile reference: a built-in name, `{base: NAME, field: value, ...}`, or a full inline profile.
-ProfileSpec = Union[str, dict[str, Any]]
+# One validator instead of a plain union, so a wrong value gets one message rather than one per union member.
+ProfileSpec = Annotated[Union[str, dict[str, Any]], PlainValidator(_profile_spec)]
+
+# A normalized-entropy exit threshold.
+Threshold = Annotated[float, Field(ge=0.0, le=1.0)]
 
 # (in_channels, image_size, num_classes) of each dataset, known without reading its files.
 DATASET_SHAPES: dict[str, tuple[int, int, int]] = {
@@ -37,11 +63,14 @@ DATASET_SHAPES: dict[str, tuple[int, int, int]] = {
     "stl10": (3, 96, 10),
 }
 
+# Training-split sizes of the published datasets (STL-10: the 5 000 labelled images), for checks made before loading.
+DATASET_TRAIN_SIZES: dict[str, int] = {"fashion_mnist": 60_000, "cifar10": 50_000, "cifar100": 50_000, "stl10": 5_000}
+
 
 class Strict(BaseModel):
-    """Frozen, no unknown keys, no silent coercion of strings into numbers."""
+    """Frozen, no unknown keys, no coercion: `"10"` is not an integer, `1` is not `true`, `3.0` is not an integer."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=False, validate_default=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, validate_default=True)
 
 
 class PartitionCfg(Strict):
@@ -66,6 +95,11 @@ class DatasetCfg(Strict):
     max_test: int | None = Field(default=None, ge=1)  # seeded subset of the test split
     partition: PartitionCfg = PartitionCfg()
     synthetic: SyntheticCfg = SyntheticCfg()  # used when name is synthetic
+
+    def train_size(self) -> int:
+        """Training samples the run will use: the split's size, capped by max_train."""
+        full = self.synthetic.train_size if self.name == "synthetic" else DATASET_TRAIN_SIZES[self.name]
+        return min(full, self.max_train) if self.max_train is not None else full
 
     def shape(self) -> tuple[int, int, int]:
         """(in_channels, image_size, num_classes)."""
@@ -153,14 +187,9 @@ class ClientGroupCfg(Strict):
 class EvalCfg(Strict):
     every: int = Field(default=1, ge=1)  # rounds between evaluations (the last round is always evaluated)
     batch_size: int = Field(default=512, ge=1)
-    thresholds: list[float] = [0.0, 0.1, 0.2, 0.3, 0.5, 0.7, 1.0]  # normalized-entropy exit thresholds
-
-    @model_validator(mode="after")
-    def _thresholds_in_range(self) -> "EvalCfg":
-        for i, t in enumerate(self.thresholds):
-            if not 0.0 <= t <= 1.0:
-                raise ValueError(f"thresholds[{i}] = {t} is outside [0, 1]")
-        return self
+    thresholds: list[Threshold] = Field(  # normalized-entropy exit thresholds, each in [0, 1]
+        default=[0.0, 0.1, 0.2, 0.3, 0.5, 0.7, 1.0], min_length=1
+    )
 
 
 class OutputCfg(Strict):

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+from difflib import get_close_matches
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Annotated, Any, Mapping
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints, ValidationError
+from pydantic_core import PydanticCustomError
 
 from simulator.errors import InputError
+from simulator.pydantic_errors import describe_value, located_error
 from simulator.resources import builtin_dir
+from simulator.yamlio import load_yaml_text
 
 __all__ = [
     "DeviceProfile",
@@ -19,16 +22,31 @@ __all__ = [
     "builtin_links",
     "load_profile_dir",
     "resolve_profile",
-    "format_pydantic_error",
+    "ByteCount",
 ]
 
 
+def _whole_number(value: Any) -> Any:
+    """`4.0e9` bytes is a byte count (YAML writes large numbers as floats); `4.5` bytes is not."""
+    if isinstance(value, float):
+        if not value.is_integer():
+            raise PydanticCustomError("whole_number", "{msg}", {"msg": f"expected a whole number, got {value!r}"})
+        return int(value)
+    return value
+
+
+# An integer number of bytes; a float with an integral value is accepted.
+ByteCount = Annotated[int, BeforeValidator(_whole_number)]
+
+
 class _Profile(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # strict: no "10" for 10, no true for 1
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
     name: str
     description: str = ""
-    source: str = Field(min_length=1)
+    # YAML block scalars (`source: |`) end in a newline; stripped so notes can be appended to it
+    source: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1)]
 
 
 class DeviceProfile(_Profile):
@@ -36,7 +54,7 @@ class DeviceProfile(_Profile):
 
     kind: str = "device"  # free text: mcu, sbc, phone, edge_gpu, laptop, server
     flops_per_s: float = Field(gt=0)  # sustained training throughput, fp32, FLOP/s
-    memory_bytes: int = Field(gt=0)  # memory available for training
+    memory_bytes: ByteCount = Field(gt=0)  # memory available for training
     compute_w: float = Field(ge=0)  # power while computing, W
     idle_w: float = Field(ge=0)  # power while idle, W
     battery_j: float | None = Field(default=None, gt=0)  # None: mains powered
@@ -54,27 +72,15 @@ class LinkProfile(_Profile):
     rx_w: float = Field(ge=0)  # device radio power while receiving, W
 
 
-def format_pydantic_error(err: ValidationError, prefix: str = "") -> tuple[str, str]:
-    """(key path, problem) of the first error, the key path dotted and prefixed."""
-    first = err.errors()[0]
-    loc = ".".join(str(p) for p in first["loc"] if p != "__root__")
-    key = ".".join(p for p in (prefix, loc) if p)
-    msg = first["msg"]
-    if first["type"] == "extra_forbidden":
-        msg = "unknown key"
-    elif "input" in first and first["type"] not in ("missing",):
-        msg = f"{msg} (got {first['input']!r})"
-    return key, msg
-
-
 def _parse(cls: type[_Profile], data: Any, file: str, key_prefix: str = "") -> _Profile:
     if not isinstance(data, Mapping):
-        raise InputError(f"a profile must be a mapping, got {type(data).__name__}", file=file, key=key_prefix or None)
+        raise InputError(
+            f"a profile must be a mapping of keys, got {describe_value(data)}", file=file, key=key_prefix or None
+        )
     try:
         return cls.model_validate(dict(data))
     except ValidationError as err:
-        key, msg = format_pydantic_error(err, key_prefix)
-        raise InputError(msg, file=file, key=key or None) from None
+        raise located_error(err, file=file, prefix=key_prefix, model=cls) from None
 
 
 def load_profile_dir(directory: Path, cls: type[_Profile]) -> dict[str, _Profile]:
@@ -82,9 +88,9 @@ def load_profile_dir(directory: Path, cls: type[_Profile]) -> dict[str, _Profile
     out: dict[str, _Profile] = {}
     for path in sorted(directory.glob("*.yaml")):
         try:
-            data = yaml.safe_load(path.read_text())
-        except yaml.YAMLError as err:
-            raise InputError(f"not valid YAML ({' '.join(str(err).split())})", file=str(path)) from None
+            data = load_yaml_text(path.read_text(encoding="utf-8"))
+        except InputError as err:
+            raise err.at(file=str(path)) from None
         if isinstance(data, Mapping):
             data = {"name": path.stem, **data}
         out[path.stem] = _parse(cls, data, str(path))
@@ -107,24 +113,31 @@ def resolve_profile(
     spec: Any, known: Mapping[str, _Profile], cls: type[_Profile], *, file: str, key: str
 ) -> _Profile:
     """A profile from a scenario entry: a name, or `{base: NAME, field: value, ...}`, or a full inline mapping."""
+    by_name = isinstance(spec, str)
     if isinstance(spec, str):
         spec = {"base": spec}
     if not isinstance(spec, Mapping):
-        raise InputError(f"expected a profile name or a mapping, got {type(spec).__name__}", file=file, key=key)
+        raise InputError(f"expected a profile name or a mapping, got {describe_value(spec)}", file=file, key=key)
     spec = dict(spec)
     base_name = spec.pop("base", None)
+    if base_name is not None and not isinstance(base_name, str):
+        raise InputError(f"base must be a profile name, got {describe_value(base_name)}", file=file, key=f"{key}.base")
     if base_name is None:
         spec.setdefault("name", "custom")
         spec.setdefault("source", "defined inline in the scenario")
-        return _parse(cls, spec, file, key)
+        try:
+            return _parse(cls, spec, file, key)
+        except InputError as err:
+            if err.problem != "required key is missing":
+                raise
+            raise InputError(f"{err.problem} (an inline profile gives every field; or start from base: NAME)",
+                             file=err.file, key=err.key) from None
     if base_name not in known:
-        from difflib import get_close_matches
-
         near = get_close_matches(str(base_name), list(known), n=1)
         hint = f"; did you mean '{near[0]}'?" if near else f"; known: {', '.join(sorted(known))}"
-        raise InputError(f"unknown profile '{base_name}'{hint}", file=file, key=f"{key}.base" if spec else key)
+        raise InputError(f"unknown profile '{base_name}'{hint}", file=file, key=key if by_name else f"{key}.base")
     base = known[base_name].model_dump()
     if spec:
-        base["source"] = f"{base['source']} (overridden in the scenario: {', '.join(sorted(spec))})"
+        base["source"] = f"{base['source'].rstrip()} (overridden in the scenario: {', '.join(sorted(spec))})"
     base.update(spec)
     return _parse(cls, base, file, key)

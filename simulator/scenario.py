@@ -2,25 +2,18 @@
 
 from __future__ import annotations
 
-import typing
 from dataclasses import dataclass
-from difflib import get_close_matches
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-import yaml
-from pydantic import BaseModel, ValidationError
+from pydantic import ValidationError
 
 from simulator.config import ClientGroupCfg, Scenario
 from simulator.errors import InputError
-from simulator.profiles import (
-    DeviceProfile,
-    LinkProfile,
-    builtin_devices,
-    builtin_links,
-    format_pydantic_error,
-    resolve_profile,
-)
+from simulator.profiles import DeviceProfile, LinkProfile, builtin_devices, builtin_links, resolve_profile
+from simulator.profiles_table import format_bytes
+from simulator.pydantic_errors import describe_value, located_error
+from simulator.yamlio import load_yaml_text
 
 __all__ = [
     "ClientSpec",
@@ -29,6 +22,7 @@ __all__ = [
     "parse_scenario",
     "apply_overrides",
     "check_feasible",
+    "group_of",
 ]
 
 
@@ -73,38 +67,63 @@ class ResolvedScenario:
         return data
 
 
+# Keys whose value is a profile reference (config.ProfileSpec): clients[i].device, clients[i].link, server.device.
+_PROFILE_KEYS = frozenset({"device", "link"})
+
+
 def _read_yaml(path: Path) -> Any:
-    if not path.is_file():
-        raise InputError("no such file", file=str(path))
+    file = str(path)
+    if path.is_dir():
+        raise InputError("is a directory, not a scenario file", file=file)
+    if not path.exists():
+        raise InputError("no such file", file=file)
     try:
-        return yaml.safe_load(path.read_text())
-    except yaml.YAMLError as err:
-        mark = getattr(err, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        problem = getattr(err, "problem", None) or str(err)
-        raise InputError(f"not valid YAML{where}: {problem}", file=str(path)) from None
+        text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError:
-        raise InputError("not a text file", file=str(path)) from None
+        raise InputError("not a text file (not UTF-8)", file=file) from None
+    except OSError as err:
+        raise InputError(f"cannot read the file: {err.strerror or err}", file=file) from None
+    try:
+        return load_yaml_text(text)
+    except InputError as err:
+        raise err.at(file=file) from None
+
+
+def _list_path(parts: Sequence[str]) -> str:
+    """`clients.0.cut` (the --set spelling) -> `clients[0].cut` (the spelling of every error)."""
+    out = ""
+    for part in parts:
+        out += f"[{part}]" if part.isdigit() else ("." if out else "") + part
+    return out
 
 
 def apply_overrides(data: dict[str, Any], overrides: Sequence[str], file: str) -> dict[str, Any]:
-    """`key.path=value` pairs (values parsed as YAML scalars/flow collections); list items by index: `clients.0.cut=3`."""
+    """`key.path=value` pairs (values parsed as YAML scalars/flow collections); list items by index: `clients.0.cut=3`.
+
+    Setting a field inside a profile given by name (`clients.0.device.flops_per_s=2e9`) turns the name
+    into `{base: NAME}` first, so the other fields keep the named profile's values.
+    """
     for item in overrides:
         if "=" not in item:
-            raise InputError(f"--set expects key.path=value, got '{item}'", file=file, key="--set")
+            raise InputError(f"--set '{item}': expected KEY.PATH=VALUE, e.g. training.rounds=3", file=file)
         path, raw = item.split("=", 1)
-        try:
-            value = yaml.safe_load(raw) if raw != "" else ""
-        except yaml.YAMLError:
-            raise InputError(f"cannot parse value '{raw}'", file=file, key=path) from None
         parts = path.strip().split(".")
+        if not all(parts):
+            raise InputError(f"--set '{item}': empty key in the key path '{path}'", file=file)
+        try:
+            value = load_yaml_text(raw) if raw.strip() else ""
+        except InputError as err:
+            raise InputError(f"--set '{item}': cannot parse the value: {err.problem}", file=file,
+                             key=_list_path(parts)) from None
         node: Any = data
         for depth, part in enumerate(parts):
             last = depth == len(parts) - 1
-            where = ".".join(parts[: depth + 1])
+            here, parent = _list_path(parts[: depth + 1]), _list_path(parts[:depth]) or "the scenario"
             if isinstance(node, list):
                 if not part.isdigit() or int(part) >= len(node):
-                    raise InputError(f"no list item '{part}' (the list has {len(node)})", file=file, key=where)
+                    n = len(node)
+                    raise InputError(f"--set '{item}': {parent} has {n} item{'s' if n != 1 else ''}, "
+                                     f"so there is no item {part}", file=file, key=here)
                 if last:
                     node[int(part)] = value
                 else:
@@ -113,94 +132,68 @@ def apply_overrides(data: dict[str, Any], overrides: Sequence[str], file: str) -
                 if last:
                     node[part] = value
                 else:
-                    if isinstance(node.get(part), str):  # a profile name: expand to {base: name} to override a field
+                    if part in _PROFILE_KEYS and isinstance(node.get(part), str):  # a profile name -> {base: name}
                         node[part] = {"base": node[part]}
                     node = node.setdefault(part, {})
             else:
-                raise InputError("cannot set a key inside a non-mapping value", file=file, key=where)
+                raise InputError(f"--set '{item}': {parent} is {describe_value(node)}, not a mapping or a list",
+                                 file=file, key=here)
     return data
-
-
-def _model_at(cls: type[BaseModel], loc: Sequence[Any]) -> type[BaseModel] | None:
-    """The pydantic model class that holds the field at `loc` (list indices and dict keys skipped)."""
-    current: Any = cls
-    for part in loc:
-        if not (isinstance(current, type) and issubclass(current, BaseModel)) or not isinstance(part, str):
-            continue
-        field = current.model_fields.get(part)
-        if field is None:
-            return None
-        current = _unwrap(field.annotation)
-    return current if isinstance(current, type) and issubclass(current, BaseModel) else None
-
-
-def _unwrap(annotation: Any) -> Any:
-    """The model type inside Optional[...], list[...], dict[str, ...]."""
-    for arg in typing.get_args(annotation) or ():
-        inner = _unwrap(arg)
-        if isinstance(inner, type) and issubclass(inner, BaseModel):
-            return inner
-    return annotation
-
-
-def _validation_error(err: ValidationError, file: str) -> InputError:
-    first = err.errors()[0]
-    loc = list(first["loc"])
-    key, msg = format_pydantic_error(err)
-    key = _dotted(loc)
-    if first["type"] == "extra_forbidden":
-        holder = _model_at(Scenario, loc[:-1])
-        known = list(holder.model_fields) if holder else []
-        near = get_close_matches(str(loc[-1]), known, n=1)
-        msg = f"unknown key; did you mean '{near[0]}'?" if near else f"unknown key (known: {', '.join(known)})"
-    elif first["type"] == "missing":
-        msg = "required key is missing"
-    return InputError(msg, file=file, key=key or None)
-
-
-def _dotted(loc: Sequence[Any]) -> str:
-    out = ""
-    for part in loc:
-        if isinstance(part, int):
-            out += f"[{part}]"
-        elif str(part).startswith(("function-", "union[", "str", "dict[")):
-            continue  # pydantic's internal union/validator labels
-        else:
-            out += ("." if out else "") + str(part)
-    return out
 
 
 def parse_scenario(data: Any, file: str) -> Scenario:
     """Raw YAML data -> a Scenario, or one located InputError."""
     if not isinstance(data, dict):
-        got = "an empty file" if data is None else f"a {type(data).__name__}"
+        got = "an empty file" if data is None else describe_value(data)
         raise InputError(f"a scenario must be a mapping of keys, got {got}", file=file)
     try:
         return Scenario.model_validate(data)
     except ValidationError as err:
-        raise _validation_error(err, file) from None
+        raise located_error(err, file=file, model=Scenario) from None
 
 
 def _expand_clients(
     sc: Scenario, file: str, devices: Mapping[str, DeviceProfile], links: Mapping[str, LinkProfile]
 ) -> tuple[ClientSpec, ...]:
     out: list[ClientSpec] = []
+    names: set[str] = set()
     for g, group in enumerate(sc.clients):
         key = f"clients[{g}]"
         device = resolve_profile(group.device, devices, DeviceProfile, file=file, key=f"{key}.device")
         link = resolve_profile(group.link, links, LinkProfile, file=file, key=f"{key}.link")
         if group.medium is not None and group.medium not in sc.network.media:
             known = ", ".join(sc.network.media) or "none defined"
-            raise InputError(f"unknown medium '{group.medium}' (network.media: {known})", file=file, key=f"{key}.medium")
+            raise InputError(f"unknown medium '{group.medium}' (network.media: {known})", file=file,
+                             key=f"{key}.medium")
         prefix = group.name or device.name
-        for k in range(group.count):
+        for _ in range(group.count):
+            # a named single client keeps its name; otherwise prefix-<index in the whole fleet>
             name = prefix if group.count == 1 and group.name else f"{prefix}-{len(out)}"
-            out.append(ClientSpec(len(out), name, device, link, group.cut, group.medium, group.data_weight))  # type: ignore[arg-type]
-    names = [c.name for c in out]
-    dup = next((n for n in names if names.count(n) > 1), None)
-    if dup is not None:
-        raise InputError(f"two clients are named '{dup}'", file=file, key="clients")
+            if name in names:
+                raise InputError(f"two clients are named '{name}'", file=file, key=f"{key}.name")
+            names.add(name)
+            out.append(ClientSpec(len(out), name, device, link,  # type: ignore[arg-type]
+                                  group.cut, group.medium, group.data_weight))
     return tuple(out)
+
+
+def _check_data_split(sc: Scenario, file: str) -> None:
+    """The partition can give every client data: checked from the schema alone, before any file is read."""
+    part, n = sc.dataset.partition, sc.dataset.train_size()
+    k = sum(group.count for group in sc.clients)
+    if k > n:
+        raise InputError(f"{k} clients but only {n} training samples (dataset.max_train or the dataset's size): "
+                         "every client needs at least one", file=file, key="clients")
+    if part.kind != "shards":
+        return
+    for g, group in enumerate(sc.clients):
+        if group.data_weight != sc.clients[0].data_weight:
+            raise InputError("unequal data weights need dataset.partition.kind iid or dirichlet "
+                             "(shards give every client the same amount of data)", file=file,
+                             key=f"clients[{g}].data_weight")
+    if k * part.shards_per_client > n:
+        raise InputError(f"{k} clients x {part.shards_per_client} shards = {k * part.shards_per_client} shards "
+                         f"but only {n} training samples", file=file, key="dataset.partition.shards_per_client")
 
 
 def _group_key(sc: Scenario, client_index: int) -> str:
@@ -214,19 +207,34 @@ def _group_key(sc: Scenario, client_index: int) -> str:
 
 def check_feasible(rs: ResolvedScenario) -> None:
     """Every client's cut fits its memory at the batch size; the dataset's files are there (or may be fetched)."""
+    import torch
+
     from simulator.data.datasets import default_root, missing_files
     from simulator.models.cost_table import cost_table_cached
 
     sc = rs.scenario
     in_ch, size, classes = sc.dataset.shape()
-    table = cost_table_cached(sc.model.width, in_ch, classes, size, sc.model.exit_head)
+    # The table is measured on batch-2 tensors: intra-op threads only add overhead there (several times
+    # slower on a busy 2-core machine), so build it on one thread and restore the setting after.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        table = cost_table_cached(sc.model.width, in_ch, classes, size, sc.model.exit_head)
+    finally:
+        torch.set_num_threads(threads)
     opt = sc.training.optimizer.memory_kind()
+    batch = sc.training.batch_size
     for c in rs.clients:
-        need = table.train_memory_bytes(c.cut, sc.training.batch_size, opt)
-        if need > c.device.memory_bytes:
+        need = table.train_memory_bytes(c.cut, batch, opt)
+        has = c.device.memory_bytes
+        if need > has:
+            fits = [k for k in range(1, table.num_cuts + 1) if table.train_memory_bytes(k, batch, opt) <= has]
+            hint = (f"the deepest cut that fits is {max(fits)}" if fits
+                    else "no cut fits; lower training.batch_size or model.width")
             raise InputError(
-                f"cut {c.cut} needs {need / 2**20:.1f} MiB to train at batch {sc.training.batch_size} "
-                f"but device '{c.device.name}' has {c.device.memory_bytes / 2**20:.1f} MiB",
+                f"cut {c.cut} needs {format_bytes(round(need))} of memory to train "
+                f"(ResNet-18 width {sc.model.width}, batch {batch}, optimizer {opt}) "
+                f"but device '{c.device.name}' has {format_bytes(has)}; {hint}",
                 file=rs.file,
                 key=f"{_group_key(sc, c.index)}.cut",
             )
@@ -250,6 +258,7 @@ def load_scenario(path: str | Path, overrides: Sequence[str] = (), *, check: boo
     if isinstance(data, dict) and overrides:
         data = apply_overrides(data, overrides, file)
     sc = parse_scenario(data, file)
+    _check_data_split(sc, file)
     devices, links = builtin_devices(), builtin_links()
     server = resolve_profile(sc.server.device, devices, DeviceProfile, file=file, key="server.device")
     clients = _expand_clients(sc, file, devices, links)

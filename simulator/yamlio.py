@@ -1,0 +1,90 @@
+"""Safe YAML reading for scenarios and profiles: YAML 1.2 floats (`2.0e9` is a number), duplicate keys are errors."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import yaml
+from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
+
+from simulator.errors import InputError
+
+__all__ = ["ScenarioLoader", "load_yaml_text"]
+
+_FLOAT_TAG = "tag:yaml.org,2002:float"
+_MERGE_TAG = "tag:yaml.org,2002:merge"
+
+# YAML 1.2 core-schema floats, plus the `_` digit separators YAML 1.1 allows. PyYAML's 1.1 resolver wants a dot
+# and a signed exponent, so it reads `2.0e9`, `2e9` and `1e-3` as strings (only `2.0e+9` as a number).
+_FLOAT_12 = re.compile(
+    r"""^(?:
+        [-+]?[0-9][0-9_]*\.[0-9_]*(?:[eE][-+]?[0-9]+)?   # 1.  1.5  1.5e9  1.5E-3
+      | [-+]?\.[0-9][0-9_]*(?:[eE][-+]?[0-9]+)?          # .5  .5e3
+      | [-+]?[0-9][0-9_]*[eE][-+]?[0-9]+                 # 2e9  1e-3
+      | [-+]?\.(?:inf|Inf|INF)
+      | \.(?:nan|NaN|NAN)
+    )$""",
+    re.X,
+)
+
+
+def _key_path(path: str, key: str) -> str:
+    return f"{path}.{key}" if path else key
+
+
+def _check_duplicates(node: Node, path: str, seen: set[int]) -> None:
+    """Raise on a mapping that names a key twice (PyYAML would silently keep the last value)."""
+    if id(node) in seen:  # an alias: already checked where its anchor was defined
+        return
+    seen.add(id(node))
+    if isinstance(node, MappingNode):
+        first_at: dict[tuple[str, str], str] = {}  # (resolved tag, text) -> where: `1` and "1" differ
+        for key_node, value_node in node.value:
+            if key_node.tag == _MERGE_TAG:
+                continue
+            key = str(key_node.value) if isinstance(key_node, ScalarNode) else "<complex key>"
+            at = f"line {key_node.start_mark.line + 1}, column {key_node.start_mark.column + 1}"
+            ident = (key_node.tag, key)
+            if isinstance(key_node, ScalarNode) and ident in first_at:
+                raise InputError(f"duplicate key '{key}' at {at} (first given at {first_at[ident]})",
+                                 key=_key_path(path, key))
+            first_at.setdefault(ident, at)
+            _check_duplicates(value_node, _key_path(path, key), seen)
+    elif isinstance(node, SequenceNode):
+        for i, item in enumerate(node.value):
+            _check_duplicates(item, f"{path}[{i}]", seen)
+
+
+class ScenarioLoader(yaml.SafeLoader):
+    """SafeLoader with YAML 1.2 floats (`2.0e9` and `2e9` are numbers) that rejects a key given twice."""
+
+    def get_single_data(self) -> Any:
+        # the node tree is checked before anything is constructed, so the error can give the full key path
+        node = self.get_single_node()
+        if node is None:
+            return None
+        _check_duplicates(node, "", set())
+        return self.construct_document(node)
+
+
+# Replace (not add to) the 1.1 float resolver: the first resolver whose pattern matches wins.
+ScenarioLoader.yaml_implicit_resolvers = {
+    first: [(tag, rx) for tag, rx in resolvers if tag != _FLOAT_TAG]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+ScenarioLoader.add_implicit_resolver(_FLOAT_TAG, _FLOAT_12, list("-+0123456789."))
+
+
+def load_yaml_text(text: str) -> Any:
+    """One YAML document -> Python data (None for an empty document); bad YAML raises one InputError."""
+    try:
+        return yaml.load(text, Loader=ScenarioLoader)  # noqa: S506 - a SafeLoader subclass
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None) or getattr(err, "context_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        problem = getattr(err, "problem", None) or str(err)
+        context = getattr(err, "context", None)
+        if context and not context.startswith("while"):  # e.g. "expected a single document in the stream"
+            problem = f"{context}, {problem}"
+        raise InputError(f"not valid YAML{where}: {problem}") from None
