@@ -1,0 +1,195 @@
+"""Same seed, same run: identical result files; a checkpointed run resumed after a kill ends identically."""
+
+from __future__ import annotations
+
+import copy
+import csv
+import io
+import os
+import shutil
+import signal
+import subprocess
+import time
+from pathlib import Path
+from typing import Any, Iterator
+
+import pytest
+import torch
+import yaml
+
+from simulator.engine import Simulation
+from simulator.results import write_run
+from simulator.runner import run_scenario
+from simulator.scenario import ResolvedScenario, load_scenario
+
+RESULT_FILES = ("rounds.csv", "clients.csv", "events.csv")
+
+SCENARIO: dict[str, Any] = {
+    "name": "determinism",
+    "seed": 11,
+    "dataset": {"name": "synthetic",
+                "synthetic": {"image_size": 8, "in_channels": 1, "num_classes": 10, "train_size": 160,
+                              "test_size": 32}},
+    "model": {"width": 4},
+    "training": {"rounds": 3, "local_steps": 2, "batch_size": 8},
+    "strategy": {"name": "averaging"},
+    # A shared medium and jittery links: the medium's schedule and the jitter draws must replay exactly too.
+    "network": {"media": {"ap": {"capacity_bps": 2.0e6}}},
+    "server": {"device": {"flops_per_s": 1.0e9, "memory_bytes": 1.0e10, "compute_w": 100.0, "idle_w": 10.0},
+               "workers": 2},
+    "clients": [
+        {"name": "a", "cut": 1, "medium": "ap", "data_weight": 1.0,
+         "device": {"flops_per_s": 1.0e7, "memory_bytes": 1.0e9, "compute_w": 3.0, "idle_w": 1.0},
+         "link": {"uplink_bps": 1.5e6, "downlink_bps": 3.0e6, "latency_s": 0.01, "jitter_s": 0.004,
+                  "tx_w": 0.5, "rx_w": 0.25}},
+        {"name": "b", "cut": 2, "medium": "ap", "data_weight": 2.0,
+         "device": {"flops_per_s": 2.0e7, "memory_bytes": 1.0e9, "compute_w": 4.0, "idle_w": 1.5},
+         "link": {"uplink_bps": 1.0e6, "downlink_bps": 3.0e6, "latency_s": 0.02, "jitter_s": 0.006,
+                  "tx_w": 0.7, "rx_w": 0.3}},
+        {"name": "c", "cut": 2, "data_weight": 1.0,
+         "device": {"flops_per_s": 5.0e6, "memory_bytes": 1.0e9, "compute_w": 2.0, "idle_w": 0.5},
+         "link": {"uplink_bps": 5.0e5, "downlink_bps": 1.0e6, "latency_s": 0.05, "jitter_s": 0.01,
+                  "tx_w": 0.4, "rx_w": 0.2}},
+    ],
+    "eval": {"batch_size": 32, "thresholds": [0.5]},
+    "output": {"checkpoint_every": 1, "progress": False},
+}
+
+
+@pytest.fixture(autouse=True)
+def _one_torch_thread() -> Iterator[None]:
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def _write(tmp_path: Path, name: str = "scenario.yaml", **changes: Any) -> Path:
+    data = copy.deepcopy(SCENARIO)
+    for dotted, value in changes.items():
+        node = data
+        *parents, last = dotted.split("__")
+        for key in parents:
+            node = node[key]
+        node[last] = value
+    path = tmp_path / name
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    return path
+
+
+def _table(path: Path) -> list[list[str]]:
+    """A result CSV as rows of strings, without the host_seconds column (wall-clock time of the host)."""
+    with path.open() as f:
+        rows = list(csv.reader(f))
+    drop = rows[0].index("host_seconds") if "host_seconds" in rows[0] else None
+    return [[v for k, v in enumerate(r) if k != drop] for r in rows]
+
+
+def _assert_same_results(a: Path, b: Path) -> None:
+    for name in RESULT_FILES:
+        ta, tb = _table(a / name), _table(b / name)
+        assert len(ta) > 1, f"{name} is empty"
+        assert ta == tb, f"{name} differs"
+
+
+# --- same seed, same files ----------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("strategy", ["sequential", "averaging"])
+def test_same_seed_same_files(tmp_path: Path, strategy: str) -> None:
+    rs = load_scenario(_write(tmp_path, strategy__name=strategy))
+    run_scenario(rs, tmp_path / "one", overwrite=True, progress=False)
+    run_scenario(rs, tmp_path / "two", overwrite=True, progress=False)
+    _assert_same_results(tmp_path / "one", tmp_path / "two")
+
+
+def test_another_seed_other_results(tmp_path: Path) -> None:
+    run_scenario(load_scenario(_write(tmp_path, "s1.yaml", seed=1)), tmp_path / "one", overwrite=True,
+                 progress=False)
+    run_scenario(load_scenario(_write(tmp_path, "s2.yaml", seed=2)), tmp_path / "two", overwrite=True,
+                 progress=False)
+    # Other initial weights, batches and data: other losses; other jitter draws: other event times.
+    for name in ("clients.csv", "events.csv"):
+        assert _table(tmp_path / "one" / name) != _table(tmp_path / "two" / name)
+    times_one = [r[:2] for r in _table(tmp_path / "one" / "events.csv")[1:]]
+    times_two = [r[:2] for r in _table(tmp_path / "two" / "events.csv")[1:]]
+    assert times_one != times_two
+
+
+# --- resume -------------------------------------------------------------------------------------------------------
+
+
+def _finish(sim: Simulation, rs: ResolvedScenario, out: Path) -> None:
+    sim.run()
+    write_run(out, rs, sim.records, sim.world.recorder)
+
+
+@pytest.mark.parametrize("strategy", ["sequential", "averaging"])
+def test_resume_in_process(tmp_path: Path, strategy: str) -> None:
+    rs = load_scenario(_write(tmp_path, strategy__name=strategy, training__rounds=4))
+    _finish(Simulation(rs), rs, tmp_path / "straight")
+
+    first = Simulation(rs)
+    first.run_round()
+    first.run_round()
+    buf = io.BytesIO()
+    torch.save(first.state_dict(), buf)  # through bytes, as a checkpoint file would be
+    del first
+    second = Simulation(rs)
+    second.load_state_dict(torch.load(io.BytesIO(buf.getvalue()), weights_only=False))
+    assert second.rounds_done == 2
+    _finish(second, rs, tmp_path / "resumed")
+
+    _assert_same_results(tmp_path / "straight", tmp_path / "resumed")
+
+
+def _splitee() -> list[str]:
+    exe = shutil.which("splitee")
+    assert exe, "the splitee command is not on PATH (pip install -e .)"
+    return [exe]
+
+
+def test_resume_after_kill(tmp_path: Path) -> None:
+    # Long enough (many rounds) that the run cannot finish between the first checkpoint and the kill.
+    rounds = 12
+    path = _write(tmp_path, training__rounds=rounds, training__local_steps=4)
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}  # same single-thread kernels as this process
+    out = tmp_path / "killed"
+    state = out / "checkpoint" / "state.pt"
+
+    log = tmp_path / "killed.stderr"
+    with log.open("w") as err:
+        proc = subprocess.Popen([*_splitee(), "run", str(path), "--out", str(out), "--quiet"], env=env,
+                                stdout=subprocess.DEVNULL, stderr=err)
+        try:
+            deadline = time.monotonic() + 120
+            while not state.exists():
+                assert proc.poll() is None, f"the run ended before its first checkpoint: {log.read_text()}"
+                assert time.monotonic() < deadline, "no checkpoint within 120 s"
+                time.sleep(0.01)
+            proc.send_signal(signal.SIGKILL)
+        finally:
+            if proc.poll() is None:
+                proc.kill()  # SIGKILL, as above; also when an assertion stopped the wait early
+            proc.wait(timeout=60)
+    assert proc.returncode == -signal.SIGKILL
+    assert not (out / "summary.json").exists()  # really interrupted, not finished
+    saved = torch.load(state, map_location="cpu", weights_only=False)
+    assert 1 <= len(saved["state"]["records"]) < rounds
+
+    done = subprocess.run([*_splitee(), "run", str(path), "--out", str(out), "--resume", "--quiet"], env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert (out / "summary.json").exists()
+    assert not state.exists()  # the checkpoint is removed once the run is complete
+
+    # Rounds done before the kill come from the checkpoint, not run again: their host times are the saved ones.
+    with (out / "rounds.csv").open() as f:
+        host = [float(r["host_seconds"]) for r in csv.DictReader(f)]
+    kept = [round(r.host_seconds, 4) for r in saved["state"]["records"]]  # as rounds.csv writes them
+    assert host[: len(kept)] == kept
+
+    rs = load_scenario(path)
+    run_scenario(rs, tmp_path / "straight", overwrite=True, progress=False)
+    _assert_same_results(tmp_path / "straight", out)
+    assert len(_table(out / "rounds.csv")) == rounds + 1
