@@ -1,4 +1,4 @@
-"""Shared test settings: one torch thread, since the tests' tensors are tiny and CI machines are shared."""
+"""Shared test settings: one torch thread — the tests' models are tiny, and torch's thread pool oversubscribes shared CI cores."""
 
 from __future__ import annotations
 

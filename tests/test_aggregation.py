@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import copy
 from pathlib import Path
-from typing import Any, Generator, Iterator
+from typing import Any, Generator
 
 import pytest
 import torch
@@ -19,12 +19,6 @@ NUM_UNITS = 9  # ResNet-18: stem + 8 BasicBlocks; index 9 is the classifier
 STATS = ("running_mean", "running_var")
 
 
-@pytest.fixture(autouse=True)
-def _one_torch_thread() -> Iterator[None]:
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 # --- which copies are averaged together ---------------------------------------------------------------------------
