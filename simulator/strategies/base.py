@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from typing import Any, Generator, Sequence
 
 import simpy
@@ -22,7 +23,7 @@ def server_batch_flops(table: CostTable, cut: int, batch: int) -> float:
     return (table.server_fwd_flops(cut) + table.server_bwd_flops(cut)) * batch
 
 
-class Strategy:
+class Strategy(ABC):
     """One round = every present client runs its steps while the server consumes their features; then,
     when due, an aggregation. Subclasses fill in `build_server`, `serve`, and the aggregation plan."""
 
@@ -38,13 +39,13 @@ class Strategy:
         self.inbox: simpy.Store | None = None
 
     # --- what subclasses fill in -------------------------------------------------------------
+    @abstractmethod
     def build_server(self) -> list[ServerPath]:
         """The server path serving each client (index = client)."""
-        raise NotImplementedError
 
+    @abstractmethod
     def serve(self, rnd: int, expected: dict[int, int]) -> Generator[simpy.Event, Any, None]:
         """Consume `expected[i]` feature batches from each client i this round."""
-        raise NotImplementedError
 
     def aggregation_due(self, rnd: int) -> bool:
         return False
