@@ -100,15 +100,15 @@ class Device:
 
     def _send(self, rnd: int, batch: FeatureBatch, radio_free: simpy.Event,
               deliver: Callable[[FeatureBatch], Any]) -> Generator[simpy.Event, Any, None]:
-        tr = yield self.env.process(self.link.up.send(batch.nbytes, radio_free))
-        self.recorder.interval(self.name, "tx", rnd, tr.t_start, tr.t_end_busy, nbytes=tr.wire_bytes,
-                               direction="up")
+        yield from self.transfer(rnd, batch.nbytes, up=True, kind="tx", radio_free=radio_free)
         batch.sent.succeed()
         deliver(batch)
 
-    def transfer(self, rnd: int, nbytes: float, *, up: bool, kind: str) -> Generator[simpy.Event, Any, None]:
-        """Moves `nbytes` over the uplink or downlink, recorded as `kind` (e.g. agg_tx / agg_rx)."""
+    def transfer(self, rnd: int, nbytes: float, *, up: bool, kind: str,
+                 radio_free: simpy.Event | None = None) -> Generator[simpy.Event, Any, None]:
+        """Moves `nbytes` over the uplink or downlink, recorded as `kind` (tx, or agg_tx / agg_rx);
+        `radio_free` fires when the radio is free for the next message (see Channel.send)."""
         channel = self.link.up if up else self.link.down
-        tr = yield self.env.process(channel.send(nbytes))
+        tr = yield self.env.process(channel.send(nbytes, radio_free))
         self.recorder.interval(self.name, kind, rnd, tr.t_start, tr.t_end_busy, nbytes=tr.wire_bytes,
                                direction="up" if up else "down")

@@ -118,10 +118,11 @@ class Strategy(ABC):
                 plan.append([(present[k], w.trainers[present[k]].exit) for k in members])
         return plan
 
-    def client_side_modules(self, present: Sequence[int]) -> dict[int, list[nn.Module]]:
-        """Per client, the modules on its device that take part in the aggregation (they travel)."""
+    def client_side_modules(self, present: Sequence[int],
+                            plan: list[list[tuple[int, nn.Module]]]) -> dict[int, list[nn.Module]]:
+        """Per client, the modules of `plan` on its device (they travel for the aggregation)."""
         out: dict[int, list[nn.Module]] = {i: [] for i in present}
-        for group in self.aggregation_plan(present):
+        for group in plan:
             for i, module in group:
                 if module is self.w.trainers[i].exit or any(module is u for u in self.w.trainers[i].body):
                     out[i].append(module)
@@ -131,11 +132,11 @@ class Strategy(ABC):
         """Clients upload their shared layers, the server averages every group, clients download the result."""
         w = self.w
         buffers = self.cfg.bn == "average"
-        moving = self.client_side_modules(present)
+        plan = self.aggregation_plan(present)
+        moving = self.client_side_modules(present, plan)
         nbytes = {i: state_bytes(mods, buffers=buffers) for i, mods in moving.items()}
         ups = [w.env.process(w.devices[i].transfer(rnd, n, up=True, kind="agg_tx")) for i, n in nbytes.items() if n]
         yield w.env.all_of(ups)
-        plan = self.aggregation_plan(present)
         # One multiply-add per element of every copy averaged.
         flops = 2.0 * sum(sum(p.numel() for p in group[0][1].parameters()) * len(group) for group in plan)
 
