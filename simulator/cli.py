@@ -92,6 +92,9 @@ def build_parser() -> argparse.ArgumentParser:
     from simulator.runner import add_run_parser
 
     add_run_parser(sub)
+    from analysis.cli import add_analysis_parsers
+
+    add_analysis_parsers(sub)
 
     return parser
 

@@ -20,6 +20,11 @@ __all__ = [
     "OptimizerCfg",
     "TrainingCfg",
     "StrategyCfg",
+    "CutPolicyCfg",
+    "AvailabilityCfg",
+    "STRATEGY_NAMES",
+    "SPLITEE_STRATEGIES",
+    "COMMON_CUT_STRATEGIES",
     "MediumCfg",
     "NetworkCfg",
     "ServerCfg",
@@ -134,6 +139,7 @@ class TrainingCfg(Strict):
     local_epochs: float | None = Field(default=None, gt=0)  # or passes over the client's data per round
     batch_size: int = Field(default=64, ge=1)
     optimizer: OptimizerCfg = OptimizerCfg()
+    round_deadline_s: float | None = Field(default=None, gt=0)  # work not done this long after a round starts is dropped
 
     @model_validator(mode="after")
     def _one_of_steps_or_epochs(self) -> "TrainingCfg":
@@ -144,13 +150,24 @@ class TrainingCfg(Strict):
         return self
 
 
+# Hetero-SplitEE's two strategies, then the baselines that run on the same engine for comparison.
+STRATEGY_NAMES = ("sequential", "averaging", "centralized", "homogeneous_splitee", "vanilla_sl", "splitfed_v1",
+                  "splitfed_v2", "fedavg")
+SPLITEE_STRATEGIES = frozenset({"sequential", "averaging", "homogeneous_splitee"})  # clients train with exits
+COMMON_CUT_STRATEGIES = frozenset({"homogeneous_splitee", "vanilla_sl", "splitfed_v1", "splitfed_v2"})
+
+
 class StrategyCfg(Strict):
-    name: Literal["sequential", "averaging"] = "averaging"
+    name: Literal["sequential", "averaging", "centralized", "homogeneous_splitee", "vanilla_sl", "splitfed_v1",
+                  "splitfed_v2", "fedavg"] = "averaging"
     order: Literal["arrival", "round_robin"] = "arrival"  # sequential: order the server consumes feature batches
     aggregate_every: int = Field(default=1, ge=1)  # averaging: rounds between cross-layer aggregations
     aggregate_client_layers: bool | None = None  # None: true for averaging, false for sequential
     aggregate_exit_heads: bool = True  # average exit heads among clients with the same cut
     bn: Literal["average", "local"] = "average"  # BatchNorm running statistics at aggregation
+    # homogeneous_splitee, vanilla_sl, splitfed_v1/v2: the cut every client uses; None: the deepest cut that
+    # every client's memory can afford (the weakest device decides)
+    common_cut: int | None = Field(default=None, ge=1, le=8)
 
     def client_layers_aggregated(self) -> bool:
         if self.aggregate_client_layers is None:
@@ -174,10 +191,46 @@ class ServerCfg(Strict):
     workers: int = Field(default=1, ge=1)  # server steps that may run at the same time
 
 
+class CutPolicyCfg(Strict):
+    """How a client's cut is chosen; every policy only considers cuts whose training fits the device's memory."""
+
+    name: Literal["fixed", "max_feasible", "deadline", "min_latency", "energy_budget"] = "fixed"
+    deadline_s: float | None = Field(default=None, gt=0)  # deadline: the client's round time must fit this
+    energy_j: float | None = Field(default=None, gt=0)  # energy_budget: the client's round energy must fit this
+
+    @model_validator(mode="after")
+    def _needs_its_budget(self) -> "CutPolicyCfg":
+        if self.name == "deadline" and self.deadline_s is None:
+            raise ValueError("cut policy deadline needs deadline_s (seconds a client's round may take)")
+        if self.name == "energy_budget" and self.energy_j is None:
+            raise ValueError("cut policy energy_budget needs energy_j (joules a client's round may use)")
+        return self
+
+
+class AvailabilityCfg(Strict):
+    """When a client is reachable: always, a two-state Markov on/off process, or intervals from a trace file."""
+
+    model: Literal["always_on", "markov", "trace"] = "always_on"
+    mean_on_s: float | None = Field(default=None, gt=0)  # markov: mean time on (exponential), s
+    mean_off_s: float | None = Field(default=None, gt=0)  # markov: mean time off (exponential), s
+    start: Literal["on", "off", "stationary"] = "on"  # markov: state at t = 0 (stationary: on w.p. on/(on+off))
+    trace: str | None = None  # trace: CSV `client, t_start, t_end` of on-intervals (relative to the scenario file)
+
+    @model_validator(mode="after")
+    def _needs_its_parameters(self) -> "AvailabilityCfg":
+        if self.model == "markov" and (self.mean_on_s is None or self.mean_off_s is None):
+            raise ValueError("availability model markov needs mean_on_s and mean_off_s")
+        if self.model == "trace" and not self.trace:
+            raise ValueError("availability model trace needs trace (a CSV file: client, t_start, t_end)")
+        return self
+
+
 class ClientGroupCfg(Strict):
     device: ProfileSpec
     link: ProfileSpec
-    cut: int = Field(ge=1, le=8)  # client holds units u1..u_cut of the ResNet-18's 9
+    cut: int | None = Field(default=None, ge=1, le=8)  # client holds units u1..u_cut; with cut_policy fixed
+    cut_policy: CutPolicyCfg | None = None  # None: the scenario's cut_policy
+    availability: AvailabilityCfg | None = None  # None: the scenario's availability
     count: int = Field(default=1, ge=1)  # identical clients this entry stands for
     medium: str | None = None  # name of a shared medium in network.media
     data_weight: float = Field(default=1.0, gt=0)  # relative share of the training data
@@ -209,6 +262,8 @@ class Scenario(Strict):
     strategy: StrategyCfg = StrategyCfg()
     network: NetworkCfg = NetworkCfg()
     server: ServerCfg = ServerCfg()
+    cut_policy: CutPolicyCfg = CutPolicyCfg()  # default for every client group
+    availability: AvailabilityCfg = AvailabilityCfg()  # default for every client group
     clients: list[ClientGroupCfg] = Field(min_length=1)
     eval: EvalCfg = EvalCfg()
     output: OutputCfg = OutputCfg()

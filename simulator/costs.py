@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Mapping
 
 import numpy as np
@@ -19,6 +20,9 @@ __all__ = [
     "jitter_draw",
     "energy_by_state_j",
     "energy_j",
+    "RESULT_BYTES",
+    "InferenceCosts",
+    "inference_sample_costs",
 ]
 
 IDLE_STATE = "idle"  # key of the always-on share in energy_by_state_j
@@ -136,3 +140,86 @@ def energy_j(
     See ``energy_by_state_j`` for the model; this is the sum of its shares.
     """
     return sum(energy_by_state_j(state_seconds, state_power_w, idle_w, total_s).values())
+
+
+RESULT_BYTES = 8  # an inference answer returned by the server: one class index, as an int64
+
+
+@dataclass(frozen=True)
+class InferenceCosts:
+    """Latency and energy of one test sample at batch size 1: what every sample pays, and what offloading adds.
+
+    ``local_*`` is paid by every sample (client forward through its exit); ``offload_extra_*`` only by samples
+    whose exit is not confident enough and go on to the server. Energies are joules of the device and the server
+    together.
+    """
+
+    local_s: float
+    local_j: float
+    offload_extra_s: float
+    offload_extra_j: float
+
+    def _check_rate(self, exit_rate: float) -> None:
+        if not 0.0 <= exit_rate <= 1.0:
+            raise ValueError(f"exit_rate must be in [0, 1], got {exit_rate}")
+
+    def mean_latency_s(self, exit_rate: float) -> float:
+        """Mean seconds per sample when a fraction ``exit_rate`` exits locally: local + (1 − rate) · offload."""
+        self._check_rate(exit_rate)
+        return self.local_s + (1.0 - exit_rate) * self.offload_extra_s
+
+    def mean_energy_j(self, exit_rate: float) -> float:
+        """Mean joules per sample when a fraction ``exit_rate`` exits locally: local + (1 − rate) · offload."""
+        self._check_rate(exit_rate)
+        return self.local_j + (1.0 - exit_rate) * self.offload_extra_j
+
+
+def inference_sample_costs(
+    *,
+    client_flops: float,
+    server_flops: float,
+    activation_bytes: float,
+    client_flops_per_s: float,
+    client_compute_w: float,
+    client_idle_w: float,
+    tx_w: float,
+    rx_w: float,
+    uplink_bps: float,
+    downlink_bps: float,
+    latency_s: float,
+    loss_rate: float,
+    server_flops_per_s: float,
+    server_compute_w: float,
+    result_bytes: float = RESULT_BYTES,
+) -> InferenceCosts:
+    """Per-sample inference costs (batch size 1) of a client with its exit, from plain numbers.
+
+    Local, every sample: ``client_flops`` (body u1..u_cut and exit head) at ``client_flops_per_s``, drawing
+    ``client_compute_w`` (the device's total draw while computing).
+
+    Offloaded samples, in sequence: the uplink sends one sample's activation (``activation_bytes``; no label
+    travels at inference) — radio busy for ``payload_seconds``, then ``latency_s`` in flight; the server runs
+    ``server_flops`` at ``server_flops_per_s`` drawing ``server_compute_w``; the downlink returns the answer
+    (``result_bytes``) — busy, then ``latency_s``. Jitter is left out: latencies are the link's base one-way
+    latency, not a draw (a half-normal jitter would add jitter_s·√(2/π) per direction on average). The link is
+    taken as the sample's alone (no shared-medium contention, no queueing at the server).
+
+    Offload energy: the device draws idle_w for the whole offload (it waits for the answer, so waiting is
+    counted), plus ``tx_w`` while its radio sends and ``rx_w`` while it receives (radio powers add on top of
+    idle, as in the recorder); i.e. (idle+tx)·uplink busy + (idle+rx)·downlink busy + idle·(2·latency + server
+    seconds). The server adds ``server_compute_w`` × its seconds; its idle draw outside is not charged to inference.
+    """
+    local_s = compute_seconds(client_flops, client_flops_per_s)
+    up_busy_s = payload_seconds(activation_bytes, uplink_bps, loss_rate)
+    down_busy_s = payload_seconds(result_bytes, downlink_bps, loss_rate)
+    server_s = compute_seconds(server_flops, server_flops_per_s)
+    if latency_s < 0:
+        raise ValueError(f"latency_s must be >= 0, got {latency_s}")
+    offload_s = up_busy_s + latency_s + server_s + down_busy_s + latency_s
+    device_j = client_idle_w * offload_s + tx_w * up_busy_s + rx_w * down_busy_s
+    return InferenceCosts(
+        local_s=local_s,
+        local_j=client_compute_w * local_s,
+        offload_extra_s=offload_s,
+        offload_extra_j=device_j + server_compute_w * server_s,
+    )

@@ -11,9 +11,10 @@ from typing import Any, Callable
 import simpy
 import torch
 
+from simulator.availability import Availability, load_trace, make_availability
 from simulator.data.datasets import Dataset, load_dataset
 from simulator.data.partitions import partition
-from simulator.device import ClientCosts, Device
+from simulator.device import ClientCosts, Device, RoundFate
 from simulator.errors import InputError
 from simulator.models.cost_table import cost_table_cached
 from simulator.models.heads import make_exit_head
@@ -23,7 +24,7 @@ from simulator.rng import Streams
 from simulator.scenario import ResolvedScenario
 from simulator.server import SERVER, Server
 from simulator.strategies import STRATEGIES, Strategy
-from simulator.training import BatchSampler, ClientTrainer, EvalResult, evaluate_path
+from simulator.training import BatchSampler, ClientTrainer, EvalResult
 from simulator.world import World
 
 __all__ = ["torch_device_for", "load_data", "build_world", "RoundRecord", "Simulation"]
@@ -76,18 +77,24 @@ def build_world(rs: ResolvedScenario, dataset: Dataset | None = None) -> World:
               trainers=[], backbones=[], train_x=data.train_x, train_y=data.train_y, test_x=data.test_x,
               test_y=data.test_y, sample_counts=[len(s) for s in shards], steps_per_round=[], torch_device=dev)
     batch = sc.training.batch_size
+    traces = {path: load_trace(path, [c.name for c in rs.clients], file=rs.file, key="availability.trace")
+              for path in {c.availability.trace for c in rs.clients if c.availability.model == "trace"}}
     for c, idx in zip(rs.clients, shards):
         backbone = w.new_backbone("client", c.index)
-        exit_head = make_exit_head(sc.model.exit_head, backbone.unit_channels[c.cut - 1], classes,
+        # Centralized (cut 0) and FedAvg (cut 9) clients hold no split part; their trainer goes unused.
+        cut = min(max(c.cut, 1), 8)
+        exit_head = make_exit_head(sc.model.exit_head, backbone.unit_channels[cut - 1], classes,
                                    seed=streams.torch_seed("exit", c.index)).to(dev)
         sampler = BatchSampler(torch.as_tensor(idx, dtype=torch.int64, device=dev), batch,
                                streams.torch("batches", c.index))
-        trainer = ClientTrainer(backbone, c.cut, exit_head, sc.training.optimizer, sampler,
+        trainer = ClientTrainer(backbone, cut, exit_head, sc.training.optimizer, sampler,
                                 sc.network.activation_dtype)
         link = make_link(env, name=c.name, uplink_bps=c.link.uplink_bps, downlink_bps=c.link.downlink_bps,
                          latency_s=c.link.latency_s, jitter_s=c.link.jitter_s, loss_rate=c.link.loss_rate,
                          rng=streams.numpy("jitter", c.index), medium=media.get(c.medium) if c.medium else None)
-        cost = ClientCosts.of(table, c.cut, sampler.batch_size, sc.network.activation_dtype)
+        cost = ClientCosts.of(table, cut, sampler.batch_size, sc.network.activation_dtype)
+        w.availability.append(make_availability(c.availability, c.name, streams.numpy("availability", c.index),
+                                                traces))
         w.backbones.append(backbone)
         w.trainers.append(trainer)
         w.devices.append(Device(env, c, link, trainer, cost, recorder, overlap=sc.network.overlap_compute_comm,
@@ -111,6 +118,15 @@ class RoundRecord:
     exit_loss: dict[int, float]
     server_loss: dict[int, float]
     evals: dict[int, EvalResult] = field(default_factory=dict)
+    status: dict[int, str] = field(default_factory=dict)  # per client: see STATUSES
+    steps_done: dict[int, int] = field(default_factory=dict)
+
+
+# A client's status in a round (clients.csv): ran all its steps; stopped by the round deadline; went offline
+# mid-round; its battery emptied in this round; off at the round's start; gone since its battery emptied;
+# unable to take part at all (fedavg: the whole model does not fit its memory).
+STATUSES = ("ok", "straggler", "left", "battery_empty", "unavailable", "gone", "cannot_take_part")
+_STOP_STATUS = {"deadline": "straggler", "offline": "left", "battery": "battery_empty"}
 
 
 class Simulation:
@@ -123,30 +139,83 @@ class Simulation:
         strategy_cls = STRATEGIES[rs.scenario.strategy.name]
         self.strategy: Strategy = strategy_cls(self.world)
         self.records: list[RoundRecord] = []
+        self.stopped_early: str | None = None
 
     @property
     def rounds_done(self) -> int:
         return len(self.records)
 
     def evaluate(self) -> dict[int, EvalResult]:
-        w = self.world
-        bs = w.scenario.eval.batch_size
-        return {i: evaluate_path(w.trainers[i], self.strategy.paths[i].seq, w.test_x, w.test_y, bs)
-                for i in range(len(w.trainers))}
+        return self.strategy.evaluate(self.world.scenario.eval.batch_size)
 
-    def run_round(self) -> RoundRecord:
+    def _status(self, i: int, now: float) -> str:
+        """Whether client i can join a round starting now, and if not why."""
+        w = self.world
+        if not w.rs.clients[i].takes_part:
+            return "cannot_take_part"
+        if not w.devices[i].alive:
+            return "gone"
+        return "ok" if w.availability[i].is_on(now) else "unavailable"
+
+    def _wait_for_clients(self) -> list[int] | None:
+        """The clients present at the start of the next round, advancing the clock while nobody is reachable;
+        None if nobody ever will be again."""
+        w = self.world
+        now = w.env.now
+        present = [i for i in range(len(w.devices)) if self._status(i, now) == "ok"]
+        if present:
+            return present
+        waiting = [i for i in range(len(w.devices)) if self._status(i, now) == "unavailable"]
+        t_next = min((w.availability[i].next_on(now) for i in waiting), default=math.inf)
+        if math.isinf(t_next):
+            return None
+        w.env.run(until=t_next)
+        return [i for i in waiting if w.availability[i].is_on(t_next)]
+
+    def _stops(self, present: list[int]) -> dict[int, simpy.Event]:
+        """Per present client, an event that fires if it must stop early: the round deadline or going offline.
+        (A battery stop is the device's own doing, on the same event.)"""
+        w = self.world
+        env, now = w.env, w.env.now
+        deadline = w.scenario.training.round_deadline_s
+        stops = {}
+        for i in present:
+            stop = env.event()
+            t_off = w.availability[i].off_at(now) if not w.availability[i].always_on else math.inf
+            t_dead = now + deadline if deadline is not None else math.inf
+            if min(t_off, t_dead) < math.inf:
+                why = "deadline" if t_dead <= t_off else "offline"
+                timer = env.timeout(min(t_off, t_dead) - now, value=why)
+                timer.callbacks.append(lambda ev, stop=stop: None if stop.triggered else stop.succeed(ev.value))
+            stops[i] = stop
+        return stops
+
+    def run_round(self) -> RoundRecord | None:
+        """One round; None (and nothing run) if no client will ever be reachable again."""
         w = self.world
         rnd = self.rounds_done + 1
         host0 = time.perf_counter()
         t0 = w.env.now
-        present = list(range(len(w.devices)))
-        done = w.env.process(self.strategy.run_round(rnd, present))
+        present = self._wait_for_clients()
+        if present is None:
+            return None
+        t_begin = w.env.now  # later than t0 if nobody was reachable at t0
+        if t_begin > t0:
+            w.recorder.close_round(rnd, t0, t_begin, [SERVER])  # the server idles while it waits
+        done = w.env.process(self.strategy.run_round(rnd, present, self._stops(present)))
         w.env.run(until=done)
-        w.recorder.close_round(rnd, t0, w.env.now, [w.devices[i].name for i in present] + [SERVER])
+        fates = {i: self.strategy.fates.get(i, RoundFate(steps_done=w.steps_per_round[i])) for i in present}
+        until = {w.devices[i].name: f.t_stop for i, f in fates.items()
+                 if f.stopped in ("offline", "battery") and f.t_stop is not None}
+        w.recorder.close_round(rnd, t_begin, w.env.now, [w.devices[i].name for i in present] + [SERVER], until)
+        status = {i: self._status(i, t_begin) if i not in fates else _STOP_STATUS.get(fates[i].stopped or "", "ok")
+                  for i in range(len(w.devices))}
+        self._mark_round(rnd, t0, fates, status)
         rec = RoundRecord(
             round=rnd, t_start=t0, sim_time_s=w.env.now, host_seconds=0.0, present=present,
             exit_loss={i: w.trainers[i].take_mean_loss() for i in present},
             server_loss={i: self.strategy.take_server_loss(i) for i in present},
+            status=status, steps_done={i: f.steps_done for i, f in fates.items()},
         )
         ev = w.scenario.eval
         if self.evaluate_enabled and (rnd % ev.every == 0 or rnd == w.scenario.training.rounds):
@@ -155,12 +224,41 @@ class Simulation:
         self.records.append(rec)
         return rec
 
+    def _mark_round(self, rnd: int, t0: float, fates: dict[int, RoundFate], status: dict[int, str]) -> None:
+        """Offline spans, departures, stragglers and emptied batteries into the event trace."""
+        w = self.world
+        rec, now = w.recorder, w.env.now
+        for i, dev in enumerate(w.devices):
+            if status[i] == "cannot_take_part":
+                if rnd == 1:
+                    rec.mark(dev.name, "cannot_take_part", rnd, t0)
+                continue
+            if not w.availability[i].always_on and status[i] != "gone":
+                for a, b in w.availability[i].off_intervals(t0, now):
+                    rec.mark(dev.name, "offline", rnd, a, b)
+            fate = fates.get(i)
+            if fate is not None and fate.stopped is not None:
+                rec.mark(dev.name, _STOP_STATUS[fate.stopped], rnd, fate.t_stop or now)
+            if fate is not None and dev.battery_j is not None and dev.alive:
+                dev.round_start = now  # the round's idle draw is now recorded
+                if fate.stopped == "battery" or dev.charge_left_j() <= 0:
+                    if fate.stopped != "battery":
+                        status[i] = "battery_empty"
+                        rec.mark(dev.name, "battery_empty", rnd, now)
+                    dev.alive = False
+
     def run(self, on_round: Callable[[RoundRecord], None] | None = None,
             checkpoint: Callable[["Simulation"], None] | None = None) -> list[RoundRecord]:
         sc = self.world.scenario
         every = sc.output.checkpoint_every
         while self.rounds_done < sc.training.rounds:
             rec = self.run_round()
+            if rec is None:
+                self.stopped_early = (f"after round {self.rounds_done} no client can take part any more "
+                                      "(batteries empty or never available again)")
+                if self.records and not self.records[-1].evals and self.evaluate_enabled:
+                    self.records[-1].evals = self.evaluate()
+                break
             if on_round:
                 on_round(rec)
             if checkpoint and every and rec.round % every == 0 and rec.round < sc.training.rounds:
@@ -180,6 +278,7 @@ class Simulation:
             "server_modules": [m.state_dict() for m in s.server_modules()],
             "server_opts": [o.state_dict() for o in s.optimizers()],
             "jitter": [d.link.up.rng.bit_generator.state for d in w.devices],
+            "alive": [d.alive for d in w.devices],
             "recorder": w.recorder.state_dict(),
             "torch_rng": torch.get_rng_state(),
         }
@@ -203,8 +302,10 @@ class Simulation:
             m.load_state_dict(st)
         for o, st in zip(s.optimizers(), state["server_opts"]):
             o.load_state_dict(st)
-        for d, st in zip(w.devices, state["jitter"]):
+        for d, st, alive in zip(w.devices, state["jitter"], state["alive"]):
             d.link.up.rng.bit_generator.state = st
+            d.alive = alive
+            d.round_start = state["now"]
         w.recorder.load_state_dict(state["recorder"])
         torch.set_rng_state(state["torch_rng"])
 

@@ -33,9 +33,10 @@ def max_min_rates(capacity_bps: float, caps_bps: list[float]) -> list[float]:
 class _Flow:
     """One transfer in progress on a SharedMedium."""
 
-    __slots__ = ("remaining_bits", "cap_bps", "rate_bps", "due", "done")
+    __slots__ = ("total_bits", "remaining_bits", "cap_bps", "rate_bps", "due", "done")
 
     def __init__(self, bits: float, cap_bps: float, done: simpy.Event) -> None:
+        self.total_bits = bits
         self.remaining_bits = bits
         self.cap_bps = cap_bps
         self.rate_bps = 0.0  # set by the manager; 0 until it has seen the flow
@@ -79,6 +80,17 @@ class SharedMedium:
         if not self._wake.triggered:
             self._wake.succeed()
         return done
+
+    def cancel(self, done: simpy.Event) -> float:
+        """Stops the transfer whose event is `done` (its sender left); returns the bits it had sent."""
+        self._advance()
+        for flow in self._flows:
+            if flow.done is done:
+                self._flows.remove(flow)
+                if not self._wake.triggered:
+                    self._wake.succeed()  # the others' rates go up
+                return flow.total_bits - max(flow.remaining_bits, 0.0)
+        return 0.0
 
     def _advance(self) -> None:
         # Bits sent since the last rate change, at the rates that held over that interval.
@@ -126,7 +138,8 @@ class Transfer:
     t_end_busy: float  # last bit sent: the radio is free again
     t_delivered: float  # after propagation latency and jitter: the receiver has it
     payload_bytes: float
-    wire_bytes: float  # payload inflated by retransmissions
+    wire_bytes: float  # payload inflated by retransmissions (of an aborted message: what was sent)
+    delivered: bool = True  # false: aborted because the sender left (see Channel.send's stop)
 
 
 class Channel:
@@ -164,30 +177,54 @@ class Channel:
         self.medium = medium
         self.radio = simpy.Resource(env, capacity=1)
 
-    def send(self, payload_bytes: float,
-             radio_free: simpy.Event | None = None) -> Generator[simpy.Event, Any, Transfer]:
+    def send(self, payload_bytes: float, radio_free: simpy.Event | None = None,
+             stop: simpy.Event | None = None) -> Generator[simpy.Event, Any, Transfer]:
         """Process generator: ``transfer = yield env.process(channel.send(n))``; returns the message's Transfer.
 
         ``radio_free``, if given, succeeds when the last bit has left the radio (before the propagation delay), so
-        a sender can start its next message while this one is still in flight.
+        a sender can start its next message while this one is still in flight. ``stop``, if given, aborts the
+        message when it fires (the device left): the Transfer then has ``delivered`` False and counts only the
+        bytes already sent.
         """
         env = self.env
         t_queued = env.now
         wire = wire_bytes(payload_bytes, self.loss_rate)
         with self.radio.request() as request:
-            yield request
-            t_start = env.now
-            if self.medium is None:
-                yield env.timeout(payload_seconds(payload_bytes, self.bps, self.loss_rate))
+            if stop is None:
+                yield request
             else:
-                yield self.medium.transfer(wire * 8.0, cap_bps=self.bps)
+                got = yield request | stop
+                if request not in got:
+                    return Transfer(t_queued, env.now, env.now, env.now, float(payload_bytes), 0.0, False)
+            t_start = env.now
+            busy_s = payload_seconds(payload_bytes, self.bps, self.loss_rate)
+            if self.medium is None:
+                busy: simpy.Event = env.timeout(busy_s)
+            else:
+                busy = self.medium.transfer(wire * 8.0, cap_bps=self.bps)
+            if stop is None:
+                yield busy
+            else:
+                got = yield busy | stop
+                if busy not in got:
+                    if self.medium is None:
+                        sent = wire * min(1.0, (env.now - t_start) / busy_s)
+                    else:
+                        sent = self.medium.cancel(busy) / 8.0
+                    return Transfer(t_queued, t_start, env.now, env.now, float(payload_bytes), sent, False)
             t_end_busy = env.now
         if radio_free is not None:
             radio_free.succeed(t_end_busy)
         # Drawn when the message leaves the radio; FIFO sends make the draw order the send order.
         flight_s = self.latency_s + jitter_draw(self.rng, self.jitter_s)
         if flight_s > 0:
-            yield env.timeout(flight_s)
+            if stop is None:
+                yield env.timeout(flight_s)
+            else:
+                flight = env.timeout(flight_s)
+                got = yield flight | stop
+                if flight not in got:  # the device left with the message in the air: it never arrives
+                    return Transfer(t_queued, t_start, t_end_busy, env.now, float(payload_bytes), wire, False)
         return Transfer(t_queued, t_start, t_end_busy, env.now, float(payload_bytes), wire)
 
 

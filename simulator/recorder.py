@@ -14,7 +14,9 @@ EVENT_COLUMNS = ("t_start", "t_end", "entity", "kind", "round", "bytes", "flops"
 
 # Event kinds: compute (client or server training step), tx / rx (feature batches, gradients, results),
 # agg_tx / agg_rx (model state moved for aggregation), aggregate (server averaging), idle (the baseline
-# draw of an entity over a whole round, so that the events' energies add up to the total).
+# draw of an entity over a whole round, so that the events' energies add up to the total). Marks (zero energy):
+# offline (an interval the device was unreachable), left (went offline mid-round), straggler (stopped by the
+# round deadline), battery_empty (the battery ran out: the device leaves the run), cannot_take_part.
 _RADIO_KINDS = {"tx": "tx", "rx": "rx", "agg_tx": "tx", "agg_rx": "rx"}
 
 
@@ -70,6 +72,7 @@ class Recorder:
         self.keep_events = keep_events
         self.events: list[Event] = []
         self.round_totals: dict[int, dict[str, _Totals]] = defaultdict(lambda: defaultdict(_Totals))
+        self._energy_so_far: dict[str, float] = defaultdict(float)  # every joule recorded, per entity
 
     def interval(self, entity: str, kind: str, rnd: int, t_start: float, t_end: float, *,
                  nbytes: float = 0.0, flops: float = 0.0, direction: str | None = None) -> None:
@@ -78,6 +81,7 @@ class Recorder:
         energy = self.powers[entity].added(kind) * dur
         tot = self.round_totals[rnd][entity]
         tot.energy_j += energy
+        self._energy_so_far[entity] += energy
         tot.state_s[kind] += dur
         if direction == "up":
             tot.bytes_up += nbytes
@@ -86,13 +90,26 @@ class Recorder:
         if self.keep_events:
             self.events.append(Event(t_start, t_end, entity, kind, rnd, nbytes, flops, energy))
 
-    def close_round(self, rnd: int, t_start: float, t_end: float, present: list[str]) -> None:
-        """Adds each entity's idle draw over the round window [t_start, t_end]."""
+    def mark(self, entity: str, kind: str, rnd: int, t_start: float, t_end: float | None = None) -> None:
+        """A state change or an offline interval: in the trace, no energy (an offline device draws nothing)."""
+        if self.keep_events:
+            self.events.append(Event(t_start, t_start if t_end is None else t_end, entity, kind, rnd, 0.0, 0.0, 0.0))
+
+    def close_round(self, rnd: int, t_start: float, t_end: float, present: list[str],
+                    until: dict[str, float] | None = None) -> None:
+        """Adds each present entity's idle draw over the round window [t_start, t_end], or until it left
+        (`until[entity]`)."""
         for entity in present:
-            energy = self.powers[entity].idle_w * (t_end - t_start)
+            end = (until or {}).get(entity, t_end)
+            energy = self.powers[entity].idle_w * (end - t_start)
             self.round_totals[rnd][entity].energy_j += energy
+            self._energy_so_far[entity] += energy
             if self.keep_events:
-                self.events.append(Event(t_start, t_end, entity, "idle", rnd, 0.0, 0.0, energy))
+                self.events.append(Event(t_start, end, entity, "idle", rnd, 0.0, 0.0, energy))
+
+    def energy_so_far(self, entity: str) -> float:
+        """Joules recorded for `entity` so far (the running round's idle draw is added when it closes)."""
+        return self._energy_so_far[entity]
 
     def totals(self, rnd: int, entity: str) -> _Totals:
         return self.round_totals[rnd][entity]
@@ -116,8 +133,10 @@ class Recorder:
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.events = [Event(*row) for row in state["events"]]
         self.round_totals = defaultdict(lambda: defaultdict(_Totals))
+        self._energy_so_far = defaultdict(float)
         for r, per in state["totals"].items():
             for e, (energy, up, down, states) in per.items():
                 tot = self.round_totals[r][e]
                 tot.energy_j, tot.bytes_up, tot.bytes_down = energy, up, down
                 tot.state_s.update(states)
+                self._energy_so_far[e] += energy

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import math
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from pydantic import ValidationError
 
-from simulator.config import ClientGroupCfg, Scenario
+from simulator.config import (COMMON_CUT_STRATEGIES, AvailabilityCfg, ClientGroupCfg, CutPolicyCfg, Scenario)
 from simulator.errors import InputError
 from simulator.profiles import DeviceProfile, LinkProfile, builtin_devices, builtin_links, resolve_profile
 from simulator.profiles_table import format_bytes
@@ -34,9 +35,14 @@ class ClientSpec:
     name: str
     device: DeviceProfile
     link: LinkProfile
-    cut: int
+    cut: int  # 1..8; 0: nothing on the client (centralized); 9: the whole model (fedavg)
     medium: str | None
     data_weight: float
+    cut_policy: str = "fixed"
+    cut_reason: str = "given in the scenario"
+    availability: AvailabilityCfg = AvailabilityCfg()
+    takes_part: bool = True  # false: the device cannot hold what the strategy asks of it (fedavg's whole model)
+    why_not: str = ""  # why it cannot take part
 
 
 @dataclass(frozen=True)
@@ -52,12 +58,15 @@ class ResolvedScenario:
         """Every default filled in and every profile expanded: loading this reproduces the run."""
         data = self.scenario.model_dump(mode="json")
         data["server"]["device"] = self.server.model_dump(mode="json")
+        data["cut_policy"] = CutPolicyCfg().model_dump(mode="json")  # the chosen cuts are written out, fixed
         data["clients"] = [
             {
                 "name": c.name,
                 "device": c.device.model_dump(mode="json"),
                 "link": c.link.model_dump(mode="json"),
-                "cut": c.cut,
+                "cut": c.cut if 1 <= c.cut <= 8 else None,
+                "cut_policy": None,
+                "availability": c.availability.model_dump(mode="json"),
                 "count": 1,
                 "medium": c.medium,
                 "data_weight": c.data_weight,
@@ -65,6 +74,11 @@ class ResolvedScenario:
             for c in self.clients
         ]
         return data
+
+    def cut_choices(self) -> list[dict[str, Any]]:
+        """Each client's cut, the policy that chose it and why (printed before a run, kept in summary.json)."""
+        return [{"client": c.name, "cut": c.cut, "policy": c.cut_policy, "reason": c.cut_reason}
+                for c in self.clients]
 
 
 # Keys whose value is a profile reference (config.ProfileSpec): clients[i].device, clients[i].link, server.device.
@@ -173,7 +187,107 @@ def _expand_clients(
                 raise InputError(f"two clients are named '{name}'", file=file, key=f"{key}.name")
             names.add(name)
             out.append(ClientSpec(len(out), name, device, link,  # type: ignore[arg-type]
-                                  group.cut, group.medium, group.data_weight))
+                                  group.cut or 0, group.medium, group.data_weight,
+                                  availability=_availability(group.availability or sc.availability, file,
+                                                             f"{key}.availability" if group.availability
+                                                             else "availability")))
+    return tuple(out)
+
+
+def _availability(cfg: AvailabilityCfg, file: str, key: str) -> AvailabilityCfg:
+    """A trace path relative to the scenario file, made absolute (the resolved copy lives in the run folder)."""
+    if cfg.model != "trace" or cfg.trace is None:
+        return cfg
+    path = Path(cfg.trace)
+    if not path.is_absolute():
+        path = Path(file).resolve().parent / path
+    if not path.is_file():
+        raise InputError(f"no availability trace file {path}", file=file, key=f"{key}.trace")
+    return cfg.model_copy(update={"trace": str(path)})
+
+
+def _check_traces(sc: Scenario, clients: tuple[ClientSpec, ...], file: str) -> None:
+    """Trace files parse and name only clients of this fleet (read again when the run starts)."""
+    from simulator.availability import load_trace
+
+    keys = {g.availability.trace: f"clients[{k}].availability.trace" for k, g in enumerate(sc.clients)
+            if g.availability is not None and g.availability.trace}
+    for path in sorted({c.availability.trace for c in clients if c.availability.model == "trace"}):
+        raw = next((t for t in keys if t and Path(file).resolve().parent.joinpath(t) == Path(path)), None)
+        load_trace(path, [c.name for c in clients], file=file, key=keys.get(raw, "availability.trace"))
+
+
+def _check_cut_keys(sc: Scenario, file: str) -> None:
+    """With a fixed policy the scenario gives the cut; with any other the policy does; never both."""
+    if sc.strategy.name in COMMON_CUT_STRATEGIES or sc.strategy.name in ("centralized", "fedavg"):
+        return  # the strategy decides the cut (or there is none)
+    for g, group in enumerate(sc.clients):
+        policy = (group.cut_policy or sc.cut_policy).name
+        if policy == "fixed" and group.cut is None:
+            raise InputError("missing: give a cut (1..8), or a cut_policy that chooses one", file=file,
+                             key=f"clients[{g}].cut")
+        if policy != "fixed" and group.cut is not None:
+            raise InputError(f"cut {group.cut} is given but cut_policy {policy} chooses the cut; remove one of them",
+                             file=file, key=f"clients[{g}].cut")
+
+
+def _steps_estimate(sc: Scenario, group: ClientGroupCfg) -> int:
+    """Batches a client of `group` runs per round; with local_epochs, from its expected share of the data."""
+    t = sc.training
+    if t.local_steps is not None:
+        return t.local_steps
+    total_w = sum(g.data_weight * g.count for g in sc.clients)
+    samples = sc.dataset.train_size() * group.data_weight / total_w
+    return max(1, math.ceil(t.local_epochs * samples / min(t.batch_size, max(1, int(samples)))))
+
+
+def _resolve_cuts(sc: Scenario, file: str, clients: tuple[ClientSpec, ...], table: Any) -> tuple[ClientSpec, ...]:
+    """Each client's cut as its policy (or the strategy) decides, with the reason."""
+    from simulator.cut_policy import choose_cut, deepest_common_cut
+
+    batch, opt = sc.training.batch_size, sc.training.optimizer.memory_kind()
+    name = sc.strategy.name
+    if name == "centralized":
+        return tuple(replace(c, cut=0, cut_policy="strategy",
+                             cut_reason="centralized: the data is pooled at the server, nothing runs on clients")
+                     for c in clients)
+    if name == "fedavg":
+        need = table.full_train_memory_bytes(batch, opt)
+        out = []
+        for c in clients:
+            fits = need <= c.device.memory_bytes
+            why = "" if fits else (f"the whole model needs {format_bytes(round(need))} to train, device "
+                                   f"'{c.device.name}' has {format_bytes(c.device.memory_bytes)}")
+            out.append(replace(c, cut=9, cut_policy="strategy", takes_part=fits, why_not=why,
+                               cut_reason="fedavg: the whole model on the device" if fits
+                               else f"cannot take part: {why}"))
+        return tuple(out)
+    if name in COMMON_CUT_STRATEGIES:
+        if sc.strategy.common_cut is not None:
+            cut, reason = sc.strategy.common_cut, f"{name}: strategy.common_cut"
+        else:
+            try:
+                cut, weakest = deepest_common_cut(table, [c.device for c in clients], batch=batch, optimizer=opt)
+            except ValueError as err:
+                raise InputError(str(err), file=file, key="strategy.common_cut") from None
+            reason = f"{name}: deepest cut every client can train (limited by {weakest.name})"
+        return tuple(replace(c, cut=cut, cut_policy="strategy", cut_reason=reason) for c in clients)
+    out = []
+    for c in clients:
+        g = _group_index(sc, c.index)
+        group = sc.clients[g]
+        policy = group.cut_policy or sc.cut_policy
+        if policy.name == "fixed":
+            out.append(c)
+            continue
+        key = f"clients[{g}].cut_policy" if group.cut_policy else "cut_policy"
+        try:
+            choice = choose_cut(policy.name, table, c.device, c.link, batch=batch, steps=_steps_estimate(sc, group),
+                                optimizer=opt, activation_dtype=sc.network.activation_dtype,
+                                deadline_s=policy.deadline_s, energy_j=policy.energy_j)
+        except ValueError as err:
+            raise InputError(f"client '{c.name}': {err}", file=file, key=key) from None
+        out.append(replace(c, cut=choice.cut, cut_policy=choice.policy, cut_reason=choice.reason))
     return tuple(out)
 
 
@@ -196,35 +310,46 @@ def _check_data_split(sc: Scenario, file: str) -> None:
                          f"but only {n} training samples", file=file, key="dataset.partition.shards_per_client")
 
 
-def _group_key(sc: Scenario, client_index: int) -> str:
+def _group_index(sc: Scenario, client_index: int) -> int:
     seen = 0
     for g, group in enumerate(sc.clients):
         if client_index < seen + group.count:
-            return f"clients[{g}]"
+            return g
         seen += group.count
-    return "clients"
+    raise IndexError(client_index)
 
 
-def check_feasible(rs: ResolvedScenario) -> None:
-    """Every client's cut fits its memory at the batch size; the dataset's files are there (or may be fetched)."""
+def _group_key(sc: Scenario, client_index: int) -> str:
+    return f"clients[{_group_index(sc, client_index)}]"
+
+
+def _cost_table(sc: Scenario) -> Any:
     import torch
 
-    from simulator.data.datasets import default_root, missing_files
     from simulator.models.cost_table import cost_table_cached
 
-    sc = rs.scenario
     in_ch, size, classes = sc.dataset.shape()
     # The table is measured on batch-2 tensors: intra-op threads only add overhead there (several times
     # slower on a busy 2-core machine), so build it on one thread and restore the setting after.
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        table = cost_table_cached(sc.model.width, in_ch, classes, size, sc.model.exit_head)
+        return cost_table_cached(sc.model.width, in_ch, classes, size, sc.model.exit_head)
     finally:
         torch.set_num_threads(threads)
+
+
+def check_feasible(rs: ResolvedScenario) -> None:
+    """Every client's cut fits its memory at the batch size; the dataset's files are there (or may be fetched)."""
+    from simulator.data.datasets import default_root, missing_files
+
+    sc = rs.scenario
+    table = _cost_table(sc)
     opt = sc.training.optimizer.memory_kind()
     batch = sc.training.batch_size
     for c in rs.clients:
+        if not 1 <= c.cut <= 8:
+            continue  # centralized / fedavg: checked when their cuts were resolved
         need = table.train_memory_bytes(c.cut, batch, opt)
         has = c.device.memory_bytes
         if need > has:
@@ -259,9 +384,13 @@ def load_scenario(path: str | Path, overrides: Sequence[str] = (), *, check: boo
         data = apply_overrides(data, overrides, file)
     sc = parse_scenario(data, file)
     _check_data_split(sc, file)
+    _check_cut_keys(sc, file)
     devices, links = builtin_devices(), builtin_links()
     server = resolve_profile(sc.server.device, devices, DeviceProfile, file=file, key="server.device")
     clients = _expand_clients(sc, file, devices, links)
+    _check_traces(sc, clients, file)
+    if sc.strategy.name not in ("averaging", "sequential") or any(c.cut == 0 for c in clients):
+        clients = _resolve_cuts(sc, file, clients, _cost_table(sc))
     rs = ResolvedScenario(sc, file, server, clients)  # type: ignore[arg-type]
     if check:
         check_feasible(rs)

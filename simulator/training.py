@@ -157,12 +157,14 @@ class ServerPath:
 class EvalResult:
     """Per-sample outcomes on the test split for one client's exit and its path through the server."""
 
-    exit_correct: torch.Tensor  # (N,) bool
+    exit_correct: torch.Tensor | None  # (N,) bool; None for methods without an early exit (baselines)
     final_correct: torch.Tensor  # (N,) bool
-    exit_entropy: torch.Tensor  # (N,) normalized entropy H/log(C) of the exit softmax, in [0, 1]
+    exit_entropy: torch.Tensor | None  # (N,) normalized entropy H/log(C) of the exit softmax, in [0, 1]
 
     @property
     def exit_accuracy(self) -> float:
+        if self.exit_correct is None:
+            return float("nan")
         return float(self.exit_correct.float().mean())
 
     @property

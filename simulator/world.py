@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import simpy
 import torch
 
+from simulator.availability import Availability
 from simulator.config import Scenario
 from simulator.device import Device
 from simulator.models.cost_table import CostTable
@@ -38,6 +39,7 @@ class World:
     sample_counts: list[int]  # training samples per client (aggregation weights)
     steps_per_round: list[int]  # client steps per round
     torch_device: torch.device
+    availability: list[Availability] = field(default_factory=list)  # per client
 
     @property
     def scenario(self) -> Scenario:

@@ -7,7 +7,7 @@ from typing import Any, Generator, Sequence
 import simpy
 from torch import nn
 
-from simulator.strategies.base import Strategy
+from simulator.strategies.base import ClientDone, Strategy
 from simulator.training import ServerPath, make_optimizer
 
 __all__ = ["Averaging"]
@@ -24,12 +24,16 @@ class Averaging(Strategy):
             paths.append(ServerPath(backbone, cut, make_optimizer(params, self.w.scenario.training.optimizer)))
         return paths
 
-    def serve(self, rnd: int, expected: dict[int, int]) -> Generator[simpy.Event, Any, None]:
+    def serve(self, rnd: int, present: Sequence[int]) -> Generator[simpy.Event, Any, None]:
         # Every arriving batch starts its step at once; the server's `workers` slots bound the parallelism.
-        steps = []
-        for _ in range(sum(expected.values())):
-            batch = yield self.inbox.get()
-            steps.append(self.w.env.process(self.server_step(rnd, batch)))
+        assert self.inbox is not None
+        steps, running = [], len(present)
+        while running:
+            item = yield self.inbox.get()
+            if isinstance(item, ClientDone):
+                running -= 1
+            else:
+                steps.append(self.w.env.process(self.server_step(rnd, item)))
         yield self.w.env.all_of(steps)
 
     def aggregation_due(self, rnd: int) -> bool:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from dataclasses import dataclass
 from typing import Any, Generator, Sequence
 
 import simpy
@@ -10,12 +11,21 @@ import torch
 from torch import nn
 
 from simulator.aggregation import exit_head_groups, unit_groups, weighted_average_
-from simulator.device import FeatureBatch
+from simulator.device import FeatureBatch, RoundFate
 from simulator.models.cost_table import CostTable
-from simulator.training import ServerPath, state_bytes
+from simulator.training import EvalResult, ServerPath, evaluate_path, state_bytes
 from simulator.world import World
 
-__all__ = ["Strategy", "server_batch_flops"]
+__all__ = ["Strategy", "ClientDone", "server_batch_flops", "LEFT"]
+
+LEFT = frozenset({"offline", "battery"})  # fates of clients that left mid-round: they sit out the aggregation
+
+
+@dataclass(frozen=True)
+class ClientDone:
+    """Put in the server's inbox after a client's last feature batch: the client has nothing more this round."""
+
+    client: int
 
 
 def server_batch_flops(table: CostTable, cut: int, batch: int) -> float:
@@ -25,7 +35,8 @@ def server_batch_flops(table: CostTable, cut: int, batch: int) -> float:
 
 class Strategy(ABC):
     """One round = every present client runs its steps while the server consumes their features; then,
-    when due, an aggregation. Subclasses fill in `build_server`, `serve`, and the aggregation plan."""
+    when due, an aggregation among the clients still there. Subclasses fill in `build_server`, `serve`, and the
+    aggregation plan; baselines with another round structure override `run_round` (and `evaluate`)."""
 
     name = "base"
 
@@ -37,6 +48,7 @@ class Strategy(ABC):
         self.server_loss = [torch.zeros((), device=dev) for _ in world.devices]
         self.server_steps = [0 for _ in world.devices]
         self.inbox: simpy.Store | None = None
+        self.fates: dict[int, RoundFate] = {}  # how each present client's round ended (set by run_round)
 
     # --- what subclasses fill in -------------------------------------------------------------
     @abstractmethod
@@ -44,8 +56,9 @@ class Strategy(ABC):
         """The server path serving each client (index = client)."""
 
     @abstractmethod
-    def serve(self, rnd: int, expected: dict[int, int]) -> Generator[simpy.Event, Any, None]:
-        """Consume `expected[i]` feature batches from each client i this round."""
+    def serve(self, rnd: int, present: Sequence[int]) -> Generator[simpy.Event, Any, None]:
+        """Consume the feature batches of the present clients from `self.inbox` until each has sent its
+        ClientDone (a client stopped early sends fewer batches than its steps)."""
 
     def aggregation_due(self, rnd: int) -> bool:
         return False
@@ -70,18 +83,32 @@ class Strategy(ABC):
         assert self.inbox is not None
         self.inbox.put(batch)
 
-    def run_round(self, rnd: int, present: Sequence[int]) -> Generator[simpy.Event, Any, None]:
+    def run_round(self, rnd: int, present: Sequence[int],
+                  stops: dict[int, simpy.Event]) -> Generator[simpy.Event, Any, None]:
+        """The round's processes; `stops[i]` fires if client i must stop early (deadline, offline, battery)."""
         w = self.w
         self.inbox = simpy.Store(w.env)
-        expected = {i: w.steps_per_round[i] for i in present}
-        procs = [
-            w.env.process(w.devices[i].run_round(rnd, expected[i], w.train_x, w.train_y, self.deliver))
-            for i in present
-        ]
-        procs.append(w.env.process(self.serve(rnd, expected)))
+        self.fates = {}
+        procs = [w.env.process(self._client_round(rnd, i, stops.get(i))) for i in present]
+        procs.append(w.env.process(self.serve(rnd, present)))
         yield w.env.all_of(procs)
-        if self.aggregation_due(rnd):
-            yield w.env.process(self.aggregate(rnd, present))
+        stay = [i for i in present if self.fates[i].stopped not in LEFT]
+        if self.aggregation_due(rnd) and stay:
+            yield w.env.process(self.aggregate(rnd, stay))
+
+    def _client_round(self, rnd: int, i: int, stop: simpy.Event | None) -> Generator[simpy.Event, Any, None]:
+        w = self.w
+        fate = yield w.env.process(w.devices[i].run_round(rnd, w.steps_per_round[i], w.train_x, w.train_y,
+                                                          self.deliver, stop))
+        self.fates[i] = fate
+        assert self.inbox is not None
+        self.inbox.put(ClientDone(i))  # after its last delivered batch: the device waited for every flight
+
+    def evaluate(self, batch_size: int) -> dict[int, EvalResult]:
+        """Per client: its exit, and its path through the server part that serves it."""
+        w = self.w
+        return {i: evaluate_path(w.trainers[i], self.paths[i].seq, w.test_x, w.test_y, batch_size)
+                for i in range(len(w.trainers))}
 
     def server_step(self, rnd: int, batch: FeatureBatch) -> Generator[simpy.Event, Any, None]:
         """One real server step on a feature batch, holding a server slot for its simulated cost."""

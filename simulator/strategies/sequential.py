@@ -7,7 +7,8 @@ from typing import Any, Generator, Sequence
 import simpy
 from torch import nn
 
-from simulator.strategies.base import Strategy
+from simulator.device import FeatureBatch
+from simulator.strategies.base import ClientDone, Strategy
 from simulator.training import ServerPath, make_optimizer
 
 __all__ = ["Sequential"]
@@ -25,26 +26,32 @@ class Sequential(Strategy):
         by_cut = {cut: ServerPath(self.shared, cut, self.optimizer) for cut in sorted(set(self.w.cuts))}
         return [by_cut[cut] for cut in self.w.cuts]
 
-    def serve(self, rnd: int, expected: dict[int, int]) -> Generator[simpy.Event, Any, None]:
-        env = self.w.env
+    def serve(self, rnd: int, present: Sequence[int]) -> Generator[simpy.Event, Any, None]:
+        env, inbox = self.w.env, self.inbox
+        assert inbox is not None
         if self.cfg.order == "arrival":
-            for _ in range(sum(expected.values())):
-                batch = yield self.inbox.get()
-                yield env.process(self.server_step(rnd, batch))
+            running = len(present)
+            while running:
+                item = yield inbox.get()
+                if isinstance(item, ClientDone):
+                    running -= 1
+                else:
+                    yield env.process(self.server_step(rnd, item))
             return
-        # round_robin: client after client, one batch each, skipping clients whose batches are all consumed.
-        held: dict[int, list] = {i: [] for i in expected}
-        left = dict(expected)
-        order = sorted(expected)
-        while any(left.values()):
+        # round_robin: client after client, one batch each, skipping clients with nothing more to send.
+        held: dict[int, list[FeatureBatch]] = {i: [] for i in present}
+        finished: set[int] = set()
+        order = sorted(present)
+        while len(finished) < len(order) or any(held.values()):
             for i in order:
-                if not left[i]:
-                    continue
-                while not held[i]:  # park batches of other clients until client i's next one arrives
-                    batch = yield self.inbox.get()
-                    held[batch.client].append(batch)
-                yield env.process(self.server_step(rnd, held[i].pop(0)))
-                left[i] -= 1
+                while not held[i] and i not in finished:  # park other clients' batches until client i's next one
+                    item = yield inbox.get()
+                    if isinstance(item, ClientDone):
+                        finished.add(item.client)
+                    else:
+                        held[item.client].append(item)
+                if held[i]:
+                    yield env.process(self.server_step(rnd, held[i].pop(0)))
 
     def aggregation_due(self, rnd: int) -> bool:
         return self.cfg.client_layers_aggregated() and rnd % self.cfg.aggregate_every == 0
