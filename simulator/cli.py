@@ -35,7 +35,11 @@ def _print_costs(rs: ResolvedScenario) -> None:
     print("\nclients (training memory at the cut / memory of the device):")
     width = max(len(c.name) for c in rs.clients)
     for c in rs.clients:
-        need = format_bytes(round(table.train_memory_bytes(c.cut, batch, opt)))
+        if c.cut == 0:  # centralized: nothing trains on the device
+            continue
+        need_b = (table.full_train_memory_bytes(batch, opt) if c.cut == 9  # fedavg: the whole model
+                  else table.train_memory_bytes(c.cut, batch, opt))
+        need = format_bytes(round(need_b))
         print(f"  {c.name:<{width}}  cut {c.cut}  memory {need:>9} of {format_bytes(c.device.memory_bytes):>9}  "
               f"device {c.device.name}  link {c.link.name}")
 
@@ -58,6 +62,8 @@ def _cmd_validate(args: argparse.Namespace) -> int:
             f"ok: {path}: '{sc.name}', {len(rs.clients)} clients, cuts {cuts}, "
             f"strategy {sc.strategy.name}, dataset {sc.dataset.name}, ResNet-18 width {sc.model.width}"
         )
+        if any(c.cut_policy != "fixed" for c in rs.clients):
+            print(rs.describe_cuts())
         if args.costs:
             _print_costs(rs)
     return status

@@ -35,7 +35,7 @@ __all__ = [
 ROUND_COLUMNS = ("round", "sim_time_s", "final_accuracy", "mean_exit_accuracy", "energy_j", "bytes_up",
                  "bytes_down", "host_seconds")
 CLIENT_COLUMNS = ("round", "client", "device", "cut", "exit_accuracy", "final_accuracy", "train_loss_exit",
-                  "train_loss_server", "energy_j", "bytes_up", "bytes_down", "available")
+                  "train_loss_server", "energy_j", "bytes_up", "bytes_down", "available", "status", "steps_done")
 
 
 def atomic_write(path: Path, data: str | bytes) -> None:
@@ -86,12 +86,28 @@ def client_rows(records: Sequence[Any], recorder: Recorder, rs: ResolvedScenario
                 ev.exit_accuracy if ev else nan, ev.final_accuracy if ev else nan,
                 rec.exit_loss.get(c.index, nan), rec.server_loss.get(c.index, nan),
                 tot.energy_j if tot else 0.0, tot.bytes_up if tot else 0.0, tot.bytes_down if tot else 0.0,
-                int(c.index in rec.present),
+                int(c.index in rec.present), rec.status.get(c.index, "ok"), rec.steps_done.get(c.index, 0),
             ))
     return rows
 
 
-def summary(rs: ResolvedScenario, records: Sequence[Any], recorder: Recorder) -> dict[str, Any]:
+def _fleet_events(rs: ResolvedScenario, records: Sequence[Any]) -> dict[str, Any]:
+    """Per client, how many rounds it sat out, straggled or left, and when its battery emptied."""
+    out: dict[str, Any] = {}
+    for c in rs.clients:
+        counts: dict[str, int] = {}
+        battery_round = None
+        for rec in records:
+            st = rec.status.get(c.index, "ok")
+            counts[st] = counts.get(st, 0) + 1
+            if st == "battery_empty":
+                battery_round = rec.round
+        out[c.name] = {"rounds_by_status": counts, "battery_empty_round": battery_round}
+    return out
+
+
+def summary(rs: ResolvedScenario, records: Sequence[Any], recorder: Recorder,
+            stopped_early: str | None = None) -> dict[str, Any]:
     last_eval = next((r for r in reversed(records) if r.evals), None)
     per_entity = recorder.entity_energy()
     totals = [t for per in recorder.round_totals.values() for t in per.values()]
@@ -101,8 +117,12 @@ def summary(rs: ResolvedScenario, records: Sequence[Any], recorder: Recorder) ->
         "strategy": rs.scenario.strategy.name,
         "seed": rs.scenario.seed,
         "rounds": len(records),
-        "clients": [{"name": c.name, "device": c.device.name, "link": c.link.name, "cut": c.cut}
+        "clients": [{"name": c.name, "device": c.device.name, "link": c.link.name, "cut": c.cut,
+                     "cut_policy": c.cut_policy, "cut_reason": c.cut_reason, "takes_part": c.takes_part}
                     for c in rs.clients],
+        "cannot_take_part": {c.name: c.why_not for c in rs.clients if not c.takes_part},
+        "availability": _fleet_events(rs, records),
+        "stopped_early": stopped_early,
         "final_accuracy": _mean([e.final_accuracy for e in last_eval.evals.values()]) if last_eval else None,
         "mean_exit_accuracy": _mean([e.exit_accuracy for e in last_eval.evals.values()]) if last_eval else None,
         "exit_accuracy": {names[i]: e.exit_accuracy for i, e in last_eval.evals.items()} if last_eval else {},
@@ -117,6 +137,17 @@ def summary(rs: ResolvedScenario, records: Sequence[Any], recorder: Recorder) ->
         "versions": {"hetero_splitee_sim": __version__, "python": platform.python_version(),
                      "torch": torch.__version__, "numpy": np.__version__, "simpy": simpy.__version__},
     }
+
+
+def _json_safe(value: Any) -> Any:
+    """NaN (no exit, never evaluated) as null: summary.json stays strict JSON."""
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    return value
 
 
 def write_resolved(out: Path, rs: ResolvedScenario) -> None:
@@ -141,12 +172,13 @@ def _write_events(out: Path, recorder: Recorder, fmt: str) -> Path:
     return path
 
 
-def write_run(out: Path, rs: ResolvedScenario, records: Sequence[Any], recorder: Recorder) -> dict[str, Any]:
+def write_run(out: Path, rs: ResolvedScenario, records: Sequence[Any], recorder: Recorder,
+              stopped_early: str | None = None) -> dict[str, Any]:
     """All result files of a finished run; summary.json last, so its presence means the run is complete."""
     write_resolved(out, rs)
     atomic_write(out / "rounds.csv", _csv(ROUND_COLUMNS, round_rows(records, recorder)))
     atomic_write(out / "clients.csv", _csv(CLIENT_COLUMNS, client_rows(records, recorder, rs)))
     _write_events(out, recorder, rs.scenario.output.events)
-    summ = summary(rs, records, recorder)
-    atomic_write(out / "summary.json", json.dumps(summ, indent=2) + "\n")
+    summ = summary(rs, records, recorder, stopped_early)
+    atomic_write(out / "summary.json", json.dumps(_json_safe(summ), indent=2, allow_nan=False) + "\n")
     return summ

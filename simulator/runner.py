@@ -79,16 +79,21 @@ def run_scenario(rs: ResolvedScenario, out: Path, *, resume: bool = False, overw
         sim.run(on_round=on_round, checkpoint=lambda s: _save_checkpoint(out, s, resolved))
     finally:
         bar.close()
-    summary = write_run(out, rs, sim.records, sim.world.recorder)
+    summary = write_run(out, rs, sim.records, sim.world.recorder, sim.stopped_early)
     shutil.rmtree(out / CHECKPOINT, ignore_errors=True)
     return summary
+
+
+def _num(value: float | None) -> str:
+    """An accuracy, or '-' where there is none (no exit, not evaluated)."""
+    return "-" if value is None or value != value else f"{value:.4f}"
 
 
 def format_summary(summary: dict[str, Any], out: Path) -> str:
     lines = [
         f"run '{summary['scenario']}' ({summary['strategy']}, seed {summary['seed']}): {summary['rounds']} rounds",
-        f"  final accuracy (server path, mean over clients): {summary['final_accuracy']:.4f}",
-        f"  exit accuracy (mean over clients):               {summary['mean_exit_accuracy']:.4f}",
+        f"  final accuracy (server path, mean over clients): {_num(summary['final_accuracy'])}",
+        f"  exit accuracy (mean over clients):               {_num(summary['mean_exit_accuracy'])}",
         f"  simulated time: {summary['sim_time_s']:,.2f} s   energy: {summary['energy_j']['total']:,.1f} J   "
         f"traffic: {summary['bytes_up'] / 1e6:,.2f} MB up, {summary['bytes_down'] / 1e6:,.2f} MB down",
         f"  host time: {summary['host_seconds']:.1f} s",
@@ -98,17 +103,27 @@ def format_summary(summary: dict[str, Any], out: Path) -> str:
     for c in summary["clients"]:
         name = c["name"]
         lines.append(
-            f"  {name:<26}{c['device']:<22}{c['cut']:>4}{summary['exit_accuracy'].get(name, float('nan')):>10.4f}"
-            f"{summary['final_accuracy_per_client'].get(name, float('nan')):>11.4f}"
+            f"  {name:<26}{c['device']:<22}{c['cut']:>4}{_num(summary['exit_accuracy'].get(name)):>10}"
+            f"{_num(summary['final_accuracy_per_client'].get(name)):>11}"
             f"{summary['energy_j']['per_entity'].get(name, 0.0):>12,.1f}"
         )
     lines.append(f"  {'server':<26}{'':<22}{'':>4}{'':>10}{'':>11}{summary['energy_j']['server']:>12,.1f}")
+    for name, why in summary.get("cannot_take_part", {}).items():
+        lines.append(f"  {name} could not take part: {why}")
+    for name, fleet in summary.get("availability", {}).items():
+        counts = {k: v for k, v in fleet["rounds_by_status"].items() if k not in ("ok", "cannot_take_part")}
+        if counts:
+            told = ", ".join(f"{v} {k}" for k, v in sorted(counts.items()))
+            lines.append(f"  {name}: rounds {told}")
+    if summary.get("stopped_early"):
+        lines.append(f"  stopped early: {summary['stopped_early']}")
     lines.append(f"\nresults in {out}/")
     return "\n".join(lines)
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
     rs = load_scenario(args.scenario, args.set)
+    print(rs.describe_cuts(), flush=True)
     out = Path(args.out) if args.out else Path("runs") / rs.scenario.name
     summary = run_scenario(rs, out, resume=args.resume, overwrite=args.overwrite,
                            progress=False if args.quiet else None)

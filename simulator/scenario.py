@@ -75,6 +75,15 @@ class ResolvedScenario:
         ]
         return data
 
+    def describe_cuts(self) -> str:
+        """One line per client: its cut and why (printed before a run starts)."""
+        width = max(len(c.name) for c in self.clients)
+        lines = ["cuts:"]
+        for c in self.clients:
+            cut = {0: "-", 9: "all"}.get(c.cut, str(c.cut))
+            lines.append(f"  {c.name:<{width}}  cut {cut:>3}  ({c.cut_policy}: {c.cut_reason})")
+        return "\n".join(lines)
+
     def cut_choices(self) -> list[dict[str, Any]]:
         """Each client's cut, the policy that chose it and why (printed before a run, kept in summary.json)."""
         return [{"client": c.name, "cut": c.cut, "policy": c.cut_policy, "reason": c.cut_reason}
