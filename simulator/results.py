@@ -172,6 +172,22 @@ def _write_events(out: Path, recorder: Recorder, fmt: str) -> Path:
     return path
 
 
+def _write_early_exit(out: Path, rs: ResolvedScenario, records: Sequence[Any]) -> None:
+    """Per client and threshold, from the last evaluation (none for methods without exits)."""
+    from simulator.early_exit import EARLY_EXIT_COLUMNS, early_exit_rows
+    from simulator.models.cost_table import cost_table_cached
+
+    last_eval = next((r for r in reversed(records) if r.evals), None)
+    if last_eval is None:
+        return
+    sc = rs.scenario
+    in_ch, size, classes = sc.dataset.shape()
+    table = cost_table_cached(sc.model.width, in_ch, classes, size, sc.model.exit_head)
+    rows = early_exit_rows(rs, table, last_eval.evals)
+    if rows:
+        atomic_write(out / "early_exit.csv", _csv(EARLY_EXIT_COLUMNS, rows))
+
+
 def write_run(out: Path, rs: ResolvedScenario, records: Sequence[Any], recorder: Recorder,
               stopped_early: str | None = None) -> dict[str, Any]:
     """All result files of a finished run; summary.json last, so its presence means the run is complete."""
@@ -179,6 +195,7 @@ def write_run(out: Path, rs: ResolvedScenario, records: Sequence[Any], recorder:
     atomic_write(out / "rounds.csv", _csv(ROUND_COLUMNS, round_rows(records, recorder)))
     atomic_write(out / "clients.csv", _csv(CLIENT_COLUMNS, client_rows(records, recorder, rs)))
     _write_events(out, recorder, rs.scenario.output.events)
+    _write_early_exit(out, rs, records)
     summ = summary(rs, records, recorder, stopped_early)
     atomic_write(out / "summary.json", json.dumps(_json_safe(summ), indent=2, allow_nan=False) + "\n")
     return summ
