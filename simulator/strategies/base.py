@@ -92,8 +92,16 @@ class Strategy(ABC):
         procs = [w.env.process(self._client_round(rnd, i, stops.get(i))) for i in present]
         procs.append(w.env.process(self.serve(rnd, present)))
         yield w.env.all_of(procs)
-        stay = [i for i in present if self.fates[i].stopped not in LEFT]
-        if self.aggregation_due(rnd) and stay:
+        if self.aggregation_due(rnd):
+            yield from self.aggregate_among(rnd, present)
+
+    def aggregate_among(self, rnd: int, present: Sequence[int]) -> Generator[simpy.Event, Any, None]:
+        """Aggregation among the present clients still reachable now (a client that went off after its last
+        step sits it out, like one that left mid-round)."""
+        w = self.w
+        stay = [i for i in present if (i not in self.fates or self.fates[i].stopped not in LEFT)
+                and (not w.availability or w.availability[i].is_on(w.env.now))]
+        if stay:
             yield w.env.process(self.aggregate(rnd, stay))
 
     def _client_round(self, rnd: int, i: int, stop: simpy.Event | None) -> Generator[simpy.Event, Any, None]:
