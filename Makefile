@@ -18,7 +18,8 @@ data:
 	fi
 
 quickstart: install data
-	splitee run scenarios/quickstart.yaml --out runs/quickstart
+	splitee run scenarios/quickstart.yaml --out runs/quickstart --overwrite
+	splitee report runs/quickstart --out runs/quickstart/report.html
 
 test: install data
 	$(PYTHON) -m pytest -q

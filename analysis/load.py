@@ -1,0 +1,206 @@
+"""Reads a run folder (or a sweep table) into plain columns; never imports torch."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from collections import Counter
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any, Iterator, Sequence
+
+import numpy as np
+import yaml
+
+from simulator.errors import InputError
+
+__all__ = ["Table", "Run", "load_run", "load_runs", "load_table", "read_csv", "STRING_COLUMNS"]
+
+# Columns that hold names even when a name happens to look like a number (a client called "7").
+STRING_COLUMNS = frozenset({"entity", "kind", "client", "device", "link", "scenario", "strategy", "medium"})
+
+_REQUIRED = {
+    "rounds.csv": ("round", "sim_time_s", "final_accuracy"),
+    "clients.csv": ("round", "client", "cut"),
+    "events": ("t_start", "t_end", "entity", "kind", "round", "energy_j"),
+    "early_exit.csv": ("client", "threshold", "accuracy", "exit_rate", "latency_s"),
+}
+
+
+@dataclass(frozen=True)
+class Table:
+    """Columns of one file: numbers as float arrays (empty cell -> NaN), names as str arrays.
+
+    Columns rather than row dicts because events of a large fleet run to millions of rows.
+    """
+
+    file: Path
+    columns: dict[str, np.ndarray]
+
+    def __len__(self) -> int:
+        return len(next(iter(self.columns.values()))) if self.columns else 0
+
+    def __contains__(self, name: object) -> bool:
+        return name in self.columns
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        if name not in self.columns:
+            raise InputError(f"no column '{name}' (columns: {', '.join(self.columns) or 'none'})", file=str(self.file))
+        return self.columns[name]
+
+    def where(self, mask: np.ndarray) -> "Table":
+        return Table(self.file, {k: v[mask] for k, v in self.columns.items()})
+
+    def rows(self) -> Iterator[dict[str, Any]]:
+        names = list(self.columns)
+        for values in zip(*(self.columns[n] for n in names)):
+            yield {n: (v.item() if isinstance(v, np.generic) else v) for n, v in zip(names, values)}
+
+
+@dataclass(frozen=True)
+class Run:
+    """One finished run folder; optional files that are absent are None (the figures that need them say so)."""
+
+    path: Path
+    summary: dict[str, Any]
+    rounds: Table
+    clients: Table | None
+    events: Table | None
+    early_exit: Table | None
+    scenario: dict[str, Any] | None
+    label: str  # the folder's name (parent/name when two runs share one): scenario names may repeat across runs
+
+
+def _column(name: str, cells: list[str]) -> np.ndarray:
+    if name not in STRING_COLUMNS:
+        try:
+            return np.array([float(c) if c.strip() else math.nan for c in cells], dtype=float)
+        except ValueError:
+            pass
+    return np.array(cells, dtype=str)
+
+
+def read_csv(path: Path, required: tuple[str, ...] = ()) -> Table:
+    """A CSV with a header row; a malformed file is an InputError naming it, never a traceback."""
+    try:
+        with path.open(newline="", encoding="utf-8") as fh:
+            reader = csv.reader(fh)
+            header = next(reader, None)
+            body = [row for row in reader if row]
+    except (OSError, UnicodeDecodeError, csv.Error) as err:
+        raise InputError(f"cannot read the file: {err}", file=str(path)) from None
+    if not header:
+        raise InputError("empty file (no header row)", file=str(path))
+    header = [h.strip() for h in header]
+    for n, row in enumerate(body, start=2):
+        if len(row) != len(header):
+            raise InputError(f"line {n} has {len(row)} fields, the header has {len(header)}", file=str(path))
+    table = Table(path, {h: _column(h, [row[i] for row in body]) for i, h in enumerate(header)})
+    _check_columns(table, required)
+    return table
+
+
+def _read_parquet(path: Path, required: tuple[str, ...]) -> Table:
+    try:  # imported only for parquet runs: it is a heavy import
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+    except ImportError:
+        raise InputError("reading events.parquet needs pyarrow (pip install pyarrow)", file=str(path)) from None
+    try:
+        data = pq.read_table(path)
+    except Exception as err:  # pyarrow raises several unrelated types for a damaged file
+        raise InputError(f"cannot read the parquet file: {err}", file=str(path)) from None
+    cols: dict[str, np.ndarray] = {}
+    for name in data.column_names:
+        col = data.column(name)
+        if name in STRING_COLUMNS or not (pa.types.is_integer(col.type) or pa.types.is_floating(col.type)):
+            cols[name] = np.array(["" if v is None else str(v) for v in col.to_pylist()], dtype=str)
+        else:  # nulls come back as NaN once cast to float
+            cols[name] = np.asarray(col.cast(pa.float64()).to_numpy(zero_copy_only=False), dtype=float)
+    table = Table(path, cols)
+    _check_columns(table, required)
+    return table
+
+
+def _check_columns(table: Table, required: tuple[str, ...]) -> None:
+    missing = [c for c in required if c not in table.columns]
+    if missing:
+        raise InputError(f"missing column{'s' if len(missing) > 1 else ''} {', '.join(missing)}", file=str(table.file))
+
+
+def _optional_csv(path: Path, key: str) -> Table | None:
+    return read_csv(path, _REQUIRED[key]) if path.is_file() else None
+
+
+def _events(folder: Path) -> Table | None:
+    if (folder / "events.parquet").is_file():
+        return _read_parquet(folder / "events.parquet", _REQUIRED["events"])
+    return _optional_csv(folder / "events.csv", "events")
+
+
+def _summary(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as err:
+        raise InputError(f"cannot read summary.json: {err}", file=str(path)) from None
+    if not isinstance(data, dict):
+        raise InputError("summary.json is not a JSON object", file=str(path))
+    return data
+
+
+def _scenario(path: Path) -> dict[str, Any] | None:
+    if not path.is_file():
+        return None
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as err:
+        raise InputError(f"cannot read the resolved scenario: {err}", file=str(path)) from None
+    return data if isinstance(data, dict) else None
+
+
+def load_run(path: str | Path) -> Run:
+    """A run folder: summary.json and rounds.csv must be there (summary.json is written last, so it marks
+    a finished run); clients.csv, events and early_exit.csv are optional."""
+    folder = Path(path)
+    if not folder.is_dir():
+        what = "no such folder" if not folder.exists() else "a file, not a run folder"
+        raise InputError(f"not a run folder: {what}", file=str(path))
+    for name in ("summary.json", "rounds.csv"):
+        if not (folder / name).is_file():
+            raise InputError(f"not a run folder: no {name} (is the run finished?)", file=str(path))
+    return Run(
+        path=folder,
+        summary=_summary(folder / "summary.json"),
+        rounds=read_csv(folder / "rounds.csv", _REQUIRED["rounds.csv"]),
+        clients=_optional_csv(folder / "clients.csv", "clients.csv"),
+        events=_events(folder),
+        early_exit=_optional_csv(folder / "early_exit.csv", "early_exit.csv"),
+        scenario=_scenario(folder / "scenario.resolved.yaml"),
+        label=folder.resolve().name,
+    )
+
+
+def load_runs(paths: Sequence[str | Path]) -> list[Run]:
+    """Every folder loaded before anything is drawn, so a bad folder fails fast with its own message."""
+    if not paths:
+        raise InputError("no run folder given")
+    runs = [load_run(p) for p in paths]
+    counts = Counter(r.label for r in runs)
+    runs = [replace(r, label=f"{r.path.resolve().parent.name}/{r.label}") if counts[r.label] > 1 else r
+            for r in runs]
+    seen: Counter[str] = Counter()
+    out = []
+    for r in runs:  # still equal (the same folder twice): number them, so figure ids stay unique
+        seen[r.label] += 1
+        out.append(replace(r, label=f"{r.label} #{seen[r.label]}") if seen[r.label] > 1 else r)
+    return out
+
+
+def load_table(path: str | Path, required: tuple[str, ...] = ()) -> Table:
+    """A sweep table (one row per point: parameter columns, then metric columns)."""
+    file = Path(path)
+    if not file.is_file():
+        raise InputError("no such file" if not file.exists() else "not a file", file=str(path))
+    return read_csv(file, required)
+

@@ -1,0 +1,172 @@
+"""Numbers derived from run folders: Pareto fronts, time to accuracy, energy per entity and state, sweep grids."""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from typing import Any, Sequence, TypeVar
+
+import numpy as np
+
+from analysis.load import Run, Table
+from simulator.errors import InputError
+
+__all__ = [
+    "SERVER",
+    "pareto_front",
+    "accuracy_curve",
+    "time_to_accuracy",
+    "group_rows",
+    "energy_by_state",
+    "entity_order",
+    "exit_curves",
+    "mean_by_threshold",
+    "grid_mean",
+    "fleet_description",
+    "mean_exit_accuracy",
+    "sorted_values",
+]
+
+SERVER = "server"  # the entity name the simulator gives the server (simulator.server.SERVER, which imports torch)
+
+P = TypeVar("P", bound=Sequence[Any])
+
+
+def pareto_front(points: Sequence[P], minimize_x: bool = True, maximize_y: bool = True) -> list[P]:
+    """The points no other point dominates, sorted by x (ties keep their input order).
+
+    A point dominates another when it is at least as good on both axes and better on one. Exact
+    duplicates do not dominate each other, so all copies of a front point stay: each may carry its own
+    label (two runs with the same result). Points with a NaN coordinate are left out: they compare with
+    nothing. Only the first two items of a point are read; the rest (a label, a run) travel along.
+    """
+    # Map both objectives to "smaller is better", then sweep in (a, b) order: a point is dominated iff a
+    # point met earlier with a different (a, b) has b' <= b (earlier means a' < a, or a' == a and b' < b).
+    keyed = []
+    for i, p in enumerate(points):
+        x, y = float(p[0]), float(p[1])
+        if math.isnan(x) or math.isnan(y):
+            continue
+        keyed.append((x if minimize_x else -x, -y if maximize_y else y, i))
+    keyed.sort()
+    front: list[int] = []
+    best_b = math.inf  # smallest b among the points whose key comes strictly earlier
+    k = 0
+    while k < len(keyed):
+        a, b, _ = keyed[k]
+        end = k
+        while end < len(keyed) and keyed[end][:2] == (a, b):
+            end += 1
+        if b < best_b:
+            front.extend(i for (_, _, i) in keyed[k:end])
+        best_b = min(best_b, b)
+        k = end
+    return [points[i] for i in sorted(front, key=lambda i: (float(points[i][0]), i))]
+
+
+def accuracy_curve(rounds: Table, column: str = "final_accuracy") -> tuple[np.ndarray, np.ndarray]:
+    """(simulated time s, accuracy) of the evaluated rounds: rounds that were not evaluated have no accuracy."""
+    t, acc = rounds["sim_time_s"], rounds[column]
+    keep = ~np.isnan(acc)
+    return t[keep], acc[keep]
+
+
+def time_to_accuracy(rounds: Table, target: float, column: str = "final_accuracy") -> float | None:
+    """Simulated seconds until an evaluation first reaches `target`; None if it never does.
+
+    The evaluation happens at the end of a round, so this is the end time of that round.
+    """
+    t, acc = accuracy_curve(rounds, column)
+    hit = np.nonzero(acc >= target)[0]
+    return float(t[hit[0]]) if len(hit) else None
+
+
+def group_rows(events: Table) -> dict[tuple[str, str], np.ndarray]:
+    """Row indices per (entity, kind), found with one sort: a per-entity scan is quadratic on large fleets."""
+    ent, kind = events["entity"], events["kind"]
+    order = np.lexsort((kind, ent))
+    e, k = ent[order], kind[order]
+    bounds = np.flatnonzero((e[1:] != e[:-1]) | (k[1:] != k[:-1])) + 1
+    return {(str(ent[g[0]]), str(kind[g[0]])): g for g in np.split(order, bounds) if len(g)}
+
+
+def energy_by_state(events: Table) -> dict[str, dict[str, float]]:
+    """Joules per entity and event kind; the kinds of one entity add up to its total energy, idle included."""
+    joules = events["energy_j"]
+    out: dict[str, dict[str, float]] = {}
+    for (entity, kind), rows in group_rows(events).items():
+        out.setdefault(entity, {})[kind] = float(joules[rows].sum())
+    return out
+
+
+def entity_order(run: Run, present: Sequence[str]) -> list[str]:
+    """Server first, then the clients in fleet order, then any other entity (sorted): a stable row order."""
+    clients = [str(c.get("name")) for c in run.summary.get("clients", []) if isinstance(c, dict)]
+    seen = set(present)
+    known = [e for e in dict.fromkeys([SERVER, *clients]) if e in seen]
+    return known + sorted(seen - set(known))
+
+
+def exit_curves(early_exit: Table) -> dict[str, dict[str, np.ndarray]]:
+    """Per client, its early_exit.csv columns sorted by threshold."""
+    out: dict[str, dict[str, np.ndarray]] = {}
+    clients = early_exit["client"]
+    for client in dict.fromkeys(str(c) for c in clients):
+        rows = early_exit.where(clients == client)
+        order = np.argsort(rows["threshold"], kind="stable")
+        out[client] = {name: col[order] for name, col in rows.columns.items() if name != "client"}
+    return out
+
+
+def mean_by_threshold(early_exit: Table, columns: Sequence[str] = ("accuracy", "latency_s")) -> dict[str, np.ndarray]:
+    """Mean over clients at each threshold: one operating point of the whole fleet per threshold."""
+    tau = early_exit["threshold"]
+    thresholds = np.unique(tau[~np.isnan(tau)])
+    out = {"threshold": thresholds}
+    for name in columns:
+        col = early_exit[name]
+        out[name] = np.array([_nanmean(col[tau == t]) for t in thresholds])
+    return out
+
+
+def _nanmean(values: np.ndarray) -> float:
+    values = values[~np.isnan(values)]
+    return float(values.mean()) if len(values) else math.nan
+
+
+def sorted_values(values: np.ndarray) -> list[Any]:
+    """Distinct values in axis order: numbers numerically, names alphabetically."""
+    if values.dtype.kind == "f":
+        values = values[~np.isnan(values)]
+    return sorted(set(values.tolist()))
+
+
+def grid_mean(table: Table, x: str, y: str, metric: str) -> tuple[list[Any], list[Any], np.ndarray]:
+    """(x values, y values, metric[y, x]) averaged over rows sharing (x, y), e.g. several seeds; NaN where none."""
+    xcol, ycol, mcol = table[x], table[y], table[metric]
+    if mcol.dtype.kind not in "fi":
+        raise InputError(f"column '{metric}' is not numeric, so it cannot be averaged", file=str(table.file))
+    xs, ys = sorted_values(xcol), sorted_values(ycol)
+    grid = np.full((len(ys), len(xs)), math.nan)
+    for i, yv in enumerate(ys):
+        for j, xv in enumerate(xs):
+            grid[i, j] = _nanmean(mcol[(xcol == xv) & (ycol == yv)])
+    return xs, ys, grid
+
+
+def fleet_description(summary: dict[str, Any]) -> str:
+    """'2× rpi4/wifi4 cut 2, 1× jetson_nano/ble cut 5': identical clients counted, fleet order kept."""
+    groups = Counter(
+        (str(c.get("device")), str(c.get("link")), c.get("cut"))
+        for c in summary.get("clients", []) if isinstance(c, dict)
+    )
+    return ", ".join(f"{n}× {dev}/{link} cut {cut}" for (dev, link, cut), n in groups.items()) or "no clients listed"
+
+
+def mean_exit_accuracy(summary: dict[str, Any]) -> float:
+    """summary.json's value, or the mean of the per-client exit accuracies for summaries that lack it."""
+    value = summary.get("mean_exit_accuracy")
+    if isinstance(value, (int, float)):
+        return float(value)
+    per = [float(v) for v in (summary.get("exit_accuracy") or {}).values() if isinstance(v, (int, float))]
+    return _nanmean(np.array(per, dtype=float))
