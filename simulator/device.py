@@ -121,14 +121,14 @@ class Device:
         for k in range(steps):
             h, y = self.trainer.step(train_x, train_y)  # the real step, at its simulated start
             fwd_s = costs.compute_seconds(self.costs.fwd_flops, rate)
-            if not (yield from self._busy(rnd, "compute", fwd_s, compute_w, flops=self.costs.fwd_flops)):
+            if not (yield from self.busy(rnd, "compute", fwd_s, compute_w, flops=self.costs.fwd_flops)):
                 break
             batch = FeatureBatch(self.spec.index, rnd, k, h, y, self.costs.feature_bytes, env.event())
             if self.overlap:  # the radio sends h while the processor runs the exit and the backward
                 if not (yield from self._until(queue.put(batch))):
                     break
             rest_s = costs.compute_seconds(self.costs.rest_flops, rate)
-            if not (yield from self._busy(rnd, "compute", rest_s, compute_w, flops=self.costs.rest_flops)):
+            if not (yield from self.busy(rnd, "compute", rest_s, compute_w, flops=self.costs.rest_flops)):
                 break
             fate.steps_done = k + 1
             if not self.overlap:
@@ -150,7 +150,7 @@ class Device:
             cancel()
         return False
 
-    def _busy(self, rnd: int, kind: str, seconds: float, power_w: float,
+    def busy(self, rnd: int, kind: str, seconds: float, power_w: float,
               flops: float = 0.0) -> Generator[simpy.Event, Any, bool]:
         """The processor busy for `seconds` (recorded, even if cut short); False if the round's stop came first."""
         t0 = self.env.now

@@ -162,6 +162,8 @@ class Simulation:
         None if nobody ever will be again."""
         w = self.world
         now = w.env.now
+        if not self.strategy.client_devices:  # centralized: the clients only lend their data
+            return [i for i in range(len(w.devices)) if w.rs.clients[i].takes_part]
         present = [i for i in range(len(w.devices)) if self._status(i, now) == "ok"]
         if present:
             return present
@@ -207,10 +209,13 @@ class Simulation:
         fates = {i: self.strategy.fates.get(i, RoundFate(steps_done=w.steps_per_round[i])) for i in present}
         until = {w.devices[i].name: f.t_stop for i, f in fates.items()
                  if f.stopped in ("offline", "battery") and f.t_stop is not None}
-        w.recorder.close_round(rnd, t_begin, w.env.now, [w.devices[i].name for i in present] + [SERVER], until)
+        on_devices = self.strategy.client_devices
+        entities = [w.devices[i].name for i in present] if on_devices else []
+        w.recorder.close_round(rnd, t_begin, w.env.now, entities + [SERVER], until)
         status = {i: self._status(i, t_begin) if i not in fates else _STOP_STATUS.get(fates[i].stopped or "", "ok")
                   for i in range(len(w.devices))}
-        self._mark_round(rnd, t0, fates, status)
+        if on_devices:
+            self._mark_round(rnd, t0, fates, status)
         rec = RoundRecord(
             round=rnd, t_start=t0, sim_time_s=w.env.now, host_seconds=0.0, present=present,
             exit_loss={i: w.trainers[i].take_mean_loss() for i in present},
@@ -279,6 +284,7 @@ class Simulation:
             "server_opts": [o.state_dict() for o in s.optimizers()],
             "jitter": [d.link.up.rng.bit_generator.state for d in w.devices],
             "alive": [d.alive for d in w.devices],
+            "strategy": s.extra_state(),
             "recorder": w.recorder.state_dict(),
             "torch_rng": torch.get_rng_state(),
         }
@@ -307,5 +313,6 @@ class Simulation:
             d.alive = alive
             d.round_start = state["now"]
         w.recorder.load_state_dict(state["recorder"])
+        s.load_extra_state(state["strategy"])
         torch.set_rng_state(state["torch_rng"])
 

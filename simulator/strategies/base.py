@@ -39,6 +39,7 @@ class Strategy(ABC):
     aggregation plan; baselines with another round structure override `run_round` (and `evaluate`)."""
 
     name = "base"
+    client_devices = True  # false: the clients take no part in the simulated work (centralized training)
 
     def __init__(self, world: World) -> None:
         self.w = world
@@ -70,6 +71,13 @@ class Strategy(ABC):
     def server_modules(self) -> list[nn.Module]:
         """Server-side modules with state to checkpoint (besides the clients' backbones)."""
         return []
+
+    def extra_state(self) -> dict[str, Any]:
+        """Checkpointed state that is neither a module nor an optimizer (e.g. a sampler of the strategy's own)."""
+        return {}
+
+    def load_extra_state(self, state: dict[str, Any]) -> None:
+        """Restores what `extra_state` returned."""
 
     def optimizers(self) -> list[torch.optim.Optimizer]:
         """The server optimizers, each once (checkpointed with the run)."""

@@ -1,0 +1,74 @@
+"""FedAvg: the whole model on every device that can hold it; local steps, then a weighted average each round."""
+
+from __future__ import annotations
+
+from typing import Any, Generator, Sequence
+
+import simpy
+import torch
+from torch import nn
+
+from simulator.split_training import full_step
+from simulator.strategies.base import LEFT
+from simulator.strategies.baseline import AverageGroup, Baseline, full_step_flops
+from simulator.training import make_optimizer
+from simulator.world import World
+
+__all__ = ["FedAvg"]
+
+
+class FedAvg(Baseline):
+    """Each present client trains its copy of the whole model (its world backbone) for its steps; then the clients
+    that did not leave upload it, the server averages (weights: sample counts) into the global model, and they
+    download the average. Devices whose memory cannot hold the whole model never take part (the engine leaves them
+    out). A client that missed an average downloads the global model before its next steps.
+
+    The training loss of the whole model is reported as the server-path loss (`train_loss_server`): it is the loss
+    at the final classifier; there is no exit loss.
+    """
+
+    name = "fedavg"
+
+    def __init__(self, world: World) -> None:
+        super().__init__(world)
+        w = world
+        self.global_model = w.new_backbone("global")
+        start = self.global_model.state_dict()
+        for backbone in w.backbones:  # all start from one global model
+            backbone.load_state_dict(start)
+        # Local optimizers over the whole model; their state (momentum) stays on the device across rounds.
+        self.local_opts = [make_optimizer(b.parameters(), w.scenario.training.optimizer) for b in w.backbones]
+        self.step_flops = full_step_flops(w.table)  # per sample
+
+    def run_round(self, rnd: int, present: Sequence[int],
+                  stops: dict[int, simpy.Event]) -> Generator[simpy.Event, Any, None]:
+        w = self.w
+        self.begin_round(present, stops)
+        yield w.env.all_of([w.env.process(self.client_round(rnd, i)) for i in present])
+        stay = [i for i in present if self.fates[i].stopped not in LEFT]
+        if stay:
+            group = AverageGroup(dict(enumerate(w.backbones)), [self.global_model])
+            yield from self.federated_average(rnd, stay, [group])
+
+    def client_round(self, rnd: int, i: int) -> Generator[simpy.Event, Any, None]:
+        w = self.w
+        model, opt, fate = w.backbones[i], self.local_opts[i], self.fates[i]
+        if (yield from self.catch_up(rnd, i, model, self.global_model)):
+            for _ in range(w.steps_per_round[i]):
+                idx = w.trainers[i].sampler.next()
+                x, y = w.train_x[idx], w.train_y[idx]  # (B, C, H, W), (B,)
+                self.server_loss[i] += full_step(model, opt, x, y)  # the real step, at its simulated start
+                self.server_steps[i] += 1
+                if not (yield from self.busy(rnd, i, self.step_flops * int(y.shape[0]))):
+                    break
+                fate.steps_done += 1
+        self.close_fate(i)
+
+    def eval_parts(self) -> tuple[nn.Module | None, nn.Module]:
+        return None, self.global_model
+
+    def server_modules(self) -> list[nn.Module]:
+        return [self.global_model]  # the clients' copies live in the world's backbones
+
+    def optimizers(self) -> list[torch.optim.Optimizer]:
+        return list(self.local_opts)
