@@ -81,23 +81,25 @@ def choose_cut(policy: str, table: CostTable, device: DeviceProfile, link: LinkP
         return CutChoice(c, policy, f"lowest per-batch compute + upload: {est[c].batch_latency_s:.4g} s")
     if policy == "deadline":
         assert deadline_s is not None
-        ok = [c for c in fits if est[c].round_s <= deadline_s]
-        if not ok:
-            best = min(fits, key=lambda k: est[k].round_s)
-            raise ValueError(f"no memory-feasible cut fits a {deadline_s:g} s round; the fastest, cut {best}, "
-                             f"takes {est[best].round_s:.4g} s")
-        c = max(ok)
-        return CutChoice(c, policy, f"deepest cut whose round ({est[c].round_s:.4g} s) fits {deadline_s:g} s")
+        return _deepest_within(policy, fits, {c: e.round_s for c, e in est.items()}, deadline_s, "s",
+                               "round", "fastest", "takes")
     if policy == "energy_budget":
         assert energy_j is not None
-        ok = [c for c in fits if est[c].round_j <= energy_j]
-        if not ok:
-            best = min(fits, key=lambda k: est[k].round_j)
-            raise ValueError(f"no memory-feasible cut fits a {energy_j:g} J round; the most frugal, cut {best}, "
-                             f"uses {est[best].round_j:.4g} J")
-        c = max(ok)
-        return CutChoice(c, policy, f"deepest cut whose round energy ({est[c].round_j:.4g} J) fits {energy_j:g} J")
+        return _deepest_within(policy, fits, {c: e.round_j for c, e in est.items()}, energy_j, "J",
+                               "round energy", "most frugal", "uses")
     raise ValueError(f"unknown cut policy {policy!r}")
+
+
+def _deepest_within(policy: str, fits: list[int], cost: dict[int, float], budget: float, unit: str, what: str,
+                    best_word: str, verb: str) -> CutChoice:
+    """The deepest cut whose `cost` (a round's seconds or joules) fits `budget`."""
+    ok = [c for c in fits if cost[c] <= budget]
+    if not ok:
+        best = min(fits, key=lambda k: cost[k])
+        raise ValueError(f"no memory-feasible cut fits a {budget:g} {unit} round; the {best_word}, cut {best}, "
+                         f"{verb} {cost[best]:.4g} {unit}")
+    c = max(ok)
+    return CutChoice(c, policy, f"deepest cut whose {what} ({cost[c]:.4g} {unit}) fits {budget:g} {unit}")
 
 
 def deepest_common_cut(table: CostTable, devices: list[DeviceProfile], *, batch: int,

@@ -106,11 +106,15 @@ class Strategy(ABC):
     def aggregate_among(self, rnd: int, present: Sequence[int]) -> Generator[simpy.Event, Any, None]:
         """Aggregation among the present clients still reachable now (a client that went off after its last
         step sits it out, like one that left mid-round)."""
-        w = self.w
-        stay = [i for i in present if (i not in self.fates or self.fates[i].stopped not in LEFT)
-                and (not w.availability or w.availability[i].is_on(w.env.now))]
+        stay = self.still_here(present)
         if stay:
-            yield w.env.process(self.aggregate(rnd, stay))
+            yield self.w.env.process(self.aggregate(rnd, stay))
+
+    def still_here(self, present: Sequence[int]) -> list[int]:
+        """The present clients that did not leave this round and are reachable now."""
+        w = self.w
+        return [i for i in present if (i not in self.fates or self.fates[i].stopped not in LEFT)
+                and (not w.availability or w.availability[i].is_on(w.env.now))]
 
     def _client_round(self, rnd: int, i: int, stop: simpy.Event | None) -> Generator[simpy.Event, Any, None]:
         w = self.w

@@ -4,7 +4,7 @@ gradient returned, federated averaging of model copies, and the evaluation of th
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Generator, Sequence
+from typing import Any, Callable, Generator, Sequence
 
 import simpy
 import torch
@@ -115,6 +115,22 @@ class Baseline(Strategy):
             stop = stops.get(i) or env.event()
             stop.callbacks.append(lambda _ev, i=i: self._t_stop.setdefault(i, env.now))
             dev.round_start, dev.stop = env.now, stop
+
+    def federated_round(self, rnd: int, present: Sequence[int], stops: dict[int, simpy.Event],
+                        groups: Callable[[list[int]], list[AverageGroup]]) -> Generator[simpy.Event, Any, None]:
+        """Every present client runs `client_round` in parallel, then the model parts in `groups(stay)` are
+        averaged among the clients still here."""
+        w = self.w
+        self.begin_round(present, stops)
+        yield w.env.all_of([w.env.process(self.client_round(rnd, i)) for i in present])
+        stay = self.still_here(present)
+        if stay:
+            yield from self.federated_average(rnd, stay, groups(stay))
+
+    def client_round(self, rnd: int, i: int) -> Generator[simpy.Event, Any, None]:
+        """Client i's share of a federated round (FedAvg, SplitFed)."""
+        raise NotImplementedError
+        yield  # pragma: no cover
 
     def close_fate(self, i: int) -> None:
         """Client i's round is over: if its stop has fired, say why and when."""

@@ -9,7 +9,6 @@ import torch
 from torch import nn
 
 from simulator.split_training import full_step
-from simulator.strategies.base import LEFT
 from simulator.strategies.baseline import AverageGroup, Baseline, full_step_flops
 from simulator.training import make_optimizer
 from simulator.world import World
@@ -42,13 +41,8 @@ class FedAvg(Baseline):
 
     def run_round(self, rnd: int, present: Sequence[int],
                   stops: dict[int, simpy.Event]) -> Generator[simpy.Event, Any, None]:
-        w = self.w
-        self.begin_round(present, stops)
-        yield w.env.all_of([w.env.process(self.client_round(rnd, i)) for i in present])
-        stay = [i for i in present if self.fates[i].stopped not in LEFT]
-        if stay:
-            group = AverageGroup(dict(enumerate(w.backbones)), [self.global_model])
-            yield from self.federated_average(rnd, stay, [group])
+        group = AverageGroup(dict(enumerate(self.w.backbones)), [self.global_model])
+        yield from self.federated_round(rnd, present, stops, lambda _stay: [group])
 
     def client_round(self, rnd: int, i: int) -> Generator[simpy.Event, Any, None]:
         w = self.w

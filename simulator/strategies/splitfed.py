@@ -9,7 +9,6 @@ import torch
 from torch import nn
 
 from simulator.split_training import ClientPart, SplitServer
-from simulator.strategies.base import LEFT
 from simulator.strategies.baseline import AverageGroup, Baseline, common_cut, server_seq
 from simulator.training import make_optimizer
 from simulator.world import World
@@ -56,12 +55,7 @@ class SplitFedV1(Baseline):
 
     def run_round(self, rnd: int, present: Sequence[int],
                   stops: dict[int, simpy.Event]) -> Generator[simpy.Event, Any, None]:
-        w = self.w
-        self.begin_round(present, stops)
-        yield w.env.all_of([w.env.process(self.client_round(rnd, i)) for i in present])
-        stay = [i for i in present if self.fates[i].stopped not in LEFT]
-        if stay:
-            yield from self.federated_average(rnd, stay, self.average_groups(stay))
+        yield from self.federated_round(rnd, present, stops, self.average_groups)
 
     def client_round(self, rnd: int, i: int) -> Generator[simpy.Event, Any, None]:
         part = self.parts[i]
