@@ -279,7 +279,8 @@ def _resolve_cuts(sc: Scenario, file: str, clients: tuple[ClientSpec, ...], tabl
                 cut, weakest = deepest_common_cut(table, [c.device for c in clients], batch=batch, optimizer=opt)
             except ValueError as err:
                 raise InputError(str(err), file=file, key="strategy.common_cut") from None
-            reason = f"{name}: deepest cut every client can train (limited by {weakest.name})"
+            reason = (f"{name}: deepest cut every client can train (limited by {weakest.name})"
+                      if cut < table.num_cuts else f"{name}: every client can train the deepest cut")
         return tuple(replace(c, cut=cut, cut_policy="strategy", cut_reason=reason) for c in clients)
     out = []
     for c in clients:
