@@ -98,6 +98,12 @@ def build_parser() -> argparse.ArgumentParser:
     from simulator.runner import add_run_parser
 
     add_run_parser(sub)
+    from simulator.calibrate import add_calibrate_parser
+
+    add_calibrate_parser(sub)
+    from simulator.sweep import add_sweep_parser
+
+    add_sweep_parser(sub)
     from analysis.cli import add_analysis_parsers
 
     add_analysis_parsers(sub)
