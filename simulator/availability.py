@@ -27,12 +27,18 @@ class Availability:
 
     def __init__(self, intervals: Sequence[tuple[float, float]] = ((0.0, math.inf),), *,
                  markov: tuple[float, float, np.random.Generator] | None = None, start_on: bool = True) -> None:
-        self._starts = [a for a, _ in intervals]
-        self._ends = [b for _, b in intervals]
+        merged: list[list[float]] = []
+        for a, b in sorted(intervals):  # touching intervals (fixed time bins) are one stretch on
+            if merged and a <= merged[-1][1]:
+                merged[-1][1] = max(merged[-1][1], b)
+            else:
+                merged.append([a, b])
+        self._starts = [a for a, _ in merged]
+        self._ends = [b for _, b in merged]
         self._markov = markov  # (mean_on_s, mean_off_s, rng)
         self._t = 0.0  # markov: intervals are drawn up to here
         self._on = start_on  # markov: the state that begins at _t
-        self.always_on = markov is None and list(intervals) == [(0.0, math.inf)]
+        self.always_on = markov is None and merged == [[0.0, math.inf]]
 
     def _cover(self, t: float) -> None:
         """Markov: draw on/off periods until they reach past t."""

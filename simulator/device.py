@@ -63,8 +63,13 @@ class RoundFate:
 class Device:
     """One client: a processor (one step at a time) and a radio (the link's uplink/downlink channels).
 
-    A round may be cut short by `stop` (an event whose value says why: the round deadline, the device going
-    offline, or its battery emptying); what has not reached the server by then is lost.
+    A round gives the device two events (see `begin_round`): `leave` fires if it goes offline or its battery
+    empties, at any moment of the round, aggregation included; `stop` fires on a leave or at the round deadline
+    and ends its training work. What has not reached the server by then is lost.
+
+    A battery is drained continuously: the device's draw is idle_w plus the added power of what runs now
+    (compute, sending, receiving); at every change the charge is brought up to date and one timer is set for
+    the moment it runs out at the current draw.
     """
 
     def __init__(self, env: simpy.Environment, spec: ClientSpec, link: Link, trainer: ClientTrainer,
@@ -82,38 +87,82 @@ class Device:
         self.alive = True  # false once the battery is empty: the device has left the run
         self.round_start = 0.0
         self.stop: simpy.Event | None = None  # this round's stop event
+        self.leave: simpy.Event | None = None  # this round's leave event
+        self.left: tuple[str, float] | None = None  # (why, when) if it left during this round
+        self._used_j = 0.0  # battery: joules used up to _t_mark
+        self._t_mark = 0.0
+        self._added_w = 0.0  # power drawn above idle right now
+        self._arm = 0  # battery timer generation: only the latest timer may fire
+
+    # --- a round's events -----------------------------------------------------------------------
+    def begin_round(self, stop: simpy.Event | None = None, leave: simpy.Event | None = None) -> None:
+        """The round starts now; `leave` (offline, battery) also fires `stop` (which a deadline may fire alone)."""
+        env = self.env
+        self.round_start, self.left = env.now, None
+        self.leave = leave or env.event()
+        self.stop = stop or env.event()
+        leave_now, stop_now = self.leave, self.stop
+
+        def on_leave(ev: simpy.Event) -> None:
+            if self.leave is leave_now:  # not a leave event of an earlier round
+                self.left = (ev.value, env.now)
+            if not stop_now.triggered:
+                stop_now.succeed(ev.value)
+
+        self.leave.callbacks.append(on_leave)
+        if self.battery_j is not None:
+            self._used_j = self.recorder.energy_so_far(self.name)
+            self._t_mark, self._added_w = env.now, 0.0
+            self._rearm()
+
+    def end_round(self) -> None:
+        """The round is over: no battery timer may fire before the next one begins."""
+        self._arm += 1
 
     # --- battery --------------------------------------------------------------------------------
     def charge_left_j(self) -> float:
-        """Charge left now: capacity minus every joule recorded so far and the idle draw of the running round."""
+        """Charge left now, at the draw since the last change."""
         assert self.battery_j is not None
-        used = self.recorder.energy_so_far(self.name) + self.spec.device.idle_w * (self.env.now - self.round_start)
-        return self.battery_j - used
+        draw = self.spec.device.idle_w + self._added_w
+        return self.battery_j - (self._used_j + draw * (self.env.now - self._t_mark))
 
-    def _drain(self, seconds: float, power_w: float) -> None:
-        """Before an activity: if the charge left cannot pay for it, the battery empties part-way through."""
-        if self.battery_j is None or self.stop is None or self.stop.triggered or power_w <= 0:
+    def _draw(self, delta_w: float) -> None:
+        """The device's draw changes by `delta_w` now (an activity starts or ends)."""
+        if self.battery_j is None or self.leave is None:
             return
-        left = self.charge_left_j()
-        if left < power_w * seconds:
-            empty = self.env.timeout(max(left, 0.0) / power_w, value="battery")
-            empty.callbacks.append(lambda ev: self._stop_now(ev.value))
+        now = self.env.now
+        self._used_j += (self.spec.device.idle_w + self._added_w) * (now - self._t_mark)
+        self._t_mark = now
+        self._added_w += delta_w
+        self._rearm()
 
-    def _stop_now(self, why: str) -> None:
-        if self.stop is not None and not self.stop.triggered:
-            self.stop.succeed(why)
+    def _rearm(self) -> None:
+        self._arm += 1
+        leave = self.leave
+        draw = self.spec.device.idle_w + self._added_w
+        if leave is None or leave.triggered or draw <= 0:
+            return
+        arm = self._arm
+        empty = self.env.timeout(max(self.battery_j - self._used_j, 0.0) / draw)  # type: ignore[operator]
+        empty.callbacks.append(lambda _ev: None if arm != self._arm or leave.triggered else leave.succeed("battery"))
+
+    def radio_hook(self, up: bool) -> Callable[[bool], None]:
+        """For Channel.send: the radio's added power switches on when it starts sending or receiving, off after."""
+        added = self.spec.link.tx_w if up else self.spec.link.rx_w
+        return lambda on: self._draw(added if on else -added)
 
     # --- a round --------------------------------------------------------------------------------
     def run_round(self, rnd: int, steps: int, train_x: torch.Tensor, train_y: torch.Tensor,
-                  deliver: Callable[[FeatureBatch], Any],
-                  stop: simpy.Event | None = None) -> Generator[simpy.Event, Any, RoundFate]:
-        """`steps` client steps; each feature batch is sent and handed to `deliver` on arrival.
+                  deliver: Callable[[FeatureBatch], Any]) -> Generator[simpy.Event, Any, RoundFate]:
+        """`steps` client steps; each feature batch is sent and handed to `deliver` on arrival (call `begin_round`
+        first).
 
-        Returns the round's fate; if `stop` fires first, the processor stops at once and whatever has not reached
-        the server is dropped.
+        Returns the round's fate; if the round's stop fires first, the processor stops at once and whatever has
+        not reached the server is dropped. `steps_done` counts finished steps: with overlap, the batch of a
+        step stopped during its backward may already have reached the server.
         """
         env, rate = self.env, self.spec.device.flops_per_s
-        self.round_start, self.stop = env.now, stop or env.event()
+        assert self.stop is not None, "begin_round first"
         fate = RoundFate()
         queue = simpy.Store(env, capacity=self.send_buffer)
         sender = env.process(self._sender(rnd, steps, queue, deliver, fate))
@@ -151,16 +200,16 @@ class Device:
         return False
 
     def busy(self, rnd: int, kind: str, seconds: float, power_w: float,
-              flops: float = 0.0) -> Generator[simpy.Event, Any, bool]:
-        """The processor busy for `seconds` (recorded, even if cut short); False if the round's stop came first."""
+             flops: float = 0.0) -> Generator[simpy.Event, Any, bool]:
+        """The processor busy for `seconds` at `power_w` (recorded, even if cut short); False if the round's stop
+        came first."""
         t0 = self.env.now
-        self._drain(seconds, power_w)
+        added = power_w - self.spec.device.idle_w
+        self._draw(added)
         done = yield from self._until(self.env.timeout(seconds))
-        if done:
-            self.recorder.interval(self.name, kind, rnd, t0, self.env.now, flops=flops)
-        else:
-            part = (self.env.now - t0) / seconds if seconds > 0 else 0.0
-            self.recorder.interval(self.name, kind, rnd, t0, self.env.now, flops=flops * part)
+        self._draw(-added)
+        part = 1.0 if done else ((self.env.now - t0) / seconds if seconds > 0 else 0.0)
+        self.recorder.interval(self.name, kind, rnd, t0, self.env.now, flops=flops * part)
         return done
 
     def _sender(self, rnd: int, steps: int, queue: simpy.Store, deliver: Callable[[FeatureBatch], Any],
@@ -192,10 +241,8 @@ class Device:
         `radio_free` fires when the radio is free for the next message, `stop` aborts it (see Channel.send).
         Returns the Transfer."""
         channel = self.link.up if up else self.link.down
-        if stop is not None:
-            radio_w = self.spec.device.idle_w + (self.spec.link.tx_w if up else self.spec.link.rx_w)
-            self._drain(costs.payload_seconds(nbytes, channel.bps, channel.loss_rate), radio_w)
-        tr = yield self.env.process(channel.send(nbytes, radio_free, stop))
+        hook = self.radio_hook(up) if self.battery_j is not None else None
+        tr = yield self.env.process(channel.send(nbytes, radio_free, stop, hook))
         self.recorder.interval(self.name, kind, rnd, tr.t_start, tr.t_end_busy, nbytes=tr.wire_bytes,
                                direction="up" if up else "down")
         return tr

@@ -174,21 +174,22 @@ class Simulation:
         w.env.run(until=t_next)
         return [i for i in waiting if w.availability[i].is_on(t_next)]
 
-    def _stops(self, present: list[int]) -> dict[int, simpy.Event]:
-        """Per present client, an event that fires if it must stop early: the round deadline or going offline.
-        (A battery stop is the device's own doing, on the same event.)"""
+    def _begin_round(self, present: list[int]) -> dict[int, simpy.Event]:
+        """Gives every present device this round's events: `leave` fires when it goes offline (or its battery
+        empties: the device's own doing), `stop` on a leave or at the round deadline. Returns the stops."""
         w = self.world
         env, now = w.env, w.env.now
         deadline = w.scenario.training.round_deadline_s
         stops = {}
         for i in present:
-            stop = env.event()
-            t_off = w.availability[i].off_at(now) if not w.availability[i].always_on else math.inf
-            t_dead = now + deadline if deadline is not None else math.inf
-            if min(t_off, t_dead) < math.inf:
-                why = "deadline" if t_dead <= t_off else "offline"
-                timer = env.timeout(min(t_off, t_dead) - now, value=why)
-                timer.callbacks.append(lambda ev, stop=stop: None if stop.triggered else stop.succeed(ev.value))
+            leave, stop = env.event(), env.event()
+            if not w.availability[i].always_on and math.isfinite(t_off := w.availability[i].off_at(now)):
+                off = env.timeout(t_off - now)
+                off.callbacks.append(lambda _ev, leave=leave: None if leave.triggered else leave.succeed("offline"))
+            if deadline is not None:
+                due = env.timeout(deadline)
+                due.callbacks.append(lambda _ev, stop=stop: None if stop.triggered else stop.succeed("deadline"))
+            w.devices[i].begin_round(stop, leave)
             stops[i] = stop
         return stops
 
@@ -204,23 +205,30 @@ class Simulation:
         t_begin = w.env.now  # later than t0 if nobody was reachable at t0
         if t_begin > t0:
             w.recorder.close_round(rnd, t0, t_begin, [SERVER])  # the server idles while it waits
-        done = w.env.process(self.strategy.run_round(rnd, present, self._stops(present)))
+        on_devices = self.strategy.client_devices
+        stops = self._begin_round(present) if on_devices else {}
+        done = w.env.process(self.strategy.run_round(rnd, present, stops))
         w.env.run(until=done)
         fates = {i: self.strategy.fates.get(i, RoundFate(steps_done=w.steps_per_round[i])) for i in present}
-        until = {w.devices[i].name: f.t_stop for i, f in fates.items()
-                 if f.stopped in ("offline", "battery") and f.t_stop is not None}
-        on_devices = self.strategy.client_devices
+        status = {i: self._status(i, t_begin) for i in range(len(w.devices)) if i not in fates}
+        until: dict[str, float] = {}
+        for i, fate in fates.items():
+            dev = w.devices[i]
+            dev.end_round()
+            if on_devices and dev.left is not None:  # went offline or emptied its battery, maybe after its steps
+                status[i] = _STOP_STATUS[dev.left[0]]
+                until[dev.name] = dev.left[1]
+            else:
+                status[i] = "straggler" if fate.stopped == "deadline" else "ok"
         entities = [w.devices[i].name for i in present] if on_devices else []
         w.recorder.close_round(rnd, t_begin, w.env.now, entities + [SERVER], until)
-        status = {i: self._status(i, t_begin) if i not in fates else _STOP_STATUS.get(fates[i].stopped or "", "ok")
-                  for i in range(len(w.devices))}
         if on_devices:
             self._mark_round(rnd, t0, fates, status)
         rec = RoundRecord(
             round=rnd, t_start=t0, sim_time_s=w.env.now, host_seconds=0.0, present=present,
             exit_loss={i: w.trainers[i].take_mean_loss() for i in present},
             server_loss={i: self.strategy.take_server_loss(i) for i in present},
-            status=status, steps_done={i: f.steps_done for i, f in fates.items()},
+            status=dict(sorted(status.items())), steps_done={i: f.steps_done for i, f in fates.items()},
         )
         ev = w.scenario.eval
         if self.evaluate_enabled and (rnd % ev.every == 0 or rnd == w.scenario.training.rounds):
@@ -241,16 +249,14 @@ class Simulation:
             if not w.availability[i].always_on and status[i] != "gone":
                 for a, b in w.availability[i].off_intervals(t0, now):
                     rec.mark(dev.name, "offline", rnd, a, b)
-            fate = fates.get(i)
-            if fate is not None and fate.stopped is not None:
-                rec.mark(dev.name, _STOP_STATUS[fate.stopped], rnd, fate.t_stop or now)
-            if fate is not None and dev.battery_j is not None and dev.alive:
-                dev.round_start = now  # the round's idle draw is now recorded
-                if fate.stopped == "battery" or dev.charge_left_j() <= 0:
-                    if fate.stopped != "battery":
-                        status[i] = "battery_empty"
-                        rec.mark(dev.name, "battery_empty", rnd, now)
+            if i not in fates:
+                continue
+            if dev.left is not None:
+                rec.mark(dev.name, _STOP_STATUS[dev.left[0]], rnd, dev.left[1])
+                if dev.left[0] == "battery":
                     dev.alive = False
+            elif fates[i].stopped == "deadline":
+                rec.mark(dev.name, "straggler", rnd, fates[i].t_stop or now)
 
     def run(self, on_round: Callable[[RoundRecord], None] | None = None,
             checkpoint: Callable[["Simulation"], None] | None = None) -> list[RoundRecord]:
@@ -311,7 +317,6 @@ class Simulation:
         for d, st, alive in zip(w.devices, state["jitter"], state["alive"]):
             d.link.up.rng.bit_generator.state = st
             d.alive = alive
-            d.round_start = state["now"]
         w.recorder.load_state_dict(state["recorder"])
         s.load_extra_state(state["strategy"])
         torch.set_rng_state(state["torch_rng"])

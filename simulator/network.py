@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, Generator
+from typing import Any, Callable, Generator
 
 import numpy as np
 import simpy
@@ -177,14 +177,15 @@ class Channel:
         self.medium = medium
         self.radio = simpy.Resource(env, capacity=1)
 
-    def send(self, payload_bytes: float, radio_free: simpy.Event | None = None,
-             stop: simpy.Event | None = None) -> Generator[simpy.Event, Any, Transfer]:
+    def send(self, payload_bytes: float, radio_free: simpy.Event | None = None, stop: simpy.Event | None = None,
+             busy_hook: Callable[[bool], None] | None = None) -> Generator[simpy.Event, Any, Transfer]:
         """Process generator: ``transfer = yield env.process(channel.send(n))``; returns the message's Transfer.
 
         ``radio_free``, if given, succeeds when the last bit has left the radio (before the propagation delay), so
         a sender can start its next message while this one is still in flight. ``stop``, if given, aborts the
         message when it fires (the device left): the Transfer then has ``delivered`` False and counts only the
-        bytes already sent.
+        bytes already sent. ``busy_hook(True)`` / ``busy_hook(False)`` is called when the radio starts and stops
+        sending (a battery follows the radio's power with it).
         """
         env = self.env
         t_queued = env.now
@@ -197,6 +198,8 @@ class Channel:
                 if request not in got:
                     return Transfer(t_queued, env.now, env.now, env.now, float(payload_bytes), 0.0, False)
             t_start = env.now
+            if busy_hook is not None:
+                busy_hook(True)
             busy_s = payload_seconds(payload_bytes, self.bps, self.loss_rate)
             if self.medium is None:
                 busy: simpy.Event = env.timeout(busy_s)
@@ -206,13 +209,18 @@ class Channel:
                 yield busy
             else:
                 got = yield busy | stop
-                if busy not in got:
+                # On a medium, a flow finished at this very moment has succeeded already: it was sent.
+                if busy not in got and not (self.medium is not None and busy.triggered):
                     if self.medium is None:
                         sent = wire * min(1.0, (env.now - t_start) / busy_s)
                     else:
                         sent = self.medium.cancel(busy) / 8.0
+                    if busy_hook is not None:
+                        busy_hook(False)
                     return Transfer(t_queued, t_start, env.now, env.now, float(payload_bytes), sent, False)
             t_end_busy = env.now
+            if busy_hook is not None:
+                busy_hook(False)
         if radio_free is not None:
             radio_free.succeed(t_end_busy)
         # Drawn when the message leaves the radio; FIFO sends make the draw order the send order.

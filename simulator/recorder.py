@@ -123,6 +123,7 @@ class Recorder:
 
     def state_dict(self) -> dict[str, Any]:
         return {
+            "energy_so_far": dict(self._energy_so_far),  # as summed, interval by interval: bit for bit on resume
             "events": [e.row() for e in self.events],
             "totals": {
                 r: {e: (t.energy_j, t.bytes_up, t.bytes_down, dict(t.state_s)) for e, t in per.items()}
@@ -139,4 +140,4 @@ class Recorder:
                 tot = self.round_totals[r][e]
                 tot.energy_j, tot.bytes_up, tot.bytes_down = energy, up, down
                 tot.state_s.update(states)
-                self._energy_so_far[e] += energy
+        self._energy_so_far = defaultdict(float, state["energy_so_far"])

@@ -255,3 +255,94 @@ def test_missing_trace_file_and_markov_without_means(tmp_path: Path, capsys: pyt
     path = _write(tmp_path, [_client("a")], availability={"model": "markov", "mean_on_s": 5.0})
     assert main(["validate", str(path)]) == 2
     assert "needs mean_on_s and mean_off_s" in capsys.readouterr().err
+
+
+# --- batteries and departures in every phase of a round -----------------------------------------------------------
+
+
+def _events(sim: Simulation, entity: str, kinds: set[str]) -> list[Any]:
+    return sorted((e for e in sim.world.recorder.events if e.entity == entity and e.kind in kinds),
+                  key=lambda e: e.t_start)
+
+
+def _energy_until(events: list[Any], t: float) -> float:
+    """A device's draw up to t from a dry run's intervals: idle all along, each active state's added power on top."""
+    added = {"compute": A["compute_w"] - A["idle_w"], "tx": LINK["tx_w"], "agg_tx": LINK["tx_w"],
+             "agg_rx": LINK["rx_w"], "rx": LINK["rx_w"]}
+    return A["idle_w"] * t + sum(added[e.kind] * max(0.0, min(e.t_end, t) - e.t_start) for e in events
+                                 if e.kind in added)
+
+
+def test_battery_counts_compute_and_radio_running_together(tmp_path: Path) -> None:
+    # With overlap the radio sends batch k while the processor computes: both draws count at once.
+    net = {"overlap_compute_comm": True}
+    (tmp_path / "dry").mkdir()
+    dry = Simulation(load_scenario(_write(tmp_path / "dry", [_client("phone")], network=net)))
+    dry.run_round()
+    busy = _events(dry, "phone", {"compute", "tx"})
+    third_fwd = [e for e in busy if e.kind == "compute"][4]
+    t_empty = 0.5 * (third_fwd.t_start + third_fwd.t_end)
+    assert any(e.kind == "tx" and e.t_start <= t_empty < e.t_end for e in busy)  # sending at that moment
+    battery = _energy_until(busy, t_empty)
+    (tmp_path / "run").mkdir()
+    sim = Simulation(load_scenario(_write(tmp_path / "run", [_client("phone", {**A, "battery_j": battery}),
+                                                              _client("pi")], network=net)))
+    sim.run()
+    (mark,) = _events(sim, "phone", {"battery_empty"})
+    assert mark.t_start == pytest.approx(t_empty, rel=1e-12)
+    assert sim.world.recorder.entity_energy()["phone"] == pytest.approx(battery, rel=1e-12)
+
+
+def test_leaving_during_the_aggregation_upload_sits_it_out(tmp_path: Path) -> None:
+    strat = {"name": "averaging", "aggregate_client_layers": True}
+    (tmp_path / "dry").mkdir()
+    dry = Simulation(load_scenario(_write(tmp_path / "dry", [_client("a"), _client("b")], strategy=strat)))
+    dry.run_round()
+    up = _events(dry, "b", {"agg_tx"})[0]
+    t_off = 0.5 * (up.t_start + up.t_end)
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "t.csv").write_text(f"client,t_start,t_end\nb,0,{t_off!r}\n")
+    sim = Simulation(load_scenario(_write(tmp_path / "run", [
+        _client("a"), _client("b", availability={"model": "trace", "trace": "t.csv"})], strategy=strat)))
+    b_before = [p.detach().clone() for p in sim.world.trainers[1].body.parameters()]
+    rec = sim.run_round()
+    assert rec.status == {0: "ok", 1: "left"}
+    (agg_tx,) = _events(sim, "b", {"agg_tx"})
+    assert agg_tx.t_end == pytest.approx(t_off, rel=1e-12) and not _events(sim, "b", {"agg_rx"})
+    (idle,) = _events(sim, "b", {"idle"})
+    assert idle.t_end == pytest.approx(t_off, rel=1e-12)  # an offline device draws nothing
+    a, b = list(sim.world.trainers[0].body.parameters()), list(sim.world.trainers[1].body.parameters())
+    assert not all(torch.equal(x, y) for x, y in zip(a, b))  # b was not averaged with a
+    assert not all(torch.equal(x, y) for x, y in zip(b_before, b))  # but its local steps happened
+
+
+def test_touching_trace_intervals_are_one_stretch() -> None:
+    av = Availability([(0.0, 0.2), (0.2, 10.0)])
+    assert av.off_at(0.1) == 10.0 and av.off_intervals(0.0, 5.0) == []
+
+
+@pytest.mark.parametrize("strategy", ["averaging", "splitfed_v1", "vanilla_sl"])
+def test_resume_with_deadlines_batteries_and_churn(tmp_path: Path, strategy: str) -> None:
+    c = _step()
+    churn = {"model": "markov", "mean_on_s": 5 * c["step"], "mean_off_s": 2 * c["step"]}
+    clients = [_client("a"), _client("b", availability=churn), _client("c", {**A, "battery_j": 6.0 * c["step"]})]
+    path = _write(tmp_path, clients, strategy={"name": strategy},
+                  training={"rounds": 6, "local_steps": 2, "round_deadline_s": 1.5 * c["step"]})
+    rs = load_scenario(path)
+    whole = Simulation(rs)
+    whole.run()
+    first = Simulation(rs)
+    for _ in range(3):
+        first.run_round()
+    resumed = Simulation(rs)
+    resumed.load_state_dict(first.state_dict())
+    resumed.run()
+
+    def trace(sim: Simulation) -> list[Any]:
+        return [e.row() for e in sim.world.recorder.events]
+
+    statuses = {s for r in whole.records for s in r.status.values()}
+    assert {"straggler", "battery_empty"} <= statuses and statuses & {"left", "unavailable"}  # all of it happened
+    assert [(r.sim_time_s, r.status, r.steps_done) for r in resumed.records] == \
+        [(r.sim_time_s, r.status, r.steps_done) for r in whole.records]
+    assert trace(resumed) == trace(whole)

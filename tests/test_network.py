@@ -267,3 +267,30 @@ def test_bad_parameters_raise() -> None:
         _channel(env, loss_rate=1.0)
     with pytest.raises(ValueError):
         SharedMedium(env, capacity_bps=1.0, name="ap").transfer(10.0, cap_bps=0.0)
+
+
+@pytest.mark.parametrize("on_medium", [True, False])
+def test_a_stop_at_the_moment_a_send_ends_counts_it_sent(on_medium: bool) -> None:
+    # A 100-byte message at 800 bit/s takes exactly 1 s; the sender's stop fires at that very moment.
+    env = simpy.Environment()
+    medium = SharedMedium(env, 800.0, "m") if on_medium else None
+    ch = Channel(env, name="c", bps=800.0, latency_s=0.0, jitter_s=0.0, loss_rate=0.0,
+                 rng=np.random.default_rng(0), medium=medium)
+    out = {}
+
+    def sender() -> Generator[simpy.Event, Any, None]:
+        stop = env.event()
+
+        def stopper() -> Generator[simpy.Event, Any, None]:
+            yield env.timeout(0)  # after the medium's manager has scheduled the finish
+            yield env.timeout(1.0)
+            stop.succeed("offline")
+
+        env.process(stopper())
+        out["tr"] = yield env.process(ch.send(100.0, None, stop))
+
+    env.process(sender())
+    env.run()
+    assert out["tr"].wire_bytes == 100.0
+    if on_medium:  # the medium had already finished the flow: it went out whole
+        assert out["tr"].delivered

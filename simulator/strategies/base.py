@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import Any, Generator, Sequence
@@ -93,11 +94,12 @@ class Strategy(ABC):
 
     def run_round(self, rnd: int, present: Sequence[int],
                   stops: dict[int, simpy.Event]) -> Generator[simpy.Event, Any, None]:
-        """The round's processes; `stops[i]` fires if client i must stop early (deadline, offline, battery)."""
+        """The round's processes. `stops[i]` fires if client i must stop early (deadline, offline, battery); the
+        engine has already handed it, and the leave event, to the device (Device.begin_round)."""
         w = self.w
         self.inbox = simpy.Store(w.env)
         self.fates = {}
-        procs = [w.env.process(self._client_round(rnd, i, stops.get(i))) for i in present]
+        procs = [w.env.process(self._client_round(rnd, i)) for i in present]
         procs.append(w.env.process(self.serve(rnd, present)))
         yield w.env.all_of(procs)
         if self.aggregation_due(rnd):
@@ -110,16 +112,21 @@ class Strategy(ABC):
         if stay:
             yield self.w.env.process(self.aggregate(rnd, stay))
 
+    def may_leave(self, i: int) -> bool:
+        """Whether client i can leave in the middle of a round (it churns or runs on a battery)."""
+        w = self.w
+        return bool(w.availability and not w.availability[i].always_on) or w.devices[i].battery_j is not None
+
     def still_here(self, present: Sequence[int]) -> list[int]:
         """The present clients that did not leave this round and are reachable now."""
         w = self.w
         return [i for i in present if (i not in self.fates or self.fates[i].stopped not in LEFT)
-                and (not w.availability or w.availability[i].is_on(w.env.now))]
+                and not (w.devices[i].leave is not None and w.devices[i].leave.triggered)]
 
-    def _client_round(self, rnd: int, i: int, stop: simpy.Event | None) -> Generator[simpy.Event, Any, None]:
+    def _client_round(self, rnd: int, i: int) -> Generator[simpy.Event, Any, None]:
         w = self.w
         fate = yield w.env.process(w.devices[i].run_round(rnd, w.steps_per_round[i], w.train_x, w.train_y,
-                                                          self.deliver, stop))
+                                                          self.deliver))
         self.fates[i] = fate
         assert self.inbox is not None
         self.inbox.put(ClientDone(i))  # after its last delivered batch: the device waited for every flight
@@ -176,21 +183,37 @@ class Strategy(ABC):
         return out
 
     def aggregate(self, rnd: int, present: Sequence[int]) -> Generator[simpy.Event, Any, None]:
-        """Clients upload their shared layers, the server averages every group, clients download the result."""
+        """Clients upload their shared layers, the server averages every group, clients download the result.
+
+        A client that leaves (offline, battery) during its upload is left out of the average; one that leaves
+        during its download keeps the copy it had."""
         w = self.w
         buffers = self.cfg.bn == "average"
         plan = self.aggregation_plan(present)
         moving = self.client_side_modules(present, plan)
         nbytes = {i: state_bytes(mods, buffers=buffers) for i, mods in moving.items()}
-        ups = [w.env.process(w.devices[i].transfer(rnd, n, up=True, kind="agg_tx")) for i, n in nbytes.items() if n]
-        yield w.env.all_of(ups)
+        ups = {i: w.env.process(w.devices[i].transfer(rnd, n, up=True, kind="agg_tx", stop=w.devices[i].leave))
+               for i, n in nbytes.items() if n}
+        yield w.env.all_of(list(ups.values()))
+        gone = [i for i, p in ups.items() if not p.value.delivered]
+        if gone:
+            present = [i for i in present if i not in gone]
+            plan = self.aggregation_plan(present)
+            moving = self.client_side_modules(present, plan)
         # One multiply-add per element of every copy averaged.
         flops = 2.0 * sum(sum(p.numel() for p in group[0][1].parameters()) * len(group) for group in plan)
+        kept = {i: [copy.deepcopy(m.state_dict()) for m in mods] for i, mods in moving.items() if self.may_leave(i)}
 
         def average() -> None:
             for group in plan:
                 weighted_average_([m for _, m in group], [w.sample_counts[i] for i, _ in group], buffers=buffers)
 
         yield w.env.process(w.server.compute(rnd, flops, average, kind="aggregate"))
-        downs = [w.env.process(w.devices[i].transfer(rnd, n, up=False, kind="agg_rx")) for i, n in nbytes.items() if n]
-        yield w.env.all_of(downs)
+        downs = {i: w.env.process(w.devices[i].transfer(rnd, nbytes[i], up=False, kind="agg_rx",
+                                                        stop=w.devices[i].leave))
+                 for i in moving if nbytes[i]}
+        yield w.env.all_of(list(downs.values()))
+        for i, p in downs.items():
+            if not p.value.delivered:  # it never got the average: its device keeps its own copy
+                for m, state in zip(moving[i], kept[i]):
+                    m.load_state_dict(state)

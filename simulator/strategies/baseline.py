@@ -3,6 +3,7 @@ gradient returned, federated averaging of model copies, and the evaluation of th
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass, field
 from typing import Any, Callable, Generator, Sequence
 
@@ -109,12 +110,12 @@ class Baseline(Strategy):
         """Every present client's fate starts empty; its device gets the round's stop (battery stops fire it too)."""
         env = self.w.env
         self.fates = {i: RoundFate() for i in present}
-        self._t_stop = {}
+        self._t_stop = t_stop = {}
         for i in present:
-            dev = self.w.devices[i]
-            stop = stops.get(i) or env.event()
-            stop.callbacks.append(lambda _ev, i=i: self._t_stop.setdefault(i, env.now))
-            dev.round_start, dev.stop = env.now, stop
+            stop = self.w.devices[i].stop  # the engine began the device's round with it
+            assert stop is not None
+            # Bound to this round's dict: a deadline timer of this round may still fire during the next one.
+            stop.callbacks.append(lambda _ev, i=i, t_stop=t_stop: t_stop.setdefault(i, env.now))
 
     def federated_round(self, rnd: int, present: Sequence[int], stops: dict[int, simpy.Event],
                         groups: Callable[[list[int]], list[AverageGroup]]) -> Generator[simpy.Event, Any, None]:
@@ -198,13 +199,20 @@ class Baseline(Strategy):
     def federated_average(self, rnd: int, members: Sequence[int],
                           groups: Sequence[AverageGroup]) -> Generator[simpy.Event, Any, None]:
         """Members upload their on-device copies, the server averages every group (weights: sample counts; BatchNorm
-        statistics included) and writes the result into each group's `into`, members download it."""
+        statistics included) and writes the result into each group's `into`, members download it. A member that
+        leaves during its upload is left out; one that leaves during its download keeps its own copy."""
         w = self.w
         nbytes = {i: sum(state_bytes([g.copies[i]], buffers=True) for g in groups if g.on_device) for i in members}
-        ups = [w.env.process(w.devices[i].transfer(rnd, n, up=True, kind="agg_tx")) for i, n in nbytes.items() if n]
-        yield w.env.all_of(ups)
+        ups = {i: w.env.process(w.devices[i].transfer(rnd, n, up=True, kind="agg_tx", stop=w.devices[i].leave))
+               for i, n in nbytes.items() if n}
+        yield w.env.all_of(list(ups.values()))
+        members = [i for i in members if i not in ups or ups[i].value.delivered]
+        if not members:
+            return
         # One multiply-add per element of every copy averaged.
         flops = 2.0 * sum(sum(t.numel() for t in tensors_of([g.copies[members[0]]])) * len(members) for g in groups)
+        kept = {i: [copy.deepcopy(g.copies[i].state_dict()) for g in groups if g.on_device]
+                for i in members if self.may_leave(i)}
 
         def average() -> None:
             for g in groups:
@@ -214,9 +222,14 @@ class Baseline(Strategy):
                     copy_state_([dst], [copies[0]])
 
         yield w.env.process(w.server.compute(rnd, flops, average, kind="aggregate"))
-        downs = [w.env.process(w.devices[i].transfer(rnd, n, up=False, kind="agg_rx"))
-                 for i, n in nbytes.items() if n]
-        yield w.env.all_of(downs)
+        downs = {i: w.env.process(w.devices[i].transfer(rnd, nbytes[i], up=False, kind="agg_rx",
+                                                        stop=w.devices[i].leave))
+                 for i in members if nbytes[i]}
+        yield w.env.all_of(list(downs.values()))
+        for i, p in downs.items():
+            if not p.value.delivered:  # it never got the average: its device keeps its own copy
+                for g, state in zip([g for g in groups if g.on_device], kept[i]):
+                    g.copies[i].load_state_dict(state)
 
     # --- evaluation ------------------------------------------------------------------------------
     def eval_parts(self) -> tuple[nn.Module | None, nn.Module]:
