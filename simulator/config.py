@@ -246,7 +246,7 @@ class EvalCfg(Strict):
 
 
 class OutputCfg(Strict):
-    events: Literal["csv", "parquet"] = "csv"
+    events: Literal["csv", "parquet", "none"] = "csv"  # none: no event trace (large timing-only fleets)
     checkpoint_every: int = Field(default=1, ge=0)  # rounds between checkpoints; 0: none
     progress: bool = True  # progress bar on stderr
 

@@ -5,17 +5,18 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Callable, Generator
 
+import numpy as np
 import simpy
 import torch
 
-from simulator import costs
+from simulator import costs, schedule
 from simulator.models.cost_table import CostTable
 from simulator.network import Link
 from simulator.recorder import Recorder
 from simulator.scenario import ClientSpec
 from simulator.training import ClientTrainer
 
-__all__ = ["FeatureBatch", "ClientCosts", "RoundFate", "Device"]
+__all__ = ["FeatureBatch", "ClientCosts", "RoundFate", "Device", "planned_rounds"]
 
 
 @dataclass
@@ -25,8 +26,8 @@ class FeatureBatch:
     client: int
     round: int
     step: int
-    h: torch.Tensor  # (B, C_l, H_l, W_l), detached, as quantized for the wire
-    y: torch.Tensor  # (B,)
+    h: torch.Tensor | None  # (B, C_l, H_l, W_l), detached, as quantized for the wire; None if timing only
+    y: torch.Tensor | None  # (B,)
     nbytes: float  # payload on the wire
     sent: simpy.Event  # fires when the radio has delivered it
 
@@ -38,6 +39,7 @@ class ClientCosts:
     fwd_flops: float  # u1..u_cut forward, whole batch
     rest_flops: float  # exit head forward + client backward, whole batch
     feature_bytes: float  # h + labels for one batch
+    batch: int  # samples per batch
 
     @classmethod
     def of(cls, table: CostTable, cut: int, batch: int, activation_dtype: str) -> "ClientCosts":
@@ -47,6 +49,7 @@ class ClientCosts:
             fwd_flops=body_fwd * batch,
             rest_flops=(total_fwd - body_fwd + table.client_bwd_flops(cut)) * batch,
             feature_bytes=costs.feature_batch_bytes(table.activation_bytes(cut, activation_dtype), batch),
+            batch=batch,
         )
 
 
@@ -72,7 +75,7 @@ class Device:
     the moment it runs out at the current draw.
     """
 
-    def __init__(self, env: simpy.Environment, spec: ClientSpec, link: Link, trainer: ClientTrainer,
+    def __init__(self, env: simpy.Environment, spec: ClientSpec, link: Link, trainer: ClientTrainer | None,
                  batch_costs: ClientCosts, recorder: Recorder, *, overlap: bool, send_buffer: int) -> None:
         self.env = env
         self.spec = spec
@@ -93,6 +96,12 @@ class Device:
         self._t_mark = 0.0
         self._added_w = 0.0  # power drawn above idle right now
         self._arm = 0  # battery timer generation: only the latest timer may fire
+        rate = spec.device.flops_per_s
+        # Per step: forward, exit + backward, uplink radio busy with the feature batch (seconds).
+        self.step_seconds = (costs.compute_seconds(batch_costs.fwd_flops, rate),
+                             costs.compute_seconds(batch_costs.rest_flops, rate),
+                             costs.payload_seconds(batch_costs.feature_bytes, link.up.bps, link.up.loss_rate))
+        self.wire_feature_bytes = costs.wire_bytes(batch_costs.feature_bytes, link.up.loss_rate)
 
     # --- a round's events -----------------------------------------------------------------------
     def begin_round(self, stop: simpy.Event | None = None, leave: simpy.Event | None = None) -> None:
@@ -168,7 +177,8 @@ class Device:
         sender = env.process(self._sender(rnd, steps, queue, deliver, fate))
         compute_w = self.spec.device.compute_w
         for k in range(steps):
-            h, y = self.trainer.step(train_x, train_y)  # the real step, at its simulated start
+            # The real step, at its simulated start (none in a timing-only run: no trainer).
+            h, y = self.trainer.step(train_x, train_y) if self.trainer is not None else (None, None)
             fwd_s = costs.compute_seconds(self.costs.fwd_flops, rate)
             if not (yield from self.busy(rnd, "compute", fwd_s, compute_w, flops=self.costs.fwd_flops)):
                 break
@@ -246,3 +256,37 @@ class Device:
         self.recorder.interval(self.name, kind, rnd, tr.t_start, tr.t_end_busy, nbytes=tr.wire_bytes,
                                direction="up" if up else "down")
         return tr
+
+
+def planned_rounds(devices: list[Device], rnd: int, steps: int) -> schedule.ClientRounds:
+    """`run_round` of several devices without their processes, for timing-only runs: each device's schedule in
+    closed form (schedule.client_rounds; nothing may interrupt them and each has its link to itself), recorded
+    as the processes would record it. Jitter is drawn from each link's stream in the order the radio sends.
+    No step is computed."""
+    env = devices[0].env
+    fwd_s, rest_s, send_s = np.array([d.step_seconds for d in devices]).T
+    flights = np.empty((len(devices), steps))
+    for k, d in enumerate(devices):
+        up = d.link.up
+        # Half-normal draws in send order: one vector draw gives the same numbers as `steps` scalar draws.
+        flights[k] = up.latency_s + (np.abs(up.rng.normal(0.0, up.jitter_s, size=steps)) if up.jitter_s > 0 else 0.0)
+    plan = schedule.client_rounds(env.now, steps, fwd_s, rest_s, send_s, flights, overlap=devices[0].overlap,
+                                  send_buffer=devices[0].send_buffer)
+    rec = devices[0].recorder
+    if rec.keep_events:
+        for k, d in enumerate(devices):
+            wire = costs.wire_bytes(d.costs.feature_bytes, d.link.up.loss_rate)
+            for j in range(steps):
+                rec.interval(d.name, "compute", rnd, float(plan.fwd[0][k, j]), float(plan.fwd[1][k, j]),
+                             flops=d.costs.fwd_flops)
+                rec.interval(d.name, "compute", rnd, float(plan.rest[0][k, j]), float(plan.rest[1][k, j]),
+                             flops=d.costs.rest_flops)
+                rec.interval(d.name, "tx", rnd, float(plan.send[0][k, j]), float(plan.send[1][k, j]), nbytes=wire,
+                             direction="up")
+        return plan
+    compute = ((plan.fwd[1] - plan.fwd[0]) + (plan.rest[1] - plan.rest[0])).sum(axis=1).tolist()
+    tx = (plan.send[1] - plan.send[0]).sum(axis=1).tolist()
+    for k, d in enumerate(devices):
+        rec.add(d.name, "compute", rnd, compute[k], flops=(d.costs.fwd_flops + d.costs.rest_flops) * steps)
+        rec.add(d.name, "tx", rnd, tx[k], nbytes=d.wire_feature_bytes * steps, direction="up")
+    return plan

@@ -90,6 +90,20 @@ class Recorder:
         if self.keep_events:
             self.events.append(Event(t_start, t_end, entity, kind, rnd, nbytes, flops, energy))
 
+    def add(self, entity: str, kind: str, rnd: int, seconds: float, *, nbytes: float = 0.0, flops: float = 0.0,
+            direction: str | None = None) -> None:
+        """Many active intervals of one kind at once, by their total duration (no event rows: for fleets run
+        without an event trace)."""
+        energy = self.powers[entity].added(kind) * seconds
+        tot = self.round_totals[rnd][entity]
+        tot.energy_j += energy
+        self._energy_so_far[entity] += energy
+        tot.state_s[kind] += seconds
+        if direction == "up":
+            tot.bytes_up += nbytes
+        elif direction == "down":
+            tot.bytes_down += nbytes
+
     def mark(self, entity: str, kind: str, rnd: int, t_start: float, t_end: float | None = None) -> None:
         """A state change or an offline interval: in the trace, no energy (an offline device draws nothing)."""
         if self.keep_events:

@@ -107,7 +107,8 @@ def _fleet_events(rs: ResolvedScenario, records: Sequence[Any]) -> dict[str, Any
 
 
 def summary(rs: ResolvedScenario, records: Sequence[Any], recorder: Recorder,
-            stopped_early: str | None = None) -> dict[str, Any]:
+            stopped_early: str | None = None, *, timing_only: bool = False,
+            sample_counts: Sequence[int] | None = None) -> dict[str, Any]:
     last_eval = next((r for r in reversed(records) if r.evals), None)
     per_entity = recorder.entity_energy()
     totals = [t for per in recorder.round_totals.values() for t in per.values()]
@@ -117,8 +118,10 @@ def summary(rs: ResolvedScenario, records: Sequence[Any], recorder: Recorder,
         "strategy": rs.scenario.strategy.name,
         "seed": rs.scenario.seed,
         "rounds": len(records),
+        "timing_only": timing_only,
         "clients": [{"name": c.name, "device": c.device.name, "link": c.link.name, "cut": c.cut,
-                     "cut_policy": c.cut_policy, "cut_reason": c.cut_reason, "takes_part": c.takes_part}
+                     "cut_policy": c.cut_policy, "cut_reason": c.cut_reason, "takes_part": c.takes_part,
+                     "train_samples": int(sample_counts[c.index]) if sample_counts is not None else None}
                     for c in rs.clients],
         "cannot_take_part": {c.name: c.why_not for c in rs.clients if not c.takes_part},
         "availability": _fleet_events(rs, records),
@@ -155,7 +158,9 @@ def write_resolved(out: Path, rs: ResolvedScenario) -> None:
     atomic_write(out / "scenario.resolved.yaml", yaml.safe_dump(rs.to_dict(), sort_keys=False))
 
 
-def _write_events(out: Path, recorder: Recorder, fmt: str) -> Path:
+def _write_events(out: Path, recorder: Recorder, fmt: str) -> Path | None:
+    if fmt == "none":
+        return None
     rows = sorted((e.row() for e in recorder.events), key=lambda r: (r[0], r[1], r[2], r[3]))
     if fmt == "parquet":
         import pyarrow as pa
@@ -189,13 +194,14 @@ def _write_early_exit(out: Path, rs: ResolvedScenario, records: Sequence[Any]) -
 
 
 def write_run(out: Path, rs: ResolvedScenario, records: Sequence[Any], recorder: Recorder,
-              stopped_early: str | None = None) -> dict[str, Any]:
+              stopped_early: str | None = None, *, timing_only: bool = False,
+              sample_counts: Sequence[int] | None = None) -> dict[str, Any]:
     """All result files of a finished run; summary.json last, so its presence means the run is complete."""
     write_resolved(out, rs)
     atomic_write(out / "rounds.csv", _csv(ROUND_COLUMNS, round_rows(records, recorder)))
     atomic_write(out / "clients.csv", _csv(CLIENT_COLUMNS, client_rows(records, recorder, rs)))
     _write_events(out, recorder, rs.scenario.output.events)
     _write_early_exit(out, rs, records)
-    summ = summary(rs, records, recorder, stopped_early)
+    summ = summary(rs, records, recorder, stopped_early, timing_only=timing_only, sample_counts=sample_counts)
     atomic_write(out / "summary.json", json.dumps(_json_safe(summ), indent=2, allow_nan=False) + "\n")
     return summ

@@ -12,7 +12,7 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
-from simulator.engine import RoundRecord, Simulation
+from simulator.engine import RoundRecord, Simulation, check_timing_only
 from simulator.errors import InputError
 from simulator.results import atomic_write, write_resolved, write_run
 from simulator.scenario import ResolvedScenario, load_scenario
@@ -26,15 +26,18 @@ def _save_checkpoint(out: Path, sim: Simulation, resolved: dict[str, Any]) -> No
     folder = out / CHECKPOINT
     folder.mkdir(parents=True, exist_ok=True)
     buf = io.BytesIO()
-    torch.save({"resolved": resolved, "state": sim.state_dict()}, buf)
+    torch.save({"resolved": resolved, "timing_only": sim.timing_only, "state": sim.state_dict()}, buf)
     atomic_write(folder / "state.pt", buf.getvalue())
 
 
-def _load_checkpoint(out: Path, rs: ResolvedScenario) -> dict[str, Any] | None:
+def _load_checkpoint(out: Path, rs: ResolvedScenario, timing_only: bool) -> dict[str, Any] | None:
     path = out / CHECKPOINT / "state.pt"
     if not path.is_file():
         return None
     saved = torch.load(path, map_location="cpu", weights_only=False)
+    if saved.get("timing_only", False) != timing_only:
+        raise InputError("the checkpoint was made by a " + ("full" if timing_only else "timing-only")
+                         + " run; resume it the same way, or use another --out", file=str(path))
     if saved["resolved"] != rs.to_dict():
         raise InputError("the checkpoint was made by a different scenario; run without --resume or use another --out",
                          file=str(path))
@@ -42,20 +45,24 @@ def _load_checkpoint(out: Path, rs: ResolvedScenario) -> dict[str, Any] | None:
 
 
 def run_scenario(rs: ResolvedScenario, out: Path, *, resume: bool = False, overwrite: bool = False,
-                 progress: bool | None = None) -> dict[str, Any]:
-    """Run (or finish) a scenario into `out`; returns the summary written to summary.json."""
+                 progress: bool | None = None, timing_only: bool = False) -> dict[str, Any]:
+    """Run (or finish) a scenario into `out`; returns the summary written to summary.json.
+
+    `timing_only`: the same world and cost model without models or training (times, energies, traffic)."""
     sc = rs.scenario
     if out.exists() and not resume and not overwrite and any(out.iterdir()):
         raise InputError(f"{out} already holds a run; pass --resume to continue it, --overwrite to replace it, "
                          "or choose another --out", key="--out")
     if overwrite and out.exists() and not resume:
         shutil.rmtree(out)
-    state = _load_checkpoint(out, rs) if resume else None
+    if timing_only:
+        check_timing_only(rs)  # before anything is written
+    state = _load_checkpoint(out, rs, timing_only) if resume else None
     if resume and state is None and (out / "summary.json").is_file():
         import json
 
         return json.loads((out / "summary.json").read_text())  # already finished: nothing to redo
-    sim = Simulation(rs)
+    sim = Simulation(rs, timing_only=timing_only)
     if state is not None:
         sim.load_state_dict(state)
     write_resolved(out, rs)
@@ -79,7 +86,8 @@ def run_scenario(rs: ResolvedScenario, out: Path, *, resume: bool = False, overw
         sim.run(on_round=on_round, checkpoint=lambda s: _save_checkpoint(out, s, resolved))
     finally:
         bar.close()
-    summary = write_run(out, rs, sim.records, sim.world.recorder, sim.stopped_early)
+    summary = write_run(out, rs, sim.records, sim.world.recorder, sim.stopped_early, timing_only=timing_only,
+                        sample_counts=sim.world.sample_counts)
     shutil.rmtree(out / CHECKPOINT, ignore_errors=True)
     return summary
 
@@ -96,7 +104,8 @@ def format_summary(summary: dict[str, Any], out: Path) -> str:
         f"  exit accuracy (mean over clients):               {_num(summary['mean_exit_accuracy'])}",
         f"  simulated time: {summary['sim_time_s']:,.2f} s   energy: {summary['energy_j']['total']:,.1f} J   "
         f"traffic: {summary['bytes_up'] / 1e6:,.2f} MB up, {summary['bytes_down'] / 1e6:,.2f} MB down",
-        f"  host time: {summary['host_seconds']:.1f} s",
+        f"  host time: {summary['host_seconds']:.1f} s" + ("   (timing only: no training, no accuracy)"
+                                                         if summary.get("timing_only") else ""),
         "",
         f"  {'client':<26}{'device':<22}{'cut':>4}{'exit acc':>10}{'final acc':>11}{'energy J':>12}",
     ]
@@ -126,7 +135,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     print(rs.describe_cuts(), flush=True)
     out = Path(args.out) if args.out else Path("runs") / rs.scenario.name
     summary = run_scenario(rs, out, resume=args.resume, overwrite=args.overwrite,
-                           progress=False if args.quiet else None)
+                           progress=False if args.quiet else None, timing_only=args.timing_only)
     print(format_summary(summary, out))
     return 0
 
@@ -139,4 +148,6 @@ def add_run_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--resume", action="store_true", help="continue an interrupted run from its last checkpoint")
     p.add_argument("--overwrite", action="store_true", help="replace an existing run folder")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--timing-only", action="store_true",
+                   help="no models and no training: simulated times, energies and traffic only (large fleets)")
     p.set_defaults(func=_cmd_run)

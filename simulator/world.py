@@ -32,14 +32,15 @@ class World:
     devices: list[Device]
     trainers: list[ClientTrainer]
     backbones: list[UnitModel]  # one per client; units[:cut] are its client part
-    train_x: torch.Tensor  # (N, C, H, W) on the compute device
-    train_y: torch.Tensor  # (N,)
-    test_x: torch.Tensor
-    test_y: torch.Tensor
+    train_x: torch.Tensor | None  # (N, C, H, W) on the compute device; None in a timing-only run
+    train_y: torch.Tensor | None  # (N,)
+    test_x: torch.Tensor | None
+    test_y: torch.Tensor | None
     sample_counts: list[int]  # training samples per client (aggregation weights)
     steps_per_round: list[int]  # client steps per round
     torch_device: torch.device
     availability: list[Availability] = field(default_factory=list)  # per client
+    timing_only: bool = False  # no models, no training: times, energies and traffic only
 
     @property
     def scenario(self) -> Scenario:
@@ -47,7 +48,11 @@ class World:
 
     @property
     def cuts(self) -> list[int]:
-        return [c.cut for c in self.rs.clients]
+        """Each client's cut (fixed for the run)."""
+        cached = self.__dict__.get("_cuts")
+        if cached is None:
+            cached = self.__dict__["_cuts"] = [c.cut for c in self.rs.clients]
+        return cached
 
     def new_backbone(self, name: str, index: int = 0) -> UnitModel:
         """A freshly initialised backbone from its own named seed stream, on the compute device."""

@@ -49,7 +49,8 @@ class UnitCost:
     params: int
     param_bytes: int
     saved_act_bytes: float  # activation bytes kept for backward per sample (estimate, see _saved_bytes_hooks)
-    buffer_bytes: int = 0  # BatchNorm running statistics: not trained, but stored and moved with the weights
+    buffer_bytes: int = 0  # BatchNorm running statistics and batch counters: not trained, but stored
+    float_buffer_bytes: int = 0  # the floating part of those (running mean and variance): what aggregation moves
 
 
 def _slots(optimizer: str) -> int:
@@ -204,6 +205,7 @@ def _measure(name: str, module: nn.Module, x: torch.Tensor) -> tuple[UnitCost, t
         param_bytes=sum(p.numel() * p.element_size() for p in params),
         saved_act_bytes=saved[0] / batch,
         buffer_bytes=sum(b.numel() * b.element_size() for b in module.buffers()),
+        float_buffer_bytes=sum(b.numel() * b.element_size() for b in module.buffers() if b.is_floating_point()),
     )
     return cost, y
 

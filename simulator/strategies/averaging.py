@@ -7,6 +7,7 @@ from typing import Any, Generator, Sequence
 import simpy
 from torch import nn
 
+from simulator.schedule import fifo_queue
 from simulator.strategies.base import ClientDone, Strategy
 from simulator.training import ServerPath, make_optimizer
 
@@ -15,6 +16,7 @@ __all__ = ["Averaging"]
 
 class Averaging(Strategy):
     name = "averaging"
+    server_copies = True
 
     def build_server(self) -> list[ServerPath]:
         # S_i is units[cut_i:] + classifier of client i's own backbone, with its own optimizer.
@@ -36,11 +38,18 @@ class Averaging(Strategy):
                 steps.append(self.w.env.process(self.server_step(rnd, item)))
         yield self.w.env.all_of(steps)
 
+    def server_timeline(self, rnd: int, present: Sequence[int]) -> list[tuple[float, float, int]]:
+        # First come, first served on the `workers` slots, as the server steps request them in `serve`.
+        per_client = {i: self.server_seconds(i) for i in present}
+        seconds = [per_client[i] for _, i in self.arrivals]
+        starts = fifo_queue([t for t, _ in self.arrivals], seconds, self.w.scenario.server.workers)
+        return [(t, s, i) for t, s, (_, i) in zip(starts, seconds, self.arrivals)]
+
     def aggregation_due(self, rnd: int) -> bool:
         return rnd % self.cfg.aggregate_every == 0
 
     def aggregation_plan(self, present: Sequence[int]) -> list[list[tuple[int, nn.Module]]]:
-        return self.unit_plan(present, server_copies=True)
+        return self.unit_plan(present, server_copies=self.server_copies)
 
     def server_modules(self) -> list[nn.Module]:
         return []  # the server models live in the clients' backbones

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import math
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import Any, Generator, Sequence
@@ -11,13 +12,15 @@ import simpy
 import torch
 from torch import nn
 
-from simulator.aggregation import exit_head_groups, unit_groups, weighted_average_
-from simulator.device import FeatureBatch, RoundFate
+from simulator import costs
+from simulator.aggregation import aggregation_traffic, exit_head_groups, unit_groups, weighted_average_
+from simulator.device import FeatureBatch, RoundFate, planned_rounds
 from simulator.models.cost_table import CostTable
+from simulator.server import SERVER
 from simulator.training import EvalResult, ServerPath, evaluate_path, state_bytes
 from simulator.world import World
 
-__all__ = ["Strategy", "ClientDone", "server_batch_flops", "LEFT"]
+__all__ = ["Strategy", "ClientDone", "server_batch_flops", "timeout_at", "LEFT"]
 
 LEFT = frozenset({"offline", "battery"})  # fates of clients that left mid-round: they sit out the aggregation
 
@@ -34,6 +37,18 @@ def server_batch_flops(table: CostTable, cut: int, batch: int) -> float:
     return (table.server_fwd_flops(cut) + table.server_bwd_flops(cut)) * batch
 
 
+def timeout_at(env: simpy.Environment, t: float) -> simpy.Timeout:
+    """A timeout that fires at the absolute time `t` (>= now) exactly: `now + (t - now)` may round to a
+    neighbouring float, so the delay is nudged until the sum SimPy schedules at is `t` itself."""
+    delay = t - env.now
+    for _ in range(64):
+        at = env.now + delay
+        if at == t:
+            break
+        delay = math.nextafter(delay, math.inf if at < t else -math.inf)
+    return env.timeout(max(delay, 0.0))
+
+
 class Strategy(ABC):
     """One round = every present client runs its steps while the server consumes their features; then,
     when due, an aggregation among the clients still there. Subclasses fill in `build_server`, `serve`, and the
@@ -41,16 +56,22 @@ class Strategy(ABC):
 
     name = "base"
     client_devices = True  # false: the clients take no part in the simulated work (centralized training)
+    server_copies = False  # true: each client has its own server model, whose units join the aggregation
 
     def __init__(self, world: World) -> None:
         self.w = world
         self.cfg = world.scenario.strategy
-        self.paths: list[ServerPath] = self.build_server()
+        self.paths: list[ServerPath] = [] if world.timing_only else self.build_server()
         dev = world.torch_device
         self.server_loss = [torch.zeros((), device=dev) for _ in world.devices]
         self.server_steps = [0 for _ in world.devices]
         self.inbox: simpy.Store | None = None
         self.fates: dict[int, RoundFate] = {}  # how each present client's round ended (set by run_round)
+        # Timing-only rounds: feature batches as they reach the server (time, client), in arrival order, and when
+        # each client has nothing more to send.
+        self.arrivals: list[tuple[float, int]] = []
+        self.done_at: dict[int, float] = {}
+        self.round_t0 = 0.0
 
     # --- what subclasses fill in -------------------------------------------------------------
     @abstractmethod
@@ -68,6 +89,12 @@ class Strategy(ABC):
     def aggregation_plan(self, present: Sequence[int]) -> list[list[tuple[int, nn.Module]]]:
         """Groups of (owning client, module copy) to average together; a group's modules share one structure."""
         return []
+
+    def server_timeline(self, rnd: int, present: Sequence[int]) -> list[tuple[float, float, int]]:
+        """Timing-only rounds: (start, seconds, client) of every server step on the batches in `self.arrivals`,
+        as `serve` would run them (the server never holds a client up in Hetero-SplitEE, so its schedule follows
+        from the arrival times)."""
+        raise NotImplementedError(f"strategy {self.name!r} has no timing-only server schedule")
 
     def server_modules(self) -> list[nn.Module]:
         """Server-side modules with state to checkpoint (besides the clients' backbones)."""
@@ -89,6 +116,9 @@ class Strategy(ABC):
 
     # --- the round loop ------------------------------------------------------------------------
     def deliver(self, batch: FeatureBatch) -> None:
+        if self.w.timing_only:
+            self.arrivals.append((self.w.env.now, batch.client))
+            return
         assert self.inbox is not None
         self.inbox.put(batch)
 
@@ -99,11 +129,78 @@ class Strategy(ABC):
         w = self.w
         self.inbox = simpy.Store(w.env)
         self.fates = {}
-        procs = [w.env.process(self._client_round(rnd, i)) for i in present]
-        procs.append(w.env.process(self.serve(rnd, present)))
-        yield w.env.all_of(procs)
+        if w.timing_only:
+            yield from self._timed_round(rnd, present)
+        else:
+            procs = [w.env.process(self._client_round(rnd, i)) for i in present]
+            procs.append(w.env.process(self.serve(rnd, present)))
+            yield w.env.all_of(procs)
         if self.aggregation_due(rnd):
             yield from self.aggregate_among(rnd, present)
+
+    def closed_form(self, i: int) -> bool:
+        """Whether client i's round can be scheduled in closed form in a timing-only run: nothing can stop it
+        (no round deadline, no churn, no battery) and no other client shares its medium. Fixed for the run."""
+        if not hasattr(self, "_closed_form"):
+            w = self.w
+            self._closed_form = [
+                w.scenario.training.round_deadline_s is None and not self.may_leave(k)
+                and d.link.up.medium is None and d.link.down.medium is None
+                for k, d in enumerate(w.devices)]
+        return self._closed_form[i]
+
+    def server_flops(self, i: int) -> float:
+        """FLOPs of one server step on a feature batch of client i."""
+        w = self.w
+        if not hasattr(self, "_server_flops"):
+            self._server_flops = [server_batch_flops(w.table, cut, d.costs.batch) for cut, d in zip(w.cuts, w.devices)]
+        return self._server_flops[i]
+
+    def server_seconds(self, i: int) -> float:
+        """Simulated seconds of one server step on a feature batch of client i."""
+        if not hasattr(self, "_server_seconds"):
+            rate = self.w.server.profile.flops_per_s
+            self._server_seconds = [costs.compute_seconds(self.server_flops(k), rate) for k in range(len(self.w.devices))]
+        return self._server_seconds[i]
+
+    def _timed_round(self, rnd: int, present: Sequence[int]) -> Generator[simpy.Event, Any, None]:
+        """A timing-only round: a client nothing can interrupt is scheduled in one call; the others run their
+        per-batch processes (without computing anything); the server's steps are then placed after the arrivals."""
+        w, env = self.w, self.w.env
+        self.arrivals, self.done_at = [], {}
+        self.round_t0 = latest = env.now
+        by_steps: dict[int, list[int]] = {}
+        slow = []
+        for i in present:
+            if self.closed_form(i):
+                by_steps.setdefault(w.steps_per_round[i], []).append(i)
+            else:
+                slow.append(i)
+        for steps, group in by_steps.items():
+            plan = planned_rounds([w.devices[i] for i in group], rnd, steps)
+            arrivals, done = plan.arrival.tolist(), plan.done.tolist()
+            for k, i in enumerate(group):
+                self.arrivals.extend((t, i) for t in arrivals[k])
+                self.done_at[i] = done[k]
+                self.fates[i] = RoundFate(steps_done=steps, delivered=steps)
+            latest = max(latest, max(done))
+        if slow:
+            yield env.all_of([env.process(self._client_round(rnd, i)) for i in slow])
+        self.arrivals.sort(key=lambda a: a[0])  # stable: equal times keep the order they reached the server in
+        rec = w.recorder
+        busy = 0.0
+        for start, seconds, i in self.server_timeline(rnd, present):
+            end = start + seconds
+            if end > latest:
+                latest = end
+            if rec.keep_events:
+                rec.interval(SERVER, "compute", rnd, start, end, flops=self.server_flops(i))
+            else:
+                busy += seconds
+        if not rec.keep_events and self.arrivals:
+            rec.add(SERVER, "compute", rnd, busy, flops=sum(self.server_flops(i) for _, i in self.arrivals))
+        if latest > env.now:
+            yield timeout_at(env, latest)
 
     def aggregate_among(self, rnd: int, present: Sequence[int]) -> Generator[simpy.Event, Any, None]:
         """Aggregation among the present clients still reachable now (a client that went off after its last
@@ -128,6 +225,9 @@ class Strategy(ABC):
         fate = yield w.env.process(w.devices[i].run_round(rnd, w.steps_per_round[i], w.train_x, w.train_y,
                                                           self.deliver))
         self.fates[i] = fate
+        if w.timing_only:
+            self.done_at[i] = w.env.now
+            return
         assert self.inbox is not None
         self.inbox.put(ClientDone(i))  # after its last delivered batch: the device waited for every flight
 
@@ -140,7 +240,7 @@ class Strategy(ABC):
     def server_step(self, rnd: int, batch: FeatureBatch) -> Generator[simpy.Event, Any, None]:
         """One real server step on a feature batch, holding a server slot for its simulated cost."""
         path = self.paths[batch.client]
-        flops = server_batch_flops(self.w.table, path.cut, int(batch.y.shape[0]))
+        flops = server_batch_flops(self.w.table, path.cut, self.w.devices[batch.client].costs.batch)
         loss = yield self.w.env.process(self.w.server.compute(rnd, flops, lambda: path.step(batch.h, batch.y)))
         self.server_loss[batch.client] += loss
         self.server_steps[batch.client] += 1
@@ -182,26 +282,64 @@ class Strategy(ABC):
                     out[i].append(module)
         return out
 
+    def traffic(self, present: Sequence[int]) -> tuple[dict[int, int], float]:
+        """Per present client the bytes its aggregation moves each way, and the server's averaging FLOPs."""
+        w = self.w
+        nbytes, flops = aggregation_traffic(w.table, [w.cuts[i] for i in present], server_copies=self.server_copies,
+                                            client_copies=self.cfg.client_layers_aggregated(),
+                                            exit_heads=self.cfg.aggregate_exit_heads, buffers=self.cfg.bn == "average")
+        return dict(zip(present, nbytes)), flops
+
+    def _transfers(self, rnd: int, nbytes: dict[int, int], *, up: bool) -> Generator[simpy.Event, Any, set[int]]:
+        """Every client with bytes to move sends (or receives) them at once; returns the clients whose transfer
+        did not complete (they left). In a timing-only run a client nothing can interrupt is scheduled in closed
+        form, with the same arithmetic as Channel.send."""
+        w, env = self.w, self.w.env
+        kind = "agg_tx" if up else "agg_rx"
+        procs, latest = {}, env.now
+        for i, n in nbytes.items():
+            if not n:
+                continue
+            dev = w.devices[i]
+            if not (w.timing_only and self.closed_form(i)):
+                procs[i] = env.process(dev.transfer(rnd, n, up=up, kind=kind, stop=dev.leave))
+                continue
+            ch = dev.link.up if up else dev.link.down
+            end_busy = env.now + costs.payload_seconds(n, ch.bps, ch.loss_rate)
+            flight = ch.latency_s + costs.jitter_draw(ch.rng, ch.jitter_s)
+            latest = max(latest, end_busy + flight if flight > 0 else end_busy)
+            wire = costs.wire_bytes(n, ch.loss_rate)
+            if w.recorder.keep_events:
+                w.recorder.interval(dev.name, kind, rnd, env.now, end_busy, nbytes=wire,
+                                    direction="up" if up else "down")
+            else:
+                w.recorder.add(dev.name, kind, rnd, end_busy - env.now, nbytes=wire,
+                               direction="up" if up else "down")
+        if procs:
+            yield env.all_of(list(procs.values()))
+        if latest > env.now:
+            yield timeout_at(env, latest)
+        return {i for i, p in procs.items() if not p.value.delivered}
+
     def aggregate(self, rnd: int, present: Sequence[int]) -> Generator[simpy.Event, Any, None]:
         """Clients upload their shared layers, the server averages every group, clients download the result.
 
         A client that leaves (offline, battery) during its upload is left out of the average; one that leaves
         during its download keeps the copy it had."""
         w = self.w
+        nbytes, _ = self.traffic(present)
+        gone = yield from self._transfers(rnd, nbytes, up=True)
+        if gone:
+            present = [i for i in present if i not in gone]
+            nbytes, _ = self.traffic(present)
+        _, flops = self.traffic(present)
+        if w.timing_only:
+            yield w.env.process(w.server.compute(rnd, flops, lambda: None, kind="aggregate"))
+            yield from self._transfers(rnd, nbytes, up=False)
+            return
         buffers = self.cfg.bn == "average"
         plan = self.aggregation_plan(present)
         moving = self.client_side_modules(present, plan)
-        nbytes = {i: state_bytes(mods, buffers=buffers) for i, mods in moving.items()}
-        ups = {i: w.env.process(w.devices[i].transfer(rnd, n, up=True, kind="agg_tx", stop=w.devices[i].leave))
-               for i, n in nbytes.items() if n}
-        yield w.env.all_of(list(ups.values()))
-        gone = [i for i, p in ups.items() if not p.value.delivered]
-        if gone:
-            present = [i for i in present if i not in gone]
-            plan = self.aggregation_plan(present)
-            moving = self.client_side_modules(present, plan)
-        # One multiply-add per element of every copy averaged.
-        flops = 2.0 * sum(sum(p.numel() for p in group[0][1].parameters()) * len(group) for group in plan)
         kept = {i: [copy.deepcopy(m.state_dict()) for m in mods] for i, mods in moving.items() if self.may_leave(i)}
 
         def average() -> None:
@@ -209,11 +347,7 @@ class Strategy(ABC):
                 weighted_average_([m for _, m in group], [w.sample_counts[i] for i, _ in group], buffers=buffers)
 
         yield w.env.process(w.server.compute(rnd, flops, average, kind="aggregate"))
-        downs = {i: w.env.process(w.devices[i].transfer(rnd, nbytes[i], up=False, kind="agg_rx",
-                                                        stop=w.devices[i].leave))
-                 for i in moving if nbytes[i]}
-        yield w.env.all_of(list(downs.values()))
-        for i, p in downs.items():
-            if not p.value.delivered:  # it never got the average: its device keeps its own copy
-                for m, state in zip(moving[i], kept[i]):
-                    m.load_state_dict(state)
+        missed = yield from self._transfers(rnd, nbytes, up=False)
+        for i in missed:  # it never got the average: its device keeps its own copy
+            for m, state in zip(moving[i], kept[i]):
+                m.load_state_dict(state)

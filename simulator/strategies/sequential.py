@@ -8,6 +8,7 @@ import simpy
 from torch import nn
 
 from simulator.device import FeatureBatch
+from simulator.schedule import fifo_queue, round_robin_queue
 from simulator.strategies.base import ClientDone, Strategy
 from simulator.training import ServerPath, make_optimizer
 
@@ -53,11 +54,27 @@ class Sequential(Strategy):
                 if held[i]:
                     yield env.process(self.server_step(rnd, held[i].pop(0)))
 
+    def server_timeline(self, rnd: int, present: Sequence[int]) -> list[tuple[float, float, int]]:
+        # One step at a time: in arrival order, or client after client (see `serve`).
+        if self.cfg.order == "arrival":
+            per_client = {i: self.server_seconds(i) for i in present}
+            seconds = [per_client[i] for _, i in self.arrivals]
+            starts = fifo_queue([t for t, _ in self.arrivals], seconds, 1)
+            return [(t, s, i) for t, s, (_, i) in zip(starts, seconds, self.arrivals)]
+        order = sorted(present)
+        per_client: dict[int, list[float]] = {i: [] for i in order}
+        for t, i in self.arrivals:
+            per_client[i].append(t)
+        seconds = [self.server_seconds(i) for i in order]
+        starts = round_robin_queue([per_client[i] for i in order], seconds, [self.done_at[i] for i in order],
+                                   self.round_t0)
+        return [(t, seconds[k], i) for k, i in enumerate(order) for t in starts[k]]
+
     def aggregation_due(self, rnd: int) -> bool:
         return self.cfg.client_layers_aggregated() and rnd % self.cfg.aggregate_every == 0
 
     def aggregation_plan(self, present: Sequence[int]) -> list[list[tuple[int, nn.Module]]]:
-        return self.unit_plan(present, server_copies=False)
+        return self.unit_plan(present, server_copies=self.server_copies)
 
     def server_modules(self) -> list[nn.Module]:
         return [self.shared]

@@ -1,0 +1,120 @@
+"""Closed-form schedules: when a client's round and the server's queue finish, as pure functions of their costs.
+
+Timing-only runs and replays use these where nothing can interrupt a client (no round deadline, no churn, no
+battery) and its link has a medium of its own: its whole round is then known at its start, and one function call
+replaces the per-batch SimPy processes of every such client. Every time is computed with the same float operations, in the same order,
+as the event engine (a start plus a duration), so both give bit-identical times.
+"""
+
+from __future__ import annotations
+
+import heapq
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+
+__all__ = ["ClientRounds", "client_rounds", "fifo_queue", "round_robin_queue"]
+
+
+@dataclass(frozen=True)
+class ClientRounds:
+    """The rounds of n clients with the same number of steps S: per client and step, when each interval starts and
+    ends; arrays of shape (n, S) unless said otherwise."""
+
+    fwd: tuple[np.ndarray, np.ndarray]  # forward (start, end)
+    rest: tuple[np.ndarray, np.ndarray]  # exit head + backward (start, end)
+    send: tuple[np.ndarray, np.ndarray]  # the uplink radio busy with the feature batch (first bit, last bit)
+    arrival: np.ndarray  # the batch is at the server (after latency and jitter)
+    done: np.ndarray  # (n,): the device is done: last step finished and every batch delivered
+
+
+def client_rounds(t0: float, steps: int, fwd_s: np.ndarray, rest_s: np.ndarray, send_s: np.ndarray,
+                  flight_s: np.ndarray, *, overlap: bool, send_buffer: int) -> ClientRounds:
+    """The schedules of n clients each running `steps` steps from `t0`, uninterrupted, each on a link of its own
+    (what Device.run_round does in simulated time), computed for all clients at once.
+
+    Per client (arrays of shape (n,)): `fwd_s` the forward of a batch, `rest_s` its exit head and backward,
+    `send_s` the radio busy with its feature batch; `flight_s` (n, steps): latency + jitter of each batch.
+    Step k: forward, then exit + backward. With overlap, the batch enters a send queue of `send_buffer` batches
+    when its forward ends (waiting for a free place) and the processor goes on while the radio sends the queued
+    batches one after another; without, the client sends after the backward and waits for the delivery before
+    its next step.
+    """
+    n = len(fwd_s)
+    if flight_s.shape != (n, steps):
+        raise ValueError(f"flight_s must have shape {(n, steps)}, got {flight_s.shape}")
+    out = {name: np.empty((n, steps)) for name in ("f0", "f1", "r0", "r1", "s0", "s1", "a")}
+    proc = np.full(n, float(t0))  # the processor is free
+    radio = np.full(n, float(t0))  # the radio is free
+    for k in range(steps):
+        fwd_end = proc + fwd_s
+        out["f0"][:, k], out["f1"][:, k] = proc, fwd_end
+        if overlap:
+            # A place in the send queue: free once the sender has taken batch k - send_buffer.
+            queued = fwd_end if k < send_buffer else np.maximum(fwd_end, out["s0"][:, k - send_buffer])
+            start = np.maximum(queued, radio)
+        else:
+            queued = fwd_end
+        rest_end = queued + rest_s
+        out["r0"][:, k], out["r1"][:, k] = queued, rest_end
+        if not overlap:
+            start = rest_end
+        radio = start + send_s
+        out["s0"][:, k], out["s1"][:, k] = start, radio
+        out["a"][:, k] = radio + flight_s[:, k]  # + 0.0 leaves a time unchanged: as no flight at all
+        proc = rest_end if overlap else out["a"][:, k]  # without overlap it waits for the delivery
+    done = np.maximum(proc, out["a"].max(axis=1)) if steps else proc
+    return ClientRounds((out["f0"], out["f1"]), (out["r0"], out["r1"]), (out["s0"], out["s1"]), out["a"], done)
+
+
+def fifo_queue(arrivals: Sequence[float], service_s: Sequence[float], workers: int) -> list[float]:
+    """Start times of jobs served first come, first served by `workers` identical servers (a simpy.Resource).
+
+    `arrivals` must be in request order (non-decreasing); job k holds a server for `service_s[k]`.
+    """
+    if workers < 1:
+        raise ValueError(f"workers must be >= 1, got {workers}")
+    starts: list[float] = []
+    if workers == 1:
+        free = float("-inf")
+        for a, s in zip(arrivals, service_s):
+            start = a if a > free else free
+            starts.append(start)
+            free = start + s
+        return starts
+    free_at: list[float] = []  # a heap of the busy servers' finish times
+    for a, s in zip(arrivals, service_s):
+        if len(free_at) < workers:
+            start = a
+        else:
+            earliest = heapq.heappop(free_at)
+            start = a if a > earliest else earliest
+        starts.append(start)
+        heapq.heappush(free_at, start + s)
+    return starts
+
+
+def round_robin_queue(arrivals: Sequence[Sequence[float]], service_s: Sequence[float], done: Sequence[float],
+                      t0: float) -> list[list[float]]:
+    """Start times of one server taking client after client, one batch each (Sequential's round_robin order).
+
+    `arrivals[c]` are client c's batch arrival times (in client order), `service_s[c]` its batches' service time,
+    `done[c]` when it has nothing more to send. In each pass the server waits for the next batch of every client
+    that still has one; a client out of batches is skipped once the server knows it is done.
+    """
+    starts: list[list[float]] = [[] for _ in arrivals]
+    known_done = [False] * len(arrivals)
+    cursor = t0  # the server is free
+    k = 0
+    while not all(known_done):
+        for c, times in enumerate(arrivals):
+            if k < len(times):
+                start = times[k] if times[k] > cursor else cursor
+                starts[c].append(start)
+                cursor = start + service_s[c]
+            elif not known_done[c]:
+                cursor = done[c] if done[c] > cursor else cursor
+                known_done[c] = True
+        k += 1
+    return starts

@@ -1,0 +1,218 @@
+"""Timing-only runs: the closed-form schedules against hand arithmetic, and a timing-only run against the full
+event engine with training on the same small fleets (times bit for bit, energies and traffic alike)."""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import yaml
+
+from simulator.aggregation import aggregation_traffic
+from simulator.cli import main
+from simulator.engine import Simulation
+from simulator.models.cost_table import cost_table_cached
+from simulator.models.heads import make_exit_head
+from simulator.models.resnet import SplitResNet18
+from simulator.schedule import client_rounds, fifo_queue, round_robin_queue
+from simulator.scenario import load_scenario
+from simulator.training import state_bytes
+
+
+# --- closed forms against hand arithmetic -------------------------------------------------------------------
+def test_client_rounds_with_overlap_waits_for_a_place_in_the_send_queue() -> None:
+    # forward 1 s, exit + backward 2 s, radio 10 s per batch, flight 0.5 s, a send queue of one batch.
+    # step 0: fwd 0-1, queued at 1, rest 1-3; radio 1-11, arrives 11.5.
+    # step 1: fwd 3-4, queue free (batch 0 taken at 1), rest 4-6; radio waits until 11: 11-21, arrives 21.5.
+    # step 2: fwd 6-7, the queue still holds batch 1 until the radio takes it at 11: rest 11-13; radio 21-31,
+    #         arrives 31.5 = done.
+    plan = client_rounds(0.0, 3, np.array([1.0]), np.array([2.0]), np.array([10.0]), np.full((1, 3), 0.5),
+                         overlap=True, send_buffer=1)
+    assert plan.fwd[0][0].tolist() == [0, 3, 6] and plan.fwd[1][0].tolist() == [1, 4, 7]
+    assert plan.rest[0][0].tolist() == [1, 4, 11] and plan.rest[1][0].tolist() == [3, 6, 13]
+    assert plan.send[0][0].tolist() == [1, 11, 21] and plan.send[1][0].tolist() == [11, 21, 31]
+    assert plan.arrival[0].tolist() == [11.5, 21.5, 31.5]
+    assert plan.done.tolist() == [31.5]
+
+
+def test_client_rounds_without_overlap_waits_for_each_delivery() -> None:
+    # step 0: fwd 0-1, rest 1-3, radio 3-13, arrives 13.5; step 1 starts then: fwd 13.5-14.5, rest -16.5,
+    # radio 16.5-26.5, arrives 27; step 2: fwd 27-28, rest 28-30, radio 30-40, arrives 40.5.
+    plan = client_rounds(0.0, 3, np.array([1.0]), np.array([2.0]), np.array([10.0]), np.full((1, 3), 0.5),
+                         overlap=False, send_buffer=2)
+    assert plan.send[0][0].tolist() == [3, 16.5, 30]
+    assert plan.arrival[0].tolist() == [13.5, 27, 40.5]
+    assert plan.done.tolist() == [40.5]
+
+
+def test_client_rounds_are_computed_per_client() -> None:
+    one = client_rounds(2.0, 2, np.array([1.0]), np.array([1.0]), np.array([3.0]), np.array([[0.1, 0.2]]),
+                        overlap=True, send_buffer=2)
+    two = client_rounds(2.0, 2, np.array([0.5]), np.array([0.25]), np.array([1.0]), np.array([[0.0, 0.0]]),
+                        overlap=True, send_buffer=2)
+    both = client_rounds(2.0, 2, np.array([1.0, 0.5]), np.array([1.0, 0.25]), np.array([3.0, 1.0]),
+                         np.array([[0.1, 0.2], [0.0, 0.0]]), overlap=True, send_buffer=2)
+    assert both.arrival.tolist() == [one.arrival[0].tolist(), two.arrival[0].tolist()]
+    assert both.done.tolist() == [one.done[0], two.done[0]]
+
+
+def test_fifo_queue_by_hand() -> None:
+    # two servers: jobs 0 and 1 start at once; job 2 (t=1) waits for job 1's end at 2; job 3 (t=5) finds one free.
+    assert fifo_queue([0, 0, 1, 5], [3, 2, 2, 1], 2) == [0, 0, 2, 5]
+    # one server: back to back, 0-3, 3-5, 5-7, 7-8.
+    assert fifo_queue([0, 0, 1, 5], [3, 2, 2, 1], 1) == [0, 3, 5, 7]
+
+
+def test_round_robin_queue_by_hand() -> None:
+    # A's batches arrive at 1 and 2 (1 s each), B's one batch at 0.5 (3 s); A is done at 2.5, B at 0.6.
+    # Pass 1: A's first 1-2, then B's 2-5. Pass 2: A's second 5-6; B has none left (done at 0.6, known).
+    starts = round_robin_queue([[1.0, 2.0], [0.5]], [1.0, 3.0], [2.5, 0.6], 0.0)
+    assert starts == [[1.0, 5.0], [2.0]]
+    # The server waits for a client with no batch left until it knows that client is done.
+    assert round_robin_queue([[0.0], []], [1.0, 1.0], [0.0, 7.0], 0.0) == [[0.0], []]
+
+
+def test_aggregation_traffic_equals_the_real_modules() -> None:
+    width, classes = 4, 10
+    table = cost_table_cached(width, 1, classes, 8, "pool_linear")
+    model = SplitResNet18(width, 1, classes, seed=0)
+    cuts = [1, 3, 3, 5]
+    for buffers in (True, False):
+        nbytes, flops = aggregation_traffic(table, cuts, server_copies=True, client_copies=True, exit_heads=True,
+                                            buffers=buffers)
+        for k, cut in enumerate(cuts):
+            head = make_exit_head("pool_linear", model.unit_channels[cut - 1], classes)
+            modules = list(model.units[:cut]) + ([head] if cut == 3 else [])  # only cut 3 is shared
+            assert nbytes[k] == state_bytes(modules, buffers=buffers)
+    # every unit and the classifier has 4 copies; the exit head at cut 3 has 2.
+    elems = 4 * (sum(p.numel() for p in model.parameters()))
+    elems += 2 * sum(p.numel() for p in make_exit_head("pool_linear", model.unit_channels[2], classes).parameters())
+    assert flops == 2.0 * elems
+
+
+# --- a timing-only run equals the full run -------------------------------------------------------------------
+SERVER = {"flops_per_s": 4.0e7, "memory_bytes": 1.0e10, "compute_w": 100.0, "idle_w": 10.0}  # slow: queues form
+BASE: dict[str, Any] = {
+    "name": "timing",
+    "seed": 5,
+    "dataset": {"name": "synthetic",
+                "synthetic": {"image_size": 8, "in_channels": 1, "num_classes": 10, "train_size": 160,
+                              "test_size": 16}},
+    "model": {"width": 4},
+    "training": {"rounds": 3, "local_steps": 3, "batch_size": 8},
+    "strategy": {"name": "averaging", "aggregate_every": 1},
+    "network": {"send_buffer": 1, "media": {"ap": {"capacity_bps": 6.0e5}}},
+    "server": {"device": SERVER, "workers": 2},
+    "clients": [
+        {"name": "fast", "device": {"flops_per_s": 4.0e6, "memory_bytes": 1.0e9, "compute_w": 3.0, "idle_w": 1.0},
+         "link": {"uplink_bps": 2.0e6, "downlink_bps": 4.0e6, "latency_s": 0.01, "jitter_s": 0.02,
+                  "tx_w": 0.5, "rx_w": 0.25}, "cut": 2},
+        {"name": "slow", "device": {"flops_per_s": 1.0e6, "memory_bytes": 1.0e9, "compute_w": 2.0, "idle_w": 0.5},
+         "link": {"uplink_bps": 2.5e5, "downlink_bps": 5.0e5, "latency_s": 0.05, "jitter_s": 0.01,
+                  "loss_rate": 0.1, "tx_w": 0.4, "rx_w": 0.2}, "cut": 1},
+        {"name": "shared", "count": 2,
+         "device": {"flops_per_s": 2.0e6, "memory_bytes": 1.0e9, "compute_w": 2.5, "idle_w": 0.8},
+         "link": {"uplink_bps": 5.0e5, "downlink_bps": 5.0e5, "latency_s": 0.002, "jitter_s": 0.001,
+                  "tx_w": 0.3, "rx_w": 0.2}, "cut": 3, "medium": "ap"},
+    ],
+    "eval": {"every": 3, "batch_size": 16, "thresholds": [0.5]},
+    "output": {"checkpoint_every": 0, "progress": False},
+}
+
+
+def _scenario(tmp_path: Path, **changes: Any) -> Path:
+    data = copy.deepcopy(BASE)
+    for dotted, value in changes.items():
+        node = data
+        *parents, leaf = dotted.split("__")
+        for key in parents:
+            node = node[key]
+        node[leaf] = value
+    path = tmp_path / "timing.yaml"
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    return path
+
+
+def _compare(path: Path) -> tuple[Simulation, Simulation]:
+    rs = load_scenario(path)
+    full = Simulation(rs, evaluate=False)
+    full.run()
+    timed = Simulation(rs, timing_only=True)
+    timed.run()
+    assert [r.sim_time_s for r in timed.records] == [r.sim_time_s for r in full.records]  # bit for bit
+    assert [r.status for r in timed.records] == [r.status for r in full.records]
+    assert [r.steps_done for r in timed.records] == [r.steps_done for r in full.records]
+    fr, tr = full.world.recorder, timed.world.recorder
+    for rnd, per in fr.round_totals.items():
+        assert set(tr.round_totals[rnd]) == set(per)
+        for entity, tot in per.items():
+            other = tr.round_totals[rnd][entity]
+            assert other.energy_j == pytest.approx(tot.energy_j, rel=1e-12)
+            assert (other.bytes_up, other.bytes_down) == pytest.approx((tot.bytes_up, tot.bytes_down), rel=1e-12)
+            for kind, seconds in tot.state_s.items():
+                assert other.state_s[kind] == pytest.approx(seconds, rel=1e-12, abs=1e-12)
+    key = lambda e: (e.t_start, e.t_end, e.entity, e.kind)  # noqa: E731
+    full_events = sorted(fr.events, key=key)
+    timed_events = sorted(tr.events, key=key)
+    assert [(e.t_start, e.t_end, e.entity, e.kind, e.round) for e in timed_events] == \
+        [(e.t_start, e.t_end, e.entity, e.kind, e.round) for e in full_events]
+    return full, timed
+
+
+@pytest.mark.parametrize("changes", [
+    {},
+    {"network__overlap_compute_comm": False},
+    {"server__workers": 1, "network__send_buffer": 3},
+    {"strategy": {"name": "sequential", "order": "arrival"}},
+    {"strategy": {"name": "sequential", "order": "round_robin", "aggregate_every": 2}},
+    {"strategy": {"name": "homogeneous_splitee", "common_cut": 2}},
+], ids=["averaging", "no_overlap", "one_worker", "sequential_arrival", "sequential_round_robin", "homogeneous"])
+def test_timing_only_times_equal_the_full_run(tmp_path: Path, changes: dict[str, Any]) -> None:
+    full, timed = _compare(_scenario(tmp_path, **changes))
+    # The fleet mixes closed-form clients (own links) and per-batch ones (the shared medium).
+    assert [timed.strategy.closed_form(i) for i in range(4)] == [True, True, False, False]
+    assert timed.records[-1].sim_time_s > 0 and not timed.records[-1].evals and full.world.trainers
+
+
+def test_timing_only_equals_the_full_run_with_deadlines_churn_and_batteries(tmp_path: Path) -> None:
+    clients = copy.deepcopy(BASE["clients"])
+    clients[0]["device"]["battery_j"] = 12.0
+    clients[1]["availability"] = {"model": "markov", "mean_on_s": 3.0, "mean_off_s": 1.0}
+    full, timed = _compare(_scenario(tmp_path, clients=clients, training__round_deadline_s=2.5,
+                                     training__rounds=5))
+    statuses = {s for r in timed.records for s in r.status.values()}
+    assert statuses - {"ok"}  # clients were stopped, left or sat out: the per-batch path was exercised
+    assert not any(timed.strategy.closed_form(i) for i in range(4))  # a deadline can stop anyone
+
+
+def test_timing_only_run_from_the_command_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = _scenario(tmp_path, output={"events": "none", "checkpoint_every": 0, "progress": False})
+    assert main(["run", str(path), "--timing-only", "--out", str(tmp_path / "run"), "--quiet"]) == 0
+    out = tmp_path / "run"
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["timing_only"] is True and summary["final_accuracy"] is None
+    assert sum(c["train_samples"] for c in summary["clients"]) == 160
+    assert not (out / "events.csv").exists() and not (out / "early_exit.csv").exists()
+    rounds = (out / "rounds.csv").read_text().splitlines()
+    assert len(rounds) == 4 and rounds[1].split(",")[2] == ""  # no accuracy
+    assert "timing only" in capsys.readouterr().out
+
+
+def test_timing_only_refuses_a_baseline(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = _scenario(tmp_path, strategy={"name": "splitfed_v1"})
+    assert main(["run", str(path), "--timing-only", "--out", str(tmp_path / "run"), "--quiet"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--timing-only" in err[0] and "splitfed_v1" in err[0] and "timing.yaml" in err[0]
+    assert not (tmp_path / "run").exists()
+
+
+def test_timing_only_needs_no_model_per_client(tmp_path: Path) -> None:
+    rs = load_scenario(_scenario(tmp_path))
+    sim = Simulation(rs, timing_only=True)
+    assert sim.world.trainers == [] and sim.world.backbones == [] and sim.strategy.paths == []
+    assert math.isfinite(sim.run()[-1].sim_time_s)
