@@ -101,6 +101,9 @@ def build_parser() -> argparse.ArgumentParser:
     from simulator.calibrate import add_calibrate_parser
 
     add_calibrate_parser(sub)
+    from simulator.replay import add_replay_parser
+
+    add_replay_parser(sub)
     from simulator.sweep import add_sweep_parser
 
     add_sweep_parser(sub)

@@ -78,6 +78,7 @@ def client_rows(records: Sequence[Any], recorder: Recorder, rs: ResolvedScenario
     rows = []
     nan = float("nan")
     for rec in records:
+        present = set(rec.present)
         for c in rs.clients:
             tot = recorder.round_totals[rec.round].get(c.name)
             ev = rec.evals.get(c.index)
@@ -86,7 +87,7 @@ def client_rows(records: Sequence[Any], recorder: Recorder, rs: ResolvedScenario
                 ev.exit_accuracy if ev else nan, ev.final_accuracy if ev else nan,
                 rec.exit_loss.get(c.index, nan), rec.server_loss.get(c.index, nan),
                 tot.energy_j if tot else 0.0, tot.bytes_up if tot else 0.0, tot.bytes_down if tot else 0.0,
-                int(c.index in rec.present), rec.status.get(c.index, "ok"), rec.steps_done.get(c.index, 0),
+                int(c.index in present), rec.status.get(c.index, "ok"), rec.steps_done.get(c.index, 0),
             ))
     return rows
 
@@ -155,7 +156,9 @@ def _json_safe(value: Any) -> Any:
 
 def write_resolved(out: Path, rs: ResolvedScenario) -> None:
     out.mkdir(parents=True, exist_ok=True)
-    atomic_write(out / "scenario.resolved.yaml", yaml.safe_dump(rs.to_dict(), sort_keys=False))
+    # libyaml's emitter when PyYAML has it: a fleet of thousands expands to megabytes of profiles.
+    dumper = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
+    atomic_write(out / "scenario.resolved.yaml", yaml.dump(rs.to_dict(), Dumper=dumper, sort_keys=False))
 
 
 def _write_events(out: Path, recorder: Recorder, fmt: str) -> Path | None:
@@ -197,7 +200,8 @@ def write_run(out: Path, rs: ResolvedScenario, records: Sequence[Any], recorder:
               stopped_early: str | None = None, *, timing_only: bool = False,
               sample_counts: Sequence[int] | None = None) -> dict[str, Any]:
     """All result files of a finished run; summary.json last, so its presence means the run is complete."""
-    write_resolved(out, rs)
+    if not (out / "scenario.resolved.yaml").is_file():  # the runner writes it when the run starts
+        write_resolved(out, rs)
     atomic_write(out / "rounds.csv", _csv(ROUND_COLUMNS, round_rows(records, recorder)))
     atomic_write(out / "clients.csv", _csv(CLIENT_COLUMNS, client_rows(records, recorder, rs)))
     _write_events(out, recorder, rs.scenario.output.events)

@@ -12,7 +12,7 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
-from simulator.engine import RoundRecord, Simulation, check_timing_only
+from simulator.engine import RoundRecord, Simulation, check_timing_only, few_collections
 from simulator.errors import InputError
 from simulator.results import atomic_write, write_resolved, write_run
 from simulator.scenario import ResolvedScenario, load_scenario
@@ -86,8 +86,9 @@ def run_scenario(rs: ResolvedScenario, out: Path, *, resume: bool = False, overw
         sim.run(on_round=on_round, checkpoint=lambda s: _save_checkpoint(out, s, resolved))
     finally:
         bar.close()
-    summary = write_run(out, rs, sim.records, sim.world.recorder, sim.stopped_early, timing_only=timing_only,
-                        sample_counts=sim.world.sample_counts)
+    with few_collections():
+        summary = write_run(out, rs, sim.records, sim.world.recorder, sim.stopped_early, timing_only=timing_only,
+                            sample_counts=sim.world.sample_counts)
     shutil.rmtree(out / CHECKPOINT, ignore_errors=True)
     return summary
 

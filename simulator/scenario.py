@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+import functools
 import math
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -107,9 +109,15 @@ def _read_yaml(path: Path) -> Any:
     except OSError as err:
         raise InputError(f"cannot read the file: {err.strerror or err}", file=file) from None
     try:
-        return load_yaml_text(text)
+        # The same text loaded again (replays and sweeps load one file many times) is parsed once.
+        return copy.deepcopy(_parse_text(text))
     except InputError as err:
         raise err.at(file=file) from None
+
+
+@functools.lru_cache(maxsize=16)
+def _parse_text(text: str) -> Any:
+    return load_yaml_text(text)
 
 
 def _list_path(parts: Sequence[str]) -> str:

@@ -1,0 +1,148 @@
+"""Timing replay: re-timing a finished run reproduces it with unchanged profiles, equals a fresh run under a changed
+profile, keeps the learning results, and refuses changes that would alter what is learned."""
+
+from __future__ import annotations
+
+import copy
+import csv
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from simulator.cli import main
+from simulator.replay import replay
+from simulator.runner import run_scenario
+from simulator.scenario import load_scenario
+
+BASE: dict[str, Any] = {
+    "name": "replayed",
+    "seed": 2,
+    "dataset": {"name": "synthetic",
+                "synthetic": {"image_size": 8, "in_channels": 1, "num_classes": 10, "train_size": 120,
+                              "test_size": 32}},
+    "model": {"width": 4},
+    "training": {"rounds": 2, "local_steps": 3, "batch_size": 8},
+    "strategy": {"name": "averaging"},
+    "network": {"media": {"ap": {"capacity_bps": 8.0e5}}},
+    "server": {"device": {"flops_per_s": 5.0e7, "memory_bytes": 1.0e10, "compute_w": 100.0, "idle_w": 10.0},
+               "workers": 2},
+    "clients": [
+        {"name": "a", "device": {"flops_per_s": 3.0e6, "memory_bytes": 1.0e9, "compute_w": 3.0, "idle_w": 1.0,
+                                 "battery_j": 5000.0},
+         "link": {"uplink_bps": 4.0e5, "downlink_bps": 8.0e5, "latency_s": 0.01, "jitter_s": 0.005,
+                  "tx_w": 0.5, "rx_w": 0.25}, "cut": 2},
+        {"name": "b", "device": {"flops_per_s": 1.0e6, "memory_bytes": 1.0e9, "compute_w": 2.0, "idle_w": 0.5},
+         "link": {"uplink_bps": 2.0e5, "downlink_bps": 4.0e5, "latency_s": 0.03, "tx_w": 0.4, "rx_w": 0.2},
+         "cut": 1, "medium": "ap"},
+        {"name": "c", "device": {"flops_per_s": 2.0e6, "memory_bytes": 1.0e9, "compute_w": 2.5, "idle_w": 0.8},
+         "link": {"uplink_bps": 3.0e5, "downlink_bps": 3.0e5, "latency_s": 0.002, "tx_w": 0.3, "rx_w": 0.2},
+         "cut": 3, "medium": "ap"},
+    ],
+    "eval": {"every": 1, "batch_size": 32, "thresholds": [0.0, 0.5, 1.0]},
+    "output": {"checkpoint_every": 0, "progress": False},
+}
+
+
+def _scenario(tmp_path: Path, name: str = "scenario.yaml", **sections: Any) -> Path:
+    data = copy.deepcopy(BASE)
+    for key, value in sections.items():
+        data[key] = {**data[key], **value} if isinstance(data.get(key), dict) else value
+    path = tmp_path / name
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    return path
+
+
+def _rows(path: Path) -> list[dict[str, str]]:
+    with path.open(newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def _without_host(rows: list[dict[str, str]]) -> list[dict[str, str]]:
+    return [{k: v for k, v in r.items() if k != "host_seconds"} for r in rows]
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    tmp = tmp_path_factory.mktemp("replay")
+    out = tmp / "run"
+    run_scenario(load_scenario(_scenario(tmp)), out, progress=False)
+    return out
+
+
+def test_replay_with_unchanged_profiles_reproduces_the_run(finished: Path, tmp_path: Path) -> None:
+    summary = replay(finished, [], tmp_path / "same")
+    assert _without_host(_rows(tmp_path / "same" / "rounds.csv")) == _without_host(_rows(finished / "rounds.csv"))
+    assert _rows(tmp_path / "same" / "clients.csv") == _rows(finished / "clients.csv")
+    assert (tmp_path / "same" / "events.csv").read_text() == (finished / "events.csv").read_text()
+    assert (tmp_path / "same" / "early_exit.csv").read_text() == (finished / "early_exit.csv").read_text()
+    original = json.loads((finished / "summary.json").read_text())
+    assert summary["sim_time_s"] == original["sim_time_s"]
+    assert summary["final_accuracy"] == original["final_accuracy"]
+    assert summary["replay"]["of"] == str(finished)
+
+
+def test_replay_with_doubled_bandwidth_equals_a_fresh_run(finished: Path, tmp_path: Path) -> None:
+    # Double client a's uplink (own link, closed form) and client c's (on the shared medium, per batch).
+    sets = ["clients.0.link.uplink_bps=8.0e5", "clients.2.link.uplink_bps=6.0e5"]
+    replay(finished, sets, tmp_path / "replayed")
+    fresh = tmp_path / "fresh"
+    run_scenario(load_scenario(_scenario(tmp_path), sets), fresh, progress=False)
+    replayed_rounds, fresh_rounds = _rows(tmp_path / "replayed" / "rounds.csv"), _rows(fresh / "rounds.csv")
+    assert [r["sim_time_s"] for r in replayed_rounds] == [r["sim_time_s"] for r in fresh_rounds]
+    original = _rows(finished / "rounds.csv")
+    assert float(replayed_rounds[-1]["sim_time_s"]) < float(original[-1]["sim_time_s"])  # faster links
+    for a, b in zip(replayed_rounds, fresh_rounds):
+        for col in ("energy_j", "bytes_up", "bytes_down"):
+            assert float(a[col]) == pytest.approx(float(b[col]), rel=1e-12)
+        # Averaging learns the same whatever the timing: the fresh run's accuracies are the replayed ones.
+        assert (a["final_accuracy"], a["mean_exit_accuracy"]) == (b["final_accuracy"], b["mean_exit_accuracy"])
+    replayed_clients, fresh_clients = _rows(tmp_path / "replayed" / "clients.csv"), _rows(fresh / "clients.csv")
+    for a, b in zip(replayed_clients, fresh_clients):
+        assert (a["exit_accuracy"], a["train_loss_exit"]) == (b["exit_accuracy"], b["train_loss_exit"])
+        assert float(a["energy_j"]) == pytest.approx(float(b["energy_j"]), rel=1e-12)
+    for a, b in zip(_rows(tmp_path / "replayed" / "early_exit.csv"), _rows(fresh / "early_exit.csv")):
+        assert a == b
+
+
+@pytest.mark.parametrize(("sets", "reason"), [
+    (["training.batch_size=4"], "training.batch_size changes what is learned"),
+    (["clients.1.cut=2"], "clients.1.cut changes what is learned"),
+    (["training.round_deadline_s=5"], "round deadline"),
+    (["clients.0.availability={model: markov, mean_on_s: 10, mean_off_s: 5}"], "availability 'markov'"),
+    (["clients.0.device.battery_j=1.0"], "empties its battery"),
+])
+def test_replay_refuses_what_would_change_the_learning(finished: Path, tmp_path: Path, sets: list[str],
+                                                       reason: str, capsys: pytest.CaptureFixture[str]) -> None:
+    args = ["replay", str(finished), "--out", str(tmp_path / "r")]
+    for s in sets:
+        args += ["--set", s]
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and reason in err[0], err
+    assert not (tmp_path / "r").exists() or not any((tmp_path / "r").iterdir())
+
+
+def test_replay_refuses_sequential_in_arrival_order(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "seq"
+    path = _scenario(tmp_path, strategy={"name": "sequential", "order": "arrival"}, training={"rounds": 1})
+    run_scenario(load_scenario(path), out, progress=False)
+    assert main(["replay", str(out), "--out", str(tmp_path / "r")]) == 2
+    assert "arrival order" in capsys.readouterr().err
+
+
+def test_replay_of_a_folder_that_is_not_a_run(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "empty").mkdir()
+    assert main(["replay", str(tmp_path / "empty")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "not a finished run folder" in err[0] and "summary.json" in err[0]
+
+
+def test_replay_from_the_command_line(finished: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["replay", str(finished), "--set", "server.workers=1", "--out", str(tmp_path / "one")]) == 0
+    out = capsys.readouterr().out
+    assert "re-timed from" in out and "simulated time" in out
+    summary = json.loads((tmp_path / "one" / "summary.json").read_text())
+    assert summary["replay"]["set"] == ["server.workers=1"]
