@@ -265,11 +265,13 @@ def planned_rounds(devices: list[Device], rnd: int, steps: int) -> schedule.Clie
     No step is computed."""
     env = devices[0].env
     fwd_s, rest_s, send_s = np.array([d.step_seconds for d in devices]).T
-    flights = np.empty((len(devices), steps))
-    for k, d in enumerate(devices):
-        up = d.link.up
-        # Half-normal draws in send order: one vector draw gives the same numbers as `steps` scalar draws.
-        flights[k] = up.latency_s + (np.abs(up.rng.normal(0.0, up.jitter_s, size=steps)) if up.jitter_s > 0 else 0.0)
+    flights = np.repeat(np.array([[d.link.up.latency_s] for d in devices]), steps, axis=1)
+    scale = np.array([d.link.up.jitter_s for d in devices])
+    jittered = np.flatnonzero(scale > 0)
+    if len(jittered):  # every device's draws in send order, from its own row of the bank
+        bank = devices[0].link.up.jitter
+        rows = np.array([devices[k].link.up.jitter_row for k in jittered.tolist()])
+        flights[jittered] += scale[jittered, None] * bank.rows(rows, steps)
     plan = schedule.client_rounds(env.now, steps, fwd_s, rest_s, send_s, flights, overlap=devices[0].overlap,
                                   send_buffer=devices[0].send_buffer)
     rec = devices[0].recorder
@@ -284,9 +286,9 @@ def planned_rounds(devices: list[Device], rnd: int, steps: int) -> schedule.Clie
                 rec.interval(d.name, "tx", rnd, float(plan.send[0][k, j]), float(plan.send[1][k, j]), nbytes=wire,
                              direction="up")
         return plan
+    names = [d.name for d in devices]
     compute = ((plan.fwd[1] - plan.fwd[0]) + (plan.rest[1] - plan.rest[0])).sum(axis=1).tolist()
+    rec.add_many(rnd, names, "compute", compute)
     tx = (plan.send[1] - plan.send[0]).sum(axis=1).tolist()
-    for k, d in enumerate(devices):
-        rec.add(d.name, "compute", rnd, compute[k], flops=(d.costs.fwd_flops + d.costs.rest_flops) * steps)
-        rec.add(d.name, "tx", rnd, tx[k], nbytes=d.wire_feature_bytes * steps, direction="up")
+    rec.add_many(rnd, names, "tx", tx, nbytes=[d.wire_feature_bytes * steps for d in devices], direction="up")
     return plan

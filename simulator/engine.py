@@ -20,7 +20,7 @@ from simulator.device import ClientCosts, Device, RoundFate
 from simulator.errors import InputError
 from simulator.models.cost_table import cost_table_cached
 from simulator.models.heads import make_exit_head
-from simulator.network import SharedMedium, make_link
+from simulator.network import JitterBank, SharedMedium, make_link
 from simulator.recorder import EntityPower, Recorder
 from simulator.rng import Streams
 from simulator.scenario import ResolvedScenario
@@ -98,6 +98,7 @@ def build_world(rs: ResolvedScenario, dataset: Dataset | None = None, *, timing_
     batch = sc.training.batch_size
     traces = {path: load_trace(path, [c.name for c in rs.clients], file=rs.file, key="availability.trace")
               for path in {c.availability.trace for c in rs.clients if c.availability.model == "trace"}}
+    w.jitter = JitterBank([streams.numpy("jitter", c.index) for c in rs.clients])
     for c, n in zip(rs.clients, counts):
         # Centralized (cut 0) and FedAvg (cut 9) clients hold no split part; their trainer goes unused.
         cut = min(max(c.cut, 1), 8)
@@ -116,7 +117,7 @@ def build_world(rs: ResolvedScenario, dataset: Dataset | None = None, *, timing_
         client_batch = min(batch, n)  # as BatchSampler
         link = make_link(env, name=c.name, uplink_bps=c.link.uplink_bps, downlink_bps=c.link.downlink_bps,
                          latency_s=c.link.latency_s, jitter_s=c.link.jitter_s, loss_rate=c.link.loss_rate,
-                         rng=streams.numpy("jitter", c.index), medium=media.get(c.medium) if c.medium else None)
+                         jitter=(w.jitter, c.index), medium=media.get(c.medium) if c.medium else None)
         cost = ClientCosts.of(table, cut, client_batch, sc.network.activation_dtype)
         w.availability.append(make_availability(c.availability, c.name, streams.numpy("availability", c.index),
                                                 traces))
@@ -207,7 +208,8 @@ class Simulation:
             return "cannot_take_part"
         if not w.devices[i].alive:
             return "gone"
-        return "ok" if w.availability[i].is_on(now) else "unavailable"
+        av = w.availability[i]
+        return "ok" if av.always_on or av.is_on(now) else "unavailable"
 
     def _wait_for_clients(self) -> list[int] | None:
         """The clients present at the start of the next round, advancing the clock while nobody is reachable;
@@ -234,6 +236,9 @@ class Simulation:
         deadline = w.scenario.training.round_deadline_s
         stops = {}
         for i in present:
+            dev = w.devices[i]
+            if self.timing_only and self.strategy.closed_form(i):
+                continue  # scheduled in closed form: nothing can stop it, it has no events to watch
             leave, stop = env.event(), env.event()
             if not w.availability[i].always_on and math.isfinite(t_off := w.availability[i].off_at(now)):
                 off = env.timeout(t_off - now)
@@ -261,7 +266,8 @@ class Simulation:
         stops = self._begin_round(present) if on_devices else {}
         done = w.env.process(self.strategy.run_round(rnd, present, stops))
         w.env.run(until=done)
-        fates = {i: self.strategy.fates.get(i, RoundFate(steps_done=w.steps_per_round[i])) for i in present}
+        got = self.strategy.fates
+        fates = {i: got[i] if i in got else RoundFate(steps_done=w.steps_per_round[i]) for i in present}
         status = {i: self._status(i, t_begin) for i in range(len(w.devices)) if i not in fates}
         until: dict[str, float] = {}
         for i, fate in fates.items():
@@ -345,7 +351,7 @@ class Simulation:
             "samplers": [t.sampler.state_dict() for t in w.trainers],
             "server_modules": [m.state_dict() for m in s.server_modules()] if not w.timing_only else [],
             "server_opts": [o.state_dict() for o in s.optimizers()],
-            "jitter": [d.link.up.rng.bit_generator.state for d in w.devices],
+            "jitter": w.jitter.state_dict(),
             "alive": [d.alive for d in w.devices],
             "strategy": s.extra_state(),
             "recorder": w.recorder.state_dict(),
@@ -371,8 +377,8 @@ class Simulation:
             m.load_state_dict(st)
         for o, st in zip(s.optimizers(), state["server_opts"]):
             o.load_state_dict(st)
-        for d, st, alive in zip(w.devices, state["jitter"], state["alive"]):
-            d.link.up.rng.bit_generator.state = st
+        w.jitter.load_state_dict(state["jitter"])
+        for d, alive in zip(w.devices, state["alive"]):
             d.alive = alive
         w.recorder.load_state_dict(state["recorder"])
         s.load_extra_state(state["strategy"])

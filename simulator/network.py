@@ -9,9 +9,9 @@ from typing import Any, Callable, Generator
 import numpy as np
 import simpy
 
-from simulator.costs import jitter_draw, payload_seconds, wire_bytes
+from simulator.costs import payload_seconds, wire_bytes
 
-__all__ = ["SharedMedium", "Transfer", "Channel", "Link", "make_link", "max_min_rates"]
+__all__ = ["JitterBank", "SharedMedium", "Transfer", "Channel", "Link", "make_link", "max_min_rates"]
 
 DONE_BITS = 1e-9  # a flow with fewer bits left than this is delivered (float drift of rate × elapsed)
 _TIE_REL = 1e-12  # flows finishing within this relative gap of the earliest one finish with it
@@ -28,6 +28,72 @@ def max_min_rates(capacity_bps: float, caps_bps: list[float]) -> list[float]:
         left_bps -= rates[i]
         left_flows -= 1
     return rates
+
+
+class JitterBank:
+    """The jitter draws of many links, each row from its link's own generator.
+
+    Standard normal values are drawn ahead in blocks, so one round's draws for thousands of links are array
+    operations. A row's k-th draw is jitter_s·|z_k|, z_k its generator's k-th standard normal: the same numbers
+    as |N(0, jitter_s)| drawn one at a time (numpy draws blocks and single values from the same sequence).
+    A link with jitter_s = 0 draws nothing.
+    """
+
+    def __init__(self, rngs: list[np.random.Generator], block: int = 64) -> None:
+        self.rngs = list(rngs)
+        self.block = block
+        self.z = np.empty((len(self.rngs), block))
+        self.pos = np.full(len(self.rngs), block, dtype=np.int64)  # next unread value of each row
+
+    def _refill(self, row: int) -> None:
+        """Keeps the row's unread values at its front and fills the rest from its generator."""
+        left = self.block - int(self.pos[row])
+        self.z[row, :left] = self.z[row, self.block - left:].copy()
+        self.z[row, left:] = self.rngs[row].standard_normal(self.block - left)
+        self.pos[row] = 0
+
+    def row(self, row: int, k: int) -> np.ndarray:
+        """|z| of the next k draws of one row, (k,)."""
+        out = []
+        while k > 0:
+            if self.pos[row] == self.block:
+                self._refill(row)
+            start = int(self.pos[row])
+            take = min(k, self.block - start)
+            out.append(np.abs(self.z[row, start:start + take]))
+            self.pos[row] += take
+            k -= take
+        return np.concatenate(out) if out else np.empty(0)
+
+    def one(self, row: int, scale: float) -> float:
+        """One jitter draw in seconds: scale·|z| (0.0, drawing nothing, if scale is 0)."""
+        if scale == 0:
+            return 0.0
+        if self.pos[row] == self.block:
+            self._refill(row)
+        z = self.z[row, self.pos[row]]
+        self.pos[row] += 1
+        return float(scale * abs(z))
+
+    def rows(self, rows: np.ndarray, k: int) -> np.ndarray:
+        """|z| of the next k draws of each of `rows` (distinct), (len(rows), k)."""
+        if k > self.block:
+            return np.stack([self.row(int(r), k) for r in rows]) if len(rows) else np.empty((0, k))
+        for r in rows[self.pos[rows] + k > self.block].tolist():
+            self._refill(r)
+        idx = self.pos[rows][:, None] + np.arange(k)
+        out = np.abs(self.z[rows[:, None], idx])
+        self.pos[rows] += k
+        return out
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"z": self.z.copy(), "pos": self.pos.copy(), "rngs": [g.bit_generator.state for g in self.rngs]}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.z[...] = state["z"]
+        self.pos[...] = state["pos"]
+        for g, st in zip(self.rngs, state["rngs"]):
+            g.bit_generator.state = st
 
 
 class _Flow:
@@ -158,8 +224,9 @@ class Channel:
         latency_s: float,
         jitter_s: float,
         loss_rate: float,
-        rng: np.random.Generator,
+        rng: np.random.Generator | None = None,
         medium: SharedMedium | None = None,
+        jitter: tuple[JitterBank, int] | None = None,
     ) -> None:
         if bps <= 0:
             raise ValueError(f"{name}: bps must be > 0, got {bps}")
@@ -173,7 +240,11 @@ class Channel:
         self.latency_s = latency_s
         self.jitter_s = jitter_s
         self.loss_rate = loss_rate
-        self.rng = rng
+        if jitter is None:
+            if rng is None:
+                raise ValueError(f"{name}: give rng or jitter")
+            jitter = (JitterBank([rng]), 0)
+        self.jitter, self.jitter_row = jitter  # this link's row of draws (shared by its two directions)
         self.medium = medium
         self.radio = simpy.Resource(env, capacity=1)
 
@@ -224,7 +295,7 @@ class Channel:
         if radio_free is not None:
             radio_free.succeed(t_end_busy)
         # Drawn when the message leaves the radio; FIFO sends make the draw order the send order.
-        flight_s = self.latency_s + jitter_draw(self.rng, self.jitter_s)
+        flight_s = self.latency_s + self.jitter.one(self.jitter_row, self.jitter_s)
         if flight_s > 0:
             if stop is None:
                 yield env.timeout(flight_s)
@@ -254,19 +325,24 @@ def make_link(
     latency_s: float,
     jitter_s: float,
     loss_rate: float,
-    rng: np.random.Generator,
+    rng: np.random.Generator | None = None,
     medium: SharedMedium | None = None,
+    jitter: tuple[JitterBank, int] | None = None,
 ) -> Link:
-    """Both directions of a link, drawing jitter from one ``rng`` in event order.
+    """Both directions of a link, drawing jitter from one ``rng`` (or one row of a JitterBank) in event order.
 
     Without ``medium`` the two directions are independent (full duplex). With one, uplink and downlink
     transfers both draw on its capacity, alongside every other link on it (half-duplex, Wi-Fi style): the
     device's two radios may still be busy at once, but they share the air time.
     """
+    if jitter is None:
+        if rng is None:
+            raise ValueError(f"{name}: give rng or jitter")
+        jitter = (JitterBank([rng]), 0)
     return Link(
         name=name,
         up=Channel(env, name=f"{name}.up", bps=uplink_bps, latency_s=latency_s, jitter_s=jitter_s,
-                   loss_rate=loss_rate, rng=rng, medium=medium),
+                   loss_rate=loss_rate, medium=medium, jitter=jitter),
         down=Channel(env, name=f"{name}.down", bps=downlink_bps, latency_s=latency_s, jitter_s=jitter_s,
-                     loss_rate=loss_rate, rng=rng, medium=medium),
+                     loss_rate=loss_rate, medium=medium, jitter=jitter),
     )

@@ -104,6 +104,21 @@ class Recorder:
         elif direction == "down":
             tot.bytes_down += nbytes
 
+    def add_many(self, rnd: int, entities: list[str], kind: str, seconds: list[float], *,
+                 nbytes: list[float] | None = None, direction: str | None = None) -> None:
+        """`add` for many entities at once (entity k: `seconds[k]` of `kind`, `nbytes[k]` bytes)."""
+        per, so_far, state = self.round_totals[rnd], self._energy_so_far, _RADIO_KINDS.get(kind, kind)
+        for k, entity in enumerate(entities):
+            energy = self.powers[entity].added_w[state] * seconds[k]
+            tot = per[entity]
+            tot.energy_j += energy
+            so_far[entity] += energy
+            tot.state_s[kind] += seconds[k]
+            if direction == "up":
+                tot.bytes_up += nbytes[k]  # type: ignore[index]
+            elif direction == "down":
+                tot.bytes_down += nbytes[k]  # type: ignore[index]
+
     def mark(self, entity: str, kind: str, rnd: int, t_start: float, t_end: float | None = None) -> None:
         """A state change or an offline interval: in the trace, no energy (an offline device draws nothing)."""
         if self.keep_events:

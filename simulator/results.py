@@ -9,7 +9,7 @@ import math
 import os
 import platform
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Iterable, Iterator, Sequence
 
 import numpy as np
 import simpy
@@ -45,13 +45,20 @@ def atomic_write(path: Path, data: str | bytes) -> None:
     os.replace(tmp, path)
 
 
-def _csv(columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
+def _csv(columns: Sequence[str], rows: Iterable[Sequence[Any]], *, blank_nan: bool = True) -> str:
+    """CSV text; NaN (no value) written as an empty cell. Rows already free of NaN may skip the check
+    (`blank_nan=False`): a million rows are written at C speed."""
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
     writer.writerow(columns)
-    for row in rows:
-        writer.writerow(["" if isinstance(v, float) and math.isnan(v) else v for v in row])
+    if blank_nan:
+        rows = (["" if isinstance(v, float) and math.isnan(v) else v for v in row] for row in rows)
+    writer.writerows(rows)
     return buf.getvalue()
+
+
+def _blank(value: float) -> float | str:
+    return "" if value != value else value  # NaN -> empty cell
 
 
 def _mean(values: list[float]) -> float:
@@ -74,22 +81,34 @@ def round_rows(records: Sequence[Any], recorder: Recorder) -> list[tuple[Any, ..
     return rows
 
 
-def client_rows(records: Sequence[Any], recorder: Recorder, rs: ResolvedScenario) -> list[tuple[Any, ...]]:
-    rows = []
+def client_rows(records: Sequence[Any], recorder: Recorder, rs: ResolvedScenario) -> Iterator[tuple[Any, ...]]:
+    """The rows of clients.csv, a missing value (no exit, not evaluated, not present) as an empty cell.
+
+    Built column by column per round, then zipped: a fleet of thousands over many rounds is millions of rows."""
     nan = float("nan")
+    names = [c.name for c in rs.clients]
+    indices = [c.index for c in rs.clients]
+    devices = [c.device.name for c in rs.clients]
+    cuts = [c.cut for c in rs.clients]
+    blank = [""] * len(names)
     for rec in records:
+        totals = recorder.round_totals[rec.round]
+        tots = [totals.get(n) for n in names]
         present = set(rec.present)
-        for c in rs.clients:
-            tot = recorder.round_totals[rec.round].get(c.name)
-            ev = rec.evals.get(c.index)
-            rows.append((
-                rec.round, c.name, c.device.name, c.cut,
-                ev.exit_accuracy if ev else nan, ev.final_accuracy if ev else nan,
-                rec.exit_loss.get(c.index, nan), rec.server_loss.get(c.index, nan),
-                tot.energy_j if tot else 0.0, tot.bytes_up if tot else 0.0, tot.bytes_down if tot else 0.0,
-                int(c.index in present), rec.status.get(c.index, "ok"), rec.steps_done.get(c.index, 0),
-            ))
-    return rows
+        if rec.evals:
+            evs = [rec.evals.get(i) for i in indices]
+            exit_acc = [_blank(e.exit_accuracy) if e else "" for e in evs]
+            final_acc = [_blank(e.final_accuracy) if e else "" for e in evs]
+        else:
+            exit_acc = final_acc = blank
+        exit_loss = [_blank(rec.exit_loss.get(i, nan)) for i in indices] if rec.exit_loss else blank
+        server_loss = [_blank(rec.server_loss.get(i, nan)) for i in indices] if rec.server_loss else blank
+        yield from zip(
+            [rec.round] * len(names), names, devices, cuts, exit_acc, final_acc, exit_loss, server_loss,
+            [t.energy_j if t else 0.0 for t in tots], [t.bytes_up if t else 0.0 for t in tots],
+            [t.bytes_down if t else 0.0 for t in tots], [int(i in present) for i in indices],
+            [rec.status.get(i, "ok") for i in indices], [rec.steps_done.get(i, 0) for i in indices],
+        )
 
 
 def _fleet_events(rs: ResolvedScenario, records: Sequence[Any]) -> dict[str, Any]:
@@ -154,11 +173,24 @@ def _json_safe(value: Any) -> Any:
     return value
 
 
+BLOCK_STYLE_CLIENTS = 64  # larger fleets write one client per line (JSON flow style, which YAML reads as is)
+
+
+def resolved_text(rs: ResolvedScenario) -> str:
+    """scenario.resolved.yaml: every default filled in, every profile expanded, one entry per client."""
+    data = rs.to_dict()
+    # libyaml's emitter when PyYAML has it.
+    dumper = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
+    if len(data["clients"]) <= BLOCK_STYLE_CLIENTS:
+        return yaml.dump(data, Dumper=dumper, sort_keys=False)
+    clients = data.pop("clients")
+    head = yaml.dump(data, Dumper=dumper, sort_keys=False)
+    return head + "clients:\n" + "".join(f"- {json.dumps(c, allow_nan=False)}\n" for c in clients)
+
+
 def write_resolved(out: Path, rs: ResolvedScenario) -> None:
     out.mkdir(parents=True, exist_ok=True)
-    # libyaml's emitter when PyYAML has it: a fleet of thousands expands to megabytes of profiles.
-    dumper = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
-    atomic_write(out / "scenario.resolved.yaml", yaml.dump(rs.to_dict(), Dumper=dumper, sort_keys=False))
+    atomic_write(out / "scenario.resolved.yaml", resolved_text(rs))
 
 
 def _write_events(out: Path, recorder: Recorder, fmt: str) -> Path | None:
@@ -203,7 +235,7 @@ def write_run(out: Path, rs: ResolvedScenario, records: Sequence[Any], recorder:
     if not (out / "scenario.resolved.yaml").is_file():  # the runner writes it when the run starts
         write_resolved(out, rs)
     atomic_write(out / "rounds.csv", _csv(ROUND_COLUMNS, round_rows(records, recorder)))
-    atomic_write(out / "clients.csv", _csv(CLIENT_COLUMNS, client_rows(records, recorder, rs)))
+    atomic_write(out / "clients.csv", _csv(CLIENT_COLUMNS, client_rows(records, recorder, rs), blank_nan=False))
     _write_events(out, recorder, rs.scenario.output.events)
     _write_early_exit(out, rs, records)
     summ = summary(rs, records, recorder, stopped_early, timing_only=timing_only, sample_counts=sample_counts)

@@ -11,6 +11,7 @@ from simulator.availability import Availability
 from simulator.config import Scenario
 from simulator.device import Device
 from simulator.models.cost_table import CostTable
+from simulator.network import JitterBank
 from simulator.models.resnet import UnitModel
 from simulator.recorder import Recorder
 from simulator.rng import Streams
@@ -41,6 +42,7 @@ class World:
     torch_device: torch.device
     availability: list[Availability] = field(default_factory=list)  # per client
     timing_only: bool = False  # no models, no training: times, energies and traffic only
+    jitter: JitterBank | None = None  # every client link's jitter draws (row = client index)
 
     @property
     def scenario(self) -> Scenario:

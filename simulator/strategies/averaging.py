@@ -38,12 +38,11 @@ class Averaging(Strategy):
                 steps.append(self.w.env.process(self.server_step(rnd, item)))
         yield self.w.env.all_of(steps)
 
-    def server_timeline(self, rnd: int, present: Sequence[int]) -> list[tuple[float, float, int]]:
+    def server_timeline(self, rnd: int, present: Sequence[int]) -> tuple[list[float], list[float], list[int]]:
         # First come, first served on the `workers` slots, as the server steps request them in `serve`.
-        per_client = {i: self.server_seconds(i) for i in present}
-        seconds = [per_client[i] for _, i in self.arrivals]
-        starts = fifo_queue([t for t, _ in self.arrivals], seconds, self.w.scenario.server.workers)
-        return [(t, s, i) for t, s, (_, i) in zip(starts, seconds, self.arrivals)]
+        times, clients = [t for t, _ in self.arrivals], [i for _, i in self.arrivals]
+        seconds = [self._server_seconds[i] for i in clients]
+        return fifo_queue(times, seconds, self.w.scenario.server.workers), seconds, clients
 
     def aggregation_due(self, rnd: int) -> bool:
         return rnd % self.cfg.aggregate_every == 0

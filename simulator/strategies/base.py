@@ -5,9 +5,11 @@ from __future__ import annotations
 import copy
 import math
 from abc import ABC, abstractmethod
+from operator import add, itemgetter
 from dataclasses import dataclass
 from typing import Any, Generator, Sequence
 
+import numpy as np
 import simpy
 import torch
 from torch import nn
@@ -72,6 +74,11 @@ class Strategy(ABC):
         self.arrivals: list[tuple[float, int]] = []
         self.done_at: dict[int, float] = {}
         self.round_t0 = 0.0
+        rate = world.server.profile.flops_per_s
+        # Per client, one server step on its feature batch (none for clients without a split: cut 0 or 9).
+        self._server_flops = [server_batch_flops(world.table, cut, d.costs.batch) if 1 <= cut <= 8 else 0.0
+                              for cut, d in zip(world.cuts, world.devices)]
+        self._server_seconds = [costs.compute_seconds(f, rate) for f in self._server_flops]
 
     # --- what subclasses fill in -------------------------------------------------------------
     @abstractmethod
@@ -90,8 +97,8 @@ class Strategy(ABC):
         """Groups of (owning client, module copy) to average together; a group's modules share one structure."""
         return []
 
-    def server_timeline(self, rnd: int, present: Sequence[int]) -> list[tuple[float, float, int]]:
-        """Timing-only rounds: (start, seconds, client) of every server step on the batches in `self.arrivals`,
+    def server_timeline(self, rnd: int, present: Sequence[int]) -> tuple[list[float], list[float], list[int]]:
+        """Timing-only rounds: (starts, seconds, clients) of every server step on the batches in `self.arrivals`,
         as `serve` would run them (the server never holds a client up in Hetero-SplitEE, so its schedule follows
         from the arrival times)."""
         raise NotImplementedError(f"strategy {self.name!r} has no timing-only server schedule")
@@ -151,16 +158,10 @@ class Strategy(ABC):
 
     def server_flops(self, i: int) -> float:
         """FLOPs of one server step on a feature batch of client i."""
-        w = self.w
-        if not hasattr(self, "_server_flops"):
-            self._server_flops = [server_batch_flops(w.table, cut, d.costs.batch) for cut, d in zip(w.cuts, w.devices)]
         return self._server_flops[i]
 
     def server_seconds(self, i: int) -> float:
         """Simulated seconds of one server step on a feature batch of client i."""
-        if not hasattr(self, "_server_seconds"):
-            rate = self.w.server.profile.flops_per_s
-            self._server_seconds = [costs.compute_seconds(self.server_flops(k), rate) for k in range(len(self.w.devices))]
         return self._server_seconds[i]
 
     def _timed_round(self, rnd: int, present: Sequence[int]) -> Generator[simpy.Event, Any, None]:
@@ -171,34 +172,38 @@ class Strategy(ABC):
         self.round_t0 = latest = env.now
         by_steps: dict[int, list[int]] = {}
         slow = []
+        self.closed_form(0)  # builds the table
+        closed, steps_of = self._closed_form, w.steps_per_round
         for i in present:
-            if self.closed_form(i):
-                by_steps.setdefault(w.steps_per_round[i], []).append(i)
+            if closed[i]:
+                by_steps.setdefault(steps_of[i], []).append(i)
             else:
                 slow.append(i)
+        times: list[float] = []
+        owners: list[int] = []
         for steps, group in by_steps.items():
             plan = planned_rounds([w.devices[i] for i in group], rnd, steps)
-            arrivals, done = plan.arrival.tolist(), plan.done.tolist()
-            for k, i in enumerate(group):
-                self.arrivals.extend((t, i) for t in arrivals[k])
-                self.done_at[i] = done[k]
-                self.fates[i] = RoundFate(steps_done=steps, delivered=steps)
+            times += plan.arrival.ravel().tolist()
+            owners += np.repeat(group, steps).tolist()
+            done = plan.done.tolist()
+            self.done_at.update(zip(group, done))
+            fate = RoundFate(steps_done=steps, delivered=steps)  # one for the group: nothing changes it
+            self.fates.update(dict.fromkeys(group, fate))
             latest = max(latest, max(done))
+        self.arrivals = list(zip(times, owners))
         if slow:
             yield env.all_of([env.process(self._client_round(rnd, i)) for i in slow])
-        self.arrivals.sort(key=lambda a: a[0])  # stable: equal times keep the order they reached the server in
+        self.arrivals.sort(key=itemgetter(0))  # stable: equal times keep the order they reached the server in
         rec = w.recorder
-        busy = 0.0
-        for start, seconds, i in self.server_timeline(rnd, present):
-            end = start + seconds
-            if end > latest:
-                latest = end
-            if rec.keep_events:
-                rec.interval(SERVER, "compute", rnd, start, end, flops=self.server_flops(i))
-            else:
-                busy += seconds
-        if not rec.keep_events and self.arrivals:
-            rec.add(SERVER, "compute", rnd, busy, flops=sum(self.server_flops(i) for _, i in self.arrivals))
+        starts, seconds, clients = self.server_timeline(rnd, present)
+        if starts:
+            latest = max(latest, max(map(add, starts, seconds)))
+        if rec.keep_events:
+            for start, sec, i in zip(starts, seconds, clients):
+                rec.interval(SERVER, "compute", rnd, start, start + sec, flops=self._server_flops[i])
+        elif starts:
+            flops = self._server_flops
+            rec.add(SERVER, "compute", rnd, sum(seconds), flops=sum(flops[i] for i in clients))
         if latest > env.now:
             yield timeout_at(env, latest)
 
@@ -240,7 +245,7 @@ class Strategy(ABC):
     def server_step(self, rnd: int, batch: FeatureBatch) -> Generator[simpy.Event, Any, None]:
         """One real server step on a feature batch, holding a server slot for its simulated cost."""
         path = self.paths[batch.client]
-        flops = server_batch_flops(self.w.table, path.cut, self.w.devices[batch.client].costs.batch)
+        flops = self._server_flops[batch.client]
         loss = yield self.w.env.process(self.w.server.compute(rnd, flops, lambda: path.step(batch.h, batch.y)))
         self.server_loss[batch.client] += loss
         self.server_steps[batch.client] += 1
@@ -296,7 +301,8 @@ class Strategy(ABC):
         form, with the same arithmetic as Channel.send."""
         w, env = self.w, self.w.env
         kind = "agg_tx" if up else "agg_rx"
-        procs, latest = {}, env.now
+        procs, latest, now = {}, env.now, env.now
+        names, busy, wires = [], [], []
         for i, n in nbytes.items():
             if not n:
                 continue
@@ -305,16 +311,18 @@ class Strategy(ABC):
                 procs[i] = env.process(dev.transfer(rnd, n, up=up, kind=kind, stop=dev.leave))
                 continue
             ch = dev.link.up if up else dev.link.down
-            end_busy = env.now + costs.payload_seconds(n, ch.bps, ch.loss_rate)
-            flight = ch.latency_s + costs.jitter_draw(ch.rng, ch.jitter_s)
-            latest = max(latest, end_busy + flight if flight > 0 else end_busy)
-            wire = costs.wire_bytes(n, ch.loss_rate)
-            if w.recorder.keep_events:
-                w.recorder.interval(dev.name, kind, rnd, env.now, end_busy, nbytes=wire,
-                                    direction="up" if up else "down")
-            else:
-                w.recorder.add(dev.name, kind, rnd, end_busy - env.now, nbytes=wire,
-                               direction="up" if up else "down")
+            end_busy = now + costs.payload_seconds(n, ch.bps, ch.loss_rate)
+            flight = ch.latency_s + ch.jitter.one(ch.jitter_row, ch.jitter_s)
+            latest = max(latest, end_busy + flight)  # + 0.0 leaves a time unchanged, as no flight at all
+            names.append(dev.name)
+            busy.append((now, end_busy))
+            wires.append(costs.wire_bytes(n, ch.loss_rate))
+        direction = "up" if up else "down"
+        if w.recorder.keep_events:
+            for name, (t0, t1), wire in zip(names, busy, wires):
+                w.recorder.interval(name, kind, rnd, t0, t1, nbytes=wire, direction=direction)
+        elif names:
+            w.recorder.add_many(rnd, names, kind, [t1 - t0 for t0, t1 in busy], nbytes=wires, direction=direction)
         if procs:
             yield env.all_of(list(procs.values()))
         if latest > env.now:

@@ -54,21 +54,22 @@ class Sequential(Strategy):
                 if held[i]:
                     yield env.process(self.server_step(rnd, held[i].pop(0)))
 
-    def server_timeline(self, rnd: int, present: Sequence[int]) -> list[tuple[float, float, int]]:
+    def server_timeline(self, rnd: int, present: Sequence[int]) -> tuple[list[float], list[float], list[int]]:
         # One step at a time: in arrival order, or client after client (see `serve`).
         if self.cfg.order == "arrival":
-            per_client = {i: self.server_seconds(i) for i in present}
-            seconds = [per_client[i] for _, i in self.arrivals]
-            starts = fifo_queue([t for t, _ in self.arrivals], seconds, 1)
-            return [(t, s, i) for t, s, (_, i) in zip(starts, seconds, self.arrivals)]
+            times, clients = [t for t, _ in self.arrivals], [i for _, i in self.arrivals]
+            seconds = [self.server_seconds(i) for i in clients]
+            return fifo_queue(times, seconds, 1), seconds, clients
         order = sorted(present)
         per_client: dict[int, list[float]] = {i: [] for i in order}
         for t, i in self.arrivals:
             per_client[i].append(t)
-        seconds = [self.server_seconds(i) for i in order]
-        starts = round_robin_queue([per_client[i] for i in order], seconds, [self.done_at[i] for i in order],
+        each = [self.server_seconds(i) for i in order]
+        starts = round_robin_queue([per_client[i] for i in order], each, [self.done_at[i] for i in order],
                                    self.round_t0)
-        return [(t, seconds[k], i) for k, i in enumerate(order) for t in starts[k]]
+        clients = [i for k, i in enumerate(order) for _ in starts[k]]
+        seconds = [each[k] for k, i in enumerate(order) for _ in starts[k]]
+        return [t for per in starts for t in per], seconds, clients
 
     def aggregation_due(self, rnd: int) -> bool:
         return self.cfg.client_layers_aggregated() and rnd % self.cfg.aggregate_every == 0
