@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Callable, Generator
 
+import math
+
 import numpy as np
 import simpy
 import torch
@@ -16,7 +18,19 @@ from simulator.recorder import Recorder
 from simulator.scenario import ClientSpec
 from simulator.training import ClientTrainer
 
-__all__ = ["FeatureBatch", "ClientCosts", "RoundFate", "Device", "planned_rounds"]
+__all__ = ["FeatureBatch", "ClientCosts", "RoundFate", "Device", "planned_rounds", "timeout_at"]
+
+
+def timeout_at(env: simpy.Environment, t: float) -> simpy.Timeout:
+    """A timeout that fires at the absolute time `t` (>= now) exactly: `now + (t - now)` may round to a
+    neighbouring float, so the delay is nudged until the sum SimPy schedules at is `t` itself."""
+    delay = t - env.now
+    for _ in range(64):
+        at = env.now + delay
+        if at == t:
+            break
+        delay = math.nextafter(delay, math.inf if at < t else -math.inf)
+    return env.timeout(max(delay, 0.0))
 
 
 @dataclass
@@ -197,6 +211,45 @@ class Device:
         if self.stop.triggered:
             fate.stopped, fate.t_stop = self.stop.value, env.now
         return fate
+
+    def shared_medium_round(self, rnd: int, steps: int) -> Generator[simpy.Event, Any, tuple[list[float], float]]:
+        """`run_round` in a timing-only run for a device nothing can stop but whose uplink shares a medium: its
+        processor's schedule is closed form (as schedule.client_rounds), only its sends go through the medium,
+        one SimPy transfer each. Returns (batch arrival times at the server, when the device is done)."""
+        env, up = self.env, self.link.up
+        assert up.medium is not None
+        fwd_s, rest_s, _ = self.step_seconds
+        bits = self.wire_feature_bytes * 8.0
+        flights = up.latency_s + (up.jitter_s * up.jitter.row(up.jitter_row, steps) if up.jitter_s > 0
+                                  else np.zeros(steps))
+        rec = self.recorder
+        proc = radio = env.now
+        taken: list[float] = []
+        arrivals: list[float] = []
+        for k in range(steps):
+            fwd_start, fwd_end = proc, proc + fwd_s
+            if self.overlap:
+                queued = fwd_end if k < self.send_buffer else max(fwd_end, taken[k - self.send_buffer])
+                start = max(queued, radio)
+            else:
+                queued = fwd_end
+            rest_end = queued + rest_s
+            if not self.overlap:
+                start = rest_end
+            rec.interval(self.name, "compute", rnd, fwd_start, fwd_end, flops=self.costs.fwd_flops)
+            rec.interval(self.name, "compute", rnd, queued, rest_end, flops=self.costs.rest_flops)
+            taken.append(start)
+            if start > env.now:
+                yield timeout_at(env, start)
+            yield up.medium.transfer(bits, cap_bps=up.bps)
+            radio = env.now
+            rec.interval(self.name, "tx", rnd, start, radio, nbytes=self.wire_feature_bytes, direction="up")
+            arrivals.append(radio + float(flights[k]))
+            proc = rest_end if self.overlap else arrivals[-1]
+        done = max([proc, *arrivals])
+        if done > env.now:
+            yield timeout_at(env, done)
+        return arrivals, done
 
     def _until(self, event: simpy.Event) -> Generator[simpy.Event, Any, bool]:
         """Waits for `event` unless the round's stop comes first (then cancels a pending put/get)."""

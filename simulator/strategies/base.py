@@ -16,7 +16,7 @@ from torch import nn
 
 from simulator import costs
 from simulator.aggregation import aggregation_traffic, exit_head_groups, unit_groups, weighted_average_
-from simulator.device import FeatureBatch, RoundFate, planned_rounds
+from simulator.device import FeatureBatch, RoundFate, planned_rounds, timeout_at
 from simulator.models.cost_table import CostTable
 from simulator.server import SERVER
 from simulator.training import EvalResult, ServerPath, evaluate_path, state_bytes
@@ -37,18 +37,6 @@ class ClientDone:
 def server_batch_flops(table: CostTable, cut: int, batch: int) -> float:
     """Forward + backward FLOPs of the server part for one feature batch (no gradient sent back)."""
     return (table.server_fwd_flops(cut) + table.server_bwd_flops(cut)) * batch
-
-
-def timeout_at(env: simpy.Environment, t: float) -> simpy.Timeout:
-    """A timeout that fires at the absolute time `t` (>= now) exactly: `now + (t - now)` may round to a
-    neighbouring float, so the delay is nudged until the sum SimPy schedules at is `t` itself."""
-    delay = t - env.now
-    for _ in range(64):
-        at = env.now + delay
-        if at == t:
-            break
-        delay = math.nextafter(delay, math.inf if at < t else -math.inf)
-    return env.timeout(max(delay, 0.0))
 
 
 class Strategy(ABC):
@@ -150,9 +138,10 @@ class Strategy(ABC):
         (no round deadline, no churn, no battery) and no other client shares its medium. Fixed for the run."""
         if not hasattr(self, "_closed_form"):
             w = self.w
+            no_deadline = w.scenario.training.round_deadline_s is None
+            self._unstoppable = [no_deadline and not self.may_leave(k) for k in range(len(w.devices))]
             self._closed_form = [
-                w.scenario.training.round_deadline_s is None and not self.may_leave(k)
-                and d.link.up.medium is None and d.link.down.medium is None
+                self._unstoppable[k] and d.link.up.medium is None and d.link.down.medium is None
                 for k, d in enumerate(w.devices)]
         return self._closed_form[i]
 
@@ -171,12 +160,14 @@ class Strategy(ABC):
         self.arrivals, self.done_at = [], {}
         self.round_t0 = latest = env.now
         by_steps: dict[int, list[int]] = {}
-        slow = []
-        self.closed_form(0)  # builds the table
+        slow, shared = [], []
+        self.closed_form(0)  # builds the tables
         closed, steps_of = self._closed_form, w.steps_per_round
         for i in present:
             if closed[i]:
                 by_steps.setdefault(steps_of[i], []).append(i)
+            elif self._unstoppable[i]:
+                shared.append(i)  # only its medium is shared: its processor is still closed form
             else:
                 slow.append(i)
         times: list[float] = []
@@ -191,8 +182,10 @@ class Strategy(ABC):
             self.fates.update(dict.fromkeys(group, fate))
             latest = max(latest, max(done))
         self.arrivals = list(zip(times, owners))
-        if slow:
-            yield env.all_of([env.process(self._client_round(rnd, i)) for i in slow])
+        procs = [env.process(self._client_round(rnd, i)) for i in slow]
+        procs += [env.process(self._shared_medium_round(rnd, i)) for i in shared]
+        if procs:
+            yield env.all_of(procs)
         self.arrivals.sort(key=itemgetter(0))  # stable: equal times keep the order they reached the server in
         rec = w.recorder
         starts, seconds, clients = self.server_timeline(rnd, present)
@@ -224,6 +217,14 @@ class Strategy(ABC):
         w = self.w
         return [i for i in present if (i not in self.fates or self.fates[i].stopped not in LEFT)
                 and not (w.devices[i].leave is not None and w.devices[i].leave.triggered)]
+
+    def _shared_medium_round(self, rnd: int, i: int) -> Generator[simpy.Event, Any, None]:
+        w = self.w
+        steps = w.steps_per_round[i]
+        arrivals, done = yield w.env.process(w.devices[i].shared_medium_round(rnd, steps))
+        self.arrivals += [(t, i) for t in arrivals]
+        self.done_at[i] = done
+        self.fates[i] = RoundFate(steps_done=steps, delivered=steps)
 
     def _client_round(self, rnd: int, i: int) -> Generator[simpy.Event, Any, None]:
         w = self.w
