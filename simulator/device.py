@@ -18,7 +18,8 @@ from simulator.recorder import Recorder
 from simulator.scenario import ClientSpec
 from simulator.training import ClientTrainer
 
-__all__ = ["FeatureBatch", "ClientCosts", "RoundFate", "Device", "planned_rounds", "timeout_at"]
+__all__ = ["FeatureBatch", "ClientCosts", "RoundFate", "Device", "plan_rounds", "record_rounds", "planned_rounds",
+           "planned_battery_round", "timeout_at"]
 
 
 def timeout_at(env: simpy.Environment, t: float) -> simpy.Timeout:
@@ -169,6 +170,17 @@ class Device:
         empty = self.env.timeout(max(self.battery_j - self._used_j, 0.0) / draw)  # type: ignore[operator]
         empty.callbacks.append(lambda _ev: None if arm != self._arm or leave.triggered else leave.succeed("battery"))
 
+    def idle_from(self, t: float, used_j: float) -> None:
+        """From time `t` (>= now) the device draws idle_w only, having used `used_j` by then: the battery timer
+        is set for when it runs out (planned rounds, see planned_battery_round)."""
+        self._used_j, self._t_mark, self._added_w = used_j, t, 0.0
+        self._arm += 1
+        leave, arm = self.leave, self._arm
+        if leave is None or leave.triggered or self.spec.device.idle_w <= 0:
+            return
+        empty = timeout_at(self.env, t + max(self.battery_j - used_j, 0.0) / self.spec.device.idle_w)  # type: ignore[operator]
+        empty.callbacks.append(lambda _ev: None if arm != self._arm or leave.triggered else leave.succeed("battery"))
+
     def radio_hook(self, up: bool) -> Callable[[bool], None]:
         """For Channel.send: the radio's added power switches on when it starts sending or receiving, off after."""
         added = self.spec.link.tx_w if up else self.spec.link.rx_w
@@ -311,11 +323,10 @@ class Device:
         return tr
 
 
-def planned_rounds(devices: list[Device], rnd: int, steps: int) -> schedule.ClientRounds:
+def plan_rounds(devices: list[Device], steps: int) -> schedule.ClientRounds:
     """`run_round` of several devices without their processes, for timing-only runs: each device's schedule in
-    closed form (schedule.client_rounds; nothing may interrupt them and each has its link to itself), recorded
-    as the processes would record it. Jitter is drawn from each link's stream in the order the radio sends.
-    No step is computed."""
+    closed form from now (schedule.client_rounds; nothing may interrupt them and each has its link to itself).
+    Jitter is drawn from each link's stream in the order the radio sends. Nothing is recorded or computed."""
     env = devices[0].env
     fwd_s, rest_s, send_s = np.array([d.step_seconds for d in devices]).T
     flights = np.repeat(np.array([[d.link.up.latency_s] for d in devices]), steps, axis=1)
@@ -325,23 +336,57 @@ def planned_rounds(devices: list[Device], rnd: int, steps: int) -> schedule.Clie
         bank = devices[0].link.up.jitter
         rows = np.array([devices[k].link.up.jitter_row for k in jittered.tolist()])
         flights[jittered] += scale[jittered, None] * bank.rows(rows, steps)
-    plan = schedule.client_rounds(env.now, steps, fwd_s, rest_s, send_s, flights, overlap=devices[0].overlap,
+    return schedule.client_rounds(env.now, steps, fwd_s, rest_s, send_s, flights, overlap=devices[0].overlap,
                                   send_buffer=devices[0].send_buffer)
+
+
+def record_rounds(devices: list[Device], rnd: int, plan: schedule.ClientRounds) -> None:
+    """The intervals of planned rounds into the recorder, as the devices' processes would record them."""
     rec = devices[0].recorder
+    steps = plan.arrival.shape[1]
     if rec.keep_events:
         for k, d in enumerate(devices):
-            wire = costs.wire_bytes(d.costs.feature_bytes, d.link.up.loss_rate)
             for j in range(steps):
                 rec.interval(d.name, "compute", rnd, float(plan.fwd[0][k, j]), float(plan.fwd[1][k, j]),
                              flops=d.costs.fwd_flops)
                 rec.interval(d.name, "compute", rnd, float(plan.rest[0][k, j]), float(plan.rest[1][k, j]),
                              flops=d.costs.rest_flops)
-                rec.interval(d.name, "tx", rnd, float(plan.send[0][k, j]), float(plan.send[1][k, j]), nbytes=wire,
-                             direction="up")
-        return plan
+                rec.interval(d.name, "tx", rnd, float(plan.send[0][k, j]), float(plan.send[1][k, j]),
+                             nbytes=d.wire_feature_bytes, direction="up")
+        return
     names = [d.name for d in devices]
     compute = ((plan.fwd[1] - plan.fwd[0]) + (plan.rest[1] - plan.rest[0])).sum(axis=1).tolist()
     rec.add_many(rnd, names, "compute", compute)
     tx = (plan.send[1] - plan.send[0]).sum(axis=1).tolist()
     rec.add_many(rnd, names, "tx", tx, nbytes=[d.wire_feature_bytes * steps for d in devices], direction="up")
+
+
+def planned_rounds(devices: list[Device], rnd: int, steps: int) -> schedule.ClientRounds:
+    """plan_rounds, then record_rounds."""
+    plan = plan_rounds(devices, steps)
+    record_rounds(devices, rnd, plan)
+    return plan
+
+
+def planned_battery_round(device: Device, rnd: int, steps: int) -> schedule.ClientRounds | None:
+    """A planned round for a device on a battery (nothing else can stop it; its link is its own), if its battery
+    lasts through all its work; then it only idles, and one timer is set for when the battery runs out at the
+    idle draw (as the processes leave it after their last activity). None, with nothing drawn or recorded, if
+    the battery may run out during the work: the device then runs its processes."""
+    assert device.battery_j is not None and device.leave is not None
+    up = device.link.up
+    saved = up.jitter.snapshot(up.jitter_row)
+    plan = plan_rounds([device], steps)
+    t0 = device.env.now
+    last = max(float(plan.rest[1][0, -1]), float(plan.send[1][0, -1]))  # the processor and radio go quiet
+    compute_s = float(((plan.fwd[1] - plan.fwd[0]) + (plan.rest[1] - plan.rest[0])).sum())
+    tx_s = float((plan.send[1] - plan.send[0]).sum())
+    prof = device.spec.device
+    used = device._used_j + prof.idle_w * (last - t0) + (prof.compute_w - prof.idle_w) * compute_s \
+        + device.spec.link.tx_w * tx_s
+    if used >= device.battery_j * (1.0 - 1e-9):  # too close to call in closed form
+        up.jitter.restore(up.jitter_row, saved)
+        return None
+    record_rounds([device], rnd, plan)
+    device.idle_from(last, used)
     return plan

@@ -83,7 +83,7 @@ def build_world(rs: ResolvedScenario, dataset: Dataset | None = None, *, timing_
     if len(counts) != len(rs.clients):
         raise ValueError(f"{len(counts)} sample counts for {len(rs.clients)} clients")
 
-    env = simpy.Environment()
+    env = simpy.Environment(initial_time=0.0)  # float times from the start (as closed-form schedules give)
     powers = {c.name: EntityPower.of_client(c.device, c.link) for c in rs.clients}
     powers[SERVER] = EntityPower.of_server(rs.server)
     recorder = Recorder(powers, keep_events=sc.output.events != "none")

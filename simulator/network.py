@@ -86,6 +86,13 @@ class JitterBank:
         self.pos[rows] += k
         return out
 
+    def snapshot(self, row: int) -> tuple[np.ndarray, int, dict[str, Any]]:
+        """What `restore` needs to take back the draws of one row made after this call."""
+        return self.z[row].copy(), int(self.pos[row]), self.rngs[row].bit_generator.state
+
+    def restore(self, row: int, snap: tuple[np.ndarray, int, dict[str, Any]]) -> None:
+        self.z[row], self.pos[row], self.rngs[row].bit_generator.state = snap
+
     def state_dict(self) -> dict[str, Any]:
         return {"z": self.z.copy(), "pos": self.pos.copy(), "rngs": [g.bit_generator.state for g in self.rngs]}
 

@@ -216,3 +216,30 @@ def test_timing_only_needs_no_model_per_client(tmp_path: Path) -> None:
     sim = Simulation(rs, timing_only=True)
     assert sim.world.trainers == [] and sim.world.backbones == [] and sim.strategy.paths == []
     assert math.isfinite(sim.run()[-1].sim_time_s)
+
+
+@pytest.mark.parametrize("battery_j", [3.0, 6.0, 14.0, 40.0])
+def test_battery_clients_planned_in_closed_form_match_the_full_run(tmp_path: Path, battery_j: float) -> None:
+    # No deadline, no churn: clients 'fast' and 'slow' (own links) can only be stopped by their batteries. While a
+    # battery surely lasts through a round's work, that work is planned in closed form and a timer is set for
+    # the moment the battery runs out at the idle draw; otherwise the device runs its processes.
+    clients = copy.deepcopy(BASE["clients"])
+    clients[0]["device"]["battery_j"] = battery_j
+    clients[1]["device"]["battery_j"] = 0.7 * battery_j
+    rs = load_scenario(_scenario(tmp_path, clients=clients, training__rounds=4))
+    full = Simulation(rs, evaluate=False)
+    full.run()
+    timed = Simulation(rs, timing_only=True)
+    timed.run()
+    assert [r.sim_time_s for r in timed.records] == [r.sim_time_s for r in full.records]
+    assert [r.status for r in timed.records] == [r.status for r in full.records]
+    assert [r.steps_done for r in timed.records] == [r.steps_done for r in full.records]
+    # The moment a battery runs out while its device idles is computed from the round's planned energy, summed
+    # in another order than the processes sum it: equal to 1e-12.
+    key = lambda e: (e.entity, e.round, e.kind, e.t_start)  # noqa: E731
+    fe, te = sorted(full.world.recorder.events, key=key), sorted(timed.world.recorder.events, key=key)
+    assert [(e.entity, e.round, e.kind) for e in te] == [(e.entity, e.round, e.kind) for e in fe]
+    for a, b in zip(te, fe):
+        assert (a.t_start, a.t_end, a.energy_j) == pytest.approx((b.t_start, b.t_end, b.energy_j), rel=1e-12, abs=1e-12)
+    statuses = {s for r in full.records for s in r.status.values()}
+    assert ("battery_empty" in statuses) == (battery_j < 20)

@@ -16,7 +16,7 @@ from torch import nn
 
 from simulator import costs
 from simulator.aggregation import aggregation_traffic, exit_head_groups, unit_groups, weighted_average_
-from simulator.device import FeatureBatch, RoundFate, planned_rounds, timeout_at
+from simulator.device import FeatureBatch, RoundFate, planned_battery_round, planned_rounds, timeout_at
 from simulator.models.cost_table import CostTable
 from simulator.server import SERVER
 from simulator.training import EvalResult, ServerPath, evaluate_path, state_bytes
@@ -140,9 +140,12 @@ class Strategy(ABC):
             w = self.w
             no_deadline = w.scenario.training.round_deadline_s is None
             self._unstoppable = [no_deadline and not self.may_leave(k) for k in range(len(w.devices))]
-            self._closed_form = [
-                self._unstoppable[k] and d.link.up.medium is None and d.link.down.medium is None
-                for k, d in enumerate(w.devices)]
+            own_link = [d.link.up.medium is None and d.link.down.medium is None for d in w.devices]
+            self._closed_form = [self._unstoppable[k] and own_link[k] for k in range(len(w.devices))]
+            # Only a battery could stop it: planned while the battery surely lasts (planned_battery_round).
+            self._battery_only = [
+                no_deadline and own_link[k] and d.battery_j is not None
+                and not (w.availability and not w.availability[k].always_on) for k, d in enumerate(w.devices)]
         return self._closed_form[i]
 
     def server_flops(self, i: int) -> float:
@@ -161,6 +164,8 @@ class Strategy(ABC):
         self.round_t0 = latest = env.now
         by_steps: dict[int, list[int]] = {}
         slow, shared = [], []
+        times: list[float] = []
+        owners: list[int] = []
         self.closed_form(0)  # builds the tables
         closed, steps_of = self._closed_form, w.steps_per_round
         for i in present:
@@ -168,10 +173,15 @@ class Strategy(ABC):
                 by_steps.setdefault(steps_of[i], []).append(i)
             elif self._unstoppable[i]:
                 shared.append(i)  # only its medium is shared: its processor is still closed form
+            elif self._battery_only[i] and (plan := planned_battery_round(w.devices[i], rnd, steps_of[i])):
+                steps = steps_of[i]
+                times += plan.arrival[0].tolist()
+                owners += [i] * steps
+                self.done_at[i] = float(plan.done[0])
+                self.fates[i] = RoundFate(steps_done=steps, delivered=steps)
+                latest = max(latest, self.done_at[i])
             else:
                 slow.append(i)
-        times: list[float] = []
-        owners: list[int] = []
         for steps, group in by_steps.items():
             plan = planned_rounds([w.devices[i] for i in group], rnd, steps)
             times += plan.arrival.ravel().tolist()
