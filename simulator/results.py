@@ -208,7 +208,7 @@ def _write_events(out: Path, recorder: Recorder, fmt: str) -> Path | None:
         atomic_write(path, sink.getvalue())
         return path
     path = out / "events.csv"
-    atomic_write(path, _csv(EVENT_COLUMNS, rows))
+    atomic_write(path, _csv(EVENT_COLUMNS, rows, blank_nan=False))  # every event field is a number or a name
     return path
 
 
