@@ -8,6 +8,7 @@ import json
 import math
 import os
 import platform
+from operator import itemgetter
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Sequence
 
@@ -196,7 +197,7 @@ def write_resolved(out: Path, rs: ResolvedScenario) -> None:
 def _write_events(out: Path, recorder: Recorder, fmt: str) -> Path | None:
     if fmt == "none":
         return None
-    rows = sorted((e.row() for e in recorder.events), key=lambda r: (r[0], r[1], r[2], r[3]))
+    rows = sorted(recorder.events, key=itemgetter(0, 1, 2, 3))  # events are tuples: t_start, t_end, entity, kind
     if fmt == "parquet":
         import pyarrow as pa
         import pyarrow.parquet as pq
