@@ -346,12 +346,11 @@ class Strategy(ABC):
         A client that leaves (offline, battery) during its upload is left out of the average; one that leaves
         during its download keeps the copy it had."""
         w = self.w
-        nbytes, _ = self.traffic(present)
+        nbytes, flops = self.traffic(present)
         gone = yield from self._transfers(rnd, nbytes, up=True)
-        if gone:
+        if gone:  # what is averaged and sent back is among those whose upload arrived
             present = [i for i in present if i not in gone]
-            nbytes, _ = self.traffic(present)
-        _, flops = self.traffic(present)
+            nbytes, flops = self.traffic(present)
         if w.timing_only:
             yield w.env.process(w.server.compute(rnd, flops, lambda: None, kind="aggregate"))
             yield from self._transfers(rnd, nbytes, up=False)
