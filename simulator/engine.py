@@ -7,13 +7,12 @@ import math
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Callable, Iterator
 
 import simpy
 import torch
 
-from simulator.availability import Availability, load_trace, make_availability
+from simulator.availability import load_trace, make_availability
 from simulator.data.datasets import Dataset, load_dataset
 from simulator.data.partitions import partition
 from simulator.device import ClientCosts, Device, RoundFate
@@ -236,7 +235,6 @@ class Simulation:
         deadline = w.scenario.training.round_deadline_s
         stops = {}
         for i in present:
-            dev = w.devices[i]
             if self.timing_only and self.strategy.closed_form(i):
                 continue  # scheduled in closed form: nothing can stop it, it has no events to watch
             leave, stop = env.event(), env.event()

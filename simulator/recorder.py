@@ -78,24 +78,15 @@ class Recorder:
     def interval(self, entity: str, kind: str, rnd: int, t_start: float, t_end: float, *,
                  nbytes: float = 0.0, flops: float = 0.0, direction: str | None = None) -> None:
         """An active interval. `direction` 'up'/'down' counts the bytes as client traffic of that direction."""
-        dur = t_end - t_start
-        energy = self.powers[entity].added_w[_RADIO_KINDS.get(kind, kind)] * dur
-        tot = self.round_totals[rnd][entity]
-        tot.energy_j += energy
-        self._energy_so_far[entity] += energy
-        tot.state_s[kind] += dur
-        if direction == "up":
-            tot.bytes_up += nbytes
-        elif direction == "down":
-            tot.bytes_down += nbytes
+        energy = self.add(entity, kind, rnd, t_end - t_start, nbytes=nbytes, direction=direction)
         if self.keep_events:
             self.events.append(Event(t_start, t_end, entity, kind, rnd, nbytes, flops, energy))
 
-    def add(self, entity: str, kind: str, rnd: int, seconds: float, *, nbytes: float = 0.0, flops: float = 0.0,
-            direction: str | None = None) -> None:
-        """Many active intervals of one kind at once, by their total duration (no event rows: for fleets run
-        without an event trace)."""
-        energy = self.powers[entity].added(kind) * seconds
+    def add(self, entity: str, kind: str, rnd: int, seconds: float, *, nbytes: float = 0.0,
+            direction: str | None = None) -> float:
+        """`seconds` of `kind` into the round's totals (one interval, or many by their total duration when no
+        event rows are kept); returns the energy added."""
+        energy = self.powers[entity].added_w[_RADIO_KINDS.get(kind, kind)] * seconds
         tot = self.round_totals[rnd][entity]
         tot.energy_j += energy
         self._energy_so_far[entity] += energy
@@ -104,6 +95,7 @@ class Recorder:
             tot.bytes_up += nbytes
         elif direction == "down":
             tot.bytes_down += nbytes
+        return energy
 
     def add_many(self, rnd: int, entities: list[str], kind: str, seconds: list[float], *,
                  nbytes: list[float] | None = None, direction: str | None = None) -> None:

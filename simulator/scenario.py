@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import copy
-import functools
 import math
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -16,7 +14,7 @@ from simulator.errors import InputError
 from simulator.profiles import DeviceProfile, LinkProfile, builtin_devices, builtin_links, resolve_profile
 from simulator.profiles_table import format_bytes
 from simulator.pydantic_errors import describe_value, located_error
-from simulator.yamlio import load_yaml_text
+from simulator.yamlio import load_yaml_text, read_yaml_file
 
 __all__ = [
     "ClientSpec",
@@ -94,30 +92,6 @@ class ResolvedScenario:
 
 # Keys whose value is a profile reference (config.ProfileSpec): clients[i].device, clients[i].link, server.device.
 _PROFILE_KEYS = frozenset({"device", "link"})
-
-
-def _read_yaml(path: Path) -> Any:
-    file = str(path)
-    if path.is_dir():
-        raise InputError("is a directory, not a scenario file", file=file)
-    if not path.exists():
-        raise InputError("no such file", file=file)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except UnicodeDecodeError:
-        raise InputError("not a text file (not UTF-8)", file=file) from None
-    except OSError as err:
-        raise InputError(f"cannot read the file: {err.strerror or err}", file=file) from None
-    try:
-        # The same text loaded again (replays and sweeps load one file many times) is parsed once.
-        return copy.deepcopy(_parse_text(text))
-    except InputError as err:
-        raise err.at(file=file) from None
-
-
-@functools.lru_cache(maxsize=16)
-def _parse_text(text: str) -> Any:
-    return load_yaml_text(text)
 
 
 def _list_path(parts: Sequence[str]) -> str:
@@ -397,7 +371,7 @@ def load_scenario(path: str | Path, overrides: Sequence[str] = (), *, check: boo
     """Read, override, validate and resolve a scenario file; raise one located InputError on bad input."""
     path = Path(path)
     file = str(path)
-    data = _read_yaml(path)
+    data = read_yaml_file(path, "scenario file")
     if isinstance(data, dict) and overrides:
         data = apply_overrides(data, overrides, file)
     sc = parse_scenario(data, file)

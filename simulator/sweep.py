@@ -15,7 +15,6 @@ from typing import Any, Sequence
 import yaml
 from tqdm import tqdm
 
-from simulator.errors import InputError
 from simulator.results import atomic_write
 from simulator.scenario import load_scenario
 from simulator.sweep_exec import PointJob, PointResult, make_executor, one_line

@@ -16,7 +16,7 @@ from pydantic import Field, ValidationError
 from simulator.config import Strict
 from simulator.errors import InputError
 from simulator.pydantic_errors import describe_value, located_error
-from simulator.yamlio import load_yaml_text
+from simulator.yamlio import load_yaml_text, read_yaml_file
 
 __all__ = ["SweepFile", "SweepSpec", "Point", "load_sweep", "yaml_flow", "point_id", "short_names",
            "RESERVED_COLUMNS"]
@@ -154,24 +154,6 @@ def point_id(params: tuple[tuple[str, Any], ...], seed: int | None) -> str:
     return f"{slug}-{hashlib.sha1(exact.encode()).hexdigest()[:8]}"
 
 
-def _read_sweep_yaml(path: Path) -> Any:
-    file = str(path)
-    if path.is_dir():
-        raise InputError("is a directory, not a sweep file", file=file)
-    if not path.is_file():
-        raise InputError("no such file", file=file)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except UnicodeDecodeError:
-        raise InputError("not a text file (not UTF-8)", file=file) from None
-    except OSError as err:
-        raise InputError(f"cannot read the file: {err.strerror or err}", file=file) from None
-    try:
-        return load_yaml_text(text)
-    except InputError as err:
-        raise err.at(file=file) from None
-
-
 def _check_key(key: str, section: str, file: str) -> None:
     where = f"{section}.{key}"
     if not key or not all(key.split(".")) or "=" in key or any(ch.isspace() for ch in key):
@@ -209,7 +191,7 @@ def _resolve_base(raw: str, sweep: Path, file: str) -> Path:
     base = base.resolve()  # absolute: Ray workers (and the nodes of a cluster) get this path
     if not base.is_file():
         raise InputError(f"no such scenario file: {base}", file=file, key="base")
-    data = _read_sweep_yaml(base)  # a base that is not even YAML is bad input, not a failed point
+    data = read_yaml_file(base, "scenario file")  # a base that is not even YAML is bad input, not a failed point
     if not isinstance(data, dict):
         raise InputError(f"a scenario must be a mapping of keys, got {describe_value(data)}", file=str(base))
     return base
@@ -219,7 +201,7 @@ def load_sweep(path: str | Path) -> SweepSpec:
     """Read and validate a sweep file; raise one InputError naming the file and key on bad input."""
     path = Path(path)
     file = str(path)
-    data = _read_sweep_yaml(path)
+    data = read_yaml_file(path, "sweep file")
     if not isinstance(data, dict):
         got = "an empty file" if data is None else describe_value(data)
         raise InputError(f"a sweep file must be a mapping of keys, got {got}", file=file)

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import copy
+import functools
 import re
+from pathlib import Path
 from typing import Any
 
 import yaml
@@ -10,7 +13,7 @@ from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from simulator.errors import InputError
 
-__all__ = ["ScenarioLoader", "load_yaml_text"]
+__all__ = ["ScenarioLoader", "load_yaml_text", "read_yaml_file"]
 
 _FLOAT_TAG = "tag:yaml.org,2002:float"
 _MERGE_TAG = "tag:yaml.org,2002:merge"
@@ -88,3 +91,29 @@ def load_yaml_text(text: str) -> Any:
         if context and not context.startswith("while"):  # e.g. "expected a single document in the stream"
             problem = f"{context}, {problem}"
         raise InputError(f"not valid YAML{where}: {problem}") from None
+
+
+def read_yaml_file(path: Path, what: str) -> Any:
+    """A YAML file -> Python data; a missing file, a directory, bad text or bad YAML raises one InputError naming
+    the file (`what` says what the file should have been, e.g. 'scenario file'). The same text read again (replays
+    and sweeps read one file many times) is parsed once."""
+    file = str(path)
+    if path.is_dir():
+        raise InputError(f"is a directory, not a {what}", file=file)
+    if not path.is_file():
+        raise InputError("no such file", file=file)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise InputError("not a text file (not UTF-8)", file=file) from None
+    except OSError as err:
+        raise InputError(f"cannot read the file: {err.strerror or err}", file=file) from None
+    try:
+        return copy.deepcopy(_parse_text(text))
+    except InputError as err:
+        raise err.at(file=file) from None
+
+
+@functools.lru_cache(maxsize=16)
+def _parse_text(text: str) -> Any:
+    return load_yaml_text(text)

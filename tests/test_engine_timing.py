@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import copy
 import csv
-import json
 from pathlib import Path
 from typing import Any
 
 import pytest
-import torch
 import yaml
 
 from simulator.engine import Simulation

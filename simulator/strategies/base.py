@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import copy
-import math
 from abc import ABC, abstractmethod
 from operator import add, itemgetter
 from dataclasses import dataclass
@@ -19,7 +18,7 @@ from simulator.aggregation import aggregation_traffic, exit_head_groups, unit_gr
 from simulator.device import FeatureBatch, RoundFate, planned_battery_round, planned_rounds, timeout_at
 from simulator.models.cost_table import CostTable
 from simulator.server import SERVER
-from simulator.training import EvalResult, ServerPath, evaluate_path, state_bytes
+from simulator.training import EvalResult, ServerPath, evaluate_path
 from simulator.world import World
 
 __all__ = ["Strategy", "ClientDone", "server_batch_flops", "timeout_at", "LEFT"]
@@ -205,8 +204,7 @@ class Strategy(ABC):
             for start, sec, i in zip(starts, seconds, clients):
                 rec.interval(SERVER, "compute", rnd, start, start + sec, flops=self._server_flops[i])
         elif starts:
-            flops = self._server_flops
-            rec.add(SERVER, "compute", rnd, sum(seconds), flops=sum(flops[i] for i in clients))
+            rec.add(SERVER, "compute", rnd, sum(seconds))
         if latest > env.now:
             yield timeout_at(env, latest)
 

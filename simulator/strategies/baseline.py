@@ -17,7 +17,7 @@ from simulator.device import RoundFate
 from simulator.models.cost_table import CostTable
 from simulator.split_training import ClientPart, SplitServer, copy_state_, evaluate_model, same_state, tensors_of
 from simulator.strategies.base import Strategy
-from simulator.training import BatchSampler, EvalResult, ServerPath, state_bytes
+from simulator.training import EvalResult, ServerPath, state_bytes
 from simulator.world import World
 
 __all__ = [
