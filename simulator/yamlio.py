@@ -59,8 +59,9 @@ def _check_duplicates(node: Node, path: str, seen: set[int]) -> None:
             _check_duplicates(item, f"{path}[{i}]", seen)
 
 
-class ScenarioLoader(yaml.SafeLoader):
-    """SafeLoader with YAML 1.2 floats (`2.0e9` and `2e9` are numbers) that rejects a key given twice."""
+class ScenarioLoader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):  # type: ignore[misc]
+    """SafeLoader (libyaml's parser when PyYAML has it) with YAML 1.2 floats (`2.0e9` and `2e9` are numbers) that
+    rejects a key given twice."""
 
     def get_single_data(self) -> Any:
         # the node tree is checked before anything is constructed, so the error can give the full key path
