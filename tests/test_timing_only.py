@@ -243,3 +243,27 @@ def test_battery_clients_planned_in_closed_form_match_the_full_run(tmp_path: Pat
         assert (a.t_start, a.t_end, a.energy_j) == pytest.approx((b.t_start, b.t_end, b.energy_j), rel=1e-12, abs=1e-12)
     statuses = {s for r in full.records for s in r.status.values()}
     assert ("battery_empty" in statuses) == (battery_j < 20)
+
+
+def test_timing_only_resumes_from_a_checkpoint_to_the_same_result(tmp_path: Path) -> None:
+    import io
+
+    import torch
+
+    clients = copy.deepcopy(BASE["clients"])
+    clients[0]["device"]["battery_j"] = 14.0  # planned while it lasts, then its processes
+    rs = load_scenario(_scenario(tmp_path, clients=clients, training__rounds=4))
+    straight = Simulation(rs, timing_only=True)
+    straight.run()
+    first = Simulation(rs, timing_only=True)
+    first.run_round()
+    first.run_round()
+    buf = io.BytesIO()
+    torch.save(first.state_dict(), buf)
+    buf.seek(0)
+    resumed = Simulation(rs, timing_only=True)
+    resumed.load_state_dict(torch.load(buf, weights_only=False))
+    resumed.run()
+    assert [r.sim_time_s for r in resumed.records] == [r.sim_time_s for r in straight.records]
+    assert [r.status for r in resumed.records] == [r.status for r in straight.records]
+    assert resumed.world.recorder.entity_energy() == straight.world.recorder.entity_energy()
