@@ -21,7 +21,7 @@ from simulator.early_exit import EARLY_EXIT_COLUMNS, client_inference_costs
 from simulator.engine import TIMING_ONLY_STRATEGIES, Simulation, few_collections
 from simulator.errors import InputError
 from simulator.models.cost_table import cost_table_cached
-from simulator.results import CLIENT_COLUMNS, ROUND_COLUMNS, _csv, _json_safe, atomic_write, write_run
+from simulator.results import CLIENT_COLUMNS, ROUND_COLUMNS, _csv, atomic_write, write_run
 from simulator.scenario import ResolvedScenario, load_scenario
 
 __all__ = ["REQUIRED_FILES", "replay_refusal", "replay", "add_replay_parser"]
@@ -141,8 +141,8 @@ def replay(run_dir: Path, sets: Sequence[str], out: Path, *, overwrite: bool = F
         shutil.rmtree(out)
     out.mkdir(parents=True, exist_ok=True)
     with few_collections():
-        new = write_run(out, changed, sim.records, sim.world.recorder, timing_only=True, sample_counts=counts)
-    _merge_learning(run_dir, out, original, changed, summary, new, list(sets))
+        write_run(out, changed, sim.records, sim.world.recorder, timing_only=True, sample_counts=counts,
+                  finish=lambda new: _merge_learning(run_dir, out, changed, summary, new, list(sets)))
     return json.loads((out / "summary.json").read_text())
 
 
@@ -155,9 +155,9 @@ def _steps_by_round(run_dir: Path, rs: ResolvedScenario) -> list[dict[int, int]]
     return [rounds[r] for r in sorted(rounds)]
 
 
-def _merge_learning(run_dir: Path, out: Path, original: ResolvedScenario, changed: ResolvedScenario,
-                    old: dict[str, Any], new: dict[str, Any], sets: list[str]) -> None:
-    """The original run's accuracies and losses into the new folder's tables and summary."""
+def _merge_learning(run_dir: Path, out: Path, changed: ResolvedScenario, old: dict[str, Any], new: dict[str, Any],
+                    sets: list[str]) -> dict[str, Any]:
+    """The original run's accuracies and losses into the new folder's tables; returns the summary to write."""
     old_rounds = {row["round"]: row for row in _read_csv(run_dir / "rounds.csv")}
     rows = []
     for row in _read_csv(out / "rounds.csv"):
@@ -194,7 +194,7 @@ def _merge_learning(run_dir: Path, out: Path, original: ResolvedScenario, change
         merged[key] = old.get(key)
     merged["replay"] = {"of": str(run_dir), "set": sets, "original_sim_time_s": old["sim_time_s"],
                         "original_energy_j": old["energy_j"]["total"]}
-    atomic_write(out / "summary.json", json.dumps(_json_safe(merged), indent=2, allow_nan=False) + "\n")
+    return merged
 
 
 def _cmd_replay(args: argparse.Namespace) -> int:

@@ -10,7 +10,7 @@ import os
 import platform
 from operator import itemgetter
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Sequence
+from typing import Any, Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 import simpy
@@ -231,8 +231,12 @@ def _write_early_exit(out: Path, rs: ResolvedScenario, records: Sequence[Any]) -
 
 def write_run(out: Path, rs: ResolvedScenario, records: Sequence[Any], recorder: Recorder,
               stopped_early: str | None = None, *, timing_only: bool = False,
-              sample_counts: Sequence[int] | None = None) -> dict[str, Any]:
-    """All result files of a finished run; summary.json last, so its presence means the run is complete."""
+              sample_counts: Sequence[int] | None = None,
+              finish: Callable[[dict[str, Any]], dict[str, Any]] | None = None) -> dict[str, Any]:
+    """All result files of a finished run; summary.json last, so its presence means the run is complete.
+
+    `finish`, if given, runs once the other files are written and returns the summary to write (a replay puts
+    the original run's learning results into the tables and the summary)."""
     if not (out / "scenario.resolved.yaml").is_file():  # the runner writes it when the run starts
         write_resolved(out, rs)
     atomic_write(out / "rounds.csv", _csv(ROUND_COLUMNS, round_rows(records, recorder)))
@@ -240,5 +244,7 @@ def write_run(out: Path, rs: ResolvedScenario, records: Sequence[Any], recorder:
     _write_events(out, recorder, rs.scenario.output.events)
     _write_early_exit(out, rs, records)
     summ = summary(rs, records, recorder, stopped_early, timing_only=timing_only, sample_counts=sample_counts)
+    if finish is not None:
+        summ = finish(summ)
     atomic_write(out / "summary.json", json.dumps(_json_safe(summ), indent=2, allow_nan=False) + "\n")
     return summ
