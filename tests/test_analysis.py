@@ -15,7 +15,6 @@ from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
-import yaml
 
 from analysis import plots
 from analysis.load import load_run
@@ -48,25 +47,6 @@ output: {{progress: false, checkpoint_every: 0, events: {events}}}
 class Runs:
     avg: Path  # averaging, events.csv
     seq: Path  # sequential, events.parquet
-    early_exit_real: bool  # False: the simulator wrote no early_exit.csv, so the fixture built one
-
-
-def _write_early_exit(run: Path) -> None:
-    """A stand-in early_exit.csv from the run's own summary, for simulators that do not write one yet.
-
-    At τ = 1 every sample exits (the exit's accuracy, client-only latency); at τ = 0 none does (the server
-    path's accuracy, with the uplink). Between, a linear mix: enough to exercise the reader and the figures.
-    """
-    summary = json.loads((run / "summary.json").read_text())
-    thresholds = yaml.safe_load((run / "scenario.resolved.yaml").read_text())["eval"]["thresholds"]
-    with (run / "early_exit.csv").open("w", newline="") as fh:
-        out = csv.writer(fh)
-        out.writerow(["client", "threshold", "accuracy", "exit_rate", "latency_s", "energy_j"])
-        for c in summary["clients"]:
-            ex, fi = summary["exit_accuracy"][c["name"]], summary["final_accuracy_per_client"][c["name"]]
-            for tau in thresholds:
-                out.writerow([c["name"], tau, tau * ex + (1 - tau) * fi, tau, 0.001 + (1 - tau) * 0.2 * c["cut"],
-                              0.002 + (1 - tau) * 0.05])
 
 
 @pytest.fixture(scope="session")
@@ -81,11 +61,7 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> Runs:
         yaml_file.write_text(SCENARIO.format(name=name, strategy=strategy, events=events))
         made[name] = base / name
         run_scenario(load_scenario(yaml_file), made[name])
-    real = all((p / "early_exit.csv").is_file() for p in made.values())
-    if not real:
-        for p in made.values():
-            _write_early_exit(p)
-    return Runs(made["tiny_avg"], made["tiny_seq"], real)
+    return Runs(made["tiny_avg"], made["tiny_seq"])
 
 
 def _cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
@@ -509,12 +485,11 @@ def test_analysis_never_imports_torch(runs: Runs, tmp_path: Path) -> None:
     assert done.stdout.strip() == "ok 11"
 
 
-def test_early_exit_file_source(runs: Runs) -> None:
-    """Documents which early_exit.csv the early-exit tests ran on (the simulator's own, or a stand-in)."""
-    run = load_run(runs.avg)
-    assert run.early_exit is not None
-    clients = {c["name"] for c in run.summary["clients"]}
-    assert set(run.early_exit["client"].tolist()) == clients
-    if not runs.early_exit_real:
-        pytest.skip("the simulator wrote no early_exit.csv: the early-exit tests ran on a stand-in built "
-                    "from summary.json")
+def test_early_exit_file_comes_from_the_simulator(runs: Runs) -> None:
+    """The early-exit figures read the early_exit.csv the simulator wrote, one block of rows per client."""
+    for folder in (runs.avg, runs.seq):
+        assert (folder / "early_exit.csv").is_file()
+        run = load_run(folder)
+        assert run.early_exit is not None
+        clients = {c["name"] for c in run.summary["clients"]}
+        assert set(run.early_exit["client"].tolist()) == clients
