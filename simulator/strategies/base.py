@@ -66,6 +66,15 @@ class Strategy(ABC):
         self._server_flops = [server_batch_flops(world.table, cut, d.costs.batch) if 1 <= cut <= 8 else 0.0
                               for cut, d in zip(world.cuts, world.devices)]
         self._server_seconds = [costs.compute_seconds(f, rate) for f in self._server_flops]
+        # How a timing-only round schedules each client (fixed for the run; see _timed_round): in closed form
+        # (nothing can stop it, its link is its own); closed-form processor with sends through a shared medium
+        # (unstoppable); in closed form while its battery surely lasts (battery_only); else per batch.
+        no_deadline = world.scenario.training.round_deadline_s is None
+        own_link = [d.link.up.medium is None and d.link.down.medium is None for d in world.devices]
+        self._unstoppable = [no_deadline and not self.may_leave(k) for k in range(len(world.devices))]
+        self._closed_form = [u and own for u, own in zip(self._unstoppable, own_link)]
+        self._battery_only = [no_deadline and own and d.battery_j is not None and not self.churns(k)
+                              for k, (d, own) in enumerate(zip(world.devices, own_link))]
 
     # --- what subclasses fill in -------------------------------------------------------------
     @abstractmethod
@@ -135,16 +144,6 @@ class Strategy(ABC):
     def closed_form(self, i: int) -> bool:
         """Whether client i's round can be scheduled in closed form in a timing-only run: nothing can stop it
         (no round deadline, no churn, no battery) and no other client shares its medium. Fixed for the run."""
-        if not hasattr(self, "_closed_form"):
-            w = self.w
-            no_deadline = w.scenario.training.round_deadline_s is None
-            self._unstoppable = [no_deadline and not self.may_leave(k) for k in range(len(w.devices))]
-            own_link = [d.link.up.medium is None and d.link.down.medium is None for d in w.devices]
-            self._closed_form = [self._unstoppable[k] and own_link[k] for k in range(len(w.devices))]
-            # Only a battery could stop it: planned while the battery surely lasts (planned_battery_round).
-            self._battery_only = [
-                no_deadline and own_link[k] and d.battery_j is not None
-                and not (w.availability and not w.availability[k].always_on) for k, d in enumerate(w.devices)]
         return self._closed_form[i]
 
     def server_flops(self, i: int) -> float:
@@ -165,7 +164,6 @@ class Strategy(ABC):
         slow, shared = [], []
         times: list[float] = []
         owners: list[int] = []
-        self.closed_form(0)  # builds the tables
         closed, steps_of = self._closed_form, w.steps_per_round
         for i in present:
             if closed[i]:
@@ -215,10 +213,13 @@ class Strategy(ABC):
         if stay:
             yield self.w.env.process(self.aggregate(rnd, stay))
 
+    def churns(self, i: int) -> bool:
+        """Whether client i comes and goes (its availability is not always-on)."""
+        return bool(self.w.availability and not self.w.availability[i].always_on)
+
     def may_leave(self, i: int) -> bool:
         """Whether client i can leave in the middle of a round (it churns or runs on a battery)."""
-        w = self.w
-        return bool(w.availability and not w.availability[i].always_on) or w.devices[i].battery_j is not None
+        return self.churns(i) or self.w.devices[i].battery_j is not None
 
     def still_here(self, present: Sequence[int]) -> list[int]:
         """The present clients that did not leave this round and are reachable now."""
