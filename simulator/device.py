@@ -239,15 +239,10 @@ class Device:
         taken: list[float] = []
         arrivals: list[float] = []
         for k in range(steps):
-            fwd_start, fwd_end = proc, proc + fwd_s
-            if self.overlap:
-                queued = fwd_end if k < self.send_buffer else max(fwd_end, taken[k - self.send_buffer])
-                start = max(queued, radio)
-            else:
-                queued = fwd_end
-            rest_end = queued + rest_s
-            if not self.overlap:
-                start = rest_end
+            freed = taken[k - self.send_buffer] if self.overlap and k >= self.send_buffer else None
+            fwd_start = proc
+            fwd_end, queued, rest_end, start = map(float, schedule.step_times(proc, radio, freed, fwd_s, rest_s,
+                                                                              overlap=self.overlap))
             rec.interval(self.name, "compute", rnd, fwd_start, fwd_end, flops=self.costs.fwd_flops)
             rec.interval(self.name, "compute", rnd, queued, rest_end, flops=self.costs.rest_flops)
             taken.append(start)

@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import heapq
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
-__all__ = ["ClientRounds", "client_rounds", "fifo_queue", "round_robin_queue"]
+__all__ = ["ClientRounds", "step_times", "client_rounds", "fifo_queue", "round_robin_queue"]
 
 
 @dataclass(frozen=True)
@@ -27,6 +27,22 @@ class ClientRounds:
     send: tuple[np.ndarray, np.ndarray]  # the uplink radio busy with the feature batch (first bit, last bit)
     arrival: np.ndarray  # the batch is at the server (after latency and jitter)
     done: np.ndarray  # (n,): the device is done: last step finished and every batch delivered
+
+
+def step_times(proc: Any, radio: Any, freed: Any, fwd_s: Any, rest_s: Any, *, overlap: bool) -> tuple[Any, ...]:
+    """One client step from when its processor (`proc`) and radio (`radio`) are free: (forward end, when the
+    exit + backward starts, its end, when the batch's send starts). Floats or arrays of them.
+
+    With overlap the batch waits for a place in the send queue, `freed` (when the sender took the batch
+    send_buffer steps back; None: a place is free), and its send waits for the radio; without, the client sends
+    after the backward (and has waited for the last delivery before this step: `proc`).
+    """
+    fwd_end = proc + fwd_s
+    if not overlap:
+        rest_end = fwd_end + rest_s
+        return fwd_end, fwd_end, rest_end, rest_end
+    queued = fwd_end if freed is None else np.maximum(fwd_end, freed)
+    return fwd_end, queued, queued + rest_s, np.maximum(queued, radio)
 
 
 def client_rounds(t0: float, steps: int, fwd_s: np.ndarray, rest_s: np.ndarray, send_s: np.ndarray,
@@ -48,18 +64,10 @@ def client_rounds(t0: float, steps: int, fwd_s: np.ndarray, rest_s: np.ndarray, 
     proc = np.full(n, float(t0))  # the processor is free
     radio = np.full(n, float(t0))  # the radio is free
     for k in range(steps):
-        fwd_end = proc + fwd_s
+        freed = out["s0"][:, k - send_buffer] if overlap and k >= send_buffer else None
+        fwd_end, queued, rest_end, start = step_times(proc, radio, freed, fwd_s, rest_s, overlap=overlap)
         out["f0"][:, k], out["f1"][:, k] = proc, fwd_end
-        if overlap:
-            # A place in the send queue: free once the sender has taken batch k - send_buffer.
-            queued = fwd_end if k < send_buffer else np.maximum(fwd_end, out["s0"][:, k - send_buffer])
-            start = np.maximum(queued, radio)
-        else:
-            queued = fwd_end
-        rest_end = queued + rest_s
         out["r0"][:, k], out["r1"][:, k] = queued, rest_end
-        if not overlap:
-            start = rest_end
         radio = start + send_s
         out["s0"][:, k], out["s1"][:, k] = start, radio
         out["a"][:, k] = radio + flight_s[:, k]  # + 0.0 leaves a time unchanged: as no flight at all
