@@ -28,9 +28,8 @@ def bare_loop(sim: Simulation, rounds: int) -> None:
         for t in w.trainers:
             t.take_mean_loss()
         if strategy.aggregation_due(rnd):
-            buffers = strategy.cfg.bn == "average"
             for group in strategy.aggregation_plan(present):
-                weighted_average_([m for _, m in group], [w.sample_counts[i] for i, _ in group], buffers=buffers)
+                weighted_average_([c.tensors for c in group], [w.sample_counts[c.client] for c in group])
 
 
 def simulated(sim: Simulation, rounds: int) -> None:

@@ -9,7 +9,7 @@ from torch import nn
 
 from simulator.models.cost_table import CostTable
 
-__all__ = ["unit_groups", "exit_head_groups", "aggregation_traffic", "weighted_average_"]
+__all__ = ["unit_groups", "exit_head_groups", "aggregation_traffic", "state_tensors", "weighted_average_"]
 
 
 def unit_groups(cuts: Sequence[int], num_units: int, *, server_copies: bool, client_copies: bool) -> list[list[int]]:
@@ -65,21 +65,26 @@ def aggregation_traffic(table: CostTable, cuts: Sequence[int], *, server_copies:
     return nbytes, 2.0 * elems
 
 
-@torch.no_grad()
-def weighted_average_(modules: Sequence[nn.Module], weights: Sequence[float], *, buffers: bool) -> None:
-    """Replace every module's parameters (and floating BatchNorm statistics if `buffers`) by their weighted mean.
+def state_tensors(module: nn.Module, *, buffers: bool) -> list[torch.Tensor]:
+    """A module's parameters, then (if `buffers`) its floating buffers (BatchNorm statistics): what is averaged."""
+    out = list(module.parameters())
+    if buffers:
+        out += [b for b in module.buffers() if b.is_floating_point()]
+    return out
 
-    All modules have the same structure; weights are normalized here (e.g. sample counts).
+
+@torch.no_grad()
+def weighted_average_(copies: Sequence[Sequence[torch.Tensor]], weights: Sequence[float]) -> None:
+    """Replace every copy's tensors by their weighted mean, tensor by tensor, in place.
+
+    `copies[m]` is copy m's tensors (e.g. `state_tensors(module, buffers=...)`, or views of a row of `Copies`), all
+    copies with the same shapes in the same order; weights are normalized here (e.g. sample counts).
     """
-    if len(modules) < 2:
+    if len(copies) < 2:
         return
     w = torch.tensor(weights, dtype=torch.float32)
     w = w / w.sum()
-    tensor_lists = [list(m.parameters()) for m in modules]
-    if buffers:
-        for k, m in enumerate(modules):
-            tensor_lists[k] += [b for b in m.buffers() if b.is_floating_point()]
-    for same in zip(*tensor_lists):  # the k-th tensor of every module
+    for same in zip(*copies, strict=True):  # the k-th tensor of every copy
         stacked = torch.stack([t.detach() for t in same])  # (M, *shape)
         mean = torch.tensordot(w.to(stacked.device, stacked.dtype), stacked, dims=1)
         for t in same:

@@ -11,6 +11,7 @@ from typing import Any, Callable, Iterator
 
 import simpy
 import torch
+from torch import nn
 
 from simulator.availability import load_trace, make_availability
 from simulator.data.datasets import Dataset, load_dataset
@@ -18,7 +19,8 @@ from simulator.data.partitions import partition
 from simulator.device import ClientCosts, Device, RoundFate
 from simulator.errors import InputError
 from simulator.models.cost_table import cost_table_cached
-from simulator.models.heads import make_exit_head
+from simulator.copies import Copies
+from simulator.models.heads import make_exit_head, reseed_head_
 from simulator.network import JitterBank, SharedMedium, make_link
 from simulator.recorder import EntityPower, Recorder
 from simulator.rng import Streams
@@ -49,9 +51,38 @@ def load_data(rs: ResolvedScenario) -> Dataset:
         raise err.at(file=rs.file, key="dataset") from None
 
 
+def build_client_parts(w: World) -> list[ClientTrainer]:
+    """Every client's part (u1..u_cut + its exit head) with its optimizer state, as rows of one `Copies` per cut,
+    each starting from the client's own seeded backbone and exit head; one trainer per client (index = client)."""
+    sc, streams, dev = w.scenario, w.streams, w.torch_device
+    _, _, classes = sc.dataset.shape()
+    kind, dtype = sc.model.exit_head, sc.network.activation_dtype
+    by_cut: dict[int, list[int]] = {}
+    for c in w.rs.clients:
+        by_cut.setdefault(c.cut, []).append(c.index)
+    trainers: list[ClientTrainer | None] = [None] * len(w.rs.clients)
+    for cut, members in sorted(by_cut.items()):
+        worker = w.new_backbone("worker", cut)  # its weights are never used: every step binds a client's copy
+        channels = worker.unit_channels[cut - 1]
+        head = make_exit_head(kind, channels, classes, seed=streams.torch_seed("worker_exit", cut)).to(dev)
+        part = Copies([*worker.units[:cut], head], len(members), sc.training.optimizer)
+        body = nn.Sequential(*worker.units[:cut])
+        scratch_head = make_exit_head(kind, channels, classes, seed=0)  # on the CPU, where initializers draw
+        for k, i in enumerate(members):
+            start = w.initial_backbone(i)
+            part.load_(k, [*start.units[:cut], reseed_head_(scratch_head, streams.torch_seed("exit", i))])
+            trainers[i] = ClientTrainer(part, k, body, w.samplers[i], dtype)
+        w.client_parts[cut] = part
+    assert all(t is not None for t in trainers)
+    return trainers  # type: ignore[return-value]
+
+
 def build_world(rs: ResolvedScenario, dataset: Dataset | None = None, *, timing_only: bool = False,
-                sample_counts: list[int] | None = None) -> World:
-    """Everything a run needs, built once: models, optimizers, devices, links, server. No training yet.
+                sample_counts: list[int] | None = None, early_exits: bool = True) -> World:
+    """Everything a run needs, built once: client parts, optimizers, devices, links, server. No training yet.
+
+    With `early_exits` (the Hetero-SplitEE strategies) every client gets its part with an exit head (see
+    `build_client_parts`); the baselines build the models they need themselves.
 
     A timing-only world has devices, links and the server but no model, optimizer or data on the compute device;
     its clients' sample counts come from the partition of the dataset's labels, or are given (`sample_counts`,
@@ -90,7 +121,7 @@ def build_world(rs: ResolvedScenario, dataset: Dataset | None = None, *, timing_
     media = {name: SharedMedium(env, m.capacity_bps, name) for name, m in sc.network.media.items()}
 
     w = World(rs=rs, env=env, table=table, streams=streams, recorder=recorder, server=server, devices=[],
-              trainers=[], backbones=[], train_x=None if timing_only else data.train_x,
+              samplers=[], trainers=[], client_parts={}, train_x=None if timing_only else data.train_x,
               train_y=None if timing_only else data.train_y, test_x=None if timing_only else data.test_x,
               test_y=None if timing_only else data.test_y, sample_counts=counts, steps_per_round=[],
               torch_device=dev, timing_only=timing_only)
@@ -98,21 +129,17 @@ def build_world(rs: ResolvedScenario, dataset: Dataset | None = None, *, timing_
     traces = {path: load_trace(path, [c.name for c in rs.clients], file=rs.file, key="availability.trace")
               for path in {c.availability.trace for c in rs.clients if c.availability.model == "trace"}}
     w.jitter = JitterBank([streams.numpy("jitter", c.index) for c in rs.clients])
+    if not timing_only:
+        assert shards is not None
+        w.samplers = [BatchSampler(torch.as_tensor(shards[c.index], dtype=torch.int64, device=dev), batch,
+                                   streams.torch("batches", c.index)) for c in rs.clients]
+        if early_exits:
+            w.trainers = build_client_parts(w)
     for c, n in zip(rs.clients, counts):
-        # Centralized (cut 0) and FedAvg (cut 9) clients hold no split part; their trainer goes unused.
+        # Centralized (cut 0) and FedAvg (cut 9) clients hold no split part: their per-batch costs are those of
+        # the nearest cut and go unused.
         cut = min(max(c.cut, 1), 8)
-        trainer = None
-        if not timing_only:
-            assert shards is not None
-            backbone = w.new_backbone("client", c.index)
-            exit_head = make_exit_head(sc.model.exit_head, backbone.unit_channels[cut - 1], classes,
-                                       seed=streams.torch_seed("exit", c.index)).to(dev)
-            sampler = BatchSampler(torch.as_tensor(shards[c.index], dtype=torch.int64, device=dev), batch,
-                                   streams.torch("batches", c.index))
-            trainer = ClientTrainer(backbone, cut, exit_head, sc.training.optimizer, sampler,
-                                    sc.network.activation_dtype)
-            w.backbones.append(backbone)
-            w.trainers.append(trainer)
+        trainer = w.trainers[c.index] if w.trainers else None
         client_batch = min(batch, n)  # as BatchSampler
         link = make_link(env, name=c.name, uplink_bps=c.link.uplink_bps, downlink_bps=c.link.downlink_bps,
                          latency_s=c.link.latency_s, jitter_s=c.link.jitter_s, loss_rate=c.link.loss_rate,
@@ -188,7 +215,8 @@ class Simulation:
             check_timing_only(rs)
         self.timing_only = timing_only
         self.evaluate_enabled = evaluate and not timing_only  # off for overhead measurements and timing-only runs
-        self.world = build_world(rs, dataset, timing_only=timing_only, sample_counts=sample_counts)
+        self.world = build_world(rs, dataset, timing_only=timing_only, sample_counts=sample_counts,
+                                 early_exits=strategy_cls.early_exits)
         self.strategy: Strategy = strategy_cls(self.world)
         self.records: list[RoundRecord] = []
         self.stopped_early: str | None = None
@@ -282,8 +310,9 @@ class Simulation:
             self._mark_round(rnd, t0, fates, status)
         rec = RoundRecord(
             round=rnd, t_start=t0, sim_time_s=w.env.now, host_seconds=0.0, present=present,
-            exit_loss={i: w.trainers[i].take_mean_loss() for i in present} if w.trainers else {},
-            server_loss={i: self.strategy.take_server_loss(i) for i in present} if w.trainers else {},
+            exit_loss=({i: w.trainers[i].take_mean_loss() if w.trainers else math.nan for i in present}
+                       if not self.timing_only else {}),
+            server_loss={i: self.strategy.take_server_loss(i) for i in present} if not self.timing_only else {},
             status=dict(sorted(status.items())), steps_done={i: f.steps_done for i, f in fates.items()},
         )
         ev = w.scenario.eval
@@ -343,10 +372,8 @@ class Simulation:
         return {
             "now": w.env.now,
             "records": self.records,
-            "backbones": [b.state_dict() for b in w.backbones],
-            "exits": [t.exit.state_dict() for t in w.trainers],
-            "client_opts": [t.optimizer.state_dict() for t in w.trainers],
-            "samplers": [t.sampler.state_dict() for t in w.trainers],
+            "client_parts": {cut: part.state_dict() for cut, part in w.client_parts.items()},
+            "samplers": [sp.state_dict() for sp in w.samplers],
             "server_modules": [m.state_dict() for m in s.server_modules()] if not w.timing_only else [],
             "server_opts": [o.state_dict() for o in s.optimizers()],
             "jitter": w.jitter.state_dict(),
@@ -365,12 +392,10 @@ class Simulation:
         else:
             w.env.run()
         self.records = list(state["records"])
-        for b, st in zip(w.backbones, state["backbones"]):
-            b.load_state_dict(st)
-        for t, st, ost, sst in zip(w.trainers, state["exits"], state["client_opts"], state["samplers"]):
-            t.exit.load_state_dict(st)
-            t.optimizer.load_state_dict(ost)
-            t.sampler.load_state_dict(sst)
+        for cut, part in w.client_parts.items():
+            part.load_state_dict(state["client_parts"][cut])
+        for sp, st in zip(w.samplers, state["samplers"], strict=True):
+            sp.load_state_dict(st)
         for m, st in zip(s.server_modules() if not w.timing_only else [], state["server_modules"]):
             m.load_state_dict(st)
         for o, st in zip(s.optimizers(), state["server_opts"]):

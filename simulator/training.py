@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Iterable
+from typing import TYPE_CHECKING, Iterable
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from simulator.config import OptimizerCfg
-from simulator.models.resnet import UnitModel
+
+if TYPE_CHECKING:
+    from simulator.copies import Copies
 
 __all__ = [
     "make_optimizer",
@@ -90,22 +92,35 @@ class BatchSampler:
 
 
 class ClientTrainer:
-    """One client's part: u1..u_cut of its backbone plus its exit head, trained on the exit loss only."""
+    """One client's part: u1..u_cut plus its exit head, trained on the exit loss only.
 
-    def __init__(self, backbone: UnitModel, cut: int, exit_head: nn.Module, opt_cfg: OptimizerCfg,
-                 sampler: BatchSampler, activation_dtype: str) -> None:
-        self.backbone = backbone  # the whole backbone object; only units[:cut] belong to the client
-        self.cut = cut
-        self.body = nn.Sequential(*backbone.units[:cut])
-        self.exit = exit_head
-        self.optimizer = make_optimizer(list(self.body.parameters()) + list(exit_head.parameters()), opt_cfg)
+    Its state is copy `k` of `part` (all clients at one cut share the rows and the worker modules `part.pieces`);
+    `body` and `exit` are the worker's modules, pointed at this client's copy by `bind()`.
+    """
+
+    def __init__(self, part: Copies, k: int, body: nn.Sequential, sampler: BatchSampler,
+                 activation_dtype: str) -> None:
+        self.part = part
+        self.k = k
+        self.cut = len(body)
+        self.body = body  # the worker's u1..u_cut as one Sequential (shared by the clients at this cut)
+        self.exit = part.pieces[-1]
         self.sampler = sampler
         self.activation_dtype = activation_dtype
         self.loss_sum = torch.zeros((), device=sampler.indices.device)  # summed on device: no per-step sync
         self.loss_count = 0
 
-    def modules(self) -> list[nn.Module]:
-        return [*self.backbone.units[: self.cut], self.exit]
+    def bind(self) -> None:
+        """Points the worker modules and optimizer at this client's copy."""
+        self.part.bind(self.k)
+
+    def tensors(self, *, buffers: bool = True) -> list[torch.Tensor]:
+        """Views of this client's parameters (u1..u_cut, then the exit head's), then its floating buffers."""
+        return self.part.tensors(self.k, buffers=buffers)
+
+    def unit_tensors(self, piece: int, *, buffers: bool) -> list[torch.Tensor]:
+        """Views of one piece of this client's copy: unit u_{piece+1} (piece < cut) or the exit head (piece = cut)."""
+        return self.part.tensors(self.k, piece, buffers=buffers)
 
     def step(self, train_x: torch.Tensor, train_y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """One batch: forward to the cut and the exit, backward on the exit loss, optimizer step.
@@ -115,13 +130,17 @@ class ClientTrainer:
         """
         idx = self.sampler.next()
         x, y = train_x[idx], train_y[idx]  # (B, C, H, W), (B,)
+        self.bind()
+        opt = self.part.optimizer
+        assert opt is not None
         self.body.train()
         self.exit.train()
         h = self.body(x)
         loss = F.cross_entropy(self.exit(h), y)
-        self.optimizer.zero_grad(set_to_none=True)
+        opt.zero_grad(set_to_none=True)
         loss.backward()
-        self.optimizer.step()
+        opt.step()
+        self.part.commit(self.k)
         self.loss_sum += loss.detach()
         self.loss_count += 1
         return quantize(h.detach(), self.activation_dtype), y
@@ -135,21 +154,34 @@ class ClientTrainer:
 
 
 class ServerPath:
-    """The server's part serving one cut: u_{cut+1}..u9 + classifier of a backbone, with an optimizer."""
+    """The server's part serving one cut: u_{cut+1}..u9 + classifier (`seq`), with an optimizer.
 
-    def __init__(self, backbone: UnitModel, cut: int, optimizer: torch.optim.Optimizer) -> None:
-        self.backbone = backbone
+    Either a module of its own (Sequential's shared model) or copy `k` of `copies` (Averaging's per-client server
+    models), whose worker `seq` is pointed at the copy by `bind()`.
+    """
+
+    def __init__(self, seq: nn.Module, cut: int, optimizer: torch.optim.Optimizer,
+                 copies: Copies | None = None, k: int = 0) -> None:
+        self.seq = seq
         self.cut = cut
-        self.seq = nn.Sequential(*backbone.units[cut:], backbone.classifier)
         self.optimizer = optimizer
+        self.copies = copies
+        self.k = k
+
+    def bind(self) -> None:
+        if self.copies is not None:
+            self.copies.bind(self.k)
 
     def step(self, h: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """Forward from the cut to the classifier, cross-entropy, backward, optimizer step; the detached loss."""
+        self.bind()
         self.seq.train()
         loss = F.cross_entropy(self.seq(h), y)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.optimizer.step()
+        if self.copies is not None:
+            self.copies.commit(self.k)
         return loss.detach()
 
 
@@ -173,9 +205,12 @@ class EvalResult:
 
 
 @torch.no_grad()
-def evaluate_path(client: ClientTrainer, server_seq: nn.Module, test_x: torch.Tensor, test_y: torch.Tensor,
+def evaluate_path(client: ClientTrainer, server: ServerPath, test_x: torch.Tensor, test_y: torch.Tensor,
                   batch_size: int) -> EvalResult:
     """Client body -> exit head, and client body -> server part, in eval mode, on the whole test split."""
+    client.bind()
+    server.bind()
+    server_seq = server.seq
     modules = (client.body, client.exit, server_seq)
     modes = [m.training for m in modules]
     for m in modules:

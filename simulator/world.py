@@ -8,6 +8,7 @@ import simpy
 import torch
 
 from simulator.availability import Availability
+from simulator.copies import Copies
 from simulator.config import Scenario
 from simulator.device import Device
 from simulator.models.cost_table import CostTable
@@ -17,7 +18,7 @@ from simulator.recorder import Recorder
 from simulator.rng import Streams
 from simulator.scenario import ResolvedScenario
 from simulator.server import Server
-from simulator.training import ClientTrainer
+from simulator.training import BatchSampler, ClientTrainer
 
 __all__ = ["World"]
 
@@ -31,8 +32,9 @@ class World:
     recorder: Recorder
     server: Server
     devices: list[Device]
-    trainers: list[ClientTrainer]
-    backbones: list[UnitModel]  # one per client; units[:cut] are its client part
+    samplers: list[BatchSampler]  # per client: its shard's batches (empty in a timing-only run)
+    trainers: list[ClientTrainer]  # per client, for the strategies with early exits (else empty)
+    client_parts: dict[int, Copies]  # by cut: the client parts (u1..u_cut + exit head) of the clients at that cut
     train_x: torch.Tensor | None  # (N, C, H, W) on the compute device; None in a timing-only run
     train_y: torch.Tensor | None  # (N,)
     test_x: torch.Tensor | None
@@ -58,9 +60,21 @@ class World:
 
     def new_backbone(self, name: str, index: int = 0) -> UnitModel:
         """A freshly initialised backbone from its own named seed stream, on the compute device."""
+        return self._cpu_backbone(self.streams.torch_seed(name, index)).to(self.torch_device)
+
+    def _cpu_backbone(self, seed: int) -> UnitModel:
         from simulator.models.resnet import SplitResNet18
 
         sc = self.scenario
         in_ch, _, classes = sc.dataset.shape()
-        model = SplitResNet18(sc.model.width, in_ch, classes, seed=self.streams.torch_seed(name, index))
-        return model.to(self.torch_device)
+        return SplitResNet18(sc.model.width, in_ch, classes, seed=seed)  # initializers draw on the CPU
+
+    def initial_backbone(self, i: int) -> UnitModel:
+        """Client i's backbone as it starts (the weights of `new_backbone("client", i)`), drawn again into one
+        scratch model on the CPU: read it before the next call."""
+        seed = self.streams.torch_seed("client", i)
+        scratch = self.__dict__.get("_scratch")
+        if scratch is None:
+            scratch = self.__dict__["_scratch"] = self._cpu_backbone(seed)
+            return scratch
+        return scratch.reseed_(seed)

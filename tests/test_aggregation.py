@@ -11,7 +11,7 @@ import torch
 import yaml
 from torch import nn
 
-from simulator.aggregation import exit_head_groups, unit_groups, weighted_average_
+from simulator.aggregation import exit_head_groups, state_tensors, unit_groups, weighted_average_
 from simulator.engine import Simulation
 from simulator.scenario import load_scenario
 
@@ -74,7 +74,7 @@ def test_weighted_average_by_hand(bn_average: bool) -> None:
     mods = _modules()
     before = [copy.deepcopy(m.state_dict()) for m in mods]
     weights = [1.0, 2.0, 5.0]  # normalized inside: 1/8, 2/8, 5/8
-    weighted_average_(mods, weights, buffers=bn_average)
+    weighted_average_([state_tensors(m, buffers=bn_average) for m in mods], weights)
 
     for name in ("0.weight", "0.bias", "1.weight", "1.bias", "1.running_mean", "1.running_var"):
         hand = (1.0 * before[0][name] + 2.0 * before[1][name] + 5.0 * before[2][name]) / 8.0
@@ -89,7 +89,7 @@ def test_weighted_average_by_hand(bn_average: bool) -> None:
 def test_weighted_average_of_one_module_is_a_no_op() -> None:
     (m,) = _modules()[:1]
     before = copy.deepcopy(m.state_dict())
-    weighted_average_([m], [3.0], buffers=True)
+    weighted_average_([state_tensors(m, buffers=True)], [3.0])
     for name, t in m.state_dict().items():
         assert torch.equal(t, before[name])
 
@@ -132,9 +132,18 @@ def _sim(tmp_path: Path, **strategy: Any) -> Simulation:
     return Simulation(load_scenario(path))
 
 
-def _unit(sim: Simulation, i: int, u: int) -> nn.Module:
-    backbone = sim.world.backbones[i]
-    return backbone.units[u] if u < NUM_UNITS else backbone.classifier
+def _unit(sim: Simulation, i: int, u: int) -> dict[str, torch.Tensor] | None:
+    """Client i's copy of unit u (u = NUM_UNITS: the classifier) as a state dict of views: on its device, or in its
+    own server model; None if it holds none (Sequential: its units past the cut are in the shared model)."""
+    t = sim.world.trainers[i]
+    if u < t.cut:
+        return t.part.state_of(t.k, u)
+    path = sim.strategy.paths[i]
+    return None if path.copies is None else path.copies.state_of(path.k, u - t.cut)
+
+
+def _clone(state: dict[str, torch.Tensor] | None) -> dict[str, torch.Tensor] | None:
+    return None if state is None else {name: t.clone() for name, t in state.items()}
 
 
 def _snapshot_before_aggregation(sim: Simulation) -> dict[str, Any]:
@@ -143,9 +152,8 @@ def _snapshot_before_aggregation(sim: Simulation) -> dict[str, Any]:
     original = sim.strategy.aggregate
 
     def wrapped(rnd: int, present: Any) -> Generator[Any, Any, None]:
-        taken["units"] = [[copy.deepcopy(_unit(sim, i, u).state_dict()) for u in range(NUM_UNITS + 1)]
-                          for i in range(len(CLIENTS))]
-        taken["exits"] = [copy.deepcopy(t.exit.state_dict()) for t in sim.world.trainers]
+        taken["units"] = [[_clone(_unit(sim, i, u)) for u in range(NUM_UNITS + 1)] for i in range(len(CLIENTS))]
+        taken["exits"] = [_clone(t.part.state_of(t.k, t.cut)) for t in sim.world.trainers]
         yield from original(rnd, present)
 
     sim.strategy.aggregate = wrapped  # type: ignore[method-assign]
@@ -180,7 +188,7 @@ def test_averaging_round_aggregates_every_unit(tmp_path: Path, bn: str) -> None:
     n = len(CLIENTS)
     for u in range(NUM_UNITS + 1):
         # With per-client server models and client layers aggregated, every client holds a copy of every unit.
-        after = [_unit(sim, i, u).state_dict() for i in range(n)]
+        after = [_unit(sim, i, u) for i in range(n)]
         pre = [before["units"][i][u] for i in range(n)]
         for name in after[0]:
             if _averaged(name, bn):
@@ -196,7 +204,7 @@ def test_averaging_round_aggregates_every_unit(tmp_path: Path, bn: str) -> None:
             assert not torch.equal(after[1][stat], after[2][stat])  # the local statistics really differ
 
     # Exit heads: q and r (cut 2) averaged between themselves; p (cut 1) untouched.
-    exits = [t.exit.state_dict() for t in sim.world.trainers]
+    exits = [t.part.state_of(t.k, t.cut) for t in sim.world.trainers]
     pre_exits = before["exits"]
     for name in exits[1]:
         hand = _hand_average([pre_exits[1], pre_exits[2]], [counts[1], counts[2]], name)
@@ -207,15 +215,14 @@ def test_averaging_round_aggregates_every_unit(tmp_path: Path, bn: str) -> None:
     assert any(not torch.equal(exits[0][name], exits[1][name]) for name in exits[0])  # same shape, kept apart
 
     # Traffic: each client moves the client-side modules that take part (fp32: 4 bytes per element).
-    def moved_bytes(modules: list[nn.Module]) -> int:
-        return sum(4 * t.numel() for m in modules for name, t in m.state_dict().items()
+    def moved_bytes(states: list[dict[str, torch.Tensor] | None]) -> int:
+        return sum(4 * t.numel() for st in states for name, t in (st or {}).items()
                    if not name.endswith("num_batches_tracked") and (bn == "average" or not name.endswith(STATS)))
 
-    backbones = sim.world.backbones
     expected = {
-        "p": moved_bytes([backbones[0].units[0]]),  # its exit head has no partner: it stays home
-        "q": moved_bytes([backbones[1].units[0], backbones[1].units[1], sim.world.trainers[1].exit]),
-        "r": moved_bytes([backbones[2].units[0], backbones[2].units[1], sim.world.trainers[2].exit]),
+        "p": moved_bytes([_unit(sim, 0, 0)]),  # its exit head has no partner: it stays home
+        "q": moved_bytes([_unit(sim, 1, 0), _unit(sim, 1, 1), exits[1]]),
+        "r": moved_bytes([_unit(sim, 2, 0), _unit(sim, 2, 1), exits[2]]),
     }
     for kind in ("agg_tx", "agg_rx"):
         got = {e.entity: e.bytes for e in sim.world.recorder.events if e.kind == kind}
@@ -238,16 +245,15 @@ def test_sequential_aggregates_client_layers_only(tmp_path: Path) -> None:
 
     # u1 is on every device; u2 on q's and r's (cut 2). The clients' copies of deeper units are not trained.
     for u, members in ((0, [0, 1, 2]), (1, [1, 2])):
-        after = [_unit(sim, i, u).state_dict() for i in members]
+        after = [_unit(sim, i, u) for i in members]
         pre = [before["units"][i][u] for i in members]
         for name in after[0]:
             if _averaged(name, "average"):
                 hand = _hand_average(pre, [counts[i] for i in members], name)
                 for st in after:
                     torch.testing.assert_close(st[name], hand, rtol=1e-5, atol=1e-6)
-    # p's u2 is not on its device: left as it was.
-    for name, t in _unit(sim, 0, 1).state_dict().items():
-        assert torch.equal(t, before["units"][0][1][name])
+    # p (cut 1) holds no copy of u2 at all: its u2 is the shared server model's.
+    assert _unit(sim, 0, 1) is None and before["units"][0][1] is None
     # The one shared server model is not touched by the aggregation.
     for name, t in sim.strategy.shared.state_dict().items():  # type: ignore[attr-defined]
         assert torch.equal(t, shared_before[name])

@@ -141,7 +141,7 @@ def test_vanilla_sl_one_client_equals_centralized_training(tmp_path: Path) -> No
     initial = copy.deepcopy(model.state_dict())
     opt = torch.optim.SGD(model.parameters(), lr=OPTIMIZER["lr"], momentum=OPTIMIZER["momentum"],
                           weight_decay=OPTIMIZER["weight_decay"])
-    sampler = BatchSampler(w.trainers[0].sampler.indices, B, w.streams.torch("batches", 0))
+    sampler = BatchSampler(w.samplers[0].indices, B, w.streams.torch("batches", 0))
     losses = []
     model.train()
     for _ in range(rounds):
@@ -344,7 +344,7 @@ def test_fedavg_two_clients_hand_average(tmp_path: Path) -> None:
     clients = [_client("p", data_weight=1.0), _client("q", data_weight=3.0)]
     sim = Simulation(_load(tmp_path, clients, strategy={"name": "fedavg"}, training={"rounds": 1}))
     st = sim.strategy
-    backbones = sim.world.backbones
+    backbones = st.models  # type: ignore[attr-defined]
     taken = _snapshot_before_average(sim, lambda: [copy.deepcopy(_averaged_state(b)) for b in backbones])
     sim.run()
     ((members, before),) = taken
@@ -370,7 +370,7 @@ def test_fedavg_runs_without_a_device_too_small_for_the_model(tmp_path: Path) ->
     assert [c.takes_part for c in rs.clients] == [True, False]
     assert rs.clients[1].why_not  # says why
     sim = Simulation(rs)
-    untouched = copy.deepcopy(sim.world.backbones[1].state_dict())
+    untouched = copy.deepcopy(sim.strategy.models[1].state_dict())  # type: ignore[attr-defined]
     sim.run()
     assert len(sim.records) == 2
     for rec in sim.records:
@@ -378,9 +378,9 @@ def test_fedavg_runs_without_a_device_too_small_for_the_model(tmp_path: Path) ->
         assert rec.status[1] == "cannot_take_part"
     assert set(sim.records[-1].evals) == {0}  # no accuracy reported for a client that never had the model
     assert not [e for e in sim.world.recorder.events if e.entity == "tiny" and e.kind != "cannot_take_part"]
-    for k, t in sim.world.backbones[1].state_dict().items():
+    for k, t in sim.strategy.models[1].state_dict().items():  # type: ignore[attr-defined]
         assert torch.equal(t, untouched[k])
-    _assert_state(sim.strategy.global_model, _averaged_state(sim.world.backbones[0]))  # type: ignore[attr-defined]
+    _assert_state(sim.strategy.global_model, _averaged_state(sim.strategy.models[0]))  # type: ignore[attr-defined]
 
 
 def test_fedavg_client_back_from_absence_downloads_the_global_model_first(tmp_path: Path) -> None:

@@ -214,7 +214,7 @@ def test_timing_only_refuses_a_baseline(tmp_path: Path, capsys: pytest.CaptureFi
 def test_timing_only_needs_no_model_per_client(tmp_path: Path) -> None:
     rs = load_scenario(_scenario(tmp_path))
     sim = Simulation(rs, timing_only=True)
-    assert sim.world.trainers == [] and sim.world.backbones == [] and sim.strategy.paths == []
+    assert sim.world.trainers == [] and sim.world.client_parts == {} and sim.strategy.paths == []
     assert math.isfinite(sim.run()[-1].sim_time_s)
 
 

@@ -8,7 +8,8 @@ from contextlib import contextmanager
 import torch
 from torch import nn
 
-__all__ = ["EXIT_HEADS", "PoolLinearHead", "ConvPoolLinearHead", "make_exit_head", "seeded"]
+__all__ = ["EXIT_HEADS", "PoolLinearHead", "ConvPoolLinearHead", "make_exit_head", "reseed_head_", "reset_parameters_",
+           "seeded"]
 
 EXIT_HEADS = ("pool_linear", "conv_pool_linear")
 
@@ -53,3 +54,19 @@ def make_exit_head(kind: str, in_channels: int, num_classes: int, *, seed: int |
         raise ValueError(f"unknown exit head {kind!r}; known: {', '.join(EXIT_HEADS)}")
     with seeded(seed):
         return heads[kind](in_channels, num_classes)
+
+
+def reset_parameters_(model: nn.Module) -> None:
+    """Every submodule's own initializer, in registration order: the draws its constructors made, in that order
+    (a module's children are built in the order they are registered)."""
+    for m in model.modules():
+        reset = getattr(m, "reset_parameters", None)
+        if callable(reset):
+            reset()
+
+
+def reseed_head_(head: nn.Module, seed: int) -> nn.Module:
+    """Draws an exit head's weights again, in place, exactly as ``make_exit_head(..., seed=seed)`` would. Returns it."""
+    with seeded(seed):
+        reset_parameters_(head)
+    return head

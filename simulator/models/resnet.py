@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from simulator.models.heads import PoolLinearHead, make_exit_head, seeded
+from simulator.models.heads import PoolLinearHead, make_exit_head, reset_parameters_, seeded
 
 __all__ = [
     "NUM_CUTS",
@@ -83,6 +83,14 @@ class UnitModel(nn.Module):
         for unit in self.units:
             x = unit(x)
         return self.classifier(x)
+
+    def reseed_(self, seed: int) -> "UnitModel":
+        """Draws every weight again, in place, exactly as a fresh model built with ``seed`` would have (its module
+        initializers in construction order, then He initialization); BatchNorm statistics reset. Returns self."""
+        with seeded(seed):
+            reset_parameters_(self)
+            _init_weights(self)
+        return self
 
     def check_cut(self, cut: int) -> int:
         """``cut`` if it is a valid cut for this model, else ValueError."""

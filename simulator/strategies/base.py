@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 from abc import ABC, abstractmethod
 from operator import add, itemgetter
 from dataclasses import dataclass
@@ -21,9 +20,19 @@ from simulator.server import SERVER
 from simulator.training import EvalResult, ServerPath, evaluate_path
 from simulator.world import World
 
-__all__ = ["Strategy", "ClientDone", "server_batch_flops", "timeout_at", "LEFT"]
+__all__ = ["Strategy", "ClientDone", "Copy", "server_batch_flops", "timeout_at", "LEFT"]
 
 LEFT = frozenset({"offline", "battery"})  # fates of clients that left mid-round: they sit out the aggregation
+
+
+@dataclass(frozen=True)
+class Copy:
+    """One client's copy of a part in an aggregation: views of its tensors (parameters, then the floating BatchNorm
+    statistics if those are averaged), and whether it lives on the client's device (it travels) or at the server."""
+
+    client: int
+    tensors: list[torch.Tensor]
+    on_device: bool
 
 
 @dataclass(frozen=True)
@@ -45,6 +54,7 @@ class Strategy(ABC):
 
     name = "base"
     client_devices = True  # false: the clients take no part in the simulated work (centralized training)
+    early_exits = True  # every client trains its part with an exit head (the world builds them: World.trainers)
     server_copies = False  # true: each client has its own server model, whose units join the aggregation
 
     def __init__(self, world: World) -> None:
@@ -89,8 +99,8 @@ class Strategy(ABC):
     def aggregation_due(self, rnd: int) -> bool:
         return False
 
-    def aggregation_plan(self, present: Sequence[int]) -> list[list[tuple[int, nn.Module]]]:
-        """Groups of (owning client, module copy) to average together; a group's modules share one structure."""
+    def aggregation_plan(self, present: Sequence[int]) -> list[list[Copy]]:
+        """Groups of copies of one part to average together (their tensors share one structure)."""
         return []
 
     def server_timeline(self, rnd: int, present: Sequence[int]) -> tuple[list[float], list[float], list[int]]:
@@ -249,7 +259,7 @@ class Strategy(ABC):
     def evaluate(self, batch_size: int) -> dict[int, EvalResult]:
         """Per client: its exit, and its path through the server part that serves it."""
         w = self.w
-        return {i: evaluate_path(w.trainers[i], self.paths[i].seq, w.test_x, w.test_y, batch_size)
+        return {i: evaluate_path(w.trainers[i], self.paths[i], w.test_x, w.test_y, batch_size)
                 for i in range(len(w.trainers))}
 
     def server_step(self, rnd: int, batch: FeatureBatch) -> Generator[simpy.Event, Any, None]:
@@ -268,34 +278,35 @@ class Strategy(ABC):
         return mean
 
     # --- aggregation ---------------------------------------------------------------------------
-    def unit_plan(self, present: Sequence[int], *, server_copies: bool) -> list[list[tuple[int, nn.Module]]]:
+    def unit_plan(self, present: Sequence[int], *, server_copies: bool) -> list[list[Copy]]:
         """Cross-layer groups: for each unit and the classifier, the copies held by the present clients
         (on their devices if client layers are aggregated; in their server models if `server_copies`),
         then the exit heads of clients sharing a cut."""
         w = self.w
         cuts = [w.cuts[i] for i in present]
-        num_units = len(w.backbones[0].units)
+        num_units = len(w.table.units)
+        buffers = self.cfg.bn == "average"
         groups = unit_groups(cuts, num_units, server_copies=server_copies,
                              client_copies=self.cfg.client_layers_aggregated())
         plan = []
         for u, members in enumerate(groups):
-            if len(members) > 1:
-                plan.append([(present[k], w.backbones[present[k]].units[u] if u < num_units
-                              else w.backbones[present[k]].classifier) for k in members])
+            if len(members) < 2:
+                continue
+            group = []
+            for k in members:
+                i, cut = present[k], cuts[k]
+                if u < cut:  # on client i's device: piece u of its client part
+                    group.append(Copy(i, w.trainers[i].unit_tensors(u, buffers=buffers), on_device=True))
+                else:  # in its server model: piece u - cut of its server part
+                    path = self.paths[i]
+                    assert path.copies is not None, "server copies need a server model per client"
+                    group.append(Copy(i, path.copies.tensors(path.k, u - cut, buffers=buffers), on_device=False))
+            plan.append(group)
         if self.cfg.aggregate_exit_heads:
             for members in exit_head_groups(cuts):
-                plan.append([(present[k], w.trainers[present[k]].exit) for k in members])
+                plan.append([Copy(present[k], w.trainers[present[k]].unit_tensors(cuts[k], buffers=buffers),
+                                  on_device=True) for k in members])
         return plan
-
-    def client_side_modules(self, present: Sequence[int],
-                            plan: list[list[tuple[int, nn.Module]]]) -> dict[int, list[nn.Module]]:
-        """Per client, the modules of `plan` on its device (they travel for the aggregation)."""
-        out: dict[int, list[nn.Module]] = {i: [] for i in present}
-        for group in plan:
-            for i, module in group:
-                if module is self.w.trainers[i].exit or any(module is u for u in self.w.trainers[i].body):
-                    out[i].append(module)
-        return out
 
     def traffic(self, present: Sequence[int]) -> tuple[dict[int, int], float]:
         """Per present client the bytes its aggregation moves each way, and the server's averaging FLOPs."""
@@ -354,17 +365,19 @@ class Strategy(ABC):
             yield w.env.process(w.server.compute(rnd, flops, lambda: None, kind="aggregate"))
             yield from self._transfers(rnd, nbytes, up=False)
             return
-        buffers = self.cfg.bn == "average"
         plan = self.aggregation_plan(present)
-        moving = self.client_side_modules(present, plan)
-        kept = {i: [copy.deepcopy(m.state_dict()) for m in mods] for i, mods in moving.items() if self.may_leave(i)}
+        # What a client that may leave during its download had on its device before the average (it keeps that).
+        kept = {i: [(c, [t.clone() for t in c.tensors]) for group in plan for c in group
+                    if c.client == i and c.on_device] for i in present if self.may_leave(i)}
 
         def average() -> None:
             for group in plan:
-                weighted_average_([m for _, m in group], [w.sample_counts[i] for i, _ in group], buffers=buffers)
+                weighted_average_([c.tensors for c in group], [w.sample_counts[c.client] for c in group])
 
         yield w.env.process(w.server.compute(rnd, flops, average, kind="aggregate"))
         missed = yield from self._transfers(rnd, nbytes, up=False)
-        for i in missed:  # it never got the average: its device keeps its own copy
-            for m, state in zip(moving[i], kept[i]):
-                m.load_state_dict(state)
+        with torch.no_grad():
+            for i in missed:  # it never got the average: its device keeps its own copy
+                for c, before in kept[i]:
+                    for t, b in zip(c.tensors, before):
+                        t.copy_(b)

@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from simulator import costs
-from simulator.aggregation import weighted_average_
+from simulator.aggregation import state_tensors, weighted_average_
 from simulator.device import RoundFate
 from simulator.models.cost_table import CostTable
 from simulator.split_training import ClientPart, SplitServer, copy_state_, evaluate_model, same_state, tensors_of
@@ -90,6 +90,7 @@ class Baseline(Strategy):
     """
 
     name = "baseline"
+    early_exits = False  # no exit heads: each baseline builds the models it trains
 
     def __init__(self, world: World) -> None:
         super().__init__(world)
@@ -157,7 +158,7 @@ class Baseline(Strategy):
         w = self.w
         dev, fate, table = w.devices[i], self.fates[i], w.table
         cut = w.rs.clients[i].cut
-        idx = w.trainers[i].sampler.next()
+        idx = w.samplers[i].next()
         x, y = w.train_x[idx], w.train_y[idx]  # (B, C, H, W), (B,)
         batch = int(y.shape[0])
         h = part.forward(x)  # (B, C_l, H_l, W_l) as sent
@@ -217,7 +218,7 @@ class Baseline(Strategy):
         def average() -> None:
             for g in groups:
                 copies = [g.copies[i] for i in members]
-                weighted_average_(copies, [w.sample_counts[i] for i in members], buffers=True)
+                weighted_average_([state_tensors(m, buffers=True) for m in copies], [w.sample_counts[i] for i in members])
                 for dst in g.into:
                     copy_state_([dst], [copies[0]])
 

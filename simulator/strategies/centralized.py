@@ -33,7 +33,7 @@ class Centralized(Baseline):
         self.optimizer = make_optimizer(self.model.parameters(), w.scenario.training.optimizer)
         # The clients' shards in client order, shuffled by the stream of client 0's batches: with one client the
         # batches are that client's batches.
-        pooled = torch.cat([t.sampler.indices for t in w.trainers])
+        pooled = torch.cat([sp.indices for sp in w.samplers])
         self.sampler = BatchSampler(pooled, w.scenario.training.batch_size, w.streams.torch("batches", 0))
         self.step_flops = full_step_flops(w.table)  # per sample
         self.loss_sum = torch.zeros((), device=w.torch_device)

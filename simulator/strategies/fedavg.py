@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from typing import Any, Generator, Sequence
 
 import simpy
@@ -17,7 +18,7 @@ __all__ = ["FedAvg"]
 
 
 class FedAvg(Baseline):
-    """Each present client trains its copy of the whole model (its world backbone) for its steps; then the clients
+    """Each present client trains its own copy of the whole model for its steps; then the clients
     that did not leave upload it, the server averages (weights: sample counts) into the global model, and they
     download the average. Devices whose memory cannot hold the whole model never take part (the engine leaves them
     out). A client that missed an average downloads the global model before its next steps.
@@ -32,24 +33,22 @@ class FedAvg(Baseline):
         super().__init__(world)
         w = world
         self.global_model = w.new_backbone("global")
-        start = self.global_model.state_dict()
-        for backbone in w.backbones:  # all start from one global model
-            backbone.load_state_dict(start)
+        self.models = [copy.deepcopy(self.global_model) for _ in w.devices]  # all start from one global model
         # Local optimizers over the whole model; their state (momentum) stays on the device across rounds.
-        self.local_opts = [make_optimizer(b.parameters(), w.scenario.training.optimizer) for b in w.backbones]
+        self.local_opts = [make_optimizer(m.parameters(), w.scenario.training.optimizer) for m in self.models]
         self.step_flops = full_step_flops(w.table)  # per sample
 
     def run_round(self, rnd: int, present: Sequence[int],
                   stops: dict[int, simpy.Event]) -> Generator[simpy.Event, Any, None]:
-        group = AverageGroup(dict(enumerate(self.w.backbones)), [self.global_model])
+        group = AverageGroup(dict(enumerate(self.models)), [self.global_model])
         yield from self.federated_round(rnd, present, stops, lambda _stay: [group])
 
     def client_round(self, rnd: int, i: int) -> Generator[simpy.Event, Any, None]:
         w = self.w
-        model, opt, fate = w.backbones[i], self.local_opts[i], self.fates[i]
+        model, opt, fate = self.models[i], self.local_opts[i], self.fates[i]
         if (yield from self.catch_up(rnd, i, model, self.global_model)):
             for _ in range(w.steps_per_round[i]):
-                idx = w.trainers[i].sampler.next()
+                idx = w.samplers[i].next()
                 x, y = w.train_x[idx], w.train_y[idx]  # (B, C, H, W), (B,)
                 self.server_loss[i] += full_step(model, opt, x, y)  # the real step, at its simulated start
                 self.server_steps[i] += 1
@@ -62,7 +61,7 @@ class FedAvg(Baseline):
         return None, self.global_model
 
     def server_modules(self) -> list[nn.Module]:
-        return [self.global_model]  # the clients' copies live in the world's backbones
+        return [self.global_model, *self.models]
 
     def optimizers(self) -> list[torch.optim.Optimizer]:
         return list(self.local_opts)

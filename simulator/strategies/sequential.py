@@ -9,7 +9,7 @@ from torch import nn
 
 from simulator.device import FeatureBatch
 from simulator.schedule import fifo_queue, round_robin_queue
-from simulator.strategies.base import ClientDone, Strategy
+from simulator.strategies.base import ClientDone, Copy, Strategy
 from simulator.training import ServerPath, make_optimizer
 
 __all__ = ["Sequential"]
@@ -24,7 +24,8 @@ class Sequential(Strategy):
         low = min(self.w.cuts)
         params = [*self.shared.units[low:].parameters(), *self.shared.classifier.parameters()]
         self.optimizer = make_optimizer(params, self.w.scenario.training.optimizer)
-        by_cut = {cut: ServerPath(self.shared, cut, self.optimizer) for cut in sorted(set(self.w.cuts))}
+        by_cut = {cut: ServerPath(nn.Sequential(*self.shared.units[cut:], self.shared.classifier), cut, self.optimizer)
+                  for cut in sorted(set(self.w.cuts))}
         return [by_cut[cut] for cut in self.w.cuts]
 
     def serve(self, rnd: int, present: Sequence[int]) -> Generator[simpy.Event, Any, None]:
@@ -74,7 +75,7 @@ class Sequential(Strategy):
     def aggregation_due(self, rnd: int) -> bool:
         return self.cfg.client_layers_aggregated() and rnd % self.cfg.aggregate_every == 0
 
-    def aggregation_plan(self, present: Sequence[int]) -> list[list[tuple[int, nn.Module]]]:
+    def aggregation_plan(self, present: Sequence[int]) -> list[list[Copy]]:
         return self.unit_plan(present, server_copies=self.server_copies)
 
     def server_modules(self) -> list[nn.Module]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from typing import Any, Generator, Sequence
 
 import simpy
@@ -35,22 +36,19 @@ class SplitFedV1(Baseline):
         self.cut = common_cut(w)
         opt = w.scenario.training.optimizer
         self.global_model = w.new_backbone("global")
-        start = self.global_model.state_dict()
-        for backbone in w.backbones:  # every copy starts from the global weights, so averaging them is meaningful
-            backbone.load_state_dict(start)
-        # The client part is the trainer's body (u1..u_cut); its optimizer also holds the unused exit head, whose
-        # parameters never get a gradient and so never change.
-        dtype = w.scenario.network.activation_dtype
-        self.parts = [ClientPart(t.body, t.optimizer, dtype) for t in w.trainers]
         self.global_client = nn.Sequential(*self.global_model.units[: self.cut])
         self.global_server = server_seq(self.global_model, self.cut)
+        # Every copy starts from the global weights, so averaging them is meaningful.
+        dtype = w.scenario.network.activation_dtype
+        bodies = [copy.deepcopy(self.global_client) for _ in w.devices]
+        self.parts = [ClientPart(b, make_optimizer(b.parameters(), opt), dtype) for b in bodies]
         self.slots: simpy.Resource | None = None  # None: the server's `workers` slots
         if self.shared_server:
             shared = SplitServer(self.global_server, make_optimizer(self.global_server.parameters(), opt))
-            self.servers = [shared for _ in w.trainers]
+            self.servers = [shared for _ in w.devices]
             self.slots = simpy.Resource(w.env, capacity=1)  # one batch at a time, in arrival order
         else:
-            seqs = [server_seq(b, self.cut) for b in w.backbones]
+            seqs = [copy.deepcopy(self.global_server) for _ in w.devices]
             self.servers = [SplitServer(s, make_optimizer(s.parameters(), opt)) for s in seqs]
 
     def run_round(self, rnd: int, present: Sequence[int],
@@ -78,10 +76,11 @@ class SplitFedV1(Baseline):
         return self.global_client, self.global_server
 
     def server_modules(self) -> list[nn.Module]:
-        return [self.global_model]  # the clients' copies live in the world's backbones
+        own_servers = [] if self.shared_server else [s.seq for s in self.servers]
+        return [self.global_model, *(p.body for p in self.parts), *own_servers]
 
     def optimizers(self) -> list[torch.optim.Optimizer]:
-        unique: dict[int, torch.optim.Optimizer] = {}
+        unique: dict[int, torch.optim.Optimizer] = {id(p.optimizer): p.optimizer for p in self.parts}
         for s in self.servers:
             unique.setdefault(id(s.optimizer), s.optimizer)
         return list(unique.values())
