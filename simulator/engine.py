@@ -51,38 +51,50 @@ def load_data(rs: ResolvedScenario) -> Dataset:
         raise err.at(file=rs.file, key="dataset") from None
 
 
-def build_client_parts(w: World) -> list[ClientTrainer]:
+def build_client_parts(w: World, *, server_copies: bool) -> list[ClientTrainer]:
     """Every client's part (u1..u_cut + its exit head) with its optimizer state, as rows of one `Copies` per cut,
-    each starting from the client's own seeded backbone and exit head; one trainer per client (index = client)."""
+    each starting from the client's own seeded backbone and exit head; one trainer per client (index = client).
+
+    With `server_copies` (a server model per client: Averaging) also the rest of each client's backbone
+    (u_{cut+1}..u9 + classifier), as rows of one `Copies` per cut in `w.server_parts`, with its own optimizer.
+    """
     sc, streams, dev = w.scenario, w.streams, w.torch_device
     _, _, classes = sc.dataset.shape()
-    kind, dtype = sc.model.exit_head, sc.network.activation_dtype
+    kind, dtype, opt = sc.model.exit_head, sc.network.activation_dtype, sc.training.optimizer
     by_cut: dict[int, list[int]] = {}
     for c in w.rs.clients:
         by_cut.setdefault(c.cut, []).append(c.index)
     trainers: list[ClientTrainer | None] = [None] * len(w.rs.clients)
     for cut, members in sorted(by_cut.items()):
-        worker = w.new_backbone("worker", cut)  # its weights are never used: every step binds a client's copy
+        # The workers' own weights are never used: every step binds a client's copy first.
+        worker = w.new_backbone("worker", cut)
         channels = worker.unit_channels[cut - 1]
         head = make_exit_head(kind, channels, classes, seed=streams.torch_seed("worker_exit", cut)).to(dev)
-        part = Copies([*worker.units[:cut], head], len(members), sc.training.optimizer)
+        part = Copies([*worker.units[:cut], head], len(members), opt)
         body = nn.Sequential(*worker.units[:cut])
+        server = Copies([*worker.units[cut:], worker.classifier], len(members), opt) if server_copies else None
         scratch_head = make_exit_head(kind, channels, classes, seed=0)  # on the CPU, where initializers draw
         for k, i in enumerate(members):
             start = w.initial_backbone(i)
             part.load_(k, [*start.units[:cut], reseed_head_(scratch_head, streams.torch_seed("exit", i))])
+            if server is not None:
+                server.load_(k, [*start.units[cut:], start.classifier])
             trainers[i] = ClientTrainer(part, k, body, w.samplers[i], dtype)
         w.client_parts[cut] = part
+        if server is not None:
+            w.server_parts[cut] = server
     assert all(t is not None for t in trainers)
     return trainers  # type: ignore[return-value]
 
 
 def build_world(rs: ResolvedScenario, dataset: Dataset | None = None, *, timing_only: bool = False,
-                sample_counts: list[int] | None = None, early_exits: bool = True) -> World:
+                sample_counts: list[int] | None = None, early_exits: bool = True,
+                server_copies: bool = False) -> World:
     """Everything a run needs, built once: client parts, optimizers, devices, links, server. No training yet.
 
     With `early_exits` (the Hetero-SplitEE strategies) every client gets its part with an exit head (see
-    `build_client_parts`); the baselines build the models they need themselves.
+    `build_client_parts`), and with `server_copies` a server model per client; the baselines build the models they
+    need themselves.
 
     A timing-only world has devices, links and the server but no model, optimizer or data on the compute device;
     its clients' sample counts come from the partition of the dataset's labels, or are given (`sample_counts`,
@@ -121,7 +133,7 @@ def build_world(rs: ResolvedScenario, dataset: Dataset | None = None, *, timing_
     media = {name: SharedMedium(env, m.capacity_bps, name) for name, m in sc.network.media.items()}
 
     w = World(rs=rs, env=env, table=table, streams=streams, recorder=recorder, server=server, devices=[],
-              samplers=[], trainers=[], client_parts={}, train_x=None if timing_only else data.train_x,
+              samplers=[], trainers=[], client_parts={}, server_parts={}, train_x=None if timing_only else data.train_x,
               train_y=None if timing_only else data.train_y, test_x=None if timing_only else data.test_x,
               test_y=None if timing_only else data.test_y, sample_counts=counts, steps_per_round=[],
               torch_device=dev, timing_only=timing_only)
@@ -134,7 +146,7 @@ def build_world(rs: ResolvedScenario, dataset: Dataset | None = None, *, timing_
         w.samplers = [BatchSampler(torch.as_tensor(shards[c.index], dtype=torch.int64, device=dev), batch,
                                    streams.torch("batches", c.index)) for c in rs.clients]
         if early_exits:
-            w.trainers = build_client_parts(w)
+            w.trainers = build_client_parts(w, server_copies=server_copies)
     for c, n in zip(rs.clients, counts):
         # Centralized (cut 0) and FedAvg (cut 9) clients hold no split part: their per-batch costs are those of
         # the nearest cut and go unused.
@@ -216,7 +228,7 @@ class Simulation:
         self.timing_only = timing_only
         self.evaluate_enabled = evaluate and not timing_only  # off for overhead measurements and timing-only runs
         self.world = build_world(rs, dataset, timing_only=timing_only, sample_counts=sample_counts,
-                                 early_exits=strategy_cls.early_exits)
+                                 early_exits=strategy_cls.early_exits, server_copies=strategy_cls.server_copies)
         self.strategy: Strategy = strategy_cls(self.world)
         self.records: list[RoundRecord] = []
         self.stopped_early: str | None = None
@@ -373,6 +385,7 @@ class Simulation:
             "now": w.env.now,
             "records": self.records,
             "client_parts": {cut: part.state_dict() for cut, part in w.client_parts.items()},
+            "server_parts": {cut: part.state_dict() for cut, part in w.server_parts.items()},
             "samplers": [sp.state_dict() for sp in w.samplers],
             "server_modules": [m.state_dict() for m in s.server_modules()] if not w.timing_only else [],
             "server_opts": [o.state_dict() for o in s.optimizers()],
@@ -394,6 +407,8 @@ class Simulation:
         self.records = list(state["records"])
         for cut, part in w.client_parts.items():
             part.load_state_dict(state["client_parts"][cut])
+        for cut, part in w.server_parts.items():
+            part.load_state_dict(state["server_parts"][cut])
         for sp, st in zip(w.samplers, state["samplers"], strict=True):
             sp.load_state_dict(st)
         for m, st in zip(s.server_modules() if not w.timing_only else [], state["server_modules"]):

@@ -35,6 +35,7 @@ class World:
     samplers: list[BatchSampler]  # per client: its shard's batches (empty in a timing-only run)
     trainers: list[ClientTrainer]  # per client, for the strategies with early exits (else empty)
     client_parts: dict[int, Copies]  # by cut: the client parts (u1..u_cut + exit head) of the clients at that cut
+    server_parts: dict[int, Copies]  # by cut: their server models (u_{cut+1}..u9 + classifier), if one per client
     train_x: torch.Tensor | None  # (N, C, H, W) on the compute device; None in a timing-only run
     train_y: torch.Tensor | None  # (N,)
     test_x: torch.Tensor | None

@@ -8,11 +8,9 @@ import simpy
 import torch
 from torch import nn
 
-from simulator.copies import Copies
 from simulator.schedule import fifo_queue
 from simulator.strategies.base import ClientDone, Copy, Strategy
 from simulator.training import ServerPath
-from simulator.world import World
 
 __all__ = ["Averaging"]
 
@@ -21,28 +19,17 @@ class Averaging(Strategy):
     name = "averaging"
     server_copies = True
 
-    def __init__(self, world: World) -> None:
-        self.server_parts: dict[int, Copies] = {}  # by cut: the server models of the clients at that cut
-        super().__init__(world)
-
     def build_server(self) -> list[ServerPath]:
-        # S_i is units[cut_i:] + classifier of client i's own backbone, with its own optimizer state: copy k of the
-        # server parts of the clients at cut_i, which share one worker and one optimizer.
+        # S_i is units[cut_i:] + classifier of client i's own backbone, with its own optimizer state: a row of the
+        # world's server parts at cut_i (one worker and one optimizer per cut).
         w = self.w
-        by_cut: dict[int, list[int]] = {}
-        for i, cut in enumerate(w.cuts):
-            by_cut.setdefault(cut, []).append(i)
         paths: list[ServerPath | None] = [None] * len(w.cuts)
-        for cut, members in sorted(by_cut.items()):
-            worker = w.new_backbone("server_worker", cut)  # its weights are never used: each step binds a copy
-            part = Copies([*worker.units[cut:], worker.classifier], len(members), w.scenario.training.optimizer)
+        for cut, part in w.server_parts.items():
             seq = nn.Sequential(*part.pieces)
             assert part.optimizer is not None
-            for k, i in enumerate(members):
-                start = w.initial_backbone(i)
-                part.load_(k, [*start.units[cut:], start.classifier])
+            for i, k in zip((i for i, c in enumerate(w.cuts) if c == cut), range(part.n), strict=True):
                 paths[i] = ServerPath(seq, cut, part.optimizer, part, k)
-            self.server_parts[cut] = part
+        assert all(p is not None for p in paths)
         return paths  # type: ignore[return-value]
 
     def serve(self, rnd: int, present: Sequence[int]) -> Generator[simpy.Event, Any, None]:
@@ -70,11 +57,5 @@ class Averaging(Strategy):
         return self.unit_plan(present, server_copies=self.server_copies)
 
     def optimizers(self) -> list[torch.optim.Optimizer]:
-        return []  # the server models' optimizer state is in their rows (extra_state)
+        return []  # the server models' optimizer state is in their rows (checkpointed with the world)
 
-    def extra_state(self) -> dict[str, Any]:
-        return {"server_parts": {cut: part.state_dict() for cut, part in self.server_parts.items()}}
-
-    def load_extra_state(self, state: dict[str, Any]) -> None:
-        for cut, part in self.server_parts.items():
-            part.load_state_dict(state["server_parts"][cut])

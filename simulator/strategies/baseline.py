@@ -218,7 +218,8 @@ class Baseline(Strategy):
         def average() -> None:
             for g in groups:
                 copies = [g.copies[i] for i in members]
-                weighted_average_([state_tensors(m, buffers=True) for m in copies], [w.sample_counts[i] for i in members])
+                weighted_average_([state_tensors(m, buffers=True) for m in copies],
+                                  [w.sample_counts[i] for i in members])
                 for dst in g.into:
                     copy_state_([dst], [copies[0]])
 
