@@ -23,6 +23,27 @@ from simulator.training import make_optimizer
 __all__ = ["Copies"]
 
 
+def _geometry(tensors: Sequence[torch.Tensor]) -> list[tuple[tuple[int, ...], tuple[int, ...]]]:
+    """Shape and contiguous strides of each tensor, as it lies in a row."""
+    out = []
+    for t in tensors:
+        stride, acc = [], 1
+        for d in reversed(t.shape):
+            stride.append(acc)
+            acc *= d
+        out.append((tuple(t.shape), tuple(reversed(stride))))
+    return out
+
+
+def _point(tensors: Sequence[torch.Tensor], rows: torch.Tensor, k: int, off: list[int],
+           geo: list[tuple[tuple[int, ...], tuple[int, ...]]]) -> None:
+    """Re-points each of `tensors` (in place, keeping the tensor objects) at its slice of row k of `rows`."""
+    storage = rows.untyped_storage()
+    base = rows.storage_offset() + k * rows.stride(0)
+    for t, o, (shape, stride) in zip(tensors, off, geo):
+        t.set_(storage, base + o, shape, stride)
+
+
 def _offsets(tensors: Sequence[torch.Tensor]) -> list[int]:
     out, at = [], 0
     for t in tensors:
@@ -55,6 +76,7 @@ class Copies:
             self.piece_ranges.append((p0, len(params), f0, len(floats)))
         self._params, self._floats, self._ints = params, floats, ints
         self._p_off, self._f_off, self._i_off = _offsets(params), _offsets(floats), _offsets(ints)
+        self._p_geo, self._f_geo, self._i_geo = _geometry(params), _geometry(floats), _geometry(ints)
         dev = params[0].device
         self.params = torch.zeros((n, self._p_off[-1]), dtype=params[0].dtype, device=dev)  # (n, P)
         self.floats = torch.zeros((n, self._f_off[-1]), dtype=params[0].dtype, device=dev)  # (n, F)
@@ -67,6 +89,7 @@ class Copies:
         self.opt_fixed: dict[str, Any] = {}
         self.started = [False] * n  # whether copy k has taken an optimizer step (has optimizer state)
         self.bound: int | None = None
+        self._opt_views: list[dict[str, Any]] | None = None  # the optimizer's state dicts, once any copy has one
 
     # --- views of one row -------------------------------------------------------------------------
     def _view(self, rows: torch.Tensor, k: int, off: list[int], j: int, like: torch.Tensor) -> torch.Tensor:
@@ -105,13 +128,11 @@ class Copies:
             return
         if not 0 <= k < self.n:
             raise IndexError(f"copy {k} of {self.n}")
-        for j, p in enumerate(self._params):
-            p.data = self._view(self.params, k, self._p_off, j, p)
-        for j, b in enumerate(self._floats):
-            b.data = self._view(self.floats, k, self._f_off, j, b)
-        for j, b in enumerate(self._ints):
-            b.data = self._view(self.ints, k, self._i_off, j, b)
-        self._point_state(k)
+        with torch.no_grad():
+            _point(self._params, self.params, k, self._p_off, self._p_geo)
+            _point(self._floats, self.floats, k, self._f_off, self._f_geo)
+            _point(self._ints, self.ints, k, self._i_off, self._i_geo)
+            self._point_state(k)
         self.bound = k
 
     def _point_state(self, k: int) -> None:
@@ -122,12 +143,21 @@ class Copies:
             for p in self._params:
                 opt.state.pop(p, None)  # the optimizer initialises it at the first step, as for a new module
             return
-        for j, p in enumerate(self._params):
-            st: dict[str, Any] = dict(self.opt_fixed)
-            for key, rows in self.opt_elems.items():
-                st[key] = self._view(rows, k, self._p_off, j, p)
-            for key, rows in self.opt_scalars.items():
-                st[key] = rows[k, j]  # a 0-d view
+        if self._opt_views is None:  # one state dict per parameter, made once; its tensors are re-pointed
+            self._opt_views = []
+            for j, p in enumerate(self._params):
+                st: dict[str, Any] = dict(self.opt_fixed)
+                for key, rows in self.opt_elems.items():
+                    st[key] = self._view(rows, k, self._p_off, j, p)
+                for key, rows in self.opt_scalars.items():
+                    st[key] = rows[k, j]  # a 0-d view
+                self._opt_views.append(st)
+        for key, rows in self.opt_elems.items():
+            _point([st[key] for st in self._opt_views], rows, k, self._p_off, self._p_geo)
+        n = len(self._params)
+        for key, rows in self.opt_scalars.items():
+            _point([st[key] for st in self._opt_views], rows, k, list(range(n + 1)), [((), ())] * n)
+        for p, st in zip(self._params, self._opt_views):
             opt.state[p] = st
 
     def commit(self, k: int) -> None:
@@ -143,17 +173,20 @@ class Copies:
                     rows = self.opt_elems.get(key)
                     if rows is None:
                         rows = self.opt_elems[key] = torch.zeros_like(self.params, dtype=val.dtype)
+                        self._opt_views = None
                     rows[k, self._p_off[j]:self._p_off[j + 1]].copy_(val.reshape(-1))
                 elif isinstance(val, torch.Tensor):
                     rows = self.opt_scalars.get(key)
                     if rows is None:
                         rows = self.opt_scalars[key] = torch.zeros((self.n, len(self._params)), dtype=val.dtype,
                                                                    device=val.device)
+                        self._opt_views = None
                     rows[k, j] = val
                 else:
                     self.opt_fixed[key] = val
         self.started[k] = True
-        self._point_state(k)
+        with torch.no_grad():
+            self._point_state(k)
 
     # --- filling and saving ------------------------------------------------------------------------
     @torch.no_grad()
@@ -181,8 +214,9 @@ class Copies:
         self.floats.copy_(state["floats"])
         self.ints.copy_(state["ints"])
         dev = self.params.device
-        self.opt_elems = {k: v.to(dev) for k, v in state["opt_elems"].items()}
-        self.opt_scalars = {k: v.clone() for k, v in state["opt_scalars"].items()}
+        self.opt_elems = {k: v.to(dev).contiguous() for k, v in state["opt_elems"].items()}
+        self.opt_scalars = {k: v.clone().contiguous() for k, v in state["opt_scalars"].items()}
         self.opt_fixed = dict(state["opt_fixed"])
+        self._opt_views = None
         self.started = list(state["started"])
         self.bound = None
