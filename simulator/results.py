@@ -8,7 +8,7 @@ import json
 import math
 import os
 import platform
-from operator import itemgetter
+from operator import attrgetter, itemgetter
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Sequence
 
@@ -58,6 +58,9 @@ def _csv(columns: Sequence[str], rows: Iterable[Sequence[Any]], *, blank_nan: bo
     return buf.getvalue()
 
 
+_ENERGY, _UP, _DOWN = attrgetter("energy_j"), attrgetter("bytes_up"), attrgetter("bytes_down")
+
+
 def _blank(value: float) -> float | str:
     return "" if value != value else value  # NaN -> empty cell
 
@@ -69,14 +72,12 @@ def _mean(values: list[float]) -> float:
 def round_rows(records: Sequence[Any], recorder: Recorder) -> list[tuple[Any, ...]]:
     rows = []
     for rec in records:
-        per = recorder.round_totals[rec.round]
+        per = list(recorder.round_totals[rec.round].values())
         rows.append((
             rec.round, rec.sim_time_s,
             _mean([e.final_accuracy for e in rec.evals.values()]),
             _mean([e.exit_accuracy for e in rec.evals.values()]),
-            sum(t.energy_j for t in per.values()),
-            sum(t.bytes_up for t in per.values()),
-            sum(t.bytes_down for t in per.values()),
+            sum(map(_ENERGY, per)), sum(map(_UP, per)), sum(map(_DOWN, per)),
             round(rec.host_seconds, 4),
         ))
     return rows
@@ -113,16 +114,28 @@ def client_rows(records: Sequence[Any], recorder: Recorder, rs: ResolvedScenario
 
 
 def _fleet_events(rs: ResolvedScenario, records: Sequence[Any]) -> dict[str, Any]:
-    """Per client, how many rounds it sat out, straggled or left, and when its battery emptied."""
+    """Per client, how many rounds it sat out, straggled or left (statuses in the order they first occur), and
+    when its battery emptied. Most clients are "ok" every round: only the other statuses are walked."""
+    odd: dict[int, list[tuple[int, str]]] = {}  # client -> (position in records, status) of its non-ok rounds
+    for pos, rec in enumerate(records):
+        for i, st in rec.status.items():
+            if st != "ok":
+                odd.setdefault(i, []).append((pos, st))
     out: dict[str, Any] = {}
     for c in rs.clients:
+        events = odd.get(c.index, [])
+        ok = len(records) - len(events)
+        first_ok = next((j for j, (pos, _) in enumerate(events) if pos != j), len(events))  # its first ok round
         counts: dict[str, int] = {}
         battery_round = None
-        for rec in records:
-            st = rec.status.get(c.index, "ok")
+        for j, (pos, st) in enumerate(events):
+            if j == first_ok and ok:
+                counts["ok"] = ok
             counts[st] = counts.get(st, 0) + 1
             if st == "battery_empty":
-                battery_round = rec.round
+                battery_round = records[pos].round
+        if ok and "ok" not in counts:
+            counts["ok"] = ok
         out[c.name] = {"rounds_by_status": counts, "battery_empty_round": battery_round}
     return out
 
@@ -155,8 +168,8 @@ def summary(rs: ResolvedScenario, records: Sequence[Any], recorder: Recorder,
         "sim_time_s": records[-1].sim_time_s if records else 0.0,
         "energy_j": {"total": sum(per_entity.values()), "per_entity": per_entity,
                      "server": per_entity.get(SERVER, 0.0)},
-        "bytes_up": sum(t.bytes_up for t in totals),
-        "bytes_down": sum(t.bytes_down for t in totals),
+        "bytes_up": sum(map(_UP, totals)),
+        "bytes_down": sum(map(_DOWN, totals)),
         "host_seconds": sum(r.host_seconds for r in records),
         "versions": {"hetero_splitee_sim": __version__, "python": platform.python_version(),
                      "torch": torch.__version__, "numpy": np.__version__, "simpy": simpy.__version__},

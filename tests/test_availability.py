@@ -346,3 +346,24 @@ def test_resume_with_deadlines_batteries_and_churn(tmp_path: Path, strategy: str
     assert [(r.sim_time_s, r.status, r.steps_done) for r in resumed.records] == \
         [(r.sim_time_s, r.status, r.steps_done) for r in whole.records]
     assert trace(resumed) == trace(whole)
+
+
+def test_fleet_events_counts_by_hand() -> None:
+    """summary.json's per-client status counts, in the order the statuses first occur, and the battery's round."""
+    from types import SimpleNamespace as NS
+
+    from simulator.results import _fleet_events
+
+    rs = NS(clients=[NS(index=0, name="a"), NS(index=1, name="b"), NS(index=2, name="c")])
+    records = [NS(round=1, status={0: "straggler", 1: "ok"}),  # client 2 absent from the dict: ok
+               NS(round=2, status={0: "ok", 1: "offline", 2: "ok"}),
+               NS(round=3, status={0: "straggler", 1: "battery_empty", 2: "ok"}),
+               NS(round=4, status={0: "offline", 1: "gone", 2: "ok"})]
+    got = _fleet_events(rs, records)
+    assert got["a"] == {"rounds_by_status": {"straggler": 2, "ok": 1, "offline": 1}, "battery_empty_round": None}
+    assert list(got["a"]["rounds_by_status"]) == ["straggler", "ok", "offline"]
+    assert got["b"] == {"rounds_by_status": {"ok": 1, "offline": 1, "battery_empty": 1, "gone": 1},
+                        "battery_empty_round": 3}
+    assert list(got["b"]["rounds_by_status"]) == ["ok", "offline", "battery_empty", "gone"]
+    assert got["c"] == {"rounds_by_status": {"ok": 4}, "battery_empty_round": None}
+    assert _fleet_events(rs, [])["a"] == {"rounds_by_status": {}, "battery_empty_round": None}
