@@ -131,13 +131,14 @@ def load_trace(path: str, names: Sequence[str], *, file: str, key: str) -> dict[
     return out
 
 
-def make_availability(cfg: AvailabilityCfg, name: str, rng: np.random.Generator,
+def make_availability(cfg: AvailabilityCfg, name: str, rng: np.random.Generator | None,
                       traces: dict[str, dict[str, list[tuple[float, float]]]]) -> Availability:
-    """One client's availability; `traces` caches each trace file's parsed intervals by path."""
+    """One client's availability; `rng` draws the Markov model's periods (needed for it only); `traces` caches
+    each trace file's parsed intervals by path."""
     if cfg.model == "always_on":
         return Availability()
     if cfg.model == "markov":
-        assert cfg.mean_on_s is not None and cfg.mean_off_s is not None
+        assert cfg.mean_on_s is not None and cfg.mean_off_s is not None and rng is not None
         if cfg.start == "stationary":
             start_on = bool(rng.random() < cfg.mean_on_s / (cfg.mean_on_s + cfg.mean_off_s))
         else:

@@ -9,12 +9,13 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator
 
+import numpy as np
 import simpy
 import torch
 from torch import nn
 
 from simulator.availability import load_trace, make_availability
-from simulator.data.datasets import Dataset, load_dataset
+from simulator.data.datasets import Dataset, load_dataset, load_train_labels
 from simulator.data.partitions import partition
 from simulator.device import ClientCosts, Device, RoundFate
 from simulator.errors import InputError
@@ -30,8 +31,8 @@ from simulator.strategies import STRATEGIES, Strategy
 from simulator.training import BatchSampler, ClientTrainer, EvalResult
 from simulator.world import World
 
-__all__ = ["few_collections", "torch_device_for", "load_data", "build_world", "check_timing_only", "TIMING_ONLY_STRATEGIES",
-           "RoundRecord", "Simulation"]
+__all__ = ["few_collections", "torch_device_for", "load_data", "load_labels", "build_world", "check_timing_only",
+           "TIMING_ONLY_STRATEGIES", "RoundRecord", "Simulation"]
 
 
 def torch_device_for(compute: str) -> torch.device:
@@ -47,6 +48,16 @@ def load_data(rs: ResolvedScenario) -> Dataset:
     try:
         return load_dataset(d.name, d.root, download=d.download, seed=rs.scenario.seed, max_train=d.max_train,
                             max_test=d.max_test, synthetic=d.synthetic.model_dump())
+    except InputError as err:
+        raise err.at(file=rs.file, key="dataset") from None
+
+
+def load_labels(rs: ResolvedScenario) -> np.ndarray:
+    """The train labels `load_data` would give, without normalizing the images (for timing-only runs)."""
+    d = rs.scenario.dataset
+    try:
+        return load_train_labels(d.name, d.root, download=d.download, seed=rs.scenario.seed,
+                                 max_train=d.max_train, synthetic=d.synthetic.model_dump())
     except InputError as err:
         raise err.at(file=rs.file, key="dataset") from None
 
@@ -109,10 +120,12 @@ def build_world(rs: ResolvedScenario, dataset: Dataset | None = None, *, timing_
         counts = list(sample_counts)
     else:
         dev = torch.device("cpu") if timing_only else torch_device_for(sc.compute)
-        data = dataset or load_data(rs)
-        if not timing_only:
-            data = data.to(dev)
-        labels = data.train_y.cpu().numpy()
+        if timing_only:
+            data = None
+            labels = dataset.train_y.numpy() if dataset is not None else load_labels(rs)
+        else:
+            data = (dataset or load_data(rs)).to(dev)
+            labels = data.train_y.cpu().numpy()
         weights = [c.data_weight for c in rs.clients]
         part = sc.dataset.partition
         try:
@@ -133,14 +146,15 @@ def build_world(rs: ResolvedScenario, dataset: Dataset | None = None, *, timing_
     media = {name: SharedMedium(env, m.capacity_bps, name) for name, m in sc.network.media.items()}
 
     w = World(rs=rs, env=env, table=table, streams=streams, recorder=recorder, server=server, devices=[],
-              samplers=[], trainers=[], client_parts={}, server_parts={}, train_x=None if timing_only else data.train_x,
-              train_y=None if timing_only else data.train_y, test_x=None if timing_only else data.test_x,
-              test_y=None if timing_only else data.test_y, sample_counts=counts, steps_per_round=[],
-              torch_device=dev, timing_only=timing_only)
+              samplers=[], trainers=[], client_parts={}, server_parts={},
+              train_x=data.train_x if data is not None else None, train_y=data.train_y if data is not None else None,
+              test_x=data.test_x if data is not None else None, test_y=data.test_y if data is not None else None,
+              sample_counts=counts, steps_per_round=[], torch_device=dev, timing_only=timing_only)
     batch = sc.training.batch_size
     traces = {path: load_trace(path, [c.name for c in rs.clients], file=rs.file, key="availability.trace")
               for path in {c.availability.trace for c in rs.clients if c.availability.model == "trace"}}
-    w.jitter = JitterBank([streams.numpy("jitter", c.index) for c in rs.clients])
+    # A generator per link that draws jitter, per client whose availability is random (the others draw nothing)
+    w.jitter = JitterBank([streams.numpy("jitter", c.index) if c.link.jitter_s > 0 else None for c in rs.clients])
     if not timing_only:
         assert shards is not None
         w.samplers = [BatchSampler(torch.as_tensor(shards[c.index], dtype=torch.int64, device=dev), batch,
@@ -157,8 +171,8 @@ def build_world(rs: ResolvedScenario, dataset: Dataset | None = None, *, timing_
                          latency_s=c.link.latency_s, jitter_s=c.link.jitter_s, loss_rate=c.link.loss_rate,
                          jitter=(w.jitter, c.index), medium=media.get(c.medium) if c.medium else None)
         cost = ClientCosts.of(table, cut, client_batch, sc.network.activation_dtype)
-        w.availability.append(make_availability(c.availability, c.name, streams.numpy("availability", c.index),
-                                                traces))
+        rng = streams.numpy("availability", c.index) if c.availability.model == "markov" else None
+        w.availability.append(make_availability(c.availability, c.name, rng, traces))
         w.devices.append(Device(env, c, link, trainer, cost, recorder, overlap=sc.network.overlap_compute_comm,
                                 send_buffer=sc.network.send_buffer))
         if sc.training.local_steps is not None:

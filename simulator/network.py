@@ -39,7 +39,7 @@ class JitterBank:
     A link with jitter_s = 0 draws nothing.
     """
 
-    def __init__(self, rngs: list[np.random.Generator], block: int = 64) -> None:
+    def __init__(self, rngs: list[np.random.Generator | None], block: int = 64) -> None:
         self.rngs = list(rngs)
         self.block = block
         self.z = np.empty((len(self.rngs), block))
@@ -86,21 +86,27 @@ class JitterBank:
         self.pos[rows] += k
         return out
 
-    def snapshot(self, row: int) -> tuple[np.ndarray, int, dict[str, Any]]:
+    def snapshot(self, row: int) -> tuple[np.ndarray, int, dict[str, Any] | None]:
         """What `restore` needs to take back the draws of one row made after this call."""
-        return self.z[row].copy(), int(self.pos[row]), self.rngs[row].bit_generator.state
+        g = self.rngs[row]
+        return self.z[row].copy(), int(self.pos[row]), g.bit_generator.state if g is not None else None
 
-    def restore(self, row: int, snap: tuple[np.ndarray, int, dict[str, Any]]) -> None:
-        self.z[row], self.pos[row], self.rngs[row].bit_generator.state = snap
+    def restore(self, row: int, snap: tuple[np.ndarray, int, dict[str, Any] | None]) -> None:
+        self.z[row], self.pos[row], st = snap
+        g = self.rngs[row]
+        if g is not None:
+            g.bit_generator.state = st
 
     def state_dict(self) -> dict[str, Any]:
-        return {"z": self.z.copy(), "pos": self.pos.copy(), "rngs": [g.bit_generator.state for g in self.rngs]}
+        return {"z": self.z.copy(), "pos": self.pos.copy(),
+                "rngs": [g.bit_generator.state if g is not None else None for g in self.rngs]}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.z[...] = state["z"]
         self.pos[...] = state["pos"]
         for g, st in zip(self.rngs, state["rngs"]):
-            g.bit_generator.state = st
+            if g is not None:
+                g.bit_generator.state = st
 
 
 class _Flow:

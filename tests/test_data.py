@@ -17,7 +17,7 @@ import pytest
 import torch
 
 from simulator.data import datasets, download
-from simulator.data.datasets import Dataset, default_root, load_dataset, missing_files
+from simulator.data.datasets import Dataset, default_root, load_dataset, load_train_labels, missing_files
 from simulator.data.download import Resource
 from simulator.errors import InputError
 
@@ -430,6 +430,24 @@ def test_max_train_is_a_seeded_stratified_subset(tmp_path: Path) -> None:
     b = load_dataset("fashion_mnist", tmp_path, max_train=20, max_test=7, seed=1)
     c = load_dataset("fashion_mnist", tmp_path, max_train=20, max_test=7, seed=2)
     assert torch.equal(a.train_x, b.train_x) and not torch.equal(a.train_x, c.train_x)
+
+
+def test_train_labels_alone_equal_the_datasets(tmp_path: Path) -> None:
+    """What a timing-only run partitions: the labels load_dataset gives, the same stratified subset included."""
+    rng = np.random.default_rng(12)
+    train_y = np.repeat(np.arange(10), [30, 20, 10, 10, 5, 5, 5, 5, 5, 5]).astype(np.uint8)
+    train_x = rng.integers(0, 256, (100, 28, 28), dtype=np.uint8)
+    write_fashion(tmp_path / "f", train_x, train_y, train_x[:20], train_y[:20])
+    write_cifar10(tmp_path / "c", rng)
+    params = {"num_classes": 4, "in_channels": 3, "image_size": 8, "train_size": 40, "test_size": 8}
+    for name, root, limit in (("fashion_mnist", tmp_path / "f", None), ("fashion_mnist", tmp_path / "f", 20),
+                              ("cifar10", tmp_path / "c", 4), ("synthetic", None, 10)):
+        full = load_dataset(name, root, seed=3, max_train=limit, synthetic=params).train_y.numpy()
+        labels = load_train_labels(name, root, seed=3, max_train=limit, synthetic=params)
+        np.testing.assert_array_equal(labels, full)
+        assert len(labels) == (limit or 100)
+    with pytest.raises(InputError, match="positive whole number"):
+        load_train_labels("fashion_mnist", tmp_path / "f", max_train=0)
 
 
 def test_synthetic_shapes_determinism_and_learnability() -> None:

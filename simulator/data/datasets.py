@@ -21,7 +21,7 @@ from simulator.data.download import archive_name, extract, fetch, how_to_get
 from simulator.data.partitions import stratified_subset
 from simulator.errors import InputError
 
-__all__ = ["DATASET_NAMES", "Dataset", "load_dataset", "default_root", "missing_files"]
+__all__ = ["DATASET_NAMES", "Dataset", "load_dataset", "load_train_labels", "default_root", "missing_files"]
 
 DATASET_NAMES = ("fashion_mnist", "cifar10", "cifar100", "stl10", "synthetic")
 
@@ -143,20 +143,8 @@ def load_dataset(name: str, root: str | Path | None = None, *, download: bool = 
     the train samples kept. `synthetic`: parameters of the synthetic dataset (num_classes, in_channels,
     image_size, train_size, test_size), generated from `seed`; ignored for the other datasets.
     """
-    _check_name(name)
-    for key, limit in (("dataset.max_train", max_train), ("dataset.max_test", max_test)):
-        if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
-            raise InputError(f"must be a positive whole number, got {limit!r}", key=key)
-    # Independent streams, so that e.g. changing max_train never changes the synthetic images.
-    s_proto, s_train, s_test, s_sub_train, s_sub_test = np.random.SeedSequence(seed).spawn(5)
-    if name == "synthetic":
-        raw = _make_synthetic(synthetic or {}, s_proto, s_train, s_test)
-    else:
-        root_path = Path(root).expanduser() if root is not None else default_root(name)
-        _ensure_files(name, root_path, download=download, key="dataset.root" if root is not None else "dataset.name")
-        raw = _READERS[name](root_path)
-    if len(raw.train_y) == 0:
-        raise InputError(f"the {name} train split holds no images", key="dataset.name")
+    _check_limits(max_train=max_train, max_test=max_test)
+    raw, s_sub_train, s_sub_test = _read(name, root, download=download, seed=seed, synthetic=synthetic)
     train_x, train_y = _subset(raw.train_x, raw.train_y, max_train, np.random.default_rng(s_sub_train))
     test_x, test_y = _subset(raw.test_x, raw.test_y, max_test, np.random.default_rng(s_sub_test))
     mean, std = _channel_stats(train_x)
@@ -167,6 +155,40 @@ def load_dataset(name: str, root: str | Path | None = None, *, download: bool = 
         num_classes=len(raw.classes), classes=raw.classes,
         mean=tuple(float(m) / 255.0 for m in mean), std=tuple(float(s) / 255.0 for s in std),
     )
+
+
+def load_train_labels(name: str, root: str | Path | None = None, *, download: bool = False, seed: int = 0,
+                      max_train: int | None = None, synthetic: Mapping[str, Any] | None = None) -> np.ndarray:
+    """The train labels `load_dataset` gives with the same arguments (the same stratified subset), without
+    normalizing any image: what a timing-only run needs to partition the data among its clients."""
+    _check_limits(max_train=max_train)
+    raw, s_sub_train, _ = _read(name, root, download=download, seed=seed, synthetic=synthetic)
+    if max_train is None or max_train >= len(raw.train_y):
+        return raw.train_y
+    return raw.train_y[stratified_subset(raw.train_y, max_train, rng=np.random.default_rng(s_sub_train))]
+
+
+def _check_limits(**limits: int | None) -> None:
+    for key, limit in limits.items():
+        if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
+            raise InputError(f"must be a positive whole number, got {limit!r}", key=f"dataset.{key}")
+
+
+def _read(name: str, root: str | Path | None, *, download: bool, seed: int, synthetic: Mapping[str, Any] | None
+          ) -> tuple[_Raw, np.random.SeedSequence, np.random.SeedSequence]:
+    """The whole dataset as stored (uint8 images, labels), and the seeds of its train and test subsets."""
+    _check_name(name)
+    # Independent streams, so that e.g. changing max_train never changes the synthetic images.
+    s_proto, s_train, s_test, s_sub_train, s_sub_test = np.random.SeedSequence(seed).spawn(5)
+    if name == "synthetic":
+        raw = _make_synthetic(synthetic or {}, s_proto, s_train, s_test)
+    else:
+        root_path = Path(root).expanduser() if root is not None else default_root(name)
+        _ensure_files(name, root_path, download=download, key="dataset.root" if root is not None else "dataset.name")
+        raw = _READERS[name](root_path)
+    if len(raw.train_y) == 0:
+        raise InputError(f"the {name} train split holds no images", key="dataset.name")
+    return raw, s_sub_train, s_sub_test
 
 
 def _check_name(name: str) -> None:
@@ -386,7 +408,9 @@ def _subset(x: np.ndarray, y: np.ndarray, limit: int | None, rng: np.random.Gene
 def _channel_stats(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Exact per-channel mean and population std of uint8 images (N, C, H, W), in pixel units, via histograms."""
     levels = np.arange(256, dtype=np.float64)
-    hist = np.stack([np.bincount(x[:, c].ravel(), minlength=256) for c in range(x.shape[1])]).astype(np.float64)
+    # torch counts uint8 directly (numpy's bincount first widens every pixel to 64 bits); np.array: a writable copy
+    hist = np.stack([torch.bincount(torch.from_numpy(np.array(x[:, c])).reshape(-1), minlength=256).numpy()
+                     for c in range(x.shape[1])]).astype(np.float64)
     n = hist.sum(axis=1)  # (C,)
     mean = hist @ levels / n
     std = np.sqrt((hist * (levels[None, :] - mean[:, None]) ** 2).sum(axis=1) / n)
