@@ -44,11 +44,16 @@ def _point(tensors: Sequence[torch.Tensor], rows: torch.Tensor, k: int, off: lis
         t.set_(storage, base + o, shape, stride)
 
 
+_ALIGN = 16  # elements: each tensor (and each row) starts 64-byte aligned in fp32, as an allocation of its own would
+
+
 def _offsets(tensors: Sequence[torch.Tensor]) -> list[int]:
+    """Where each tensor starts in a row, and (last) the row's length; every start is a multiple of _ALIGN, so
+    GPU kernels see the alignment a module's own tensors have (the padding between tensors stays zero)."""
     out, at = [], 0
     for t in tensors:
         out.append(at)
-        at += t.numel()
+        at += -(-t.numel() // _ALIGN) * _ALIGN
     out.append(at)
     return out
 
@@ -93,7 +98,7 @@ class Copies:
 
     # --- views of one row -------------------------------------------------------------------------
     def _view(self, rows: torch.Tensor, k: int, off: list[int], j: int, like: torch.Tensor) -> torch.Tensor:
-        return rows[k, off[j]:off[j + 1]].view(like.shape)
+        return rows[k, off[j]:off[j] + like.numel()].view(like.shape)
 
     def tensors(self, k: int, piece: int | None = None, *, buffers: bool = True) -> list[torch.Tensor]:
         """Views of copy k's parameters, then (if `buffers`) floating buffers: of one piece, or of all of them.
@@ -174,7 +179,7 @@ class Copies:
                     if rows is None:
                         rows = self.opt_elems[key] = torch.zeros_like(self.params, dtype=val.dtype)
                         self._opt_views = None
-                    rows[k, self._p_off[j]:self._p_off[j + 1]].copy_(val.reshape(-1))
+                    rows[k, self._p_off[j]:self._p_off[j] + p.numel()].copy_(val.reshape(-1))
                 elif isinstance(val, torch.Tensor):
                     rows = self.opt_scalars.get(key)
                     if rows is None:
@@ -202,7 +207,7 @@ class Copies:
         for rows, off, src in ((self.params, self._p_off, params), (self.floats, self._f_off, floats),
                                (self.ints, self._i_off, ints)):
             for j, t in enumerate(src):
-                rows[k, off[j]:off[j + 1]].copy_(t.reshape(-1))
+                rows[k, off[j]:off[j] + t.numel()].copy_(t.reshape(-1))
 
     def state_dict(self) -> dict[str, Any]:
         return {"params": self.params, "floats": self.floats, "ints": self.ints, "opt_elems": self.opt_elems,
@@ -210,12 +215,23 @@ class Copies:
 
     @torch.no_grad()
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Takes a copy of `state` (from `state_dict`, of copies of the same pieces, as many)."""
+        shapes = {"params": self.params.shape, "floats": self.floats.shape, "ints": self.ints.shape,
+                  **{f"opt_elems.{k}": self.params.shape for k in state["opt_elems"]},
+                  **{f"opt_scalars.{k}": (self.n, len(self._params)) for k in state["opt_scalars"]}}
+        got = {"params": state["params"].shape, "floats": state["floats"].shape, "ints": state["ints"].shape,
+               **{f"opt_elems.{k}": v.shape for k, v in state["opt_elems"].items()},
+               **{f"opt_scalars.{k}": v.shape for k, v in state["opt_scalars"].items()}}
+        bad = [f"{k} {tuple(got[k])} (expected {tuple(v)})" for k, v in shapes.items() if tuple(got[k]) != tuple(v)]
+        if bad or len(state["started"]) != self.n:
+            raise ValueError(f"load_state_dict: not the state of these {self.n} copies: "
+                             + ", ".join(bad or [f"{len(state['started'])} copies"]))
         self.params.copy_(state["params"])
         self.floats.copy_(state["floats"])
         self.ints.copy_(state["ints"])
         dev = self.params.device
-        self.opt_elems = {k: v.to(dev).contiguous() for k, v in state["opt_elems"].items()}
-        self.opt_scalars = {k: v.clone().contiguous() for k, v in state["opt_scalars"].items()}
+        self.opt_elems = {k: v.to(dev, copy=True).contiguous() for k, v in state["opt_elems"].items()}
+        self.opt_scalars = {k: v.clone().contiguous() for k, v in state["opt_scalars"].items()}  # where saved
         self.opt_fixed = dict(state["opt_fixed"])
         self._opt_views = None
         self.started = list(state["started"])

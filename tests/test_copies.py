@@ -139,6 +139,33 @@ def test_checkpoint_round_trip() -> None:
         c.commit(1)
     assert torch.equal(a.params, b.params) and torch.equal(a.floats, b.floats) and torch.equal(a.ints, b.ints)
     assert all(torch.equal(a.opt_elems[k], b.opt_elems[k]) for k in a.opt_elems)
+    # Loaded straight from another's live state (no file in between): a copy, not shared optimizer state.
+    c = Copies(_part(6), 2, cfg)
+    c.load_state_dict(a.state_dict())
+    before = {k: v.clone() for k, v in a.opt_elems.items()}
+    c.bind(1)
+    _step(c.pieces, c.optimizer, x, y)  # type: ignore[arg-type]
+    c.commit(1)
+    assert all(torch.equal(a.opt_elems[k], before[k]) for k in before)
+    assert not all(torch.equal(c.opt_elems[k], before[k]) for k in before)
+    with pytest.raises(ValueError, match="not the state of these 3 copies"):
+        Copies(_part(7), 3, cfg).load_state_dict(a.state_dict())
+
+
+def test_every_copied_tensor_starts_aligned() -> None:
+    """Each parameter, buffer and optimizer state of every copy starts 64-byte aligned, as a module's own tensors
+    do (GPU kernels choose their vectorized paths by alignment)."""
+    a = Copies(_part(0), 3, OPTIMIZERS["sgd_momentum"])
+    x, y = torch.randn(4, 1, 8, 8), torch.randint(0, 10, (4,))
+    for k in range(3):
+        a.load_(k, _part(k + 1))
+        a.bind(k)
+        _step(a.pieces, a.optimizer, x, y)  # type: ignore[arg-type]
+        a.commit(k)
+        worker = [*a._params, *a._floats, *a._ints, *(st["momentum_buffer"] for st in a.optimizer.state.values())]
+        assert {t.data_ptr() % 64 for t in worker} == {0}
+        assert {t.data_ptr() % 64 for t in a.tensors(k)} == {0}
+        assert any(t.numel() % 16 for t in a.tensors(k))  # the layout pads: some sizes are not multiples of 16
 
 
 def test_reseeding_in_place_draws_what_a_fresh_model_draws() -> None:
