@@ -153,7 +153,7 @@ def build_world(rs: ResolvedScenario, dataset: Dataset | None = None, *, timing_
     batch = sc.training.batch_size
     traces = {path: load_trace(path, [c.name for c in rs.clients], file=rs.file, key="availability.trace")
               for path in {c.availability.trace for c in rs.clients if c.availability.model == "trace"}}
-    # A generator per link that draws jitter, per client whose availability is random (the others draw nothing)
+    # A jitter generator only for links that draw jitter (jitter_s > 0); the others draw nothing
     w.jitter = JitterBank([streams.numpy("jitter", c.index) if c.link.jitter_s > 0 else None for c in rs.clients])
     if not timing_only:
         assert shards is not None

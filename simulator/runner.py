@@ -20,13 +20,15 @@ from simulator.scenario import ResolvedScenario, load_scenario
 __all__ = ["run_scenario", "format_summary", "add_run_parser"]
 
 CHECKPOINT = "checkpoint"
+CHECKPOINT_FORMAT = 2  # 2: per-client state as rows of compact tensors (simulator/copies.py)
 
 
 def _save_checkpoint(out: Path, sim: Simulation, resolved: dict[str, Any]) -> None:
     folder = out / CHECKPOINT
     folder.mkdir(parents=True, exist_ok=True)
     buf = io.BytesIO()
-    torch.save({"resolved": resolved, "timing_only": sim.timing_only, "state": sim.state_dict()}, buf)
+    torch.save({"format": CHECKPOINT_FORMAT, "resolved": resolved, "timing_only": sim.timing_only,
+                "state": sim.state_dict()}, buf)
     atomic_write(folder / "state.pt", buf.getvalue())
 
 
@@ -35,6 +37,9 @@ def _load_checkpoint(out: Path, rs: ResolvedScenario, timing_only: bool) -> dict
     if not path.is_file():
         return None
     saved = torch.load(path, map_location="cpu", weights_only=False)
+    if saved.get("format", 1) != CHECKPOINT_FORMAT:
+        raise InputError(f"the checkpoint has format {saved.get('format', 1)}, this version reads format "
+                         f"{CHECKPOINT_FORMAT}; run without --resume or use another --out", file=str(path))
     if saved.get("timing_only", False) != timing_only:
         raise InputError("the checkpoint was made by a " + ("full" if timing_only else "timing-only")
                          + " run; resume it the same way, or use another --out", file=str(path))

@@ -205,6 +205,12 @@ def test_a_round_waits_for_the_first_client_to_come_back(tmp_path: Path) -> None
     assert server_idle[0].t_start == 0 and server_idle[0].t_end == 100
 
 
+def _learned(sim: Simulation) -> list[Any]:
+    """What a run learned, round by round, as exact text (NaN included): losses and evaluations."""
+    return [repr((sorted(r.exit_loss.items()), sorted(r.server_loss.items()),
+                  sorted((i, e.exit_accuracy, e.final_accuracy) for i, e in r.evals.items()))) for r in sim.records]
+
+
 def test_markov_churn_is_reproducible_and_resumable(tmp_path: Path) -> None:
     c = _step()
     churn = {"model": "markov", "mean_on_s": 6 * c["step"], "mean_off_s": 3 * c["step"], "start": "stationary"}
@@ -227,6 +233,7 @@ def test_markov_churn_is_reproducible_and_resumable(tmp_path: Path) -> None:
     resumed.load_state_dict(state)
     resumed.run()
     assert [(r.sim_time_s, r.status) for r in resumed.records] == [(r.sim_time_s, r.status) for r in whole.records]
+    assert _learned(resumed) == _learned(whole)  # the weights and optimizer state came back too
 
 
 # --- bad traces ---------------------------------------------------------------------------------------------------
@@ -346,6 +353,7 @@ def test_resume_with_deadlines_batteries_and_churn(tmp_path: Path, strategy: str
     assert [(r.sim_time_s, r.status, r.steps_done) for r in resumed.records] == \
         [(r.sim_time_s, r.status, r.steps_done) for r in whole.records]
     assert trace(resumed) == trace(whole)
+    assert _learned(resumed) == _learned(whole)
 
 
 def test_fleet_events_counts_by_hand() -> None:

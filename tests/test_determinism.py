@@ -118,9 +118,12 @@ def _finish(sim: Simulation, rs: ResolvedScenario, out: Path) -> None:
     write_run(out, rs, sim.records, sim.world.recorder)
 
 
-@pytest.mark.parametrize("strategy", ["sequential", "averaging"])
-def test_resume_in_process(tmp_path: Path, strategy: str) -> None:
-    rs = load_scenario(_write(tmp_path, strategy__name=strategy, training__rounds=4))
+@pytest.mark.parametrize(("strategy", "optimizer"), [("sequential", "sgd"), ("averaging", "sgd"),
+                                                      ("averaging", "adam")])
+def test_resume_in_process(tmp_path: Path, strategy: str, optimizer: str) -> None:
+    # Adam: the moments and step counts of every client's part (rows) and server model must come back too.
+    rs = load_scenario(_write(tmp_path, strategy__name=strategy, training__rounds=4,
+                              training__optimizer={"name": optimizer, "lr": 0.01 if optimizer == "adam" else 0.05}))
     _finish(Simulation(rs), rs, tmp_path / "straight")
 
     first = Simulation(rs)
@@ -187,3 +190,19 @@ def test_resume_after_kill(tmp_path: Path) -> None:
     run_scenario(rs, tmp_path / "straight", overwrite=True, progress=False)
     _assert_same_results(tmp_path / "straight", out)
     assert len(_table(out / "rounds.csv")) == rounds + 1
+
+
+def test_resume_refuses_a_checkpoint_of_another_format(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from simulator.cli import main
+
+    path = _write(tmp_path)
+    out = tmp_path / "run"
+    state = out / "checkpoint" / "state.pt"
+    state.parent.mkdir(parents=True)
+    # What an older version saved: no format number, its own layout of the state.
+    torch.save({"resolved": load_scenario(path).to_dict(), "timing_only": False, "state": {"backbones": []}}, state)
+    before = state.read_bytes()
+    assert main(["run", str(path), "--out", str(out), "--resume", "--quiet"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and str(state) in err[0] and "checkpoint has format 1, this version reads format 2" in err[0]
+    assert state.read_bytes() == before and not (out / "summary.json").exists()

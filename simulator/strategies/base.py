@@ -110,7 +110,7 @@ class Strategy(ABC):
         raise NotImplementedError(f"strategy {self.name!r} has no timing-only server schedule")
 
     def server_modules(self) -> list[nn.Module]:
-        """Server-side modules with state to checkpoint (besides the clients' backbones)."""
+        """Server-side modules with state to checkpoint (besides the per-client parts kept as rows)."""
         return []
 
     def extra_state(self) -> dict[str, Any]:
