@@ -94,6 +94,7 @@ def build_client_parts(w: World, *, server_copies: bool) -> list[ClientTrainer]:
         w.client_parts[cut] = part
         if server is not None:
             w.server_parts[cut] = server
+    w.scratch = None  # only needed while the parts are filled
     assert all(t is not None for t in trainers)
     return trainers  # type: ignore[return-value]
 

@@ -46,6 +46,7 @@ class World:
     availability: list[Availability] = field(default_factory=list)  # per client
     timing_only: bool = False  # no models, no training: times, energies and traffic only
     jitter: JitterBank | None = None  # every client link's jitter draws (row = client index)
+    scratch: UnitModel | None = field(default=None, repr=False)  # initial_backbone's model (dropped once built)
 
     @property
     def scenario(self) -> Scenario:
@@ -74,8 +75,7 @@ class World:
         """Client i's backbone as it starts (the weights of `new_backbone("client", i)`), drawn again into one
         scratch model on the CPU: read it before the next call."""
         seed = self.streams.torch_seed("client", i)
-        scratch = self.__dict__.get("_scratch")
-        if scratch is None:
-            scratch = self.__dict__["_scratch"] = self._cpu_backbone(seed)
-            return scratch
-        return scratch.reseed_(seed)
+        if self.scratch is None:
+            self.scratch = self._cpu_backbone(seed)
+            return self.scratch
+        return self.scratch.reseed_(seed)
