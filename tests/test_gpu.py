@@ -1,4 +1,5 @@
-"""The CUDA path: data resident on the GPU, same simulated times as on the CPU (run with -m gpu on a CUDA machine)."""
+"""The CUDA path: data resident on the GPU, same simulated times and (to rounding) the same losses as on the CPU
+(run with -m gpu on a CUDA machine)."""
 
 from __future__ import annotations
 
@@ -28,7 +29,7 @@ clients:
 def test_cuda_run_keeps_data_on_gpu_and_matches_cpu_timing(tmp_path: Path) -> None:
     if not torch.cuda.is_available():
         pytest.fail("the gpu marker was selected but torch sees no CUDA device")
-    results = {}
+    results, losses = {}, {}
     for compute in ("cpu", "cuda"):
         path = tmp_path / f"{compute}.yaml"
         path.write_text(SCENARIO.format(compute=compute))
@@ -37,5 +38,8 @@ def test_cuda_run_keeps_data_on_gpu_and_matches_cpu_timing(tmp_path: Path) -> No
             assert sim.world.train_x.is_cuda and sim.world.trainers[0].tensors()[0].is_cuda
         sim.run()
         results[compute] = [r.sim_time_s for r in sim.records]
+        losses[compute] = [v for r in sim.records for d in (r.exit_loss, r.server_loss) for _, v in sorted(d.items())]
     # Simulated time depends on the cost model only, never on where the real steps ran.
     assert results["cuda"] == pytest.approx(results["cpu"], rel=1e-12)
+    # The same training on either device, up to float rounding (GPU kernels sum in other orders).
+    assert len(losses["cpu"]) == 12 and losses["cuda"] == pytest.approx(losses["cpu"], rel=1e-3)
