@@ -130,13 +130,14 @@ def one_modules(clients: int) -> dict[str, float]:
 
     rs = load_scenario(builtin_dir("scenarios") / SCENARIO, fleet_sets(clients))
     sc = rs.scenario
-    in_ch, _, classes = sc.dataset.shape()
+    in_ch, size, classes = sc.dataset.shape()
     rss0 = _rss_mib()
     t0 = time.perf_counter()
     kept = []
     for c in rs.clients:
         model = SplitResNet18(sc.model.width, in_ch, classes, seed=c.index)
-        head = make_exit_head(sc.model.exit_head, model.unit_channels[c.cut - 1], classes, seed=c.index)
+        head = make_exit_head(sc.model.exit_head, model.unit_channels[c.cut - 1], classes, seed=c.index,
+                              size=model.activation_size(c.cut, size), grid=sc.model.exit_grid)
         client = make_optimizer([*model.units[:c.cut].parameters(), *head.parameters()], sc.training.optimizer)
         server = make_optimizer([*model.units[c.cut:].parameters(), *model.classifier.parameters()],
                                 sc.training.optimizer)

@@ -26,7 +26,7 @@ def _print_costs(rs: ResolvedScenario) -> None:
     sc = rs.scenario
     in_ch, size, classes = sc.dataset.shape()
     batch, opt = sc.training.batch_size, sc.training.optimizer.memory_kind()
-    table = cost_table_cached(sc.model.width, in_ch, classes, size, sc.model.exit_head)
+    table = cost_table_cached(sc.model.width, in_ch, classes, size, sc.model.exit_head, sc.model.exit_grid)
     print(
         f"\ncost table: ResNet-18 width {sc.model.width}, input {in_ch}x{size}x{size}, "
         f"{classes} classes, exit head {sc.model.exit_head}, batch {batch}, optimizer {opt}"
@@ -62,6 +62,8 @@ def _cmd_validate(args: argparse.Namespace) -> int:
             f"ok: {path}: '{sc.name}', {len(rs.clients)} clients, cuts {cuts}, "
             f"strategy {sc.strategy.name}, dataset {sc.dataset.name}, ResNet-18 width {sc.model.width}"
         )
+        for line in sc.strategy.warnings():
+            print(f"warning: {path}: {line}", file=sys.stderr)
         if any(c.cut_policy != "fixed" for c in rs.clients):
             print(rs.describe_cuts())
         if args.costs:

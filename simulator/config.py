@@ -117,7 +117,13 @@ class DatasetCfg(Strict):
 class ModelCfg(Strict):
     arch: Literal["resnet18"] = "resnet18"
     width: int = Field(default=64, ge=1)  # channels of the first stage; 64 = the standard ResNet-18
-    exit_head: Literal["pool_linear", "conv_pool_linear"] = "pool_linear"
+    # grid_linear: average pool to a g×g grid (g = exit_grid, at most the activation's size), flatten, linear;
+    # pool_linear: global average pool + linear; conv_pool_linear: 3×3 conv + BN + ReLU, then pool_linear
+    exit_head: Literal["grid_linear", "pool_linear", "conv_pool_linear"] = "grid_linear"
+    exit_grid: int = Field(default=4, ge=1)  # grid_linear: cells per side
+    # common: every copy of a unit (clients and server) and every exit head at one cut start from the same weights,
+    # as one shared network would; per_client: each client's backbone and head from its own seed
+    init: Literal["common", "per_client"] = "common"
 
 
 class OptimizerCfg(Strict):
@@ -160,10 +166,15 @@ COMMON_CUT_STRATEGIES = frozenset({"homogeneous_splitee", "vanilla_sl", "splitfe
 class StrategyCfg(Strict):
     name: Literal["sequential", "averaging", "centralized", "homogeneous_splitee", "vanilla_sl", "splitfed_v1",
                   "splitfed_v2", "fedavg"] = "averaging"
-    order: Literal["arrival", "round_robin"] = "arrival"  # sequential: order the server consumes feature batches
+    # sequential: client_turns (clients train one after another, each starting when the server has trained on the
+    # previous one's last batch: the paper's reading), or clients in parallel with the server taking their batches
+    # in arrival order (arrival) or client after client (round_robin)
+    order: Literal["client_turns", "arrival", "round_robin"] = "client_turns"
     aggregate_every: int = Field(default=1, ge=1)  # averaging: rounds between cross-layer aggregations
     aggregate_client_layers: bool | None = None  # None: true for averaging, false for sequential
-    aggregate_exit_heads: bool = True  # average exit heads among clients with the same cut
+    # average exit heads among clients with the same cut; None: as aggregate_client_layers (a head averaged over
+    # client bodies that are not averaged fits none of them)
+    aggregate_exit_heads: bool | None = None
     bn: Literal["average", "local"] = "average"  # BatchNorm running statistics at aggregation
     # homogeneous_splitee, vanilla_sl, splitfed_v1/v2: the cut every client uses; None: the deepest cut that
     # every client's memory can afford (the weakest device decides)
@@ -171,8 +182,20 @@ class StrategyCfg(Strict):
 
     def client_layers_aggregated(self) -> bool:
         if self.aggregate_client_layers is None:
-            return self.name == "averaging"
+            return self.name in ("averaging", "homogeneous_splitee")
         return self.aggregate_client_layers
+
+    def exit_heads_aggregated(self) -> bool:
+        if self.aggregate_exit_heads is None:
+            return self.client_layers_aggregated()
+        return self.aggregate_exit_heads
+
+    def warnings(self) -> list[str]:
+        """Settings that are valid but probably not meant (one line each)."""
+        if self.aggregate_exit_heads and not self.client_layers_aggregated() and self.name in SPLITEE_STRATEGIES:
+            return ["strategy.aggregate_exit_heads: true while client layers stay personal (aggregate_client_layers "
+                    "is false): each exit head is averaged over client bodies that are not, which fits none of them"]
+        return []
 
 
 class MediumCfg(Strict):

@@ -64,14 +64,16 @@ def load_labels(rs: ResolvedScenario) -> np.ndarray:
 
 def build_client_parts(w: World, *, server_copies: bool) -> list[ClientTrainer]:
     """Every client's part (u1..u_cut + its exit head) with its optimizer state, as rows of one `Copies` per cut,
-    each starting from the client's own seeded backbone and exit head; one trainer per client (index = client).
+    each starting from the backbone and exit head `w.backbone_seed(i)` and `w.exit_seed(i)` draw (with
+    `model.init: common` one shared network and one head per cut); one trainer per client (index = client).
 
     With `server_copies` (a server model per client: Averaging) also the rest of each client's backbone
     (u_{cut+1}..u9 + classifier), as rows of one `Copies` per cut in `w.server_parts`, with its own optimizer.
     """
     sc, streams, dev = w.scenario, w.streams, w.torch_device
-    _, _, classes = sc.dataset.shape()
-    kind, dtype, opt = sc.model.exit_head, sc.network.activation_dtype, sc.training.optimizer
+    _, image_size, classes = sc.dataset.shape()
+    kind, grid = sc.model.exit_head, sc.model.exit_grid
+    dtype, opt = sc.network.activation_dtype, sc.training.optimizer
     by_cut: dict[int, list[int]] = {}
     for c in w.rs.clients:
         by_cut.setdefault(c.cut, []).append(c.index)
@@ -79,22 +81,24 @@ def build_client_parts(w: World, *, server_copies: bool) -> list[ClientTrainer]:
     for cut, members in sorted(by_cut.items()):
         # The workers' own weights are never used: every step binds a client's copy first.
         worker = w.new_backbone("worker", cut)
-        channels = worker.unit_channels[cut - 1]
-        head = make_exit_head(kind, channels, classes, seed=streams.torch_seed("worker_exit", cut)).to(dev)
+        channels, size = worker.unit_channels[cut - 1], worker.activation_size(cut, image_size)
+        head = make_exit_head(kind, channels, classes, seed=streams.torch_seed("worker_exit", cut), size=size,
+                              grid=grid).to(dev)
         part = Copies([*worker.units[:cut], head], len(members), opt)
         body = nn.Sequential(*worker.units[:cut])
         server = Copies([*worker.units[cut:], worker.classifier], len(members), opt) if server_copies else None
-        scratch_head = make_exit_head(kind, channels, classes, seed=0)  # on the CPU, where initializers draw
+        # On the CPU, where initializers draw.
+        scratch_head = make_exit_head(kind, channels, classes, seed=0, size=size, grid=grid)
         for k, i in enumerate(members):
             start = w.initial_backbone(i)
-            part.load_(k, [*start.units[:cut], reseed_head_(scratch_head, streams.torch_seed("exit", i))])
+            part.load_(k, [*start.units[:cut], reseed_head_(scratch_head, w.exit_seed(i))])
             if server is not None:
                 server.load_(k, [*start.units[cut:], start.classifier])
             trainers[i] = ClientTrainer(part, k, body, w.samplers[i], dtype)
         w.client_parts[cut] = part
         if server is not None:
             w.server_parts[cut] = server
-    w.scratch = None  # only needed while the parts are filled
+    w.scratch = w.scratch_seed = None  # only needed while the parts are filled
     assert all(t is not None for t in trainers)
     return trainers  # type: ignore[return-value]
 
@@ -115,7 +119,7 @@ def build_world(rs: ResolvedScenario, dataset: Dataset | None = None, *, timing_
     sc = rs.scenario
     streams = Streams(sc.seed)
     in_ch, size, classes = sc.dataset.shape()
-    table = cost_table_cached(sc.model.width, in_ch, classes, size, sc.model.exit_head)
+    table = cost_table_cached(sc.model.width, in_ch, classes, size, sc.model.exit_head, sc.model.exit_grid)
     if timing_only and sample_counts is not None:
         dev, data, shards = torch.device("cpu"), None, None
         counts = list(sample_counts)

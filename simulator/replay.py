@@ -177,7 +177,7 @@ def _merge_learning(run_dir: Path, out: Path, changed: ResolvedScenario, old: di
     if (run_dir / "early_exit.csv").is_file():  # same exits, same thresholds: new per-sample costs
         sc = changed.scenario
         in_ch, size, classes = sc.dataset.shape()
-        table = cost_table_cached(sc.model.width, in_ch, classes, size, sc.model.exit_head)
+        table = cost_table_cached(sc.model.width, in_ch, classes, size, sc.model.exit_head, sc.model.exit_grid)
         by_name = {c.name: c for c in changed.clients}
         rows = []
         for row in _read_csv(run_dir / "early_exit.csv"):

@@ -236,7 +236,7 @@ def _write_early_exit(out: Path, rs: ResolvedScenario, records: Sequence[Any]) -
         return
     sc = rs.scenario
     in_ch, size, classes = sc.dataset.shape()
-    table = cost_table_cached(sc.model.width, in_ch, classes, size, sc.model.exit_head)
+    table = cost_table_cached(sc.model.width, in_ch, classes, size, sc.model.exit_head, sc.model.exit_grid)
     rows = early_exit_rows(rs, table, last_eval.evals)
     if rows:
         atomic_write(out / "early_exit.csv", _csv(EARLY_EXIT_COLUMNS, rows))

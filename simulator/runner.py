@@ -138,6 +138,8 @@ def format_summary(summary: dict[str, Any], out: Path) -> str:
 
 def _cmd_run(args: argparse.Namespace) -> int:
     rs = load_scenario(args.scenario, args.set)
+    for line in rs.scenario.strategy.warnings():
+        print(f"warning: {rs.file}: {line}", file=sys.stderr, flush=True)
     print(rs.describe_cuts(), flush=True)
     out = Path(args.out) if args.out else Path("runs") / rs.scenario.name
     summary = run_scenario(rs, out, resume=args.resume, overwrite=args.overwrite,

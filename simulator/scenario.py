@@ -326,7 +326,7 @@ def _cost_table(sc: Scenario) -> Any:
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        return cost_table_cached(sc.model.width, in_ch, classes, size, sc.model.exit_head)
+        return cost_table_cached(sc.model.width, in_ch, classes, size, sc.model.exit_head, sc.model.exit_grid)
     finally:
         torch.set_num_threads(threads)
 

@@ -47,6 +47,7 @@ class World:
     timing_only: bool = False  # no models, no training: times, energies and traffic only
     jitter: JitterBank | None = None  # every client link's jitter draws (row = client index)
     scratch: UnitModel | None = field(default=None, repr=False)  # initial_backbone's model (dropped once built)
+    scratch_seed: int | None = field(default=None, repr=False)  # the seed its weights were drawn from
 
     @property
     def scenario(self) -> Scenario:
@@ -71,11 +72,28 @@ class World:
         in_ch, _, classes = sc.dataset.shape()
         return SplitResNet18(sc.model.width, in_ch, classes, seed=seed)  # initializers draw on the CPU
 
+    def common_init(self) -> bool:
+        """Whether every copy of a unit starts from one shared network (`model.init: common`)."""
+        return self.scenario.model.init == "common"
+
+    def backbone_seed(self, i: int) -> int:
+        """The seed client i's backbone starts from: the one shared network's (stream "global", as the baselines'
+        model) with `model.init: common`, else its own (stream "client", i)."""
+        return self.streams.torch_seed("global", 0) if self.common_init() else self.streams.torch_seed("client", i)
+
+    def exit_seed(self, i: int) -> int:
+        """The seed client i's exit head starts from: one per cut with `model.init: common`, else its own."""
+        if self.common_init():
+            return self.streams.torch_seed("shared_exit", self.cuts[i])
+        return self.streams.torch_seed("exit", i)
+
     def initial_backbone(self, i: int) -> UnitModel:
-        """Client i's backbone as it starts (the weights of `new_backbone("client", i)`), drawn again into one
-        scratch model on the CPU: read it before the next call."""
-        seed = self.streams.torch_seed("client", i)
+        """Client i's backbone as it starts (the weights `backbone_seed(i)` draws), drawn into one scratch model on
+        the CPU: read it before the next call."""
+        seed = self.backbone_seed(i)
         if self.scratch is None:
             self.scratch = self._cpu_backbone(seed)
-            return self.scratch
-        return self.scratch.reseed_(seed)
+        elif self.scratch_seed != seed:
+            self.scratch.reseed_(seed)
+        self.scratch_seed = seed
+        return self.scratch

@@ -257,3 +257,50 @@ def test_sequential_aggregates_client_layers_only(tmp_path: Path) -> None:
     # The one shared server model is not touched by the aggregation.
     for name, t in sim.strategy.shared.state_dict().items():  # type: ignore[attr-defined]
         assert torch.equal(t, shared_before[name])
+
+
+@pytest.mark.parametrize(("strategy", "layers", "heads", "expected"), [
+    ("averaging", None, None, True), ("averaging", False, None, False), ("sequential", None, None, False),
+    ("sequential", True, None, True), ("homogeneous_splitee", None, None, True), ("averaging", False, True, True),
+    ("averaging", True, False, False)])
+def test_exit_heads_follow_client_layers_unless_said(strategy: str, layers: bool | None, heads: bool | None,
+                                                     expected: bool) -> None:
+    from simulator.config import StrategyCfg
+
+    cfg = StrategyCfg(name=strategy, aggregate_client_layers=layers, aggregate_exit_heads=heads)  # type: ignore[arg-type]
+    assert cfg.exit_heads_aggregated() is expected
+    # One warning line exactly when heads are averaged explicitly over bodies that stay personal.
+    assert len(cfg.warnings()) == (1 if heads is True and not cfg.client_layers_aggregated() else 0)
+
+
+def test_averaging_with_personal_client_layers_keeps_exit_heads_apart(tmp_path: Path) -> None:
+    """Cuts 1, 2, 2 with aggregate_client_layers false and aggregate_exit_heads unset: q's and r's cut-2 heads stay
+    their own (they were not averaged), while the server units are averaged."""
+    data = copy.deepcopy(SCENARIO)
+    data["clients"] = CLIENTS
+    data["strategy"] = {"name": "averaging", "aggregate_every": 1, "aggregate_client_layers": False}
+    path = tmp_path / "scenario.yaml"
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    sim = Simulation(load_scenario(path))
+    sim.run()
+    w = sim.world
+    q, r = (torch.cat([t.flatten() for t in w.trainers[i].unit_tensors(2, buffers=False)]) for i in (1, 2))
+    assert not torch.equal(q, r)
+    # No head traffic: each client uploads nothing of its own part (its server model lives at the server).
+    assert not [e for e in w.recorder.events if e.kind in ("agg_tx", "agg_rx") and e.bytes > 0]
+
+
+def test_explicit_exit_head_averaging_over_personal_layers_prints_one_warning(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    data = copy.deepcopy(SCENARIO)
+    data["clients"] = CLIENTS
+    data["strategy"] = {"name": "averaging", "aggregate_client_layers": False, "aggregate_exit_heads": True}
+    path = tmp_path / "scenario.yaml"
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    proc = subprocess.run([sys.executable, "-m", "simulator.cli", "validate", str(path)], capture_output=True,
+                          text=True)
+    assert proc.returncode == 0
+    lines = [ln for ln in proc.stderr.splitlines() if ln.startswith("warning:")]
+    assert len(lines) == 1 and "aggregate_exit_heads" in lines[0] and str(path) in lines[0]

@@ -224,12 +224,23 @@ def test_no_module_or_optimizer_per_client(tmp_path: Path, strategy: str) -> Non
     assert counts[3][1] == (6 if strategy == "averaging" else 4)
 
 
-def test_client_then_server_copy_is_the_clients_initial_backbone(tmp_path: Path) -> None:
-    sim = Simulation(load_scenario(_scenario(tmp_path, 6, "averaging")))
+def _with_init(path: Path, init: str) -> Path:
+    data = yaml.safe_load(path.read_text())
+    data["model"]["init"] = init
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    return path
+
+
+@pytest.mark.parametrize("init", ["per_client", "common"])
+def test_client_then_server_copy_is_the_clients_initial_backbone(tmp_path: Path, init: str) -> None:
+    sim = Simulation(load_scenario(_with_init(_scenario(tmp_path, 6, "averaging"), init)))
     w = sim.world
     x = torch.randn(5, 1, 8, 8)
     for i, cut in enumerate(w.cuts):
-        full = w.new_backbone("client", i).eval()
+        # The independent truth: a backbone and a head built afresh from the seed streams the init names.
+        full = w.new_backbone("client" if init == "per_client" else "global", i if init == "per_client" else 0)
+        full.eval()
+        exit_seed = w.streams.torch_seed("exit", i) if init == "per_client" else w.streams.torch_seed("shared_exit", cut)
         t, path = w.trainers[i], sim.strategy.paths[i]
         t.bind()
         path.bind()
@@ -237,8 +248,42 @@ def test_client_then_server_copy_is_the_clients_initial_backbone(tmp_path: Path)
         path.seq.eval()
         with torch.no_grad():
             assert torch.equal(path.seq(t.body(x)), full(x))
-            ref_exit = make_exit_head("pool_linear", full.unit_channels[cut - 1], 10,
-                                      seed=w.streams.torch_seed("exit", i)).eval()
+            ref_exit = make_exit_head("grid_linear", full.unit_channels[cut - 1], 10, seed=exit_seed,
+                                      size=full.activation_size(cut, 8)).eval()
             h = nn.Sequential(*full.units[:cut])(x)
             assert torch.equal(t.body(x), h)
             assert torch.equal(t.exit(h), ref_exit(h))
+
+
+@pytest.mark.parametrize("strategy", ["averaging", "sequential"])
+def test_common_init_every_copy_of_a_unit_starts_equal(tmp_path: Path, strategy: str) -> None:
+    """Before the first step, with `model.init: common` (the default), every client's copy of a unit, every server
+    copy of it and every exit head at one cut hold the same tensors; with per_client they differ."""
+    for init in ("common", "per_client"):
+        sim = Simulation(load_scenario(_with_init(_scenario(tmp_path, 6, strategy), init)))
+        w = sim.world
+        copies: dict[str, list[torch.Tensor]] = {}  # unit name (or exit@cut) -> every copy's flat state
+        for i, cut in enumerate(w.cuts):
+            part = w.trainers[i].part
+            for u in range(cut):
+                copies.setdefault(f"u{u}", []).append(torch.cat([t.flatten() for t in part.tensors(w.trainers[i].k, u)]))
+            copies.setdefault(f"exit@{cut}", []).append(
+                torch.cat([t.flatten() for t in part.tensors(w.trainers[i].k, cut)]))
+        if strategy == "averaging":
+            for i, cut in enumerate(w.cuts):
+                path = sim.strategy.paths[i]
+                assert path.copies is not None
+                for u in range(cut, len(w.table.units) + 1):  # server units and the classifier
+                    flat = torch.cat([t.flatten() for t in path.copies.tensors(path.k, u - cut)])
+                    copies.setdefault(f"u{u}", []).append(flat)
+        else:
+            shared = sim.strategy.shared  # type: ignore[attr-defined]
+            for u, unit in enumerate([*shared.units, shared.classifier]):
+                state = [*unit.parameters(), *(b for b in unit.buffers() if b.is_floating_point())]
+                copies.setdefault(f"u{u}", []).append(torch.cat([t.detach().flatten() for t in state]))
+        shared_units = {k: v for k, v in copies.items() if len(v) > 1}
+        assert {"u0", "u1", "u2", "exit@1"} <= set(shared_units)
+        for name, flats in shared_units.items():
+            same = all(torch.equal(flats[0], f) for f in flats[1:])
+            # BatchNorm running statistics start at 0/1 either way: parameters decide
+            assert same == (init == "common"), (init, name)

@@ -114,19 +114,46 @@ def test_client_and_server_flops_partition_the_model(table64: CostTable) -> None
         assert table64.client_bwd_flops(cut) + with_grad == table64.full_bwd_flops() + head.bwd_flops
 
 
+@pytest.mark.parametrize("grid", [4, 2])
+def test_grid_head_costs_by_hand(grid: int) -> None:
+    """grid_linear at width 8 on 28×28 inputs: the linear layer takes C·g·g inputs, g = min(grid, activation
+    size); its forward is 2·(C·g·g)·10 FLOPs (pooling is not counted), backward the weight gradient plus the input
+    gradient, twice that; the cost table and so the memory and the cut policies see it."""
+    table = cost_table_cached(8, 1, 10, 28, "grid_linear", grid)
+    sizes = [28, 28, 28, 14, 14, 7, 7, 4]
+    channels = [8, 8, 8, 16, 16, 32, 32, 64]
+    pool = cost_table_cached(8, 1, 10, 28, "pool_linear")
+    for cut in range(1, 9):
+        g = min(grid, sizes[cut - 1])
+        inputs = channels[cut - 1] * g * g
+        head = table.exit_heads[cut - 1]
+        assert head.params == inputs * 10 + 10
+        assert head.fwd_flops == 2 * inputs * 10
+        assert head.bwd_flops == 2 * (2 * inputs * 10)
+        assert head.out_shape == (10,)
+        # Everything else is the backbone's: only the head's share differs from pool_linear's.
+        assert table.client_fwd_flops(cut) - pool.client_fwd_flops(cut) == head.fwd_flops - pool.exit_heads[cut - 1].fwd_flops
+        extra = (head.param_bytes - pool.exit_heads[cut - 1].param_bytes) * 3  # weights, grads, momentum
+        extra += 32 * (head.saved_act_bytes - pool.exit_heads[cut - 1].saved_act_bytes)
+        assert table.train_memory_bytes(cut, 32, "sgd_momentum") - pool.train_memory_bytes(cut, 32, "sgd_momentum") \
+            == pytest.approx(extra)
+        # The linear keeps its (C·g·g) fp32 input for backward.
+        assert head.saved_act_bytes == 4 * inputs
+
+
 def count(fn: Callable[[], object]) -> int:
     with FlopCounterMode(display=False) as counter:
         fn()
     return counter.get_total_flops()
 
 
-@pytest.mark.parametrize("head", ["pool_linear", "conv_pool_linear"])
+@pytest.mark.parametrize("head", ["grid_linear", "pool_linear", "conv_pool_linear"])
 @pytest.mark.parametrize("cut", [1, 4, 8])
 def test_flops_equal_counting_the_whole_client_and_server_parts(model16: SplitResNet18, cut: int, head: str) -> None:
     table = build_cost_table(model16, 32, head) if head != "pool_linear" else cost_table_cached(16, 3, 10, 32, head)
     n = 3
     x = torch.randn(n, 3, 32, 32, generator=torch.Generator().manual_seed(0))
-    client = make_client_model(model16, cut, head, 10, seed=0).train()
+    client = make_client_model(model16, cut, head, 10, seed=0, image_size=32).train()
     assert count(lambda: client(x)) == n * table.client_fwd_flops(cut)
     h, logits = client(x)
     assert count(lambda: logits.sum().backward()) == n * table.client_bwd_flops(cut)

@@ -84,9 +84,10 @@ def test_client_and_server_share_the_model_parameters_and_partition_them(small_r
 @pytest.mark.parametrize("cut", CUTS)
 def test_client_model_shapes(small_resnet: SplitResNet18, cut: int, head: str) -> None:
     x, _ = batch(n=3, size=16)
-    client = make_client_model(small_resnet, cut, head, num_classes=5, seed=0)
+    client = make_client_model(small_resnet, cut, head, num_classes=5, seed=0, image_size=16)
     h, logits = client(x)
     d = DOWNSAMPLE[cut - 1]
+    assert small_resnet.activation_size(cut, 16) == 16 // d
     assert h.shape == (3, 8 * CHANNEL_MULT[cut - 1], 16 // d, 16 // d)
     assert logits.shape == (3, 5)
     torch.testing.assert_close(h, client_units(small_resnet, cut)(x))
@@ -122,8 +123,31 @@ def test_exit_heads(kind: str, extra_params: int) -> None:
     assert sum(p.numel() for p in head.parameters()) == 32 * 10 + 10 + extra_params
 
 
+@pytest.mark.parametrize("size,grid,cells", [(7, 4, 4), (4, 4, 4), (2, 4, 2), (7, 1, 1), (28, 3, 3)])
+def test_grid_linear_head_pools_to_a_grid_no_larger_than_the_activation(size: int, grid: int, cells: int) -> None:
+    head = make_exit_head("grid_linear", in_channels=8, num_classes=10, seed=0, size=size, grid=grid)
+    # linear over C·g·g inputs, g = min(grid, size)
+    assert sum(p.numel() for p in head.parameters()) == 8 * cells * cells * 10 + 10
+    x = torch.randn(3, 8, size, size)
+    # Independent path: the mean over each of the g×g cells, then the linear layer.
+    pooled = torch.nn.functional.adaptive_avg_pool2d(x, cells).flatten(1)
+    lin = head[-1]
+    torch.testing.assert_close(head(x), pooled @ lin.weight.T + lin.bias)
+    with pytest.raises(ValueError, match="size"):
+        make_exit_head("grid_linear", 8, 10)
+
+
+def test_activation_size_follows_the_strides() -> None:
+    model = SplitResNet18(width=4, in_channels=1, num_classes=10, seed=0)
+    # 28 -> stem 28, layer1 28 28, layer2 14 14, layer3 7 7, layer4 4 (ceil(7/2)) 4
+    assert [model.activation_size(c, 28) for c in range(1, 10)] == [28, 28, 28, 14, 14, 7, 7, 4, 4]
+    x = torch.zeros(1, 1, 28, 28)
+    for c in range(1, 9):
+        assert client_units(model, c).eval()(x).shape[-1] == model.activation_size(c, 28)
+
+
 def test_unknown_exit_head_lists_known_ones() -> None:
-    with pytest.raises(ValueError, match="pool_linear.*conv_pool_linear"):
+    with pytest.raises(ValueError, match="grid_linear.*pool_linear.*conv_pool_linear"):
         make_exit_head("mlp", 8, 10)
 
 

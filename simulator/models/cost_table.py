@@ -12,7 +12,7 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 from torch.utils.hooks import RemovableHandle
 
-from simulator.models.heads import make_exit_head
+from simulator.models.heads import DEFAULT_EXIT_GRID, make_exit_head
 from simulator.models.resnet import SplitResNet18, UnitModel
 
 __all__ = [
@@ -210,7 +210,7 @@ def _measure(name: str, module: nn.Module, x: torch.Tensor) -> tuple[UnitCost, t
     return cost, y
 
 
-def build_cost_table(model: UnitModel, image_size: int, exit_head: str) -> CostTable:
+def build_cost_table(model: UnitModel, image_size: int, exit_head: str, exit_grid: int = DEFAULT_EXIT_GRID) -> CostTable:
     """Measure every unit, the classifier and the exit head at every cut of ``model`` on (C, S, S) inputs.
 
     FLOPs are those torch's FlopCounterMode attributes to matmuls and convolutions (2 per multiply-add);
@@ -230,16 +230,19 @@ def build_cost_table(model: UnitModel, image_size: int, exit_head: str) -> CostT
     classifier, _ = _measure("classifier", work.classifier, x)
     heads = []
     for cut in range(1, work.num_cuts + 1):
-        head = make_exit_head(exit_head, work.unit_channels[cut - 1], work.num_classes, seed=0)
+        size = int(outputs[cut - 1].shape[-1])
+        head = make_exit_head(exit_head, work.unit_channels[cut - 1], work.num_classes, seed=0, size=size,
+                              grid=exit_grid)
         heads.append(_measure(f"exit@{cut}", head, outputs[cut - 1])[0])
     return CostTable(tuple(units), classifier, tuple(heads), input_elems, work.num_classes)
 
 
 @lru_cache(maxsize=32)
-def cost_table_cached(width: int, in_channels: int, num_classes: int, image_size: int, exit_head: str) -> CostTable:
+def cost_table_cached(width: int, in_channels: int, num_classes: int, image_size: int, exit_head: str,
+                      exit_grid: int = DEFAULT_EXIT_GRID) -> CostTable:
     """The cost table of a SplitResNet18 of this shape, built once per process from a throwaway model."""
     model = SplitResNet18(width, in_channels, num_classes, seed=0)  # weights do not affect costs
-    return build_cost_table(model, image_size, exit_head)
+    return build_cost_table(model, image_size, exit_head, exit_grid)
 
 
 def format_cost_table(table: CostTable, batch_size: int, optimizer: str = "sgd") -> str:

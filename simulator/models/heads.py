@@ -1,4 +1,4 @@
-"""Early-exit heads a client puts on top of its cut activation: pool+linear, or conv then pool+linear."""
+"""Early-exit heads a client puts on top of its cut activation: grid pool + linear, global pool + linear, or conv first."""
 
 from __future__ import annotations
 
@@ -8,10 +8,11 @@ from contextlib import contextmanager
 import torch
 from torch import nn
 
-__all__ = ["EXIT_HEADS", "PoolLinearHead", "ConvPoolLinearHead", "make_exit_head", "reseed_head_", "reset_parameters_",
-           "seeded"]
+__all__ = ["EXIT_HEADS", "DEFAULT_EXIT_GRID", "GridLinearHead", "PoolLinearHead", "ConvPoolLinearHead", "make_exit_head",
+           "reseed_head_", "reset_parameters_", "seeded"]
 
-EXIT_HEADS = ("pool_linear", "conv_pool_linear")
+EXIT_HEADS = ("grid_linear", "pool_linear", "conv_pool_linear")
+DEFAULT_EXIT_GRID = 4  # grid_linear: cells per side of the pooled grid
 
 
 @contextmanager
@@ -24,6 +25,17 @@ def seeded(seed: int | None) -> Iterator[None]:
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         yield
+
+
+class GridLinearHead(nn.Sequential):
+    """Average pool to a g×g grid, flatten, linear: (B, C, H, W) -> (B, C·g·g) -> (B, num_classes).
+
+    A globally pooled head keeps C numbers per image (8 at width 8) and its exit stays near chance on small
+    widths; the grid keeps where features are, at C·g·g inputs to the linear layer.
+    """
+
+    def __init__(self, in_channels: int, num_classes: int, grid: int) -> None:
+        super().__init__(nn.AdaptiveAvgPool2d(grid), nn.Flatten(), nn.Linear(in_channels * grid * grid, num_classes))
 
 
 class PoolLinearHead(nn.Sequential):
@@ -47,13 +59,20 @@ class ConvPoolLinearHead(nn.Sequential):
         )
 
 
-def make_exit_head(kind: str, in_channels: int, num_classes: int, *, seed: int | None = None) -> nn.Module:
-    """The exit head named ``kind`` for a (B, in_channels, H, W) cut activation; weights from ``seed`` if given."""
-    heads: dict[str, type[nn.Sequential]] = {"pool_linear": PoolLinearHead, "conv_pool_linear": ConvPoolLinearHead}
-    if kind not in heads:
+def make_exit_head(kind: str, in_channels: int, num_classes: int, *, seed: int | None = None,
+                   size: int | None = None, grid: int = DEFAULT_EXIT_GRID) -> nn.Module:
+    """The exit head named ``kind`` for a (B, in_channels, size, size) cut activation; weights from ``seed`` if
+    given. ``grid_linear`` pools to min(grid, size) cells per side, so it needs the activation's ``size``."""
+    if kind not in EXIT_HEADS:
         raise ValueError(f"unknown exit head {kind!r}; known: {', '.join(EXIT_HEADS)}")
     with seeded(seed):
-        return heads[kind](in_channels, num_classes)
+        if kind == "pool_linear":
+            return PoolLinearHead(in_channels, num_classes)
+        if kind == "conv_pool_linear":
+            return ConvPoolLinearHead(in_channels, num_classes)
+        if size is None or size < 1 or grid < 1:
+            raise ValueError(f"grid_linear needs the activation's size and a grid >= 1, got size={size}, grid={grid}")
+        return GridLinearHead(in_channels, num_classes, min(grid, size))
 
 
 def reset_parameters_(model: nn.Module) -> None:

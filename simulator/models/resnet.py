@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from simulator.models.heads import PoolLinearHead, make_exit_head, reset_parameters_, seeded
+from simulator.models.heads import DEFAULT_EXIT_GRID, PoolLinearHead, make_exit_head, reset_parameters_, seeded
 
 __all__ = [
     "NUM_CUTS",
@@ -67,13 +67,14 @@ def _init_weights(model: nn.Module) -> None:
 class UnitModel(nn.Module):
     """A backbone as ``units`` (u1..uN) followed by a ``classifier``; cut l keeps u1..u_l on the client.
 
-    Subclasses set ``units``, ``classifier``, ``unit_channels`` (out channels of each unit), ``unit_names``,
-    ``num_cuts`` (largest cut; cuts are 1..num_cuts), ``in_channels`` and ``num_classes``.
+    Subclasses set ``units``, ``classifier``, ``unit_channels`` (out channels of each unit), ``unit_strides``
+    (the spatial stride of each unit), ``unit_names``, ``num_cuts`` (largest cut; cuts are 1..num_cuts), ``in_channels`` and ``num_classes``.
     """
 
     units: nn.ModuleList
     classifier: nn.Module
     unit_channels: tuple[int, ...]
+    unit_strides: tuple[int, ...]
     unit_names: tuple[str, ...]
     num_cuts: int
     in_channels: int
@@ -91,6 +92,14 @@ class UnitModel(nn.Module):
             reset_parameters_(self)
             _init_weights(self)
         return self
+
+    def activation_size(self, cut: int, image_size: int) -> int:
+        """Height (= width) of the activation after u_cut for square inputs of ``image_size``: every strided conv
+        (3×3 padding 1, or 1×1 shortcut) maps H to (H - 1) // stride + 1."""
+        size = image_size
+        for stride in self.unit_strides[:cut]:
+            size = (size - 1) // stride + 1
+        return size
 
     def check_cut(self, cut: int) -> int:
         """``cut`` if it is a valid cut for this model, else ValueError."""
@@ -127,6 +136,7 @@ class SplitResNet18(UnitModel):
             _init_weights(self)
         self.unit_names = tuple(names)
         self.unit_channels = tuple(channels)
+        self.unit_strides = (1, *(s if block == 0 else 1 for s in stage_strides for block in range(2)))
 
 
 class SmallCNN(UnitModel):
@@ -152,6 +162,7 @@ class SmallCNN(UnitModel):
             _init_weights(self)
         self.unit_names = tuple(f"conv{i}" for i in range(1, len(channels) + 1))
         self.unit_channels = channels
+        self.unit_strides = strides
 
 
 class ClientModel(nn.Module):
@@ -180,14 +191,18 @@ def server_part(model: UnitModel, cut: int) -> nn.Sequential:
     return nn.Sequential(*model.units[cut:], model.classifier)
 
 
-def make_client_model(model: UnitModel, cut: int, exit_head: str, num_classes: int, *,
-                      seed: int | None = None) -> ClientModel:
-    """u1..u_cut of ``model`` (shared) plus a fresh ``exit_head`` for its cut activation."""
+def make_client_model(model: UnitModel, cut: int, exit_head: str, num_classes: int, *, seed: int | None = None,
+                      image_size: int | None = None, grid: int = DEFAULT_EXIT_GRID) -> ClientModel:
+    """u1..u_cut of ``model`` (shared) plus a fresh ``exit_head`` for its cut activation (``grid_linear`` needs the
+    input ``image_size``)."""
     body = client_units(model, cut)
-    return ClientModel(body, make_exit_head(exit_head, model.unit_channels[cut - 1], num_classes, seed=seed))
+    size = model.activation_size(cut, image_size) if image_size is not None else None
+    head = make_exit_head(exit_head, model.unit_channels[cut - 1], num_classes, seed=seed, size=size, grid=grid)
+    return ClientModel(body, head)
 
 
-def split(model: UnitModel, cut: int, exit_head: str = "pool_linear", *,
-          seed: int | None = None) -> tuple[ClientModel, nn.Sequential]:
+def split(model: UnitModel, cut: int, exit_head: str = "pool_linear", *, seed: int | None = None,
+          image_size: int | None = None, grid: int = DEFAULT_EXIT_GRID) -> tuple[ClientModel, nn.Sequential]:
     """(client part with its exit head, server part) at ``cut``, both sharing ``model``'s parameters."""
-    return make_client_model(model, cut, exit_head, model.num_classes, seed=seed), server_part(model, cut)
+    client = make_client_model(model, cut, exit_head, model.num_classes, seed=seed, image_size=image_size, grid=grid)
+    return client, server_part(model, cut)

@@ -302,7 +302,7 @@ class Strategy(ABC):
                     assert path.copies is not None, "server copies need a server model per client"
                     group.append(Copy(i, path.copies.tensors(path.k, u - cut, buffers=buffers), on_device=False))
             plan.append(group)
-        if self.cfg.aggregate_exit_heads:
+        if self.cfg.exit_heads_aggregated():
             for members in exit_head_groups(cuts):
                 plan.append([Copy(present[k], w.trainers[present[k]].unit_tensors(cuts[k], buffers=buffers),
                                   on_device=True) for k in members])
@@ -313,7 +313,7 @@ class Strategy(ABC):
         w = self.w
         nbytes, flops = aggregation_traffic(w.table, [w.cuts[i] for i in present], server_copies=self.server_copies,
                                             client_copies=self.cfg.client_layers_aggregated(),
-                                            exit_heads=self.cfg.aggregate_exit_heads, buffers=self.cfg.bn == "average")
+                                            exit_heads=self.cfg.exit_heads_aggregated(), buffers=self.cfg.bn == "average")
         return dict(zip(present, nbytes)), flops
 
     def _transfers(self, rnd: int, nbytes: dict[int, int], *, up: bool) -> Generator[simpy.Event, Any, set[int]]:

@@ -20,7 +20,8 @@ class Sequential(Strategy):
 
     def build_server(self) -> list[ServerPath]:
         # One backbone whose units[min cut:] + classifier serve every client; features from cut l enter at u_{l+1}.
-        self.shared = self.w.new_backbone("server")
+        # With `model.init: common` it is the network the clients' parts start from.
+        self.shared = self.w.new_backbone("global" if self.w.common_init() else "server")
         low = min(self.w.cuts)
         params = [*self.shared.units[low:].parameters(), *self.shared.classifier.parameters()]
         self.optimizer = make_optimizer(params, self.w.scenario.training.optimizer)
@@ -73,7 +74,8 @@ class Sequential(Strategy):
         return [t for per in starts for t in per], seconds, clients
 
     def aggregation_due(self, rnd: int) -> bool:
-        return self.cfg.client_layers_aggregated() and rnd % self.cfg.aggregate_every == 0
+        aggregated = self.cfg.client_layers_aggregated() or self.cfg.exit_heads_aggregated()
+        return aggregated and rnd % self.cfg.aggregate_every == 0
 
     def aggregation_plan(self, present: Sequence[int]) -> list[list[Copy]]:
         return self.unit_plan(present, server_copies=self.server_copies)
