@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Callable, Generator
 
+import heapq
 import math
 
 import numpy as np
@@ -22,16 +23,23 @@ __all__ = ["FeatureBatch", "ClientCosts", "RoundFate", "Device", "plan_rounds", 
            "planned_battery_round", "timeout_at"]
 
 
-def timeout_at(env: simpy.Environment, t: float) -> simpy.Timeout:
-    """A timeout that fires at the absolute time `t` (>= now) exactly: `now + (t - now)` may round to a
-    neighbouring float, so the delay is nudged until the sum SimPy schedules at is `t` itself."""
+def timeout_at(env: simpy.Environment, t: float) -> simpy.Event:
+    """An event that fires at the absolute time `t` (>= now) exactly: `now + (t - now)` may round to a
+    neighbouring float, so the delay is nudged until the sum SimPy schedules at is `t` itself. Some `t` no sum
+    `now + delay` reaches (when `now` has finer bits than `t`'s spacing allows): that event is then put on the
+    queue at `t` itself, as a timeout would be (same priority, next id)."""
     delay = t - env.now
     for _ in range(64):
         at = env.now + delay
         if at == t:
-            break
+            return env.timeout(max(delay, 0.0))
         delay = math.nextafter(delay, math.inf if at < t else -math.inf)
-    return env.timeout(max(delay, 0.0))
+    if t <= env.now:
+        return env.timeout(0.0)
+    event = env.event()
+    event._ok, event._value = True, None  # triggered, as a Timeout is when it is made
+    heapq.heappush(env._queue, (t, simpy.events.NORMAL, next(env._eid), event))  # type: ignore[attr-defined]
+    return event
 
 
 @dataclass
@@ -377,7 +385,9 @@ def planned_battery_round(device: Device, rnd: int, steps: int) -> schedule.Clie
     compute_s = float(((plan.fwd[1] - plan.fwd[0]) + (plan.rest[1] - plan.rest[0])).sum())
     tx_s = float((plan.send[1] - plan.send[0]).sum())
     prof = device.spec.device
-    used = device._used_j + prof.idle_w * (last - t0) + (prof.compute_w - prof.idle_w) * compute_s \
+    # Charge used by now: the device may have idled since its last mark (waiting for its turn).
+    used_now = device._used_j + (prof.idle_w + device._added_w) * (t0 - device._t_mark)
+    used = used_now + prof.idle_w * (last - t0) + (prof.compute_w - prof.idle_w) * compute_s \
         + device.spec.link.tx_w * tx_s
     if used >= device.battery_j * (1.0 - 1e-9):  # too close to call in closed form
         up.jitter.restore(up.jitter_row, saved)

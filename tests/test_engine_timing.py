@@ -26,9 +26,9 @@ BASE: dict[str, Any] = {
     "dataset": {"name": "synthetic",
                 "synthetic": {"image_size": 8, "in_channels": 1, "num_classes": 10, "train_size": 96,
                               "test_size": 16}},
-    "model": {"width": 4},
+    "model": {"width": 4, "exit_head": "pool_linear"},
     "training": {"rounds": 1, "local_steps": 2, "batch_size": B},
-    "strategy": {"name": "sequential", "aggregate_client_layers": False},
+    "strategy": {"name": "sequential", "order": "arrival", "aggregate_client_layers": False},
     "network": {"overlap_compute_comm": False},
     "server": {"device": SERVER, "workers": 1},
     "clients": [],
@@ -179,6 +179,55 @@ def test_round_time_and_energy_by_hand(tmp_path: Path, overlap: bool) -> None:
         assert sum(r["energy_j"] for r in events if r["entity"] == name) == pytest.approx(per[name], rel=1e-12)
 
 
+@pytest.mark.parametrize("overlap", [False, True])
+def test_client_turns_round_time_by_hand(tmp_path: Path, overlap: bool) -> None:
+    """Sequential in client turns: a (client 0) runs its two steps from 0; the server trains each of its batches
+    on arrival; b (client 1) starts its first forward when the server has trained a's last batch, and the round
+    ends when the server has trained b's last one (or b's processor is done, whichever is later)."""
+    rs = _load(tmp_path, [_client("a", **A), _client("b", **Bc)], network={"overlap_compute_comm": overlap},
+               strategy={"name": "sequential", "order": "client_turns", "aggregate_client_layers": False})
+    from simulator.models.cost_table import cost_table_cached
+
+    table = cost_table_cached(4, 1, 10, 8, "pool_linear")
+    ca, cb = _hand_costs(table, A), _hand_costs(table, Bc)
+
+    def turn(c: dict[str, float], t0: float) -> tuple[float, float, list[float]]:
+        """(when the server has trained the client's last batch, when its processor is done, its compute starts)."""
+        F, R, X, L, S = c["F"], c["R"], c["X"], c["L"], c["S"]
+        if not overlap:
+            step = F + R + X + L
+            arrive = [t0 + step, t0 + 2 * step]
+            proc_end = t0 + step + F + R
+            starts = [t0, t0 + F, t0 + step, t0 + step + F]
+        else:
+            start1 = max(2 * F + R, F + X)
+            arrive = [t0 + F + X + L, t0 + start1 + X + L]
+            proc_end = t0 + 2 * (F + R)
+            starts = [t0, t0 + F, t0 + F + R, t0 + 2 * F + R]
+        first = arrive[0] + S  # the server is free when the turn starts
+        return max(first, arrive[1]) + S, proc_end, starts
+
+    t_a, proc_a, starts_a = turn(ca, 0.0)
+    t_b, proc_b, starts_b = turn(cb, t_a)
+    T = max(t_b, proc_a, proc_b)
+    assert t_a > proc_a  # a's turn ends on the server's last step, after its processor is done
+
+    sim = Simulation(rs)
+    sim.run()
+    assert sim.records[-1].sim_time_s == pytest.approx(T, rel=1e-12)
+    got_a = [e.t_start for e in _events(sim, "a", "compute")]
+    got_b = [e.t_start for e in _events(sim, "b", "compute")]
+    assert got_a == pytest.approx(starts_a, rel=1e-12, abs=1e-15)
+    assert got_b == pytest.approx(starts_b, rel=1e-12)
+    assert got_b[0] == pytest.approx(t_a, rel=1e-12)  # b's turn begins when a's last batch is trained
+    server = _events(sim, "server", "compute")
+    assert len(server) == 4 and server[1].t_end == pytest.approx(t_a, rel=1e-12)
+    # The timing-only run of the same round gives the same times, bit for bit.
+    timed = Simulation(rs, timing_only=True)
+    timed.run()
+    assert timed.records[-1].sim_time_s == sim.records[-1].sim_time_s
+
+
 # --- (b) a shared medium ------------------------------------------------------------------------------------------
 
 
@@ -292,3 +341,30 @@ def test_averaging_workers_bound_parallel_server_steps(tmp_path: Path, workers: 
         assert _flat(got) == pytest.approx(_flat([(a + k * S, a + (k + 1) * S) for k in range(n)]), rel=1e-12)
         assert _max_overlap(served) == 1
         assert sim.records[0].sim_time_s == pytest.approx(a + n * S, rel=1e-12)
+
+
+def test_timeout_at_reaches_a_time_no_delay_sums_to() -> None:
+    import simpy
+
+    from simulator.device import timeout_at
+
+    now, t = 0.163705984, 0.44447359999999997
+    # No float delay d gives now + d == t (now has finer bits than t's spacing): checked by brute force around it.
+    d = t - now
+    import math
+    near = [d]
+    for _ in range(8):
+        near += [math.nextafter(near[-1], math.inf)]
+    near += [math.nextafter(d, -math.inf)]
+    assert all(now + x != t for x in near)
+    env = simpy.Environment(initial_time=0.0)
+    seen = []
+
+    def proc():  # type: ignore[no-untyped-def]
+        yield env.timeout(now)
+        yield timeout_at(env, t)
+        seen.append(env.now)
+
+    env.process(proc())
+    env.run()
+    assert seen == [t]

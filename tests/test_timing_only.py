@@ -170,8 +170,11 @@ def _compare(path: Path) -> tuple[Simulation, Simulation]:
     {"server__workers": 1, "network__send_buffer": 3},
     {"strategy": {"name": "sequential", "order": "arrival"}},
     {"strategy": {"name": "sequential", "order": "round_robin", "aggregate_every": 2}},
+    {"strategy": {"name": "sequential"}},
+    {"strategy": {"name": "sequential", "aggregate_client_layers": True}, "network__overlap_compute_comm": False},
     {"strategy": {"name": "homogeneous_splitee", "common_cut": 2}},
-], ids=["averaging", "no_overlap", "one_worker", "sequential_arrival", "sequential_round_robin", "homogeneous"])
+], ids=["averaging", "no_overlap", "one_worker", "sequential_arrival", "sequential_round_robin",
+        "sequential_client_turns", "sequential_client_turns_no_overlap", "homogeneous"])
 def test_timing_only_times_equal_the_full_run(tmp_path: Path, changes: dict[str, Any]) -> None:
     full, timed = _compare(_scenario(tmp_path, **changes))
     # The fleet mixes closed-form clients (own links) and per-batch ones (the shared medium).
@@ -179,12 +182,15 @@ def test_timing_only_times_equal_the_full_run(tmp_path: Path, changes: dict[str,
     assert timed.records[-1].sim_time_s > 0 and not timed.records[-1].evals and full.world.trainers
 
 
-def test_timing_only_equals_the_full_run_with_deadlines_churn_and_batteries(tmp_path: Path) -> None:
+@pytest.mark.parametrize("strategy", [{"name": "averaging", "aggregate_every": 1},
+                                      {"name": "sequential", "order": "client_turns"}], ids=["averaging", "turns"])
+def test_timing_only_equals_the_full_run_with_deadlines_churn_and_batteries(tmp_path: Path,
+                                                                           strategy: dict[str, Any]) -> None:
     clients = copy.deepcopy(BASE["clients"])
     clients[0]["device"]["battery_j"] = 12.0
     clients[1]["availability"] = {"model": "markov", "mean_on_s": 3.0, "mean_off_s": 1.0}
     full, timed = _compare(_scenario(tmp_path, clients=clients, training__round_deadline_s=2.5,
-                                     training__rounds=5))
+                                     training__rounds=5, strategy=strategy))
     statuses = {s for r in timed.records for s in r.status.values()}
     assert statuses - {"ok"}  # clients were stopped, left or sat out: the per-batch path was exercised
     assert not any(timed.strategy.closed_form(i) for i in range(4))  # a deadline can stop anyone
@@ -218,15 +224,17 @@ def test_timing_only_needs_no_model_per_client(tmp_path: Path) -> None:
     assert math.isfinite(sim.run()[-1].sim_time_s)
 
 
+@pytest.mark.parametrize("strategy", ["averaging", "sequential"])
 @pytest.mark.parametrize("battery_j", [3.0, 6.0, 14.0, 40.0])
-def test_battery_clients_planned_in_closed_form_match_the_full_run(tmp_path: Path, battery_j: float) -> None:
+def test_battery_clients_planned_in_closed_form_match_the_full_run(tmp_path: Path, battery_j: float,
+                                                                   strategy: str) -> None:
     # No deadline, no churn: clients 'fast' and 'slow' (own links) can only be stopped by their batteries. While a
     # battery surely lasts through a round's work, that work is planned in closed form and a timer is set for
     # the moment the battery runs out at the idle draw; otherwise the device runs its processes.
     clients = copy.deepcopy(BASE["clients"])
     clients[0]["device"]["battery_j"] = battery_j
     clients[1]["device"]["battery_j"] = 0.7 * battery_j
-    rs = load_scenario(_scenario(tmp_path, clients=clients, training__rounds=4))
+    rs = load_scenario(_scenario(tmp_path, clients=clients, training__rounds=4, strategy={"name": strategy}))
     full = Simulation(rs, evaluate=False)
     full.run()
     timed = Simulation(rs, timing_only=True)
@@ -245,14 +253,15 @@ def test_battery_clients_planned_in_closed_form_match_the_full_run(tmp_path: Pat
     assert ("battery_empty" in statuses) == (battery_j < 20)
 
 
-def test_timing_only_resumes_from_a_checkpoint_to_the_same_result(tmp_path: Path) -> None:
+@pytest.mark.parametrize("strategy", ["averaging", "sequential"])
+def test_timing_only_resumes_from_a_checkpoint_to_the_same_result(tmp_path: Path, strategy: str) -> None:
     import io
 
     import torch
 
     clients = copy.deepcopy(BASE["clients"])
     clients[0]["device"]["battery_j"] = 14.0  # planned while it lasts, then its processes
-    rs = load_scenario(_scenario(tmp_path, clients=clients, training__rounds=4))
+    rs = load_scenario(_scenario(tmp_path, clients=clients, training__rounds=4, strategy={"name": strategy}))
     straight = Simulation(rs, timing_only=True)
     straight.run()
     first = Simulation(rs, timing_only=True)
