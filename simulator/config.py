@@ -158,14 +158,14 @@ class TrainingCfg(Strict):
 
 # Hetero-SplitEE's two strategies, then the baselines that run on the same engine for comparison.
 STRATEGY_NAMES = ("sequential", "averaging", "centralized", "homogeneous_splitee", "vanilla_sl", "splitfed_v1",
-                  "splitfed_v2", "fedavg")
+                  "splitfed_v2", "fedavg", "standalone_exit")
 SPLITEE_STRATEGIES = frozenset({"sequential", "averaging", "homogeneous_splitee"})  # clients train with exits
 COMMON_CUT_STRATEGIES = frozenset({"homogeneous_splitee", "vanilla_sl", "splitfed_v1", "splitfed_v2"})
 
 
 class StrategyCfg(Strict):
     name: Literal["sequential", "averaging", "centralized", "homogeneous_splitee", "vanilla_sl", "splitfed_v1",
-                  "splitfed_v2", "fedavg"] = "averaging"
+                  "splitfed_v2", "fedavg", "standalone_exit"] = "averaging"
     # sequential: client_turns (clients train one after another, each starting when the server has trained on the
     # previous one's last batch: the paper's reading), or clients in parallel with the server taking their batches
     # in arrival order (arrival) or client after client (round_robin)
@@ -177,7 +177,8 @@ class StrategyCfg(Strict):
     aggregate_exit_heads: bool | None = None
     bn: Literal["average", "local"] = "average"  # BatchNorm running statistics at aggregation
     # homogeneous_splitee, vanilla_sl, splitfed_v1/v2: the cut every client uses; None: the deepest cut that
-    # every client's memory can afford (the weakest device decides)
+    # every client's memory can afford (the weakest device decides); standalone_exit: the cut whose exit is
+    # trained (required)
     common_cut: int | None = Field(default=None, ge=1, le=8)
 
     def client_layers_aggregated(self) -> bool:

@@ -84,7 +84,7 @@ def early_exit_rows(rs: ResolvedScenario, table: CostTable,
     rows: list[tuple[Any, ...]] = []
     for c in sorted(rs.clients, key=lambda c: c.index):
         ev = evals.get(c.index)
-        if ev is None or ev.exit_correct is None or ev.exit_entropy is None:
+        if ev is None or ev.exit_correct is None or ev.exit_entropy is None or ev.final_correct is None:
             continue
         costs = client_inference_costs(table, c.cut, c.device, c.link, rs.server, dtype)
         for tau in thresholds:

@@ -210,7 +210,7 @@ def _check_traces(sc: Scenario, clients: tuple[ClientSpec, ...], file: str) -> N
 
 def _check_cut_keys(sc: Scenario, file: str) -> None:
     """With a fixed policy the scenario gives the cut; with any other the policy does; never both."""
-    if sc.strategy.name in COMMON_CUT_STRATEGIES or sc.strategy.name in ("centralized", "fedavg"):
+    if sc.strategy.name in COMMON_CUT_STRATEGIES or sc.strategy.name in ("centralized", "fedavg", "standalone_exit"):
         return  # the strategy decides the cut (or there is none)
     for g, group in enumerate(sc.clients):
         policy = (group.cut_policy or sc.cut_policy).name
@@ -241,6 +241,15 @@ def _resolve_cuts(sc: Scenario, file: str, clients: tuple[ClientSpec, ...], tabl
     if name == "centralized":
         return tuple(replace(c, cut=0, cut_policy="strategy",
                              cut_reason="centralized: the data is pooled at the server, nothing runs on clients")
+                     for c in clients)
+    if name == "standalone_exit":
+        cut = sc.strategy.common_cut
+        if cut is None:
+            raise InputError("missing: standalone_exit trains the exit at one cut: give it (1..8)", file=file,
+                             key="strategy.common_cut")
+        return tuple(replace(c, cut=0, cut_policy="strategy",
+                             cut_reason=f"standalone_exit: u1..u{cut} + exit head trained at the server on the "
+                                        "pooled data, nothing runs on clients")
                      for c in clients)
     if name == "fedavg":
         need = table.full_train_memory_bytes(batch, opt)

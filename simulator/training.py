@@ -190,7 +190,7 @@ class EvalResult:
     """Per-sample outcomes on the test split for one client's exit and its path through the server."""
 
     exit_correct: torch.Tensor | None  # (N,) bool; None for methods without an early exit (baselines)
-    final_correct: torch.Tensor  # (N,) bool
+    final_correct: torch.Tensor | None  # (N,) bool; None without a server path (standalone_exit)
     exit_entropy: torch.Tensor | None  # (N,) normalized entropy H/log(C) of the exit softmax, in [0, 1]
 
     @property
@@ -201,6 +201,8 @@ class EvalResult:
 
     @property
     def final_accuracy(self) -> float:
+        if self.final_correct is None:
+            return float("nan")
         return float(self.final_correct.float().mean())
 
 

@@ -25,7 +25,8 @@ from simulator.training import BatchSampler
 
 B = 4  # batch size of every scenario here
 LABEL_BYTES = 8  # one int64 label per sample travels with the features
-BASELINES = ("centralized", "homogeneous_splitee", "vanilla_sl", "splitfed_v1", "splitfed_v2", "fedavg")
+BASELINES = ("centralized", "homogeneous_splitee", "vanilla_sl", "splitfed_v1", "splitfed_v2", "fedavg",
+             "standalone_exit")
 
 SERVER = {"flops_per_s": 1.0e9, "memory_bytes": 1.0e10, "compute_w": 100.0, "idle_w": 10.0}
 OPTIMIZER = {"name": "sgd", "lr": 0.05, "momentum": 0.9, "weight_decay": 5.0e-4}
@@ -121,6 +122,9 @@ def _snapshot_before_average(sim: Simulation, take: Any) -> list[Any]:
     return taken
 
 
+TWO = [_client("p", data_weight=1.0), _client("q", data_weight=2.0, flops_per_s=2.0e7, latency_s=0.02)]
+
+
 # --- vanilla split learning with one client is plain training of the whole model --------------------------------
 
 
@@ -167,6 +171,57 @@ def test_vanilla_sl_one_client_equals_centralized_training(tmp_path: Path) -> No
     # Same model, same test set: same final accuracy.
     assert torch.equal(sims["vanilla_sl"].records[-1].evals[0].final_correct,
                        sims["centralized"].records[-1].evals[0].final_correct)
+
+
+@pytest.mark.parametrize("cut", [1, 3])
+def test_standalone_exit_is_plain_training_of_one_cuts_part_and_head(tmp_path: Path, cut: int) -> None:
+    """standalone_exit: u1..u_cut + the exit head trained at the server on the pooled shards, as many steps per
+    round as the clients together run; its accuracy is every client's exit accuracy. Truth: a plain loop."""
+    from simulator.models.heads import make_exit_head
+
+    rounds, steps = 2, 3
+    clients = [_client("p", data_weight=1.0), _client("q", data_weight=2.0)]
+    rs = _load(tmp_path, clients, strategy={"name": "standalone_exit", "common_cut": cut},
+               training={"rounds": rounds, "local_steps": steps})
+    sim = Simulation(rs)
+    sim.run()
+    w = sim.world
+    assert w.cuts == [0, 0]  # nothing runs on the clients
+
+    backbone = w.new_backbone("global")
+    head = make_exit_head("grid_linear", backbone.unit_channels[cut - 1], 10,
+                          seed=w.streams.torch_seed("shared_exit", cut), size=backbone.activation_size(cut, 8))
+    model = nn.Sequential(*backbone.units[:cut], head)
+    opt = torch.optim.SGD(model.parameters(), lr=OPTIMIZER["lr"], momentum=OPTIMIZER["momentum"],
+                          weight_decay=OPTIMIZER["weight_decay"])
+    sampler = BatchSampler(torch.cat([sp.indices for sp in w.samplers]), B, w.streams.torch("batches", 0))
+    model.train()
+    for _ in range(rounds * steps * len(clients)):
+        idx = sampler.next()
+        loss = F.cross_entropy(model(w.train_x[idx]), w.train_y[idx])
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    model.eval()
+    with torch.no_grad():
+        truth = model(w.test_x).argmax(dim=1) == w.test_y
+    ev = sim.records[-1].evals
+    for i in (0, 1):
+        assert torch.equal(ev[i].exit_correct, truth)
+        assert ev[i].final_correct is None and ev[i].final_accuracy != ev[i].final_accuracy  # no server path
+    # Server time: every step's client-part forward + backward and the head's, at the server's rate.
+    table = cost_table_cached(4, 1, 10, 8, "grid_linear")
+    flops = (sum(u.fwd_flops + u.bwd_flops for u in table.units[:cut]) - table.units[0].bwd_input_flops
+             + table.exit_heads[cut - 1].fwd_flops + table.exit_heads[cut - 1].bwd_flops) * B
+    busy = sum(e.t_end - e.t_start for e in _events(sim, "server", "compute"))
+    assert busy == pytest.approx(rounds * steps * 2 * flops / SERVER["flops_per_s"], rel=1e-9)
+
+
+def test_standalone_exit_needs_its_cut(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = _write(tmp_path, TWO, strategy={"name": "standalone_exit", "common_cut": None})
+    assert main(["run", str(path), "--out", str(tmp_path / "run"), "--quiet"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "strategy.common_cut" in err[0]
 
 
 # --- vanilla split learning's timeline, by hand ---------------------------------------------------------------------
@@ -403,9 +458,6 @@ def test_fedavg_client_back_from_absence_downloads_the_global_model_first(tmp_pa
 
 # --- every baseline from the command line, and resumed from a checkpoint --------------------------------------------
 
-TWO = [_client("p", data_weight=1.0), _client("q", data_weight=2.0, flops_per_s=2.0e7, latency_s=0.02)]
-
-
 @pytest.mark.parametrize("strategy", BASELINES)
 def test_baseline_runs_from_the_command_line(tmp_path: Path, strategy: str) -> None:
     path = _write(tmp_path, TWO, strategy={"name": strategy}, output={"checkpoint_every": 1})
@@ -413,7 +465,10 @@ def test_baseline_runs_from_the_command_line(tmp_path: Path, strategy: str) -> N
     assert main(["run", str(path), "--out", str(out), "--quiet"]) == 0
     summary = json.loads((out / "summary.json").read_text())
     assert summary["strategy"] == strategy and summary["rounds"] == 2
-    assert 0.0 <= summary["final_accuracy"] <= 1.0
+    if strategy == "standalone_exit":  # an exit alone: no server path
+        assert summary["final_accuracy"] is None and 0.0 <= summary["mean_exit_accuracy"] <= 1.0
+    else:
+        assert 0.0 <= summary["final_accuracy"] <= 1.0
     with (out / "clients.csv").open() as f:
         rows = list(csv.DictReader(f))
     assert len(rows) == 2 * len(TWO)
