@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field, PlainValidator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PlainValidator, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
 from simulator.pydantic_errors import describe_value
@@ -31,6 +31,7 @@ __all__ = [
     "ClientGroupCfg",
     "EvalCfg",
     "OutputCfg",
+    "ComputeCfg",
     "Scenario",
     "DATASET_SHAPES",
     "DATASET_TRAIN_SIZES",
@@ -275,11 +276,19 @@ class OutputCfg(Strict):
     progress: bool = True  # progress bar on stderr
 
 
+class ComputeCfg(Strict):
+    """Where the real torch steps run, and on how many intra-op threads (identical results need the same seed
+    and the same thread count)."""
+
+    device: Literal["cpu", "cuda", "auto"] = "cpu"  # auto: a GPU when torch sees one
+    threads: int | None = Field(default=None, ge=1)  # None: one for small models, torch's default for large ones
+
+
 class Scenario(Strict):
     name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")
     description: str = ""
     seed: int = Field(default=0, ge=0)
-    compute: Literal["cpu", "cuda", "auto"] = "cpu"  # where the real torch steps run
+    compute: ComputeCfg = ComputeCfg()  # `compute: cpu` is short for `compute: {device: cpu}`
     dataset: DatasetCfg = DatasetCfg()
     model: ModelCfg = ModelCfg()
     training: TrainingCfg = TrainingCfg()
@@ -291,3 +300,8 @@ class Scenario(Strict):
     clients: list[ClientGroupCfg] = Field(min_length=1)
     eval: EvalCfg = EvalCfg()
     output: OutputCfg = OutputCfg()
+
+    @field_validator("compute", mode="before")
+    @classmethod
+    def _compute_shorthand(cls, value: Any) -> Any:
+        return {"device": value} if isinstance(value, str) else value

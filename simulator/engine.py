@@ -18,6 +18,7 @@ from simulator.availability import load_trace, make_availability
 from simulator.data.datasets import Dataset, load_dataset, load_train_labels
 from simulator.data.partitions import partition
 from simulator.device import ClientCosts, Device, RoundFate
+from simulator.config import Scenario
 from simulator.errors import InputError
 from simulator.models.cost_table import cost_table_cached
 from simulator.copies import Copies
@@ -31,13 +32,30 @@ from simulator.strategies import STRATEGIES, Strategy
 from simulator.training import BatchSampler, ClientTrainer, EvalResult
 from simulator.world import World
 
-__all__ = ["few_collections", "torch_device_for", "load_data", "load_labels", "build_world", "check_timing_only",
+__all__ = ["few_collections", "torch_device_for", "intra_op_threads", "SMALL_MODEL_FWD_FLOPS", "load_data", "load_labels", "build_world", "check_timing_only",
            "TIMING_ONLY_STRATEGIES", "RoundRecord", "Simulation"]
+
+
+# Models whose whole forward pass costs at most this many FLOPs per sample train on one intra-op thread by default:
+# their kernels are too small to split (ResNet-18 width 8 on 28×28: the quickstart took 39.3 s on torch's 2
+# threads and 38.6 s on one on 2 idle cores, and 8-10× longer on 2 threads when the cores were busy).
+SMALL_MODEL_FWD_FLOPS = 2.0e8
+TORCH_DEFAULT_THREADS = torch.get_num_threads()  # as the process started (OMP_NUM_THREADS, else the cores)
+
+
+def intra_op_threads(sc: Scenario) -> int:
+    """The intra-op thread count a run uses: `compute.threads`, else one for small models (see
+    SMALL_MODEL_FWD_FLOPS), else torch's default."""
+    if sc.compute.threads is not None:
+        return sc.compute.threads
+    in_ch, size, classes = sc.dataset.shape()
+    table = cost_table_cached(sc.model.width, in_ch, classes, size, sc.model.exit_head, sc.model.exit_grid)
+    return 1 if table.full_fwd_flops() <= SMALL_MODEL_FWD_FLOPS else TORCH_DEFAULT_THREADS
 
 
 def torch_device_for(compute: str) -> torch.device:
     if compute == "cuda" and not torch.cuda.is_available():
-        raise InputError("compute: cuda was asked for but torch sees no CUDA device", key="compute")
+        raise InputError("compute: cuda was asked for but torch sees no CUDA device", key="compute.device")
     if compute == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(compute)
@@ -124,7 +142,7 @@ def build_world(rs: ResolvedScenario, dataset: Dataset | None = None, *, timing_
         dev, data, shards = torch.device("cpu"), None, None
         counts = list(sample_counts)
     else:
-        dev = torch.device("cpu") if timing_only else torch_device_for(sc.compute)
+        dev = torch.device("cpu") if timing_only else torch_device_for(sc.compute.device)
         if timing_only:
             data = None
             labels = dataset.train_y.numpy() if dataset is not None else load_labels(rs)

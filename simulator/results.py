@@ -171,6 +171,7 @@ def summary(rs: ResolvedScenario, records: Sequence[Any], recorder: Recorder,
         "bytes_up": sum(map(_UP, totals)),
         "bytes_down": sum(map(_DOWN, totals)),
         "host_seconds": sum(r.host_seconds for r in records),
+        "threads": torch.get_num_threads(),  # intra-op threads of the process that wrote it
         "versions": {"hetero_splitee_sim": __version__, "python": platform.python_version(),
                      "torch": torch.__version__, "numpy": np.__version__, "simpy": simpy.__version__},
     }

@@ -12,7 +12,7 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
-from simulator.engine import RoundRecord, Simulation, check_timing_only, few_collections
+from simulator.engine import RoundRecord, Simulation, check_timing_only, few_collections, intra_op_threads
 from simulator.errors import InputError
 from simulator.results import atomic_write, write_resolved, write_run
 from simulator.scenario import ResolvedScenario, load_scenario
@@ -137,7 +137,9 @@ def format_summary(summary: dict[str, Any], out: Path) -> str:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    rs = load_scenario(args.scenario, args.set)
+    extra = [f"compute.threads={args.threads}"] if args.threads is not None else []
+    rs = load_scenario(args.scenario, [*args.set, *extra])
+    torch.set_num_threads(intra_op_threads(rs.scenario))  # once per process
     for line in rs.scenario.strategy.warnings():
         print(f"warning: {rs.file}: {line}", file=sys.stderr, flush=True)
     print(rs.describe_cuts(), flush=True)
@@ -148,6 +150,16 @@ def _cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}")
+    return value
+
+
 def add_run_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("run", help="run a scenario and write a run folder")
     p.add_argument("scenario", metavar="SCENARIO.yaml")
@@ -156,6 +168,9 @@ def add_run_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--resume", action="store_true", help="continue an interrupted run from its last checkpoint")
     p.add_argument("--overwrite", action="store_true", help="replace an existing run folder")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--threads", type=_positive_int, metavar="N",
+                   help="intra-op torch threads (sets compute.threads; default: 1 for small models, else torch's); "
+                        "identical results need the same seed and the same thread count")
     p.add_argument("--timing-only", action="store_true",
                    help="no models and no training: simulated times, energies and traffic only (large fleets)")
     p.set_defaults(func=_cmd_run)

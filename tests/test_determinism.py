@@ -97,6 +97,58 @@ def test_same_seed_same_files(tmp_path: Path, strategy: str) -> None:
     _assert_same_results(tmp_path / "one", tmp_path / "two")
 
 
+@pytest.mark.parametrize("threads", [1, 2])
+def test_same_seed_and_threads_same_files_from_the_command_line(tmp_path: Path, threads: int) -> None:
+    """`splitee run --threads N` twice with the same seed writes identical files (host_seconds aside), and the
+    summary says how many threads computed them."""
+    import json
+
+    from simulator.cli import main
+
+    path = _write(tmp_path, output={"checkpoint_every": 0, "progress": False})
+    before = torch.get_num_threads()
+    try:
+        for name in ("one", "two"):
+            assert main(["run", str(path), "--threads", str(threads), "--out", str(tmp_path / name), "--quiet"]) == 0
+            assert torch.get_num_threads() == threads
+    finally:
+        torch.set_num_threads(before)
+    _assert_same_results(tmp_path / "one", tmp_path / "two")
+    summary = json.loads((tmp_path / "one" / "summary.json").read_text())
+    assert summary["threads"] == threads
+    resolved = yaml.safe_load((tmp_path / "one" / "scenario.resolved.yaml").read_text())
+    assert resolved["compute"] == {"device": "cpu", "threads": threads}
+
+
+def test_compute_section_shorthand_and_default_threads(tmp_path: Path) -> None:
+    from simulator.engine import SMALL_MODEL_FWD_FLOPS, TORCH_DEFAULT_THREADS, intra_op_threads
+    from simulator.models.cost_table import cost_table_cached
+
+    short = load_scenario(_write(tmp_path, "a.yaml", compute="cpu")).scenario
+    full = load_scenario(_write(tmp_path, "b.yaml", compute={"device": "cpu", "threads": 3})).scenario
+    assert short.compute.device == "cpu" and short.compute.threads is None and full.compute.threads == 3
+    assert intra_op_threads(full) == 3
+    # The rule: one thread while the whole forward pass is at most SMALL_MODEL_FWD_FLOPS per sample.
+    assert cost_table_cached(4, 1, 10, 8, "grid_linear").full_fwd_flops() <= SMALL_MODEL_FWD_FLOPS
+    assert intra_op_threads(short) == 1
+    big = load_scenario(_write(tmp_path, "c.yaml", model={"width": 64},
+                               dataset={"name": "synthetic", "synthetic": {"image_size": 32, "in_channels": 3}}))
+    assert cost_table_cached(64, 3, 10, 32, "grid_linear").full_fwd_flops() > SMALL_MODEL_FWD_FLOPS
+    assert intra_op_threads(big.scenario) == TORCH_DEFAULT_THREADS
+
+
+def test_bad_thread_counts_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from simulator.cli import main
+
+    path = _write(tmp_path, compute={"device": "cpu", "threads": 0})
+    assert main(["run", str(path), "--out", str(tmp_path / "run"), "--quiet"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "compute.threads" in err[0]
+    with pytest.raises(SystemExit) as exc:
+        main(["run", str(path), "--threads", "0"])
+    assert exc.value.code == 2
+
+
 def test_another_seed_other_results(tmp_path: Path) -> None:
     run_scenario(load_scenario(_write(tmp_path, "s1.yaml", seed=1)), tmp_path / "one", overwrite=True,
                  progress=False)
