@@ -37,7 +37,7 @@ SUMMARY_COLUMNS = (
     ("bytes_up", "bytes up"),
     ("bytes_down", "bytes down"),
 )
-_ACCURACY = {"final_accuracy", "mean_exit_accuracy", "exit_accuracy"}
+_ACCURACY = {"final_accuracy", "mean_exit_accuracy", "exit_accuracy", "exit_accuracy_local", "final_accuracy_local"}
 _BYTES = {"bytes_up", "bytes_down"}
 TIMELINE_MAX_ROUNDS = 20  # beyond this a whole-run Gantt is a smear: the report zooms on the first rounds
 _TIMELINE_ZOOM = 3
@@ -187,19 +187,23 @@ def _table_html(rows: list[dict[str, Any]]) -> str:
     return f'<table id="summary"><thead><tr>{head}</tr></thead><tbody>{"".join(body)}</tbody></table>'
 
 
-_CLIENT_COLUMNS = ("client", "device", "link", "cut", "exit accuracy", "final accuracy", "energy (J)")
+_CLIENT_COLUMNS = ("client", "device", "link", "cut", "exit accuracy", "final accuracy", "local exit accuracy",
+                   "local final accuracy", "energy (J)")
 
 
 def _clients_html(run: Run) -> str:
     """Per-client values from summary.json, so the figures below can be read against numbers."""
     s = run.summary
     exit_acc, final_acc = s.get("exit_accuracy") or {}, s.get("final_accuracy_per_client") or {}
+    # on the test split reweighted to the client's own training labels (absent in runs made before it existed)
+    exit_local, final_local = s.get("exit_accuracy_local") or {}, s.get("final_accuracy_local") or {}
     energy = (s.get("energy_j") or {}).get("per_entity", {}) if isinstance(s.get("energy_j"), dict) else {}
     body = []
     for c in (c for c in s.get("clients", []) if isinstance(c, dict)):
         name = c.get("name")
         values = [("client", name), ("device", c.get("device")), ("link", c.get("link")), ("cut", c.get("cut")),
                   ("exit_accuracy", exit_acc.get(name)), ("final_accuracy", final_acc.get(name)),
+                  ("exit_accuracy_local", exit_local.get(name)), ("final_accuracy_local", final_local.get(name)),
                   ("energy_j", energy.get(name))]
         body.append("<tr>" + "".join(_cell(k, v) for k, v in values) + "</tr>")
     if not body:

@@ -6,7 +6,7 @@ import gc
 import math
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Iterator
 
 import numpy as np
@@ -29,7 +29,7 @@ from simulator.rng import Streams
 from simulator.scenario import ResolvedScenario
 from simulator.server import SERVER, Server
 from simulator.strategies import STRATEGIES, Strategy
-from simulator.training import BatchSampler, ClientTrainer, EvalResult
+from simulator.training import BatchSampler, ClientTrainer, EvalResult, local_test_weights
 from simulator.world import World
 
 __all__ = ["few_collections", "torch_device_for", "intra_op_threads", "SMALL_MODEL_FWD_FLOPS", "load_data", "load_labels", "build_world", "check_timing_only",
@@ -269,13 +269,22 @@ class Simulation:
         self.strategy: Strategy = strategy_cls(self.world)
         self.records: list[RoundRecord] = []
         self.stopped_early: str | None = None
+        self._local_weights: list[torch.Tensor] | None = None  # per client, made at the first evaluation
 
     @property
     def rounds_done(self) -> int:
         return len(self.records)
 
     def evaluate(self) -> dict[int, EvalResult]:
-        return self.strategy.evaluate(self.world.scenario.eval.batch_size)
+        """The strategy's evaluation of every client, each with its test weights for local accuracy."""
+        got = self.strategy.evaluate(self.world.scenario.eval.batch_size)
+        if self._local_weights is None:
+            w = self.world
+            classes = w.scenario.dataset.shape()[2]
+            assert w.train_y is not None and w.test_y is not None
+            self._local_weights = [local_test_weights(w.train_y[sp.indices], w.test_y, classes)
+                                   for sp in w.samplers]
+        return {i: replace(ev, local_weights=self._local_weights[i]) for i, ev in got.items()}
 
     def _status(self, i: int, now: float) -> str:
         """Whether client i can join a round starting now, and if not why."""

@@ -32,7 +32,8 @@ _TIMING_KEYS = {("name",), ("description",), ("output",), ("server", "device"), 
                 ("network", "overlap_compute_comm"), ("network", "send_buffer"), ("network", "media")}
 _CLIENT_TIMING_KEYS = {"device", "link", "medium"}
 _LEARNED_ROUND = ("final_accuracy", "mean_exit_accuracy")
-_LEARNED_CLIENT = ("exit_accuracy", "final_accuracy", "train_loss_exit", "train_loss_server")
+_LEARNED_CLIENT = ("exit_accuracy", "final_accuracy", "train_loss_exit", "train_loss_server", "exit_accuracy_local",
+                   "final_accuracy_local")
 
 
 def _learning_part(resolved: dict[str, Any]) -> dict[str, Any]:
@@ -170,7 +171,7 @@ def _merge_learning(run_dir: Path, out: Path, changed: ResolvedScenario, old: di
     rows = []
     for row in _read_csv(out / "clients.csv"):
         for col in _LEARNED_CLIENT:
-            row[col] = old_clients[(row["round"], row["client"])][col]
+            row[col] = old_clients[(row["round"], row["client"])].get(col, "")  # runs before a column existed
         rows.append([row[c] for c in CLIENT_COLUMNS])
     atomic_write(out / "clients.csv", _csv(CLIENT_COLUMNS, rows))
 
@@ -190,7 +191,8 @@ def _merge_learning(run_dir: Path, out: Path, changed: ResolvedScenario, old: di
 
     merged = dict(new)
     for key in ("final_accuracy", "mean_exit_accuracy", "exit_accuracy", "final_accuracy_per_client",
-                "timing_only"):
+                "mean_exit_accuracy_local", "mean_final_accuracy_local", "exit_accuracy_local",
+                "final_accuracy_local", "timing_only"):
         merged[key] = old.get(key)
     merged["replay"] = {"of": str(run_dir), "set": sets, "original_sim_time_s": old["sim_time_s"],
                         "original_energy_j": old["energy_j"]["total"]}

@@ -36,7 +36,8 @@ __all__ = [
 ROUND_COLUMNS = ("round", "sim_time_s", "final_accuracy", "mean_exit_accuracy", "energy_j", "bytes_up",
                  "bytes_down", "host_seconds")
 CLIENT_COLUMNS = ("round", "client", "device", "cut", "exit_accuracy", "final_accuracy", "train_loss_exit",
-                  "train_loss_server", "energy_j", "bytes_up", "bytes_down", "available", "status", "steps_done")
+                  "train_loss_server", "energy_j", "bytes_up", "bytes_down", "available", "status", "steps_done",
+                  "exit_accuracy_local", "final_accuracy_local")
 
 
 def atomic_write(path: Path, data: str | bytes) -> None:
@@ -101,8 +102,10 @@ def client_rows(records: Sequence[Any], recorder: Recorder, rs: ResolvedScenario
             evs = [rec.evals.get(i) for i in indices]
             exit_acc = [_blank(e.exit_accuracy) if e else "" for e in evs]
             final_acc = [_blank(e.final_accuracy) if e else "" for e in evs]
+            exit_local = [_blank(e.exit_accuracy_local) if e else "" for e in evs]
+            final_local = [_blank(e.final_accuracy_local) if e else "" for e in evs]
         else:
-            exit_acc = final_acc = blank
+            exit_acc = final_acc = exit_local = final_local = blank
         exit_loss = [_blank(rec.exit_loss.get(i, nan)) for i in indices] if rec.exit_loss else blank
         server_loss = [_blank(rec.server_loss.get(i, nan)) for i in indices] if rec.server_loss else blank
         yield from zip(
@@ -110,6 +113,7 @@ def client_rows(records: Sequence[Any], recorder: Recorder, rs: ResolvedScenario
             [t.energy_j if t else 0.0 for t in tots], [t.bytes_up if t else 0.0 for t in tots],
             [t.bytes_down if t else 0.0 for t in tots], [int(i in present) for i in indices],
             [rec.status.get(i, "ok") for i in indices], [rec.steps_done.get(i, 0) for i in indices],
+            exit_local, final_local,
         )
 
 
@@ -165,6 +169,14 @@ def summary(rs: ResolvedScenario, records: Sequence[Any], recorder: Recorder,
         "exit_accuracy": {names[i]: e.exit_accuracy for i, e in last_eval.evals.items()} if last_eval else {},
         "final_accuracy_per_client": (
             {names[i]: e.final_accuracy for i, e in last_eval.evals.items()} if last_eval else {}),
+        # on the test split reweighted to each client's own training label distribution
+        "mean_exit_accuracy_local": (_mean([e.exit_accuracy_local for e in last_eval.evals.values()])
+                                     if last_eval else None),
+        "mean_final_accuracy_local": (_mean([e.final_accuracy_local for e in last_eval.evals.values()])
+                                      if last_eval else None),
+        "exit_accuracy_local": {names[i]: e.exit_accuracy_local for i, e in last_eval.evals.items()} if last_eval else {},
+        "final_accuracy_local": (
+            {names[i]: e.final_accuracy_local for i, e in last_eval.evals.items()} if last_eval else {}),
         "sim_time_s": records[-1].sim_time_s if records else 0.0,
         "energy_j": {"total": sum(per_entity.values()), "per_entity": per_entity,
                      "server": per_entity.get(SERVER, 0.0)},

@@ -108,6 +108,8 @@ def format_summary(summary: dict[str, Any], out: Path) -> str:
         f"run '{summary['scenario']}' ({summary['strategy']}, seed {summary['seed']}): {summary['rounds']} rounds",
         f"  final accuracy (server path, mean over clients): {_num(summary['final_accuracy'])}",
         f"  exit accuracy (mean over clients):               {_num(summary['mean_exit_accuracy'])}",
+        f"  local accuracy (test split reweighted to each client's own labels, mean): final "
+        f"{_num(summary.get('mean_final_accuracy_local'))}, exit {_num(summary.get('mean_exit_accuracy_local'))}",
         f"  simulated time: {summary['sim_time_s']:,.2f} s   energy: {summary['energy_j']['total']:,.1f} J   "
         f"traffic: {summary['bytes_up'] / 1e6:,.2f} MB up, {summary['bytes_down'] / 1e6:,.2f} MB down",
         f"  host time: {summary['host_seconds']:.1f} s" + ("   (timing only: no training, no accuracy)"

@@ -22,6 +22,7 @@ __all__ = [
     "ServerPath",
     "EvalResult",
     "evaluate_path",
+    "local_test_weights",
     "state_bytes",
 ]
 
@@ -192,6 +193,24 @@ class EvalResult:
     exit_correct: torch.Tensor | None  # (N,) bool; None for methods without an early exit (baselines)
     final_correct: torch.Tensor | None  # (N,) bool; None without a server path (standalone_exit)
     exit_entropy: torch.Tensor | None  # (N,) normalized entropy H/log(C) of the exit softmax, in [0, 1]
+    # (N,) float64 weight of each test sample in the client's own label distribution (local_test_weights)
+    local_weights: torch.Tensor | None = None
+
+    def _local(self, correct: torch.Tensor | None) -> float:
+        if correct is None or self.local_weights is None:
+            return float("nan")
+        w = self.local_weights
+        return float((correct.to(w.dtype) * w).sum() / w.sum())
+
+    @property
+    def exit_accuracy_local(self) -> float:
+        """Exit accuracy on the test split reweighted to the client's training label distribution."""
+        return self._local(self.exit_correct)
+
+    @property
+    def final_accuracy_local(self) -> float:
+        """Server-path accuracy on the test split reweighted to the client's training label distribution."""
+        return self._local(self.final_correct)
 
     @property
     def exit_accuracy(self) -> float:
@@ -204,6 +223,18 @@ class EvalResult:
         if self.final_correct is None:
             return float("nan")
         return float(self.final_correct.float().mean())
+
+
+def local_test_weights(train_labels: torch.Tensor, test_y: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """(N,) weight of each test sample so that the weighted test split has the label distribution of
+    `train_labels` (a client's shard): sample n of class c weighs p(c) / (test samples of class c), where p(c) is
+    class c's share of the shard. Accuracy under these weights = sum over classes of p(c) × the accuracy on class
+    c. A class the shard has but the test split lacks cannot be measured: the weights then sum to less than one
+    and accuracies divide by their sum (the other classes, renormalized)."""
+    train = torch.bincount(train_labels.cpu().long(), minlength=num_classes).double()  # (C,)
+    test = torch.bincount(test_y.cpu().long(), minlength=num_classes).double()  # (C,)
+    per_class = torch.where(test > 0, train / train.sum() / test.clamp_min(1.0), torch.zeros_like(test))
+    return per_class[test_y.cpu().long()]  # (N,)
 
 
 @torch.no_grad()
