@@ -250,7 +250,8 @@ def test_report_has_every_figure_and_the_summary_values(runs: Runs, tmp_path: Pa
         for c in summary["clients"]:
             name = c["name"]
             expected += [name, c["device"], c["link"], c["cut"], summary["exit_accuracy"][name],
-                         summary["final_accuracy_per_client"][name], summary["energy_j"]["per_entity"][name]]
+                         summary["final_accuracy_per_client"][name], summary["exit_accuracy_local"][name],
+                         summary["final_accuracy_local"][name], summary["energy_j"]["per_entity"][name]]
         assert got == expected
 
 

@@ -31,9 +31,9 @@ BASE: dict[str, Any] = {
     "dataset": {"name": "synthetic",
                 "synthetic": {"image_size": 8, "in_channels": 1, "num_classes": 10, "train_size": 96,
                               "test_size": 16}},
-    "model": {"width": 4},
+    "model": {"width": 4, "exit_head": "pool_linear"},  # the hand-computed costs below use its cost table
     "training": {"rounds": 1, "local_steps": 4, "batch_size": B},
-    "strategy": {"name": "sequential", "aggregate_client_layers": False},
+    "strategy": {"name": "sequential", "order": "arrival", "aggregate_client_layers": False},
     "network": {"overlap_compute_comm": False},
     "server": {"device": SERVER, "workers": 1},
     "clients": [],
@@ -160,7 +160,8 @@ def test_a_missing_client_is_left_out(tmp_path: Path, strategy: str) -> None:
     trace.write_text("client,t_start,t_end\nflaky,0,1e-9\n")  # on at the start, gone at once
     clients = [_client("a"), _client("b"),
                _client("flaky", availability={"model": "trace", "trace": "trace.csv"})]
-    path = _write(tmp_path, clients, strategy={"name": strategy, "aggregate_client_layers": True},
+    # In arrival order every client starts at once (in client turns flaky would leave before its turn).
+    path = _write(tmp_path, clients, strategy={"name": strategy, "order": "arrival", "aggregate_client_layers": True},
                   training={"rounds": 2, "local_steps": 2})
     sim = Simulation(load_scenario(path))
     flaky_before = [p.clone() for p in sim.world.trainers[2].tensors(buffers=False)]
@@ -375,3 +376,22 @@ def test_fleet_events_counts_by_hand() -> None:
     assert list(got["b"]["rounds_by_status"]) == ["ok", "offline", "battery_empty", "gone"]
     assert got["c"] == {"rounds_by_status": {"ok": 4}, "battery_empty_round": None}
     assert _fleet_events(rs, [])["a"] == {"rounds_by_status": {}, "battery_empty_round": None}
+
+
+def test_client_turns_a_client_gone_before_its_turn_has_none(tmp_path: Path) -> None:
+    """Sequential in client turns: b goes offline while a has its turn, so b has no turn (no step, status left) and
+    c's turn starts the moment the server has trained a's last batch."""
+    trace = tmp_path / "trace.csv"
+    trace.write_text("client,t_start,t_end\nb,0,0.01\n")  # on at the round's start, off long before a is done
+    clients = [_client("a"), _client("b", availability={"model": "trace", "trace": "trace.csv"}), _client("c")]
+    path = _write(tmp_path, clients, strategy={"name": "sequential", "order": "client_turns"},
+                  training={"rounds": 1, "local_steps": 2})
+    sim = Simulation(load_scenario(path))
+    sim.run()
+    (rec,) = sim.records
+    assert rec.status == {0: "ok", 1: "left", 2: "ok"} and rec.steps_done == {0: 2, 1: 0, 2: 2}
+    events = sim.world.recorder.events
+    assert not [e for e in events if e.entity == "b" and e.kind in ("compute", "tx")]
+    server = sorted((e for e in events if e.entity == "server" and e.kind == "compute"), key=lambda e: e.t_start)
+    c_first = min(e.t_start for e in events if e.entity == "c" and e.kind == "compute")
+    assert len(server) == 4 and c_first == server[1].t_end  # a's last batch trained: c's turn

@@ -247,11 +247,12 @@ def test_values_survive_the_trip_through_set_syntax(value: Any) -> None:
     assert load_yaml_text(yaml_flow(value)) == value
 
 
-@pytest.mark.parametrize(("name", "points"), [("weak_share_bandwidth_sweep.yaml", 12),
-                                              ("cut_policy_fleet_sweep.yaml", 6)])
+@pytest.mark.parametrize(("name", "points"), [("whatif/sweeps/weak_share_bandwidth_sweep.yaml", 12),
+                                              ("whatif/sweeps/cut_policy_fleet_sweep.yaml", 6),
+                                              ("paper/fashion_mnist_compare.yaml", 72)])
 def test_shipped_sweeps_load_and_every_point_is_valid(tmp_path: Path, name: str, points: int) -> None:
-    path = ROOT / "scenarios" / "whatif" / "sweeps" / name
-    assert path.read_text().startswith("# Sweep: ")  # opens with the question it answers
+    path = ROOT / "scenarios" / name
+    assert path.read_text().startswith(("# Sweep: ", "# A measured comparison"))  # opens with what it answers
     spec = load_sweep(path)
     rows = plan_points(spec, spec.points(), tmp_path)
     assert len(rows) == points == len({r.point.id for r in rows})
