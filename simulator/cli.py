@@ -136,6 +136,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     except InputError as err:
         print(f"error: {err.one_line()}", file=sys.stderr)
         return EXIT_BAD_INPUT
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        # The reader went away (`splitee devices | head`): stop quietly. Point stdout at devnull so that
+        # the interpreter's final flush does not raise a second BrokenPipeError on the way out.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return EXIT_BROKEN_PIPE
     except OSError as err:  # a disk that filled up, a folder removed under the run: the system said no
         if args.debug:
             raise
@@ -148,15 +157,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("error: out of memory; lower model.width, the batch size, the dataset size or the number of clients",
               file=sys.stderr)
         return EXIT_BAD_INPUT
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
-    except BrokenPipeError:
-        # The reader went away (`splitee devices | head`): stop quietly. Point stdout at devnull so that
-        # the interpreter's final flush does not raise a second BrokenPipeError on the way out.
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
-        return EXIT_BROKEN_PIPE
     except Exception as err:  # a failure nobody foresaw: still one line; the traceback with --debug
         if args.debug:
             raise

@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import os
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -20,6 +21,7 @@ from simulator.early_exit import EARLY_EXIT_COLUMNS, client_inference_costs
 from simulator.engine import TIMING_ONLY_STRATEGIES, Simulation, few_collections
 from simulator.errors import InputError
 from simulator.models.cost_table import cost_table_cached
+from simulator.fsio import check_output_dir
 from simulator.run_folder import RunFolder
 from simulator.results import CLIENT_COLUMNS, ROUND_COLUMNS, _csv, atomic_write, write_run
 from simulator.scenario import ResolvedScenario, load_scenario
@@ -134,6 +136,7 @@ def replay(run_dir: Path, sets: Sequence[str], out: Path, *, overwrite: bool = F
         raise InputError(f"not a finished run folder: {', '.join(missing)} missing", file=str(run_dir))
     if out.resolve() == run_dir.resolve() or run_dir.resolve() in out.resolve().parents:
         raise InputError("the replay would write into the run it replays; choose another --out", key="--out")
+    check_output_dir(out, "--out")
     resolved = run_dir / "scenario.resolved.yaml"
     original = load_scenario(resolved)
     changed = load_scenario(resolved, list(sets))
@@ -150,18 +153,21 @@ def replay(run_dir: Path, sets: Sequence[str], out: Path, *, overwrite: bool = F
     if why:
         raise InputError(f"cannot replay: {why}", file=str(run_dir))
 
+    if os.path.lexists(out) and not overwrite and any(out.iterdir()):
+        raise InputError("already holds files; pass --overwrite to replace a run there, or choose another --out",
+                         file=str(out), key="--out")
+    sim = Simulation(changed, timing_only=True, sample_counts=counts)
+    sim.run()
+    # A battery that lasted the whole run may not under the new profiles: then the replay would train less.
+    for rec in sim.records:
+        emptied = [changed.clients[i].name for i, st in rec.status.items() if st == "battery_empty"]
+        if emptied:
+            raise InputError(f"cannot replay: under the changes {emptied[0]!r} empties its battery in round "
+                             f"{rec.round}, which changes what is learned", file=str(run_dir))
+    if [r.steps_done for r in sim.records] != steps:
+        raise InputError("cannot replay: the clients' steps differ from the run's", file=str(run_dir))
     existing = "replace" if overwrite else "refuse"
     with RunFolder(out).claim(existing=existing, protect=[resolved]):
-        sim = Simulation(changed, timing_only=True, sample_counts=counts)
-        sim.run()
-        # A battery that lasted the whole run may not under the new profiles: then the replay would train less.
-        for rec in sim.records:
-            emptied = [changed.clients[i].name for i, st in rec.status.items() if st == "battery_empty"]
-            if emptied:
-                raise InputError(f"cannot replay: under the changes {emptied[0]!r} empties its battery in round "
-                                 f"{rec.round}, which changes what is learned", file=str(run_dir))
-        if [r.steps_done for r in sim.records] != steps:
-            raise InputError("cannot replay: the clients' steps differ from the run's", file=str(run_dir))
         try:
             with few_collections():
                 write_run(out, changed, sim.records, sim.world.recorder, timing_only=True, sample_counts=counts,

@@ -61,6 +61,7 @@ class RunFolder:
         self.path = path
         self.key = key
         self._fd: int | None = None
+        self.created = False  # this claim made the folder: a run refused before writing anything removes it
 
     # --- the lock ---
     def _lock(self) -> None:
@@ -105,7 +106,16 @@ class RunFolder:
     def __enter__(self) -> "RunFolder":
         return self
 
-    def __exit__(self, *exc: object) -> None:
+    def __exit__(self, exc_type: object, *exc: object) -> None:
+        if exc_type is not None and self.created and self._fd is not None \
+                and all(p.name in _KEEP for p in _entries(self.path)):
+            (self.path / MARKER).unlink(missing_ok=True)
+            self.release()
+            try:
+                self.path.rmdir()
+            except OSError:
+                pass
+            return
         self.release()
 
     def _shown(self) -> str:
@@ -122,6 +132,7 @@ class RunFolder:
         if fresh:
             try:
                 path.mkdir(parents=True)
+                self.created = True
             except FileExistsError:
                 fresh = False  # another process made it meanwhile: the lock below settles who writes it
             except OSError as err:

@@ -38,7 +38,7 @@ def _save_checkpoint(out: Path, sim: Simulation, resolved: dict[str, Any]) -> No
 
 
 def _check_layout(saved: Any) -> None:
-    if not isinstance(saved, dict) or not {"format", "resolved", "timing_only", "state"} <= set(saved):
+    if not isinstance(saved, dict) or not {"resolved", "timing_only", "state"} <= set(saved):
         raise ValueError("not a simulator checkpoint")
 
 
@@ -50,8 +50,8 @@ def _load_checkpoint(out: Path, rs: ResolvedScenario, timing_only: bool) -> dict
         raise InputError("the checkpoint is not a regular file; run without --resume or use another --out",
                          file=str(path))
     saved = load_file(path, _check_layout)
-    if saved["format"] != CHECKPOINT_FORMAT:
-        raise InputError(f"the checkpoint has format {clip(saved['format'], 20)}, this version reads format "
+    if saved.get("format", 1) != CHECKPOINT_FORMAT:
+        raise InputError(f"the checkpoint has format {clip(saved.get('format', 1), 20)}, this version reads format "
                          f"{CHECKPOINT_FORMAT}; run without --resume or use another --out", file=str(path))
     if saved["timing_only"] != timing_only:
         raise InputError("the checkpoint was made by a " + ("full" if timing_only else "timing-only")
