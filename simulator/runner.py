@@ -15,7 +15,7 @@ from tqdm import tqdm
 from simulator.checkpoint_io import dumps, load_file, register
 from simulator.engine import RoundRecord, Simulation, check_timing_only, few_collections
 from simulator.errors import InputError, clip
-from simulator.limits import check_allocatable
+from simulator.limits import check_allocatable, check_client_samples
 from simulator.results import atomic_write, write_resolved, write_run
 from simulator.run_folder import RunFolder
 from simulator.scenario import ResolvedScenario, load_scenario
@@ -130,6 +130,8 @@ def _run_locked(rs: ResolvedScenario, out: Path, *, resume: bool, progress: bool
         state = _load_checkpoint(out, rs, timing_only)
     shutil.rmtree(out / f".{CHECKPOINT}.old", ignore_errors=True)
     sim = Simulation(rs, timing_only=timing_only)
+    if not timing_only:
+        check_client_samples(rs, sim.world.sample_counts)  # before any step trains
     if state is not None:
         try:
             sim.load_state_dict(state)
