@@ -7,6 +7,7 @@ checkpoint never constructs an arbitrary object."""
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import io
 import pickle
 import zipfile
@@ -18,7 +19,7 @@ import torch
 
 from simulator.errors import InputError, clip
 
-__all__ = ["encode", "decode", "dumps", "load_file", "register"]
+__all__ = ["encode", "decode", "dumps", "load_file", "register", "MAGIC"]
 
 _TAG = "__splitee__"  # key of a tagged mapping: {_TAG: kind, ...}
 _TYPES: dict[str, type] = {}  # dataclasses a checkpoint may hold, by name
@@ -77,11 +78,28 @@ def decode(obj: Any) -> Any:
     return obj
 
 
+# A checkpoint file: this line, the SHA-256 of the payload in hex and a newline, then torch.save's bytes. The
+# digest catches a file damaged in place (torch's zip reader does not check its CRCs).
+MAGIC = b"SPLITEE-CHECKPOINT 1\n"
+
+
 def dumps(obj: Any) -> bytes:
     """The bytes of a checkpoint file holding `obj`."""
     buf = io.BytesIO()
     torch.save(encode(obj), buf)
-    return buf.getvalue()
+    payload = buf.getvalue()
+    return MAGIC + hashlib.sha256(payload).hexdigest().encode() + b"\n" + payload
+
+
+def _payload(raw: bytes) -> bytes:
+    """The torch bytes of a checkpoint file, its digest checked; a file without the header (an older version's
+    checkpoint) is passed on as it is, for the format check to refuse."""
+    if not raw.startswith(MAGIC):
+        return raw
+    digest, payload = raw[len(MAGIC):len(MAGIC) + 64], raw[len(MAGIC) + 65:]
+    if hashlib.sha256(payload).hexdigest().encode() != digest:
+        raise ValueError("checksum mismatch")
+    return payload
 
 
 # What a damaged, truncated or foreign file makes torch.load raise (the safe unpickler refuses globals with an
@@ -95,7 +113,7 @@ def load_file(path: Path, check: Callable[[Any], None] | None = None) -> Any:
     the file. `check` may refuse the decoded content with a ValueError."""
     file = clip(str(path), 160)
     try:
-        raw = torch.load(path, map_location="cpu", weights_only=True)
+        raw = torch.load(io.BytesIO(_payload(path.read_bytes())), map_location="cpu", weights_only=True)
         data = decode(raw)
         if check is not None:
             check(data)

@@ -70,14 +70,15 @@ RANGES: dict[tuple[str, str], tuple[float, float]] = {
 
 
 def _fmt(x: float) -> str:
-    if isinstance(x, int) and abs(x) < 10**7:
+    if isinstance(x, int) and abs(x) <= MAX_SEED:
         return str(x)
     return f"{x:.6g}"
 
 
 def _shown(value: Any) -> str:
-    if isinstance(value, int) and abs(value) >= 10**12:
-        return f"an integer of {len(str(abs(value)))} digits" if abs(value) < 10**4000 else "a huge integer"
+    """A value for an error message, never thousands of digits long."""
+    if isinstance(value, int) and abs(value) > 10**20:
+        return f"an integer of about {int(abs(value).bit_length() * 0.30103) + 1} digits"
     return _fmt(value)
 
 

@@ -40,8 +40,8 @@ def describe_value(value: Any) -> str:
         return "null"
     if isinstance(value, bool):
         return "true" if value else "false"
-    if isinstance(value, int) and abs(value) >= 10**15:  # never echo a huge number digit by digit
-        return f"an integer of {len(str(abs(value)))} digits" if abs(value) < 10**4000 else "a huge integer"
+    if isinstance(value, int) and abs(value) > 10**20:  # never echo a huge number digit by digit
+        return f"an integer of about {int(abs(value).bit_length() * 0.30103) + 1} digits"
     if isinstance(value, (int, float)):
         return repr(value)
     if isinstance(value, str):

@@ -307,8 +307,8 @@ def _unpickle(path: Path) -> dict[str, Any]:
             obj = _ArrayUnpickler(f, encoding="bytes").load()
     except (OSError, EOFError, pickle.UnpicklingError, ValueError, TypeError, AttributeError, IndexError, KeyError,
             MemoryError, RecursionError) as exc:
-        why = "it holds objects the CIFAR files never contain" if isinstance(exc, pickle.UnpicklingError) else \
-            "truncated or damaged"
+        refused = isinstance(exc, pickle.UnpicklingError) and str(exc).startswith("refusing to construct")
+        why = "it holds objects the CIFAR files never contain" if refused else "truncated or damaged"
         raise InputError(f"cannot read the CIFAR pickle: {why} ({type(exc).__name__})", file=str(path)) from None
     if not isinstance(obj, dict):
         raise InputError(f"expected a pickled dict, found {type(obj).__name__}", file=str(path))
