@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from simulator.errors import InputError
+from simulator.fsio import check_output_file
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -94,8 +95,11 @@ def _cmd_plot(args: argparse.Namespace) -> int:
         raise InputError(f"unknown figure kind '{args.kind}' (one of: {', '.join(KINDS)})", key="KIND")
     if args.latency not in ("training", "inference"):
         raise InputError(f"expected training or inference, got '{args.latency}'", key="--latency")
+    if args.out:
+        check_output_file(Path(args.out), "--out")  # before the runs are read and the figure drawn
     fig = _draw(args)
-    print(save_figure(fig, Path(args.out) if args.out else _default_out(args)))
+    out = Path(args.out) if args.out else _default_out(args)
+    print(save_figure(fig, out))
     return 0
 
 

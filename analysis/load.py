@@ -11,9 +11,8 @@ from pathlib import Path
 from typing import Any, Iterator, Sequence
 
 import numpy as np
-import yaml
-
-from simulator.errors import InputError
+from simulator.errors import InputError, clip
+from simulator.yamlio import read_yaml_file
 
 __all__ = ["Table", "Run", "load_run", "load_runs", "load_table", "read_csv", "STRING_COLUMNS"]
 
@@ -88,8 +87,13 @@ def read_csv(path: Path, required: tuple[str, ...] = ()) -> Table:
             reader = csv.reader(fh)
             header = next(reader, None)
             body = [row for row in reader if row]
-    except (OSError, UnicodeDecodeError, csv.Error) as err:
-        raise InputError(f"cannot read the file: {err}", file=str(path)) from None
+    except UnicodeDecodeError:
+        raise InputError("cannot read the file: not UTF-8 text", file=str(path)) from None
+    except OSError as err:
+        raise InputError(f"cannot read the file: {(err.strerror or type(err).__name__).lower()}",
+                         file=str(path)) from None
+    except csv.Error as err:
+        raise InputError(f"cannot read the file: not a CSV table ({clip(err, 60)})", file=str(path)) from None
     if not header:
         raise InputError("empty file (no header row)", file=str(path))
     header = [h.strip() for h in header]
@@ -110,7 +114,8 @@ def _read_parquet(path: Path, required: tuple[str, ...]) -> Table:
     try:
         data = pq.read_table(path)
     except Exception as err:  # pyarrow raises several unrelated types for a damaged file
-        raise InputError(f"cannot read the parquet file: {err}", file=str(path)) from None
+        raise InputError(f"cannot read the parquet file ({type(err).__name__}): damaged or not parquet",
+                         file=str(path)) from None
     cols: dict[str, np.ndarray] = {}
     for name in data.column_names:
         col = data.column(name)
@@ -123,10 +128,61 @@ def _read_parquet(path: Path, required: tuple[str, ...]) -> Table:
     return table
 
 
+# Columns the simulator always writes as numbers (an empty cell is a missing value): text there is damage.
+NUMERIC_COLUMNS = frozenset({"round", "sim_time_s", "final_accuracy", "mean_exit_accuracy", "energy_j", "bytes_up",
+                             "bytes_down", "host_seconds", "cut", "exit_accuracy", "train_loss_exit",
+                             "train_loss_server", "available", "steps_done", "t_start", "t_end", "bytes", "flops",
+                             "threshold", "accuracy", "exit_rate", "latency_s"})
+
+
 def _check_columns(table: Table, required: tuple[str, ...]) -> None:
     missing = [c for c in required if c not in table.columns]
     if missing:
-        raise InputError(f"missing column{'s' if len(missing) > 1 else ''} {', '.join(missing)}", file=str(table.file))
+        raise InputError(f"missing column{'s' if len(missing) > 1 else ''} {', '.join(clip(m, 40) for m in missing)}",
+                         file=str(table.file))
+    for name in required:
+        col = table.columns[name]
+        if name in NUMERIC_COLUMNS and col.dtype.kind != "f" and len(col):
+            raise InputError(f"column {name} holds a value that is not a number", file=str(table.file))
+        if col.dtype.kind == "f" and np.isinf(col).any():
+            raise InputError(f"column {name} holds an infinite value", file=str(table.file))
+
+
+def _is_num(v: Any) -> bool:
+    return v is None or (isinstance(v, (int, float)) and not isinstance(v, bool) and not
+                         (isinstance(v, float) and math.isinf(v)))
+
+
+def _check_summary(data: dict[str, Any], path: Path) -> None:
+    """The fields the figures and reports read have the types the simulator writes (a foreign or damaged
+    summary.json is one error line, not a failure while drawing)."""
+    def bad(key: str, what: str) -> InputError:
+        return InputError(f"{key} must be {what} (a damaged or foreign summary.json)", file=str(path))
+
+    for key in ("scenario", "strategy"):
+        if key in data and not isinstance(data[key], str):
+            raise bad(key, "a string")
+    for key in ("final_accuracy", "mean_exit_accuracy", "sim_time_s", "bytes_up", "bytes_down", "host_seconds",
+                "seed", "rounds"):
+        if not _is_num(data.get(key)):
+            raise bad(key, "a finite number or null")
+    clients = data.get("clients", [])
+    if not isinstance(clients, list) or not all(isinstance(c, dict) for c in clients):
+        raise bad("clients", "a list of mappings")
+    for c in clients:
+        if not isinstance(c.get("name", ""), str) or not _is_num(c.get("cut")):
+            raise bad("clients", "entries with a name (string) and a cut (number)")
+    energy = data.get("energy_j")
+    if energy is not None and not _is_num(energy):
+        if not isinstance(energy, dict) or not _is_num(energy.get("total")) or \
+                not all(_is_num(v) for v in (energy.get("per_entity") or {}).values()):
+            raise bad("energy_j", "a mapping with a numeric total")
+        if not isinstance(energy.get("per_entity") or {}, dict):
+            raise bad("energy_j.per_entity", "a mapping")
+    for key in ("exit_accuracy", "final_accuracy_per_client"):
+        per = data.get(key)
+        if per is not None and (not isinstance(per, dict) or not all(_is_num(v) for v in per.values())):
+            raise bad(key, "a mapping of client names to numbers")
 
 
 def _optional_csv(path: Path, key: str) -> Table | None:
@@ -142,10 +198,17 @@ def _events(folder: Path) -> Table | None:
 def _summary(path: Path) -> dict[str, Any]:
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, ValueError) as err:
-        raise InputError(f"cannot read summary.json: {err}", file=str(path)) from None
+    except UnicodeDecodeError:
+        raise InputError("cannot read summary.json: not UTF-8 text", file=str(path)) from None
+    except OSError as err:
+        raise InputError(f"cannot read summary.json: {(err.strerror or type(err).__name__).lower()}",
+                         file=str(path)) from None
+    except ValueError as err:  # json.JSONDecodeError: its position only, never the file's text
+        where = f" at line {err.lineno}, column {err.colno}" if isinstance(err, json.JSONDecodeError) else ""
+        raise InputError(f"cannot read summary.json: not valid JSON{where}", file=str(path)) from None
     if not isinstance(data, dict):
         raise InputError("summary.json is not a JSON object", file=str(path))
+    _check_summary(data, path)
     return data
 
 
@@ -153,9 +216,9 @@ def _scenario(path: Path) -> dict[str, Any] | None:
     if not path.is_file():
         return None
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, yaml.YAMLError) as err:
-        raise InputError(f"cannot read the resolved scenario: {err}", file=str(path)) from None
+        data = read_yaml_file(path, "resolved scenario")
+    except InputError as err:
+        raise InputError(f"cannot read the resolved scenario: {err.problem}", file=str(path)) from None
     return data if isinstance(data, dict) else None
 
 

@@ -6,7 +6,6 @@ import base64
 import html
 import json
 import math
-import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +18,7 @@ from analysis.load import Run, Table, load_runs, load_table
 from analysis.metrics import fleet_description, mean_exit_accuracy
 from analysis.style import png_bytes
 from simulator.errors import InputError
+from simulator.fsio import atomic_write, check_output_file
 
 __all__ = ["SweepSpec", "SUMMARY_COLUMNS", "summary_values", "format_value", "write_report", "TIMELINE_MAX_ROUNDS"]
 
@@ -255,6 +255,8 @@ def write_report(run_dirs: Sequence[str | Path], out_html: str | Path,
     out = Path(out_html)
     if out.suffix.lower() not in (".html", ".htm"):
         raise InputError("the report is an HTML file: give a name ending in .html", file=str(out), key="--out")
+    check_output_file(out, "--out")
+    check_output_file(out.with_suffix(".md"), "--out")
     runs = load_runs(run_dirs)
     # A sweep table the user named is input like the runs: a bad one is an error, not a note in the report.
     table = load_table(sweep.path, (sweep.x, sweep.y, sweep.metric)) if sweep else None
@@ -271,6 +273,4 @@ def write_report(run_dirs: Sequence[str | Path], out_html: str | Path,
 
 def _write(path: Path, text: str) -> None:
     """Through a temporary file and a rename: a reader never finds half a report."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
+    atomic_write(path, text.encode("utf-8"))

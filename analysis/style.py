@@ -11,7 +11,8 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from analysis.load import Run
-from simulator.errors import InputError
+from simulator.errors import InputError, clip
+from simulator.fsio import atomic_write, check_output_file, os_problem
 
 __all__ = ["new_figure", "state_colors", "run_colors", "axis_label", "save_figure", "png_bytes", "missing",
            "IDLE_COLOR", "KNOWN_STATE_COLORS"]
@@ -83,11 +84,18 @@ def missing(run: Run, file: str, figure: str) -> InputError:
 def save_figure(fig: Figure, path: str | Path, dpi: int = 120) -> Path:
     """Write the figure; the format follows the file's extension (png, svg, pdf)."""
     out = Path(path)
-    out.parent.mkdir(parents=True, exist_ok=True)
+    check_output_file(out, "--out")
+    fmt = out.suffix.lower().lstrip(".")
+    if fmt not in ("png", "svg", "pdf"):
+        raise InputError(f"cannot write the figure: the file name must end in .png, .svg or .pdf, got "
+                         f"'{clip(out.suffix, 20) or 'no extension'}'", file=clip(str(out), 80), key="--out")
+    buf = io.BytesIO()
+    fig.savefig(buf, format=fmt, dpi=dpi)
     try:
-        fig.savefig(out, dpi=dpi)
-    except ValueError as err:  # matplotlib: "Format 'xyz' is not supported"
-        raise InputError(f"cannot write the figure: {err}", file=str(out)) from None
+        out.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write(out, buf.getvalue())
+    except OSError as err:
+        raise InputError(f"cannot write the figure: {os_problem(err)}", file=clip(str(out), 80), key="--out") from None
     return out
 
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from typing import TYPE_CHECKING, Callable, Sequence
+from typing import TYPE_CHECKING, Callable, NoReturn, Sequence
 
-from simulator.errors import InputError
+from simulator.errors import InputError, clip
 
 if TYPE_CHECKING:
     from simulator.scenario import ResolvedScenario
@@ -15,6 +15,7 @@ if TYPE_CHECKING:
 __all__ = ["main", "build_parser"]
 
 EXIT_BAD_INPUT = 2
+EXIT_UNEXPECTED = 1  # not bad input: a failure the tool did not foresee (a bug); --debug shows its traceback
 EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE, what a shell reports for `splitee devices | head`
 
 
@@ -82,10 +83,19 @@ def _cmd_devices(args: argparse.Namespace) -> int:
     return 0
 
 
+class _OneLineParser(argparse.ArgumentParser):
+    """argparse, but a bad command line is one `error:` line (exit status 2), like every other bad input."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_BAD_INPUT, f"error: {self.prog}: {clip(message, 300)} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _OneLineParser(
         prog="splitee", description="Simulate split learning with early exits on heterogeneous fleets."
     )
+    parser.add_argument("--debug", action="store_true",
+                        help="on an unexpected failure, show the Python traceback (may be given after COMMAND)")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("validate", help="check scenario files without running them")
@@ -116,9 +126,17 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _debug_first(argv: Sequence[str]) -> list[str]:
+    """`--debug` anywhere on the line (`splitee run x.yaml --debug`) is the top-level flag."""
+    args = list(argv)
+    if "--debug" in args:
+        args = ["--debug"] + [a for a in args if a != "--debug"]
+    return args
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parser.parse_args(_debug_first(sys.argv[1:] if argv is None else argv))
     func: Callable[[argparse.Namespace], int] = args.func
     try:
         status = func(args)
@@ -136,6 +154,24 @@ def main(argv: Sequence[str] | None = None) -> int:
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
         return EXIT_BROKEN_PIPE
+    except OSError as err:  # a disk that filled up, a folder removed under the run: the system said no
+        if args.debug:
+            raise
+        where = f"{clip(err.filename, 120)}: " if err.filename else ""
+        print(f"error: {where}{(err.strerror or type(err).__name__).lower()}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except MemoryError:
+        if args.debug:
+            raise
+        print("error: out of memory; lower model.width, the batch size, the dataset size or the number of clients",
+              file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except Exception as err:  # a failure nobody foresaw: still one line; the traceback with --debug
+        if args.debug:
+            raise
+        print(f"error: unexpected failure ({type(err).__name__}: {clip(err, 200)}); this is a bug in splitee: "
+              "run again with --debug for the traceback", file=sys.stderr)
+        return EXIT_UNEXPECTED
 
 
 if __name__ == "__main__":

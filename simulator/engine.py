@@ -64,10 +64,17 @@ def torch_device_for(compute: str) -> torch.device:
 def load_data(rs: ResolvedScenario) -> Dataset:
     d = rs.scenario.dataset
     try:
-        return load_dataset(d.name, d.root, download=d.download, seed=rs.scenario.seed, max_train=d.max_train,
+        data = load_dataset(d.name, d.root, download=d.download, seed=rs.scenario.seed, max_train=d.max_train,
                             max_test=d.max_test, synthetic=d.synthetic.model_dump())
     except InputError as err:
         raise err.at(file=rs.file, key="dataset") from None
+    in_ch, size, classes = d.shape()
+    got = tuple(data.train_x.shape[1:])
+    if got != (in_ch, size, size) or tuple(data.test_x.shape[1:]) != got or data.num_classes != classes:
+        raise InputError(f"the files hold {'x'.join(map(str, got))} images of {data.num_classes} classes, the "
+                         f"model and cost table expect {in_ch}x{size}x{size} and {classes}", file=rs.file,
+                         key="dataset")
+    return data
 
 
 def load_labels(rs: ResolvedScenario) -> np.ndarray:

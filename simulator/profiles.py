@@ -10,7 +10,8 @@ from typing import Annotated, Any, Mapping
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints, ValidationError
 from pydantic_core import PydanticCustomError
 
-from simulator.errors import InputError
+from simulator.errors import InputError, clip
+from simulator.limits import check_ranges
 from simulator.pydantic_errors import describe_value, located_error
 from simulator.resources import builtin_dir
 from simulator.yamlio import load_yaml_text
@@ -30,7 +31,7 @@ def _whole_number(value: Any) -> Any:
     """`4.0e9` bytes is a byte count (YAML writes large numbers as floats); `4.5` bytes is not."""
     if isinstance(value, float):
         if not value.is_integer():
-            raise PydanticCustomError("whole_number", "{msg}", {"msg": f"expected a whole number, got {value!r}"})
+            raise PydanticCustomError("whole_number", "{msg}", {"msg": f"expected a whole number, got {describe_value(value)}"})
         return int(value)
     return value
 
@@ -78,9 +79,11 @@ def _parse(cls: type[_Profile], data: Any, file: str, key_prefix: str = "") -> _
             f"a profile must be a mapping of keys, got {describe_value(data)}", file=file, key=key_prefix or None
         )
     try:
-        return cls.model_validate(dict(data))
+        profile = cls.model_validate(dict(data))
     except ValidationError as err:
         raise located_error(err, file=file, prefix=key_prefix, model=cls) from None
+    check_ranges(profile, file=file, prefix=key_prefix)
+    return profile
 
 
 def load_profile_dir(directory: Path, cls: type[_Profile]) -> dict[str, _Profile]:
@@ -91,6 +94,11 @@ def load_profile_dir(directory: Path, cls: type[_Profile]) -> dict[str, _Profile
             data = load_yaml_text(path.read_text(encoding="utf-8"))
         except InputError as err:
             raise err.at(file=str(path)) from None
+        except UnicodeDecodeError:
+            raise InputError("not a text file (not UTF-8)", file=str(path)) from None
+        except OSError as err:
+            raise InputError(f"cannot read the profile: {(err.strerror or type(err).__name__).lower()}",
+                             file=str(path)) from None
         if isinstance(data, Mapping):
             data = {"name": path.stem, **data}
         out[path.stem] = _parse(cls, data, str(path))
@@ -133,9 +141,9 @@ def resolve_profile(
             raise InputError(f"{err.problem} (an inline profile gives every field; or start from base: NAME)",
                              file=err.file, key=err.key) from None
     if base_name not in known:
-        near = get_close_matches(str(base_name), list(known), n=1)
+        near = get_close_matches(clip(base_name, 40), list(known), n=1)
         hint = f"; did you mean '{near[0]}'?" if near else f"; known: {', '.join(sorted(known))}"
-        raise InputError(f"unknown profile '{base_name}'{hint}", file=file, key=key if by_name else f"{key}.base")
+        raise InputError(f"unknown profile '{clip(base_name, 40)}'{hint}", file=file, key=key if by_name else f"{key}.base")
     base = known[base_name].model_dump()
     if spec:
         base["source"] = f"{base['source'].rstrip()} (overridden in the scenario: {', '.join(sorted(spec))})"

@@ -10,7 +10,7 @@ from typing import Any, Sequence
 from pydantic import BaseModel, ValidationError
 from pydantic_core import ErrorDetails
 
-from simulator.errors import InputError
+from simulator.errors import InputError, clip
 
 __all__ = ["describe_value", "key_path", "located_error"]
 
@@ -40,10 +40,14 @@ def describe_value(value: Any) -> str:
         return "null"
     if isinstance(value, bool):
         return "true" if value else "false"
+    if isinstance(value, int) and abs(value) > 10**20:  # never echo a huge number digit by digit
+        return f"an integer of about {int(abs(value).bit_length() * 0.30103) + 1} digits"
     if isinstance(value, (int, float)):
         return repr(value)
     if isinstance(value, str):
         return repr(value if len(value) <= 40 else value[:37] + "...")
+    if isinstance(value, bytes):
+        return "binary data"
     if isinstance(value, dict):
         return "a mapping"
     if isinstance(value, (list, tuple)):
@@ -60,7 +64,7 @@ def key_path(loc: Sequence[Any], prefix: str = "") -> str:
         elif part == "[key]":
             continue  # pydantic's marker for "the key itself" of a dict entry
         else:
-            out += ("." if out else "") + str(part)
+            out += ("." if out else "") + clip(part, 40)
     return out
 
 
@@ -102,7 +106,7 @@ def _problem(error: ErrorDetails, model: type[BaseModel] | None) -> str:
     if kind == "extra_forbidden":
         holder = _holder(model, loc[:-1]) if model is not None else None
         known = list(holder.model_fields) if holder is not None else []
-        near = get_close_matches(str(loc[-1]), known, n=1)
+        near = get_close_matches(clip(loc[-1], 40), known, n=1) if isinstance(loc[-1], str) else []
         if near:
             return f"unknown key; did you mean '{near[0]}'?"
         return f"unknown key (known: {', '.join(known)})" if known else "unknown key"
@@ -121,7 +125,8 @@ def _problem(error: ErrorDetails, model: type[BaseModel] | None) -> str:
         return msg
     if kind == "literal_error":
         choices = re.findall(r"'([^']*)'", str(ctx.get("expected", "")))
-        near = get_close_matches(str(error.get("input")), choices, n=1)
+        value = error.get("input")
+        near = get_close_matches(value[:40], choices, n=1) if isinstance(value, str) else []
         hint = f"; did you mean '{near[0]}'?" if near else ""
         return f"must be {ctx.get('expected', 'one of the listed values')}{got}{hint}"
     return msg.replace("Input should be", "must be").replace("String should", "must") + got

@@ -13,7 +13,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
-import shutil
+import os
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -21,6 +21,8 @@ from simulator.early_exit import EARLY_EXIT_COLUMNS, client_inference_costs
 from simulator.engine import TIMING_ONLY_STRATEGIES, Simulation, few_collections
 from simulator.errors import InputError
 from simulator.models.cost_table import cost_table_cached
+from simulator.fsio import check_output_dir
+from simulator.run_folder import RunFolder
 from simulator.results import CLIENT_COLUMNS, ROUND_COLUMNS, _csv, atomic_write, write_run
 from simulator.scenario import ResolvedScenario, load_scenario
 
@@ -99,7 +101,7 @@ def replay_refusal(original: ResolvedScenario, changed: ResolvedScenario, summar
 
 
 def _read_csv(path: Path) -> list[dict[str, str]]:
-    with path.open(newline="") as f:
+    with path.open(newline="", encoding="utf-8") as f:
         return list(csv.DictReader(f))
 
 
@@ -107,26 +109,54 @@ def _num(text: str) -> float:
     return float(text) if text != "" else float("nan")
 
 
+def _read_summary(run_dir: Path) -> dict[str, Any]:
+    path = run_dir / "summary.json"
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError):
+        data = None
+    if not isinstance(data, dict) or not isinstance(data.get("clients"), list) \
+            or not all(isinstance(c, dict) for c in data["clients"]):
+        raise InputError("not a summary.json of a run (damaged or foreign)", file=str(path))
+    return data
+
+
+# What reading a damaged or foreign run folder's tables can raise (a missing column, a cell that is not a number,
+# a client the resolved scenario does not have, a file that is not text).
+_DAMAGED = (KeyError, ValueError, TypeError, IndexError, AttributeError, csv.Error, UnicodeDecodeError)
+
+
 def replay(run_dir: Path, sets: Sequence[str], out: Path, *, overwrite: bool = False) -> dict[str, Any]:
     """Re-time the finished run in `run_dir` with `sets` applied; writes a run folder to `out`; its summary."""
     run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise InputError("not a run folder: " + ("no such folder" if not run_dir.exists() else "not a folder"),
+                         file=str(run_dir))
     missing = [name for name in REQUIRED_FILES if not (run_dir / name).is_file()]
     if missing:
         raise InputError(f"not a finished run folder: {', '.join(missing)} missing", file=str(run_dir))
-    if out.resolve() == run_dir.resolve():
-        raise InputError("the replay would overwrite the run it replays; choose another --out", key="--out")
-    if out.exists() and any(out.iterdir()) and not overwrite:
-        raise InputError(f"{out} already holds a run; pass --overwrite to replace it, or choose another --out",
-                         key="--out")
+    if out.resolve() == run_dir.resolve() or run_dir.resolve() in out.resolve().parents:
+        raise InputError("the replay would write into the run it replays; choose another --out", key="--out")
+    check_output_dir(out, "--out")
     resolved = run_dir / "scenario.resolved.yaml"
     original = load_scenario(resolved)
     changed = load_scenario(resolved, list(sets))
-    summary = json.loads((run_dir / "summary.json").read_text())
-    why = replay_refusal(original, changed, summary)
+    summary = _read_summary(run_dir)
+    try:
+        why = replay_refusal(original, changed, summary)
+        counts = [int(c["train_samples"]) for c in summary["clients"]]
+        if len(counts) != len(changed.clients) or min(counts, default=1) < 1:
+            raise ValueError("train_samples")
+        steps = _steps_by_round(run_dir, original)
+    except _DAMAGED as err:
+        raise InputError(f"cannot replay: the run folder is damaged or not a run of this simulator "
+                         f"({type(err).__name__} reading its summary.json or clients.csv)", file=str(run_dir)) from None
     if why:
         raise InputError(f"cannot replay: {why}", file=str(run_dir))
 
-    counts = [int(c["train_samples"]) for c in summary["clients"]]
+    if os.path.lexists(out) and not overwrite and any(out.iterdir()):
+        raise InputError("already holds files; pass --overwrite to replace a run there, or choose another --out",
+                         file=str(out), key="--out")
     sim = Simulation(changed, timing_only=True, sample_counts=counts)
     sim.run()
     # A battery that lasted the whole run may not under the new profiles: then the replay would train less.
@@ -135,16 +165,20 @@ def replay(run_dir: Path, sets: Sequence[str], out: Path, *, overwrite: bool = F
         if emptied:
             raise InputError(f"cannot replay: under the changes {emptied[0]!r} empties its battery in round "
                              f"{rec.round}, which changes what is learned", file=str(run_dir))
-    if [r.steps_done for r in sim.records] != _steps_by_round(run_dir, original):
+    if [r.steps_done for r in sim.records] != steps:
         raise InputError("cannot replay: the clients' steps differ from the run's", file=str(run_dir))
-
-    if overwrite and out.exists():
-        shutil.rmtree(out)
-    out.mkdir(parents=True, exist_ok=True)
-    with few_collections():
-        write_run(out, changed, sim.records, sim.world.recorder, timing_only=True, sample_counts=counts,
-                  finish=lambda new: _merge_learning(run_dir, out, changed, summary, new, list(sets)))
-    return json.loads((out / "summary.json").read_text())
+    existing = "replace" if overwrite else "refuse"
+    with RunFolder(out).claim(existing=existing, protect=[resolved]):
+        try:
+            with few_collections():
+                write_run(out, changed, sim.records, sim.world.recorder, timing_only=True, sample_counts=counts,
+                          finish=lambda new: _merge_learning(run_dir, out, changed, summary, new, list(sets)))
+        except _DAMAGED as err:
+            for name in ("summary.json",):  # never leave a summary that claims a finished replay
+                (out / name).unlink(missing_ok=True)
+            raise InputError(f"cannot replay: the run folder's tables are damaged ({type(err).__name__} reading "
+                             "rounds.csv, clients.csv or early_exit.csv)", file=str(run_dir)) from None
+        return json.loads((out / "summary.json").read_text())
 
 
 def _steps_by_round(run_dir: Path, rs: ResolvedScenario) -> list[dict[int, int]]:

@@ -6,7 +6,6 @@ import csv
 import io
 import json
 import math
-import os
 import platform
 from operator import attrgetter, itemgetter
 from pathlib import Path
@@ -18,6 +17,7 @@ import torch
 import yaml
 
 from simulator import __version__
+from simulator.fsio import atomic_write
 from simulator.recorder import EVENT_COLUMNS, Recorder
 from simulator.scenario import ResolvedScenario
 from simulator.server import SERVER
@@ -38,13 +38,6 @@ ROUND_COLUMNS = ("round", "sim_time_s", "final_accuracy", "mean_exit_accuracy", 
 CLIENT_COLUMNS = ("round", "client", "device", "cut", "exit_accuracy", "final_accuracy", "train_loss_exit",
                   "train_loss_server", "energy_j", "bytes_up", "bytes_down", "available", "status", "steps_done",
                   "exit_accuracy_local", "final_accuracy_local")
-
-
-def atomic_write(path: Path, data: str | bytes) -> None:
-    """Write to a temporary file beside `path`, then rename: a reader never sees half a file."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_bytes(data.encode() if isinstance(data, str) else data)
-    os.replace(tmp, path)
 
 
 def _csv(columns: Sequence[str], rows: Iterable[Sequence[Any]], *, blank_nan: bool = True) -> str:

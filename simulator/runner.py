@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import argparse
-import io
+import json
+import os
 import shutil
 import sys
 from pathlib import Path
@@ -12,35 +13,48 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
+from simulator.checkpoint_io import dumps, load_file, register
 from simulator.engine import RoundRecord, Simulation, check_timing_only, few_collections, intra_op_threads
-from simulator.errors import InputError
+from simulator.errors import InputError, clip
+from simulator.limits import check_allocatable, check_client_samples
 from simulator.results import atomic_write, write_resolved, write_run
+from simulator.run_folder import RunFolder
 from simulator.scenario import ResolvedScenario, load_scenario
+from simulator.training import EvalResult
+from simulator.yamlio import read_yaml_file
 
 __all__ = ["run_scenario", "format_summary", "add_run_parser"]
 
 CHECKPOINT = "checkpoint"
-CHECKPOINT_FORMAT = 2  # 2: per-client state as rows of compact tensors (simulator/copies.py)
+CHECKPOINT_FORMAT = 3  # 3: tensors and plain data only (simulator/checkpoint_io.py); 2: rows of compact tensors
+register(RoundRecord)
+register(EvalResult)
 
 
 def _save_checkpoint(out: Path, sim: Simulation, resolved: dict[str, Any]) -> None:
     folder = out / CHECKPOINT
     folder.mkdir(parents=True, exist_ok=True)
-    buf = io.BytesIO()
-    torch.save({"format": CHECKPOINT_FORMAT, "resolved": resolved, "timing_only": sim.timing_only,
-                "state": sim.state_dict()}, buf)
-    atomic_write(folder / "state.pt", buf.getvalue())
+    atomic_write(folder / "state.pt", dumps({"format": CHECKPOINT_FORMAT, "resolved": resolved,
+                                             "timing_only": sim.timing_only, "state": sim.state_dict()}))
+
+
+def _check_layout(saved: Any) -> None:
+    if not isinstance(saved, dict) or not {"resolved", "timing_only", "state"} <= set(saved):
+        raise ValueError("not a simulator checkpoint")
 
 
 def _load_checkpoint(out: Path, rs: ResolvedScenario, timing_only: bool) -> dict[str, Any] | None:
     path = out / CHECKPOINT / "state.pt"
-    if not path.is_file():
+    if not os.path.lexists(path):
         return None
-    saved = torch.load(path, map_location="cpu", weights_only=False)
+    if path.is_symlink() or not path.is_file():
+        raise InputError("the checkpoint is not a regular file; run without --resume or use another --out",
+                         file=str(path))
+    saved = load_file(path, _check_layout)
     if saved.get("format", 1) != CHECKPOINT_FORMAT:
-        raise InputError(f"the checkpoint has format {saved.get('format', 1)}, this version reads format "
+        raise InputError(f"the checkpoint has format {clip(saved.get('format', 1), 20)}, this version reads format "
                          f"{CHECKPOINT_FORMAT}; run without --resume or use another --out", file=str(path))
-    if saved.get("timing_only", False) != timing_only:
+    if saved["timing_only"] != timing_only:
         raise InputError("the checkpoint was made by a " + ("full" if timing_only else "timing-only")
                          + " run; resume it the same way, or use another --out", file=str(path))
     if saved["resolved"] != rs.to_dict():
@@ -49,27 +63,82 @@ def _load_checkpoint(out: Path, rs: ResolvedScenario, timing_only: bool) -> dict
     return saved["state"]
 
 
+def _same_scenario(out: Path, rs: ResolvedScenario) -> None:
+    """--resume: the folder's scenario.resolved.yaml (if any) is this very scenario."""
+    path = out / "scenario.resolved.yaml"
+    if not os.path.lexists(path):
+        return
+    try:
+        previous = read_yaml_file(path, "resolved scenario")
+    except InputError as err:
+        raise InputError(f"cannot resume: {err.problem}", file=str(path)) from None
+    if previous != rs.to_dict():
+        raise InputError("cannot resume: this folder holds a run of a different scenario (or other --set values); "
+                         "run without --resume, or choose another --out", file=str(path))
+
+
+def _finished_summary(out: Path) -> dict[str, Any] | None:
+    path = out / "summary.json"
+    if not os.path.lexists(path):
+        return None
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError):
+        data = None
+    if not isinstance(data, dict):
+        raise InputError("cannot resume: summary.json is damaged; run without --resume (or --overwrite)",
+                         file=str(path))
+    return data
+
+
+def _drop_checkpoint(out: Path) -> None:
+    """The finished run needs no checkpoint: renamed away first (one step), then deleted, so a kill in between
+    leaves no half-empty checkpoint/ that looks like a resumable run (the next command removes the rest)."""
+    folder = out / CHECKPOINT
+    if not os.path.lexists(folder):
+        return
+    gone = out / f".{CHECKPOINT}.old"
+    shutil.rmtree(gone, ignore_errors=True)
+    os.replace(folder, gone)
+    shutil.rmtree(gone, ignore_errors=True)
+
+
 def run_scenario(rs: ResolvedScenario, out: Path, *, resume: bool = False, overwrite: bool = False,
                  progress: bool | None = None, timing_only: bool = False) -> dict[str, Any]:
     """Run (or finish) a scenario into `out`; returns the summary written to summary.json.
 
-    `timing_only`: the same world and cost model without models or training (times, energies, traffic)."""
-    sc = rs.scenario
-    if out.exists() and not resume and not overwrite and any(out.iterdir()):
-        raise InputError(f"{out} already holds a run; pass --resume to continue it, --overwrite to replace it, "
-                         "or choose another --out", key="--out")
-    if overwrite and out.exists() and not resume:
-        shutil.rmtree(out)
+    `timing_only`: the same world and cost model without models or training (times, energies, traffic).
+    The folder is locked for the whole run: a second process writing it is refused."""
     if timing_only:
         check_timing_only(rs)  # before anything is written
-    state = _load_checkpoint(out, rs, timing_only) if resume else None
-    if resume and state is None and (out / "summary.json").is_file():
-        import json
+    check_allocatable(rs, timing_only=timing_only)
+    existing = "resume" if resume else ("replace" if overwrite else "refuse")
+    with RunFolder(out).claim(existing=existing, protect=[Path(rs.file)]):
+        return _run_locked(rs, out, resume=resume, progress=progress, timing_only=timing_only)
 
-        return json.loads((out / "summary.json").read_text())  # already finished: nothing to redo
+
+def _run_locked(rs: ResolvedScenario, out: Path, *, resume: bool, progress: bool | None,
+                timing_only: bool) -> dict[str, Any]:
+    sc = rs.scenario
+    state = None
+    if resume:
+        _same_scenario(out, rs)
+        finished = _finished_summary(out)
+        if finished is not None:  # already finished (perhaps killed while removing its checkpoint): nothing to redo
+            _drop_checkpoint(out)
+            shutil.rmtree(out / f".{CHECKPOINT}.old", ignore_errors=True)
+            return finished
+        state = _load_checkpoint(out, rs, timing_only)
+    shutil.rmtree(out / f".{CHECKPOINT}.old", ignore_errors=True)
     sim = Simulation(rs, timing_only=timing_only)
+    if not timing_only:
+        check_client_samples(rs, sim.world.sample_counts)  # before any step trains
     if state is not None:
-        sim.load_state_dict(state)
+        try:
+            sim.load_state_dict(state)
+        except (KeyError, ValueError, TypeError, IndexError, RuntimeError) as err:
+            raise InputError(f"the checkpoint does not fit this scenario's state ({type(err).__name__}); run without "
+                             "--resume or use another --out", file=str(out / CHECKPOINT / "state.pt")) from None
     write_resolved(out, rs)
     resolved = rs.to_dict()
 
@@ -94,7 +163,7 @@ def run_scenario(rs: ResolvedScenario, out: Path, *, resume: bool = False, overw
     with few_collections():
         summary = write_run(out, rs, sim.records, sim.world.recorder, sim.stopped_early, timing_only=timing_only,
                             sample_counts=sim.world.sample_counts)
-    shutil.rmtree(out / CHECKPOINT, ignore_errors=True)
+    _drop_checkpoint(out)
     return summary
 
 

@@ -10,7 +10,8 @@ from typing import Any, Mapping, Sequence
 from pydantic import ValidationError
 
 from simulator.config import (COMMON_CUT_STRATEGIES, AvailabilityCfg, ClientGroupCfg, CutPolicyCfg, Scenario)
-from simulator.errors import InputError
+from simulator.errors import InputError, clip
+from simulator.limits import check_ranges
 from simulator.profiles import DeviceProfile, LinkProfile, builtin_devices, builtin_links, resolve_profile
 from simulator.profiles_table import format_bytes
 from simulator.pydantic_errors import describe_value, located_error
@@ -110,15 +111,15 @@ def apply_overrides(data: dict[str, Any], overrides: Sequence[str], file: str) -
     """
     for item in overrides:
         if "=" not in item:
-            raise InputError(f"--set '{item}': expected KEY.PATH=VALUE, e.g. training.rounds=3", file=file)
+            raise InputError(f"--set '{clip(item, 60)}': expected KEY.PATH=VALUE, e.g. training.rounds=3", file=file)
         path, raw = item.split("=", 1)
         parts = path.strip().split(".")
         if not all(parts):
-            raise InputError(f"--set '{item}': empty key in the key path '{path}'", file=file)
+            raise InputError(f"--set '{clip(item, 60)}': empty key in the key path '{clip(path, 60)}'", file=file)
         try:
             value = load_yaml_text(raw) if raw.strip() else ""
         except InputError as err:
-            raise InputError(f"--set '{item}': cannot parse the value: {err.problem}", file=file,
+            raise InputError(f"--set '{clip(item, 60)}': cannot parse the value: {err.problem}", file=file,
                              key=_list_path(parts)) from None
         node: Any = data
         for depth, part in enumerate(parts):
@@ -127,7 +128,7 @@ def apply_overrides(data: dict[str, Any], overrides: Sequence[str], file: str) -
             if isinstance(node, list):
                 if not part.isdigit() or int(part) >= len(node):
                     n = len(node)
-                    raise InputError(f"--set '{item}': {parent} has {n} item{'s' if n != 1 else ''}, "
+                    raise InputError(f"--set '{clip(item, 60)}': {parent} has {n} item{'s' if n != 1 else ''}, "
                                      f"so there is no item {part}", file=file, key=here)
                 if last:
                     node[int(part)] = value
@@ -141,7 +142,7 @@ def apply_overrides(data: dict[str, Any], overrides: Sequence[str], file: str) -
                         node[part] = {"base": node[part]}
                     node = node.setdefault(part, {})
             else:
-                raise InputError(f"--set '{item}': {parent} is {describe_value(node)}, not a mapping or a list",
+                raise InputError(f"--set '{clip(item, 60)}': {parent} is {describe_value(node)}, not a mapping or a list",
                                  file=file, key=here)
     return data
 
@@ -152,9 +153,11 @@ def parse_scenario(data: Any, file: str) -> Scenario:
         got = "an empty file" if data is None else describe_value(data)
         raise InputError(f"a scenario must be a mapping of keys, got {got}", file=file)
     try:
-        return Scenario.model_validate(data)
+        sc = Scenario.model_validate(data)
     except ValidationError as err:
         raise located_error(err, file=file, model=Scenario) from None
+    check_ranges(sc, file=file)
+    return sc
 
 
 def _expand_clients(

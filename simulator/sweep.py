@@ -16,6 +16,7 @@ import yaml
 from tqdm import tqdm
 
 from simulator.results import atomic_write
+from simulator.run_folder import RunFolder
 from simulator.scenario import load_scenario
 from simulator.sweep_exec import PointJob, PointResult, make_executor, one_line
 from simulator.sweep_spec import Point, SweepSpec, load_sweep, yaml_flow
@@ -149,8 +150,9 @@ def run_sweep(spec: SweepSpec, out: Path, *, executor: str = "ray", address: str
     if todo:
         runner.start()  # a bad --address fails here, before anything is written
     bar = None
+    folder = RunFolder(out)
     try:
-        out.mkdir(parents=True, exist_ok=True)
+        folder.claim(existing="resume")  # one sweep per folder at a time; each point also locks its own
         atomic_write(out / "sweep.resolved.yaml", yaml.safe_dump({**spec.to_dict(points), "out": str(out)},
                                                                  sort_keys=False, allow_unicode=True))
         csv_path = out / "sweep.csv"
@@ -183,6 +185,7 @@ def run_sweep(spec: SweepSpec, out: Path, *, executor: str = "ray", address: str
         if bar is not None:
             bar.close()
         runner.stop()
+        folder.release()
     return rows
 
 

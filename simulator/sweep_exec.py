@@ -135,7 +135,9 @@ class RayExecutor:
     def run(self, jobs: Sequence[PointJob], on_done: OnDone) -> None:
         """Submit every job (after start()); report each result as it arrives, in completion order."""
         ray = self._ray
-        task = ray.remote(num_cpus=1)(run_point)
+        # No retries: a point whose worker died is recorded with Ray's error (the real cause); retrying it blindly
+        # would meet the half-written run folder. The next `splitee sweep` resumes it from its checkpoint.
+        task = ray.remote(num_cpus=1, max_retries=0)(run_point)
         # a local Ray schedules by its own CPU count; on a cluster --workers caps the points in flight
         limit = self.workers if self.address and self.workers else max(1, len(jobs))
         queue = [replace(job, threads=1) for job in jobs]

@@ -16,6 +16,7 @@ from pydantic import Field, ValidationError
 from simulator.config import Strict
 from simulator.errors import InputError
 from simulator.pydantic_errors import describe_value, located_error
+from simulator.limits import MAX_SEED
 from simulator.yamlio import load_yaml_text, read_yaml_file
 
 __all__ = ["SweepFile", "SweepSpec", "Point", "load_sweep", "yaml_flow", "point_id", "short_names",
@@ -210,6 +211,9 @@ def load_sweep(path: str | Path) -> SweepSpec:
     except ValidationError as err:
         raise located_error(err, file=file, model=SweepFile) from None
     name = raw.name or path.stem
+    if name in (".", "..") or len(name) > 200:
+        raise InputError("must be a plain file name (not '.' or '..', at most 200 characters): the default sweep "
+                         "folder is runs/sweeps/<name>", file=file, key="name")
     if raw.name is None and not re.fullmatch(r"[A-Za-z0-9_.-]+", name):
         raise InputError(f"missing, and the file name '{name}' cannot stand in for it (letters, digits, _ . -)",
                          file=file, key="name")
@@ -244,6 +248,10 @@ def load_sweep(path: str | Path) -> SweepSpec:
             raise InputError("needs at least one seed (or leave seeds out to keep the scenario's)", file=file,
                              key="seeds")
         _check_values(tuple(raw.seeds), "seeds", file)
+        for i, seed in enumerate(raw.seeds):
+            if seed > MAX_SEED:
+                raise InputError(f"a seed is at most 2**64 - 1, got {describe_value(seed)}", file=file,
+                                 key=f"seeds[{i}]")
     base = _resolve_base(raw.base, path, file)
     return SweepSpec(file=file, name=name, description=raw.description, base=base, overrides=tuple(raw.set),
                      grid=tuple((k, tuple(v)) for k, v in raw.grid.items()),

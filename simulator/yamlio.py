@@ -11,9 +11,9 @@ from typing import Any
 import yaml
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
-from simulator.errors import InputError
+from simulator.errors import InputError, clip
 
-__all__ = ["ScenarioLoader", "load_yaml_text", "read_yaml_file"]
+__all__ = ["ScenarioLoader", "load_yaml_text", "read_yaml_file", "MAX_YAML_BYTES", "MAX_DEPTH"]
 
 _FLOAT_TAG = "tag:yaml.org,2002:float"
 _MERGE_TAG = "tag:yaml.org,2002:merge"
@@ -80,10 +80,61 @@ ScenarioLoader.yaml_implicit_resolvers = {
 ScenarioLoader.add_implicit_resolver(_FLOAT_TAG, _FLOAT_12, list("-+0123456789."))
 
 
+MAX_YAML_BYTES = 256 * 2**20  # a 10 000-client scenario.resolved.yaml is about 23 MB
+MAX_DEPTH = 64  # nesting of mappings and lists; libyaml's composer recurses without a limit (and can crash)
+ALIAS_GROWTH = 1_000_000  # nodes aliases may add beyond those written out (an alias bomb adds billions)
+
+
+def _check_shape(text: str) -> None:
+    """Bound the nesting depth and what aliases expand to, from the parser's event stream (flat, no recursion),
+    before anything is composed or constructed."""
+    depth, written = 0, 0
+    sizes: list[int] = [0]  # expanded node count of each open collection (the outer list: the document)
+    open_anchor: list[str | None] = []
+    anchored: dict[str, int] = {}  # anchor -> expanded size of the node it names
+    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+    for event in yaml.parse(text, Loader=loader):
+        if isinstance(event, (yaml.MappingStartEvent, yaml.SequenceStartEvent)):
+            depth += 1
+            written += 1
+            if depth > MAX_DEPTH:
+                mark = event.start_mark
+                raise InputError(f"nested more than {MAX_DEPTH} levels deep at line {mark.line + 1}")
+            sizes.append(1)
+            open_anchor.append(event.anchor)
+        elif isinstance(event, (yaml.MappingEndEvent, yaml.SequenceEndEvent)):
+            depth -= 1
+            size = sizes.pop()
+            anchor = open_anchor.pop()
+            if anchor is not None:
+                anchored[anchor] = size
+            sizes[-1] += size
+        elif isinstance(event, yaml.ScalarEvent):
+            written += 1
+            sizes[-1] += 1
+            if event.anchor is not None:
+                anchored[event.anchor] = 1
+        elif isinstance(event, yaml.AliasEvent):
+            sizes[-1] += anchored.get(event.anchor, 1)
+        if sizes[0] + sum(sizes[1:]) > written + ALIAS_GROWTH:
+            mark = event.start_mark
+            raise InputError(f"aliases at line {mark.line + 1} expand the document to more than "
+                             f"{ALIAS_GROWTH:,} extra values (an alias bomb?)")
+
+
 def load_yaml_text(text: str) -> Any:
-    """One YAML document -> Python data (None for an empty document); bad YAML raises one InputError."""
+    """One YAML document -> Python data (None for an empty document); bad YAML raises one InputError.
+
+    Its size, nesting depth and alias expansion are bounded; integers longer than Python reads are refused."""
+    if len(text) > MAX_YAML_BYTES:
+        raise InputError(f"larger than {MAX_YAML_BYTES // 2**20} MiB")
     try:
+        _check_shape(text)
         return yaml.load(text, Loader=ScenarioLoader)  # noqa: S506 - a SafeLoader subclass
+    except ValueError as err:  # an integer of more than 4 300 digits (Python's int() limit), a bad timestamp
+        raise InputError(f"not a value this tool reads ({clip(err, 60)})") from None
+    except RecursionError:
+        raise InputError(f"nested more than {MAX_DEPTH} levels deep") from None
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None) or getattr(err, "context_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
@@ -104,6 +155,8 @@ def read_yaml_file(path: Path, what: str) -> Any:
     if not path.is_file():
         raise InputError("no such file", file=file)
     try:
+        if path.stat().st_size > MAX_YAML_BYTES:
+            raise InputError(f"larger than {MAX_YAML_BYTES // 2**20} MiB; not a {what}", file=file)
         text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError:
         raise InputError("not a text file (not UTF-8)", file=file) from None

@@ -17,8 +17,10 @@ import pytest
 import torch
 import yaml
 
+from simulator.checkpoint_io import load_file
 from simulator.engine import Simulation
 from simulator.results import write_run
+from simulator.run_folder import MARKER
 from simulator.runner import run_scenario
 from simulator.scenario import ResolvedScenario, load_scenario
 
@@ -222,7 +224,7 @@ def test_resume_after_kill(tmp_path: Path) -> None:
             proc.wait(timeout=60)
     assert proc.returncode == -signal.SIGKILL
     assert not (out / "summary.json").exists()  # really interrupted, not finished
-    saved = torch.load(state, map_location="cpu", weights_only=False)
+    saved = load_file(state)  # decoded: the round records come back as RoundRecord objects
     assert 1 <= len(saved["state"]["records"]) < rounds
 
     done = subprocess.run([*_splitee(), "run", str(path), "--out", str(out), "--resume", "--quiet"], env=env,
@@ -250,10 +252,11 @@ def test_resume_refuses_a_checkpoint_of_another_format(tmp_path: Path, capsys: p
     out = tmp_path / "run"
     state = out / "checkpoint" / "state.pt"
     state.parent.mkdir(parents=True)
+    (out / MARKER).write_text("{}")  # a run folder this tool wrote
     # What an older version saved: no format number, its own layout of the state.
     torch.save({"resolved": load_scenario(path).to_dict(), "timing_only": False, "state": {"backbones": []}}, state)
     before = state.read_bytes()
     assert main(["run", str(path), "--out", str(out), "--resume", "--quiet"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and str(state) in err[0] and "checkpoint has format 1, this version reads format 2" in err[0]
+    assert len(err) == 1 and str(state) in err[0] and "checkpoint has format 1, this version reads format 3" in err[0]
     assert state.read_bytes() == before and not (out / "summary.json").exists()

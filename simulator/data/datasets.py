@@ -188,6 +188,8 @@ def _read(name: str, root: str | Path | None, *, download: bool, seed: int, synt
         raw = _READERS[name](root_path)
     if len(raw.train_y) == 0:
         raise InputError(f"the {name} train split holds no images", key="dataset.name")
+    if len(raw.test_y) == 0:
+        raise InputError(f"the {name} test split holds no images (evaluation needs some)", key="dataset.name")
     return raw, s_sub_train, s_sub_test
 
 
@@ -241,7 +243,8 @@ def _read_idx(path: Path, magic: int) -> np.ndarray:
     try:
         raw = gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
     except (OSError, EOFError, zlib.error) as exc:
-        raise InputError(f"cannot read the IDX file ({exc})", file=str(path)) from None
+        why = exc.strerror if isinstance(exc, OSError) and exc.strerror else "damaged compressed data"
+        raise InputError(f"cannot read the IDX file ({why})", file=str(path)) from None
     got = int.from_bytes(raw[:4], "big") if len(raw) >= 4 else None
     if got != magic:
         raise InputError(f"not an IDX file of the expected kind: magic number {got}, expected {magic}",
@@ -265,6 +268,9 @@ def _load_fashion_mnist(root: Path) -> _Raw:
         (x, x_path), (y, y_path) = arrays[f"{split}_x"], arrays[f"{split}_y"]
         if len(x) != len(y):
             raise InputError(f"{len(x)} images in {x_path.name} but {len(y)} labels", file=str(y_path))
+        if x.shape[1:] != (28, 28):
+            raise InputError(f"Fashion-MNIST images are 28x28, this file holds {'x'.join(map(str, x.shape[1:]))}",
+                             file=str(x_path))
         out += [x[:, None], _labels(y, 10, y_path)]  # (N, 28, 28) -> (N, 1, 28, 28)
     return _Raw(*out, classes=_FASHION_CLASSES)
 
@@ -299,8 +305,11 @@ def _unpickle(path: Path) -> dict[str, Any]:
         with path.open("rb") as f:
             # encoding="bytes", as the dataset's authors read it: Python 2 str keys arrive as bytes.
             obj = _ArrayUnpickler(f, encoding="bytes").load()
-    except (OSError, EOFError, pickle.UnpicklingError, ValueError, TypeError, AttributeError) as exc:
-        raise InputError(f"cannot read the CIFAR pickle ({exc})", file=str(path)) from None
+    except (OSError, EOFError, pickle.UnpicklingError, ValueError, TypeError, AttributeError, IndexError, KeyError,
+            MemoryError, RecursionError) as exc:
+        refused = isinstance(exc, pickle.UnpicklingError) and str(exc).startswith("refusing to construct")
+        why = "it holds objects the CIFAR files never contain" if refused else "truncated or damaged"
+        raise InputError(f"cannot read the CIFAR pickle: {why} ({type(exc).__name__})", file=str(path)) from None
     if not isinstance(obj, dict):
         raise InputError(f"expected a pickled dict, found {type(obj).__name__}", file=str(path))
     return {(k.decode("latin1") if isinstance(k, bytes) else str(k)): v for k, v in obj.items()}
@@ -309,13 +318,15 @@ def _unpickle(path: Path) -> dict[str, Any]:
 def _cifar_part(path: Path, label_key: str, num_classes: int) -> tuple[np.ndarray, np.ndarray]:
     d = _unpickle(path)
     if "data" not in d or label_key not in d:
-        raise InputError(f"missing key 'data' or '{label_key}' (keys: {', '.join(sorted(d))})", file=str(path))
-    x = np.asarray(d["data"])
-    if x.dtype != np.uint8 or x.ndim != 2 or x.shape[1] != 3 * 32 * 32 or len(x) != len(d[label_key]):
-        raise InputError(f"'data' must be uint8 (N, 3072) with one label each, got {x.dtype} {x.shape}",
-                         file=str(path))
+        raise InputError(f"missing key 'data' or '{label_key}'", file=str(path))
+    x, y = d["data"], d[label_key]
+    if not isinstance(x, np.ndarray) or x.dtype != np.uint8 or x.ndim != 2 or x.shape[1] != 3 * 32 * 32:
+        raise InputError("'data' must be a uint8 array of shape (N, 3072)", file=str(path))
+    y = np.asarray(y) if isinstance(y, (list, np.ndarray)) else None
+    if y is None or y.dtype.kind not in "iu" or y.ndim != 1 or len(y) != len(x):
+        raise InputError(f"'{label_key}' must list one integer label per image", file=str(path))
     # Each row holds the R, G and B planes one after another, each 32x32 row-major.
-    return x.reshape(-1, 3, 32, 32), _labels(np.asarray(d[label_key]), num_classes, path)
+    return x.reshape(-1, 3, 32, 32), _labels(y, num_classes, path)
 
 
 def _load_cifar(root: Path, spec: _Cifar) -> _Raw:
@@ -352,7 +363,8 @@ def _load_stl10(root: Path) -> _Raw:
             raise InputError(f"{len(x)} images in {split}_X.bin but {len(y)} labels", file=str(y_path))
         out += [x, y]
     names_file = folder / "class_names.txt"
-    names = tuple(line.strip() for line in names_file.read_text().splitlines() if line.strip()) \
+    names = tuple(line.strip() for line in names_file.read_text(encoding="utf-8", errors="replace").splitlines()
+                  if line.strip()) \
         if names_file.is_file() else ()
     return _Raw(*out, classes=names if len(names) == 10 else _STL10_CLASSES)
 
