@@ -98,7 +98,7 @@ def build_parser() -> argparse.ArgumentParser:
     from simulator.runner import add_run_parser
 
     add_run_parser(sub)
-    from simulator.calibrate import add_calibrate_parser
+    from simulator.calibrate_cli import add_calibrate_parser
 
     add_calibrate_parser(sub)
     from simulator.replay import add_replay_parser
