@@ -101,6 +101,9 @@ def build_parser() -> argparse.ArgumentParser:
     from simulator.calibrate_cli import add_calibrate_parser
 
     add_calibrate_parser(sub)
+    from simulator.emulate import add_emulate_parser
+
+    add_emulate_parser(sub)
     from simulator.replay import add_replay_parser
 
     add_replay_parser(sub)

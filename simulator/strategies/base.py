@@ -312,6 +312,12 @@ class Strategy(ABC):
                                   on_device=True) for k in members])
         return plan
 
+    def average(self, plan: list[list[Copy]]) -> None:
+        """Every group of the plan averaged in place, weighted by the clients' sample counts."""
+        counts = self.w.sample_counts
+        for group in plan:
+            weighted_average_([c.tensors for c in group], [counts[c.client] for c in group])
+
     def traffic(self, present: Sequence[int]) -> tuple[dict[int, int], float]:
         """Per present client the bytes its aggregation moves each way, and the server's averaging FLOPs."""
         w = self.w
@@ -374,11 +380,7 @@ class Strategy(ABC):
         kept = {i: [(c, [t.clone() for t in c.tensors]) for group in plan for c in group
                     if c.client == i and c.on_device] for i in present if self.may_leave(i)}
 
-        def average() -> None:
-            for group in plan:
-                weighted_average_([c.tensors for c in group], [w.sample_counts[c.client] for c in group])
-
-        yield w.env.process(w.server.compute(rnd, flops, average, kind="aggregate"))
+        yield w.env.process(w.server.compute(rnd, flops, lambda: self.average(plan), kind="aggregate"))
         missed = yield from self._transfers(rnd, nbytes, up=False)
         with torch.no_grad():
             for i in missed:  # it never got the average: its device keeps its own copy
