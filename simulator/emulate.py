@@ -5,15 +5,11 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
-import math
 import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Sequence
 
 from simulator.errors import InputError
 from simulator.profiles import DeviceProfile

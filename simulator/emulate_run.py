@@ -100,8 +100,6 @@ def _stop(procs: dict[str, subprocess.Popen[bytes]]) -> None:
 def assemble(rs: ResolvedScenario, server_result: dict[str, Any], client_rows: list[list[Any]]) -> tuple[Any, Any]:
     """RoundRecords and a Recorder of the measured intervals, on an emulated clock that starts each round where the
     last one ended (as a simulated run's rounds follow each other)."""
-    import math
-
     from simulator.engine import RoundRecord
     from simulator.recorder import EntityPower, Recorder
     from simulator.server import SERVER
@@ -145,6 +143,7 @@ def run_emulation(args: argparse.Namespace) -> int:
     from simulator.results import write_resolved, write_run
     from simulator.runner import run_scenario
 
+    torch.set_num_threads(1)  # as every emulated process; more threads than free cores only spin on a busy machine
     check_can_emulate()
     rs = load_scenario(args.scenario, args.set)
     check_scenario(rs)

@@ -24,8 +24,8 @@ def main(cfg: dict[str, Any]) -> None:
     import torch
 
     from simulator.emulate_fleet import enter_netns, join_cgroup
-    from simulator.emulate_wire import DelayLine, Message, now, pack_tensors, recv_message, send_message, \
-        unpack_into, unpack_tensors, wait_drained
+    from simulator.emulate_wire import DelayLine, Message, now, recv_message, send_message, unpack_into, \
+        unpack_tensors
     from simulator.server import SERVER
 
     enter_netns(cfg["netns"])

@@ -6,7 +6,6 @@ from __future__ import annotations
 import fcntl
 import heapq
 import json
-import queue
 import socket
 import struct
 import threading
