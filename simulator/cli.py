@@ -110,9 +110,12 @@ def build_parser() -> argparse.ArgumentParser:
     from simulator.runner import add_run_parser
 
     add_run_parser(sub)
-    from simulator.calibrate import add_calibrate_parser
+    from simulator.calibrate_cli import add_calibrate_parser
 
     add_calibrate_parser(sub)
+    from simulator.emulate import add_emulate_parser
+
+    add_emulate_parser(sub)
     from simulator.replay import add_replay_parser
 
     add_replay_parser(sub)

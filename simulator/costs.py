@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Mapping
 
@@ -14,8 +15,10 @@ __all__ = [
     "forward_seconds",
     "step_seconds",
     "feature_batch_bytes",
+    "framed_bytes",
     "wire_bytes",
     "payload_seconds",
+    "radio_seconds",
     "transfer_seconds",
     "jitter_draw",
     "energy_by_state_j",
@@ -64,23 +67,50 @@ def _check_loss(loss_rate: float) -> None:
         raise ValueError(f"loss_rate must be in [0, 1), got {loss_rate}")
 
 
-def wire_bytes(payload_bytes: float, loss_rate: float) -> float:
-    """Bytes actually sent for ``payload_bytes`` of payload: lost packets are resent, so payload / (1 - loss_rate)."""
+def framed_bytes(payload_bytes: float, framing: tuple[float, float] | None) -> float:
+    """Bytes of one message on the wire with its protocol headers: ceil(payload / payload per packet) packets,
+    each adding (packet bytes − payload bytes). ``framing`` None: the payload alone (no overhead)."""
+    if framing is None:
+        return payload_bytes
+    packet, payload = framing
+    if not 0 < payload <= packet:
+        raise ValueError(f"framing needs 0 < payload bytes <= packet bytes, got {framing}")
+    return payload_bytes + math.ceil(payload_bytes / payload) * (packet - payload)
+
+
+def wire_bytes(payload_bytes: float, loss_rate: float, framing: tuple[float, float] | None = None) -> float:
+    """Bytes actually sent for ``payload_bytes`` of payload: the framed message (see framed_bytes), and lost packets
+    are resent whole, so framed / (1 - loss_rate)."""
     if payload_bytes < 0:
         raise ValueError(f"payload_bytes must be >= 0, got {payload_bytes}")
     _check_loss(loss_rate)
-    return payload_bytes / (1.0 - loss_rate)
+    return framed_bytes(payload_bytes, framing) / (1.0 - loss_rate)
 
 
-def payload_seconds(payload_bytes: float, bps: float, loss_rate: float = 0.0) -> float:
-    """Seconds the radio is busy sending ``payload_bytes`` at ``bps`` bit/s, retransmissions included."""
+def payload_seconds(payload_bytes: float, bps: float, loss_rate: float = 0.0,
+                    framing: tuple[float, float] | None = None) -> float:
+    """Seconds the radio is busy sending ``payload_bytes`` at ``bps`` bit/s, headers and retransmissions included."""
     if bps <= 0:
         raise ValueError(f"bps must be > 0, got {bps}")
-    return wire_bytes(payload_bytes, loss_rate) * 8.0 / bps
+    return wire_bytes(payload_bytes, loss_rate, framing) * 8.0 / bps
+
+
+def radio_seconds(payload_bytes: float, bps: float, loss_rate: float = 0.0,
+                  framing: tuple[float, float] | None = None, cpu_s_per_byte: float = 0.0) -> float:
+    """Seconds one message holds a private link: payload_seconds, or longer if the device's processor cannot
+    push (or take) its wire bytes that fast (``cpu_s_per_byte`` × wire bytes). With no CPU cost it is
+    payload_seconds exactly."""
+    busy = payload_seconds(payload_bytes, bps, loss_rate, framing)
+    if not cpu_s_per_byte:
+        return busy
+    if cpu_s_per_byte < 0:
+        raise ValueError(f"cpu_s_per_byte must be >= 0, got {cpu_s_per_byte}")
+    return max(busy, cpu_s_per_byte * wire_bytes(payload_bytes, loss_rate, framing))
 
 
 def transfer_seconds(
-    payload_bytes: float, bps: float, latency_s: float, loss_rate: float = 0.0, jitter_s_draw: float = 0.0
+    payload_bytes: float, bps: float, latency_s: float, loss_rate: float = 0.0, jitter_s_draw: float = 0.0,
+    framing: tuple[float, float] | None = None,
 ) -> float:
     """Seconds from the first bit sent to delivery on a private link: busy time, then propagation latency and jitter.
 
@@ -89,7 +119,7 @@ def transfer_seconds(
     """
     if latency_s < 0 or jitter_s_draw < 0:
         raise ValueError("latency_s and jitter_s_draw must be >= 0")
-    return payload_seconds(payload_bytes, bps, loss_rate) + latency_s + jitter_s_draw
+    return payload_seconds(payload_bytes, bps, loss_rate, framing) + latency_s + jitter_s_draw
 
 
 def jitter_draw(rng: np.random.Generator, jitter_s: float) -> float:
@@ -191,6 +221,7 @@ def inference_sample_costs(
     server_flops_per_s: float,
     server_compute_w: float,
     result_bytes: float = RESULT_BYTES,
+    framing: tuple[float, float] | None = None,
 ) -> InferenceCosts:
     """Per-sample inference costs (batch size 1) of a client with its exit, from plain numbers.
 
@@ -210,8 +241,8 @@ def inference_sample_costs(
     seconds). The server adds ``server_compute_w`` × its seconds; its idle draw outside is not charged to inference.
     """
     local_s = compute_seconds(client_flops, client_flops_per_s)
-    up_busy_s = payload_seconds(activation_bytes, uplink_bps, loss_rate)
-    down_busy_s = payload_seconds(result_bytes, downlink_bps, loss_rate)
+    up_busy_s = payload_seconds(activation_bytes, uplink_bps, loss_rate, framing)
+    down_busy_s = payload_seconds(result_bytes, downlink_bps, loss_rate, framing)
     server_s = compute_seconds(server_flops, server_flops_per_s)
     if latency_s < 0:
         raise ValueError(f"latency_s must be >= 0, got {latency_s}")

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from simulator import costs
+from simulator import compute_model, costs
 from simulator.models.cost_table import CostTable
 from simulator.profiles import DeviceProfile, LinkProfile
 
@@ -39,10 +39,19 @@ class CutChoice:
 
 def estimate_cut(table: CostTable, cut: int, device: DeviceProfile, link: LinkProfile, *, batch: int, steps: int,
                  optimizer: str, activation_dtype: str) -> CutEstimate:
-    compute_s = costs.step_seconds(table.client_fwd_flops(cut), table.client_bwd_flops(cut), batch,
-                                   device.flops_per_s)
     payload = costs.feature_batch_bytes(table.activation_bytes(cut, activation_dtype), batch)
-    payload_s = costs.payload_seconds(payload, link.uplink_bps, link.loss_rate)
+    payload_s = costs.radio_seconds(payload, link.uplink_bps, link.loss_rate, link.framing,
+                                    device.cpu_s_per_byte_sent)
+    if device.unit_flops_per_s or device.step_overhead_s or device.cpu_s_per_byte_sent:
+        wire = costs.wire_bytes(payload, link.loss_rate, link.framing)
+        body_fwd = sum(u.fwd_flops for u in table.units[:cut])
+        compute_s = sum(compute_model.client_phase_seconds(
+            device, compute_model.client_forward_flops(table, cut, batch), body_fwd * batch,
+            compute_model.client_rest_flops(table, cut, batch),
+            (table.client_fwd_flops(cut) - body_fwd + table.client_bwd_flops(cut)) * batch, wire))
+    else:  # the plain model, computed as it always was (same floats)
+        compute_s = costs.step_seconds(table.client_fwd_flops(cut), table.client_bwd_flops(cut), batch,
+                                       device.flops_per_s)
     round_s = steps * (compute_s + payload_s) + link.latency_s
     round_j = (device.idle_w * round_s
                + steps * ((device.compute_w - device.idle_w) * compute_s + link.tx_w * payload_s))

@@ -12,9 +12,10 @@ import numpy as np
 import simpy
 import torch
 
-from simulator import costs, schedule
+from simulator import compute_model, costs, schedule
 from simulator.models.cost_table import CostTable
 from simulator.network import Link
+from simulator.profiles import DeviceProfile
 from simulator.recorder import Recorder
 from simulator.scenario import ClientSpec
 from simulator.training import ClientTrainer
@@ -63,6 +64,8 @@ class ClientCosts:
     rest_flops: float  # exit head forward + client backward, whole batch
     feature_bytes: float  # h + labels for one batch
     batch: int  # samples per batch
+    fwd_units: compute_model.UnitFlops = ()  # fwd_flops by unit (for per-unit rates)
+    rest_units: compute_model.UnitFlops = ()  # rest_flops by unit
 
     @classmethod
     def of(cls, table: CostTable, cut: int, batch: int, activation_dtype: str) -> "ClientCosts":
@@ -73,7 +76,14 @@ class ClientCosts:
             rest_flops=(total_fwd - body_fwd + table.client_bwd_flops(cut)) * batch,
             feature_bytes=costs.feature_batch_bytes(table.activation_bytes(cut, activation_dtype), batch),
             batch=batch,
+            fwd_units=compute_model.client_forward_flops(table, cut, batch),
+            rest_units=compute_model.client_rest_flops(table, cut, batch),
         )
+
+    def phase_seconds(self, device: DeviceProfile, sent_wire_bytes: float) -> tuple[float, float]:
+        """(forward, exit + backward + optimizer) seconds of one step on ``device`` (compute_model)."""
+        return compute_model.client_phase_seconds(device, self.fwd_units, self.fwd_flops, self.rest_units,
+                                                  self.rest_flops, sent_wire_bytes)
 
 
 @dataclass
@@ -119,12 +129,10 @@ class Device:
         self._t_mark = 0.0
         self._added_w = 0.0  # power drawn above idle right now
         self._arm = 0  # battery timer generation: only the latest timer may fire
-        rate = spec.device.flops_per_s
+        self.wire_feature_bytes = link.up.wire_bytes(batch_costs.feature_bytes)
         # Per step: forward, exit + backward, uplink radio busy with the feature batch (seconds).
-        self.step_seconds = (costs.compute_seconds(batch_costs.fwd_flops, rate),
-                             costs.compute_seconds(batch_costs.rest_flops, rate),
-                             costs.payload_seconds(batch_costs.feature_bytes, link.up.bps, link.up.loss_rate))
-        self.wire_feature_bytes = costs.wire_bytes(batch_costs.feature_bytes, link.up.loss_rate)
+        self.step_seconds = (*batch_costs.phase_seconds(spec.device, self.wire_feature_bytes),
+                             link.up.busy_seconds(batch_costs.feature_bytes))
 
     # --- a round's events -----------------------------------------------------------------------
     def begin_round(self, stop: simpy.Event | None = None, leave: simpy.Event | None = None) -> None:
@@ -204,7 +212,8 @@ class Device:
         not reached the server is dropped. `steps_done` counts finished steps: with overlap, the batch of a
         step stopped during its backward may already have reached the server.
         """
-        env, rate = self.env, self.spec.device.flops_per_s
+        env = self.env
+        fwd_s, rest_s, _ = self.step_seconds
         assert self.stop is not None, "begin_round first"
         fate = RoundFate()
         queue = simpy.Store(env, capacity=self.send_buffer)
@@ -213,14 +222,12 @@ class Device:
         for k in range(steps):
             # The real step, at its simulated start (none in a timing-only run: no trainer).
             h, y = self.trainer.step(train_x, train_y) if self.trainer is not None else (None, None)
-            fwd_s = costs.compute_seconds(self.costs.fwd_flops, rate)
             if not (yield from self.busy(rnd, "compute", fwd_s, compute_w, flops=self.costs.fwd_flops)):
                 break
             batch = FeatureBatch(self.spec.index, rnd, k, h, y, self.costs.feature_bytes, env.event())
             if self.overlap:  # the radio sends h while the processor runs the exit and the backward
                 if not (yield from self._until(queue.put(batch))):
                     break
-            rest_s = costs.compute_seconds(self.costs.rest_flops, rate)
             if not (yield from self.busy(rnd, "compute", rest_s, compute_w, flops=self.costs.rest_flops)):
                 break
             fate.steps_done = k + 1
@@ -256,7 +263,7 @@ class Device:
             taken.append(start)
             if start > env.now:
                 yield timeout_at(env, start)
-            yield up.medium.transfer(bits, cap_bps=up.bps)
+            yield up.medium.transfer(bits, cap_bps=up.cap_bps)
             radio = env.now
             rec.interval(self.name, "tx", rnd, start, radio, nbytes=self.wire_feature_bytes, direction="up")
             arrivals.append(radio + float(flights[k]))

@@ -69,6 +69,7 @@ def client_inference_costs(table: CostTable, cut: int, device: DeviceProfile, li
         loss_rate=link.loss_rate,
         server_flops_per_s=server.flops_per_s,
         server_compute_w=server.compute_w,
+        framing=link.framing,
     )
 
 

@@ -199,7 +199,9 @@ def build_world(rs: ResolvedScenario, dataset: Dataset | None = None, *, timing_
         client_batch = min(batch, n)  # as BatchSampler
         link = make_link(env, name=c.name, uplink_bps=c.link.uplink_bps, downlink_bps=c.link.downlink_bps,
                          latency_s=c.link.latency_s, jitter_s=c.link.jitter_s, loss_rate=c.link.loss_rate,
-                         jitter=(w.jitter, c.index), medium=media.get(c.medium) if c.medium else None)
+                         jitter=(w.jitter, c.index), medium=media.get(c.medium) if c.medium else None,
+                         framing=c.link.framing, cpu_s_per_byte_sent=c.device.cpu_s_per_byte_sent,
+                         cpu_s_per_byte_received=c.device.cpu_s_per_byte_received)
         cost = ClientCosts.of(table, cut, client_batch, sc.network.activation_dtype)
         rng = streams.numpy("availability", c.index) if c.availability.model == "markov" else None
         w.availability.append(make_availability(c.availability, c.name, rng, traces))

@@ -9,7 +9,7 @@ from typing import Any, Callable, Generator
 import numpy as np
 import simpy
 
-from simulator.costs import payload_seconds, wire_bytes
+from simulator.costs import radio_seconds, wire_bytes
 
 __all__ = ["JitterBank", "SharedMedium", "Transfer", "Channel", "Link", "make_link", "max_min_rates"]
 
@@ -240,6 +240,8 @@ class Channel:
         rng: np.random.Generator | None = None,
         medium: SharedMedium | None = None,
         jitter: tuple[JitterBank, int] | None = None,
+        framing: tuple[float, float] | None = None,
+        cpu_s_per_byte: float = 0.0,
     ) -> None:
         if bps <= 0:
             raise ValueError(f"{name}: bps must be > 0, got {bps}")
@@ -253,6 +255,10 @@ class Channel:
         self.latency_s = latency_s
         self.jitter_s = jitter_s
         self.loss_rate = loss_rate
+        self.framing = framing  # (packet bytes, payload bytes per packet), or None: no protocol overhead
+        self.cpu_s_per_byte = cpu_s_per_byte  # the device's processor seconds per wire byte in this direction
+        # A processor that cannot move the bytes faster caps the flow (8 bits per cpu_s_per_byte seconds).
+        self.cap_bps = bps if not cpu_s_per_byte else min(bps, 8.0 / cpu_s_per_byte)
         if jitter is None:
             if rng is None:
                 raise ValueError(f"{name}: give rng or jitter")
@@ -260,6 +266,14 @@ class Channel:
         self.jitter, self.jitter_row = jitter  # this link's row of draws (shared by its two directions)
         self.medium = medium
         self.radio = simpy.Resource(env, capacity=1)
+
+    def wire_bytes(self, payload_bytes: float) -> float:
+        """Bytes on the wire for a message: framed with headers, inflated by retransmissions."""
+        return wire_bytes(payload_bytes, self.loss_rate, self.framing)
+
+    def busy_seconds(self, payload_bytes: float) -> float:
+        """Seconds a message holds this (private) link's radio (costs.radio_seconds)."""
+        return radio_seconds(payload_bytes, self.bps, self.loss_rate, self.framing, self.cpu_s_per_byte)
 
     def send(self, payload_bytes: float, radio_free: simpy.Event | None = None, stop: simpy.Event | None = None,
              busy_hook: Callable[[bool], None] | None = None) -> Generator[simpy.Event, Any, Transfer]:
@@ -273,7 +287,7 @@ class Channel:
         """
         env = self.env
         t_queued = env.now
-        wire = wire_bytes(payload_bytes, self.loss_rate)
+        wire = self.wire_bytes(payload_bytes)
         with self.radio.request() as request:
             if stop is None:
                 yield request
@@ -284,11 +298,11 @@ class Channel:
             t_start = env.now
             if busy_hook is not None:
                 busy_hook(True)
-            busy_s = payload_seconds(payload_bytes, self.bps, self.loss_rate)
+            busy_s = self.busy_seconds(payload_bytes)
             if self.medium is None:
                 busy: simpy.Event = env.timeout(busy_s)
             else:
-                busy = self.medium.transfer(wire * 8.0, cap_bps=self.bps)
+                busy = self.medium.transfer(wire * 8.0, cap_bps=self.cap_bps)
             if stop is None:
                 yield busy
             else:
@@ -341,6 +355,9 @@ def make_link(
     rng: np.random.Generator | None = None,
     medium: SharedMedium | None = None,
     jitter: tuple[JitterBank, int] | None = None,
+    framing: tuple[float, float] | None = None,
+    cpu_s_per_byte_sent: float = 0.0,
+    cpu_s_per_byte_received: float = 0.0,
 ) -> Link:
     """Both directions of a link, drawing jitter from one ``rng`` (or one row of a JitterBank) in event order.
 
@@ -355,7 +372,9 @@ def make_link(
     return Link(
         name=name,
         up=Channel(env, name=f"{name}.up", bps=uplink_bps, latency_s=latency_s, jitter_s=jitter_s,
-                   loss_rate=loss_rate, medium=medium, jitter=jitter),
+                   loss_rate=loss_rate, medium=medium, jitter=jitter, framing=framing,
+                   cpu_s_per_byte=cpu_s_per_byte_sent),
         down=Channel(env, name=f"{name}.down", bps=downlink_bps, latency_s=latency_s, jitter_s=jitter_s,
-                     loss_rate=loss_rate, medium=medium, jitter=jitter),
+                     loss_rate=loss_rate, medium=medium, jitter=jitter, framing=framing,
+                     cpu_s_per_byte=cpu_s_per_byte_received),
     )

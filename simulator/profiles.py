@@ -5,9 +5,10 @@ from __future__ import annotations
 from difflib import get_close_matches
 from functools import lru_cache
 from pathlib import Path
-from typing import Annotated, Any, Mapping
+from typing import Annotated, Any, Literal, Mapping
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints, ValidationError
+from pydantic import (BaseModel, BeforeValidator, ConfigDict, Field, PositiveFloat, StringConstraints,
+                      ValidationError, model_validator)
 from pydantic_core import PydanticCustomError
 
 from simulator.errors import InputError, clip
@@ -24,7 +25,16 @@ __all__ = [
     "load_profile_dir",
     "resolve_profile",
     "ByteCount",
+    "PacketFraming",
+    "TCP_IPV4_PACKET_BYTES",
+    "TCP_IPV4_PAYLOAD_BYTES",
 ]
+
+# TCP/IPv4 over a 1,500-byte MTU: 20 bytes of IP header and 32 of TCP header (with the timestamp option Linux
+# sends by default) leave 1,448 bytes of payload per 1,500-byte packet (goodput 96.5 % of the IP-level rate).
+TCP_IPV4_PACKET_BYTES = 1500.0
+TCP_IPV4_PAYLOAD_BYTES = 1448.0
+UnitKey = Literal["u1", "u2", "u3", "u4", "u5", "u6", "u7", "u8", "u9", "classifier", "exit"]
 
 
 def _whole_number(value: Any) -> Any:
@@ -59,6 +69,32 @@ class DeviceProfile(_Profile):
     compute_w: float = Field(ge=0)  # power while computing, W
     idle_w: float = Field(ge=0)  # power while idle, W
     battery_j: float | None = Field(default=None, gt=0)  # None: mains powered
+    # The compute model beyond one rate (simulator/compute_model.py): seconds of a part's step =
+    # step_overhead_s + Σ unit FLOPs / unit rate, a unit without an entry running at flops_per_s.
+    step_overhead_s: float = Field(default=0.0, ge=0)  # fixed seconds per training step (framework, optimizer)
+    unit_flops_per_s: dict[UnitKey, PositiveFloat] | None = None  # per unit (u1..u9, classifier, exit), FLOP/s
+    # Processor seconds per byte the device's radio sends / receives (protocol stack, copies, interrupts).
+    cpu_s_per_byte_sent: float = Field(default=0.0, ge=0)
+    cpu_s_per_byte_received: float = Field(default=0.0, ge=0)
+
+
+class PacketFraming(BaseModel):
+    """Protocol overhead of a link: every packet carries at most `payload_bytes` of the message in
+    `packet_bytes` on the wire. The defaults are TCP/IPv4 over a 1,500-byte MTU."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+    packet_bytes: float = Field(default=TCP_IPV4_PACKET_BYTES, gt=0)  # bytes per full packet, headers included
+    payload_bytes: float = Field(default=TCP_IPV4_PAYLOAD_BYTES, gt=0)  # message bytes per full packet
+
+    @model_validator(mode="after")
+    def _payload_fits(self) -> "PacketFraming":
+        if self.payload_bytes > self.packet_bytes:
+            raise ValueError(f"payload_bytes {self.payload_bytes:g} exceeds packet_bytes {self.packet_bytes:g}")
+        return self
+
+    def as_tuple(self) -> tuple[float, float]:
+        return (self.packet_bytes, self.payload_bytes)
 
 
 class LinkProfile(_Profile):
@@ -71,6 +107,14 @@ class LinkProfile(_Profile):
     loss_rate: float = Field(default=0.0, ge=0, lt=1)  # packet loss; bytes inflated by 1/(1-loss)
     tx_w: float = Field(ge=0)  # device radio power while sending, W
     rx_w: float = Field(ge=0)  # device radio power while receiving, W
+    # None: a message is its payload on the wire (no protocol overhead, as before); `packet: {}` gives TCP/IPv4
+    # over a 1,500-byte MTU (1,500 bytes per 1,448 of payload).
+    packet: PacketFraming | None = None
+
+    @property
+    def framing(self) -> tuple[float, float] | None:
+        """(packet bytes, payload bytes per packet), or None for no protocol overhead."""
+        return None if self.packet is None else self.packet.as_tuple()
 
 
 def _parse(cls: type[_Profile], data: Any, file: str, key_prefix: str = "") -> _Profile:

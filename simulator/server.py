@@ -23,12 +23,15 @@ class Server:
         self.recorder = recorder
 
     def compute(self, rnd: int, flops: float, work: Callable[[], Any], *, kind: str = "compute",
-                slots: simpy.Resource | None = None) -> Generator[simpy.Event, Any, Any]:
-        """Waits for a slot, runs `work` (the real torch step) at the simulated start, holds the slot for its cost."""
+                slots: simpy.Resource | None = None, seconds: float | None = None) -> Generator[simpy.Event, Any, Any]:
+        """Waits for a slot, runs `work` (the real torch step) at the simulated start, holds the slot for its cost:
+        `seconds` if given (a training step under the compute model), else flops / the profile's flops_per_s."""
         with (slots or self.slots).request() as req:
             yield req
             t0 = self.env.now
             result = work()
-            yield self.env.timeout(costs.compute_seconds(flops, self.profile.flops_per_s))
+            if seconds is None:
+                seconds = costs.compute_seconds(flops, self.profile.flops_per_s)
+            yield self.env.timeout(seconds)
             self.recorder.interval(SERVER, kind, rnd, t0, self.env.now, flops=flops)
         return result

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Iterable
+from typing import TYPE_CHECKING, Callable, Iterable
 
 import torch
 import torch.nn.functional as F
@@ -123,11 +123,14 @@ class ClientTrainer:
         """Views of one piece of this client's copy: unit u_{piece+1} (piece < cut) or the exit head (piece = cut)."""
         return self.part.tensors(self.k, piece, buffers=buffers)
 
-    def step(self, train_x: torch.Tensor, train_y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def step(self, train_x: torch.Tensor, train_y: torch.Tensor,
+             on_features: Callable[[torch.Tensor, torch.Tensor], None] | None = None,
+             ) -> tuple[torch.Tensor, torch.Tensor]:
         """One batch: forward to the cut and the exit, backward on the exit loss, optimizer step.
 
         Returns (h as sent, detached and quantized: (B, C_l, H_l, W_l); labels (B,)). No gradient ever
-        comes back from the server.
+        comes back from the server. ``on_features(h, y)``, if given, gets them as soon as the forward to the cut is
+        done, before the exit head and the backward (a real device hands them to its radio then).
         """
         idx = self.sampler.next()
         x, y = train_x[idx], train_y[idx]  # (B, C, H, W), (B,)
@@ -137,6 +140,9 @@ class ClientTrainer:
         self.body.train()
         self.exit.train()
         h = self.body(x)
+        sent = quantize(h.detach(), self.activation_dtype)
+        if on_features is not None:
+            on_features(sent, y)
         loss = F.cross_entropy(self.exit(h), y)
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -144,7 +150,7 @@ class ClientTrainer:
         self.part.commit(self.k)
         self.loss_sum += loss.detach()
         self.loss_count += 1
-        return quantize(h.detach(), self.activation_dtype), y
+        return sent, y
 
     def take_mean_loss(self) -> float:
         """Mean exit loss since the last call (one host sync per round)."""

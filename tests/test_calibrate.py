@@ -105,7 +105,8 @@ def test_without_out_stdout_is_the_yaml_alone(capsys: pytest.CaptureFixture[str]
     assert main(["calibrate", *TINY, "--compute-w", "12.5", "--idle-w", "3"]) == 0
     out, err = capsys.readouterr()
     data = load_yaml_text(out)
-    assert set(data) == {"description", "kind", "flops_per_s", "memory_bytes", "compute_w", "idle_w", "source"}
+    assert set(data) == {"description", "kind", "flops_per_s", "step_overhead_s", "unit_flops_per_s", "memory_bytes",
+                         "compute_w", "idle_w", "source"}
     assert (data["compute_w"], data["idle_w"]) == (12.5, 3.0)
     source = " ".join(data["source"].split())
     assert "given on the command line" in source and "not measured" not in source
@@ -147,3 +148,23 @@ def test_calibrate_on_cuda(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -
     assert profile.memory_bytes == int(torch.cuda.get_device_properties(0).total_memory * 0.9)
     source = " ".join(profile.source.split())
     assert "torch.cuda.synchronize" in source and torch.cuda.get_device_name(0) in source
+
+
+def test_written_profile_has_the_fitted_compute_model(written: tuple[Path, str]) -> None:
+    path, stdout = written
+    profile = load_profile_dir(path.parent, DeviceProfile)["my_box"]
+    assert profile.step_overhead_s >= 0 and set(profile.unit_flops_per_s or {}) == set(UNITS)
+    raw = json.loads(path.with_suffix(".calibration.json").read_text())
+    steps = raw["steps"]
+    assert [(s["part"], s["cut"]) for s in steps] == [(p, c) for c in range(1, 9) for p in ("client", "server")]
+    assert all(len(s["samples_s"]) == 2 and s["median_s"] > 0 for s in steps)  # --repeats 2
+    assert raw["fit"]["step_overhead_s"] == pytest.approx(profile.step_overhead_s, rel=1e-3)
+    source = " ".join(profile.source.split())
+    assert "least squares over these 16 steps" in source and "my_box.calibration.json" in source
+    assert "step_overhead_s" in stdout and "residual rms" in stdout
+
+
+def test_no_cuts_writes_the_single_rate_profile(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["calibrate", *TINY, "--no-cuts"]) == 0
+    data = load_yaml_text(capsys.readouterr().out)
+    assert "step_overhead_s" not in data and "unit_flops_per_s" not in data

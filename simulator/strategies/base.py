@@ -12,7 +12,7 @@ import simpy
 import torch
 from torch import nn
 
-from simulator import costs
+from simulator import compute_model
 from simulator.aggregation import aggregation_traffic, exit_head_groups, unit_groups, weighted_average_
 from simulator.device import FeatureBatch, RoundFate, planned_battery_round, planned_rounds, timeout_at
 from simulator.models.cost_table import CostTable
@@ -71,11 +71,14 @@ class Strategy(ABC):
         self.arrivals: list[tuple[float, int]] = []
         self.done_at: dict[int, float] = {}
         self.round_t0 = 0.0
-        rate = world.server.profile.flops_per_s
+        profile = world.server.profile
         # Per client, one server step on its feature batch (none for clients without a split: cut 0 or 9).
         self._server_flops = [server_batch_flops(world.table, cut, d.costs.batch) if 1 <= cut <= 8 else 0.0
                               for cut, d in zip(world.cuts, world.devices)]
-        self._server_seconds = [costs.compute_seconds(f, rate) for f in self._server_flops]
+        self._server_seconds = [
+            compute_model.seconds_for(profile, compute_model.server_step_flops(world.table, cut, d.costs.batch),
+                                      f, step=True) if 1 <= cut <= 8 else 0.0
+            for cut, d, f in zip(world.cuts, world.devices, self._server_flops)]
         # How a timing-only round schedules each client (fixed for the run; see _timed_round): in closed form
         # (nothing can stop it, its link is its own); closed-form processor with sends through a shared medium
         # (unstoppable); in closed form while its battery surely lasts (battery_only); else per batch.
@@ -266,7 +269,8 @@ class Strategy(ABC):
         """One real server step on a feature batch, holding a server slot for its simulated cost."""
         path = self.paths[batch.client]
         flops = self._server_flops[batch.client]
-        loss = yield self.w.env.process(self.w.server.compute(rnd, flops, lambda: path.step(batch.h, batch.y)))
+        loss = yield self.w.env.process(self.w.server.compute(rnd, flops, lambda: path.step(batch.h, batch.y),
+                                                              seconds=self._server_seconds[batch.client]))
         self.server_loss[batch.client] += loss
         self.server_steps[batch.client] += 1
 
@@ -308,6 +312,12 @@ class Strategy(ABC):
                                   on_device=True) for k in members])
         return plan
 
+    def average(self, plan: list[list[Copy]]) -> None:
+        """Every group of the plan averaged in place, weighted by the clients' sample counts."""
+        counts = self.w.sample_counts
+        for group in plan:
+            weighted_average_([c.tensors for c in group], [counts[c.client] for c in group])
+
     def traffic(self, present: Sequence[int]) -> tuple[dict[int, int], float]:
         """Per present client the bytes its aggregation moves each way, and the server's averaging FLOPs."""
         w = self.w
@@ -332,12 +342,12 @@ class Strategy(ABC):
                 procs[i] = env.process(dev.transfer(rnd, n, up=up, kind=kind, stop=dev.leave))
                 continue
             ch = dev.link.up if up else dev.link.down
-            end_busy = now + costs.payload_seconds(n, ch.bps, ch.loss_rate)
+            end_busy = now + ch.busy_seconds(n)
             flight = ch.latency_s + ch.jitter.one(ch.jitter_row, ch.jitter_s)
             latest = max(latest, end_busy + flight)  # + 0.0 leaves a time unchanged, as no flight at all
             names.append(dev.name)
             busy.append((now, end_busy))
-            wires.append(costs.wire_bytes(n, ch.loss_rate))
+            wires.append(ch.wire_bytes(n))
         direction = "up" if up else "down"
         if w.recorder.keep_events:
             for name, (t0, t1), wire in zip(names, busy, wires):
@@ -370,11 +380,7 @@ class Strategy(ABC):
         kept = {i: [(c, [t.clone() for t in c.tensors]) for group in plan for c in group
                     if c.client == i and c.on_device] for i in present if self.may_leave(i)}
 
-        def average() -> None:
-            for group in plan:
-                weighted_average_([c.tensors for c in group], [w.sample_counts[c.client] for c in group])
-
-        yield w.env.process(w.server.compute(rnd, flops, average, kind="aggregate"))
+        yield w.env.process(w.server.compute(rnd, flops, lambda: self.average(plan), kind="aggregate"))
         missed = yield from self._transfers(rnd, nbytes, up=False)
         with torch.no_grad():
             for i in missed:  # it never got the average: its device keeps its own copy

@@ -11,7 +11,7 @@ import simpy
 import torch
 from torch import nn
 
-from simulator import costs
+from simulator import compute_model, costs
 from simulator.aggregation import state_tensors, weighted_average_
 from simulator.device import RoundFate
 from simulator.models.cost_table import CostTable
@@ -142,11 +142,13 @@ class Baseline(Strategy):
             fate.stopped = stop.value
             fate.t_stop = self._t_stop.get(i, self.w.env.now)
 
-    def busy(self, rnd: int, i: int, flops: float) -> Generator[simpy.Event, Any, bool]:
-        """Client i's processor runs `flops` (recorded, battery drained); False if its stop came first."""
+    def busy(self, rnd: int, i: int, flops: float, units: compute_model.UnitFlops = (),
+             step: bool = False) -> Generator[simpy.Event, Any, bool]:
+        """Client i's processor runs `flops` (split by unit as `units`; `step`: the piece that carries the fixed
+        cost per step) (recorded, battery drained); False if its stop came first."""
         dev = self.w.devices[i]
         spec = dev.spec.device
-        seconds = costs.compute_seconds(flops, spec.flops_per_s)
+        seconds = compute_model.seconds_for(spec, units, flops, step=step)
         return (yield from dev.busy(rnd, "compute", seconds, spec.compute_w, flops=flops))
 
     # --- split learning with the gradient returned -----------------------------------------------
@@ -162,7 +164,8 @@ class Baseline(Strategy):
         x, y = w.train_x[idx], w.train_y[idx]  # (B, C, H, W), (B,)
         batch = int(y.shape[0])
         h = part.forward(x)  # (B, C_l, H_l, W_l) as sent
-        ok = yield from self.busy(rnd, i, body_fwd_flops(table, cut) * batch)
+        ok = yield from self.busy(rnd, i, body_fwd_flops(table, cut) * batch,
+                                  compute_model.client_forward_flops(table, cut, batch))
         if ok:
             up_bytes = costs.feature_batch_bytes(table.activation_bytes(cut, w.scenario.network.activation_dtype),
                                                  batch)
@@ -171,8 +174,11 @@ class Baseline(Strategy):
             part.drop()
             return False
         fate.delivered += 1
-        loss, grad = yield w.env.process(w.server.compute(rnd, split_server_flops(table, cut) * batch,
-                                                          lambda: server.step(h, y), slots=slots))
+        server_flops = split_server_flops(table, cut) * batch
+        server_s = compute_model.seconds_for(w.server.profile, compute_model.split_server_flops(table, cut, batch),
+                                             server_flops, step=True)
+        loss, grad = yield w.env.process(w.server.compute(rnd, server_flops, lambda: server.step(h, y), slots=slots,
+                                                          seconds=server_s))
         self.server_loss[i] += loss
         self.server_steps[i] += 1
         down = yield from dev.transfer(rnd, gradient_bytes(table, cut, batch), up=False, kind="rx", stop=dev.stop)
@@ -180,7 +186,8 @@ class Baseline(Strategy):
             part.drop()
             return False
         part.backward(grad)
-        if not (yield from self.busy(rnd, i, body_bwd_flops(table, cut) * batch)):
+        if not (yield from self.busy(rnd, i, body_bwd_flops(table, cut) * batch,
+                                     compute_model.body_backward_flops(table, cut, batch), step=True)):
             return False
         fate.steps_done += 1
         return True

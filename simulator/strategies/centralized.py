@@ -9,6 +9,7 @@ import simpy
 import torch
 from torch import nn
 
+from simulator import compute_model
 from simulator.device import RoundFate
 from simulator.split_training import full_step
 from simulator.strategies.baseline import Baseline, full_step_flops
@@ -49,8 +50,13 @@ class Centralized(Baseline):
         for _ in range(sum(w.steps_per_round)):
             idx = self.sampler.next()
             x, y = w.train_x[idx], w.train_y[idx]  # (B, C, H, W), (B,)
-            loss = yield w.env.process(w.server.compute(rnd, self.step_flops * int(y.shape[0]),
-                                                        lambda x=x, y=y: full_step(self.model, self.optimizer, x, y)))
+            batch = int(y.shape[0])
+            flops = self.step_flops * batch
+            seconds = compute_model.seconds_for(w.server.profile, compute_model.whole_step_flops(w.table, batch), flops,
+                                                step=True)
+            loss = yield w.env.process(w.server.compute(rnd, flops,
+                                                        lambda x=x, y=y: full_step(self.model, self.optimizer, x, y),
+                                                        seconds=seconds))
             self.loss_sum += loss
             self.loss_count += 1
 

@@ -9,6 +9,7 @@ import simpy
 import torch
 from torch import nn
 
+from simulator import compute_model
 from simulator.split_training import full_step
 from simulator.strategies.baseline import AverageGroup, Baseline, full_step_flops
 from simulator.training import make_optimizer
@@ -52,7 +53,9 @@ class FedAvg(Baseline):
                 x, y = w.train_x[idx], w.train_y[idx]  # (B, C, H, W), (B,)
                 self.server_loss[i] += full_step(model, opt, x, y)  # the real step, at its simulated start
                 self.server_steps[i] += 1
-                if not (yield from self.busy(rnd, i, self.step_flops * int(y.shape[0]))):
+                batch = int(y.shape[0])
+                if not (yield from self.busy(rnd, i, self.step_flops * batch,
+                                             compute_model.whole_step_flops(w.table, batch), step=True)):
                     break
                 fate.steps_done += 1
         self.close_fate(i)
