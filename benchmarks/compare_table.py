@@ -1,22 +1,25 @@
-"""The comparison-of-methods table (README, "Comparison of methods") from a finished `splitee sweep` of
+"""The comparison-of-methods table (README, "Comparison of methods") from a `splitee sweep` of
 scenarios/paper/fashion_mnist_compare.yaml: per partition and method, mean ± std over seeds of the final
-accuracy, the mean exit accuracy, each cut's exit accuracy next to that cut's standalone ceiling, simulated
-time, energy and traffic; plus the run time of the sweep's points (host seconds).
+accuracy, the mean exit accuracy, each cut's exit accuracy next to that cut's standalone ceiling, the local
+accuracies (test split reweighted to each client's own labels), simulated time, energy and traffic; plus the
+points' host seconds.
 
-    python benchmarks/compare_table.py runs/sweeps/fashion_mnist_compare [--markdown]
+    python benchmarks/compare_table.py runs/sweeps/fashion_mnist_compare
 
-Reads run folders only (sweep.csv and each point's summary.json); imports no torch.
+Reads run folders only (each point's summary.json and scenario.resolved.yaml, so also a sweep still running);
+imports no torch.
 """
 
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import statistics
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
+
+import yaml
 
 METHODS = ("sequential", "averaging", "homogeneous_splitee", "vanilla_sl", "splitfed_v1", "splitfed_v2", "fedavg",
            "centralized")
@@ -32,21 +35,15 @@ def _pm(values: list[float], fmt: str = "{:.3f}") -> str:
 
 
 def load_points(sweep_dir: Path) -> list[dict[str, Any]]:
-    """Every finished point: its partition, method, cut (standalone_exit), seed and summary.json."""
-    with (sweep_dir / "sweep.csv").open() as f:
-        rows = list(csv.DictReader(f))
+    """Every finished point of the sweep (a folder with summary.json under points/, also while the sweep runs):
+    its partition, method, cut (standalone_exit), seed, summary.json and host seconds."""
     out = []
-    for r in rows:
-        if r["status"] != "ok":
-            continue
-        run = Path(r["run_dir"])
-        if not run.is_absolute():
-            run = sweep_dir / run if (sweep_dir / run).exists() else Path(r["run_dir"])
-        summary = json.loads((run / "summary.json").read_text())
-        kind = next(v for k, v in r.items() if k.endswith("partition.kind") or k == "kind")
-        cut = next((v for k, v in r.items() if k.endswith("common_cut")), "")
-        out.append({"partition": kind, "method": summary["strategy"], "cut": cut, "seed": int(r["seed"]),
-                    "summary": summary, "host_seconds": float(r["host_seconds"])})
+    for run in sorted((sweep_dir / "points").glob("*/summary.json")):
+        summary = json.loads(run.read_text())
+        resolved = yaml.safe_load((run.parent / "scenario.resolved.yaml").read_text())
+        out.append({"partition": resolved["dataset"]["partition"]["kind"], "method": summary["strategy"],
+                    "cut": resolved["strategy"]["common_cut"], "seed": summary["seed"], "summary": summary,
+                    "host_seconds": summary["host_seconds"]})
     return out
 
 
@@ -61,15 +58,15 @@ def per_cut_exit(summary: dict[str, Any]) -> dict[int, float]:
 
 
 def table(points: list[dict[str, Any]]) -> str:
-    cuts = sorted({int(p["cut"]) for p in points if p["method"] == "standalone_exit" and p["cut"]})
+    cuts = sorted({int(p["cut"]) for p in points if p["method"] == "standalone_exit"})
     lines = []
-    for part in sorted({p["partition"] for p in points}):
+    for part in sorted({p["partition"] for p in points}, key=lambda k: (k != "iid", k)):
         here = [p for p in points if p["partition"] == part]
         ceiling = {cut: [p["summary"]["mean_exit_accuracy"] for p in here
-                         if p["method"] == "standalone_exit" and int(p["cut"] or 0) == cut] for cut in cuts}
+                         if p["method"] == "standalone_exit" and p["cut"] == cut] for cut in cuts}
         lines.append(f"\n**{part}** (mean ± std over seeds; exit at cut c / its standalone ceiling)\n")
-        head = ["method", "final acc", "mean exit acc", *[f"exit cut {c}" for c in cuts], "sim time (s)",
-                "energy (kJ)", "traffic (MB)"]
+        head = ["method", "final acc", "mean exit acc", *[f"exit cut {c}" for c in cuts], "local final",
+                "local exit", "sim time (s)", "energy (kJ)", "traffic (MB)"]
         lines.append("| " + " | ".join(head) + " |")
         lines.append("|" + "---|" * len(head))
         for method in METHODS:
@@ -79,11 +76,13 @@ def table(points: list[dict[str, Any]]) -> str:
             exits = [per_cut_exit(s) for s in runs]
             row = [method, _pm([s["final_accuracy"] for s in runs]), _pm([s["mean_exit_accuracy"] for s in runs])]
             row += [_pm([e[c] for e in exits if c in e]) for c in cuts]
+            row += [_pm([s.get("mean_final_accuracy_local") for s in runs]),
+                    _pm([s.get("mean_exit_accuracy_local") for s in runs])]
             row += [_pm([s["sim_time_s"] for s in runs], "{:,.0f}"),
                     _pm([s["energy_j"]["total"] / 1e3 for s in runs], "{:,.1f}"),
                     _pm([(s["bytes_up"] + s["bytes_down"]) / 1e6 for s in runs], "{:,.0f}")]
             lines.append("| " + " | ".join(row) + " |")
-        row = ["standalone ceiling", "–", "–", *[_pm(ceiling[c]) for c in cuts], "–", "–", "–"]
+        row = ["standalone ceiling", "–", "–", *[_pm(ceiling[c]) for c in cuts], "–", "–", "–", "–", "–"]
         lines.append("| " + " | ".join(row) + " |")
     return "\n".join(lines)
 
