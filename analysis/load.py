@@ -45,7 +45,8 @@ class Table:
 
     def __getitem__(self, name: str) -> np.ndarray:
         if name not in self.columns:
-            raise InputError(f"no column '{name}' (columns: {', '.join(self.columns) or 'none'})", file=str(self.file))
+            raise InputError(f"no column '{clip(name, 40)}' (columns: {clip(', '.join(self.columns), 80) or 'none'})",
+                             file=str(self.file))
         return self.columns[name]
 
     def where(self, mask: np.ndarray) -> "Table":

@@ -11,13 +11,16 @@ from pathlib import Path
 
 import torch
 
-from simulator.calibrate import (NUM_CLASSES, _NAME, _default_kind, _hardware, _memory, _number, _threads,
+from simulator.calibrate import (NUM_CLASSES, _NAME, _default_kind, _hardware, _mem_available_bytes, _memory, _number,
+                                 _threads,
                                  calibrate, check_profile, format_unit_table, profile_yaml)
 from simulator.calibrate_cuts import fit_cuts, format_cut_table, measurements_json, time_cut_steps
 from simulator.calibration_fit import NOISY_SPREAD
-from simulator.errors import InputError
+from simulator.errors import InputError, clip
+from simulator.fsio import check_output_file
 from simulator.models.cost_table import cost_table_cached
 from simulator.profiles import DeviceProfile
+from simulator.pydantic_errors import describe_value
 from simulator.resources import builtin_dir
 
 __all__ = ["add_calibrate_parser"]
@@ -25,13 +28,23 @@ __all__ = ["add_calibrate_parser"]
 
 def _check_args(args: argparse.Namespace) -> tuple[Path | None, str]:
     """Refuse bad arguments before spending minutes measuring; returns (out path, profile name)."""
-    for flag, value, low in (("--width", args.width, 1), ("--image-size", args.image_size, 1),
-                             ("--in-channels", args.in_channels, 1), ("--batch", args.batch, 2),
-                             ("--repeats", args.repeats, 1), ("--warmup", args.warmup, 0),
-                             ("--threads", args.threads, 1), ("--memory-bytes", args.memory_bytes, 1)):
+    for flag, value, low, high in (("--width", args.width, 1, 512), ("--image-size", args.image_size, 1, 512),
+                                   ("--in-channels", args.in_channels, 1, 64), ("--batch", args.batch, 2, 65_536),
+                                   ("--repeats", args.repeats, 1, 10_000), ("--warmup", args.warmup, 0, 10_000),
+                                   ("--threads", args.threads, 1, 4096),
+                                   ("--memory-bytes", args.memory_bytes, 1, 2**50)):
         if value is not None and value < low:
             why = " (BatchNorm in train mode needs more than one sample)" if flag == "--batch" else ""
             raise InputError(f"must be at least {low}, got {value}{why}", key=flag)
+        if value is not None and value > high:
+            raise InputError(f"must be at most {high}, got {describe_value(value)}", key=flag)
+    # The stem's output alone, kept for backward several times over: (batch, width, S, S) fp32 tensors.
+    need = 8 * 4.0 * args.batch * args.width * args.image_size ** 2
+    free = _mem_available_bytes() if args.device == "cpu" else None
+    if free is not None and need > free:
+        raise InputError(f"batch {args.batch} at width {args.width} on {args.image_size}x{args.image_size} inputs "
+                         f"needs more than {need / 2**30:,.1f} GiB, more memory than is available; use a smaller "
+                         "--batch, --width or --image-size", key="--batch")
     for flag, value in (("--compute-w", args.compute_w), ("--idle-w", args.idle_w)):
         if value is not None and not (math.isfinite(value) and value >= 0):
             raise InputError(f"must be a power in W, >= 0, got {value}", key=flag)
@@ -42,7 +55,8 @@ def _check_args(args: argparse.Namespace) -> tuple[Path | None, str]:
     out = Path(args.out) if args.out else None
     if out is not None:
         if out.suffix != ".yaml":
-            raise InputError(f"a profile file ends in .yaml, got '{out.name}'", key="--out")
+            raise InputError(f"a profile file ends in .yaml, got '{clip(out.name, 40)}'", key="--out")
+        check_output_file(out, "--out")
         if out.exists() and not args.force:
             raise InputError(f"{out} already exists; pass --force to overwrite it", key="--out")
         if args.name and args.name != out.stem:

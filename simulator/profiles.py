@@ -41,7 +41,8 @@ def _whole_number(value: Any) -> Any:
     """`4.0e9` bytes is a byte count (YAML writes large numbers as floats); `4.5` bytes is not."""
     if isinstance(value, float):
         if not value.is_integer():
-            raise PydanticCustomError("whole_number", "{msg}", {"msg": f"expected a whole number, got {describe_value(value)}"})
+            raise PydanticCustomError("whole_number", "{msg}",
+                                      {"msg": f"expected a whole number, got {describe_value(value)}"})
         return int(value)
     return value
 
@@ -187,7 +188,8 @@ def resolve_profile(
     if base_name not in known:
         near = get_close_matches(clip(base_name, 40), list(known), n=1)
         hint = f"; did you mean '{near[0]}'?" if near else f"; known: {', '.join(sorted(known))}"
-        raise InputError(f"unknown profile '{clip(base_name, 40)}'{hint}", file=file, key=key if by_name else f"{key}.base")
+        raise InputError(f"unknown profile '{clip(base_name, 40)}'{hint}", file=file,
+                         key=key if by_name else f"{key}.base")
     base = known[base_name].model_dump()
     if spec:
         base["source"] = f"{base['source'].rstrip()} (overridden in the scenario: {', '.join(sorted(spec))})"

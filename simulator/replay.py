@@ -20,10 +20,10 @@ from typing import Any, Sequence
 from simulator.early_exit import EARLY_EXIT_COLUMNS, client_inference_costs
 from simulator.engine import TIMING_ONLY_STRATEGIES, Simulation, few_collections
 from simulator.errors import InputError
-from simulator.models.cost_table import cost_table_cached
 from simulator.fsio import check_output_dir
-from simulator.run_folder import RunFolder
+from simulator.models.cost_table import cost_table_cached
 from simulator.results import CLIENT_COLUMNS, ROUND_COLUMNS, _csv, atomic_write, write_run
+from simulator.run_folder import RunFolder
 from simulator.scenario import ResolvedScenario, load_scenario
 
 __all__ = ["REQUIRED_FILES", "replay_refusal", "replay", "add_replay_parser"]

@@ -142,7 +142,8 @@ def apply_overrides(data: dict[str, Any], overrides: Sequence[str], file: str) -
                         node[part] = {"base": node[part]}
                     node = node.setdefault(part, {})
             else:
-                raise InputError(f"--set '{clip(item, 60)}': {parent} is {describe_value(node)}, not a mapping or a list",
+                raise InputError(f"--set '{clip(item, 60)}': {parent} is {describe_value(node)}, "
+                                 "not a mapping or a list",
                                  file=file, key=here)
     return data
 

@@ -15,8 +15,8 @@ from pydantic import Field, ValidationError
 
 from simulator.config import Strict
 from simulator.errors import InputError
-from simulator.pydantic_errors import describe_value, located_error
 from simulator.limits import MAX_SEED
+from simulator.pydantic_errors import describe_value, located_error
 from simulator.yamlio import load_yaml_text, read_yaml_file
 
 __all__ = ["SweepFile", "SweepSpec", "Point", "load_sweep", "yaml_flow", "point_id", "short_names",

@@ -115,6 +115,10 @@ def _check_shape(text: str) -> None:
             if event.anchor is not None:
                 anchored[event.anchor] = 1
         elif isinstance(event, yaml.AliasEvent):
+            if event.anchor in open_anchor:  # `&a [*a]`: a value that contains itself
+                mark = event.start_mark
+                raise InputError(f"the alias *{clip(event.anchor, 20)} at line {mark.line + 1} refers to a "
+                                 "collection that contains it (a value cannot contain itself)")
             sizes[-1] += anchored.get(event.anchor, 1)
         if sizes[0] + sum(sizes[1:]) > written + ALIAS_GROWTH:
             mark = event.start_mark

@@ -163,6 +163,16 @@ def test_deep_nesting_is_refused_not_crashed(tmp_path: Path) -> None:
     assert done.returncode == 2 and "nested more than 64 levels" in done.stderr, done.stderr
 
 
+def test_a_value_that_contains_itself_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = _write(tmp_path)
+    for value in ("&a [*a]", "&a {x: [1, *a]}"):
+        assert main(["validate", str(path), "--set", f"clients.0.device={value}"]) == 2
+        assert "contains it" in _one_error(capsys)
+    path.write_text(path.read_text() + "x: &b\n  y: *b\n")
+    assert main(["validate", str(path)]) == 2
+    assert "contains it" in _one_error(capsys)
+
+
 @pytest.mark.parametrize("damage", ["non-utf8", "truncated", "empty", "binary"])
 def test_damaged_scenario_files(tmp_path: Path, capsys: pytest.CaptureFixture[str], damage: str) -> None:
     path = _write(tmp_path)
