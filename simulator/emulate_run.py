@@ -24,7 +24,7 @@ __all__ = ["run_emulation", "measure_machine", "assemble"]
 POLL_S = 0.2
 
 
-def measure_machine(rs: ResolvedScenario, repeats: int = 5, warmup: int = 2) -> DeviceProfile:
+def measure_machine(rs: ResolvedScenario, repeats: int = 7, warmup: int = 2) -> DeviceProfile:
     """This machine's compute model at the scenario's shape, as `splitee calibrate` fits it (one torch thread)."""
     import torch
 
