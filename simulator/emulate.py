@@ -103,13 +103,17 @@ def quotas_for(rs: ResolvedScenario, machine: DeviceProfile, cores: int) -> list
 
 def emulated_profile(device: DeviceProfile, machine: DeviceProfile, quota: float) -> DeviceProfile:
     """What a client emulated at ``quota`` of this machine's core is: the machine's calibrated compute model with
-    every rate × quota and the fixed cost per step ÷ quota; memory, powers and radio CPU cost from ``device``."""
+    every rate × quota, and its fixed cost per step and processor time per byte sent or received ÷ quota; memory
+    and powers from ``device``."""
     rates = {k: r * quota for k, r in (machine.unit_flops_per_s or {}).items()} or None
     note = (f"{device.source} (emulated: this machine's calibrated compute model at {quota:.4f} of a core, "
             f"{machine.flops_per_s * quota:.4g} FLOP/s)")
     return DeviceProfile.model_validate({**device.model_dump(), "flops_per_s": machine.flops_per_s * quota,
                                          "unit_flops_per_s": rates,
-                                         "step_overhead_s": machine.step_overhead_s / quota, "source": note})
+                                         "step_overhead_s": machine.step_overhead_s / quota,
+                                         "cpu_s_per_byte_sent": machine.cpu_s_per_byte_sent / quota,
+                                         "cpu_s_per_byte_received": machine.cpu_s_per_byte_received / quota,
+                                         "source": note})
 
 
 def emulated_scenario(rs: ResolvedScenario, machine: DeviceProfile, quotas: Sequence[float]) -> ResolvedScenario:

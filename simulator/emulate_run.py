@@ -20,7 +20,7 @@ from simulator.errors import InputError
 from simulator.profiles import DeviceProfile, load_profile_dir
 from simulator.scenario import ResolvedScenario, load_scenario
 
-__all__ = ["run_emulation", "measure_machine", "assemble"]
+__all__ = ["run_emulation", "measure_machine", "measure_send_cpu", "assemble", "favoured"]
 
 POLL_S = 0.2
 
@@ -41,14 +41,16 @@ def measure_machine(rs: ResolvedScenario, repeats: int = 7, warmup: int = 2) -> 
     steps = time_cut_steps(**shape, exit_head=sc.model.exit_head, repeats=repeats, warmup=warmup)
     fit = fit_cuts(cost_table_cached(sc.model.width, in_ch, 10, size, "pool_linear"), sc.training.batch_size, steps,
                    {u.unit: u.train_flops_per_s for u in cal.units}, cal.flops_per_s)
+    send_cpu = measure_send_cpu()
     print(f"this machine: {fit.fitted_flops_per_s / 1e9:.2f} GFLOP/s, step overhead "
-          f"{fit.fit.overhead_s * 1e3:.2f} ms, fit residual {fit.fit.max_rel:.1%} (load {os.getloadavg()[0]:.2f})",
-          file=sys.stderr, flush=True)
+          f"{fit.fit.overhead_s * 1e3:.2f} ms, fit residual {fit.fit.max_rel:.1%}, sending {send_cpu * 1e9:.2f} ns "
+          f"of CPU per byte (load {os.getloadavg()[0]:.2f})", file=sys.stderr, flush=True)
     return DeviceProfile.model_validate({
         "name": "this_machine", "flops_per_s": fit.fitted_flops_per_s, "unit_flops_per_s": fit.fitted_unit_rates,
-        "step_overhead_s": fit.fit.overhead_s, "memory_bytes": rs.server.memory_bytes,
+        "step_overhead_s": fit.fit.overhead_s, "cpu_s_per_byte_sent": send_cpu, "memory_bytes": rs.server.memory_bytes,
         "compute_w": rs.server.compute_w, "idle_w": rs.server.idle_w,
-        "source": "measured by splitee emulate before the run (splitee calibrate's method, 1 torch thread)"})
+        "source": "measured by splitee emulate before the run (splitee calibrate's method, 1 torch thread; "
+                  "cpu_s_per_byte_sent: measure_send_cpu)"})
 
 
 @contextmanager
@@ -68,6 +70,37 @@ def favoured(tag: str) -> Iterator[None]:
     finally:
         (CGROUP_CPU / "cgroup.procs").write_text(str(os.getpid()))  # back to the root group
         path.rmdir()
+
+
+def measure_send_cpu(nbytes: int = 800_000, repeats: int = 20) -> float:
+    """Processor seconds per byte of sending a feature message over TCP on this machine (packing the tensor and
+    the kernel's work in the sending thread: on loopback, as over a veth, the receiving side's softirq mostly runs
+    there too): the median over ``repeats`` messages of the sending thread's CPU time (time.thread_time) / bytes."""
+    import socket
+    import statistics
+    import threading
+
+    import torch
+
+    from simulator.emulate_wire import Message, pack_tensors, recv_message, send_message
+
+    listener = socket.create_server(("127.0.0.1", 0))
+    sink = socket.create_connection(listener.getsockname())
+    conn, _ = listener.accept()
+    reader = threading.Thread(target=lambda: [recv_message(conn) for _ in range(repeats + 2)], daemon=True)
+    reader.start()
+    h = torch.randn(nbytes // 4)
+    samples = []
+    for k in range(repeats + 2):
+        t0 = time.thread_time()
+        specs, data = pack_tensors([h])
+        send_message(sink, Message("batch", {"specs": specs}, data))
+        if k >= 2:  # two warm-up messages
+            samples.append((time.thread_time() - t0) / len(data))
+    reader.join(timeout=60)
+    for s in (sink, conn, listener):
+        s.close()
+    return statistics.median(samples)
 
 
 def _load_profile(path: str) -> DeviceProfile:
