@@ -15,7 +15,8 @@ from simulator.errors import InputError
 from simulator.profiles import DeviceProfile
 from simulator.scenario import ResolvedScenario
 
-__all__ = ["check_can_emulate", "check_scenario", "quotas_for", "emulated_profile", "emulated_scenario",
+__all__ = ["check_can_emulate", "check_scenario", "quotas_for", "effective_quotas", "emulated_profile",
+           "emulated_scenario",
            "add_emulate_parser", "EMULATED_STRATEGIES"]
 
 EMULATED_STRATEGIES = ("averaging", "homogeneous_splitee", "sequential")
@@ -99,6 +100,23 @@ def quotas_for(rs: ResolvedScenario, machine: DeviceProfile, cores: int) -> list
         raise InputError(f"the fleet needs {sum(quotas):.2f} cores for its clients + {SERVER_CORES:g} for the server "
                          f"= {need:.2f}, more than this machine's {cores} cores", file=rs.file, key="clients")
     return quotas
+
+
+def effective_quotas(rs: ResolvedScenario, machine: DeviceProfile, step_s: Sequence[float]) -> list[float]:
+    """Per client the share of this machine it really got: the machine's predicted training step at the client's
+    cut (compute_model, no radio) / the step measured on the client's quota before the run."""
+    from simulator.device import ClientCosts
+    from simulator.models.cost_table import cost_table_cached
+
+    sc = rs.scenario
+    in_ch, size, classes = sc.dataset.shape()
+    table = cost_table_cached(sc.model.width, in_ch, classes, size, sc.model.exit_head)
+    out = []
+    for c, measured in zip(rs.clients, step_s):
+        full = sum(ClientCosts.of(table, c.cut, sc.training.batch_size, sc.network.activation_dtype)
+                   .phase_seconds(machine, 0.0))
+        out.append(full / measured)
+    return out
 
 
 def emulated_profile(device: DeviceProfile, machine: DeviceProfile, quota: float) -> DeviceProfile:

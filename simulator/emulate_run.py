@@ -15,7 +15,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
 
-from simulator.emulate import check_can_emulate, check_scenario, emulated_scenario, quotas_for
+from simulator.emulate import check_can_emulate, check_scenario, effective_quotas, emulated_scenario, quotas_for
 from simulator.errors import InputError
 from simulator.profiles import DeviceProfile, load_profile_dir
 from simulator.scenario import ResolvedScenario, load_scenario
@@ -246,8 +246,15 @@ def run_emulation(args: argparse.Namespace) -> int:
             print(f"warning: not cleaned up: {line}", file=sys.stderr)
     result = torch.load(work / "server.pt", weights_only=False)
     rows = [row for i in range(len(emu.clients)) for row in json.loads((work / f"client{i}.json").read_text())]
+    # What each client really ran at, measured on its quota before the run: the simulation gets that device.
+    got = effective_quotas(rs, machine, result["client_step_s"])
+    emu = emulated_scenario(rs, machine, got)
+    write_resolved(out, emu)
     records, recorder = assemble(emu, result, rows)
-    emulated = {"quotas": dict(zip((c.name for c in emu.clients), quotas)), "cfs_period_us": 10_000,
+    emulated = {"quotas": dict(zip((c.name for c in emu.clients), quotas)),
+                "measured_shares": dict(zip((c.name for c in emu.clients), got)),
+                "measured_step_s": dict(zip((c.name for c in emu.clients), result["client_step_s"])),
+                "cfs_period_us": 10_000,
                 "machine_flops_per_s": machine.flops_per_s, "machine_step_overhead_s": machine.step_overhead_s,
                 "cores": cores, "load_average_at_start": load[0], "load_average_at_end": os.getloadavg()[0]}
     write_run(out, emu, records, recorder, finish=lambda summ: {**summ, "emulated": emulated})
@@ -255,7 +262,9 @@ def run_emulation(args: argparse.Namespace) -> int:
     run_scenario(emu, out / "simulated", overwrite=True, progress=False)
     fid = fidelity_rows(out, out / "simulated")
     header = (f"# Fidelity: {rs.scenario.name}\n\nEmulated (real processes, shaped links, CPU quotas "
-              f"{', '.join(f'{q:.3f}' for q in quotas)}) vs simulated with the same profiles; error = simulated / "
+              f"{', '.join(f'{q:.3f}' for q in quotas)} of a core; measured before the run, the clients' steps ran as "
+              f"fast as {', '.join(f'{q:.3f}' for q in got)} of the machine's full core, the profiles simulated) vs "
+              f"simulated; error = simulated / "
               f"emulated - 1. Load average at start {load[0]:.2f}, at end {os.getloadavg()[0]:.2f} "
               f"({cores} cores).")
     write_fidelity(out, fid, header)

@@ -274,3 +274,18 @@ def _machine_file(tmp_path: Path) -> Path:
     path = tmp_path / "this_machine.yaml"
     path.write_text(yaml.safe_dump({k: v for k, v in MACHINE.model_dump().items() if k != "name"}))
     return path
+
+
+def test_effective_quotas_by_hand(tmp_path: Path) -> None:
+    from simulator.compute_model import client_forward_flops, client_rest_flops, total
+    from simulator.emulate import effective_quotas
+    from simulator.models.cost_table import cost_table_cached
+
+    rs = load_scenario(_write(tmp_path))
+    plain = DeviceProfile.model_validate({**MACHINE.model_dump(), "unit_flops_per_s": None, "step_overhead_s": 0.0})
+    table = cost_table_cached(8, 1, 10, 28, "pool_linear")
+    full = [(total(client_forward_flops(table, c, 32)) + total(client_rest_flops(table, c, 32))) / 1.0e10
+            for c in (1, 3)]
+    # Steps measured 5x and 8x slower than the whole core would run them: shares 0.2 and 0.125.
+    got = effective_quotas(rs, plain, [5 * full[0], 8 * full[1]])
+    assert got == pytest.approx([0.2, 0.125], rel=1e-9)
