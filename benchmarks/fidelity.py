@@ -48,7 +48,7 @@ def _load(run: Path) -> str:
 
 
 def table(out: Path, repeats: int) -> str:
-    lines = ["| round set by | emulated round, s (3 runs: mean, min–max) | simulated, s | error per run | "
+    lines = ["| round set by | emulated round, s (mean of the runs, min–max) | simulated, s | error per run | "
              "error, mean | simulated without protocol overhead | load (start–end of each run) |",
              "|---|---|---|---|---|---|---|"]
     for name in SCENARIOS:
