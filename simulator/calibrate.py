@@ -264,7 +264,8 @@ def profile_yaml(cal: Calibration, *, memory_bytes: int, memory_note: str, compu
         f"batch {cal.batch}, train mode, input gradient computed except for u1; {cal.warmup} warm-up iteration(s), "
         f"then the median of {cal.repeats} timed repeats ({clock}). FLOPs per unit are the simulator's cost "
         "table (FlopCounterMode), so simulated step times reproduce these measurements.",
-        f"Throughput: flops_per_s = {METHOD} = {cal.flops_per_s / 1e9:.4g} GFLOP/s. Per unit, fwd+bwd GFLOP/s: "
+        f"Throughput{' of the isolated units (before the fit below)' if cuts is not None else ''}: "
+        f"flops_per_s = {METHOD} = {cal.flops_per_s / 1e9:.4g} GFLOP/s. Per unit, fwd+bwd GFLOP/s: "
         f"{per_unit}. The figure depends on width, input size and batch: recalibrate for other shapes.",
         f"Memory: {memory_note}.",
         f"Power: {power}",

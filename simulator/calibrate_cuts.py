@@ -16,7 +16,7 @@ import torch
 import yaml
 
 from simulator import compute_model
-from simulator.calibration_fit import NOISY_SPREAD, StepFit, fit_steps, spread
+from simulator.calibration_fit import NOISY_SPREAD, StepFit, UnitFit, fit_steps, fit_units, spread
 from simulator.models.cost_table import CostTable
 
 __all__ = ["CutTiming", "CutCalibration", "time_cut_steps", "fit_cuts", "format_cut_table", "load_average", "fit_note",
@@ -47,18 +47,20 @@ class CutCalibration:
     """The fitted compute model and what it was fitted to."""
 
     cuts: tuple[CutTiming, ...]
-    unit_rates: dict[str, float]  # measured per-unit training rates (FLOP/s), before the fit's scale
-    flops_per_s: float  # the whole-model aggregate rate, for units without a rate of their own (the exit head)
-    fit: StepFit
+    unit_rates: dict[str, float]  # measured per-unit training rates (FLOP/s) of the isolated units
+    flops_per_s: float  # the whole-model aggregate rate of the isolated units
+    step_fit: StepFit  # first pass: a fixed cost and one scale on the isolated units' times
+    fit: UnitFit  # the model written: a fixed cost and every unit's rate, fitted to the steps
     plain_s: tuple[float, ...]  # what flops_per_s alone predicts for each measured step (the old model)
 
     @property
     def fitted_unit_rates(self) -> dict[str, float]:
-        return {k: r / self.fit.scale for k, r in self.unit_rates.items()}
+        return {k: 1.0 / x for k, x in self.fit.s_per_flop.items()}
 
     @property
     def fitted_flops_per_s(self) -> float:
-        return self.flops_per_s / self.fit.scale
+        """The whole-model rate on the steps' scale (for what has no unit rate: inference)."""
+        return self.flops_per_s / self.step_fit.scale
 
     @property
     def noisy(self) -> list[CutTiming]:
@@ -140,16 +142,27 @@ def _part_flops(table: CostTable, part: str, cut: int, batch: int) -> compute_mo
 
 def fit_cuts(table: CostTable, batch: int, cuts: Sequence[CutTiming], unit_rates: dict[str, float],
              flops_per_s: float) -> CutCalibration:
-    """Least squares over every measured step (client and server parts at each cut) of
-    measured = step_overhead_s + scale · Σ unit FLOPs / measured unit rate (compute_model.part_seconds)."""
-    predicted, plain = [], []
+    """The compute model fitted to every measured step (client and server parts at each cut), by least squares.
+
+    First measured = a + b · Σ unit FLOPs / isolated unit rate (calibration_fit.fit_steps); then, starting from
+    that, the fixed cost and every unit's own rate (the exit head's included) over the same steps
+    (calibration_fit.fit_units): a unit's cost inside a whole step differs from its cost alone (per-call overhead,
+    caches), and the steps at successive cuts see each unit twice."""
+    predicted, plain, rows = [], [], []
     for c in cuts:
         by_unit = _part_flops(table, c.part, c.cut, batch)
         total = compute_model.total(by_unit)
         predicted.append(compute_model.part_seconds(by_unit, total, flops_per_s, unit_rates))
         plain.append(compute_model.part_seconds(by_unit, total, flops_per_s))
-    fit = fit_steps(predicted, [c.median_s for c in cuts])
-    return CutCalibration(tuple(cuts), dict(unit_rates), flops_per_s, fit, tuple(plain))
+        row: dict[str, float] = {}
+        for key, flops in by_unit:
+            row[key] = row.get(key, 0.0) + flops
+        rows.append(row)
+    measured = [c.median_s for c in cuts]
+    first = fit_steps(predicted, measured)
+    prior = {k: first.scale / unit_rates.get(k, flops_per_s) for k in {k for r in rows for k in r}}
+    fit = fit_units(rows, measured, prior, first.overhead_s)
+    return CutCalibration(tuple(cuts), dict(unit_rates), flops_per_s, first, fit, tuple(plain))
 
 
 def format_cut_table(cal: CutCalibration) -> str:
@@ -162,8 +175,11 @@ def format_cut_table(cal: CutCalibration) -> str:
         lines.append(f"{c.part:<8}{c.cut:>4}{m * 1e3:>11.3f}{c.spread:>8.1%}{fitted * 1e3:>11.3f}"
                      f"{(fitted - m) / m:>+8.1%}{plain * 1e3:>11.3f}{(plain - m) / m:>+8.1%}")
     lines.append("-" * len(header))
-    lines.append(f"fit: step_overhead_s = {cal.fit.overhead_s * 1e3:.3f} ms, per-unit rates / {cal.fit.scale:.4f}; "
-                 f"residual rms {cal.fit.rms_s * 1e3:.3f} ms, max {cal.fit.max_rel:.1%} of a step")
+    rates = ", ".join(f"{k} {r / 1e9:.3g}" for k, r in sorted(cal.fitted_unit_rates.items()))
+    lines.append(f"fit: step_overhead_s = {cal.fit.overhead_s * 1e3:.3f} ms; unit GFLOP/s: {rates}; residual rms "
+                 f"{cal.fit.rms_s * 1e3:.3f} ms, max {cal.fit.max_rel:.1%} of a step (first pass: isolated unit "
+                 f"times x {cal.step_fit.scale:.4f} + {cal.step_fit.overhead_s * 1e3:.3f} ms, max "
+                 f"{cal.step_fit.max_rel:.1%})")
     return "\n".join(lines)
 
 
@@ -176,9 +192,9 @@ def fit_note(cal: CutCalibration, measurements: str | None) -> str:
     return (f"Compute model: one whole training step of the client part (ClientTrainer.step: forward, exit head, "
             f"backward, optimizer) and of the server part (ServerPath.step) at every cut 1..8, timed with the "
             f"simulator's own learning code; least squares over these {len(cal.cuts)} steps of measured = "
-            f"step_overhead_s + scale x (sum of unit FLOPs / measured unit rate) gave step_overhead_s = "
-            f"{cal.fit.overhead_s * 1e3:.3f} ms and scale {cal.fit.scale:.4f} (unit_flops_per_s and flops_per_s are "
-            f"the per-unit and whole-model rates divided by it); residual rms {cal.fit.rms_s * 1e3:.3f} ms, "
+            f"step_overhead_s + sum of unit FLOPs / unit rate (each unit's rate fitted, starting from its isolated "
+            f"timing x {cal.step_fit.scale:.4f}; flops_per_s is the whole-model rate on that scale) gave "
+            f"step_overhead_s = {cal.fit.overhead_s * 1e3:.3f} ms; residual rms {cal.fit.rms_s * 1e3:.3f} ms, "
             f"largest {cal.fit.max_rel:.1%} of a step"
             f"{f', 1-minute load average {load:.2f}' if load is not None else ''}.{noisy}{where}")
 
@@ -196,7 +212,9 @@ def measurements_json(units: Any, cal: CutCalibration) -> str:
         "steps": [{"part": c.part, "cut": c.cut, "samples_s": list(c.samples), "median_s": c.median_s,
                    "spread": c.spread, "fitted_s": f, "single_rate_s": p}
                   for c, f, p in zip(cal.cuts, cal.fit.fitted_s, cal.plain_s)],
-        "fit": {"step_overhead_s": cal.fit.overhead_s, "scale": cal.fit.scale, "residual_rms_s": cal.fit.rms_s,
+        "first_pass": {"step_overhead_s": cal.step_fit.overhead_s, "scale": cal.step_fit.scale,
+                       "residual_rms_s": cal.step_fit.rms_s, "residual_max_rel": cal.step_fit.max_rel},
+        "fit": {"step_overhead_s": cal.fit.overhead_s, "residual_rms_s": cal.fit.rms_s,
                 "residual_max_rel": cal.fit.max_rel, "flops_per_s": cal.fitted_flops_per_s,
                 "unit_flops_per_s": cal.fitted_unit_rates, "noisy_steps": len(cal.noisy),
                 "noisy_threshold": NOISY_SPREAD},

@@ -15,7 +15,8 @@ from simulator.errors import InputError
 from simulator.profiles import DeviceProfile
 from simulator.scenario import ResolvedScenario
 
-__all__ = ["check_can_emulate", "check_scenario", "quotas_for", "emulated_profile", "emulated_scenario",
+__all__ = ["check_can_emulate", "check_scenario", "quotas_for", "effective_quotas", "emulated_profile",
+           "emulated_scenario",
            "add_emulate_parser", "EMULATED_STRATEGIES"]
 
 EMULATED_STRATEGIES = ("averaging", "homogeneous_splitee", "sequential")
@@ -101,15 +102,36 @@ def quotas_for(rs: ResolvedScenario, machine: DeviceProfile, cores: int) -> list
     return quotas
 
 
+def effective_quotas(rs: ResolvedScenario, machine: DeviceProfile, step_s: Sequence[float]) -> list[float]:
+    """Per client the share of this machine it really got: the machine's predicted training step at the client's
+    cut (compute_model, no radio) / the step measured on the client's quota before the run."""
+    from simulator.device import ClientCosts
+    from simulator.models.cost_table import cost_table_cached
+
+    sc = rs.scenario
+    in_ch, size, classes = sc.dataset.shape()
+    table = cost_table_cached(sc.model.width, in_ch, classes, size, sc.model.exit_head)
+    out = []
+    for c, measured in zip(rs.clients, step_s):
+        full = sum(ClientCosts.of(table, c.cut, sc.training.batch_size, sc.network.activation_dtype)
+                   .phase_seconds(machine, 0.0))
+        out.append(full / measured)
+    return out
+
+
 def emulated_profile(device: DeviceProfile, machine: DeviceProfile, quota: float) -> DeviceProfile:
     """What a client emulated at ``quota`` of this machine's core is: the machine's calibrated compute model with
-    every rate × quota and the fixed cost per step ÷ quota; memory, powers and radio CPU cost from ``device``."""
+    every rate × quota, and its fixed cost per step and processor time per byte sent or received ÷ quota; memory
+    and powers from ``device``."""
     rates = {k: r * quota for k, r in (machine.unit_flops_per_s or {}).items()} or None
     note = (f"{device.source} (emulated: this machine's calibrated compute model at {quota:.4f} of a core, "
             f"{machine.flops_per_s * quota:.4g} FLOP/s)")
     return DeviceProfile.model_validate({**device.model_dump(), "flops_per_s": machine.flops_per_s * quota,
                                          "unit_flops_per_s": rates,
-                                         "step_overhead_s": machine.step_overhead_s / quota, "source": note})
+                                         "step_overhead_s": machine.step_overhead_s / quota,
+                                         "cpu_s_per_byte_sent": machine.cpu_s_per_byte_sent / quota,
+                                         "cpu_s_per_byte_received": machine.cpu_s_per_byte_received / quota,
+                                         "source": note})
 
 
 def emulated_scenario(rs: ResolvedScenario, machine: DeviceProfile, quotas: Sequence[float]) -> ResolvedScenario:

@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-__all__ = ["main", "connect", "Recorded", "load_world"]
+__all__ = ["main", "connect", "Recorded", "load_world", "measure_steps"]
 
 CONNECT_TRIES = 400  # × 50 ms: the server may still be building its world
 IO_TIMEOUT_S = 600.0  # no message for this long: something is broken, give up
@@ -53,6 +53,28 @@ def connect(addr: str, port: int) -> socket.socket:
     raise ConnectionError(f"cannot reach the server at {addr}:{port}")
 
 
+def measure_steps(sim: Any, trainer: Any, warmup: int = 2, repeats: int = 5) -> float:
+    """Median seconds of this client's training step on its CPU quota, measured before the run (a device is
+    calibrated where it runs: a small share of a core is not that share of a whole core's speed); the world's
+    state is put back afterwards, so the run learns exactly what it would have."""
+    import copy
+    import statistics
+
+    from simulator.emulate_wire import now
+
+    state = copy.deepcopy(sim.state_dict())
+    w = sim.world
+    times = []
+    for k in range(warmup + repeats):
+        t0 = now()
+        trainer.step(w.train_x, w.train_y)
+        if k >= warmup:
+            times.append(now() - t0)
+    sim.load_state_dict(state)
+    trainer.take_mean_loss()  # the measurement's losses are not the first round's
+    return statistics.median(times)
+
+
 def main(cfg: dict[str, Any]) -> None:
     from simulator.emulate_fleet import enter_netns, join_cgroup
     from simulator.emulate_wire import DelayLine, Message, now, pack_tensors, recv_message, send_message, \
@@ -91,7 +113,7 @@ def main(cfg: dict[str, Any]) -> None:
 
     threading.Thread(target=receive, daemon=True).start()
     join_cgroup(cfg["cgroup"])  # from here on the process runs at its device's speed
-    send(Message("ready", {"client": i}))
+    send(Message("ready", {"client": i, "step_s": measure_steps(sim, trainer)}))
     c = dev.costs
     wire = dev.wire_feature_bytes
 

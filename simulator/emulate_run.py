@@ -11,20 +11,21 @@ import signal
 import subprocess
 import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
-from simulator.emulate import check_can_emulate, check_scenario, emulated_scenario, quotas_for
+from simulator.emulate import check_can_emulate, check_scenario, effective_quotas, emulated_scenario, quotas_for
 from simulator.errors import InputError
 from simulator.profiles import DeviceProfile, load_profile_dir
 from simulator.scenario import ResolvedScenario, load_scenario
 
-__all__ = ["run_emulation", "measure_machine", "assemble"]
+__all__ = ["run_emulation", "measure_machine", "measure_send_cpu", "assemble", "favoured"]
 
 POLL_S = 0.2
 
 
-def measure_machine(rs: ResolvedScenario, repeats: int = 5, warmup: int = 2) -> DeviceProfile:
+def measure_machine(rs: ResolvedScenario, repeats: int = 7, warmup: int = 2) -> DeviceProfile:
     """This machine's compute model at the scenario's shape, as `splitee calibrate` fits it (one torch thread)."""
     import torch
 
@@ -40,14 +41,66 @@ def measure_machine(rs: ResolvedScenario, repeats: int = 5, warmup: int = 2) -> 
     steps = time_cut_steps(**shape, exit_head=sc.model.exit_head, repeats=repeats, warmup=warmup)
     fit = fit_cuts(cost_table_cached(sc.model.width, in_ch, 10, size, "pool_linear"), sc.training.batch_size, steps,
                    {u.unit: u.train_flops_per_s for u in cal.units}, cal.flops_per_s)
+    send_cpu = measure_send_cpu()
     print(f"this machine: {fit.fitted_flops_per_s / 1e9:.2f} GFLOP/s, step overhead "
-          f"{fit.fit.overhead_s * 1e3:.2f} ms, fit residual {fit.fit.max_rel:.1%} (load {os.getloadavg()[0]:.2f})",
-          file=sys.stderr, flush=True)
+          f"{fit.fit.overhead_s * 1e3:.2f} ms, fit residual {fit.fit.max_rel:.1%}, sending {send_cpu * 1e9:.2f} ns "
+          f"of CPU per byte (load {os.getloadavg()[0]:.2f})", file=sys.stderr, flush=True)
     return DeviceProfile.model_validate({
         "name": "this_machine", "flops_per_s": fit.fitted_flops_per_s, "unit_flops_per_s": fit.fitted_unit_rates,
-        "step_overhead_s": fit.fit.overhead_s, "memory_bytes": rs.server.memory_bytes,
+        "step_overhead_s": fit.fit.overhead_s, "cpu_s_per_byte_sent": send_cpu, "memory_bytes": rs.server.memory_bytes,
         "compute_w": rs.server.compute_w, "idle_w": rs.server.idle_w,
-        "source": "measured by splitee emulate before the run (splitee calibrate's method, 1 torch thread)"})
+        "source": "measured by splitee emulate before the run (splitee calibrate's method, 1 torch thread; "
+                  "cpu_s_per_byte_sent: measure_send_cpu)"})
+
+
+@contextmanager
+def favoured(tag: str) -> Iterator[None]:
+    """Runs the block in a cgroup-v1 group of its own with the emulated processes' high cpu.shares and no quota:
+    the machine is then measured as the emulated processes will find it on a busy machine (in the root group it
+    would get only its share among the other jobs)."""
+    from simulator.emulate_fleet import CFS_PERIOD_US, CGROUP_CPU, SHARES, join_cgroup
+
+    path = CGROUP_CPU / tag
+    path.mkdir()
+    try:
+        (path / "cpu.shares").write_text(str(SHARES))
+        (path / "cpu.cfs_period_us").write_text(str(CFS_PERIOD_US))
+        join_cgroup(str(path))
+        yield
+    finally:
+        (CGROUP_CPU / "cgroup.procs").write_text(str(os.getpid()))  # back to the root group
+        path.rmdir()
+
+
+def measure_send_cpu(nbytes: int = 800_000, repeats: int = 20) -> float:
+    """Processor seconds per byte of sending a feature message over TCP on this machine (packing the tensor and
+    the kernel's work in the sending thread: on loopback, as over a veth, the receiving side's softirq mostly runs
+    there too): the median over ``repeats`` messages of the sending thread's CPU time (time.thread_time) / bytes."""
+    import socket
+    import statistics
+    import threading
+
+    import torch
+
+    from simulator.emulate_wire import Message, pack_tensors, recv_message, send_message
+
+    listener = socket.create_server(("127.0.0.1", 0))
+    sink = socket.create_connection(listener.getsockname())
+    conn, _ = listener.accept()
+    reader = threading.Thread(target=lambda: [recv_message(conn) for _ in range(repeats + 2)], daemon=True)
+    reader.start()
+    h = torch.randn(nbytes // 4)
+    samples = []
+    for k in range(repeats + 2):
+        t0 = time.thread_time()
+        specs, data = pack_tensors([h])
+        send_message(sink, Message("batch", {"specs": specs}, data))
+        if k >= 2:  # two warm-up messages
+            samples.append((time.thread_time() - t0) / len(data))
+    reader.join(timeout=60)
+    for s in (sink, conn, listener):
+        s.close()
+    return statistics.median(samples)
 
 
 def _load_profile(path: str) -> DeviceProfile:
@@ -150,7 +203,11 @@ def run_emulation(args: argparse.Namespace) -> int:
     out = Path(args.out or f"runs/{rs.scenario.name}-emulated")
     if out.exists() and any(out.iterdir()) and not args.overwrite:
         raise InputError(f"{out} already holds a run; pass --overwrite to replace it", key="--out")
-    machine = _load_profile(args.profile) if args.profile else measure_machine(rs)
+    if args.profile:
+        machine = _load_profile(args.profile)
+    else:
+        with favoured(f"sx{os.getpid() % 0xFFFF:x}cal"):
+            machine = measure_machine(rs)
     cores = os.cpu_count() or 1
     quotas = quotas_for(rs, machine, cores)
     emu = emulated_scenario(rs, machine, quotas)
@@ -189,13 +246,25 @@ def run_emulation(args: argparse.Namespace) -> int:
             print(f"warning: not cleaned up: {line}", file=sys.stderr)
     result = torch.load(work / "server.pt", weights_only=False)
     rows = [row for i in range(len(emu.clients)) for row in json.loads((work / f"client{i}.json").read_text())]
+    # What each client really ran at, measured on its quota before the run: the simulation gets that device.
+    got = effective_quotas(rs, machine, result["client_step_s"])
+    emu = emulated_scenario(rs, machine, got)
+    write_resolved(out, emu)
     records, recorder = assemble(emu, result, rows)
-    write_run(out, emu, records, recorder)
+    emulated = {"quotas": dict(zip((c.name for c in emu.clients), quotas)),
+                "measured_shares": dict(zip((c.name for c in emu.clients), got)),
+                "measured_step_s": dict(zip((c.name for c in emu.clients), result["client_step_s"])),
+                "cfs_period_us": 10_000,
+                "machine_flops_per_s": machine.flops_per_s, "machine_step_overhead_s": machine.step_overhead_s,
+                "cores": cores, "load_average_at_start": load[0], "load_average_at_end": os.getloadavg()[0]}
+    write_run(out, emu, records, recorder, finish=lambda summ: {**summ, "emulated": emulated})
     print("simulating the same scenario ...", file=sys.stderr, flush=True)
     run_scenario(emu, out / "simulated", overwrite=True, progress=False)
     fid = fidelity_rows(out, out / "simulated")
     header = (f"# Fidelity: {rs.scenario.name}\n\nEmulated (real processes, shaped links, CPU quotas "
-              f"{', '.join(f'{q:.3f}' for q in quotas)}) vs simulated with the same profiles; error = simulated / "
+              f"{', '.join(f'{q:.3f}' for q in quotas)} of a core; measured before the run, the clients' steps ran as "
+              f"fast as {', '.join(f'{q:.3f}' for q in got)} of the machine's full core, the profiles simulated) vs "
+              f"simulated; error = simulated / "
               f"emulated - 1. Load average at start {load[0]:.2f}, at end {os.getloadavg()[0]:.2f} "
               f"({cores} cores).")
     write_fidelity(out, fid, header)

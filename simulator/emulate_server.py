@@ -64,8 +64,11 @@ def main(cfg: dict[str, Any]) -> None:
     for i, conn in socks.items():
         threading.Thread(target=receive, args=(i, conn), daemon=True).start()
     join_cgroup(cfg["cgroup"])
+    step_s = [0.0] * n  # each client's step as measured on its quota before the run
     for _ in range(n):
-        assert ctrl.get(timeout=IO_TIMEOUT_S).kind == "ready"
+        m = ctrl.get(timeout=IO_TIMEOUT_S)
+        assert m.kind == "ready"
+        step_s[m.meta["client"]] = m.meta["step_s"]
     rec = Recorded()
     rounds, server_loss = [], []
     everyone = list(range(n))
@@ -105,7 +108,7 @@ def main(cfg: dict[str, Any]) -> None:
     for conn in socks.values():
         send_message(conn, Message("stop"))
     delay.close()
-    torch.save({"rounds": rounds, "events": rec.rows, "steps": list(w.steps_per_round),
+    torch.save({"rounds": rounds, "events": rec.rows, "steps": list(w.steps_per_round), "client_step_s": step_s,
                 "evals": {i: (e.exit_correct, e.final_correct, e.exit_entropy) for i, e in evals.items()}},
                cfg["result"])
     for conn in socks.values():

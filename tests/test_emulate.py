@@ -66,6 +66,7 @@ def _write(tmp_path: Path, **changes: Any) -> Path:
 
 MACHINE = DeviceProfile.model_validate({"name": "m", "flops_per_s": 1.0e10, "memory_bytes": 1.0e9, "compute_w": 9.0,
                                         "idle_w": 1.0, "source": "test", "step_overhead_s": 0.002,
+                                        "cpu_s_per_byte_sent": 1.0e-9,
                                         "unit_flops_per_s": {"u1": 2.0e9}})
 
 
@@ -125,12 +126,20 @@ def test_lossy_link_is_refused(tmp_path: Path) -> None:
 # --- what is emulated -----------------------------------------------------------------------------------------------
 
 def test_emulated_profile_by_hand() -> None:
-    device = DeviceProfile.model_validate({"name": "d", "source": "s", **DEVICE, "cpu_s_per_byte_sent": 1e-9})
+    device = DeviceProfile.model_validate({"name": "d", "source": "s", **DEVICE, "cpu_s_per_byte_sent": 5e-9})
     got = emulated_profile(device, MACHINE, 0.25)
     assert got.flops_per_s == pytest.approx(2.5e9)  # a quarter of the machine
     assert got.unit_flops_per_s == pytest.approx({"u1": 5.0e8})
     assert got.step_overhead_s == pytest.approx(0.008)  # fixed costs take 4x as long
-    assert (got.memory_bytes, got.compute_w, got.cpu_s_per_byte_sent) == (1_000_000_000, 3.0, 1e-9)
+    assert got.cpu_s_per_byte_sent == pytest.approx(4e-9)  # this machine's sending cost, at a quarter of a core
+    assert (got.memory_bytes, got.compute_w, got.cpu_s_per_byte_received) == (1_000_000_000, 3.0, 0.0)
+
+
+def test_send_cpu_is_measured() -> None:
+    from simulator.emulate_run import measure_send_cpu
+
+    per_byte = measure_send_cpu(nbytes=200_000, repeats=5)
+    assert 1e-12 < per_byte < 1e-6  # a copy and a loopback send: between a terabyte and a megabyte per second
 
 
 def test_tensors_travel_exactly() -> None:
@@ -265,3 +274,18 @@ def _machine_file(tmp_path: Path) -> Path:
     path = tmp_path / "this_machine.yaml"
     path.write_text(yaml.safe_dump({k: v for k, v in MACHINE.model_dump().items() if k != "name"}))
     return path
+
+
+def test_effective_quotas_by_hand(tmp_path: Path) -> None:
+    from simulator.compute_model import client_forward_flops, client_rest_flops, total
+    from simulator.emulate import effective_quotas
+    from simulator.models.cost_table import cost_table_cached
+
+    rs = load_scenario(_write(tmp_path))
+    plain = DeviceProfile.model_validate({**MACHINE.model_dump(), "unit_flops_per_s": None, "step_overhead_s": 0.0})
+    table = cost_table_cached(8, 1, 10, 28, "pool_linear")
+    full = [(total(client_forward_flops(table, c, 32)) + total(client_rest_flops(table, c, 32))) / 1.0e10
+            for c in (1, 3)]
+    # Steps measured 5x and 8x slower than the whole core would run them: shares 0.2 and 0.125.
+    got = effective_quotas(rs, plain, [5 * full[0], 8 * full[1]])
+    assert got == pytest.approx([0.2, 0.125], rel=1e-9)
