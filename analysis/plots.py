@@ -16,7 +16,7 @@ import pandas as pd
 from analysis.load import Run, column, source_file
 from analysis.metrics import accuracy_curve, exit_curves, grid_mean, mean_by_threshold, pareto_front
 from analysis.metrics import time_to_accuracy as reach_time
-from analysis.plots_fleet import EVENTS_FILE, energy, timeline
+from analysis.plots_fleet import EVENTS_FILE, GROUP_ABOVE, energy, timeline
 from analysis.style import axis_label, bar_width, missing, new_figure, plain_numbers, run_colors, tick_size
 from simulator.errors import InputError
 
@@ -183,12 +183,20 @@ def accuracy_by_cut(run: Run) -> Figure:
     """Exit and server-path accuracy per client, grouped by cut: does cutting deeper buy the exit accuracy?
 
     A missing accuracy (a baseline without exits, a client that could not take part) is an 'n/a' mark, not a bar.
+    Past GROUP_ABOVE clients, one bar pair per device/link/cut group: the group's mean, its range as a whisker.
     """
     clients = [c for c in run.summary.get("clients", []) if isinstance(c, dict)]
     if not clients:
         raise InputError("summary.json lists no clients (the accuracy-by-cut figure needs them)", file=str(run.path))
+    if run.summary.get("timing_only"):
+        raise InputError("a timing-only run has no accuracy (the accuracy-by-cut figure needs it)",
+                         file=str(run.path))
     exit_acc = run.summary.get("exit_accuracy") or {}
     final_acc = run.summary.get("final_accuracy_per_client") or {}
+    if len(clients) > GROUP_ABOVE:
+        clients, exit_acc, final_acc, spread = _accuracy_groups(clients, exit_acc, final_acc)
+    else:
+        spread = {}
     clients = sorted(clients, key=lambda c: (c.get("cut") is None, c.get("cut") or 0))  # stable: fleet order
     cuts = [c.get("cut") for c in clients]
     xs = _group_positions(cuts)
@@ -198,6 +206,15 @@ def accuracy_by_cut(run: Run) -> Figure:
     fi = np.array([_num(final_acc.get(c["name"])) for c in clients])
     ax.bar(xs - 0.2, np.nan_to_num(ex), width=0.4, color="#ff7f0e", label="exit (on the client)")
     ax.bar(xs + 0.2, np.nan_to_num(fi), width=0.4, color="#1f77b4", label="final (server path)")
+    if spread:  # whiskers: the lowest and highest client of each group
+        for offset, which in ((-0.2, 0), (0.2, 1)):
+            lo = np.array([spread[c["name"]][which][0] for c in clients])
+            hi = np.array([spread[c["name"]][which][1] for c in clients])
+            mid = ex if which == 0 else fi
+            ok = np.isfinite(lo) & np.isfinite(mid)
+            below, above = np.maximum(mid[ok] - lo[ok], 0), np.maximum(hi[ok] - mid[ok], 0)  # float rounding
+            ax.errorbar(xs[ok] + offset, mid[ok], yerr=[below, above], fmt="none",
+                        ecolor="0.2", elinewidth=0.8, capsize=2)
     for offset, values in ((-0.2, ex), (0.2, fi)):  # no bar is not a zero: say the value is missing
         for xi in xs[np.isnan(values)]:
             ax.text(xi + offset, 0.01, "n/a", ha="center", va="bottom", fontsize=6, rotation=90, color="0.3")
@@ -231,6 +248,26 @@ def same_server_path_note(run: Run, final: np.ndarray) -> str:
     else:
         why = "the clients' server paths hold the same weights at the last evaluation"
     return f"Server-path accuracy is {values[0]:.4f} for every client: {why}. The exits differ: they stay on the devices."
+
+
+def _accuracy_groups(clients: list[dict], exit_acc: dict, final_acc: dict) -> tuple[list[dict], dict, dict, dict]:
+    """Clients pooled by device/link/cut: one pseudo-client per group named 'device/link (×n)', its mean
+    accuracies, and per group the (min, max) of exit and of final accuracy."""
+    members: dict[tuple[str, str, object], list[str]] = {}
+    for c in clients:
+        members.setdefault((str(c.get("device")), str(c.get("link")), c.get("cut")), []).append(str(c.get("name")))
+    pooled, ex, fi, spread = [], {}, {}, {}
+    for (device, link, cut), names in members.items():
+        label = f"{device}/{link} (×{len(names)})"
+        pooled.append({"name": label, "cut": cut})
+        ranges = []
+        for source, target in ((exit_acc, ex), (final_acc, fi)):
+            values = np.array([_num(source.get(n)) for n in names])
+            values = values[np.isfinite(values)]
+            target[label] = float(values.mean()) if len(values) else math.nan
+            ranges.append((float(values.min()), float(values.max())) if len(values) else (math.nan, math.nan))
+        spread[label] = tuple(ranges)
+    return pooled, ex, fi, spread
 
 
 def _group_positions(keys: list[object]) -> np.ndarray:

@@ -12,12 +12,13 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
+from simulator.console import format_cuts, format_summary
 from simulator.engine import RoundRecord, Simulation, check_timing_only, few_collections
 from simulator.errors import InputError
 from simulator.results import atomic_write, write_resolved, write_run
 from simulator.scenario import ResolvedScenario, load_scenario
 
-__all__ = ["run_scenario", "format_summary", "add_run_parser"]
+__all__ = ["run_scenario", "format_summary", "write_run_report", "add_run_parser"]
 
 CHECKPOINT = "checkpoint"
 CHECKPOINT_FORMAT = 2  # 2: per-client state as rows of compact tensors (simulator/copies.py)
@@ -98,52 +99,25 @@ def run_scenario(rs: ResolvedScenario, out: Path, *, resume: bool = False, overw
     return summary
 
 
-def _num(value: float | None) -> str:
-    """An accuracy, or '-' where there is none (no exit, not evaluated)."""
-    return "-" if value is None or value != value else f"{value:.4f}"
-
-
-def format_summary(summary: dict[str, Any], out: Path) -> str:
-    lines = [
-        f"run '{summary['scenario']}' ({summary['strategy']}, seed {summary['seed']}): {summary['rounds']} rounds",
-        f"  final accuracy (server path, mean over clients): {_num(summary['final_accuracy'])}",
-        f"  exit accuracy (mean over clients):               {_num(summary['mean_exit_accuracy'])}",
-        f"  simulated time: {summary['sim_time_s']:,.2f} s   energy: {summary['energy_j']['total']:,.1f} J   "
-        f"traffic: {summary['bytes_up'] / 1e6:,.2f} MB up, {summary['bytes_down'] / 1e6:,.2f} MB down",
-        f"  host time: {summary['host_seconds']:.1f} s" + ("   (timing only: no training, no accuracy)"
-                                                         if summary.get("timing_only") else ""),
-        "",
-        f"  {'client':<26}{'device':<22}{'cut':>4}{'exit acc':>10}{'final acc':>11}{'energy J':>12}",
-    ]
-    for c in summary["clients"]:
-        name = c["name"]
-        lines.append(
-            f"  {name:<26}{c['device']:<22}{c['cut']:>4}{_num(summary['exit_accuracy'].get(name)):>10}"
-            f"{_num(summary['final_accuracy_per_client'].get(name)):>11}"
-            f"{summary['energy_j']['per_entity'].get(name, 0.0):>12,.1f}"
-        )
-    lines.append(f"  {'server':<26}{'':<22}{'':>4}{'':>10}{'':>11}{summary['energy_j']['server']:>12,.1f}")
-    for name, why in summary.get("cannot_take_part", {}).items():
-        lines.append(f"  {name} could not take part: {why}")
-    for name, fleet in summary.get("availability", {}).items():
-        counts = {k: v for k, v in fleet["rounds_by_status"].items() if k not in ("ok", "cannot_take_part")}
-        if counts:
-            told = ", ".join(f"{v} {k}" for k, v in sorted(counts.items()))
-            lines.append(f"  {name}: rounds {told}")
-    if summary.get("stopped_early"):
-        lines.append(f"  stopped early: {summary['stopped_early']}")
-    lines.append(f"\nresults in {out}/")
-    return "\n".join(lines)
-
-
 def _cmd_run(args: argparse.Namespace) -> int:
     rs = load_scenario(args.scenario, args.set)
-    print(rs.describe_cuts(), flush=True)
+    if not args.quiet:
+        print(format_cuts(rs, args.verbose), flush=True)
     out = Path(args.out) if args.out else Path("runs") / rs.scenario.name
     summary = run_scenario(rs, out, resume=args.resume, overwrite=args.overwrite,
                            progress=False if args.quiet else None, timing_only=args.timing_only)
-    print(format_summary(summary, out))
+    print(format_summary(summary, out, verbose=args.verbose, quiet=args.quiet))
+    if not args.no_report:
+        print(f"report: {write_run_report(out)}")
     return 0
+
+
+def write_run_report(out: Path) -> Path:
+    """The run's report.html (and report.md) with every figure, inside the run folder, as `make quickstart` did."""
+    from analysis.report import write_report
+
+    html_path, _ = write_report([out], out / "report.html")
+    return html_path
 
 
 def add_run_parser(sub: argparse._SubParsersAction) -> None:
@@ -153,7 +127,13 @@ def add_run_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", metavar="DIR", help="run folder (default: runs/<scenario name>)")
     p.add_argument("--resume", action="store_true", help="continue an interrupted run from its last checkpoint")
     p.add_argument("--overwrite", action="store_true", help="replace an existing run folder")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--quiet", action="store_true",
+                   help="no progress bar, no cut listing, only the headline figures of the summary")
+    p.add_argument("--verbose", action="store_true",
+                   help="list every client (cuts and summary), however large the fleet (default: grouped past "
+                        "20 clients)")
+    p.add_argument("--no-report", action="store_true",
+                   help="do not write report.html and its figures into the run folder")
     p.add_argument("--timing-only", action="store_true",
                    help="no models and no training: simulated times, energies and traffic only (large fleets)")
     p.set_defaults(func=_cmd_run)

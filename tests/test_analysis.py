@@ -391,9 +391,12 @@ def test_timeline_is_legible_for_many_devices_and_unknown_kinds(tmp_path: Path) 
     fewer = plots.energy(load_run(_hand_run(tmp_path / "thirty", 30, ["compute"])))
     assert fewer.get_size_inches()[0] > 10  # 30 bars need room
     energy_legend = {t.get_text() for t in energy_fig.legends[0].get_texts()}
-    assert energy_legend == {"idle", "server idle draw", "compute", "tx", "offline", "straggler", "mystery_state"}
-    early = plots.accuracy_by_cut(run)
+    assert energy_legend == {"idle (baseline draw)", "server idle draw", "compute", "tx", "offline", "straggler",
+                             "mystery_state"}  # no 0 J 'leave'
+    assert "dominated by the clients idle draw" in energy_fig._suptitle.get_text()  # 60 J of 60 + 1 + 6 x 1.4 J
+    early = plots.accuracy_by_cut(run)  # grouped past GROUP_ABOVE clients: one bar pair per device/link/cut
     assert sorted(t.get_text() for t in early.axes[0].texts) == ["cut 1", "cut 2", "cut 3"]
+    assert [t.get_text() for t in early.axes[0].get_xticklabels()] == ["rpi4/ble (×20)"] * 3
 
 
 def test_time_to_accuracy_skips_rounds_without_accuracy(tmp_path: Path) -> None:
