@@ -101,8 +101,7 @@ def run_scenario(rs: ResolvedScenario, out: Path, *, resume: bool = False, overw
 
 def _cmd_run(args: argparse.Namespace) -> int:
     rs = load_scenario(args.scenario, args.set)
-    if not args.quiet:
-        print(format_cuts(rs, args.verbose), flush=True)
+    print(format_cuts(rs, args.verbose), flush=True)
     out = Path(args.out) if args.out else Path("runs") / rs.scenario.name
     summary = run_scenario(rs, out, resume=args.resume, overwrite=args.overwrite,
                            progress=False if args.quiet else None, timing_only=args.timing_only)
@@ -128,7 +127,7 @@ def add_run_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--resume", action="store_true", help="continue an interrupted run from its last checkpoint")
     p.add_argument("--overwrite", action="store_true", help="replace an existing run folder")
     p.add_argument("--quiet", action="store_true",
-                   help="no progress bar, no cut listing, only the headline figures of the summary")
+                   help="no progress bar; the closing summary gives the headline figures only")
     p.add_argument("--verbose", action="store_true",
                    help="list every client (cuts and summary), however large the fleet (default: grouped past "
                         "20 clients)")
