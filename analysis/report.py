@@ -246,10 +246,12 @@ def _markdown(rows: list[dict[str, Any]], notes: list[_Item], html_name: str) ->
 
 
 def write_report(run_dirs: Sequence[str | Path], out_html: str | Path,
-                 sweep: SweepSpec | None = None) -> tuple[Path, Path]:
+                 sweep: SweepSpec | None = None, figures: bool = False) -> tuple[Path, Path]:
     """Write `out_html` and the Markdown table beside it (same stem, .md); returns both paths.
 
-    Every run is loaded first, so a folder that is not a run stops the report before anything is written.
+    `figures`: also write each drawn figure beside them as a PNG (`<kind>.png`; with several runs, the per-run
+    figures as `<kind>-<run>.png`). Every run is loaded first, so a folder that is not a run stops the report
+    before anything is written.
     """
     out = Path(out_html)
     if out.suffix.lower() not in (".html", ".htm"):
@@ -263,6 +265,11 @@ def write_report(run_dirs: Sequence[str | Path], out_html: str | Path,
     notes = [i for i in [*shared, *(i for items in per_run for i in items)] if i.png is None]
     out.parent.mkdir(parents=True, exist_ok=True)
     md = out.with_suffix(".md")
+    if figures:
+        for item in [*shared, *(i for items in per_run for i in items)]:
+            if item.png is not None:
+                name = item.kind if item.run is None or len(runs) == 1 else f"{item.kind}-{_slug(item.run)}"
+                _write_bytes(out.parent / f"{name}.png", item.png)
     _write(out, _html(runs, rows, shared, per_run))
     _write(md, _markdown(rows, notes, out.name))
     return out, md
@@ -270,6 +277,10 @@ def write_report(run_dirs: Sequence[str | Path], out_html: str | Path,
 
 def _write(path: Path, text: str) -> None:
     """Through a temporary file and a rename: a reader never finds half a report."""
+    _write_bytes(path, text.encode("utf-8"))
+
+
+def _write_bytes(path: Path, data: bytes) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
+    tmp.write_bytes(data)
     os.replace(tmp, path)

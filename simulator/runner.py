@@ -112,10 +112,10 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 
 def write_run_report(out: Path) -> Path:
-    """The run's report.html (and report.md) with every figure, inside the run folder, as `make quickstart` did."""
+    """The run's report.html, report.md and every figure as a PNG, inside the run folder."""
     from analysis.report import write_report
 
-    html_path, _ = write_report([out], out / "report.html")
+    html_path, _ = write_report([out], out / "report.html", figures=True)
     return html_path
 
 
