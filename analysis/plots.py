@@ -144,7 +144,8 @@ def tradeoff(runs: Sequence[Run], latency: Literal["training", "inference"] = "t
 
 def _tradeoff_note(runs: Sequence[Run], points: Sequence[tuple[float, float, str, int, float]], latency: str) -> str:
     if len(runs) == 1:
-        return "a single run: nothing to compare it with (give more run folders)"
+        return ("a single run: nothing to compare it with (give more run folders)" if latency == "training" else
+                "a single run: one point per exit threshold")
     if latency == "training" and within_noise(points):
         return (f"the runs differ by under {NOISE_TIME_REL:.0%} in time and {NOISE_ACCURACY:g} in accuracy: "
                 "within noise, no frontier drawn")
@@ -172,7 +173,7 @@ def time_to_accuracy(runs: Sequence[Run], target: float | None = None, show_exit
                 ax.plot(t, acc, linestyle="--", color=color, alpha=0.7, label=f"{run.label} (exit)")
     if target is not None:
         ax.axhline(target, color="0.4", linestyle=":", linewidth=1, label=f"target {target:g}")
-    ax.set(xlabel="simulated time (s)", ylabel="accuracy (mean over clients)", ylim=(0, 1.02),
+    ax.set(xlabel="simulated time (s)", ylabel="accuracy (mean over clients)", ylim=(0, 1.02), xlim=(0, None),
            title="accuracy vs simulated time" + (" (a single run)" if len(runs) == 1 else ""))
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
