@@ -243,7 +243,8 @@ def same_server_path_note(run: Run, final: np.ndarray) -> str:
     if len(values) < 2 or values.max() - values.min() > 1e-12:
         return ""
     strategy = (run.scenario or {}).get("strategy") or {}
-    if strategy.get("name") in ("averaging", "homogeneous_splitee") and strategy.get("aggregate_client_layers", True):
+    layers = strategy.get("aggregate_client_layers")  # null: the strategy's default, true for Averaging
+    if strategy.get("name") in ("averaging", "homogeneous_splitee") and layers is not False:
         why = ("the last cross-layer aggregation averaged every copy of every unit (client layers included), so "
                "all clients' server paths run the same weights")
     else:
