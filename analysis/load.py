@@ -22,17 +22,18 @@ __all__ = ["Run", "load_run", "read_runs", "load_table", "read_csv", "column", "
 STRING_COLUMNS = frozenset({"entity", "kind", "client", "device", "link", "scenario", "strategy", "medium",
                             "status", "point", "error", "run_dir"})
 
-# The run-folder contract (DESIGN.md §5): each known column's type. Columns a file adds later are read as
-# pandas infers them, so an older analysis still reads a newer run folder.
+# The run-folder contract (DESIGN.md §5): each known column's type. Bytes are floats: a lossy link inflates
+# them by 1 / (1 - loss_rate). Columns a file adds later are read as pandas infers them, so an older analysis
+# still reads a newer run folder.
 _INT, _FLOAT, _STR, _BOOL = "int", "float", "str", "bool"
 SCHEMAS: dict[str, dict[str, str]] = {
     "rounds.csv": {"round": _INT, "sim_time_s": _FLOAT, "final_accuracy": _FLOAT, "mean_exit_accuracy": _FLOAT,
-                   "energy_j": _FLOAT, "bytes_up": _INT, "bytes_down": _INT, "host_seconds": _FLOAT},
+                   "energy_j": _FLOAT, "bytes_up": _FLOAT, "bytes_down": _FLOAT, "host_seconds": _FLOAT},
     "clients.csv": {"round": _INT, "client": _STR, "device": _STR, "cut": _INT, "exit_accuracy": _FLOAT,
                     "final_accuracy": _FLOAT, "train_loss_exit": _FLOAT, "train_loss_server": _FLOAT,
-                    "energy_j": _FLOAT, "bytes_up": _INT, "bytes_down": _INT, "available": _BOOL, "status": _STR,
+                    "energy_j": _FLOAT, "bytes_up": _FLOAT, "bytes_down": _FLOAT, "available": _BOOL, "status": _STR,
                     "steps_done": _INT},
-    "events": {"t_start": _FLOAT, "t_end": _FLOAT, "entity": _STR, "kind": _STR, "round": _INT, "bytes": _INT,
+    "events": {"t_start": _FLOAT, "t_end": _FLOAT, "entity": _STR, "kind": _STR, "round": _INT, "bytes": _FLOAT,
                "flops": _FLOAT, "energy_j": _FLOAT},
     "early_exit.csv": {"client": _STR, "threshold": _FLOAT, "accuracy": _FLOAT, "exit_rate": _FLOAT,
                        "latency_s": _FLOAT, "energy_j": _FLOAT},
@@ -114,6 +115,10 @@ def _typed(df: pd.DataFrame, schema: Mapping[str, str], file: Path) -> pd.DataFr
         elif kind == _BOOL:
             out[name] = numbers.astype("boolean") if numbers.isna().any() else numbers.astype(bool)
         else:  # counts: int64, or nullable Int64 where cells are empty
+            whole = numbers.dropna()
+            if (whole != np.round(whole)).any():
+                raise InputError(f"column {name}: not a whole number: '{whole[whole != np.round(whole)].iloc[0]}'",
+                                 file=str(file))
             out[name] = numbers.astype("Int64") if numbers.isna().any() else numbers.astype("int64")
     typed = pd.DataFrame(out, index=df.index)
     typed.attrs["file"] = str(file)

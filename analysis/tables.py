@@ -17,8 +17,9 @@ __all__ = ["load_runs", "load_sweep", "run_row", "flatten", "RUN_COLUMNS"]
 RUN_COLUMNS = ("run", "path", "scenario", "strategy", "seed", "rounds", "clients", "fleet", "timing_only",
                "final_accuracy", "mean_exit_accuracy", "sim_time_s", "energy_j", "server_energy_j", "bytes_up",
                "bytes_down", "host_seconds")
-_SWEEP_INTS = ("seed", "rounds", "bytes_up", "bytes_down")
-_SWEEP_FLOATS = ("final_accuracy", "mean_exit_accuracy", "sim_time_s", "energy_j", "host_seconds")
+_SWEEP_INTS = ("seed", "rounds")
+_SWEEP_FLOATS = ("final_accuracy", "mean_exit_accuracy", "sim_time_s", "energy_j", "bytes_up", "bytes_down",
+                 "host_seconds")  # bytes are floats: a lossy link inflates them by 1 / (1 - loss_rate)
 
 
 def flatten(data: Any, prefix: str = "") -> dict[str, Any]:

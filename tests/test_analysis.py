@@ -156,7 +156,7 @@ def test_loader_reads_csv_and_parquet_alike(runs: Runs) -> None:
     for run in (avg, seq):
         assert isinstance(run.events, pd.DataFrame) and isinstance(run.clients, pd.DataFrame)
         assert pd.api.types.is_string_dtype(run.events["entity"]) and run.events["t_end"].dtype == "float64"
-        assert run.events["round"].dtype == "int64" and run.events["bytes"].dtype == "int64"
+        assert run.events["round"].dtype == "int64" and run.events["bytes"].dtype == "float64"
         assert run.rounds["round"].tolist() == [1, 2] and run.rounds["round"].dtype == "int64"
         assert run.clients["cut"].dtype == "int64" and run.clients["available"].dtype == "bool"
         assert pd.api.types.is_string_dtype(run.clients["client"])

@@ -47,6 +47,7 @@ def test_run_from_a_dict_returns_the_loaded_folder(runs: tuple[analysis.Run, ana
     assert len(avg.clients) == len(rows) == 2 * 3
     assert avg.clients["client"].tolist() == [r["client"] for r in rows]
     assert avg.clients["energy_j"].tolist() == [float(r["energy_j"]) for r in rows]
+    assert avg.clients["bytes_up"].tolist() == [float(r["bytes_up"]) for r in rows]  # fractional: never truncated
     assert avg.clients["cut"].dtype == "int64" and avg.clients["available"].dtype == "bool"
     assert avg.early_exit is not None and set(avg.early_exit["threshold"]) == {0.0, 1.0}
     assert avg.scenario is not None and avg.scenario["name"] == "api_tiny"
