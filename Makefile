@@ -14,6 +14,9 @@ ENV_TARGET :=
 else
 PY := .venv/bin/python
 ENV_TARGET := .venv/bin/python
+# As if activated: the recipes (and the tests they run) find `splitee` and the venv's python on PATH.
+export VIRTUAL_ENV := $(abspath .venv)
+export PATH := $(abspath .venv/bin):$(PATH)
 endif
 PIP := $(PY) -m pip
 SPLITEE := $(PY) -m simulator.cli

@@ -7,11 +7,10 @@ from pathlib import Path
 from typing import Literal, Sequence
 
 import numpy as np
+import pandas as pd
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
-
-import pandas as pd
 
 from analysis.load import Run, column, source_file
 from analysis.metrics import accuracy_curve, exit_curves, grid_mean, mean_by_threshold, pareto_front
@@ -21,7 +20,8 @@ from analysis.style import axis_label, bar_width, missing, new_figure, plain_num
 from simulator.errors import InputError
 
 __all__ = ["tradeoff", "time_to_accuracy", "timeline", "energy", "accuracy_by_cut", "early_exit", "heatmap",
-           "within_noise", "EVENTS_FILE", "NOISE_ACCURACY", "NOISE_TIME_REL"]
+           "within_noise", "same_server_path_note", "EVENTS_FILE", "NOISE_ACCURACY", "NOISE_TIME_REL"]
+
 
 def _spans_decades(values: np.ndarray, ratio: float = 100.0) -> bool:
     """Log axes only when values are positive and far apart (a Pi on BLE vs a Jetson on Wi-Fi)."""

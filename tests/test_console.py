@@ -66,7 +66,7 @@ def test_groups_past_the_limit_are_counted() -> None:
         summary["clients"].append({"name": name, "device": "rpi4", "link": "wifi4", "cut": g})
         summary["exit_accuracy"][name] = summary["final_accuracy_per_client"][name] = None
     text = format_summary(summary, Path("r"))
-    assert f"... 3 more groups (3 clients)" in text
+    assert "... 3 more groups (3 clients)" in text
 
 
 def test_host_time_keeps_its_digits() -> None:
