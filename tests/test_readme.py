@@ -154,15 +154,44 @@ def _run_blocks(folder: Path, lines: list[str]) -> subprocess.CompletedProcess[s
     return done
 
 
-def test_the_using_it_commands_run(tmp_path: Path) -> None:
-    """`make quickstart`'s run, then every command of "Using it", in order (runs shortened, the city fleet too)."""
-    done = _run_blocks(tmp_path, _shell_blocks("Using it"))
+def _shortened(argv: list[str]) -> list[str]:
+    """The shim's shortening, in this process: a run gets SHRINK (a timing-only fleet: fewer rounds, a tenth
+    of the clients)."""
+    if argv[:1] != ["run"]:
+        return argv
+    if "--timing-only" not in argv:
+        return argv + [arg for item in SHRINK for arg in ("--set", item)]
+    import yaml
+
+    fleet = yaml.safe_load(Path(argv[1]).read_text())["clients"]
+    counts = [f"clients.{i}.count={max(1, c.get('count', 1) // 10)}" for i, c in enumerate(fleet)]
+    return argv + [arg for item in [SHRINK[0], *counts] for arg in ("--set", item)]
+
+
+def test_the_using_it_commands_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                   capsys: pytest.CaptureFixture[str]) -> None:
+    """`make quickstart`'s run, then every command of "Using it", in order, in this process (runs shortened,
+    the city fleet to a tenth)."""
+    import shlex
+
+    from simulator.cli import main
+
+    (tmp_path / "scenarios").symlink_to(REPO / "scenarios")
+    monkeypatch.chdir(tmp_path)
+    lines = ["splitee run scenarios/quickstart.yaml --out runs/quickstart --overwrite"]
+    lines += [line for block in _shell_blocks("Using it") for line in block.splitlines() if line.strip()]
+    printed = ""
+    for line in lines:
+        argv = shlex.split(line, comments=True)
+        assert argv[0] == "splitee", line
+        assert main(_shortened(argv[1:])) == 0, (line, capsys.readouterr())
+        printed += capsys.readouterr().out
     for name in ("report.html", "report.md", "timeline.png", "energy.png", "accuracy-by-cut.png"):
         assert (tmp_path / "runs" / "quickstart" / name).is_file(), name  # splitee run writes its report
     replay = json.loads((tmp_path / "runs" / "qs-fast-ble" / "summary.json").read_text())
     assert replay["replay"]["set"] == ["clients.2.link.uplink_bps=1.4e6"]
     assert replay["sim_time_s"] < replay["replay"]["original_sim_time_s"]  # x2 is faster, not slower
-    assert "1,000 clients in 4 groups" in done.stdout  # the city fleet (a tenth of it here) is grouped
+    assert "1,000 clients in 4 groups" in printed  # the city fleet (a tenth of it here) is grouped
 
 
 @pytest.mark.slow
