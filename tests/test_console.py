@@ -120,3 +120,13 @@ def test_sweep_says_where_its_points_run() -> None:
     from simulator.sweep_exec import LocalExecutor
 
     assert LocalExecutor().describe() == "running in this process, one point at a time"
+
+
+def test_validate_groups_a_large_fleet(capsys: pytest.CaptureFixture[str]) -> None:
+    counts = ["clients.0.count=40", "clients.2.count=20", "clients.3.count=10",
+              "clients.1={device: rpi_zero2w, link: ble, count: 30, cut_policy: {name: max_feasible}}"]
+    assert main(["validate", str(CITY), "--costs", *(a for s in counts for a in ("--set", s))]) == 0
+    out = capsys.readouterr().out
+    assert "(100 clients in 4 groups)" in out and "\n  40× rpi4 " in out
+    assert "cuts (100 clients, 4 distinct choices" in out and "30× rpi_zero2w/ble  cut   8  (max_feasible" in out
+    assert len(out.splitlines()) < 60
