@@ -347,4 +347,10 @@ def heatmap(table: pd.DataFrame, x: str, y: str, metric: str) -> Figure:
 
 
 def _tick(value: object) -> str:
-    return f"{value:g}" if isinstance(value, float) else str(value)
+    """A sweep value as a tick: 175000.0 -> '175k', 2.8e6 -> '2.8M' (one style along an axis), names as given."""
+    if not isinstance(value, (int, float)) or isinstance(value, bool):
+        return str(value)
+    for unit, scale in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
+        if abs(value) >= scale:
+            return f"{value / scale:g}{unit}"
+    return f"{value:g}"
