@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import math
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 from simulator.errors import InputError
 from simulator.fsio import check_output_file
@@ -20,15 +20,17 @@ __all__ = ["KINDS", "add_analysis_parsers"]
 KINDS = ("tradeoff", "time-to-accuracy", "timeline", "energy", "accuracy-by-cut", "early-exit", "heatmap")
 
 
-def _rounds(text: str | None) -> tuple[int, int] | None:
-    """'3:5' -> (3, 5); '4' -> (4, 4)."""
+def _rounds(text: str | None) -> tuple[int, int] | Literal["all"] | None:
+    """'3:5' -> (3, 5); '4' -> (4, 4); 'all' -> every round."""
     if text is None:
         return None
+    if text.strip() == "all":
+        return "all"
     first, _, last = text.partition(":")
     try:
         lo, hi = int(first), int(last or first)
     except ValueError:
-        raise InputError(f"expected FIRST:LAST round numbers, e.g. 2:4, got '{text}'", key="--rounds") from None
+        raise InputError(f"expected FIRST:LAST round numbers, e.g. 2:4, or all, got '{text}'", key="--rounds") from None
     if lo > hi:
         raise InputError(f"the first round {lo} comes after the last {hi}", key="--rounds")
     return lo, hi
@@ -57,13 +59,13 @@ def _one_run(args: argparse.Namespace) -> Run:
 def _draw(args: argparse.Namespace) -> Figure:
     # Imported here, not at the top: every `splitee` command builds this parser, and matplotlib is slow to import.
     from analysis import plots
-    from analysis.load import load_runs, load_table
+    from analysis.load import load_table, read_runs
 
     kind = args.kind
     if kind == "tradeoff":
-        return plots.tradeoff(load_runs(args.inputs), args.latency)
+        return plots.tradeoff(read_runs(args.inputs), args.latency)
     if kind == "time-to-accuracy":
-        return plots.time_to_accuracy(load_runs(args.inputs), _target(args.target))
+        return plots.time_to_accuracy(read_runs(args.inputs), _target(args.target))
     if kind == "heatmap":
         if len(args.inputs) != 1:
             raise InputError(f"heatmap reads one sweep table (a CSV file), got {len(args.inputs)} paths")
@@ -72,7 +74,9 @@ def _draw(args: argparse.Namespace) -> Figure:
     run = _one_run(args)
     if kind == "timeline":
         return plots.timeline(run, _rounds(args.rounds))
-    one_run = {"energy": plots.energy, "accuracy-by-cut": plots.accuracy_by_cut, "early-exit": plots.early_exit}
+    if kind == "energy":
+        return plots.energy(run, server_idle=not args.no_server_idle)
+    one_run = {"accuracy-by-cut": plots.accuracy_by_cut, "early-exit": plots.early_exit}
     return one_run[kind](run)
 
 
@@ -124,7 +128,10 @@ def add_analysis_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", metavar="FILE", help="image file, .png/.svg/.pdf (default: <first RUN_DIR>/<KIND>.png)")
     p.add_argument("--latency", default="training", metavar="training|inference",
                    help="tradeoff: x is simulated training time (default) or per-sample inference latency")
-    p.add_argument("--rounds", metavar="FIRST:LAST", help="timeline: only these rounds")
+    p.add_argument("--rounds", metavar="FIRST:LAST|all",
+                   help="timeline: these rounds, or all (default: the first 3 rounds)")
+    p.add_argument("--no-server-idle", action="store_true",
+                   help="energy: leave the server's idle draw out of its bar (the title still gives it)")
     p.add_argument("--target", metavar="ACC", help="time-to-accuracy: draw this target accuracy")
     p.add_argument("--x", metavar="COLUMN", help="heatmap: the sweep parameter across")
     p.add_argument("--y", metavar="COLUMN", help="heatmap: the sweep parameter up")

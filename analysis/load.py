@@ -1,24 +1,44 @@
-"""Reads a run folder (or a sweep table) into plain columns; never imports torch."""
+"""Reads a run folder (or a sweep table) into typed pandas DataFrames; never imports torch."""
 
 from __future__ import annotations
 
-import csv
 import json
 import math
 from collections import Counter
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
+from functools import cached_property
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
+import pandas as pd
+
 from simulator.errors import InputError, clip
 from simulator.yamlio import read_yaml_file
 
-__all__ = ["Table", "Run", "load_run", "load_runs", "load_table", "read_csv", "STRING_COLUMNS"]
+__all__ = ["Run", "load_run", "read_runs", "load_table", "read_csv", "column", "source_file", "STRING_COLUMNS",
+           "SCHEMAS"]
 
 # Columns that hold names even when a name happens to look like a number (a client called "7").
-STRING_COLUMNS = frozenset({"entity", "kind", "client", "device", "link", "scenario", "strategy", "medium"})
+STRING_COLUMNS = frozenset({"entity", "kind", "client", "device", "link", "scenario", "strategy", "medium",
+                            "status", "point", "error", "run_dir"})
 
+# The run-folder contract (DESIGN.md §5): each known column's type. Bytes are floats: a lossy link inflates
+# them by 1 / (1 - loss_rate). Columns a file adds later are read as pandas infers them, so an older analysis
+# still reads a newer run folder.
+_INT, _FLOAT, _STR, _BOOL = "int", "float", "str", "bool"
+SCHEMAS: dict[str, dict[str, str]] = {
+    "rounds.csv": {"round": _INT, "sim_time_s": _FLOAT, "final_accuracy": _FLOAT, "mean_exit_accuracy": _FLOAT,
+                   "energy_j": _FLOAT, "bytes_up": _FLOAT, "bytes_down": _FLOAT, "host_seconds": _FLOAT},
+    "clients.csv": {"round": _INT, "client": _STR, "device": _STR, "cut": _INT, "exit_accuracy": _FLOAT,
+                    "final_accuracy": _FLOAT, "train_loss_exit": _FLOAT, "train_loss_server": _FLOAT,
+                    "energy_j": _FLOAT, "bytes_up": _FLOAT, "bytes_down": _FLOAT, "available": _BOOL, "status": _STR,
+                    "steps_done": _INT},
+    "events": {"t_start": _FLOAT, "t_end": _FLOAT, "entity": _STR, "kind": _STR, "round": _INT, "bytes": _FLOAT,
+               "flops": _FLOAT, "energy_j": _FLOAT},
+    "early_exit.csv": {"client": _STR, "threshold": _FLOAT, "accuracy": _FLOAT, "exit_rate": _FLOAT,
+                       "latency_s": _FLOAT, "energy_j": _FLOAT},
+}
 _REQUIRED = {
     "rounds.csv": ("round", "sim_time_s", "final_accuracy"),
     "clients.csv": ("round", "client", "cut"),
@@ -28,125 +48,124 @@ _REQUIRED = {
 
 
 @dataclass(frozen=True)
-class Table:
-    """Columns of one file: numbers as float arrays (empty cell -> NaN), names as str arrays.
+class Run:
+    """One finished run folder as DataFrames; optional files that are absent are None.
 
-    Columns rather than row dicts because events of a large fleet run to millions of rows.
+    `summary` is summary.json as a dict; `rounds`, `clients`, `events`, `early_exit` are the run's tables with
+    typed columns (names as strings, counts as integers, `available` as bool, the rest float with NaN where a
+    cell is empty); `scenario` is scenario.resolved.yaml as a dict, read when first asked for.
     """
 
-    file: Path
-    columns: dict[str, np.ndarray]
-
-    def __len__(self) -> int:
-        return len(next(iter(self.columns.values()))) if self.columns else 0
-
-    def __contains__(self, name: object) -> bool:
-        return name in self.columns
-
-    def __getitem__(self, name: str) -> np.ndarray:
-        if name not in self.columns:
-            raise InputError(f"no column '{clip(name, 40)}' (columns: {clip(', '.join(self.columns), 80) or 'none'})",
-                             file=str(self.file))
-        return self.columns[name]
-
-    def where(self, mask: np.ndarray) -> "Table":
-        return Table(self.file, {k: v[mask] for k, v in self.columns.items()})
-
-    def rows(self) -> Iterator[dict[str, Any]]:
-        names = list(self.columns)
-        for values in zip(*(self.columns[n] for n in names)):
-            yield {n: (v.item() if isinstance(v, np.generic) else v) for n, v in zip(names, values)}
-
-
-@dataclass(frozen=True)
-class Run:
-    """One finished run folder; optional files that are absent are None (the figures that need them say so)."""
-
     path: Path
-    summary: dict[str, Any]
-    rounds: Table
-    clients: Table | None
-    events: Table | None
-    early_exit: Table | None
-    scenario: dict[str, Any] | None
+    summary: dict[str, Any] = field(repr=False)
+    rounds: pd.DataFrame = field(repr=False)
+    clients: pd.DataFrame | None = field(repr=False)
+    events: pd.DataFrame | None = field(repr=False)
+    early_exit: pd.DataFrame | None = field(repr=False)
     label: str  # the folder's name (parent/name when two runs share one): scenario names may repeat across runs
+    events_file: Path | None = None  # events.csv or events.parquet, whichever the run wrote
+
+    @cached_property
+    def scenario(self) -> dict[str, Any] | None:
+        """scenario.resolved.yaml as a dict (None if absent); read on first use: a fleet of thousands takes
+        seconds to parse, and most figures never need it."""
+        return _scenario(self.path / "scenario.resolved.yaml")
+
+    def __repr__(self) -> str:
+        s = self.summary
+        return (f"Run({str(self.path)!r}: scenario {s.get('scenario')!r}, {s.get('strategy')}, "
+                f"{len(s.get('clients') or [])} clients, {len(self.rounds)} rounds)")
 
 
-def _column(name: str, cells: list[str]) -> np.ndarray:
-    if name not in STRING_COLUMNS:
-        try:
-            return np.array([float(c) if c.strip() else math.nan for c in cells], dtype=float)
-        except ValueError:
-            pass
-    return np.array(cells, dtype=str)
+def source_file(df: pd.DataFrame) -> str | None:
+    """The file a table was read from (kept in `df.attrs`), for error messages."""
+    file = df.attrs.get("file")
+    return str(file) if file else None
 
 
-def read_csv(path: Path, required: tuple[str, ...] = ()) -> Table:
+def column(df: pd.DataFrame, name: str) -> np.ndarray:
+    """One column as a numpy array; a missing one is an InputError naming the file and the columns it has."""
+    if name not in df.columns:
+        have = ", ".join(map(str, df.columns)) or "none"
+        raise InputError(f"no column '{clip(name, 40)}' (columns: {clip(have, 80)})", file=source_file(df))
+    return df[name].to_numpy()
+
+
+def _typed(df: pd.DataFrame, schema: Mapping[str, str], file: Path) -> pd.DataFrame:
+    """Each known column to its type; a cell that does not fit is an InputError naming the file and column."""
+    out = {}
+    for name in df.columns:
+        kind = schema.get(name, _STR if name in STRING_COLUMNS else "")
+        values = df[name]
+        if kind == _STR:
+            out[name] = values.fillna("").astype(str)
+            continue
+        if not kind:
+            out[name] = values
+            continue
+        if pd.api.types.is_numeric_dtype(values) and not pd.api.types.is_bool_dtype(values):
+            numbers = values  # the reader parsed every cell as a number already
+        else:
+            numbers = pd.to_numeric(values, errors="coerce")
+            bad = numbers.isna() & values.notna() & (values.astype(str).str.strip() != "")
+            if bad.any():
+                raise InputError(f"column {clip(name, 40)} holds a value that is not a number (row "
+                                 f"{int(bad.to_numpy().argmax()) + 1} of the table)", file=str(file))
+        if np.isinf(numbers.to_numpy(dtype="float64", na_value=np.nan)).any():
+            raise InputError(f"column {clip(name, 40)} holds an infinite value", file=str(file))
+        if kind == _FLOAT:
+            out[name] = numbers.astype("float64")
+        elif kind == _BOOL:
+            out[name] = numbers.astype("boolean") if numbers.isna().any() else numbers.astype(bool)
+        else:  # counts: int64, or nullable Int64 where cells are empty
+            whole = numbers.dropna()
+            if (whole != np.round(whole)).any():
+                raise InputError(f"column {clip(name, 40)} holds a value that is not a whole number",
+                                 file=str(file))
+            out[name] = numbers.astype("Int64") if numbers.isna().any() else numbers.astype("int64")
+    typed = pd.DataFrame(out, index=df.index)
+    typed.attrs["file"] = str(file)
+    return typed
+
+
+def read_csv(path: Path, required: tuple[str, ...] = (), schema: Mapping[str, str] | None = None) -> pd.DataFrame:
     """A CSV with a header row; a malformed file is an InputError naming it, never a traceback."""
     try:
-        with path.open(newline="", encoding="utf-8") as fh:
-            reader = csv.reader(fh)
-            header = next(reader, None)
-            body = [row for row in reader if row]
+        # Names stay strings (a client called "007"); the rest is typed after the read, by the schema.
+        raw = pd.read_csv(path, dtype=dict.fromkeys(STRING_COLUMNS, "string"), keep_default_na=False, na_values=[""],
+                          skip_blank_lines=True)
+    except pd.errors.EmptyDataError:
+        raise InputError("empty file (no header row)", file=str(path)) from None
     except UnicodeDecodeError:
         raise InputError("cannot read the file: not UTF-8 text", file=str(path)) from None
     except OSError as err:
         raise InputError(f"cannot read the file: {(err.strerror or type(err).__name__).lower()}",
                          file=str(path)) from None
-    except csv.Error as err:
-        raise InputError(f"cannot read the file: not a CSV table ({clip(err, 60)})", file=str(path)) from None
-    if not header:
-        raise InputError("empty file (no header row)", file=str(path))
-    header = [h.strip() for h in header]
-    for n, row in enumerate(body, start=2):
-        if len(row) != len(header):
-            raise InputError(f"line {n} has {len(row)} fields, the header has {len(header)}", file=str(path))
-    table = Table(path, {h: _column(h, [row[i] for row in body]) for i, h in enumerate(header)})
-    _check_columns(table, required)
-    return table
+    except (pd.errors.ParserError, ValueError) as err:
+        raise InputError(f"cannot read the file: not a CSV table ({clip(' '.join(str(err).split()), 60)})",
+                         file=str(path)) from None
+    raw.columns = [str(c).strip() for c in raw.columns]
+    _check_columns(raw, required, path)
+    return _typed(raw, schema or {}, path)
 
 
-def _read_parquet(path: Path, required: tuple[str, ...]) -> Table:
-    try:  # imported only for parquet runs: it is a heavy import
-        import pyarrow as pa
-        import pyarrow.parquet as pq
+def _read_parquet(path: Path, required: tuple[str, ...]) -> pd.DataFrame:
+    try:  # pandas reads parquet through pyarrow, imported only for parquet runs: it is a heavy import
+        raw = pd.read_parquet(path)
     except ImportError:
         raise InputError("reading events.parquet needs pyarrow (pip install pyarrow)", file=str(path)) from None
-    try:
-        data = pq.read_table(path)
     except Exception as err:  # pyarrow raises several unrelated types for a damaged file
         raise InputError(f"cannot read the parquet file ({type(err).__name__}): damaged or not parquet",
                          file=str(path)) from None
-    cols: dict[str, np.ndarray] = {}
-    for name in data.column_names:
-        col = data.column(name)
-        if name in STRING_COLUMNS or not (pa.types.is_integer(col.type) or pa.types.is_floating(col.type)):
-            cols[name] = np.array(["" if v is None else str(v) for v in col.to_pylist()], dtype=str)
-        else:  # nulls come back as NaN once cast to float
-            cols[name] = np.asarray(col.cast(pa.float64()).to_numpy(zero_copy_only=False), dtype=float)
-    table = Table(path, cols)
-    _check_columns(table, required)
-    return table
+    _check_columns(raw, required, path)
+    return _typed(raw, SCHEMAS["events"], path)
 
 
-# Columns the simulator always writes as numbers (an empty cell is a missing value): text there is damage.
-NUMERIC_COLUMNS = frozenset({"round", "sim_time_s", "final_accuracy", "mean_exit_accuracy", "energy_j", "bytes_up",
-                             "bytes_down", "host_seconds", "cut", "exit_accuracy", "train_loss_exit",
-                             "train_loss_server", "available", "steps_done", "t_start", "t_end", "bytes", "flops",
-                             "threshold", "accuracy", "exit_rate", "latency_s"})
-
-
-def _check_columns(table: Table, required: tuple[str, ...]) -> None:
-    missing = [c for c in required if c not in table.columns]
+def _check_columns(df: pd.DataFrame, required: tuple[str, ...], path: Path) -> None:
+    missing = [c for c in required if c not in df.columns]
     if missing:
         raise InputError(f"missing column{'s' if len(missing) > 1 else ''} {', '.join(clip(m, 40) for m in missing)}",
-                         file=str(table.file))
-    for name in required:
-        col = table.columns[name]
-        if name in NUMERIC_COLUMNS and col.dtype.kind != "f" and len(col):
-            raise InputError(f"column {name} holds a value that is not a number", file=str(table.file))
-        if col.dtype.kind == "f" and np.isinf(col).any():
-            raise InputError(f"column {name} holds an infinite value", file=str(table.file))
+                         file=str(path))
 
 
 def _is_num(v: Any) -> bool:
@@ -186,14 +205,15 @@ def _check_summary(data: dict[str, Any], path: Path) -> None:
             raise bad(key, "a mapping of client names to numbers")
 
 
-def _optional_csv(path: Path, key: str) -> Table | None:
-    return read_csv(path, _REQUIRED[key]) if path.is_file() else None
+def _optional_csv(path: Path, key: str) -> pd.DataFrame | None:
+    return read_csv(path, _REQUIRED[key], SCHEMAS[key]) if path.is_file() else None
 
 
-def _events(folder: Path) -> Table | None:
+def _events(folder: Path) -> tuple[pd.DataFrame | None, Path | None]:
     if (folder / "events.parquet").is_file():
-        return _read_parquet(folder / "events.parquet", _REQUIRED["events"])
-    return _optional_csv(folder / "events.csv", "events")
+        return _read_parquet(folder / "events.parquet", _REQUIRED["events"]), folder / "events.parquet"
+    events = _optional_csv(folder / "events.csv", "events")
+    return events, (folder / "events.csv" if events is not None else None)
 
 
 def _summary(path: Path) -> dict[str, Any]:
@@ -225,7 +245,7 @@ def _scenario(path: Path) -> dict[str, Any] | None:
 
 def load_run(path: str | Path) -> Run:
     """A run folder: summary.json and rounds.csv must be there (summary.json is written last, so it marks
-    a finished run); clients.csv, events and early_exit.csv are optional."""
+    a finished run); clients.csv, events (CSV or parquet) and early_exit.csv are optional."""
     folder = Path(path)
     if not folder.is_dir():
         what = "no such folder" if not folder.exists() else "a file, not a run folder"
@@ -233,20 +253,22 @@ def load_run(path: str | Path) -> Run:
     for name in ("summary.json", "rounds.csv"):
         if not (folder / name).is_file():
             raise InputError(f"not a run folder: no {name} (is the run finished?)", file=str(path))
+    events, events_file = _events(folder)
     return Run(
         path=folder,
         summary=_summary(folder / "summary.json"),
-        rounds=read_csv(folder / "rounds.csv", _REQUIRED["rounds.csv"]),
+        rounds=read_csv(folder / "rounds.csv", _REQUIRED["rounds.csv"], SCHEMAS["rounds.csv"]),
         clients=_optional_csv(folder / "clients.csv", "clients.csv"),
-        events=_events(folder),
+        events=events,
         early_exit=_optional_csv(folder / "early_exit.csv", "early_exit.csv"),
-        scenario=_scenario(folder / "scenario.resolved.yaml"),
         label=folder.resolve().name,
+        events_file=events_file,
     )
 
 
-def load_runs(paths: Sequence[str | Path]) -> list[Run]:
-    """Every folder loaded before anything is drawn, so a bad folder fails fast with its own message."""
+def read_runs(paths: Sequence[str | Path]) -> list[Run]:
+    """Several run folders with distinct labels; every folder is loaded before anything is drawn, so a bad
+    folder fails fast with its own message."""
     if not paths:
         raise InputError("no run folder given")
     runs = [load_run(p) for p in paths]
@@ -261,10 +283,9 @@ def load_runs(paths: Sequence[str | Path]) -> list[Run]:
     return out
 
 
-def load_table(path: str | Path, required: tuple[str, ...] = ()) -> Table:
+def load_table(path: str | Path, required: tuple[str, ...] = ()) -> pd.DataFrame:
     """A sweep table (one row per point: parameter columns, then metric columns)."""
     file = Path(path)
     if not file.is_file():
         raise InputError("no such file" if not file.exists() else "not a file", file=str(path))
     return read_csv(file, required)
-

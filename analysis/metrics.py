@@ -7,8 +7,9 @@ from collections import Counter
 from typing import Any, Sequence, TypeVar
 
 import numpy as np
+import pandas as pd
 
-from analysis.load import Run, Table
+from analysis.load import Run, column, source_file
 from simulator.errors import InputError
 
 __all__ = [
@@ -64,35 +65,35 @@ def pareto_front(points: Sequence[P], minimize_x: bool = True, maximize_y: bool 
     return [points[i] for i in sorted(front, key=lambda i: (float(points[i][0]), i))]
 
 
-def accuracy_curve(rounds: Table, column: str = "final_accuracy") -> tuple[np.ndarray, np.ndarray]:
+def accuracy_curve(rounds: pd.DataFrame, name: str = "final_accuracy") -> tuple[np.ndarray, np.ndarray]:
     """(simulated time s, accuracy) of the evaluated rounds: rounds that were not evaluated have no accuracy."""
-    t, acc = rounds["sim_time_s"], rounds[column]
+    t, acc = column(rounds, "sim_time_s").astype(float), column(rounds, name).astype(float)
     keep = ~np.isnan(acc)
     return t[keep], acc[keep]
 
 
-def time_to_accuracy(rounds: Table, target: float, column: str = "final_accuracy") -> float | None:
+def time_to_accuracy(rounds: pd.DataFrame, target: float, name: str = "final_accuracy") -> float | None:
     """Simulated seconds until an evaluation first reaches `target`; None if it never does.
 
     The evaluation happens at the end of a round, so this is the end time of that round.
     """
-    t, acc = accuracy_curve(rounds, column)
+    t, acc = accuracy_curve(rounds, name)
     hit = np.nonzero(acc >= target)[0]
     return float(t[hit[0]]) if len(hit) else None
 
 
-def group_rows(events: Table) -> dict[tuple[str, str], np.ndarray]:
-    """Row indices per (entity, kind), found with one sort: a per-entity scan is quadratic on large fleets."""
-    ent, kind = events["entity"], events["kind"]
+def group_rows(events: pd.DataFrame) -> dict[tuple[str, str], np.ndarray]:
+    """Row positions per (entity, kind), found with one sort: a per-entity scan is quadratic on large fleets."""
+    ent, kind = column(events, "entity").astype(str), column(events, "kind").astype(str)
     order = np.lexsort((kind, ent))
     e, k = ent[order], kind[order]
     bounds = np.flatnonzero((e[1:] != e[:-1]) | (k[1:] != k[:-1])) + 1
     return {(str(ent[g[0]]), str(kind[g[0]])): g for g in np.split(order, bounds) if len(g)}
 
 
-def energy_by_state(events: Table) -> dict[str, dict[str, float]]:
+def energy_by_state(events: pd.DataFrame) -> dict[str, dict[str, float]]:
     """Joules per entity and event kind; the kinds of one entity add up to its total energy, idle included."""
-    joules = events["energy_j"]
+    joules = column(events, "energy_j").astype(float)
     out: dict[str, dict[str, float]] = {}
     for (entity, kind), rows in group_rows(events).items():
         out.setdefault(entity, {})[kind] = float(joules[rows].sum())
@@ -107,25 +108,25 @@ def entity_order(run: Run, present: Sequence[str]) -> list[str]:
     return known + sorted(seen - set(known))
 
 
-def exit_curves(early_exit: Table) -> dict[str, dict[str, np.ndarray]]:
-    """Per client, its early_exit.csv columns sorted by threshold."""
+def exit_curves(early_exit: pd.DataFrame) -> dict[str, dict[str, np.ndarray]]:
+    """Per client (in file order), its early_exit.csv columns sorted by threshold."""
+    for name in ("client", "threshold"):
+        column(early_exit, name)  # a missing one is an InputError naming the file
     out: dict[str, dict[str, np.ndarray]] = {}
-    clients = early_exit["client"]
-    for client in dict.fromkeys(str(c) for c in clients):
-        rows = early_exit.where(clients == client)
-        order = np.argsort(rows["threshold"], kind="stable")
-        out[client] = {name: col[order] for name, col in rows.columns.items() if name != "client"}
+    for client, rows in early_exit.groupby("client", sort=False):
+        rows = rows.sort_values("threshold", kind="stable")
+        out[str(client)] = {name: rows[name].to_numpy() for name in rows.columns if name != "client"}
     return out
 
 
-def mean_by_threshold(early_exit: Table, columns: Sequence[str] = ("accuracy", "latency_s")) -> dict[str, np.ndarray]:
-    """Mean over clients at each threshold: one operating point of the whole fleet per threshold."""
-    tau = early_exit["threshold"]
-    thresholds = np.unique(tau[~np.isnan(tau)])
-    out = {"threshold": thresholds}
-    for name in columns:
-        col = early_exit[name]
-        out[name] = np.array([_nanmean(col[tau == t]) for t in thresholds])
+def mean_by_threshold(early_exit: pd.DataFrame,
+                      columns: Sequence[str] = ("accuracy", "latency_s")) -> dict[str, np.ndarray]:
+    """Mean over clients at each threshold (NaN left out): one operating point of the whole fleet per threshold."""
+    for name in ("threshold", *columns):
+        column(early_exit, name)
+    means = early_exit.dropna(subset=["threshold"]).groupby("threshold", sort=True)[list(columns)].mean()
+    out = {"threshold": means.index.to_numpy(dtype=float)}
+    out.update({name: means[name].to_numpy(dtype=float) for name in columns})
     return out
 
 
@@ -138,14 +139,17 @@ def sorted_values(values: np.ndarray) -> list[Any]:
     """Distinct values in axis order: numbers numerically, names alphabetically."""
     if values.dtype.kind == "f":
         values = values[~np.isnan(values)]
+    elif values.dtype.kind == "O":
+        values = values[pd.notna(values)]
     return sorted(set(values.tolist()))
 
 
-def grid_mean(table: Table, x: str, y: str, metric: str) -> tuple[list[Any], list[Any], np.ndarray]:
+def grid_mean(table: pd.DataFrame, x: str, y: str, metric: str) -> tuple[list[Any], list[Any], np.ndarray]:
     """(x values, y values, metric[y, x]) averaged over rows sharing (x, y), e.g. several seeds; NaN where none."""
-    xcol, ycol, mcol = table[x], table[y], table[metric]
-    if mcol.dtype.kind not in "fi":
-        raise InputError(f"column '{metric}' is not numeric, so it cannot be averaged", file=str(table.file))
+    xcol, ycol, mcol = column(table, x), column(table, y), column(table, metric)
+    if mcol.dtype.kind not in "fiu":
+        raise InputError(f"column '{metric}' is not numeric, so it cannot be averaged", file=source_file(table))
+    mcol = mcol.astype(float)
     xs, ys = sorted_values(xcol), sorted_values(ycol)
     grid = np.full((len(ys), len(xs)), math.nan)
     for i, yv in enumerate(ys):

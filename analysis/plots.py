@@ -3,35 +3,24 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 from typing import Literal, Sequence
 
 import numpy as np
+import pandas as pd
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
-from matplotlib.patches import Patch
+from matplotlib.lines import Line2D
 
-from analysis.load import Run, Table
-from analysis.metrics import (
-    SERVER,
-    accuracy_curve,
-    energy_by_state,
-    entity_order,
-    exit_curves,
-    grid_mean,
-    group_rows,
-    mean_by_threshold,
-    pareto_front,
-)
+from analysis.load import Run, column, source_file
+from analysis.metrics import accuracy_curve, exit_curves, grid_mean, mean_by_threshold, pareto_front
 from analysis.metrics import time_to_accuracy as reach_time
-from analysis.style import IDLE_COLOR, KNOWN_STATE_COLORS, axis_label, missing, new_figure, run_colors, state_colors
+from analysis.plots_fleet import EVENTS_FILE, GROUP_ABOVE, energy, timeline
+from analysis.style import axis_label, bar_width, missing, new_figure, plain_numbers, run_colors, tick_size
 from simulator.errors import InputError
 
 __all__ = ["tradeoff", "time_to_accuracy", "timeline", "energy", "accuracy_by_cut", "early_exit", "heatmap",
-           "EVENTS_FILE"]
-
-EVENTS_FILE = "events.csv or events.parquet"
-_MAX_TIMELINE_IN = 40.0  # a taller image is unreadable anyway; rows get thinner instead
-_MAX_TIMELINE_LABELS = 150
+           "within_noise", "same_server_path_note", "EVENTS_FILE", "NOISE_ACCURACY", "NOISE_TIME_REL"]
 
 
 def _spans_decades(values: np.ndarray, ratio: float = 100.0) -> bool:
@@ -40,34 +29,60 @@ def _spans_decades(values: np.ndarray, ratio: float = 100.0) -> bool:
     return bool(len(values) and values.min() > 0 and values.max() / values.min() > ratio)
 
 
-def _state_order(kinds: Sequence[str]) -> list[str]:
-    """Known states in a fixed order (idle at the bottom of a stack), unknown ones after, alphabetically."""
-    known = [k for k in KNOWN_STATE_COLORS if k in kinds]
-    return known + sorted(set(kinds) - set(known))
+# Below these differences two runs are not told apart: one seed's accuracy moves by about a percentage point
+# between otherwise equal runs, and a time that differs by under 1 % is no design difference worth a frontier.
+NOISE_ACCURACY = 0.01
+NOISE_TIME_REL = 0.01
+_TAU_MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*", "h", "<", ">", "p")
 
 
-def _tradeoff_points(runs: Sequence[Run], latency: str) -> list[tuple[float, float, str, int]]:
+def _tradeoff_points(runs: Sequence[Run], latency: str) -> list[tuple[float, float, str, int, float]]:
+    """(x, y, run label, run index, threshold or NaN) for every marker."""
     points = []
     for i, run in enumerate(runs):
         if latency == "training":
-            points.append((_num(run.summary.get("sim_time_s")), _num(run.summary.get("final_accuracy")), run.label, i))
+            points.append((_num(run.summary.get("sim_time_s")), _num(run.summary.get("final_accuracy")), run.label,
+                           i, math.nan))
             continue
         if run.early_exit is None:
             raise missing(run, "early_exit.csv", "inference-latency trade-off")
         fleet = mean_by_threshold(run.early_exit)
-        same: dict[tuple[float, float], list[str]] = {}  # thresholds at one operating point share one label
-        for tau, lat, acc in zip(fleet["threshold"], fleet["latency_s"], fleet["accuracy"]):
-            same.setdefault((float(lat), float(acc)), []).append(f"{tau:g}")
-        points += [(lat, acc, f"{run.label} τ={', '.join(taus)}", i) for (lat, acc), taus in same.items()]
+        points += [(float(lat), float(acc), run.label, i, float(tau))
+                   for tau, lat, acc in zip(fleet["threshold"], fleet["latency_s"], fleet["accuracy"])]
     return points
+
+
+def within_noise(points: Sequence[tuple[float, float]]) -> bool:
+    """True when every point lies within NOISE_TIME_REL of each other in x and NOISE_ACCURACY in y."""
+    xy = np.array([p[:2] for p in points if math.isfinite(p[0]) and math.isfinite(p[1])], dtype=float)
+    if len(xy) < 2:
+        return False
+    x, y = xy[:, 0], xy[:, 1]
+    return bool(x.max() - x.min() <= NOISE_TIME_REL * abs(x).max() and y.max() - y.min() <= NOISE_ACCURACY)
+
+
+def _least_span(ax: Axes, values: np.ndarray, rel: float) -> None:
+    """x limits spanning at least `rel` of the values' size, centred on them: a difference below noise must not
+    fill the axis (a linear axis only; a log axis spans decades anyway)."""
+    values = values[np.isfinite(values)]
+    if not len(values) or ax.get_xscale() != "linear":
+        return
+    lo, hi = float(values.min()), float(values.max())
+    need = rel * max(abs(lo), abs(hi))
+    if need > 0 and hi - lo < need:
+        mid = (lo + hi) / 2
+        ax.set_xlim(mid - need / 2, mid + need / 2)
 
 
 def tradeoff(runs: Sequence[Run], latency: Literal["training", "inference"] = "training") -> Figure:
     """Accuracy against time across runs, Pareto frontier drawn.
 
-    `training`: one marker per run at (simulated training time, final accuracy). `inference`: one marker per
-    run and entropy threshold at the fleet's mean per-sample latency and accuracy (early_exit.csv), so the
-    exit threshold's trade-off sits on the same axes as the design choices that the runs compare.
+    `training`: one marker per run at (simulated training time of the whole run, final accuracy).
+    `inference`: per run a line through its entropy thresholds at the fleet's mean per-sample inference latency
+    and accuracy (early_exit.csv), one marker shape per threshold. Runs are told apart by the legend, never by
+    text beside the markers (labels of nearby runs would overlap). A single run, or runs whose differences are
+    within noise (NOISE_TIME_REL, NOISE_ACCURACY), are said to be so on the figure, and the axes never stretch a
+    difference below noise across their whole length.
     """
     if latency not in ("training", "inference"):
         raise InputError(f"latency must be 'training' or 'inference', not '{latency}'")
@@ -75,33 +90,66 @@ def tradeoff(runs: Sequence[Run], latency: Literal["training", "inference"] = "t
     fig = new_figure(7.5, 5.0)
     ax = fig.add_subplot()
     colors = run_colors(len(runs))
+    taus = sorted({p[4] for p in points if math.isfinite(p[4])})
     for run_index, run in enumerate(runs):
-        mine = [p for p in points if p[3] == run_index]
-        ax.scatter([p[0] for p in mine], [p[1] for p in mine], color=colors[run_index], s=40, zorder=3,
-                   label=run.label)
-        for x, y, label, _ in mine:
-            if math.isfinite(x) and math.isfinite(y):
-                ax.annotate(label if latency == "inference" else run.label, (x, y), fontsize=7,
-                            xytext=(4, 4), textcoords="offset points")
+        mine = sorted((p for p in points if p[3] == run_index), key=lambda p: p[4])
+        if latency == "training":
+            ax.scatter([p[0] for p in mine], [p[1] for p in mine], color=colors[run_index], s=45, zorder=3,
+                       label=run.label)
+            continue
+        ax.plot([p[0] for p in mine], [p[1] for p in mine], color=colors[run_index], linewidth=1, zorder=2,
+                label=run.label)
+        for p in mine:
+            ax.scatter([p[0]], [p[1]], color=colors[run_index], s=36, zorder=3,
+                       marker=_TAU_MARKERS[taus.index(p[4]) % len(_TAU_MARKERS)])
     front = pareto_front(points)
-    if front:
+    distinct = len(runs) > 1 and not within_noise(points) if latency == "training" else len(points) > 1
+    if front and distinct:
         # Rings mark the front's points, so that a front of one point is visible too.
         ax.plot([p[0] for p in front], [p[1] for p in front], drawstyle="steps-post", color="0.3",
                 linestyle="--", linewidth=1, marker="o", markersize=11, markerfacecolor="none", zorder=2,
                 label="Pareto frontier")
-    if _spans_decades(np.array([p[0] for p in points], dtype=float)):
+    xs = np.array([p[0] for p in points], dtype=float)
+    if _spans_decades(xs):
         ax.set_xscale("log")
+    _least_span(ax, xs, NOISE_TIME_REL * 10)
+    ys = np.array([p[1] for p in points], dtype=float)
+    if np.isfinite(ys).any():
+        lo, hi = float(np.nanmin(ys)), float(np.nanmax(ys))
+        pad = max(0.05, (hi - lo) * 0.1)
+        ax.set_ylim(max(0.0, lo - pad), min(1.02, hi + pad))
     if latency == "training":
-        ax.set(xlabel="simulated training time (s)", ylabel="final accuracy (server path, mean over clients)",
-               title="latency–accuracy trade-off: training")
+        ax.set(xlabel="simulated training time of the whole run (s)",
+               ylabel="final accuracy (server path, mean over clients)",
+               title="training time vs final accuracy")
     else:
         ax.set(xlabel="mean per-sample inference latency (s)", ylabel="accuracy (early exit at τ, mean over clients)",
-               title="latency–accuracy trade-off: early-exit inference")
+               title="inference latency vs accuracy (early exit)")
+    note = _tradeoff_note(runs, points, latency)
+    if note:
+        ax.text(0.02, 0.02, note, transform=ax.transAxes, fontsize=8, color="0.25", va="bottom",
+                bbox=dict(facecolor="white", edgecolor="0.7", alpha=0.9))
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, loc="best")
+    handles, labels = ax.get_legend_handles_labels()
+    if taus:  # one black marker per threshold, after the runs
+        handles += [Line2D([], [], color="0.2", marker=_TAU_MARKERS[k % len(_TAU_MARKERS)], linestyle="none")
+                    for k in range(len(taus))]
+        labels += [f"τ = {t:g}" for t in taus]
+    ax.legend(handles, labels, fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
     if not any(math.isfinite(p[0]) and math.isfinite(p[1]) for p in points):
         ax.text(0.5, 0.5, "no run has both a time and an accuracy", ha="center", transform=ax.transAxes)
+    plain_numbers(fig)
     return fig
+
+
+def _tradeoff_note(runs: Sequence[Run], points: Sequence[tuple[float, float, str, int, float]], latency: str) -> str:
+    if len(runs) == 1:
+        return ("a single run: nothing to compare it with (give more run folders)" if latency == "training" else
+                "a single run: one point per exit threshold")
+    if latency == "training" and within_noise(points):
+        return (f"the runs differ by under {NOISE_TIME_REL:.0%} in time and {NOISE_ACCURACY:g} in accuracy: "
+                "within noise, no frontier drawn")
+    return ""
 
 
 def time_to_accuracy(runs: Sequence[Run], target: float | None = None, show_exit: bool = True) -> Figure:
@@ -125,156 +173,49 @@ def time_to_accuracy(runs: Sequence[Run], target: float | None = None, show_exit
                 ax.plot(t, acc, linestyle="--", color=color, alpha=0.7, label=f"{run.label} (exit)")
     if target is not None:
         ax.axhline(target, color="0.4", linestyle=":", linewidth=1, label=f"target {target:g}")
-    ax.set(xlabel="simulated time (s)", ylabel="accuracy (mean over clients)", title="time to accuracy",
-           ylim=(0, 1.02))
+    ax.set(xlabel="simulated time (s)", ylabel="accuracy (mean over clients)", ylim=(0, 1.02), xlim=(0, None),
+           title="accuracy vs simulated time" + (" (a single run)" if len(runs) == 1 else ""))
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, loc="best")
-    return fig
-
-
-def _timeline_events(run: Run, rounds: tuple[int, int] | None) -> Table:
-    if run.events is None:
-        raise missing(run, EVENTS_FILE, "timeline")
-    if not len(run.events):
-        raise InputError("the events file has no rows (the timeline figure needs some)", file=str(run.path))
-    if rounds is None:
-        return run.events
-    lo, hi = rounds
-    have = run.events["round"]
-    events = run.events.where((have >= lo) & (have <= hi))
-    if not len(events):
-        raise InputError(f"no events in rounds {lo}..{hi} (the run has rounds {np.nanmin(have):g}.."
-                         f"{np.nanmax(have):g})", file=str(run.path), key="--rounds")
-    return events
-
-
-def timeline(run: Run, rounds: tuple[int, int] | None = None) -> Figure:
-    """Gantt chart: one row per entity, its intervals coloured by state; where the round's time goes.
-
-    Idle is each entity's whole-round baseline draw, so it is drawn as a light background (the entity is
-    present) rather than a state that would cover the others. Heights scale with rows so that 50+ devices
-    stay legible. `rounds=(first, last)` zooms in on a range of rounds.
-    """
-    events = _timeline_events(run, rounds)
-    entities = entity_order(run, [str(e) for e in np.unique(events["entity"])])
-    kinds = [k for k in _state_order([str(k) for k in np.unique(events["kind"])]) if k != "idle"]
-    colors = state_colors(kinds)
-    n = len(entities)
-    fig = new_figure(11.0, min(_MAX_TIMELINE_IN, max(3.0, 1.3 + 0.22 * n)))
-    ax = fig.add_subplot()
-    groups = group_rows(events)
-    start, width = events["t_start"], events["t_end"] - events["t_start"]
-    for row, entity in enumerate(entities):
-        for k in ["idle", *kinds]:
-            sel = groups.get((entity, k))
-            if sel is None:
-                continue
-            spans = list(zip(start[sel].tolist(), width[sel].tolist()))
-            if k == "idle":  # background: full row height, behind everything
-                ax.broken_barh(spans, (row - 0.45, 0.9), facecolors=IDLE_COLOR, linewidth=0, zorder=0)
-            else:  # an edge as wide as a hairline keeps microsecond compute steps visible
-                ax.broken_barh(spans, (row - 0.35, 0.7), facecolors=colors[k], edgecolors=colors[k],
-                               linewidth=0.4, zorder=2)
-    _round_ends(ax, run, rounds)
-    step = math.ceil(n / _MAX_TIMELINE_LABELS)  # past that many rows, name every step-th one
-    ax.set_yticks(range(0, n, step), entities[::step], fontsize=_tick_size(n))
-    ax.set_ylim(n - 0.5, -0.5)  # first entity (the server) on top
-    lo, hi = float(np.nanmin(start)), float(np.nanmax(events["t_end"]))
-    ax.set_xlim(lo, hi if hi > lo else lo + 1.0)
-    ax.set_xlabel("simulated time (s)")
-    span = "" if rounds is None else f", rounds {rounds[0]}–{rounds[1]}"
-    ax.set_title(f"timeline of {run.label}{span} (dotted: round ends)", fontsize=10)
-    handles = [Patch(color=colors[k], label=k) for k in kinds]
-    if any(kind == "idle" for _, kind in groups):
-        handles.append(Patch(color=IDLE_COLOR, label="idle (present, light background)"))
-    ax.legend(handles=handles, fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
-    ax.grid(axis="x", alpha=0.3)
-    return fig
-
-
-def _round_ends(ax: Axes, run: Run, rounds: tuple[int, int] | None) -> None:
-    r, t = run.rounds["round"], run.rounds["sim_time_s"]
-    keep = np.ones(len(r), dtype=bool) if rounds is None else (r >= rounds[0]) & (r <= rounds[1])
-    for end in t[keep]:
-        ax.axvline(float(end), color="0.5", linestyle=":", linewidth=0.8, zorder=1)
-
-
-def energy(run: Run) -> Figure:
-    """Energy per entity, stacked by state, totals annotated: which device, and which radio or processor, burns it.
-
-    The server sits in its own panel with its own scale: its idle draw is usually orders of magnitude above
-    a device's and would flatten the client bars.
-    """
-    if run.events is None:
-        raise missing(run, EVENTS_FILE, "energy")
-    if not len(run.events):
-        raise InputError("the events file has no rows (the energy figure needs some)", file=str(run.path))
-    per = energy_by_state(run.events)
-    entities = entity_order(run, list(per))
-    clients = [e for e in entities if e != SERVER]
-    # Marks such as offline or straggler carry no energy: they would only clutter the legend.
-    kinds = _state_order(sorted({k for states in per.values() for k, j in states.items() if j != 0}))
-    colors = state_colors(kinds)
-    panels = [(clients, "clients")] if clients else []
-    if SERVER in per:
-        panels.append(([SERVER], "server"))
-    ratios = [max(len(names), 1.5) for names, _ in panels]
-    fig = new_figure(_bar_width(sum(ratios)), 5.0)
-    axes = fig.subplots(1, len(panels), width_ratios=ratios, squeeze=False)[0]
-    for ax, (names, title) in zip(axes, panels):
-        _stacked_energy(ax, names, per, kinds, colors)
-        ax.set_title(title, fontsize=9)
-    axes[0].set_ylabel("energy (J)")
-    fig.suptitle(f"energy by entity and state: {run.label}", fontsize=10)
-    fig.legend(handles=[Patch(color=colors[k], label=k) for k in kinds], fontsize=7, loc="outside right upper")
-    return fig
-
-
-def _bar_width(bars: float) -> float:
-    """Inches for a bar chart: room for each bar's label, capped so that a 1000-device fleet still renders."""
-    return min(24.0, max(7.0, 2.5 + 0.25 * bars))
-
-
-def _tick_size(n: int) -> int:
-    return 8 if n <= 20 else 6 if n <= 60 else 4
-
-
-def _stacked_energy(ax: Axes, names: list[str], per: dict[str, dict[str, float]], kinds: list[str],
-                    colors: dict[str, str]) -> None:
-    x = np.arange(len(names))
-    bottom = np.zeros(len(names))
-    for k in kinds:
-        joules = np.array([per[n].get(k, 0.0) for n in names])
-        ax.bar(x, joules, bottom=bottom, color=colors[k], width=0.7)
-        bottom += joules
-    for xi, total in zip(x, bottom):
-        label = f"{total:,.0f} J" if total >= 1000 else f"{total:.3g} J"
-        ax.text(xi, total, label, ha="center", va="bottom", fontsize=_tick_size(len(names)) - 1,
-                rotation=90 if len(names) > 12 else 0)
-    ax.set_xticks(x, names, rotation=90 if len(names) > 4 else 0, fontsize=_tick_size(len(names)))
-    ax.set_ylim(0, bottom.max() * (1.25 if len(names) > 12 else 1.12) if len(bottom) and bottom.max() > 0 else 1)
-    ax.grid(axis="y", alpha=0.3)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
+    return plain_numbers(fig)
 
 
 def accuracy_by_cut(run: Run) -> Figure:
     """Exit and server-path accuracy per client, grouped by cut: does cutting deeper buy the exit accuracy?
 
     A missing accuracy (a baseline without exits, a client that could not take part) is an 'n/a' mark, not a bar.
+    Past GROUP_ABOVE clients, one bar pair per device/link/cut group: the group's mean, its range as a whisker.
     """
     clients = [c for c in run.summary.get("clients", []) if isinstance(c, dict)]
     if not clients:
         raise InputError("summary.json lists no clients (the accuracy-by-cut figure needs them)", file=str(run.path))
+    if run.summary.get("timing_only"):
+        raise InputError("a timing-only run has no accuracy (the accuracy-by-cut figure needs it)",
+                         file=str(run.path))
     exit_acc = run.summary.get("exit_accuracy") or {}
     final_acc = run.summary.get("final_accuracy_per_client") or {}
+    if len(clients) > GROUP_ABOVE:
+        clients, exit_acc, final_acc, spread = _accuracy_groups(clients, exit_acc, final_acc)
+    else:
+        spread = {}
     clients = sorted(clients, key=lambda c: (c.get("cut") is None, c.get("cut") or 0))  # stable: fleet order
     cuts = [c.get("cut") for c in clients]
     xs = _group_positions(cuts)
-    fig = new_figure(_bar_width(len(clients)), 5.0)
+    fig = new_figure(bar_width(len(clients)), 5.0)
     ax = fig.add_subplot()
     ex = np.array([_num(exit_acc.get(c["name"])) for c in clients])
     fi = np.array([_num(final_acc.get(c["name"])) for c in clients])
     ax.bar(xs - 0.2, np.nan_to_num(ex), width=0.4, color="#ff7f0e", label="exit (on the client)")
     ax.bar(xs + 0.2, np.nan_to_num(fi), width=0.4, color="#1f77b4", label="final (server path)")
+    if spread:  # whiskers: the lowest and highest client of each group
+        for offset, which in ((-0.2, 0), (0.2, 1)):
+            lo = np.array([spread[c["name"]][which][0] for c in clients])
+            hi = np.array([spread[c["name"]][which][1] for c in clients])
+            mid = ex if which == 0 else fi
+            ok = np.isfinite(lo) & np.isfinite(mid)
+            below, above = np.maximum(mid[ok] - lo[ok], 0), np.maximum(hi[ok] - mid[ok], 0)  # float rounding
+            ax.errorbar(xs[ok] + offset, mid[ok], yerr=[below, above], fmt="none",
+                        ecolor="0.2", elinewidth=0.8, capsize=2)
     for offset, values in ((-0.2, ex), (0.2, fi)):  # no bar is not a zero: say the value is missing
         for xi in xs[np.isnan(values)]:
             ax.text(xi + offset, 0.01, "n/a", ha="center", va="bottom", fontsize=6, rotation=90, color="0.3")
@@ -284,12 +225,51 @@ def accuracy_by_cut(run: Run) -> Figure:
         if k:  # a separator in the gap before each new cut group
             ax.axvline(group.min() - 0.9, color="0.6", linewidth=0.8, linestyle=":")
     ax.set_xticks(xs, [c["name"] for c in clients], rotation=90 if len(clients) > 4 else 0,
-                  fontsize=_tick_size(len(clients)))
+                  fontsize=tick_size(len(clients)))
     ax.set(ylabel="accuracy", ylim=(0, 1.1), title=f"per-client accuracy by cut: {run.label}")
     ax.set_yticks(np.linspace(0, 1, 6))
     ax.grid(axis="y", alpha=0.3)
     ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
+    note = same_server_path_note(run, fi)
+    if note:
+        fig.text(0.01, 0.0, note, fontsize=7, color="0.25", ha="left", va="bottom", wrap=True)
+        fig.get_layout_engine().set(rect=(0, 0.08, 1, 0.92))
     return fig
+
+
+def same_server_path_note(run: Run, final: np.ndarray) -> str:
+    """Why every client's server-path bar has one height, when it does: not a drawing error but the method."""
+    values = final[np.isfinite(final)]
+    if len(values) < 2 or values.max() - values.min() > 1e-12:
+        return ""
+    strategy = (run.scenario or {}).get("strategy") or {}
+    layers = strategy.get("aggregate_client_layers")  # null: the strategy's default, true for Averaging
+    if strategy.get("name") in ("averaging", "homogeneous_splitee") and layers is not False:
+        why = ("the last cross-layer aggregation averaged every copy of every unit (client layers included), so "
+               "all clients' server paths run the same weights")
+    else:
+        why = "the clients' server paths hold the same weights at the last evaluation"
+    return f"Server-path accuracy is {values[0]:.4f} for every client: {why}. The exits differ: they stay on the devices."
+
+
+def _accuracy_groups(clients: list[dict], exit_acc: dict, final_acc: dict) -> tuple[list[dict], dict, dict, dict]:
+    """Clients pooled by device/link/cut: one pseudo-client per group named 'device/link (×n)', its mean
+    accuracies, and per group the (min, max) of exit and of final accuracy."""
+    members: dict[tuple[str, str, object], list[str]] = {}
+    for c in clients:
+        members.setdefault((str(c.get("device")), str(c.get("link")), c.get("cut")), []).append(str(c.get("name")))
+    pooled, ex, fi, spread = [], {}, {}, {}
+    for (device, link, cut), names in members.items():
+        label = f"{device}/{link} (×{len(names)})"
+        pooled.append({"name": label, "cut": cut})
+        ranges = []
+        for source, target in ((exit_acc, ex), (final_acc, fi)):
+            values = np.array([_num(source.get(n)) for n in names])
+            values = values[np.isfinite(values)]
+            target[label] = float(values.mean()) if len(values) else math.nan
+            ranges.append((float(values.min()), float(values.max())) if len(values) else (math.nan, math.nan))
+        spread[label] = tuple(ranges)
+    return pooled, ex, fi, spread
 
 
 def _group_positions(keys: list[object]) -> np.ndarray:
@@ -332,21 +312,21 @@ def early_exit(run: Run) -> Figure:
         left.plot(cols["exit_rate"], cols["accuracy"], **style)
         right.plot(cols["latency_s"], cols["accuracy"], **style)
     left.set(xlabel=axis_label("exit_rate"), ylabel="accuracy", xlim=(-0.02, 1.02), title="accuracy vs exit rate")
-    right.set(xlabel=axis_label("latency_s"), ylabel="accuracy", title="accuracy vs latency")
-    if _spans_decades(run.early_exit["latency_s"]):
+    right.set(xlabel="mean per-sample inference latency (s)", ylabel="accuracy", title="accuracy vs inference latency")
+    if _spans_decades(column(run.early_exit, "latency_s").astype(float)):
         right.set_xscale("log")
     for ax in (left, right):
         ax.grid(alpha=0.3)
-    right.legend(fontsize=7, loc="best")
+    right.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
     fig.suptitle(f"early-exit inference across thresholds: {run.label}", fontsize=10)
-    return fig
+    return plain_numbers(fig)
 
 
-def heatmap(table: Table, x: str, y: str, metric: str) -> Figure:
+def heatmap(table: pd.DataFrame, x: str, y: str, metric: str) -> Figure:
     """A metric over two sweep parameters, averaged over rows that share them (seeds): where heterogeneity hurts."""
     xs, ys, grid = grid_mean(table, x, y, metric)
     if not np.isfinite(grid).any():
-        raise InputError(f"column '{metric}' has no values to draw", file=str(table.file))
+        raise InputError(f"column '{metric}' has no values to draw", file=source_file(table))
     fig = new_figure(max(5.0, 1.8 + 0.7 * len(xs)), max(3.5, 1.5 + 0.45 * len(ys)))
     ax = fig.add_subplot()
     image = ax.imshow(np.ma.masked_invalid(grid), origin="lower", aspect="auto", cmap="viridis")
@@ -360,10 +340,17 @@ def heatmap(table: Table, x: str, y: str, metric: str) -> Figure:
                         color="white" if dark else "black")
     ax.set_xticks(range(len(xs)), [_tick(v) for v in xs], fontsize=8, rotation=45 if len(xs) > 8 else 0)
     ax.set_yticks(range(len(ys)), [_tick(v) for v in ys], fontsize=8)
+    source = source_file(table)
     ax.set(xlabel=axis_label(x), ylabel=axis_label(y),
-           title=f"{axis_label(metric)}: mean over repeated points\n({table.file.name})")
+           title=f"{axis_label(metric)}: mean over repeated points" + (f"\n({Path(source).name})" if source else ""))
     return fig
 
 
 def _tick(value: object) -> str:
-    return f"{value:g}" if isinstance(value, float) else str(value)
+    """A sweep value as a tick: 175000.0 -> '175k', 2.8e6 -> '2.8M' (one style along an axis), names as given."""
+    if not isinstance(value, (int, float)) or isinstance(value, bool):
+        return str(value)
+    for unit, scale in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
+        if abs(value) >= scale:
+            return f"{value / scale:g}{unit}"
+    return f"{value:g}"

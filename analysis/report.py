@@ -14,13 +14,16 @@ from typing import Any, Callable, Sequence
 from matplotlib.figure import Figure
 
 from analysis import plots
-from analysis.load import Run, Table, load_runs, load_table
+import pandas as pd
+
+from analysis.load import Run, load_table, read_runs
 from analysis.metrics import fleet_description, mean_exit_accuracy
+from analysis.plots_fleet import timeline_window
 from analysis.style import png_bytes
 from simulator.errors import InputError
 from simulator.fsio import atomic_write, check_output_file
 
-__all__ = ["SweepSpec", "SUMMARY_COLUMNS", "summary_values", "format_value", "write_report", "TIMELINE_MAX_ROUNDS"]
+__all__ = ["SweepSpec", "SUMMARY_COLUMNS", "summary_values", "format_value", "write_report"]
 
 # (key, header). Keys name summary.json fields where there is one, so a reader can check a cell against it.
 SUMMARY_COLUMNS = (
@@ -39,8 +42,6 @@ SUMMARY_COLUMNS = (
 )
 _ACCURACY = {"final_accuracy", "mean_exit_accuracy", "exit_accuracy", "exit_accuracy_local", "final_accuracy_local"}
 _BYTES = {"bytes_up", "bytes_down"}
-TIMELINE_MAX_ROUNDS = 20  # beyond this a whole-run Gantt is a smear: the report zooms on the first rounds
-_TIMELINE_ZOOM = 3
 
 
 @dataclass(frozen=True)
@@ -114,16 +115,18 @@ def _draw(kind: str, run: str | None, caption: str, make: Callable[[], Figure]) 
         return _Item(kind, run, caption, note=err.problem)
 
 
-def _across_runs(runs: Sequence[Run], sweep: tuple[SweepSpec, Table] | None) -> list[_Item]:
+def _across_runs(runs: Sequence[Run], sweep: tuple[SweepSpec, pd.DataFrame] | None) -> list[_Item]:
     items = [
-        _draw("tradeoff", None, "Simulated training time vs final accuracy, one marker per run; dashed: Pareto "
-              "frontier.", lambda: plots.tradeoff(runs)),
+        _draw("tradeoff", None, "Simulated training time of the whole run vs final accuracy, one marker per run; "
+              "dashed: Pareto frontier (not drawn for a single run or runs within noise).",
+              lambda: plots.tradeoff(runs)),
         _draw("time-to-accuracy", None, "Accuracy vs simulated time (evaluated rounds); solid: server path, "
               "dashed: mean exit accuracy.", lambda: plots.time_to_accuracy(runs)),
     ]
     with_exits = [r for r in runs if r.early_exit is not None]
     left_out = [r.label for r in runs if r.early_exit is None]
-    caption = "Mean per-sample inference latency vs accuracy at each entropy threshold; dashed: Pareto frontier."
+    caption = ("Mean per-sample inference latency (early exit) vs accuracy, a line per run through its entropy "
+               "thresholds (marker shape: threshold); dashed: Pareto frontier.")
     if not with_exits:
         items.append(_Item("tradeoff-inference", None, caption, note="no run has an early_exit.csv"))
     else:
@@ -141,14 +144,14 @@ def _across_runs(runs: Sequence[Run], sweep: tuple[SweepSpec, Table] | None) -> 
 
 
 def _per_run(run: Run) -> list[_Item]:
-    rounds = int(run.summary.get("rounds") or len(run.rounds))
-    zoom = (1, _TIMELINE_ZOOM) if rounds > TIMELINE_MAX_ROUNDS else None
-    span = f" (rounds 1–{_TIMELINE_ZOOM} of {rounds})" if zoom else ""
+    window = timeline_window(run) if len(run.rounds) else None
+    span = f" (rounds {window[0]}–{window[1]} of {len(run.rounds)}; splitee plot timeline --rounds all: every round)" \
+        if window else ""
     return [
         _draw("timeline", run.label, f"Every simulated interval by entity and state{span}.",
-              lambda: plots.timeline(run, zoom)),
-        _draw("energy", run.label, "Energy per entity, stacked by state, from the events.",
-              lambda: plots.energy(run)),
+              lambda: plots.timeline(run)),
+        _draw("energy", run.label, "Energy per entity, stacked by state, from the events; the server's idle draw "
+              "apart from its work, and the title says what dominates.", lambda: plots.energy(run)),
         _draw("accuracy-by-cut", run.label, "Exit and server-path accuracy per client at the last evaluation.",
               lambda: plots.accuracy_by_cut(run)),
         _draw("early-exit", run.label, "Accuracy vs exit rate and vs per-sample latency across thresholds.",
@@ -247,25 +250,32 @@ def _markdown(rows: list[dict[str, Any]], notes: list[_Item], html_name: str) ->
 
 
 def write_report(run_dirs: Sequence[str | Path], out_html: str | Path,
-                 sweep: SweepSpec | None = None) -> tuple[Path, Path]:
+                 sweep: SweepSpec | None = None, figures: bool = False) -> tuple[Path, Path]:
     """Write `out_html` and the Markdown table beside it (same stem, .md); returns both paths.
 
-    Every run is loaded first, so a folder that is not a run stops the report before anything is written.
+    `figures`: also write each drawn figure beside them as a PNG (`<kind>.png`; with several runs, the per-run
+    figures as `<kind>-<run>.png`). Every run is loaded first, so a folder that is not a run stops the report
+    before anything is written.
     """
     out = Path(out_html)
     if out.suffix.lower() not in (".html", ".htm"):
         raise InputError("the report is an HTML file: give a name ending in .html", file=str(out), key="--out")
     check_output_file(out, "--out")
     check_output_file(out.with_suffix(".md"), "--out")
-    runs = load_runs(run_dirs)
+    runs = read_runs(run_dirs)
     # A sweep table the user named is input like the runs: a bad one is an error, not a note in the report.
     table = load_table(sweep.path, (sweep.x, sweep.y, sweep.metric)) if sweep else None
     rows = [summary_values(r) for r in runs]
-    shared = _across_runs(runs, (sweep, table) if sweep and table else None)
+    shared = _across_runs(runs, (sweep, table) if sweep and table is not None else None)
     per_run = [_per_run(r) for r in runs]
     notes = [i for i in [*shared, *(i for items in per_run for i in items)] if i.png is None]
     out.parent.mkdir(parents=True, exist_ok=True)
     md = out.with_suffix(".md")
+    if figures:
+        for item in [*shared, *(i for items in per_run for i in items)]:
+            if item.png is not None:
+                name = item.kind if item.run is None or len(runs) == 1 else f"{item.kind}-{_slug(item.run)}"
+                atomic_write(out.parent / f"{name}.png", item.png)
     _write(out, _html(runs, rows, shared, per_run))
     _write(md, _markdown(rows, notes, out.name))
     return out, md

@@ -5,21 +5,25 @@ from __future__ import annotations
 import io
 from itertools import cycle
 from pathlib import Path
-from typing import Iterable
+from typing import Iterable, Sequence
 
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.ticker import ScalarFormatter
 
 from analysis.load import Run
 from simulator.errors import InputError, clip
 from simulator.fsio import atomic_write, check_output_file, os_problem
 
 __all__ = ["new_figure", "state_colors", "run_colors", "axis_label", "save_figure", "png_bytes", "missing",
-           "IDLE_COLOR", "KNOWN_STATE_COLORS"]
+           "IDLE_COLOR", "KNOWN_STATE_COLORS", "plain_numbers",
+           "state_order", "bar_width", "tick_size"]
 
 # Fixed colours for the states the simulator records, so one state looks the same in every figure.
 KNOWN_STATE_COLORS = {
     "idle": "#d9d9d9",
+    "idle (baseline draw)": "#d9d9d9",
+    "server idle draw": "#a6a6a6",
     "compute": "#1f77b4",
     "tx": "#ff7f0e",
     "rx": "#2ca02c",
@@ -57,6 +61,21 @@ def state_colors(kinds: Iterable[str]) -> dict[str, str]:
     """A colour for every state; kinds the simulator may add later get spare colours instead of failing."""
     spare = cycle(_SPARE_COLORS)
     return {k: KNOWN_STATE_COLORS.get(k) or next(spare) for k in kinds}
+
+
+def state_order(kinds: Sequence[str]) -> list[str]:
+    """Known states in a fixed order (idle at the bottom of a stack), unknown ones after, alphabetically."""
+    known = [k for k in KNOWN_STATE_COLORS if k in kinds]
+    return known + sorted(set(kinds) - set(known))
+
+
+def bar_width(bars: float) -> float:
+    """Inches for a bar chart: room for each bar's label, capped so that a 1000-device fleet still renders."""
+    return min(24.0, max(7.0, 2.5 + 0.25 * bars))
+
+
+def tick_size(n: int) -> int:
+    return 8 if n <= 20 else 6 if n <= 60 else 4
 
 
 def run_colors(n: int) -> list[str]:
@@ -103,3 +122,14 @@ def png_bytes(fig: Figure, dpi: int = 100) -> bytes:
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=dpi)
     return buf.getvalue()
+
+
+def plain_numbers(fig: Figure) -> Figure:
+    """No offset or scientific notation on linear axes: '+1.8565e2' above an axis hides what its ticks mean."""
+    for ax in fig.axes:
+        for axis in (ax.xaxis, ax.yaxis):
+            formatter = axis.get_major_formatter()
+            if isinstance(formatter, ScalarFormatter):
+                formatter.set_useOffset(False)
+                formatter.set_scientific(False)
+    return fig

@@ -5,8 +5,11 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from collections import Counter
+from dataclasses import replace
 from typing import TYPE_CHECKING, Callable, NoReturn, Sequence
 
+from simulator.console import MAX_ROWS, format_cuts
 from simulator.errors import InputError, clip
 
 if TYPE_CHECKING:
@@ -34,8 +37,16 @@ def _print_costs(rs: ResolvedScenario) -> None:
     )
     print(format_cost_table(table, batch, opt))
     print("\nclients (training memory at the cut / memory of the device):")
-    width = max(len(c.name) for c in rs.clients)
-    for c in rs.clients:
+    clients = list(rs.clients)
+    if len(clients) > MAX_ROWS:  # one line per distinct device/link/cut, counted: a city fleet has 10 000
+        key = lambda c: (c.device.name, c.device.memory_bytes, c.link.name, c.cut)  # noqa: E731
+        counts = Counter(key(c) for c in clients)
+        firsts = {key(c): c for c in reversed(clients)}
+        clients = [replace(firsts[k], name=f"{n:,}× {k[0]}") for k, n in counts.most_common(MAX_ROWS)]
+        print(f"  ({len(rs.clients):,} clients in {len(counts)} groups"
+              + (f"; the {MAX_ROWS} largest shown)" if len(counts) > MAX_ROWS else ")"))
+    width = max(len(c.name) for c in clients)
+    for c in clients:
         if c.cut == 0:  # centralized: nothing trains on the device
             continue
         need_b = (table.full_train_memory_bytes(batch, opt) if c.cut == 9  # fedavg: the whole model
@@ -66,7 +77,7 @@ def _cmd_validate(args: argparse.Namespace) -> int:
         for line in sc.strategy.warnings():
             print(f"warning: {path}: {line}", file=sys.stderr)
         if any(c.cut_policy != "fixed" for c in rs.clients):
-            print(rs.describe_cuts())
+            print(format_cuts(rs))
         if args.costs:
             _print_costs(rs)
     return status

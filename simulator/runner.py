@@ -14,6 +14,7 @@ import torch
 from tqdm import tqdm
 
 from simulator.checkpoint_io import dumps, load_file, register
+from simulator.console import format_cuts, format_summary
 from simulator.engine import RoundRecord, Simulation, check_timing_only, few_collections, intra_op_threads
 from simulator.errors import InputError, clip
 from simulator.limits import check_allocatable, check_client_samples
@@ -23,7 +24,7 @@ from simulator.scenario import ResolvedScenario, load_scenario
 from simulator.training import EvalResult
 from simulator.yamlio import read_yaml_file
 
-__all__ = ["run_scenario", "format_summary", "add_run_parser"]
+__all__ = ["run_scenario", "format_summary", "write_run_report", "add_run_parser"]
 
 CHECKPOINT = "checkpoint"
 CHECKPOINT_FORMAT = 3  # 3: tensors and plain data only (simulator/checkpoint_io.py); 2: rows of compact tensors
@@ -167,57 +168,19 @@ def _run_locked(rs: ResolvedScenario, out: Path, *, resume: bool, progress: bool
     return summary
 
 
-def _num(value: float | None) -> str:
-    """An accuracy, or '-' where there is none (no exit, not evaluated)."""
-    return "-" if value is None or value != value else f"{value:.4f}"
-
-
-def format_summary(summary: dict[str, Any], out: Path) -> str:
-    lines = [
-        f"run '{summary['scenario']}' ({summary['strategy']}, seed {summary['seed']}): {summary['rounds']} rounds",
-        f"  final accuracy (server path, mean over clients): {_num(summary['final_accuracy'])}",
-        f"  exit accuracy (mean over clients):               {_num(summary['mean_exit_accuracy'])}",
-        f"  local accuracy (test split reweighted to each client's own labels, mean): final "
-        f"{_num(summary.get('mean_final_accuracy_local'))}, exit {_num(summary.get('mean_exit_accuracy_local'))}",
-        f"  simulated time: {summary['sim_time_s']:,.2f} s   energy: {summary['energy_j']['total']:,.1f} J   "
-        f"traffic: {summary['bytes_up'] / 1e6:,.2f} MB up, {summary['bytes_down'] / 1e6:,.2f} MB down",
-        f"  host time: {summary['host_seconds']:.1f} s" + ("   (timing only: no training, no accuracy)"
-                                                         if summary.get("timing_only") else ""),
-        "",
-        f"  {'client':<26}{'device':<22}{'cut':>4}{'exit acc':>10}{'final acc':>11}{'energy J':>12}",
-    ]
-    for c in summary["clients"]:
-        name = c["name"]
-        lines.append(
-            f"  {name:<26}{c['device']:<22}{c['cut']:>4}{_num(summary['exit_accuracy'].get(name)):>10}"
-            f"{_num(summary['final_accuracy_per_client'].get(name)):>11}"
-            f"{summary['energy_j']['per_entity'].get(name, 0.0):>12,.1f}"
-        )
-    lines.append(f"  {'server':<26}{'':<22}{'':>4}{'':>10}{'':>11}{summary['energy_j']['server']:>12,.1f}")
-    for name, why in summary.get("cannot_take_part", {}).items():
-        lines.append(f"  {name} could not take part: {why}")
-    for name, fleet in summary.get("availability", {}).items():
-        counts = {k: v for k, v in fleet["rounds_by_status"].items() if k not in ("ok", "cannot_take_part")}
-        if counts:
-            told = ", ".join(f"{v} {k}" for k, v in sorted(counts.items()))
-            lines.append(f"  {name}: rounds {told}")
-    if summary.get("stopped_early"):
-        lines.append(f"  stopped early: {summary['stopped_early']}")
-    lines.append(f"\nresults in {out}/")
-    return "\n".join(lines)
-
-
 def _cmd_run(args: argparse.Namespace) -> int:
     extra = [f"compute.threads={args.threads}"] if args.threads is not None else []
     rs = load_scenario(args.scenario, [*args.set, *extra])
     torch.set_num_threads(intra_op_threads(rs.scenario))  # once per process
     for line in rs.scenario.strategy.warnings():
         print(f"warning: {rs.file}: {line}", file=sys.stderr, flush=True)
-    print(rs.describe_cuts(), flush=True)
+    print(format_cuts(rs, args.verbose), flush=True)
     out = Path(args.out) if args.out else Path("runs") / rs.scenario.name
     summary = run_scenario(rs, out, resume=args.resume, overwrite=args.overwrite,
                            progress=False if args.quiet else None, timing_only=args.timing_only)
-    print(format_summary(summary, out))
+    print(format_summary(summary, out, verbose=args.verbose, quiet=args.quiet))
+    if not args.no_report:
+        print(f"report: {write_run_report(out)}")
     return 0
 
 
@@ -231,6 +194,14 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def write_run_report(out: Path) -> Path:
+    """The run's report.html, report.md and every figure as a PNG, inside the run folder."""
+    from analysis.report import write_report
+
+    html_path, _ = write_report([out], out / "report.html", figures=True)
+    return html_path
+
+
 def add_run_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("run", help="run a scenario and write a run folder")
     p.add_argument("scenario", metavar="SCENARIO.yaml")
@@ -242,6 +213,15 @@ def add_run_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--threads", type=_positive_int, metavar="N",
                    help="intra-op torch threads (sets compute.threads; default: 1 for small models, else torch's); "
                         "identical results need the same seed and the same thread count")
+
+
+    p.add_argument("--quiet", action="store_true",
+                   help="no progress bar; the closing summary gives the headline figures only")
+    p.add_argument("--verbose", action="store_true",
+                   help="list every client (cuts and summary), however large the fleet (default: grouped past "
+                        "20 clients)")
+    p.add_argument("--no-report", action="store_true",
+                   help="do not write report.html and its figures into the run folder")
     p.add_argument("--timing-only", action="store_true",
                    help="no models and no training: simulated times, energies and traffic only (large fleets)")
     p.set_defaults(func=_cmd_run)

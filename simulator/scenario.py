@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import math
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -21,6 +22,7 @@ __all__ = [
     "ClientSpec",
     "ResolvedScenario",
     "load_scenario",
+    "resolve_scenario",
     "parse_scenario",
     "apply_overrides",
     "check_feasible",
@@ -383,8 +385,13 @@ def check_feasible(rs: ResolvedScenario) -> None:
 def load_scenario(path: str | Path, overrides: Sequence[str] = (), *, check: bool = True) -> ResolvedScenario:
     """Read, override, validate and resolve a scenario file; raise one located InputError on bad input."""
     path = Path(path)
-    file = str(path)
-    data = read_yaml_file(path, "scenario file")
+    return resolve_scenario(read_yaml_file(path, "scenario file"), str(path), overrides, check=check)
+
+
+def resolve_scenario(data: Any, file: str, overrides: Sequence[str] = (), *, check: bool = True) -> ResolvedScenario:
+    """Override, validate and resolve scenario data read from `file` (relative paths in it are relative to the
+    file's folder); `data` is not modified."""
+    data = copy.deepcopy(data)
     if isinstance(data, dict) and overrides:
         data = apply_overrides(data, overrides, file)
     sc = parse_scenario(data, file)

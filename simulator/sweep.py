@@ -166,7 +166,7 @@ def run_sweep(spec: SweepSpec, out: Path, *, executor: str = "ray", address: str
                 print(f"  {r.point.id}: {r.note}; {verb}", flush=True)
         if not todo:
             return rows
-        print(f"running on {runner.describe()}", flush=True)
+        print(runner.describe(), flush=True)
         by_id = {r.point.id: r for r in rows}
         bar = progress = tqdm(total=len(rows), initial=len(rows) - len(todo), desc=spec.name, unit="point",
                               file=sys.stderr, disable=quiet, dynamic_ncols=True)

@@ -78,7 +78,7 @@ class LocalExecutor:
         pass
 
     def describe(self) -> str:
-        return "in this process, one point at a time"
+        return "running in this process, one point at a time"
 
     def run(self, jobs: Sequence[PointJob], on_done: OnDone) -> None:
         for job in jobs:
@@ -99,7 +99,7 @@ class RayExecutor:
         self._started = False
 
     def describe(self) -> str:
-        where = f"Ray cluster at {self.address}" if self.address else "local Ray"
+        where = f"running on the Ray cluster at {self.address}" if self.address else "running on a local Ray"
         cpus = int(self._ray.cluster_resources().get("CPU", 0)) if self._ray.is_initialized() else None
         n = self.workers
         limit = f", at most {n} point{'s' if n != 1 else ''} at once" if self.address and n else ""

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from html.parser import HTMLParser
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 from analysis import plots
@@ -150,10 +151,15 @@ def test_event_energies_add_up_to_the_summary(runs: Runs) -> None:
 def test_loader_reads_csv_and_parquet_alike(runs: Runs) -> None:
     avg, seq = load_run(runs.avg), load_run(runs.seq)
     assert avg.events is not None and seq.events is not None
-    assert avg.events.file.name == "events.csv" and seq.events.file.name == "events.parquet"
+    assert avg.events_file is not None and avg.events_file.name == "events.csv"
+    assert seq.events_file is not None and seq.events_file.name == "events.parquet"
     for run in (avg, seq):
-        assert run.events["entity"].dtype.kind == "U" and run.events["t_end"].dtype.kind == "f"
-        assert run.rounds["round"].tolist() == [1.0, 2.0]
+        assert isinstance(run.events, pd.DataFrame) and isinstance(run.clients, pd.DataFrame)
+        assert pd.api.types.is_string_dtype(run.events["entity"]) and run.events["t_end"].dtype == "float64"
+        assert run.events["round"].dtype == "int64" and run.events["bytes"].dtype == "float64"
+        assert run.rounds["round"].tolist() == [1, 2] and run.rounds["round"].dtype == "int64"
+        assert run.clients["cut"].dtype == "int64" and run.clients["available"].dtype == "bool"
+        assert pd.api.types.is_string_dtype(run.clients["client"])
         assert run.scenario is not None and run.scenario["name"] == run.summary["scenario"]
         assert run.clients is not None and len(run.clients) == 2 * len(run.summary["clients"])
 
@@ -266,12 +272,12 @@ def test_report_command_prints_the_path(runs: Runs, tmp_path: Path, capsys: pyte
 
 
 def test_report_zooms_the_timeline_of_long_runs(runs: Runs, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import analysis.report
+    import analysis.plots_fleet
 
-    monkeypatch.setattr(analysis.report, "TIMELINE_MAX_ROUNDS", 1)
+    monkeypatch.setattr(analysis.plots_fleet, "DEFAULT_TIMELINE_ROUNDS", 1)
     html_path, _ = write_report([runs.avg], tmp_path / "report.html")
     assert "fig-timeline-tiny_avg" in _parse(html_path).figures
-    assert "(rounds 1–3 of 2)" in html_path.read_text()
+    assert "(rounds 1–1 of 2;" in html_path.read_text()
 
 
 def test_runs_with_the_same_folder_name_get_distinct_labels(runs: Runs, tmp_path: Path) -> None:
@@ -378,12 +384,20 @@ def test_timeline_is_legible_for_many_devices_and_unknown_kinds(tmp_path: Path) 
     legend = [t.get_text() for t in ax.get_legend().get_texts()]
     assert {"compute", "tx", "offline", "straggler", "mystery_state", "leave"} <= set(legend)
     assert "idle" not in legend  # drawn as the background, named as such
-    energy_fig = plots.energy(run)
-    assert energy_fig.get_size_inches()[0] > 15  # 60 bars need room
+    energy_fig = plots.energy(run)  # past GROUP_ABOVE clients: one bar per device/link/cut group, mean per client
+    ticks = [t.get_text() for t in energy_fig.axes[0].get_xticklabels()]
+    assert ticks == ["rpi4/ble cut 1 (×20)", "rpi4/ble cut 2 (×20)", "rpi4/ble cut 3 (×20)"]
+    heights = {round(p.get_height(), 9) for p in energy_fig.axes[0].patches}
+    assert heights - {0.0} == {1.0, 0.1}  # each client: idle 1 J, then 0.1 J per energy-carrying kind
+    fewer = plots.energy(load_run(_hand_run(tmp_path / "thirty", 30, ["compute"])))
+    assert fewer.get_size_inches()[0] > 10  # 30 bars need room
     energy_legend = {t.get_text() for t in energy_fig.legends[0].get_texts()}
-    assert energy_legend == {"idle", "compute", "tx", "offline", "straggler", "mystery_state"}  # no 0 J 'leave'
-    early = plots.accuracy_by_cut(run)
+    assert energy_legend == {"idle (baseline draw)", "server idle draw", "compute", "tx", "offline", "straggler",
+                             "mystery_state"}  # no 0 J 'leave'
+    assert "dominated by the clients idle draw" in energy_fig._suptitle.get_text()  # 60 J of 60 + 1 + 6 x 1.4 J
+    early = plots.accuracy_by_cut(run)  # grouped past GROUP_ABOVE clients: one bar pair per device/link/cut
     assert sorted(t.get_text() for t in early.axes[0].texts) == ["cut 1", "cut 2", "cut 3"]
+    assert [t.get_text() for t in early.axes[0].get_xticklabels()] == ["rpi4/ble (×20)"] * 3
 
 
 def test_time_to_accuracy_skips_rounds_without_accuracy(tmp_path: Path) -> None:
@@ -469,7 +483,7 @@ def test_analysis_never_imports_torch(runs: Runs, tmp_path: Path) -> None:
         from analysis.report import write_report
 
         runs = [load_run(p) for p in sys.argv[1:3]]
-        assert runs[1].events is not None and runs[1].events.file.suffix == ".parquet"
+        assert runs[1].events is not None and runs[1].events_file.suffix == ".parquet"
         figures = [plots.tradeoff(runs), plots.tradeoff(runs, "inference"), plots.time_to_accuracy(runs)]
         for run in runs:
             figures += [plots.timeline(run), plots.energy(run), plots.accuracy_by_cut(run), plots.early_exit(run)]

@@ -5,10 +5,9 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-import numpy as np
+import pandas as pd
 import pytest
 
-from analysis.load import Table
 from analysis.metrics import (
     accuracy_curve,
     energy_by_state,
@@ -22,8 +21,10 @@ from analysis.metrics import (
 from simulator.errors import InputError
 
 
-def _table(**columns: list) -> Table:
-    return Table(Path("hand.csv"), {k: np.array(v) for k, v in columns.items()})
+def _table(**columns: list) -> pd.DataFrame:
+    df = pd.DataFrame(columns)
+    df.attrs["file"] = str(Path("hand.csv"))
+    return df
 
 
 def test_pareto_front_keeps_only_non_dominated_points_sorted_by_x() -> None:

@@ -245,6 +245,14 @@ def cost_table_cached(width: int, in_channels: int, num_classes: int, image_size
     return build_cost_table(model, image_size, exit_head, exit_grid)
 
 
+def _flops(flops: float) -> str:
+    """FLOPs with a unit that keeps three significant digits: an exit head is kFLOPs, a block MFLOPs."""
+    for unit, scale in (("GFLOP", 1e9), ("MFLOP", 1e6), ("kFLOP", 1e3)):
+        if flops >= scale:
+            return f"{flops / scale:.3g} {unit}"
+    return f"{flops:.3g} FLOP"
+
+
 def format_cost_table(table: CostTable, batch_size: int, optimizer: str = "sgd") -> str:
     """A readable text table: one row per unit (its cut's activation and client memory), the classifier, totals."""
     gf, mib = 1e-9, 1.0 / 2**20
@@ -273,6 +281,7 @@ def format_cost_table(table: CostTable, batch_size: int, optimizer: str = "sgd")
                  f"{table.full_train_memory_bytes(batch_size, optimizer) * mib:.1f} MiB")
     heads = table.exit_heads
     lines.append(f"exit heads, cut 1..{table.num_cuts} (in client figures): "
-                 f"fwd {min(h.fwd_flops for h in heads) * gf:.5f}-{max(h.fwd_flops for h in heads) * gf:.5f} GF/smp, "
+                 f"fwd {_flops(min(h.fwd_flops for h in heads))} to {_flops(max(h.fwd_flops for h in heads))} "
+                 "per sample, "
                  f"params {min(h.params for h in heads):,}-{max(h.params for h in heads):,}")
     return "\n".join(lines)
