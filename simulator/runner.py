@@ -188,9 +188,9 @@ def _positive_int(text: str) -> int:
     try:
         value = int(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}") from None
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {clip(text, 20)!r}") from None
     if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}")
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {clip(text, 20)!r}")
     return value
 
 
@@ -209,12 +209,6 @@ def add_run_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", metavar="DIR", help="run folder (default: runs/<scenario name>)")
     p.add_argument("--resume", action="store_true", help="continue an interrupted run from its last checkpoint")
     p.add_argument("--overwrite", action="store_true", help="replace an existing run folder")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
-    p.add_argument("--threads", type=_positive_int, metavar="N",
-                   help="intra-op torch threads (sets compute.threads; default: 1 for small models, else torch's); "
-                        "identical results need the same seed and the same thread count")
-
-
     p.add_argument("--quiet", action="store_true",
                    help="no progress bar; the closing summary gives the headline figures only")
     p.add_argument("--verbose", action="store_true",
@@ -222,6 +216,9 @@ def add_run_parser(sub: argparse._SubParsersAction) -> None:
                         "20 clients)")
     p.add_argument("--no-report", action="store_true",
                    help="do not write report.html and its figures into the run folder")
+    p.add_argument("--threads", type=_positive_int, metavar="N",
+                   help="intra-op torch threads (sets compute.threads; default: 1 for small models, else torch's); "
+                        "identical results need the same seed and the same thread count")
     p.add_argument("--timing-only", action="store_true",
                    help="no models and no training: simulated times, energies and traffic only (large fleets)")
     p.set_defaults(func=_cmd_run)
