@@ -242,7 +242,7 @@ def test_markov_churn_is_reproducible_and_resumable(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(("text", "problem"), [
     ("who,when\n", "first line must be 'client,t_start,t_end'"),
-    ("client,t_start,t_end\nnobody,0,1\n", "unknown client 'nobody'"),
+    ("client,t_start,t_end\nnobody,0,1\n", "line 2: names no client of this fleet (clients: a)"),
     ("client,t_start,t_end\na,5,1\n", "need 0 <= t_start < t_end"),
     ("client,t_start,t_end\na,0,soon\n", "must be numbers of seconds"),
     ("client,t_start,t_end\na,0,5\na,4,6\n", "overlap at 4 s"),

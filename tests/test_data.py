@@ -237,7 +237,7 @@ def test_pickles_from_older_numpy_load_and_foreign_objects_are_refused(tmp_path:
             return (print, ("this must never run",))
 
     write_pickle(folder / "test_batch", {b"data": Evil(), b"labels": [1]})
-    with pytest.raises(InputError, match="refusing to construct builtins.print") as err:
+    with pytest.raises(InputError, match="holds objects the CIFAR files never contain") as err:
         load_dataset("cifar10", tmp_path)
     assert err.value.file == str(folder / "test_batch")
 
@@ -246,7 +246,7 @@ def test_cifar_wrong_layout_is_an_input_error(tmp_path: Path) -> None:
     write_cifar10(tmp_path, np.random.default_rng(6))
     batch = tmp_path / "cifar-10-batches-py" / "data_batch_2"
     write_pickle(batch, {b"data": np.zeros((2, 1024), np.uint8), b"labels": [0, 1]})
-    with pytest.raises(InputError, match="uint8 \\(N, 3072\\)") as err:
+    with pytest.raises(InputError, match="uint8 array of shape \\(N, 3072\\)") as err:
         load_dataset("cifar10", tmp_path)
     assert err.value.file == str(batch)
 
