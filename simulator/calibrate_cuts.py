@@ -18,6 +18,7 @@ import yaml
 from simulator import compute_model
 from simulator.calibration_fit import NOISY_SPREAD, StepFit, UnitFit, fit_steps, fit_units, spread
 from simulator.models.cost_table import CostTable
+from simulator.models.heads import DEFAULT_EXIT_GRID
 
 __all__ = ["CutTiming", "CutCalibration", "time_cut_steps", "fit_cuts", "format_cut_table", "load_average", "fit_note",
            "measurements_json"]
@@ -75,7 +76,8 @@ def load_average() -> float | None:
         return None
 
 
-def _world(width: int, in_channels: int, image_size: int, batch: int, device: str, exit_head: str) -> Any:
+def _world(width: int, in_channels: int, image_size: int, batch: int, device: str, exit_head: str,
+           exit_grid: int, num_classes: int) -> Any:
     """A Simulation whose 8 clients sit at cuts 1..8, each with its own server model (Averaging): its trainers and
     server paths are the objects a run steps."""
     from simulator.engine import Simulation
@@ -89,9 +91,9 @@ def _world(width: int, in_channels: int, image_size: int, batch: int, device: st
         "seed": 0,
         "compute": device,
         "dataset": {"name": "synthetic", "partition": {"kind": "iid"},
-                    "synthetic": {"image_size": image_size, "in_channels": in_channels, "num_classes": 10,
+                    "synthetic": {"image_size": image_size, "in_channels": in_channels, "num_classes": num_classes,
                                   "train_size": batch * 8 * 4, "test_size": batch}},
-        "model": {"width": width, "exit_head": exit_head},
+        "model": {"width": width, "exit_head": exit_head, "exit_grid": exit_grid},
         "training": {"rounds": 1, "local_steps": 1, "batch_size": batch},
         "strategy": {"name": "averaging"},
         "server": {"device": big, "workers": 1},
@@ -106,13 +108,14 @@ def _world(width: int, in_channels: int, image_size: int, batch: int, device: st
 
 
 def time_cut_steps(*, width: int, in_channels: int, image_size: int, batch: int, device: str = "cpu",
-                   exit_head: str = "pool_linear", repeats: int = 10, warmup: int = 3,
+                   exit_head: str = "pool_linear", exit_grid: int = DEFAULT_EXIT_GRID, num_classes: int = 10,
+                   repeats: int = 10, warmup: int = 3,
                    clock: Clock = time.perf_counter) -> tuple[CutTiming, ...]:
     """Every repeat of one real training step at cuts 1..8: the client part (ClientTrainer.step: forward, exit
     head, backward, optimizer step, as a run does it) and the server part from that cut (ServerPath.step on the
     client's features). On a GPU each timed step ends with torch.cuda.synchronize() before the clock is read
     (the kernels were only queued: a sync point)."""
-    sim = _world(width, in_channels, image_size, batch, device, exit_head)
+    sim = _world(width, in_channels, image_size, batch, device, exit_head, exit_grid, num_classes)
     w = sim.world
     sync: Callable[[], None] = torch.cuda.synchronize if w.torch_device.type == "cuda" else (lambda: None)
     out: list[CutTiming] = []

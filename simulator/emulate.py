@@ -72,8 +72,8 @@ def check_scenario(rs: ResolvedScenario) -> None:
                          key="network.activation_dtype")
     if sc.training.round_deadline_s is not None:
         raise InputError("emulate has no round deadline", file=rs.file, key="training.round_deadline_s")
-    if sc.compute != "cpu":
-        raise InputError("emulate runs on the CPU (the quotas are CPU time)", file=rs.file, key="compute")
+    if sc.compute.device != "cpu":
+        raise InputError("emulate runs on the CPU (the quotas are CPU time)", file=rs.file, key="compute.device")
     for c in rs.clients:
         if c.availability.model != "always_on":
             raise InputError(f"client '{c.name}': emulate runs always-on clients", file=rs.file,
@@ -110,7 +110,7 @@ def effective_quotas(rs: ResolvedScenario, machine: DeviceProfile, step_s: Seque
 
     sc = rs.scenario
     in_ch, size, classes = sc.dataset.shape()
-    table = cost_table_cached(sc.model.width, in_ch, classes, size, sc.model.exit_head)
+    table = cost_table_cached(sc.model.width, in_ch, classes, size, sc.model.exit_head, sc.model.exit_grid)
     out = []
     for c, measured in zip(rs.clients, step_s):
         full = sum(ClientCosts.of(table, c.cut, sc.training.batch_size, sc.network.activation_dtype)

@@ -35,11 +35,13 @@ def measure_machine(rs: ResolvedScenario, repeats: int = 7, warmup: int = 2) -> 
 
     torch.set_num_threads(1)
     sc = rs.scenario
-    in_ch, size, _classes = sc.dataset.shape()
+    in_ch, size, classes = sc.dataset.shape()
     shape = dict(width=sc.model.width, in_channels=in_ch, image_size=size, batch=sc.training.batch_size)
     cal = calibrate(**shape, repeats=repeats, warmup=warmup)
-    steps = time_cut_steps(**shape, exit_head=sc.model.exit_head, repeats=repeats, warmup=warmup)
-    fit = fit_cuts(cost_table_cached(sc.model.width, in_ch, 10, size, "pool_linear"), sc.training.batch_size, steps,
+    steps = time_cut_steps(**shape, exit_head=sc.model.exit_head, exit_grid=sc.model.exit_grid, num_classes=classes,
+                           repeats=repeats, warmup=warmup)
+    table = cost_table_cached(sc.model.width, in_ch, classes, size, sc.model.exit_head, sc.model.exit_grid)
+    fit = fit_cuts(table, sc.training.batch_size, steps,
                    {u.unit: u.train_flops_per_s for u in cal.units}, cal.flops_per_s)
     send_cpu = measure_send_cpu()
     print(f"this machine: {fit.fitted_flops_per_s / 1e9:.2f} GFLOP/s, step overhead "

@@ -138,9 +138,10 @@ def test_a_bad_cell_is_an_input_error_naming_file_and_column(runs: tuple[analysi
     cells = text[1].split(",")
     cells[1] = "soon"  # sim_time_s
     (broken / "rounds.csv").write_text("\n".join([text[0], ",".join(cells), *text[2:]]) + "\n")
-    with pytest.raises(InputError, match="column sim_time_s: not a number: 'soon'") as err:
+    with pytest.raises(InputError, match=r"column sim_time_s holds a value that is not a number \(row 1") as err:
         analysis.load_run(broken)
     assert err.value.file == str(broken / "rounds.csv")
+    assert "soon" not in str(err.value)  # a run folder's cells are not echoed (the file may be anything)
 
 
 def test_repr_is_short(runs: tuple[analysis.Run, analysis.Run]) -> None:

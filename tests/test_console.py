@@ -56,7 +56,7 @@ def test_verbose_lists_every_client_and_quiet_only_the_headline() -> None:
     verbose = format_summary(summary, Path("r"), verbose=True)
     assert all(f"  b-{i} " in verbose for i in range(30))
     quiet = format_summary(summary, Path("r"), quiet=True).splitlines()
-    assert len(quiet) == 7 and quiet[0].startswith("run 'hand'") and not any("b-0" in line for line in quiet)
+    assert len(quiet) == 8 and quiet[0].startswith("run 'hand'") and not any("b-0" in line for line in quiet)
 
 
 def test_groups_past_the_limit_are_counted() -> None:
@@ -109,7 +109,8 @@ def test_replay_prints_its_own_host_time(tmp_path: Path, capsys: pytest.CaptureF
 
 
 def test_cost_table_shows_exit_head_flops_with_a_unit(capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["validate", str(REPO / "scenarios" / "quickstart.yaml"), "--costs"]) == 0
+    assert main(["validate", str(REPO / "scenarios" / "quickstart.yaml"), "--costs",
+                 "--set", "model.exit_head=pool_linear"]) == 0
     out = capsys.readouterr().out
     # pool_linear head at width 8: global pool, then linear C -> 10 at 2 FLOPs per multiply-add: cut 1 has C = 8
     # (160 FLOP), cut 8 has C = 64 (1 280 FLOP).

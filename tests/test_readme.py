@@ -203,5 +203,5 @@ def test_the_tutorial_and_figure_commands_run(tmp_path: Path) -> None:
 
 def test_readme_names_the_run_folder_options() -> None:
     text = README.read_text(encoding="utf-8")
-    for option in ("--overwrite", "--resume", "--no-report", "--verbose", "--quiet", "OMP_NUM_THREADS"):
+    for option in ("--overwrite", "--resume", "--no-report", "--verbose", "--quiet", "--threads"):
         assert option in text, option
