@@ -70,7 +70,7 @@ def main(cfg: dict[str, Any]) -> None:
         assert m.kind == "ready"
         step_s[m.meta["client"]] = m.meta["step_s"]
     rec = Recorded()
-    rounds, server_loss = [], []
+    rounds = []
     everyone = list(range(n))
     for rnd in range(1, w.scenario.training.rounds + 1):
         t0 = now() + START_LEAD_S
