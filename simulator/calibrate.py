@@ -15,7 +15,7 @@ from typing import Callable, Sequence
 
 import torch
 
-from simulator.calibrate_cuts import CutCalibration, fit_note
+from simulator.calibrate_cuts import CutCalibration, fit_note, timed_samples
 from simulator.errors import InputError
 from simulator.models.cost_table import CostTable, cost_table_cached
 from simulator.models.resnet import SplitResNet18
@@ -92,16 +92,7 @@ def aggregate_flops_per_s(units: Sequence[UnitTiming]) -> float:
 
 def _median_seconds(step: Callable[[], object], repeats: int, warmup: int, clock: Clock,
                     sync: Callable[[], None]) -> float:
-    for _ in range(warmup):
-        step()
-    sync()
-    times = []
-    for _ in range(repeats):
-        start = clock()
-        step()
-        sync()  # GPU: the kernels were only queued; wait for them before reading the clock (a sync point)
-        times.append(clock() - start)
-    return statistics.median(times)
+    return statistics.median(timed_samples(step, repeats, warmup, clock, sync))
 
 
 def time_units(model: SplitResNet18, table: CostTable, x: torch.Tensor, *, repeats: int, warmup: int,

@@ -20,7 +20,7 @@ from simulator.calibration_fit import NOISY_SPREAD, StepFit, UnitFit, fit_steps,
 from simulator.models.cost_table import CostTable
 from simulator.models.heads import DEFAULT_EXIT_GRID
 
-__all__ = ["CutTiming", "CutCalibration", "time_cut_steps", "fit_cuts", "format_cut_table", "load_average", "fit_note",
+__all__ = ["CutTiming", "CutCalibration", "timed_samples", "time_cut_steps", "fit_cuts", "format_cut_table", "load_average", "fit_note",
            "measurements_json"]
 
 Clock = Callable[[], float]
@@ -107,6 +107,21 @@ def _world(width: int, in_channels: int, image_size: int, batch: int, device: st
     return Simulation(rs, evaluate=False)
 
 
+def timed_samples(step: Callable[[], object], repeats: int, warmup: int, clock: Clock,
+                  sync: Callable[[], None]) -> list[float]:
+    """Seconds of each of `repeats` calls of `step`, after `warmup` untimed ones."""
+    for _ in range(warmup):
+        step()
+    sync()
+    samples = []
+    for _ in range(repeats):
+        start = clock()
+        step()
+        sync()  # GPU: the kernels were only queued; wait for them before reading the clock (a sync point)
+        samples.append(clock() - start)
+    return samples
+
+
 def time_cut_steps(*, width: int, in_channels: int, image_size: int, batch: int, device: str = "cpu",
                    exit_head: str = "pool_linear", exit_grid: int = DEFAULT_EXIT_GRID, num_classes: int = 10,
                    repeats: int = 10, warmup: int = 3,
@@ -124,16 +139,7 @@ def time_cut_steps(*, width: int, in_channels: int, image_size: int, batch: int,
         h, y = trainer.step(w.train_x, w.train_y)
         for part, step in (("client", lambda t=trainer: t.step(w.train_x, w.train_y)),
                            ("server", lambda p=path, h=h, y=y: p.step(h, y))):
-            for _ in range(warmup):
-                step()
-            sync()
-            samples = []
-            for _ in range(repeats):
-                start = clock()
-                step()
-                sync()
-                samples.append(clock() - start)
-            out.append(CutTiming(part, trainer.cut, tuple(samples)))
+            out.append(CutTiming(part, trainer.cut, tuple(timed_samples(step, repeats, warmup, clock, sync))))
     return tuple(out)
 
 
