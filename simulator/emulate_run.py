@@ -17,7 +17,9 @@ from typing import Any, Iterator
 
 from simulator.emulate import check_can_emulate, check_scenario, effective_quotas, emulated_scenario, quotas_for
 from simulator.errors import InputError
+from simulator.checkpoint_io import load_file
 from simulator.profiles import DeviceProfile, load_profile_dir
+from simulator.run_folder import RunFolder
 from simulator.scenario import ResolvedScenario, load_scenario
 
 __all__ = ["run_emulation", "measure_machine", "measure_send_cpu", "assemble", "favoured"]
@@ -203,73 +205,73 @@ def run_emulation(args: argparse.Namespace) -> int:
     rs = load_scenario(args.scenario, args.set)
     check_scenario(rs)
     out = Path(args.out or f"runs/{rs.scenario.name}-emulated")
-    if out.exists() and any(out.iterdir()) and not args.overwrite:
-        raise InputError(f"{out} already holds a run; pass --overwrite to replace it", key="--out")
-    if args.profile:
-        machine = _load_profile(args.profile)
-    else:
-        with favoured(f"sx{os.getpid() % 0xFFFF:x}cal"):
-            machine = measure_machine(rs)
-    cores = os.cpu_count() or 1
-    quotas = quotas_for(rs, machine, cores)
-    emu = emulated_scenario(rs, machine, quotas)
-    load = os.getloadavg()
-    print(f"emulating {len(rs.clients)} clients on quotas {', '.join(f'{q:.3f}' for q in quotas)} of a core "
-          f"({cores} cores, load {load[0]:.2f})", file=sys.stderr, flush=True)
-    if out.exists():
-        shutil.rmtree(out)
-    work = out / "emulation"
-    work.mkdir(parents=True)
-    write_resolved(out, emu)
-    sc = emu.scenario
-    plan = FleetPlan(tag=f"sx{os.getpid() % 0xFFFF:x}",
-                     links=tuple(LinkPlan(c.link.uplink_bps, c.link.downlink_bps, c.medium) for c in emu.clients),
-                     quotas=tuple(quotas),
-                     media={name: m.capacity_bps for name, m in sc.network.media.items()})
-    procs: dict[str, subprocess.Popen[bytes]] = {}
-    previous = signal.signal(signal.SIGTERM, _interrupt)
-    fleet = Fleet(plan)
-    try:
-        fleet.open()
-        base = {"scenario": str(out / "scenario.resolved.yaml"), "port": args.port}
-        procs["server"] = _spawn("simulator.emulate_server", {
-            **base, "netns": fleet.netns_path(fleet.server_ns), "cgroup": fleet.server_cgroup(),
-            "result": str(work / "server.pt"), "seed": sc.seed}, work, "server")
-        for i in range(len(emu.clients)):
-            procs[f"client{i}"] = _spawn("simulator.emulate_client", {
-                **base, "index": i, "netns": fleet.netns_path(fleet.client_ns[i]), "cgroup": fleet.client_cgroup(i),
-                "server_addr": fleet.server_addr[i], "events": str(work / f"client{i}.json")}, work, f"client{i}")
-        _watch(procs, work, args.timeout)
-    finally:
-        _stop(procs)
-        problems = fleet.close()
-        signal.signal(signal.SIGTERM, previous)
-        for line in problems:
-            print(f"warning: not cleaned up: {line}", file=sys.stderr)
-    result = torch.load(work / "server.pt", weights_only=False)
-    rows = [row for i in range(len(emu.clients)) for row in json.loads((work / f"client{i}.json").read_text())]
-    # What each client really ran at, measured on its quota before the run: the simulation gets that device.
-    got = effective_quotas(rs, machine, result["client_step_s"])
-    emu = emulated_scenario(rs, machine, got)
-    write_resolved(out, emu)
-    records, recorder = assemble(emu, result, rows)
-    emulated = {"quotas": dict(zip((c.name for c in emu.clients), quotas)),
-                "measured_shares": dict(zip((c.name for c in emu.clients), got)),
-                "measured_step_s": dict(zip((c.name for c in emu.clients), result["client_step_s"])),
-                "cfs_period_us": 10_000,
-                "machine_flops_per_s": machine.flops_per_s, "machine_step_overhead_s": machine.step_overhead_s,
-                "cores": cores, "load_average_at_start": load[0], "load_average_at_end": os.getloadavg()[0]}
-    write_run(out, emu, records, recorder, finish=lambda summ: {**summ, "emulated": emulated})
-    print("simulating the same scenario ...", file=sys.stderr, flush=True)
-    run_scenario(emu, out / "simulated", overwrite=True, progress=False)
-    fid = fidelity_rows(out, out / "simulated")
-    header = (f"# Fidelity: {rs.scenario.name}\n\nEmulated (real processes, shaped links, CPU quotas "
-              f"{', '.join(f'{q:.3f}' for q in quotas)} of a core; measured before the run, the clients' steps ran as "
-              f"fast as {', '.join(f'{q:.3f}' for q in got)} of the machine's full core, the profiles simulated) vs "
-              f"simulated; error = simulated / "
-              f"emulated - 1. Load average at start {load[0]:.2f}, at end {os.getloadavg()[0]:.2f} "
-              f"({cores} cores).")
-    write_fidelity(out, fid, header)
-    print(fidelity_markdown(fid, header))
-    print(f"results in {out}/ (the simulation in {out}/simulated/)")
-    return 0
+    # The folder is claimed like `splitee run`'s: --overwrite only empties a run folder this tool wrote, and one
+    # process at a time writes it.
+    claim = "replace" if args.overwrite else "refuse"
+    with RunFolder(out).claim(existing=claim, protect=[Path(rs.file)]):
+        if args.profile:
+            machine = _load_profile(args.profile)
+        else:
+            with favoured(f"sx{os.getpid() % 0xFFFF:x}cal"):
+                machine = measure_machine(rs)
+        cores = os.cpu_count() or 1
+        quotas = quotas_for(rs, machine, cores)
+        emu = emulated_scenario(rs, machine, quotas)
+        load = os.getloadavg()
+        print(f"emulating {len(rs.clients)} clients on quotas {', '.join(f'{q:.3f}' for q in quotas)} of a core "
+              f"({cores} cores, load {load[0]:.2f})", file=sys.stderr, flush=True)
+        work = out / "emulation"
+        work.mkdir(parents=True)
+        write_resolved(out, emu)
+        sc = emu.scenario
+        plan = FleetPlan(tag=f"sx{os.getpid() % 0xFFFF:x}",
+                         links=tuple(LinkPlan(c.link.uplink_bps, c.link.downlink_bps, c.medium) for c in emu.clients),
+                         quotas=tuple(quotas),
+                         media={name: m.capacity_bps for name, m in sc.network.media.items()})
+        procs: dict[str, subprocess.Popen[bytes]] = {}
+        previous = signal.signal(signal.SIGTERM, _interrupt)
+        fleet = Fleet(plan)
+        try:
+            fleet.open()
+            base = {"scenario": str(out / "scenario.resolved.yaml"), "port": args.port}
+            procs["server"] = _spawn("simulator.emulate_server", {
+                **base, "netns": fleet.netns_path(fleet.server_ns), "cgroup": fleet.server_cgroup(),
+                "result": str(work / "server.pt"), "seed": sc.seed}, work, "server")
+            for i in range(len(emu.clients)):
+                procs[f"client{i}"] = _spawn("simulator.emulate_client", {
+                    **base, "index": i, "netns": fleet.netns_path(fleet.client_ns[i]), "cgroup": fleet.client_cgroup(i),
+                    "server_addr": fleet.server_addr[i], "events": str(work / f"client{i}.json")}, work, f"client{i}")
+            _watch(procs, work, args.timeout)
+        finally:
+            _stop(procs)
+            problems = fleet.close()
+            signal.signal(signal.SIGTERM, previous)
+            for line in problems:
+                print(f"warning: not cleaned up: {line}", file=sys.stderr)
+        result = load_file(work / "server.pt")  # tensors and plain data only: nothing in it can run code
+        rows = [row for i in range(len(emu.clients)) for row in json.loads((work / f"client{i}.json").read_text())]
+        # What each client really ran at, measured on its quota before the run: the simulation gets that device.
+        got = effective_quotas(rs, machine, result["client_step_s"])
+        emu = emulated_scenario(rs, machine, got)
+        write_resolved(out, emu)
+        records, recorder = assemble(emu, result, rows)
+        emulated = {"quotas": dict(zip((c.name for c in emu.clients), quotas)),
+                    "measured_shares": dict(zip((c.name for c in emu.clients), got)),
+                    "measured_step_s": dict(zip((c.name for c in emu.clients), result["client_step_s"])),
+                    "cfs_period_us": 10_000,
+                    "machine_flops_per_s": machine.flops_per_s, "machine_step_overhead_s": machine.step_overhead_s,
+                    "cores": cores, "load_average_at_start": load[0], "load_average_at_end": os.getloadavg()[0]}
+        write_run(out, emu, records, recorder, finish=lambda summ: {**summ, "emulated": emulated})
+        print("simulating the same scenario ...", file=sys.stderr, flush=True)
+        run_scenario(emu, out / "simulated", overwrite=True, progress=False)
+        fid = fidelity_rows(out, out / "simulated")
+        header = (f"# Fidelity: {rs.scenario.name}\n\nEmulated (real processes, shaped links, CPU quotas "
+                  f"{', '.join(f'{q:.3f}' for q in quotas)} of a core; measured before the run, the clients' steps ran as "
+                  f"fast as {', '.join(f'{q:.3f}' for q in got)} of the machine's full core, the profiles simulated) vs "
+                  f"simulated; error = simulated / "
+                  f"emulated - 1. Load average at start {load[0]:.2f}, at end {os.getloadavg()[0]:.2f} "
+                  f"({cores} cores).")
+        write_fidelity(out, fid, header)
+        print(fidelity_markdown(fid, header))
+        print(f"results in {out}/ (the simulation in {out}/simulated/)")
+        return 0

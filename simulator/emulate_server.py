@@ -13,7 +13,9 @@ from typing import Any
 
 import numpy as np
 
+from simulator.checkpoint_io import dumps
 from simulator.emulate_client import IO_TIMEOUT_S, Recorded, load_world
+from simulator.fsio import atomic_write
 
 __all__ = ["main", "START_LEAD_S"]
 
@@ -108,9 +110,9 @@ def main(cfg: dict[str, Any]) -> None:
     for conn in socks.values():
         send_message(conn, Message("stop"))
     delay.close()
-    torch.save({"rounds": rounds, "events": rec.rows, "steps": list(w.steps_per_round), "client_step_s": step_s,
-                "evals": {i: (e.exit_correct, e.final_correct, e.exit_entropy) for i, e in evals.items()}},
-               cfg["result"])
+    atomic_write(Path(cfg["result"]), dumps({
+        "rounds": rounds, "events": rec.rows, "steps": list(w.steps_per_round), "client_step_s": step_s,
+        "evals": {i: (e.exit_correct, e.final_correct, e.exit_entropy) for i, e in evals.items()}}))
     for conn in socks.values():
         conn.close()
 
