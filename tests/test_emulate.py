@@ -95,6 +95,20 @@ def test_not_root_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]
     assert out == "" and len(err.splitlines()) == 1 and "needs root" in err
 
 
+def test_overwrite_never_empties_a_folder_this_tool_did_not_write(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    import simulator.emulate_run as emulate_run
+
+    monkeypatch.setattr(emulate_run, "check_can_emulate", lambda: None)  # the folder is claimed before anything runs
+    out = tmp_path / "thesis"
+    out.mkdir()
+    (out / "chapter1.tex").write_text("precious")
+    assert main(["emulate", str(_write(tmp_path)), "--out", str(out), "--overwrite"]) == 2
+    err = capsys.readouterr().err
+    assert len(err.splitlines()) == 1 and "not a run folder this tool wrote" in err
+    assert (out / "chapter1.tex").read_text() == "precious" and sorted(p.name for p in out.iterdir()) == ["chapter1.tex"]
+
+
 def test_quotas_by_hand(tmp_path: Path) -> None:
     rs = load_scenario(_write(tmp_path))
     assert quotas_for(rs, MACHINE, cores=2) == pytest.approx([0.2, 0.4])  # 2 and 4 GFLOP/s of 10
