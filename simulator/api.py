@@ -50,14 +50,12 @@ def run(scenario: str | Path | Mapping[str, Any], set: Sequence[str] | str = (),
     thread for small models).
     Bad input raises `simulator.errors.InputError` with the same one-line message the command line prints.
     """
-    import torch
-
     from analysis.load import load_run
-    from simulator.engine import intra_op_threads
+    from simulator.engine import use_threads
     from simulator.runner import run_scenario
 
     rs = _resolve(scenario, _sets(set))
-    torch.set_num_threads(intra_op_threads(rs.scenario))  # as `splitee run` does: compute.threads, else the default rule
+    use_threads(rs.scenario)  # as `splitee run` does: compute.threads, else the default rule
     folder = _out(out, rs.scenario.name)
     run_scenario(rs, folder, resume=resume, overwrite=overwrite or out is None, progress=progress,
                  timing_only=timing_only)

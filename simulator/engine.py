@@ -32,7 +32,7 @@ from simulator.strategies import STRATEGIES, Strategy
 from simulator.training import BatchSampler, ClientTrainer, EvalResult, local_test_weights
 from simulator.world import World
 
-__all__ = ["few_collections", "torch_device_for", "intra_op_threads", "SMALL_MODEL_FWD_FLOPS", "load_data", "load_labels", "build_world", "check_timing_only",
+__all__ = ["few_collections", "torch_device_for", "intra_op_threads", "use_threads", "SMALL_MODEL_FWD_FLOPS", "load_data", "load_labels", "build_world", "check_timing_only",
            "TIMING_ONLY_STRATEGIES", "RoundRecord", "Simulation"]
 
 
@@ -52,6 +52,14 @@ def intra_op_threads(sc: Scenario) -> int:
     table = cost_table_cached(sc.model.width, in_ch, classes, size, sc.model.exit_head, sc.model.exit_grid)
     return 1 if table.full_fwd_flops() <= SMALL_MODEL_FWD_FLOPS else TORCH_DEFAULT_THREADS
 
+
+
+def use_threads(sc: Scenario) -> int:
+    """Sets torch's intra-op thread count for this process from the scenario (see intra_op_threads); returns it.
+    Called once per process by `splitee run` and `simulator.run`."""
+    n = intra_op_threads(sc)
+    torch.set_num_threads(n)
+    return n
 
 def torch_device_for(compute: str) -> torch.device:
     if compute == "cuda" and not torch.cuda.is_available():

@@ -10,12 +10,11 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import torch
 from tqdm import tqdm
 
 from simulator.checkpoint_io import dumps, load_file, register
 from simulator.console import format_cuts, format_summary
-from simulator.engine import RoundRecord, Simulation, check_timing_only, few_collections, intra_op_threads
+from simulator.engine import RoundRecord, Simulation, check_timing_only, few_collections, use_threads
 from simulator.errors import InputError, clip
 from simulator.limits import check_allocatable, check_client_samples
 from simulator.results import atomic_write, write_resolved, write_run
@@ -171,7 +170,7 @@ def _run_locked(rs: ResolvedScenario, out: Path, *, resume: bool, progress: bool
 def _cmd_run(args: argparse.Namespace) -> int:
     extra = [f"compute.threads={args.threads}"] if args.threads is not None else []
     rs = load_scenario(args.scenario, [*args.set, *extra])
-    torch.set_num_threads(intra_op_threads(rs.scenario))  # once per process
+    use_threads(rs.scenario)  # once per process
     for line in rs.scenario.strategy.warnings():
         print(f"warning: {rs.file}: {line}", file=sys.stderr, flush=True)
     print(format_cuts(rs, args.verbose), flush=True)
