@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
 from simulator.errors import InputError
-from simulator.fsio import check_output_file
+from simulator.output.fsio import check_output_file
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure

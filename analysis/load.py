@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 
 from simulator.errors import InputError, clip
-from simulator.yamlio import read_yaml_file
+from simulator.config.yamlio import read_yaml_file
 
 __all__ = ["Run", "load_run", "read_runs", "load_table", "read_csv", "column", "source_file", "STRING_COLUMNS",
            "SCHEMAS"]

@@ -28,7 +28,7 @@ __all__ = [
     "sorted_values",
 ]
 
-SERVER = "server"  # the entity name the simulator gives the server (simulator.server.SERVER, which imports torch)
+SERVER = "server"  # the entity name the simulator gives the server (simulator.timing.server.SERVER, which imports torch)
 
 P = TypeVar("P", bound=Sequence[Any])
 

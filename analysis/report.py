@@ -21,7 +21,7 @@ from analysis.metrics import fleet_description, mean_exit_accuracy
 from analysis.plots_fleet import timeline_window
 from analysis.style import png_bytes
 from simulator.errors import InputError
-from simulator.fsio import atomic_write, check_output_file
+from simulator.output.fsio import atomic_write, check_output_file
 
 __all__ = ["SweepSpec", "SUMMARY_COLUMNS", "summary_values", "format_value", "write_report"]
 

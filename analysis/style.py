@@ -13,7 +13,7 @@ from matplotlib.ticker import ScalarFormatter
 
 from analysis.load import Run
 from simulator.errors import InputError, clip
-from simulator.fsio import atomic_write, check_output_file, os_problem
+from simulator.output.fsio import atomic_write, check_output_file, os_problem
 
 __all__ = ["new_figure", "state_colors", "run_colors", "axis_label", "save_figure", "png_bytes", "missing",
            "IDLE_COLOR", "KNOWN_STATE_COLORS", "plain_numbers",

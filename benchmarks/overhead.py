@@ -10,10 +10,10 @@ from pathlib import Path
 
 import torch
 
-from simulator.aggregation import weighted_average_
-from simulator.engine import Simulation, load_data
+from simulator.learning.aggregation import weighted_average_
+from simulator.engine.simulation import Simulation, load_data
 from simulator.resources import builtin_dir
-from simulator.scenario import load_scenario
+from simulator.config.scenario import load_scenario
 
 
 def bare_loop(sim: Simulation, rounds: int) -> None:

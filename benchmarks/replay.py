@@ -27,8 +27,8 @@ def _replays(run: Path, out: Path, ks: list[int], n: int) -> tuple[list[float], 
     untimed warm-up replay)."""
     import torch
 
-    from simulator.replay import replay
-    from simulator.scenario import load_scenario
+    from simulator.commands.replay import replay
+    from simulator.config.scenario import load_scenario
 
     torch.set_num_threads(1)
     rs = load_scenario(run / "scenario.resolved.yaml")
@@ -59,8 +59,8 @@ def main() -> None:
         run = args.run
         if run is None:
             from simulator.resources import builtin_dir
-            from simulator.runner import run_scenario
-            from simulator.scenario import load_scenario
+            from simulator.commands.runner import run_scenario
+            from simulator.config.scenario import load_scenario
 
             run = Path(tmp) / "quickstart"
             print("training the quickstart once (not timed) ...", flush=True)

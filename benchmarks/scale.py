@@ -29,10 +29,10 @@ SHARES = (4, 3, 2, 1)  # tenths of the fleet in each of the scenario's four clie
 
 
 def one(clients: int, rounds: int) -> dict[str, float]:
-    from simulator import results
+    from simulator.output import results
     from simulator.resources import builtin_dir
-    from simulator.runner import run_scenario
-    from simulator.scenario import load_scenario
+    from simulator.commands.runner import run_scenario
+    from simulator.config.scenario import load_scenario
 
     sets = fleet_sets(clients) + [f"training.rounds={rounds}"]
     t0 = time.perf_counter()
@@ -47,7 +47,7 @@ def one(clients: int, rounds: int) -> dict[str, float]:
         write_s[0] = time.perf_counter() - t
         return out
 
-    import simulator.runner as runner
+    import simulator.commands.runner as runner
 
     runner.write_run = timed_write
     with tempfile.TemporaryDirectory() as tmp:
@@ -93,9 +93,9 @@ def one_training(clients: int) -> dict[str, float]:
     """Averaging with real training: build the world, run one round (steps + aggregation), no evaluation."""
     import torch
 
-    from simulator.engine import Simulation, load_data
+    from simulator.engine.simulation import Simulation, load_data
     from simulator.resources import builtin_dir
-    from simulator.scenario import load_scenario
+    from simulator.config.scenario import load_scenario
 
     sets = fleet_sets(clients) + ["training.rounds=1", "training.local_steps=1", "strategy.aggregate_every=1"]
     rs = load_scenario(builtin_dir("scenarios") / SCENARIO, sets)
@@ -122,11 +122,11 @@ def one_modules(clients: int) -> dict[str, float]:
     """The same per-client state as a backbone, an exit head and an SGD optimizer per client (momentum allocated)."""
     import torch
 
-    from simulator.models.heads import make_exit_head
-    from simulator.models.resnet import SplitResNet18
+    from simulator.learning.models.heads import make_exit_head
+    from simulator.learning.models.resnet import SplitResNet18
     from simulator.resources import builtin_dir
-    from simulator.scenario import load_scenario
-    from simulator.training import make_optimizer
+    from simulator.config.scenario import load_scenario
+    from simulator.learning.training import make_optimizer
 
     rs = load_scenario(builtin_dir("scenarios") / SCENARIO, fleet_sets(clients))
     sc = rs.scenario

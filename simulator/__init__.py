@@ -14,9 +14,9 @@ def __getattr__(name: str) -> Any:
     """`simulator.run` and `simulator.replay` load on first use: `import simulator` stays free of torch, which
     analysis/ (reading run folders only) relies on."""
     if name == "run":
-        from simulator.api import run
+        from simulator.commands.api import run
 
         return run
-    if name == "replay":  # the module simulator.replay is callable: simulator.replay(RUN_DIR, set=[...])
-        return importlib.import_module("simulator.replay")
+    if name == "replay":  # the module simulator.commands.replay is callable: simulator.replay(RUN_DIR, set=[...])
+        return importlib.import_module("simulator.commands.replay")
     raise AttributeError(f"module 'simulator' has no attribute '{name}'")

@@ -11,9 +11,9 @@ import torch
 import yaml
 from torch import nn
 
-from simulator.aggregation import exit_head_groups, state_tensors, unit_groups, weighted_average_
-from simulator.engine import Simulation
-from simulator.scenario import load_scenario
+from simulator.learning.aggregation import exit_head_groups, state_tensors, unit_groups, weighted_average_
+from simulator.engine.simulation import Simulation
+from simulator.config.scenario import load_scenario
 
 NUM_UNITS = 9  # ResNet-18: stem + 8 BasicBlocks; index 9 is the classifier
 STATS = ("running_mean", "running_var")
@@ -265,7 +265,7 @@ def test_sequential_aggregates_client_layers_only(tmp_path: Path) -> None:
     ("averaging", True, False, False)])
 def test_exit_heads_follow_client_layers_unless_said(strategy: str, layers: bool | None, heads: bool | None,
                                                      expected: bool) -> None:
-    from simulator.config import StrategyCfg
+    from simulator.config.schema import StrategyCfg
 
     cfg = StrategyCfg(name=strategy, aggregate_client_layers=layers, aggregate_exit_heads=heads)  # type: ignore[arg-type]
     assert cfg.exit_heads_aggregated() is expected
@@ -299,7 +299,7 @@ def test_explicit_exit_head_averaging_over_personal_layers_prints_one_warning(tm
     data["strategy"] = {"name": "averaging", "aggregate_client_layers": False, "aggregate_exit_heads": True}
     path = tmp_path / "scenario.yaml"
     path.write_text(yaml.safe_dump(data, sort_keys=False))
-    proc = subprocess.run([sys.executable, "-m", "simulator.cli", "validate", str(path)], capture_output=True,
+    proc = subprocess.run([sys.executable, "-m", "simulator.commands.cli", "validate", str(path)], capture_output=True,
                           text=True)
     assert proc.returncode == 0
     lines = [ln for ln in proc.stderr.splitlines() if ln.startswith("warning:")]

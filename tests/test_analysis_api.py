@@ -82,7 +82,7 @@ def test_replay_returns_the_retimed_run(runs: tuple[analysis.Run, analysis.Run],
     assert fast.path == tmp_path / "fast" and fast.summary["replay"]["of"] == str(avg.path)
     assert fast.summary["sim_time_s"] < avg.summary["sim_time_s"]  # the BLE uplink twice as fast
     assert fast.summary["final_accuracy"] == avg.summary["final_accuracy"]  # not retrained
-    import simulator.replay as module  # the module stays importable and callable alike
+    import simulator.commands.replay as module  # the module stays importable and callable alike
 
     assert callable(module) and callable(module.replay_refusal)
 
@@ -102,7 +102,7 @@ def test_load_runs_is_one_row_per_run_with_the_varied_parameters(runs: tuple[ana
 
 
 def test_load_sweep_reads_the_table_and_names_the_swept_columns(tmp_path: Path) -> None:
-    from simulator.sweep import METRIC_COLUMNS
+    from simulator.commands.sweep import METRIC_COLUMNS
 
     folder = tmp_path / "sweep"
     (folder / "points" / "p1").mkdir(parents=True)

@@ -15,12 +15,12 @@ import pytest
 import torch
 import yaml
 
-from simulator.availability import Availability
-from simulator.cli import main
-from simulator.engine import Simulation
-from simulator.models.cost_table import cost_table_cached
-from simulator.runner import run_scenario
-from simulator.scenario import load_scenario
+from simulator.timing.availability import Availability
+from simulator.commands.cli import main
+from simulator.engine.simulation import Simulation
+from simulator.learning.models.cost_table import cost_table_cached
+from simulator.commands.runner import run_scenario
+from simulator.config.scenario import load_scenario
 
 B = 4
 LABEL_BYTES = 8
@@ -361,7 +361,7 @@ def test_fleet_events_counts_by_hand() -> None:
     """summary.json's per-client status counts, in the order the statuses first occur, and the battery's round."""
     from types import SimpleNamespace as NS
 
-    from simulator.results import _fleet_events
+    from simulator.output.results import _fleet_events
 
     rs = NS(clients=[NS(index=0, name="a"), NS(index=1, name="b"), NS(index=2, name="c")])
     records = [NS(round=1, status={0: "straggler", 1: "ok"}),  # client 2 absent from the dict: ok

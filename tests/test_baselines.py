@@ -15,13 +15,13 @@ import torch.nn.functional as F
 import yaml
 from torch import nn
 
-from simulator.cli import main
-from simulator.engine import Simulation
-from simulator.models.cost_table import cost_table_cached
-from simulator.recorder import Event
-from simulator.results import write_run
-from simulator.scenario import ResolvedScenario, load_scenario
-from simulator.training import BatchSampler
+from simulator.commands.cli import main
+from simulator.engine.simulation import Simulation
+from simulator.learning.models.cost_table import cost_table_cached
+from simulator.timing.recorder import Event
+from simulator.output.results import write_run
+from simulator.config.scenario import ResolvedScenario, load_scenario
+from simulator.learning.training import BatchSampler
 
 B = 4  # batch size of every scenario here
 LABEL_BYTES = 8  # one int64 label per sample travels with the features
@@ -177,7 +177,7 @@ def test_vanilla_sl_one_client_equals_centralized_training(tmp_path: Path) -> No
 def test_standalone_exit_is_plain_training_of_one_cuts_part_and_head(tmp_path: Path, cut: int) -> None:
     """standalone_exit: u1..u_cut + the exit head trained at the server on the pooled shards, as many steps per
     round as the clients together run; its accuracy is every client's exit accuracy. Truth: a plain loop."""
-    from simulator.models.heads import make_exit_head
+    from simulator.learning.models.heads import make_exit_head
 
     rounds, steps = 2, 3
     clients = [_client("p", data_weight=1.0), _client("q", data_weight=2.0)]

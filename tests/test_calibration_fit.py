@@ -7,10 +7,10 @@ import random
 
 import pytest
 
-from simulator import compute_model
-from simulator.calibrate_cuts import CutTiming, fit_cuts
-from simulator.calibration_fit import NOISY_SPREAD, fit_steps, fit_units, spread
-from simulator.models.cost_table import cost_table_cached
+from simulator.costs import compute_model
+from simulator.commands.calibrate_cuts import CutTiming, fit_cuts
+from simulator.costs.calibration_fit import NOISY_SPREAD, fit_steps, fit_units, spread
+from simulator.learning.models.cost_table import cost_table_cached
 
 
 def test_exact_line_is_recovered() -> None:

@@ -10,14 +10,14 @@ from typing import Any
 
 import pytest
 
-from simulator import costs
-from simulator.compute_model import part_seconds
-from simulator.cut_policy import estimate_cut
-from simulator.device import ClientCosts
+from simulator.costs import formulas as costs
+from simulator.costs.compute_model import part_seconds
+from simulator.config.cut_policy import estimate_cut
+from simulator.timing.device import ClientCosts
 from simulator.errors import InputError
-from simulator.models.cost_table import cost_table_cached
-from simulator.profiles import DeviceProfile, LinkProfile, builtin_devices, builtin_links, resolve_profile
-from simulator.runner import run_scenario
+from simulator.learning.models.cost_table import cost_table_cached
+from simulator.config.profiles import DeviceProfile, LinkProfile, builtin_devices, builtin_links, resolve_profile
+from simulator.commands.runner import run_scenario
 from tests.test_engine_timing import LABEL_BYTES, SERVER, _client, _load
 
 B = 4

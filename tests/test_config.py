@@ -8,11 +8,11 @@ import pytest
 import yaml
 from pydantic import BaseModel
 
-from simulator.config import Scenario
+from simulator.config.schema import Scenario
 from simulator.errors import InputError
-from simulator.profiles import DeviceProfile, load_profile_dir
-from simulator.scenario import apply_overrides, load_scenario, parse_scenario
-from simulator.yamlio import load_yaml_text
+from simulator.config.profiles import DeviceProfile, load_profile_dir
+from simulator.config.scenario import apply_overrides, load_scenario, parse_scenario
+from simulator.config.yamlio import load_yaml_text
 
 ROOT = Path(__file__).resolve().parents[1]
 PROFILES = ROOT / "device_profiles"

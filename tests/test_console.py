@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from simulator.cli import main
-from simulator.console import MAX_ROWS, format_seconds, format_summary
+from simulator.commands.cli import main
+from simulator.output.console import MAX_ROWS, format_seconds, format_summary
 
 REPO = Path(__file__).resolve().parents[1]
 CITY = REPO / "scenarios" / "whatif" / "city_fleet.yaml"
@@ -118,7 +118,7 @@ def test_cost_table_shows_exit_head_flops_with_a_unit(capsys: pytest.CaptureFixt
 
 
 def test_sweep_says_where_its_points_run() -> None:
-    from simulator.sweep_exec import LocalExecutor
+    from simulator.commands.sweep_exec import LocalExecutor
 
     assert LocalExecutor().describe() == "running in this process, one point at a time"
 

@@ -14,13 +14,13 @@ import torch.nn.functional as F
 import yaml
 from torch import nn
 
-from simulator.config import OptimizerCfg
-from simulator.copies import Copies
-from simulator.engine import Simulation
-from simulator.models.heads import make_exit_head, reseed_head_
-from simulator.models.resnet import SmallCNN, SplitResNet18
-from simulator.scenario import load_scenario
-from simulator.training import make_optimizer
+from simulator.config.schema import OptimizerCfg
+from simulator.learning.copies import Copies
+from simulator.engine.simulation import Simulation
+from simulator.learning.models.heads import make_exit_head, reseed_head_
+from simulator.learning.models.resnet import SmallCNN, SplitResNet18
+from simulator.config.scenario import load_scenario
+from simulator.learning.training import make_optimizer
 
 OPTIMIZERS = {
     "sgd_momentum": OptimizerCfg(name="sgd", lr=0.05, momentum=0.9, weight_decay=5e-4),

@@ -10,13 +10,13 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from simulator.models.cost_table import (
+from simulator.learning.models.cost_table import (
     CostTable,
     build_cost_table,
     cost_table_cached,
     format_cost_table,
 )
-from simulator.models.resnet import SmallCNN, SplitResNet18, UnitModel, make_client_model, server_part
+from simulator.learning.models.resnet import SmallCNN, SplitResNet18, UnitModel, make_client_model, server_part
 
 
 def conv_flops(c_in: int, c_out: int, k: int, out_hw: int) -> int:

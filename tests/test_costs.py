@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from simulator.costs import (
+from simulator.costs.formulas import (
     compute_seconds,
     energy_by_state_j,
     energy_j,

@@ -9,11 +9,11 @@ from pathlib import Path
 import pytest
 import yaml
 
-from simulator.cli import main
-from simulator.cut_policy import choose_cut, deepest_common_cut, estimate_cut
-from simulator.models.cost_table import CostTable, UnitCost
-from simulator.profiles import DeviceProfile, LinkProfile
-from simulator.scenario import load_scenario
+from simulator.commands.cli import main
+from simulator.config.cut_policy import choose_cut, deepest_common_cut, estimate_cut
+from simulator.learning.models.cost_table import CostTable, UnitCost
+from simulator.config.profiles import DeviceProfile, LinkProfile
+from simulator.config.scenario import load_scenario
 
 
 def _unit(name: str, fwd: float, bwd: float, bwd_in: float, out: int, param_bytes: int) -> UnitCost:

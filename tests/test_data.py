@@ -16,9 +16,9 @@ import numpy as np
 import pytest
 import torch
 
-from simulator.data import datasets, download
-from simulator.data.datasets import Dataset, default_root, load_dataset, load_train_labels, missing_files
-from simulator.data.download import Resource
+from simulator.learning.data import datasets, download
+from simulator.learning.data.datasets import Dataset, default_root, load_dataset, load_train_labels, missing_files
+from simulator.learning.data.download import Resource
 from simulator.errors import InputError
 
 FMNIST_DEBIAN = Path("/usr/share/datasets/fashion-mnist")

@@ -17,12 +17,12 @@ import pytest
 import torch
 import yaml
 
-from simulator.checkpoint_io import load_file
-from simulator.engine import Simulation
-from simulator.results import write_run
-from simulator.run_folder import MARKER
-from simulator.runner import run_scenario
-from simulator.scenario import ResolvedScenario, load_scenario
+from simulator.output.checkpoint_io import load_file
+from simulator.engine.simulation import Simulation
+from simulator.output.results import write_run
+from simulator.output.run_folder import MARKER
+from simulator.commands.runner import run_scenario
+from simulator.config.scenario import ResolvedScenario, load_scenario
 
 RESULT_FILES = ("rounds.csv", "clients.csv", "events.csv")
 
@@ -105,7 +105,7 @@ def test_same_seed_and_threads_same_files_from_the_command_line(tmp_path: Path, 
     summary says how many threads computed them."""
     import json
 
-    from simulator.cli import main
+    from simulator.commands.cli import main
 
     path = _write(tmp_path, output={"checkpoint_every": 0, "progress": False})
     before = torch.get_num_threads()
@@ -123,8 +123,8 @@ def test_same_seed_and_threads_same_files_from_the_command_line(tmp_path: Path, 
 
 
 def test_compute_section_shorthand_and_default_threads(tmp_path: Path) -> None:
-    from simulator.engine import SMALL_MODEL_FWD_FLOPS, TORCH_DEFAULT_THREADS, intra_op_threads
-    from simulator.models.cost_table import cost_table_cached
+    from simulator.engine.simulation import SMALL_MODEL_FWD_FLOPS, TORCH_DEFAULT_THREADS, intra_op_threads
+    from simulator.learning.models.cost_table import cost_table_cached
 
     short = load_scenario(_write(tmp_path, "a.yaml", compute="cpu")).scenario
     full = load_scenario(_write(tmp_path, "b.yaml", compute={"device": "cpu", "threads": 3})).scenario
@@ -140,7 +140,7 @@ def test_compute_section_shorthand_and_default_threads(tmp_path: Path) -> None:
 
 
 def test_bad_thread_counts_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    from simulator.cli import main
+    from simulator.commands.cli import main
 
     path = _write(tmp_path, compute={"device": "cpu", "threads": 0})
     assert main(["run", str(path), "--out", str(tmp_path / "run"), "--quiet"]) == 2
@@ -196,7 +196,7 @@ def test_resume_in_process(tmp_path: Path, strategy: str, optimizer: str) -> Non
 
 def _splitee() -> list[str]:
     # The command line of the code under test (a `splitee` on PATH may be another installation's).
-    return [sys.executable, "-m", "simulator.cli"]
+    return [sys.executable, "-m", "simulator.commands.cli"]
 
 
 def test_resume_after_kill(tmp_path: Path) -> None:
@@ -246,7 +246,7 @@ def test_resume_after_kill(tmp_path: Path) -> None:
 
 
 def test_resume_refuses_a_checkpoint_of_another_format(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    from simulator.cli import main
+    from simulator.commands.cli import main
 
     path = _write(tmp_path)
     out = tmp_path / "run"

@@ -13,13 +13,13 @@ import pytest
 import torch
 import yaml
 
-from simulator.costs import InferenceCosts, inference_sample_costs
-from simulator.early_exit import EARLY_EXIT_COLUMNS, early_exit_rows, exit_mask, threshold_outcome
-from simulator.engine import Simulation
-from simulator.models.cost_table import CostTable
-from simulator.runner import run_scenario
-from simulator.scenario import ResolvedScenario, load_scenario
-from simulator.training import EvalResult
+from simulator.costs.formulas import InferenceCosts, inference_sample_costs
+from simulator.learning.early_exit import EARLY_EXIT_COLUMNS, early_exit_rows, exit_mask, threshold_outcome
+from simulator.engine.simulation import Simulation
+from simulator.learning.models.cost_table import CostTable
+from simulator.commands.runner import run_scenario
+from simulator.config.scenario import ResolvedScenario, load_scenario
+from simulator.learning.training import EvalResult
 
 # --- per-sample costs, by hand --------------------------------------------------------------------------------
 

@@ -19,14 +19,14 @@ import pytest
 import torch
 import yaml
 
-from simulator.cli import main
-from simulator.emulate import check_can_emulate, check_scenario, emulated_profile, quotas_for
-from simulator.emulate_wire import DelayLine, Message, now, pack_tensors, recv_message, send_message, \
+from simulator.commands.cli import main
+from simulator.emulation.setup import check_can_emulate, check_scenario, emulated_profile, quotas_for
+from simulator.emulation.wire import DelayLine, Message, now, pack_tensors, recv_message, send_message, \
     unpack_tensors, wait_drained
 from simulator.errors import InputError
-from simulator.fidelity import fidelity_rows
-from simulator.profiles import DeviceProfile
-from simulator.scenario import load_scenario
+from simulator.commands.fidelity import fidelity_rows
+from simulator.config.profiles import DeviceProfile
+from simulator.config.scenario import load_scenario
 
 LINK = {"uplink_bps": 8.0e6, "downlink_bps": 8.0e6, "latency_s": 0.005, "tx_w": 0.5, "rx_w": 0.25,
         "packet": {}}
@@ -97,7 +97,7 @@ def test_not_root_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]
 
 def test_overwrite_never_empties_a_folder_this_tool_did_not_write(tmp_path: Path, capsys: pytest.CaptureFixture[str],
                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
-    import simulator.emulate_run as emulate_run
+    import simulator.emulation.run as emulate_run
 
     monkeypatch.setattr(emulate_run, "check_can_emulate", lambda: None)  # the folder is claimed before anything runs
     out = tmp_path / "thesis"
@@ -150,7 +150,7 @@ def test_emulated_profile_by_hand() -> None:
 
 
 def test_send_cpu_is_measured() -> None:
-    from simulator.emulate_run import measure_send_cpu
+    from simulator.emulation.run import measure_send_cpu
 
     per_byte = measure_send_cpu(nbytes=200_000, repeats=5)
     assert 1e-12 < per_byte < 1e-6  # a copy and a loopback send: between a terabyte and a megabyte per second
@@ -268,7 +268,7 @@ def test_interrupted_emulation_cleans_up(tmp_path: Path) -> None:
     if why:
         pytest.skip(why)
     before = _leftovers()
-    proc = subprocess.Popen([sys.executable, "-m", "simulator.cli", "emulate", str(_write(tmp_path)), "--out",
+    proc = subprocess.Popen([sys.executable, "-m", "simulator.commands.cli", "emulate", str(_write(tmp_path)), "--out",
                              str(tmp_path / "run"), "--profile", str(_machine_file(tmp_path))],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 120
@@ -291,9 +291,9 @@ def _machine_file(tmp_path: Path) -> Path:
 
 
 def test_effective_quotas_by_hand(tmp_path: Path) -> None:
-    from simulator.compute_model import client_forward_flops, client_rest_flops, total
-    from simulator.emulate import effective_quotas
-    from simulator.models.cost_table import cost_table_cached
+    from simulator.costs.compute_model import client_forward_flops, client_rest_flops, total
+    from simulator.emulation.setup import effective_quotas
+    from simulator.learning.models.cost_table import cost_table_cached
 
     rs = load_scenario(_write(tmp_path))
     plain = DeviceProfile.model_validate({**MACHINE.model_dump(), "unit_flops_per_s": None, "step_overhead_s": 0.0})

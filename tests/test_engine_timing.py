@@ -10,10 +10,10 @@ from typing import Any
 import pytest
 import yaml
 
-from simulator.engine import Simulation
-from simulator.recorder import Event
-from simulator.runner import run_scenario
-from simulator.scenario import ResolvedScenario, load_scenario
+from simulator.engine.simulation import Simulation
+from simulator.timing.recorder import Event
+from simulator.commands.runner import run_scenario
+from simulator.config.scenario import ResolvedScenario, load_scenario
 
 B = 4  # batch size of every scenario here
 LABEL_BYTES = 8  # one int64 label per sample travels with the features
@@ -118,7 +118,7 @@ def _serve_in_arrival_order(arrivals: list[tuple[float, float]]) -> float:
 @pytest.mark.parametrize("overlap", [False, True])
 def test_round_time_and_energy_by_hand(tmp_path: Path, overlap: bool) -> None:
     rs = _load(tmp_path, [_client("a", **A), _client("b", **Bc)], network={"overlap_compute_comm": overlap})
-    from simulator.models.cost_table import cost_table_cached
+    from simulator.learning.models.cost_table import cost_table_cached
 
     table = cost_table_cached(4, 1, 10, 8, "pool_linear")
     ca, cb = _hand_costs(table, A), _hand_costs(table, Bc)
@@ -186,7 +186,7 @@ def test_client_turns_round_time_by_hand(tmp_path: Path, overlap: bool) -> None:
     ends when the server has trained b's last one (or b's processor is done, whichever is later)."""
     rs = _load(tmp_path, [_client("a", **A), _client("b", **Bc)], network={"overlap_compute_comm": overlap},
                strategy={"name": "sequential", "order": "client_turns", "aggregate_client_layers": False})
-    from simulator.models.cost_table import cost_table_cached
+    from simulator.learning.models.cost_table import cost_table_cached
 
     table = cost_table_cached(4, 1, 10, 8, "pool_linear")
     ca, cb = _hand_costs(table, A), _hand_costs(table, Bc)
@@ -267,7 +267,7 @@ def test_sequential_round_is_server_bound_and_queues(tmp_path: Path) -> None:
     sim = Simulation(rs)
     sim.run()
 
-    from simulator.models.cost_table import cost_table_cached
+    from simulator.learning.models.cost_table import cost_table_cached
 
     table = cost_table_cached(4, 1, 10, 8, "pool_linear")
     hc = _hand_costs(table, c)
@@ -322,7 +322,7 @@ def test_averaging_workers_bound_parallel_server_steps(tmp_path: Path, workers: 
     sim = Simulation(rs)
     sim.run()
 
-    from simulator.models.cost_table import cost_table_cached
+    from simulator.learning.models.cost_table import cost_table_cached
 
     table = cost_table_cached(4, 1, 10, 8, "pool_linear")
     hc = _hand_costs(table, c)
@@ -346,7 +346,7 @@ def test_averaging_workers_bound_parallel_server_steps(tmp_path: Path, workers: 
 def test_timeout_at_reaches_a_time_no_delay_sums_to() -> None:
     import simpy
 
-    from simulator.device import timeout_at
+    from simulator.timing.device import timeout_at
 
     now, t = 0.163705984, 0.44447359999999997
     # No float delay d gives now + d == t (now has finer bits than t's spacing): checked by brute force around it.

@@ -33,8 +33,8 @@ output: {progress: false, checkpoint_every: 0}
 
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from simulator.runner import run_scenario
-    from simulator.scenario import load_scenario
+    from simulator.commands.runner import run_scenario
+    from simulator.config.scenario import load_scenario
 
     base = tmp_path_factory.mktemp("figures")
     (base / "fig.yaml").write_text(SCENARIO)
@@ -142,7 +142,7 @@ def test_identical_server_path_bars_are_explained(run_dir: Path) -> None:
 
 
 def test_run_writes_its_report_and_figures(run_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    from simulator.cli import main
+    from simulator.commands.cli import main
 
     (tmp_path / "fig.yaml").write_text(SCENARIO.replace("rounds: 5", "rounds: 1"))
     assert main(["run", str(tmp_path / "fig.yaml"), "--out", str(tmp_path / "r"), "--quiet"]) == 0

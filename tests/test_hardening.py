@@ -15,11 +15,11 @@ import pytest
 import torch
 import yaml
 
-from simulator.checkpoint_io import MAGIC, dumps, load_file
-from simulator.cli import main
+from simulator.output.checkpoint_io import MAGIC, dumps, load_file
+from simulator.commands.cli import main
 from simulator.errors import InputError
-from simulator.fsio import atomic_write
-from simulator.run_folder import LOCK, MARKER, RunFolder
+from simulator.output.fsio import atomic_write
+from simulator.output.run_folder import LOCK, MARKER, RunFolder
 
 SCENARIO: dict[str, Any] = {
     "name": "hard",
@@ -55,7 +55,7 @@ def _one_error(capsys: pytest.CaptureFixture[str]) -> str:
 
 def _splitee() -> list[str]:
     beside = Path(sys.executable).with_name("splitee")
-    return [str(beside)] if beside.is_file() else [sys.executable, "-m", "simulator.cli"]
+    return [str(beside)] if beside.is_file() else [sys.executable, "-m", "simulator.commands.cli"]
 
 
 def _tree(folder: Path) -> dict[str, bytes]:
@@ -188,7 +188,7 @@ def test_damaged_scenario_files(tmp_path: Path, capsys: pytest.CaptureFixture[st
 
 
 def test_a_non_utf8_profile_file_is_one_line(tmp_path: Path) -> None:
-    from simulator.profiles import DeviceProfile, load_profile_dir
+    from simulator.config.profiles import DeviceProfile, load_profile_dir
 
     (tmp_path / "bad.yaml").write_bytes(b"flops_per_s: 1.0e9\nsource: caf\xe9\n")
     with pytest.raises(InputError) as err:
@@ -200,7 +200,7 @@ def test_malformed_dataset_files_are_one_line(tmp_path: Path) -> None:
     import gzip
     import pickle
 
-    from simulator.data.datasets import _load_fashion_mnist, _load_stl10, _unpickle
+    from simulator.learning.data.datasets import _load_fashion_mnist, _load_stl10, _unpickle
 
     # IDX: a header promising more images than the file holds; then images of the wrong size
     (tmp_path / "train-images-idx3-ubyte").write_bytes((2051).to_bytes(4, "big") + (10).to_bytes(4, "big")
@@ -225,7 +225,7 @@ def test_malformed_dataset_files_are_one_line(tmp_path: Path) -> None:
                       (pickle.dumps({b"data": 1, b"labels": 2}), None)):
         (tmp_path / "b").write_bytes(raw)
         with pytest.raises(InputError) as err:
-            from simulator.data.datasets import _cifar_part
+            from simulator.learning.data.datasets import _cifar_part
             _cifar_part(tmp_path / "b", "labels", 10) if says is None else _unpickle(tmp_path / "b")
         assert "b" in err.value.one_line() and (says is None or says in err.value.one_line())
     # STL-10: not a whole number of images
@@ -240,7 +240,7 @@ def test_malformed_dataset_files_are_one_line(tmp_path: Path) -> None:
 _HOLD = """
 import sys, time
 from pathlib import Path
-from simulator.run_folder import RunFolder
+from simulator.output.run_folder import RunFolder
 RunFolder(Path(sys.argv[1])).claim(existing="refuse")
 print("held", flush=True)
 time.sleep(600)
@@ -335,10 +335,10 @@ def test_bad_output_paths(tmp_path: Path, capsys: pytest.CaptureFixture[str], ou
 
 def _partial_run(tmp_path: Path) -> tuple[Path, Path]:
     """A folder as a run killed after its first checkpoint leaves it (2 rounds, stopped after round 1)."""
-    from simulator.engine import Simulation
-    from simulator.results import write_resolved
-    from simulator.runner import _save_checkpoint
-    from simulator.scenario import load_scenario
+    from simulator.engine.simulation import Simulation
+    from simulator.output.results import write_resolved
+    from simulator.commands.runner import _save_checkpoint
+    from simulator.config.scenario import load_scenario
 
     path = _write(tmp_path)
     rs = load_scenario(path)
@@ -390,7 +390,7 @@ def test_damaged_checkpoints_are_refused_naming_the_file(tmp_path: Path, capsys:
 def test_checkpoint_round_trip_keeps_records_and_arrays(tmp_path: Path) -> None:
     import numpy as np
 
-    from simulator.engine import RoundRecord
+    from simulator.engine.simulation import RoundRecord
 
     rec = RoundRecord(1, 0.0, 2.5, 0.1, [0, 1], {0: 0.5}, {1: 0.25}, status={0: "ok"})
     data = {"records": [rec], "z": np.arange(6.0).reshape(2, 3), "big": 2**100, "t": torch.ones(3)}
@@ -484,7 +484,7 @@ def test_no_leftovers_after_a_clean_or_killed_finish(tmp_path: Path) -> None:
 
 def test_an_unexpected_failure_is_one_line_and_debug_shows_the_traceback(
         tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
-    import simulator.cli as cli
+    import simulator.commands.cli as cli
 
     def boom(args: Any) -> int:
         raise RuntimeError("something nobody foresaw\nsecond line")

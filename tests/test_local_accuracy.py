@@ -12,9 +12,9 @@ import pytest
 import torch
 import yaml
 
-from simulator.runner import run_scenario
-from simulator.scenario import load_scenario
-from simulator.training import EvalResult, local_test_weights
+from simulator.commands.runner import run_scenario
+from simulator.config.scenario import load_scenario
+from simulator.learning.training import EvalResult, local_test_weights
 
 
 def test_local_accuracy_by_hand() -> None:
@@ -64,7 +64,7 @@ def test_local_accuracy_in_clients_csv_and_summary(tmp_path: Path, strategy: str
     path.write_text(yaml.safe_dump(data, sort_keys=False))
     rs = load_scenario(path)
     out = tmp_path / "run"
-    from simulator.engine import Simulation
+    from simulator.engine.simulation import Simulation
 
     sim = Simulation(rs)
     sim.run()

@@ -6,8 +6,8 @@ import pytest
 import torch
 from torch import nn
 
-from simulator.models.heads import EXIT_HEADS, make_exit_head
-from simulator.models.resnet import (
+from simulator.learning.models.heads import EXIT_HEADS, make_exit_head
+from simulator.learning.models.resnet import (
     NUM_CUTS,
     SmallCNN,
     SplitResNet18,

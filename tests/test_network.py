@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import simpy
 
-from simulator.network import Channel, SharedMedium, Transfer, make_link, max_min_rates
+from simulator.timing.network import Channel, SharedMedium, Transfer, make_link, max_min_rates
 
 MBIT = 1.0e6
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from simulator.data.partitions import apportion, partition, stratified_subset
+from simulator.learning.data.partitions import apportion, partition, stratified_subset
 from simulator.errors import InputError
 
 KINDS = ("iid", "dirichlet", "shards")

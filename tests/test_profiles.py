@@ -8,14 +8,14 @@ import pytest
 import yaml
 
 from simulator.errors import InputError
-from simulator.profiles import (
+from simulator.config.profiles import (
     DeviceProfile,
     LinkProfile,
     builtin_devices,
     builtin_links,
     resolve_profile,
 )
-from simulator.profiles_table import format_bytes, format_devices_table, format_links_table, format_rate, format_sig
+from simulator.output.profiles_table import format_bytes, format_devices_table, format_links_table, format_rate, format_sig
 
 ROOT = Path(__file__).resolve().parents[1] / "device_profiles"
 KINDS = {"mcu", "sbc", "phone", "edge_gpu", "laptop", "server"}

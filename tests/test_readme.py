@@ -59,8 +59,8 @@ def notebook_example() -> str:
 def two_runs(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A folder with runs/quickstart (Averaging) and runs/seq (Sequential): small real runs whose third client
     is on BLE, as in the quickstart, so that the example's replay changes a BLE uplink."""
-    from simulator.runner import run_scenario
-    from simulator.scenario import load_scenario
+    from simulator.commands.runner import run_scenario
+    from simulator.config.scenario import load_scenario
 
     base = tmp_path_factory.mktemp("notebook")
     for name, strategy in (("quickstart", "averaging"), ("seq", "sequential")):
@@ -106,7 +106,7 @@ from pathlib import Path
 import yaml
 
 sys.path.insert(0, {repo!r})
-from simulator.cli import main
+from simulator.commands.cli import main
 
 SHRINK = {shrink!r}
 
@@ -174,7 +174,7 @@ def test_the_using_it_commands_run(tmp_path: Path, monkeypatch: pytest.MonkeyPat
     the city fleet to a tenth)."""
     import shlex
 
-    from simulator.cli import main
+    from simulator.commands.cli import main
 
     (tmp_path / "scenarios").symlink_to(REPO / "scenarios")
     monkeypatch.chdir(tmp_path)

@@ -12,10 +12,10 @@ from typing import Any
 import pytest
 import yaml
 
-from simulator.cli import main
-from simulator.replay import replay
-from simulator.runner import run_scenario
-from simulator.scenario import load_scenario
+from simulator.commands.cli import main
+from simulator.commands.replay import replay
+from simulator.commands.runner import run_scenario
+from simulator.config.scenario import load_scenario
 
 BASE: dict[str, Any] = {
     "name": "replayed",

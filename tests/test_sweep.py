@@ -11,13 +11,13 @@ from typing import Any
 
 import pytest
 
-import simulator.runner
-from simulator.cli import main
-from simulator.runner import run_scenario
-from simulator.scenario import load_scenario
-from simulator.sweep import METRIC_COLUMNS, plan_points
-from simulator.sweep_spec import load_sweep, point_id, yaml_flow
-from simulator.yamlio import load_yaml_text
+import simulator.commands.runner
+from simulator.commands.cli import main
+from simulator.commands.runner import run_scenario
+from simulator.config.scenario import load_scenario
+from simulator.commands.sweep import METRIC_COLUMNS, plan_points
+from simulator.commands.sweep_spec import load_sweep, point_id, yaml_flow
+from simulator.config.yamlio import load_yaml_text
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -132,7 +132,7 @@ def test_rerun_skips_finished_points_and_retries_the_failed_one(tmp_path: Path, 
             raise RuntimeError("boom\nsecond line")
         return run_scenario(rs, run_dir, **kw)
 
-    monkeypatch.setattr(simulator.runner, "run_scenario", failing)
+    monkeypatch.setattr(simulator.commands.runner, "run_scenario", failing)
     status, stdout, _ = _sweep(capsys, path, out, "--executor", "local")
     assert status == 1 and len(calls) == 4
     rows = _rows(out)

@@ -13,15 +13,15 @@ import numpy as np
 import pytest
 import yaml
 
-from simulator.aggregation import aggregation_traffic
-from simulator.cli import main
-from simulator.engine import Simulation
-from simulator.models.cost_table import cost_table_cached
-from simulator.models.heads import make_exit_head
-from simulator.models.resnet import SplitResNet18
-from simulator.schedule import client_rounds, fifo_queue, round_robin_queue
-from simulator.scenario import load_scenario
-from simulator.training import state_bytes
+from simulator.learning.aggregation import aggregation_traffic
+from simulator.commands.cli import main
+from simulator.engine.simulation import Simulation
+from simulator.learning.models.cost_table import cost_table_cached
+from simulator.learning.models.heads import make_exit_head
+from simulator.learning.models.resnet import SplitResNet18
+from simulator.timing.schedule import client_rounds, fifo_queue, round_robin_queue
+from simulator.config.scenario import load_scenario
+from simulator.learning.training import state_bytes
 
 
 # --- closed forms against hand arithmetic -------------------------------------------------------------------

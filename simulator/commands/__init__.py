@@ -1,0 +1,1 @@
+"""The commands: splitee's CLI, runs, sweeps, replays, calibration, fidelity checks."""

@@ -1,0 +1,419 @@
+"""Scenario files: safe YAML loading, `--set` overrides, validation with located errors, profile resolution."""
+
+from __future__ import annotations
+
+import copy
+import math
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+from pydantic import ValidationError
+
+from simulator.config.schema import (COMMON_CUT_STRATEGIES, AvailabilityCfg, ClientGroupCfg, CutPolicyCfg, Scenario)
+from simulator.errors import InputError, clip
+from simulator.config.limits import check_ranges
+from simulator.config.profiles import DeviceProfile, LinkProfile, builtin_devices, builtin_links, resolve_profile
+from simulator.output.profiles_table import format_bytes
+from simulator.config.pydantic_errors import describe_value, located_error
+from simulator.config.yamlio import load_yaml_text, read_yaml_file
+
+__all__ = [
+    "ClientSpec",
+    "ResolvedScenario",
+    "load_scenario",
+    "resolve_scenario",
+    "parse_scenario",
+    "apply_overrides",
+    "check_feasible",
+    "group_of",
+]
+
+
+@dataclass(frozen=True)
+class ClientSpec:
+    """One client of the fleet, its profiles resolved."""
+
+    index: int
+    name: str
+    device: DeviceProfile
+    link: LinkProfile
+    cut: int  # 1..8; 0: nothing on the client (centralized); 9: the whole model (fedavg)
+    medium: str | None
+    data_weight: float
+    cut_policy: str = "fixed"
+    cut_reason: str = "given in the scenario"
+    availability: AvailabilityCfg = AvailabilityCfg()
+    takes_part: bool = True  # false: the device cannot hold what the strategy asks of it (fedavg's whole model)
+    why_not: str = ""  # why it cannot take part
+
+
+@dataclass(frozen=True)
+class ResolvedScenario:
+    """A validated scenario with every profile resolved and every fleet entry expanded."""
+
+    scenario: Scenario
+    file: str
+    server: DeviceProfile
+    clients: tuple[ClientSpec, ...]
+
+    def to_dict(self) -> dict[str, Any]:
+        """Every default filled in and every profile expanded: loading this reproduces the run."""
+        data = self.scenario.model_dump(mode="json")
+        data["server"]["device"] = self.server.model_dump(mode="json")
+        data["cut_policy"] = CutPolicyCfg().model_dump(mode="json")  # the chosen cuts are written out, fixed
+        data["clients"] = [
+            {
+                "name": c.name,
+                "device": c.device.model_dump(mode="json"),
+                "link": c.link.model_dump(mode="json"),
+                "cut": c.cut if 1 <= c.cut <= 8 else None,
+                "cut_policy": None,
+                "availability": c.availability.model_dump(mode="json"),
+                "count": 1,
+                "medium": c.medium,
+                "data_weight": c.data_weight,
+            }
+            for c in self.clients
+        ]
+        return data
+
+    def describe_cuts(self) -> str:
+        """One line per client: its cut and why (printed before a run starts)."""
+        width = max(len(c.name) for c in self.clients)
+        lines = ["cuts:"]
+        for c in self.clients:
+            cut = {0: "-", 9: "all"}.get(c.cut, str(c.cut))
+            lines.append(f"  {c.name:<{width}}  cut {cut:>3}  ({c.cut_policy}: {c.cut_reason})")
+        return "\n".join(lines)
+
+    def cut_choices(self) -> list[dict[str, Any]]:
+        """Each client's cut, the policy that chose it and why (printed before a run, kept in summary.json)."""
+        return [{"client": c.name, "cut": c.cut, "policy": c.cut_policy, "reason": c.cut_reason}
+                for c in self.clients]
+
+
+# Keys whose value is a profile reference (config.ProfileSpec): clients[i].device, clients[i].link, server.device.
+_PROFILE_KEYS = frozenset({"device", "link"})
+
+
+def _list_path(parts: Sequence[str]) -> str:
+    """`clients.0.cut` (the --set spelling) -> `clients[0].cut` (the spelling of every error)."""
+    out = ""
+    for part in parts:
+        out += f"[{part}]" if part.isdigit() else ("." if out else "") + part
+    return out
+
+
+def apply_overrides(data: dict[str, Any], overrides: Sequence[str], file: str) -> dict[str, Any]:
+    """`key.path=value` pairs (values parsed as YAML scalars/flow collections); list items by index: `clients.0.cut=3`.
+
+    Setting a field inside a profile given by name (`clients.0.device.flops_per_s=2e9`) turns the name
+    into `{base: NAME}` first, so the other fields keep the named profile's values.
+    """
+    for item in overrides:
+        if "=" not in item:
+            raise InputError(f"--set '{clip(item, 60)}': expected KEY.PATH=VALUE, e.g. training.rounds=3", file=file)
+        path, raw = item.split("=", 1)
+        parts = path.strip().split(".")
+        if not all(parts):
+            raise InputError(f"--set '{clip(item, 60)}': empty key in the key path '{clip(path, 60)}'", file=file)
+        try:
+            value = load_yaml_text(raw) if raw.strip() else ""
+        except InputError as err:
+            raise InputError(f"--set '{clip(item, 60)}': cannot parse the value: {err.problem}", file=file,
+                             key=_list_path(parts)) from None
+        node: Any = data
+        for depth, part in enumerate(parts):
+            last = depth == len(parts) - 1
+            here, parent = _list_path(parts[: depth + 1]), _list_path(parts[:depth]) or "the scenario"
+            if isinstance(node, list):
+                if not part.isdigit() or int(part) >= len(node):
+                    n = len(node)
+                    raise InputError(f"--set '{clip(item, 60)}': {parent} has {n} item{'s' if n != 1 else ''}, "
+                                     f"so there is no item {part}", file=file, key=here)
+                if last:
+                    node[int(part)] = value
+                else:
+                    node = node[int(part)]
+            elif isinstance(node, dict):
+                if last:
+                    node[part] = value
+                else:
+                    if part in _PROFILE_KEYS and isinstance(node.get(part), str):  # a profile name -> {base: name}
+                        node[part] = {"base": node[part]}
+                    node = node.setdefault(part, {})
+            else:
+                raise InputError(f"--set '{clip(item, 60)}': {parent} is {describe_value(node)}, "
+                                 "not a mapping or a list",
+                                 file=file, key=here)
+    return data
+
+
+def parse_scenario(data: Any, file: str) -> Scenario:
+    """Raw YAML data -> a Scenario, or one located InputError."""
+    if not isinstance(data, dict):
+        got = "an empty file" if data is None else describe_value(data)
+        raise InputError(f"a scenario must be a mapping of keys, got {got}", file=file)
+    try:
+        sc = Scenario.model_validate(data)
+    except ValidationError as err:
+        raise located_error(err, file=file, model=Scenario) from None
+    check_ranges(sc, file=file)
+    return sc
+
+
+def _expand_clients(
+    sc: Scenario, file: str, devices: Mapping[str, DeviceProfile], links: Mapping[str, LinkProfile]
+) -> tuple[ClientSpec, ...]:
+    out: list[ClientSpec] = []
+    names: set[str] = set()
+    for g, group in enumerate(sc.clients):
+        key = f"clients[{g}]"
+        device = resolve_profile(group.device, devices, DeviceProfile, file=file, key=f"{key}.device")
+        link = resolve_profile(group.link, links, LinkProfile, file=file, key=f"{key}.link")
+        if group.medium is not None and group.medium not in sc.network.media:
+            known = ", ".join(sc.network.media) or "none defined"
+            raise InputError(f"unknown medium '{group.medium}' (network.media: {known})", file=file,
+                             key=f"{key}.medium")
+        prefix = group.name or device.name
+        for _ in range(group.count):
+            # a named single client keeps its name; otherwise prefix-<index in the whole fleet>
+            name = prefix if group.count == 1 and group.name else f"{prefix}-{len(out)}"
+            if name in names:
+                raise InputError(f"two clients are named '{name}'", file=file, key=f"{key}.name")
+            names.add(name)
+            out.append(ClientSpec(len(out), name, device, link,  # type: ignore[arg-type]
+                                  group.cut or 0, group.medium, group.data_weight,
+                                  availability=_availability(group.availability or sc.availability, file,
+                                                             f"{key}.availability" if group.availability
+                                                             else "availability")))
+    return tuple(out)
+
+
+def _availability(cfg: AvailabilityCfg, file: str, key: str) -> AvailabilityCfg:
+    """A trace path relative to the scenario file, made absolute (the resolved copy lives in the run folder)."""
+    if cfg.model != "trace" or cfg.trace is None:
+        return cfg
+    path = Path(cfg.trace)
+    if not path.is_absolute():
+        path = Path(file).resolve().parent / path
+    if not path.is_file():
+        raise InputError(f"no availability trace file {path}", file=file, key=f"{key}.trace")
+    return cfg.model_copy(update={"trace": str(path)})
+
+
+def _check_traces(sc: Scenario, clients: tuple[ClientSpec, ...], file: str) -> None:
+    """Trace files parse and name only clients of this fleet (read again when the run starts)."""
+    from simulator.timing.availability import load_trace
+
+    keys = {g.availability.trace: f"clients[{k}].availability.trace" for k, g in enumerate(sc.clients)
+            if g.availability is not None and g.availability.trace}
+    for path in sorted({c.availability.trace for c in clients if c.availability.model == "trace"}):
+        raw = next((t for t in keys if t and Path(file).resolve().parent.joinpath(t) == Path(path)), None)
+        load_trace(path, [c.name for c in clients], file=file, key=keys.get(raw, "availability.trace"))
+
+
+def _check_cut_keys(sc: Scenario, file: str) -> None:
+    """With a fixed policy the scenario gives the cut; with any other the policy does; never both."""
+    if sc.strategy.name in COMMON_CUT_STRATEGIES or sc.strategy.name in ("centralized", "fedavg", "standalone_exit"):
+        return  # the strategy decides the cut (or there is none)
+    for g, group in enumerate(sc.clients):
+        policy = (group.cut_policy or sc.cut_policy).name
+        if policy == "fixed" and group.cut is None:
+            raise InputError("missing: give a cut (1..8), or a cut_policy that chooses one", file=file,
+                             key=f"clients[{g}].cut")
+        if policy != "fixed" and group.cut is not None:
+            raise InputError(f"cut {group.cut} is given but cut_policy {policy} chooses the cut; remove one of them",
+                             file=file, key=f"clients[{g}].cut")
+
+
+def _steps_estimate(sc: Scenario, group: ClientGroupCfg) -> int:
+    """Batches a client of `group` runs per round; with local_epochs, from its expected share of the data."""
+    t = sc.training
+    if t.local_steps is not None:
+        return t.local_steps
+    total_w = sum(g.data_weight * g.count for g in sc.clients)
+    samples = sc.dataset.train_size() * group.data_weight / total_w
+    return max(1, math.ceil(t.local_epochs * samples / min(t.batch_size, max(1, int(samples)))))
+
+
+def _resolve_cuts(sc: Scenario, file: str, clients: tuple[ClientSpec, ...], table: Any) -> tuple[ClientSpec, ...]:
+    """Each client's cut as its policy (or the strategy) decides, with the reason."""
+    from simulator.config.cut_policy import choose_cut, deepest_common_cut
+
+    batch, opt = sc.training.batch_size, sc.training.optimizer.memory_kind()
+    name = sc.strategy.name
+    if name == "centralized":
+        return tuple(replace(c, cut=0, cut_policy="strategy",
+                             cut_reason="centralized: the data is pooled at the server, nothing runs on clients")
+                     for c in clients)
+    if name == "standalone_exit":
+        cut = sc.strategy.common_cut
+        if cut is None:
+            raise InputError("missing: standalone_exit trains the exit at one cut: give it (1..8)", file=file,
+                             key="strategy.common_cut")
+        return tuple(replace(c, cut=0, cut_policy="strategy",
+                             cut_reason=f"standalone_exit: u1..u{cut} + exit head trained at the server on the "
+                                        "pooled data, nothing runs on clients")
+                     for c in clients)
+    if name == "fedavg":
+        need = table.full_train_memory_bytes(batch, opt)
+        out = []
+        for c in clients:
+            fits = need <= c.device.memory_bytes
+            why = "" if fits else (f"the whole model needs {format_bytes(round(need))} to train, device "
+                                   f"'{c.device.name}' has {format_bytes(c.device.memory_bytes)}")
+            out.append(replace(c, cut=9, cut_policy="strategy", takes_part=fits, why_not=why,
+                               cut_reason="fedavg: the whole model on the device" if fits
+                               else f"cannot take part: {why}"))
+        return tuple(out)
+    if name in COMMON_CUT_STRATEGIES:
+        if sc.strategy.common_cut is not None:
+            cut, reason = sc.strategy.common_cut, f"{name}: strategy.common_cut"
+        else:
+            try:
+                cut, weakest = deepest_common_cut(table, [c.device for c in clients], batch=batch, optimizer=opt)
+            except ValueError as err:
+                raise InputError(str(err), file=file, key="strategy.common_cut") from None
+            reason = (f"{name}: deepest cut every client can train (limited by {weakest.name})"
+                      if cut < table.num_cuts else f"{name}: every client can train the deepest cut")
+        return tuple(replace(c, cut=cut, cut_policy="strategy", cut_reason=reason) for c in clients)
+    out = []
+    for c in clients:
+        g = _group_index(sc, c.index)
+        group = sc.clients[g]
+        policy = group.cut_policy or sc.cut_policy
+        if policy.name == "fixed":
+            out.append(c)
+            continue
+        key = f"clients[{g}].cut_policy" if group.cut_policy else "cut_policy"
+        try:
+            choice = choose_cut(policy.name, table, c.device, c.link, batch=batch, steps=_steps_estimate(sc, group),
+                                optimizer=opt, activation_dtype=sc.network.activation_dtype,
+                                deadline_s=policy.deadline_s, energy_j=policy.energy_j)
+        except ValueError as err:
+            raise InputError(f"client '{c.name}': {err}", file=file, key=key) from None
+        out.append(replace(c, cut=choice.cut, cut_policy=choice.policy, cut_reason=choice.reason))
+    return tuple(out)
+
+
+def _check_data_split(sc: Scenario, file: str) -> None:
+    """The partition can give every client data: checked from the schema alone, before any file is read."""
+    part, n = sc.dataset.partition, sc.dataset.train_size()
+    k = sum(group.count for group in sc.clients)
+    if k > n:
+        raise InputError(f"{k} clients but only {n} training samples (dataset.max_train or the dataset's size): "
+                         "every client needs at least one", file=file, key="clients")
+    if part.kind != "shards":
+        return
+    for g, group in enumerate(sc.clients):
+        if group.data_weight != sc.clients[0].data_weight:
+            raise InputError("unequal data weights need dataset.partition.kind iid or dirichlet "
+                             "(shards give every client the same amount of data)", file=file,
+                             key=f"clients[{g}].data_weight")
+    if k * part.shards_per_client > n:
+        raise InputError(f"{k} clients x {part.shards_per_client} shards = {k * part.shards_per_client} shards "
+                         f"but only {n} training samples", file=file, key="dataset.partition.shards_per_client")
+
+
+def _group_index(sc: Scenario, client_index: int) -> int:
+    seen = 0
+    for g, group in enumerate(sc.clients):
+        if client_index < seen + group.count:
+            return g
+        seen += group.count
+    raise IndexError(client_index)
+
+
+def _group_key(sc: Scenario, client_index: int) -> str:
+    return f"clients[{_group_index(sc, client_index)}]"
+
+
+def _cost_table(sc: Scenario) -> Any:
+    import torch
+
+    from simulator.learning.models.cost_table import cost_table_cached
+
+    in_ch, size, classes = sc.dataset.shape()
+    # The table is measured on batch-2 tensors: intra-op threads only add overhead there (several times
+    # slower on a busy 2-core machine), so build it on one thread and restore the setting after.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return cost_table_cached(sc.model.width, in_ch, classes, size, sc.model.exit_head, sc.model.exit_grid)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def check_feasible(rs: ResolvedScenario) -> None:
+    """Every client's cut fits its memory at the batch size; the dataset's files are there (or may be fetched)."""
+    from simulator.learning.data.datasets import default_root, missing_files
+
+    sc = rs.scenario
+    table = _cost_table(sc)
+    opt = sc.training.optimizer.memory_kind()
+    batch = sc.training.batch_size
+    for c in rs.clients:
+        if not 1 <= c.cut <= 8:
+            continue  # centralized / fedavg: checked when their cuts were resolved
+        need = table.train_memory_bytes(c.cut, batch, opt)
+        has = c.device.memory_bytes
+        if need > has:
+            fits = [k for k in range(1, table.num_cuts + 1) if table.train_memory_bytes(k, batch, opt) <= has]
+            hint = (f"the deepest cut that fits is {max(fits)}" if fits
+                    else "no cut fits; lower training.batch_size or model.width")
+            raise InputError(
+                f"cut {c.cut} needs {format_bytes(round(need))} of memory to train "
+                f"(ResNet-18 width {sc.model.width}, batch {batch}, optimizer {opt}) "
+                f"but device '{c.device.name}' has {format_bytes(has)}; {hint}",
+                file=rs.file,
+                key=f"{_group_key(sc, c.index)}.cut",
+            )
+    if sc.dataset.name != "synthetic" and not sc.dataset.download:
+        root = Path(sc.dataset.root) if sc.dataset.root else default_root(sc.dataset.name)
+        missing = missing_files(sc.dataset.name, root)
+        if missing:
+            raise InputError(
+                f"missing dataset files in {root}: {', '.join(p.name for p in missing)} "
+                "(set dataset.download: true to fetch them, or dataset.root to where they are)",
+                file=rs.file,
+                key="dataset.root" if sc.dataset.root else "dataset.name",
+            )
+
+
+def load_scenario(path: str | Path, overrides: Sequence[str] = (), *, check: bool = True) -> ResolvedScenario:
+    """Read, override, validate and resolve a scenario file; raise one located InputError on bad input."""
+    path = Path(path)
+    return resolve_scenario(read_yaml_file(path, "scenario file"), str(path), overrides, check=check)
+
+
+def resolve_scenario(data: Any, file: str, overrides: Sequence[str] = (), *, check: bool = True) -> ResolvedScenario:
+    """Override, validate and resolve scenario data read from `file` (relative paths in it are relative to the
+    file's folder); `data` is not modified."""
+    data = copy.deepcopy(data)
+    if isinstance(data, dict) and overrides:
+        data = apply_overrides(data, overrides, file)
+    sc = parse_scenario(data, file)
+    _check_data_split(sc, file)
+    _check_cut_keys(sc, file)
+    devices, links = builtin_devices(), builtin_links()
+    server = resolve_profile(sc.server.device, devices, DeviceProfile, file=file, key="server.device")
+    clients = _expand_clients(sc, file, devices, links)
+    _check_traces(sc, clients, file)
+    if sc.strategy.name not in ("averaging", "sequential") or any(c.cut == 0 for c in clients):
+        clients = _resolve_cuts(sc, file, clients, _cost_table(sc))
+    rs = ResolvedScenario(sc, file, server, clients)  # type: ignore[arg-type]
+    if check:
+        check_feasible(rs)
+    return rs
+
+
+def group_of(sc: Scenario, client_index: int) -> ClientGroupCfg:
+    """The fleet entry a client was expanded from."""
+    seen = 0
+    for group in sc.clients:
+        if client_index < seen + group.count:
+            return group
+        seen += group.count
+    raise IndexError(client_index)

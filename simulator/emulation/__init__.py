@@ -1,0 +1,1 @@
+"""Real execution: client and server processes over shaped links in network namespaces."""

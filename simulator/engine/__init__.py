@@ -1,0 +1,1 @@
+"""A run: timing joined with learning, round by round, with evaluation and checkpoints."""

@@ -1,0 +1,1 @@
+"""What is computed: the models, data, training steps, aggregation and strategies' learning rules."""

@@ -1,0 +1,82 @@
+"""Centralized: the whole model trained at the server on the pooled data (the accuracy upper bound)."""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Generator, Sequence
+
+import simpy
+import torch
+from torch import nn
+
+from simulator.costs import compute_model
+from simulator.timing.device import RoundFate
+from simulator.learning.split_training import full_step
+from simulator.learning.strategies.baseline import Baseline, full_step_flops
+from simulator.learning.training import BatchSampler, make_optimizer
+from simulator.timing.world import World
+
+__all__ = ["Centralized"]
+
+
+class Centralized(Baseline):
+    """The server runs sum(steps_per_round) whole-model steps per round on batches drawn from the union of the
+    clients' shards. The data is taken to be at the server already: no transfers, and clients compute nothing
+    (their availability does not change the steps run)."""
+
+    name = "centralized"
+    client_devices = False  # clients neither compute nor draw power; their availability does not matter
+
+    def __init__(self, world: World) -> None:
+        super().__init__(world)
+        w = world
+        self.model = w.new_backbone("global")
+        self.optimizer = make_optimizer(self.model.parameters(), w.scenario.training.optimizer)
+        # The clients' shards in client order, shuffled by the stream of client 0's batches: with one client the
+        # batches are that client's batches.
+        pooled = torch.cat([sp.indices for sp in w.samplers])
+        self.sampler = BatchSampler(pooled, w.scenario.training.batch_size, w.streams.torch("batches", 0))
+        self.step_flops = full_step_flops(w.table)  # per sample
+        self.loss_sum = torch.zeros((), device=w.torch_device)
+        self.loss_count = 0
+        self.round_loss: float | None = None
+
+    def run_round(self, rnd: int, present: Sequence[int],
+                  stops: dict[int, simpy.Event]) -> Generator[simpy.Event, Any, None]:
+        w = self.w
+        self.fates = {i: RoundFate() for i in present}  # the clients run no steps
+        self.loss_sum.zero_()
+        self.loss_count, self.round_loss = 0, None
+        for _ in range(sum(w.steps_per_round)):
+            idx = self.sampler.next()
+            x, y = w.train_x[idx], w.train_y[idx]  # (B, C, H, W), (B,)
+            batch = int(y.shape[0])
+            flops = self.step_flops * batch
+            seconds = compute_model.seconds_for(w.server.profile, compute_model.whole_step_flops(w.table, batch), flops,
+                                                step=True)
+            loss = yield w.env.process(w.server.compute(rnd, flops,
+                                                        lambda x=x, y=y: full_step(self.model, self.optimizer, x, y),
+                                                        seconds=seconds))
+            self.loss_sum += loss
+            self.loss_count += 1
+
+    def take_server_loss(self, i: int) -> float:
+        """The round's mean training loss, the same for every client (one host sync per round)."""
+        if self.round_loss is None:
+            self.round_loss = float(self.loss_sum) / self.loss_count if self.loss_count else math.nan
+        return self.round_loss
+
+    def eval_parts(self) -> tuple[nn.Module | None, nn.Module]:
+        return None, self.model
+
+    def server_modules(self) -> list[nn.Module]:
+        return [self.model]
+
+    def extra_state(self) -> dict[str, Any]:
+        return {"sampler": self.sampler.state_dict()}
+
+    def load_extra_state(self, state: dict[str, Any]) -> None:
+        self.sampler.load_state_dict(state["sampler"])
+
+    def optimizers(self) -> list[torch.optim.Optimizer]:
+        return [self.optimizer]

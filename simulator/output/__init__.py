@@ -1,0 +1,1 @@
+"""What a run leaves behind: result files, run folders, checkpoints, console output."""

@@ -1,0 +1,269 @@
+"""Writes a run folder: scenario.resolved.yaml, rounds.csv, clients.csv, events, summary.json (atomically)."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import platform
+from operator import attrgetter, itemgetter
+from pathlib import Path
+from typing import Any, Callable, Iterable, Iterator, Sequence
+
+import numpy as np
+import simpy
+import torch
+import yaml
+
+from simulator import __version__
+from simulator.output.fsio import atomic_write
+from simulator.timing.recorder import EVENT_COLUMNS, Recorder
+from simulator.config.scenario import ResolvedScenario
+from simulator.timing.server import SERVER
+
+__all__ = [
+    "ROUND_COLUMNS",
+    "CLIENT_COLUMNS",
+    "atomic_write",
+    "round_rows",
+    "client_rows",
+    "summary",
+    "write_run",
+    "write_resolved",
+]
+
+ROUND_COLUMNS = ("round", "sim_time_s", "final_accuracy", "mean_exit_accuracy", "energy_j", "bytes_up",
+                 "bytes_down", "host_seconds")
+CLIENT_COLUMNS = ("round", "client", "device", "cut", "exit_accuracy", "final_accuracy", "train_loss_exit",
+                  "train_loss_server", "energy_j", "bytes_up", "bytes_down", "available", "status", "steps_done",
+                  "exit_accuracy_local", "final_accuracy_local")
+
+
+def _csv(columns: Sequence[str], rows: Iterable[Sequence[Any]], *, blank_nan: bool = True) -> str:
+    """CSV text; NaN (no value) written as an empty cell. Rows already free of NaN may skip the check
+    (`blank_nan=False`): a million rows are written at C speed."""
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(columns)
+    if blank_nan:
+        rows = (["" if isinstance(v, float) and math.isnan(v) else v for v in row] for row in rows)
+    writer.writerows(rows)
+    return buf.getvalue()
+
+
+_ENERGY, _UP, _DOWN = attrgetter("energy_j"), attrgetter("bytes_up"), attrgetter("bytes_down")
+
+
+def _blank(value: float) -> float | str:
+    return "" if value != value else value  # NaN -> empty cell
+
+
+def _mean(values: list[float]) -> float:
+    return float(np.mean(values)) if values else float("nan")
+
+
+def round_rows(records: Sequence[Any], recorder: Recorder) -> list[tuple[Any, ...]]:
+    rows = []
+    for rec in records:
+        per = list(recorder.round_totals[rec.round].values())
+        rows.append((
+            rec.round, rec.sim_time_s,
+            _mean([e.final_accuracy for e in rec.evals.values()]),
+            _mean([e.exit_accuracy for e in rec.evals.values()]),
+            sum(map(_ENERGY, per)), sum(map(_UP, per)), sum(map(_DOWN, per)),
+            round(rec.host_seconds, 4),
+        ))
+    return rows
+
+
+def client_rows(records: Sequence[Any], recorder: Recorder, rs: ResolvedScenario) -> Iterator[tuple[Any, ...]]:
+    """The rows of clients.csv, a missing value (no exit, not evaluated, not present) as an empty cell.
+
+    Built column by column per round, then zipped: a fleet of thousands over many rounds is millions of rows."""
+    nan = float("nan")
+    names = [c.name for c in rs.clients]
+    indices = [c.index for c in rs.clients]
+    devices = [c.device.name for c in rs.clients]
+    cuts = [c.cut for c in rs.clients]
+    blank = [""] * len(names)
+    for rec in records:
+        totals = recorder.round_totals[rec.round]
+        tots = [totals.get(n) for n in names]
+        present = set(rec.present)
+        if rec.evals:
+            evs = [rec.evals.get(i) for i in indices]
+            exit_acc = [_blank(e.exit_accuracy) if e else "" for e in evs]
+            final_acc = [_blank(e.final_accuracy) if e else "" for e in evs]
+            exit_local = [_blank(e.exit_accuracy_local) if e else "" for e in evs]
+            final_local = [_blank(e.final_accuracy_local) if e else "" for e in evs]
+        else:
+            exit_acc = final_acc = exit_local = final_local = blank
+        exit_loss = [_blank(rec.exit_loss.get(i, nan)) for i in indices] if rec.exit_loss else blank
+        server_loss = [_blank(rec.server_loss.get(i, nan)) for i in indices] if rec.server_loss else blank
+        yield from zip(
+            [rec.round] * len(names), names, devices, cuts, exit_acc, final_acc, exit_loss, server_loss,
+            [t.energy_j if t else 0.0 for t in tots], [t.bytes_up if t else 0.0 for t in tots],
+            [t.bytes_down if t else 0.0 for t in tots], [int(i in present) for i in indices],
+            [rec.status.get(i, "ok") for i in indices], [rec.steps_done.get(i, 0) for i in indices],
+            exit_local, final_local,
+        )
+
+
+def _fleet_events(rs: ResolvedScenario, records: Sequence[Any]) -> dict[str, Any]:
+    """Per client, how many rounds it sat out, straggled or left (statuses in the order they first occur), and
+    when its battery emptied. Most clients are "ok" every round: only the other statuses are walked."""
+    odd: dict[int, list[tuple[int, str]]] = {}  # client -> (position in records, status) of its non-ok rounds
+    for pos, rec in enumerate(records):
+        for i, st in rec.status.items():
+            if st != "ok":
+                odd.setdefault(i, []).append((pos, st))
+    out: dict[str, Any] = {}
+    for c in rs.clients:
+        events = odd.get(c.index, [])
+        ok = len(records) - len(events)
+        first_ok = next((j for j, (pos, _) in enumerate(events) if pos != j), len(events))  # its first ok round
+        counts: dict[str, int] = {}
+        battery_round = None
+        for j, (pos, st) in enumerate(events):
+            if j == first_ok and ok:
+                counts["ok"] = ok
+            counts[st] = counts.get(st, 0) + 1
+            if st == "battery_empty":
+                battery_round = records[pos].round
+        if ok and "ok" not in counts:
+            counts["ok"] = ok
+        out[c.name] = {"rounds_by_status": counts, "battery_empty_round": battery_round}
+    return out
+
+
+def summary(rs: ResolvedScenario, records: Sequence[Any], recorder: Recorder,
+            stopped_early: str | None = None, *, timing_only: bool = False,
+            sample_counts: Sequence[int] | None = None) -> dict[str, Any]:
+    last_eval = next((r for r in reversed(records) if r.evals), None)
+    per_entity = recorder.entity_energy()
+    totals = [t for per in recorder.round_totals.values() for t in per.values()]
+    names = {c.index: c.name for c in rs.clients}
+    return {
+        "scenario": rs.scenario.name,
+        "strategy": rs.scenario.strategy.name,
+        "seed": rs.scenario.seed,
+        "rounds": len(records),
+        "timing_only": timing_only,
+        "clients": [{"name": c.name, "device": c.device.name, "link": c.link.name, "cut": c.cut,
+                     "cut_policy": c.cut_policy, "cut_reason": c.cut_reason, "takes_part": c.takes_part,
+                     "train_samples": int(sample_counts[c.index]) if sample_counts is not None else None}
+                    for c in rs.clients],
+        "cannot_take_part": {c.name: c.why_not for c in rs.clients if not c.takes_part},
+        "availability": _fleet_events(rs, records),
+        "stopped_early": stopped_early,
+        "final_accuracy": _mean([e.final_accuracy for e in last_eval.evals.values()]) if last_eval else None,
+        "mean_exit_accuracy": _mean([e.exit_accuracy for e in last_eval.evals.values()]) if last_eval else None,
+        "exit_accuracy": {names[i]: e.exit_accuracy for i, e in last_eval.evals.items()} if last_eval else {},
+        "final_accuracy_per_client": (
+            {names[i]: e.final_accuracy for i, e in last_eval.evals.items()} if last_eval else {}),
+        # on the test split reweighted to each client's own training label distribution
+        "mean_exit_accuracy_local": (_mean([e.exit_accuracy_local for e in last_eval.evals.values()])
+                                     if last_eval else None),
+        "mean_final_accuracy_local": (_mean([e.final_accuracy_local for e in last_eval.evals.values()])
+                                      if last_eval else None),
+        "exit_accuracy_local": {names[i]: e.exit_accuracy_local for i, e in last_eval.evals.items()} if last_eval else {},
+        "final_accuracy_local": (
+            {names[i]: e.final_accuracy_local for i, e in last_eval.evals.items()} if last_eval else {}),
+        "sim_time_s": records[-1].sim_time_s if records else 0.0,
+        "energy_j": {"total": sum(per_entity.values()), "per_entity": per_entity,
+                     "server": per_entity.get(SERVER, 0.0)},
+        "bytes_up": sum(map(_UP, totals)),
+        "bytes_down": sum(map(_DOWN, totals)),
+        "host_seconds": sum(r.host_seconds for r in records),
+        "threads": torch.get_num_threads(),  # intra-op threads of the process that wrote it
+        "versions": {"hetero_splitee_sim": __version__, "python": platform.python_version(),
+                     "torch": torch.__version__, "numpy": np.__version__, "simpy": simpy.__version__},
+    }
+
+
+def _json_safe(value: Any) -> Any:
+    """NaN (no exit, never evaluated) as null: summary.json stays strict JSON."""
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    return value
+
+
+BLOCK_STYLE_CLIENTS = 64  # larger fleets write one client per line (JSON flow style, which YAML reads as is)
+
+
+def resolved_text(rs: ResolvedScenario) -> str:
+    """scenario.resolved.yaml: every default filled in, every profile expanded, one entry per client."""
+    data = rs.to_dict()
+    # libyaml's emitter when PyYAML has it.
+    dumper = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
+    if len(data["clients"]) <= BLOCK_STYLE_CLIENTS:
+        return yaml.dump(data, Dumper=dumper, sort_keys=False)
+    clients = data.pop("clients")
+    head = yaml.dump(data, Dumper=dumper, sort_keys=False)
+    return head + "clients:\n" + "".join(f"- {json.dumps(c, allow_nan=False)}\n" for c in clients)
+
+
+def write_resolved(out: Path, rs: ResolvedScenario) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write(out / "scenario.resolved.yaml", resolved_text(rs))
+
+
+def _write_events(out: Path, recorder: Recorder, fmt: str) -> Path | None:
+    if fmt == "none":
+        return None
+    rows = sorted(recorder.events, key=itemgetter(0, 1, 2, 3))  # events are tuples: t_start, t_end, entity, kind
+    if fmt == "parquet":
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        table = pa.table({name: [r[k] for r in rows] for k, name in enumerate(EVENT_COLUMNS)})
+        sink = io.BytesIO()
+        pq.write_table(table, sink)
+        path = out / "events.parquet"
+        atomic_write(path, sink.getvalue())
+        return path
+    path = out / "events.csv"
+    atomic_write(path, _csv(EVENT_COLUMNS, rows, blank_nan=False))  # every event field is a number or a name
+    return path
+
+
+def _write_early_exit(out: Path, rs: ResolvedScenario, records: Sequence[Any]) -> None:
+    """Per client and threshold, from the last evaluation (none for methods without exits)."""
+    from simulator.learning.early_exit import EARLY_EXIT_COLUMNS, early_exit_rows
+    from simulator.learning.models.cost_table import cost_table_cached
+
+    last_eval = next((r for r in reversed(records) if r.evals), None)
+    if last_eval is None:
+        return
+    sc = rs.scenario
+    in_ch, size, classes = sc.dataset.shape()
+    table = cost_table_cached(sc.model.width, in_ch, classes, size, sc.model.exit_head, sc.model.exit_grid)
+    rows = early_exit_rows(rs, table, last_eval.evals)
+    if rows:
+        atomic_write(out / "early_exit.csv", _csv(EARLY_EXIT_COLUMNS, rows))
+
+
+def write_run(out: Path, rs: ResolvedScenario, records: Sequence[Any], recorder: Recorder,
+              stopped_early: str | None = None, *, timing_only: bool = False,
+              sample_counts: Sequence[int] | None = None,
+              finish: Callable[[dict[str, Any]], dict[str, Any]] | None = None) -> dict[str, Any]:
+    """All result files of a finished run; summary.json last, so its presence means the run is complete.
+
+    `finish`, if given, runs once the other files are written and returns the summary to write (a replay puts
+    the original run's learning results into the tables and the summary)."""
+    if not (out / "scenario.resolved.yaml").is_file():  # the runner writes it when the run starts
+        write_resolved(out, rs)
+    atomic_write(out / "rounds.csv", _csv(ROUND_COLUMNS, round_rows(records, recorder)))
+    atomic_write(out / "clients.csv", _csv(CLIENT_COLUMNS, client_rows(records, recorder, rs), blank_nan=False))
+    _write_events(out, recorder, rs.scenario.output.events)
+    _write_early_exit(out, rs, records)
+    summ = summary(rs, records, recorder, stopped_early, timing_only=timing_only, sample_counts=sample_counts)
+    if finish is not None:
+        summ = finish(summ)
+    atomic_write(out / "summary.json", json.dumps(_json_safe(summ), indent=2, allow_nan=False) + "\n")
+    return summ
