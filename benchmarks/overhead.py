@@ -11,7 +11,8 @@ from pathlib import Path
 import torch
 
 from simulator.learning.aggregation import weighted_average_
-from simulator.engine.simulation import Simulation, load_data
+from simulator.engine.simulation import Simulation
+from simulator.engine.build import load_data
 from simulator.resources import builtin_dir
 from simulator.config.scenario import load_scenario
 

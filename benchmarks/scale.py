@@ -93,7 +93,9 @@ def one_training(clients: int) -> dict[str, float]:
     """Averaging with real training: build the world, run one round (steps + aggregation), no evaluation."""
     import torch
 
-    from simulator.engine.simulation import Simulation, load_data
+    from simulator.engine.simulation import Simulation
+
+    from simulator.engine.build import load_data
     from simulator.resources import builtin_dir
     from simulator.config.scenario import load_scenario
 

@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import hashlib
 
+from typing import TYPE_CHECKING
+
 import numpy as np
-import torch
+
+if TYPE_CHECKING:
+    import torch
 
 __all__ = ["Streams"]
 
@@ -31,6 +35,8 @@ class Streams:
         return int(self._seq(name, *index).generate_state(1, dtype=np.uint64)[0] >> 1)
 
     def torch(self, name: str, *index: int, device: str | torch.device = "cpu") -> torch.Generator:
+        import torch  # only learning draws torch generators: timing and loading stay free of torch
+
         g = torch.Generator(device=device)
         g.manual_seed(self.torch_seed(name, *index))
         return g

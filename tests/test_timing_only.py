@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import yaml
 
-from simulator.learning.aggregation import aggregation_traffic
+from simulator.costs.traffic import aggregation_traffic
 from simulator.commands.cli import main
 from simulator.engine.simulation import Simulation
 from simulator.learning.models.cost_table import cost_table_cached

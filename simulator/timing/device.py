@@ -1,4 +1,5 @@
-"""A client device as SimPy processes: its processor runs the real client steps, its radio sends features."""
+"""A client device as SimPy processes: its processor runs client steps (each put in the round's plan at its
+simulated start), its radio sends features."""
 
 from __future__ import annotations
 
@@ -10,22 +11,22 @@ import math
 
 import numpy as np
 import simpy
-import torch
 
 from simulator.costs import compute_model
 
 from simulator.costs import formulas as costs
 
 from simulator.timing import schedule
-from simulator.learning.models.cost_table import CostTable
+from typing import TYPE_CHECKING
+if TYPE_CHECKING:
+    from simulator.learning.models.cost_table import CostTable
 from simulator.timing.network import Link
 from simulator.config.profiles import DeviceProfile
 from simulator.timing.recorder import Recorder
 from simulator.config.scenario import ClientSpec
-from simulator.learning.training import ClientTrainer
+from simulator.plan import STEP, RoundPlan
 
-__all__ = ["FeatureBatch", "ClientCosts", "RoundFate", "Device", "plan_rounds", "record_rounds", "planned_rounds",
-           "planned_battery_round", "timeout_at"]
+__all__ = ["FeatureBatch", "ClientCosts", "RoundFate", "Device", "timeout_at"]
 
 
 def timeout_at(env: simpy.Environment, t: float) -> simpy.Event:
@@ -54,8 +55,6 @@ class FeatureBatch:
     client: int
     round: int
     step: int
-    h: torch.Tensor | None  # (B, C_l, H_l, W_l), detached, as quantized for the wire; None if timing only
-    y: torch.Tensor | None  # (B,)
     nbytes: float  # payload on the wire
     sent: simpy.Event  # fires when the radio has delivered it
 
@@ -112,13 +111,11 @@ class Device:
     the moment it runs out at the current draw.
     """
 
-    def __init__(self, env: simpy.Environment, spec: ClientSpec, link: Link, trainer: ClientTrainer | None,
-                 batch_costs: ClientCosts, recorder: Recorder, *, overlap: bool, send_buffer: int) -> None:
+    def __init__(self, env: simpy.Environment, spec: ClientSpec, link: Link, batch_costs: ClientCosts, recorder: Recorder, *, overlap: bool, send_buffer: int) -> None:
         self.env = env
         self.spec = spec
         self.name = spec.name
         self.link = link
-        self.trainer = trainer
         self.costs = batch_costs
         self.recorder = recorder
         self.overlap = overlap
@@ -207,7 +204,7 @@ class Device:
         return lambda on: self._draw(added if on else -added)
 
     # --- a round --------------------------------------------------------------------------------
-    def run_round(self, rnd: int, steps: int, train_x: torch.Tensor, train_y: torch.Tensor,
+    def run_round(self, rnd: int, steps: int, plan: RoundPlan,
                   deliver: Callable[[FeatureBatch], Any]) -> Generator[simpy.Event, Any, RoundFate]:
         """`steps` client steps; each feature batch is sent and handed to `deliver` on arrival (call `begin_round`
         first).
@@ -224,11 +221,10 @@ class Device:
         sender = env.process(self._sender(rnd, steps, queue, deliver, fate))
         compute_w = self.spec.device.compute_w
         for k in range(steps):
-            # The real step, at its simulated start (none in a timing-only run: no trainer).
-            h, y = self.trainer.step(train_x, train_y) if self.trainer is not None else (None, None)
+            plan.add(STEP, self.spec.index)  # the step's learning, at its simulated start
             if not (yield from self.busy(rnd, "compute", fwd_s, compute_w, flops=self.costs.fwd_flops)):
                 break
-            batch = FeatureBatch(self.spec.index, rnd, k, h, y, self.costs.feature_bytes, env.event())
+            batch = FeatureBatch(self.spec.index, rnd, k, self.costs.feature_bytes, env.event())
             if self.overlap:  # the radio sends h while the processor runs the exit and the backward
                 if not (yield from self._until(queue.put(batch))):
                     break
@@ -335,74 +331,3 @@ class Device:
         self.recorder.interval(self.name, kind, rnd, tr.t_start, tr.t_end_busy, nbytes=tr.wire_bytes,
                                direction="up" if up else "down")
         return tr
-
-
-def plan_rounds(devices: list[Device], steps: int) -> schedule.ClientRounds:
-    """`run_round` of several devices without their processes, for timing-only runs: each device's schedule in
-    closed form from now (schedule.client_rounds; nothing may interrupt them and each has its link to itself).
-    Jitter is drawn from each link's stream in the order the radio sends. Nothing is recorded or computed."""
-    env = devices[0].env
-    fwd_s, rest_s, send_s = np.array([d.step_seconds for d in devices]).T
-    flights = np.repeat(np.array([[d.link.up.latency_s] for d in devices]), steps, axis=1)
-    scale = np.array([d.link.up.jitter_s for d in devices])
-    jittered = np.flatnonzero(scale > 0)
-    if len(jittered):  # every device's draws in send order, from its own row of the bank
-        bank = devices[0].link.up.jitter
-        rows = np.array([devices[k].link.up.jitter_row for k in jittered.tolist()])
-        flights[jittered] += scale[jittered, None] * bank.rows(rows, steps)
-    return schedule.client_rounds(env.now, steps, fwd_s, rest_s, send_s, flights, overlap=devices[0].overlap,
-                                  send_buffer=devices[0].send_buffer)
-
-
-def record_rounds(devices: list[Device], rnd: int, plan: schedule.ClientRounds) -> None:
-    """The intervals of planned rounds into the recorder, as the devices' processes would record them."""
-    rec = devices[0].recorder
-    steps = plan.arrival.shape[1]
-    if rec.keep_events:
-        for k, d in enumerate(devices):
-            for j in range(steps):
-                rec.interval(d.name, "compute", rnd, float(plan.fwd[0][k, j]), float(plan.fwd[1][k, j]),
-                             flops=d.costs.fwd_flops)
-                rec.interval(d.name, "compute", rnd, float(plan.rest[0][k, j]), float(plan.rest[1][k, j]),
-                             flops=d.costs.rest_flops)
-                rec.interval(d.name, "tx", rnd, float(plan.send[0][k, j]), float(plan.send[1][k, j]),
-                             nbytes=d.wire_feature_bytes, direction="up")
-        return
-    names = [d.name for d in devices]
-    compute = ((plan.fwd[1] - plan.fwd[0]) + (plan.rest[1] - plan.rest[0])).sum(axis=1).tolist()
-    rec.add_many(rnd, names, "compute", compute)
-    tx = (plan.send[1] - plan.send[0]).sum(axis=1).tolist()
-    rec.add_many(rnd, names, "tx", tx, nbytes=[d.wire_feature_bytes * steps for d in devices], direction="up")
-
-
-def planned_rounds(devices: list[Device], rnd: int, steps: int) -> schedule.ClientRounds:
-    """plan_rounds, then record_rounds."""
-    plan = plan_rounds(devices, steps)
-    record_rounds(devices, rnd, plan)
-    return plan
-
-
-def planned_battery_round(device: Device, rnd: int, steps: int) -> schedule.ClientRounds | None:
-    """A planned round for a device on a battery (nothing else can stop it; its link is its own), if its battery
-    lasts through all its work; then it only idles, and one timer is set for when the battery runs out at the
-    idle draw (as the processes leave it after their last activity). None, with nothing drawn or recorded, if
-    the battery may run out during the work: the device then runs its processes."""
-    assert device.battery_j is not None and device.leave is not None
-    up = device.link.up
-    saved = up.jitter.snapshot(up.jitter_row)
-    plan = plan_rounds([device], steps)
-    t0 = device.env.now
-    last = max(float(plan.rest[1][0, -1]), float(plan.send[1][0, -1]))  # the processor and radio go quiet
-    compute_s = float(((plan.fwd[1] - plan.fwd[0]) + (plan.rest[1] - plan.rest[0])).sum())
-    tx_s = float((plan.send[1] - plan.send[0]).sum())
-    prof = device.spec.device
-    # Charge used by now: the device may have idled since its last mark (waiting for its turn).
-    used_now = device._used_j + (prof.idle_w + device._added_w) * (t0 - device._t_mark)
-    used = used_now + prof.idle_w * (last - t0) + (prof.compute_w - prof.idle_w) * compute_s \
-        + device.spec.link.tx_w * tx_s
-    if used >= device.battery_j * (1.0 - 1e-9):  # too close to call in closed form
-        up.jitter.restore(up.jitter_row, saved)
-        return None
-    record_rounds([device], rnd, plan)
-    device.idle_from(last, used)
-    return plan

@@ -1,7 +1,9 @@
-"""Training strategies: one base class owning the round loop, one small subclass per method."""
+"""The strategies' learning rules: one small class per method (Hetero-SplitEE's in splitee.py, the baselines' in
+baseline.py), each declaring the timing its rounds follow (timing.rounds)."""
 
 from simulator.learning.strategies.averaging import Averaging
-from simulator.learning.strategies.base import Strategy
+from simulator.learning.strategies.baseline import Baseline
+from simulator.learning.strategies.splitee import SplitEE
 from simulator.learning.strategies.centralized import Centralized
 from simulator.learning.strategies.fedavg import FedAvg
 from simulator.learning.strategies.homogeneous import HomogeneousSplitEE
@@ -10,10 +12,12 @@ from simulator.learning.strategies.splitfed import SplitFedV1, SplitFedV2
 from simulator.learning.strategies.standalone_exit import StandaloneExit
 from simulator.learning.strategies.vanilla_sl import VanillaSL
 
-__all__ = ["STRATEGIES", "Strategy", "Averaging", "Sequential", "Centralized", "FedAvg", "HomogeneousSplitEE",
+__all__ = ["STRATEGIES", "Strategy", "SplitEE", "Baseline", "Averaging", "Sequential", "Centralized", "FedAvg", "HomogeneousSplitEE",
            "SplitFedV1", "SplitFedV2", "StandaloneExit", "VanillaSL"]
 
-STRATEGIES: dict[str, type[Strategy]] = {
+Strategy = SplitEE | Baseline
+
+STRATEGIES: dict[str, type[SplitEE] | type[Baseline]] = {
     cls.name: cls
     for cls in (Sequential, Averaging, HomogeneousSplitEE, Centralized, VanillaSL, SplitFedV1, SplitFedV2, FedAvg,
                 StandaloneExit)

@@ -3,18 +3,17 @@
 from __future__ import annotations
 
 import math
-from typing import Any, Generator, Sequence
+from typing import Any
 
-import simpy
 import torch
 from torch import nn
 
-from simulator.costs import compute_model
-from simulator.timing.device import RoundFate
+from simulator.costs.baselines import full_step_flops
 from simulator.learning.split_training import full_step
-from simulator.learning.strategies.baseline import Baseline, full_step_flops
+from simulator.learning.strategies.baseline import Baseline
 from simulator.learning.training import BatchSampler, make_optimizer
-from simulator.timing.world import World
+from simulator.learning.world import LearningWorld
+from simulator.plan import RoundPlan
 
 __all__ = ["Centralized"]
 
@@ -25,9 +24,9 @@ class Centralized(Baseline):
     (their availability does not change the steps run)."""
 
     name = "centralized"
-    client_devices = False  # clients neither compute nor draw power; their availability does not matter
+    rounds = "central"
 
-    def __init__(self, world: World) -> None:
+    def __init__(self, world: LearningWorld) -> None:
         super().__init__(world)
         w = world
         self.model = w.new_backbone("global")
@@ -41,24 +40,20 @@ class Centralized(Baseline):
         self.loss_count = 0
         self.round_loss: float | None = None
 
-    def run_round(self, rnd: int, present: Sequence[int],
-                  stops: dict[int, simpy.Event]) -> Generator[simpy.Event, Any, None]:
-        w = self.w
-        self.fates = {i: RoundFate() for i in present}  # the clients run no steps
+    def sizes(self) -> dict[str, Any]:
+        return {"step_flops": self.step_flops}
+
+    def execute(self, plan: RoundPlan) -> None:
         self.loss_sum.zero_()
         self.loss_count, self.round_loss = 0, None
-        for _ in range(sum(w.steps_per_round)):
-            idx = self.sampler.next()
-            x, y = w.train_x[idx], w.train_y[idx]  # (B, C, H, W), (B,)
-            batch = int(y.shape[0])
-            flops = self.step_flops * batch
-            seconds = compute_model.seconds_for(w.server.profile, compute_model.whole_step_flops(w.table, batch), flops,
-                                                step=True)
-            loss = yield w.env.process(w.server.compute(rnd, flops,
-                                                        lambda x=x, y=y: full_step(self.model, self.optimizer, x, y),
-                                                        seconds=seconds))
-            self.loss_sum += loss
-            self.loss_count += 1
+        super().execute(plan)
+
+    def central_step(self) -> None:
+        w = self.w
+        idx = self.sampler.next()
+        x, y = w.train_x[idx], w.train_y[idx]  # (B, C, H, W), (B,)
+        self.loss_sum += full_step(self.model, self.optimizer, x, y)
+        self.loss_count += 1
 
     def take_server_loss(self, i: int) -> float:
         """The round's mean training loss, the same for every client (one host sync per round)."""

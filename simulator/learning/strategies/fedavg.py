@@ -3,17 +3,16 @@
 from __future__ import annotations
 
 import copy
-from typing import Any, Generator, Sequence
+from typing import Any, Sequence
 
-import simpy
 import torch
 from torch import nn
 
-from simulator.costs import compute_model
+from simulator.costs.baselines import full_step_flops
 from simulator.learning.split_training import full_step
-from simulator.learning.strategies.baseline import AverageGroup, Baseline, full_step_flops
+from simulator.learning.strategies.baseline import AverageGroup, Baseline
 from simulator.learning.training import make_optimizer
-from simulator.timing.world import World
+from simulator.learning.world import LearningWorld
 
 __all__ = ["FedAvg"]
 
@@ -30,35 +29,30 @@ class FedAvg(Baseline):
 
     name = "fedavg"
 
-    def __init__(self, world: World) -> None:
+    def __init__(self, world: LearningWorld) -> None:
         super().__init__(world)
         w = world
         self.global_model = w.new_backbone("global")
-        self.models = [copy.deepcopy(self.global_model) for _ in w.devices]  # all start from one global model
+        self.models = [copy.deepcopy(self.global_model) for _ in w.rs.clients]  # all start from one global model
         # Local optimizers over the whole model; their state (momentum) stays on the device across rounds.
         self.local_opts = [make_optimizer(m.parameters(), w.scenario.training.optimizer) for m in self.models]
-        self.step_flops = full_step_flops(w.table)  # per sample
+        self.group = AverageGroup(dict(enumerate(self.models)), [self.global_model])
 
-    def run_round(self, rnd: int, present: Sequence[int],
-                  stops: dict[int, simpy.Event]) -> Generator[simpy.Event, Any, None]:
-        group = AverageGroup(dict(enumerate(self.models)), [self.global_model])
-        yield from self.federated_round(rnd, present, stops, lambda _stay: [group])
+    def sizes(self) -> dict[str, Any]:
+        return {**self.sizes_of([self.global_model], [self.group]), "step_flops": full_step_flops(self.w.table)}
 
-    def client_round(self, rnd: int, i: int) -> Generator[simpy.Event, Any, None]:
+    def local_step(self, i: int) -> None:
         w = self.w
-        model, opt, fate = self.models[i], self.local_opts[i], self.fates[i]
-        if (yield from self.catch_up(rnd, i, model, self.global_model)):
-            for _ in range(w.steps_per_round[i]):
-                idx = w.samplers[i].next()
-                x, y = w.train_x[idx], w.train_y[idx]  # (B, C, H, W), (B,)
-                self.server_loss[i] += full_step(model, opt, x, y)  # the real step, at its simulated start
-                self.server_steps[i] += 1
-                batch = int(y.shape[0])
-                if not (yield from self.busy(rnd, i, self.step_flops * batch,
-                                             compute_model.whole_step_flops(w.table, batch), step=True)):
-                    break
-                fate.steps_done += 1
-        self.close_fate(i)
+        idx = w.samplers[i].next()
+        x, y = w.train_x[idx], w.train_y[idx]  # (B, C, H, W), (B,)
+        self.server_loss[i] += full_step(self.models[i], self.local_opts[i], x, y)
+        self.server_steps[i] += 1
+
+    def local_and_global(self, i: int) -> tuple[nn.Module, nn.Module]:
+        return self.models[i], self.global_model
+
+    def average_groups(self, stay: Sequence[int]) -> list[AverageGroup]:
+        return [self.group]
 
     def eval_parts(self) -> tuple[nn.Module | None, nn.Module]:
         return None, self.global_model

@@ -3,16 +3,15 @@
 from __future__ import annotations
 
 import copy
-from typing import Any, Generator, Sequence
+from typing import Any, Sequence
 
-import simpy
 import torch
 from torch import nn
 
 from simulator.learning.split_training import ClientPart, SplitServer
 from simulator.learning.strategies.baseline import AverageGroup, Baseline, common_cut, server_seq
 from simulator.learning.training import make_optimizer
-from simulator.timing.world import World
+from simulator.learning.world import LearningWorld
 
 __all__ = ["SplitFedV1", "SplitFedV2"]
 
@@ -28,40 +27,38 @@ class SplitFedV1(Baseline):
     """
 
     name = "splitfed_v1"
+    split = True
     shared_server = False  # v2: one server-side model for everyone
 
-    def __init__(self, world: World) -> None:
+    def __init__(self, world: LearningWorld) -> None:
         super().__init__(world)
         w = world
         self.cut = common_cut(w)
+        self.one_at_a_time = self.shared_server
         opt = w.scenario.training.optimizer
         self.global_model = w.new_backbone("global")
         self.global_client = nn.Sequential(*self.global_model.units[: self.cut])
         self.global_server = server_seq(self.global_model, self.cut)
         # Every copy starts from the global weights, so averaging them is meaningful.
         dtype = w.scenario.network.activation_dtype
-        bodies = [copy.deepcopy(self.global_client) for _ in w.devices]
+        n = len(w.rs.clients)
+        bodies = [copy.deepcopy(self.global_client) for _ in range(n)]
         self.parts = [ClientPart(b, make_optimizer(b.parameters(), opt), dtype) for b in bodies]
-        self.slots: simpy.Resource | None = None  # None: the server's `workers` slots
         if self.shared_server:
             shared = SplitServer(self.global_server, make_optimizer(self.global_server.parameters(), opt))
-            self.servers = [shared for _ in w.devices]
-            self.slots = simpy.Resource(w.env, capacity=1)  # one batch at a time, in arrival order
+            self.servers = [shared for _ in range(n)]
         else:
-            seqs = [copy.deepcopy(self.global_server) for _ in w.devices]
+            seqs = [copy.deepcopy(self.global_server) for _ in range(n)]
             self.servers = [SplitServer(s, make_optimizer(s.parameters(), opt)) for s in seqs]
 
-    def run_round(self, rnd: int, present: Sequence[int],
-                  stops: dict[int, simpy.Event]) -> Generator[simpy.Event, Any, None]:
-        yield from self.federated_round(rnd, present, stops, self.average_groups)
+    def sizes(self) -> dict[str, Any]:
+        return self.sizes_of([self.global_client], self.average_groups([]))
 
-    def client_round(self, rnd: int, i: int) -> Generator[simpy.Event, Any, None]:
-        part = self.parts[i]
-        if (yield from self.catch_up(rnd, i, part.body, self.global_client)):
-            for _ in range(self.w.steps_per_round[i]):
-                if not (yield from self.split_step(rnd, i, part, self.servers[i], self.slots)):
-                    break
-        self.close_fate(i)
+    def split_parts(self, i: int) -> tuple[ClientPart, SplitServer]:
+        return self.parts[i], self.servers[i]
+
+    def local_and_global(self, i: int) -> tuple[nn.Module, nn.Module]:
+        return self.parts[i].body, self.global_client
 
     def average_groups(self, stay: Sequence[int]) -> list[AverageGroup]:
         groups = [AverageGroup({i: p.body for i, p in enumerate(self.parts)}, [self.global_client])]

@@ -5,18 +5,14 @@ from __future__ import annotations
 
 from torch import nn
 
+from simulator.costs.baselines import exit_step_flops
 from simulator.learning.models.heads import make_exit_head
 from simulator.learning.split_training import evaluate_model
 from simulator.learning.strategies.centralized import Centralized
 from simulator.learning.training import EvalResult, make_optimizer
-from simulator.timing.world import World
+from simulator.learning.world import LearningWorld
 
-__all__ = ["StandaloneExit", "exit_step_flops"]
-
-
-def exit_step_flops(table: object, cut: int) -> float:
-    """Forward + backward FLOPs per sample of u1..u_cut and the exit head (u1 computes no image gradient)."""
-    return table.client_fwd_flops(cut) + table.client_bwd_flops(cut)  # type: ignore[attr-defined]
+__all__ = ["StandaloneExit"]
 
 
 class StandaloneExit(Centralized):
@@ -27,7 +23,7 @@ class StandaloneExit(Centralized):
 
     name = "standalone_exit"
 
-    def __init__(self, world: World) -> None:
+    def __init__(self, world: LearningWorld) -> None:
         super().__init__(world)
         w = world
         sc = w.scenario

@@ -1,0 +1,156 @@
+"""Hetero-SplitEE's learning rules: every client trains its part on its own exit's loss (never waiting for a
+gradient), the server trains the rest on the feature batches, and the shared layers are averaged across cuts.
+
+A strategy is a `SplitEE` subclass: how its server models are built (`build_server`), and its declared server
+discipline (`discipline`, timing.rounds.disciplines). `execute` runs a round's plan (timing.plan) in its order."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import torch
+from torch import nn
+
+from simulator.costs.traffic import exit_head_groups, unit_groups
+from simulator.learning.aggregation import weighted_average_
+from simulator.learning.training import EvalResult, ServerPath, evaluate_path
+from simulator.learning.world import LearningWorld
+from simulator.plan import AVERAGE, SERVE, STEP, RoundPlan
+
+__all__ = ["SplitEE", "Copy"]
+
+
+@dataclass(frozen=True)
+class Copy:
+    """One client's copy of a part in an aggregation: views of its tensors (parameters, then the floating BatchNorm
+    statistics if those are averaged), and whether it lives on the client's device (it travels) or at the server."""
+
+    client: int
+    tensors: list[torch.Tensor]
+    on_device: bool
+
+
+class SplitEE:
+    """The learning of one Hetero-SplitEE run: the clients' parts (`LearningWorld.trainers`) and the server paths."""
+
+    name = "splitee"
+    discipline = "fcfs"  # how the server takes the feature batches (timing.rounds.disciplines)
+    early_exits = True  # every client trains its part with an exit head (the world builds them)
+    server_copies = False  # true: each client has its own server model, whose units join the aggregation
+
+    def __init__(self, world: LearningWorld) -> None:
+        self.w = world
+        self.cfg = world.scenario.strategy
+        self.paths: list[ServerPath] = self.build_server()
+        n = len(world.rs.clients)
+        self.server_loss = [torch.zeros((), device=world.torch_device) for _ in range(n)]
+        self.server_steps = [0 for _ in range(n)]
+        self.features: list[list[tuple[torch.Tensor, torch.Tensor]]] = [[] for _ in range(n)]  # this round's
+
+    def build_server(self) -> list[ServerPath]:
+        """The server path serving each client (index = client)."""
+        raise NotImplementedError
+
+    # --- a round's plan ---------------------------------------------------------------------------
+    def execute(self, plan: RoundPlan) -> None:
+        """Every operation of the round's plan, in its order."""
+        w, features = self.w, self.features
+        trainers, x, y = w.trainers, w.train_x, w.train_y
+        for op in plan.ops:
+            kind = op[0]
+            if kind == STEP:
+                features[op[1]].append(trainers[op[1]].step(x, y))
+            elif kind == SERVE:
+                i = op[1]
+                h, labels = features[i][op[2]]
+                self.server_loss[i] += self.paths[i].step(h, labels)
+                self.server_steps[i] += 1
+            elif kind == AVERAGE:
+                self.aggregate(op[1], op[2])
+            else:
+                raise ValueError(f"{self.name} cannot execute {kind!r}")
+        for f in features:
+            f.clear()
+
+    def aggregate(self, members: Sequence[int], missed: set[int]) -> None:
+        """The average among `members`; a member in `missed` never received it and keeps its own copy."""
+        groups = self.aggregation_plan(members)
+        kept = [(c, [t.clone() for t in c.tensors]) for group in groups for c in group
+                if c.client in missed and c.on_device]
+        self.average(groups)
+        with torch.no_grad():
+            for c, before in kept:
+                for t, b in zip(c.tensors, before):
+                    t.copy_(b)
+
+    def aggregation_plan(self, present: Sequence[int]) -> list[list[Copy]]:
+        """Cross-layer groups: for each unit and the classifier, the copies held by the present clients
+        (on their devices if client layers are aggregated; in their server models with `server_copies`),
+        then the exit heads of clients sharing a cut."""
+        w = self.w
+        cuts = [w.cuts[i] for i in present]
+        num_units = len(w.table.units)
+        buffers = self.cfg.bn == "average"
+        groups = unit_groups(cuts, num_units, server_copies=self.server_copies,
+                             client_copies=self.cfg.client_layers_aggregated())
+        plan = []
+        for u, members in enumerate(groups):
+            if len(members) < 2:
+                continue
+            group = []
+            for k in members:
+                i, cut = present[k], cuts[k]
+                if u < cut:  # on client i's device: piece u of its client part
+                    group.append(Copy(i, w.trainers[i].unit_tensors(u, buffers=buffers), on_device=True))
+                else:  # in its server model: piece u - cut of its server part
+                    path = self.paths[i]
+                    assert path.copies is not None, "server copies need a server model per client"
+                    group.append(Copy(i, path.copies.tensors(path.k, u - cut, buffers=buffers), on_device=False))
+            plan.append(group)
+        if self.cfg.exit_heads_aggregated():
+            for members in exit_head_groups(cuts):
+                plan.append([Copy(present[k], w.trainers[present[k]].unit_tensors(cuts[k], buffers=buffers),
+                                  on_device=True) for k in members])
+        return plan
+
+    def average(self, plan: list[list[Copy]]) -> None:
+        """Every group of the plan averaged in place, weighted by the clients' sample counts."""
+        counts = self.w.sample_counts
+        for group in plan:
+            weighted_average_([c.tensors for c in group], [counts[c.client] for c in group])
+
+    # --- results and state ------------------------------------------------------------------------
+    def evaluate(self, batch_size: int) -> dict[int, EvalResult]:
+        """Per client: its exit, and its path through the server part that serves it."""
+        w = self.w
+        return {i: evaluate_path(w.trainers[i], self.paths[i], w.test_x, w.test_y, batch_size)
+                for i in range(len(w.trainers))}
+
+    def take_exit_loss(self, i: int) -> float:
+        return self.w.trainers[i].take_mean_loss()
+
+    def take_server_loss(self, i: int) -> float:
+        n = self.server_steps[i]
+        mean = float(self.server_loss[i]) / n if n else float("nan")
+        self.server_loss[i].zero_()
+        self.server_steps[i] = 0
+        return mean
+
+    def server_modules(self) -> list[nn.Module]:
+        """Server-side modules with state to checkpoint (besides the per-client parts kept as rows)."""
+        return []
+
+    def optimizers(self) -> list[torch.optim.Optimizer]:
+        """The server optimizers, each once (checkpointed with the run)."""
+        unique: dict[int, torch.optim.Optimizer] = {}
+        for path in self.paths:
+            unique.setdefault(id(path.optimizer), path.optimizer)
+        return list(unique.values())
+
+    def extra_state(self) -> dict[str, Any]:
+        """Checkpointed state that is neither a module nor an optimizer (e.g. a sampler of the strategy's own)."""
+        return {}
+
+    def load_extra_state(self, state: dict[str, Any]) -> None:
+        """Restores what `extra_state` returned."""

@@ -1,0 +1,87 @@
+"""What learning acts on: the data on the compute device, every client's sampler and trainer, the rows of model
+copies, and the seeds the networks start from. No clock and no costs."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+from simulator.learning.copies import Copies
+from simulator.config.schema import Scenario
+from simulator.learning.models.cost_table import CostTable
+from simulator.learning.models.resnet import UnitModel
+from simulator.rng import Streams
+from simulator.config.scenario import ResolvedScenario
+from simulator.learning.training import BatchSampler, ClientTrainer
+
+__all__ = ["LearningWorld"]
+
+
+@dataclass
+class LearningWorld:
+    rs: ResolvedScenario
+    table: CostTable
+    streams: Streams
+    samplers: list[BatchSampler]  # per client: its shard's batches
+    trainers: list[ClientTrainer]  # per client, for the strategies with early exits (else empty)
+    client_parts: dict[int, Copies]  # by cut: the client parts (u1..u_cut + exit head) of the clients at that cut
+    server_parts: dict[int, Copies]  # by cut: their server models (u_{cut+1}..u9 + classifier), if one per client
+    train_x: torch.Tensor  # (N, C, H, W) on the compute device
+    train_y: torch.Tensor  # (N,)
+    test_x: torch.Tensor
+    test_y: torch.Tensor
+    sample_counts: list[int]  # training samples per client (aggregation weights)
+    steps_per_round: list[int]  # client steps per round
+    torch_device: torch.device
+    scratch: UnitModel | None = field(default=None, repr=False)  # initial_backbone's model (dropped once built)
+    scratch_seed: int | None = field(default=None, repr=False)  # the seed its weights were drawn from
+
+    @property
+    def scenario(self) -> Scenario:
+        return self.rs.scenario
+
+    @property
+    def cuts(self) -> list[int]:
+        """Each client's cut (fixed for the run)."""
+        cached = self.__dict__.get("_cuts")
+        if cached is None:
+            cached = self.__dict__["_cuts"] = [c.cut for c in self.rs.clients]
+        return cached
+
+    def new_backbone(self, name: str, index: int = 0) -> UnitModel:
+        """A freshly initialised backbone from its own named seed stream, on the compute device."""
+        return self._cpu_backbone(self.streams.torch_seed(name, index)).to(self.torch_device)
+
+    def _cpu_backbone(self, seed: int) -> UnitModel:
+        from simulator.learning.models.resnet import SplitResNet18
+
+        sc = self.scenario
+        in_ch, _, classes = sc.dataset.shape()
+        return SplitResNet18(sc.model.width, in_ch, classes, seed=seed)  # initializers draw on the CPU
+
+    def common_init(self) -> bool:
+        """Whether every copy of a unit starts from one shared network (`model.init: common`)."""
+        return self.scenario.model.init == "common"
+
+    def backbone_seed(self, i: int) -> int:
+        """The seed client i's backbone starts from: the one shared network's (stream "global", as the baselines'
+        model) with `model.init: common`, else its own (stream "client", i)."""
+        return self.streams.torch_seed("global", 0) if self.common_init() else self.streams.torch_seed("client", i)
+
+    def exit_seed(self, i: int) -> int:
+        """The seed client i's exit head starts from: one per cut with `model.init: common`, else its own."""
+        if self.common_init():
+            return self.streams.torch_seed("shared_exit", self.cuts[i])
+        return self.streams.torch_seed("exit", i)
+
+    def initial_backbone(self, i: int) -> UnitModel:
+        """Client i's backbone as it starts (the weights `backbone_seed(i)` draws), drawn into one scratch model on
+        the CPU: read it before the next call."""
+        seed = self.backbone_seed(i)
+        if self.scratch is None:
+            self.scratch = self._cpu_backbone(seed)
+        elif self.scratch_seed != seed:
+            self.scratch.reseed_(seed)
+        self.scratch_seed = seed
+        return self.scratch

@@ -1,0 +1,44 @@
+"""A round's plan: what its learning must compute, in the order the simulated round reached each piece of work.
+
+Timing never depends on the values learned, so a round is timed first and its plan handed to learning afterwards
+(`learning.strategies`); nothing in timing touches a tensor. An operation is a tuple whose first item names it:
+
+  Hetero-SplitEE:  (STEP, i)                   client i's next step (to its cut and exit; its feature batch kept)
+                   (SERVE, i, k)               a server step on client i's feature batch of step k
+                   (AVERAGE, members, missed)  aggregation among `members`; `missed` did not receive the result
+  split learning:  (FORWARD, i)                client i's forward to the cut on its next batch
+                   (SPLIT_SERVE, i)            the server's step on it, the cut-layer gradient returned
+                   (BACKWARD, i)               client i's backward from that gradient and its optimizer step
+                   (DROP, i)                   client i's forward is abandoned (its step was cut short)
+                   (SAVE, i) / (RESTORE, i)    the turn's client-side weights kept / put back (vanilla SL)
+  federated:       (LOCAL_STEP, i)             client i's whole-model step (FedAvg)
+                   (CATCH_UP, i)               client i downloads the global copy it missed
+                   (FED_AVERAGE, members, missed)
+  centralized:     (CENTRAL_STEP,)             one step at the server on the pooled data
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+__all__ = ["RoundPlan", "STEP", "SERVE", "AVERAGE", "FORWARD", "SPLIT_SERVE", "BACKWARD", "DROP", "SAVE", "RESTORE",
+           "LOCAL_STEP", "CATCH_UP", "FED_AVERAGE", "CENTRAL_STEP"]
+
+STEP, SERVE, AVERAGE = "step", "serve", "average"
+FORWARD, SPLIT_SERVE, BACKWARD, DROP, SAVE, RESTORE = "forward", "split_serve", "backward", "drop", "save", "restore"
+LOCAL_STEP, CATCH_UP, FED_AVERAGE, CENTRAL_STEP = "local_step", "catch_up", "fed_average", "central_step"
+
+
+@dataclass
+class RoundPlan:
+    """The operations of one round in the order they happened in simulated time (ties in SimPy's order)."""
+
+    round: int
+    ops: list[tuple[Any, ...]] = field(default_factory=list)
+
+    def add(self, *op: Any) -> None:
+        self.ops.append(op)
+
+    def count(self, kind: str) -> int:
+        return sum(1 for op in self.ops if op[0] == kind)

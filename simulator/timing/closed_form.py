@@ -1,0 +1,82 @@
+"""Client rounds in closed form: a device's whole round scheduled in one call (schedule.client_rounds) where
+nothing can interrupt it, with its intervals recorded as its SimPy processes would record them."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from simulator.timing import schedule
+from simulator.timing.device import Device
+
+__all__ = ["plan_rounds", "record_rounds", "planned_rounds", "planned_battery_round"]
+
+
+def plan_rounds(devices: list[Device], steps: int) -> schedule.ClientRounds:
+    """`run_round` of several devices without their processes, for timing-only runs: each device's schedule in
+    closed form from now (schedule.client_rounds; nothing may interrupt them and each has its link to itself).
+    Jitter is drawn from each link's stream in the order the radio sends. Nothing is recorded or computed."""
+    env = devices[0].env
+    fwd_s, rest_s, send_s = np.array([d.step_seconds for d in devices]).T
+    flights = np.repeat(np.array([[d.link.up.latency_s] for d in devices]), steps, axis=1)
+    scale = np.array([d.link.up.jitter_s for d in devices])
+    jittered = np.flatnonzero(scale > 0)
+    if len(jittered):  # every device's draws in send order, from its own row of the bank
+        bank = devices[0].link.up.jitter
+        rows = np.array([devices[k].link.up.jitter_row for k in jittered.tolist()])
+        flights[jittered] += scale[jittered, None] * bank.rows(rows, steps)
+    return schedule.client_rounds(env.now, steps, fwd_s, rest_s, send_s, flights, overlap=devices[0].overlap,
+                                  send_buffer=devices[0].send_buffer)
+
+
+def record_rounds(devices: list[Device], rnd: int, plan: schedule.ClientRounds) -> None:
+    """The intervals of planned rounds into the recorder, as the devices' processes would record them."""
+    rec = devices[0].recorder
+    steps = plan.arrival.shape[1]
+    if rec.keep_events:
+        for k, d in enumerate(devices):
+            for j in range(steps):
+                rec.interval(d.name, "compute", rnd, float(plan.fwd[0][k, j]), float(plan.fwd[1][k, j]),
+                             flops=d.costs.fwd_flops)
+                rec.interval(d.name, "compute", rnd, float(plan.rest[0][k, j]), float(plan.rest[1][k, j]),
+                             flops=d.costs.rest_flops)
+                rec.interval(d.name, "tx", rnd, float(plan.send[0][k, j]), float(plan.send[1][k, j]),
+                             nbytes=d.wire_feature_bytes, direction="up")
+        return
+    names = [d.name for d in devices]
+    compute = ((plan.fwd[1] - plan.fwd[0]) + (plan.rest[1] - plan.rest[0])).sum(axis=1).tolist()
+    rec.add_many(rnd, names, "compute", compute)
+    tx = (plan.send[1] - plan.send[0]).sum(axis=1).tolist()
+    rec.add_many(rnd, names, "tx", tx, nbytes=[d.wire_feature_bytes * steps for d in devices], direction="up")
+
+
+def planned_rounds(devices: list[Device], rnd: int, steps: int) -> schedule.ClientRounds:
+    """plan_rounds, then record_rounds."""
+    plan = plan_rounds(devices, steps)
+    record_rounds(devices, rnd, plan)
+    return plan
+
+
+def planned_battery_round(device: Device, rnd: int, steps: int) -> schedule.ClientRounds | None:
+    """A planned round for a device on a battery (nothing else can stop it; its link is its own), if its battery
+    lasts through all its work; then it only idles, and one timer is set for when the battery runs out at the
+    idle draw (as the processes leave it after their last activity). None, with nothing drawn or recorded, if
+    the battery may run out during the work: the device then runs its processes."""
+    assert device.battery_j is not None and device.leave is not None
+    up = device.link.up
+    saved = up.jitter.snapshot(up.jitter_row)
+    plan = plan_rounds([device], steps)
+    t0 = device.env.now
+    last = max(float(plan.rest[1][0, -1]), float(plan.send[1][0, -1]))  # the processor and radio go quiet
+    compute_s = float(((plan.fwd[1] - plan.fwd[0]) + (plan.rest[1] - plan.rest[0])).sum())
+    tx_s = float((plan.send[1] - plan.send[0]).sum())
+    prof = device.spec.device
+    # Charge used by now: the device may have idled since its last mark (waiting for its turn).
+    used_now = device._used_j + (prof.idle_w + device._added_w) * (t0 - device._t_mark)
+    used = used_now + prof.idle_w * (last - t0) + (prof.compute_w - prof.idle_w) * compute_s \
+        + device.spec.link.tx_w * tx_s
+    if used >= device.battery_j * (1.0 - 1e-9):  # too close to call in closed form
+        up.jitter.restore(up.jitter_row, saved)
+        return None
+    record_rounds([device], rnd, plan)
+    device.idle_from(last, used)
+    return plan
