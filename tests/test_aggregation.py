@@ -136,10 +136,10 @@ def _sim(tmp_path: Path, **strategy: Any) -> Simulation:
 def _unit(sim: Simulation, i: int, u: int) -> dict[str, torch.Tensor] | None:
     """Client i's copy of unit u (u = NUM_UNITS: the classifier) as a state dict of views: on its device, or in its
     own server model; None if it holds none (Sequential: its units past the cut are in the shared model)."""
-    t = sim.world.trainers[i]
+    t = sim.learning.trainers[i]
     if u < t.cut:
         return t.part.state_of(t.k, u)
-    path = sim.strategy.paths[i]
+    path = sim.learner.paths[i]
     return None if path.copies is None else path.copies.state_of(path.k, u - t.cut)
 
 
@@ -150,14 +150,14 @@ def _clone(state: dict[str, torch.Tensor] | None) -> dict[str, torch.Tensor] | N
 def _snapshot_before_aggregation(sim: Simulation) -> dict[str, Any]:
     """Wraps the strategy's aggregation so that every model's state is copied just before it starts."""
     taken: dict[str, Any] = {}
-    original = sim.strategy.aggregate
+    original = sim.learner.aggregate  # type: ignore[union-attr]
 
-    def wrapped(rnd: int, present: Any) -> Generator[Any, Any, None]:
+    def wrapped(members: Any, missed: Any) -> None:
         taken["units"] = [[_clone(_unit(sim, i, u)) for u in range(NUM_UNITS + 1)] for i in range(len(CLIENTS))]
-        taken["exits"] = [_clone(t.part.state_of(t.k, t.cut)) for t in sim.world.trainers]
-        yield from original(rnd, present)
+        taken["exits"] = [_clone(t.part.state_of(t.k, t.cut)) for t in sim.learning.trainers]
+        original(members, missed)
 
-    sim.strategy.aggregate = wrapped  # type: ignore[method-assign]
+    sim.learner.aggregate = wrapped  # type: ignore[union-attr]
     return taken
 
 
@@ -205,7 +205,7 @@ def test_averaging_round_aggregates_every_unit(tmp_path: Path, bn: str) -> None:
             assert not torch.equal(after[1][stat], after[2][stat])  # the local statistics really differ
 
     # Exit heads: q and r (cut 2) averaged between themselves; p (cut 1) untouched.
-    exits = [t.part.state_of(t.k, t.cut) for t in sim.world.trainers]
+    exits = [t.part.state_of(t.k, t.cut) for t in sim.learning.trainers]
     pre_exits = before["exits"]
     for name in exits[1]:
         hand = _hand_average([pre_exits[1], pre_exits[2]], [counts[1], counts[2]], name)
@@ -234,13 +234,13 @@ def test_sequential_aggregates_client_layers_only(tmp_path: Path) -> None:
     sim = _sim(tmp_path, name="sequential", aggregate_client_layers=True)
     before = _snapshot_before_aggregation(sim)
     shared_before: dict[str, torch.Tensor] = {}
-    original = sim.strategy.aggregate
+    original = sim.learner.aggregate  # type: ignore[union-attr]
 
-    def keep_shared(rnd: int, present: Any) -> Generator[Any, Any, None]:
-        shared_before.update(copy.deepcopy(sim.strategy.shared.state_dict()))  # type: ignore[attr-defined]
-        yield from original(rnd, present)
+    def keep_shared(members: Any, missed: Any) -> None:
+        shared_before.update(copy.deepcopy(sim.learner.shared.state_dict()))  # type: ignore[union-attr]
+        original(members, missed)
 
-    sim.strategy.aggregate = keep_shared  # type: ignore[method-assign]
+    sim.learner.aggregate = keep_shared  # type: ignore[union-attr]
     sim.run()
     counts = sim.world.sample_counts
 
@@ -256,7 +256,7 @@ def test_sequential_aggregates_client_layers_only(tmp_path: Path) -> None:
     # p (cut 1) holds no copy of u2 at all: its u2 is the shared server model's.
     assert _unit(sim, 0, 1) is None and before["units"][0][1] is None
     # The one shared server model is not touched by the aggregation.
-    for name, t in sim.strategy.shared.state_dict().items():  # type: ignore[attr-defined]
+    for name, t in sim.learner.shared.state_dict().items():  # type: ignore[attr-defined]
         assert torch.equal(t, shared_before[name])
 
 
@@ -284,11 +284,10 @@ def test_averaging_with_personal_client_layers_keeps_exit_heads_apart(tmp_path: 
     path.write_text(yaml.safe_dump(data, sort_keys=False))
     sim = Simulation(load_scenario(path))
     sim.run()
-    w = sim.world
-    q, r = (torch.cat([t.flatten() for t in w.trainers[i].unit_tensors(2, buffers=False)]) for i in (1, 2))
+    q, r = (torch.cat([t.flatten() for t in sim.learning.trainers[i].unit_tensors(2, buffers=False)]) for i in (1, 2))
     assert not torch.equal(q, r)
     # No head traffic: each client uploads nothing of its own part (its server model lives at the server).
-    assert not [e for e in w.recorder.events if e.kind in ("agg_tx", "agg_rx") and e.bytes > 0]
+    assert not [e for e in sim.world.recorder.events if e.kind in ("agg_tx", "agg_rx") and e.bytes > 0]
 
 
 def test_explicit_exit_head_averaging_over_personal_layers_prints_one_warning(tmp_path: Path) -> None:

@@ -164,9 +164,9 @@ def test_a_missing_client_is_left_out(tmp_path: Path, strategy: str) -> None:
     path = _write(tmp_path, clients, strategy={"name": strategy, "order": "arrival", "aggregate_client_layers": True},
                   training={"rounds": 2, "local_steps": 2})
     sim = Simulation(load_scenario(path))
-    flaky_before = [p.clone() for p in sim.world.trainers[2].tensors(buffers=False)]
+    flaky_before = [p.clone() for p in sim.learning.trainers[2].tensors(buffers=False)]
     sim.run()
-    a, b, flaky = (t.tensors(buffers=False) for t in sim.world.trainers)
+    a, b, flaky = (t.tensors(buffers=False) for t in sim.learning.trainers)
     # a and b were averaged with each other; flaky left after its first (real) step and took no part.
     assert all(torch.equal(x, y) for x, y in zip(a, b))
     assert not all(torch.equal(x, y) for x, y in zip(a, flaky))
@@ -312,14 +312,14 @@ def test_leaving_during_the_aggregation_upload_sits_it_out(tmp_path: Path) -> No
     (tmp_path / "run" / "t.csv").write_text(f"client,t_start,t_end\nb,0,{t_off!r}\n")
     sim = Simulation(load_scenario(_write(tmp_path / "run", [
         _client("a"), _client("b", availability={"model": "trace", "trace": "t.csv"})], strategy=strat)))
-    b_before = [p.clone() for p in sim.world.trainers[1].tensors(buffers=False)]
+    b_before = [p.clone() for p in sim.learning.trainers[1].tensors(buffers=False)]
     rec = sim.run_round()
     assert rec.status == {0: "ok", 1: "left"}
     (agg_tx,) = _events(sim, "b", {"agg_tx"})
     assert agg_tx.t_end == pytest.approx(t_off, rel=1e-12) and not _events(sim, "b", {"agg_rx"})
     (idle,) = _events(sim, "b", {"idle"})
     assert idle.t_end == pytest.approx(t_off, rel=1e-12)  # an offline device draws nothing
-    a, b = sim.world.trainers[0].tensors(buffers=False), sim.world.trainers[1].tensors(buffers=False)
+    a, b = sim.learning.trainers[0].tensors(buffers=False), sim.learning.trainers[1].tensors(buffers=False)
     assert not all(torch.equal(x, y) for x, y in zip(a, b))  # b was not averaged with a
     assert not all(torch.equal(x, y) for x, y in zip(b_before, b))  # but its local steps happened
 

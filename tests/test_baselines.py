@@ -17,6 +17,7 @@ from torch import nn
 
 from simulator.commands.cli import main
 from simulator.engine.simulation import Simulation
+from simulator.plan import RoundPlan
 from simulator.learning.models.cost_table import cost_table_cached
 from simulator.timing.recorder import Event
 from simulator.output.results import write_run
@@ -112,13 +113,13 @@ def _assert_state(module: nn.Module, expected: dict[str, torch.Tensor]) -> None:
 def _snapshot_before_average(sim: Simulation, take: Any) -> list[Any]:
     """Wraps the strategy's federated average so that `take()` is stored just before each one starts."""
     taken: list[Any] = []
-    original = sim.strategy.federated_average  # type: ignore[attr-defined]
+    original = sim.learner.federated_average  # type: ignore[union-attr]
 
-    def wrapped(rnd: int, members: Any, groups: Any) -> Generator[Any, Any, None]:
+    def wrapped(groups: Any, members: Any, missed: Any) -> None:
         taken.append((list(members), take()))
-        yield from original(rnd, members, groups)
+        original(groups, members, missed)
 
-    sim.strategy.federated_average = wrapped  # type: ignore[attr-defined]
+    sim.learner.federated_average = wrapped  # type: ignore[union-attr]
     return taken
 
 
@@ -137,10 +138,10 @@ def test_vanilla_sl_one_client_equals_centralized_training(tmp_path: Path) -> No
         rs = load_scenario(_write(tmp_path, clients, f"{name}.yaml", strategy={"name": name}, training=training))
         sims[name] = Simulation(rs)
         sims[name].run()
-    split, central = sims["vanilla_sl"].strategy, sims["centralized"].strategy
+    split, central = sims["vanilla_sl"].learner, sims["centralized"].learner
 
     # The independent truth: a plain loop over the whole model, same initial weights, same batches.
-    w = sims["vanilla_sl"].world
+    w = sims["vanilla_sl"].learning
     model = w.new_backbone("global")
     initial = copy.deepcopy(model.state_dict())
     opt = torch.optim.SGD(model.parameters(), lr=OPTIMIZER["lr"], momentum=OPTIMIZER["momentum"],
@@ -185,7 +186,7 @@ def test_standalone_exit_is_plain_training_of_one_cuts_part_and_head(tmp_path: P
                training={"rounds": rounds, "local_steps": steps})
     sim = Simulation(rs)
     sim.run()
-    w = sim.world
+    w = sim.learning
     assert w.cuts == [0, 0]  # nothing runs on the clients
 
     backbone = w.new_backbone("global")
@@ -255,7 +256,7 @@ def _hand_split_costs(table: Any, c: dict[str, Any], weight_bytes: float) -> dic
 
 
 def _client_weight_bytes(sim: Simulation) -> float:
-    return float(sum(4 * t.numel() for t in _averaged_state(sim.strategy.model.units[:CUT]).values()))  # type: ignore
+    return float(sum(4 * t.numel() for t in _averaged_state(sim.learner.model.units[:CUT]).values()))  # type: ignore
 
 
 def test_vanilla_sl_step_time_and_turns_by_hand(tmp_path: Path) -> None:
@@ -317,15 +318,22 @@ def test_vanilla_sl_deadline_cuts_a_turn_and_rolls_back_its_client_part(tmp_path
     rs = _load(tmp_path, clients, training={"rounds": 1, "local_steps": steps, "round_deadline_s": deadline})
     sim = Simulation(rs)
     after_turn: dict[int, dict[str, Any]] = {}
-    original = sim.strategy.turn  # type: ignore[attr-defined]
+    original = sim.learner.execute  # type: ignore[union-attr]
 
-    def turn(rnd: int, i: int) -> Generator[Any, Any, None]:
-        yield from original(rnd, i)
-        st = sim.strategy
-        after_turn[i] = {"client": copy.deepcopy(st.client.body.state_dict()),  # type: ignore[attr-defined]
-                         "server": copy.deepcopy(st.server.seq.state_dict())}  # type: ignore[attr-defined]
+    def execute(plan: RoundPlan) -> None:
+        """The round's plan turn by turn (its operations of one client in a row), each turn's state kept after it."""
+        st = sim.learner
+        turns: list[list[Any]] = []
+        for op in plan.ops:
+            if not turns or turns[-1][0][1] != op[1]:
+                turns.append([])
+            turns[-1].append(op)
+        for ops in turns:
+            original(RoundPlan(plan.round, ops))
+            after_turn[ops[0][1]] = {"client": copy.deepcopy(st.client.body.state_dict()),  # type: ignore
+                                     "server": copy.deepcopy(st.server.seq.state_dict())}  # type: ignore
 
-    sim.strategy.turn = turn  # type: ignore[attr-defined]
+    sim.learner.execute = execute  # type: ignore[union-attr]
     sim.run()
     rec = sim.records[0]
     assert rec.status == {0: "ok", 1: "straggler", 2: "straggler"}
@@ -333,9 +341,9 @@ def test_vanilla_sl_deadline_cuts_a_turn_and_rolls_back_its_client_part(tmp_path
     assert rec.sim_time_s == pytest.approx(deadline, rel=1e-12)
     assert not _events(sim, "b", "agg_tx") and not _events(sim, "c", "agg_rx")  # b hands nothing on; c never starts
     # b's completed step changed the server part, but its client-side work never reached the server: rolled back.
-    for name, t in sim.strategy.client.body.state_dict().items():  # type: ignore[attr-defined]
+    for name, t in sim.learner.client.body.state_dict().items():  # type: ignore[attr-defined]
         assert torch.equal(t, after_turn[0]["client"][name])
-    server_now = sim.strategy.server.seq.state_dict()  # type: ignore[attr-defined]
+    server_now = sim.learner.server.seq.state_dict()  # type: ignore[attr-defined]
     assert any(not torch.equal(server_now[k], after_turn[0]["server"][k]) for k in server_now)
 
 
@@ -346,7 +354,7 @@ THREE = [_client("p", data_weight=1.0), _client("q", data_weight=2.0), _client("
 
 def test_splitfed_v1_averages_server_and_client_sides_by_hand(tmp_path: Path) -> None:
     sim = Simulation(_load(tmp_path, THREE, strategy={"name": "splitfed_v1"}, training={"rounds": 1}))
-    st = sim.strategy
+    st = sim.learner
 
     def copies() -> dict[str, list[dict[str, torch.Tensor]]]:
         return {"server": [copy.deepcopy(_averaged_state(s.seq)) for s in st.servers],  # type: ignore[attr-defined]
@@ -398,7 +406,7 @@ def test_splitfed_server_parallelism(tmp_path: Path, strategy: str, overlap: int
 def test_fedavg_two_clients_hand_average(tmp_path: Path) -> None:
     clients = [_client("p", data_weight=1.0), _client("q", data_weight=3.0)]
     sim = Simulation(_load(tmp_path, clients, strategy={"name": "fedavg"}, training={"rounds": 1}))
-    st = sim.strategy
+    st = sim.learner
     backbones = st.models  # type: ignore[attr-defined]
     taken = _snapshot_before_average(sim, lambda: [copy.deepcopy(_averaged_state(b)) for b in backbones])
     sim.run()
@@ -425,7 +433,7 @@ def test_fedavg_runs_without_a_device_too_small_for_the_model(tmp_path: Path) ->
     assert [c.takes_part for c in rs.clients] == [True, False]
     assert rs.clients[1].why_not  # says why
     sim = Simulation(rs)
-    untouched = copy.deepcopy(sim.strategy.models[1].state_dict())  # type: ignore[attr-defined]
+    untouched = copy.deepcopy(sim.learner.models[1].state_dict())  # type: ignore[attr-defined]
     sim.run()
     assert len(sim.records) == 2
     for rec in sim.records:
@@ -433,9 +441,9 @@ def test_fedavg_runs_without_a_device_too_small_for_the_model(tmp_path: Path) ->
         assert rec.status[1] == "cannot_take_part"
     assert set(sim.records[-1].evals) == {0}  # no accuracy reported for a client that never had the model
     assert not [e for e in sim.world.recorder.events if e.entity == "tiny" and e.kind != "cannot_take_part"]
-    for k, t in sim.strategy.models[1].state_dict().items():  # type: ignore[attr-defined]
+    for k, t in sim.learner.models[1].state_dict().items():  # type: ignore[attr-defined]
         assert torch.equal(t, untouched[k])
-    _assert_state(sim.strategy.global_model, _averaged_state(sim.strategy.models[0]))  # type: ignore[attr-defined]
+    _assert_state(sim.learner.global_model, _averaged_state(sim.learner.models[0]))  # type: ignore[attr-defined]
 
 
 def test_fedavg_client_back_from_absence_downloads_the_global_model_first(tmp_path: Path) -> None:

@@ -234,14 +234,14 @@ def _with_init(path: Path, init: str) -> Path:
 @pytest.mark.parametrize("init", ["per_client", "common"])
 def test_client_then_server_copy_is_the_clients_initial_backbone(tmp_path: Path, init: str) -> None:
     sim = Simulation(load_scenario(_with_init(_scenario(tmp_path, 6, "averaging"), init)))
-    w = sim.world
+    w = sim.learning
     x = torch.randn(5, 1, 8, 8)
     for i, cut in enumerate(w.cuts):
         # The independent truth: a backbone and a head built afresh from the seed streams the init names.
         full = w.new_backbone("client" if init == "per_client" else "global", i if init == "per_client" else 0)
         full.eval()
         exit_seed = w.streams.torch_seed("exit", i) if init == "per_client" else w.streams.torch_seed("shared_exit", cut)
-        t, path = w.trainers[i], sim.strategy.paths[i]
+        t, path = w.trainers[i], sim.learner.paths[i]
         t.bind()
         path.bind()
         t.body.eval()
@@ -261,7 +261,7 @@ def test_common_init_every_copy_of_a_unit_starts_equal(tmp_path: Path, strategy:
     copy of it and every exit head at one cut hold the same tensors; with per_client they differ."""
     for init in ("common", "per_client"):
         sim = Simulation(load_scenario(_with_init(_scenario(tmp_path, 6, strategy), init)))
-        w = sim.world
+        w = sim.learning
         copies: dict[str, list[torch.Tensor]] = {}  # unit name (or exit@cut) -> every copy's flat state
         for i, cut in enumerate(w.cuts):
             part = w.trainers[i].part
@@ -271,13 +271,13 @@ def test_common_init_every_copy_of_a_unit_starts_equal(tmp_path: Path, strategy:
                 torch.cat([t.flatten() for t in part.tensors(w.trainers[i].k, cut)]))
         if strategy == "averaging":
             for i, cut in enumerate(w.cuts):
-                path = sim.strategy.paths[i]
+                path = sim.learner.paths[i]
                 assert path.copies is not None
                 for u in range(cut, len(w.table.units) + 1):  # server units and the classifier
                     flat = torch.cat([t.flatten() for t in path.copies.tensors(path.k, u - cut)])
                     copies.setdefault(f"u{u}", []).append(flat)
         else:
-            shared = sim.strategy.shared  # type: ignore[attr-defined]
+            shared = sim.learner.shared  # type: ignore[attr-defined]
             for u, unit in enumerate([*shared.units, shared.classifier]):
                 state = [*unit.parameters(), *(b for b in unit.buffers() if b.is_floating_point())]
                 copies.setdefault(f"u{u}", []).append(torch.cat([t.detach().flatten() for t in state]))

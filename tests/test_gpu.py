@@ -35,7 +35,7 @@ def test_cuda_run_keeps_data_on_gpu_and_matches_cpu_timing(tmp_path: Path) -> No
         path.write_text(SCENARIO.format(compute=compute))
         sim = Simulation(load_scenario(path))
         if compute == "cuda":
-            assert sim.world.train_x.is_cuda and sim.world.trainers[0].tensors()[0].is_cuda
+            assert sim.learning.train_x.is_cuda and sim.learning.trainers[0].tensors()[0].is_cuda
         sim.run()
         results[compute] = [r.sim_time_s for r in sim.records]
         losses[compute] = [v for r in sim.records for d in (r.exit_loss, r.server_loss) for _, v in sorted(d.items())]

@@ -68,7 +68,7 @@ def test_local_accuracy_in_clients_csv_and_summary(tmp_path: Path, strategy: str
 
     sim = Simulation(rs)
     sim.run()
-    w = sim.world
+    w = sim.learning
     last = sim.records[-1].evals
     for i, sp in enumerate(w.samplers):
         # Independent path: per class accuracy on the test split, weighted by the shard's class shares.

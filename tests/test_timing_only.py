@@ -178,8 +178,8 @@ def _compare(path: Path) -> tuple[Simulation, Simulation]:
 def test_timing_only_times_equal_the_full_run(tmp_path: Path, changes: dict[str, Any]) -> None:
     full, timed = _compare(_scenario(tmp_path, **changes))
     # The fleet mixes closed-form clients (own links) and per-batch ones (the shared medium).
-    assert [timed.strategy.closed_form(i) for i in range(4)] == [True, True, False, False]
-    assert timed.records[-1].sim_time_s > 0 and not timed.records[-1].evals and full.world.trainers
+    assert [timed.rounds.closed_form(i) for i in range(4)] == [True, True, False, False]
+    assert timed.records[-1].sim_time_s > 0 and not timed.records[-1].evals and full.learning.trainers
 
 
 @pytest.mark.parametrize("strategy", [{"name": "averaging", "aggregate_every": 1},
@@ -193,7 +193,7 @@ def test_timing_only_equals_the_full_run_with_deadlines_churn_and_batteries(tmp_
                                      training__rounds=5, strategy=strategy))
     statuses = {s for r in timed.records for s in r.status.values()}
     assert statuses - {"ok"}  # clients were stopped, left or sat out: the per-batch path was exercised
-    assert not any(timed.strategy.closed_form(i) for i in range(4))  # a deadline can stop anyone
+    assert not any(timed.rounds.closed_form(i) for i in range(4))  # a deadline can stop anyone
 
 
 def test_timing_only_run_from_the_command_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -220,7 +220,7 @@ def test_timing_only_refuses_a_baseline(tmp_path: Path, capsys: pytest.CaptureFi
 def test_timing_only_needs_no_model_per_client(tmp_path: Path) -> None:
     rs = load_scenario(_scenario(tmp_path))
     sim = Simulation(rs, timing_only=True)
-    assert sim.world.trainers == [] and sim.world.client_parts == {} and sim.strategy.paths == []
+    assert sim.learning is None and sim.learner is None  # no learning attached: no model, no data, no tensor
     assert math.isfinite(sim.run()[-1].sim_time_s)
 
 

@@ -131,11 +131,11 @@ def time_cut_steps(*, width: int, in_channels: int, image_size: int, batch: int,
     client's features). On a GPU each timed step ends with torch.cuda.synchronize() before the clock is read
     (the kernels were only queued: a sync point)."""
     sim = _world(width, in_channels, image_size, batch, device, exit_head, exit_grid, num_classes)
-    w = sim.world
+    w = sim.learning
     sync: Callable[[], None] = torch.cuda.synchronize if w.torch_device.type == "cuda" else (lambda: None)
     out: list[CutTiming] = []
     for i, trainer in enumerate(w.trainers):
-        path = sim.strategy.paths[i]
+        path = sim.learner.paths[i]
         h, y = trainer.step(w.train_x, w.train_y)
         for part, step in (("client", lambda t=trainer: t.step(w.train_x, w.train_y)),
                            ("server", lambda p=path, h=h, y=y: p.step(h, y))):

@@ -63,7 +63,7 @@ def measure_steps(sim: Any, trainer: Any, warmup: int = 2, repeats: int = 5) -> 
     from simulator.emulation.wire import now
 
     state = copy.deepcopy(sim.state_dict())
-    w = sim.world
+    w = sim.learning
     times = []
     for k in range(warmup + repeats):
         t0 = now()
@@ -82,8 +82,9 @@ def main(cfg: dict[str, Any]) -> None:
 
     enter_netns(cfg["netns"])
     sim = load_world(cfg)
-    w, strategy, i = sim.world, sim.strategy, cfg["index"]
-    trainer, dev = w.trainers[i], w.devices[i]
+    w, lw, strategy, i = sim.world, sim.learning, sim.learner, cfg["index"]
+    assert strategy is not None
+    trainer, dev = lw.trainers[i], w.devices[i]
     name, steps = dev.name, w.steps_per_round[i]
     sc = w.scenario
     overlap, send_buffer = sc.network.overlap_compute_comm, sc.network.send_buffer
@@ -188,7 +189,7 @@ def _train_round(rnd: int, trainer: Any, w: Any, steps: int, send: Any, sock: so
                 marks["batch"] = (k, h, y)
             marks["rest"] = now()
 
-        trainer.step(w.train_x, w.train_y, on_features)
+        trainer.step(lw.train_x, lw.train_y, on_features)
         t_end = now()
         rec.add(name, "compute", rnd, t0, marks["fwd"], flops=c.fwd_flops)
         rec.add(name, "compute", rnd, marks["rest"], t_end, flops=c.rest_flops)

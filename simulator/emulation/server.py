@@ -32,7 +32,8 @@ def main(cfg: dict[str, Any]) -> None:
 
     enter_netns(cfg["netns"])
     sim = load_world(cfg)
-    w, strategy = sim.world, sim.strategy
+    w, lw, strategy = sim.world, sim.learning, sim.learner
+    assert strategy is not None
     n = len(w.devices)
     rng = np.random.default_rng(cfg.get("seed", 0))
     listener = socket.socket()
@@ -88,14 +89,14 @@ def main(cfg: dict[str, Any]) -> None:
             ts = now()
             losses[i] += strategy.paths[i].step(h.float(), y)  # fp16 features arrive as fp16: as quantize() left them
             t_last = now()
-            rec.add(SERVER, "compute", rnd, ts, t_last, flops=strategy.server_flops(i))
+            rec.add(SERVER, "compute", rnd, ts, t_last, flops=sim.rounds.server_flops[i])
             expected -= 1
         while len(dones) < n:
             m = ctrl.get(timeout=IO_TIMEOUT_S)
             dones[m.meta["client"]] = m.meta
         t_train = max([t_last] + [d["t_done"] for d in dones.values()])
         t_end = t_train
-        if strategy.aggregation_due(rnd):
+        if sim.rounds.aggregation_due(rnd):
             t_end = _aggregate(rnd, strategy, w, socks, work, ctrl, rec, t_train)
         rounds.append({"round": rnd, "t0": t0, "t_train": t_train, "t_end": t_end,
                        "exit_loss": {str(i): dones[i]["exit_loss"] for i in everyone},
@@ -105,7 +106,7 @@ def main(cfg: dict[str, Any]) -> None:
         send_message(conn, Message("final"))
     for _ in range(n):
         m = ctrl.get(timeout=IO_TIMEOUT_S)
-        unpack_into(w.trainers[m.meta["client"]].tensors(buffers=True), m.meta["specs"], m.payload)
+        unpack_into(lw.trainers[m.meta["client"]].tensors(buffers=True), m.meta["specs"], m.payload)
     evals = strategy.evaluate(w.scenario.eval.batch_size)
     for conn in socks.values():
         send_message(conn, Message("stop"))

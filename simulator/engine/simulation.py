@@ -29,6 +29,7 @@ if TYPE_CHECKING:
     from simulator.learning.data.datasets import Dataset
     from simulator.learning.strategies import Strategy
     from simulator.learning.training import EvalResult
+    from simulator.learning.world import LearningWorld
 
 __all__ = ["few_collections", "RoundRecord", "Simulation", "STATUSES"]
 
@@ -97,6 +98,7 @@ class Simulation:
         self.evaluate_enabled = evaluate and not timing_only  # off for overhead measurements and timing-only runs
         streams = Streams(rs.scenario.seed)
         self.learner: Strategy | None = None
+        self.learning: LearningWorld | None = None
         if timing_only and sample_counts is not None:  # re-timing a finished run: no dataset is read
             counts = list(sample_counts)
         elif timing_only:
@@ -141,7 +143,7 @@ class Simulation:
         """The strategy's evaluation of every client, each with its test weights for local accuracy."""
         from simulator.learning.training import local_test_weights
 
-        assert self.learner is not None
+        assert self.learner is not None and self.learning is not None
         lw = self.learning
         got = self.learner.evaluate(lw.scenario.eval.batch_size)
         if self._local_weights is None:
@@ -325,6 +327,7 @@ class Simulation:
         self.records = list(state["records"])
         if s is not None:
             lw = self.learning
+            assert lw is not None
             for cut, part in lw.client_parts.items():
                 part.load_state_dict(state["client_parts"][cut])
             for cut, part in lw.server_parts.items():
