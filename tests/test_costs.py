@@ -9,12 +9,14 @@ import pytest
 
 from simulator.costs.formulas import (
     compute_seconds,
+    drawn_j,
     energy_by_state_j,
     energy_j,
     feature_batch_bytes,
     forward_seconds,
     jitter_draw,
     payload_seconds,
+    power_above_idle_w,
     step_seconds,
     transfer_seconds,
     wire_bytes,
@@ -70,35 +72,38 @@ def test_bad_arguments_raise(call) -> None:  # type: ignore[no-untyped-def]
         call()
 
 
-POWER_W = {"compute": 5.0, "tx": 2.0, "rx": 1.5}
+ADDED_W = {"compute": 4.0, "tx": 1.0, "rx": 0.5}  # each state's power above idle
 
 
 def test_energy_of_overlapping_states() -> None:
-    # 5 s window, idle 1 W; computing 2 s at 5 W and sending 1 s at 2 W (the 1 s overlapping the compute):
-    # 1·5 (idle all along) + (5−1)·2 (compute above idle) + (2−1)·1 (tx above idle) = 5 + 8 + 1 = 14 J.
+    # 5 s window, idle 1 W; computing 2 s at 4 W above idle and sending 1 s at 1 W above idle (the 1 s overlapping
+    # the compute): 1·5 (idle all along) + 4·2 (compute) + 1·1 (tx) = 5 + 8 + 1 = 14 J.
     seconds = {"compute": 2.0, "tx": 1.0}
-    assert energy_j(seconds, POWER_W, idle_w=1.0, total_s=5.0) == pytest.approx(1 * 5 + 4 * 2 + 1 * 1)
-    shares = energy_by_state_j(seconds, POWER_W, idle_w=1.0, total_s=5.0)
+    assert energy_j(seconds, ADDED_W, idle_w=1.0, total_s=5.0) == pytest.approx(1 * 5 + 4 * 2 + 1 * 1)
+    shares = energy_by_state_j(seconds, ADDED_W, idle_w=1.0, total_s=5.0)
     assert shares == pytest.approx({"idle": 5.0, "compute": 8.0, "tx": 1.0})
     assert sum(shares.values()) == pytest.approx(14.0)
     # rx has a power but was never active: it adds nothing and gets no share.
     assert "rx" not in shares
+    # Joules used before the window come first, then the shares in order, one addition at a time.
+    assert energy_j(seconds, ADDED_W, idle_w=1.0, total_s=5.0, used_j=0.1) == ((0.1 + 5.0) + 8.0) + 1.0
+    assert power_above_idle_w(5.0, 1.0) == 4.0 and drawn_j(4.0, 2.0) == 8.0
 
 
 def test_energy_idle_only() -> None:
     # Nothing active for 10 s at 0.5 W idle.
-    assert energy_j({}, POWER_W, idle_w=0.5, total_s=10.0) == pytest.approx(5.0)
+    assert energy_j({}, ADDED_W, idle_w=0.5, total_s=10.0) == pytest.approx(5.0)
 
 
 def test_energy_rejects_inconsistent_states() -> None:
     with pytest.raises(ValueError, match="no power"):
-        energy_j({"gpu": 1.0}, POWER_W, idle_w=1.0, total_s=5.0)
+        energy_j({"gpu": 1.0}, ADDED_W, idle_w=1.0, total_s=5.0)
     with pytest.raises(ValueError, match="idle"):
-        energy_j({"idle": 1.0}, POWER_W, idle_w=1.0, total_s=5.0)
+        energy_j({"idle": 1.0}, ADDED_W, idle_w=1.0, total_s=5.0)
     with pytest.raises(ValueError, match="outside the window"):
-        energy_j({"compute": 6.0}, POWER_W, idle_w=1.0, total_s=5.0)
+        energy_j({"compute": 6.0}, ADDED_W, idle_w=1.0, total_s=5.0)
     with pytest.raises(ValueError, match="outside the window"):
-        energy_j({"compute": -1.0}, POWER_W, idle_w=1.0, total_s=5.0)
+        energy_j({"compute": -1.0}, ADDED_W, idle_w=1.0, total_s=5.0)
 
 
 def test_jitter_is_reproducible_from_the_seed() -> None:
