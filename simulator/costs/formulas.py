@@ -6,21 +6,16 @@ import math
 from dataclasses import dataclass
 from typing import Mapping
 
-import numpy as np
-
 __all__ = [
     "IDLE_STATE",
     "LABEL_BYTES",
     "compute_seconds",
-    "forward_seconds",
     "step_seconds",
     "feature_batch_bytes",
     "framed_bytes",
     "wire_bytes",
     "payload_seconds",
     "radio_seconds",
-    "transfer_seconds",
-    "jitter_draw",
     "power_above_idle_w",
     "drawn_j",
     "energy_by_state_j",
@@ -41,11 +36,6 @@ def compute_seconds(flops: float, flops_per_s: float) -> float:
     if flops_per_s <= 0:
         raise ValueError(f"flops_per_s must be > 0, got {flops_per_s}")
     return flops / flops_per_s
-
-
-def forward_seconds(fwd_flops_per_sample: float, batch_size: int, flops_per_s: float) -> float:
-    """Seconds for a forward pass alone (inference, or the server's half before its backward) over one batch."""
-    return compute_seconds(fwd_flops_per_sample * batch_size, flops_per_s)
 
 
 def step_seconds(
@@ -108,33 +98,6 @@ def radio_seconds(payload_bytes: float, bps: float, loss_rate: float = 0.0,
     if cpu_s_per_byte < 0:
         raise ValueError(f"cpu_s_per_byte must be >= 0, got {cpu_s_per_byte}")
     return max(busy, cpu_s_per_byte * wire_bytes(payload_bytes, loss_rate, framing))
-
-
-def transfer_seconds(
-    payload_bytes: float, bps: float, latency_s: float, loss_rate: float = 0.0, jitter_s_draw: float = 0.0,
-    framing: tuple[float, float] | None = None,
-) -> float:
-    """Seconds from the first bit sent to delivery on a private link: busy time, then propagation latency and jitter.
-
-    The radio is busy only for ``payload_seconds``; during ``latency_s + jitter_s_draw`` the bits are in flight
-    and the sender may already start its next message.
-    """
-    if latency_s < 0 or jitter_s_draw < 0:
-        raise ValueError("latency_s and jitter_s_draw must be >= 0")
-    return payload_seconds(payload_bytes, bps, loss_rate, framing) + latency_s + jitter_s_draw
-
-
-def jitter_draw(rng: np.random.Generator, jitter_s: float) -> float:
-    """One extra latency, seconds: |N(0, jitter_s)| (half-normal with scale ``jitter_s``).
-
-    With ``jitter_s == 0`` it returns 0.0 without drawing, so a jitter-free link leaves ``rng`` untouched and
-    adding or removing such a link does not shift the random stream of the others sharing it.
-    """
-    if jitter_s < 0:
-        raise ValueError(f"jitter_s must be >= 0, got {jitter_s}")
-    if jitter_s == 0:
-        return 0.0
-    return float(abs(rng.normal(0.0, jitter_s)))
 
 
 def power_above_idle_w(draw_w: float, idle_w: float) -> float:
