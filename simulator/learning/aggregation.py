@@ -5,9 +5,9 @@ from __future__ import annotations
 from typing import Sequence
 
 import torch
-from torch import nn
 
 from simulator.learning.models.cost_table import CostTable
+from simulator.learning.primitives import state_tensors
 
 __all__ = ["unit_groups", "exit_head_groups", "aggregation_traffic", "state_tensors", "weighted_average_"]
 
@@ -63,14 +63,6 @@ def aggregation_traffic(table: CostTable, cuts: Sequence[int], *, server_copies:
             for k in members:
                 nbytes[k] += cost.param_bytes + (cost.float_buffer_bytes if buffers else 0)
     return nbytes, 2.0 * elems
-
-
-def state_tensors(module: nn.Module, *, buffers: bool) -> list[torch.Tensor]:
-    """A module's parameters, then (if `buffers`) its floating buffers (BatchNorm statistics): what is averaged."""
-    out = list(module.parameters())
-    if buffers:
-        out += [b for b in module.buffers() if b.is_floating_point()]
-    return out
 
 
 @torch.no_grad()
