@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["__version__", "run", "replay"]
+from simulator.version import __version__
 
-__version__ = "0.1.0"
+__all__ = ["__version__", "run", "replay"]
 
 
 def __getattr__(name: str) -> Any:
