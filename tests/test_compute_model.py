@@ -45,7 +45,7 @@ def test_protocol_overhead_by_hand() -> None:
     # Lost packets are resent whole: framed / (1 - loss).
     assert costs.wire_bytes(10_000, 0.2, tcp) == pytest.approx(12_955.0, rel=1e-15)
     assert costs.payload_seconds(10_000, 1.0e6, 0.2, tcp) == pytest.approx(12_955.0 * 8 / 1.0e6, rel=1e-15)
-    assert costs.transfer_seconds(10_000, 1.0e6, 0.05, 0.0, 0.0, tcp) == pytest.approx(10_364 * 8 / 1e6 + 0.05)
+    assert costs.payload_seconds(10_000, 1.0e6, 0.0, tcp) == pytest.approx(10_364 * 8 / 1e6, rel=1e-15)
     with pytest.raises(ValueError):
         costs.framed_bytes(10, (100.0, 200.0))
 

@@ -20,7 +20,7 @@ from simulator.engine.simulation import Simulation
 from simulator.learning.models.heads import make_exit_head, reseed_head_
 from simulator.learning.models.resnet import SmallCNN, SplitResNet18
 from simulator.config.scenario import load_scenario
-from simulator.learning.training import make_optimizer
+from simulator.learning.primitives import make_optimizer, state_tensors
 
 OPTIMIZERS = {
     "sgd_momentum": OptimizerCfg(name="sgd", lr=0.05, momentum=0.9, weight_decay=5e-4),
@@ -279,7 +279,7 @@ def test_common_init_every_copy_of_a_unit_starts_equal(tmp_path: Path, strategy:
         else:
             shared = sim.learner.shared  # type: ignore[attr-defined]
             for u, unit in enumerate([*shared.units, shared.classifier]):
-                state = [*unit.parameters(), *(b for b in unit.buffers() if b.is_floating_point())]
+                state = state_tensors(unit)
                 copies.setdefault(f"u{u}", []).append(torch.cat([t.detach().flatten() for t in state]))
         shared_units = {k: v for k, v in copies.items() if len(v) > 1}
         assert {"u0", "u1", "u2", "exit@1"} <= set(shared_units)

@@ -1,22 +1,18 @@
-"""Pure cost functions: compute and transfer seconds, wire bytes, energy per state, jitter draws."""
+"""Pure cost functions: compute and transfer seconds, wire bytes, energy per state."""
 
 from __future__ import annotations
 
-import math
-
-import numpy as np
 import pytest
 
 from simulator.costs.formulas import (
     compute_seconds,
+    drawn_j,
     energy_by_state_j,
     energy_j,
     feature_batch_bytes,
-    forward_seconds,
-    jitter_draw,
     payload_seconds,
+    power_above_idle_w,
     step_seconds,
-    transfer_seconds,
     wire_bytes,
 )
 
@@ -30,8 +26,6 @@ def test_compute_seconds_is_flops_over_throughput() -> None:
 def test_batch_helpers() -> None:
     # (2 MFLOP fwd + 4 MFLOP bwd) per sample × 32 samples / 1 GFLOP/s = 192 MFLOP / 1 GFLOP/s.
     assert step_seconds(2.0e6, 4.0e6, 32, 1.0e9) == pytest.approx(0.192)
-    # 2 MFLOP × 32 / 1 GFLOP/s.
-    assert forward_seconds(2.0e6, 32, 1.0e9) == pytest.approx(0.064)
     # (4096 activation bytes + 8 label bytes) × 32 samples.
     assert feature_batch_bytes(4096, 32) == (4096 + 8) * 32 == 131_328
     assert feature_batch_bytes(4096, 32, label_bytes_per_sample=0) == 4096 * 32
@@ -45,13 +39,6 @@ def test_loss_inflates_wire_bytes() -> None:
     assert payload_seconds(1000, 8000.0, loss_rate=0.2) == pytest.approx(1.25)
 
 
-def test_transfer_seconds_adds_latency_and_jitter() -> None:
-    # 125 000 B × 8 = 1 Mbit at 1 Mbit/s = 1 s busy, + 20 ms latency + 5 ms jitter.
-    assert transfer_seconds(125_000, 1.0e6, 0.020, jitter_s_draw=0.005) == pytest.approx(1.0 + 0.020 + 0.005)
-    # With 20 % loss the busy part becomes 1.25 s.
-    assert transfer_seconds(125_000, 1.0e6, 0.020, loss_rate=0.2) == pytest.approx(1.25 + 0.020)
-
-
 @pytest.mark.parametrize(
     "call",
     [
@@ -61,8 +48,6 @@ def test_transfer_seconds_adds_latency_and_jitter() -> None:
         lambda: wire_bytes(10, -0.1),
         lambda: wire_bytes(-1, 0.0),
         lambda: payload_seconds(10, 0.0),
-        lambda: transfer_seconds(10, 1.0, -0.1),
-        lambda: jitter_draw(np.random.default_rng(0), -1.0),
     ],
 )
 def test_bad_arguments_raise(call) -> None:  # type: ignore[no-untyped-def]
@@ -70,58 +55,35 @@ def test_bad_arguments_raise(call) -> None:  # type: ignore[no-untyped-def]
         call()
 
 
-POWER_W = {"compute": 5.0, "tx": 2.0, "rx": 1.5}
+ADDED_W = {"compute": 4.0, "tx": 1.0, "rx": 0.5}  # each state's power above idle
 
 
 def test_energy_of_overlapping_states() -> None:
-    # 5 s window, idle 1 W; computing 2 s at 5 W and sending 1 s at 2 W (the 1 s overlapping the compute):
-    # 1·5 (idle all along) + (5−1)·2 (compute above idle) + (2−1)·1 (tx above idle) = 5 + 8 + 1 = 14 J.
+    # 5 s window, idle 1 W; computing 2 s at 4 W above idle and sending 1 s at 1 W above idle (the 1 s overlapping
+    # the compute): 1·5 (idle all along) + 4·2 (compute) + 1·1 (tx) = 5 + 8 + 1 = 14 J.
     seconds = {"compute": 2.0, "tx": 1.0}
-    assert energy_j(seconds, POWER_W, idle_w=1.0, total_s=5.0) == pytest.approx(1 * 5 + 4 * 2 + 1 * 1)
-    shares = energy_by_state_j(seconds, POWER_W, idle_w=1.0, total_s=5.0)
+    assert energy_j(seconds, ADDED_W, idle_w=1.0, total_s=5.0) == pytest.approx(1 * 5 + 4 * 2 + 1 * 1)
+    shares = energy_by_state_j(seconds, ADDED_W, idle_w=1.0, total_s=5.0)
     assert shares == pytest.approx({"idle": 5.0, "compute": 8.0, "tx": 1.0})
     assert sum(shares.values()) == pytest.approx(14.0)
     # rx has a power but was never active: it adds nothing and gets no share.
     assert "rx" not in shares
+    # Joules used before the window come first, then the shares in order, one addition at a time.
+    assert energy_j(seconds, ADDED_W, idle_w=1.0, total_s=5.0, used_j=0.1) == ((0.1 + 5.0) + 8.0) + 1.0
+    assert power_above_idle_w(5.0, 1.0) == 4.0 and drawn_j(4.0, 2.0) == 8.0
 
 
 def test_energy_idle_only() -> None:
     # Nothing active for 10 s at 0.5 W idle.
-    assert energy_j({}, POWER_W, idle_w=0.5, total_s=10.0) == pytest.approx(5.0)
+    assert energy_j({}, ADDED_W, idle_w=0.5, total_s=10.0) == pytest.approx(5.0)
 
 
 def test_energy_rejects_inconsistent_states() -> None:
     with pytest.raises(ValueError, match="no power"):
-        energy_j({"gpu": 1.0}, POWER_W, idle_w=1.0, total_s=5.0)
+        energy_j({"gpu": 1.0}, ADDED_W, idle_w=1.0, total_s=5.0)
     with pytest.raises(ValueError, match="idle"):
-        energy_j({"idle": 1.0}, POWER_W, idle_w=1.0, total_s=5.0)
+        energy_j({"idle": 1.0}, ADDED_W, idle_w=1.0, total_s=5.0)
     with pytest.raises(ValueError, match="outside the window"):
-        energy_j({"compute": 6.0}, POWER_W, idle_w=1.0, total_s=5.0)
+        energy_j({"compute": 6.0}, ADDED_W, idle_w=1.0, total_s=5.0)
     with pytest.raises(ValueError, match="outside the window"):
-        energy_j({"compute": -1.0}, POWER_W, idle_w=1.0, total_s=5.0)
-
-
-def test_jitter_is_reproducible_from_the_seed() -> None:
-    rng1, rng2 = np.random.default_rng(42), np.random.default_rng(42)
-    draws1 = [jitter_draw(rng1, 0.01) for _ in range(5)]
-    draws2 = [jitter_draw(rng2, 0.01) for _ in range(5)]
-    assert draws1 == draws2
-    assert len(set(draws1)) == 5
-    assert all(d >= 0.0 for d in draws1)
-
-
-def test_jitter_is_half_normal() -> None:
-    # |N(0, s)| has mean s·sqrt(2/π) ≈ 0.798·s; its std is s·sqrt(1 − 2/π) ≈ 0.603·s, so over 20 000 draws the
-    # sample mean is within 3·0.603/sqrt(20 000) ≈ 1.3 % of it.
-    rng = np.random.default_rng(3)
-    draws = np.array([jitter_draw(rng, 0.02) for _ in range(20_000)])
-    assert draws.min() >= 0.0
-    assert draws.mean() == pytest.approx(0.02 * math.sqrt(2 / math.pi), rel=0.02)
-
-
-def test_zero_jitter_does_not_consume_the_rng() -> None:
-    rng = np.random.default_rng(7)
-    assert jitter_draw(rng, 0.0) == 0.0
-    assert jitter_draw(rng, 0.0) == 0.0
-    # The stream continues exactly where a fresh generator with the same seed starts.
-    assert rng.random() == np.random.default_rng(7).random()
+        energy_j({"compute": -1.0}, ADDED_W, idle_w=1.0, total_s=5.0)

@@ -200,7 +200,7 @@ def test_malformed_dataset_files_are_one_line(tmp_path: Path) -> None:
     import gzip
     import pickle
 
-    from simulator.learning.data.datasets import _load_fashion_mnist, _load_stl10, _unpickle
+    from simulator.learning.data.formats import _load_fashion_mnist, _load_stl10, _unpickle
 
     # IDX: a header promising more images than the file holds; then images of the wrong size
     (tmp_path / "train-images-idx3-ubyte").write_bytes((2051).to_bytes(4, "big") + (10).to_bytes(4, "big")
@@ -225,7 +225,7 @@ def test_malformed_dataset_files_are_one_line(tmp_path: Path) -> None:
                       (pickle.dumps({b"data": 1, b"labels": 2}), None)):
         (tmp_path / "b").write_bytes(raw)
         with pytest.raises(InputError) as err:
-            from simulator.learning.data.datasets import _cifar_part
+            from simulator.learning.data.formats import _cifar_part
             _cifar_part(tmp_path / "b", "labels", 10) if says is None else _unpickle(tmp_path / "b")
         assert "b" in err.value.one_line() and (says is None or says in err.value.one_line())
     # STL-10: not a whole number of images

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any, Generator
 
 import numpy as np
 import pytest
 import simpy
 
-from simulator.timing.network import Channel, SharedMedium, Transfer, make_link, max_min_rates
+from simulator.timing.network import Channel, JitterBank, SharedMedium, Transfer, make_link, max_min_rates
 
 MBIT = 1.0e6
 
@@ -79,6 +80,23 @@ def test_private_uplink_and_downlink_run_in_parallel() -> None:
     assert up.value.t_delivered == pytest.approx(1.0 + 0.01)  # 1 Mbit at 1 Mbit/s
     assert down.value.t_delivered == pytest.approx(0.5 + 0.01)  # 1 Mbit at 2 Mbit/s
     assert link.up.name == "d0.up" and link.down.name == "d0.down"
+
+
+def test_jitter_is_half_normal() -> None:
+    # |N(0, s)| has mean s·sqrt(2/π) ≈ 0.798·s; its std is s·sqrt(1 − 2/π) ≈ 0.603·s, so over 20 000 draws the
+    # sample mean is within 3·0.603/sqrt(20 000) ≈ 1.3 % of it.
+    bank = JitterBank([np.random.default_rng(3)])
+    draws = np.array([bank.one(0, 0.02) for _ in range(20_000)])
+    assert draws.min() >= 0.0
+    assert draws.mean() == pytest.approx(0.02 * math.sqrt(2 / math.pi), rel=0.02)
+
+
+def test_zero_jitter_does_not_consume_the_stream() -> None:
+    bank = JitterBank([np.random.default_rng(7)])
+    assert bank.one(0, 0.0) == 0.0
+    assert bank.one(0, 0.0) == 0.0
+    # The row continues exactly where a fresh generator with the same seed starts.
+    assert bank.one(0, 1.0) == abs(np.random.default_rng(7).standard_normal())
 
 
 def test_jitter_is_added_after_the_busy_phase_and_reproducible() -> None:

@@ -124,7 +124,7 @@ def build_parser() -> argparse.ArgumentParser:
     from simulator.commands.calibrate_cli import add_calibrate_parser
 
     add_calibrate_parser(sub)
-    from simulator.emulation.setup import add_emulate_parser
+    from simulator.emulation.run import add_emulate_parser
 
     add_emulate_parser(sub)
     from simulator.commands.replay import add_replay_parser

@@ -14,8 +14,6 @@ import argparse
 import csv
 import json
 import os
-import sys
-import types
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -256,17 +254,3 @@ def add_replay_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", metavar="DIR", help="run folder for the replay (default: RUN_DIR-replay)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing folder at --out")
     p.set_defaults(func=_cmd_replay)
-
-
-class _CallableModule(types.ModuleType):
-    """`simulator.commands.replay` is this module and, called, the notebook function `simulator.commands.api.replay`: a package
-    attribute cannot be both a submodule and a function, as importing the submodule rebinds the name."""
-
-    def __call__(self, run_dir: str | Path, set: Sequence[str] | str = (),  # noqa: A002 - mirrors --set
-                 out: str | Path | None = None, *, overwrite: bool = False) -> Any:
-        from simulator.commands.api import replay as replay_run
-
-        return replay_run(run_dir, set, out, overwrite=overwrite)
-
-
-sys.modules[__name__].__class__ = _CallableModule

@@ -22,7 +22,6 @@ __all__ = [
     "StrategyCfg",
     "CutPolicyCfg",
     "AvailabilityCfg",
-    "STRATEGY_NAMES",
     "SPLITEE_STRATEGIES",
     "COMMON_CUT_STRATEGIES",
     "MediumCfg",
@@ -157,9 +156,6 @@ class TrainingCfg(Strict):
         return self
 
 
-# Hetero-SplitEE's two strategies, then the baselines that run on the same engine for comparison.
-STRATEGY_NAMES = ("sequential", "averaging", "centralized", "homogeneous_splitee", "vanilla_sl", "splitfed_v1",
-                  "splitfed_v2", "fedavg", "standalone_exit")
 SPLITEE_STRATEGIES = frozenset({"sequential", "averaging", "homogeneous_splitee"})  # clients train with exits
 COMMON_CUT_STRATEGIES = frozenset({"homogeneous_splitee", "vanilla_sl", "splitfed_v1", "splitfed_v2"})
 

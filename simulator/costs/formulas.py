@@ -6,21 +6,18 @@ import math
 from dataclasses import dataclass
 from typing import Mapping
 
-import numpy as np
-
 __all__ = [
     "IDLE_STATE",
     "LABEL_BYTES",
     "compute_seconds",
-    "forward_seconds",
     "step_seconds",
     "feature_batch_bytes",
     "framed_bytes",
     "wire_bytes",
     "payload_seconds",
     "radio_seconds",
-    "transfer_seconds",
-    "jitter_draw",
+    "power_above_idle_w",
+    "drawn_j",
     "energy_by_state_j",
     "energy_j",
     "RESULT_BYTES",
@@ -39,11 +36,6 @@ def compute_seconds(flops: float, flops_per_s: float) -> float:
     if flops_per_s <= 0:
         raise ValueError(f"flops_per_s must be > 0, got {flops_per_s}")
     return flops / flops_per_s
-
-
-def forward_seconds(fwd_flops_per_sample: float, batch_size: int, flops_per_s: float) -> float:
-    """Seconds for a forward pass alone (inference, or the server's half before its backward) over one batch."""
-    return compute_seconds(fwd_flops_per_sample * batch_size, flops_per_s)
 
 
 def step_seconds(
@@ -108,43 +100,28 @@ def radio_seconds(payload_bytes: float, bps: float, loss_rate: float = 0.0,
     return max(busy, cpu_s_per_byte * wire_bytes(payload_bytes, loss_rate, framing))
 
 
-def transfer_seconds(
-    payload_bytes: float, bps: float, latency_s: float, loss_rate: float = 0.0, jitter_s_draw: float = 0.0,
-    framing: tuple[float, float] | None = None,
-) -> float:
-    """Seconds from the first bit sent to delivery on a private link: busy time, then propagation latency and jitter.
-
-    The radio is busy only for ``payload_seconds``; during ``latency_s + jitter_s_draw`` the bits are in flight
-    and the sender may already start its next message.
-    """
-    if latency_s < 0 or jitter_s_draw < 0:
-        raise ValueError("latency_s and jitter_s_draw must be >= 0")
-    return payload_seconds(payload_bytes, bps, loss_rate, framing) + latency_s + jitter_s_draw
+def power_above_idle_w(draw_w: float, idle_w: float) -> float:
+    """Power a state adds on top of the idle draw, from the device's total draw with that state alone active."""
+    return draw_w - idle_w
 
 
-def jitter_draw(rng: np.random.Generator, jitter_s: float) -> float:
-    """One extra latency, seconds: |N(0, jitter_s)| (half-normal with scale ``jitter_s``).
-
-    With ``jitter_s == 0`` it returns 0.0 without drawing, so a jitter-free link leaves ``rng`` untouched and
-    adding or removing such a link does not shift the random stream of the others sharing it.
-    """
-    if jitter_s < 0:
-        raise ValueError(f"jitter_s must be >= 0, got {jitter_s}")
-    if jitter_s == 0:
-        return 0.0
-    return float(abs(rng.normal(0.0, jitter_s)))
+def drawn_j(power_w: float, seconds: float) -> float:
+    """Joules drawn at a constant ``power_w`` over ``seconds``: an idle share (idle_w), an active state's share
+    (its power above idle), or a whole draw (idle_w plus what is active)."""
+    return power_w * seconds
 
 
 def energy_by_state_j(
-    state_seconds: Mapping[str, float], state_power_w: Mapping[str, float], idle_w: float, total_s: float
+    state_seconds: Mapping[str, float], added_w: Mapping[str, float], idle_w: float, total_s: float
 ) -> dict[str, float]:
     """Joules split into an ``"idle"`` share and one share per active state; the shares sum to ``energy_j``.
 
     The device draws ``idle_w`` for the whole window ``total_s`` (the idle share); each active state ``s``
-    (compute, tx, rx, ...) adds ``state_power_w[s] - idle_w`` for the ``state_seconds[s]`` it is active. States may
-    overlap in time: each adds its own power above idle, so computing at 5 W while sending at 2 W on a 1 W-idle
-    device draws 1 + 4 + 1 = 6 W. ``state_power_w[s]`` is therefore the device's total draw with ``s`` alone active.
-    States listed in ``state_power_w`` but not in ``state_seconds`` were never active.
+    (compute, tx, rx, ...) adds ``added_w[s]`` on top for the ``state_seconds[s]`` it is active. States may
+    overlap in time: each adds its own power, so computing (4 W above idle) while sending (1 W above idle) on a
+    1 W-idle device draws 1 + 4 + 1 = 6 W. A radio's powers are such added powers; a processor's is its total
+    draw while computing less idle (``power_above_idle_w``). States listed in ``added_w`` but not in
+    ``state_seconds`` were never active.
     """
     if total_s < 0:
         raise ValueError(f"total_s must be >= 0, got {total_s}")
@@ -152,24 +129,29 @@ def energy_by_state_j(
         raise ValueError(f"{IDLE_STATE!r} is implied by total_s and must not be listed as an active state")
     # Busy intervals summed by the caller may overshoot the window by rounding; anything more is a bookkeeping error.
     slack = 1e-9 * max(1.0, total_s)
-    shares = {IDLE_STATE: idle_w * total_s}
+    shares = {IDLE_STATE: drawn_j(idle_w, total_s)}
     for state, seconds in state_seconds.items():
-        if state not in state_power_w:
+        if state not in added_w:
             raise ValueError(f"no power given for state {state!r}")
         if seconds < 0 or seconds > total_s + slack:
             raise ValueError(f"state {state!r} lasts {seconds} s, outside the window [0, {total_s}] s")
-        shares[state] = (state_power_w[state] - idle_w) * seconds
+        shares[state] = drawn_j(added_w[state], seconds)
     return shares
 
 
 def energy_j(
-    state_seconds: Mapping[str, float], state_power_w: Mapping[str, float], idle_w: float, total_s: float
+    state_seconds: Mapping[str, float], added_w: Mapping[str, float], idle_w: float, total_s: float, *,
+    used_j: float = 0.0,
 ) -> float:
-    """Joules used in a window of ``total_s`` seconds: idle_w·total_s + Σ_s (P_s − idle_w)·t_s.
+    """Joules used by the end of a window of ``total_s`` seconds: used_j + idle_w·total_s + Σ_s added_w[s]·t_s.
 
-    See ``energy_by_state_j`` for the model; this is the sum of its shares.
+    See ``energy_by_state_j`` for the model; this adds its shares to ``used_j`` (what was used before the
+    window) one after another, in that order.
     """
-    return sum(energy_by_state_j(state_seconds, state_power_w, idle_w, total_s).values())
+    total = used_j
+    for share in energy_by_state_j(state_seconds, added_w, idle_w, total_s).values():
+        total += share
+    return total
 
 
 RESULT_BYTES = 8  # an inference answer returned by the server: one class index, as an int64
@@ -247,10 +229,10 @@ def inference_sample_costs(
     if latency_s < 0:
         raise ValueError(f"latency_s must be >= 0, got {latency_s}")
     offload_s = up_busy_s + latency_s + server_s + down_busy_s + latency_s
-    device_j = client_idle_w * offload_s + tx_w * up_busy_s + rx_w * down_busy_s
+    device_j = energy_j({"tx": up_busy_s, "rx": down_busy_s}, {"tx": tx_w, "rx": rx_w}, client_idle_w, offload_s)
     return InferenceCosts(
         local_s=local_s,
-        local_j=client_compute_w * local_s,
+        local_j=drawn_j(client_compute_w, local_s),
         offload_extra_s=offload_s,
-        offload_extra_j=device_j + server_compute_w * server_s,
+        offload_extra_j=device_j + drawn_j(server_compute_w, server_s),
     )

@@ -1,9 +1,9 @@
-"""`splitee emulate SCENARIO`: the scenario's fleet as real processes over shaped links on CPU quotas, written as a
-run folder, then the same scenario simulated and the two compared (fidelity.csv, fidelity.md)."""
+"""What `splitee emulate SCENARIO` (the scenario's fleet as real processes over shaped links on CPU quotas, then the
+same scenario simulated and the two compared; see run.py) checks and plans before it starts: whether this machine
+and the scenario can be emulated, each client's CPU quota, and the scenario as emulated."""
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import os
 import subprocess
@@ -16,8 +16,7 @@ from simulator.config.profiles import DeviceProfile
 from simulator.config.scenario import ResolvedScenario
 
 __all__ = ["check_can_emulate", "check_scenario", "quotas_for", "effective_quotas", "emulated_profile",
-           "emulated_scenario",
-           "add_emulate_parser", "EMULATED_STRATEGIES"]
+           "emulated_scenario", "EMULATED_STRATEGIES"]
 
 EMULATED_STRATEGIES = ("averaging", "homogeneous_splitee", "sequential")
 SERVER_CORES = 1.0  # the server process trains on one torch thread
@@ -141,27 +140,3 @@ def emulated_scenario(rs: ResolvedScenario, machine: DeviceProfile, quotas: Sequ
     clients = tuple(dataclasses.replace(c, device=emulated_profile(c.device, machine, q))
                     for c, q in zip(rs.clients, quotas))
     return dataclasses.replace(rs, server=server, clients=clients)
-
-
-def add_emulate_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("emulate", help="run a scenario's fleet as real processes over shaped links (Linux, root)",
-                       description="Run the fleet as real processes (one per client, each in its own network "
-                                   "namespace behind a tc-shaped link, on a CPU quota at its profile's speed) and "
-                                   "a server process; write a run folder and fidelity.csv/md comparing it with "
-                                   "the simulation of the same scenario.")
-    p.add_argument("scenario", help="scenario YAML")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a scenario value")
-    p.add_argument("--out", help="run folder (default: runs/<name>-emulated)")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing run folder")
-    p.add_argument("--profile", metavar="FILE.yaml",
-                   help="this machine's profile from `splitee calibrate` at the scenario's shape (default: measure "
-                        "it now)")
-    p.add_argument("--port", type=int, default=47016, help="the server's TCP port inside its namespace")
-    p.add_argument("--timeout", type=float, default=1800.0, metavar="S", help="give up after S seconds")
-    p.set_defaults(func=_cmd)
-
-
-def _cmd(args: argparse.Namespace) -> int:
-    from simulator.emulation.run import run_emulation
-
-    return run_emulation(args)

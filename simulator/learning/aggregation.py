@@ -6,17 +6,10 @@ from __future__ import annotations
 from typing import Sequence
 
 import torch
-from torch import nn
+
+from simulator.learning.primitives import state_tensors
 
 __all__ = ["state_tensors", "weighted_average_"]
-
-
-def state_tensors(module: nn.Module, *, buffers: bool) -> list[torch.Tensor]:
-    """A module's parameters, then (if `buffers`) its floating buffers (BatchNorm statistics): what is averaged."""
-    out = list(module.parameters())
-    if buffers:
-        out += [b for b in module.buffers() if b.is_floating_point()]
-    return out
 
 
 @torch.no_grad()

@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from simulator.config.schema import OptimizerCfg
-from simulator.learning.training import make_optimizer
+from simulator.learning.primitives import make_optimizer, split_state
 
 __all__ = ["Copies"]
 
@@ -75,9 +75,10 @@ class Copies:
         self.piece_ranges: list[tuple[int, int, int, int]] = []  # per piece: its params [a, b), floats [c, d)
         for m in self.pieces:
             p0, f0 = len(params), len(floats)
-            params += list(m.parameters())
-            for b in m.buffers():
-                (floats if b.is_floating_point() else ints).append(b)
+            piece_params, piece_floats, piece_ints = split_state(m)
+            params += piece_params
+            floats += piece_floats
+            ints += piece_ints
             self.piece_ranges.append((p0, len(params), f0, len(floats)))
         self._params, self._floats, self._ints = params, floats, ints
         self._p_off, self._f_off, self._i_off = _offsets(params), _offsets(floats), _offsets(ints)
@@ -197,10 +198,7 @@ class Copies:
     @torch.no_grad()
     def load_(self, k: int, modules: Sequence[nn.Module]) -> None:
         """Copy k takes the parameters and buffers of `modules` (the same structure as the pieces)."""
-        params = [p for m in modules for p in m.parameters()]
-        bufs = [b for m in modules for b in m.buffers()]
-        floats = [b for b in bufs if b.is_floating_point()]
-        ints = [b for b in bufs if not b.is_floating_point()]
+        params, floats, ints = split_state(modules)
         if [t.shape for t in params] != [t.shape for t in self._params] or len(floats) != len(self._floats) \
                 or len(ints) != len(self._ints):
             raise ValueError("load_: the modules do not have the structure of the pieces")

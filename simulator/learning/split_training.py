@@ -9,7 +9,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from simulator.learning.training import EvalResult, quantize
+from simulator.learning.primitives import quantize, state_tensors
+from simulator.learning.training import EvalResult, evaluate_modules
 
 __all__ = [
     "ClientPart",
@@ -89,17 +90,13 @@ def full_step(model: nn.Module, optimizer: torch.optim.Optimizer, x: torch.Tenso
     return loss.detach()
 
 
-def tensors_of(modules: Sequence[nn.Module]) -> list[torch.Tensor]:
-    """Parameters, then floating buffers (BatchNorm statistics), of every module: what aggregation moves."""
-    out = [p for m in modules for p in m.parameters()]
-    out += [b for m in modules for b in m.buffers() if b.is_floating_point()]
-    return out
+tensors_of = state_tensors  # the name the baselines import
 
 
 @torch.no_grad()
 def copy_state_(dst: Sequence[nn.Module], src: Sequence[nn.Module]) -> None:
     """Copy parameters and floating buffers of `src` into `dst` (same structure), in place."""
-    for d, s in zip(tensors_of(dst), tensors_of(src), strict=True):
+    for d, s in zip(state_tensors(dst), state_tensors(src), strict=True):
         d.copy_(s)
 
 
@@ -107,25 +104,13 @@ def copy_state_(dst: Sequence[nn.Module], src: Sequence[nn.Module]) -> None:
 def same_state(a: Sequence[nn.Module], b: Sequence[nn.Module]) -> bool:
     """Whether two module sets hold identical parameters and floating buffers (a host sync per tensor: call it
     per round, not per step)."""
-    return all(torch.equal(x, y) for x, y in zip(tensors_of(a), tensors_of(b), strict=True))
+    return all(torch.equal(x, y) for x, y in zip(state_tensors(a), state_tensors(b), strict=True))
 
 
-@torch.no_grad()
 def evaluate_model(client: nn.Module | None, server: nn.Module, test_x: torch.Tensor, test_y: torch.Tensor,
                    batch_size: int, activation_dtype: str = "fp32") -> EvalResult:
     """Final accuracy of client -> (wire quantization) -> server, or of `server` alone, in eval mode.
 
     No early exit: the exit fields of the result are None.
     """
-    modules = [m for m in (client, server) if m is not None]
-    modes = [m.training for m in modules]
-    for m in modules:
-        m.eval()
-    correct = []
-    for start in range(0, test_x.shape[0], batch_size):
-        x, y = test_x[start:start + batch_size], test_y[start:start + batch_size]  # (B, C, H, W), (B,)
-        h = x if client is None else quantize(client(x), activation_dtype)
-        correct.append(server(h).argmax(dim=1) == y)
-    for m, mode in zip(modules, modes):
-        m.train(mode)
-    return EvalResult(exit_correct=None, final_correct=torch.cat(correct).cpu(), exit_entropy=None)
+    return evaluate_modules(client, None, server, test_x, test_y, batch_size, activation_dtype)

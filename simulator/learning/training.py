@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Callable, Iterable
+from typing import TYPE_CHECKING, Callable
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from simulator.config.schema import OptimizerCfg
+from simulator.learning.primitives import make_optimizer, quantize, state_bytes
 
 if TYPE_CHECKING:
     from simulator.learning.copies import Copies
@@ -21,41 +21,11 @@ __all__ = [
     "ClientTrainer",
     "ServerPath",
     "EvalResult",
+    "evaluate_modules",
     "evaluate_path",
     "local_test_weights",
     "state_bytes",
 ]
-
-
-def make_optimizer(params: Iterable[nn.Parameter], cfg: OptimizerCfg) -> torch.optim.Optimizer:
-    params = list(params)
-    if cfg.name == "adam":
-        return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
-
-
-def quantize(h: torch.Tensor, dtype: str) -> torch.Tensor:
-    """h as the server receives it: fp32 unchanged, fp16 rounded, int8 per-sample affine (scale + zero point)."""
-    if dtype == "fp32":
-        return h
-    if dtype == "fp16":
-        return h.half().float()
-    flat = h.flatten(1)  # (B, D)
-    lo = flat.amin(dim=1, keepdim=True)
-    hi = flat.amax(dim=1, keepdim=True)
-    scale = ((hi - lo) / 255.0).clamp_min(1e-12)
-    q = torch.round((flat - lo) / scale).clamp_(0, 255)
-    return (q * scale + lo).view_as(h)
-
-
-def state_bytes(modules: Iterable[nn.Module], *, buffers: bool) -> int:
-    """Bytes of the tensors a module set sends when it is aggregated (numel × element size)."""
-    total = 0
-    for m in modules:
-        total += sum(p.numel() * p.element_size() for p in m.parameters())
-        if buffers:
-            total += sum(b.numel() * b.element_size() for b in m.buffers() if b.is_floating_point())
-    return total
 
 
 class BatchSampler:
@@ -244,28 +214,39 @@ def local_test_weights(train_labels: torch.Tensor, test_y: torch.Tensor, num_cla
 
 
 @torch.no_grad()
-def evaluate_path(client: ClientTrainer, server: ServerPath, test_x: torch.Tensor, test_y: torch.Tensor,
-                  batch_size: int) -> EvalResult:
-    """Client body -> exit head, and client body -> server part, in eval mode, on the whole test split."""
-    client.bind()
-    server.bind()
-    server_seq = server.seq
-    modules = (client.body, client.exit, server_seq)
+def evaluate_modules(body: nn.Module | None, exit_head: nn.Module | None, server: nn.Module, test_x: torch.Tensor,
+                     test_y: torch.Tensor, batch_size: int, activation_dtype: str = "fp32") -> EvalResult:
+    """The whole test split, in eval mode (each module's mode is restored after): `body` (None: the input itself)
+    -> `exit_head`, which sees h on the device, before the wire; and `body` -> the wire's quantization ->
+    `server`, or `server` alone without a body. Without an exit head the exit fields of the result are None."""
+    modules = [m for m in (body, exit_head, server) if m is not None]
     modes = [m.training for m in modules]
     for m in modules:
         m.eval()
     exit_ok, final_ok, ent = [], [], []
     num_classes = None
     for start in range(0, test_x.shape[0], batch_size):
-        x, y = test_x[start:start + batch_size], test_y[start:start + batch_size]
-        h = client.body(x)
-        exit_logits = client.exit(h)  # the exit sees h on the device, before the wire
-        num_classes = exit_logits.shape[1]
-        logp = F.log_softmax(exit_logits, dim=1)
-        ent.append(-(logp.exp() * logp).sum(dim=1))
-        exit_ok.append(exit_logits.argmax(dim=1) == y)
-        final_ok.append(server_seq(quantize(h, client.activation_dtype)).argmax(dim=1) == y)
+        x, y = test_x[start:start + batch_size], test_y[start:start + batch_size]  # (B, C, H, W), (B,)
+        h = x if body is None else body(x)
+        if exit_head is not None:
+            exit_logits = exit_head(h)
+            num_classes = exit_logits.shape[1]
+            logp = F.log_softmax(exit_logits, dim=1)
+            ent.append(-(logp.exp() * logp).sum(dim=1))
+            exit_ok.append(exit_logits.argmax(dim=1) == y)
+        final_ok.append(server(h if body is None else quantize(h, activation_dtype)).argmax(dim=1) == y)
     for m, mode in zip(modules, modes):
         m.train(mode)
+    if exit_head is None:
+        return EvalResult(exit_correct=None, final_correct=torch.cat(final_ok).cpu(), exit_entropy=None)
     entropy = torch.cat(ent) / torch.log(torch.tensor(float(num_classes or 2)))
     return EvalResult(torch.cat(exit_ok).cpu(), torch.cat(final_ok).cpu(), entropy.clamp(0, 1).cpu())
+
+
+def evaluate_path(client: ClientTrainer, server: ServerPath, test_x: torch.Tensor, test_y: torch.Tensor,
+                  batch_size: int) -> EvalResult:
+    """Client body -> exit head, and client body -> server part, in eval mode, on the whole test split."""
+    client.bind()
+    server.bind()
+    return evaluate_modules(client.body, client.exit, server.seq, test_x, test_y, batch_size,
+                            client.activation_dtype)

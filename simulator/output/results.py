@@ -16,7 +16,7 @@ import simpy
 import torch
 import yaml
 
-from simulator import __version__
+from simulator.version import __version__
 from simulator.output.fsio import atomic_write
 from simulator.timing.recorder import EVENT_COLUMNS, Recorder
 from simulator.config.scenario import ResolvedScenario

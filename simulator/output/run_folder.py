@@ -9,7 +9,7 @@ import shutil
 from pathlib import Path
 from typing import Iterable
 
-from simulator import __version__
+from simulator.version import __version__
 from simulator.errors import InputError, clip
 from simulator.output.fsio import TMP_SUFFIX, check_output_dir, os_problem
 

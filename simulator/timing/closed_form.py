@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from simulator.costs import formulas as costs
 from simulator.timing import schedule
 from simulator.timing.device import Device
 
@@ -69,11 +70,11 @@ def planned_battery_round(device: Device, rnd: int, steps: int) -> schedule.Clie
     last = max(float(plan.rest[1][0, -1]), float(plan.send[1][0, -1]))  # the processor and radio go quiet
     compute_s = float(((plan.fwd[1] - plan.fwd[0]) + (plan.rest[1] - plan.rest[0])).sum())
     tx_s = float((plan.send[1] - plan.send[0]).sum())
-    prof = device.spec.device
+    idle_w = device.spec.device.idle_w
     # Charge used by now: the device may have idled since its last mark (waiting for its turn).
-    used_now = device._used_j + (prof.idle_w + device._added_w) * (t0 - device._t_mark)
-    used = used_now + prof.idle_w * (last - t0) + (prof.compute_w - prof.idle_w) * compute_s \
-        + device.spec.link.tx_w * tx_s
+    used_now = device._used_j + costs.drawn_j(idle_w + device._added_w, t0 - device._t_mark)
+    used = costs.energy_j({"compute": compute_s, "tx": tx_s}, device.recorder.powers[device.name].added_w, idle_w,
+                          last - t0, used_j=used_now)
     if used >= device.battery_j * (1.0 - 1e-9):  # too close to call in closed form
         up.jitter.restore(up.jitter_row, saved)
         return None

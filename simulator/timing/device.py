@@ -4,7 +4,7 @@ simulated start), its radio sends features."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable, Generator
+from typing import TYPE_CHECKING, Any, Callable, Generator
 
 import heapq
 import math
@@ -13,11 +13,8 @@ import numpy as np
 import simpy
 
 from simulator.costs import compute_model
-
 from simulator.costs import formulas as costs
-
 from simulator.timing import schedule
-from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from simulator.learning.models.cost_table import CostTable
 from simulator.timing.network import Link

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 from simulator.config.profiles import DeviceProfile, LinkProfile
+from simulator.costs.formulas import drawn_j, power_above_idle_w
 
 __all__ = ["Event", "EVENT_COLUMNS", "EntityPower", "Recorder"]
 
@@ -38,7 +39,8 @@ class Event(NamedTuple):
 
 @dataclass(frozen=True)
 class EntityPower:
-    """Power an entity draws: idle_w always, plus the added power of each active state (W)."""
+    """Power an entity draws: idle_w always, plus the added power of each active state (W), as the energy model
+    of costs.formulas (energy_by_state_j) takes them."""
 
     idle_w: float
     added_w: dict[str, float]
@@ -46,15 +48,13 @@ class EntityPower:
     @classmethod
     def of_client(cls, device: DeviceProfile, link: LinkProfile) -> "EntityPower":
         # Radio powers are what the radio adds on top of the device's idle draw.
-        return cls(device.idle_w, {"compute": device.compute_w - device.idle_w, "tx": link.tx_w, "rx": link.rx_w})
+        return cls(device.idle_w, {"compute": power_above_idle_w(device.compute_w, device.idle_w), "tx": link.tx_w,
+                                   "rx": link.rx_w})
 
     @classmethod
     def of_server(cls, device: DeviceProfile) -> "EntityPower":
-        active = device.compute_w - device.idle_w
+        active = power_above_idle_w(device.compute_w, device.idle_w)
         return cls(device.idle_w, {"compute": active, "aggregate": active, "tx": 0.0, "rx": 0.0})
-
-    def added(self, kind: str) -> float:
-        return self.added_w[_RADIO_KINDS.get(kind, kind)]
 
 
 @dataclass
@@ -66,7 +66,8 @@ class _Totals:
 
 
 class Recorder:
-    """Collects events; energy of an active interval = added power × duration, idle = idle_w × round length."""
+    """Collects events; energy of an active interval = added power × duration, idle = idle_w × round length
+    (costs.formulas.drawn_j), summed interval by interval in the order they are recorded."""
 
     def __init__(self, powers: dict[str, EntityPower], keep_events: bool = True) -> None:
         self.powers = powers
@@ -86,7 +87,7 @@ class Recorder:
             direction: str | None = None) -> float:
         """`seconds` of `kind` into the round's totals (one interval, or many by their total duration when no
         event rows are kept); returns the energy added."""
-        energy = self.powers[entity].added_w[_RADIO_KINDS.get(kind, kind)] * seconds
+        energy = drawn_j(self.powers[entity].added_w[_RADIO_KINDS.get(kind, kind)], seconds)
         tot = self.round_totals[rnd][entity]
         tot.energy_j += energy
         self._energy_so_far[entity] += energy
@@ -102,7 +103,7 @@ class Recorder:
         """`add` for many entities at once (entity k: `seconds[k]` of `kind`, `nbytes[k]` bytes)."""
         per, so_far, state = self.round_totals[rnd], self._energy_so_far, _RADIO_KINDS.get(kind, kind)
         for k, entity in enumerate(entities):
-            energy = self.powers[entity].added_w[state] * seconds[k]
+            energy = drawn_j(self.powers[entity].added_w[state], seconds[k])
             tot = per[entity]
             tot.energy_j += energy
             so_far[entity] += energy
@@ -123,7 +124,7 @@ class Recorder:
         (`until[entity]`)."""
         for entity in present:
             end = (until or {}).get(entity, t_end)
-            energy = self.powers[entity].idle_w * (end - t_start)
+            energy = drawn_j(self.powers[entity].idle_w, end - t_start)
             self.round_totals[rnd][entity].energy_j += energy
             self._energy_so_far[entity] += energy
             if self.keep_events:
@@ -132,9 +133,6 @@ class Recorder:
     def energy_so_far(self, entity: str) -> float:
         """Joules recorded for `entity` so far (the running round's idle draw is added when it closes)."""
         return self._energy_so_far[entity]
-
-    def totals(self, rnd: int, entity: str) -> _Totals:
-        return self.round_totals[rnd][entity]
 
     def entity_energy(self) -> dict[str, float]:
         out: dict[str, float] = defaultdict(float)
