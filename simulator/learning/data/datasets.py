@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import gzip
-import os
 import pickle
 import re
 import struct
@@ -17,44 +16,18 @@ from typing import Any, NamedTuple
 import numpy as np
 import torch
 
-from simulator.learning.data.download import archive_name, extract, fetch, how_to_get
+from simulator.config.dataset_files import (CIFAR, DATASET_NAMES, IDX_FILES, STL10_DIR, Cifar, absent_files,
+                                            archive_members, archive_name, check_name, default_root, idx_path,
+                                            missing_files)
+from simulator.learning.data.download import extract, fetch, how_to_get
 from simulator.learning.data.partitions import stratified_subset
 from simulator.errors import InputError
 
 __all__ = ["DATASET_NAMES", "Dataset", "load_dataset", "load_train_labels", "default_root", "missing_files"]
 
-DATASET_NAMES = ("fashion_mnist", "cifar10", "cifar100", "stl10", "synthetic")
-
-_DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
 _FASHION_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
                     "Ankle boot")
 _STL10_CLASSES = ("airplane", "bird", "car", "cat", "deer", "dog", "horse", "monkey", "ship", "truck")
-# IDX base names (each may be stored plain or as .gz) and their magic numbers: 0x08 = unsigned byte, then ndim.
-_IDX_FILES = {
-    "train_x": ("train-images-idx3-ubyte", 2051),
-    "train_y": ("train-labels-idx1-ubyte", 2049),
-    "test_x": ("t10k-images-idx3-ubyte", 2051),
-    "test_y": ("t10k-labels-idx1-ubyte", 2049),
-}
-
-
-class _Cifar(NamedTuple):
-    folder: str
-    train: tuple[str, ...]
-    test: tuple[str, ...]
-    meta: str
-    label_key: str
-    names_key: str
-    num_classes: int
-
-
-_CIFAR = {
-    "cifar10": _Cifar("cifar-10-batches-py", tuple(f"data_batch_{i}" for i in range(1, 6)), ("test_batch",),
-                      "batches.meta", "labels", "label_names", 10),
-    "cifar100": _Cifar("cifar-100-python", ("train",), ("test",), "meta", "fine_labels", "fine_label_names", 100),
-}
-_STL10_DIR = "stl10_binary"
-_STL10_FILES = ("train_X.bin", "train_y.bin", "test_X.bin", "test_y.bin")
 _STL10_SHAPE = (3, 96, 96)
 
 # Synthetic dataset parameters: default and smallest allowed value (as in the scenario schema).
@@ -103,34 +76,6 @@ class _Raw(NamedTuple):
     classes: tuple[str, ...]
 
 
-def default_root(name: str) -> Path:
-    """Where a dataset's files are looked for when the scenario names no root.
-
-    fashion_mnist: the Debian package's folder if it exists; every dataset otherwise: the cache
-    `$SPLITEE_DATA/<name>`, or `~/.cache/hetero-splitee-sim/<name>` when SPLITEE_DATA is unset.
-    """
-    _check_name(name)
-    if name == "fashion_mnist" and _DEBIAN_FASHION_MNIST.is_dir():
-        return _DEBIAN_FASHION_MNIST
-    cache = os.environ.get("SPLITEE_DATA") or Path.home() / ".cache" / "hetero-splitee-sim"
-    return Path(cache).expanduser() / name
-
-
-def missing_files(name: str, root: str | Path) -> list[Path]:
-    """The standard files of `name` absent from `root` (nothing is decoded).
-
-    Fashion-MNIST's IDX files count as present plain or gzipped (an absent one is reported by its .gz name).
-    For CIFAR and STL-10 the published archive in `root` counts as providing every file it holds.
-    The synthetic dataset needs no files.
-    """
-    _check_name(name)
-    root = Path(root)
-    archive = archive_name(name)
-    if archive is not None and (root / archive).is_file():
-        return []
-    return _absent(name, root)
-
-
 def load_dataset(name: str, root: str | Path | None = None, *, download: bool = False, seed: int = 0,
                  max_train: int | None = None, max_test: int | None = None,
                  synthetic: Mapping[str, Any] | None = None) -> Dataset:
@@ -177,7 +122,7 @@ def _check_limits(**limits: int | None) -> None:
 def _read(name: str, root: str | Path | None, *, download: bool, seed: int, synthetic: Mapping[str, Any] | None
           ) -> tuple[_Raw, np.random.SeedSequence, np.random.SeedSequence]:
     """The whole dataset as stored (uint8 images, labels), and the seeds of its train and test subsets."""
-    _check_name(name)
+    check_name(name)
     # Independent streams, so that e.g. changing max_train never changes the synthetic images.
     s_proto, s_train, s_test, s_sub_train, s_sub_test = np.random.SeedSequence(seed).spawn(5)
     if name == "synthetic":
@@ -193,43 +138,18 @@ def _read(name: str, root: str | Path | None, *, download: bool, seed: int, synt
     return raw, s_sub_train, s_sub_test
 
 
-def _check_name(name: str) -> None:
-    if name not in DATASET_NAMES:
-        raise InputError(f"unknown dataset {name!r} (known: {', '.join(DATASET_NAMES)})", key="dataset.name")
-
-
-def _idx_path(root: Path, base: str) -> Path | None:
-    return next((p for p in (root / f"{base}.gz", root / base) if p.is_file()), None)
-
-
-def _archive_members(name: str) -> tuple[str, ...]:
-    """Paths (relative to root, as stored in the published archive) of the files the loader reads."""
-    if name in _CIFAR:
-        spec = _CIFAR[name]
-        return tuple(f"{spec.folder}/{f}" for f in (*spec.train, *spec.test, spec.meta))
-    if name == "stl10":
-        return tuple(f"{_STL10_DIR}/{f}" for f in _STL10_FILES)
-    return ()
-
-
-def _absent(name: str, root: Path) -> list[Path]:
-    if name == "fashion_mnist":
-        return [root / f"{base}.gz" for base, _ in _IDX_FILES.values() if _idx_path(root, base) is None]
-    return [root / rel for rel in _archive_members(name) if not (root / rel).is_file()]
-
-
 def _ensure_files(name: str, root: Path, *, download: bool, key: str) -> None:
     """Make the files the loader reads exist in `root` (unpacking or fetching), or raise InputError."""
-    if not _absent(name, root):
+    if not absent_files(name, root):
         return
     archive = archive_name(name)
     if download and (archive is None or not (root / archive).is_file()):
-        fetch(name, root, only=None if archive else [p.name for p in _absent(name, root)])
-    if archive is not None and (root / archive).is_file() and _absent(name, root):
+        fetch(name, root, only=None if archive else [p.name for p in absent_files(name, root)])
+    if archive is not None and (root / archive).is_file() and absent_files(name, root):
         # class_names.txt is optional (built-in names are used without it) but unpacked when there.
-        extras = (f"{_STL10_DIR}/class_names.txt",) if name == "stl10" else ()
-        extract(root / archive, (*_archive_members(name), *extras), root)
-    still = _absent(name, root)
+        extras = (f"{STL10_DIR}/class_names.txt",) if name == "stl10" else ()
+        extract(root / archive, (*archive_members(name), *extras), root)
+    still = absent_files(name, root)
     if still:
         listed = ", ".join(str(p.relative_to(root)) for p in still)
         raise InputError(f"missing dataset files in {root}: {listed}; {how_to_get(name, root)}", key=key)
@@ -259,8 +179,8 @@ def _read_idx(path: Path, magic: int) -> np.ndarray:
 
 def _load_fashion_mnist(root: Path) -> _Raw:
     arrays = {}
-    for part, (base, magic) in _IDX_FILES.items():
-        path = _idx_path(root, base)
+    for part, (base, magic) in IDX_FILES.items():
+        path = idx_path(root, base)
         assert path is not None  # _ensure_files checked
         arrays[part] = (_read_idx(path, magic), path)
     out = []
@@ -329,7 +249,7 @@ def _cifar_part(path: Path, label_key: str, num_classes: int) -> tuple[np.ndarra
     return x.reshape(-1, 3, 32, 32), _labels(y, num_classes, path)
 
 
-def _load_cifar(root: Path, spec: _Cifar) -> _Raw:
+def _load_cifar(root: Path, spec: Cifar) -> _Raw:
     folder = root / spec.folder
     parts = {split: [_cifar_part(folder / f, spec.label_key, spec.num_classes) for f in files]
              for split, files in (("train", spec.train), ("test", spec.test))}
@@ -354,7 +274,7 @@ def _stl10_images(path: Path) -> np.ndarray:
 
 
 def _load_stl10(root: Path) -> _Raw:
-    folder = root / _STL10_DIR
+    folder = root / STL10_DIR
     out = []
     for split in ("train", "test"):
         x, y_path = _stl10_images(folder / f"{split}_X.bin"), folder / f"{split}_y.bin"
@@ -372,7 +292,7 @@ def _load_stl10(root: Path) -> _Raw:
 _READERS: dict[str, Callable[[Path], _Raw]] = {
     "fashion_mnist": _load_fashion_mnist,
     "stl10": _load_stl10,
-    **{name: partial(_load_cifar, spec=spec) for name, spec in _CIFAR.items()},
+    **{name: partial(_load_cifar, spec=spec) for name, spec in CIFAR.items()},
 }
 
 
