@@ -24,13 +24,14 @@ EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE, what a shell reports for `splitee devic
 
 def _print_costs(rs: ResolvedScenario) -> None:
     """The model's cost table and each client's training memory against its device's."""
-    from simulator.learning.models.cost_table import cost_table_cached, format_cost_table
+    from simulator.costs.cost_table import format_cost_table
+    from simulator.costs.table_cache import cost_table_of
     from simulator.output.profiles_table import format_bytes
 
     sc = rs.scenario
     in_ch, size, classes = sc.dataset.shape()
     batch, opt = sc.training.batch_size, sc.training.optimizer.memory_kind()
-    table = cost_table_cached(sc.model.width, in_ch, classes, size, sc.model.exit_head, sc.model.exit_grid)
+    table = cost_table_of(sc)
     print(
         f"\ncost table: ResNet-18 width {sc.model.width}, input {in_ch}x{size}x{size}, "
         f"{classes} classes, exit head {sc.model.exit_head}, batch {batch}, optimizer {opt}"

@@ -11,12 +11,15 @@ from typing import Any, Mapping, Sequence
 from pydantic import ValidationError
 
 from simulator.config.schema import (COMMON_CUT_STRATEGIES, AvailabilityCfg, ClientGroupCfg, CutPolicyCfg, Scenario)
+from simulator.config.dataset_files import default_root, missing_files
+from simulator.config.traces import load_trace
+from simulator.costs.table_cache import cost_table_of
 from simulator.errors import InputError, clip
 from simulator.config.limits import check_ranges
 from simulator.config.profiles import DeviceProfile, LinkProfile, builtin_devices, builtin_links, resolve_profile
-from simulator.output.profiles_table import format_bytes
 from simulator.config.pydantic_errors import describe_value, located_error
 from simulator.config.yamlio import load_yaml_text, read_yaml_file
+from simulator.units import format_bytes
 
 __all__ = [
     "ClientSpec",
@@ -205,8 +208,6 @@ def _availability(cfg: AvailabilityCfg, file: str, key: str) -> AvailabilityCfg:
 
 def _check_traces(sc: Scenario, clients: tuple[ClientSpec, ...], file: str) -> None:
     """Trace files parse and name only clients of this fleet (read again when the run starts)."""
-    from simulator.timing.availability import load_trace
-
     keys = {g.availability.trace: f"clients[{k}].availability.trace" for k, g in enumerate(sc.clients)
             if g.availability is not None and g.availability.trace}
     for path in sorted({c.availability.trace for c in clients if c.availability.model == "trace"}):
@@ -330,28 +331,10 @@ def _group_key(sc: Scenario, client_index: int) -> str:
     return f"clients[{_group_index(sc, client_index)}]"
 
 
-def _cost_table(sc: Scenario) -> Any:
-    import torch
-
-    from simulator.learning.models.cost_table import cost_table_cached
-
-    in_ch, size, classes = sc.dataset.shape()
-    # The table is measured on batch-2 tensors: intra-op threads only add overhead there (several times
-    # slower on a busy 2-core machine), so build it on one thread and restore the setting after.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        return cost_table_cached(sc.model.width, in_ch, classes, size, sc.model.exit_head, sc.model.exit_grid)
-    finally:
-        torch.set_num_threads(threads)
-
-
 def check_feasible(rs: ResolvedScenario) -> None:
     """Every client's cut fits its memory at the batch size; the dataset's files are there (or may be fetched)."""
-    from simulator.learning.data.datasets import default_root, missing_files
-
     sc = rs.scenario
-    table = _cost_table(sc)
+    table = cost_table_of(sc)
     opt = sc.training.optimizer.memory_kind()
     batch = sc.training.batch_size
     for c in rs.clients:
@@ -402,7 +385,7 @@ def resolve_scenario(data: Any, file: str, overrides: Sequence[str] = (), *, che
     clients = _expand_clients(sc, file, devices, links)
     _check_traces(sc, clients, file)
     if sc.strategy.name not in ("averaging", "sequential") or any(c.cut == 0 for c in clients):
-        clients = _resolve_cuts(sc, file, clients, _cost_table(sc))
+        clients = _resolve_cuts(sc, file, clients, cost_table_of(sc))
     rs = ResolvedScenario(sc, file, server, clients)  # type: ignore[arg-type]
     if check:
         check_feasible(rs)

@@ -20,7 +20,7 @@ from simulator.learning.data.partitions import partition
 from simulator.timing.device import ClientCosts, Device, RoundFate
 from simulator.config.schema import Scenario
 from simulator.errors import InputError
-from simulator.learning.models.cost_table import cost_table_cached
+from simulator.costs.table_cache import cost_table_of
 from simulator.learning.copies import Copies
 from simulator.learning.models.heads import make_exit_head, reseed_head_
 from simulator.timing.network import JitterBank, SharedMedium, make_link
@@ -48,8 +48,7 @@ def intra_op_threads(sc: Scenario) -> int:
     SMALL_MODEL_FWD_FLOPS), else torch's default."""
     if sc.compute.threads is not None:
         return sc.compute.threads
-    in_ch, size, classes = sc.dataset.shape()
-    table = cost_table_cached(sc.model.width, in_ch, classes, size, sc.model.exit_head, sc.model.exit_grid)
+    table = cost_table_of(sc)
     return 1 if table.full_fwd_flops() <= SMALL_MODEL_FWD_FLOPS else TORCH_DEFAULT_THREADS
 
 
@@ -152,7 +151,7 @@ def build_world(rs: ResolvedScenario, dataset: Dataset | None = None, *, timing_
     sc = rs.scenario
     streams = Streams(sc.seed)
     in_ch, size, classes = sc.dataset.shape()
-    table = cost_table_cached(sc.model.width, in_ch, classes, size, sc.model.exit_head, sc.model.exit_grid)
+    table = cost_table_of(sc)
     if timing_only and sample_counts is not None:
         dev, data, shards = torch.device("cpu"), None, None
         counts = list(sample_counts)

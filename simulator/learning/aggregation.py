@@ -7,7 +7,7 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from simulator.learning.models.cost_table import CostTable
+from simulator.costs.cost_table import CostTable
 
 __all__ = ["unit_groups", "exit_head_groups", "aggregation_traffic", "state_tensors", "weighted_average_"]
 

@@ -11,7 +11,7 @@ from simulator.timing.availability import Availability
 from simulator.learning.copies import Copies
 from simulator.config.schema import Scenario
 from simulator.timing.device import Device
-from simulator.learning.models.cost_table import CostTable
+from simulator.costs.cost_table import CostTable
 from simulator.timing.network import JitterBank
 from simulator.learning.models.resnet import UnitModel
 from simulator.timing.recorder import Recorder

@@ -15,7 +15,7 @@ from torch import nn
 from simulator.costs import compute_model
 from simulator.learning.aggregation import aggregation_traffic, exit_head_groups, unit_groups, weighted_average_
 from simulator.timing.device import FeatureBatch, RoundFate, planned_battery_round, planned_rounds, timeout_at
-from simulator.learning.models.cost_table import CostTable
+from simulator.costs.cost_table import CostTable
 from simulator.timing.server import SERVER
 from simulator.learning.training import EvalResult, ServerPath, evaluate_path
 from simulator.timing.world import World

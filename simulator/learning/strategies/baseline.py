@@ -16,7 +16,7 @@ from simulator.costs import compute_model
 from simulator.costs import formulas as costs
 from simulator.learning.aggregation import state_tensors, weighted_average_
 from simulator.timing.device import RoundFate
-from simulator.learning.models.cost_table import CostTable
+from simulator.costs.cost_table import CostTable
 from simulator.learning.split_training import ClientPart, SplitServer, copy_state_, evaluate_model, same_state, tensors_of
 from simulator.learning.strategies.base import Strategy
 from simulator.learning.training import EvalResult, ServerPath, state_bytes
