@@ -18,6 +18,7 @@ from simulator.timing.availability import load_trace, make_availability
 from simulator.learning.data.datasets import Dataset, load_dataset, load_train_labels
 from simulator.learning.data.partitions import partition
 from simulator.timing.device import ClientCosts, Device, RoundFate
+from simulator.config.registry import names_where
 from simulator.config.schema import Scenario
 from simulator.errors import InputError
 from simulator.costs.table_cache import cost_table_of
@@ -234,7 +235,7 @@ def few_collections() -> Iterator[None]:
         gc.set_threshold(*thresholds)
 
 
-TIMING_ONLY_STRATEGIES = ("sequential", "averaging", "homogeneous_splitee")
+TIMING_ONLY_STRATEGIES = names_where(timing_only=True)
 
 
 def check_timing_only(rs: ResolvedScenario) -> None:
