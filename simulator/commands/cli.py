@@ -48,9 +48,9 @@ def _print_costs(rs: ResolvedScenario) -> None:
               + (f"; the {MAX_ROWS} largest shown)" if len(counts) > MAX_ROWS else ")"))
     width = max(len(c.name) for c in clients)
     for c in clients:
-        if c.cut == 0:  # centralized: nothing trains on the device
+        if c.placement == "server":  # nothing trains on the device
             continue
-        need_b = (table.full_train_memory_bytes(batch, opt) if c.cut == 9  # fedavg: the whole model
+        need_b = (table.full_train_memory_bytes(batch, opt) if c.placement == "device"  # the whole model
                   else table.train_memory_bytes(c.cut, batch, opt))
         need = format_bytes(round(need_b))
         print(f"  {c.name:<{width}}  cut {c.cut}  memory {need:>9} of {format_bytes(c.device.memory_bytes):>9}  "
