@@ -9,17 +9,15 @@ from __future__ import annotations
 
 import math
 from dataclasses import replace
-from typing import TYPE_CHECKING, Sequence
+from typing import Sequence
 
 from simulator.config.cut_policy import choose_cut, deepest_common_cut
+from simulator.config.fleet import ClientSpec
 from simulator.config.registry import Placement, facts
 from simulator.config.schema import ClientGroupCfg, Scenario
 from simulator.costs.cost_table import CostTable
 from simulator.errors import InputError
 from simulator.units import format_bytes
-
-if TYPE_CHECKING:
-    from simulator.config.scenario import ClientSpec
 
 __all__ = ["FILE_CUT", "check_cut_keys", "resolve_cuts", "check_cut_memory", "group_index", "cut_label"]
 

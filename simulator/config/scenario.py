@@ -5,19 +5,20 @@ from __future__ import annotations
 import copy
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Sequence
 
 from pydantic import ValidationError
 
+from simulator.config.fleet import ClientSpec, expand_clients
 from simulator.config.cuts import check_cut_keys, check_cut_memory, cut_label, group_index, resolve_cuts
-from simulator.config.registry import Placement, facts
-from simulator.config.schema import AvailabilityCfg, ClientGroupCfg, CutPolicyCfg, Scenario
+from simulator.config.registry import facts
+from simulator.config.schema import ClientGroupCfg, CutPolicyCfg, Scenario
 from simulator.config.dataset_files import default_root, missing_files
 from simulator.config.traces import load_trace
 from simulator.costs.table_cache import cost_table_of
 from simulator.errors import InputError, clip
 from simulator.config.limits import check_ranges
-from simulator.config.profiles import DeviceProfile, LinkProfile, builtin_devices, builtin_links, resolve_profile
+from simulator.config.profiles import DeviceProfile, builtin_devices, builtin_links, resolve_profile
 from simulator.config.pydantic_errors import describe_value, located_error
 from simulator.config.yamlio import load_yaml_text, read_yaml_file
 
@@ -31,25 +32,6 @@ __all__ = [
     "check_feasible",
     "group_of",
 ]
-
-
-@dataclass(frozen=True)
-class ClientSpec:
-    """One client of the fleet, its profiles resolved."""
-
-    index: int
-    name: str
-    device: DeviceProfile
-    link: LinkProfile
-    cut: int  # split: 1..8 (0 until a cut policy chooses it); otherwise only the value files show (cuts.FILE_CUT)
-    medium: str | None
-    data_weight: float
-    cut_policy: str = "fixed"
-    cut_reason: str = "given in the scenario"
-    availability: AvailabilityCfg = AvailabilityCfg()
-    takes_part: bool = True  # false: the device cannot hold what the strategy asks of it (fedavg's whole model)
-    why_not: str = ""  # why it cannot take part
-    placement: Placement = "split"  # where the client's model lives, set by its strategy (config.registry)
 
 
 @dataclass(frozen=True)
@@ -166,46 +148,6 @@ def parse_scenario(data: Any, file: str) -> Scenario:
     return sc
 
 
-def _expand_clients(
-    sc: Scenario, file: str, devices: Mapping[str, DeviceProfile], links: Mapping[str, LinkProfile]
-) -> tuple[ClientSpec, ...]:
-    out: list[ClientSpec] = []
-    names: set[str] = set()
-    for g, group in enumerate(sc.clients):
-        key = f"clients[{g}]"
-        device = resolve_profile(group.device, devices, DeviceProfile, file=file, key=f"{key}.device")
-        link = resolve_profile(group.link, links, LinkProfile, file=file, key=f"{key}.link")
-        if group.medium is not None and group.medium not in sc.network.media:
-            known = ", ".join(sc.network.media) or "none defined"
-            raise InputError(f"unknown medium '{group.medium}' (network.media: {known})", file=file,
-                             key=f"{key}.medium")
-        prefix = group.name or device.name
-        for _ in range(group.count):
-            # a named single client keeps its name; otherwise prefix-<index in the whole fleet>
-            name = prefix if group.count == 1 and group.name else f"{prefix}-{len(out)}"
-            if name in names:
-                raise InputError(f"two clients are named '{name}'", file=file, key=f"{key}.name")
-            names.add(name)
-            out.append(ClientSpec(len(out), name, device, link,  # type: ignore[arg-type]
-                                  group.cut or 0, group.medium, group.data_weight,  # 0: chosen by resolve_cuts
-                                  availability=_availability(group.availability or sc.availability, file,
-                                                             f"{key}.availability" if group.availability
-                                                             else "availability")))
-    return tuple(out)
-
-
-def _availability(cfg: AvailabilityCfg, file: str, key: str) -> AvailabilityCfg:
-    """A trace path relative to the scenario file, made absolute (the resolved copy lives in the run folder)."""
-    if cfg.model != "trace" or cfg.trace is None:
-        return cfg
-    path = Path(cfg.trace)
-    if not path.is_absolute():
-        path = Path(file).resolve().parent / path
-    if not path.is_file():
-        raise InputError(f"no availability trace file {path}", file=file, key=f"{key}.trace")
-    return cfg.model_copy(update={"trace": str(path)})
-
-
 def _check_traces(sc: Scenario, clients: tuple[ClientSpec, ...], file: str) -> None:
     """Trace files parse and name only clients of this fleet (read again when the run starts)."""
     keys = {g.availability.trace: f"clients[{k}].availability.trace" for k, g in enumerate(sc.clients)
@@ -267,7 +209,7 @@ def resolve_scenario(data: Any, file: str, overrides: Sequence[str] = (), *, che
     check_cut_keys(sc, file)
     devices, links = builtin_devices(), builtin_links()
     server = resolve_profile(sc.server.device, devices, DeviceProfile, file=file, key="server.device")
-    clients = _expand_clients(sc, file, devices, links)
+    clients = expand_clients(sc, file, devices, links)
     _check_traces(sc, clients, file)
     if facts(sc.strategy.name).decides_cut or any(group.cut is None for group in sc.clients):
         clients = resolve_cuts(sc, file, clients, cost_table_of(sc))
