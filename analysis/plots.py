@@ -17,6 +17,7 @@ from analysis.metrics import accuracy_curve, exit_curves, grid_mean, mean_by_thr
 from analysis.metrics import time_to_accuracy as reach_time
 from analysis.plots_fleet import EVENTS_FILE, GROUP_ABOVE, energy, timeline
 from analysis.style import axis_label, bar_width, missing, new_figure, plain_numbers, run_colors, tick_size
+from simulator.config.registry import REGISTRY
 from simulator.errors import InputError
 
 __all__ = ["tradeoff", "time_to_accuracy", "timeline", "energy", "accuracy_by_cut", "early_exit", "heatmap",
@@ -244,7 +245,8 @@ def same_server_path_note(run: Run, final: np.ndarray) -> str:
         return ""
     strategy = (run.scenario or {}).get("strategy") or {}
     layers = strategy.get("aggregate_client_layers")  # null: the strategy's default, true for Averaging
-    if strategy.get("name") in ("averaging", "homogeneous_splitee") and layers is not False:
+    facts = REGISTRY.get(str(strategy.get("name")))
+    if facts is not None and facts.aggregates_client_layers and layers is not False:
         why = ("the last cross-layer aggregation averaged every copy of every unit (client layers included), so "
                "all clients' server paths run the same weights")
     else:

@@ -18,7 +18,7 @@ import yaml
 from simulator.timing.availability import Availability
 from simulator.commands.cli import main
 from simulator.engine.simulation import Simulation
-from simulator.learning.models.cost_table import cost_table_cached
+from simulator.costs.table_cache import table_for
 from simulator.commands.runner import run_scenario
 from simulator.config.scenario import load_scenario
 
@@ -60,7 +60,7 @@ def _write(tmp_path: Path, clients: list[dict[str, Any]], **sections: Any) -> Pa
 
 def _step() -> dict[str, float]:
     """One stop-and-wait step of a cut-1 client on profile A: forward, exit + backward, send, latency."""
-    table = cost_table_cached(4, 1, 10, 8, "pool_linear")
+    table = table_for(4, 1, 10, 8, "pool_linear", 4)
     F = table.units[0].fwd_flops * B / A["flops_per_s"]
     R = (table.exit_heads[0].fwd_flops + table.client_bwd_flops(1)) * B / A["flops_per_s"]
     X = (4 * table.units[0].out_elems + LABEL_BYTES) * B * 8 / LINK["uplink_bps"]

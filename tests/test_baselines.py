@@ -18,7 +18,7 @@ from torch import nn
 from simulator.commands.cli import main
 from simulator.engine.simulation import Simulation
 from simulator.plan import RoundPlan
-from simulator.learning.models.cost_table import cost_table_cached
+from simulator.costs.table_cache import table_for
 from simulator.timing.recorder import Event
 from simulator.output.results import write_run
 from simulator.config.scenario import ResolvedScenario, load_scenario
@@ -211,7 +211,7 @@ def test_standalone_exit_is_plain_training_of_one_cuts_part_and_head(tmp_path: P
         assert torch.equal(ev[i].exit_correct, truth)
         assert ev[i].final_correct is None and ev[i].final_accuracy != ev[i].final_accuracy  # no server path
     # Server time: every step's client-part forward + backward and the head's, at the server's rate.
-    table = cost_table_cached(4, 1, 10, 8, "grid_linear")
+    table = table_for(4, 1, 10, 8, "grid_linear", 4)
     flops = (sum(u.fwd_flops + u.bwd_flops for u in table.units[:cut]) - table.units[0].bwd_input_flops
              + table.exit_heads[cut - 1].fwd_flops + table.exit_heads[cut - 1].bwd_flops) * B
     busy = sum(e.t_end - e.t_start for e in _events(sim, "server", "compute"))
@@ -264,7 +264,7 @@ def test_vanilla_sl_step_time_and_turns_by_hand(tmp_path: Path) -> None:
     rs = _load(tmp_path, [_client("a", **A), _client("b", **Bc)], training={"rounds": 1, "local_steps": steps})
     sim = Simulation(rs)
     sim.run()
-    table = cost_table_cached(4, 1, 10, 8, "pool_linear")
+    table = table_for(4, 1, 10, 8, "pool_linear", 4)
     wb = _client_weight_bytes(sim)
     ca, cb = _hand_split_costs(table, A, wb), _hand_split_costs(table, Bc, wb)
 
@@ -311,7 +311,7 @@ def test_vanilla_sl_deadline_cuts_a_turn_and_rolls_back_its_client_part(tmp_path
     profile = dict(A)
     clients = [_client(n, **profile) for n in ("a", "b", "c")]
     rs0 = _load(tmp_path, clients, training={"rounds": 1, "local_steps": steps})
-    table = cost_table_cached(4, 1, 10, 8, "pool_linear")
+    table = table_for(4, 1, 10, 8, "pool_linear", 4)
     hc = _hand_split_costs(table, profile, _client_weight_bytes(Simulation(rs0)))
     # Halfway through the forward of b's second step.
     deadline = hc["turn"] + hc["Wd"] + hc["L"] + hc["step"] + hc["F"] / 2
@@ -419,7 +419,7 @@ def test_fedavg_two_clients_hand_average(tmp_path: Path) -> None:
         _assert_state(model, avg)
     # The whole model moves both ways; every step ran on the device.
     nbytes = sum(4 * t.numel() for t in avg.values())
-    table = cost_table_cached(4, 1, 10, 8, "pool_linear")
+    table = table_for(4, 1, 10, 8, "pool_linear", 4)
     for name in ("p", "q"):
         assert [e.bytes for e in _events(sim, name, "agg_tx")] == [nbytes]
         assert [e.bytes for e in _events(sim, name, "agg_rx")] == [nbytes]

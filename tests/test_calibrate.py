@@ -12,7 +12,7 @@ import torch
 
 from simulator.commands.calibrate import UnitTiming, aggregate_flops_per_s, calibrate
 from simulator.commands.cli import main
-from simulator.learning.models.cost_table import cost_table_cached
+from simulator.costs.table_cache import table_for
 from simulator.config.profiles import DeviceProfile, load_profile_dir
 from simulator.config.scenario import load_scenario
 from simulator.config.yamlio import load_yaml_text
@@ -64,7 +64,7 @@ def test_fake_clock_gives_the_hand_computed_rates() -> None:
 
     assert [u.unit for u in cal.units] == UNITS
     assert all(u.fwd_s == 0.25 and u.train_s == 1.0 for u in cal.units)
-    table = cost_table_cached(4, 3, 10, 8, "pool_linear")
+    table = table_for(4, 3, 10, 8, "pool_linear", 4)
     # Independent path: the cost table's whole-model training FLOPs (u1 computes no input gradient).
     total = (table.full_fwd_flops() + table.full_bwd_flops()) * 4
     assert cal.flops_per_s == pytest.approx(total / (10 * 1.0), rel=1e-12)

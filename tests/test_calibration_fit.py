@@ -10,7 +10,7 @@ import pytest
 from simulator.costs import compute_model
 from simulator.commands.calibrate_cuts import CutTiming, fit_cuts
 from simulator.costs.calibration_fit import NOISY_SPREAD, fit_steps, fit_units, spread
-from simulator.learning.models.cost_table import cost_table_cached
+from simulator.costs.table_cache import table_for
 
 
 def test_exact_line_is_recovered() -> None:
@@ -53,7 +53,7 @@ def test_spread_is_iqr_over_median() -> None:
 def test_fit_on_synthetic_step_timings() -> None:
     """Steps generated from a known profile (2.5 ms per step, every unit 1.25x slower than its unit timing) with
     ±1 % noise: the fit gets the profile back and the simulator's own compute model then reproduces the steps."""
-    table = cost_table_cached(8, 1, 10, 28, "pool_linear")
+    table = table_for(8, 1, 10, 28, "pool_linear", 4)
     batch, overhead, scale = 32, 0.0025, 1.25
     rng = random.Random(0)
     unit_rates = {f"u{i}": 1.0e9 * (0.5 + 0.1 * i) for i in range(1, 10)} | {"classifier": 2.0e8}
@@ -91,7 +91,7 @@ def test_fit_on_synthetic_step_timings() -> None:
 
 
 def test_noisy_steps_are_flagged() -> None:
-    table = cost_table_cached(8, 1, 10, 28, "pool_linear")
+    table = table_for(8, 1, 10, 28, "pool_linear", 4)
     steady = CutTiming("client", 1, (1.0, 1.0, 1.0, 1.01))
     noisy = CutTiming("server", 1, (1.0, 1.5, 2.0, 2.5))
     assert noisy.spread > NOISY_SPREAD >= steady.spread

@@ -15,7 +15,7 @@ from simulator.costs.compute_model import part_seconds
 from simulator.config.cut_policy import estimate_cut
 from simulator.timing.device import ClientCosts
 from simulator.errors import InputError
-from simulator.learning.models.cost_table import cost_table_cached
+from simulator.costs.table_cache import table_for
 from simulator.config.profiles import DeviceProfile, LinkProfile, builtin_devices, builtin_links, resolve_profile
 from simulator.commands.runner import run_scenario
 from tests.test_engine_timing import LABEL_BYTES, SERVER, _client, _load
@@ -78,7 +78,7 @@ def test_profile_fields_are_checked() -> None:
 # --- old profiles: the plain model's floats, bit for bit ----------------------------------------------------------
 
 def test_old_profiles_give_the_plain_figures_bit_for_bit() -> None:
-    table = cost_table_cached(8, 1, 10, 28, "pool_linear")
+    table = table_for(8, 1, 10, 28, "pool_linear", 4)
     for name, device in builtin_devices().items():
         assert device.step_overhead_s == 0.0 and device.unit_flops_per_s is None, name
         for cut in range(1, 9):
@@ -145,7 +145,7 @@ def test_extended_round_by_hand(tmp_path: Path, cpu_per_byte: float) -> None:
     entry = _client("a", cut=cut, flops_per_s=1.0, uplink_bps=1.0, latency_s=0.0)
     entry["device"], entry["link"] = dev, link
     rs = _load(tmp_path, [entry], server={"device": server, "workers": 1})
-    table = cost_table_cached(4, 1, 10, 8, "pool_linear")
+    table = table_for(4, 1, 10, 8, "pool_linear", 4)
     T, radio = _round_by_hand(table, cut, dev, link, server, steps=2)
     if cpu_per_byte:  # 40 µs/byte: the processor, not the 0.5 Mbit/s radio (16 µs/byte), sets the send time
         assert radio[0][1] - radio[0][0] > 2.0 * 8 / link["uplink_bps"] * 4 * (4 * 8 * 8 + 2)

@@ -10,12 +10,9 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from simulator.learning.models.cost_table import (
-    CostTable,
-    build_cost_table,
-    cost_table_cached,
-    format_cost_table,
-)
+from simulator.costs.cost_table import CostTable, format_cost_table
+from simulator.costs.table_cache import table_for
+from simulator.learning.models.measure import build_cost_table
 from simulator.learning.models.resnet import SmallCNN, SplitResNet18, UnitModel, make_client_model, server_part
 
 
@@ -44,7 +41,7 @@ def resnet18_unit_flops_by_hand(width: int, in_channels: int, size: int) -> list
 
 @pytest.fixture(scope="module")
 def table64() -> CostTable:
-    return cost_table_cached(64, 3, 10, 32, "pool_linear")
+    return table_for(64, 3, 10, 32, "pool_linear", 4)
 
 
 @pytest.fixture(scope="module")
@@ -119,10 +116,10 @@ def test_grid_head_costs_by_hand(grid: int) -> None:
     """grid_linear at width 8 on 28×28 inputs: the linear layer takes C·g·g inputs, g = min(grid, activation
     size); its forward is 2·(C·g·g)·10 FLOPs (pooling is not counted), backward the weight gradient plus the input
     gradient, twice that; the cost table and so the memory and the cut policies see it."""
-    table = cost_table_cached(8, 1, 10, 28, "grid_linear", grid)
+    table = table_for(8, 1, 10, 28, "grid_linear", grid)
     sizes = [28, 28, 28, 14, 14, 7, 7, 4]
     channels = [8, 8, 8, 16, 16, 32, 32, 64]
-    pool = cost_table_cached(8, 1, 10, 28, "pool_linear")
+    pool = table_for(8, 1, 10, 28, "pool_linear", 4)
     for cut in range(1, 9):
         g = min(grid, sizes[cut - 1])
         inputs = channels[cut - 1] * g * g
@@ -150,7 +147,7 @@ def count(fn: Callable[[], object]) -> int:
 @pytest.mark.parametrize("head", ["grid_linear", "pool_linear", "conv_pool_linear"])
 @pytest.mark.parametrize("cut", [1, 4, 8])
 def test_flops_equal_counting_the_whole_client_and_server_parts(model16: SplitResNet18, cut: int, head: str) -> None:
-    table = build_cost_table(model16, 32, head) if head != "pool_linear" else cost_table_cached(16, 3, 10, 32, head)
+    table = build_cost_table(model16, 32, head) if head != "pool_linear" else table_for(16, 3, 10, 32, head, 4)
     n = 3
     x = torch.randn(n, 3, 32, 32, generator=torch.Generator().manual_seed(0))
     client = make_client_model(model16, cut, head, 10, seed=0, image_size=32).train()
@@ -262,7 +259,7 @@ def test_small_cnn_table_by_hand() -> None:
 
 
 def test_cached_table_is_reused(table64: CostTable) -> None:
-    assert cost_table_cached(64, 3, 10, 32, "pool_linear") is table64
+    assert table_for(64, 3, 10, 32, "pool_linear", 4) is table64
 
 
 def test_bad_arguments_are_rejected(table64: CostTable) -> None:
@@ -273,7 +270,7 @@ def test_bad_arguments_are_rejected(table64: CostTable) -> None:
     with pytest.raises(ValueError, match="1..8"):
         table64.server_fwd_flops(0)
     with pytest.raises(ValueError, match="pool_linear"):
-        cost_table_cached(8, 3, 10, 16, "attention")
+        table_for(8, 3, 10, 16, "attention", 4)
 
 
 def test_format_has_a_row_per_unit_and_the_totals(table64: CostTable) -> None:

@@ -11,7 +11,7 @@ import yaml
 
 from simulator.commands.cli import main
 from simulator.config.cut_policy import choose_cut, deepest_common_cut, estimate_cut
-from simulator.learning.models.cost_table import CostTable, UnitCost
+from simulator.costs.cost_table import CostTable, UnitCost
 from simulator.config.profiles import DeviceProfile, LinkProfile
 from simulator.config.scenario import load_scenario
 

@@ -16,7 +16,8 @@ import numpy as np
 import pytest
 import torch
 
-from simulator.learning.data import datasets, download
+from simulator.config import dataset_files
+from simulator.learning.data import download
 from simulator.learning.data.datasets import Dataset, default_root, load_dataset, load_train_labels, missing_files
 from simulator.learning.data.download import Resource
 from simulator.errors import InputError
@@ -316,7 +317,7 @@ def test_default_root_cache(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> 
     assert default_root("cifar10") == tmp_path / "cifar10"
     monkeypatch.delenv("SPLITEE_DATA")
     assert default_root("stl10") == Path.home() / ".cache" / "hetero-splitee-sim" / "stl10"
-    monkeypatch.setattr(datasets, "_DEBIAN_FASHION_MNIST", tmp_path / "absent")
+    monkeypatch.setattr(dataset_files, "DEBIAN_FASHION_MNIST", tmp_path / "absent")
     assert default_root("fashion_mnist") == Path.home() / ".cache" / "hetero-splitee-sim" / "fashion_mnist"
 
 

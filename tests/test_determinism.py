@@ -124,18 +124,18 @@ def test_same_seed_and_threads_same_files_from_the_command_line(tmp_path: Path, 
 
 def test_compute_section_shorthand_and_default_threads(tmp_path: Path) -> None:
     from simulator.engine.build import SMALL_MODEL_FWD_FLOPS, TORCH_DEFAULT_THREADS, intra_op_threads
-    from simulator.learning.models.cost_table import cost_table_cached
+    from simulator.costs.table_cache import table_for
 
     short = load_scenario(_write(tmp_path, "a.yaml", compute="cpu")).scenario
     full = load_scenario(_write(tmp_path, "b.yaml", compute={"device": "cpu", "threads": 3})).scenario
     assert short.compute.device == "cpu" and short.compute.threads is None and full.compute.threads == 3
     assert intra_op_threads(full) == 3
     # The rule: one thread while the whole forward pass is at most SMALL_MODEL_FWD_FLOPS per sample.
-    assert cost_table_cached(4, 1, 10, 8, "grid_linear").full_fwd_flops() <= SMALL_MODEL_FWD_FLOPS
+    assert table_for(4, 1, 10, 8, "grid_linear", 4).full_fwd_flops() <= SMALL_MODEL_FWD_FLOPS
     assert intra_op_threads(short) == 1
     big = load_scenario(_write(tmp_path, "c.yaml", model={"width": 64},
                                dataset={"name": "synthetic", "synthetic": {"image_size": 32, "in_channels": 3}}))
-    assert cost_table_cached(64, 3, 10, 32, "grid_linear").full_fwd_flops() > SMALL_MODEL_FWD_FLOPS
+    assert table_for(64, 3, 10, 32, "grid_linear", 4).full_fwd_flops() > SMALL_MODEL_FWD_FLOPS
     assert intra_op_threads(big.scenario) == TORCH_DEFAULT_THREADS
 
 

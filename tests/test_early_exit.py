@@ -16,7 +16,7 @@ import yaml
 from simulator.costs.formulas import InferenceCosts, inference_sample_costs
 from simulator.learning.early_exit import EARLY_EXIT_COLUMNS, early_exit_rows, exit_mask, threshold_outcome
 from simulator.engine.simulation import Simulation
-from simulator.learning.models.cost_table import CostTable
+from simulator.costs.cost_table import CostTable
 from simulator.commands.runner import run_scenario
 from simulator.config.scenario import ResolvedScenario, load_scenario
 from simulator.learning.training import EvalResult

@@ -293,11 +293,11 @@ def _machine_file(tmp_path: Path) -> Path:
 def test_effective_quotas_by_hand(tmp_path: Path) -> None:
     from simulator.costs.compute_model import client_forward_flops, client_rest_flops, total
     from simulator.emulation.setup import effective_quotas
-    from simulator.learning.models.cost_table import cost_table_cached
+    from simulator.costs.table_cache import table_for
 
     rs = load_scenario(_write(tmp_path))
     plain = DeviceProfile.model_validate({**MACHINE.model_dump(), "unit_flops_per_s": None, "step_overhead_s": 0.0})
-    table = cost_table_cached(8, 1, 10, 28, rs.scenario.model.exit_head, rs.scenario.model.exit_grid)
+    table = table_for(8, 1, 10, 28, rs.scenario.model.exit_head, rs.scenario.model.exit_grid)
     full = [(total(client_forward_flops(table, c, 32)) + total(client_rest_flops(table, c, 32))) / 1.0e10
             for c in (1, 3)]
     # Steps measured 5x and 8x slower than the whole core would run them: shares 0.2 and 0.125.

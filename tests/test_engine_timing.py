@@ -118,9 +118,9 @@ def _serve_in_arrival_order(arrivals: list[tuple[float, float]]) -> float:
 @pytest.mark.parametrize("overlap", [False, True])
 def test_round_time_and_energy_by_hand(tmp_path: Path, overlap: bool) -> None:
     rs = _load(tmp_path, [_client("a", **A), _client("b", **Bc)], network={"overlap_compute_comm": overlap})
-    from simulator.learning.models.cost_table import cost_table_cached
+    from simulator.costs.table_cache import table_for
 
-    table = cost_table_cached(4, 1, 10, 8, "pool_linear")
+    table = table_for(4, 1, 10, 8, "pool_linear", 4)
     ca, cb = _hand_costs(table, A), _hand_costs(table, Bc)
 
     tx: dict[str, list[tuple[float, float]]] = {}
@@ -186,9 +186,9 @@ def test_client_turns_round_time_by_hand(tmp_path: Path, overlap: bool) -> None:
     ends when the server has trained b's last one (or b's processor is done, whichever is later)."""
     rs = _load(tmp_path, [_client("a", **A), _client("b", **Bc)], network={"overlap_compute_comm": overlap},
                strategy={"name": "sequential", "order": "client_turns", "aggregate_client_layers": False})
-    from simulator.learning.models.cost_table import cost_table_cached
+    from simulator.costs.table_cache import table_for
 
-    table = cost_table_cached(4, 1, 10, 8, "pool_linear")
+    table = table_for(4, 1, 10, 8, "pool_linear", 4)
     ca, cb = _hand_costs(table, A), _hand_costs(table, Bc)
 
     def turn(c: dict[str, float], t0: float) -> tuple[float, float, list[float]]:
@@ -267,9 +267,9 @@ def test_sequential_round_is_server_bound_and_queues(tmp_path: Path) -> None:
     sim = Simulation(rs)
     sim.run()
 
-    from simulator.learning.models.cost_table import cost_table_cached
+    from simulator.costs.table_cache import table_for
 
-    table = cost_table_cached(4, 1, 10, 8, "pool_linear")
+    table = table_for(4, 1, 10, 8, "pool_linear", 4)
     hc = _hand_costs(table, c)
     S = (table.server_fwd_flops(1) + table.server_bwd_flops(1)) * B / slow["flops_per_s"]
     first_arrival = hc["F"] + hc["X"] + hc["L"]  # every client's first batch lands at once
@@ -322,9 +322,9 @@ def test_averaging_workers_bound_parallel_server_steps(tmp_path: Path, workers: 
     sim = Simulation(rs)
     sim.run()
 
-    from simulator.learning.models.cost_table import cost_table_cached
+    from simulator.costs.table_cache import table_for
 
-    table = cost_table_cached(4, 1, 10, 8, "pool_linear")
+    table = table_for(4, 1, 10, 8, "pool_linear", 4)
     hc = _hand_costs(table, c)
     S = (table.server_fwd_flops(1) + table.server_bwd_flops(1)) * B / slow["flops_per_s"]
     a = hc["F"] + hc["R"] + hc["X"] + hc["L"]  # no overlap: send after the backward, land after the latency

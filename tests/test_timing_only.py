@@ -16,7 +16,7 @@ import yaml
 from simulator.costs.traffic import aggregation_traffic
 from simulator.commands.cli import main
 from simulator.engine.simulation import Simulation
-from simulator.learning.models.cost_table import cost_table_cached
+from simulator.costs.table_cache import table_for
 from simulator.learning.models.heads import make_exit_head
 from simulator.learning.models.resnet import SplitResNet18
 from simulator.timing.schedule import client_rounds, fifo_queue, round_robin_queue
@@ -79,7 +79,7 @@ def test_round_robin_queue_by_hand() -> None:
 
 def test_aggregation_traffic_equals_the_real_modules() -> None:
     width, classes = 4, 10
-    table = cost_table_cached(width, 1, classes, 8, "pool_linear")
+    table = table_for(width, 1, classes, 8, "pool_linear", 4)
     model = SplitResNet18(width, 1, classes, seed=0)
     cuts = [1, 3, 3, 5]
     for buffers in (True, False):

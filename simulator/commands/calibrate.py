@@ -17,7 +17,9 @@ import torch
 
 from simulator.commands.calibrate_cuts import CutCalibration, fit_note, timed_samples
 from simulator.errors import InputError
-from simulator.learning.models.cost_table import CostTable, cost_table_cached
+from simulator.costs.cost_table import CostTable
+from simulator.costs.table_cache import table_for
+from simulator.learning.models.heads import DEFAULT_EXIT_GRID
 from simulator.learning.models.resnet import SplitResNet18
 from simulator.config.profiles import DeviceProfile, load_profile_dir, resolve_profile
 
@@ -141,7 +143,7 @@ def time_units(model: SplitResNet18, table: CostTable, x: torch.Tensor, *, repea
 def calibrate(*, width: int, in_channels: int, image_size: int, batch: int, device: str = "cpu",
               repeats: int = 10, warmup: int = 3, clock: Clock = time.perf_counter) -> Calibration:
     """Build a SplitResNet18 of this shape on ``device`` and time every unit at ``batch`` (see time_units)."""
-    table = cost_table_cached(width, in_channels, NUM_CLASSES, image_size, "pool_linear")
+    table = table_for(width, in_channels, NUM_CLASSES, image_size, "pool_linear", DEFAULT_EXIT_GRID)
     model = SplitResNet18(width, in_channels, NUM_CLASSES, seed=0).to(device)
     generator = torch.Generator().manual_seed(0)
     x = torch.randn(batch, in_channels, image_size, image_size, generator=generator).to(device)  # (B, C, S, S)

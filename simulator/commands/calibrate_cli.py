@@ -18,7 +18,8 @@ from simulator.commands.calibrate_cuts import fit_cuts, format_cut_table, measur
 from simulator.costs.calibration_fit import NOISY_SPREAD
 from simulator.errors import InputError, clip
 from simulator.output.fsio import check_output_file
-from simulator.learning.models.cost_table import cost_table_cached
+from simulator.costs.table_cache import table_for
+from simulator.learning.models.heads import DEFAULT_EXIT_GRID
 from simulator.config.profiles import DeviceProfile
 from simulator.config.pydantic_errors import describe_value
 from simulator.resources import builtin_dir
@@ -105,7 +106,8 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
               f"{args.repeats} timed repeats each", file=report, flush=True)
         timings = time_cut_steps(width=args.width, in_channels=args.in_channels, image_size=args.image_size,
                                  batch=args.batch, device=args.device, repeats=args.repeats, warmup=args.warmup)
-        cuts = fit_cuts(cost_table_cached(args.width, args.in_channels, NUM_CLASSES, args.image_size, "pool_linear"),
+        cuts = fit_cuts(table_for(args.width, args.in_channels, NUM_CLASSES, args.image_size, "pool_linear",
+                                  DEFAULT_EXIT_GRID),
                         args.batch, timings, {u.unit: u.train_flops_per_s for u in cal.units}, cal.flops_per_s)
         sidecar = out.with_suffix(".calibration.json") if out is not None else None
         print(format_cut_table(cuts), file=report)

@@ -17,7 +17,7 @@ import yaml
 
 from simulator.costs import compute_model
 from simulator.costs.calibration_fit import NOISY_SPREAD, StepFit, UnitFit, fit_steps, fit_units, spread
-from simulator.learning.models.cost_table import CostTable
+from simulator.costs.cost_table import CostTable
 from simulator.learning.models.heads import DEFAULT_EXIT_GRID
 
 __all__ = ["CutTiming", "CutCalibration", "timed_samples", "time_cut_steps", "fit_cuts", "format_cut_table", "load_average", "fit_note",

@@ -24,13 +24,14 @@ EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE, what a shell reports for `splitee devic
 
 def _print_costs(rs: ResolvedScenario) -> None:
     """The model's cost table and each client's training memory against its device's."""
-    from simulator.learning.models.cost_table import cost_table_cached, format_cost_table
+    from simulator.costs.cost_table import format_cost_table
+    from simulator.costs.table_cache import cost_table_of
     from simulator.output.profiles_table import format_bytes
 
     sc = rs.scenario
     in_ch, size, classes = sc.dataset.shape()
     batch, opt = sc.training.batch_size, sc.training.optimizer.memory_kind()
-    table = cost_table_cached(sc.model.width, in_ch, classes, size, sc.model.exit_head, sc.model.exit_grid)
+    table = cost_table_of(sc)
     print(
         f"\ncost table: ResNet-18 width {sc.model.width}, input {in_ch}x{size}x{size}, "
         f"{classes} classes, exit head {sc.model.exit_head}, batch {batch}, optimizer {opt}"
@@ -47,9 +48,9 @@ def _print_costs(rs: ResolvedScenario) -> None:
               + (f"; the {MAX_ROWS} largest shown)" if len(counts) > MAX_ROWS else ")"))
     width = max(len(c.name) for c in clients)
     for c in clients:
-        if c.cut == 0:  # centralized: nothing trains on the device
+        if c.placement == "server":  # nothing trains on the device
             continue
-        need_b = (table.full_train_memory_bytes(batch, opt) if c.cut == 9  # fedavg: the whole model
+        need_b = (table.full_train_memory_bytes(batch, opt) if c.placement == "device"  # the whole model
                   else table.train_memory_bytes(c.cut, batch, opt))
         need = format_bytes(round(need_b))
         print(f"  {c.name:<{width}}  cut {c.cut}  memory {need:>9} of {format_bytes(c.device.memory_bytes):>9}  "

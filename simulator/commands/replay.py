@@ -21,7 +21,7 @@ from simulator.learning.early_exit import EARLY_EXIT_COLUMNS, client_inference_c
 from simulator.engine.simulation import TIMING_ONLY_STRATEGIES, Simulation, few_collections
 from simulator.errors import InputError
 from simulator.output.fsio import check_output_dir
-from simulator.learning.models.cost_table import cost_table_cached
+from simulator.costs.table_cache import cost_table_of
 from simulator.output.results import CLIENT_COLUMNS, ROUND_COLUMNS, _csv, atomic_write, write_run
 from simulator.output.run_folder import RunFolder
 from simulator.config.scenario import ResolvedScenario, load_scenario
@@ -210,14 +210,13 @@ def _merge_learning(run_dir: Path, out: Path, changed: ResolvedScenario, old: di
     atomic_write(out / "clients.csv", _csv(CLIENT_COLUMNS, rows))
 
     if (run_dir / "early_exit.csv").is_file():  # same exits, same thresholds: new per-sample costs
-        sc = changed.scenario
-        in_ch, size, classes = sc.dataset.shape()
-        table = cost_table_cached(sc.model.width, in_ch, classes, size, sc.model.exit_head, sc.model.exit_grid)
+        table = cost_table_of(changed.scenario)
         by_name = {c.name: c for c in changed.clients}
         rows = []
         for row in _read_csv(run_dir / "early_exit.csv"):
             c = by_name[row["client"]]
-            cost = client_inference_costs(table, c.cut, c.device, c.link, changed.server, sc.network.activation_dtype)
+            cost = client_inference_costs(table, c.cut, c.device, c.link, changed.server,
+                                          changed.scenario.network.activation_dtype)
             rate = float(row["exit_rate"])
             rows.append([row["client"], float(row["threshold"]), _num(row["accuracy"]), rate,
                          cost.mean_latency_s(rate), cost.mean_energy_j(rate)])

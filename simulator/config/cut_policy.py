@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from simulator.costs import compute_model
 
 from simulator.costs import formulas as costs
-from simulator.learning.models.cost_table import CostTable
+from simulator.costs.cost_table import CostTable
 from simulator.config.profiles import DeviceProfile, LinkProfile
 
 __all__ = ["CutEstimate", "CutChoice", "estimate_cut", "feasible_cuts", "choose_cut", "deepest_common_cut"]

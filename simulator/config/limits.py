@@ -13,6 +13,7 @@ from typing import Any, Sequence
 
 from pydantic import BaseModel
 
+from simulator.config.registry import facts
 from simulator.errors import InputError
 
 __all__ = ["RANGES", "check_ranges", "check_allocatable", "check_client_samples", "smallest_feature_map",
@@ -180,9 +181,6 @@ def _fmt_bytes(n: float) -> str:
     return f"{n:,.1f} TiB"
 
 
-_MODEL_PER_CLIENT = frozenset({"averaging", "homogeneous_splitee", "splitfed_v1", "fedavg"})
-
-
 def check_allocatable(rs: Any, *, timing_only: bool) -> None:
     """Refuse, before anything is built, a run whose dataset and per-client model state cannot fit this machine's
     available memory (a lower estimate: fp32 images, and weights, gradients and optimizer state per copy)."""
@@ -197,7 +195,7 @@ def check_allocatable(rs: Any, *, timing_only: bool) -> None:
     params = 11_173_962 * (sc.model.width / 64) ** 2  # ResNet-18's parameter count scales with width squared
     trained = 16.0 * params  # one whole model trained: weights, gradients and up to two optimizer states (fp32)
     # strategies that keep a whole model (client part + server part) per client hold at least its weights each
-    per_client = 4.0 * params if sc.strategy.name in _MODEL_PER_CLIENT else 0.0
+    per_client = 4.0 * params if facts(sc.strategy.name).model_per_client else 0.0
     need = data_b + trained + per_client * len(rs.clients)
     have = _available_bytes()
     if have is not None and need > have:

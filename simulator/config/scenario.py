@@ -3,18 +3,22 @@
 from __future__ import annotations
 
 import copy
-import math
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Sequence
 
 from pydantic import ValidationError
 
-from simulator.config.schema import (COMMON_CUT_STRATEGIES, AvailabilityCfg, ClientGroupCfg, CutPolicyCfg, Scenario)
+from simulator.config.fleet import ClientSpec, expand_clients
+from simulator.config.cuts import check_cut_keys, check_cut_memory, cut_label, group_index, resolve_cuts
+from simulator.config.registry import facts
+from simulator.config.schema import ClientGroupCfg, CutPolicyCfg, Scenario
+from simulator.config.dataset_files import default_root, missing_files
+from simulator.config.traces import load_trace
+from simulator.costs.table_cache import cost_table_of
 from simulator.errors import InputError, clip
 from simulator.config.limits import check_ranges
-from simulator.config.profiles import DeviceProfile, LinkProfile, builtin_devices, builtin_links, resolve_profile
-from simulator.output.profiles_table import format_bytes
+from simulator.config.profiles import DeviceProfile, builtin_devices, builtin_links, resolve_profile
 from simulator.config.pydantic_errors import describe_value, located_error
 from simulator.config.yamlio import load_yaml_text, read_yaml_file
 
@@ -28,24 +32,6 @@ __all__ = [
     "check_feasible",
     "group_of",
 ]
-
-
-@dataclass(frozen=True)
-class ClientSpec:
-    """One client of the fleet, its profiles resolved."""
-
-    index: int
-    name: str
-    device: DeviceProfile
-    link: LinkProfile
-    cut: int  # 1..8; 0: nothing on the client (centralized); 9: the whole model (fedavg)
-    medium: str | None
-    data_weight: float
-    cut_policy: str = "fixed"
-    cut_reason: str = "given in the scenario"
-    availability: AvailabilityCfg = AvailabilityCfg()
-    takes_part: bool = True  # false: the device cannot hold what the strategy asks of it (fedavg's whole model)
-    why_not: str = ""  # why it cannot take part
 
 
 @dataclass(frozen=True)
@@ -67,7 +53,7 @@ class ResolvedScenario:
                 "name": c.name,
                 "device": c.device.model_dump(mode="json"),
                 "link": c.link.model_dump(mode="json"),
-                "cut": c.cut if 1 <= c.cut <= 8 else None,
+                "cut": c.cut if c.placement == "split" else None,
                 "cut_policy": None,
                 "availability": c.availability.model_dump(mode="json"),
                 "count": 1,
@@ -83,8 +69,7 @@ class ResolvedScenario:
         width = max(len(c.name) for c in self.clients)
         lines = ["cuts:"]
         for c in self.clients:
-            cut = {0: "-", 9: "all"}.get(c.cut, str(c.cut))
-            lines.append(f"  {c.name:<{width}}  cut {cut:>3}  ({c.cut_policy}: {c.cut_reason})")
+            lines.append(f"  {c.name:<{width}}  cut {cut_label(c.placement, c.cut):>3}  ({c.cut_policy}: {c.cut_reason})")
         return "\n".join(lines)
 
     def cut_choices(self) -> list[dict[str, Any]]:
@@ -163,139 +148,13 @@ def parse_scenario(data: Any, file: str) -> Scenario:
     return sc
 
 
-def _expand_clients(
-    sc: Scenario, file: str, devices: Mapping[str, DeviceProfile], links: Mapping[str, LinkProfile]
-) -> tuple[ClientSpec, ...]:
-    out: list[ClientSpec] = []
-    names: set[str] = set()
-    for g, group in enumerate(sc.clients):
-        key = f"clients[{g}]"
-        device = resolve_profile(group.device, devices, DeviceProfile, file=file, key=f"{key}.device")
-        link = resolve_profile(group.link, links, LinkProfile, file=file, key=f"{key}.link")
-        if group.medium is not None and group.medium not in sc.network.media:
-            known = ", ".join(sc.network.media) or "none defined"
-            raise InputError(f"unknown medium '{group.medium}' (network.media: {known})", file=file,
-                             key=f"{key}.medium")
-        prefix = group.name or device.name
-        for _ in range(group.count):
-            # a named single client keeps its name; otherwise prefix-<index in the whole fleet>
-            name = prefix if group.count == 1 and group.name else f"{prefix}-{len(out)}"
-            if name in names:
-                raise InputError(f"two clients are named '{name}'", file=file, key=f"{key}.name")
-            names.add(name)
-            out.append(ClientSpec(len(out), name, device, link,  # type: ignore[arg-type]
-                                  group.cut or 0, group.medium, group.data_weight,
-                                  availability=_availability(group.availability or sc.availability, file,
-                                                             f"{key}.availability" if group.availability
-                                                             else "availability")))
-    return tuple(out)
-
-
-def _availability(cfg: AvailabilityCfg, file: str, key: str) -> AvailabilityCfg:
-    """A trace path relative to the scenario file, made absolute (the resolved copy lives in the run folder)."""
-    if cfg.model != "trace" or cfg.trace is None:
-        return cfg
-    path = Path(cfg.trace)
-    if not path.is_absolute():
-        path = Path(file).resolve().parent / path
-    if not path.is_file():
-        raise InputError(f"no availability trace file {path}", file=file, key=f"{key}.trace")
-    return cfg.model_copy(update={"trace": str(path)})
-
-
 def _check_traces(sc: Scenario, clients: tuple[ClientSpec, ...], file: str) -> None:
     """Trace files parse and name only clients of this fleet (read again when the run starts)."""
-    from simulator.timing.availability import load_trace
-
     keys = {g.availability.trace: f"clients[{k}].availability.trace" for k, g in enumerate(sc.clients)
             if g.availability is not None and g.availability.trace}
     for path in sorted({c.availability.trace for c in clients if c.availability.model == "trace"}):
         raw = next((t for t in keys if t and Path(file).resolve().parent.joinpath(t) == Path(path)), None)
         load_trace(path, [c.name for c in clients], file=file, key=keys.get(raw, "availability.trace"))
-
-
-def _check_cut_keys(sc: Scenario, file: str) -> None:
-    """With a fixed policy the scenario gives the cut; with any other the policy does; never both."""
-    if sc.strategy.name in COMMON_CUT_STRATEGIES or sc.strategy.name in ("centralized", "fedavg", "standalone_exit"):
-        return  # the strategy decides the cut (or there is none)
-    for g, group in enumerate(sc.clients):
-        policy = (group.cut_policy or sc.cut_policy).name
-        if policy == "fixed" and group.cut is None:
-            raise InputError("missing: give a cut (1..8), or a cut_policy that chooses one", file=file,
-                             key=f"clients[{g}].cut")
-        if policy != "fixed" and group.cut is not None:
-            raise InputError(f"cut {group.cut} is given but cut_policy {policy} chooses the cut; remove one of them",
-                             file=file, key=f"clients[{g}].cut")
-
-
-def _steps_estimate(sc: Scenario, group: ClientGroupCfg) -> int:
-    """Batches a client of `group` runs per round; with local_epochs, from its expected share of the data."""
-    t = sc.training
-    if t.local_steps is not None:
-        return t.local_steps
-    total_w = sum(g.data_weight * g.count for g in sc.clients)
-    samples = sc.dataset.train_size() * group.data_weight / total_w
-    return max(1, math.ceil(t.local_epochs * samples / min(t.batch_size, max(1, int(samples)))))
-
-
-def _resolve_cuts(sc: Scenario, file: str, clients: tuple[ClientSpec, ...], table: Any) -> tuple[ClientSpec, ...]:
-    """Each client's cut as its policy (or the strategy) decides, with the reason."""
-    from simulator.config.cut_policy import choose_cut, deepest_common_cut
-
-    batch, opt = sc.training.batch_size, sc.training.optimizer.memory_kind()
-    name = sc.strategy.name
-    if name == "centralized":
-        return tuple(replace(c, cut=0, cut_policy="strategy",
-                             cut_reason="centralized: the data is pooled at the server, nothing runs on clients")
-                     for c in clients)
-    if name == "standalone_exit":
-        cut = sc.strategy.common_cut
-        if cut is None:
-            raise InputError("missing: standalone_exit trains the exit at one cut: give it (1..8)", file=file,
-                             key="strategy.common_cut")
-        return tuple(replace(c, cut=0, cut_policy="strategy",
-                             cut_reason=f"standalone_exit: u1..u{cut} + exit head trained at the server on the "
-                                        "pooled data, nothing runs on clients")
-                     for c in clients)
-    if name == "fedavg":
-        need = table.full_train_memory_bytes(batch, opt)
-        out = []
-        for c in clients:
-            fits = need <= c.device.memory_bytes
-            why = "" if fits else (f"the whole model needs {format_bytes(round(need))} to train, device "
-                                   f"'{c.device.name}' has {format_bytes(c.device.memory_bytes)}")
-            out.append(replace(c, cut=9, cut_policy="strategy", takes_part=fits, why_not=why,
-                               cut_reason="fedavg: the whole model on the device" if fits
-                               else f"cannot take part: {why}"))
-        return tuple(out)
-    if name in COMMON_CUT_STRATEGIES:
-        if sc.strategy.common_cut is not None:
-            cut, reason = sc.strategy.common_cut, f"{name}: strategy.common_cut"
-        else:
-            try:
-                cut, weakest = deepest_common_cut(table, [c.device for c in clients], batch=batch, optimizer=opt)
-            except ValueError as err:
-                raise InputError(str(err), file=file, key="strategy.common_cut") from None
-            reason = (f"{name}: deepest cut every client can train (limited by {weakest.name})"
-                      if cut < table.num_cuts else f"{name}: every client can train the deepest cut")
-        return tuple(replace(c, cut=cut, cut_policy="strategy", cut_reason=reason) for c in clients)
-    out = []
-    for c in clients:
-        g = _group_index(sc, c.index)
-        group = sc.clients[g]
-        policy = group.cut_policy or sc.cut_policy
-        if policy.name == "fixed":
-            out.append(c)
-            continue
-        key = f"clients[{g}].cut_policy" if group.cut_policy else "cut_policy"
-        try:
-            choice = choose_cut(policy.name, table, c.device, c.link, batch=batch, steps=_steps_estimate(sc, group),
-                                optimizer=opt, activation_dtype=sc.network.activation_dtype,
-                                deadline_s=policy.deadline_s, energy_j=policy.energy_j)
-        except ValueError as err:
-            raise InputError(f"client '{c.name}': {err}", file=file, key=key) from None
-        out.append(replace(c, cut=choice.cut, cut_policy=choice.policy, cut_reason=choice.reason))
-    return tuple(out)
 
 
 def _check_data_split(sc: Scenario, file: str) -> None:
@@ -317,59 +176,10 @@ def _check_data_split(sc: Scenario, file: str) -> None:
                          f"but only {n} training samples", file=file, key="dataset.partition.shards_per_client")
 
 
-def _group_index(sc: Scenario, client_index: int) -> int:
-    seen = 0
-    for g, group in enumerate(sc.clients):
-        if client_index < seen + group.count:
-            return g
-        seen += group.count
-    raise IndexError(client_index)
-
-
-def _group_key(sc: Scenario, client_index: int) -> str:
-    return f"clients[{_group_index(sc, client_index)}]"
-
-
-def _cost_table(sc: Scenario) -> Any:
-    import torch
-
-    from simulator.learning.models.cost_table import cost_table_cached
-
-    in_ch, size, classes = sc.dataset.shape()
-    # The table is measured on batch-2 tensors: intra-op threads only add overhead there (several times
-    # slower on a busy 2-core machine), so build it on one thread and restore the setting after.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        return cost_table_cached(sc.model.width, in_ch, classes, size, sc.model.exit_head, sc.model.exit_grid)
-    finally:
-        torch.set_num_threads(threads)
-
-
 def check_feasible(rs: ResolvedScenario) -> None:
     """Every client's cut fits its memory at the batch size; the dataset's files are there (or may be fetched)."""
-    from simulator.learning.data.datasets import default_root, missing_files
-
     sc = rs.scenario
-    table = _cost_table(sc)
-    opt = sc.training.optimizer.memory_kind()
-    batch = sc.training.batch_size
-    for c in rs.clients:
-        if not 1 <= c.cut <= 8:
-            continue  # centralized / fedavg: checked when their cuts were resolved
-        need = table.train_memory_bytes(c.cut, batch, opt)
-        has = c.device.memory_bytes
-        if need > has:
-            fits = [k for k in range(1, table.num_cuts + 1) if table.train_memory_bytes(k, batch, opt) <= has]
-            hint = (f"the deepest cut that fits is {max(fits)}" if fits
-                    else "no cut fits; lower training.batch_size or model.width")
-            raise InputError(
-                f"cut {c.cut} needs {format_bytes(round(need))} of memory to train "
-                f"(ResNet-18 width {sc.model.width}, batch {batch}, optimizer {opt}) "
-                f"but device '{c.device.name}' has {format_bytes(has)}; {hint}",
-                file=rs.file,
-                key=f"{_group_key(sc, c.index)}.cut",
-            )
+    check_cut_memory(sc, rs.clients, rs.file, cost_table_of(sc))
     if sc.dataset.name != "synthetic" and not sc.dataset.download:
         root = Path(sc.dataset.root) if sc.dataset.root else default_root(sc.dataset.name)
         missing = missing_files(sc.dataset.name, root)
@@ -396,13 +206,13 @@ def resolve_scenario(data: Any, file: str, overrides: Sequence[str] = (), *, che
         data = apply_overrides(data, overrides, file)
     sc = parse_scenario(data, file)
     _check_data_split(sc, file)
-    _check_cut_keys(sc, file)
+    check_cut_keys(sc, file)
     devices, links = builtin_devices(), builtin_links()
     server = resolve_profile(sc.server.device, devices, DeviceProfile, file=file, key="server.device")
-    clients = _expand_clients(sc, file, devices, links)
+    clients = expand_clients(sc, file, devices, links)
     _check_traces(sc, clients, file)
-    if sc.strategy.name not in ("averaging", "sequential") or any(c.cut == 0 for c in clients):
-        clients = _resolve_cuts(sc, file, clients, _cost_table(sc))
+    if facts(sc.strategy.name).decides_cut or any(group.cut is None for group in sc.clients):
+        clients = resolve_cuts(sc, file, clients, cost_table_of(sc))
     rs = ResolvedScenario(sc, file, server, clients)  # type: ignore[arg-type]
     if check:
         check_feasible(rs)
@@ -411,9 +221,4 @@ def resolve_scenario(data: Any, file: str, overrides: Sequence[str] = (), *, che
 
 def group_of(sc: Scenario, client_index: int) -> ClientGroupCfg:
     """The fleet entry a client was expanded from."""
-    seen = 0
-    for group in sc.clients:
-        if client_index < seen + group.count:
-            return group
-        seen += group.count
-    raise IndexError(client_index)
+    return sc.clients[group_index(sc, client_index)]

@@ -8,6 +8,7 @@ from pydantic import BaseModel, ConfigDict, Field, PlainValidator, field_validat
 from pydantic_core import PydanticCustomError
 
 from simulator.config.pydantic_errors import describe_value
+from simulator.config.registry import STRATEGY_NAMES, facts, names_where
 
 __all__ = [
     "Strict",
@@ -156,13 +157,12 @@ class TrainingCfg(Strict):
         return self
 
 
-SPLITEE_STRATEGIES = frozenset({"sequential", "averaging", "homogeneous_splitee"})  # clients train with exits
-COMMON_CUT_STRATEGIES = frozenset({"homogeneous_splitee", "vanilla_sl", "splitfed_v1", "splitfed_v2"})
+SPLITEE_STRATEGIES = frozenset(names_where(exits=True))  # clients train with exits
+COMMON_CUT_STRATEGIES = frozenset(names_where(common_cut=True))
 
 
 class StrategyCfg(Strict):
-    name: Literal["sequential", "averaging", "centralized", "homogeneous_splitee", "vanilla_sl", "splitfed_v1",
-                  "splitfed_v2", "fedavg", "standalone_exit"] = "averaging"
+    name: Literal[STRATEGY_NAMES] = "averaging"  # type: ignore[valid-type]  # the registry's names, in its order
     # sequential: client_turns (clients train one after another, each starting when the server has trained on the
     # previous one's last batch: the paper's reading), or clients in parallel with the server taking their batches
     # in arrival order (arrival) or client after client (round_robin)
@@ -180,7 +180,7 @@ class StrategyCfg(Strict):
 
     def client_layers_aggregated(self) -> bool:
         if self.aggregate_client_layers is None:
-            return self.name in ("averaging", "homogeneous_splitee")
+            return facts(self.name).aggregates_client_layers
         return self.aggregate_client_layers
 
     def exit_heads_aggregated(self) -> bool:

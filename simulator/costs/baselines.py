@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from simulator.learning.models.cost_table import CostTable
+    from simulator.costs.cost_table import CostTable
 
 __all__ = ["body_fwd_flops", "body_bwd_flops", "split_server_flops", "full_step_flops", "exit_step_flops",
            "gradient_bytes"]

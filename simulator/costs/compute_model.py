@@ -5,9 +5,9 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Mapping
 
 from simulator.costs import formulas as costs
+from simulator.costs.cost_table import CostTable
 
-if TYPE_CHECKING:  # the cost table's module imports torch; this one stays importable without it
-    from simulator.learning.models.cost_table import CostTable
+if TYPE_CHECKING:  # config is a layer above: its names serve as annotations only
     from simulator.config.profiles import DeviceProfile
 
 __all__ = [

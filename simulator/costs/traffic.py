@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Sequence
 
 if TYPE_CHECKING:
-    from simulator.learning.models.cost_table import CostTable
+    from simulator.costs.cost_table import CostTable
 
 __all__ = ["unit_groups", "exit_head_groups", "aggregation_traffic"]
 

@@ -34,7 +34,7 @@ def measure_machine(rs: ResolvedScenario, repeats: int = 7, warmup: int = 2) -> 
 
     from simulator.commands.calibrate import calibrate
     from simulator.commands.calibrate_cuts import fit_cuts, time_cut_steps
-    from simulator.learning.models.cost_table import cost_table_cached
+    from simulator.costs.table_cache import cost_table_of
 
     torch.set_num_threads(1)
     sc = rs.scenario
@@ -43,7 +43,7 @@ def measure_machine(rs: ResolvedScenario, repeats: int = 7, warmup: int = 2) -> 
     cal = calibrate(**shape, repeats=repeats, warmup=warmup)
     steps = time_cut_steps(**shape, exit_head=sc.model.exit_head, exit_grid=sc.model.exit_grid, num_classes=classes,
                            repeats=repeats, warmup=warmup)
-    table = cost_table_cached(sc.model.width, in_ch, classes, size, sc.model.exit_head, sc.model.exit_grid)
+    table = cost_table_of(sc)
     fit = fit_cuts(table, sc.training.batch_size, steps,
                    {u.unit: u.train_flops_per_s for u in cal.units}, cal.flops_per_s)
     send_cpu = measure_send_cpu()

@@ -105,11 +105,10 @@ def effective_quotas(rs: ResolvedScenario, machine: DeviceProfile, step_s: Seque
     """Per client the share of this machine it really got: the machine's predicted training step at the client's
     cut (compute_model, no radio) / the step measured on the client's quota before the run."""
     from simulator.timing.device import ClientCosts
-    from simulator.learning.models.cost_table import cost_table_cached
+    from simulator.costs.table_cache import cost_table_of
 
     sc = rs.scenario
-    in_ch, size, classes = sc.dataset.shape()
-    table = cost_table_cached(sc.model.width, in_ch, classes, size, sc.model.exit_head, sc.model.exit_grid)
+    table = cost_table_of(sc)
     out = []
     for c, measured in zip(rs.clients, step_s):
         full = sum(ClientCosts.of(table, c.cut, sc.training.batch_size, sc.network.activation_dtype)

@@ -14,7 +14,7 @@ from simulator.config.scenario import ResolvedScenario
 from simulator.config.schema import Scenario
 from simulator.errors import InputError
 from simulator.learning.data.partitions import partition
-from simulator.learning.models.cost_table import cost_table_cached
+from simulator.costs.table_cache import cost_table_of
 from simulator.rng import Streams
 from simulator.timing.availability import load_trace, make_availability
 from simulator.timing.device import ClientCosts, Device
@@ -52,8 +52,7 @@ def intra_op_threads(sc: Scenario) -> int:
     SMALL_MODEL_FWD_FLOPS), else torch's default."""
     if sc.compute.threads is not None:
         return sc.compute.threads
-    in_ch, size, classes = sc.dataset.shape()
-    table = cost_table_cached(sc.model.width, in_ch, classes, size, sc.model.exit_head, sc.model.exit_grid)
+    table = cost_table_of(sc)
     return 1 if table.full_fwd_flops() <= SMALL_MODEL_FWD_FLOPS else TORCH_DEFAULT_THREADS
 
 
@@ -123,8 +122,7 @@ def build_timing(rs: ResolvedScenario, streams: Streams, sample_counts: list[int
     sc = rs.scenario
     if len(sample_counts) != len(rs.clients):
         raise ValueError(f"{len(sample_counts)} sample counts for {len(rs.clients)} clients")
-    in_ch, size, classes = sc.dataset.shape()
-    table = cost_table_cached(sc.model.width, in_ch, classes, size, sc.model.exit_head, sc.model.exit_grid)
+    table = cost_table_of(sc)
     env = simpy.Environment(initial_time=0.0)  # float times from the start (as closed-form schedules give)
     powers = {c.name: EntityPower.of_client(c.device, c.link) for c in rs.clients}
     powers[SERVER] = EntityPower.of_server(rs.server)
@@ -171,8 +169,7 @@ def build_learning(rs: ResolvedScenario, streams: Streams, data: Dataset, shards
     from simulator.learning.world import LearningWorld
 
     sc = rs.scenario
-    in_ch, size, classes = sc.dataset.shape()
-    table = cost_table_cached(sc.model.width, in_ch, classes, size, sc.model.exit_head, sc.model.exit_grid)
+    table = cost_table_of(sc)
     dev = torch_device_for(sc.compute.device)
     data = data.to(dev)
     w = LearningWorld(rs=rs, table=table, streams=streams, samplers=[], trainers=[], client_parts={}, server_parts={},

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 import simpy
 
+from simulator.config.registry import names_where
 from simulator.errors import InputError
 from simulator.config.scenario import ResolvedScenario
 from simulator.engine.build import (build_learning, build_timing, load_data, load_labels, shards_of)
@@ -47,7 +48,7 @@ def few_collections() -> Iterator[None]:
         gc.set_threshold(*thresholds)
 
 
-TIMING_ONLY_STRATEGIES = ("sequential", "averaging", "homogeneous_splitee")
+TIMING_ONLY_STRATEGIES = names_where(timing_only=True)
 
 
 def check_timing_only(rs: ResolvedScenario) -> None:

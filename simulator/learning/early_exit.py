@@ -7,7 +7,7 @@ from typing import Any, Mapping, Sequence
 import torch
 
 from simulator.costs.formulas import InferenceCosts, inference_sample_costs
-from simulator.learning.models.cost_table import CostTable
+from simulator.costs.cost_table import CostTable
 from simulator.config.profiles import DeviceProfile, LinkProfile
 from simulator.config.scenario import ResolvedScenario
 from simulator.learning.training import EvalResult

@@ -9,7 +9,7 @@ import torch
 
 from simulator.learning.copies import Copies
 from simulator.config.schema import Scenario
-from simulator.learning.models.cost_table import CostTable
+from simulator.costs.cost_table import CostTable
 from simulator.learning.models.resnet import UnitModel
 from simulator.rng import Streams
 from simulator.config.scenario import ResolvedScenario

@@ -7,6 +7,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
 
+from simulator.config.cuts import cut_label
+
 if TYPE_CHECKING:
     from simulator.config.scenario import ResolvedScenario
 
@@ -35,7 +37,7 @@ def format_cuts(rs: ResolvedScenario, verbose: bool = False) -> str:
     if verbose or len(rs.clients) <= MAX_ROWS:
         return rs.describe_cuts()
     choices: Counter[tuple[str, str, str, str, str]] = Counter(
-        (c.device.name, c.link.name, {0: "-", 9: "all"}.get(c.cut, str(c.cut)), c.cut_policy, c.cut_reason)
+        (c.device.name, c.link.name, cut_label(c.placement, c.cut), c.cut_policy, c.cut_reason)
         for c in rs.clients)
     lines = [f"cuts ({len(rs.clients):,} clients, {len(choices)} distinct choices; --verbose lists every client):"]
     for (device, link, cut, policy, reason), n in list(choices.most_common())[:MAX_ROWS]:

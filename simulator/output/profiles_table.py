@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import math
 from typing import Mapping, Sequence
 
 from simulator.config.profiles import DeviceProfile, LinkProfile
+from simulator.units import round_sig, format_bytes, format_sig
 
 __all__ = [
     "format_devices_table",
@@ -15,40 +15,12 @@ __all__ = [
     "format_rate",
 ]
 
-_BYTE_UNITS = ("B", "KiB", "MiB", "GiB", "TiB")
 _RATE_UNITS = (("Gbit/s", 1e9), ("Mbit/s", 1e6), ("kbit/s", 1e3), ("bit/s", 1.0))
-
-
-def _round_sig(x: float, digits: int) -> float:
-    if x == 0 or not math.isfinite(x):
-        return x
-    return round(x, digits - 1 - math.floor(math.log10(abs(x))))
-
-
-def format_sig(x: float, digits: int = 3, *, strip: bool = False) -> str:
-    """`x` rounded to `digits` significant digits, never in exponent notation; `strip` drops trailing zeros."""
-    if x == 0 or not math.isfinite(x):
-        return "0" if x == 0 else str(x)
-    decimals = max(0, digits - 1 - math.floor(math.log10(abs(x))))
-    text = f"{x:,.{decimals}f}"
-    if strip and "." in text:
-        text = text.rstrip("0").rstrip(".")
-    return text
-
-
-def format_bytes(n: int) -> str:
-    """Binary units: 262144 -> '256 KiB', 5905580032 -> '5.5 GiB'."""
-    value, unit = float(n), _BYTE_UNITS[0]
-    for unit in _BYTE_UNITS:
-        if value < 1024 or unit == _BYTE_UNITS[-1]:
-            break
-        value /= 1024
-    return f"{format_sig(value, 3, strip=True)} {unit}"
 
 
 def format_rate(bps: float) -> str:
     """Decimal bit rates: 5100 -> '5.1 kbit/s', 9.41e8 -> '941 Mbit/s', 999_700 -> '1 Mbit/s'."""
-    rounded = _round_sig(bps, 3)  # round first so that 999.7 kbit/s reads as 1 Mbit/s
+    rounded = round_sig(bps, 3)  # round first so that 999.7 kbit/s reads as 1 Mbit/s
     for unit, factor in _RATE_UNITS:
         if rounded >= factor or factor == 1.0:
             return f"{format_sig(rounded / factor, 3, strip=True)} {unit}"

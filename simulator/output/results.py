@@ -235,15 +235,12 @@ def _write_events(out: Path, recorder: Recorder, fmt: str) -> Path | None:
 def _write_early_exit(out: Path, rs: ResolvedScenario, records: Sequence[Any]) -> None:
     """Per client and threshold, from the last evaluation (none for methods without exits)."""
     from simulator.learning.early_exit import EARLY_EXIT_COLUMNS, early_exit_rows
-    from simulator.learning.models.cost_table import cost_table_cached
+    from simulator.costs.table_cache import cost_table_of
 
     last_eval = next((r for r in reversed(records) if r.evals), None)
     if last_eval is None:
         return
-    sc = rs.scenario
-    in_ch, size, classes = sc.dataset.shape()
-    table = cost_table_cached(sc.model.width, in_ch, classes, size, sc.model.exit_head, sc.model.exit_grid)
-    rows = early_exit_rows(rs, table, last_eval.evals)
+    rows = early_exit_rows(rs, cost_table_of(rs.scenario), last_eval.evals)
     if rows:
         atomic_write(out / "early_exit.csv", _csv(EARLY_EXIT_COLUMNS, rows))
 

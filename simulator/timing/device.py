@@ -16,7 +16,7 @@ from simulator.costs import compute_model
 from simulator.costs import formulas as costs
 from simulator.timing import schedule
 if TYPE_CHECKING:
-    from simulator.learning.models.cost_table import CostTable
+    from simulator.costs.cost_table import CostTable
 from simulator.timing.network import Link
 from simulator.config.profiles import DeviceProfile
 from simulator.timing.recorder import Recorder

@@ -18,7 +18,7 @@ from simulator.timing.recorder import Recorder
 from simulator.timing.server import Server
 
 if TYPE_CHECKING:
-    from simulator.learning.models.cost_table import CostTable
+    from simulator.costs.cost_table import CostTable
 
 __all__ = ["TimingWorld"]
 

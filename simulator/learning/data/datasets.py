@@ -134,7 +134,7 @@ def _check_limits(**limits: int | None) -> None:
 def _read(name: str, root: str | Path | None, *, download: bool, seed: int, synthetic: Mapping[str, Any] | None
           ) -> tuple[Raw, np.random.SeedSequence, np.random.SeedSequence]:
     """The whole dataset as stored (uint8 images, labels), and the seeds of its train and test subsets."""
-    _check_name(name)
+    check_name(name)
     # Independent streams, so that e.g. changing max_train never changes the synthetic images.
     s_proto, s_train, s_test, s_sub_train, s_sub_test = np.random.SeedSequence(seed).spawn(5)
     if name == "synthetic":
@@ -173,12 +173,12 @@ def _absent(name: str, root: Path) -> list[Path]:
 
 def _ensure_files(name: str, root: Path, *, download: bool, key: str) -> None:
     """Make the files the loader reads exist in `root` (unpacking or fetching), or raise InputError."""
-    if not _absent(name, root):
+    if not absent_files(name, root):
         return
     archive = archive_name(name)
     if download and (archive is None or not (root / archive).is_file()):
-        fetch(name, root, only=None if archive else [p.name for p in _absent(name, root)])
-    if archive is not None and (root / archive).is_file() and _absent(name, root):
+        fetch(name, root, only=None if archive else [p.name for p in absent_files(name, root)])
+    if archive is not None and (root / archive).is_file() and absent_files(name, root):
         # class_names.txt is optional (built-in names are used without it) but unpacked when there.
         extras = (f"{STL10_DIR}/class_names.txt",) if name == "stl10" else ()
         extract(root / archive, (*_archive_members(name), *extras), root)

@@ -10,58 +10,14 @@ import tempfile
 import urllib.error
 import urllib.request
 from collections.abc import Iterable
-from dataclasses import dataclass
 from pathlib import Path
 
+from simulator.config.dataset_files import RESOURCES, Resource, archive_name
 from simulator.errors import InputError
 
 __all__ = ["Resource", "RESOURCES", "archive_name", "fetch", "extract", "how_to_get"]
 
 _CHUNK_BYTES = 1 << 20
-
-
-@dataclass(frozen=True)
-class Resource:
-    """One file as published: its name in the dataset root, where to get it, and its published md5."""
-
-    filename: str
-    url: str
-    md5: str
-
-
-_FMNIST_URL = "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/"
-_CIFAR_URL = "https://www.cs.toronto.edu/~kriz/"
-_STL10_URL = "http://ai.stanford.edu/~acoates/stl10/"
-
-# The md5s are the ones the dataset authors publish (and torchvision checks). They identify the downloaded
-# bytes only: Debian's dataset-fashion-mnist recompresses the same IDX content, so files already present are
-# never re-checked against them.
-RESOURCES: dict[str, tuple[Resource, ...]] = {
-    "fashion_mnist": tuple(
-        Resource(filename, _FMNIST_URL + filename, md5)
-        for filename, md5 in (
-            ("train-images-idx3-ubyte.gz", "8d4fb7e6c68d591d4c3dfef9ec88bf0d"),
-            ("train-labels-idx1-ubyte.gz", "25c81989df183df01b3e8a0aad5dffbe"),
-            ("t10k-images-idx3-ubyte.gz", "bef4ecab320f06d8554ea6380940ec79"),
-            ("t10k-labels-idx1-ubyte.gz", "bb300cfdad3c16e7a12a480ee83cd310"),
-        )
-    ),
-    "cifar10": (
-        Resource("cifar-10-python.tar.gz", _CIFAR_URL + "cifar-10-python.tar.gz", "c58f30108f718f92721af3b95e74349a"),
-    ),
-    "cifar100": (
-        Resource("cifar-100-python.tar.gz", _CIFAR_URL + "cifar-100-python.tar.gz", "eb9058c3a382ffc7106e4002c42a8d85"),
-    ),
-    "stl10": (Resource("stl10_binary.tar.gz", _STL10_URL + "stl10_binary.tar.gz", "91f7769df0f17e558f3565bffb0c7dfb"),),
-}
-
-
-def archive_name(name: str) -> str | None:
-    """The archive file (in the dataset root) that holds the dataset's files, or None if they come loose."""
-    resources = RESOURCES.get(name, ())
-    if len(resources) == 1 and resources[0].filename.endswith(".tar.gz"):
-        return resources[0].filename
-    return None
 
 
 def how_to_get(name: str, root: Path) -> str:

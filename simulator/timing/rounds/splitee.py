@@ -82,7 +82,7 @@ class SplitEERounds:
         self.round_t0 = 0.0
         profile = world.server.profile
         batches = [d.costs.batch for d in world.devices]
-        split = [1 <= c.cut <= 8 for c in world.rs.clients]  # PLACEMENT
+        split = [c.placement == "split" for c in world.rs.clients]
         self.server_flops = [server_batch_flops(world.table, cut, b) if s else 0.0
                              for cut, b, s in zip(world.cuts, batches, split)]
         self.server_seconds = [

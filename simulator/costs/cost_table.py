@@ -1,19 +1,13 @@
-"""Per-unit FLOPs, sizes and training memory of a split model, measured once from its real modules."""
+"""Per-unit FLOPs, sizes and training memory of a split model: plain data and the queries made of it.
+
+A table is measured once from the real torch modules (simulator.learning.models.measure) and then travels as
+plain data (`table_to_dict` / `table_from_dict`, exact under JSON); nothing here needs torch.
+"""
 
 from __future__ import annotations
 
-import copy
-import math
-from dataclasses import dataclass
-from functools import lru_cache
-
-import torch
-from torch import nn
-from torch.utils.flop_counter import FlopCounterMode
-from torch.utils.hooks import RemovableHandle
-
-from simulator.learning.models.heads import DEFAULT_EXIT_GRID, make_exit_head
-from simulator.learning.models.resnet import SplitResNet18, UnitModel
+from dataclasses import dataclass, fields
+from typing import Any
 
 __all__ = [
     "ACTIVATION_DTYPES",
@@ -21,8 +15,8 @@ __all__ = [
     "OPTIMIZER_STATE_SLOTS",
     "UnitCost",
     "CostTable",
-    "build_cost_table",
-    "cost_table_cached",
+    "table_to_dict",
+    "table_from_dict",
     "format_cost_table",
 ]
 
@@ -33,7 +27,6 @@ INT8_HEADER_BYTES = 8
 # Optimizer state kept per parameter element, in parameter-sized tensors: SGD none, momentum 1 buffer, Adam 2 moments.
 OPTIMIZER_STATE_SLOTS = {"sgd": 0, "sgd_momentum": 1, "adam": 2}
 _INPUT_ELEM_BYTES = 4  # input images are fp32
-_MEASURE_BATCH = 2  # BatchNorm in train mode needs > 1 value per channel; FLOPs are divided back to per sample
 
 
 @dataclass(frozen=True)
@@ -147,102 +140,51 @@ def _train_memory(parts: tuple[UnitCost, ...], input_elems: int, batch_size: int
     return float(weights + batch_size * per_sample)
 
 
-def _saved_bytes_hooks(module: nn.Module, total: list[float]) -> list[RemovableHandle]:
-    """Forward hooks adding to total[0] the activation bytes ``module`` keeps for backward.
-
-    Rule: each Conv2d output is kept once (by the BatchNorm that reads it) and each ReLU output once (by the
-    ReLU itself and by the conv that reads it next); a Linear keeps its input. BatchNorm outputs are not kept
-    (the following ReLU or residual add does not need them); pooling, flatten and adds keep nothing.
-    Inputs to the module itself are not counted: they are the previous unit's ReLU output or the input batch.
-    """
-
-    def out_bytes(_m: nn.Module, _inp: tuple[torch.Tensor, ...], out: torch.Tensor) -> None:
-        total[0] += out.numel() * out.element_size()
-
-    def in_bytes(_m: nn.Module, inp: tuple[torch.Tensor, ...], _out: torch.Tensor) -> None:
-        total[0] += inp[0].numel() * inp[0].element_size()
-
-    handles = []
-    for m in module.modules():
-        if isinstance(m, (nn.Conv2d, nn.ReLU)):
-            handles.append(m.register_forward_hook(out_bytes))
-        elif isinstance(m, nn.Linear):
-            handles.append(m.register_forward_hook(in_bytes))
-    return handles
+def _unit_to_dict(u: UnitCost) -> dict[str, Any]:
+    return {f.name: list(u.out_shape) if f.name == "out_shape" else getattr(u, f.name) for f in fields(UnitCost)}
 
 
-def _counted_backward(module: nn.Module, x: torch.Tensor, input_grad: bool) -> int:
-    """FLOPs of one backward through ``module`` at input ``x`` (forward run outside the counter)."""
-    x = x.detach().requires_grad_(input_grad)
-    y = module(x)
-    with FlopCounterMode(display=False) as counter:
-        y.backward(torch.ones_like(y))
-    module.zero_grad(set_to_none=True)
-    return counter.get_total_flops()
+def table_to_dict(table: CostTable) -> dict[str, Any]:
+    """The table as JSON-ready plain data (floats stay floats, so `json` with repr floats round-trips exactly)."""
+    return {
+        "units": [_unit_to_dict(u) for u in table.units],
+        "classifier": _unit_to_dict(table.classifier),
+        "exit_heads": [_unit_to_dict(u) for u in table.exit_heads],
+        "input_elems": table.input_elems,
+        "num_classes": table.num_classes,
+    }
 
 
-def _measure(name: str, module: nn.Module, x: torch.Tensor) -> tuple[UnitCost, torch.Tensor]:
-    """Cost of ``module`` (train mode) at a (B, ...) input batch ``x``, and its output."""
-    batch = x.shape[0]
-    saved = [0.0]
-    handles = _saved_bytes_hooks(module, saved)
-    with torch.no_grad(), FlopCounterMode(display=False) as counter:
-        y = module(x)
-    for h in handles:
-        h.remove()
-    fwd = counter.get_total_flops()
-    bwd_full = _counted_backward(module, x, input_grad=True)
-    bwd_no_input = _counted_backward(module, x, input_grad=False)
-    params = list(module.parameters())
-    cost = UnitCost(
-        name=name,
-        fwd_flops=fwd / batch,
-        bwd_flops=bwd_full / batch,
-        bwd_input_flops=(bwd_full - bwd_no_input) / batch,
-        out_elems=math.prod(y.shape[1:]),
-        out_shape=tuple(y.shape[1:]),
-        params=sum(p.numel() for p in params),
-        param_bytes=sum(p.numel() * p.element_size() for p in params),
-        saved_act_bytes=saved[0] / batch,
-        buffer_bytes=sum(b.numel() * b.element_size() for b in module.buffers()),
-        float_buffer_bytes=sum(b.numel() * b.element_size() for b in module.buffers() if b.is_floating_point()),
-    )
-    return cost, y
+_UNIT_TYPES = {"name": str, "fwd_flops": float, "bwd_flops": float, "bwd_input_flops": float, "out_elems": int,
+               "out_shape": list, "params": int, "param_bytes": int, "saved_act_bytes": float, "buffer_bytes": int,
+               "float_buffer_bytes": int}
 
 
-def build_cost_table(model: UnitModel, image_size: int, exit_head: str, exit_grid: int = DEFAULT_EXIT_GRID) -> CostTable:
-    """Measure every unit, the classifier and the exit head at every cut of ``model`` on (C, S, S) inputs.
-
-    FLOPs are those torch's FlopCounterMode attributes to matmuls and convolutions (2 per multiply-add);
-    BatchNorm, ReLU, pooling and adds are not counted. Runs on a CPU copy in train mode, so the model's own
-    BatchNorm statistics and gradients are left untouched.
-    """
-    work = copy.deepcopy(model).float().cpu().train()
-    generator = torch.Generator().manual_seed(0)  # FLOPs and shapes do not depend on the values
-    x = torch.randn(_MEASURE_BATCH, work.in_channels, image_size, image_size, generator=generator)
-    input_elems = math.prod(x.shape[1:])
-    units: list[UnitCost] = []
-    outputs: list[torch.Tensor] = []
-    for name, unit in zip(work.unit_names, work.units):
-        cost, x = _measure(name, unit, x)
-        units.append(cost)
-        outputs.append(x)
-    classifier, _ = _measure("classifier", work.classifier, x)
-    heads = []
-    for cut in range(1, work.num_cuts + 1):
-        size = int(outputs[cut - 1].shape[-1])
-        head = make_exit_head(exit_head, work.unit_channels[cut - 1], work.num_classes, seed=0, size=size,
-                              grid=exit_grid)
-        heads.append(_measure(f"exit@{cut}", head, outputs[cut - 1])[0])
-    return CostTable(tuple(units), classifier, tuple(heads), input_elems, work.num_classes)
+def _unit_from_dict(data: Any) -> UnitCost:
+    if not isinstance(data, dict) or set(data) != set(_UNIT_TYPES):
+        raise ValueError("a unit must have exactly the fields " + ", ".join(_UNIT_TYPES))
+    for key, kind in _UNIT_TYPES.items():
+        value = data[key]
+        if type(value) is not kind:  # bool is no int here, and an int is no float: the types are exact
+            raise ValueError(f"unit field {key} must be of type {kind.__name__}, got {type(value).__name__}")
+    if not all(type(d) is int for d in data["out_shape"]):
+        raise ValueError("unit field out_shape must hold integers")
+    return UnitCost(**{**data, "out_shape": tuple(data["out_shape"])})
 
 
-@lru_cache(maxsize=32)
-def cost_table_cached(width: int, in_channels: int, num_classes: int, image_size: int, exit_head: str,
-                      exit_grid: int = DEFAULT_EXIT_GRID) -> CostTable:
-    """The cost table of a SplitResNet18 of this shape, built once per process from a throwaway model."""
-    model = SplitResNet18(width, in_channels, num_classes, seed=0)  # weights do not affect costs
-    return build_cost_table(model, image_size, exit_head, exit_grid)
+def table_from_dict(data: Any) -> CostTable:
+    """The inverse of `table_to_dict`; raises ValueError on anything that is not exactly such data."""
+    if not isinstance(data, dict) or set(data) != {"units", "classifier", "exit_heads", "input_elems", "num_classes"}:
+        raise ValueError("a cost table must have exactly units, classifier, exit_heads, input_elems, num_classes")
+    if not isinstance(data["units"], list) or not isinstance(data["exit_heads"], list) or not data["exit_heads"]:
+        raise ValueError("units and exit_heads must be non-empty lists")
+    if len(data["units"]) < len(data["exit_heads"]):
+        raise ValueError("a cost table needs a unit for every cut")
+    if type(data["input_elems"]) is not int or type(data["num_classes"]) is not int:
+        raise ValueError("input_elems and num_classes must be integers")
+    return CostTable(tuple(_unit_from_dict(u) for u in data["units"]), _unit_from_dict(data["classifier"]),
+                     tuple(_unit_from_dict(u) for u in data["exit_heads"]), data["input_elems"],
+                     data["num_classes"])
 
 
 def _flops(flops: float) -> str:
