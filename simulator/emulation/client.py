@@ -131,7 +131,7 @@ def main(cfg: dict[str, Any]) -> None:
             wait = msg.meta["t0"] - now()
             if wait > 0:
                 time.sleep(wait)
-            t_done = _train_round(rnd, trainer, w, steps, send, sock, rec, name, c, wire, overlap, send_buffer,
+            t_done = _train_round(rnd, trainer, lw, steps, send, sock, rec, name, c, wire, overlap, send_buffer,
                                   latency, i)
             send(Message("done", {"client": i, "round": rnd, "t_done": t_done,
                                   "exit_loss": trainer.take_mean_loss()}))
@@ -189,7 +189,7 @@ def _train_round(rnd: int, trainer: Any, w: Any, steps: int, send: Any, sock: so
                 marks["batch"] = (k, h, y)
             marks["rest"] = now()
 
-        trainer.step(lw.train_x, lw.train_y, on_features)
+        trainer.step(w.train_x, w.train_y, on_features)
         t_end = now()
         rec.add(name, "compute", rnd, t0, marks["fwd"], flops=c.fwd_flops)
         rec.add(name, "compute", rnd, marks["rest"], t_end, flops=c.rest_flops)

@@ -3,7 +3,6 @@ tensors (N, C, H, W); which files a dataset needs, and where they are looked for
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -12,14 +11,14 @@ from typing import Any
 import numpy as np
 import torch
 
-from simulator.learning.data.download import archive_name, extract, fetch, how_to_get
-from simulator.learning.data.formats import CIFAR, IDX_FILES, READERS, STL10_DIR, STL10_FILES, Raw, idx_path
+from simulator.config.dataset_files import (DATASET_NAMES, STL10_DIR, absent_files, archive_members, archive_name,
+                                            check_name, default_root, missing_files)
+from simulator.learning.data.download import extract, fetch, how_to_get
+from simulator.learning.data.formats import READERS, Raw
 from simulator.learning.data.partitions import stratified_subset
 from simulator.errors import InputError
 
 __all__ = ["DATASET_NAMES", "Dataset", "load_dataset", "load_train_labels", "default_root", "missing_files"]
-
-DATASET_NAMES = ("fashion_mnist", "cifar10", "cifar100", "stl10", "synthetic")
 
 _DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
 # Synthetic dataset parameters: default and smallest allowed value (as in the scenario schema).
@@ -58,34 +57,6 @@ class Dataset:
         shape = "x".join(str(d) for d in self.train_x.shape[1:])
         return (f"Dataset({self.name!r}, train={len(self.train_y)}, test={len(self.test_y)}, "
                 f"image={shape}, classes={self.num_classes}, device={self.train_x.device})")
-
-
-def default_root(name: str) -> Path:
-    """Where a dataset's files are looked for when the scenario names no root.
-
-    fashion_mnist: the Debian package's folder if it exists; every dataset otherwise: the cache
-    `$SPLITEE_DATA/<name>`, or `~/.cache/hetero-splitee-sim/<name>` when SPLITEE_DATA is unset.
-    """
-    _check_name(name)
-    if name == "fashion_mnist" and _DEBIAN_FASHION_MNIST.is_dir():
-        return _DEBIAN_FASHION_MNIST
-    cache = os.environ.get("SPLITEE_DATA") or Path.home() / ".cache" / "hetero-splitee-sim"
-    return Path(cache).expanduser() / name
-
-
-def missing_files(name: str, root: str | Path) -> list[Path]:
-    """The standard files of `name` absent from `root` (nothing is decoded).
-
-    Fashion-MNIST's IDX files count as present plain or gzipped (an absent one is reported by its .gz name).
-    For CIFAR and STL-10 the published archive in `root` counts as providing every file it holds.
-    The synthetic dataset needs no files.
-    """
-    _check_name(name)
-    root = Path(root)
-    archive = archive_name(name)
-    if archive is not None and (root / archive).is_file():
-        return []
-    return _absent(name, root)
 
 
 def load_dataset(name: str, root: str | Path | None = None, *, download: bool = False, seed: int = 0,
@@ -150,27 +121,6 @@ def _read(name: str, root: str | Path | None, *, download: bool, seed: int, synt
     return raw, s_sub_train, s_sub_test
 
 
-def _check_name(name: str) -> None:
-    if name not in DATASET_NAMES:
-        raise InputError(f"unknown dataset {name!r} (known: {', '.join(DATASET_NAMES)})", key="dataset.name")
-
-
-def _archive_members(name: str) -> tuple[str, ...]:
-    """Paths (relative to root, as stored in the published archive) of the files the loader reads."""
-    if name in CIFAR:
-        spec = CIFAR[name]
-        return tuple(f"{spec.folder}/{f}" for f in (*spec.train, *spec.test, spec.meta))
-    if name == "stl10":
-        return tuple(f"{STL10_DIR}/{f}" for f in STL10_FILES)
-    return ()
-
-
-def _absent(name: str, root: Path) -> list[Path]:
-    if name == "fashion_mnist":
-        return [root / f"{base}.gz" for base, _ in IDX_FILES.values() if idx_path(root, base) is None]
-    return [root / rel for rel in _archive_members(name) if not (root / rel).is_file()]
-
-
 def _ensure_files(name: str, root: Path, *, download: bool, key: str) -> None:
     """Make the files the loader reads exist in `root` (unpacking or fetching), or raise InputError."""
     if not absent_files(name, root):
@@ -181,8 +131,8 @@ def _ensure_files(name: str, root: Path, *, download: bool, key: str) -> None:
     if archive is not None and (root / archive).is_file() and absent_files(name, root):
         # class_names.txt is optional (built-in names are used without it) but unpacked when there.
         extras = (f"{STL10_DIR}/class_names.txt",) if name == "stl10" else ()
-        extract(root / archive, (*_archive_members(name), *extras), root)
-    still = _absent(name, root)
+        extract(root / archive, (*archive_members(name), *extras), root)
+    still = absent_files(name, root)
     if still:
         listed = ", ".join(str(p.relative_to(root)) for p in still)
         raise InputError(f"missing dataset files in {root}: {listed}; {how_to_get(name, root)}", key=key)

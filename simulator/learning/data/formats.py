@@ -16,39 +16,15 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
+from simulator.config.dataset_files import CIFAR, IDX_FILES, STL10_DIR, Cifar, idx_path
 from simulator.errors import InputError
 
-__all__ = ["Raw", "READERS", "IDX_FILES", "CIFAR", "STL10_DIR", "STL10_FILES", "idx_path"]
+__all__ = ["Raw", "READERS"]
 
 _FASHION_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
                     "Ankle boot")
 _STL10_CLASSES = ("airplane", "bird", "car", "cat", "deer", "dog", "horse", "monkey", "ship", "truck")
 # IDX base names (each may be stored plain or as .gz) and their magic numbers: 0x08 = unsigned byte, then ndim.
-IDX_FILES = {
-    "train_x": ("train-images-idx3-ubyte", 2051),
-    "train_y": ("train-labels-idx1-ubyte", 2049),
-    "test_x": ("t10k-images-idx3-ubyte", 2051),
-    "test_y": ("t10k-labels-idx1-ubyte", 2049),
-}
-
-
-class _Cifar(NamedTuple):
-    folder: str
-    train: tuple[str, ...]
-    test: tuple[str, ...]
-    meta: str
-    label_key: str
-    names_key: str
-    num_classes: int
-
-
-CIFAR = {
-    "cifar10": _Cifar("cifar-10-batches-py", tuple(f"data_batch_{i}" for i in range(1, 6)), ("test_batch",),
-                      "batches.meta", "labels", "label_names", 10),
-    "cifar100": _Cifar("cifar-100-python", ("train",), ("test",), "meta", "fine_labels", "fine_label_names", 100),
-}
-STL10_DIR = "stl10_binary"
-STL10_FILES = ("train_X.bin", "train_y.bin", "test_X.bin", "test_y.bin")
 _STL10_SHAPE = (3, 96, 96)
 
 
@@ -60,14 +36,6 @@ class Raw(NamedTuple):
     test_x: np.ndarray
     test_y: np.ndarray
     classes: tuple[str, ...]
-
-
-def idx_path(root: Path, base: str) -> Path | None:
-    """The IDX file `base` in `root`, gzipped or plain (None if neither is there)."""
-    return next((p for p in (root / f"{base}.gz", root / base) if p.is_file()), None)
-
-
-# --- Fashion-MNIST: IDX ------------------------------------------------------------------------------------
 
 
 def _read_idx(path: Path, magic: int) -> np.ndarray:
@@ -161,7 +129,7 @@ def _cifar_part(path: Path, label_key: str, num_classes: int) -> tuple[np.ndarra
     return x.reshape(-1, 3, 32, 32), _labels(y, num_classes, path)
 
 
-def _load_cifar(root: Path, spec: _Cifar) -> Raw:
+def _load_cifar(root: Path, spec: Cifar) -> Raw:
     folder = root / spec.folder
     parts = {split: [_cifar_part(folder / f, spec.label_key, spec.num_classes) for f in files]
              for split, files in (("train", spec.train), ("test", spec.test))}
