@@ -19,7 +19,8 @@ from simulator.config.scenario import load_scenario
 
 def bare_loop(sim: Simulation, rounds: int) -> None:
     """The same torch work as the simulated run, without SimPy, costs or recording."""
-    w, strategy = sim.world, sim.strategy
+    w, strategy = sim.learning, sim.learner
+    assert w is not None and strategy is not None
     present = list(range(len(w.trainers)))
     for rnd in range(1, rounds + 1):
         for i in present:
@@ -28,7 +29,7 @@ def bare_loop(sim: Simulation, rounds: int) -> None:
                 strategy.server_loss[i] += strategy.paths[i].step(h, y)
         for t in w.trainers:
             t.take_mean_loss()
-        if strategy.aggregation_due(rnd):
+        if sim.rounds.aggregation_due(rnd):
             for group in strategy.aggregation_plan(present):
                 weighted_average_([c.tensors for c in group], [w.sample_counts[c.client] for c in group])
 

@@ -111,7 +111,7 @@ def one_training(clients: int) -> dict[str, float]:
     sim.run_round()
     round_s = time.perf_counter() - t0
     rss_round = _rss_mib()
-    parts = [*sim.world.client_parts.values(), *sim.world.server_parts.values()]
+    parts = [*sim.learning.client_parts.values(), *sim.learning.server_parts.values()]
     state = sum(t.numel() * t.element_size() for p in parts
                 for t in (p.params, p.floats, p.ints, *p.opt_elems.values(), *p.opt_scalars.values()))
     return {"build_s": build_s, "round_s": round_s, "state_mib": state / 2**20, "built_mib": rss_built - rss0,

@@ -5,7 +5,8 @@ Timing never depends on the values learned, so a round is timed first and its pl
 
   Hetero-SplitEE:  (STEP, i)                   client i's next step (to its cut and exit; its feature batch kept)
                    (SERVE, i, k)               a server step on client i's feature batch of step k
-                   (AVERAGE, members, missed)  aggregation among `members`; `missed` did not receive the result
+                   (AVERAGE, members, missed)  aggregation among `members` (the groups of copies: `unit_groups`,
+                                               `exit_head_groups`); `missed` did not receive the result
   split learning:  (FORWARD, i)                client i's forward to the cut on its next batch
                    (SPLIT_SERVE, i)            the server's step on it, the cut-layer gradient returned
                    (BACKWARD, i)               client i's backward from that gradient and its optimizer step
@@ -20,10 +21,10 @@ Timing never depends on the values learned, so a round is timed first and its pl
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Sequence
 
 __all__ = ["RoundPlan", "STEP", "SERVE", "AVERAGE", "FORWARD", "SPLIT_SERVE", "BACKWARD", "DROP", "SAVE", "RESTORE",
-           "LOCAL_STEP", "CATCH_UP", "FED_AVERAGE", "CENTRAL_STEP"]
+           "LOCAL_STEP", "CATCH_UP", "FED_AVERAGE", "CENTRAL_STEP", "unit_groups", "exit_head_groups"]
 
 STEP, SERVE, AVERAGE = "step", "serve", "average"
 FORWARD, SPLIT_SERVE, BACKWARD, DROP, SAVE, RESTORE = "forward", "split_serve", "backward", "drop", "save", "restore"
@@ -42,3 +43,26 @@ class RoundPlan:
 
     def count(self, kind: str) -> int:
         return sum(1 for op in self.ops if op[0] == kind)
+
+
+def unit_groups(cuts: Sequence[int], num_units: int, *, server_copies: bool, client_copies: bool) -> list[list[int]]:
+    """For each unit u (0-based), the clients whose copy of it takes part in the average.
+
+    Client i holds units [0, cut_i) on its device and, with per-client server models, units [cut_i, num_units)
+    on the server. The classifier is a server copy for every client (index num_units).
+    """
+    groups = []
+    for u in range(num_units + 1):
+        groups.append([
+            i for i, cut in enumerate(cuts)
+            if (server_copies and u >= cut) or (client_copies and u < cut)
+        ])
+    return groups
+
+
+def exit_head_groups(cuts: Sequence[int]) -> list[list[int]]:
+    """Clients sharing a cut, whose exit heads are averaged together (singletons left out)."""
+    by_cut: dict[int, list[int]] = {}
+    for i, cut in enumerate(cuts):
+        by_cut.setdefault(cut, []).append(i)
+    return [members for _, members in sorted(by_cut.items()) if len(members) > 1]

@@ -11,7 +11,7 @@ import torch
 import yaml
 from torch import nn
 
-from simulator.costs.traffic import exit_head_groups, unit_groups
+from simulator.plan import exit_head_groups, unit_groups
 from simulator.learning.aggregation import state_tensors, weighted_average_
 from simulator.engine.simulation import Simulation
 from simulator.config.scenario import load_scenario

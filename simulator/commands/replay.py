@@ -17,7 +17,7 @@ import os
 from pathlib import Path
 from typing import Any, Sequence
 
-from simulator.learning.early_exit import EARLY_EXIT_COLUMNS, client_inference_costs
+from simulator.output.early_exit import EARLY_EXIT_COLUMNS, client_inference_costs
 from simulator.engine.simulation import TIMING_ONLY_STRATEGIES, Simulation, few_collections
 from simulator.errors import InputError
 from simulator.output.fsio import check_output_dir

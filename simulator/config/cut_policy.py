@@ -55,8 +55,9 @@ def estimate_cut(table: CostTable, cut: int, device: DeviceProfile, link: LinkPr
         compute_s = costs.step_seconds(table.client_fwd_flops(cut), table.client_bwd_flops(cut), batch,
                                        device.flops_per_s)
     round_s = steps * (compute_s + payload_s) + link.latency_s
-    round_j = (device.idle_w * round_s
-               + steps * ((device.compute_w - device.idle_w) * compute_s + link.tx_w * payload_s))
+    round_j = (costs.drawn_j(device.idle_w, round_s)
+               + steps * (costs.drawn_j(costs.power_above_idle_w(device.compute_w, device.idle_w), compute_s)
+                          + costs.drawn_j(link.tx_w, payload_s)))
     return CutEstimate(cut, table.train_memory_bytes(cut, batch, optimizer), compute_s, payload_s + link.latency_s,
                        compute_s + payload_s + link.latency_s, round_s, round_j)
 

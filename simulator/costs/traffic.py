@@ -1,37 +1,16 @@
-"""What an aggregation moves: which clients' copies of each unit are averaged together, and the bytes and FLOPs
-of one aggregation, from the cost table alone."""
+"""What an aggregation moves: the bytes and FLOPs of one aggregation, from the cost table alone (which copies are
+averaged together: simulator.plan)."""
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Sequence
 
+from simulator.plan import exit_head_groups, unit_groups
+
 if TYPE_CHECKING:
     from simulator.costs.cost_table import CostTable
 
-__all__ = ["unit_groups", "exit_head_groups", "aggregation_traffic"]
-
-
-def unit_groups(cuts: Sequence[int], num_units: int, *, server_copies: bool, client_copies: bool) -> list[list[int]]:
-    """For each unit u (0-based), the clients whose copy of it takes part in the average.
-
-    Client i holds units [0, cut_i) on its device and, with per-client server models, units [cut_i, num_units)
-    on the server. The classifier is a server copy for every client (index num_units).
-    """
-    groups = []
-    for u in range(num_units + 1):
-        groups.append([
-            i for i, cut in enumerate(cuts)
-            if (server_copies and u >= cut) or (client_copies and u < cut)
-        ])
-    return groups
-
-
-def exit_head_groups(cuts: Sequence[int]) -> list[list[int]]:
-    """Clients sharing a cut, whose exit heads are averaged together (singletons left out)."""
-    by_cut: dict[int, list[int]] = {}
-    for i, cut in enumerate(cuts):
-        by_cut.setdefault(cut, []).append(i)
-    return [members for _, members in sorted(by_cut.items()) if len(members) > 1]
+__all__ = ["aggregation_traffic"]
 
 
 def aggregation_traffic(table: CostTable, cuts: Sequence[int], *, server_copies: bool, client_copies: bool,

@@ -132,7 +132,7 @@ class Simulation:
         if cls.rounds == "vanilla":
             return VanillaRounds(w, sizes, cut=self.learner.cut)
         if cls.rounds == "central":
-            return CentralRounds(w, sizes)
+            return CentralRounds(w, sizes, cut=self.learner.cut)
         return FederatedRounds(w, sizes, cut=self.learner.cut, split=cls.split,
                                one_at_a_time=getattr(self.learner, "one_at_a_time", False))
 

@@ -234,7 +234,7 @@ def _write_events(out: Path, recorder: Recorder, fmt: str) -> Path | None:
 
 def _write_early_exit(out: Path, rs: ResolvedScenario, records: Sequence[Any]) -> None:
     """Per client and threshold, from the last evaluation (none for methods without exits)."""
-    from simulator.learning.early_exit import EARLY_EXIT_COLUMNS, early_exit_rows
+    from simulator.output.early_exit import EARLY_EXIT_COLUMNS, early_exit_rows
     from simulator.costs.table_cache import cost_table_of
 
     last_eval = next((r for r in reversed(records) if r.evals), None)

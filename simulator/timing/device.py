@@ -162,14 +162,14 @@ class Device:
         """Charge left now, at the draw since the last change."""
         assert self.battery_j is not None
         draw = self.spec.device.idle_w + self._added_w
-        return self.battery_j - (self._used_j + draw * (self.env.now - self._t_mark))
+        return self.battery_j - (self._used_j + costs.drawn_j(draw, self.env.now - self._t_mark))
 
     def _draw(self, delta_w: float) -> None:
         """The device's draw changes by `delta_w` now (an activity starts or ends)."""
         if self.battery_j is None or self.leave is None:
             return
         now = self.env.now
-        self._used_j += (self.spec.device.idle_w + self._added_w) * (now - self._t_mark)
+        self._used_j += costs.drawn_j(self.spec.device.idle_w + self._added_w, now - self._t_mark)
         self._t_mark = now
         self._added_w += delta_w
         self._rearm()
@@ -286,7 +286,7 @@ class Device:
         """The processor busy for `seconds` at `power_w` (recorded, even if cut short); False if the round's stop
         came first."""
         t0 = self.env.now
-        added = power_w - self.spec.device.idle_w
+        added = costs.power_above_idle_w(power_w, self.spec.device.idle_w)
         self._draw(added)
         done = yield from self._until(self.env.timeout(seconds))
         self._draw(-added)

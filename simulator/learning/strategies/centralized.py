@@ -8,7 +8,6 @@ from typing import Any
 import torch
 from torch import nn
 
-from simulator.costs.baselines import full_step_flops
 from simulator.learning.split_training import full_step
 from simulator.learning.strategies.baseline import Baseline
 from simulator.learning.training import BatchSampler, make_optimizer
@@ -35,13 +34,9 @@ class Centralized(Baseline):
         # batches are that client's batches.
         pooled = torch.cat([sp.indices for sp in w.samplers])
         self.sampler = BatchSampler(pooled, w.scenario.training.batch_size, w.streams.torch("batches", 0))
-        self.step_flops = full_step_flops(w.table)  # per sample
         self.loss_sum = torch.zeros((), device=w.torch_device)
         self.loss_count = 0
         self.round_loss: float | None = None
-
-    def sizes(self) -> dict[str, Any]:
-        return {"step_flops": self.step_flops}
 
     def execute(self, plan: RoundPlan) -> None:
         self.loss_sum.zero_()

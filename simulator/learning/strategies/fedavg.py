@@ -8,7 +8,6 @@ from typing import Any, Sequence
 import torch
 from torch import nn
 
-from simulator.costs.baselines import full_step_flops
 from simulator.learning.split_training import full_step
 from simulator.learning.strategies.baseline import AverageGroup, Baseline
 from simulator.learning.training import make_optimizer
@@ -39,7 +38,7 @@ class FedAvg(Baseline):
         self.group = AverageGroup(dict(enumerate(self.models)), [self.global_model])
 
     def sizes(self) -> dict[str, Any]:
-        return {**self.sizes_of([self.global_model], [self.group]), "step_flops": full_step_flops(self.w.table)}
+        return self.sizes_of([self.global_model], [self.group])
 
     def local_step(self, i: int) -> None:
         w = self.w

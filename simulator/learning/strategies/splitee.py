@@ -12,7 +12,7 @@ from typing import Any, Sequence
 import torch
 from torch import nn
 
-from simulator.costs.traffic import exit_head_groups, unit_groups
+from simulator.plan import exit_head_groups, unit_groups
 from simulator.learning.aggregation import weighted_average_
 from simulator.learning.training import EvalResult, ServerPath, evaluate_path
 from simulator.learning.world import LearningWorld

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from torch import nn
 
-from simulator.costs.baselines import exit_step_flops
 from simulator.learning.models.heads import make_exit_head
 from simulator.learning.split_training import evaluate_model
 from simulator.learning.strategies.centralized import Centralized
@@ -37,7 +36,6 @@ class StandaloneExit(Centralized):
                               size=backbone.activation_size(cut, image_size), grid=sc.model.exit_grid)
         self.model = nn.Sequential(*backbone.units[:cut], head.to(w.torch_device))  # (B, C, H, W) -> (B, classes)
         self.optimizer = make_optimizer(self.model.parameters(), sc.training.optimizer)
-        self.step_flops = exit_step_flops(w.table, cut)  # per sample
 
     def evaluate(self, batch_size: int) -> dict[int, EvalResult]:
         w = self.w

@@ -14,8 +14,8 @@ import simpy
 
 from simulator.costs import compute_model
 from simulator.costs import formulas as costs
-from simulator.costs.baselines import (body_bwd_flops, body_fwd_flops, full_step_flops, gradient_bytes,
-                                       split_server_flops)
+from simulator.costs.baselines import (body_bwd_flops, body_fwd_flops, exit_step_flops, full_step_flops,
+                                       gradient_bytes, split_server_flops)
 from simulator.timing.device import RoundFate
 from simulator.plan import (BACKWARD, CATCH_UP, CENTRAL_STEP, DROP, FED_AVERAGE, FORWARD, LOCAL_STEP, RESTORE,
                                    SAVE, SPLIT_SERVE, RoundPlan)
@@ -34,7 +34,6 @@ class ModelSizes:
     catch_up_bytes: int = 0
     upload_bytes: int = 0
     average_elems: tuple[int, ...] = ()
-    step_flops: float = 0.0  # per sample, for whole-model steps (FedAvg, centralized, standalone exit)
 
 
 class BaselineRounds:
@@ -175,6 +174,7 @@ class FederatedRounds(BaselineRounds):
         self.split = split
         self.slots = simpy.Resource(world.env, capacity=1) if one_at_a_time else None
         self.synced = [True] * len(world.devices)  # whether the client's copy is the global one
+        self.step_flops = full_step_flops(world.table)  # per sample: a whole-model step (FedAvg)
 
     def state_dict(self) -> dict[str, Any]:
         return {"synced": list(self.synced)}
@@ -203,7 +203,7 @@ class FederatedRounds(BaselineRounds):
                     continue
                 plan.add(LOCAL_STEP, i)  # the real step, at its simulated start
                 batch = w.devices[i].costs.batch
-                if not (yield from self.busy(rnd, i, self.sizes.step_flops * batch,
+                if not (yield from self.busy(rnd, i, self.step_flops * batch,
                                              compute_model.whole_step_flops(w.table, batch), step=True)):
                     break
                 self.fates[i].steps_done += 1
@@ -245,10 +245,16 @@ class FederatedRounds(BaselineRounds):
 
 
 class CentralRounds(BaselineRounds):
-    """The server runs sum(steps_per_round) steps per round on batches from the union of the clients' shards. The
-    data is taken to be at the server already: no transfers, and clients compute nothing."""
+    """The server runs sum(steps_per_round) steps per round on batches from the union of the clients' shards: of the
+    whole model, or with `cut` of u1..u_cut and its exit head (standalone exit). The data is taken to be at the
+    server already: no transfers, and clients compute nothing."""
 
     client_devices = False
+
+    def __init__(self, world: TimingWorld, sizes: ModelSizes, *, cut: int | None = None) -> None:
+        super().__init__(world, sizes, cut=cut)
+        # Per sample: forward + backward of what the server trains.
+        self.step_flops = full_step_flops(world.table) if cut is None else exit_step_flops(world.table, cut)
 
     def run_round(self, rnd: int, present: Sequence[int], stops: dict[int, simpy.Event],
                   plan: RoundPlan) -> Generator[simpy.Event, Any, None]:
@@ -256,7 +262,7 @@ class CentralRounds(BaselineRounds):
         self.plan = plan
         self.fates = {i: RoundFate() for i in present}  # the clients run no steps
         batch = min(w.scenario.training.batch_size, sum(w.sample_counts))  # the pooled data's sampler's batches
-        flops = self.sizes.step_flops * batch
+        flops = self.step_flops * batch
         seconds = compute_model.seconds_for(w.server.profile, compute_model.whole_step_flops(w.table, batch), flops,
                                             step=True)
         for _ in range(sum(w.steps_per_round)):
