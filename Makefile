@@ -19,7 +19,7 @@ export VIRTUAL_ENV := $(abspath .venv)
 export PATH := $(abspath .venv/bin):$(PATH)
 endif
 PIP := $(PY) -m pip
-SPLITEE := $(PY) -m simulator.commands.cli
+SPLITEE := $(PY) -m simulator.cli
 
 .PHONY: install data quickstart test test-all
 

@@ -101,7 +101,7 @@ def _digest(path: Path) -> str:
 
 def _one(name: str, argv: list[str], tmp: Path) -> dict[str, str]:
     out = tmp / name
-    cmd = [sys.executable, "-m", "simulator.commands.cli", *argv, "--out", str(out)]
+    cmd = [sys.executable, "-m", "simulator.cli", *argv, "--out", str(out)]
     if argv[0] == "run":
         cmd += ["--quiet", "--no-report", "--threads", "1"]
     done = subprocess.run(cmd, capture_output=True, text=True)

@@ -33,7 +33,7 @@ def _plain_simulation(run: Path) -> float:
     path = run / "no_overhead.yaml"
     path.write_text(yaml.safe_dump(data, sort_keys=False))
     out = run / "simulated_no_overhead"
-    subprocess.run([sys.executable, "-m", "simulator.commands.cli", "run", str(path), "--timing-only", "--out", str(out),
+    subprocess.run([sys.executable, "-m", "simulator.cli", "run", str(path), "--timing-only", "--out", str(out),
                     "--overwrite"], check=True, capture_output=True, cwd=ROOT)
     with (out / "rounds.csv").open() as f:
         ends = [float(r["sim_time_s"]) for r in csv.DictReader(f)]
@@ -79,7 +79,7 @@ def main() -> int:
     if not args.table_only:
         for k in range(1, args.repeats + 1):
             for name in SCENARIOS:
-                cmd = [sys.executable, "-m", "simulator.commands.cli", "emulate", str(ROOT / "scenarios/fidelity" / f"{name}.yaml"),
+                cmd = [sys.executable, "-m", "simulator.cli", "emulate", str(ROOT / "scenarios/fidelity" / f"{name}.yaml"),
                        "--out", str(out / f"{name}-{k}"), "--overwrite"]
                 if args.profile:
                     cmd += ["--profile", args.profile]

@@ -157,7 +157,7 @@ def _set(data: Any, path: tuple[Any, ...], value: Any) -> Any:
 
 def _splitee_cmd() -> list[str]:
     beside = Path(sys.executable).with_name("splitee")
-    return [str(beside)] if beside.is_file() else [sys.executable, "-m", "simulator.commands.cli"]
+    return [str(beside)] if beside.is_file() else [sys.executable, "-m", "simulator.cli"]
 
 
 def build_fixtures(work: Path, splitee: list[str]) -> dict[str, Path]:
@@ -298,7 +298,7 @@ def profile_cases(work: Path, fx: dict[str, Path], rng: random.Random) -> list[C
             env = {"PYTHONPATH": str(pkg)}
             for argv in (["devices"], ["validate", str(fx["tiny"])]):
                 cases.append(Case("profile", f"{argv[0]} with {target.parent.name}/{target.name} {label}",
-                                  [sys.executable, "-m", "simulator.commands.cli", *argv], cwd=work, env=env,
+                                  [sys.executable, "-m", "simulator.cli", *argv], cwd=work, env=env,
                                   prepare=prepare))
     return cases
 

@@ -299,7 +299,7 @@ def test_explicit_exit_head_averaging_over_personal_layers_prints_one_warning(tm
     data["strategy"] = {"name": "averaging", "aggregate_client_layers": False, "aggregate_exit_heads": True}
     path = tmp_path / "scenario.yaml"
     path.write_text(yaml.safe_dump(data, sort_keys=False))
-    proc = subprocess.run([sys.executable, "-m", "simulator.commands.cli", "validate", str(path)], capture_output=True,
+    proc = subprocess.run([sys.executable, "-m", "simulator.cli", "validate", str(path)], capture_output=True,
                           text=True)
     assert proc.returncode == 0
     lines = [ln for ln in proc.stderr.splitlines() if ln.startswith("warning:")]

@@ -21,7 +21,7 @@ from analysis import plots
 from analysis.load import load_run
 from analysis.metrics import energy_by_state
 from analysis.report import SweepSpec, format_value, summary_values, write_report
-from simulator.commands.cli import main
+from simulator.cli import main
 from simulator.errors import InputError
 
 REPO = Path(__file__).resolve().parents[1]

@@ -16,7 +16,7 @@ import torch
 import yaml
 
 from simulator.timing.availability import Availability
-from simulator.commands.cli import main
+from simulator.cli import main
 from simulator.engine.simulation import Simulation
 from simulator.costs.table_cache import table_for
 from simulator.commands.runner import run_scenario

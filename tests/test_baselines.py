@@ -15,7 +15,7 @@ import torch.nn.functional as F
 import yaml
 from torch import nn
 
-from simulator.commands.cli import main
+from simulator.cli import main
 from simulator.engine.simulation import Simulation
 from simulator.plan import RoundPlan
 from simulator.costs.table_cache import table_for

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from simulator.commands.calibrate import UnitTiming, aggregate_flops_per_s, calibrate
-from simulator.commands.cli import main
+from simulator.cli import main
 from simulator.costs.table_cache import table_for
 from simulator.config.profiles import DeviceProfile, load_profile_dir
 from simulator.config.scenario import load_scenario

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from simulator.commands.cli import main
+from simulator.cli import main
 from simulator.resources import builtin_dir
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -214,7 +214,7 @@ def test_set_into_a_missing_list_item(tmp_path: Path, capsys: pytest.CaptureFixt
 def test_subprocess_bad_file_has_no_traceback(tmp_path: Path) -> None:
     path = tmp_path / "tabs.yaml"
     path.write_text("name: t\n\tclients: []\n")
-    proc = subprocess.run([sys.executable, "-m", "simulator.commands.cli", "validate", str(path)],
+    proc = subprocess.run([sys.executable, "-m", "simulator.cli", "validate", str(path)],
                           capture_output=True, text=True, cwd=tmp_path, timeout=60)
     assert proc.returncode == 2 and proc.stdout == ""
     assert proc.stderr.splitlines() == [proc.stderr.strip()]
@@ -272,7 +272,7 @@ def test_devices_into_a_closed_pipe_is_quiet(tmp_path: Path) -> None:
     read_end, write_end = os.pipe()
     os.close(read_end)  # like `splitee devices | head` once head has exited
     try:
-        proc = subprocess.run([sys.executable, "-m", "simulator.commands.cli", "devices"], stdout=write_end,
+        proc = subprocess.run([sys.executable, "-m", "simulator.cli", "devices"], stdout=write_end,
                               stderr=subprocess.PIPE, text=True, cwd=tmp_path, timeout=60)
     finally:
         os.close(write_end)

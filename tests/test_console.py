@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from simulator.commands.cli import main
+from simulator.cli import main
 from simulator.output.console import MAX_ROWS, format_seconds, format_summary
 
 REPO = Path(__file__).resolve().parents[1]

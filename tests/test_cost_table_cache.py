@@ -99,7 +99,7 @@ def test_an_unwritable_cache_still_gives_the_table(monkeypatch: pytest.MonkeyPat
 
 @pytest.mark.parametrize("code", [
     "from simulator.config.scenario import load_scenario; load_scenario('scenarios/quickstart.yaml')",
-    "from argparse import Namespace; from simulator.commands.cli import _cmd_validate; "
+    "from argparse import Namespace; from simulator.cli import _cmd_validate; "
     "assert _cmd_validate(Namespace(scenarios=['scenarios/quickstart.yaml'], set=[], costs=True)) == 0",
 ])
 def test_loading_and_validating_a_scenario_never_imports_torch(code: str) -> None:

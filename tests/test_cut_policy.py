@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from simulator.commands.cli import main
+from simulator.cli import main
 from simulator.config.cut_policy import choose_cut, deepest_common_cut, estimate_cut
 from simulator.costs.cost_table import CostTable, UnitCost
 from simulator.config.profiles import DeviceProfile, LinkProfile

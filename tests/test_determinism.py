@@ -105,7 +105,7 @@ def test_same_seed_and_threads_same_files_from_the_command_line(tmp_path: Path, 
     summary says how many threads computed them."""
     import json
 
-    from simulator.commands.cli import main
+    from simulator.cli import main
 
     path = _write(tmp_path, output={"checkpoint_every": 0, "progress": False})
     before = torch.get_num_threads()
@@ -140,7 +140,7 @@ def test_compute_section_shorthand_and_default_threads(tmp_path: Path) -> None:
 
 
 def test_bad_thread_counts_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    from simulator.commands.cli import main
+    from simulator.cli import main
 
     path = _write(tmp_path, compute={"device": "cpu", "threads": 0})
     assert main(["run", str(path), "--out", str(tmp_path / "run"), "--quiet"]) == 2
@@ -196,7 +196,7 @@ def test_resume_in_process(tmp_path: Path, strategy: str, optimizer: str) -> Non
 
 def _splitee() -> list[str]:
     # The command line of the code under test (a `splitee` on PATH may be another installation's).
-    return [sys.executable, "-m", "simulator.commands.cli"]
+    return [sys.executable, "-m", "simulator.cli"]
 
 
 def test_resume_after_kill(tmp_path: Path) -> None:
@@ -246,7 +246,7 @@ def test_resume_after_kill(tmp_path: Path) -> None:
 
 
 def test_resume_refuses_a_checkpoint_of_another_format(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    from simulator.commands.cli import main
+    from simulator.cli import main
 
     path = _write(tmp_path)
     out = tmp_path / "run"

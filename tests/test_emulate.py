@@ -19,7 +19,7 @@ import pytest
 import torch
 import yaml
 
-from simulator.commands.cli import main
+from simulator.cli import main
 from simulator.emulation.setup import check_can_emulate, check_scenario, emulated_profile, quotas_for
 from simulator.emulation.wire import DelayLine, Message, now, pack_tensors, recv_message, send_message, \
     unpack_tensors, wait_drained
@@ -268,7 +268,7 @@ def test_interrupted_emulation_cleans_up(tmp_path: Path) -> None:
     if why:
         pytest.skip(why)
     before = _leftovers()
-    proc = subprocess.Popen([sys.executable, "-m", "simulator.commands.cli", "emulate", str(_write(tmp_path)), "--out",
+    proc = subprocess.Popen([sys.executable, "-m", "simulator.cli", "emulate", str(_write(tmp_path)), "--out",
                              str(tmp_path / "run"), "--profile", str(_machine_file(tmp_path))],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 120

@@ -142,7 +142,7 @@ def test_identical_server_path_bars_are_explained(run_dir: Path) -> None:
 
 
 def test_run_writes_its_report_and_figures(run_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    from simulator.commands.cli import main
+    from simulator.cli import main
 
     (tmp_path / "fig.yaml").write_text(SCENARIO.replace("rounds: 5", "rounds: 1"))
     assert main(["run", str(tmp_path / "fig.yaml"), "--out", str(tmp_path / "r"), "--quiet"]) == 0

@@ -16,7 +16,7 @@ import torch
 import yaml
 
 from simulator.output.checkpoint_io import MAGIC, dumps, load_file
-from simulator.commands.cli import main
+from simulator.cli import main
 from simulator.errors import InputError
 from simulator.output.fsio import atomic_write
 from simulator.output.run_folder import LOCK, MARKER, RunFolder
@@ -55,7 +55,7 @@ def _one_error(capsys: pytest.CaptureFixture[str]) -> str:
 
 def _splitee() -> list[str]:
     beside = Path(sys.executable).with_name("splitee")
-    return [str(beside)] if beside.is_file() else [sys.executable, "-m", "simulator.commands.cli"]
+    return [str(beside)] if beside.is_file() else [sys.executable, "-m", "simulator.cli"]
 
 
 def _tree(folder: Path) -> dict[str, bytes]:
@@ -484,7 +484,7 @@ def test_no_leftovers_after_a_clean_or_killed_finish(tmp_path: Path) -> None:
 
 def test_an_unexpected_failure_is_one_line_and_debug_shows_the_traceback(
         tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
-    import simulator.commands.cli as cli
+    import simulator.cli as cli
 
     def boom(args: Any) -> int:
         raise RuntimeError("something nobody foresaw\nsecond line")

@@ -106,7 +106,7 @@ from pathlib import Path
 import yaml
 
 sys.path.insert(0, {repo!r})
-from simulator.commands.cli import main
+from simulator.cli import main
 
 SHRINK = {shrink!r}
 
@@ -174,7 +174,7 @@ def test_the_using_it_commands_run(tmp_path: Path, monkeypatch: pytest.MonkeyPat
     the city fleet to a tenth)."""
     import shlex
 
-    from simulator.commands.cli import main
+    from simulator.cli import main
 
     (tmp_path / "scenarios").symlink_to(REPO / "scenarios")
     monkeypatch.chdir(tmp_path)

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 import yaml
 
-from simulator.commands.cli import main
+from simulator.cli import main
 from simulator.commands.replay import replay
 from simulator.commands.runner import run_scenario
 from simulator.config.scenario import load_scenario

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 import simulator.commands.runner
-from simulator.commands.cli import main
+from simulator.cli import main
 from simulator.commands.runner import run_scenario
 from simulator.config.scenario import load_scenario
 from simulator.commands.sweep import METRIC_COLUMNS, plan_points

@@ -14,7 +14,7 @@ import pytest
 import yaml
 
 from simulator.costs.traffic import aggregation_traffic
-from simulator.commands.cli import main
+from simulator.cli import main
 from simulator.engine.simulation import Simulation
 from simulator.costs.table_cache import table_for
 from simulator.learning.models.heads import make_exit_head

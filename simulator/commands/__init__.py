@@ -1,1 +1,1 @@
-"""The commands: splitee's CLI, runs, sweeps, replays, calibration, fidelity checks."""
+"""The commands behind the splitee CLI (simulator/cli.py): runs, sweeps, replays, calibration, fidelity checks."""

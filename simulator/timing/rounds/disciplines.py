@@ -12,7 +12,7 @@ closed form (`server_timeline`).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Generator, Sequence
+from typing import Any, Generator, Sequence
 
 import simpy
 
@@ -20,9 +20,6 @@ from simulator.timing.closed_form import planned_battery_round, planned_rounds
 from simulator.timing.device import FeatureBatch, RoundFate, timeout_at
 from simulator.timing.schedule import fifo_queue, round_robin_queue
 from simulator.timing.server import SERVER
-
-if TYPE_CHECKING:
-    from simulator.timing.rounds.splitee import SplitEERounds
 
 __all__ = ["ClientDone", "Discipline", "DISCIPLINES"]
 
@@ -37,8 +34,8 @@ class ClientDone:
 class Discipline:
     """First come, first served on the server's `workers` slots."""
 
-    def __init__(self, rounds: SplitEERounds) -> None:
-        self.r = rounds
+    def __init__(self, rounds: Any) -> None:
+        self.r = rounds  # the SplitEERounds it serves (timing.rounds.splitee: it imports this module)
 
     def round(self, rnd: int, present: Sequence[int]) -> Generator[simpy.Event, Any, None]:
         """Every present client's steps and the server's."""
@@ -139,7 +136,7 @@ class ClientTurns(Arrival):
     server has trained on client k's last feature batch (a turn cut short by a stop passes on at once; a client
     stopped while waiting has no turn). The server takes batches in arrival order."""
 
-    def __init__(self, rounds: SplitEERounds) -> None:
+    def __init__(self, rounds: Any) -> None:
         super().__init__(rounds)
         self.turn: tuple[int, int, simpy.Event] | None = None  # (client, batches still to come, turn over)
 
