@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 import simpy
 
-from simulator.config.registry import names_where
+from simulator.config.registry import facts, names_where
 from simulator.errors import InputError
 from simulator.config.scenario import ResolvedScenario
 from simulator.engine.build import (build_learning, build_timing, load_data, load_labels, shards_of)
@@ -112,7 +112,7 @@ class Simulation:
         self.world = build_timing(rs, streams, counts)
         if not timing_only:
             self.learning = build_learning(rs, streams, data, shards, self.world.steps_per_round,
-                                           early_exits=strategy_cls.early_exits,
+                                           early_exits=facts(rs.scenario.strategy.name).exits,
                                            server_copies=strategy_cls.server_copies)
             self.learner = strategy_cls(self.learning)
         self.rounds = self._rounds(strategy_cls)

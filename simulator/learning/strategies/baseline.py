@@ -51,7 +51,6 @@ class Baseline:
     rounds = "federated"  # vanilla | federated | central (timing.rounds.baselines)
     split = False  # federated rounds of split steps (SplitFed) rather than whole-model local steps (FedAvg)
     one_at_a_time = False  # split steps: the server takes one batch at a time (SplitFed v2)
-    early_exits = False  # no exit heads: each baseline builds the models it trains
     server_copies = False
     cut: int | None = None
 

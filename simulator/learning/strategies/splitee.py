@@ -36,7 +36,6 @@ class SplitEE:
 
     name = "splitee"
     discipline = "fcfs"  # how the server takes the feature batches (timing.rounds.disciplines)
-    early_exits = True  # every client trains its part with an exit head (the world builds them)
     server_copies = False  # true: each client has its own server model, whose units join the aggregation
 
     def __init__(self, world: LearningWorld) -> None:
