@@ -490,10 +490,10 @@ def test_analysis_never_imports_torch(runs: Runs, tmp_path: Path) -> None:
         write_report(sys.argv[1:3], sys.argv[3])
         assert "torch" not in sys.modules, "analysis imported torch"
         loaded = sorted(m for m in sys.modules if m.split(".")[0] == "simulator")
-        # errors, the safe file writer and the bounded YAML reader: small modules that import no torch
-        # (and the package faces above them, which define nothing)
-        assert loaded == ["simulator", "simulator.config", "simulator.config.yamlio", "simulator.errors",
-                          "simulator.output", "simulator.output.fsio"], loaded
+        # errors, the safe file writer, the bounded YAML reader and the strategy registry: small modules that
+        # import no torch (and the package faces above them, which define nothing)
+        assert loaded == ["simulator", "simulator.config", "simulator.config.registry", "simulator.config.yamlio",
+                          "simulator.errors", "simulator.output", "simulator.output.fsio"], loaded
         print("ok", len(figures))
     """)
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
