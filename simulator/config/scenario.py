@@ -23,6 +23,7 @@ from simulator.config.pydantic_errors import describe_value, located_error
 from simulator.config.yamlio import load_yaml_text, read_yaml_file
 
 __all__ = [
+    "OfScenario",
     "ClientSpec",
     "ResolvedScenario",
     "load_scenario",
@@ -80,6 +81,26 @@ class ResolvedScenario:
 
 # Keys whose value is a profile reference (config.ProfileSpec): clients[i].device, clients[i].link, server.device.
 _PROFILE_KEYS = frozenset({"device", "link"})
+
+
+@dataclass
+class OfScenario:
+    """Something built from one resolved scenario (a run's timing or learning world): the scenario and each client's
+    cut at hand."""
+
+    rs: ResolvedScenario
+
+    @property
+    def scenario(self) -> Scenario:
+        return self.rs.scenario
+
+    @property
+    def cuts(self) -> list[int]:
+        """Each client's cut (fixed for the run)."""
+        cached = self.__dict__.get("_cuts")
+        if cached is None:
+            cached = self.__dict__["_cuts"] = [c.cut for c in self.rs.clients]
+        return cached
 
 
 def _list_path(parts: Sequence[str]) -> str:

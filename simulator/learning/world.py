@@ -8,19 +8,17 @@ from dataclasses import dataclass, field
 import torch
 
 from simulator.learning.copies import Copies
-from simulator.config.schema import Scenario
 from simulator.costs.cost_table import CostTable
 from simulator.learning.models.resnet import UnitModel
 from simulator.rng import Streams
-from simulator.config.scenario import ResolvedScenario
+from simulator.config.scenario import OfScenario
 from simulator.learning.training import BatchSampler, ClientTrainer
 
 __all__ = ["LearningWorld"]
 
 
 @dataclass
-class LearningWorld:
-    rs: ResolvedScenario
+class LearningWorld(OfScenario):
     table: CostTable
     streams: Streams
     samplers: list[BatchSampler]  # per client: its shard's batches
@@ -36,18 +34,6 @@ class LearningWorld:
     torch_device: torch.device
     scratch: UnitModel | None = field(default=None, repr=False)  # initial_backbone's model (dropped once built)
     scratch_seed: int | None = field(default=None, repr=False)  # the seed its weights were drawn from
-
-    @property
-    def scenario(self) -> Scenario:
-        return self.rs.scenario
-
-    @property
-    def cuts(self) -> list[int]:
-        """Each client's cut (fixed for the run)."""
-        cached = self.__dict__.get("_cuts")
-        if cached is None:
-            cached = self.__dict__["_cuts"] = [c.cut for c in self.rs.clients]
-        return cached
 
     def new_backbone(self, name: str, index: int = 0) -> UnitModel:
         """A freshly initialised backbone from its own named seed stream, on the compute device."""

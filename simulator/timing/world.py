@@ -8,8 +8,7 @@ from typing import TYPE_CHECKING
 
 import simpy
 
-from simulator.config.schema import Scenario
-from simulator.config.scenario import ResolvedScenario
+from simulator.config.scenario import OfScenario
 from simulator.rng import Streams
 from simulator.timing.availability import Availability
 from simulator.timing.device import Device
@@ -24,8 +23,7 @@ __all__ = ["TimingWorld"]
 
 
 @dataclass
-class TimingWorld:
-    rs: ResolvedScenario
+class TimingWorld(OfScenario):
     env: simpy.Environment
     table: CostTable
     streams: Streams
@@ -37,14 +35,3 @@ class TimingWorld:
     availability: list[Availability] = field(default_factory=list)  # per client
     jitter: JitterBank | None = None  # every client link's jitter draws (row = client index)
 
-    @property
-    def scenario(self) -> Scenario:
-        return self.rs.scenario
-
-    @property
-    def cuts(self) -> list[int]:
-        """Each client's cut (fixed for the run)."""
-        cached = self.__dict__.get("_cuts")
-        if cached is None:
-            cached = self.__dict__["_cuts"] = [c.cut for c in self.rs.clients]
-        return cached

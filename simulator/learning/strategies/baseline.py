@@ -13,6 +13,7 @@ from torch import nn
 from simulator.learning.aggregation import state_tensors, weighted_average_
 from simulator.learning.split_training import ClientPart, SplitServer, copy_state_, evaluate_model, tensors_of
 from simulator.learning.training import EvalResult, state_bytes
+from simulator.learning.strategies.learner import Learner
 from simulator.learning.world import LearningWorld
 from simulator.plan import (BACKWARD, CATCH_UP, CENTRAL_STEP, DROP, FED_AVERAGE, FORWARD, LOCAL_STEP, RESTORE, SAVE,
                             SPLIT_SERVE, RoundPlan)
@@ -42,7 +43,7 @@ class AverageGroup:
     on_device: bool = True  # the copies live on the devices: they are uploaded and the average downloaded
 
 
-class Baseline:
+class Baseline(Learner):
     """A method without exits, judged by one global model. Subclasses build their models, say which timing their
     rounds follow (`rounds`: timing.rounds.baselines), and give `eval_parts`, `server_modules` and `optimizers`;
     split methods give `split_parts`, federated ones `average_groups` and `local_and_global`."""
@@ -51,15 +52,10 @@ class Baseline:
     rounds = "federated"  # vanilla | federated | central (timing.rounds.baselines)
     split = False  # federated rounds of split steps (SplitFed) rather than whole-model local steps (FedAvg)
     one_at_a_time = False  # split steps: the server takes one batch at a time (SplitFed v2)
-    server_copies = False
     cut: int | None = None
 
     def __init__(self, world: LearningWorld) -> None:
-        self.w = world
-        self.cfg = world.scenario.strategy
-        n = len(world.rs.clients)
-        self.server_loss = [torch.zeros((), device=world.torch_device) for _ in range(n)]
-        self.server_steps = [0 for _ in range(n)]
+        super().__init__(world)
         self._pending: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
         self._grads: dict[int, torch.Tensor] = {}
         self._saved: dict[int, tuple[Any, Any]] = {}
@@ -84,18 +80,6 @@ class Baseline:
     def eval_parts(self) -> tuple[nn.Module | None, nn.Module]:
         """The global model as (client part or None, the rest); the wire quantization applies between them."""
         raise NotImplementedError
-
-    def server_modules(self) -> list[nn.Module]:
-        return []
-
-    def optimizers(self) -> list[torch.optim.Optimizer]:
-        return []
-
-    def extra_state(self) -> dict[str, Any]:
-        return {}
-
-    def load_extra_state(self, state: dict[str, Any]) -> None:
-        """Restores what `extra_state` returned."""
 
     def sizes(self) -> dict[str, Any]:
         """What the models weigh, for timing (timing.rounds.baselines.ModelSizes): catch-up / hand-over bytes, upload
@@ -170,13 +154,6 @@ class Baseline:
     # --- results ----------------------------------------------------------------------------------
     def take_exit_loss(self, i: int) -> float:
         return float("nan")
-
-    def take_server_loss(self, i: int) -> float:
-        n = self.server_steps[i]
-        mean = float(self.server_loss[i]) / n if n else float("nan")
-        self.server_loss[i].zero_()
-        self.server_steps[i] = 0
-        return mean
 
     def evaluate(self, batch_size: int) -> dict[int, EvalResult]:
         """The one global model on the test split, reported for every client that can take part."""

@@ -7,14 +7,14 @@ discipline (`discipline`, timing.rounds.disciplines). `execute` runs a round's p
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Sequence
 
 import torch
-from torch import nn
 
 from simulator.plan import exit_head_groups, unit_groups
 from simulator.learning.aggregation import weighted_average_
 from simulator.learning.training import EvalResult, ServerPath, evaluate_path
+from simulator.learning.strategies.learner import Learner
 from simulator.learning.world import LearningWorld
 from simulator.plan import AVERAGE, SERVE, STEP, RoundPlan
 
@@ -31,20 +31,16 @@ class Copy:
     on_device: bool
 
 
-class SplitEE:
+class SplitEE(Learner):
     """The learning of one Hetero-SplitEE run: the clients' parts (`LearningWorld.trainers`) and the server paths."""
 
     name = "splitee"
     discipline = "fcfs"  # how the server takes the feature batches (timing.rounds.disciplines)
-    server_copies = False  # true: each client has its own server model, whose units join the aggregation
 
     def __init__(self, world: LearningWorld) -> None:
-        self.w = world
-        self.cfg = world.scenario.strategy
+        super().__init__(world)
         self.paths: list[ServerPath] = self.build_server()
         n = len(world.rs.clients)
-        self.server_loss = [torch.zeros((), device=world.torch_device) for _ in range(n)]
-        self.server_steps = [0 for _ in range(n)]
         self.features: list[list[tuple[torch.Tensor, torch.Tensor]]] = [[] for _ in range(n)]  # this round's
 
     def build_server(self) -> list[ServerPath]:
@@ -129,27 +125,9 @@ class SplitEE:
     def take_exit_loss(self, i: int) -> float:
         return self.w.trainers[i].take_mean_loss()
 
-    def take_server_loss(self, i: int) -> float:
-        n = self.server_steps[i]
-        mean = float(self.server_loss[i]) / n if n else float("nan")
-        self.server_loss[i].zero_()
-        self.server_steps[i] = 0
-        return mean
-
-    def server_modules(self) -> list[nn.Module]:
-        """Server-side modules with state to checkpoint (besides the per-client parts kept as rows)."""
-        return []
-
     def optimizers(self) -> list[torch.optim.Optimizer]:
-        """The server optimizers, each once (checkpointed with the run)."""
+        """The server optimizers, each once."""
         unique: dict[int, torch.optim.Optimizer] = {}
         for path in self.paths:
             unique.setdefault(id(path.optimizer), path.optimizer)
         return list(unique.values())
-
-    def extra_state(self) -> dict[str, Any]:
-        """Checkpointed state that is neither a module nor an optimizer (e.g. a sampler of the strategy's own)."""
-        return {}
-
-    def load_extra_state(self, state: dict[str, Any]) -> None:
-        """Restores what `extra_state` returned."""
