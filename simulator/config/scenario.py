@@ -73,11 +73,6 @@ class ResolvedScenario:
             lines.append(f"  {c.name:<{width}}  cut {cut_label(c.placement, c.cut):>3}  ({c.cut_policy}: {c.cut_reason})")
         return "\n".join(lines)
 
-    def cut_choices(self) -> list[dict[str, Any]]:
-        """Each client's cut, the policy that chose it and why (printed before a run, kept in summary.json)."""
-        return [{"client": c.name, "cut": c.cut, "policy": c.cut_policy, "reason": c.cut_reason}
-                for c in self.clients]
-
 
 # Keys whose value is a profile reference (config.ProfileSpec): clients[i].device, clients[i].link, server.device.
 _PROFILE_KEYS = frozenset({"device", "link"})

@@ -111,10 +111,6 @@ class CostTable:
     def client_param_bytes(self, cut: int) -> int:
         return sum(u.param_bytes for u in self._client(cut))
 
-    def client_state_bytes(self, cut: int) -> int:
-        """Parameters plus BatchNorm buffers of the client part: what its state dict weighs."""
-        return sum(u.param_bytes + u.buffer_bytes for u in self._client(cut))
-
     def server_params(self, cut: int) -> int:
         return sum(u.params for u in self._server(cut))
 

@@ -158,12 +158,6 @@ class Device:
         self._arm += 1
 
     # --- battery --------------------------------------------------------------------------------
-    def charge_left_j(self) -> float:
-        """Charge left now, at the draw since the last change."""
-        assert self.battery_j is not None
-        draw = self.spec.device.idle_w + self._added_w
-        return self.battery_j - (self._used_j + costs.drawn_j(draw, self.env.now - self._t_mark))
-
     def _draw(self, delta_w: float) -> None:
         """The device's draw changes by `delta_w` now (an activity starts or ends)."""
         if self.battery_j is None or self.leave is None:
