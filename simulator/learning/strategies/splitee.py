@@ -41,7 +41,8 @@ class SplitEE(Learner):
         super().__init__(world)
         self.paths: list[ServerPath] = self.build_server()
         n = len(world.rs.clients)
-        self.features: list[list[tuple[torch.Tensor, torch.Tensor]]] = [[] for _ in range(n)]  # this round's
+        # This round's feature batches per client, by step; each is dropped once the server has trained on it.
+        self.features: list[list[tuple[torch.Tensor, torch.Tensor] | None]] = [[] for _ in range(n)]
 
     def build_server(self) -> list[ServerPath]:
         """The server path serving each client (index = client)."""
@@ -57,9 +58,10 @@ class SplitEE(Learner):
             if kind == STEP:
                 features[op[1]].append(trainers[op[1]].step(x, y))
             elif kind == SERVE:
-                i = op[1]
-                h, labels = features[i][op[2]]
-                self.server_loss[i] += self.paths[i].step(h, labels)
+                i, k = op[1], op[2]
+                batch, features[i][k] = features[i][k], None  # trained once: freed now
+                assert batch is not None, f"client {i}'s batch {k} is served twice"
+                self.server_loss[i] += self.paths[i].step(*batch)
                 self.server_steps[i] += 1
             elif kind == AVERAGE:
                 self.aggregate(op[1], op[2])
