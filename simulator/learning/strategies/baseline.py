@@ -24,7 +24,7 @@ __all__ = ["common_cut", "server_seq", "AverageGroup", "Baseline"]
 def common_cut(world: LearningWorld) -> int:
     """The one cut every client uses (the scenario resolver has set it)."""
     cuts = sorted(set(world.cuts))
-    if len(cuts) != 1 or not 1 <= cuts[0] <= 8:
+    if len(cuts) != 1 or any(c.placement != "split" for c in world.rs.clients):
         raise ValueError(f"{world.scenario.strategy.name} needs one common cut in 1..8, got cuts {cuts}")
     return cuts[0]
 

@@ -1,10 +1,7 @@
 """Hetero-SplitEE rounds: every present client runs its steps while the server trains on their feature batches under
 the strategy's declared discipline; then, when due, an aggregation among the clients still there.
 
-How a client's round is timed is chosen once per client (`Planner`): per batch (SimPy processes), in closed form
-(nothing can stop it and its link is its own), closed form with its sends through a shared medium, or closed form
-while its battery surely lasts. With learning attached every client runs per batch, so that the plan lists every
-client and server step in the order simulated time reaches it; the closed forms are tested against the processes."""
+How each client's round is timed is chosen once per client by the planner (timing.planner)."""
 
 from __future__ import annotations
 
@@ -19,11 +16,12 @@ from simulator.costs.traffic import aggregation_traffic
 from simulator.timing.closed_form import planned_battery_round, planned_rounds
 from simulator.timing.device import FeatureBatch, RoundFate, timeout_at
 from simulator.plan import AVERAGE, SERVE, RoundPlan
+from simulator.timing.planner import Planner
 from simulator.timing.rounds.disciplines import DISCIPLINES, ClientDone, Discipline
 from simulator.timing.server import SERVER
 from simulator.timing.world import TimingWorld
 
-__all__ = ["SplitEERounds", "Planner", "LEFT", "server_batch_flops"]
+__all__ = ["SplitEERounds", "LEFT", "server_batch_flops"]
 
 LEFT = frozenset({"offline", "battery"})  # fates of clients that left mid-round: they sit out the aggregation
 
@@ -31,34 +29,6 @@ LEFT = frozenset({"offline", "battery"})  # fates of clients that left mid-round
 def server_batch_flops(table: Any, cut: int, batch: int) -> float:
     """Forward + backward FLOPs of the server part for one feature batch (no gradient sent back)."""
     return (table.server_fwd_flops(cut) + table.server_bwd_flops(cut)) * batch
-
-
-class Planner:
-    """How each client's round is timed, chosen once for the run: `closed` (one call: nothing can stop it, its link
-    is its own), `shared` (closed-form processor, sends through its shared medium), `battery` (closed form while
-    its battery surely lasts, else per batch) or `batch` (SimPy processes). With `per_batch` (learning attached)
-    every client is timed per batch."""
-
-    def __init__(self, w: TimingWorld, *, per_batch: bool) -> None:
-        no_deadline = w.scenario.training.round_deadline_s is None
-        own_link = [d.link.up.medium is None and d.link.down.medium is None for d in w.devices]
-        churns = [bool(w.availability and not w.availability[i].always_on) for i in range(len(w.devices))]
-        self.may_leave = [c or d.battery_j is not None for c, d in zip(churns, w.devices)]
-        unstoppable = [no_deadline and not m for m in self.may_leave]
-        self.mode: list[str] = []
-        for i, d in enumerate(w.devices):
-            if per_batch:
-                self.mode.append("batch")
-            elif unstoppable[i]:
-                self.mode.append("closed" if own_link[i] else "shared")
-            elif no_deadline and own_link[i] and d.battery_j is not None and not churns[i]:
-                self.mode.append("battery")
-            else:
-                self.mode.append("batch")
-
-    def closed_form(self, i: int) -> bool:
-        """Whether client i's round is scheduled in one call (nothing can stop it, its link is its own)."""
-        return self.mode[i] == "closed"
 
 
 class SplitEERounds:
