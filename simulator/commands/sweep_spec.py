@@ -11,12 +11,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
 
-from pydantic import Field, ValidationError
+from pydantic import Field
 
 from simulator.config.schema import Strict
 from simulator.errors import InputError
 from simulator.config.limits import MAX_SEED
-from simulator.config.pydantic_errors import describe_value, located_error
+from simulator.config.pydantic_errors import describe_value, validated
 from simulator.config.yamlio import load_yaml_text, read_yaml_file
 
 __all__ = ["SweepFile", "SweepSpec", "Point", "load_sweep", "yaml_flow", "point_id", "short_names",
@@ -203,13 +203,7 @@ def load_sweep(path: str | Path) -> SweepSpec:
     path = Path(path)
     file = str(path)
     data = read_yaml_file(path, "sweep file")
-    if not isinstance(data, dict):
-        got = "an empty file" if data is None else describe_value(data)
-        raise InputError(f"a sweep file must be a mapping of keys, got {got}", file=file)
-    try:
-        raw = SweepFile.model_validate(data)
-    except ValidationError as err:
-        raise located_error(err, file=file, model=SweepFile) from None
+    raw = validated(data, SweepFile, file=file, what="a sweep file")
     name = raw.name or path.stem
     if name in (".", "..") or len(name) > 200:
         raise InputError("must be a plain file name (not '.' or '..', at most 200 characters): the default sweep "

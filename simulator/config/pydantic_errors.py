@@ -12,7 +12,7 @@ from pydantic_core import ErrorDetails
 
 from simulator.errors import InputError, clip
 
-__all__ = ["describe_value", "key_path", "located_error"]
+__all__ = ["describe_value", "key_path", "located_error", "validated"]
 
 # Type errors, reworded without pydantic's vocabulary ("instance of", "valid dictionary").
 _EXPECTED = {
@@ -139,3 +139,18 @@ def located_error(
     errors = err.errors()
     first = next((e for e in errors if e["type"] == "extra_forbidden"), errors[0])
     return InputError(_problem(first, model), file=file, key=key_path(first["loc"], prefix) or None)
+
+
+M = typing.TypeVar("M", bound=BaseModel)
+
+
+def validated(data: Any, model: type[M], *, file: str, what: str) -> M:
+    """Raw YAML data as `model` (a mapping of keys is expected: `what` names the document, e.g. "a scenario"), or
+    one located InputError."""
+    if not isinstance(data, dict):
+        got = "an empty file" if data is None else describe_value(data)
+        raise InputError(f"{what} must be a mapping of keys, got {got}", file=file)
+    try:
+        return model.model_validate(data)
+    except ValidationError as err:
+        raise located_error(err, file=file, model=model) from None

@@ -7,7 +7,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
-from pydantic import ValidationError
 
 from simulator.config.fleet import ClientSpec, expand_clients
 from simulator.config.cuts import check_cut_keys, check_cut_memory, cut_label, group_index, resolve_cuts
@@ -19,7 +18,7 @@ from simulator.costs.table_cache import cost_table_of
 from simulator.errors import InputError, clip
 from simulator.config.limits import check_ranges
 from simulator.config.profiles import DeviceProfile, builtin_devices, builtin_links, resolve_profile
-from simulator.config.pydantic_errors import describe_value, located_error
+from simulator.config.pydantic_errors import describe_value, validated
 from simulator.config.yamlio import load_yaml_text, read_yaml_file
 
 __all__ = [
@@ -153,13 +152,7 @@ def apply_overrides(data: dict[str, Any], overrides: Sequence[str], file: str) -
 
 def parse_scenario(data: Any, file: str) -> Scenario:
     """Raw YAML data -> a Scenario, or one located InputError."""
-    if not isinstance(data, dict):
-        got = "an empty file" if data is None else describe_value(data)
-        raise InputError(f"a scenario must be a mapping of keys, got {got}", file=file)
-    try:
-        sc = Scenario.model_validate(data)
-    except ValidationError as err:
-        raise located_error(err, file=file, model=Scenario) from None
+    sc = validated(data, Scenario, file=file, what="a scenario")
     check_ranges(sc, file=file)
     return sc
 
