@@ -27,15 +27,21 @@ from simulator.resources import builtin_dir
 __all__ = ["add_calibrate_parser"]
 
 
+# The smallest input the cut steps are timed on: the synthetic dataset's lower bound (config.schema).
+MIN_IMAGE_SIZE = 4
+
+
 def _check_args(args: argparse.Namespace) -> tuple[Path | None, str]:
     """Refuse bad arguments before spending minutes measuring; returns (out path, profile name)."""
-    for flag, value, low, high in (("--width", args.width, 1, 512), ("--image-size", args.image_size, 1, 512),
+    for flag, value, low, high in (("--width", args.width, 1, 512), ("--image-size", args.image_size, MIN_IMAGE_SIZE, 512),
                                    ("--in-channels", args.in_channels, 1, 64), ("--batch", args.batch, 2, 65_536),
                                    ("--repeats", args.repeats, 1, 10_000), ("--warmup", args.warmup, 0, 10_000),
                                    ("--threads", args.threads, 1, 4096),
                                    ("--memory-bytes", args.memory_bytes, 1, 2**50)):
         if value is not None and value < low:
-            why = " (BatchNorm in train mode needs more than one sample)" if flag == "--batch" else ""
+            why = {"--batch": " (BatchNorm in train mode needs more than one sample)",
+                   "--image-size": " (the whole training steps are timed on synthetic images of at least that size)"
+                   }.get(flag, "")
             raise InputError(f"must be at least {low}, got {value}{why}", key=flag)
         if value is not None and value > high:
             raise InputError(f"must be at most {high}, got {describe_value(value)}", key=flag)
