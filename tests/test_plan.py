@@ -87,10 +87,14 @@ def test_the_plans_are_all_learning_needs(tmp_path: Path) -> None:
     exactly."""
     sim = _sim(tmp_path)
     plans = _plans(sim)
-    fresh = _sim(tmp_path)
-    assert fresh.learner is not None and fresh.learning is not None
+    fresh, untouched = _sim(tmp_path), _sim(tmp_path)
+    assert fresh.learner is not None and fresh.learning is not None and untouched.learning is not None
     for plan in plans:
         fresh.learner.execute(plan)
+    # The plans did train: the weights are no longer the ones every run starts from.
+    start = untouched.learning.client_parts[1]
+    assert not all(torch.equal(a, b) for a, b in zip(start.tensors(0, buffers=False),
+                                                       fresh.learning.client_parts[1].tensors(0, buffers=False)))
     assert sim.learning is not None
     for mine, theirs in ((sim.learning.client_parts, fresh.learning.client_parts),
                          (sim.learning.server_parts, fresh.learning.server_parts)):

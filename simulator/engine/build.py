@@ -137,9 +137,9 @@ def build_timing(rs: ResolvedScenario, streams: Streams, sample_counts: list[int
     # A jitter generator only for links that draw jitter (jitter_s > 0); the others draw nothing
     w.jitter = JitterBank([streams.numpy("jitter", c.index) if c.link.jitter_s > 0 else None for c in rs.clients])
     for c, n in zip(rs.clients, sample_counts):
-        # Clients without a split part (placement server or device) get the per-batch costs of the nearest cut,
-        # which go unused.
-        cut = min(max(c.cut, 1), 8)
+        # A client whose model is not split (placement server or device) sends no feature batches: the per-batch
+        # costs of a split device go unused, cut 1's stand in.
+        cut = c.cut if c.placement == "split" else 1
         client_batch = min(batch, n)  # as BatchSampler
         link = make_link(env, name=c.name, uplink_bps=c.link.uplink_bps, downlink_bps=c.link.downlink_bps,
                          latency_s=c.link.latency_s, jitter_s=c.link.jitter_s, loss_rate=c.link.loss_rate,

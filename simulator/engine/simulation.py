@@ -120,21 +120,22 @@ class Simulation:
         self.stopped_early: str | None = None
         self._local_weights: list[torch.Tensor] | None = None  # per client, made at the first evaluation
 
-    def _rounds(self, cls: Any) -> Any:
+    def _rounds(self, cls: type[Strategy]) -> Any:
         """The timing the strategy's rounds follow, as it declares them (timing.rounds)."""
+        from simulator.learning.strategies.baseline import Baseline
+
         w, cfg = self.world, self.rs.scenario.strategy
-        if getattr(cls, "rounds", "splitee") == "splitee":
-            discipline = cfg.order if cls.name == "sequential" else cls.discipline
-            return SplitEERounds(w, discipline=discipline, server_copies=cls.server_copies,
+        if cls.rounds == "splitee":
+            return SplitEERounds(w, discipline=cls.server_discipline(cfg), server_copies=cls.server_copies,
                                  per_batch=self.learner is not None)
-        assert self.learner is not None
-        sizes = ModelSizes(**self.learner.sizes())
+        learner = self.learner
+        assert isinstance(learner, Baseline), "the baselines' rounds need their learning attached"
+        sizes = ModelSizes(**learner.sizes())
         if cls.rounds == "vanilla":
-            return VanillaRounds(w, sizes, cut=self.learner.cut)
+            return VanillaRounds(w, sizes, cut=learner.cut)
         if cls.rounds == "central":
-            return CentralRounds(w, sizes, cut=self.learner.cut)
-        return FederatedRounds(w, sizes, cut=self.learner.cut, split=cls.split,
-                               one_at_a_time=getattr(self.learner, "one_at_a_time", False))
+            return CentralRounds(w, sizes, cut=learner.cut)
+        return FederatedRounds(w, sizes, cut=learner.cut, split=learner.split, one_at_a_time=learner.one_at_a_time)
 
     @property
     def rounds_done(self) -> int:

@@ -4,6 +4,7 @@ of model copies, and the evaluation of the one global model. `execute` runs a ro
 from __future__ import annotations
 
 import copy
+from abc import abstractmethod
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
@@ -60,26 +61,26 @@ class Baseline(Learner):
         self._grads: dict[int, torch.Tensor] = {}
         self._saved: dict[int, tuple[Any, Any]] = {}
 
-    # --- what subclasses give ------------------------------------------------------------------
+    # --- what subclasses give (each only for the operations its rounds put in a plan) --------------
     def split_parts(self, i: int) -> tuple[ClientPart, SplitServer]:
-        raise NotImplementedError(f"{self.name} runs no split steps")
+        raise self.cannot(FORWARD)
 
     def average_groups(self, stay: Sequence[int]) -> list[AverageGroup]:
-        raise NotImplementedError(f"{self.name} averages nothing")
+        raise self.cannot(FED_AVERAGE)
 
     def local_and_global(self, i: int) -> tuple[nn.Module, nn.Module]:
         """Client i's on-device copy and the global copy it catches up with."""
-        raise NotImplementedError(f"{self.name} has no copies to catch up")
+        raise self.cannot(CATCH_UP)
 
     def local_step(self, i: int) -> None:
-        raise NotImplementedError(f"{self.name} runs no local steps")
+        raise self.cannot(LOCAL_STEP)
 
     def central_step(self) -> None:
-        raise NotImplementedError(f"{self.name} runs no steps at the server")
+        raise self.cannot(CENTRAL_STEP)
 
+    @abstractmethod
     def eval_parts(self) -> tuple[nn.Module | None, nn.Module]:
         """The global model as (client part or None, the rest); the wire quantization applies between them."""
-        raise NotImplementedError
 
     def sizes(self) -> dict[str, Any]:
         """What the models weigh, for timing (timing.rounds.baselines.ModelSizes): catch-up / hand-over bytes, upload
@@ -134,7 +135,7 @@ class Baseline(Learner):
             elif kind == CENTRAL_STEP:
                 self.central_step()
             else:
-                raise ValueError(f"{self.name} cannot execute {kind!r}")
+                raise self.cannot(kind)
         self._saved.clear()
 
     def federated_average(self, groups: Sequence[AverageGroup], members: Sequence[int], missed: set[int]) -> None:

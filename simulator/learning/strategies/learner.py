@@ -3,6 +3,7 @@ hooks a checkpoint saves and restores."""
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from typing import Any
 
 import torch
@@ -14,13 +15,24 @@ from simulator.plan import RoundPlan
 __all__ = ["Learner"]
 
 
-class Learner:
+class Learner(ABC):
     """One run's learning. `execute` runs a round's plan (simulator.plan) in its order; `server_loss[i]` sums the
     training losses of the server-side steps on client i's batches (`server_steps[i]` of them) since the last
     `take_server_loss`."""
 
     name = "learner"
+    rounds = "splitee"  # the timing its rounds follow: splitee | vanilla | federated | central (timing.rounds)
+    discipline = "fcfs"  # splitee rounds: how the server takes the feature batches (timing.rounds.disciplines)
     server_copies = False  # true: each client has its own server model, whose units join the aggregation
+
+    @classmethod
+    def server_discipline(cls, cfg: Any) -> str:
+        """The server discipline under the scenario's strategy settings `cfg` (Sequential's follows its order)."""
+        return cls.discipline
+
+    def cannot(self, kind: str) -> ValueError:
+        """The error for a plan operation this strategy never asks its timing for."""
+        return ValueError(f"{self.name} cannot execute {kind!r}")
 
     def __init__(self, world: LearningWorld) -> None:
         self.w = world
@@ -29,9 +41,9 @@ class Learner:
         self.server_loss = [torch.zeros((), device=world.torch_device) for _ in range(n)]  # summed on the device
         self.server_steps = [0 for _ in range(n)]
 
+    @abstractmethod
     def execute(self, plan: RoundPlan) -> None:
         """Every operation of the round's plan, in its order."""
-        raise NotImplementedError
 
     def take_server_loss(self, i: int) -> float:
         """Mean server-side training loss of client i's batches since the last call (one host sync)."""

@@ -3,6 +3,8 @@ paper's reading), or clients in parallel with the server taking batches in arriv
 
 from __future__ import annotations
 
+from typing import Any
+
 from torch import nn
 
 from simulator.learning.strategies.splitee import SplitEE
@@ -17,9 +19,9 @@ class Sequential(SplitEE):
 
     name = "sequential"
 
-    @property
-    def discipline(self) -> str:  # type: ignore[override]
-        return self.cfg.order
+    @classmethod
+    def server_discipline(cls, cfg: Any) -> str:
+        return cfg.order
 
     def build_server(self) -> list[ServerPath]:
         # One backbone whose units[min cut:] + classifier serve every client; features from cut l enter at u_{l+1}.

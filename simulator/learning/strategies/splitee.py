@@ -6,6 +6,7 @@ discipline (`discipline`, timing.rounds.disciplines). `execute` runs a round's p
 
 from __future__ import annotations
 
+from abc import abstractmethod
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -35,7 +36,6 @@ class SplitEE(Learner):
     """The learning of one Hetero-SplitEE run: the clients' parts (`LearningWorld.trainers`) and the server paths."""
 
     name = "splitee"
-    discipline = "fcfs"  # how the server takes the feature batches (timing.rounds.disciplines)
 
     def __init__(self, world: LearningWorld) -> None:
         super().__init__(world)
@@ -44,9 +44,9 @@ class SplitEE(Learner):
         # This round's feature batches per client, by step; each is dropped once the server has trained on it.
         self.features: list[list[tuple[torch.Tensor, torch.Tensor] | None]] = [[] for _ in range(n)]
 
+    @abstractmethod
     def build_server(self) -> list[ServerPath]:
         """The server path serving each client (index = client)."""
-        raise NotImplementedError
 
     # --- a round's plan ---------------------------------------------------------------------------
     def execute(self, plan: RoundPlan) -> None:
@@ -66,7 +66,7 @@ class SplitEE(Learner):
             elif kind == AVERAGE:
                 self.aggregate(op[1], op[2])
             else:
-                raise ValueError(f"{self.name} cannot execute {kind!r}")
+                raise self.cannot(kind)
         for f in features:
             f.clear()
 

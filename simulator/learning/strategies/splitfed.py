@@ -34,7 +34,6 @@ class SplitFedV1(Baseline):
         super().__init__(world)
         w = world
         self.cut = common_cut(w)
-        self.one_at_a_time = self.shared_server
         opt = w.scenario.training.optimizer
         self.global_model = w.new_backbone("global")
         self.global_client = nn.Sequential(*self.global_model.units[: self.cut])
@@ -89,3 +88,4 @@ class SplitFedV2(SplitFedV1):
 
     name = "splitfed_v2"
     shared_server = True
+    one_at_a_time = True
