@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping
 
+from simulator.config.condition_traces import with_trace_path
 from simulator.config.profiles import DeviceProfile, LinkProfile, resolve_profile
 from simulator.config.registry import Placement
 from simulator.config.schema import AvailabilityCfg, Scenario
@@ -42,6 +43,12 @@ def expand_clients(
         key = f"clients[{g}]"
         device = resolve_profile(group.device, devices, DeviceProfile, file=file, key=f"{key}.device")
         link = resolve_profile(group.link, links, LinkProfile, file=file, key=f"{key}.link")
+        if device.variation is not None:  # a trace's path made absolute, its rows checked
+            device = device.model_copy(update={"variation": with_trace_path(
+                device.variation, "device", file=file, key=f"{key}.device.variation")})
+        if link.variation is not None:
+            link = link.model_copy(update={"variation": with_trace_path(
+                link.variation, "link", file=file, key=f"{key}.link.variation")})
         if group.medium is not None and group.medium not in sc.network.media:
             known = ", ".join(sc.network.media) or "none defined"
             raise InputError(f"unknown medium '{group.medium}' (network.media: {known})", file=file,

@@ -67,6 +67,16 @@ RANGES: dict[tuple[str, str], tuple[float, float]] = {
     ("LinkProfile", "loss_rate"): (0.0, 0.99),
     ("LinkProfile", "tx_w"): (0.0, 1e3),
     ("LinkProfile", "rx_w"): (0.0, 1e3),
+    ("TraceVariation", "offset"): (0.0, 1e9),
+    ("MarkovState", "dwell_s"): (1e-6, 1e9),
+    ("MarkovState", "uplink_bps"): (0.0, 1e6),
+    ("MarkovState", "downlink_bps"): (0.0, 1e6),
+    ("MarkovState", "latency_s"): (0.0, 1e6),
+    ("MarkovState", "loss_rate"): (0.0, 1e6),
+    ("MarkovState", "speed"): (0.0, 1e6),
+    ("MarkovState", "capacity_bps"): (0.0, 1e6),
+    ("ThrottleVariation", "after_s"): (1e-6, 1e9),
+    ("ThrottleVariation", "cool_s"): (1e-6, 1e9),
 }
 
 

@@ -15,6 +15,7 @@ from simulator.errors import InputError, clip
 from simulator.config.limits import check_ranges
 from simulator.config.pydantic_errors import describe_value, located_error
 from simulator.resources import builtin_dir
+from simulator.config.variation import Variation, check_fields
 from simulator.config.yamlio import load_yaml_text
 
 __all__ = [
@@ -77,6 +78,13 @@ class DeviceProfile(_Profile):
     # Processor seconds per byte the device's radio sends / receives (protocol stack, copies, interrupts).
     cpu_s_per_byte_sent: float = Field(default=0.0, ge=0)
     cpu_s_per_byte_received: float = Field(default=0.0, ge=0)
+    # How its speed changes during a run (config.variation: trace of `speed`, markov, throttle); None: it never does.
+    variation: Variation | None = None
+
+    @model_validator(mode="after")
+    def _variation_fits(self) -> "DeviceProfile":
+        check_fields(self.variation, "device")
+        return self
 
 
 class PacketFraming(BaseModel):
@@ -111,6 +119,13 @@ class LinkProfile(_Profile):
     # None: a message is its payload on the wire (no protocol overhead, as before); `packet: {}` gives TCP/IPv4
     # over a 1,500-byte MTU (1,500 bytes per 1,448 of payload).
     packet: PacketFraming | None = None
+    # How its rates, latency and loss change during a run (config.variation: trace, markov); None: they never do.
+    variation: Variation | None = None
+
+    @model_validator(mode="after")
+    def _variation_fits(self) -> "LinkProfile":
+        check_fields(self.variation, "link")
+        return self
 
     @property
     def framing(self) -> tuple[float, float] | None:

@@ -17,6 +17,7 @@ from simulator.config.traces import load_trace
 from simulator.costs.table_cache import cost_table_of
 from simulator.errors import InputError, clip
 from simulator.config.limits import check_ranges
+from simulator.config.condition_traces import with_trace_path
 from simulator.config.profiles import DeviceProfile, builtin_devices, builtin_links, resolve_profile
 from simulator.config.pydantic_errors import describe_value, validated
 from simulator.config.yamlio import load_yaml_text, read_yaml_file
@@ -166,6 +167,17 @@ def _check_traces(sc: Scenario, clients: tuple[ClientSpec, ...], file: str) -> N
         load_trace(path, [c.name for c in clients], file=file, key=keys.get(raw, "availability.trace"))
 
 
+def _media_traces(sc: Scenario, file: str) -> Scenario:
+    """The scenario with its media's trace files made absolute and checked."""
+    media = {name: m.model_copy(update={"variation": with_trace_path(m.variation, "medium", file=file,
+                                                                     key=f"network.media.{name}.variation")})
+             for name, m in sc.network.media.items() if m.variation is not None}
+    if not media:
+        return sc
+    network = sc.network.model_copy(update={"media": {**sc.network.media, **media}})
+    return sc.model_copy(update={"network": network})
+
+
 def _check_data_split(sc: Scenario, file: str) -> None:
     """The partition can give every client data: checked from the schema alone, before any file is read."""
     part, n = sc.dataset.partition, sc.dataset.train_size()
@@ -213,7 +225,7 @@ def resolve_scenario(data: Any, file: str, overrides: Sequence[str] = (), *, che
     data = copy.deepcopy(data)
     if isinstance(data, dict) and overrides:
         data = apply_overrides(data, overrides, file)
-    sc = parse_scenario(data, file)
+    sc = _media_traces(parse_scenario(data, file), file)
     _check_data_split(sc, file)
     check_cut_keys(sc, file)
     devices, links = builtin_devices(), builtin_links()

@@ -9,6 +9,7 @@ from pydantic_core import PydanticCustomError
 
 from simulator.config.pydantic_errors import describe_value
 from simulator.config.registry import STRATEGY_NAMES, facts, names_where
+from simulator.config.variation import Variation, check_fields
 
 __all__ = [
     "Strict",
@@ -198,6 +199,13 @@ class StrategyCfg(Strict):
 
 class MediumCfg(Strict):
     capacity_bps: float = Field(gt=0)  # shared by every transfer on it, max-min fair
+    # How its capacity changes during a run (config.variation: trace of `capacity_bps`, markov); None: it never does.
+    variation: Variation | None = None
+
+    @model_validator(mode="after")
+    def _variation_fits(self) -> "MediumCfg":
+        check_fields(self.variation, "medium")
+        return self
 
 
 class NetworkCfg(Strict):

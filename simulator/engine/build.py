@@ -17,6 +17,8 @@ from simulator.learning.data.partitions import partition
 from simulator.costs.table_cache import cost_table_of
 from simulator.rng import Streams
 from simulator.timing.availability import load_trace, make_availability
+from simulator.costs.conditions import MediumTiming, ProcessorTiming
+from simulator.timing.conditions import conditions_of
 from simulator.timing.device import ClientCosts, Device
 from simulator.timing.network import JitterBank, SharedMedium, make_link
 from simulator.timing.recorder import EntityPower, Recorder
@@ -128,9 +130,11 @@ def build_timing(rs: ResolvedScenario, streams: Streams, sample_counts: list[int
     powers[SERVER] = EntityPower.of_server(rs.server)
     recorder = Recorder(powers, keep_events=sc.output.events != "none")
     server = Server(env, rs.server, sc.server.workers, recorder)
-    media = {name: SharedMedium(env, m.capacity_bps, name) for name, m in sc.network.media.items()}
+    cond = conditions_of(rs, streams)
+    media = {name: SharedMedium(env, m.capacity_bps, name, timing=MediumTiming(cond, name, m.capacity_bps))
+             for name, m in sc.network.media.items()}
     w = TimingWorld(rs=rs, env=env, table=table, streams=streams, recorder=recorder, server=server, devices=[],
-                    sample_counts=list(sample_counts), steps_per_round=[])
+                    sample_counts=list(sample_counts), steps_per_round=[], conditions=cond)
     batch = sc.training.batch_size
     traces = {path: load_trace(path, [c.name for c in rs.clients], file=rs.file, key="availability.trace")
               for path in {c.availability.trace for c in rs.clients if c.availability.model == "trace"}}
@@ -145,12 +149,12 @@ def build_timing(rs: ResolvedScenario, streams: Streams, sample_counts: list[int
                          latency_s=c.link.latency_s, jitter_s=c.link.jitter_s, loss_rate=c.link.loss_rate,
                          jitter=(w.jitter, c.index), medium=media.get(c.medium) if c.medium else None,
                          framing=c.link.framing, cpu_s_per_byte_sent=c.device.cpu_s_per_byte_sent,
-                         cpu_s_per_byte_received=c.device.cpu_s_per_byte_received)
+                         cpu_s_per_byte_received=c.device.cpu_s_per_byte_received, conditions=cond, row=c.index)
         cost = ClientCosts.of(table, cut, client_batch, sc.network.activation_dtype)
         rng = streams.numpy("availability", c.index) if c.availability.model == "markov" else None
         w.availability.append(make_availability(c.availability, c.name, rng, traces))
         w.devices.append(Device(env, c, link, cost, recorder, overlap=sc.network.overlap_compute_comm,
-                                send_buffer=sc.network.send_buffer))
+                                send_buffer=sc.network.send_buffer, processor=ProcessorTiming(cond, c.index)))
         if sc.training.local_steps is not None:
             w.steps_per_round.append(sc.training.local_steps)
         else:

@@ -309,6 +309,7 @@ class Simulation:
             "server_modules": [m.state_dict() for m in s.server_modules()] if s else [],
             "server_opts": [o.state_dict() for o in s.optimizers()] if s else [],
             "jitter": w.jitter.state_dict(),
+            "conditions": w.conditions.state_dict() if w.conditions is not None else None,
             "alive": [d.alive for d in w.devices],
             "strategy": s.extra_state() if s else {},
             "rounds": self.rounds.state_dict(),
@@ -342,6 +343,8 @@ class Simulation:
                 o.load_state_dict(st)
             s.load_extra_state(state["strategy"])
         w.jitter.load_state_dict(state["jitter"])
+        if state.get("conditions") is not None and w.conditions is not None:
+            w.conditions.load_state_dict(state["conditions"])
         for d, alive in zip(w.devices, state["alive"]):
             d.alive = alive
         w.recorder.load_state_dict(state["recorder"])

@@ -9,7 +9,34 @@ from simulator.costs import formulas as costs
 from simulator.timing import schedule
 from simulator.timing.device import Device
 
-__all__ = ["plan_rounds", "record_rounds", "planned_rounds", "planned_battery_round"]
+__all__ = ["FleetClocks", "plan_rounds", "record_rounds", "planned_rounds", "planned_battery_round"]
+
+
+class FleetClocks:
+    """schedule.Clocks for a group of devices whose conditions change over time: their rows of the run's
+    costs.Conditions, asked for all of them at once (the same arithmetic as each device's own timing objects)."""
+
+    def __init__(self, devices: list[Device]) -> None:
+        self.cond = devices[0].processor.cond
+        assert self.cond is not None
+        self.rows = np.array([d.spec.index for d in devices])
+        self.send_s = np.array([d.step_seconds[2] for d in devices])
+        parts = np.array([d.link.up.timing.nominal.parts(d.costs.feature_bytes) for d in devices])
+        self.busy_s, self.floor_s = parts[:, 0], parts[:, 1]
+        self.nominal_latency = np.array([d.link.up.timing.nominal.latency_s for d in devices])
+
+    def compute(self, t: np.ndarray, seconds: np.ndarray) -> np.ndarray:
+        return self.cond.compute_end(self.rows, t, seconds)
+
+    def send(self, t: np.ndarray) -> np.ndarray:
+        end = t + self.send_s  # a constant link, as before
+        v = self.cond.up.varying[self.rows]
+        if v.any():
+            end[v] = self.cond.send_end(self.rows[v], t[v], self.busy_s[v], up=True, floor_s=self.floor_s[v])
+        return end
+
+    def latency(self, t: np.ndarray) -> np.ndarray:
+        return self.cond.latency(self.rows, t, self.nominal_latency, up=True)
 
 
 def plan_rounds(devices: list[Device], steps: int) -> schedule.ClientRounds:
@@ -18,15 +45,24 @@ def plan_rounds(devices: list[Device], steps: int) -> schedule.ClientRounds:
     Jitter is drawn from each link's stream in the order the radio sends. Nothing is recorded or computed."""
     env = devices[0].env
     fwd_s, rest_s, send_s = np.array([d.step_seconds for d in devices]).T
-    flights = np.repeat(np.array([[d.link.up.latency_s] for d in devices]), steps, axis=1)
+    varying = any(d.processor.varying or d.link.up.timing.varying for d in devices)
+    if varying:  # the latency is asked at each send's end: the flights hold the jitter alone
+        flights = np.zeros((len(devices), steps))
+    else:
+        flights = np.repeat(np.array([[d.link.up.latency_s] for d in devices]), steps, axis=1)
     scale = np.array([d.link.up.jitter_s for d in devices])
     jittered = np.flatnonzero(scale > 0)
     if len(jittered):  # every device's draws in send order, from its own row of the bank
         bank = devices[0].link.up.jitter
         rows = np.array([devices[k].link.up.jitter_row for k in jittered.tolist()])
-        flights[jittered] += scale[jittered, None] * bank.rows(rows, steps)
+        jitter = scale[jittered, None] * bank.rows(rows, steps)
+        if varying:
+            flights[jittered] = jitter
+        else:
+            flights[jittered] += jitter
     return schedule.client_rounds(env.now, steps, fwd_s, rest_s, send_s, flights, overlap=devices[0].overlap,
-                                  send_buffer=devices[0].send_buffer)
+                                  send_buffer=devices[0].send_buffer,
+                                  clocks=FleetClocks(devices) if varying else None)
 
 
 def record_rounds(devices: list[Device], rnd: int, plan: schedule.ClientRounds) -> None:
@@ -65,6 +101,8 @@ def planned_battery_round(device: Device, rnd: int, steps: int) -> schedule.Clie
     assert device.battery_j is not None and device.leave is not None
     up = device.link.up
     saved = up.jitter.snapshot(up.jitter_row)
+    cond = device.processor.cond
+    heat = cond.throttle.snapshot() if cond is not None else None
     plan = plan_rounds([device], steps)
     t0 = device.env.now
     last = max(float(plan.rest[1][0, -1]), float(plan.send[1][0, -1]))  # the processor and radio go quiet
@@ -77,6 +115,8 @@ def planned_battery_round(device: Device, rnd: int, steps: int) -> schedule.Clie
                           last - t0, used_j=used_now)
     if used >= device.battery_j * (1.0 - 1e-9):  # too close to call in closed form
         up.jitter.restore(up.jitter_row, saved)
+        if cond is not None and heat is not None:
+            cond.throttle.restore(heat)
         return None
     record_rounds([device], rnd, plan)
     device.idle_from(last, used)

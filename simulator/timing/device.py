@@ -6,17 +6,17 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable, Generator
 
-import heapq
-import math
 
 import numpy as np
 import simpy
 
 from simulator.costs import compute_model
+from simulator.costs.conditions import ProcessorTiming
 from simulator.costs import formulas as costs
 from simulator.timing import schedule
 if TYPE_CHECKING:
     from simulator.costs.cost_table import CostTable
+from simulator.timing.clock import timeout_at
 from simulator.timing.network import Link
 from simulator.config.profiles import DeviceProfile
 from simulator.timing.recorder import Recorder
@@ -24,25 +24,6 @@ from simulator.config.scenario import ClientSpec
 from simulator.plan import STEP, RoundPlan
 
 __all__ = ["FeatureBatch", "ClientCosts", "RoundFate", "Device", "timeout_at"]
-
-
-def timeout_at(env: simpy.Environment, t: float) -> simpy.Event:
-    """An event that fires at the absolute time `t` (>= now) exactly: `now + (t - now)` may round to a
-    neighbouring float, so the delay is nudged until the sum SimPy schedules at is `t` itself. Some `t` no sum
-    `now + delay` reaches (when `now` has finer bits than `t`'s spacing allows): that event is then put on the
-    queue at `t` itself, as a timeout would be (same priority, next id)."""
-    delay = t - env.now
-    for _ in range(64):
-        at = env.now + delay
-        if at == t:
-            return env.timeout(max(delay, 0.0))
-        delay = math.nextafter(delay, math.inf if at < t else -math.inf)
-    if t <= env.now:
-        return env.timeout(0.0)
-    event = env.event()
-    event._ok, event._value = True, None  # triggered, as a Timeout is when it is made
-    heapq.heappush(env._queue, (t, simpy.events.NORMAL, next(env._eid), event))  # type: ignore[attr-defined]
-    return event
 
 
 @dataclass
@@ -108,8 +89,12 @@ class Device:
     the moment it runs out at the current draw.
     """
 
-    def __init__(self, env: simpy.Environment, spec: ClientSpec, link: Link, batch_costs: ClientCosts, recorder: Recorder, *, overlap: bool, send_buffer: int) -> None:
+    def __init__(self, env: simpy.Environment, spec: ClientSpec, link: Link, batch_costs: ClientCosts,
+                 recorder: Recorder, *, overlap: bool, send_buffer: int,
+                 processor: ProcessorTiming | None = None) -> None:
         self.env = env
+        # The one answer to "starting at t, when are these seconds of nominal compute done?"
+        self.processor = processor or ProcessorTiming()
         self.spec = spec
         self.name = spec.name
         self.link = link
@@ -238,8 +223,9 @@ class Device:
         assert up.medium is not None
         fwd_s, rest_s, _ = self.step_seconds
         bits = self.wire_feature_bytes * 8.0
-        flights = up.latency_s + (up.jitter_s * up.jitter.row(up.jitter_row, steps) if up.jitter_s > 0
-                                  else np.zeros(steps))
+        jitter = up.jitter_s * up.jitter.row(up.jitter_row, steps) if up.jitter_s > 0 else np.zeros(steps)
+        flights = up.latency_s + jitter
+        compute = None if not self.processor.varying else self.processor.done_at
         rec = self.recorder
         proc = radio = env.now
         taken: list[float] = []
@@ -248,16 +234,19 @@ class Device:
             freed = taken[k - self.send_buffer] if self.overlap and k >= self.send_buffer else None
             fwd_start = proc
             fwd_end, queued, rest_end, start = map(float, schedule.step_times(proc, radio, freed, fwd_s, rest_s,
-                                                                              overlap=self.overlap))
+                                                                              overlap=self.overlap, compute=compute))
             rec.interval(self.name, "compute", rnd, fwd_start, fwd_end, flops=self.costs.fwd_flops)
             rec.interval(self.name, "compute", rnd, queued, rest_end, flops=self.costs.rest_flops)
             taken.append(start)
             if start > env.now:
                 yield timeout_at(env, start)
-            yield up.medium.transfer(bits, cap_bps=up.cap_bps)
+            yield up.medium.transfer(bits, cap_bps=up.cap_bps, link=up.timing)
             radio = env.now
             rec.interval(self.name, "tx", rnd, start, radio, nbytes=self.wire_feature_bytes, direction="up")
-            arrivals.append(radio + float(flights[k]))
+            if up.timing.varying:
+                arrivals.append(radio + (up.timing.latency_at(radio) + float(jitter[k])))
+            else:
+                arrivals.append(radio + float(flights[k]))
             proc = rest_end if self.overlap else arrivals[-1]
         done = max([proc, *arrivals])
         if done > env.now:
@@ -282,9 +271,16 @@ class Device:
         t0 = self.env.now
         added = costs.power_above_idle_w(power_w, self.spec.device.idle_w)
         self._draw(added)
-        done = yield from self._until(self.env.timeout(seconds))
+        if not self.processor.varying:
+            done = yield from self._until(self.env.timeout(seconds))
+            part = 1.0 if done else ((self.env.now - t0) / seconds if seconds > 0 else 0.0)
+        else:  # the processor's speed changes over time: the interval ends when its work is done
+            end = self.processor.done_at(t0, seconds)
+            done = yield from self._until(timeout_at(self.env, end))
+            if not done:
+                self.processor.cut_short(end, self.env.now)
+            part = 1.0 if done else self.processor.done_share(t0, self.env.now, seconds)
         self._draw(-added)
-        part = 1.0 if done else ((self.env.now - t0) / seconds if seconds > 0 else 0.0)
         self.recorder.interval(self.name, kind, rnd, t0, self.env.now, flops=flops * part)
         return done
 

@@ -9,7 +9,9 @@ from typing import Any, Callable, Generator
 import numpy as np
 import simpy
 
-from simulator.costs.formulas import radio_seconds, wire_bytes
+from simulator.costs.conditions import Conditions, LinkNominal, LinkTiming, MediumTiming
+from simulator.costs.formulas import wire_bytes
+from simulator.timing.clock import timeout_at
 
 __all__ = ["JitterBank", "SharedMedium", "Transfer", "Channel", "Link", "make_link", "max_min_rates"]
 
@@ -112,12 +114,13 @@ class JitterBank:
 class _Flow:
     """One transfer in progress on a SharedMedium."""
 
-    __slots__ = ("total_bits", "remaining_bits", "cap_bps", "rate_bps", "due", "done")
+    __slots__ = ("total_bits", "remaining_bits", "cap_bps", "rate_bps", "due", "done", "link")
 
-    def __init__(self, bits: float, cap_bps: float, done: simpy.Event) -> None:
+    def __init__(self, bits: float, cap_bps: float, done: simpy.Event, link: LinkTiming | None) -> None:
         self.total_bits = bits
         self.remaining_bits = bits
         self.cap_bps = cap_bps
+        self.link = link if link is not None and link.varying else None  # whose rate changes over time
         self.rate_bps = 0.0  # set by the manager; 0 until it has seen the flow
         self.due = False  # among the earliest to finish at the current rates
         self.done = done
@@ -126,16 +129,19 @@ class _Flow:
 class SharedMedium:
     """A medium (e.g. one Wi-Fi access point) whose capacity concurrent transfers share as processor sharing.
 
-    Rates are max-min fair and recomputed whenever a transfer starts or ends; between those moments every rate
-    is constant, so finish times are exact. One manager process sleeps until the earliest finish or an arrival.
+    Rates are max-min fair and recomputed whenever a transfer starts or ends, and whenever the capacity or a
+    member link's rate changes (`timing`, the members' LinkTiming); between those moments every rate is constant,
+    so finish times are exact. One manager process sleeps until the earliest finish, change or arrival.
     """
 
-    def __init__(self, env: simpy.Environment, capacity_bps: float, name: str) -> None:
+    def __init__(self, env: simpy.Environment, capacity_bps: float, name: str,
+                 timing: MediumTiming | None = None) -> None:
         if capacity_bps <= 0:
             raise ValueError(f"capacity_bps must be > 0, got {capacity_bps}")
         self.env = env
         self.capacity_bps = capacity_bps
         self.name = name
+        self.timing = timing if timing is not None and timing.varying else None
         self._flows: list[_Flow] = []  # arrival order: ties resolve in this order
         self._last_t = env.now  # time the remaining bits were last brought up to date
         self._wake = env.event()
@@ -146,8 +152,9 @@ class SharedMedium:
         """Transfers in progress."""
         return len(self._flows)
 
-    def transfer(self, bits: float, cap_bps: float = math.inf) -> simpy.Event:
-        """An event that succeeds (value: delivery time, s) once ``bits`` are through, sent no faster than ``cap_bps``."""
+    def transfer(self, bits: float, cap_bps: float = math.inf, link: LinkTiming | None = None) -> simpy.Event:
+        """An event that succeeds (value: delivery time, s) once ``bits`` are through, sent no faster than ``cap_bps``
+        (or, from a link whose rate changes, than ``link.cap_bps`` at each moment)."""
         if bits < 0:
             raise ValueError(f"bits must be >= 0, got {bits}")
         if cap_bps <= 0:
@@ -155,7 +162,7 @@ class SharedMedium:
         done = self.env.event()
         if bits < DONE_BITS:
             return done.succeed(self.env.now)
-        self._flows.append(_Flow(bits, cap_bps, done))
+        self._flows.append(_Flow(bits, cap_bps, done, link))
         if not self._wake.triggered:
             self._wake.succeed()
         return done
@@ -196,16 +203,34 @@ class SharedMedium:
                 due_t = math.inf
                 yield self._wake
                 continue
-            rates = max_min_rates(self.capacity_bps, [f.cap_bps for f in self._flows])
+            change = self._next_change(now)
+            capacity = self.capacity_bps if self.timing is None else self.timing.capacity_at(now)
+            rates = max_min_rates(capacity, [f.cap_bps if f.link is None else f.link.cap_bps(now)
+                                             for f in self._flows])
             for flow, rate in zip(self._flows, rates):
                 flow.rate_bps = rate
-            delays = [f.remaining_bits / f.rate_bps for f in self._flows]
+            with np.errstate(divide="ignore"):
+                delays = [f.remaining_bits / f.rate_bps if f.rate_bps > 0 else math.inf for f in self._flows]
             delay = min(delays)
+            if change - now < delay:  # the rates change before any flow finishes
+                for flow in self._flows:
+                    flow.due = False
+                due_t = math.inf
+                yield timeout_at(self.env, change) | self._wake
+                continue
             for flow, d in zip(self._flows, delays):
                 flow.due = d <= delay * (1.0 + _TIE_REL)
             timeout = self.env.timeout(delay)
             due_t = now + delay  # the same sum SimPy schedules the timeout at
             yield timeout | self._wake
+
+    def _next_change(self, now: float) -> float:
+        """The next moment the capacity or a member link's rate changes (inf: never)."""
+        t = math.inf if self.timing is None else self.timing.next_change(now)
+        for f in self._flows:
+            if f.link is not None:
+                t = min(t, f.link.next_change(now))
+        return t
 
 
 @dataclass(frozen=True)
@@ -242,6 +267,7 @@ class Channel:
         jitter: tuple[JitterBank, int] | None = None,
         framing: tuple[float, float] | None = None,
         cpu_s_per_byte: float = 0.0,
+        timing: LinkTiming | None = None,
     ) -> None:
         if bps <= 0:
             raise ValueError(f"{name}: bps must be > 0, got {bps}")
@@ -266,14 +292,16 @@ class Channel:
         self.jitter, self.jitter_row = jitter  # this link's row of draws (shared by its two directions)
         self.medium = medium
         self.radio = simpy.Resource(env, capacity=1)
+        # The one answer to "starting at t, when has a message left the radio, and what latency does it meet?"
+        self.timing = timing or LinkTiming(LinkNominal(bps, latency_s, loss_rate, framing, cpu_s_per_byte))
 
     def wire_bytes(self, payload_bytes: float) -> float:
         """Bytes on the wire for a message: framed with headers, inflated by retransmissions."""
         return wire_bytes(payload_bytes, self.loss_rate, self.framing)
 
     def busy_seconds(self, payload_bytes: float) -> float:
-        """Seconds a message holds this (private) link's radio (costs.radio_seconds)."""
-        return radio_seconds(payload_bytes, self.bps, self.loss_rate, self.framing, self.cpu_s_per_byte)
+        """Seconds a message holds this (private) link's radio at its nominal rate (costs.radio_seconds)."""
+        return self.timing.busy_seconds(payload_bytes)
 
     def send(self, payload_bytes: float, radio_free: simpy.Event | None = None, stop: simpy.Event | None = None,
              busy_hook: Callable[[bool], None] | None = None) -> Generator[simpy.Event, Any, Transfer]:
@@ -298,11 +326,16 @@ class Channel:
             t_start = env.now
             if busy_hook is not None:
                 busy_hook(True)
-            busy_s = self.busy_seconds(payload_bytes)
             if self.medium is None:
-                busy: simpy.Event = env.timeout(busy_s)
+                if self.timing.varying:
+                    end = self.timing.send_end(t_start, payload_bytes)
+                    busy_s = end - t_start
+                    busy: simpy.Event = timeout_at(env, end)
+                else:
+                    busy_s = self.busy_seconds(payload_bytes)
+                    busy = env.timeout(busy_s)
             else:
-                busy = self.medium.transfer(wire * 8.0, cap_bps=self.cap_bps)
+                busy = self.medium.transfer(wire * 8.0, cap_bps=self.cap_bps, link=self.timing)
             if stop is None:
                 yield busy
             else:
@@ -322,7 +355,7 @@ class Channel:
         if radio_free is not None:
             radio_free.succeed(t_end_busy)
         # Drawn when the message leaves the radio; FIFO sends make the draw order the send order.
-        flight_s = self.latency_s + self.jitter.one(self.jitter_row, self.jitter_s)
+        flight_s = self.timing.latency_at(t_end_busy) + self.jitter.one(self.jitter_row, self.jitter_s)
         if flight_s > 0:
             if stop is None:
                 yield env.timeout(flight_s)
@@ -358,12 +391,15 @@ def make_link(
     framing: tuple[float, float] | None = None,
     cpu_s_per_byte_sent: float = 0.0,
     cpu_s_per_byte_received: float = 0.0,
+    conditions: Conditions | None = None,
+    row: int = 0,
 ) -> Link:
     """Both directions of a link, drawing jitter from one ``rng`` (or one row of a JitterBank) in event order.
 
     Without ``medium`` the two directions are independent (full duplex). With one, uplink and downlink
     transfers both draw on its capacity, alongside every other link on it (half-duplex, Wi-Fi style): the
-    device's two radios may still be busy at once, but they share the air time.
+    device's two radios may still be busy at once, but they share the air time. ``conditions`` (row ``row``)
+    says how the link's rates and latency change over time; without, they never do.
     """
     if jitter is None:
         if rng is None:
@@ -373,8 +409,12 @@ def make_link(
         name=name,
         up=Channel(env, name=f"{name}.up", bps=uplink_bps, latency_s=latency_s, jitter_s=jitter_s,
                    loss_rate=loss_rate, medium=medium, jitter=jitter, framing=framing,
-                   cpu_s_per_byte=cpu_s_per_byte_sent),
+                   cpu_s_per_byte=cpu_s_per_byte_sent,
+                   timing=LinkTiming(LinkNominal(uplink_bps, latency_s, loss_rate, framing, cpu_s_per_byte_sent),
+                                     conditions, row, up=True)),
         down=Channel(env, name=f"{name}.down", bps=downlink_bps, latency_s=latency_s, jitter_s=jitter_s,
                      loss_rate=loss_rate, medium=medium, jitter=jitter, framing=framing,
-                     cpu_s_per_byte=cpu_s_per_byte_received),
+                     cpu_s_per_byte=cpu_s_per_byte_received,
+                     timing=LinkTiming(LinkNominal(downlink_bps, latency_s, loss_rate, framing,
+                                                   cpu_s_per_byte_received), conditions, row, up=False)),
     )

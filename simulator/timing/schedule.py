@@ -10,11 +10,21 @@ from __future__ import annotations
 
 import heapq
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any, Callable, Protocol, Sequence
 
 import numpy as np
 
-__all__ = ["ClientRounds", "step_times", "client_rounds", "fifo_queue", "round_robin_queue"]
+__all__ = ["ClientRounds", "Clocks", "step_times", "client_rounds", "fifo_queue", "round_robin_queue"]
+
+
+class Clocks(Protocol):
+    """The clients' resources when their rates change over time (costs.conditions), as `client_rounds` asks them:
+    when a processor has done seconds of nominal compute started at t, when the radio has sent a feature batch
+    whose first bit leaves at t, and the latency a batch whose last bit leaves at t meets."""
+
+    def compute(self, t: np.ndarray, seconds: np.ndarray) -> np.ndarray: ...
+    def send(self, t: np.ndarray) -> np.ndarray: ...
+    def latency(self, t: np.ndarray) -> np.ndarray: ...
 
 
 @dataclass(frozen=True)
@@ -29,24 +39,31 @@ class ClientRounds:
     done: np.ndarray  # (n,): the device is done: last step finished and every batch delivered
 
 
-def step_times(proc: Any, radio: Any, freed: Any, fwd_s: Any, rest_s: Any, *, overlap: bool) -> tuple[Any, ...]:
+def step_times(proc: Any, radio: Any, freed: Any, fwd_s: Any, rest_s: Any, *, overlap: bool,
+               compute: Callable[[Any, Any], Any] | None = None) -> tuple[Any, ...]:
     """One client step from when its processor (`proc`) and radio (`radio`) are free: (forward end, when the
     exit + backward starts, its end, when the batch's send starts). Floats or arrays of them.
 
     With overlap the batch waits for a place in the send queue, `freed` (when the sender took the batch
     send_buffer steps back; None: a place is free), and its send waits for the radio; without, the client sends
-    after the backward (and has waited for the last delivery before this step: `proc`).
+    after the backward (and has waited for the last delivery before this step: `proc`). `compute(t, seconds)`:
+    when the processor is done (None: t + seconds, its speed never changes).
     """
-    fwd_end = proc + fwd_s
+    if compute is None:
+        fwd_end = proc + fwd_s
+    else:
+        fwd_end = compute(proc, fwd_s)
     if not overlap:
-        rest_end = fwd_end + rest_s
+        rest_end = fwd_end + rest_s if compute is None else compute(fwd_end, rest_s)
         return fwd_end, fwd_end, rest_end, rest_end
     queued = fwd_end if freed is None else np.maximum(fwd_end, freed)
-    return fwd_end, queued, queued + rest_s, np.maximum(queued, radio)
+    rest_end = queued + rest_s if compute is None else compute(queued, rest_s)
+    return fwd_end, queued, rest_end, np.maximum(queued, radio)
 
 
 def client_rounds(t0: float, steps: int, fwd_s: np.ndarray, rest_s: np.ndarray, send_s: np.ndarray,
-                  flight_s: np.ndarray, *, overlap: bool, send_buffer: int) -> ClientRounds:
+                  flight_s: np.ndarray, *, overlap: bool, send_buffer: int,
+                  clocks: Clocks | None = None) -> ClientRounds:
     """The schedules of n clients each running `steps` steps from `t0`, uninterrupted, each on a link of its own
     (what Device.run_round does in simulated time), computed for all clients at once.
 
@@ -56,6 +73,9 @@ def client_rounds(t0: float, steps: int, fwd_s: np.ndarray, rest_s: np.ndarray, 
     when its forward ends (waiting for a free place) and the processor goes on while the radio sends the queued
     batches one after another; without, the client sends after the backward and waits for the delivery before
     its next step.
+
+    With `clocks` (rates that change over time) the processor, the radio and the latency are asked of it, and
+    `flight_s` holds the jitter alone.
     """
     n = len(fwd_s)
     if flight_s.shape != (n, steps):
@@ -65,12 +85,16 @@ def client_rounds(t0: float, steps: int, fwd_s: np.ndarray, rest_s: np.ndarray, 
     radio = np.full(n, float(t0))  # the radio is free
     for k in range(steps):
         freed = out["s0"][:, k - send_buffer] if overlap and k >= send_buffer else None
-        fwd_end, queued, rest_end, start = step_times(proc, radio, freed, fwd_s, rest_s, overlap=overlap)
+        fwd_end, queued, rest_end, start = step_times(proc, radio, freed, fwd_s, rest_s, overlap=overlap,
+                                                      compute=None if clocks is None else clocks.compute)
         out["f0"][:, k], out["f1"][:, k] = proc, fwd_end
         out["r0"][:, k], out["r1"][:, k] = queued, rest_end
-        radio = start + send_s
+        radio = start + send_s if clocks is None else clocks.send(start)
         out["s0"][:, k], out["s1"][:, k] = start, radio
-        out["a"][:, k] = radio + flight_s[:, k]  # + 0.0 leaves a time unchanged: as no flight at all
+        if clocks is None:
+            out["a"][:, k] = radio + flight_s[:, k]  # + 0.0 leaves a time unchanged: as no flight at all
+        else:
+            out["a"][:, k] = radio + (clocks.latency(radio) + flight_s[:, k])
         proc = rest_end if overlap else out["a"][:, k]  # without overlap it waits for the delivery
     done = np.maximum(proc, out["a"].max(axis=1)) if steps else proc
     return ClientRounds((out["f0"], out["f1"]), (out["r0"], out["r1"]), (out["s0"], out["s1"]), out["a"], done)

@@ -17,6 +17,7 @@ from simulator.timing.recorder import Recorder
 from simulator.timing.server import Server
 
 if TYPE_CHECKING:
+    from simulator.costs.conditions import Conditions
     from simulator.costs.cost_table import CostTable
 
 __all__ = ["TimingWorld"]
@@ -34,4 +35,5 @@ class TimingWorld(OfScenario):
     steps_per_round: list[int]  # client steps per round
     availability: list[Availability] = field(default_factory=list)  # per client
     jitter: JitterBank | None = None  # every client link's jitter draws (row = client index)
+    conditions: Conditions | None = None  # how every resource's rates change over time (row = client index)
 

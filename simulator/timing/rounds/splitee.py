@@ -217,8 +217,8 @@ class SplitEERounds:
                 procs[i] = env.process(dev.transfer(rnd, n, up=up, kind=kind, stop=dev.leave))
                 continue
             ch = dev.link.up if up else dev.link.down
-            end_busy = now + ch.busy_seconds(n)
-            flight = ch.latency_s + ch.jitter.one(ch.jitter_row, ch.jitter_s)
+            end_busy = ch.timing.send_end(now, n)
+            flight = ch.timing.latency_at(end_busy) + ch.jitter.one(ch.jitter_row, ch.jitter_s)
             latest = max(latest, end_busy + flight)  # + 0.0 leaves a time unchanged, as no flight at all
             names.append(dev.name)
             busy.append((now, end_busy))
