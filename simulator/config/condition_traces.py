@@ -15,6 +15,7 @@ from __future__ import annotations
 import csv
 import math
 from dataclasses import dataclass
+from typing import Any
 from functools import lru_cache
 from pathlib import Path
 
@@ -144,3 +145,63 @@ def with_trace_path(variation: object, what: str, *, file: str, key: str) -> obj
                 raise InputError(f"trace {clip(path, 100)}: {name} is 0 in every repeated row, so nothing would "
                                  "ever finish", file=file, key=f"{key}.file")
     return variation.model_copy(update={"file": path})
+
+
+def average_values(variation: object, what: str, nominal: dict[str, float], *, file: str, key: str) -> dict[str, float]:
+    """The time-average of each field a variation changes (the rule cut policies and early-exit inference estimate
+    with): a trace's rows weighted by how long each lasts over the trace (from 0 to its last row; a repeating trace
+    over one period; a single row: its values), a Markov chain's states by their long-run share of time. A throttle
+    depends on the schedule and averages to the full speed."""
+    from simulator.config.variation import FIELDS, MarkovVariation, TraceVariation
+    from simulator.costs.pieces import stationary
+
+    fields = FIELDS[what]
+    if isinstance(variation, TraceVariation):
+        trace = load_condition_trace(variation.file, fields, file=file, key=key)
+        t = trace.times
+        if variation.after_end == "repeat":
+            weights = np.diff(t)
+            rows = slice(0, len(t) - 1)
+            lead = 0.0
+        elif len(t) == 1:
+            weights, rows, lead = np.ones(1), slice(0, 1), 0.0
+        else:
+            weights, rows, lead = np.diff(t), slice(0, len(t) - 1), float(t[0])
+        out = {}
+        for f in fields:
+            col = trace.columns.get(f)
+            if col is None:
+                out[f] = nominal[f]
+                continue
+            total = lead + float(weights.sum())
+            out[f] = (lead * nominal[f] + float((col[rows] * weights).sum())) / total
+        return out
+    if isinstance(variation, MarkovVariation):
+        states = list(variation.states.values())
+        n = len(states)
+        moves = np.array([[(st.next or {}).get(name, 0.0) if st.next is not None else
+                           (0.0 if j == i else 1.0 / (n - 1)) for j, name in enumerate(variation.states)]
+                          for i, st in enumerate(states)])
+        share = stationary(moves, np.array([st.dwell_s for st in states]))
+        return {f: nominal[f] * float(sum(w * st.factors().get(f, 1.0) for w, st in zip(share, states)))
+                for f in fields}
+    return dict(nominal)
+
+
+def time_averaged(profile: object, what: str, *, file: str = "", key: str = "") -> object:
+    """A device or link profile with its varying fields at their time-averages (average_values); unchanged without
+    a variation. A device's `speed` scales its compute rates (and divides its fixed time per step)."""
+    variation = getattr(profile, "variation", None)
+    if variation is None:
+        return profile
+    if what == "device":
+        speed = average_values(variation, "device", {"speed": 1.0}, file=file, key=key)["speed"]
+        if speed == 1.0:
+            return profile
+        p = profile  # type: Any
+        update: dict[str, Any] = {"flops_per_s": p.flops_per_s * speed, "step_overhead_s": p.step_overhead_s / speed}
+        if p.unit_flops_per_s:
+            update["unit_flops_per_s"] = {k: v * speed for k, v in p.unit_flops_per_s.items()}
+        return p.model_copy(update=update)
+    nominal = {f: getattr(profile, f) for f in ("uplink_bps", "downlink_bps", "latency_s", "loss_rate")}
+    return profile.model_copy(update=average_values(variation, "link", nominal, file=file, key=key))  # type: ignore[attr-defined]

@@ -11,6 +11,7 @@ import math
 from dataclasses import replace
 from typing import Sequence
 
+from simulator.config.condition_traces import time_averaged
 from simulator.config.cut_policy import choose_cut, deepest_common_cut
 from simulator.config.fleet import ClientSpec
 from simulator.config.registry import Placement, facts
@@ -114,7 +115,10 @@ def resolve_cuts(sc: Scenario, file: str, clients: Sequence[ClientSpec], table: 
             continue
         key = f"clients[{g}].cut_policy" if group.cut_policy else "cut_policy"
         try:
-            choice = choose_cut(policy.name, table, c.device, c.link, batch=batch, steps=_steps_estimate(sc, group),
+            # Rates that change over time are estimated by their time-averages (config.condition_traces).
+            choice = choose_cut(policy.name, table, time_averaged(c.device, "device", file=file, key=key),
+                                time_averaged(c.link, "link", file=file, key=key), batch=batch,
+                                steps=_steps_estimate(sc, group),
                                 optimizer=opt, activation_dtype=sc.network.activation_dtype,
                                 deadline_s=policy.deadline_s, energy_j=policy.energy_j)
         except ValueError as err:

@@ -6,6 +6,7 @@ from typing import Any, Mapping, Sequence
 
 import torch
 
+from simulator.config.condition_traces import time_averaged
 from simulator.costs.formulas import InferenceCosts, inference_sample_costs
 from simulator.costs.cost_table import CostTable
 from simulator.config.profiles import DeviceProfile, LinkProfile
@@ -53,7 +54,10 @@ def threshold_outcome(exit_correct: torch.Tensor, final_correct: torch.Tensor, e
 
 def client_inference_costs(table: CostTable, cut: int, device: DeviceProfile, link: LinkProfile,
                            server: DeviceProfile, activation_dtype: str) -> InferenceCosts:
-    """Per-sample inference costs of a client at ``cut``: its profiles and the cost table, unpacked for costs.py."""
+    """Per-sample inference costs of a client at ``cut``: its profiles and the cost table, unpacked for costs.py.
+    Rates that change over time are taken at their time-averages (config.condition_traces.time_averaged)."""
+    device = time_averaged(device, "device")  # type: ignore[assignment]
+    link = time_averaged(link, "link")  # type: ignore[assignment]
     return inference_sample_costs(
         client_flops=table.client_fwd_flops(cut),
         server_flops=table.server_fwd_flops(cut),
