@@ -287,3 +287,42 @@ def test_replaying_a_run_under_a_new_trace_equals_a_fresh_run(tmp_path: Path) ->
     for a, b in zip(replayed, again):
         assert float(a["energy_j"]) == pytest.approx(float(b["energy_j"]), rel=1e-12)
         assert a["final_accuracy"] == b["final_accuracy"]
+
+
+def _markov(seed: int) -> MarkovPieces:
+    return MarkovPieces(np.array([[1.0], [0.2]]), np.array([6.0, 1.0]), np.array([[0.0, 1.0], [1.0, 0.0]]), None,
+                        np.random.default_rng(seed))
+
+
+def test_the_piece_in_force_is_found_across_blocks_of_pieces() -> None:
+    src = _markov(3)
+    starts, _ = src.pieces(0, 300)
+    for k in (0, 1, 62, 63, 64, 65, 127, 128, 129, 200):
+        t = (starts[k] + starts[k + 1]) / 2
+        assert src.index_at(t) == k
+        assert src.index_at(t, start=max(k - 1, 0)) == k
+
+
+def test_a_bank_agrees_with_a_walk_over_every_piece() -> None:
+    # Work asked of random rows at random (also earlier) times, against walking each row's pieces from 0.
+    def walk(src: MarkovPieces, t: float, w: float) -> float:
+        starts, vals = src.pieces(0, 4000)
+        j = int(np.searchsorted(starts, t, "right")) - 1
+        while True:
+            f, end = vals[j, 0], starts[j + 1]
+            if w <= (end - t) * f:
+                return t + w / f
+            w -= (end - t) * f
+            t, j = end, j + 1
+
+    n = 40
+    bank, refs = RateBank([_markov(s) for s in range(n)]), [_markov(s) for s in range(n)]
+    rng = np.random.default_rng(1)
+    t = np.zeros(n)
+    for it in range(300):
+        rows = np.sort(rng.choice(n, size=int(rng.integers(1, n)), replace=False))
+        t[rows] = np.maximum(t[rows] + (rng.exponential(5.0, len(rows)) if it % 7 else -rng.uniform(0, 30, len(rows))),
+                             0.0)
+        w = rng.exponential(3.0, len(rows))
+        expected = [walk(refs[r], t[r], x) for r, x in zip(rows.tolist(), w.tolist())]
+        assert bank.finish(rows, t[rows], w) == pytest.approx(expected, rel=1e-12, abs=1e-9)

@@ -23,14 +23,15 @@ class Source:
     def pieces(self, k0: int, k1: int) -> tuple[np.ndarray, np.ndarray]:
         raise NotImplementedError
 
-    def index_at(self, t: float) -> int:
-        """The index of the piece in force at time t (>= 0)."""
-        k, block = 0, 64
+    def index_at(self, t: float, start: int = 0) -> int:
+        """The index of the piece in force at time t (>= 0), searching from piece `start` (which starts at or
+        before t)."""
+        k, block = start, 64
         while True:
             starts, _ = self.pieces(k, k + block)
             after = int(np.searchsorted(starts, t, side="right"))
             if after < len(starts) or len(starts) < block:
-                return k + max(after - 1, 0)
+                return max(k + after - 1, start)  # after == 0 in a later block: the previous block's last piece
             k += block
 
 

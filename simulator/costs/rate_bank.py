@@ -53,8 +53,9 @@ class RateBank:
         j = (self.brk[rows, 1:] <= t[:, None]).sum(axis=1)
         out = (t < self.brk[rows, 0]) | ((j >= WINDOW // 2) & np.isfinite(self.brk[rows, WINDOW]))
         for k in np.flatnonzero(out).tolist():
-            r = int(rows[k])
-            self._fill(r, self.sources[r].index_at(float(t[k])))  # type: ignore[union-attr]
+            r, tk = int(rows[k]), float(t[k])
+            hint = int(self.first[r]) if tk >= self.brk[r, 0] else 0  # forward from the window, or from the start
+            self._fill(r, self.sources[r].index_at(tk, hint))  # type: ignore[union-attr]
             j[k] = int((self.brk[r, 1:] <= t[k]).sum())
         return j
 

@@ -209,16 +209,26 @@ class SplitEERounds:
         kind = "agg_tx" if up else "agg_rx"
         procs, latest, now = {}, env.now, env.now
         names, busy, wires = [], [], []
+        closed = []
         for i, n in nbytes.items():
             if not n:
                 continue
             dev = w.devices[i]
             if not self.closed_form(i):
                 procs[i] = env.process(dev.transfer(rnd, n, up=up, kind=kind, stop=dev.leave))
-                continue
+            else:
+                closed.append((i, n))
+        # Links whose rates change over time are asked all at once (the same arithmetic as one at a time).
+        ends = _varying_ends(w, closed, now, up=up)
+        for i, n in closed:
+            dev = w.devices[i]
             ch = dev.link.up if up else dev.link.down
-            end_busy = ch.timing.send_end(now, n)
-            flight = ch.timing.latency_at(end_busy) + ch.jitter.one(ch.jitter_row, ch.jitter_s)
+            if i in ends:
+                end_busy, latency = ends[i]
+            else:
+                end_busy = ch.timing.send_end(now, n)
+                latency = ch.timing.latency_at(end_busy)
+            flight = latency + ch.jitter.one(ch.jitter_row, ch.jitter_s)
             latest = max(latest, end_busy + flight)  # + 0.0 leaves a time unchanged, as no flight at all
             names.append(dev.name)
             busy.append((now, end_busy))
@@ -251,3 +261,24 @@ class SplitEERounds:
         yield w.env.process(w.server.compute(rnd, flops, lambda: plan.add(AVERAGE, list(present), missed),
                                              kind="aggregate"))
         missed.update((yield from self.transfers(rnd, nbytes, up=False)))
+
+
+def _varying_ends(w: TimingWorld, closed: list[tuple[int, int]], now: float, *,
+                  up: bool) -> dict[int, tuple[float, float]]:
+    """For the clients in `closed` whose link direction varies: when their message of n bytes sent from `now` has
+    left the radio, and the latency it then meets (costs.conditions.Conditions, many rows at once)."""
+    cond = w.conditions
+    if cond is None:
+        return {}
+    bank = cond.up if up else cond.down
+    pick = [(i, n) for i, n in closed if bank.varying[i]]
+    if not pick:
+        return {}
+    rows = np.array([i for i, _ in pick])
+    chans = [w.devices[i].link.up if up else w.devices[i].link.down for i in rows.tolist()]
+    parts = np.array([ch.timing.nominal.parts(n) for ch, (_, n) in zip(chans, pick)])
+    t = np.full(len(rows), now)
+    end = cond.send_end(rows, t, parts[:, 0], up=up, floor_s=parts[:, 1])
+    nominal = np.array([ch.timing.nominal.latency_s for ch in chans])
+    lat = cond.latency(rows, end, nominal, up=up)
+    return {i: (e, a) for i, e, a in zip(rows.tolist(), end.tolist(), lat.tolist())}
