@@ -3,14 +3,17 @@ training Averaging with 1 000 clients.
 
 Timing-only: each size runs in a fresh process (so its peak memory is its own) through `run_scenario`, result files
 included. Prints, per size: the time to build the world and simulate, the time to write the run folder, the total,
-the simulated time, and the process's peak resident memory. Target: 10 000 clients × 100 rounds in ≤ 30 s.
+the simulated time, and the process's peak resident memory. Target: 10 000 clients × 100 rounds in ≤ 30 s. With
+--markov, each size also runs with a Gilbert–Elliott Markov link on every client (conditions over time), and the
+ratio of the two totals is printed (target: at most 2).
 
 Training: the city fleet at 1 000 clients (width 8, one local step, an aggregation after the round) builds its world
 and trains one real round, in a fresh process. Prints the build time, the round's time, the bytes of the per-client
 state (rows of compact tensors), and the peak resident memory, beside a fresh process that builds the same per-client
 state as a module and an optimizer per client (momentum buffers allocated, as after a first step).
 
-    python benchmarks/scale.py [--clients 1000 10000] [--rounds 100] [--train-clients 1000] [--skip-training]
+    python benchmarks/scale.py [--clients 1000 10000] [--rounds 100] [--markov] [--train-clients 1000]
+                               [--skip-training]
 """
 
 from __future__ import annotations
@@ -28,13 +31,22 @@ SCENARIO = "whatif/city_fleet.yaml"
 SHARES = (4, 3, 2, 1)  # tenths of the fleet in each of the scenario's four client groups
 
 
-def one(clients: int, rounds: int) -> dict[str, float]:
+# A Gilbert–Elliott link on every client (conditions over time): a good state of mean 60 s at the profile's rates,
+# a bad state of mean 10 s at a fifth of them and three times the latency; each client draws its own chain.
+MARKOV = ("{base: %s, variation: {kind: markov, states: {good: {dwell_s: 60.0}, "
+          "bad: {dwell_s: 10.0, uplink_bps: 0.2, downlink_bps: 0.2, latency_s: 3.0}}}}")
+LINKS = ("wifi4", "ble", "lte", "wifi6")  # the links of the scenario's four client groups
+
+
+def one(clients: int, rounds: int, markov: bool = False) -> dict[str, float]:
     from simulator.output import results
     from simulator.resources import builtin_dir
     from simulator.commands.runner import run_scenario
     from simulator.config.scenario import load_scenario
 
     sets = fleet_sets(clients) + [f"training.rounds={rounds}"]
+    if markov:
+        sets += [f"clients.{k}.link={MARKOV % link}" for k, link in enumerate(LINKS)]
     t0 = time.perf_counter()
     rs = load_scenario(builtin_dir("scenarios") / SCENARIO, sets)
     t_load = time.perf_counter() - t0
@@ -179,18 +191,25 @@ def training_table(clients: int) -> None:
           f"{modules['optimizers'] / max(compact['optimizers'], 1):.0f}")
 
 
+def _row(label: str, r: dict[str, float], n: int, rounds: int) -> None:
+    per = r["total_s"] / (n * rounds) * 1e6
+    print(f"{label:>8} {r['load_s']:>11.2f} {r['simulate_s']:>11.2f} {r['write_s']:>8.2f} {r['total_s']:>12.2f} "
+          f"{per:>14.1f} µs {r['peak_rss_mib']:>9.0f} {r['sim_time_s']:>12.1f}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--clients", type=int, nargs="*", default=[1000, 10000], help="timing-only sizes (none: skip)")
     ap.add_argument("--rounds", type=int, default=100)
     ap.add_argument("--train-clients", type=int, default=1000)
     ap.add_argument("--skip-training", action="store_true", help="timing-only sizes only")
+    ap.add_argument("--markov", action="store_true", help="also each size with a Markov link on every client")
     ap.add_argument("--one", type=int, help=argparse.SUPPRESS)
     ap.add_argument("--train-one", type=int, help=argparse.SUPPRESS)
     ap.add_argument("--modules-one", type=int, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.one:
-        print(json.dumps(one(args.one, args.rounds)))
+        print(json.dumps(one(args.one, args.rounds, args.markov)))
         return
     if args.train_one:
         print(json.dumps(one_training(args.train_one)))
@@ -204,9 +223,11 @@ def main() -> None:
               f"{'per client-round':>17} {'peak MiB':>9} {'simulated s':>12}")
         for n in args.clients:
             r = _child("--one", str(n), "--rounds", str(args.rounds))
-            per = r["total_s"] / (n * args.rounds) * 1e6
-            print(f"{n:>8} {r['load_s']:>11.2f} {r['simulate_s']:>11.2f} {r['write_s']:>8.2f} {r['total_s']:>12.2f} "
-                  f"{per:>14.1f} µs {r['peak_rss_mib']:>9.0f} {r['sim_time_s']:>12.1f}")
+            _row(f"{n}", r, n, args.rounds)
+            if args.markov:
+                m = _child("--one", str(n), "--rounds", str(args.rounds), "--markov")
+                _row(f"{n} markov", m, n, args.rounds)
+                print(f"{'':>8} markov links / static: {m['total_s'] / r['total_s']:.2f}x run total (target <= 2)")
         print("target: 10 000 clients x 100 rounds in <= 30 s (run total)")
     if not args.skip_training:
         training_table(args.train_clients)
