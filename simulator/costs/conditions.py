@@ -118,6 +118,9 @@ class Conditions:
         self.throttle.log[:] = state["throttle_log"]  # type: ignore[index]
 
 
+_NO_ROWS = np.zeros(0, dtype=np.int64)  # a constant resource asks no bank
+
+
 def _at(x: np.ndarray | float, mask: np.ndarray) -> np.ndarray:
     return x[mask] if np.ndim(x) else np.full(int(mask.sum()), float(x))
 
@@ -129,7 +132,7 @@ class ProcessorTiming:
     def __init__(self, cond: Conditions | None = None, row: int = 0) -> None:
         self.cond, self.row = cond, row  # no conditions: a constant processor
         self.varying = cond is not None and bool(cond.compute_varies[row])
-        self._rows = np.array([row])
+        self._rows = np.array([row]) if self.varying else _NO_ROWS
 
     def done_at(self, t: float, seconds: float) -> float:
         if not self.varying:
@@ -158,7 +161,7 @@ class LinkTiming:
         self.cond, self.row, self.nominal, self.up = cond, row, nominal, up  # no conditions: a constant link
         self.bank = (cond.up if up else cond.down) if cond is not None else RateBank([])
         self.varying = cond is not None and bool(self.bank.varying[row])
-        self._rows = np.array([row])
+        self._rows = np.array([row]) if self.varying else _NO_ROWS
 
     def busy_seconds(self, payload_bytes: float) -> float:
         """Seconds a message holds the radio at the nominal rate (costs.radio_seconds)."""
@@ -198,7 +201,7 @@ class MediumTiming:
         self.cond, self.capacity_bps, self.name = cond, capacity_bps, name
         self.row = cond.media_names.index(name) if name in cond.media_names else -1
         self.varying = self.row >= 0 and bool(cond.media.varying[self.row])
-        self._rows = np.array([self.row])
+        self._rows = np.array([self.row]) if self.varying else _NO_ROWS
 
     def capacity_at(self, t: float) -> float:
         if not self.varying:

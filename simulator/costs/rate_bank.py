@@ -28,19 +28,29 @@ class RateBank:
     """Rows of piecewise-constant values over simulated time, column 0 a factor on a nominal rate."""
 
     def __init__(self, sources: Sequence[Source | None], ncol: int = 1) -> None:
-        n = len(sources)
         self.sources = list(sources)
         self.ncol = ncol
         self.varying = np.array([s is not None for s in self.sources], dtype=bool)
-        self.brk = np.full((n, WINDOW + 1), np.inf)  # brk[r, j]: start of window piece j; brk[r, j + 1] its end
-        self.val = np.ones((n, WINDOW, ncol))
-        self.first = np.zeros(n, dtype=np.int64)  # the source's index of window piece 0
-        for r in np.flatnonzero(self.varying).tolist():
+        # Only varying rows are stored: `slot[row]` is a row's place in the arrays below (-1: constant).
+        self.slot = np.full(len(self.sources), -1, dtype=np.int64)
+        self.slot[self.varying] = np.arange(int(self.varying.sum()))
+        self._src = [s for s in self.sources if s is not None]
+        m = len(self._src)
+        self.brk = np.full((m, WINDOW + 1), np.inf)  # brk[r, j]: start of window piece j; brk[r, j + 1] its end
+        self.val = np.ones((m, WINDOW, ncol))
+        self.first = np.zeros(m, dtype=np.int64)  # the source's index of window piece 0
+        for r in range(m):
             self._fill(r, 0)
 
+    def _slots(self, rows: np.ndarray) -> np.ndarray:
+        slots = self.slot[np.asarray(rows, dtype=np.int64)]
+        if np.any(slots < 0):
+            raise ValueError("a row whose rates never change was asked of a RateBank")
+        return slots
+
     def _fill(self, r: int, k0: int) -> None:
-        """Row r's window from its source's piece k0."""
-        starts, vals = self.sources[r].pieces(k0, k0 + WINDOW + 1)  # type: ignore[union-attr]
+        """Stored row r's window from its source's piece k0."""
+        starts, vals = self._src[r].pieces(k0, k0 + WINDOW + 1)
         m = min(len(starts), WINDOW)
         self.brk[r, :] = np.inf
         self.brk[r, :len(starts)] = starts[:WINDOW + 1]
@@ -55,13 +65,13 @@ class RateBank:
         for k in np.flatnonzero(out).tolist():
             r, tk = int(rows[k]), float(t[k])
             hint = int(self.first[r]) if tk >= self.brk[r, 0] else 0  # forward from the window, or from the start
-            self._fill(r, self.sources[r].index_at(tk, hint))  # type: ignore[union-attr]
+            self._fill(r, self._src[r].index_at(tk, hint))
             j[k] = int((self.brk[r, 1:] <= t[k]).sum())
         return j
 
     def finish(self, rows: np.ndarray, t: np.ndarray, work: np.ndarray) -> np.ndarray:
         """When `work` (seconds at the nominal rate) started at `t` is done, per row (arrays of one shape)."""
-        rows = np.asarray(rows, dtype=np.int64)
+        rows = self._slots(rows)
         cur = np.array(t, dtype=float, copy=True)
         rem = np.array(work, dtype=float, copy=True)
         out = np.empty_like(cur)
@@ -94,7 +104,7 @@ class RateBank:
 
     def done_work(self, rows: np.ndarray, t0: np.ndarray, t1: np.ndarray) -> np.ndarray:
         """Seconds of nominal work done between t0 and t1 (t0 <= t1), per row."""
-        rows = np.asarray(rows, dtype=np.int64)
+        rows = self._slots(rows)
         cur = np.array(t0, dtype=float, copy=True)
         t1 = np.asarray(t1, dtype=float)
         total = np.zeros_like(cur)
@@ -116,13 +126,13 @@ class RateBank:
 
     def value(self, rows: np.ndarray, t: np.ndarray, col: int = 0) -> np.ndarray:
         """Column `col` of the piece in force at t, per row."""
-        rows = np.asarray(rows, dtype=np.int64)
+        rows = self._slots(rows)
         t = np.asarray(t, dtype=float)
         return self.val[rows, self._locate(rows, t), col]
 
     def next_change(self, rows: np.ndarray, t: np.ndarray) -> np.ndarray:
         """When the piece in force at t ends (inf if it never does), per row."""
-        rows = np.asarray(rows, dtype=np.int64)
+        rows = self._slots(rows)
         t = np.asarray(t, dtype=float)
         return self.brk[rows, self._locate(rows, t) + 1]
 
