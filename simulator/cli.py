@@ -1,4 +1,4 @@
-"""The `splitee` command line: run, validate, devices. Bad input ends with one line and exit status 2."""
+"""The `splitee` command line: validate, devices, and the other commands' dispatch; bad input is one line, status 2."""
 
 from __future__ import annotations
 
@@ -9,7 +9,8 @@ from collections import Counter
 from dataclasses import replace
 from typing import TYPE_CHECKING, Callable, NoReturn, Sequence
 
-from simulator.output.console import MAX_ROWS, format_cuts
+from analysis.cli import add_analysis_parsers
+from simulator.commands.arguments import add_command_parsers
 from simulator.errors import InputError, clip
 
 if TYPE_CHECKING:
@@ -26,6 +27,7 @@ def _print_costs(rs: ResolvedScenario) -> None:
     """The model's cost table and each client's training memory against its device's."""
     from simulator.costs.cost_table import format_cost_table
     from simulator.costs.table_cache import cost_table_of
+    from simulator.output.console import MAX_ROWS
     from simulator.output.profiles_table import format_bytes
 
     sc = rs.scenario
@@ -60,6 +62,7 @@ def _print_costs(rs: ResolvedScenario) -> None:
 def _cmd_validate(args: argparse.Namespace) -> int:
     """Every file is checked; each bad one costs one line on stderr, and any bad one makes the exit status 2."""
     from simulator.config.scenario import load_scenario
+    from simulator.output.console import format_cuts
 
     status = 0
     for path in args.scenarios:
@@ -119,23 +122,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("devices", help="list the built-in device and link profiles")
     p.set_defaults(func=_cmd_devices)
 
-    from simulator.commands.runner import add_run_parser
-
-    add_run_parser(sub)
-    from simulator.commands.calibrate_cli import add_calibrate_parser
-
-    add_calibrate_parser(sub)
-    from simulator.emulation.run import add_emulate_parser
-
-    add_emulate_parser(sub)
-    from simulator.commands.replay import add_replay_parser
-
-    add_replay_parser(sub)
-    from simulator.commands.sweep import add_sweep_parser
-
-    add_sweep_parser(sub)
-    from analysis.cli import add_analysis_parsers
-
+    # Both import only argparse-level modules: each command's own module (torch, SimPy, pandas, matplotlib) loads
+    # when that command runs, so `splitee --help` and `splitee validate` start at once.
+    add_command_parsers(sub)
     add_analysis_parsers(sub)
 
     return parser

@@ -1,4 +1,4 @@
-"""The `splitee calibrate` command: arguments, the measurements in order, the profile and its measurements file."""
+"""The `splitee calibrate` command: the measurements in order, the profile and its measurements file."""
 
 from __future__ import annotations
 
@@ -24,7 +24,7 @@ from simulator.config.profiles import DeviceProfile
 from simulator.config.pydantic_errors import describe_value
 from simulator.resources import builtin_dir
 
-__all__ = ["add_calibrate_parser"]
+__all__ = ["cmd_calibrate"]
 
 
 # The smallest input the cut steps are timed on: the synthetic dataset's lower bound (config.schema).
@@ -90,7 +90,7 @@ def _usage_hint(out: Path | None, name: str, profile: DeviceProfile) -> str:
             f"  {inline}")
 
 
-def _cmd_calibrate(args: argparse.Namespace) -> int:
+def cmd_calibrate(args: argparse.Namespace) -> int:
     out, name = _check_args(args)
     if args.threads is not None:
         torch.set_num_threads(args.threads)
@@ -142,29 +142,3 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
         print("note: compute_w/idle_w are placeholders, not measured: set them from a power meter "
               "(--compute-w/--idle-w, or edit the file)", file=sys.stderr)
     return 0
-
-
-def add_calibrate_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("calibrate", help="measure this machine's training throughput and write a device profile",
-                       description="Time the real forward and backward of each ResNet-18 unit on this machine and "
-                                   "write a device profile (flops_per_s = total FLOPs / total seconds).")
-    p.add_argument("--out", metavar="NAME.yaml", help="write the profile here (default: print the YAML only)")
-    p.add_argument("--force", action="store_true", help="overwrite an existing --out file")
-    p.add_argument("--name", help="profile name (default: the --out file stem)")
-    p.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="where to measure (default: cpu)")
-    p.add_argument("--kind", choices=("mcu", "sbc", "phone", "edge_gpu", "laptop", "server"),
-                   help="informative device kind (default: server on cuda, sbc on an Arm CPU, else laptop)")
-    p.add_argument("--width", type=int, default=64, metavar="W", help="ResNet-18 width multiplier (default: 64)")
-    p.add_argument("--image-size", type=int, default=32, metavar="S", help="input S x S (default: 32)")
-    p.add_argument("--in-channels", type=int, default=3, metavar="C", help="input channels (default: 3)")
-    p.add_argument("--batch", type=int, default=32, metavar="B", help="batch size (default: 32)")
-    p.add_argument("--repeats", type=int, default=10, metavar="N", help="timed repeats per unit (default: 10)")
-    p.add_argument("--warmup", type=int, default=3, metavar="N", help="untimed warm-up iterations (default: 3)")
-    p.add_argument("--threads", type=int, metavar="T", help="torch CPU threads (default: torch's own)")
-    p.add_argument("--compute-w", type=float, metavar="W", help="measured power while training, W")
-    p.add_argument("--idle-w", type=float, metavar="W", help="measured idle power, W")
-    p.add_argument("--no-cuts", action="store_true",
-                   help="skip the whole-step timings at every cut (and the fit of step_overhead_s, unit_flops_per_s)")
-    p.add_argument("--memory-bytes", type=int, metavar="N",
-                   help="memory for training (default: GPU total - 10%%, or MemAvailable on CPU)")
-    p.set_defaults(func=_cmd_calibrate)

@@ -26,7 +26,7 @@ from simulator.output.results import CLIENT_COLUMNS, ROUND_COLUMNS, _csv, atomic
 from simulator.output.run_folder import RunFolder
 from simulator.config.scenario import ResolvedScenario, load_scenario
 
-__all__ = ["REQUIRED_FILES", "replay_refusal", "replay", "add_replay_parser"]
+__all__ = ["REQUIRED_FILES", "replay_refusal", "replay", "cmd_replay"]
 
 REQUIRED_FILES = ("scenario.resolved.yaml", "summary.json", "rounds.csv", "clients.csv")
 # What a replay may change: timing only. Everything else in the resolved scenario must stay as it was.
@@ -232,7 +232,7 @@ def _merge_learning(run_dir: Path, out: Path, changed: ResolvedScenario, old: di
     return merged
 
 
-def _cmd_replay(args: argparse.Namespace) -> int:
+def cmd_replay(args: argparse.Namespace) -> int:
     from simulator.commands.runner import format_summary
 
     run_dir = Path(args.run_dir)
@@ -243,13 +243,3 @@ def _cmd_replay(args: argparse.Namespace) -> int:
           f"{summary['sim_time_s']:,.2f} s, energy {summary['replay']['original_energy_j']:,.1f} J -> "
           f"{summary['energy_j']['total']:,.1f} J")
     return 0
-
-
-def add_replay_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("replay", help="re-time a finished run under other profiles without retraining")
-    p.add_argument("run_dir", metavar="RUN_DIR")
-    p.add_argument("--set", action="append", default=[], metavar="KEY.PATH=VALUE",
-                   help="a change to the run's resolved scenario (profiles, workers, network timing)")
-    p.add_argument("--out", metavar="DIR", help="run folder for the replay (default: RUN_DIR-replay)")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing folder at --out")
-    p.set_defaults(func=_cmd_replay)

@@ -24,7 +24,7 @@ from simulator.config.scenario import ResolvedScenario, load_scenario
 from simulator.learning.training import EvalResult
 from simulator.config.yamlio import read_yaml_file
 
-__all__ = ["run_scenario", "format_summary", "write_run_report", "add_run_parser"]
+__all__ = ["run_scenario", "format_summary", "write_run_report", "cmd_run"]
 
 CHECKPOINT = "checkpoint"
 CHECKPOINT_FORMAT = 3  # 3: tensors and plain data only (simulator/checkpoint_io.py); 2: rows of compact tensors
@@ -168,7 +168,7 @@ def _run_locked(rs: ResolvedScenario, out: Path, *, resume: bool, progress: bool
     return summary
 
 
-def _cmd_run(args: argparse.Namespace) -> int:
+def cmd_run(args: argparse.Namespace) -> int:
     extra = [f"compute.threads={args.threads}"] if args.threads is not None else []
     rs = load_scenario(args.scenario, [*args.set, *extra])
     use_threads(rs.scenario)  # once per process
@@ -184,41 +184,9 @@ def _cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {clip(text, 20)!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {clip(text, 20)!r}")
-    return value
-
-
 def write_run_report(out: Path) -> Path:
     """The run's report.html, report.md and every figure as a PNG, inside the run folder."""
     from analysis.report import write_report
 
     html_path, _ = write_report([out], out / "report.html", figures=True)
     return html_path
-
-
-def add_run_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("run", help="run a scenario and write a run folder")
-    p.add_argument("scenario", metavar="SCENARIO.yaml")
-    p.add_argument("--set", action="append", default=[], metavar="KEY.PATH=VALUE", help="override a key")
-    p.add_argument("--out", metavar="DIR", help="run folder (default: runs/<scenario name>)")
-    p.add_argument("--resume", action="store_true", help="continue an interrupted run from its last checkpoint")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing run folder")
-    p.add_argument("--quiet", action="store_true",
-                   help="no progress bar; the closing summary gives the headline figures only")
-    p.add_argument("--verbose", action="store_true",
-                   help="list every client (cuts and summary), however large the fleet (default: grouped past "
-                        "20 clients)")
-    p.add_argument("--no-report", action="store_true",
-                   help="do not write report.html and its figures into the run folder")
-    p.add_argument("--threads", type=_positive_int, metavar="N",
-                   help="intra-op torch threads (sets compute.threads; default: 1 for small models, else torch's); "
-                        "identical results need the same seed and the same thread count")
-    p.add_argument("--timing-only", action="store_true",
-                   help="no models and no training: simulated times, energies and traffic only (large fleets)")
-    p.set_defaults(func=_cmd_run)

@@ -22,7 +22,7 @@ from simulator.commands.sweep_exec import PointJob, PointResult, make_executor, 
 from simulator.commands.sweep_spec import Point, SweepSpec, load_sweep, yaml_flow
 
 __all__ = ["METRIC_COLUMNS", "PointRow", "plan_points", "sweep_columns", "write_sweep_csv", "run_sweep",
-           "format_table", "add_sweep_parser"]
+           "format_table", "cmd_sweep"]
 
 METRIC_COLUMNS = ("final_accuracy", "mean_exit_accuracy", "sim_time_s", "energy_j", "bytes_up", "bytes_down",
                   "host_seconds", "rounds")
@@ -189,7 +189,7 @@ def run_sweep(spec: SweepSpec, out: Path, *, executor: str = "ray", address: str
     return rows
 
 
-def _cmd_sweep(args: argparse.Namespace) -> int:
+def cmd_sweep(args: argparse.Namespace) -> int:
     spec = load_sweep(args.sweep)
     out = Path(args.out) if args.out else Path("runs") / "sweeps" / spec.name
     rows = run_sweep(spec, out, executor=args.executor, address=args.address, workers=args.workers,
@@ -204,16 +204,3 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
         return 1
     print(f"all {len(rows)} points ok")
     return 0
-
-
-def add_sweep_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("sweep", help="run a scenario over a grid of parameters and seeds")
-    p.add_argument("sweep", metavar="SWEEP.yaml")
-    p.add_argument("--out", metavar="DIR", help="sweep folder (default: runs/sweeps/<sweep name>)")
-    p.add_argument("--executor", choices=("ray", "local"), default="ray",
-                   help="ray: points in parallel as Ray tasks (default); local: in this process, one at a time")
-    p.add_argument("--address", metavar="ADDR", help="with ray: a running Ray cluster (HEAD:6379), not a local Ray")
-    p.add_argument("--workers", type=int, metavar="N",
-                   help="with ray: points at once (default: one per CPU core of this machine)")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
-    p.set_defaults(func=_cmd_sweep)

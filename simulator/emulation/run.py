@@ -1,4 +1,4 @@
-"""`splitee emulate`: its command line, and running an emulation: measure the machine, make the fleet, start and
+"""`splitee emulate` runs an emulation: measure the machine, make the fleet, start and
 watch the processes, write the run folder, simulate the same scenario, compare; every namespace, link, group and
 process removed at the end."""
 
@@ -23,7 +23,7 @@ from simulator.config.profiles import DeviceProfile, load_profile_dir
 from simulator.output.run_folder import RunFolder
 from simulator.config.scenario import ResolvedScenario, load_scenario
 
-__all__ = ["run_emulation", "add_emulate_parser", "measure_machine", "measure_send_cpu", "assemble", "favoured"]
+__all__ = ["run_emulation", "measure_machine", "measure_send_cpu", "assemble", "favoured"]
 
 POLL_S = 0.2
 
@@ -276,21 +276,3 @@ def run_emulation(args: argparse.Namespace) -> int:
         print(fidelity_markdown(fid, header))
         print(f"results in {out}/ (the simulation in {out}/simulated/)")
         return 0
-
-
-def add_emulate_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("emulate", help="run a scenario's fleet as real processes over shaped links (Linux, root)",
-                       description="Run the fleet as real processes (one per client, each in its own network "
-                                   "namespace behind a tc-shaped link, on a CPU quota at its profile's speed) and "
-                                   "a server process; write a run folder and fidelity.csv/md comparing it with "
-                                   "the simulation of the same scenario.")
-    p.add_argument("scenario", help="scenario YAML")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a scenario value")
-    p.add_argument("--out", help="run folder (default: runs/<name>-emulated)")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing run folder")
-    p.add_argument("--profile", metavar="FILE.yaml",
-                   help="this machine's profile from `splitee calibrate` at the scenario's shape (default: measure "
-                        "it now)")
-    p.add_argument("--port", type=int, default=47016, help="the server's TCP port inside its namespace")
-    p.add_argument("--timeout", type=float, default=1800.0, metavar="S", help="give up after S seconds")
-    p.set_defaults(func=run_emulation)
