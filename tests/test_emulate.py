@@ -122,6 +122,7 @@ def test_quotas_by_hand(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(("changes", "phrase"), [
     ({"strategy__name": "vanilla_sl"}, "strategy.name"),
+    ({"strategy__name": "sequential"}, "strategy.order"),  # client turns: its server does not take batches as they come
     ({"server__workers": 2}, "server.workers"),
     ({"network__activation_dtype": "int8"}, "int8"),
     ({"training__round_deadline_s": 5.0}, "round deadline"),

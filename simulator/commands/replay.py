@@ -4,8 +4,9 @@ A replay runs the run's resolved scenario, with the changes, as a timing-only si
 folder whose times, energies and traffic are the new ones and whose accuracies and losses are the original run's.
 That is only sound when the change cannot alter what is learned, so a replay is refused when timing could
 reach the learning: availability (churn, traces), a round deadline or batteries (they decide which batches are
-trained; a battery may stay as long as it lasts the run and the replay), Sequential in arrival order (the server trains in the order batches arrive), or a baseline; and when
-the changes touch anything but profiles, the server's workers and the network's timing.
+trained; a battery may stay as long as it lasts the run and the replay), one server model trained in the order
+batches arrive (Sequential in arrival order), or a method whose registry entry is not `replayable` (the baselines);
+and when the changes touch anything but profiles, the server's workers and the network's timing.
 """
 
 from __future__ import annotations
@@ -18,13 +19,15 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from simulator.output.early_exit import EARLY_EXIT_COLUMNS, client_inference_costs
-from simulator.engine.simulation import TIMING_ONLY_STRATEGIES, Simulation, few_collections
+from simulator.config.registry import facts, names_where
+from simulator.engine.simulation import Simulation, few_collections
 from simulator.errors import InputError
 from simulator.output.fsio import check_output_dir
 from simulator.costs.table_cache import cost_table_of
 from simulator.output.results import CLIENT_COLUMNS, ROUND_COLUMNS, _csv, atomic_write, write_run
 from simulator.output.run_folder import RunFolder
 from simulator.config.scenario import ResolvedScenario, load_scenario
+from simulator.timing.rounds.disciplines import DISCIPLINES
 
 __all__ = ["REQUIRED_FILES", "replay_refusal", "replay", "cmd_replay"]
 
@@ -74,14 +77,16 @@ def replay_refusal(original: ResolvedScenario, changed: ResolvedScenario, summar
     sc = original.scenario
     if summary.get("stopped_early"):
         return f"the run stopped early ({summary['stopped_early']})"
-    if sc.strategy.name not in TIMING_ONLY_STRATEGIES:
+    if not facts(sc.strategy.name).replayable:
         return (f"strategy {sc.strategy.name!r}: its clients wait for the server, so replays cover only "
-                f"{', '.join(TIMING_ONLY_STRATEGIES)}")
+                f"{', '.join(names_where(replayable=True))}")
     for rs, which in ((original, "the run"), (changed, "the replay")):
         s = rs.scenario
-        if s.strategy.name == "sequential" and s.strategy.order == "arrival":
-            return (f"in {which} Sequential serves batches in arrival order: new times would change the order "
-                    "the server model trains in")
+        entry = facts(s.strategy.name)
+        discipline = entry.server_discipline(s.strategy)
+        if not entry.server_copies and DISCIPLINES[discipline].order_follows_times:
+            return (f"in {which} {s.strategy.name}'s one server model trains on batches in arrival order "
+                    f"(discipline {discipline}): new times would change the order it trains in")
         if s.training.round_deadline_s is not None:
             return f"{which} has a round deadline: new times would change which batches are trained"
         for c in rs.clients:

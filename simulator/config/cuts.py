@@ -1,8 +1,8 @@
 """Where each client's model is placed and cut: by the strategy, by the scenario's cut, or by a cut policy.
 
-A client's placement (config.registry.Placement) comes from its strategy. Only a split client has a cut
-(1..8); the others keep a cut value for the files they appear in, `FILE_CUT`: 0 where the model is wholly at
-the server (centralized, standalone_exit), 9 where it is wholly on the device (fedavg).
+A client's placement (config.registry.Placement) and how its cut is set (config.registry.CutRule) come from its
+strategy's registry entry. Only a split client has a cut (1..8); the others keep a cut value for the files they
+appear in, `FILE_CUT`: 0 where the model is wholly at the server, 9 where it is wholly on the device.
 """
 
 from __future__ import annotations
@@ -69,20 +69,16 @@ def resolve_cuts(sc: Scenario, file: str, clients: Sequence[ClientSpec], table: 
     """Each client's placement and cut as its strategy (or its cut policy) decides, with the reason."""
     batch, opt = sc.training.batch_size, sc.training.optimizer.memory_kind()
     name = sc.strategy.name
-    if name == "centralized":
-        return tuple(replace(c, cut=FILE_CUT["server"], placement="server", cut_policy="strategy",
-                             cut_reason="centralized: the data is pooled at the server, nothing runs on clients")
-                     for c in clients)
-    if name == "standalone_exit":
+    entry = facts(name)
+    if entry.placement == "server":
         cut = sc.strategy.common_cut
-        if cut is None:
-            raise InputError("missing: standalone_exit trains the exit at one cut: give it (1..8)", file=file,
+        if entry.cut == "trained" and cut is None:
+            raise InputError(f"missing: {name} trains u1..u_cut at the server: give the cut (1..8)", file=file,
                              key="strategy.common_cut")
-        return tuple(replace(c, cut=FILE_CUT["server"], placement="server", cut_policy="strategy",
-                             cut_reason=f"standalone_exit: u1..u{cut} + exit head trained at the server on the "
-                                        "pooled data, nothing runs on clients")
+        reason = f"{name}: {entry.placement_note.format(cut=cut)}"
+        return tuple(replace(c, cut=FILE_CUT["server"], placement="server", cut_policy="strategy", cut_reason=reason)
                      for c in clients)
-    if name == "fedavg":
+    if entry.placement == "device":
         need = table.full_train_memory_bytes(batch, opt)
         out = []
         for c in clients:
@@ -91,10 +87,9 @@ def resolve_cuts(sc: Scenario, file: str, clients: Sequence[ClientSpec], table: 
                                    f"'{c.device.name}' has {format_bytes(c.device.memory_bytes)}")
             out.append(replace(c, cut=FILE_CUT["device"], placement="device", cut_policy="strategy",
                                takes_part=fits, why_not=why,
-                               cut_reason="fedavg: the whole model on the device" if fits
-                               else f"cannot take part: {why}"))
+                               cut_reason=f"{name}: {entry.placement_note}" if fits else f"cannot take part: {why}"))
         return tuple(out)
-    if facts(name).common_cut:
+    if entry.common_cut:
         if sc.strategy.common_cut is not None:
             cut, reason = sc.strategy.common_cut, f"{name}: strategy.common_cut"
         else:

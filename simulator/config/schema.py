@@ -8,7 +8,7 @@ from pydantic import BaseModel, ConfigDict, Field, PlainValidator, field_validat
 from pydantic_core import PydanticCustomError
 
 from simulator.config.pydantic_errors import describe_value
-from simulator.config.registry import STRATEGY_NAMES, facts, names_where
+from simulator.config.registry import REGISTRY, facts
 from simulator.config.variation import Variation, check_fields
 
 __all__ = [
@@ -24,8 +24,7 @@ __all__ = [
     "StrategyCfg",
     "CutPolicyCfg",
     "AvailabilityCfg",
-    "SPLITEE_STRATEGIES",
-    "COMMON_CUT_STRATEGIES",
+    "StrategyName",
     "MediumCfg",
     "NetworkCfg",
     "ServerCfg",
@@ -158,12 +157,22 @@ class TrainingCfg(Strict):
         return self
 
 
-SPLITEE_STRATEGIES = frozenset(names_where(exits=True))  # clients train with exits
-COMMON_CUT_STRATEGIES = frozenset(names_where(common_cut=True))
+def _strategy_name(value: Any) -> str:
+    """A name the strategy registry holds (read when a scenario is validated, so a method registered later counts);
+    otherwise the error a Literal of the registry's names would give."""
+    if isinstance(value, str) and value in REGISTRY:
+        return value
+    quoted = [f"'{name}'" for name in REGISTRY]
+    expected = quoted[0] if len(quoted) == 1 else f"{', '.join(quoted[:-1])} or {quoted[-1]}"
+    raise PydanticCustomError("literal_error", "Input should be {expected}", {"expected": expected})
+
+
+# A method's name: one of the strategy registry's (config.registry), in its order.
+StrategyName = Annotated[str, PlainValidator(_strategy_name)]
 
 
 class StrategyCfg(Strict):
-    name: Literal[STRATEGY_NAMES] = "averaging"  # type: ignore[valid-type]  # the registry's names, in its order
+    name: StrategyName = "averaging"
     # sequential: client_turns (clients train one after another, each starting when the server has trained on the
     # previous one's last batch: the paper's reading), or clients in parallel with the server taking their batches
     # in arrival order (arrival) or client after client (round_robin)
@@ -191,7 +200,7 @@ class StrategyCfg(Strict):
 
     def warnings(self) -> list[str]:
         """Settings that are valid but probably not meant (one line each)."""
-        if self.aggregate_exit_heads and not self.client_layers_aggregated() and self.name in SPLITEE_STRATEGIES:
+        if self.aggregate_exit_heads and not self.client_layers_aggregated() and facts(self.name).exits:
             return ["strategy.aggregate_exit_heads: true while client layers stay personal (aggregate_client_layers "
                     "is false): each exit head is averaged over client bodies that are not, which fits none of them"]
         return []

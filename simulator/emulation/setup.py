@@ -13,12 +13,12 @@ from typing import Sequence
 
 from simulator.errors import InputError
 from simulator.config.profiles import DeviceProfile
+from simulator.config.registry import facts, names_where
 from simulator.config.scenario import ResolvedScenario
 
 __all__ = ["check_can_emulate", "check_scenario", "quotas_for", "effective_quotas", "emulated_profile",
-           "emulated_scenario", "EMULATED_STRATEGIES"]
+           "emulated_scenario"]
 
-EMULATED_STRATEGIES = ("averaging", "homogeneous_splitee", "sequential")
 SERVER_CORES = 1.0  # the server process trains on one torch thread
 
 
@@ -57,12 +57,18 @@ def _probe_netns() -> bool:
 
 def check_scenario(rs: ResolvedScenario) -> None:
     """What the emulator does not run: one InputError naming the key."""
+    from simulator.timing.rounds.disciplines import DISCIPLINES
+
     sc = rs.scenario
-    if sc.strategy.name not in EMULATED_STRATEGIES:
-        raise InputError(f"emulate runs {', '.join(EMULATED_STRATEGIES)}; got '{sc.strategy.name}'",
+    entry = facts(sc.strategy.name)
+    if not entry.emulated:
+        raise InputError(f"emulate runs {', '.join(names_where(emulated=True))}; got '{sc.strategy.name}'",
                          file=rs.file, key="strategy.name")
-    if sc.strategy.name == "sequential" and sc.strategy.order != "arrival":
-        raise InputError("emulate runs Sequential with order: arrival only", file=rs.file, key="strategy.order")
+    discipline = entry.server_discipline(sc.strategy)
+    if not DISCIPLINES[discipline].order_follows_times:  # the emulated server trains batches as they arrive
+        setting = f"strategy.{entry.discipline_from}" if entry.discipline_from else "strategy.name"
+        raise InputError(f"emulate's server trains batches in arrival order, not by {sc.strategy.name}'s discipline "
+                         f"{discipline!r}", file=rs.file, key=setting)
     if sc.server.workers != 1:
         raise InputError(f"emulate runs one server worker; got {sc.server.workers}", file=rs.file,
                          key="server.workers")

@@ -20,8 +20,6 @@ from simulator.engine.build import (build_learning, build_timing, load_data, loa
 from simulator.plan import RoundPlan
 from simulator.rng import Streams
 from simulator.timing.device import RoundFate
-from simulator.timing.rounds.baselines import CentralRounds, FederatedRounds, ModelSizes, VanillaRounds
-from simulator.timing.rounds.splitee import SplitEERounds
 from simulator.timing.server import SERVER
 
 if TYPE_CHECKING:
@@ -31,8 +29,9 @@ if TYPE_CHECKING:
     from simulator.learning.strategies import Strategy
     from simulator.learning.training import EvalResult
     from simulator.learning.world import LearningWorld
+    from simulator.timing.rounds import Rounds
 
-__all__ = ["few_collections", "RoundRecord", "Simulation", "STATUSES"]
+__all__ = ["few_collections", "check_timing_only", "RoundRecord", "Simulation", "STATUSES"]
 
 
 @contextmanager
@@ -48,16 +47,13 @@ def few_collections() -> Iterator[None]:
         gc.set_threshold(*thresholds)
 
 
-TIMING_ONLY_STRATEGIES = names_where(timing_only=True)
-
-
 def check_timing_only(rs: ResolvedScenario) -> None:
-    """Timing-only runs cover the Hetero-SplitEE strategies, whose server never holds a client up."""
+    """Timing-only runs cover the methods whose server never holds a client up (their registry entry says so)."""
     name = rs.scenario.strategy.name
-    if name not in TIMING_ONLY_STRATEGIES:
-        raise InputError(f"--timing-only covers the strategies {', '.join(TIMING_ONLY_STRATEGIES)}, not {name!r} "
-                         "(its clients wait for the server's gradients or models: run it with training)",
-                         file=rs.file, key="strategy.name")
+    if not facts(name).timing_only:
+        covered = ", ".join(names_where(timing_only=True))
+        raise InputError(f"--timing-only covers the strategies {covered}, not {name!r} (its clients wait for the "
+                         "server's gradients or models: run it with training)", file=rs.file, key="strategy.name")
 
 
 @dataclass
@@ -89,10 +85,8 @@ class Simulation:
 
     def __init__(self, rs: ResolvedScenario, dataset: Dataset | None = None, *, evaluate: bool = True,
                  timing_only: bool = False, sample_counts: list[int] | None = None) -> None:
-        from simulator.learning.strategies import STRATEGIES
-
         self.rs = rs
-        strategy_cls = STRATEGIES[rs.scenario.strategy.name]
+        entry = facts(rs.scenario.strategy.name)
         if timing_only:
             check_timing_only(rs)
         self.timing_only = timing_only
@@ -112,30 +106,16 @@ class Simulation:
         self.world = build_timing(rs, streams, counts)
         if not timing_only:
             self.learning = build_learning(rs, streams, data, shards, self.world.steps_per_round,
-                                           early_exits=facts(rs.scenario.strategy.name).exits,
-                                           server_copies=strategy_cls.server_copies)
-            self.learner = strategy_cls(self.learning)
-        self.rounds = self._rounds(strategy_cls)
+                                           early_exits=entry.exits, server_copies=entry.server_copies)
+            self.learner = entry.learner_class()(self.learning)
+        # The timing the method's rounds follow (timing.rounds), as its registry entry declares it; the models'
+        # sizes that the rounds move are measured by learning (a timing-only run times methods that move none).
+        sizes = self.learner.model_sizes() if self.learner is not None else {}
+        self.rounds: Rounds = entry.rounds_class().from_entry(self.world, entry, sizes=sizes,
+                                                             per_batch=self.learner is not None)
         self.records: list[RoundRecord] = []
         self.stopped_early: str | None = None
         self._local_weights: list[torch.Tensor] | None = None  # per client, made at the first evaluation
-
-    def _rounds(self, cls: type[Strategy]) -> Any:
-        """The timing the strategy's rounds follow, as it declares them (timing.rounds)."""
-        from simulator.learning.strategies.baseline import Baseline
-
-        w, cfg = self.world, self.rs.scenario.strategy
-        if cls.rounds == "splitee":
-            return SplitEERounds(w, discipline=cls.server_discipline(cfg), server_copies=cls.server_copies,
-                                 per_batch=self.learner is not None)
-        learner = self.learner
-        assert isinstance(learner, Baseline), "the baselines' rounds need their learning attached"
-        sizes = ModelSizes(**learner.sizes())
-        if cls.rounds == "vanilla":
-            return VanillaRounds(w, sizes, cut=learner.cut)
-        if cls.rounds == "central":
-            return CentralRounds(w, sizes, cut=learner.cut)
-        return FederatedRounds(w, sizes, cut=learner.cut, split=learner.split, one_at_a_time=learner.one_at_a_time)
 
     @property
     def rounds_done(self) -> int:

@@ -1,25 +1,32 @@
-"""The strategies' learning rules: one small class per method (Hetero-SplitEE's in splitee.py, the baselines' in
-baseline.py), each declaring the timing its rounds follow (timing.rounds)."""
+"""The methods' learning rules: one small class per method (Hetero-SplitEE's on `SplitEE` in splitee.py, the
+baselines' on `Baseline` in baseline.py), each a `Learner`. Which class a method uses is its registry entry's
+(config.registry); `STRATEGIES` reads the registry, importing a class only when it is looked up."""
 
-from simulator.learning.strategies.averaging import Averaging
-from simulator.learning.strategies.baseline import Baseline
+from __future__ import annotations
+
+from typing import Iterator, Mapping
+
+from simulator.config.registry import REGISTRY
 from simulator.learning.strategies.learner import Learner
-from simulator.learning.strategies.splitee import SplitEE
-from simulator.learning.strategies.centralized import Centralized
-from simulator.learning.strategies.fedavg import FedAvg
-from simulator.learning.strategies.homogeneous import HomogeneousSplitEE
-from simulator.learning.strategies.sequential import Sequential
-from simulator.learning.strategies.splitfed import SplitFedV1, SplitFedV2
-from simulator.learning.strategies.standalone_exit import StandaloneExit
-from simulator.learning.strategies.vanilla_sl import VanillaSL
 
-__all__ = ["STRATEGIES", "Strategy", "Learner", "SplitEE", "Baseline", "Averaging", "Sequential", "Centralized", "FedAvg", "HomogeneousSplitEE",
-           "SplitFedV1", "SplitFedV2", "StandaloneExit", "VanillaSL"]
+__all__ = ["STRATEGIES", "Strategy", "Learner"]
 
 Strategy = Learner
 
-STRATEGIES: dict[str, type[Learner]] = {
-    cls.name: cls
-    for cls in (Sequential, Averaging, HomogeneousSplitEE, Centralized, VanillaSL, SplitFedV1, SplitFedV2, FedAvg,
-                StandaloneExit)
-}
+
+class _Learners(Mapping[str, type[Learner]]):
+    """Every method's learning class by name, as the registry holds them now (a method registered later counts)."""
+
+    def __getitem__(self, name: str) -> type[Learner]:
+        cls = REGISTRY[name].learner_class()
+        assert isinstance(cls, type) and issubclass(cls, Learner), f"{name}: {cls!r} is not a Learner"
+        return cls
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(REGISTRY)
+
+    def __len__(self) -> int:
+        return len(REGISTRY)
+
+
+STRATEGIES: Mapping[str, type[Learner]] = _Learners()

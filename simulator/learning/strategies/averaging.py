@@ -12,11 +12,8 @@ __all__ = ["Averaging"]
 
 
 class Averaging(SplitEE):
-    """Every arriving batch starts its server step at once on the server's `workers` slots (discipline `fcfs`)."""
-
-    name = "averaging"
-    discipline = "fcfs"
-    server_copies = True
+    """Every arriving batch starts its server step at once on the server's `workers` slots (its registry entry:
+    discipline `fcfs`, `server_copies`)."""
 
     def build_server(self) -> list[ServerPath]:
         # S_i is units[cut_i:] + classifier of client i's own backbone, with its own optimizer state: a row of the
@@ -30,6 +27,9 @@ class Averaging(SplitEE):
                 paths[i] = ServerPath(seq, cut, part.optimizer, part, k)
         assert all(p is not None for p in paths)
         return paths  # type: ignore[return-value]
+
+    def server_modules(self) -> list[nn.Module]:
+        return []  # the server models are rows of the world's server parts (checkpointed with the world)
 
     def optimizers(self) -> list[torch.optim.Optimizer]:
         return []  # the server models' optimizer state is in their rows (checkpointed with the world)

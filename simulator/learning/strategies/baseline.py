@@ -45,15 +45,10 @@ class AverageGroup:
 
 
 class Baseline(Learner):
-    """A method without exits, judged by one global model. Subclasses build their models, say which timing their
-    rounds follow (`rounds`: timing.rounds.baselines), and give `eval_parts`, `server_modules` and `optimizers`;
-    split methods give `split_parts`, federated ones `average_groups` and `local_and_global`."""
-
-    name = "baseline"
-    rounds = "federated"  # vanilla | federated | central (timing.rounds.baselines)
-    split = False  # federated rounds of split steps (SplitFed) rather than whole-model local steps (FedAvg)
-    one_at_a_time = False  # split steps: the server takes one batch at a time (SplitFed v2)
-    cut: int | None = None
+    """A method without exits, judged by one global model. Subclasses build their models and give `eval_parts`,
+    `model_sizes`, `server_modules` and `optimizers`; split methods give `split_parts`, federated ones
+    `average_groups` and `local_and_global` (which of these a round asks for follows from the rounds its registry
+    entry names: timing.rounds.baselines)."""
 
     def __init__(self, world: LearningWorld) -> None:
         super().__init__(world)
@@ -81,11 +76,6 @@ class Baseline(Learner):
     @abstractmethod
     def eval_parts(self) -> tuple[nn.Module | None, nn.Module]:
         """The global model as (client part or None, the rest); the wire quantization applies between them."""
-
-    def sizes(self) -> dict[str, Any]:
-        """What the models weigh, for timing (timing.rounds.baselines.ModelSizes): catch-up / hand-over bytes, upload
-        bytes, the elements of every part averaged."""
-        return {}
 
     @staticmethod
     def sizes_of(catch_up: Sequence[nn.Module], groups: Sequence[AverageGroup]) -> dict[str, Any]:

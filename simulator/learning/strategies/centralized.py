@@ -22,9 +22,6 @@ class Centralized(Baseline):
     clients' shards. The data is taken to be at the server already: no transfers, and clients compute nothing
     (their availability does not change the steps run)."""
 
-    name = "centralized"
-    rounds = "central"
-
     def __init__(self, world: LearningWorld) -> None:
         super().__init__(world)
         w = world
@@ -55,6 +52,9 @@ class Centralized(Baseline):
         if self.round_loss is None:
             self.round_loss = float(self.loss_sum) / self.loss_count if self.loss_count else math.nan
         return self.round_loss
+
+    def model_sizes(self) -> dict[str, Any]:
+        return {}  # the data is at the server: no model moves
 
     def eval_parts(self) -> tuple[nn.Module | None, nn.Module]:
         return None, self.model

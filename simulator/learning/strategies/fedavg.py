@@ -26,8 +26,6 @@ class FedAvg(Baseline):
     at the final classifier; there is no exit loss.
     """
 
-    name = "fedavg"
-
     def __init__(self, world: LearningWorld) -> None:
         super().__init__(world)
         w = world
@@ -37,7 +35,7 @@ class FedAvg(Baseline):
         self.local_opts = [make_optimizer(m.parameters(), w.scenario.training.optimizer) for m in self.models]
         self.group = AverageGroup(dict(enumerate(self.models)), [self.global_model])
 
-    def sizes(self) -> dict[str, Any]:
+    def model_sizes(self) -> dict[str, Any]:
         return self.sizes_of([self.global_model], [self.group])
 
     def local_step(self, i: int) -> None:

@@ -9,6 +9,4 @@ __all__ = ["HomogeneousSplitEE"]
 
 class HomogeneousSplitEE(Averaging):
     """Hetero-SplitEE Averaging unchanged; the scenario resolver has put every client at the common cut
-    (`strategy.common_cut`, or the deepest cut the weakest device can train)."""
-
-    name = "homogeneous_splitee"
+    (`strategy.common_cut`, or the deepest cut the weakest device can train: its registry entry's cut rule)."""

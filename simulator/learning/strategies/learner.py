@@ -1,5 +1,5 @@
-"""What every strategy's learning shares: the world it acts on, the server-side training loss per client, and the
-hooks a checkpoint saves and restores."""
+"""What every method's learning is asked by the engine: executing a round's plan, the training losses, evaluation,
+what its models weigh, and the state a checkpoint saves and restores."""
 
 from __future__ import annotations
 
@@ -9,6 +9,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from simulator.config.registry import StrategyEntry, facts
+from simulator.learning.training import EvalResult
 from simulator.learning.world import LearningWorld
 from simulator.plan import RoundPlan
 
@@ -18,32 +20,30 @@ __all__ = ["Learner"]
 class Learner(ABC):
     """One run's learning. `execute` runs a round's plan (simulator.plan) in its order; `server_loss[i]` sums the
     training losses of the server-side steps on client i's batches (`server_steps[i]` of them) since the last
-    `take_server_loss`."""
+    `take_server_loss`. What the method is (its name, placement, timing, server copies) is its registry entry
+    (config.registry), `self.entry`; the class holds only how it learns."""
 
-    name = "learner"
-    rounds = "splitee"  # the timing its rounds follow: splitee | vanilla | federated | central (timing.rounds)
-    discipline = "fcfs"  # splitee rounds: how the server takes the feature batches (timing.rounds.disciplines)
-    server_copies = False  # true: each client has its own server model, whose units join the aggregation
-
-    @classmethod
-    def server_discipline(cls, cfg: Any) -> str:
-        """The server discipline under the scenario's strategy settings `cfg` (Sequential's follows its order)."""
-        return cls.discipline
+    def __init__(self, world: LearningWorld) -> None:
+        self.w = world
+        self.cfg = world.scenario.strategy
+        self.name: str = self.cfg.name
+        self.entry: StrategyEntry = facts(self.name)
+        n = len(world.rs.clients)
+        self.server_loss = [torch.zeros((), device=world.torch_device) for _ in range(n)]  # summed on the device
+        self.server_steps = [0 for _ in range(n)]
 
     def cannot(self, kind: str) -> ValueError:
         """The error for a plan operation this strategy never asks its timing for."""
         return ValueError(f"{self.name} cannot execute {kind!r}")
 
-    def __init__(self, world: LearningWorld) -> None:
-        self.w = world
-        self.cfg = world.scenario.strategy
-        n = len(world.rs.clients)
-        self.server_loss = [torch.zeros((), device=world.torch_device) for _ in range(n)]  # summed on the device
-        self.server_steps = [0 for _ in range(n)]
-
+    # --- a round ----------------------------------------------------------------------------------
     @abstractmethod
     def execute(self, plan: RoundPlan) -> None:
         """Every operation of the round's plan, in its order."""
+
+    @abstractmethod
+    def take_exit_loss(self, i: int) -> float:
+        """Mean exit (client-side) training loss of client i since the last call; NaN for a method without exits."""
 
     def take_server_loss(self, i: int) -> float:
         """Mean server-side training loss of client i's batches since the last call (one host sync)."""
@@ -53,13 +53,24 @@ class Learner(ABC):
         self.server_steps[i] = 0
         return mean
 
-    def server_modules(self) -> list[nn.Module]:
-        """Modules with state to checkpoint (besides the per-client parts kept as rows)."""
-        return []
+    @abstractmethod
+    def evaluate(self, batch_size: int) -> dict[int, EvalResult]:
+        """Every evaluated client's result on the test split, by client index."""
 
+    @abstractmethod
+    def model_sizes(self) -> dict[str, Any]:
+        """What the models its rounds move weigh, for timing (timing.rounds.baselines.ModelSizes' fields: catch-up
+        or hand-over bytes, upload bytes, the elements of every part averaged); empty where its rounds measure what
+        moves from the cost table or move no model."""
+
+    # --- checkpoints ------------------------------------------------------------------------------
+    @abstractmethod
+    def server_modules(self) -> list[nn.Module]:
+        """Modules with state to checkpoint (besides the per-client parts the world keeps as rows)."""
+
+    @abstractmethod
     def optimizers(self) -> list[torch.optim.Optimizer]:
-        """Optimizers with state to checkpoint, each once."""
-        return []
+        """Optimizers with state to checkpoint, each once (besides those the world's rows keep)."""
 
     def extra_state(self) -> dict[str, Any]:
         """Checkpointed state that is neither a module nor an optimizer (e.g. a sampler of the strategy's own)."""

@@ -3,8 +3,6 @@ paper's reading), or clients in parallel with the server taking batches in arriv
 
 from __future__ import annotations
 
-from typing import Any
-
 from torch import nn
 
 from simulator.learning.strategies.splitee import SplitEE
@@ -14,14 +12,8 @@ __all__ = ["Sequential"]
 
 
 class Sequential(SplitEE):
-    """One shared server model; its discipline is `strategy.order`: `client_turns` (default), `arrival` or
-    `round_robin` (timing.rounds.disciplines)."""
-
-    name = "sequential"
-
-    @classmethod
-    def server_discipline(cls, cfg: Any) -> str:
-        return cfg.order
+    """One shared server model; its discipline is `strategy.order` (its registry entry): `client_turns` (default),
+    `arrival` or `round_robin` (timing.rounds.disciplines)."""
 
     def build_server(self) -> list[ServerPath]:
         # One backbone whose units[min cut:] + classifier serve every client; features from cut l enter at u_{l+1}.

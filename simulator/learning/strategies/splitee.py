@@ -1,14 +1,14 @@
 """Hetero-SplitEE's learning rules: every client trains its part on its own exit's loss (never waiting for a
 gradient), the server trains the rest on the feature batches, and the shared layers are averaged across cuts.
 
-A strategy is a `SplitEE` subclass: how its server models are built (`build_server`), and its declared server
-discipline (`discipline`, timing.rounds.disciplines). `execute` runs a round's plan (timing.plan) in its order."""
+A strategy is a `SplitEE` subclass giving how its server models are built (`build_server`); its server discipline
+(timing.rounds.disciplines) is in its registry entry. `execute` runs a round's plan (timing.plan) in its order."""
 
 from __future__ import annotations
 
 from abc import abstractmethod
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Any, Sequence
 
 import torch
 
@@ -33,9 +33,8 @@ class Copy:
 
 
 class SplitEE(Learner):
-    """The learning of one Hetero-SplitEE run: the clients' parts (`LearningWorld.trainers`) and the server paths."""
-
-    name = "splitee"
+    """The learning of one Hetero-SplitEE run: the clients' parts (`LearningWorld.trainers`) and the server paths
+    (with `server_copies` in its registry entry, a server model per client: rows of the world's server parts)."""
 
     def __init__(self, world: LearningWorld) -> None:
         super().__init__(world)
@@ -89,7 +88,7 @@ class SplitEE(Learner):
         cuts = [w.cuts[i] for i in present]
         num_units = len(w.table.units)
         buffers = self.cfg.bn == "average"
-        groups = unit_groups(cuts, num_units, server_copies=self.server_copies,
+        groups = unit_groups(cuts, num_units, server_copies=self.entry.server_copies,
                              client_copies=self.cfg.client_layers_aggregated())
         plan = []
         for u, members in enumerate(groups):
@@ -126,6 +125,9 @@ class SplitEE(Learner):
 
     def take_exit_loss(self, i: int) -> float:
         return self.w.trainers[i].take_mean_loss()
+
+    def model_sizes(self) -> dict[str, Any]:
+        return {}  # its rounds measure what an aggregation moves from the cost table
 
     def optimizers(self) -> list[torch.optim.Optimizer]:
         """The server optimizers, each once."""

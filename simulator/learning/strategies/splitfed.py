@@ -26,8 +26,6 @@ class SplitFedV1(Baseline):
     average (absent, or left mid-round) downloads its client part before its next steps.
     """
 
-    name = "splitfed_v1"
-    split = True
     shared_server = False  # v2: one server-side model for everyone
 
     def __init__(self, world: LearningWorld) -> None:
@@ -50,7 +48,7 @@ class SplitFedV1(Baseline):
             seqs = [copy.deepcopy(self.global_server) for _ in range(n)]
             self.servers = [SplitServer(s, make_optimizer(s.parameters(), opt)) for s in seqs]
 
-    def sizes(self) -> dict[str, Any]:
+    def model_sizes(self) -> dict[str, Any]:
         return self.sizes_of([self.global_client], self.average_groups([]))
 
     def split_parts(self, i: int) -> tuple[ClientPart, SplitServer]:
@@ -84,8 +82,7 @@ class SplitFedV1(Baseline):
 
 class SplitFedV2(SplitFedV1):
     """As v1, but one shared server-side model (the global model's) trains on the feature batches one at a time,
-    in arrival order (the server's `workers` do not matter); only the client parts are averaged."""
+    in arrival order (its registry entry: discipline `arrival`; the server's `workers` do not matter); only the
+    client parts are averaged."""
 
-    name = "splitfed_v2"
     shared_server = True
-    one_at_a_time = True

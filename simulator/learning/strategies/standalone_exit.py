@@ -20,8 +20,6 @@ class StandaloneExit(Centralized):
     from the network and head Hetero-SplitEE's clients start from with `model.init: common`. Its accuracy is
     reported as every client's exit accuracy; there is no server path (final accuracy is empty)."""
 
-    name = "standalone_exit"
-
     def __init__(self, world: LearningWorld) -> None:
         super().__init__(world)
         w = world

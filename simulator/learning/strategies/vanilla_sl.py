@@ -20,9 +20,6 @@ class VanillaSL(Baseline):
     relays the client-side weights. A turn cut short hands nothing on: the client-side weights go back to those
     the client downloaded (the server-side updates of its steps stay)."""
 
-    name = "vanilla_sl"
-    rounds = "vanilla"
-
     def __init__(self, world: LearningWorld) -> None:
         super().__init__(world)
         w = world
@@ -36,7 +33,7 @@ class VanillaSL(Baseline):
         rest = server_seq(self.model, self.cut)
         self.server = SplitServer(rest, make_optimizer(rest.parameters(), opt))
 
-    def sizes(self) -> dict[str, Any]:
+    def model_sizes(self) -> dict[str, Any]:
         return self.sizes_of([self.client.body], [])  # the hand-over: weights + BatchNorm statistics of u1..u_cut
 
     def split_parts(self, i: int) -> tuple[ClientPart, SplitServer]:

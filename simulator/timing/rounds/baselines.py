@@ -8,10 +8,11 @@ round ends there. Model sizes come from learning as plain numbers (`ModelSizes`)
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Generator, Sequence
+from typing import Any, Generator, Mapping, Sequence
 
 import simpy
 
+from simulator.config.registry import StrategyEntry
 from simulator.costs import compute_model
 from simulator.costs import formulas as costs
 from simulator.costs.baselines import (body_bwd_flops, body_fwd_flops, exit_step_flops, full_step_flops,
@@ -41,15 +42,21 @@ class BaselineRounds:
 
     client_devices = True  # false: the clients take no part in the simulated work (centralized training)
 
-    def __init__(self, world: TimingWorld, sizes: ModelSizes, *, cut: int | None = None) -> None:
+    def __init__(self, world: TimingWorld, sizes: ModelSizes) -> None:
         self.w = world
         self.sizes = sizes
-        self.cut = cut
         self.fates: dict[int, RoundFate] = {}
         self.plan = RoundPlan(0)
         self._t_stop: dict[int, float] = {}
         self.may_leave = [bool(world.availability and not world.availability[i].always_on)
                           or d.battery_j is not None for i, d in enumerate(world.devices)]
+
+    @classmethod
+    def from_entry(cls, world: TimingWorld, entry: StrategyEntry, *, sizes: Mapping[str, Any],
+                   per_batch: bool) -> "BaselineRounds":
+        """The rounds of the method `entry` (config.registry) declares, moving models of the `sizes` its learning
+        measured (ModelSizes' fields); the baselines' clients are always timed batch by batch."""
+        return cls(world, ModelSizes(**sizes))
 
     def closed_form(self, i: int) -> bool:
         """Baselines' clients always run their per-batch processes."""
@@ -168,13 +175,23 @@ class FederatedRounds(BaselineRounds):
     steps); then the clients still here upload their on-device copies, the server averages, they download the
     average. A client that missed an average downloads the global copy before its next steps."""
 
-    def __init__(self, world: TimingWorld, sizes: ModelSizes, *, cut: int | None, split: bool,
-                 one_at_a_time: bool = False) -> None:
-        super().__init__(world, sizes, cut=cut)
+    def __init__(self, world: TimingWorld, sizes: ModelSizes, *, split: bool, one_at_a_time: bool = False) -> None:
+        super().__init__(world, sizes)
         self.split = split
         self.slots = simpy.Resource(world.env, capacity=1) if one_at_a_time else None
         self.synced = [True] * len(world.devices)  # whether the client's copy is the global one
         self.step_flops = full_step_flops(world.table)  # per sample: a whole-model step (FedAvg)
+
+    @classmethod
+    def from_entry(cls, world: TimingWorld, entry: StrategyEntry, *, sizes: Mapping[str, Any],
+                   per_batch: bool) -> "FederatedRounds":
+        """Split steps for a split method, whole-model local steps for one on the device; the server takes split
+        steps as they come on its `workers` (discipline `fcfs`) or one at a time in arrival order (`arrival`)."""
+        discipline = entry.server_discipline(world.scenario.strategy)
+        if discipline not in ("fcfs", "arrival"):
+            raise ValueError(f"{entry.name}: federated rounds serve 'fcfs' or 'arrival', not {discipline!r}")
+        return cls(world, ModelSizes(**sizes), split=entry.placement == "split",
+                   one_at_a_time=discipline == "arrival")
 
     def state_dict(self) -> dict[str, Any]:
         return {"synced": list(self.synced)}
@@ -252,9 +269,16 @@ class CentralRounds(BaselineRounds):
     client_devices = False
 
     def __init__(self, world: TimingWorld, sizes: ModelSizes, *, cut: int | None = None) -> None:
-        super().__init__(world, sizes, cut=cut)
+        super().__init__(world, sizes)
         # Per sample: forward + backward of what the server trains.
         self.step_flops = full_step_flops(world.table) if cut is None else exit_step_flops(world.table, cut)
+
+    @classmethod
+    def from_entry(cls, world: TimingWorld, entry: StrategyEntry, *, sizes: Mapping[str, Any],
+                   per_batch: bool) -> "CentralRounds":
+        """The whole model, or u1..u_cut with its exit head where the method trains up to strategy.common_cut."""
+        cut = world.scenario.strategy.common_cut if entry.cut == "trained" else None
+        return cls(world, ModelSizes(**sizes), cut=cut)
 
     def run_round(self, rnd: int, present: Sequence[int], stops: dict[int, simpy.Event],
                   plan: RoundPlan) -> Generator[simpy.Event, Any, None]:

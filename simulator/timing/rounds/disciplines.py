@@ -34,6 +34,10 @@ class ClientDone:
 class Discipline:
     """First come, first served on the server's `workers` slots."""
 
+    # The order the server trains in follows the batches' arrival times: new times may change it (and so what a
+    # shared server model learns).
+    order_follows_times = True
+
     def __init__(self, rounds: Any) -> None:
         self.r = rounds  # the SplitEERounds it serves (timing.rounds.splitee: it imports this module)
 
@@ -101,6 +105,8 @@ class Arrival(Discipline):
 class RoundRobin(Discipline):
     """One step at a time, client after client, one batch each, skipping clients with nothing more to send."""
 
+    order_follows_times = False
+
     def serve(self, rnd: int, present: Sequence[int]) -> Generator[simpy.Event, Any, None]:
         r, env = self.r, self.r.w.env
         assert r.inbox is not None
@@ -135,6 +141,8 @@ class ClientTurns(Arrival):
     """In each round the present clients take turns in index order; client k+1 starts its local steps when the
     server has trained on client k's last feature batch (a turn cut short by a stop passes on at once; a client
     stopped while waiting has no turn). The server takes batches in arrival order."""
+
+    order_follows_times = False  # the turns come in index order, so the batches arrive client after client
 
     def __init__(self, rounds: Any) -> None:
         super().__init__(rounds)

@@ -6,11 +6,12 @@ How each client's round is timed is chosen once per client by the planner (timin
 from __future__ import annotations
 
 from operator import add, itemgetter
-from typing import Any, Generator, Sequence
+from typing import Any, Generator, Mapping, Sequence
 
 import numpy as np
 import simpy
 
+from simulator.config.registry import StrategyEntry
 from simulator.costs import compute_model
 from simulator.costs.traffic import aggregation_traffic
 from simulator.timing.closed_form import planned_battery_round, planned_rounds
@@ -32,9 +33,17 @@ def server_batch_flops(table: Any, cut: int, batch: int) -> float:
 
 
 class SplitEERounds:
-    """The rounds of Sequential, Averaging and homogeneous SplitEE: `discipline` is how the server takes the
-    feature batches (timing.rounds.disciplines); `server_copies`: each client has its own server model, whose
-    units join the aggregation."""
+    """The rounds of Hetero-SplitEE's methods: `discipline` is how the server takes the feature batches
+    (timing.rounds.disciplines); `server_copies`: each client has its own server model, whose units join the
+    aggregation."""
+
+    @classmethod
+    def from_entry(cls, world: TimingWorld, entry: StrategyEntry, *, sizes: Mapping[str, Any],
+                   per_batch: bool) -> "SplitEERounds":
+        """The rounds of the method `entry` (config.registry) declares; what moves is measured from the cost
+        table, so learning's model `sizes` are not needed. `per_batch`: every client timed batch by batch."""
+        return cls(world, discipline=entry.server_discipline(world.scenario.strategy),
+                   server_copies=entry.server_copies, per_batch=per_batch)
 
     def __init__(self, world: TimingWorld, *, discipline: str, server_copies: bool, per_batch: bool) -> None:
         self.w = world
