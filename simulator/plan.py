@@ -16,6 +16,15 @@ Timing never depends on the values learned, so a round is timed first and its pl
                    (CATCH_UP, i)               client i downloads the global copy it missed
                    (FED_AVERAGE, members, missed)
   centralized:     (CENTRAL_STEP,)             one step at the server on the pooled data
+  no barrier:      (MIX, i, weight)            client i's uploaded copies mixed into the shared ones (training.sync
+                                               async): shared <- (1 - weight) shared + weight copy; client i's
+                                               server copies (Averaging) take the result at once
+                   (BUFFER, i, weight)         client i's uploaded copies kept for the next APPLY (buffered)
+                   (APPLY, mix)                the weighted mean of the kept copies (their weights x sample counts)
+                                               mixed into the shared ones with `mix`; the buffer emptied
+                   (DOWNLOAD, i)               client i's on-device copies replaced by the shared ones
+An asynchronous run's plan is cut into pieces at its evaluations (or applications): a feature batch made in one
+piece may be served in the next, so steps are numbered over the whole run there, per round in a round.
 """
 
 from __future__ import annotations
@@ -24,11 +33,18 @@ from dataclasses import dataclass, field
 from typing import Any, Sequence
 
 __all__ = ["RoundPlan", "STEP", "SERVE", "AVERAGE", "FORWARD", "SPLIT_SERVE", "BACKWARD", "DROP", "SAVE", "RESTORE",
-           "LOCAL_STEP", "CATCH_UP", "FED_AVERAGE", "CENTRAL_STEP", "unit_groups", "exit_head_groups"]
+           "LOCAL_STEP", "CATCH_UP", "FED_AVERAGE", "CENTRAL_STEP", "MIX", "BUFFER", "APPLY", "DOWNLOAD", "unit_groups",
+           "exit_head_groups", "staleness_weight"]
 
 STEP, SERVE, AVERAGE = "step", "serve", "average"
 FORWARD, SPLIT_SERVE, BACKWARD, DROP, SAVE, RESTORE = "forward", "split_serve", "backward", "drop", "save", "restore"
 LOCAL_STEP, CATCH_UP, FED_AVERAGE, CENTRAL_STEP = "local_step", "catch_up", "fed_average", "central_step"
+MIX, BUFFER, APPLY, DOWNLOAD = "mix", "buffer", "apply", "download"
+
+
+def staleness_weight(mix: float, a: float, staleness: int) -> float:
+    """FedAsync's polynomial staleness weight: mix x (1 + s)^-a (s: updates applied since the client downloaded)."""
+    return mix * (1.0 + staleness) ** -a
 
 
 @dataclass

@@ -14,8 +14,8 @@ import importlib
 from dataclasses import dataclass
 from typing import Any, Literal
 
-__all__ = ["Placement", "CutRule", "StrategyEntry", "REGISTRY", "SPLITEE_ROUNDS", "facts", "names", "names_where",
-           "load"]
+__all__ = ["Placement", "CutRule", "SyncMode", "SYNC_MODES", "StrategyEntry", "REGISTRY", "SPLITEE_ROUNDS",
+           "ASYNC_ROUNDS", "facts", "names", "names_where", "names_async", "sync_of", "load"]
 
 # Where a client's model lives: split at a cut between the device and the server; wholly on the device (FedAvg);
 # wholly at the server, the device only holding data (centralized training, the standalone exit ceiling).
@@ -31,6 +31,27 @@ SPLITEE_ROUNDS = "simulator.timing.rounds.splitee:SplitEERounds"
 _VANILLA_ROUNDS = "simulator.timing.rounds.baselines:VanillaRounds"
 _FEDERATED_ROUNDS = "simulator.timing.rounds.baselines:FederatedRounds"
 _CENTRAL_ROUNDS = "simulator.timing.rounds.baselines:CentralRounds"
+ASYNC_ROUNDS = "simulator.timing.rounds.asynchronous:AsyncRounds"
+
+
+@dataclass(frozen=True)
+class SyncMode:
+    """What a synchronization mode (training.sync) means for the commands that read a finished run."""
+
+    name: str
+    replayable: bool  # what is learned cannot move with new times (so `splitee replay` may re-time a run of it)
+    why_not: str = ""  # the one line a refused replay gives
+
+
+SYNC_MODES: dict[str, SyncMode] = {m.name: m for m in (
+    SyncMode("rounds", replayable=True),
+    SyncMode("async", replayable=False,
+             why_not="each update is mixed into the shared model when it arrives: new times would change the "
+                     "order and staleness of the updates, so what is learned"),
+    SyncMode("buffered", replayable=False,
+             why_not="updates are applied in groups of k in arrival order: new times would change which updates "
+                     "are applied together and their staleness, so what is learned"),
+)}
 _LEARNING = "simulator.learning.strategies"
 
 
@@ -56,6 +77,9 @@ class StrategyEntry:
     aggregates_client_layers: bool = False  # the default of strategy.aggregate_client_layers
     model_per_client: bool = False  # a whole model (client part + server part) is kept per client
     rounds: str = SPLITEE_ROUNDS  # the timing its rounds follow: a rounds class (timing.rounds), by path
+    # Its timing without a round barrier (training.sync: async | buffered), by path; None: it has only rounds.
+    async_rounds: str | None = None
+    sync: str | None = None  # a method asynchronous by itself (fedasync, fedbuff): the mode it always runs in
     # How the server takes the clients' batches where its rounds queue them (timing.rounds.disciplines), or, with
     # `discipline_from`, the strategy setting that names it (Sequential: order).
     discipline: str = "fcfs"
@@ -82,23 +106,23 @@ class StrategyEntry:
         """Its learning class, imported now (it imports torch)."""
         return load(self.learner)
 
-    def rounds_class(self) -> Any:
-        """Its rounds class, imported now."""
-        return load(self.rounds)
+    def rounds_class(self, sync: str = "rounds") -> Any:
+        """Its rounds class under the synchronization mode `sync` (sync_of), imported now."""
+        return load(self.rounds if sync == "rounds" else (self.async_rounds or self.rounds))
 
 
 # Hetero-SplitEE's two strategies, then the baselines that run on the same engine for comparison.
 REGISTRY: dict[str, StrategyEntry] = {e.name: e for e in (
     StrategyEntry("sequential", f"{_LEARNING}.sequential:Sequential", "split", exits=True, discipline_from="order",
-                  timing_only=True, replayable=True, emulated=True),
+                  async_rounds=ASYNC_ROUNDS, timing_only=True, replayable=True, emulated=True),
     StrategyEntry("averaging", f"{_LEARNING}.averaging:Averaging", "split", exits=True, server_copies=True,
-                  aggregates_client_layers=True, model_per_client=True, timing_only=True, replayable=True,
-                  emulated=True),
+                  aggregates_client_layers=True, model_per_client=True, async_rounds=ASYNC_ROUNDS, timing_only=True,
+                  replayable=True, emulated=True),
     StrategyEntry("centralized", f"{_LEARNING}.centralized:Centralized", "server", cut="none",
                   placement_note="the data is pooled at the server, nothing runs on clients", rounds=_CENTRAL_ROUNDS),
     StrategyEntry("homogeneous_splitee", f"{_LEARNING}.homogeneous:HomogeneousSplitEE", "split", cut="common",
                   exits=True, server_copies=True, aggregates_client_layers=True, model_per_client=True,
-                  timing_only=True, replayable=True, emulated=True),
+                  async_rounds=ASYNC_ROUNDS, timing_only=True, replayable=True, emulated=True),
     StrategyEntry("vanilla_sl", f"{_LEARNING}.vanilla_sl:VanillaSL", "split", cut="common", rounds=_VANILLA_ROUNDS),
     StrategyEntry("splitfed_v1", f"{_LEARNING}.splitfed:SplitFedV1", "split", cut="common", model_per_client=True,
                   rounds=_FEDERATED_ROUNDS),
@@ -109,12 +133,30 @@ REGISTRY: dict[str, StrategyEntry] = {e.name: e for e in (
     StrategyEntry("standalone_exit", f"{_LEARNING}.standalone_exit:StandaloneExit", "server", cut="trained",
                   placement_note="u1..u{cut} + exit head trained at the server on the pooled data, nothing runs on "
                                  "clients", rounds=_CENTRAL_ROUNDS),
+    StrategyEntry("fedasync", f"{_LEARNING}.fedasync:FedAsync", "device", cut="none",
+                  placement_note="the whole model on the device", model_per_client=True, rounds=ASYNC_ROUNDS,
+                  sync="async"),
+    StrategyEntry("fedbuff", f"{_LEARNING}.fedbuff:FedBuff", "device", cut="none",
+                  placement_note="the whole model on the device", model_per_client=True, rounds=ASYNC_ROUNDS,
+                  sync="buffered"),
 )}
 
 
 def facts(name: str) -> StrategyEntry:
     """The entry of a method; KeyError for a name the registry does not hold."""
     return REGISTRY[name]
+
+
+def sync_of(scenario: Any) -> str:
+    """The synchronization mode a scenario (config.schema.Scenario) runs in: its method's own (fedasync, fedbuff),
+    else training.sync."""
+    own = facts(scenario.strategy.name).sync
+    return own if own is not None else str(scenario.training.sync)
+
+
+def names_async() -> tuple[str, ...]:
+    """Names of the methods that run without a round barrier (by training.sync or by themselves)."""
+    return tuple(e.name for e in REGISTRY.values() if e.async_rounds is not None or e.sync is not None)
 
 
 def names() -> tuple[str, ...]:

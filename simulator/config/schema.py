@@ -8,7 +8,7 @@ from pydantic import BaseModel, ConfigDict, Field, PlainValidator, field_validat
 from pydantic_core import PydanticCustomError
 
 from simulator.config.pydantic_errors import describe_value
-from simulator.config.registry import REGISTRY, facts
+from simulator.config.registry import REGISTRY, facts, names_async, sync_of
 from simulator.config.variation import Variation, check_fields
 
 __all__ = [
@@ -140,8 +140,22 @@ class OptimizerCfg(Strict):
         return "sgd_momentum" if self.momentum > 0 else "sgd"
 
 
+class AsynchronyCfg(Strict):
+    """How an update reaches the shared model without a round barrier (training.sync: async | buffered)."""
+
+    mix: float = Field(default=0.6, gt=0, le=1)  # weight of a fresh update (FedAsync's alpha)
+    a: float = Field(default=0.5, ge=0)  # staleness exponent: weight = mix * (1 + s)^-a
+    k: int | None = Field(default=None, ge=1)  # buffered: updates per application; None: the number of clients
+
+
 class TrainingCfg(Strict):
     rounds: int = Field(default=10, ge=1)
+    # rounds: a barrier per round (every result as before); async: each update mixed into the shared model on
+    # arrival (FedAsync); buffered: every `asynchrony.k` updates applied at once (FedBuff)
+    sync: Literal["rounds", "async", "buffered"] = "rounds"
+    duration_s: float | None = Field(default=None, gt=0)  # async/buffered: stop after this much simulated time
+    updates: int | None = Field(default=None, ge=1)  # async/buffered: or after this many client updates applied
+    asynchrony: AsynchronyCfg = AsynchronyCfg()
     local_steps: int | None = Field(default=None, ge=1)  # batches per client per round
     local_epochs: float | None = Field(default=None, gt=0)  # or passes over the client's data per round
     batch_size: int = Field(default=64, ge=1)
@@ -277,6 +291,7 @@ class ClientGroupCfg(Strict):
 
 class EvalCfg(Strict):
     every: int = Field(default=1, ge=1)  # rounds between evaluations (the last round is always evaluated)
+    every_s: float | None = Field(default=None, gt=0)  # async/buffered: simulated seconds between evaluations
     batch_size: int = Field(default=512, ge=1)
     thresholds: list[Threshold] = Field(  # normalized-entropy exit thresholds, each in [0, 1]
         default=[0.0, 0.1, 0.2, 0.3, 0.5, 0.7, 1.0], min_length=1
@@ -318,3 +333,25 @@ class Scenario(Strict):
     @classmethod
     def _compute_shorthand(cls, value: Any) -> Any:
         return {"device": value} if isinstance(value, str) else value
+
+    @model_validator(mode="after")
+    def _sync_needs_a_stop(self) -> "Scenario":
+        """Without rounds a run stops after `training.duration_s` or `training.updates`; a method that is
+        asynchronous by itself (its registry entry's `sync`) or a strategy without an asynchronous timing is
+        checked against `training.sync` here."""
+        entry = facts(self.strategy.name)
+        mode = sync_of(self)
+        t = self.training
+        if t.sync != "rounds" and entry.sync is None and entry.async_rounds is None:
+            raise ValueError(f"training.sync: strategy {self.strategy.name!r} has only rounds; asynchronous "
+                             f"methods are {', '.join(names_async())}")
+        if entry.sync is not None and t.sync not in ("rounds", entry.sync):
+            raise ValueError(f"training.sync: strategy {self.strategy.name!r} is {entry.sync} by itself, "
+                             f"not {t.sync}")
+        if mode == "rounds":
+            if t.duration_s is not None or t.updates is not None:
+                raise ValueError("training.duration_s / training.updates stop asynchronous runs only "
+                                 "(training.sync: async or buffered); rounds stop after training.rounds")
+        elif t.duration_s is None and t.updates is None:
+            raise ValueError(f"training.sync {mode}: give training.duration_s or training.updates (when to stop)")
+        return self

@@ -10,7 +10,7 @@ from simulator.plan import exit_head_groups, unit_groups
 if TYPE_CHECKING:
     from simulator.costs.cost_table import CostTable
 
-__all__ = ["aggregation_traffic"]
+__all__ = ["aggregation_traffic", "update_traffic"]
 
 
 def aggregation_traffic(table: CostTable, cuts: Sequence[int], *, server_copies: bool, client_copies: bool,
@@ -40,4 +40,26 @@ def aggregation_traffic(table: CostTable, cuts: Sequence[int], *, server_copies:
             elems += cost.params * len(members)
             for k in members:
                 nbytes[k] += cost.param_bytes + (cost.float_buffer_bytes if buffers else 0)
+    return nbytes, 2.0 * elems
+
+
+def update_traffic(table: CostTable, cut: int, *, server_copies: bool, client_copies: bool, exit_heads: bool,
+                   buffers: bool) -> tuple[int, float]:
+    """What one asynchronous update of a client at `cut` moves and costs: the bytes its device sends up (and gets
+    back down) — its units if client layers are shared, its exit head if exit heads are — and the server's FLOPs to
+    mix every copy it holds into the shared one (a multiply and an add per parameter: its units on the device if
+    shared, its server copies of the rest with `server_copies`, its exit head)."""
+    num_units = len(table.units)
+    nbytes, elems = 0, 0
+    for u in range(num_units + 1):
+        cost = table.units[u] if u < num_units else table.classifier
+        if client_copies and u < cut:
+            nbytes += cost.param_bytes + (cost.float_buffer_bytes if buffers else 0)
+            elems += cost.params
+        elif server_copies and u >= cut:
+            elems += cost.params
+    if exit_heads:
+        head = table.exit_heads[cut - 1]
+        nbytes += head.param_bytes + (head.float_buffer_bytes if buffers else 0)
+        elems += head.params
     return nbytes, 2.0 * elems

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 import simpy
 
-from simulator.config.registry import facts, names_where
+from simulator.config.registry import facts, names_where, sync_of
 from simulator.errors import InputError
 from simulator.config.scenario import ResolvedScenario
 from simulator.engine.build import (build_learning, build_timing, load_data, load_labels, shards_of)
@@ -70,6 +70,7 @@ class RoundRecord:
     evals: dict[int, EvalResult] = field(default_factory=dict)
     status: dict[int, str] = field(default_factory=dict)  # per client: see STATUSES
     steps_done: dict[int, int] = field(default_factory=dict)
+    staleness: dict[int, float] = field(default_factory=dict)  # without rounds: mean staleness of its updates
 
 
 # A client's status in a round (clients.csv): ran all its steps; stopped by the round deadline; went offline
@@ -111,7 +112,8 @@ class Simulation:
         # The timing the method's rounds follow (timing.rounds), as its registry entry declares it; the models'
         # sizes that the rounds move are measured by learning (a timing-only run times methods that move none).
         sizes = self.learner.model_sizes() if self.learner is not None else {}
-        self.rounds: Rounds = entry.rounds_class().from_entry(self.world, entry, sizes=sizes,
+        self.sync = sync_of(rs.scenario)
+        self.rounds: Rounds = entry.rounds_class(self.sync).from_entry(self.world, entry, sizes=sizes,
                                                              per_batch=self.learner is not None)
         self.records: list[RoundRecord] = []
         self.stopped_early: str | None = None
@@ -259,6 +261,10 @@ class Simulation:
     def _run(self, on_round: Callable[[RoundRecord], None] | None,
              checkpoint: Callable[["Simulation"], None] | None) -> list[RoundRecord]:
         sc = self.world.scenario
+        if self.sync != "rounds":  # no barrier, no checkpoint: the processes live through the whole run
+            from simulator.engine.continuous import run_continuous
+
+            return run_continuous(self, on_round)
         every = sc.output.checkpoint_every
         while self.rounds_done < sc.training.rounds:
             rec = self.run_round()

@@ -16,8 +16,9 @@ from simulator.learning.split_training import ClientPart, SplitServer, copy_stat
 from simulator.learning.training import EvalResult, state_bytes
 from simulator.learning.strategies.learner import Learner
 from simulator.learning.world import LearningWorld
-from simulator.plan import (BACKWARD, CATCH_UP, CENTRAL_STEP, DROP, FED_AVERAGE, FORWARD, LOCAL_STEP, RESTORE, SAVE,
-                            SPLIT_SERVE, RoundPlan)
+from simulator.learning.mixing import SharedCopies
+from simulator.plan import (APPLY, BACKWARD, BUFFER, CATCH_UP, CENTRAL_STEP, DOWNLOAD, DROP, FED_AVERAGE, FORWARD,
+                            LOCAL_STEP, MIX, RESTORE, SAVE, SPLIT_SERVE, RoundPlan)
 
 __all__ = ["common_cut", "server_seq", "AverageGroup", "Baseline"]
 
@@ -55,6 +56,7 @@ class Baseline(Learner):
         self._pending: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
         self._grads: dict[int, torch.Tensor] = {}
         self._saved: dict[int, tuple[Any, Any]] = {}
+        self.mixing: SharedCopies | None = None  # the shared copies of a method without rounds (fedasync, fedbuff)
 
     # --- what subclasses give (each only for the operations its rounds put in a plan) --------------
     def split_parts(self, i: int) -> tuple[ClientPart, SplitServer]:
@@ -124,6 +126,17 @@ class Baseline(Learner):
                 part.optimizer.load_state_dict(opt)
             elif kind == CENTRAL_STEP:
                 self.central_step()
+            elif kind in (MIX, BUFFER, APPLY, DOWNLOAD):
+                if self.mixing is None:
+                    raise self.cannot(kind)
+                if kind == MIX:
+                    self.mixing.mix(op[1], op[2])
+                elif kind == BUFFER:
+                    self.mixing.keep(op[1], op[2])
+                elif kind == APPLY:
+                    self.mixing.apply(op[1])
+                else:
+                    self.mixing.download(op[1])
             else:
                 raise self.cannot(kind)
         self._saved.clear()

@@ -12,12 +12,14 @@ from typing import Any, Sequence
 
 import torch
 
+from simulator.config.registry import sync_of
 from simulator.plan import exit_head_groups, unit_groups
 from simulator.learning.aggregation import weighted_average_
+from simulator.learning.mixing import Held, SharedCopies
 from simulator.learning.training import EvalResult, ServerPath, evaluate_path
 from simulator.learning.strategies.learner import Learner
 from simulator.learning.world import LearningWorld
-from simulator.plan import AVERAGE, SERVE, STEP, RoundPlan
+from simulator.plan import APPLY, AVERAGE, BUFFER, DOWNLOAD, MIX, SERVE, STEP, RoundPlan
 
 __all__ = ["SplitEE", "Copy"]
 
@@ -40,8 +42,12 @@ class SplitEE(Learner):
         super().__init__(world)
         self.paths: list[ServerPath] = self.build_server()
         n = len(world.rs.clients)
-        # This round's feature batches per client, by step; each is dropped once the server has trained on it.
-        self.features: list[list[tuple[torch.Tensor, torch.Tensor] | None]] = [[] for _ in range(n)]
+        # Feature batches per client by step (of this round; of the whole run without rounds, whose plan comes in
+        # pieces); each is dropped once the server has trained on it.
+        self.features: list[dict[int, tuple[torch.Tensor, torch.Tensor]]] = [{} for _ in range(n)]
+        self.steps_made = [0] * n
+        self.per_round = sync_of(world.scenario) == "rounds"
+        self.mixing = SharedCopies(self.copies_of, world.sample_counts)
 
     @abstractmethod
     def build_server(self) -> list[ServerPath]:
@@ -50,24 +56,55 @@ class SplitEE(Learner):
     # --- a round's plan ---------------------------------------------------------------------------
     def execute(self, plan: RoundPlan) -> None:
         """Every operation of the round's plan, in its order."""
-        w, features = self.w, self.features
+        w, features, made = self.w, self.features, self.steps_made
         trainers, x, y = w.trainers, w.train_x, w.train_y
         for op in plan.ops:
             kind = op[0]
             if kind == STEP:
-                features[op[1]].append(trainers[op[1]].step(x, y))
+                i = op[1]
+                features[i][made[i]] = trainers[i].step(x, y)
+                made[i] += 1
             elif kind == SERVE:
                 i, k = op[1], op[2]
-                batch, features[i][k] = features[i][k], None  # trained once: freed now
+                batch = features[i].pop(k, None)  # trained once: freed now
                 assert batch is not None, f"client {i}'s batch {k} is served twice"
                 self.server_loss[i] += self.paths[i].step(*batch)
                 self.server_steps[i] += 1
             elif kind == AVERAGE:
                 self.aggregate(op[1], op[2])
+            elif kind == MIX:
+                self.mixing.mix(op[1], op[2])
+            elif kind == BUFFER:
+                self.mixing.keep(op[1], op[2])
+            elif kind == APPLY:
+                self.mixing.apply(op[1])
+            elif kind == DOWNLOAD:
+                self.mixing.download(op[1])
             else:
                 raise self.cannot(kind)
-        for f in features:
-            f.clear()
+        if self.per_round:
+            for f in features:
+                f.clear()
+            self.steps_made = [0] * len(features)
+
+    def copies_of(self, i: int) -> list[Held]:
+        """What client i's update joins without rounds, as in its aggregation: its units on the device if client
+        layers are aggregated, its server copies of the rest (with `server_copies`), its exit head if exit heads
+        are (keyed by unit; a head by its cut)."""
+        w = self.w
+        cut = w.cuts[i]
+        buffers = self.cfg.bn == "average"
+        held = []
+        if self.cfg.client_layers_aggregated():
+            held += [Held(u, w.trainers[i].unit_tensors(u, buffers=buffers), True) for u in range(cut)]
+        if self.entry.server_copies:
+            path = self.paths[i]
+            assert path.copies is not None, "server copies need a server model per client"
+            held += [Held(u, path.copies.tensors(path.k, u - cut, buffers=buffers), False)
+                     for u in range(cut, len(w.table.units) + 1)]
+        if self.cfg.exit_heads_aggregated():
+            held.append(Held(("head", cut), w.trainers[i].unit_tensors(cut, buffers=buffers), True))
+        return held
 
     def aggregate(self, members: Sequence[int], missed: set[int]) -> None:
         """The average among `members`; a member in `missed` never received it and keeps its own copy."""
