@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from simulator.output.early_exit import EARLY_EXIT_COLUMNS, client_inference_costs
-from simulator.config.registry import facts, names_where
+from simulator.config.registry import SYNC_MODES, facts, names_where, sync_of
 from simulator.engine.simulation import Simulation, few_collections
 from simulator.errors import InputError
 from simulator.output.fsio import check_output_dir
@@ -77,6 +77,9 @@ def replay_refusal(original: ResolvedScenario, changed: ResolvedScenario, summar
     sc = original.scenario
     if summary.get("stopped_early"):
         return f"the run stopped early ({summary['stopped_early']})"
+    mode = SYNC_MODES[sync_of(sc)]
+    if not mode.replayable:
+        return f"the run is {mode.name} (training.sync): {mode.why_not}"
     if not facts(sc.strategy.name).replayable:
         return (f"strategy {sc.strategy.name!r}: its clients wait for the server, so replays cover only "
                 f"{', '.join(names_where(replayable=True))}")

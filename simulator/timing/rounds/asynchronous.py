@@ -215,11 +215,12 @@ class AsyncRounds:
             ok = (yield from dev.transfer(rnd, self.up_bytes[i], up=True, kind="agg_tx", stop=stop)).delivered
         if ok:
             staleness = self.version - self.seen[i]
-            yield env.process(w.server.compute(rnd, self.mix_flops[i], lambda: self.take(i, staleness),
-                                               kind="aggregate"))
-            ok = not stop.triggered
+            taken = yield env.process(w.server.compute(rnd, self.mix_flops[i], lambda: self.take(i, staleness),
+                                                       kind="aggregate"))
+            # An update the server took is answered even after the run's stop; only leaving cuts the download.
+            ok = taken and not leave.triggered
         if ok and self.down_bytes[i]:
-            ok = (yield from dev.transfer(rnd, self.down_bytes[i], up=False, kind="agg_rx", stop=stop)).delivered
+            ok = (yield from dev.transfer(rnd, self.down_bytes[i], up=False, kind="agg_rx", stop=leave)).delivered
             if ok:
                 self.plan.add(DOWNLOAD, i)
         if ok:
@@ -246,11 +247,12 @@ class AsyncRounds:
                 return k
         return steps
 
-    def take(self, i: int, staleness: int) -> None:
-        """The server takes client i's update (at the start of its mixing work): mixed in, or kept until k are."""
+    def take(self, i: int, staleness: int) -> bool:
+        """The server takes client i's update (at the start of its mixing work): mixed in, or kept until k are.
+        False if it came after the run's stop (it is not taken)."""
         assert self.end is not None
         if self.end.triggered:
-            return  # it came after the run's stop
+            return False
         self.staleness.setdefault(i, []).append(staleness)
         if self.mode == "async":
             self.plan.add(MIX, i, staleness_weight(self.mix, self.a, staleness))
@@ -270,6 +272,7 @@ class AsyncRounds:
         updates = self.w.scenario.training.updates
         if updates is not None and self.applied >= updates:
             self.finish()
+        return True
 
     def deliver(self, batch: FeatureBatch, base: int) -> None:
         assert self.inbox is not None
