@@ -33,7 +33,7 @@ SCHEMAS: dict[str, dict[str, str]] = {
     "clients.csv": {"round": _INT, "client": _STR, "device": _STR, "cut": _INT, "exit_accuracy": _FLOAT,
                     "final_accuracy": _FLOAT, "train_loss_exit": _FLOAT, "train_loss_server": _FLOAT,
                     "energy_j": _FLOAT, "bytes_up": _FLOAT, "bytes_down": _FLOAT, "available": _BOOL, "status": _STR,
-                    "steps_done": _INT},
+                    "steps_done": _INT, "staleness": _FLOAT},
     "events": {"t_start": _FLOAT, "t_end": _FLOAT, "entity": _STR, "kind": _STR, "round": _INT, "bytes": _FLOAT,
                "flops": _FLOAT, "energy_j": _FLOAT},
     "early_exit.csv": {"client": _STR, "threshold": _FLOAT, "accuracy": _FLOAT, "exit_rate": _FLOAT,

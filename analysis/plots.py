@@ -153,17 +153,25 @@ def _tradeoff_note(runs: Sequence[Run], points: Sequence[tuple[float, float, str
     return ""
 
 
+def _sync(run: Run) -> str:
+    """How the run synchronized: summary.json's `sync` (rounds, async, buffered); older runs had only rounds."""
+    return str(run.summary.get("sync", "rounds"))
+
+
 def time_to_accuracy(runs: Sequence[Run], target: float | None = None, show_exit: bool = True) -> Figure:
     """Accuracy against simulated time, one line per run: which fleet design learns fastest in wall-clock terms.
+    Runs that synchronize differently (rounds, async, buffered) are told apart in the legend.
 
     Rounds without evaluation have no accuracy and are skipped. Dashed: mean exit accuracy (what clients get
     without the server). `target` draws a horizontal line to read the time to that accuracy off.
     """
     fig = new_figure(7.5, 5.0)
     ax = fig.add_subplot()
-    for run, color in zip(runs, run_colors(len(runs))):
+    modes = [_sync(run) for run in runs] if len(runs) > 1 else [""]
+    mixed = len(set(modes)) > 1
+    for k, (run, color) in enumerate(zip(runs, run_colors(len(runs)))):
         t, acc = accuracy_curve(run.rounds)
-        label = f"{run.label} (final)"
+        label = f"{run.label}{f' [{modes[k]}]' if mixed else ''} (final)"
         if target is not None:
             reached = reach_time(run.rounds, target)
             label += f": target {'never reached' if reached is None else f'at {reached:,.4g} s'}"

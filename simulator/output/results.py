@@ -20,11 +20,13 @@ from simulator.version import __version__
 from simulator.output.fsio import atomic_write
 from simulator.timing.recorder import EVENT_COLUMNS, Recorder
 from simulator.config.scenario import ResolvedScenario
+from simulator.config.registry import sync_of
 from simulator.timing.server import SERVER
 
 __all__ = [
     "ROUND_COLUMNS",
     "CLIENT_COLUMNS",
+    "ASYNC_CLIENT_COLUMNS",
     "atomic_write",
     "round_rows",
     "client_rows",
@@ -38,6 +40,9 @@ ROUND_COLUMNS = ("round", "sim_time_s", "final_accuracy", "mean_exit_accuracy", 
 CLIENT_COLUMNS = ("round", "client", "device", "cut", "exit_accuracy", "final_accuracy", "train_loss_exit",
                   "train_loss_server", "energy_j", "bytes_up", "bytes_down", "available", "status", "steps_done",
                   "exit_accuracy_local", "final_accuracy_local")
+# Written after CLIENT_COLUMNS by a run without rounds (training.sync async | buffered) only, so that a run in rounds
+# keeps its files byte for byte: the mean staleness of the client's updates the server took in that row's piece.
+ASYNC_CLIENT_COLUMNS = ("staleness",)
 
 
 def _csv(columns: Sequence[str], rows: Iterable[Sequence[Any]], *, blank_nan: bool = True) -> str:
@@ -77,6 +82,11 @@ def round_rows(records: Sequence[Any], recorder: Recorder) -> list[tuple[Any, ..
     return rows
 
 
+def client_columns(rs: ResolvedScenario) -> tuple[str, ...]:
+    """The columns of this run's clients.csv."""
+    return CLIENT_COLUMNS + (ASYNC_CLIENT_COLUMNS if sync_of(rs.scenario) != "rounds" else ())
+
+
 def client_rows(records: Sequence[Any], recorder: Recorder, rs: ResolvedScenario) -> Iterator[tuple[Any, ...]]:
     """The rows of clients.csv, a missing value (no exit, not evaluated, not present) as an empty cell.
 
@@ -87,6 +97,7 @@ def client_rows(records: Sequence[Any], recorder: Recorder, rs: ResolvedScenario
     devices = [c.device.name for c in rs.clients]
     cuts = [c.cut for c in rs.clients]
     blank = [""] * len(names)
+    asynchronous = sync_of(rs.scenario) != "rounds"
     for rec in records:
         totals = recorder.round_totals[rec.round]
         tots = [totals.get(n) for n in names]
@@ -101,13 +112,16 @@ def client_rows(records: Sequence[Any], recorder: Recorder, rs: ResolvedScenario
             exit_acc = final_acc = exit_local = final_local = blank
         exit_loss = [_blank(rec.exit_loss.get(i, nan)) for i in indices] if rec.exit_loss else blank
         server_loss = [_blank(rec.server_loss.get(i, nan)) for i in indices] if rec.server_loss else blank
-        yield from zip(
+        columns = [
             [rec.round] * len(names), names, devices, cuts, exit_acc, final_acc, exit_loss, server_loss,
             [t.energy_j if t else 0.0 for t in tots], [t.bytes_up if t else 0.0 for t in tots],
             [t.bytes_down if t else 0.0 for t in tots], [int(i in present) for i in indices],
             [rec.status.get(i, "ok") for i in indices], [rec.steps_done.get(i, 0) for i in indices],
             exit_local, final_local,
-        )
+        ]
+        if asynchronous:
+            columns.append([rec.staleness.get(i, "") for i in indices])
+        yield from zip(*columns)
 
 
 def _fleet_events(rs: ResolvedScenario, records: Sequence[Any]) -> dict[str, Any]:
@@ -147,6 +161,7 @@ def summary(rs: ResolvedScenario, records: Sequence[Any], recorder: Recorder,
     return {
         "scenario": rs.scenario.name,
         "strategy": rs.scenario.strategy.name,
+        "sync": sync_of(rs.scenario),  # rounds, async or buffered (config.registry.sync_of)
         "seed": rs.scenario.seed,
         "rounds": len(records),
         "timing_only": timing_only,
@@ -256,7 +271,7 @@ def write_run(out: Path, rs: ResolvedScenario, records: Sequence[Any], recorder:
     if not (out / "scenario.resolved.yaml").is_file():  # the runner writes it when the run starts
         write_resolved(out, rs)
     atomic_write(out / "rounds.csv", _csv(ROUND_COLUMNS, round_rows(records, recorder)))
-    atomic_write(out / "clients.csv", _csv(CLIENT_COLUMNS, client_rows(records, recorder, rs), blank_nan=False))
+    atomic_write(out / "clients.csv", _csv(client_columns(rs), client_rows(records, recorder, rs), blank_nan=False))
     _write_events(out, recorder, rs.scenario.output.events)
     _write_early_exit(out, rs, records)
     summ = summary(rs, records, recorder, stopped_early, timing_only=timing_only, sample_counts=sample_counts)
