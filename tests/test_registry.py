@@ -18,7 +18,7 @@ import torch
 import yaml
 from torch import nn
 
-from simulator.config.registry import REGISTRY, StrategyEntry, facts, names, names_where
+from simulator.config.registry import REGISTRY, StrategyEntry, facts, names, names_async, names_where
 from simulator.config.scenario import load_scenario
 from simulator.config.schema import StrategyCfg
 from simulator.engine.simulation import Simulation
@@ -32,7 +32,7 @@ from simulator.plan import CENTRAL_STEP, SERVE, STEP, RoundPlan
 from simulator.timing.rounds.disciplines import DISCIPLINES
 
 SHIPPED = ("sequential", "averaging", "centralized", "homogeneous_splitee", "vanilla_sl", "splitfed_v1",
-           "splitfed_v2", "fedavg", "standalone_exit")
+           "splitfed_v2", "fedavg", "standalone_exit", "fedasync", "fedbuff")
 
 
 # --- the shipped entries ----------------------------------------------------------------------------------------
@@ -82,7 +82,9 @@ def test_derived_name_sets() -> None:
     assert names_where(exits=True) == ("sequential", "averaging", "homogeneous_splitee")
     assert names_where(cut="common") == ("homogeneous_splitee", "vanilla_sl", "splitfed_v1", "splitfed_v2")
     assert names_where(placement="server") == ("centralized", "standalone_exit")
-    assert names_where(placement="device") == ("fedavg",)
+    assert names_where(placement="device") == ("fedavg", "fedasync", "fedbuff")
+    assert names_where(sync="async") == ("fedasync",) and names_where(sync="buffered") == ("fedbuff",)
+    assert names_async() == ("sequential", "averaging", "homogeneous_splitee", "fedasync", "fedbuff")
 
 
 def test_the_schema_takes_the_registry_names_and_names_them_on_a_typo() -> None:
@@ -109,6 +111,7 @@ def test_every_client_is_placed_as_its_strategy_says(name: str) -> None:
     from simulator.config.scenario import resolve_scenario
 
     sets = [f"strategy.name={name}"] + (["strategy.common_cut=2"] if name == "standalone_exit" else [])
+    sets += ["training.duration_s=60"] if facts(name).sync else []  # asynchronous by itself: it needs a stop
     rs = load_scenario("scenarios/quickstart.yaml", sets, check=False)
     placement = facts(name).placement
     assert {c.placement for c in rs.clients} == {placement}

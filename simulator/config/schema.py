@@ -353,5 +353,6 @@ class Scenario(Strict):
                 raise ValueError("training.duration_s / training.updates stop asynchronous runs only "
                                  "(training.sync: async or buffered); rounds stop after training.rounds")
         elif t.duration_s is None and t.updates is None:
-            raise ValueError(f"training.sync {mode}: give training.duration_s or training.updates (when to stop)")
+            why = f"strategy {self.strategy.name!r} is {mode}" if entry.sync else f"training.sync {mode}"
+            raise ValueError(f"{why}: give training.duration_s or training.updates (when to stop without rounds)")
         return self

@@ -28,7 +28,6 @@ def run_continuous(sim: Simulation, on_round: Callable[[RoundRecord], None] | No
     every = sc.eval.every_s
     next_eval = every if every is not None else math.inf
     clients = list(range(len(w.devices)))
-    r.begin_piece(1, RoundPlan(1))
     r.start()
     rnd = 0
     while True:
