@@ -130,6 +130,25 @@ def test_throttle_changes_follow_the_hand_arithmetic(varying_run: Path) -> None:
     assert [t for t, _ in hot] == pytest.approx([t for t, _ in expected], abs=1e-6)  # FLOP seconds: < 1e-8
 
 
+def test_a_throttle_interval_cut_short_logs_no_slow_down_it_never_reached(tmp_path: Path) -> None:
+    # A round deadline of 2.2 s stops hot's third step at 2.2, before its 2.5 s of compute: no slow-down then
+    # (the interval had been asked for whole, its slow-down at 2.5 logged). Its heat, 2.2 s, carries into round 2
+    # (it idled less than cool_s): 0.3 s into round 2's compute, at T + 0.3, the speed drops.
+    data = copy.deepcopy(BASE)
+    data["training"]["round_deadline_s"] = 2.2
+    out = tmp_path / "run"
+    assert main(["run", str(_scenario(tmp_path, data)), "--timing-only", "--out", str(out), "--quiet",
+                 "--no-report"]) == 0
+    with (out / "events.csv").open() as f:
+        events = [r for r in csv.DictReader(f) if r["entity"] == "hot"]
+    assert any(r["kind"] == "straggler" and r["round"] == "1" and float(r["t_start"]) == 2.2 for r in events)
+    t2 = min(float(r["t_start"]) for r in events if r["kind"] == "compute" and r["round"] == "2")
+    assert t2 - 2.2 < COOL_S
+    hot = [(t, v) for t, e, _, v in _rows(out / CONDITIONS_FILE) if e == "hot"]
+    assert [v for _, v in hot] == [1.0, FACTOR]
+    assert [t for t, _ in hot] == pytest.approx([0.0, t2 + (AFTER_S - 2.2)], abs=1e-6)
+
+
 def test_loaded_file_and_time_weighted_statistics(varying_run: Path) -> None:
     run = load_run(varying_run)
     assert run.conditions is not None and tuple(run.conditions.columns) == CONDITION_COLUMNS
