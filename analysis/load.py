@@ -38,12 +38,15 @@ SCHEMAS: dict[str, dict[str, str]] = {
                "flops": _FLOAT, "energy_j": _FLOAT},
     "early_exit.csv": {"client": _STR, "threshold": _FLOAT, "accuracy": _FLOAT, "exit_rate": _FLOAT,
                        "latency_s": _FLOAT, "energy_j": _FLOAT},
+    # only when something varies; `value` is in the field's unit (bit/s, s, or a speed factor)
+    "conditions.csv": {"t_s": _FLOAT, "entity": _STR, "field": _STR, "value": _FLOAT},
 }
 _REQUIRED = {
     "rounds.csv": ("round", "sim_time_s", "final_accuracy"),
     "clients.csv": ("round", "client", "cut"),
     "events": ("t_start", "t_end", "entity", "kind", "round", "energy_j"),
     "early_exit.csv": ("client", "threshold", "accuracy", "exit_rate", "latency_s"),
+    "conditions.csv": ("t_s", "entity", "field", "value"),
 }
 
 
@@ -51,9 +54,10 @@ _REQUIRED = {
 class Run:
     """One finished run folder as DataFrames; optional files that are absent are None.
 
-    `summary` is summary.json as a dict; `rounds`, `clients`, `events`, `early_exit` are the run's tables with
-    typed columns (names as strings, counts as integers, `available` as bool, the rest float with NaN where a
-    cell is empty); `scenario` is scenario.resolved.yaml as a dict, read when first asked for.
+    `summary` is summary.json as a dict; `rounds`, `clients`, `events`, `early_exit` and `conditions` (only
+    written when a link, a device's speed or a shared medium varies over the run) are the run's tables with typed
+    columns (names as strings, counts as integers, `available` as bool, the rest float with NaN where a cell is
+    empty); `scenario` is scenario.resolved.yaml as a dict, read when first asked for.
     """
 
     path: Path
@@ -64,6 +68,7 @@ class Run:
     early_exit: pd.DataFrame | None = field(repr=False)
     label: str  # the folder's name (parent/name when two runs share one): scenario names may repeat across runs
     events_file: Path | None = None  # events.csv or events.parquet, whichever the run wrote
+    conditions: pd.DataFrame | None = field(default=None, repr=False)  # conditions.csv: t_s, entity, field, value
 
     @cached_property
     def scenario(self) -> dict[str, Any] | None:
@@ -245,7 +250,7 @@ def _scenario(path: Path) -> dict[str, Any] | None:
 
 def load_run(path: str | Path) -> Run:
     """A run folder: summary.json and rounds.csv must be there (summary.json is written last, so it marks
-    a finished run); clients.csv, events (CSV or parquet) and early_exit.csv are optional."""
+    a finished run); clients.csv, events (CSV or parquet), early_exit.csv and conditions.csv are optional."""
     folder = Path(path)
     if not folder.is_dir():
         what = "no such folder" if not folder.exists() else "a file, not a run folder"
@@ -263,6 +268,7 @@ def load_run(path: str | Path) -> Run:
         early_exit=_optional_csv(folder / "early_exit.csv", "early_exit.csv"),
         label=folder.resolve().name,
         events_file=events_file,
+        conditions=_optional_csv(folder / "conditions.csv", "conditions.csv"),
     )
 
 

@@ -26,6 +26,9 @@ __all__ = [
     "fleet_description",
     "mean_exit_accuracy",
     "sorted_values",
+    "condition_steps",
+    "condition_stats",
+    "run_end_s",
 ]
 
 SERVER = "server"  # the entity name the simulator gives the server (simulator.timing.server.SERVER, which imports torch)
@@ -174,3 +177,47 @@ def mean_exit_accuracy(summary: dict[str, Any]) -> float:
         return float(value)
     per = [float(v) for v in (summary.get("exit_accuracy") or {}).values() if isinstance(v, (int, float))]
     return _nanmean(np.array(per, dtype=float))
+
+
+def run_end_s(run: Run) -> float:
+    """The run's simulated end: summary.json's sim_time_s, else the last round's end (0 if neither is known)."""
+    end = run.summary.get("sim_time_s")
+    if isinstance(end, (int, float)) and not isinstance(end, bool) and math.isfinite(end):
+        return float(end)
+    times = column(run.rounds, "sim_time_s").astype(float) if len(run.rounds) else np.zeros(0)
+    return float(np.nanmax(times)) if len(times) and not np.isnan(times).all() else 0.0
+
+
+def condition_steps(conditions: pd.DataFrame, field: str) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Per entity (in file order), the times and values of one conditions.csv field: a step function, each value
+    holding from its time until the next."""
+    for name in ("t_s", "entity", "field", "value"):
+        column(conditions, name)
+    rows = conditions[conditions["field"].astype(str) == field]
+    out: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    for entity, group in rows.groupby("entity", sort=False):
+        group = group.sort_values("t_s", kind="stable")
+        out[str(entity)] = (group["t_s"].to_numpy(dtype=float), group["value"].to_numpy(dtype=float))
+    return out
+
+
+def condition_stats(run: Run) -> list[dict[str, Any]]:
+    """Per (entity, field) of conditions.csv: how often it changed and its min, time-weighted mean and max over
+    [0, the run's end]; clients in fleet order, then media, each entity's fields in the file's order. Empty
+    without the file."""
+    table = run.conditions
+    if table is None or not len(table):
+        return []
+    for name in ("t_s", "entity", "field", "value"):
+        column(table, name)
+    end = run_end_s(run)
+    per_entity: dict[str, list[dict[str, Any]]] = {}
+    for (entity, field), group in table.groupby(["entity", "field"], sort=False):  # first appearance order
+        group = group.sort_values("t_s", kind="stable")
+        t, v = group["t_s"].to_numpy(dtype=float), group["value"].to_numpy(dtype=float)
+        held = np.diff(np.append(t, max(end, float(t[-1]))))  # seconds each value was in force
+        mean = float((v * held).sum() / held.sum()) if held.sum() > 0 else float(v[0])
+        per_entity.setdefault(str(entity), []).append({
+            "entity": str(entity), "field": str(field), "changes": len(t) - 1,
+            "min": float(v.min()), "mean": mean, "max": float(v.max())})
+    return [row for entity in entity_order(run, list(per_entity)) for row in per_entity[entity]]

@@ -177,6 +177,7 @@ def replay(run_dir: Path, sets: Sequence[str], out: Path, *, overwrite: bool = F
         try:
             with few_collections():
                 write_run(out, changed, sim.records, sim.world.recorder, timing_only=True, sample_counts=counts,
+                          conditions=sim.condition_rows(),
                           finish=lambda new: _merge_learning(run_dir, out, changed, summary, new, list(sets)))
         except _DAMAGED as err:
             for name in ("summary.json",):  # never leave a summary that claims a finished replay

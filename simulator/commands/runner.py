@@ -163,7 +163,7 @@ def _run_locked(rs: ResolvedScenario, out: Path, *, resume: bool, progress: bool
         bar.close()
     with few_collections():
         summary = write_run(out, rs, sim.records, sim.world.recorder, sim.stopped_early, timing_only=timing_only,
-                            sample_counts=sim.world.sample_counts)
+                            sample_counts=sim.world.sample_counts, conditions=sim.condition_rows())
     _drop_checkpoint(out)
     return summary
 

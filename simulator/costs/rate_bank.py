@@ -191,6 +191,16 @@ class Throttle:
         """The interval of `row` planned to end at `planned_end` stopped at t instead."""
         self.heat[row] -= planned_end - t
         self.last_end[row] = t
+        # A slow-down logged for after t (when the interval was to reach after_s) never happened. Only the entry
+        # of this interval can be that late: it is the row's last one.
+        for k in range(len(self.log) - 1, -1, -1):
+            times, rows, factors = self.log[k]
+            mine = rows == row
+            if mine.any():
+                if times[mine][-1] > t:
+                    keep = ~(mine & (times > t))
+                    self.log[k] = (times[keep], rows[keep], factors[keep])
+                break
 
     def snapshot(self) -> tuple[np.ndarray, np.ndarray, int]:
         """What `restore` needs to take back every interval asked for after this call."""

@@ -19,6 +19,7 @@ from simulator.config.scenario import ResolvedScenario
 from simulator.engine.build import (build_learning, build_timing, load_data, load_labels, shards_of)
 from simulator.plan import RoundPlan
 from simulator.rng import Streams
+from simulator.timing.conditions_log import ConditionRow, condition_rows
 from simulator.timing.device import RoundFate
 from simulator.timing.server import SERVER
 
@@ -250,6 +251,11 @@ class Simulation:
                     dev.alive = False
             elif fates[i].stopped == "deadline":
                 rec.mark(dev.name, "straggler", rnd, fates[i].t_stop or now)
+
+    def condition_rows(self) -> list[ConditionRow]:
+        """The rows of conditions.csv: every change of a varying resource up to the end of the last round done."""
+        end = self.records[-1].sim_time_s if self.records else 0.0
+        return condition_rows(self.rs, self.world.conditions, end)
 
     def run(self, on_round: Callable[[RoundRecord], None] | None = None,
             checkpoint: Callable[["Simulation"], None] | None = None) -> list[RoundRecord]:

@@ -1,4 +1,5 @@
-"""Writes a run folder: scenario.resolved.yaml, rounds.csv, clients.csv, events, summary.json (atomically)."""
+"""Writes a run folder: scenario.resolved.yaml, rounds.csv, clients.csv, events, conditions.csv, summary.json
+(atomically)."""
 
 from __future__ import annotations
 
@@ -25,6 +26,9 @@ from simulator.timing.server import SERVER
 __all__ = [
     "ROUND_COLUMNS",
     "CLIENT_COLUMNS",
+    "CONDITION_COLUMNS",
+    "CONDITION_FIELDS",
+    "CONDITIONS_FILE",
     "atomic_write",
     "round_rows",
     "client_rows",
@@ -38,6 +42,11 @@ ROUND_COLUMNS = ("round", "sim_time_s", "final_accuracy", "mean_exit_accuracy", 
 CLIENT_COLUMNS = ("round", "client", "device", "cut", "exit_accuracy", "final_accuracy", "train_loss_exit",
                   "train_loss_server", "energy_j", "bytes_up", "bytes_down", "available", "status", "steps_done",
                   "exit_accuracy_local", "final_accuracy_local")
+# conditions.csv, only when something varies: one row per change of a varying resource (timing.conditions_log);
+# `field` is one of CONDITION_FIELDS, in the order rows at one time and entity are written.
+CONDITIONS_FILE = "conditions.csv"
+CONDITION_COLUMNS = ("t_s", "entity", "field", "value")
+CONDITION_FIELDS = ("uplink_bps", "downlink_bps", "latency_s", "speed", "capacity_bps")
 
 
 def _csv(columns: Sequence[str], rows: Iterable[Sequence[Any]], *, blank_nan: bool = True) -> str:
@@ -245,20 +254,35 @@ def _write_early_exit(out: Path, rs: ResolvedScenario, records: Sequence[Any]) -
         atomic_write(out / "early_exit.csv", _csv(EARLY_EXIT_COLUMNS, rows))
 
 
+def _write_conditions(out: Path, rows: Sequence[tuple[float, str, str, float]]) -> None:
+    """conditions.csv from the timing world's rows, sorted by time, entity, then field; no file (and none left
+    from before) when nothing varies."""
+    path = out / CONDITIONS_FILE
+    if not rows:
+        path.unlink(missing_ok=True)
+        return
+    rank = {f: k for k, f in enumerate(CONDITION_FIELDS)}
+    ordered = sorted(rows, key=lambda r: (r[0], r[1], rank[r[2]]))  # stable: a resource's rows keep their order
+    atomic_write(path, _csv(CONDITION_COLUMNS, ordered, blank_nan=False))
+
+
 def write_run(out: Path, rs: ResolvedScenario, records: Sequence[Any], recorder: Recorder,
               stopped_early: str | None = None, *, timing_only: bool = False,
               sample_counts: Sequence[int] | None = None,
-              finish: Callable[[dict[str, Any]], dict[str, Any]] | None = None) -> dict[str, Any]:
+              finish: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
+              conditions: Sequence[tuple[float, str, str, float]] = ()) -> dict[str, Any]:
     """All result files of a finished run; summary.json last, so its presence means the run is complete.
 
     `finish`, if given, runs once the other files are written and returns the summary to write (a replay puts
-    the original run's learning results into the tables and the summary)."""
+    the original run's learning results into the tables and the summary). `conditions`: the rows of
+    conditions.csv (timing.conditions_log; empty when nothing varies: no file)."""
     if not (out / "scenario.resolved.yaml").is_file():  # the runner writes it when the run starts
         write_resolved(out, rs)
     atomic_write(out / "rounds.csv", _csv(ROUND_COLUMNS, round_rows(records, recorder)))
     atomic_write(out / "clients.csv", _csv(CLIENT_COLUMNS, client_rows(records, recorder, rs), blank_nan=False))
     _write_events(out, recorder, rs.scenario.output.events)
     _write_early_exit(out, rs, records)
+    _write_conditions(out, conditions)
     summ = summary(rs, records, recorder, stopped_early, timing_only=timing_only, sample_counts=sample_counts)
     if finish is not None:
         summ = finish(summ)
