@@ -326,3 +326,12 @@ def test_a_bank_agrees_with_a_walk_over_every_piece() -> None:
         w = rng.exponential(3.0, len(rows))
         expected = [walk(refs[r], t[r], x) for r, x in zip(rows.tolist(), w.tolist())]
         assert bank.finish(rows, t[rows], w) == pytest.approx(expected, rel=1e-12, abs=1e-9)
+
+
+def test_a_throttle_reached_exactly_at_the_end_of_an_interval_is_logged_there() -> None:
+    cond = Conditions([None], [(2.0, 0.5, 5.0)], [None], [None])
+    cpu = ProcessorTiming(cond, 0)
+    assert cpu.done_at(0.0, 2.0) == 2.0  # exactly after_s of compute: not slowed yet
+    assert cpu.done_at(2.5, 1.0) == 4.5  # the next interval runs at half speed
+    logged = [(float(t), float(f)) for ts, _, fs in cond.throttle.log for t, f in zip(ts, fs)]
+    assert logged == [(2.0, 0.5)]

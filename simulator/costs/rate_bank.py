@@ -180,7 +180,9 @@ class Throttle:
         budget = np.maximum(after - heat, 0.0)
         slow = work > budget
         end = np.where(slow, t + budget + (work - budget) / factor, t + work)
-        starts = slow & (budget > 0)
+        # The speed drops when the heat reaches after_s: inside this interval, or at its very end (then it is the
+        # next interval that runs slow).
+        starts = (heat < after) & (work >= budget)
         if np.any(starts):
             self.log.append((t[starts] + budget[starts], rows[starts], factor[starts]))
         self.heat[rows] = heat + (end - t)
