@@ -84,7 +84,7 @@ def render(bps: np.ndarray) -> str:
     """The CSV text: header comments with the trace's own statistics, then t_s,uplink_bps rows and the end row."""
     fades = _fades(bps, MEDIAN_BPS / 2)
     up = bps[bps > 0]
-    harmonic = len(up) / np.sum(1.0 / up)  # the rate at which a fixed payload goes, outside outages
+    harmonic = len(up) / np.sum(1.0 / up)  # what a short upload started at a random second sees
     pct = np.percentile(bps, [10, 50, 90]) / 1e6
     lines = [
         "# SYNTHESIZED, NOT MEASURED: LTE uplink goodput of a phone on a walk / bus / walk commute, 1-s steps.",
