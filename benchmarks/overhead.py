@@ -12,7 +12,7 @@ import torch
 
 from simulator.learning.aggregation import weighted_average_
 from simulator.engine.simulation import Simulation
-from simulator.engine.build import load_data
+from simulator.learning.build import load_data
 from simulator.resources import builtin_dir
 from simulator.config.scenario import load_scenario
 

@@ -107,7 +107,7 @@ def one_training(clients: int) -> dict[str, float]:
 
     from simulator.engine.simulation import Simulation
 
-    from simulator.engine.build import load_data
+    from simulator.learning.build import load_data
     from simulator.resources import builtin_dir
     from simulator.config.scenario import load_scenario
 

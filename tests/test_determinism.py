@@ -123,7 +123,7 @@ def test_same_seed_and_threads_same_files_from_the_command_line(tmp_path: Path, 
 
 
 def test_compute_section_shorthand_and_default_threads(tmp_path: Path) -> None:
-    from simulator.engine.build import SMALL_MODEL_FWD_FLOPS, TORCH_DEFAULT_THREADS, intra_op_threads
+    from simulator.learning.build import SMALL_MODEL_FWD_FLOPS, TORCH_DEFAULT_THREADS, intra_op_threads
     from simulator.costs.table_cache import table_for
 
     short = load_scenario(_write(tmp_path, "a.yaml", compute="cpu")).scenario

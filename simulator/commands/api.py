@@ -51,7 +51,7 @@ def run(scenario: str | Path | Mapping[str, Any], set: Sequence[str] | str = (),
     Bad input raises `simulator.errors.InputError` with the same one-line message the command line prints.
     """
     from analysis.load import load_run
-    from simulator.engine.build import use_threads
+    from simulator.learning.build import use_threads
     from simulator.commands.runner import run_scenario
 
     rs = _resolve(scenario, _sets(set))

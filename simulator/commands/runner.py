@@ -15,7 +15,7 @@ from tqdm import tqdm
 from simulator.output.checkpoint_io import dumps, load_file, register
 from simulator.output.console import format_cuts, format_summary
 from simulator.engine.simulation import RoundRecord, Simulation, check_timing_only, few_collections
-from simulator.engine.build import use_threads
+from simulator.learning.build import use_threads
 from simulator.errors import InputError, clip
 from simulator.config.limits import check_allocatable, check_client_samples
 from simulator.output.results import atomic_write, write_resolved, write_run
