@@ -258,5 +258,5 @@ def test_resume_refuses_a_checkpoint_of_another_format(tmp_path: Path, capsys: p
     before = state.read_bytes()
     assert main(["run", str(path), "--out", str(out), "--resume", "--quiet"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and str(state) in err[0] and "checkpoint has format 1, this version reads format 3" in err[0]
+    assert len(err) == 1 and str(state) in err[0] and "checkpoint has format 1, this version reads format 4" in err[0]
     assert state.read_bytes() == before and not (out / "summary.json").exists()

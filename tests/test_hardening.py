@@ -360,14 +360,14 @@ def test_a_crafted_checkpoint_never_runs_code(tmp_path: Path, capsys: pytest.Cap
         def __reduce__(self) -> tuple[Any, ...]:
             return (os.system, (f"touch {marker}",))
 
-    torch.save({"format": 3, "resolved": {}, "timing_only": False, "state": Evil()}, state)
+    torch.save({"format": 4, "resolved": {}, "timing_only": False, "state": Evil()}, state)
     assert main(["run", str(path), "--out", str(out), "--resume", "--quiet"]) == 2
     line = _one_error(capsys)
     assert str(state) in line and not marker.exists()
     # the same payload behind this simulator's header, its digest right
     import io
     buf = io.BytesIO()
-    torch.save({"format": 3, "resolved": {}, "timing_only": False, "state": Evil()}, buf)
+    torch.save({"format": 4, "resolved": {}, "timing_only": False, "state": Evil()}, buf)
     import hashlib
     state.write_bytes(MAGIC + hashlib.sha256(buf.getvalue()).hexdigest().encode() + b"\n" + buf.getvalue())
     assert main(["run", str(path), "--out", str(out), "--resume", "--quiet"]) == 2

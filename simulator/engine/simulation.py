@@ -25,8 +25,6 @@ from simulator.timing.device import RoundFate
 from simulator.timing.server import SERVER
 
 if TYPE_CHECKING:
-    import torch
-
     from simulator.learning.data.datasets import Dataset
     from simulator.learning.strategies import Strategy
     from simulator.learning.training import EvalResult
@@ -117,7 +115,6 @@ class Simulation:
                                                              per_batch=self.learner is not None)
         self.records: list[RoundRecord] = []
         self.stopped_early: str | None = None
-        self._local_weights: list[torch.Tensor] | None = None  # per client, made at the first evaluation
 
     @property
     def rounds_done(self) -> int:
@@ -125,16 +122,10 @@ class Simulation:
 
     def evaluate(self) -> dict[int, EvalResult]:
         """The strategy's evaluation of every client, each with its test weights for local accuracy."""
-        from simulator.learning.training import local_test_weights
-
         assert self.learner is not None and self.learning is not None
-        lw = self.learning
-        got = self.learner.evaluate(lw.scenario.eval.batch_size)
-        if self._local_weights is None:
-            classes = lw.scenario.dataset.shape()[2]
-            self._local_weights = [local_test_weights(lw.train_y[sp.indices], lw.test_y, classes)
-                                   for sp in lw.samplers]
-        return {i: replace(ev, local_weights=self._local_weights[i]) for i, ev in got.items()}
+        got = self.learner.evaluate(self.learning.scenario.eval.batch_size)
+        weights = self.learning.local_weights()
+        return {i: replace(ev, local_weights=weights[i]) for i, ev in got.items()}
 
     def _status(self, i: int, now: float) -> str:
         """Whether client i can join a round starting now, and if not why."""
@@ -281,59 +272,18 @@ class Simulation:
                 checkpoint(self)
         return self.records
 
-    # --- checkpoints: the world is quiescent between rounds, so its state is just tensors and numbers ---
+    # --- checkpoints: the worlds are quiescent between rounds, each saves and restores its own state ---
     def state_dict(self) -> dict[str, Any]:
-        import torch
-
-        w, s = self.world, self.learner
-        lw = self.learning if s is not None else None
         return {
-            "now": w.env.now,
             "records": self.records,
-            "client_parts": {cut: part.state_dict() for cut, part in lw.client_parts.items()} if lw else {},
-            "server_parts": {cut: part.state_dict() for cut, part in lw.server_parts.items()} if lw else {},
-            "samplers": [sp.state_dict() for sp in lw.samplers] if lw else [],
-            "server_modules": [m.state_dict() for m in s.server_modules()] if s else [],
-            "server_opts": [o.state_dict() for o in s.optimizers()] if s else [],
-            "jitter": w.jitter.state_dict(),
-            "conditions": w.conditions.state_dict() if w.conditions is not None else None,
-            "alive": [d.alive for d in w.devices],
-            "strategy": s.extra_state() if s else {},
+            "timing": self.world.state_dict(),
             "rounds": self.rounds.state_dict(),
-            "recorder": w.recorder.state_dict(),
-            "torch_rng": torch.get_rng_state(),
+            "learning": self.learner.state_dict() if self.learner is not None else None,
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        import torch
-
-        w, s = self.world, self.learner
-        # Between rounds no process is alive: advancing the fresh world's clock to the saved time is equivalent
-        # (it also lets the shared media start their manager processes).
-        if state["now"] > w.env.now:
-            w.env.run(until=state["now"])
-        else:
-            w.env.run()
+        self.world.load_state_dict(state["timing"])
         self.records = list(state["records"])
-        if s is not None:
-            lw = self.learning
-            assert lw is not None
-            for cut, part in lw.client_parts.items():
-                part.load_state_dict(state["client_parts"][cut])
-            for cut, part in lw.server_parts.items():
-                part.load_state_dict(state["server_parts"][cut])
-            for sp, st in zip(lw.samplers, state["samplers"], strict=True):
-                sp.load_state_dict(st)
-            for m, st in zip(s.server_modules(), state["server_modules"]):
-                m.load_state_dict(st)
-            for o, st in zip(s.optimizers(), state["server_opts"]):
-                o.load_state_dict(st)
-            s.load_extra_state(state["strategy"])
-        w.jitter.load_state_dict(state["jitter"])
-        if state.get("conditions") is not None and w.conditions is not None:
-            w.conditions.load_state_dict(state["conditions"])
-        for d, alive in zip(w.devices, state["alive"]):
-            d.alive = alive
-        w.recorder.load_state_dict(state["recorder"])
-        self.rounds.load_state_dict(state.get("rounds", {}))
-        torch.set_rng_state(state["torch_rng"])
+        if self.learner is not None:
+            self.learner.load_state_dict(state["learning"])
+        self.rounds.load_state_dict(state["rounds"])
