@@ -15,39 +15,15 @@ import pandas as pd
 
 from simulator.errors import InputError, clip
 from simulator.config.yamlio import read_yaml_file
+from simulator.output.columns import REQUIRED, SCHEMAS, STRING_COLUMNS
 
 __all__ = ["Run", "load_run", "read_runs", "load_table", "read_csv", "column", "source_file", "STRING_COLUMNS",
            "SCHEMAS"]
 
-# Columns that hold names even when a name happens to look like a number (a client called "7").
-STRING_COLUMNS = frozenset({"entity", "kind", "client", "device", "link", "scenario", "strategy", "medium",
-                            "status", "point", "error", "run_dir"})
-
-# The run-folder contract (DESIGN.md §5): each known column's type. Bytes are floats: a lossy link inflates
-# them by 1 / (1 - loss_rate). Columns a file adds later are read as pandas infers them, so an older analysis
-# still reads a newer run folder.
-_INT, _FLOAT, _STR, _BOOL = "int", "float", "str", "bool"
-SCHEMAS: dict[str, dict[str, str]] = {
-    "rounds.csv": {"round": _INT, "sim_time_s": _FLOAT, "final_accuracy": _FLOAT, "mean_exit_accuracy": _FLOAT,
-                   "energy_j": _FLOAT, "bytes_up": _FLOAT, "bytes_down": _FLOAT, "host_seconds": _FLOAT},
-    "clients.csv": {"round": _INT, "client": _STR, "device": _STR, "cut": _INT, "exit_accuracy": _FLOAT,
-                    "final_accuracy": _FLOAT, "train_loss_exit": _FLOAT, "train_loss_server": _FLOAT,
-                    "energy_j": _FLOAT, "bytes_up": _FLOAT, "bytes_down": _FLOAT, "available": _BOOL, "status": _STR,
-                    "steps_done": _INT},
-    "events": {"t_start": _FLOAT, "t_end": _FLOAT, "entity": _STR, "kind": _STR, "round": _INT, "bytes": _FLOAT,
-               "flops": _FLOAT, "energy_j": _FLOAT},
-    "early_exit.csv": {"client": _STR, "threshold": _FLOAT, "accuracy": _FLOAT, "exit_rate": _FLOAT,
-                       "latency_s": _FLOAT, "energy_j": _FLOAT},
-    # only when something varies; `value` is in the field's unit (bit/s, s, or a speed factor)
-    "conditions.csv": {"t_s": _FLOAT, "entity": _STR, "field": _STR, "value": _FLOAT},
-}
-_REQUIRED = {
-    "rounds.csv": ("round", "sim_time_s", "final_accuracy"),
-    "clients.csv": ("round", "client", "cut"),
-    "events": ("t_start", "t_end", "entity", "kind", "round", "energy_j"),
-    "early_exit.csv": ("client", "threshold", "accuracy", "exit_rate", "latency_s"),
-    "conditions.csv": ("t_s", "entity", "field", "value"),
-}
+# The reader's types and required columns are the writer's declaration (simulator.output.columns, torch-free).
+# Columns a file adds later are read as pandas infers them, so an older analysis still reads a newer run folder.
+_INT, _FLOAT, _STR, _BOOL = "int", "float", "str", "bool"  # the type names SCHEMAS uses
+_REQUIRED = REQUIRED
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,7 @@ from analysis.plots import timeline
 from simulator.cli import main
 from simulator.commands import runner
 from simulator.config.scenario import load_scenario
-from simulator.output.results import CONDITION_COLUMNS, CONDITIONS_FILE
+from simulator.output.columns import CONDITION_COLUMNS, CONDITIONS_FILE
 
 # A link trace (rows at 0, 5 and 12 s; one far past the run's end), a device speed trace whose first row is at 3 s
 # (before it the profile's speed, 1, holds) and a medium capacity trace (0 and 7 s).

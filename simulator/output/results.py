@@ -8,27 +8,27 @@ import io
 import json
 import math
 import platform
+import sys
+from importlib import metadata
 from operator import attrgetter, itemgetter
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 import simpy
-import torch
 import yaml
 
 from simulator.version import __version__
 from simulator.output.fsio import atomic_write
-from simulator.timing.recorder import EVENT_COLUMNS, Recorder
+from simulator.costs.table_cache import cost_table_of
+from simulator.output.columns import (CLIENT_COLUMNS, CONDITION_COLUMNS, CONDITION_FIELDS, CONDITIONS_FILE,
+                                       EARLY_EXIT_COLUMNS, EVENT_COLUMNS, ROUND_COLUMNS)
+from simulator.output.early_exit import early_exit_rows
+from simulator.timing.recorder import Recorder
 from simulator.config.scenario import ResolvedScenario
 from simulator.timing.server import SERVER
 
 __all__ = [
-    "ROUND_COLUMNS",
-    "CLIENT_COLUMNS",
-    "CONDITION_COLUMNS",
-    "CONDITION_FIELDS",
-    "CONDITIONS_FILE",
     "atomic_write",
     "round_rows",
     "client_rows",
@@ -36,18 +36,6 @@ __all__ = [
     "write_run",
     "write_resolved",
 ]
-
-ROUND_COLUMNS = ("round", "sim_time_s", "final_accuracy", "mean_exit_accuracy", "energy_j", "bytes_up",
-                 "bytes_down", "host_seconds")
-CLIENT_COLUMNS = ("round", "client", "device", "cut", "exit_accuracy", "final_accuracy", "train_loss_exit",
-                  "train_loss_server", "energy_j", "bytes_up", "bytes_down", "available", "status", "steps_done",
-                  "exit_accuracy_local", "final_accuracy_local")
-# conditions.csv, only when something varies: one row per change of a varying resource (timing.conditions_log);
-# `field` is one of CONDITION_FIELDS, in the order rows at one time and entity are written.
-CONDITIONS_FILE = "conditions.csv"
-CONDITION_COLUMNS = ("t_s", "entity", "field", "value")
-CONDITION_FIELDS = ("uplink_bps", "downlink_bps", "latency_s", "speed", "capacity_bps")
-
 
 def _csv(columns: Sequence[str], rows: Iterable[Sequence[Any]], *, blank_nan: bool = True) -> str:
     """CSV text; NaN (no value) written as an empty cell. Rows already free of NaN may skip the check
@@ -185,10 +173,24 @@ def summary(rs: ResolvedScenario, records: Sequence[Any], recorder: Recorder,
         "bytes_up": sum(map(_UP, totals)),
         "bytes_down": sum(map(_DOWN, totals)),
         "host_seconds": sum(r.host_seconds for r in records),
-        "threads": torch.get_num_threads(),  # intra-op threads of the process that wrote it
+        "threads": _torch_threads(),  # intra-op threads of the process that wrote it
         "versions": {"hetero_splitee_sim": __version__, "python": platform.python_version(),
-                     "torch": torch.__version__, "numpy": np.__version__, "simpy": simpy.__version__},
+                     "torch": _version("torch"), "numpy": np.__version__, "simpy": simpy.__version__},
     }
+
+
+def _torch_threads() -> int | None:
+    """torch's intra-op thread count if the process loaded torch (every run does: its learning builder sets the
+    count), read without importing it here: writing results stays torch-free."""
+    torch = sys.modules.get("torch")
+    return torch.get_num_threads() if torch is not None else None
+
+
+def _version(package: str) -> str | None:
+    try:
+        return metadata.version(package)
+    except metadata.PackageNotFoundError:
+        return None
 
 
 def _json_safe(value: Any) -> Any:
@@ -243,9 +245,6 @@ def _write_events(out: Path, recorder: Recorder, fmt: str) -> Path | None:
 
 def _write_early_exit(out: Path, rs: ResolvedScenario, records: Sequence[Any]) -> None:
     """Per client and threshold, from the last evaluation (none for methods without exits)."""
-    from simulator.output.early_exit import EARLY_EXIT_COLUMNS, early_exit_rows
-    from simulator.costs.table_cache import cost_table_of
-
     last_eval = next((r for r in reversed(records) if r.evals), None)
     if last_eval is None:
         return

@@ -9,9 +9,7 @@ from typing import Any, NamedTuple
 from simulator.config.profiles import DeviceProfile, LinkProfile
 from simulator.costs.formulas import drawn_j, power_above_idle_w
 
-__all__ = ["Event", "EVENT_COLUMNS", "EntityPower", "Recorder"]
-
-EVENT_COLUMNS = ("t_start", "t_end", "entity", "kind", "round", "bytes", "flops", "energy_j")
+__all__ = ["Event", "EntityPower", "Recorder"]
 
 # Event kinds: compute (client or server training step), tx / rx (feature batches, gradients, results),
 # agg_tx / agg_rx (model state moved for aggregation), aggregate (server averaging), idle (the baseline
@@ -22,7 +20,8 @@ _RADIO_KINDS = {"tx": "tx", "rx": "rx", "agg_tx": "tx", "agg_rx": "rx"}
 
 
 class Event(NamedTuple):
-    """One row of the event trace (a tuple: cheap to make by the million)."""
+    """One row of the event trace (a tuple: cheap to make by the million); its fields are the run folder's event
+    columns (simulator.output.columns.EVENT_COLUMNS)."""
 
     t_start: float
     t_end: float
