@@ -9,9 +9,9 @@ from typing import Any, Sequence
 
 
 from simulator.config.fleet import ClientSpec, expand_clients
-from simulator.config.cuts import check_cut_keys, check_cut_memory, cut_label, group_index, resolve_cuts
+from simulator.config.cuts import check_cut_keys, check_cut_memory, cut_label, resolve_cuts
 from simulator.config.registry import facts
-from simulator.config.schema import ClientGroupCfg, CutPolicyCfg, Scenario
+from simulator.config.schema import CutPolicyCfg, Scenario
 from simulator.config.dataset_files import default_root, missing_files
 from simulator.config.traces import load_trace
 from simulator.costs.table_cache import cost_table_of
@@ -31,7 +31,6 @@ __all__ = [
     "parse_scenario",
     "apply_overrides",
     "check_feasible",
-    "group_of",
 ]
 
 
@@ -238,8 +237,3 @@ def resolve_scenario(data: Any, file: str, overrides: Sequence[str] = (), *, che
     if check:
         check_feasible(rs)
     return rs
-
-
-def group_of(sc: Scenario, client_index: int) -> ClientGroupCfg:
-    """The fleet entry a client was expanded from."""
-    return sc.clients[group_index(sc, client_index)]
