@@ -13,8 +13,8 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from simulator.errors import InputError, clip
 from simulator.config.yamlio import read_yaml_file
+from simulator.errors import InputError, clip
 from simulator.output.columns import REQUIRED, SCHEMAS, STRING_COLUMNS
 
 __all__ = ["Run", "load_run", "read_runs", "load_table", "read_csv", "column", "source_file", "STRING_COLUMNS",

@@ -11,11 +11,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+import pandas as pd
 from matplotlib.figure import Figure
 
 from analysis import plots
-import pandas as pd
-
 from analysis.load import Run, load_table, read_runs
 from analysis.metrics import condition_stats, fleet_description, mean_exit_accuracy, run_end_s
 from analysis.plots_fleet import timeline_window

@@ -39,10 +39,10 @@ LINKS = ("wifi4", "ble", "lte", "wifi6")  # the links of the scenario's four cli
 
 
 def one(clients: int, rounds: int, markov: bool = False) -> dict[str, float]:
-    from simulator.output import results
-    from simulator.resources import builtin_dir
     from simulator.commands.runner import run_scenario
     from simulator.config.scenario import load_scenario
+    from simulator.output import results
+    from simulator.resources import builtin_dir
 
     sets = fleet_sets(clients) + [f"training.rounds={rounds}"]
     if markov:
@@ -105,11 +105,10 @@ def one_training(clients: int) -> dict[str, float]:
     """Averaging with real training: build the world, run one round (steps + aggregation), no evaluation."""
     import torch
 
+    from simulator.config.scenario import load_scenario
     from simulator.engine.simulation import Simulation
-
     from simulator.learning.build import load_data
     from simulator.resources import builtin_dir
-    from simulator.config.scenario import load_scenario
 
     sets = fleet_sets(clients) + ["training.rounds=1", "training.local_steps=1", "strategy.aggregate_every=1"]
     rs = load_scenario(builtin_dir("scenarios") / SCENARIO, sets)
@@ -136,11 +135,11 @@ def one_modules(clients: int) -> dict[str, float]:
     """The same per-client state as a backbone, an exit head and an SGD optimizer per client (momentum allocated)."""
     import torch
 
+    from simulator.config.scenario import load_scenario
     from simulator.learning.models.heads import make_exit_head
     from simulator.learning.models.resnet import SplitResNet18
-    from simulator.resources import builtin_dir
-    from simulator.config.scenario import load_scenario
     from simulator.learning.training import make_optimizer
+    from simulator.resources import builtin_dir
 
     rs = load_scenario(builtin_dir("scenarios") / SCENARIO, fleet_sets(clients))
     sc = rs.scenario

@@ -11,11 +11,11 @@ import numpy as np
 import pytest
 import simpy
 
+from simulator.config.scenario import load_scenario
 from simulator.costs.conditions import Conditions, LinkNominal, LinkTiming, MediumTiming, ProcessorTiming
 from simulator.costs.pieces import MarkovPieces, TracePieces
 from simulator.costs.rate_bank import RateBank
 from simulator.errors import InputError
-from simulator.config.scenario import load_scenario
 from simulator.timing.network import JitterBank, SharedMedium, make_link
 from tests.test_timing_only import BASE, _compare, _scenario
 
@@ -269,7 +269,8 @@ def test_cut_policies_and_inference_estimate_with_time_averages(tmp_path: Path) 
 def test_replaying_a_run_under_a_new_trace_equals_a_fresh_run(tmp_path: Path) -> None:
     from simulator.commands.replay import replay
     from simulator.commands.runner import run_scenario
-    from tests.test_replay import _rows, _scenario as replay_scenario
+    from tests.test_replay import _rows
+    from tests.test_replay import _scenario as replay_scenario
 
     finished = tmp_path / "run"
     run_scenario(load_scenario(replay_scenario(tmp_path)), finished, progress=False)

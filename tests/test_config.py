@@ -8,11 +8,11 @@ import pytest
 import yaml
 from pydantic import BaseModel
 
-from simulator.config.schema import Scenario
-from simulator.errors import InputError
 from simulator.config.profiles import DeviceProfile, load_profile_dir
 from simulator.config.scenario import apply_overrides, load_scenario, parse_scenario
+from simulator.config.schema import Scenario
 from simulator.config.yamlio import load_yaml_text
+from simulator.errors import InputError
 
 ROOT = Path(__file__).resolve().parents[1]
 PROFILES = ROOT / "device_profiles"

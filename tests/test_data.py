@@ -17,10 +17,10 @@ import pytest
 import torch
 
 from simulator.config import dataset_files
+from simulator.errors import InputError
 from simulator.learning.data import download
 from simulator.learning.data.datasets import Dataset, default_root, load_dataset, load_train_labels, missing_files
 from simulator.learning.data.download import Resource
-from simulator.errors import InputError
 
 FMNIST_DEBIAN = Path("/usr/share/datasets/fashion-mnist")
 

@@ -15,9 +15,9 @@ import pytest
 import torch
 import yaml
 
-from simulator.output.checkpoint_io import MAGIC, dumps, load_file
 from simulator.cli import main
 from simulator.errors import InputError
+from simulator.output.checkpoint_io import MAGIC, dumps, load_file
 from simulator.output.fsio import atomic_write
 from simulator.output.run_folder import LOCK, MARKER, RunFolder
 
@@ -335,10 +335,10 @@ def test_bad_output_paths(tmp_path: Path, capsys: pytest.CaptureFixture[str], ou
 
 def _partial_run(tmp_path: Path) -> tuple[Path, Path]:
     """A folder as a run killed after its first checkpoint leaves it (2 rounds, stopped after round 1)."""
-    from simulator.engine.simulation import Simulation
-    from simulator.output.results import write_resolved
     from simulator.commands.runner import _save_checkpoint
     from simulator.config.scenario import load_scenario
+    from simulator.engine.simulation import Simulation
+    from simulator.output.results import write_resolved
 
     path = _write(tmp_path)
     rs = load_scenario(path)

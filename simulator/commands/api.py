@@ -51,8 +51,8 @@ def run(scenario: str | Path | Mapping[str, Any], set: Sequence[str] | str = (),
     Bad input raises `simulator.errors.InputError` with the same one-line message the command line prints.
     """
     from analysis.load import load_run
-    from simulator.learning.build import use_threads
     from simulator.commands.runner import run_scenario
+    from simulator.learning.build import use_threads
 
     rs = _resolve(scenario, _sets(set))
     use_threads(rs.scenario)  # as `splitee run` does: compute.threads, else the default rule

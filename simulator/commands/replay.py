@@ -18,16 +18,16 @@ import os
 from pathlib import Path
 from typing import Any, Sequence
 
-from simulator.output.columns import CLIENT_COLUMNS, EARLY_EXIT_COLUMNS, ROUND_COLUMNS
-from simulator.output.early_exit import client_inference_costs
 from simulator.config.registry import facts, names_where
+from simulator.config.scenario import ResolvedScenario, load_scenario
+from simulator.costs.table_cache import cost_table_of
 from simulator.engine.simulation import Simulation, few_collections
 from simulator.errors import InputError
+from simulator.output.columns import CLIENT_COLUMNS, EARLY_EXIT_COLUMNS, ROUND_COLUMNS
+from simulator.output.early_exit import client_inference_costs
 from simulator.output.fsio import check_output_dir
-from simulator.costs.table_cache import cost_table_of
 from simulator.output.results import _csv, atomic_write, write_run
 from simulator.output.run_folder import RunFolder
-from simulator.config.scenario import ResolvedScenario, load_scenario
 from simulator.timing.rounds.disciplines import DISCIPLINES
 
 __all__ = ["REQUIRED_FILES", "replay_refusal", "replay", "cmd_replay"]

@@ -12,17 +12,17 @@ from typing import Any
 
 from tqdm import tqdm
 
+from simulator.config.limits import check_allocatable, check_client_samples
+from simulator.config.scenario import ResolvedScenario, load_scenario
+from simulator.config.yamlio import read_yaml_file
+from simulator.engine.simulation import RoundRecord, Simulation, check_timing_only, few_collections
+from simulator.errors import InputError, clip
+from simulator.learning.build import use_threads
+from simulator.learning.training import EvalResult
 from simulator.output.checkpoint_io import dumps, load_file, register
 from simulator.output.console import format_cuts, format_summary
-from simulator.engine.simulation import RoundRecord, Simulation, check_timing_only, few_collections
-from simulator.learning.build import use_threads
-from simulator.errors import InputError, clip
-from simulator.config.limits import check_allocatable, check_client_samples
 from simulator.output.results import atomic_write, write_resolved, write_run
 from simulator.output.run_folder import RunFolder
-from simulator.config.scenario import ResolvedScenario, load_scenario
-from simulator.learning.training import EvalResult
-from simulator.config.yamlio import read_yaml_file
 
 __all__ = ["run_scenario", "format_summary", "write_run_report", "cmd_run"]
 

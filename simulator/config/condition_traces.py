@@ -15,9 +15,9 @@ from __future__ import annotations
 import csv
 import math
 from dataclasses import dataclass
-from typing import Any
 from functools import lru_cache
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 

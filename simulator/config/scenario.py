@@ -7,20 +7,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
-
-from simulator.config.fleet import ClientSpec, expand_clients
-from simulator.config.cuts import check_cut_keys, check_cut_memory, cut_label, resolve_cuts
-from simulator.config.registry import facts
-from simulator.config.schema import CutPolicyCfg, Scenario
-from simulator.config.dataset_files import default_root, missing_files
-from simulator.config.traces import load_trace
-from simulator.costs.table_cache import cost_table_of
-from simulator.errors import InputError, clip
-from simulator.config.limits import check_ranges
 from simulator.config.condition_traces import with_trace_path
+from simulator.config.cuts import check_cut_keys, check_cut_memory, cut_label, resolve_cuts
+from simulator.config.dataset_files import default_root, missing_files
+from simulator.config.fleet import ClientSpec, expand_clients
+from simulator.config.limits import check_ranges
 from simulator.config.profiles import DeviceProfile, builtin_devices, builtin_links, resolve_profile
 from simulator.config.pydantic_errors import describe_value, validated
+from simulator.config.registry import facts
+from simulator.config.schema import CutPolicyCfg, Scenario
+from simulator.config.traces import load_trace
 from simulator.config.yamlio import load_yaml_text, read_yaml_file
+from simulator.costs.table_cache import cost_table_of
+from simulator.errors import InputError, clip
 
 __all__ = [
     "OfScenario",

@@ -36,8 +36,8 @@ def load_world(cfg: dict[str, Any]) -> Any:
     import torch
 
     torch.set_num_threads(1)
-    from simulator.engine.simulation import Simulation
     from simulator.config.scenario import load_scenario
+    from simulator.engine.simulation import Simulation
 
     return Simulation(load_scenario(cfg["scenario"]), evaluate=False)
 
@@ -77,8 +77,16 @@ def measure_steps(sim: Any, trainer: Any, warmup: int = 2, repeats: int = 5) -> 
 
 def main(cfg: dict[str, Any]) -> None:
     from simulator.emulation.fleet import enter_netns, join_cgroup
-    from simulator.emulation.wire import DelayLine, Message, now, pack_tensors, recv_message, send_message, \
-        unpack_into, wait_drained
+    from simulator.emulation.wire import (
+        DelayLine,
+        Message,
+        now,
+        pack_tensors,
+        recv_message,
+        send_message,
+        unpack_into,
+        wait_drained,
+    )
 
     enter_netns(cfg["netns"])
     sim = load_world(cfg)

@@ -16,12 +16,12 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
 
+from simulator.config.profiles import DeviceProfile, load_profile_dir
+from simulator.config.scenario import ResolvedScenario, load_scenario
 from simulator.emulation.setup import check_can_emulate, check_scenario, effective_quotas, emulated_scenario, quotas_for
 from simulator.errors import InputError
 from simulator.output.checkpoint_io import load_file
-from simulator.config.profiles import DeviceProfile, load_profile_dir
 from simulator.output.run_folder import RunFolder
-from simulator.config.scenario import ResolvedScenario, load_scenario
 
 __all__ = ["run_emulation", "measure_machine", "measure_send_cpu", "assemble", "favoured"]
 
@@ -159,9 +159,9 @@ def assemble(rs: ResolvedScenario, server_result: dict[str, Any], client_rows: l
     """RoundRecords and a Recorder of the measured intervals, on an emulated clock that starts each round where the
     last one ended (as a simulated run's rounds follow each other)."""
     from simulator.engine.simulation import RoundRecord
+    from simulator.learning.training import EvalResult
     from simulator.timing.recorder import EntityPower, Recorder
     from simulator.timing.server import SERVER
-    from simulator.learning.training import EvalResult
 
     powers = {c.name: EntityPower.of_client(c.device, c.link) for c in rs.clients}
     powers[SERVER] = EntityPower.of_server(rs.server)
@@ -196,10 +196,10 @@ def _interrupt(signum: int, frame: Any) -> None:
 def run_emulation(args: argparse.Namespace) -> int:
     import torch
 
-    from simulator.emulation.fleet import Fleet, FleetPlan, LinkPlan
     from simulator.commands.fidelity import fidelity_markdown, fidelity_rows, write_fidelity
-    from simulator.output.results import write_resolved, write_run
     from simulator.commands.runner import run_scenario
+    from simulator.emulation.fleet import Fleet, FleetPlan, LinkPlan
+    from simulator.output.results import write_resolved, write_run
 
     torch.set_num_threads(1)  # as every emulated process; more threads than free cores only spin on a busy machine
     check_can_emulate()

@@ -13,8 +13,8 @@ from typing import Any
 
 import numpy as np
 
-from simulator.output.checkpoint_io import dumps
 from simulator.emulation.client import IO_TIMEOUT_S, Recorded, load_world
+from simulator.output.checkpoint_io import dumps
 from simulator.output.fsio import atomic_write
 
 __all__ = ["main", "START_LEAD_S"]
@@ -26,8 +26,15 @@ def main(cfg: dict[str, Any]) -> None:
     import torch
 
     from simulator.emulation.fleet import enter_netns, join_cgroup
-    from simulator.emulation.wire import DelayLine, Message, now, recv_message, send_message, unpack_into, \
-        unpack_tensors
+    from simulator.emulation.wire import (
+        DelayLine,
+        Message,
+        now,
+        recv_message,
+        send_message,
+        unpack_into,
+        unpack_tensors,
+    )
     from simulator.timing.server import SERVER
 
     enter_netns(cfg["netns"])

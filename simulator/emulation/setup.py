@@ -11,10 +11,10 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
-from simulator.errors import InputError
 from simulator.config.profiles import DeviceProfile
 from simulator.config.registry import facts, names_where
 from simulator.config.scenario import ResolvedScenario
+from simulator.errors import InputError
 
 __all__ = ["check_can_emulate", "check_scenario", "quotas_for", "effective_quotas", "emulated_profile",
            "emulated_scenario"]
@@ -110,8 +110,8 @@ def quotas_for(rs: ResolvedScenario, machine: DeviceProfile, cores: int) -> list
 def effective_quotas(rs: ResolvedScenario, machine: DeviceProfile, step_s: Sequence[float]) -> list[float]:
     """Per client the share of this machine it really got: the machine's predicted training step at the client's
     cut (compute_model, no radio) / the step measured on the client's quota before the run."""
-    from simulator.timing.device import ClientCosts
     from simulator.costs.table_cache import cost_table_of
+    from simulator.timing.device import ClientCosts
 
     sc = rs.scenario
     table = cost_table_of(sc)

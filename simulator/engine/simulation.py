@@ -14,13 +14,13 @@ from typing import TYPE_CHECKING, Any, Callable, Iterator
 import simpy
 
 from simulator.config.registry import facts, names_where
-from simulator.errors import InputError
 from simulator.config.scenario import ResolvedScenario
+from simulator.errors import InputError
 from simulator.learning.build import build_learning, load_data, load_labels, shards_of
 from simulator.plan import RoundPlan
 from simulator.rng import Streams
-from simulator.timing.conditions_log import ConditionRow, condition_rows
 from simulator.timing.build import build_timing
+from simulator.timing.conditions_log import ConditionRow, condition_rows
 from simulator.timing.device import RoundFate
 from simulator.timing.server import SERVER
 

@@ -8,12 +8,12 @@ from typing import Any
 
 import torch
 
-from simulator.learning.copies import Copies
-from simulator.costs.cost_table import CostTable
-from simulator.learning.models.resnet import UnitModel
-from simulator.rng import Streams
 from simulator.config.scenario import OfScenario
+from simulator.costs.cost_table import CostTable
+from simulator.learning.copies import Copies
+from simulator.learning.models.resnet import UnitModel
 from simulator.learning.training import BatchSampler, ClientTrainer, local_test_weights
+from simulator.rng import Streams
 
 __all__ = ["LearningWorld"]
 

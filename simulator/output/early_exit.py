@@ -5,10 +5,10 @@ from __future__ import annotations
 from typing import Any, Mapping, Protocol, Sequence
 
 from simulator.config.condition_traces import time_averaged
-from simulator.costs.formulas import InferenceCosts, inference_sample_costs
-from simulator.costs.cost_table import CostTable
 from simulator.config.profiles import DeviceProfile, LinkProfile
 from simulator.config.scenario import ResolvedScenario
+from simulator.costs.cost_table import CostTable
+from simulator.costs.formulas import InferenceCosts, inference_sample_costs
 from simulator.output.columns import EARLY_EXIT_COLUMNS
 
 __all__ = [

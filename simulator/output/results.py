@@ -18,15 +18,22 @@ import numpy as np
 import simpy
 import yaml
 
-from simulator.version import __version__
-from simulator.output.fsio import atomic_write
-from simulator.costs.table_cache import cost_table_of
-from simulator.output.columns import (CLIENT_COLUMNS, CONDITION_COLUMNS, CONDITION_FIELDS, CONDITIONS_FILE,
-                                       EARLY_EXIT_COLUMNS, EVENT_COLUMNS, ROUND_COLUMNS)
-from simulator.output.early_exit import early_exit_rows
-from simulator.timing.recorder import Recorder
 from simulator.config.scenario import ResolvedScenario
+from simulator.costs.table_cache import cost_table_of
+from simulator.output.columns import (
+    CLIENT_COLUMNS,
+    CONDITION_COLUMNS,
+    CONDITION_FIELDS,
+    CONDITIONS_FILE,
+    EARLY_EXIT_COLUMNS,
+    EVENT_COLUMNS,
+    ROUND_COLUMNS,
+)
+from simulator.output.early_exit import early_exit_rows
+from simulator.output.fsio import atomic_write
+from simulator.timing.recorder import Recorder
 from simulator.timing.server import SERVER
+from simulator.version import __version__
 
 __all__ = [
     "atomic_write",

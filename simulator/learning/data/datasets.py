@@ -11,12 +11,20 @@ from typing import Any
 import numpy as np
 import torch
 
-from simulator.config.dataset_files import (DATASET_NAMES, STL10_DIR, absent_files, archive_members, archive_name,
-                                            check_name, default_root, missing_files)
+from simulator.config.dataset_files import (
+    DATASET_NAMES,
+    STL10_DIR,
+    absent_files,
+    archive_members,
+    archive_name,
+    check_name,
+    default_root,
+    missing_files,
+)
+from simulator.errors import InputError
 from simulator.learning.data.download import extract, fetch, how_to_get
 from simulator.learning.data.formats import READERS, Raw
 from simulator.learning.data.partitions import stratified_subset
-from simulator.errors import InputError
 
 __all__ = ["DATASET_NAMES", "Dataset", "load_dataset", "load_train_labels", "default_root", "missing_files"]
 

@@ -13,11 +13,22 @@ from torch import nn
 
 from simulator.learning.aggregation import state_tensors, weighted_average_
 from simulator.learning.split_training import ClientPart, SplitServer, copy_state_, evaluate_model, tensors_of
-from simulator.learning.training import EvalResult, state_bytes
 from simulator.learning.strategies.learner import Learner
+from simulator.learning.training import EvalResult, state_bytes
 from simulator.learning.world import LearningWorld
-from simulator.plan import (BACKWARD, CATCH_UP, CENTRAL_STEP, DROP, FED_AVERAGE, FORWARD, LOCAL_STEP, RESTORE, SAVE,
-                            SPLIT_SERVE, RoundPlan)
+from simulator.plan import (
+    BACKWARD,
+    CATCH_UP,
+    CENTRAL_STEP,
+    DROP,
+    FED_AVERAGE,
+    FORWARD,
+    LOCAL_STEP,
+    RESTORE,
+    SAVE,
+    SPLIT_SERVE,
+    RoundPlan,
+)
 
 __all__ = ["common_cut", "server_seq", "AverageGroup", "Baseline"]
 

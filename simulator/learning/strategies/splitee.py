@@ -12,12 +12,11 @@ from typing import Any, Sequence
 
 import torch
 
-from simulator.plan import exit_head_groups, unit_groups
 from simulator.learning.aggregation import weighted_average_
-from simulator.learning.training import EvalResult, ServerPath, evaluate_path
 from simulator.learning.strategies.learner import Learner
+from simulator.learning.training import EvalResult, ServerPath, evaluate_path
 from simulator.learning.world import LearningWorld
-from simulator.plan import AVERAGE, SERVE, STEP, RoundPlan
+from simulator.plan import AVERAGE, SERVE, STEP, RoundPlan, exit_head_groups, unit_groups
 
 __all__ = ["SplitEE", "Copy"]
 

@@ -14,9 +14,9 @@ import simpy
 from simulator.config.registry import StrategyEntry
 from simulator.costs import compute_model
 from simulator.costs.traffic import aggregation_traffic
+from simulator.plan import AVERAGE, SERVE, RoundPlan
 from simulator.timing.closed_form import planned_battery_round, planned_rounds
 from simulator.timing.device import FeatureBatch, RoundFate, timeout_at
-from simulator.plan import AVERAGE, SERVE, RoundPlan
 from simulator.timing.planner import Planner
 from simulator.timing.rounds.disciplines import DISCIPLINES, ClientDone, Discipline
 from simulator.timing.server import SERVER
