@@ -2,9 +2,10 @@
 structure left every result byte-identical (same seed, same threads).
 
 The runs: the quickstart; every strategy and baseline on the quickstart fleet for 2 rounds; a timing-only city
-fleet of 1 000 clients; Sequential's three server orders, with training and timing-only; the churn what-if with a round deadline and battery-powered phones; a replay of the
-quickstart under another BLE uplink. Hashed per run: rounds.csv without its host_seconds column, clients.csv,
-events.csv and early_exit.csv (the files a run wrote of these).
+fleet of 1 000 clients; Sequential's three server orders, with training and timing-only; the churn what-if with a
+round deadline and battery-powered phones; a replay of the quickstart under another BLE uplink. Hashed per run:
+rounds.csv without its host_seconds column, clients.csv, events.csv and early_exit.csv (the files a run wrote of
+these).
 
     python benchmarks/digests.py [--out digests.json] [--check digests.json] [--only NAME ...] [--jobs 2]
 

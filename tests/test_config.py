@@ -172,7 +172,8 @@ def test_count_expands_into_distinct_clients(tmp_path: Path) -> None:
 def test_clashing_client_names_are_an_error(tmp_path: Path) -> None:
     with pytest.raises(InputError) as exc:
         load_scenario(_scenario(tmp_path, clients=(
-            "  - {device: rpi4, link: wifi4, cut: 2, name: a}\n  - {device: rpi4, link: wifi4, cut: 2, name: a}\n"
+            "  - {device: rpi4, link: wifi4, cut: 2, name: a}\n"
+            "  - {device: rpi4, link: wifi4, cut: 2, name: a}\n"
         )))
     assert _problem(exc) == ("clients[1].name", "two clients are named 'a'")
 

@@ -115,7 +115,8 @@ argv = sys.argv[1:]
 if argv[:1] == ["run"] and "--timing-only" in argv:  # a tenth of the fleet, each client with its share of data
     fleet = yaml.safe_load(Path(argv[1]).read_text())["clients"]
     argv += ["--set", SHRINK[0]]
-    argv += [a for i, c in enumerate(fleet) for a in ("--set", f"clients.{{i}}.count={{max(1, c.get('count', 1) // 10)}}")]
+    counts = [max(1, c.get('count', 1) // 10) for c in fleet]
+    argv += [a for i, n in enumerate(counts) for a in ("--set", f"clients.{{i}}.count={{n}}")]
 elif argv[:1] == ["run"]:
     argv += [arg for item in SHRINK for arg in ("--set", item)]
 elif argv[:1] == ["sweep"]:

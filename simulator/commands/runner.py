@@ -27,7 +27,8 @@ from simulator.output.run_folder import RunFolder
 __all__ = ["run_scenario", "format_summary", "write_run_report", "cmd_run"]
 
 CHECKPOINT = "checkpoint"
-CHECKPOINT_FORMAT = 4  # 4: each world's state apart; 3: tensors and plain data only (simulator/checkpoint_io.py); 2: rows of compact tensors
+# 4: each world's state apart; 3: tensors and plain data only (output/checkpoint_io.py); 2: rows of compact tensors
+CHECKPOINT_FORMAT = 4
 register(RoundRecord)
 register(EvalResult)
 

@@ -2,8 +2,8 @@
 
 Timing-only runs and replays use these where nothing can interrupt a client (no round deadline, no churn, no
 battery) and its link has a medium of its own: its whole round is then known at its start, and one function call
-replaces the per-batch SimPy processes of every such client. Every time is computed with the same float operations, in the same order,
-as the event engine (a start plus a duration), so both give bit-identical times.
+replaces the per-batch SimPy processes of every such client. Every time is computed with the same float operations,
+in the same order, as the event engine (a start plus a duration), so both give bit-identical times.
 """
 
 from __future__ import annotations
