@@ -339,6 +339,9 @@ def main(argv: list[str] | None = None) -> int:
     except RunFailed as err:
         print(f"error: a run failed: {err}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:
+        print("interrupted: the runs were stopped and the base worktree removed", file=sys.stderr)
+        return 130
     _print_digests(got)
     if args.out:
         _write(args.out, got.with_facts(here, run_list_digest()))
