@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 from typing import Any, Callable
 
-__all__ = ["Scheduler", "main"]
+__all__ = ["Scheduler", "run", "main"]
 
 Action = tuple[str, str, str]
 
