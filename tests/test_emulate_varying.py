@@ -232,8 +232,8 @@ def test_what_it_cannot_vary_is_refused_in_one_line(tmp_path: Path, capsys: pyte
 
 def test_a_loss_trace_at_zero_loss_is_emulated(tmp_path: Path) -> None:
     (tmp_path / "loss.csv").write_text("t_s,loss_rate,uplink_bps\n0,0,4e6\n1,0,2e6\n")
-    check_scenario(load_scenario(_write(tmp_path, clients=[
-        {"name": "a", "device": DEVICE, "cut": 1, "link": {**LINK, "variation": {"kind": "trace", "file": "loss.csv"}}}])))
+    link = {**LINK, "variation": {"kind": "trace", "file": "loss.csv"}}
+    check_scenario(load_scenario(_write(tmp_path, clients=[{"name": "a", "device": DEVICE, "cut": 1, "link": link}])))
 
 
 def test_a_speed_under_the_quota_floor_is_refused(tmp_path: Path) -> None:
