@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import json
 import math
 from collections import Counter
@@ -15,6 +14,7 @@ import numpy as np
 import pandas as pd
 
 from simulator.errors import InputError, clip
+from simulator.output.csv_tail import check_last_row
 from simulator.config.yamlio import read_yaml_file
 
 __all__ = ["Run", "load_run", "read_runs", "load_table", "read_csv", "column", "source_file", "STRING_COLUMNS",
@@ -146,49 +146,9 @@ def read_csv(path: Path, required: tuple[str, ...] = (), schema: Mapping[str, st
         raise InputError(f"cannot read the file: not a CSV table ({clip(' '.join(str(err).split()), 60)})",
                          file=str(path)) from None
     raw.columns = [str(c).strip() for c in raw.columns]
-    _check_last_row(path, len(raw.columns), len(raw))
+    check_last_row(path, len(raw.columns), len(raw))
     _check_columns(raw, required, path)
     return _typed(raw, schema or {}, path)
-
-
-_TAIL_BYTES = 1 << 16  # enough for any row this tool writes; a longer last row is read in more steps
-
-
-def _last_line(path: Path) -> tuple[bytes, bool]:
-    """The file's last non-blank line and whether the file ends with a newline; reads the tail only (an
-    events.csv may hold millions of rows)."""
-    with path.open("rb") as fh:
-        size = fh.seek(0, 2)
-        step = _TAIL_BYTES
-        while True:
-            start = max(0, size - step)
-            fh.seek(start)
-            tail = fh.read(size - start)
-            body = tail.rstrip(b"\r\n")
-            cut = body.rfind(b"\n")
-            if cut >= 0 or start == 0:
-                return body[cut + 1:], tail.endswith(b"\n")
-            step *= 4
-
-
-def _check_last_row(path: Path, n_columns: int, n_rows: int) -> None:
-    """A file cut short (a disk that filled up, a copy stopped half-way) ends in the middle of a row: refused,
-    naming the row, rather than drawn as if whole. Every CSV this tool writes ends its rows with a newline, so
-    a last row without one was cut (a number in it may have lost digits); one with fewer fields than the
-    header lost its last cells."""
-    last, newline = _last_line(path)
-    what = f"the last row (row {n_rows} of the table)" if n_rows else "the header row"
-    if not newline and last.strip():
-        raise InputError(f"{what} is cut short: the file does not end with a newline (a truncated file?)",
-                         file=str(path))
-    if n_rows:
-        try:
-            fields = next(csv.reader([last.decode("utf-8")]), [])
-        except (UnicodeDecodeError, csv.Error):
-            return  # the reader above judged this text already
-        if len(fields) < n_columns:
-            raise InputError(f"{what} is cut short: {len(fields)} of the header's {n_columns} fields "
-                             "(a truncated file?)", file=str(path))
 
 
 def _read_parquet(path: Path, required: tuple[str, ...]) -> pd.DataFrame:

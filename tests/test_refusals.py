@@ -164,6 +164,36 @@ def test_a_truncated_table_is_refused_naming_its_last_row(tmp_path: Path, capsys
     assert ("does not end with a newline" if how == "cut inside" else "fields") in line
 
 
+@pytest.mark.parametrize("name", ["rounds.csv", "clients.csv", "early_exit.csv"])  # the tables a replay reads
+def test_replay_refuses_a_truncated_table(tmp_path: Path, capsys: pytest.CaptureFixture[str], finished_run: Path,
+                                          name: str) -> None:
+    folder = tmp_path / "run"
+    shutil.copytree(finished_run, folder)
+    row = _cut(folder / name, "cut inside")
+    line = _refused(capsys, "replay", str(folder), "--out", str(tmp_path / "replay"))
+    assert line.startswith(f"error: {folder / name}: the last row (row {row} of the table) is cut short")
+    assert not (tmp_path / "replay").exists()
+
+
+@pytest.mark.parametrize(("key", "value", "says"), [
+    ("final_accuracy", [1], "final_accuracy is not a number"),
+    ("energy_j", {"total": "x"}, "energy_j.total is not a number"),
+    ("exit_accuracy", {"rpi4-0": "high"}, "exit_accuracy is not a mapping of client names to numbers"),
+])
+def test_replay_refuses_a_summary_field_of_the_wrong_type(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                          finished_run: Path, key: str, value: Any,
+                                                          says: str) -> None:
+    import json
+
+    folder = tmp_path / "run"
+    shutil.copytree(finished_run, folder)
+    summary = json.loads((folder / "summary.json").read_text())
+    summary[key] = value
+    (folder / "summary.json").write_text(json.dumps(summary))
+    line = _refused(capsys, "replay", str(folder), "--out", str(tmp_path / "replay"))
+    assert line == f"error: {folder / 'summary.json'}: not a summary.json of a run (damaged or foreign): {says}"
+
+
 _SWEEP = ("point,status,bandwidth_bps,share,seed,final_accuracy\n"
           "a,ok,2e5,0.3,0,0.5\nb,ok,1e6,0.3,0,0.7\nc,ok,2e5,0.7,0,0.4\nd,ok,1e6,0.7,0,0.8\n")
 
