@@ -182,7 +182,9 @@ def test_the_using_it_commands_run(tmp_path: Path, monkeypatch: pytest.MonkeyPat
     lines += [line for block in _shell_blocks("Using it") for line in block.splitlines() if line.strip()]
     printed = ""
     for line in lines:
-        argv = shlex.split(line, comments=True)
+        # as the shell would: a word with a wildcard becomes the sorted paths it matches
+        argv = [path for word in shlex.split(line, comments=True)
+                for path in (sorted(map(str, Path().glob(word))) if "*" in word else [word])]
         assert argv[0] == "splitee", line
         assert main(_shortened(argv[1:])) == 0, (line, capsys.readouterr())
         printed += capsys.readouterr().out
