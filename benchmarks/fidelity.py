@@ -1,5 +1,5 @@
-"""The README's fidelity table: each scenario of scenarios/fidelity emulated N times (`splitee emulate`, root) and
-compared with its simulation; also what the simulation gives without the links' protocol overhead.
+"""The fidelity table of docs/emulation.md: each scenario of scenarios/fidelity emulated N times (`splitee emulate`,
+root) and compared with its simulation; also what the simulation gives without the links' protocol overhead.
 
     sudo python benchmarks/fidelity.py --profile this_machine.yaml --repeats 3 --out runs/fidelity
     sudo python benchmarks/fidelity.py --only varying_link --out runs/fidelity   # one scenario
