@@ -13,6 +13,8 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
+from simulator.errors import InputError, clip
+from simulator.output.csv_tail import check_last_row
 from simulator.config.yamlio import read_yaml_file
 from simulator.errors import InputError, clip
 from simulator.output.columns import REQUIRED, SCHEMAS, STRING_COLUMNS
@@ -126,6 +128,7 @@ def read_csv(path: Path, required: tuple[str, ...] = (), schema: Mapping[str, st
         raise InputError(f"cannot read the file: not a CSV table ({clip(' '.join(str(err).split()), 60)})",
                          file=str(path)) from None
     raw.columns = [str(c).strip() for c in raw.columns]
+    check_last_row(path, len(raw.columns), len(raw))
     _check_columns(raw, required, path)
     return _typed(raw, schema or {}, path)
 

@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 
 from analysis.load import Run, column, source_file
-from simulator.errors import InputError
+from simulator.errors import InputError, clip
 
 __all__ = [
     "SERVER",
@@ -22,6 +22,7 @@ __all__ = [
     "entity_order",
     "exit_curves",
     "mean_by_threshold",
+    "check_grid",
     "grid_mean",
     "fleet_description",
     "mean_exit_accuracy",
@@ -147,11 +148,45 @@ def sorted_values(values: np.ndarray) -> list[Any]:
     return sorted(set(values.tolist()))
 
 
+def _first_word(values: np.ndarray) -> tuple[int, str] | None:
+    """(row, text) of the first cell that is neither a number nor empty (rows count from 1, below the header)."""
+    text = pd.Series(values, dtype="object").map(lambda v: "" if v is None or v is pd.NA else str(v).strip())
+    words = pd.to_numeric(text, errors="coerce").isna() & (text != "")
+    if not words.any():
+        return None
+    row = int(words.to_numpy().argmax())
+    return row + 1, text.iloc[row]
+
+
+def _axis(table: pd.DataFrame, name: str) -> np.ndarray:
+    """A heatmap axis: numbers, or names (a swept strategy); a column of numbers with a word among them is a
+    damaged table (its ticks would sort as text, 1e6 before 2e5), refused naming the row."""
+    values = column(table, name)
+    if values.dtype.kind != "O":
+        return values
+    word = _first_word(values)
+    numbers = pd.to_numeric(pd.Series(values, dtype="object"), errors="coerce")
+    if word is not None and numbers.notna().any():
+        raise InputError(f"column '{clip(name, 40)}' row {word[0]} holds '{clip(word[1], 30)}', not a number like "
+                         "the column's other values", file=source_file(table))
+    return values
+
+
+def check_grid(table: pd.DataFrame, x: str, y: str, metric: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The heatmap's columns (x, y, metric), or one InputError naming the file, the column and the row: an axis
+    of numbers holds no word, the metric holds numbers only."""
+    xcol, ycol, mcol = _axis(table, x), _axis(table, y), column(table, metric)
+    if mcol.dtype.kind not in "fiu":
+        word = _first_word(mcol)
+        at = f": row {word[0]} holds '{clip(word[1], 30)}'" if word else ""
+        raise InputError(f"column '{clip(metric, 40)}' is not numeric{at}, so it cannot be averaged",
+                         file=source_file(table))
+    return xcol, ycol, mcol
+
+
 def grid_mean(table: pd.DataFrame, x: str, y: str, metric: str) -> tuple[list[Any], list[Any], np.ndarray]:
     """(x values, y values, metric[y, x]) averaged over rows sharing (x, y), e.g. several seeds; NaN where none."""
-    xcol, ycol, mcol = column(table, x), column(table, y), column(table, metric)
-    if mcol.dtype.kind not in "fiu":
-        raise InputError(f"column '{metric}' is not numeric, so it cannot be averaged", file=source_file(table))
+    xcol, ycol, mcol = check_grid(table, x, y, metric)
     mcol = mcol.astype(float)
     xs, ys = sorted_values(xcol), sorted_values(ycol)
     grid = np.full((len(ys), len(xs)), math.nan)

@@ -16,7 +16,7 @@ from matplotlib.figure import Figure
 
 from analysis import plots
 from analysis.load import Run, load_table, read_runs
-from analysis.metrics import condition_stats, fleet_description, mean_exit_accuracy, run_end_s
+from analysis.metrics import check_grid, condition_stats, fleet_description, mean_exit_accuracy, run_end_s
 from analysis.plots_fleet import timeline_window
 from analysis.style import png_bytes
 from simulator.errors import InputError
@@ -338,6 +338,8 @@ def write_report(run_dirs: Sequence[str | Path], out_html: str | Path,
     runs = read_runs(run_dirs)
     # A sweep table the user named is input like the runs: a bad one is an error, not a note in the report.
     table = load_table(sweep.path, (sweep.x, sweep.y, sweep.metric)) if sweep else None
+    if sweep and table is not None:
+        check_grid(table, sweep.x, sweep.y, sweep.metric)
     rows = [summary_values(r) for r in runs]
     shared = _across_runs(runs, (sweep, table) if sweep and table is not None else None)
     per_run = [_per_run(r) for r in runs]

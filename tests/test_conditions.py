@@ -336,3 +336,10 @@ def test_a_throttle_reached_exactly_at_the_end_of_an_interval_is_logged_there() 
     assert cpu.done_at(2.5, 1.0) == 4.5  # the next interval runs at half speed
     logged = [(float(t), float(f)) for ts, _, fs in cond.throttle.log for t, f in zip(ts, fs)]
     assert logged == [(2.0, 0.5)]
+
+
+def test_one_row_asked_at_many_times_in_one_call() -> None:
+    src = _markov(5)
+    starts, values = src.pieces(0, 40)
+    bank = RateBank([_markov(5)])
+    assert bank.value(np.zeros(40, dtype=np.int64), starts + 1e-9).tolist() == values[:, 0].tolist()

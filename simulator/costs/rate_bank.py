@@ -42,6 +42,12 @@ class RateBank:
         for r in range(m):
             self._fill(r, 0)
 
+    @staticmethod
+    def _repeats(rows: np.ndarray) -> bool:
+        """Whether a row appears twice in one call: its entries may need different windows, so they are asked one
+        at a time (the simulator asks each row once per call)."""
+        return len(rows) > 1 and len(np.unique(rows)) < len(rows)
+
     def _slots(self, rows: np.ndarray) -> np.ndarray:
         slots = self.slot[np.asarray(rows, dtype=np.int64)]
         if np.any(slots < 0):
@@ -71,6 +77,9 @@ class RateBank:
 
     def finish(self, rows: np.ndarray, t: np.ndarray, work: np.ndarray) -> np.ndarray:
         """When `work` (seconds at the nominal rate) started at `t` is done, per row (arrays of one shape)."""
+        if self._repeats(np.asarray(rows)):
+            return np.array([self.finish(rows[k:k + 1], np.asarray(t)[k:k + 1], np.asarray(work)[k:k + 1])[0]
+                             for k in range(len(rows))])
         rows = self._slots(rows)
         cur = np.array(t, dtype=float, copy=True)
         rem = np.array(work, dtype=float, copy=True)
@@ -104,6 +113,9 @@ class RateBank:
 
     def done_work(self, rows: np.ndarray, t0: np.ndarray, t1: np.ndarray) -> np.ndarray:
         """Seconds of nominal work done between t0 and t1 (t0 <= t1), per row."""
+        if self._repeats(np.asarray(rows)):
+            return np.array([self.done_work(rows[k:k + 1], np.asarray(t0)[k:k + 1], np.asarray(t1)[k:k + 1])[0]
+                             for k in range(len(rows))])
         rows = self._slots(rows)
         cur = np.array(t0, dtype=float, copy=True)
         t1 = np.asarray(t1, dtype=float)
@@ -126,12 +138,16 @@ class RateBank:
 
     def value(self, rows: np.ndarray, t: np.ndarray, col: int = 0) -> np.ndarray:
         """Column `col` of the piece in force at t, per row."""
+        if self._repeats(np.asarray(rows)):
+            return np.array([self.value(rows[k:k + 1], np.asarray(t)[k:k + 1], col)[0] for k in range(len(rows))])
         rows = self._slots(rows)
         t = np.asarray(t, dtype=float)
         return self.val[rows, self._locate(rows, t), col]
 
     def next_change(self, rows: np.ndarray, t: np.ndarray) -> np.ndarray:
         """When the piece in force at t ends (inf if it never does), per row."""
+        if self._repeats(np.asarray(rows)):
+            return np.array([self.next_change(rows[k:k + 1], np.asarray(t)[k:k + 1])[0] for k in range(len(rows))])
         rows = self._slots(rows)
         t = np.asarray(t, dtype=float)
         return self.brk[rows, self._locate(rows, t) + 1]

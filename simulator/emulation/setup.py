@@ -15,6 +15,7 @@ from simulator.config.profiles import DeviceProfile
 from simulator.config.registry import facts, names_where
 from simulator.config.scenario import ResolvedScenario
 from simulator.errors import InputError
+from simulator.emulation.varying import check_variations
 
 __all__ = ["check_can_emulate", "check_scenario", "quotas_for", "effective_quotas", "emulated_profile",
            "emulated_scenario"]
@@ -89,6 +90,7 @@ def check_scenario(rs: ResolvedScenario) -> None:
         if c.link.loss_rate > 0:
             raise InputError(f"client '{c.name}': emulate has no packet loss (this kernel has no netem)",
                              file=rs.file, key=f"clients[{c.index}].link.loss_rate")
+    check_variations(rs)
 
 
 def quotas_for(rs: ResolvedScenario, machine: DeviceProfile, cores: int) -> list[float]:
