@@ -15,6 +15,7 @@ from simulator.costs import compute_model
 from simulator.costs.traffic import aggregation_traffic
 from simulator.timing.closed_form import planned_battery_round, planned_rounds
 from simulator.timing.device import FeatureBatch, RoundFate, timeout_at
+from simulator.timing.medium_form import medium_rounds
 from simulator.plan import AVERAGE, SERVE, RoundPlan
 from simulator.timing.planner import Planner
 from simulator.timing.rounds.disciplines import DISCIPLINES, ClientDone, Discipline
@@ -50,6 +51,7 @@ class SplitEERounds:
         self.arrivals: list[tuple[float, int]] = []
         self.done_at: dict[int, float] = {}
         self.round_t0 = 0.0
+        self._on_closed_medium: set[int] = set()  # clients whose aggregation transfer the medium's closed form took
         profile = world.server.profile
         batches = [d.costs.batch for d in world.devices]
         split = [c.placement == "split" for c in world.rs.clients]
@@ -127,6 +129,59 @@ class SplitEERounds:
         self.done_at[i] = done
         self.fates[i] = RoundFate(steps_done=steps, delivered=steps)
 
+    def closed_media(self, rnd: int, present: Sequence[int], shared: list[int],
+                     latest: float) -> tuple[list[int], float]:
+        """The clients in `shared` whose medium is walked in closed form (timing.medium_form: a constant medium
+        whose present members are all here, with constant processors and links) are scheduled and recorded as
+        their shared_medium_round processes would be; returns the others and the latest time so far."""
+        w = self.w
+        by_medium: dict[int, list[int]] = {}
+        for i in shared:
+            by_medium.setdefault(id(w.devices[i].link.up.medium), []).append(i)
+        here = set(present)
+        rest: list[int] = []
+        for group in by_medium.values():
+            devs = [w.devices[i] for i in group]
+            medium = devs[0].link.up.medium
+            members = {j for j, d in enumerate(w.devices) if d.link.up.medium is medium and j in here}
+            if medium.timing is not None or members != set(group) or medium.active or any(
+                    d.processor.varying or d.link.up.timing.varying for d in devs):
+                rest += group
+                continue
+            latest = max(latest, self._medium_round(rnd, group))
+        return rest, latest
+
+    def _medium_round(self, rnd: int, group: list[int]) -> float:
+        """One medium's clients in closed form from now; their arrivals and fates; when the last is done."""
+        w, rec = self.w, self.w.recorder
+        devs = [w.devices[i] for i in group]
+        steps = [w.steps_per_round[i] for i in group]
+        flights = []
+        for d, s in zip(devs, steps):  # each link's draws in send order, as shared_medium_round takes them
+            up = d.link.up
+            jitter = up.jitter_s * up.jitter.row(up.jitter_row, s) if up.jitter_s > 0 else np.zeros(s)
+            flights.append((up.latency_s + jitter).tolist())
+        m = medium_rounds(w.env.now, steps, [d.step_seconds[0] for d in devs], [d.step_seconds[1] for d in devs],
+                          [d.wire_feature_bytes * 8.0 for d in devs], [d.link.up.cap_bps for d in devs],
+                          devs[0].link.up.medium.capacity_bps, flights, overlap=devs[0].overlap,
+                          send_buffer=devs[0].send_buffer)
+        done = m.done[0].tolist()
+        for k, (i, d, s) in enumerate(zip(group, devs, steps)):
+            f0, f1 = m.fwd[0][0, k, :s].tolist(), m.fwd[1][0, k, :s].tolist()
+            r0, r1 = m.rest[0][0, k, :s].tolist(), m.rest[1][0, k, :s].tolist()
+            s0, s1 = m.send[0][0, k, :s].tolist(), m.send[1][0, k, :s].tolist()
+            c = d.costs
+            for j in range(s):  # in the order the device's process records them
+                rec.interval(d.name, "compute", rnd, f0[j], f1[j], flops=c.fwd_flops)
+                rec.interval(d.name, "compute", rnd, r0[j], r1[j], flops=c.rest_flops)
+                rec.interval(d.name, "tx", rnd, s0[j], s1[j], nbytes=d.wire_feature_bytes, direction="up")
+            self.done_at[i] = done[k]
+            self.fates[i] = RoundFate(steps_done=s, delivered=s)
+        # The processes handed their arrivals over as they ended (the earliest done first).
+        for k in sorted(range(len(group)), key=lambda k: done[k]):
+            self.arrivals += [(t, group[k]) for t in m.arrival[0, k, :steps[k]].tolist()]
+        return max(done, default=w.env.now)
+
     def timed_round(self, rnd: int, present: Sequence[int]) -> Generator[simpy.Event, Any, None]:
         """A round without per-batch server processes: a client nothing can interrupt is scheduled in one call; the
         others run their per-batch processes; the server's steps are then placed after the arrivals by the
@@ -163,6 +218,7 @@ class SplitEERounds:
             self.fates.update(dict.fromkeys(group, fate))
             latest = max(latest, max(done))
         self.arrivals = list(zip(times, owners))
+        shared, latest = self.closed_media(rnd, present, shared, latest)
         procs = [env.process(self.client_round(rnd, i)) for i in slow]
         procs += [env.process(self.shared_medium_round(rnd, i)) for i in shared]
         if procs:
@@ -210,8 +266,9 @@ class SplitEERounds:
         procs, latest, now = {}, env.now, env.now
         names, busy, wires = [], [], []
         closed = []
+        latest = self._medium_transfers(rnd, nbytes, up=up, latest=latest)
         for i, n in nbytes.items():
-            if not n:
+            if not n or i in self._on_closed_medium:
                 continue
             dev = w.devices[i]
             if not self.closed_form(i):
@@ -244,6 +301,37 @@ class SplitEERounds:
         if latest > env.now:
             yield timeout_at(env, latest)
         return {i for i, p in procs.items() if not p.value.delivered}
+
+    def _medium_transfers(self, rnd: int, nbytes: dict[int, int], *, up: bool, latest: float) -> float:
+        """The transfers of `nbytes` that go through a constant medium on which every transfer now belongs to a
+        client timed in closed form but for its medium (planner mode `shared`), walked in closed form
+        (timing.medium_form) and recorded as Device.transfer records them; those clients are left in
+        `_on_closed_medium`. Returns the latest delivery so far."""
+        w, env = self.w, self.w.env
+        self._on_closed_medium = set()
+        groups: dict[int, list[int]] = {}
+        for i, n in nbytes.items():
+            medium = w.devices[i].link.up.medium
+            if n and medium is not None:
+                groups.setdefault(id(medium), []).append(i)
+        kind, direction = ("agg_tx", "up") if up else ("agg_rx", "down")
+        for group in groups.values():
+            chans = [w.devices[i].link.up if up else w.devices[i].link.down for i in group]
+            medium = chans[0].medium
+            if medium.timing is not None or medium.active or any(
+                    self.planner.mode[i] != "shared" or ch.timing.varying for i, ch in zip(group, chans)):
+                continue
+            flights = [[ch.latency_s + ch.jitter.one(ch.jitter_row, ch.jitter_s)] for ch in chans]
+            wire = [ch.wire_bytes(nbytes[i]) for i, ch in zip(group, chans)]
+            m = medium_rounds(env.now, [1] * len(group), [0.0] * len(group), [0.0] * len(group),
+                              [b * 8.0 for b in wire], [ch.cap_bps for ch in chans], medium.capacity_bps,
+                              flights, overlap=True, send_buffer=1)
+            ends, arrived = m.send[1][0, :, 0].tolist(), m.arrival[0, :, 0].tolist()
+            for i, end, b in zip(group, ends, wire):
+                w.recorder.interval(w.devices[i].name, kind, rnd, env.now, end, nbytes=b, direction=direction)
+            latest = max(latest, *arrived)
+            self._on_closed_medium.update(group)
+        return latest
 
     def aggregate(self, rnd: int, present: Sequence[int]) -> Generator[simpy.Event, Any, None]:
         """Clients upload their shared layers, the server averages every group, clients download the result.
