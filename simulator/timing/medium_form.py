@@ -202,21 +202,20 @@ def medium_rounds_many(t0: np.ndarray, steps: list[int], fwd_s: np.ndarray, rest
         if later.any():
             pw, dw = p[later], d[later]
             wait_t[pw, dw] = start[later]
-            # wait order: devices going on together begin to wait in device order (they resume in flow order:
-            # see the caller, which calls go_on once per finishing rank)
-            for j in range(len(pw)):
-                wait_no[pw[j], dw[j]] = counter[pw[j]]
-                counter[pw[j]] += 1
+            # Devices going on together begin to wait in device order (the caller calls go_on once per rank
+            # of the finishing flows, so that within a variant they go on in flow order).
+            waits = np.zeros_like(mask)
+            waits[pw, dw] = True
+            wait_no[waits] = (counter[:, None] + np.cumsum(waits, axis=1) - 1)[waits]
+            counter[:] += waits.sum(axis=1)
         return now_mask
 
     def join(mask: np.ndarray) -> None:
         """Flows of `mask` join their medium, in device order within a variant (callers keep ranks apart)."""
         if not mask.any():
             return
-        p, d = np.nonzero(mask)
-        for j in range(len(p)):  # few joins at a time, each numbered
-            order[p[j], d[j]] = joined[p[j]]
-            joined[p[j]] += 1
+        order[mask] = (joined[:, None] + np.cumsum(mask, axis=1) - 1)[mask]  # numbered in device order
+        joined[:] += mask.sum(axis=1)
         active[mask] = True
         remaining[mask] = bits[mask]
         rate[mask] = 0.0
