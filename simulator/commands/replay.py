@@ -235,6 +235,8 @@ def _merge_learning(run_dir: Path, out: Path, changed: ResolvedScenario, old: di
 def _cmd_replay(args: argparse.Namespace) -> int:
     from simulator.commands.runner import format_summary
 
+    if args.grid:  # a table of re-timings (commands.retime), no run folder per point
+        return _cmd_replay_grid(args)
     run_dir = Path(args.run_dir)
     out = Path(args.out) if args.out else run_dir.with_name(run_dir.name + "-replay")
     summary = replay(run_dir, args.set, out, overwrite=args.overwrite)
@@ -245,11 +247,27 @@ def _cmd_replay(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_replay_grid(args: argparse.Namespace) -> int:
+    from simulator.commands.retime import write_table
+
+    if args.set:
+        raise InputError("with --grid, give fixed changes in the grid file's `set:` list, not --set", key="--set")
+    if not args.out:
+        raise InputError("with --grid, name the table to write: --out TABLE.csv", key="--out")
+    table = write_table(Path(args.run_dir), Path(args.grid), Path(args.out), overwrite=args.overwrite)
+    print(f"{len(table)} re-timings of {args.run_dir}: simulated time {table['sim_time_s'].min():,.2f} s to "
+          f"{table['sim_time_s'].max():,.2f} s -> {args.out}")
+    return 0
+
+
 def add_replay_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("replay", help="re-time a finished run under other profiles without retraining")
     p.add_argument("run_dir", metavar="RUN_DIR")
     p.add_argument("--set", action="append", default=[], metavar="KEY.PATH=VALUE",
                    help="a change to the run's resolved scenario (profiles, workers, network timing)")
-    p.add_argument("--out", metavar="DIR", help="run folder for the replay (default: RUN_DIR-replay)")
+    p.add_argument("--out", metavar="DIR", help="run folder for the replay (default: RUN_DIR-replay); with --grid "
+                   "the table (CSV)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing folder at --out")
+    p.add_argument("--grid", metavar="GRID.yaml",
+                   help="re-time for every point of a grid (a sweep file's grid/zip/set); --out is then a CSV table")
     p.set_defaults(func=_cmd_replay)

@@ -307,3 +307,61 @@ def retime(run_dir: str | Path, changes: Mapping[str, Any] | Sequence[Mapping[st
     table = pd.DataFrame(rows)
     table.attrs.update(run=str(run.dir), parameters=keys)
     return table
+
+
+def load_grid(path: str | Path) -> list[Point]:
+    """A grid file (`splitee replay RUN --grid GRID.yaml`): the sweep file's `grid`, `zip` and `set`, parsed and
+    checked as sweep files are (commands.sweep_spec), without `base` (the run is the base) or `seeds` (a replay
+    keeps the run's seed). Its points in the sweep's order, each with the `set` changes first."""
+    from pydantic import Field
+
+    from simulator.commands.sweep_spec import SweepSpec, _check_key as check_sweep_key, _check_values
+    from simulator.config.pydantic_errors import validated
+    from simulator.config.schema import Strict
+    from simulator.config.yamlio import load_yaml_text
+
+    class GridFile(Strict):
+        """A grid file's schema."""
+
+        description: str = ""
+        set: list[str] = Field(default_factory=list)
+        grid: dict[str, list[Any]] = Field(default_factory=dict)
+        zip: dict[str, list[Any]] = Field(default_factory=dict)
+
+    file = str(path)
+    raw = validated(read_yaml_file(Path(path), "grid file"), GridFile, file=file, what="a grid file")
+    fixed: list[tuple[str, Any]] = []
+    for i, item in enumerate(raw.set):
+        key, eq, text = item.partition("=")
+        if not eq or not key.strip():
+            raise InputError(f"expected KEY.PATH=VALUE, e.g. server.workers=2, got {item!r}", file=file,
+                             key=f"set[{i}]")
+        fixed.append((key.strip(), load_yaml_text(text) if text.strip() else ""))
+    for section, axes in (("grid", raw.grid), ("zip", raw.zip)):
+        for key, values in axes.items():
+            check_sweep_key(key, section, file)
+            if not values:
+                raise InputError("needs at least one value", file=file, key=f"{section}.{key}")
+            _check_values(tuple(values), f"{section}.{key}", file, unique=section == "grid")
+    if raw.zip and len({len(v) for v in raw.zip.values()}) > 1:
+        raise InputError("zipped lists vary together and must be equal in length", file=file, key="zip")
+    spec = SweepSpec(file=file, name=Path(path).stem, description=raw.description, base=Path(path), overrides=(),
+                     grid=tuple((k, tuple(v)) for k, v in raw.grid.items()),
+                     zip=tuple((k, tuple(v)) for k, v in raw.zip.items()), seeds=None)
+    return [tuple(fixed) + p.params for p in spec.points()]
+
+
+def write_table(run_dir: str | Path, grid: str | Path, out: str | Path, *, overwrite: bool = False) -> pd.DataFrame:
+    """`splitee replay RUN --grid GRID.yaml --out table.csv`: the retime table as CSV (floats written exactly)."""
+    from simulator.output.fsio import atomic_write, check_output_file
+
+    out = Path(out)
+    check_output_file(out, "--out")
+    if out.exists() and not overwrite:
+        raise InputError("already exists; pass --overwrite to replace it, or choose another --out", file=str(out),
+                         key="--out")
+    points = load_grid(grid)
+    table = retime(run_dir, [dict(p) for p in points])
+    out.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write(out, table.to_csv(index=False))  # shortest round-trip text of each float
+    return table
