@@ -116,14 +116,18 @@ def fifo_queue(arrivals: Sequence[float], service_s: Sequence[float], workers: i
             free = start + s
         return starts
     free_at: list[float] = []  # a heap of the busy servers' finish times
-    for a, s in zip(arrivals, service_s):
-        if len(free_at) < workers:
-            start = a
-        else:
-            earliest = heapq.heappop(free_at)
-            start = a if a > earliest else earliest
+    jobs = zip(arrivals, service_s)
+    for a, s in jobs:  # until every server has had a job: each starts on arrival
+        starts.append(a)
+        heapq.heappush(free_at, a + s)
+        if len(free_at) == workers:
+            break
+    replace = heapq.heapreplace
+    for a, s in jobs:  # then each waits for the earliest server to finish (pop and push in one call)
+        earliest = free_at[0]
+        start = a if a > earliest else earliest
         starts.append(start)
-        heapq.heappush(free_at, start + s)
+        replace(free_at, start + s)
     return starts
 
 

@@ -5,7 +5,7 @@ How each client's round is timed is chosen once per client by the planner (timin
 
 from __future__ import annotations
 
-from operator import add, itemgetter
+from operator import add
 from typing import Any, Generator, Sequence
 
 import numpy as np
@@ -13,7 +13,7 @@ import simpy
 
 from simulator.costs import compute_model
 from simulator.costs.traffic import aggregation_traffic
-from simulator.timing.closed_form import planned_battery_round, planned_rounds
+from simulator.timing.closed_form import GroupNumbers, MessageNumbers, planned_battery_round, planned_rounds
 from simulator.timing.device import FeatureBatch, RoundFate, timeout_at
 from simulator.timing.medium_form import medium_rounds
 from simulator.plan import AVERAGE, SERVE, RoundPlan
@@ -61,6 +61,13 @@ class SplitEERounds:
             compute_model.seconds_for(profile, compute_model.server_step_flops(world.table, cut, b), f, step=True)
             if s else 0.0 for cut, b, f, s in zip(world.cuts, batches, self.server_flops, split)]
         self.discipline: Discipline = DISCIPLINES[discipline](self)
+        self.messages = MessageNumbers(world.devices)
+        self._groups: dict[tuple[int, tuple[int, ...]], GroupNumbers] = {}  # closed-form groups' numbers
+        self._parts: list[tuple[np.ndarray, np.ndarray]] = []
+        self.arrival_times, self.arrival_owners = np.zeros(0), np.zeros(0, dtype=np.int64)  # sorted, this round
+        self.server_seconds_of = np.array(self.server_seconds, dtype=float)
+        # The recorder's entities are the clients in index order, then the server: index i is client i.
+        assert world.recorder.names[:len(world.devices)] == [d.name for d in world.devices]
 
     client_devices = True
 
@@ -179,7 +186,7 @@ class SplitEERounds:
             self.fates[i] = RoundFate(steps_done=s, delivered=s)
         # The processes handed their arrivals over as they ended (the earliest done first).
         for k in sorted(range(len(group)), key=lambda k: done[k]):
-            self.arrivals += [(t, group[k]) for t in m.arrival[0, k, :steps[k]].tolist()]
+            self._parts.append((m.arrival[0, k, :steps[k]], np.full(steps[k], group[k])))
         return max(done, default=w.env.now)
 
     def timed_round(self, rnd: int, present: Sequence[int]) -> Generator[simpy.Event, Any, None]:
@@ -191,8 +198,7 @@ class SplitEERounds:
         self.round_t0 = latest = env.now
         by_steps: dict[int, list[int]] = {}
         slow, shared = [], []
-        times: list[float] = []
-        owners: list[int] = []
+        self._parts = parts = []  # (arrival times, owners) arrays, in the order they reach the server's list
         mode, steps_of = self.planner.mode, w.steps_per_round
         for i in present:
             if mode[i] == "closed":
@@ -201,29 +207,39 @@ class SplitEERounds:
                 shared.append(i)  # only its medium is shared: its processor is still closed form
             elif mode[i] == "battery" and (bplan := planned_battery_round(w.devices[i], rnd, steps_of[i])):
                 steps = steps_of[i]
-                times += bplan.arrival[0].tolist()
-                owners += [i] * steps
+                parts.append((bplan.arrival[0], np.full(steps, i)))
                 self.done_at[i] = float(bplan.done[0])
                 self.fates[i] = RoundFate(steps_done=steps, delivered=steps)
                 latest = max(latest, self.done_at[i])
             else:
                 slow.append(i)
         for steps, group in by_steps.items():
-            cplan = planned_rounds([w.devices[i] for i in group], rnd, steps)
-            times += cplan.arrival.ravel().tolist()
-            owners += np.repeat(group, steps).tolist()
-            done = cplan.done.tolist()
-            self.done_at.update(zip(group, done))
+            key = (steps, tuple(group))
+            numbers = self._groups.get(key)
+            devices = [w.devices[i] for i in group]
+            if numbers is None:
+                numbers = self._groups[key] = GroupNumbers(devices)
+            cplan = planned_rounds(devices, rnd, steps, numbers)
+            parts.append((cplan.arrival.ravel(), np.repeat(group, steps)))
+            self.done_at.update(zip(group, cplan.done.tolist()))
             fate = RoundFate(steps_done=steps, delivered=steps)  # one for the group: nothing changes it
             self.fates.update(dict.fromkeys(group, fate))
-            latest = max(latest, max(done))
-        self.arrivals = list(zip(times, owners))
+            latest = max(latest, float(cplan.done.max()))
+        self.arrivals = []  # what the processes hand over as they run
         shared, latest = self.closed_media(rnd, present, shared, latest)
         procs = [env.process(self.client_round(rnd, i)) for i in slow]
         procs += [env.process(self.shared_medium_round(rnd, i)) for i in shared]
         if procs:
             yield env.all_of(procs)
-        self.arrivals.sort(key=itemgetter(0))  # stable: equal times keep the order they reached the server in
+        if self.arrivals:
+            parts.append((np.array([t for t, _ in self.arrivals], dtype=float),
+                          np.array([i for _, i in self.arrivals], dtype=np.int64)))
+        times = np.concatenate([t for t, _ in parts]) if parts else np.zeros(0)
+        owners = np.concatenate([o for _, o in parts]).astype(np.int64) if parts else np.zeros(0, dtype=np.int64)
+        order = np.argsort(times, kind="stable")  # stable: equal times keep the order they reached the server in
+        self.arrival_times, self.arrival_owners = times[order], owners[order]
+        if not self.discipline.uses_arrays:
+            self.arrivals = list(zip(self.arrival_times.tolist(), self.arrival_owners.tolist()))
         rec = w.recorder
         starts, seconds, clients = self.discipline.server_timeline(rnd, present)
         if starts:
@@ -264,7 +280,6 @@ class SplitEERounds:
         w, env = self.w, self.w.env
         kind = "agg_tx" if up else "agg_rx"
         procs, latest, now = {}, env.now, env.now
-        names, busy, wires = [], [], []
         closed = []
         latest = self._medium_transfers(rnd, nbytes, up=up, latest=latest)
         for i, n in nbytes.items():
@@ -275,27 +290,29 @@ class SplitEERounds:
                 procs[i] = env.process(dev.transfer(rnd, n, up=up, kind=kind, stop=dev.leave))
             else:
                 closed.append((i, n))
-        # Links whose rates change over time are asked all at once (the same arithmetic as one at a time).
+        # Links whose rates change over time are asked all at once (the same arithmetic as one at a time); the
+        # constant ones are timed as arrays (closed_form.MessageNumbers).
         ends = _varying_ends(w, closed, now, up=up)
-        for i, n in closed:
-            dev = w.devices[i]
-            ch = dev.link.up if up else dev.link.down
-            if i in ends:
-                end_busy, latency = ends[i]
-            else:
-                end_busy = ch.timing.send_end(now, n)
-                latency = ch.timing.latency_at(end_busy)
-            flight = latency + ch.jitter.one(ch.jitter_row, ch.jitter_s)
-            latest = max(latest, end_busy + flight)  # + 0.0 leaves a time unchanged, as no flight at all
-            names.append(dev.name)
-            busy.append((now, end_busy))
-            wires.append(ch.wire_bytes(n))
         direction = "up" if up else "down"
-        if w.recorder.keep_events:
-            for name, (t0, t1), wire in zip(names, busy, wires):
-                w.recorder.interval(name, kind, rnd, t0, t1, nbytes=wire, direction=direction)
-        elif names:
-            w.recorder.add_many(rnd, names, kind, [t1 - t0 for t0, t1 in busy], nbytes=wires, direction=direction)
+        if closed:
+            idx = np.array([i for i, _ in closed], dtype=np.int64)
+            nb = np.array([n for _, n in closed], dtype=float)
+            const = np.array([i not in ends for i in idx.tolist()], dtype=bool) if ends else np.ones(len(idx), bool)
+            t1, arrive, wire = np.full(len(idx), now), np.full(len(idx), now), np.zeros(len(idx))
+            if const.any():
+                t1[const], arrive[const], wire[const] = self.messages.ends(idx[const], nb[const], now, up=up)
+            for k in np.flatnonzero(~const).tolist():
+                i, n = closed[k]
+                ch = w.devices[i].link.up if up else w.devices[i].link.down
+                end_busy, latency = ends[i]
+                t1[k], wire[k] = end_busy, ch.wire_bytes(n)
+                arrive[k] = end_busy + (latency + ch.jitter.one(ch.jitter_row, ch.jitter_s))
+            latest = max(latest, float(arrive.max()))  # + 0.0 leaves a time unchanged, as no flight at all
+            if w.recorder.keep_events:
+                for i, end_busy, b in zip(idx.tolist(), t1.tolist(), wire.tolist()):
+                    w.recorder.interval(w.devices[i].name, kind, rnd, now, end_busy, nbytes=b, direction=direction)
+            else:
+                w.recorder.add_many(rnd, idx, kind, t1 - now, nbytes=wire, direction=direction)
         if procs:
             yield env.all_of(list(procs.values()))
         if latest > env.now:
