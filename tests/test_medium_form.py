@@ -1,9 +1,11 @@
 """The shared medium in closed form (timing.medium_form) against the SimPy processes it replaces: the devices'
 shared_medium_round on a SharedMedium, and transfers started together (Device.transfer), on randomized small
-fleets (ties included: identical devices start and finish together). Times must agree to the bit."""
+fleets (ties included: identical devices start and finish together); and many variants of a run at once
+(timing.variants) against each variant's timing-only run. Times must agree to the bit."""
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 import numpy as np
@@ -170,3 +172,41 @@ def test_many_variants_at_once_equal_each_alone(seed: int) -> None:
         for a, b in ((one.arrival, many.arrival), (one.send[0], many.send[0]), (one.send[1], many.send[1]),
                      (one.fwd[0], many.fwd[0]), (one.rest[1], many.rest[1]), (one.done, many.done)):
             np.testing.assert_array_equal(a[0], b[p])
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_variants_equal_timing_only_runs(seed: int) -> None:
+    """timing.variants on drawn fleets (own links, a shared medium, a battery that lasts; Averaging or Sequential's
+    client turns, with or without overlap): every variant's round times equal its timing-only run's, to the bit."""
+    from simulator.engine.simulation import Simulation
+    from simulator.timing.variants import time_variants, uncovered
+
+    rng = np.random.default_rng(300 + seed)
+    n = int(rng.integers(2, 6))
+    base = _world(rng, n, overlap=bool(rng.integers(2)), send_buffer=int(rng.integers(1, 3)), twins=True).rs
+    data = base.to_dict()
+    for c in data["clients"][n // 2:]:  # the second half on links of their own
+        c["medium"] = None
+    data["clients"][-1]["device"]["battery_j"] = 1.0e6
+    data["strategy"] = {"name": str(rng.choice(["averaging", "sequential"]))}
+    data["training"]["rounds"] = 3
+    variants = []
+    for k in range(3):
+        d = copy.deepcopy(data)
+        d["server"]["workers"] = int(rng.integers(1, 3))
+        d["network"]["media"]["ap"]["capacity_bps"] = float(rng.uniform(2e5, 1.5e6))
+        d["clients"][0]["device"]["flops_per_s"] = float(rng.uniform(5e5, 5e6))
+        variants.append(resolve_scenario(d, "variant.yaml"))
+    assert uncovered(variants[0]) is None
+    counts = [64] * n
+    sims = []
+    for rs in variants:
+        sim = Simulation(rs, timing_only=True, sample_counts=counts)
+        sim.run()
+        sims.append(sim)
+    got = time_variants(variants, counts, sims[0].world.steps_per_round)
+    for k, sim in enumerate(sims):
+        assert got.round_end[k].tolist() == [r.sim_time_s for r in sim.records]
+        energy = sim.world.recorder.entity_energy()
+        np.testing.assert_allclose(got.energy_j[k], [energy[c.name] for c in variants[k].clients], rtol=1e-12)
+        assert got.server_j[k] == pytest.approx(energy["server"], rel=1e-12)

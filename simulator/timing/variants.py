@@ -257,7 +257,10 @@ def _own_link_rounds(num: _Numbers, t0: np.ndarray, group: list[int], steps: int
     their arrivals (P, g, steps) and done times (P, g); their seconds into `acc`."""
     p_n, g = len(t0), len(group)
     cols = np.asarray(group)
-    flat = lambda a: a[:, cols].reshape(-1)  # noqa: E731 - rows: variant-major, then client
+
+    def flat(a: np.ndarray) -> np.ndarray:  # rows: variant-major, then client
+        return a[:, cols].reshape(-1)
+
     zz = np.tile(np.stack([z[i] for i in group]), (p_n, 1))  # (P*g, steps)
     flights = flat(num.lat)[:, None] + flat(num.jit)[:, None] * zz
     plan = client_rounds(np.repeat(t0, g), steps, flat(num.fwd), flat(num.rest), flat(num.send), flights,
@@ -273,7 +276,6 @@ def _own_link_rounds(num: _Numbers, t0: np.ndarray, group: list[int], steps: int
 def _medium_clients(num: _Numbers, t0: np.ndarray, name: str, group: list[int], steps: Sequence[int],
                     z: list[np.ndarray], acc: _Round) -> tuple[np.ndarray, np.ndarray]:
     """The clients of one medium in every variant from t0 (timing.medium_form): arrivals (P, F, S), done (P, F)."""
-    p_n = len(t0)
     cols = np.asarray(group)
     st = [steps[i] for i in group]
     width = max(st)
