@@ -193,6 +193,17 @@ def _optional_csv(path: Path, key: str) -> pd.DataFrame | None:
     return read_csv(path, _REQUIRED[key], SCHEMAS[key]) if path.is_file() else None
 
 
+def _clients(folder: Path) -> pd.DataFrame | None:
+    """clients.csv, or clients.parquet (the per-client table of a large fleet)."""
+    if (folder / "clients.parquet").is_file():
+        table = _read_parquet(folder / "clients.parquet", _REQUIRED["clients.csv"])
+        for col in ("client", "device", "status"):  # names as plain strings, as from the CSV
+            if col in table.columns:
+                table[col] = table[col].astype("string")
+        return table
+    return _optional_csv(folder / "clients.csv", "clients.csv")
+
+
 def _events(folder: Path) -> tuple[pd.DataFrame | None, Path | None]:
     if (folder / "events.parquet").is_file():
         return _read_parquet(folder / "events.parquet", _REQUIRED["events"]), folder / "events.parquet"
@@ -242,7 +253,7 @@ def load_run(path: str | Path) -> Run:
         path=folder,
         summary=_summary(folder / "summary.json"),
         rounds=read_csv(folder / "rounds.csv", _REQUIRED["rounds.csv"], SCHEMAS["rounds.csv"]),
-        clients=_optional_csv(folder / "clients.csv", "clients.csv"),
+        clients=_clients(folder),
         events=events,
         early_exit=_optional_csv(folder / "early_exit.csv", "early_exit.csv"),
         label=folder.resolve().name,

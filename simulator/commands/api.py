@@ -1,4 +1,5 @@
-"""Running from Python (a notebook): `simulator.run(...)` and `simulator.replay(...)` return a loaded run."""
+"""Running from Python (a notebook): `simulator.run(...)` and `simulator.replay(...)` return a loaded run,
+`simulator.retime(...)` a table of re-timings."""
 
 from __future__ import annotations
 
@@ -9,10 +10,12 @@ from typing import TYPE_CHECKING, Any, Mapping, Sequence
 from simulator.errors import InputError
 
 if TYPE_CHECKING:
+    import pandas as pd
+
     from analysis.load import Run
     from simulator.config.scenario import ResolvedScenario
 
-__all__ = ["run", "replay", "DICT_SCENARIO"]
+__all__ = ["run", "replay", "retime", "DICT_SCENARIO"]
 
 DICT_SCENARIO = "<scenario dict>"  # how errors name a scenario given as a dict; its relative paths are cwd's
 
@@ -80,3 +83,16 @@ def replay(run_dir: str | Path, set: Sequence[str] | str = (), out: str | Path |
     folder = _out(out, Path(run_dir).name + "-replay")
     retime(Path(run_dir), _sets(set), folder, overwrite=overwrite or out is None)
     return load_run(folder)
+
+
+def retime(run_dir: str | Path, changes: Mapping[str, Any] | Sequence[Mapping[str, Any]], *,
+           events: bool = False, per_client_exits: bool = False) -> pd.DataFrame:
+    """Re-time a finished run in memory for one change set or a grid of them; one table, a row per point.
+
+    `changes`: `{"clients.2.link.uplink_bps": [1e6, 2e6], "server.workers": [1, 2]}` is a grid (the cartesian
+    product, the last key varying fastest), `{"server.workers": 2}` one point, a list of such mappings one point
+    each. Columns and refusals: see simulator.commands.retime.retime (README, "Replaying").
+    """
+    from simulator.commands.retime import retime as retime_table
+
+    return retime_table(run_dir, changes, events=events, per_client_exits=per_client_exits)

@@ -274,6 +274,8 @@ def _merge_learning(run_dir: Path, out: Path, changed: ResolvedScenario, old: di
 def cmd_replay(args: argparse.Namespace) -> int:
     from simulator.commands.runner import format_summary
 
+    if args.grid:  # a table of re-timings (commands.retime), no run folder per point
+        return _cmd_replay_grid(args)
     run_dir = Path(args.run_dir)
     out = Path(args.out) if args.out else run_dir.with_name(run_dir.name + "-replay")
     summary = replay(run_dir, args.set, out, overwrite=args.overwrite)
@@ -281,4 +283,17 @@ def cmd_replay(args: argparse.Namespace) -> int:
     print(f"re-timed from {run_dir}: simulated time {summary['replay']['original_sim_time_s']:,.2f} s -> "
           f"{summary['sim_time_s']:,.2f} s, energy {summary['replay']['original_energy_j']:,.1f} J -> "
           f"{summary['energy_j']['total']:,.1f} J")
+    return 0
+
+
+def _cmd_replay_grid(args: argparse.Namespace) -> int:
+    from simulator.commands.retime import write_table
+
+    if args.set:
+        raise InputError("with --grid, give fixed changes in the grid file's `set:` list, not --set", key="--set")
+    if not args.out:
+        raise InputError("with --grid, name the table to write: --out TABLE.csv", key="--out")
+    table = write_table(Path(args.run_dir), Path(args.grid), Path(args.out), overwrite=args.overwrite)
+    print(f"{len(table)} re-timings of {args.run_dir}: simulated time {table['sim_time_s'].min():,.2f} s to "
+          f"{table['sim_time_s'].max():,.2f} s -> {args.out}")
     return 0

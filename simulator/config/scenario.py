@@ -45,6 +45,8 @@ class ResolvedScenario:
     def to_dict(self) -> dict[str, Any]:
         """Every default filled in and every profile expanded: loading this reproduces the run."""
         data = self.scenario.model_dump(mode="json")
+        if data["output"].get("tables") == "auto":  # a default added later is left out: a scenario that does not
+            del data["output"]["tables"]  # set it resolves to the same file as before
         data["server"]["device"] = self.server.model_dump(mode="json")
         data["cut_policy"] = CutPolicyCfg().model_dump(mode="json")  # the chosen cuts are written out, fixed
         data["clients"] = [

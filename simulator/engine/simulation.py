@@ -11,6 +11,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Callable, Iterator
 
+import numpy as np
 import simpy
 
 from simulator.config.registry import facts, names_where
@@ -113,6 +114,13 @@ class Simulation:
         sizes = self.learner.model_sizes() if self.learner is not None else {}
         self.rounds: Rounds = entry.rounds_class().from_entry(self.world, entry, sizes=sizes,
                                                              per_batch=self.learner is not None)
+        w = self.world
+        n = len(w.devices)
+        # Who a round has to look at one by one; the others (always on, timed in closed form) need nothing.
+        self._always = all(c.takes_part for c in rs.clients) and all(a.always_on for a in w.availability)
+        self._watched = [i for i in range(n) if not self.rounds.closed_form(i)]
+        self._churns = [i for i in range(n) if not w.availability[i].always_on]
+        self._cannot = [i for i in range(n) if not rs.clients[i].takes_part]
         self.records: list[RoundRecord] = []
         self.stopped_early: str | None = None
 
@@ -144,7 +152,10 @@ class Simulation:
         now = w.env.now
         if not self.rounds.client_devices:  # centralized: the clients only lend their data
             return [i for i in range(len(w.devices)) if w.rs.clients[i].takes_part]
-        present = [i for i in range(len(w.devices)) if self._status(i, now) == "ok"]
+        if self._always:  # every client is on whenever it is alive
+            present = [i for i, d in enumerate(w.devices) if d.alive]
+        else:
+            present = [i for i in range(len(w.devices)) if self._status(i, now) == "ok"]
         if present:
             return present
         waiting = [i for i in range(len(w.devices)) if self._status(i, now) == "unavailable"]
@@ -161,9 +172,11 @@ class Simulation:
         env, now = w.env, w.env.now
         deadline = w.scenario.training.round_deadline_s
         stops = {}
-        for i in present:
-            if self.rounds.closed_form(i):
-                continue  # scheduled in closed form: nothing can stop it, it has no events to watch
+        here = set(present) if len(present) < len(w.devices) else None
+        # Clients scheduled in closed form are left out: nothing can stop them, they have no events to watch.
+        for i in self._watched:
+            if here is not None and i not in here:
+                continue
             leave, stop = env.event(), env.event()
             if not w.availability[i].always_on and math.isfinite(t_off := w.availability[i].off_at(now)):
                 off = env.timeout(t_off - now)
@@ -196,18 +209,21 @@ class Simulation:
             self.learner.execute(plan)
         got = self.rounds.fates
         fates = {i: got[i] if i in got else RoundFate(steps_done=w.steps_per_round[i]) for i in present}
-        status = {i: self._status(i, t_begin) for i in range(len(w.devices)) if i not in fates}
+        status = {i: self._status(i, t_begin) for i in range(len(w.devices)) if i not in fates} \
+            if len(fates) < len(w.devices) else {}
+        status.update(dict.fromkeys(fates, "ok"))  # closed-form clients end their rounds as planned
         until: dict[str, float] = {}
-        for i, fate in fates.items():
+        watched = self._watched if len(fates) == len(w.devices) else [i for i in self._watched if i in fates]
+        for i in watched:
             dev = w.devices[i]
             dev.end_round()
             if on_devices and dev.left is not None:  # went offline or emptied its battery, maybe after its steps
                 status[i] = _STOP_STATUS[dev.left[0]]
                 until[dev.name] = dev.left[1]
-            else:
-                status[i] = "straggler" if fate.stopped == "deadline" else "ok"
-        entities = [w.devices[i].name for i in present] if on_devices else []
-        w.recorder.close_round(rnd, t_begin, w.env.now, entities + [SERVER], until)
+            elif fates[i].stopped == "deadline":
+                status[i] = "straggler"
+        entities = np.array(present if on_devices else [], dtype=np.int64)  # the recorder's index of client i is i
+        w.recorder.close_round(rnd, t_begin, w.env.now, np.append(entities, w.recorder.index[SERVER]), until)
         if on_devices:
             self._mark_round(rnd, t0, fates, status)
         rec = RoundRecord(
@@ -227,7 +243,10 @@ class Simulation:
         """Offline spans, departures, stragglers and emptied batteries into the event trace."""
         w = self.world
         rec, now = w.recorder, w.env.now
-        for i, dev in enumerate(w.devices):
+        # Only clients that cannot take part, churn, or are watched (not closed form) can have anything to mark;
+        # each one's marks in the order they happened.
+        for i in sorted({*self._cannot, *self._churns, *(j for j in self._watched if j in fates)}):
+            dev = w.devices[i]
             if status[i] == "cannot_take_part":
                 if rnd == 1:
                     rec.mark(dev.name, "cannot_take_part", rnd, t0)

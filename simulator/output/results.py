@@ -10,7 +10,7 @@ import math
 import platform
 import sys
 from importlib import metadata
-from operator import attrgetter, itemgetter
+from operator import itemgetter
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Sequence
 
@@ -18,6 +18,7 @@ import numpy as np
 import simpy
 import yaml
 
+from simulator.output.client_table import clients_format, write_clients_parquet
 from simulator.config.scenario import ResolvedScenario
 from simulator.costs.table_cache import cost_table_of
 from simulator.output.columns import (
@@ -56,9 +57,6 @@ def _csv(columns: Sequence[str], rows: Iterable[Sequence[Any]], *, blank_nan: bo
     return buf.getvalue()
 
 
-_ENERGY, _UP, _DOWN = attrgetter("energy_j"), attrgetter("bytes_up"), attrgetter("bytes_down")
-
-
 def _blank(value: float) -> float | str:
     return "" if value != value else value  # NaN -> empty cell
 
@@ -67,15 +65,23 @@ def _mean(values: list[float]) -> float:
     return float(np.mean(values)) if values else float("nan")
 
 
+def _in_order(values: np.ndarray, order: list[int]) -> list[float]:
+    """An entity array's values in the order the entities were recorded (sums follow it, left to right)."""
+    return values[np.asarray(order, dtype=np.int64)].tolist()
+
+
 def round_rows(records: Sequence[Any], recorder: Recorder) -> list[tuple[Any, ...]]:
     rows = []
     for rec in records:
-        per = list(recorder.round_totals[rec.round].values())
+        r = recorder.round_arrays(rec.round)
+        order = r.order if r is not None else []
         rows.append((
             rec.round, rec.sim_time_s,
             _mean([e.final_accuracy for e in rec.evals.values()]),
             _mean([e.exit_accuracy for e in rec.evals.values()]),
-            sum(map(_ENERGY, per)), sum(map(_UP, per)), sum(map(_DOWN, per)),
+            sum(_in_order(r.energy, order)) if r is not None else 0,
+            sum(_in_order(r.up, order)) if r is not None else 0,
+            sum(_in_order(r.down, order)) if r is not None else 0,
             round(rec.host_seconds, 4),
         ))
     return rows
@@ -91,9 +97,10 @@ def client_rows(records: Sequence[Any], recorder: Recorder, rs: ResolvedScenario
     devices = [c.device.name for c in rs.clients]
     cuts = [c.cut for c in rs.clients]
     blank = [""] * len(names)
+    zeros = [0.0] * len(names)
+    at = recorder.indices(names)
     for rec in records:
-        totals = recorder.round_totals[rec.round]
-        tots = [totals.get(n) for n in names]
+        r = recorder.round_arrays(rec.round)
         present = set(rec.present)
         if rec.evals:
             evs = [rec.evals.get(i) for i in indices]
@@ -107,8 +114,8 @@ def client_rows(records: Sequence[Any], recorder: Recorder, rs: ResolvedScenario
         server_loss = [_blank(rec.server_loss.get(i, nan)) for i in indices] if rec.server_loss else blank
         yield from zip(
             [rec.round] * len(names), names, devices, cuts, exit_acc, final_acc, exit_loss, server_loss,
-            [t.energy_j if t else 0.0 for t in tots], [t.bytes_up if t else 0.0 for t in tots],
-            [t.bytes_down if t else 0.0 for t in tots], [int(i in present) for i in indices],
+            r.energy[at].tolist() if r is not None else zeros, r.up[at].tolist() if r is not None else zeros,
+            r.down[at].tolist() if r is not None else zeros, [int(i in present) for i in indices],
             [rec.status.get(i, "ok") for i in indices], [rec.steps_done.get(i, 0) for i in indices],
             exit_local, final_local,
         )
@@ -146,7 +153,7 @@ def summary(rs: ResolvedScenario, records: Sequence[Any], recorder: Recorder,
             sample_counts: Sequence[int] | None = None) -> dict[str, Any]:
     last_eval = next((r for r in reversed(records) if r.evals), None)
     per_entity = recorder.entity_energy()
-    totals = [t for per in recorder.round_totals.values() for t in per.values()]
+    rounds = [r for r in (recorder.round_arrays(k) for k in recorder.recorded_rounds()) if r is not None]
     names = {c.index: c.name for c in rs.clients}
     return {
         "scenario": rs.scenario.name,
@@ -177,8 +184,8 @@ def summary(rs: ResolvedScenario, records: Sequence[Any], recorder: Recorder,
         "sim_time_s": records[-1].sim_time_s if records else 0.0,
         "energy_j": {"total": sum(per_entity.values()), "per_entity": per_entity,
                      "server": per_entity.get(SERVER, 0.0)},
-        "bytes_up": sum(map(_UP, totals)),
-        "bytes_down": sum(map(_DOWN, totals)),
+        "bytes_up": sum(x for r in rounds for x in _in_order(r.up, r.order)),
+        "bytes_down": sum(x for r in rounds for x in _in_order(r.down, r.order)),
         "host_seconds": sum(r.host_seconds for r in records),
         "threads": _torch_threads(),  # intra-op threads of the process that wrote it
         "versions": {"hetero_splitee_sim": __version__, "python": platform.python_version(),
@@ -285,7 +292,11 @@ def write_run(out: Path, rs: ResolvedScenario, records: Sequence[Any], recorder:
     if not (out / "scenario.resolved.yaml").is_file():  # the runner writes it when the run starts
         write_resolved(out, rs)
     atomic_write(out / "rounds.csv", _csv(ROUND_COLUMNS, round_rows(records, recorder)))
-    atomic_write(out / "clients.csv", _csv(CLIENT_COLUMNS, client_rows(records, recorder, rs), blank_nan=False))
+    if clients_format(rs, len(records)) == "parquet":  # too many rows for text (output.client_table)
+        write_clients_parquet(out, rs, records, recorder)
+    else:
+        atomic_write(out / "clients.csv", _csv(CLIENT_COLUMNS, client_rows(records, recorder, rs),
+                                               blank_nan=False))
     _write_events(out, recorder, rs.scenario.output.events)
     _write_early_exit(out, rs, records)
     _write_conditions(out, conditions)
