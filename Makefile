@@ -1,4 +1,5 @@
 # The two commands: `make quickstart` (install + run the quickstart) and `make test` (install + run the tests).
+# `make docs` builds the documentation site (mkdocs.yml, docs/) into site/, offline, failing on a broken link.
 #
 # Where things are installed: inside an active virtual environment (or a conda environment) that environment's
 # python; otherwise a project virtual environment, .venv, created on first use. pip therefore never installs
@@ -21,7 +22,7 @@ endif
 PIP := $(PY) -m pip
 SPLITEE := $(PY) -m simulator.cli
 
-.PHONY: install data quickstart test test-all
+.PHONY: install data quickstart test test-all docs
 
 # Debian/Ubuntu ship `venv` without ensurepip unless python3-venv is installed: install it when we may.
 .venv/bin/python:
@@ -61,3 +62,7 @@ test: install data
 
 test-all: install data
 	$(PY) -m pytest -q -m '' $(PYTEST_ARGS)
+
+# --strict: a broken link or anchor, or a page missing from nav, fails the build (mkdocs.yml's validation).
+docs: install
+	$(PY) -m mkdocs build --strict --site-dir site

@@ -68,7 +68,7 @@ def _draw(args: argparse.Namespace) -> Figure:
         return plots.time_to_accuracy(read_runs(args.inputs), _target(args.target))
     if kind == "heatmap":
         if len(args.inputs) != 1:
-            raise InputError(f"heatmap reads one sweep table (a CSV file), got {len(args.inputs)} paths")
+            raise InputError(f"heatmap reads one table (a sweep.csv, or a retime table from `splitee replay --grid`), got {len(args.inputs)} paths")
         _need_columns(args, "heatmap")
         return plots.heatmap(load_table(args.inputs[0]), args.x, args.y, args.metric)
     run = _one_run(args)
@@ -83,7 +83,7 @@ def _draw(args: argparse.Namespace) -> Figure:
 def _need_columns(args: argparse.Namespace, what: str) -> None:
     absent = [f"--{k}" for k in ("x", "y", "metric") if not getattr(args, k)]
     if absent:
-        raise InputError(f"{what} needs {', '.join(absent)} (column names of the sweep table)")
+        raise InputError(f"{what} needs {', '.join(absent)} (column names of the sweep or retime table)")
 
 
 def _default_out(args: argparse.Namespace) -> Path:
@@ -121,10 +121,10 @@ def _cmd_report(args: argparse.Namespace) -> int:
 
 def add_analysis_parsers(sub: argparse._SubParsersAction) -> None:
     """Registers `plot` and `report` on the `splitee` command line."""
-    p = sub.add_parser("plot", help="draw one figure from run folders (heatmap: from a sweep table)",
+    p = sub.add_parser("plot", help="draw one figure from run folders (heatmap: from a sweep or retime table)",
                        description="KIND is one of: " + ", ".join(KINDS) + ".")
     p.add_argument("kind", metavar="KIND", help="the figure: " + ", ".join(KINDS))
-    p.add_argument("inputs", nargs="+", metavar="RUN_DIR", help="run folders (heatmap: one sweep CSV)")
+    p.add_argument("inputs", nargs="+", metavar="RUN_DIR", help="run folders (heatmap: one sweep or retime CSV)")
     p.add_argument("--out", metavar="FILE", help="image file, .png/.svg/.pdf (default: <first RUN_DIR>/<KIND>.png)")
     p.add_argument("--latency", default="training", metavar="training|inference",
                    help="tradeoff: x is simulated training time (default) or per-sample inference latency")
@@ -133,8 +133,8 @@ def add_analysis_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-server-idle", action="store_true",
                    help="energy: leave the server's idle draw out of its bar (the title still gives it)")
     p.add_argument("--target", metavar="ACC", help="time-to-accuracy: draw this target accuracy")
-    p.add_argument("--x", metavar="COLUMN", help="heatmap: the sweep parameter across")
-    p.add_argument("--y", metavar="COLUMN", help="heatmap: the sweep parameter up")
+    p.add_argument("--x", metavar="COLUMN", help="heatmap: the parameter across (a key path of the table)")
+    p.add_argument("--y", metavar="COLUMN", help="heatmap: the parameter up")
     p.add_argument("--metric", metavar="COLUMN", help="heatmap: the metric coloured (mean over repeats)")
     p.set_defaults(func=_cmd_plot)
 

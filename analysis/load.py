@@ -14,46 +14,28 @@ import numpy as np
 import pandas as pd
 
 from simulator.errors import InputError, clip
+from simulator.output.csv_tail import check_last_row
 from simulator.config.yamlio import read_yaml_file
+from simulator.errors import InputError, clip
+from simulator.output.columns import REQUIRED, SCHEMAS, STRING_COLUMNS
 
 __all__ = ["Run", "load_run", "read_runs", "load_table", "read_csv", "column", "source_file", "STRING_COLUMNS",
            "SCHEMAS"]
 
-# Columns that hold names even when a name happens to look like a number (a client called "7").
-STRING_COLUMNS = frozenset({"entity", "kind", "client", "device", "link", "scenario", "strategy", "medium",
-                            "status", "point", "error", "run_dir"})
-
-# The run-folder contract (DESIGN.md §5): each known column's type. Bytes are floats: a lossy link inflates
-# them by 1 / (1 - loss_rate). Columns a file adds later are read as pandas infers them, so an older analysis
-# still reads a newer run folder.
-_INT, _FLOAT, _STR, _BOOL = "int", "float", "str", "bool"
-SCHEMAS: dict[str, dict[str, str]] = {
-    "rounds.csv": {"round": _INT, "sim_time_s": _FLOAT, "final_accuracy": _FLOAT, "mean_exit_accuracy": _FLOAT,
-                   "energy_j": _FLOAT, "bytes_up": _FLOAT, "bytes_down": _FLOAT, "host_seconds": _FLOAT},
-    "clients.csv": {"round": _INT, "client": _STR, "device": _STR, "cut": _INT, "exit_accuracy": _FLOAT,
-                    "final_accuracy": _FLOAT, "train_loss_exit": _FLOAT, "train_loss_server": _FLOAT,
-                    "energy_j": _FLOAT, "bytes_up": _FLOAT, "bytes_down": _FLOAT, "available": _BOOL, "status": _STR,
-                    "steps_done": _INT, "staleness": _FLOAT},
-    "events": {"t_start": _FLOAT, "t_end": _FLOAT, "entity": _STR, "kind": _STR, "round": _INT, "bytes": _FLOAT,
-               "flops": _FLOAT, "energy_j": _FLOAT},
-    "early_exit.csv": {"client": _STR, "threshold": _FLOAT, "accuracy": _FLOAT, "exit_rate": _FLOAT,
-                       "latency_s": _FLOAT, "energy_j": _FLOAT},
-}
-_REQUIRED = {
-    "rounds.csv": ("round", "sim_time_s", "final_accuracy"),
-    "clients.csv": ("round", "client", "cut"),
-    "events": ("t_start", "t_end", "entity", "kind", "round", "energy_j"),
-    "early_exit.csv": ("client", "threshold", "accuracy", "exit_rate", "latency_s"),
-}
+# The reader's types and required columns are the writer's declaration (simulator.output.columns, torch-free).
+# Columns a file adds later are read as pandas infers them, so an older analysis still reads a newer run folder.
+_INT, _FLOAT, _STR, _BOOL = "int", "float", "str", "bool"  # the type names SCHEMAS uses
+_REQUIRED = REQUIRED
 
 
 @dataclass(frozen=True)
 class Run:
     """One finished run folder as DataFrames; optional files that are absent are None.
 
-    `summary` is summary.json as a dict; `rounds`, `clients`, `events`, `early_exit` are the run's tables with
-    typed columns (names as strings, counts as integers, `available` as bool, the rest float with NaN where a
-    cell is empty); `scenario` is scenario.resolved.yaml as a dict, read when first asked for.
+    `summary` is summary.json as a dict; `rounds`, `clients`, `events`, `early_exit` and `conditions` (only
+    written when a link, a device's speed or a shared medium varies over the run) are the run's tables with typed
+    columns (names as strings, counts as integers, `available` as bool, the rest float with NaN where a cell is
+    empty); `scenario` is scenario.resolved.yaml as a dict, read when first asked for.
     """
 
     path: Path
@@ -64,6 +46,7 @@ class Run:
     early_exit: pd.DataFrame | None = field(repr=False)
     label: str  # the folder's name (parent/name when two runs share one): scenario names may repeat across runs
     events_file: Path | None = None  # events.csv or events.parquet, whichever the run wrote
+    conditions: pd.DataFrame | None = field(default=None, repr=False)  # conditions.csv: t_s, entity, field, value
 
     @cached_property
     def scenario(self) -> dict[str, Any] | None:
@@ -145,6 +128,7 @@ def read_csv(path: Path, required: tuple[str, ...] = (), schema: Mapping[str, st
         raise InputError(f"cannot read the file: not a CSV table ({clip(' '.join(str(err).split()), 60)})",
                          file=str(path)) from None
     raw.columns = [str(c).strip() for c in raw.columns]
+    check_last_row(path, len(raw.columns), len(raw))
     _check_columns(raw, required, path)
     return _typed(raw, schema or {}, path)
 
@@ -209,6 +193,17 @@ def _optional_csv(path: Path, key: str) -> pd.DataFrame | None:
     return read_csv(path, _REQUIRED[key], SCHEMAS[key]) if path.is_file() else None
 
 
+def _clients(folder: Path) -> pd.DataFrame | None:
+    """clients.csv, or clients.parquet (the per-client table of a large fleet)."""
+    if (folder / "clients.parquet").is_file():
+        table = _read_parquet(folder / "clients.parquet", _REQUIRED["clients.csv"])
+        for col in ("client", "device", "status"):  # names as plain strings, as from the CSV
+            if col in table.columns:
+                table[col] = table[col].astype("string")
+        return table
+    return _optional_csv(folder / "clients.csv", "clients.csv")
+
+
 def _events(folder: Path) -> tuple[pd.DataFrame | None, Path | None]:
     if (folder / "events.parquet").is_file():
         return _read_parquet(folder / "events.parquet", _REQUIRED["events"]), folder / "events.parquet"
@@ -245,7 +240,7 @@ def _scenario(path: Path) -> dict[str, Any] | None:
 
 def load_run(path: str | Path) -> Run:
     """A run folder: summary.json and rounds.csv must be there (summary.json is written last, so it marks
-    a finished run); clients.csv, events (CSV or parquet) and early_exit.csv are optional."""
+    a finished run); clients.csv, events (CSV or parquet), early_exit.csv and conditions.csv are optional."""
     folder = Path(path)
     if not folder.is_dir():
         what = "no such folder" if not folder.exists() else "a file, not a run folder"
@@ -258,11 +253,12 @@ def load_run(path: str | Path) -> Run:
         path=folder,
         summary=_summary(folder / "summary.json"),
         rounds=read_csv(folder / "rounds.csv", _REQUIRED["rounds.csv"], SCHEMAS["rounds.csv"]),
-        clients=_optional_csv(folder / "clients.csv", "clients.csv"),
+        clients=_clients(folder),
         events=events,
         early_exit=_optional_csv(folder / "early_exit.csv", "early_exit.csv"),
         label=folder.resolve().name,
         events_file=events_file,
+        conditions=_optional_csv(folder / "conditions.csv", "conditions.csv"),
     )
 
 

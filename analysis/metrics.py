@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 
 from analysis.load import Run, column, source_file
-from simulator.errors import InputError
+from simulator.errors import InputError, clip
 
 __all__ = [
     "SERVER",
@@ -22,10 +22,14 @@ __all__ = [
     "entity_order",
     "exit_curves",
     "mean_by_threshold",
+    "check_grid",
     "grid_mean",
     "fleet_description",
     "mean_exit_accuracy",
     "sorted_values",
+    "condition_steps",
+    "condition_stats",
+    "run_end_s",
 ]
 
 SERVER = "server"  # the entity name the simulator gives the server (simulator.timing.server.SERVER, which imports torch)
@@ -144,11 +148,45 @@ def sorted_values(values: np.ndarray) -> list[Any]:
     return sorted(set(values.tolist()))
 
 
+def _first_word(values: np.ndarray) -> tuple[int, str] | None:
+    """(row, text) of the first cell that is neither a number nor empty (rows count from 1, below the header)."""
+    text = pd.Series(values, dtype="object").map(lambda v: "" if v is None or v is pd.NA else str(v).strip())
+    words = pd.to_numeric(text, errors="coerce").isna() & (text != "")
+    if not words.any():
+        return None
+    row = int(words.to_numpy().argmax())
+    return row + 1, text.iloc[row]
+
+
+def _axis(table: pd.DataFrame, name: str) -> np.ndarray:
+    """A heatmap axis: numbers, or names (a swept strategy); a column of numbers with a word among them is a
+    damaged table (its ticks would sort as text, 1e6 before 2e5), refused naming the row."""
+    values = column(table, name)
+    if values.dtype.kind != "O":
+        return values
+    word = _first_word(values)
+    numbers = pd.to_numeric(pd.Series(values, dtype="object"), errors="coerce")
+    if word is not None and numbers.notna().any():
+        raise InputError(f"column '{clip(name, 40)}' row {word[0]} holds '{clip(word[1], 30)}', not a number like "
+                         "the column's other values", file=source_file(table))
+    return values
+
+
+def check_grid(table: pd.DataFrame, x: str, y: str, metric: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The heatmap's columns (x, y, metric), or one InputError naming the file, the column and the row: an axis
+    of numbers holds no word, the metric holds numbers only."""
+    xcol, ycol, mcol = _axis(table, x), _axis(table, y), column(table, metric)
+    if mcol.dtype.kind not in "fiu":
+        word = _first_word(mcol)
+        at = f": row {word[0]} holds '{clip(word[1], 30)}'" if word else ""
+        raise InputError(f"column '{clip(metric, 40)}' is not numeric{at}, so it cannot be averaged",
+                         file=source_file(table))
+    return xcol, ycol, mcol
+
+
 def grid_mean(table: pd.DataFrame, x: str, y: str, metric: str) -> tuple[list[Any], list[Any], np.ndarray]:
     """(x values, y values, metric[y, x]) averaged over rows sharing (x, y), e.g. several seeds; NaN where none."""
-    xcol, ycol, mcol = column(table, x), column(table, y), column(table, metric)
-    if mcol.dtype.kind not in "fiu":
-        raise InputError(f"column '{metric}' is not numeric, so it cannot be averaged", file=source_file(table))
+    xcol, ycol, mcol = check_grid(table, x, y, metric)
     mcol = mcol.astype(float)
     xs, ys = sorted_values(xcol), sorted_values(ycol)
     grid = np.full((len(ys), len(xs)), math.nan)
@@ -174,3 +212,47 @@ def mean_exit_accuracy(summary: dict[str, Any]) -> float:
         return float(value)
     per = [float(v) for v in (summary.get("exit_accuracy") or {}).values() if isinstance(v, (int, float))]
     return _nanmean(np.array(per, dtype=float))
+
+
+def run_end_s(run: Run) -> float:
+    """The run's simulated end: summary.json's sim_time_s, else the last round's end (0 if neither is known)."""
+    end = run.summary.get("sim_time_s")
+    if isinstance(end, (int, float)) and not isinstance(end, bool) and math.isfinite(end):
+        return float(end)
+    times = column(run.rounds, "sim_time_s").astype(float) if len(run.rounds) else np.zeros(0)
+    return float(np.nanmax(times)) if len(times) and not np.isnan(times).all() else 0.0
+
+
+def condition_steps(conditions: pd.DataFrame, field: str) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Per entity (in file order), the times and values of one conditions.csv field: a step function, each value
+    holding from its time until the next."""
+    for name in ("t_s", "entity", "field", "value"):
+        column(conditions, name)
+    rows = conditions[conditions["field"].astype(str) == field]
+    out: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    for entity, group in rows.groupby("entity", sort=False):
+        group = group.sort_values("t_s", kind="stable")
+        out[str(entity)] = (group["t_s"].to_numpy(dtype=float), group["value"].to_numpy(dtype=float))
+    return out
+
+
+def condition_stats(run: Run) -> list[dict[str, Any]]:
+    """Per (entity, field) of conditions.csv: how often it changed and its min, time-weighted mean and max over
+    [0, the run's end]; clients in fleet order, then media, each entity's fields in the file's order. Empty
+    without the file."""
+    table = run.conditions
+    if table is None or not len(table):
+        return []
+    for name in ("t_s", "entity", "field", "value"):
+        column(table, name)
+    end = run_end_s(run)
+    per_entity: dict[str, list[dict[str, Any]]] = {}
+    for (entity, field), group in table.groupby(["entity", "field"], sort=False):  # first appearance order
+        group = group.sort_values("t_s", kind="stable")
+        t, v = group["t_s"].to_numpy(dtype=float), group["value"].to_numpy(dtype=float)
+        held = np.diff(np.append(t, max(end, float(t[-1]))))  # seconds each value was in force
+        mean = float((v * held).sum() / held.sum()) if held.sum() > 0 else float(v[0])
+        per_entity.setdefault(str(entity), []).append({
+            "entity": str(entity), "field": str(field), "changes": len(t) - 1,
+            "min": float(v.min()), "mean": mean, "max": float(v.max())})
+    return [row for entity in entity_order(run, list(per_entity)) for row in per_entity[entity]]

@@ -1,4 +1,5 @@
-"""The figures of one run's fleet over time: the timeline (Gantt chart) and energy by entity and state."""
+"""The figures of one run's fleet over time: the timeline (Gantt chart, with the conditions that varied under it)
+and energy by entity and state."""
 
 from __future__ import annotations
 
@@ -13,13 +14,14 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 
 from analysis.load import Run, column
-from analysis.metrics import SERVER, energy_by_state, entity_order, group_rows
+from analysis.metrics import SERVER, condition_steps, energy_by_state, entity_order, group_rows
 from analysis.style import (
     IDLE_COLOR,
     bar_width,
     missing,
     new_figure,
     plain_numbers,
+    run_colors,
     state_colors,
     state_order,
     tick_size,
@@ -27,7 +29,7 @@ from analysis.style import (
 from simulator.errors import InputError
 
 __all__ = ["timeline", "timeline_window", "energy", "energy_shares", "EVENTS_FILE", "DEFAULT_TIMELINE_ROUNDS",
-           "GROUP_ABOVE"]
+           "GROUP_ABOVE", "CONDITION_LANES", "MAX_CONDITION_LINES"]
 
 EVENTS_FILE = "events.csv or events.parquet"
 DEFAULT_TIMELINE_ROUNDS = 3  # a whole run is a smear of sub-pixel steps; a few rounds show what a round is made of
@@ -37,6 +39,10 @@ _MAX_TIMELINE_LABELS = 150
 _AXES_PX = 80 * 11.0  # about the plot area's width in pixels at the default 100 dpi (11 in wide, legend aside)
 _RADIO = ("tx", "rx", "agg_tx", "agg_rx", "grad_tx", "grad_rx")
 _PROCESSOR = ("compute", "aggregate")
+# The conditions drawn under the timeline (conditions.csv fields), each in a small panel of its own.
+CONDITION_LANES = (("uplink_bps", "uplink (bit/s)"), ("speed", "device speed\n(× nominal)"))
+MAX_CONDITION_LINES = 12  # clients drawn per panel: past that a panel is a tangle; the title says how many
+_LANE_IN = 1.5
 
 Rounds = tuple[int, int] | Literal["all"] | None
 
@@ -78,6 +84,9 @@ def timeline(run: Run, rounds: Rounds = None) -> Figure:
     whole run. Idle is each entity's whole-round baseline draw, drawn as a light background (the entity is
     present) rather than a state that would cover the others. Every other interval is at least one pixel wide,
     so millisecond compute steps stay visible beside minute-long transfers at any scale.
+
+    When the run's conditions varied (conditions.csv), a small panel under the chart per CONDITION_LANES field
+    draws each varying client's value over the same time span, as steps.
     """
     window = timeline_window(run, rounds)
     events = _timeline_events(run, window)
@@ -85,8 +94,11 @@ def timeline(run: Run, rounds: Rounds = None) -> Figure:
     kinds = [k for k in state_order(sorted(set(column(events, "kind").astype(str)))) if k != "idle"]
     colors = state_colors(kinds)
     n = len(entities)
-    fig = new_figure(11.0, min(_MAX_TIMELINE_IN, max(3.0, 1.3 + 0.22 * n)))
-    ax = fig.add_subplot()
+    lanes = _condition_lanes(run)
+    height = min(_MAX_TIMELINE_IN, max(3.0, 1.3 + 0.22 * n))
+    fig = new_figure(11.0, height + _LANE_IN * len(lanes))
+    grid = fig.add_gridspec(1 + len(lanes), 1, height_ratios=[height] + [_LANE_IN] * len(lanes))
+    ax = fig.add_subplot(grid[0])
     groups = group_rows(events)
     start = column(events, "t_start").astype(float)
     end = column(events, "t_end").astype(float)
@@ -123,7 +135,48 @@ def timeline(run: Run, rounds: Rounds = None) -> Figure:
         handles.append(Patch(color=IDLE_COLOR, label="idle (present, light background)"))
     ax.legend(handles=handles, fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
     ax.grid(axis="x", alpha=0.3)
+    for k, (field, label, steps) in enumerate(lanes):
+        lane = fig.add_subplot(grid[1 + k], sharex=ax)
+        _draw_lane(lane, run, steps, lo, hi, label)
+        shown = f": {MAX_CONDITION_LINES} of {len(steps)} varying clients" if len(steps) > MAX_CONDITION_LINES else ""
+        lane.set_title(f"{field} over time (conditions.csv){shown}", fontsize=8, loc="left")
+    if lanes:
+        ax.set_xlabel("")
+        fig.axes[-1].set_xlabel("simulated time (s)")
     return plain_numbers(fig)
+
+
+def _condition_lanes(run: Run) -> list[tuple[str, str, dict[str, tuple[np.ndarray, np.ndarray]]]]:
+    """(field, axis label, per client its steps) for each CONDITION_LANES field some client varies."""
+    if run.conditions is None or not len(run.conditions):
+        return []
+    out = []
+    for field, label in CONDITION_LANES:
+        steps = condition_steps(run.conditions, field)
+        if steps:
+            out.append((field, label, steps))
+    return out
+
+
+def _draw_lane(ax: Axes, run: Run, steps: dict[str, tuple[np.ndarray, np.ndarray]], lo: float, hi: float,
+               label: str) -> None:
+    """Each client's value over [lo, hi] as a step line: the value in force at lo, then every change."""
+    names = entity_order(run, list(steps))[:MAX_CONDITION_LINES]
+    lowest, highest = np.inf, -np.inf
+    for name, color in zip(names, run_colors(len(names))):
+        t, v = steps[name]
+        first = max(int(np.searchsorted(t, lo, side="right")) - 1, 0)  # the value in force when the window opens
+        inside = (t > lo) & (t < hi)
+        ys = np.concatenate([[v[first]], v[inside]])
+        xs = np.concatenate([[lo], t[inside], [hi]])
+        ax.step(xs, np.append(ys, ys[-1]), where="post", color=color, linewidth=1.2, label=name)
+        lowest, highest = min(lowest, float(ys.min())), max(highest, float(ys.max()))
+    if lowest > 0 and highest / lowest >= 100:  # e.g. an outage-like state against the good rate
+        ax.set_yscale("log")
+    ax.set_ylabel(label, fontsize=8)
+    ax.tick_params(labelsize=7)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=6, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
 
 
 def _round_ends(ax: Axes, run: Run, rounds: tuple[int, int] | None) -> None:

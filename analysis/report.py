@@ -11,19 +11,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+import pandas as pd
 from matplotlib.figure import Figure
 
 from analysis import plots
-import pandas as pd
-
 from analysis.load import Run, load_table, read_runs
-from analysis.metrics import fleet_description, mean_exit_accuracy
+from analysis.metrics import check_grid, condition_stats, fleet_description, mean_exit_accuracy, run_end_s
 from analysis.plots_fleet import timeline_window
 from analysis.style import png_bytes
 from simulator.errors import InputError
 from simulator.output.fsio import atomic_write, check_output_file
 
-__all__ = ["SweepSpec", "SUMMARY_COLUMNS", "summary_values", "format_value", "write_report"]
+__all__ = ["SweepSpec", "SUMMARY_COLUMNS", "summary_values", "format_value", "format_condition", "write_report",
+           "CONDITIONS_HEADING"]
 
 # (key, header). Keys name summary.json fields where there is one, so a reader can check a cell against it.
 SUMMARY_COLUMNS = (
@@ -147,8 +147,10 @@ def _per_run(run: Run) -> list[_Item]:
     window = timeline_window(run) if len(run.rounds) else None
     span = f" (rounds {window[0]}–{window[1]} of {len(run.rounds)}; splitee plot timeline --rounds all: every round)" \
         if window else ""
+    lanes = (" Under it, each varying client's uplink rate and device speed over the same time, as steps "
+             "(conditions.csv).") if run.conditions is not None and len(run.conditions) else ""
     return [
-        _draw("timeline", run.label, f"Every simulated interval by entity and state{span}.",
+        _draw("timeline", run.label, f"Every simulated interval by entity and state{span}.{lanes}",
               lambda: plots.timeline(run)),
         _draw("energy", run.label, "Energy per entity, stacked by state, from the events; the server's idle draw "
               "apart from its work, and the title says what dominates.", lambda: plots.energy(run)),
@@ -216,9 +218,78 @@ def _clients_html(run: Run) -> str:
             f'<tbody>{"".join(body)}</tbody></table>')
 
 
+CONDITIONS_HEADING = "Conditions over time"
+_CONDITION_COLUMNS = ("entity", "field", "changes", "min", "mean (time-weighted)", "max")
+_MAX_CONDITION_ROWS = 60  # a fleet of thousands of varying clients: the file has them all
+
+
+def format_condition(field: str, value: float) -> str:
+    """A conditions.csv value in its unit: rates in decimal bit/s units, latency in s, speed as a factor."""
+    if field.endswith("_bps"):
+        for unit, scale in (("Gbit/s", 1e9), ("Mbit/s", 1e6), ("kbit/s", 1e3)):
+            if abs(value) >= scale:
+                return f"{value / scale:.4g} {unit}"
+        return f"{value:.4g} bit/s"
+    if field.endswith("_s"):
+        return f"{value:.4g} s"
+    return f"{value:.4g}×"
+
+
+def _conditions_lines(run: Run) -> tuple[str, list[dict[str, Any]]] | None:
+    """The section's sentence and rows, None without a conditions.csv."""
+    stats = condition_stats(run)
+    if not stats:
+        return None
+    entities = list(dict.fromkeys(r["entity"] for r in stats))
+    shown = ", ".join(entities[:10]) + (f" and {len(entities) - 10} more" if len(entities) > 10 else "")
+    text = (f"From conditions.csv: {len(entities)} entit{'y' if len(entities) == 1 else 'ies'} with conditions that "
+            f"vary ({shown}); "
+            f"each field's min, time-weighted mean and max over the run (0 to {run_end_s(run):,.1f} s of simulated "
+            "time) and how many times it changed.")
+    return text, stats
+
+
+def _conditions_html(run: Run) -> str:
+    got = _conditions_lines(run)
+    if got is None:
+        return ""
+    text, stats = got
+    head = "".join(f"<th>{h}</th>" for h in _CONDITION_COLUMNS)
+    body = []
+    for r in stats[:_MAX_CONDITION_ROWS]:
+        cells = [f"<td>{html.escape(r['entity'])}</td>", f"<td>{html.escape(r['field'])}</td>",
+                 f"<td>{r['changes']:,}</td>"]
+        cells += [f'<td data-key="{k}" data-value="{r[k]!r}">{html.escape(format_condition(r["field"], r[k]))}</td>'
+                  for k in ("min", "mean", "max")]
+        body.append("<tr>" + "".join(cells) + "</tr>")
+    more = (f"<p>… and {len(stats) - _MAX_CONDITION_ROWS:,} more rows: see conditions.csv.</p>"
+            if len(stats) > _MAX_CONDITION_ROWS else "")
+    return (f'<h3 id="conditions-{_slug(run.label)}">{CONDITIONS_HEADING}</h3><p>{html.escape(text)}</p>'
+            f'<table class="conditions" data-run="{html.escape(run.label)}"><thead><tr>{head}</tr></thead>'
+            f'<tbody>{"".join(body)}</tbody></table>{more}')
+
+
+def _conditions_markdown(runs: Sequence[Run]) -> list[str]:
+    lines: list[str] = []
+    for run in runs:
+        got = _conditions_lines(run)
+        if got is None:
+            continue
+        text, stats = got
+        lines += ["", f"## {CONDITIONS_HEADING}: {run.label}", "", text, "",
+                  "| " + " | ".join(_CONDITION_COLUMNS) + " |", "|" + "---|" * len(_CONDITION_COLUMNS)]
+        for r in stats[:_MAX_CONDITION_ROWS]:
+            cells = [r["entity"].replace("|", "\\|"), r["field"], f"{r['changes']:,}",
+                     *(format_condition(r["field"], r[k]) for k in ("min", "mean", "max"))]
+            lines.append("| " + " | ".join(cells) + " |")
+        if len(stats) > _MAX_CONDITION_ROWS:
+            lines += ["", f"… and {len(stats) - _MAX_CONDITION_ROWS:,} more rows: see conditions.csv."]
+    return lines
+
+
 _CSS = """body{font-family:sans-serif;margin:2em;max-width:1200px}table{border-collapse:collapse;font-size:13px}
 td,th{border:1px solid #bbb;padding:3px 8px;text-align:right}#summary td:nth-child(-n+6),th{text-align:left}
-.clients td:nth-child(-n+3){text-align:left}
+.clients td:nth-child(-n+3){text-align:left}.conditions td:nth-child(-n+2){text-align:left}
 th{background:#eee}figure{margin:1.5em 0}img{max-width:100%}figcaption{font-size:13px;color:#333}
 .missing{color:#8a4b00;background:#fff4e0;padding:6px 10px;border-left:4px solid #e0a000}"""
 
@@ -231,12 +302,13 @@ def _html(runs: Sequence[Run], rows: list[dict[str, Any]], shared: list[_Item], 
              "<h2>Summary</h2>", _table_html(rows), "<h2>Across runs</h2>", *map(_item_html, shared)]
     for run, items in zip(runs, per_run):
         parts += [f'<h2 id="run-{_slug(run.label)}">Run {html.escape(run.label)}</h2>',
-                  f"<p><code>{html.escape(str(run.path))}</code></p>", _clients_html(run), *map(_item_html, items)]
+                  f"<p><code>{html.escape(str(run.path))}</code></p>", _clients_html(run), _conditions_html(run),
+                  *map(_item_html, items)]
     parts.append("</body></html>")
     return "\n".join(parts) + "\n"
 
 
-def _markdown(rows: list[dict[str, Any]], notes: list[_Item], html_name: str) -> str:
+def _markdown(rows: list[dict[str, Any]], notes: list[_Item], html_name: str, runs: Sequence[Run] = ()) -> str:
     lines = ["# hetero-splitee-sim report", "", "| " + " | ".join(h for _, h in SUMMARY_COLUMNS) + " |",
              "|" + "---|" * len(SUMMARY_COLUMNS)]
     for row in rows:
@@ -246,6 +318,7 @@ def _markdown(rows: list[dict[str, Any]], notes: list[_Item], html_name: str) ->
     if notes:
         lines += ["", "Figures not drawn:", ""]
         lines += [f"- {n.kind}" + (f" ({n.run})" if n.run else "") + f": {n.note}" for n in notes]
+    lines += _conditions_markdown(runs)
     return "\n".join(lines) + "\n"
 
 
@@ -265,6 +338,8 @@ def write_report(run_dirs: Sequence[str | Path], out_html: str | Path,
     runs = read_runs(run_dirs)
     # A sweep table the user named is input like the runs: a bad one is an error, not a note in the report.
     table = load_table(sweep.path, (sweep.x, sweep.y, sweep.metric)) if sweep else None
+    if sweep and table is not None:
+        check_grid(table, sweep.x, sweep.y, sweep.metric)
     rows = [summary_values(r) for r in runs]
     shared = _across_runs(runs, (sweep, table) if sweep and table is not None else None)
     per_run = [_per_run(r) for r in runs]
@@ -277,7 +352,7 @@ def write_report(run_dirs: Sequence[str | Path], out_html: str | Path,
                 name = item.kind if item.run is None or len(runs) == 1 else f"{item.kind}-{_slug(item.run)}"
                 atomic_write(out.parent / f"{name}.png", item.png)
     _write(out, _html(runs, rows, shared, per_run))
-    _write(md, _markdown(rows, notes, out.name))
+    _write(md, _markdown(rows, notes, out.name, runs))
     return out, md
 
 

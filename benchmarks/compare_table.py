@@ -1,4 +1,4 @@
-"""The comparison-of-methods table (README, "Comparison of methods") from a `splitee sweep` of
+"""The comparison-of-methods table (docs/comparison.md, "Comparison of methods") from a `splitee sweep` of
 scenarios/paper/fashion_mnist_compare.yaml: per partition and method, mean ± std over seeds of the final
 accuracy, the mean exit accuracy, each cut's exit accuracy next to that cut's standalone ceiling, the local
 accuracies (test split reweighted to each client's own labels), simulated time, energy and traffic; plus the

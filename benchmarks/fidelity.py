@@ -1,7 +1,8 @@
-"""The README's fidelity table: each scenario of scenarios/fidelity emulated N times (`splitee emulate`, root) and
-compared with its simulation; also what the simulation gives without the links' protocol overhead.
+"""The fidelity table of docs/emulation.md: each scenario of scenarios/fidelity emulated N times (`splitee emulate`,
+root) and compared with its simulation; also what the simulation gives without the links' protocol overhead.
 
     sudo python benchmarks/fidelity.py --profile this_machine.yaml --repeats 3 --out runs/fidelity
+    sudo python benchmarks/fidelity.py --only varying_link --out runs/fidelity   # one scenario
     python benchmarks/fidelity.py --out runs/fidelity --table-only      # the table from finished runs
 """
 
@@ -14,7 +15,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-SCENARIOS = ("radio_bound", "cpu_bound", "shared_medium")
+SCENARIOS = ("radio_bound", "cpu_bound", "shared_medium", "varying_link")
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -47,11 +48,11 @@ def _load(run: Path) -> str:
     return f"{start}–{end}"
 
 
-def table(out: Path, repeats: int) -> str:
+def table(out: Path, repeats: int, names: tuple[str, ...] = SCENARIOS) -> str:
     lines = ["| round set by | emulated round, s (mean of the runs, min–max) | simulated, s | error per run | "
              "error, mean | simulated without protocol overhead | load (start–end of each run) |",
              "|---|---|---|---|---|---|---|"]
-    for name in SCENARIOS:
+    for name in names:
         runs = [out / f"{name}-{k}" for k in range(1, repeats + 1) if (out / f"{name}-{k}" / "fidelity.csv").is_file()]
         if not runs:
             continue
@@ -74,17 +75,19 @@ def main() -> int:
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--out", default="runs/fidelity")
     p.add_argument("--table-only", action="store_true", help="only print the table of finished runs")
+    p.add_argument("--only", action="append", choices=SCENARIOS, help="run (and tabulate) only this scenario")
     args = p.parse_args()
     out = Path(args.out)
+    names = tuple(args.only or SCENARIOS)
     if not args.table_only:
         for k in range(1, args.repeats + 1):
-            for name in SCENARIOS:
+            for name in names:
                 cmd = [sys.executable, "-m", "simulator.cli", "emulate", str(ROOT / "scenarios/fidelity" / f"{name}.yaml"),
                        "--out", str(out / f"{name}-{k}"), "--overwrite"]
                 if args.profile:
                     cmd += ["--profile", args.profile]
                 subprocess.run(cmd, check=True, cwd=ROOT)
-    print(table(out, args.repeats))
+    print(table(out, args.repeats, names))
     return 0
 
 

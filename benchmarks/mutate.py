@@ -1,14 +1,15 @@
 """Mutation run over every command: damaged scenarios, profiles, run folders, checkpoints, sweeps and output paths.
 
 Each case runs `splitee ...` in its own process with a time limit and is classified as
-  refused    exit status 2 and exactly one `error:` line on stderr
+  refused    exit status 2, nothing on stdout and exactly one line on stderr, starting `error:`
   ok         exit status 0
-  traceback  a Python traceback, a crash (signal), exit status 1 (an unexpected failure) or a refusal that is not
-             one line
+  unclean    exit status 2, but not that one line alone: output printed before the refusal (a cut list, a table,
+             a warning), or an error of several lines
+  traceback  a Python traceback, a crash (signal), exit status 1 (an unexpected failure) or any other status
   hang       still running at the time limit
   lost       a file the case must not touch (an input, a bystander file) was changed or deleted
   executed   a crafted file made the tool run code (a marker file appeared)
-The goal is zero of the last four.
+The goal is zero of the last five.
 
     python benchmarks/mutate.py                     # every case, 2 at a time, 60 s each
     python benchmarks/mutate.py --limit 80 --jobs 2 # a sample (stratified over the case families)
@@ -36,7 +37,7 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.set_int_max_str_digits(0)  # this script writes 5 000-digit numbers into scenario files
-BAD_CLASSES = ("traceback", "hang", "lost", "executed")
+BAD_CLASSES = ("unclean", "traceback", "hang", "lost", "executed")
 
 # Values a careless or hostile user may put into any field.
 VALUES: list[Any] = [float("inf"), float("-inf"), float("nan"), -1, 0, 1e-310, 1e308, 10**5000 - 1, 2**64,
@@ -92,7 +93,7 @@ def _digest(paths: list[Path]) -> dict[str, str | None]:
     return out
 
 
-def classify(rc: int | None, stderr: str, lost: bool, executed: bool, hung: bool) -> str:
+def classify(rc: int | None, stdout: str, stderr: str, lost: bool, executed: bool, hung: bool) -> str:
     if executed:
         return "executed"
     if hung:
@@ -103,10 +104,14 @@ def classify(rc: int | None, stderr: str, lost: bool, executed: bool, hung: bool
         return "traceback"
     if rc == 0 or (rc == 1 and not stderr.strip()):  # 1: `splitee sweep` ran, and some points failed (recorded)
         return "ok"
-    lines = [ln for ln in stderr.splitlines() if ln.strip() and "\r" not in ln and not ln.startswith("  0%")]
-    if rc == 2 and len(lines) == 1 and lines[0].startswith("error: "):
+    if rc != 2:
+        return "traceback"
+    # A clean refusal is its one line and nothing else: every check runs before the first line of output, so a
+    # refused command never leaves a cut list, a table or a progress bar behind it.
+    lines = stderr.rstrip("\n").split("\n")
+    if not stdout and len(lines) == 1 and lines[0].startswith("error: ") and "\r" not in lines[0]:
         return "refused"
-    return "traceback"  # any other status, or an error that is not one line
+    return "unclean"
 
 
 def run_case(case: Case, timeout: float, splitee: list[str]) -> Outcome:
@@ -119,16 +124,21 @@ def run_case(case: Case, timeout: float, splitee: list[str]) -> Outcome:
     try:
         proc = subprocess.run([*splitee, *case.argv], cwd=case.cwd, env=env, capture_output=True, text=True,
                               timeout=timeout, errors="replace")
-        rc, stderr = proc.returncode, proc.stderr
+        rc, stdout, stderr = proc.returncode, proc.stdout, proc.stderr
     except subprocess.TimeoutExpired as exc:
-        hung, rc = True, None
+        hung, rc, stdout = True, None, ""
         stderr = exc.stderr.decode(errors="replace") if isinstance(exc.stderr, bytes) else (exc.stderr or "")
     seconds = time.monotonic() - t0
     lost = _digest(case.guard) != before
     executed = case.marker is not None and case.marker.exists()
-    kind = classify(rc, stderr, lost, executed, hung)
+    kind = classify(rc, stdout, stderr, lost, executed, hung)
     tail = [ln for ln in stderr.splitlines() if ln.strip()]
-    return Outcome(case, kind, rc, seconds, tail[-1][:300] if tail else "")
+    detail = tail[-1][:300] if tail else ""
+    if kind == "unclean":  # what came before the error line is the finding
+        shown = [ln for ln in (stdout + stderr).splitlines() if ln.strip()]
+        detail = f"{len(stdout.splitlines())} stdout / {len(tail)} stderr lines, first: {shown[0][:150]}" \
+            if shown else "no output"
+    return Outcome(case, kind, rc, seconds, detail)
 
 
 # --- fixtures ----------------------------------------------------------------------------------------------------
@@ -181,6 +191,13 @@ def build_fixtures(work: Path, splitee: list[str]) -> dict[str, Path]:
     proc.kill()
     proc.wait()
     fx["partial"] = part
+    # a sweep table as `splitee sweep` writes it: a 2 x 2 grid, one point repeated with a second seed
+    head = ("point,status,error,clients.0.count,capacity_bps,seed,final_accuracy,mean_exit_accuracy,sim_time_s,"
+            "energy_j,bytes_up,bytes_down,host_seconds,rounds,run_dir")
+    rows = [f"p{i},ok,,{n},{bw},{seed},{0.1 * (i + 1):.3f},0.2,{1.5 * (i + 1)},{10 * (i + 1)},1000,100,0.5,1,x/p{i}"
+            for i, (n, bw, seed) in enumerate([(1, 2e6, 3), (1, 2e7, 3), (2, 2e6, 3), (2, 2e7, 3), (2, 2e7, 4)])]
+    fx["table"] = work / "sweep.csv"
+    fx["table"].write_text("\n".join([head, *rows]) + "\n")
     fx["sweep"] = _dump({"name": "sw", "base": "tiny.yaml", "grid": {"clients.0.count": [1, 2]}}, work / "sw.yaml")
     pkg = work / "pkg"
     for name in ("simulator", "analysis", "device_profiles"):
@@ -192,12 +209,14 @@ def build_fixtures(work: Path, splitee: list[str]) -> dict[str, Path]:
 # --- case families -------------------------------------------------------------------------------------------------
 
 def scenario_value_cases(work: Path, fx: dict[str, Path], rng: random.Random) -> list[Case]:
-    """A value from VALUES at a leaf of a shipped scenario (validate), or of the tiny one (run)."""
+    """A value from VALUES at a leaf of a shipped scenario or sweep file (validate), or of the tiny one (run)."""
     cases = []
     shipped = sorted((ROOT / "scenarios").rglob("*.yaml"))
     shipped = [p for p in shipped if "sweeps" not in p.parts]
     for src in shipped:
         data = yaml.safe_load(src.read_text())
+        if isinstance(data.get("base"), str):  # a sweep file (validated as one): its copy names the same base
+            data["base"] = str(src.parent / data["base"])
         leaves = [p for p in _leaves(data) if p]
         for k, path in enumerate(rng.sample(leaves, min(len(leaves), 12))):
             value = rng.choice(VALUES)
@@ -304,11 +323,15 @@ def profile_cases(work: Path, fx: dict[str, Path], rng: random.Random) -> list[C
 
 
 def _damage_run(src: Path, dst: Path, how: str, rng: random.Random) -> None:
+    """A copy of the run folder `src` at `dst`, one file damaged: `how` is FILE:DAMAGE."""
     if dst.exists():
         shutil.rmtree(dst)
     shutil.copytree(src, dst)
     file, _, what = how.partition(":")
-    p = dst / file
+    _damage_file(dst / file, what, rng)
+
+
+def _damage_file(p: Path, what: str, rng: random.Random) -> None:
     if what == "delete":
         p.unlink()
     elif what == "truncate":
@@ -335,6 +358,21 @@ def _damage_run(src: Path, dst: Path, how: str, rng: random.Random) -> None:
         lines = p.read_text().splitlines()
         p.write_text("\n".join([lines[0]] + [",".join("inf" if c[:1].isdigit() else c for c in ln.split(","))
                                              for ln in lines[1:]]) + "\n")
+    elif what == "cutrow":  # a copy stopped inside the last row: its last cell loses digits and the newline
+        b = p.read_bytes()
+        p.write_bytes(b[: len(b) - rng.randrange(2, 6)])
+    elif what == "shortrow":  # the last row lost its last cells, its newline kept
+        lines = p.read_text().splitlines()
+        cells = lines[-1].split(",")
+        p.write_text("\n".join(lines[:-1] + [",".join(cells[: max(1, len(cells) - rng.randrange(1, 4))])]) + "\n")
+    elif what.startswith("word@"):  # one cell of one column (by name) becomes a word
+        lines = p.read_text().splitlines()
+        col = lines[0].split(",").index(what[5:])
+        row = rng.randrange(1, len(lines))
+        cells = lines[row].split(",")
+        cells[col] = "abc"
+        lines[row] = ",".join(cells)
+        p.write_text("\n".join(lines) + "\n")
     elif what == "dropcol":
         lines = p.read_text().splitlines()
         p.write_text("\n".join(",".join(ln.split(",")[1:]) for ln in lines) + "\n")
@@ -376,7 +414,30 @@ def run_folder_cases(work: Path, fx: dict[str, Path], rng: random.Random) -> lis
                 full = ["replay", str(folder), "--out", str(out), "--set", "clients.0.link.uplink_bps=2e6"]
             cases.append(Case("run-folder", f"{argv[0]} {argv[-1] if argv[0] == 'plot' else ''} {how}", full,
                               cwd=work, guard=[folder]))
-    # a sweep table damaged for the heatmap
+    # truncated tables: every plot kind reads the whole folder, so one kind per file stands for all; and report
+    for k, how in enumerate(f"{f}:{w}" for f in ("rounds.csv", "clients.csv", "events.csv", "early_exit.csv")
+                            for w in ("cutrow", "shortrow")):
+        folder = work / "damaged" / f"t{k}"
+        _damage_run(fx["run"], folder, how, rng)
+        kind = rng.choice([p[1] for p in plots if p[0] == "plot"])
+        for full in (["plot", kind, str(folder), "--out", str(work / "outs" / f"trunc-{k}.png")],
+                     ["report", str(folder), "--out", str(work / "outs" / f"trunc-{k}.html")]):
+            cases.append(Case("run-folder", f"{full[0]} {kind if full[0] == 'plot' else ''} {how}", full, cwd=work,
+                              guard=[folder]))
+    # a sweep table damaged for the heatmap (`plot heatmap`, `report --sweep`)
+    axes = ["--x", "clients.0.count", "--y", "capacity_bps", "--metric", "final_accuracy"]
+    for k, what in enumerate(("cutrow", "shortrow", "word@clients.0.count", "word@capacity_bps",
+                              "word@final_accuracy")):
+        folder = work / "damaged" / f"sweep{k}"
+        folder.mkdir(parents=True, exist_ok=True)
+        table = folder / "sweep.csv"
+        shutil.copy(fx["table"], table)
+        _damage_file(table, what, rng)
+        for full in (["plot", "heatmap", str(table), *axes, "--out", str(work / "outs" / f"heat-{k}.png")],
+                     ["report", str(fx["run"]), "--sweep", str(table), *axes, "--out",
+                      str(work / "outs" / f"heat-{k}.html")]):
+            cases.append(Case("run-folder", f"{full[0]} heatmap sweep.csv:{what}", full, cwd=work,
+                              guard=[table, fx["run"]]))
     return cases
 
 

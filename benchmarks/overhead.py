@@ -10,11 +10,11 @@ from pathlib import Path
 
 import torch
 
-from simulator.learning.aggregation import weighted_average_
-from simulator.engine.simulation import Simulation
-from simulator.engine.build import load_data
-from simulator.resources import builtin_dir
 from simulator.config.scenario import load_scenario
+from simulator.engine.simulation import Simulation
+from simulator.learning.aggregation import weighted_average_
+from simulator.learning.build import load_data
+from simulator.resources import builtin_dir
 
 
 def bare_loop(sim: Simulation, rounds: int) -> None:

@@ -58,9 +58,9 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         run = args.run
         if run is None:
-            from simulator.resources import builtin_dir
             from simulator.commands.runner import run_scenario
             from simulator.config.scenario import load_scenario
+            from simulator.resources import builtin_dir
 
             run = Path(tmp) / "quickstart"
             print("training the quickstart once (not timed) ...", flush=True)

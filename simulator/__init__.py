@@ -6,13 +6,13 @@ from typing import Any
 
 from simulator.version import __version__
 
-__all__ = ["__version__", "run", "replay"]
+__all__ = ["__version__", "run", "replay", "retime"]
 
 
 def __getattr__(name: str) -> Any:
-    """`simulator.run` and `simulator.replay` load on first use: `import simulator` stays free of torch, which
+    """`simulator.run`, `simulator.replay` and `simulator.retime` load on first use: `import simulator` stays free of torch, which
     analysis/ (reading run folders only) relies on."""
-    if name in ("run", "replay"):
+    if name in ("run", "replay", "retime"):
         from simulator.commands import api
 
         return getattr(api, name)

@@ -4,17 +4,17 @@ from __future__ import annotations
 
 import copy
 from pathlib import Path
-from typing import Any, Generator
+from typing import Any
 
 import pytest
 import torch
 import yaml
 from torch import nn
 
-from simulator.plan import exit_head_groups, unit_groups
-from simulator.learning.aggregation import state_tensors, weighted_average_
-from simulator.engine.simulation import Simulation
 from simulator.config.scenario import load_scenario
+from simulator.engine.simulation import Simulation
+from simulator.learning.aggregation import state_tensors, weighted_average_
+from simulator.plan import exit_head_groups, unit_groups
 
 NUM_UNITS = 9  # ResNet-18: stem + 8 BasicBlocks; index 9 is the classifier
 STATS = ("running_mean", "running_var")

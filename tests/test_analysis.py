@@ -490,11 +490,13 @@ def test_analysis_never_imports_torch(runs: Runs, tmp_path: Path) -> None:
         write_report(sys.argv[1:3], sys.argv[3])
         assert "torch" not in sys.modules, "analysis imported torch"
         loaded = sorted(m for m in sys.modules if m.split(".")[0] == "simulator")
-        # errors, the safe file writer, the bounded YAML reader and the version string: small modules that import
-        # no torch (and the package faces above them, which define nothing)
-        # and the strategy registry (plain data: the names and facts of every strategy)
+        # errors, the safe file writer, the check of a table's last row, the bounded YAML reader, the run folder's
+        # column declaration and the version string: small modules that import no torch (and the package faces above
+        # them, which define nothing) and the strategy registry (plain data: the names and facts of every strategy)
         assert loaded == ["simulator", "simulator.config", "simulator.config.registry", "simulator.config.yamlio",
-                          "simulator.errors", "simulator.output", "simulator.output.fsio", "simulator.version"], loaded
+                          "simulator.errors", "simulator.output", "simulator.output.columns",
+                          "simulator.output.csv_tail", "simulator.output.fsio",
+                          "simulator.version"], loaded
         print("ok", len(figures))
     """)
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}

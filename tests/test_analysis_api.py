@@ -83,7 +83,6 @@ def test_replay_returns_the_retimed_run(runs: tuple[analysis.Run, analysis.Run],
     assert fast.summary["sim_time_s"] < avg.summary["sim_time_s"]  # the BLE uplink twice as fast
     assert fast.summary["final_accuracy"] == avg.summary["final_accuracy"]  # not retrained
     import simulator.commands.replay as module  # importing the command's module leaves simulator.replay the function
-
     from simulator.commands import api
 
     assert simulator.replay is api.replay and callable(module.replay_refusal)

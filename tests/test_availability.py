@@ -15,12 +15,12 @@ import pytest
 import torch
 import yaml
 
-from simulator.timing.availability import Availability
 from simulator.cli import main
-from simulator.engine.simulation import Simulation
-from simulator.costs.table_cache import table_for
 from simulator.commands.runner import run_scenario
 from simulator.config.scenario import load_scenario
+from simulator.costs.table_cache import table_for
+from simulator.engine.simulation import Simulation
+from simulator.timing.availability import Availability
 
 B = 4
 LABEL_BYTES = 8

@@ -7,7 +7,7 @@ import csv
 import io
 import json
 from pathlib import Path
-from typing import Any, Generator
+from typing import Any
 
 import pytest
 import torch
@@ -16,13 +16,13 @@ import yaml
 from torch import nn
 
 from simulator.cli import main
-from simulator.engine.simulation import Simulation
-from simulator.plan import RoundPlan
-from simulator.costs.table_cache import table_for
-from simulator.timing.recorder import Event
-from simulator.output.results import write_run
 from simulator.config.scenario import ResolvedScenario, load_scenario
+from simulator.costs.table_cache import table_for
+from simulator.engine.simulation import Simulation
 from simulator.learning.training import BatchSampler
+from simulator.output.results import write_run
+from simulator.plan import RoundPlan
+from simulator.timing.recorder import Event
 
 B = 4  # batch size of every scenario here
 LABEL_BYTES = 8  # one int64 label per sample travels with the features

@@ -10,12 +10,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from simulator.commands.calibrate import UnitTiming, aggregate_flops_per_s, calibrate
 from simulator.cli import main
-from simulator.costs.table_cache import table_for
+from simulator.commands.calibrate import UnitTiming, aggregate_flops_per_s, calibrate
 from simulator.config.profiles import DeviceProfile, load_profile_dir
 from simulator.config.scenario import load_scenario
 from simulator.config.yamlio import load_yaml_text
+from simulator.costs.table_cache import table_for
 
 # Tiny and fast: ResNet-18 width 4 on 3x8x8 inputs, batch 4.
 TINY = ["--width", "4", "--image-size", "8", "--in-channels", "3", "--batch", "4", "--repeats", "2", "--warmup", "1"]

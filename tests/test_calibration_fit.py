@@ -7,8 +7,8 @@ import random
 
 import pytest
 
-from simulator.costs import compute_model
 from simulator.commands.calibrate_cuts import CutTiming, fit_cuts
+from simulator.costs import compute_model
 from simulator.costs.calibration_fit import NOISY_SPREAD, fit_steps, fit_units, spread
 from simulator.costs.table_cache import table_for
 

@@ -16,7 +16,7 @@ from simulator.cli import main
 from simulator.resources import builtin_dir
 
 ROOT = Path(__file__).resolve().parents[1]
-# Scenario files (sweep files, which name a `base:` scenario, are checked in test_sweep.py).
+# Scenario files (sweep files, which name a `base:` scenario, have their own tests below and in test_sweep.py).
 SCENARIOS = sorted(p for p in [ROOT / "scenarios" / "quickstart.yaml", *(ROOT / "scenarios").glob("*/*.yaml")]
                    if not p.read_text().count("\nbase: "))
 CLIENT = "{device: rpi4, link: wifi4, cut: 2}"
@@ -64,6 +64,69 @@ def test_shipped_scenarios_exist() -> None:
 def test_shipped_scenario_validates(capsys: pytest.CaptureFixture[str], path: Path) -> None:
     out = _passes(capsys, "validate", str(path))
     assert out.startswith(f"ok: {path}: '{path.stem}'")
+
+
+def test_a_folder_of_scenarios_and_sweeps_validates(capsys: pytest.CaptureFixture[str]) -> None:
+    # scenarios/paper holds seven scenarios and one sweep file; the sweep is checked as a sweep, every point.
+    paths = sorted((ROOT / "scenarios" / "paper").glob("*.yaml"))
+    out = _passes(capsys, "validate", *map(str, paths))
+    lines = [line for line in out.splitlines() if line.startswith("ok: ")]
+    assert [line.split(": ")[1] for line in lines] == list(map(str, paths))
+    sweep = ROOT / "scenarios" / "paper" / "fashion_mnist_compare.yaml"
+    # 2 partition kinds x 12 zipped (strategy, cut) pairs x 3 seeds, counted by hand from the file
+    assert f"ok: {sweep}: sweep 'fashion_mnist_compare', 72 points of fashion_mnist_fleet.yaml" in out
+
+
+# --- sweep files: told apart by their keys, every point checked ---------------------------------
+
+
+def _sweep(tmp_path: Path, body: str, name: str = "sweep.yaml") -> Path:
+    """A sweep over the small valid scenario base.yaml, `body` after its name and base."""
+    _scenario(tmp_path, name="base.yaml")
+    path = tmp_path / name
+    path.write_text(f"name: sw\nbase: base.yaml\n{body}")
+    return path
+
+
+def test_a_sweep_is_told_by_its_keys_not_its_name(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    sweep = _sweep(tmp_path, "grid: {clients.0.cut: [1, 2, 3]}\nseeds: [0, 1]\n", name="scenario.yaml")
+    out = _passes(capsys, "validate", str(sweep))
+    assert out == f"ok: {sweep}: sweep 'sw', 6 points of base.yaml, every point valid\n"  # 3 cuts x 2 seeds
+    # keys of a sweep but no `base` (its one required key): a sweep, told what it lacks
+    lacking = tmp_path / "lacking.yaml"
+    lacking.write_text("name: sw\ngrid: {seed: [1]}\n")
+    assert f"{lacking}: base: " in _fails(capsys, str(lacking))
+    # a scenario named like a sweep is a scenario; a stray sweep key in it is an unknown key of a scenario
+    scenario = _scenario(tmp_path, name="x_sweep.yaml")
+    assert _passes(capsys, "validate", str(scenario)).startswith(f"ok: {scenario}: 't', 1 clients")
+    stray = _scenario(tmp_path, "seeds: [1, 2]\n", name="stray.yaml")
+    assert f"{stray}: seeds: unknown key" in _fails(capsys, str(stray))
+
+
+def test_a_sweep_with_an_invalid_point_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    sweep = _sweep(tmp_path, "grid: {clients.0.cut: [2, 12]}\n")
+    line = _fails(capsys, str(sweep))
+    assert line.startswith(f"error: {sweep}: point cut=12-") and "is invalid" in line
+    assert "clients[0].cut: must be less than or equal to 8, got 12" in line  # the base scenario's own error for that point
+
+
+@pytest.mark.parametrize(("body", "says"), [
+    ("grid: {training.rounds: 3}\n", "grid.training.rounds: "),  # not a list
+    ("grid: {clients.0.cut: [1, 1]}\n", "grid.clients.0.cut[1]: value 1 is given twice"),
+    ("clients: []\n", "clients: unknown key"),  # a scenario key in a sweep
+])
+def test_a_malformed_sweep_is_one_located_line(tmp_path: Path, capsys: pytest.CaptureFixture[str], body: str,
+                                               says: str) -> None:
+    sweep = _sweep(tmp_path, body)
+    assert f"error: {sweep}: {says}" in _fails(capsys, str(sweep))
+
+
+def test_set_reaches_every_point_of_a_sweep(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    sweep = _sweep(tmp_path, "grid: {clients.0.cut: [1, 2]}\n")
+    _passes(capsys, "validate", str(sweep), "--set", "training.rounds=3")
+    # 2 KiB of device memory holds no cut: the first point (cut 1) is already refused
+    line = _fails(capsys, str(sweep), "--set", "clients.0.device.memory_bytes=2048")
+    assert line.startswith(f"error: {sweep}: point cut=1-") and "has 2 KiB" in line
 
 
 # --- bad input: one test per kind ---------------------------------------------------------------

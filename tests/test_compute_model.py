@@ -10,14 +10,14 @@ from typing import Any
 
 import pytest
 
+from simulator.commands.runner import run_scenario
+from simulator.config.cut_policy import estimate_cut
+from simulator.config.profiles import DeviceProfile, LinkProfile, builtin_devices, builtin_links, resolve_profile
 from simulator.costs import formulas as costs
 from simulator.costs.compute_model import part_seconds
-from simulator.config.cut_policy import estimate_cut
-from simulator.timing.device import ClientCosts
-from simulator.errors import InputError
 from simulator.costs.table_cache import table_for
-from simulator.config.profiles import DeviceProfile, LinkProfile, builtin_devices, builtin_links, resolve_profile
-from simulator.commands.runner import run_scenario
+from simulator.errors import InputError
+from simulator.timing.device import ClientCosts
 from tests.test_engine_timing import LABEL_BYTES, SERVER, _client, _load
 
 B = 4

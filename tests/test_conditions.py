@@ -11,11 +11,11 @@ import numpy as np
 import pytest
 import simpy
 
+from simulator.config.scenario import load_scenario
 from simulator.costs.conditions import Conditions, LinkNominal, LinkTiming, MediumTiming, ProcessorTiming
 from simulator.costs.pieces import MarkovPieces, TracePieces
 from simulator.costs.rate_bank import RateBank
 from simulator.errors import InputError
-from simulator.config.scenario import load_scenario
 from simulator.timing.network import JitterBank, SharedMedium, make_link
 from tests.test_timing_only import BASE, _compare, _scenario
 
@@ -269,7 +269,8 @@ def test_cut_policies_and_inference_estimate_with_time_averages(tmp_path: Path) 
 def test_replaying_a_run_under_a_new_trace_equals_a_fresh_run(tmp_path: Path) -> None:
     from simulator.commands.replay import replay
     from simulator.commands.runner import run_scenario
-    from tests.test_replay import _rows, _scenario as replay_scenario
+    from tests.test_replay import _rows
+    from tests.test_replay import _scenario as replay_scenario
 
     finished = tmp_path / "run"
     run_scenario(load_scenario(replay_scenario(tmp_path)), finished, progress=False)
@@ -326,3 +327,19 @@ def test_a_bank_agrees_with_a_walk_over_every_piece() -> None:
         w = rng.exponential(3.0, len(rows))
         expected = [walk(refs[r], t[r], x) for r, x in zip(rows.tolist(), w.tolist())]
         assert bank.finish(rows, t[rows], w) == pytest.approx(expected, rel=1e-12, abs=1e-9)
+
+
+def test_a_throttle_reached_exactly_at_the_end_of_an_interval_is_logged_there() -> None:
+    cond = Conditions([None], [(2.0, 0.5, 5.0)], [None], [None])
+    cpu = ProcessorTiming(cond, 0)
+    assert cpu.done_at(0.0, 2.0) == 2.0  # exactly after_s of compute: not slowed yet
+    assert cpu.done_at(2.5, 1.0) == 4.5  # the next interval runs at half speed
+    logged = [(float(t), float(f)) for ts, _, fs in cond.throttle.log for t, f in zip(ts, fs)]
+    assert logged == [(2.0, 0.5)]
+
+
+def test_one_row_asked_at_many_times_in_one_call() -> None:
+    src = _markov(5)
+    starts, values = src.pieces(0, 40)
+    bank = RateBank([_markov(5)])
+    assert bank.value(np.zeros(40, dtype=np.int64), starts + 1e-9).tolist() == values[:, 0].tolist()

@@ -8,11 +8,11 @@ import pytest
 import yaml
 from pydantic import BaseModel
 
-from simulator.config.schema import Scenario
-from simulator.errors import InputError
 from simulator.config.profiles import DeviceProfile, load_profile_dir
 from simulator.config.scenario import apply_overrides, load_scenario, parse_scenario
+from simulator.config.schema import Scenario
 from simulator.config.yamlio import load_yaml_text
+from simulator.errors import InputError
 
 ROOT = Path(__file__).resolve().parents[1]
 PROFILES = ROOT / "device_profiles"
@@ -172,7 +172,8 @@ def test_count_expands_into_distinct_clients(tmp_path: Path) -> None:
 def test_clashing_client_names_are_an_error(tmp_path: Path) -> None:
     with pytest.raises(InputError) as exc:
         load_scenario(_scenario(tmp_path, clients=(
-            "  - {device: rpi4, link: wifi4, cut: 2, name: a}\n  - {device: rpi4, link: wifi4, cut: 2, name: a}\n"
+            "  - {device: rpi4, link: wifi4, cut: 2, name: a}\n"
+            "  - {device: rpi4, link: wifi4, cut: 2, name: a}\n"
         )))
     assert _problem(exc) == ("clients[1].name", "two clients are named 'a'")
 

@@ -14,12 +14,12 @@ import torch.nn.functional as F
 import yaml
 from torch import nn
 
+from simulator.config.scenario import load_scenario
 from simulator.config.schema import OptimizerCfg
-from simulator.learning.copies import Copies
 from simulator.engine.simulation import Simulation
+from simulator.learning.copies import Copies
 from simulator.learning.models.heads import make_exit_head, reseed_head_
 from simulator.learning.models.resnet import SmallCNN, SplitResNet18
-from simulator.config.scenario import load_scenario
 from simulator.learning.primitives import make_optimizer, state_tensors
 
 OPTIMIZERS = {

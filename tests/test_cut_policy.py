@@ -11,9 +11,9 @@ import yaml
 
 from simulator.cli import main
 from simulator.config.cut_policy import choose_cut, deepest_common_cut, estimate_cut
-from simulator.costs.cost_table import CostTable, UnitCost
 from simulator.config.profiles import DeviceProfile, LinkProfile
 from simulator.config.scenario import load_scenario
+from simulator.costs.cost_table import CostTable, UnitCost
 
 
 def _unit(name: str, fwd: float, bwd: float, bwd_in: float, out: int, param_bytes: int) -> UnitCost:

@@ -17,10 +17,10 @@ import pytest
 import torch
 
 from simulator.config import dataset_files
+from simulator.errors import InputError
 from simulator.learning.data import download
 from simulator.learning.data.datasets import Dataset, default_root, load_dataset, load_train_labels, missing_files
 from simulator.learning.data.download import Resource
-from simulator.errors import InputError
 
 FMNIST_DEBIAN = Path("/usr/share/datasets/fashion-mnist")
 
@@ -442,11 +442,11 @@ def test_train_labels_alone_equal_the_datasets(tmp_path: Path) -> None:
     write_cifar10(tmp_path / "c", rng)
     params = {"num_classes": 4, "in_channels": 3, "image_size": 8, "train_size": 40, "test_size": 8}
     for name, root, limit in (("fashion_mnist", tmp_path / "f", None), ("fashion_mnist", tmp_path / "f", 20),
-                              ("cifar10", tmp_path / "c", 4), ("synthetic", None, 10)):
+                              ("cifar10", tmp_path / "c", 4), ("synthetic", None, 10), ("synthetic", None, None)):
         full = load_dataset(name, root, seed=3, max_train=limit, synthetic=params).train_y.numpy()
         labels = load_train_labels(name, root, seed=3, max_train=limit, synthetic=params)
         np.testing.assert_array_equal(labels, full)
-        assert len(labels) == (limit or 100)
+        assert len(labels) == (limit or (40 if name == "synthetic" else 100))
     with pytest.raises(InputError, match="positive whole number"):
         load_train_labels("fashion_mnist", tmp_path / "f", max_train=0)
 

@@ -17,12 +17,12 @@ import pytest
 import torch
 import yaml
 
-from simulator.output.checkpoint_io import load_file
-from simulator.engine.simulation import Simulation
-from simulator.output.results import write_run
-from simulator.output.run_folder import MARKER
 from simulator.commands.runner import run_scenario
 from simulator.config.scenario import ResolvedScenario, load_scenario
+from simulator.engine.simulation import Simulation
+from simulator.output.checkpoint_io import load_file
+from simulator.output.results import write_run
+from simulator.output.run_folder import MARKER
 
 RESULT_FILES = ("rounds.csv", "clients.csv", "events.csv")
 
@@ -123,8 +123,8 @@ def test_same_seed_and_threads_same_files_from_the_command_line(tmp_path: Path, 
 
 
 def test_compute_section_shorthand_and_default_threads(tmp_path: Path) -> None:
-    from simulator.engine.build import SMALL_MODEL_FWD_FLOPS, TORCH_DEFAULT_THREADS, intra_op_threads
     from simulator.costs.table_cache import table_for
+    from simulator.learning.build import SMALL_MODEL_FWD_FLOPS, TORCH_DEFAULT_THREADS, intra_op_threads
 
     short = load_scenario(_write(tmp_path, "a.yaml", compute="cpu")).scenario
     full = load_scenario(_write(tmp_path, "b.yaml", compute={"device": "cpu", "threads": 3})).scenario
@@ -258,5 +258,5 @@ def test_resume_refuses_a_checkpoint_of_another_format(tmp_path: Path, capsys: p
     before = state.read_bytes()
     assert main(["run", str(path), "--out", str(out), "--resume", "--quiet"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and str(state) in err[0] and "checkpoint has format 1, this version reads format 3" in err[0]
+    assert len(err) == 1 and str(state) in err[0] and "checkpoint has format 1, this version reads format 4" in err[0]
     assert state.read_bytes() == before and not (out / "summary.json").exists()

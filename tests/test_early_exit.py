@@ -13,13 +13,15 @@ import pytest
 import torch
 import yaml
 
-from simulator.costs.formulas import InferenceCosts, inference_sample_costs
-from simulator.output.early_exit import EARLY_EXIT_COLUMNS, early_exit_rows, exit_mask, threshold_outcome
-from simulator.engine.simulation import Simulation
-from simulator.costs.cost_table import CostTable
 from simulator.commands.runner import run_scenario
 from simulator.config.scenario import ResolvedScenario, load_scenario
+from simulator.costs.cost_table import CostTable
+from simulator.costs.formulas import InferenceCosts, inference_sample_costs
+from simulator.engine.simulation import Simulation
+from simulator.learning.exits import exit_mask, threshold_outcome
 from simulator.learning.training import EvalResult
+from simulator.output.columns import EARLY_EXIT_COLUMNS
+from simulator.output.early_exit import early_exit_rows
 
 # --- per-sample costs, by hand --------------------------------------------------------------------------------
 

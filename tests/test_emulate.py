@@ -20,13 +20,21 @@ import torch
 import yaml
 
 from simulator.cli import main
-from simulator.emulation.setup import check_can_emulate, check_scenario, emulated_profile, quotas_for
-from simulator.emulation.wire import DelayLine, Message, now, pack_tensors, recv_message, send_message, \
-    unpack_tensors, wait_drained
-from simulator.errors import InputError
 from simulator.commands.fidelity import fidelity_rows
 from simulator.config.profiles import DeviceProfile
 from simulator.config.scenario import load_scenario
+from simulator.emulation.setup import check_can_emulate, check_scenario, emulated_profile, quotas_for
+from simulator.emulation.wire import (
+    DelayLine,
+    Message,
+    now,
+    pack_tensors,
+    recv_message,
+    send_message,
+    unpack_tensors,
+    wait_drained,
+)
+from simulator.errors import InputError
 
 LINK = {"uplink_bps": 8.0e6, "downlink_bps": 8.0e6, "latency_s": 0.005, "tx_w": 0.5, "rx_w": 0.25,
         "packet": {}}
@@ -293,8 +301,8 @@ def _machine_file(tmp_path: Path) -> Path:
 
 def test_effective_quotas_by_hand(tmp_path: Path) -> None:
     from simulator.costs.compute_model import client_forward_flops, client_rest_flops, total
-    from simulator.emulation.setup import effective_quotas
     from simulator.costs.table_cache import table_for
+    from simulator.emulation.setup import effective_quotas
 
     rs = load_scenario(_write(tmp_path))
     plain = DeviceProfile.model_validate({**MACHINE.model_dump(), "unit_flops_per_s": None, "step_overhead_s": 0.0})

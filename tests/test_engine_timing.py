@@ -10,10 +10,10 @@ from typing import Any
 import pytest
 import yaml
 
-from simulator.engine.simulation import Simulation
-from simulator.timing.recorder import Event
 from simulator.commands.runner import run_scenario
 from simulator.config.scenario import ResolvedScenario, load_scenario
+from simulator.engine.simulation import Simulation
+from simulator.timing.recorder import Event
 
 B = 4  # batch size of every scenario here
 LABEL_BYTES = 8  # one int64 label per sample travels with the features

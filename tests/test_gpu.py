@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from simulator.engine.simulation import Simulation
 from simulator.config.scenario import load_scenario
+from simulator.engine.simulation import Simulation
 
 SCENARIO = """
 name: gpu_check

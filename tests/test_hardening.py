@@ -15,9 +15,9 @@ import pytest
 import torch
 import yaml
 
-from simulator.output.checkpoint_io import MAGIC, dumps, load_file
 from simulator.cli import main
 from simulator.errors import InputError
+from simulator.output.checkpoint_io import MAGIC, dumps, load_file
 from simulator.output.fsio import atomic_write
 from simulator.output.run_folder import LOCK, MARKER, RunFolder
 
@@ -335,10 +335,10 @@ def test_bad_output_paths(tmp_path: Path, capsys: pytest.CaptureFixture[str], ou
 
 def _partial_run(tmp_path: Path) -> tuple[Path, Path]:
     """A folder as a run killed after its first checkpoint leaves it (2 rounds, stopped after round 1)."""
-    from simulator.engine.simulation import Simulation
-    from simulator.output.results import write_resolved
     from simulator.commands.runner import _save_checkpoint
     from simulator.config.scenario import load_scenario
+    from simulator.engine.simulation import Simulation
+    from simulator.output.results import write_resolved
 
     path = _write(tmp_path)
     rs = load_scenario(path)
@@ -360,14 +360,14 @@ def test_a_crafted_checkpoint_never_runs_code(tmp_path: Path, capsys: pytest.Cap
         def __reduce__(self) -> tuple[Any, ...]:
             return (os.system, (f"touch {marker}",))
 
-    torch.save({"format": 3, "resolved": {}, "timing_only": False, "state": Evil()}, state)
+    torch.save({"format": 4, "resolved": {}, "timing_only": False, "state": Evil()}, state)
     assert main(["run", str(path), "--out", str(out), "--resume", "--quiet"]) == 2
     line = _one_error(capsys)
     assert str(state) in line and not marker.exists()
     # the same payload behind this simulator's header, its digest right
     import io
     buf = io.BytesIO()
-    torch.save({"format": 3, "resolved": {}, "timing_only": False, "state": Evil()}, buf)
+    torch.save({"format": 4, "resolved": {}, "timing_only": False, "state": Evil()}, buf)
     import hashlib
     state.write_bytes(MAGIC + hashlib.sha256(buf.getvalue()).hexdigest().encode() + b"\n" + buf.getvalue())
     assert main(["run", str(path), "--out", str(out), "--resume", "--quiet"]) == 2

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from simulator.learning.data.partitions import apportion, partition, stratified_subset
 from simulator.errors import InputError
+from simulator.learning.data.partitions import apportion, partition, stratified_subset
 
 KINDS = ("iid", "dirichlet", "shards")
 

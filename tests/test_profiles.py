@@ -7,7 +7,6 @@ from pathlib import Path
 import pytest
 import yaml
 
-from simulator.errors import InputError
 from simulator.config.profiles import (
     DeviceProfile,
     LinkProfile,
@@ -15,7 +14,14 @@ from simulator.config.profiles import (
     builtin_links,
     resolve_profile,
 )
-from simulator.output.profiles_table import format_bytes, format_devices_table, format_links_table, format_rate, format_sig
+from simulator.errors import InputError
+from simulator.output.profiles_table import (
+    format_bytes,
+    format_devices_table,
+    format_links_table,
+    format_rate,
+    format_sig,
+)
 
 ROOT = Path(__file__).resolve().parents[1] / "device_profiles"
 KINDS = {"mcu", "sbc", "phone", "edge_gpu", "laptop", "server"}

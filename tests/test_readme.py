@@ -1,4 +1,4 @@
-"""The README's examples run as written: its shell blocks (runs shortened) and its notebook example (executed)."""
+"""The README's and docs/' examples run as written: shell blocks (runs shortened), the notebook example (executed)."""
 
 from __future__ import annotations
 
@@ -14,6 +14,25 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 README = REPO / "README.md"
 NOTEBOOK_MARK = "<!-- notebook-example"
+
+
+def doc_pages() -> list[Path]:
+    """README.md, then docs/'s pages in the site's nav order (mkdocs.yml): the order a reader follows, and the
+    order the examples build on each other (the tour and "Using it" make the runs "Figures and reports" draws)."""
+    import yaml
+
+    def flatten(nav: object) -> list[str]:
+        if isinstance(nav, str):
+            return [nav]
+        if isinstance(nav, list):
+            return [page for item in nav for page in flatten(item)]
+        if isinstance(nav, dict):
+            return [page for value in nav.values() for page in flatten(value)]
+        return []
+
+    nav = yaml.safe_load((REPO / "mkdocs.yml").read_text(encoding="utf-8"))["nav"]
+    pages = [REPO / "docs" / page for page in flatten(nav)]
+    return [README, *(page for page in pages if page.is_file())]  # reference/ pages are other READMEs
 
 # Every `splitee run` / `sweep` in the README, shortened so that the default suite stays fast: same commands,
 # same scenarios, fewer rounds, steps and images (a timing-only fleet: fewer rounds and a tenth of the clients).
@@ -36,21 +55,24 @@ output: {{progress: false, checkpoint_every: 0}}
 
 
 def readme_blocks(language: str) -> list[tuple[str, str]]:
-    """(the section heading above it, the code) of every fenced block in that language, in README order."""
-    text = README.read_text(encoding="utf-8")
+    """(the section heading above it, the code) of every fenced block in that language, in reading order."""
     blocks = []
-    for match in re.finditer(rf"^```{language}\n(.*?)^```", text, flags=re.M | re.S):
-        heading = re.findall(r"^#+ (.+)$", text[: match.start()], flags=re.M)
-        blocks.append((heading[-1] if heading else "", match.group(1)))
+    for page in doc_pages():
+        text = page.read_text(encoding="utf-8")
+        for match in re.finditer(rf"^```{language}\n(.*?)^```", text, flags=re.M | re.S):
+            heading = re.findall(r"^#+ (.+)$", text[: match.start()], flags=re.M)
+            blocks.append((heading[-1] if heading else "", match.group(1)))
     return blocks
 
 
-def notebook_example() -> str:
-    text = README.read_text(encoding="utf-8")
+def notebook_example() -> tuple[Path, str]:
+    """(the page, the code) of the marked notebook example; exactly one page holds it."""
+    [page] = [p for p in doc_pages() if NOTEBOOK_MARK in p.read_text(encoding="utf-8")]
+    text = page.read_text(encoding="utf-8")
     at = text.index(NOTEBOOK_MARK)
     match = re.compile(r"^```python\n(.*?)^```", flags=re.M | re.S).search(text, at)
     assert match is not None and text[at:match.start()].count("\n") == 1, "the marked block must follow the mark"
-    return match.group(1)
+    return page, match.group(1)
 
 
 # --- the notebook example ------------------------------------------------------------------------------------
@@ -76,7 +98,8 @@ def test_the_readme_notebook_example_runs(two_runs: Path, monkeypatch: pytest.Mo
 
     matplotlib.use("Agg")  # pandas' .plot goes through pyplot: no display in CI
     monkeypatch.chdir(two_runs)
-    exec(compile(notebook_example(), str(README), "exec"), {"__name__": "__readme__"})
+    page, code = notebook_example()
+    exec(compile(code, str(page), "exec"), {"__name__": "__readme__"})
     out = capsys.readouterr().out
     assert (two_runs / "accuracy_vs_time.png").read_bytes().startswith(b"\x89PNG")
     summary = json.loads((two_runs / "runs" / "quickstart" / "summary.json").read_text())
@@ -115,7 +138,8 @@ argv = sys.argv[1:]
 if argv[:1] == ["run"] and "--timing-only" in argv:  # a tenth of the fleet, each client with its share of data
     fleet = yaml.safe_load(Path(argv[1]).read_text())["clients"]
     argv += ["--set", SHRINK[0]]
-    argv += [a for i, c in enumerate(fleet) for a in ("--set", f"clients.{{i}}.count={{max(1, c.get('count', 1) // 10)}}")]
+    counts = [max(1, c.get('count', 1) // 10) for c in fleet]
+    argv += [a for i, n in enumerate(counts) for a in ("--set", f"clients.{{i}}.count={{n}}")]
 elif argv[:1] == ["run"]:
     argv += [arg for item in SHRINK for arg in ("--set", item)]
 elif argv[:1] == ["sweep"]:
@@ -170,8 +194,8 @@ def _shortened(argv: list[str]) -> list[str]:
 
 def test_the_using_it_commands_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                    capsys: pytest.CaptureFixture[str]) -> None:
-    """`make quickstart`'s run, then every command of "Using it", in order, in this process (runs shortened,
-    the city fleet to a tenth)."""
+    """`make quickstart`'s run, then every command of the README's tour and of "Using it", in order, in this
+    process (runs shortened, the city fleet to a tenth)."""
     import shlex
 
     from simulator.cli import main
@@ -179,10 +203,13 @@ def test_the_using_it_commands_run(tmp_path: Path, monkeypatch: pytest.MonkeyPat
     (tmp_path / "scenarios").symlink_to(REPO / "scenarios")
     monkeypatch.chdir(tmp_path)
     lines = ["splitee run scenarios/quickstart.yaml --out runs/quickstart --overwrite"]
-    lines += [line for block in _shell_blocks("Using it") for line in block.splitlines() if line.strip()]
+    lines += [line for block in _shell_blocks("A five-minute tour", "Using it") for line in block.splitlines()
+              if line.strip()]
     printed = ""
     for line in lines:
-        argv = shlex.split(line, comments=True)
+        # as the shell would: a word with a wildcard becomes the sorted paths it matches
+        argv = [path for word in shlex.split(line, comments=True)
+                for path in (sorted(map(str, Path().glob(word))) if "*" in word else [word])]
         assert argv[0] == "splitee", line
         assert main(_shortened(argv[1:])) == 0, (line, capsys.readouterr())
         printed += capsys.readouterr().out
@@ -192,6 +219,13 @@ def test_the_using_it_commands_run(tmp_path: Path, monkeypatch: pytest.MonkeyPat
     assert replay["replay"]["set"] == ["clients.2.link.uplink_bps=1.4e6"]
     assert replay["sim_time_s"] < replay["replay"]["original_sim_time_s"]  # x2 is faster, not slower
     assert "1,000 clients in 4 groups" in printed  # the city fleet (a tenth of it here) is grouped
+    # the tour: a redrawn timeline and energy figure, a Sequential run, the trade-off of the two, a replay
+    for name in ("timeline.png", "energy.png", "tradeoff.png"):
+        assert f"runs/quickstart/{name}" in printed, name  # `splitee plot` prints the path it wrote
+    sequential = json.loads((tmp_path / "runs" / "sequential" / "summary.json").read_text())
+    assert sequential["strategy"] == "sequential"
+    faster = json.loads((tmp_path / "runs" / "faster-ble" / "summary.json").read_text())
+    assert faster["sim_time_s"] < faster["replay"]["original_sim_time_s"]
 
 
 @pytest.mark.slow
@@ -202,6 +236,6 @@ def test_the_tutorial_and_figure_commands_run(tmp_path: Path) -> None:
 
 
 def test_readme_names_the_run_folder_options() -> None:
-    text = README.read_text(encoding="utf-8")
+    text = "\n".join(page.read_text(encoding="utf-8") for page in doc_pages())
     for option in ("--overwrite", "--resume", "--no-report", "--verbose", "--quiet", "--threads"):
         assert option in text, option

@@ -14,9 +14,9 @@ import pytest
 import simulator.commands.runner
 from simulator.cli import main
 from simulator.commands.runner import run_scenario
-from simulator.config.scenario import load_scenario
 from simulator.commands.sweep import METRIC_COLUMNS, plan_points
 from simulator.commands.sweep_spec import load_sweep, point_id, yaml_flow
+from simulator.config.scenario import load_scenario
 from simulator.config.yamlio import load_yaml_text
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -13,15 +13,15 @@ import numpy as np
 import pytest
 import yaml
 
-from simulator.costs.traffic import aggregation_traffic
 from simulator.cli import main
-from simulator.engine.simulation import Simulation
+from simulator.config.scenario import load_scenario
 from simulator.costs.table_cache import table_for
+from simulator.costs.traffic import aggregation_traffic
+from simulator.engine.simulation import Simulation
 from simulator.learning.models.heads import make_exit_head
 from simulator.learning.models.resnet import SplitResNet18
-from simulator.timing.schedule import client_rounds, fifo_queue, round_robin_queue
-from simulator.config.scenario import load_scenario
 from simulator.learning.training import state_bytes
+from simulator.timing.schedule import client_rounds, fifo_queue, round_robin_queue
 
 
 # --- closed forms against hand arithmetic -------------------------------------------------------------------

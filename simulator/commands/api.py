@@ -1,4 +1,5 @@
-"""Running from Python (a notebook): `simulator.run(...)` and `simulator.replay(...)` return a loaded run."""
+"""Running from Python (a notebook): `simulator.run(...)` and `simulator.replay(...)` return a loaded run,
+`simulator.retime(...)` a table of re-timings."""
 
 from __future__ import annotations
 
@@ -9,10 +10,12 @@ from typing import TYPE_CHECKING, Any, Mapping, Sequence
 from simulator.errors import InputError
 
 if TYPE_CHECKING:
+    import pandas as pd
+
     from analysis.load import Run
     from simulator.config.scenario import ResolvedScenario
 
-__all__ = ["run", "replay", "DICT_SCENARIO"]
+__all__ = ["run", "replay", "retime", "DICT_SCENARIO"]
 
 DICT_SCENARIO = "<scenario dict>"  # how errors name a scenario given as a dict; its relative paths are cwd's
 
@@ -51,8 +54,8 @@ def run(scenario: str | Path | Mapping[str, Any], set: Sequence[str] | str = (),
     Bad input raises `simulator.errors.InputError` with the same one-line message the command line prints.
     """
     from analysis.load import load_run
-    from simulator.engine.build import use_threads
     from simulator.commands.runner import run_scenario
+    from simulator.learning.build import use_threads
 
     rs = _resolve(scenario, _sets(set))
     use_threads(rs.scenario)  # as `splitee run` does: compute.threads, else the default rule
@@ -80,3 +83,16 @@ def replay(run_dir: str | Path, set: Sequence[str] | str = (), out: str | Path |
     folder = _out(out, Path(run_dir).name + "-replay")
     retime(Path(run_dir), _sets(set), folder, overwrite=overwrite or out is None)
     return load_run(folder)
+
+
+def retime(run_dir: str | Path, changes: Mapping[str, Any] | Sequence[Mapping[str, Any]], *,
+           events: bool = False, per_client_exits: bool = False) -> pd.DataFrame:
+    """Re-time a finished run in memory for one change set or a grid of them; one table, a row per point.
+
+    `changes`: `{"clients.2.link.uplink_bps": [1e6, 2e6], "server.workers": [1, 2]}` is a grid (the cartesian
+    product, the last key varying fastest), `{"server.workers": 2}` one point, a list of such mappings one point
+    each. Columns and refusals: see simulator.commands.retime.retime (README, "Replaying").
+    """
+    from simulator.commands.retime import retime as retime_table
+
+    return retime_table(run_dir, changes, events=events, per_client_exits=per_client_exits)

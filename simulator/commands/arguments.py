@@ -134,8 +134,11 @@ def add_replay_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("run_dir", metavar="RUN_DIR")
     p.add_argument("--set", action="append", default=[], metavar="KEY.PATH=VALUE",
                    help="a change to the run's resolved scenario (profiles, workers, network timing)")
-    p.add_argument("--out", metavar="DIR", help="run folder for the replay (default: RUN_DIR-replay)")
+    p.add_argument("--out", metavar="DIR", help="run folder for the replay (default: RUN_DIR-replay); with --grid "
+                   "the table (CSV)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing folder at --out")
+    p.add_argument("--grid", metavar="GRID.yaml",
+                   help="re-time for every point of a grid (a sweep file's grid/zip/set); --out is then a CSV table")
     p.set_defaults(func=_replay)
 
 

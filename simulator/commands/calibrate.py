@@ -16,12 +16,12 @@ from typing import Callable, Sequence
 import torch
 
 from simulator.commands.calibrate_cuts import CutCalibration, fit_note, timed_samples
-from simulator.errors import InputError
+from simulator.config.profiles import DeviceProfile, load_profile_dir, resolve_profile
 from simulator.costs.cost_table import CostTable
 from simulator.costs.table_cache import table_for
+from simulator.errors import InputError
 from simulator.learning.models.heads import DEFAULT_EXIT_GRID
 from simulator.learning.models.resnet import SplitResNet18
-from simulator.config.profiles import DeviceProfile, load_profile_dir, resolve_profile
 
 __all__ = [
     "UnitTiming",

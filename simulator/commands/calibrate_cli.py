@@ -11,17 +11,28 @@ from pathlib import Path
 
 import torch
 
-from simulator.commands.calibrate import (NUM_CLASSES, _NAME, _default_kind, _hardware, _mem_available_bytes, _memory, _number,
-                                 _threads,
-                                 calibrate, check_profile, format_unit_table, profile_yaml)
+from simulator.commands.calibrate import (
+    _NAME,
+    NUM_CLASSES,
+    _default_kind,
+    _hardware,
+    _mem_available_bytes,
+    _memory,
+    _number,
+    _threads,
+    calibrate,
+    check_profile,
+    format_unit_table,
+    profile_yaml,
+)
 from simulator.commands.calibrate_cuts import fit_cuts, format_cut_table, measurements_json, time_cut_steps
-from simulator.costs.calibration_fit import NOISY_SPREAD
-from simulator.errors import InputError, clip
-from simulator.output.fsio import check_output_file
-from simulator.costs.table_cache import table_for
-from simulator.learning.models.heads import DEFAULT_EXIT_GRID
 from simulator.config.profiles import DeviceProfile
 from simulator.config.pydantic_errors import describe_value
+from simulator.costs.calibration_fit import NOISY_SPREAD
+from simulator.costs.table_cache import table_for
+from simulator.errors import InputError, clip
+from simulator.learning.models.heads import DEFAULT_EXIT_GRID
+from simulator.output.fsio import check_output_file
 from simulator.resources import builtin_dir
 
 __all__ = ["cmd_calibrate"]

@@ -80,8 +80,8 @@ def _world(width: int, in_channels: int, image_size: int, batch: int, device: st
            exit_grid: int, num_classes: int) -> Any:
     """A Simulation whose 8 clients sit at cuts 1..8, each with its own server model (Averaging): its trainers and
     server paths are the objects a run steps."""
-    from simulator.engine.simulation import Simulation
     from simulator.config.scenario import load_scenario
+    from simulator.engine.simulation import Simulation
 
     cuts = range(1, 9)
     big = {"flops_per_s": 1.0e12, "memory_bytes": 1.0e12, "compute_w": 1.0, "idle_w": 0.5}

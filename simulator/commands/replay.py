@@ -14,19 +14,23 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import math
 import os
 from pathlib import Path
 from typing import Any, Sequence
 
-from simulator.output.early_exit import EARLY_EXIT_COLUMNS, client_inference_costs
 from simulator.config.registry import SYNC_MODES, facts, names_where, sync_of
+from simulator.config.scenario import ResolvedScenario, load_scenario
+from simulator.costs.table_cache import cost_table_of
+from simulator.output.early_exit import client_inference_costs
 from simulator.engine.simulation import Simulation, few_collections
 from simulator.errors import InputError
+from simulator.output.columns import CLIENT_COLUMNS, EARLY_EXIT_COLUMNS, ROUND_COLUMNS
+from simulator.output.early_exit import client_inference_costs
+from simulator.output.csv_tail import check_last_row
 from simulator.output.fsio import check_output_dir
-from simulator.costs.table_cache import cost_table_of
-from simulator.output.results import CLIENT_COLUMNS, ROUND_COLUMNS, _csv, atomic_write, write_run
+from simulator.output.results import _csv, atomic_write, write_run
 from simulator.output.run_folder import RunFolder
-from simulator.config.scenario import ResolvedScenario, load_scenario
 from simulator.timing.rounds.disciplines import DISCIPLINES
 
 __all__ = ["REQUIRED_FILES", "replay_refusal", "replay", "cmd_replay"]
@@ -110,7 +114,10 @@ def replay_refusal(original: ResolvedScenario, changed: ResolvedScenario, summar
 
 def _read_csv(path: Path) -> list[dict[str, str]]:
     with path.open(newline="", encoding="utf-8") as f:
-        return list(csv.DictReader(f))
+        reader = csv.DictReader(f)
+        rows = list(reader)
+    check_last_row(path, len(reader.fieldnames or ()), len(rows))  # a truncated table is not replayed as whole
+    return rows
 
 
 def _num(text: str) -> float:
@@ -126,7 +133,31 @@ def _read_summary(run_dir: Path) -> dict[str, Any]:
     if not isinstance(data, dict) or not isinstance(data.get("clients"), list) \
             or not all(isinstance(c, dict) for c in data["clients"]):
         raise InputError("not a summary.json of a run (damaged or foreign)", file=str(path))
+    # the fields the replay copies into its own summary and prints: numbers (accuracies may be null)
+    bad = next((key for key in _SUMMARY_NUMBERS if not _number(data.get(key), null=key != "sim_time_s")), None)
+    energy = data.get("energy_j")
+    if bad is None and not (isinstance(energy, dict) and _number(energy.get("total"), null=False)):
+        bad = "energy_j.total"
+    for key in _SUMMARY_PER_CLIENT:
+        per = data.get(key)
+        if bad is None and per is not None and not (isinstance(per, dict) and all(map(_number, per.values()))):
+            bad = key
+    if bad is not None:
+        what = "a mapping of client names to numbers" if bad in _SUMMARY_PER_CLIENT else "a number"
+        raise InputError(f"not a summary.json of a run (damaged or foreign): {bad} is not {what}", file=str(path))
     return data
+
+
+_SUMMARY_NUMBERS = ("sim_time_s", "final_accuracy", "mean_exit_accuracy", "mean_exit_accuracy_local",
+                    "mean_final_accuracy_local")
+_SUMMARY_PER_CLIENT = ("exit_accuracy", "final_accuracy_per_client", "exit_accuracy_local", "final_accuracy_local")
+
+
+def _number(value: Any, null: bool = True) -> bool:
+    """A finite number (NaN stands for 'no value' in a summary), or None where `null` allows it."""
+    if value is None:
+        return null
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and not math.isinf(value)
 
 
 # What reading a damaged or foreign run folder's tables can raise (a missing column, a cell that is not a number,
@@ -156,6 +187,9 @@ def replay(run_dir: Path, sets: Sequence[str], out: Path, *, overwrite: bool = F
         if len(counts) != len(changed.clients) or min(counts, default=1) < 1:
             raise ValueError("train_samples")
         steps = _steps_by_round(run_dir, original)
+        for name in ("rounds.csv", "early_exit.csv"):  # read again when merging: a cut table is refused now
+            if (run_dir / name).is_file():
+                _read_csv(run_dir / name)
     except _DAMAGED as err:
         raise InputError(f"cannot replay: the run folder is damaged or not a run of this simulator "
                          f"({type(err).__name__} reading its summary.json or clients.csv)", file=str(run_dir)) from None
@@ -180,6 +214,7 @@ def replay(run_dir: Path, sets: Sequence[str], out: Path, *, overwrite: bool = F
         try:
             with few_collections():
                 write_run(out, changed, sim.records, sim.world.recorder, timing_only=True, sample_counts=counts,
+                          conditions=sim.condition_rows(),
                           finish=lambda new: _merge_learning(run_dir, out, changed, summary, new, list(sets)))
         except _DAMAGED as err:
             for name in ("summary.json",):  # never leave a summary that claims a finished replay
@@ -243,6 +278,8 @@ def _merge_learning(run_dir: Path, out: Path, changed: ResolvedScenario, old: di
 def cmd_replay(args: argparse.Namespace) -> int:
     from simulator.commands.runner import format_summary
 
+    if args.grid:  # a table of re-timings (commands.retime), no run folder per point
+        return _cmd_replay_grid(args)
     run_dir = Path(args.run_dir)
     out = Path(args.out) if args.out else run_dir.with_name(run_dir.name + "-replay")
     summary = replay(run_dir, args.set, out, overwrite=args.overwrite)
@@ -250,4 +287,17 @@ def cmd_replay(args: argparse.Namespace) -> int:
     print(f"re-timed from {run_dir}: simulated time {summary['replay']['original_sim_time_s']:,.2f} s -> "
           f"{summary['sim_time_s']:,.2f} s, energy {summary['replay']['original_energy_j']:,.1f} J -> "
           f"{summary['energy_j']['total']:,.1f} J")
+    return 0
+
+
+def _cmd_replay_grid(args: argparse.Namespace) -> int:
+    from simulator.commands.retime import write_table
+
+    if args.set:
+        raise InputError("with --grid, give fixed changes in the grid file's `set:` list, not --set", key="--set")
+    if not args.out:
+        raise InputError("with --grid, name the table to write: --out TABLE.csv", key="--out")
+    table = write_table(Path(args.run_dir), Path(args.grid), Path(args.out), overwrite=args.overwrite)
+    print(f"{len(table)} re-timings of {args.run_dir}: simulated time {table['sim_time_s'].min():,.2f} s to "
+          f"{table['sim_time_s'].max():,.2f} s -> {args.out}")
     return 0

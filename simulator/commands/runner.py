@@ -8,26 +8,27 @@ import os
 import shutil
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from tqdm import tqdm
 
+from simulator.config.limits import check_allocatable, check_client_samples
+from simulator.config.scenario import ResolvedScenario, load_scenario
+from simulator.config.yamlio import read_yaml_file
+from simulator.engine.simulation import RoundRecord, Simulation, check_timing_only, few_collections
+from simulator.errors import InputError, clip
+from simulator.learning.build import use_threads
+from simulator.learning.training import EvalResult
 from simulator.output.checkpoint_io import dumps, load_file, register
 from simulator.output.console import format_cuts, format_summary
-from simulator.engine.simulation import RoundRecord, Simulation, check_timing_only, few_collections
-from simulator.engine.build import use_threads
-from simulator.errors import InputError, clip
-from simulator.config.limits import check_allocatable, check_client_samples
 from simulator.output.results import atomic_write, write_resolved, write_run
 from simulator.output.run_folder import RunFolder
-from simulator.config.scenario import ResolvedScenario, load_scenario
-from simulator.learning.training import EvalResult
-from simulator.config.yamlio import read_yaml_file
 
 __all__ = ["run_scenario", "format_summary", "write_run_report", "cmd_run"]
 
 CHECKPOINT = "checkpoint"
-CHECKPOINT_FORMAT = 3  # 3: tensors and plain data only (simulator/checkpoint_io.py); 2: rows of compact tensors
+# 4: each world's state apart; 3: tensors and plain data only (output/checkpoint_io.py); 2: rows of compact tensors
+CHECKPOINT_FORMAT = 4
 register(RoundRecord)
 register(EvalResult)
 
@@ -105,27 +106,32 @@ def _drop_checkpoint(out: Path) -> None:
 
 
 def run_scenario(rs: ResolvedScenario, out: Path, *, resume: bool = False, overwrite: bool = False,
-                 progress: bool | None = None, timing_only: bool = False) -> dict[str, Any]:
+                 progress: bool | None = None, timing_only: bool = False,
+                 on_start: Callable[[], None] | None = None) -> dict[str, Any]:
     """Run (or finish) a scenario into `out`; returns the summary written to summary.json.
 
     `timing_only`: the same world and cost model without models or training (times, energies, traffic).
-    The folder is locked for the whole run: a second process writing it is refused."""
+    `on_start` is called once every check that can refuse the run has passed (the folder claimed, the
+    checkpoint read, the dataset loaded and the batches checked), just before the first round: what it prints
+    never precedes a refusal. The folder is locked for the whole run: a second process writing it is refused."""
     if timing_only:
         check_timing_only(rs)  # before anything is written
     check_allocatable(rs, timing_only=timing_only)
     existing = "resume" if resume else ("replace" if overwrite else "refuse")
     with RunFolder(out).claim(existing=existing, protect=[Path(rs.file)]):
-        return _run_locked(rs, out, resume=resume, progress=progress, timing_only=timing_only)
+        return _run_locked(rs, out, resume=resume, progress=progress, timing_only=timing_only,
+                           on_start=on_start or (lambda: None))
 
 
 def _run_locked(rs: ResolvedScenario, out: Path, *, resume: bool, progress: bool | None,
-                timing_only: bool) -> dict[str, Any]:
+                timing_only: bool, on_start: Callable[[], None]) -> dict[str, Any]:
     sc = rs.scenario
     state = None
     if resume:
         _same_scenario(out, rs)
         finished = _finished_summary(out)
         if finished is not None:  # already finished (perhaps killed while removing its checkpoint): nothing to redo
+            on_start()
             _drop_checkpoint(out)
             shutil.rmtree(out / f".{CHECKPOINT}.old", ignore_errors=True)
             return finished
@@ -140,6 +146,7 @@ def _run_locked(rs: ResolvedScenario, out: Path, *, resume: bool, progress: bool
         except (KeyError, ValueError, TypeError, IndexError, RuntimeError) as err:
             raise InputError(f"the checkpoint does not fit this scenario's state ({type(err).__name__}); run without "
                              "--resume or use another --out", file=str(out / CHECKPOINT / "state.pt")) from None
+    on_start()
     write_resolved(out, rs)
     resolved = rs.to_dict()
 
@@ -163,7 +170,7 @@ def _run_locked(rs: ResolvedScenario, out: Path, *, resume: bool, progress: bool
         bar.close()
     with few_collections():
         summary = write_run(out, rs, sim.records, sim.world.recorder, sim.stopped_early, timing_only=timing_only,
-                            sample_counts=sim.world.sample_counts)
+                            sample_counts=sim.world.sample_counts, conditions=sim.condition_rows())
     _drop_checkpoint(out)
     return summary
 
@@ -172,12 +179,15 @@ def cmd_run(args: argparse.Namespace) -> int:
     extra = [f"compute.threads={args.threads}"] if args.threads is not None else []
     rs = load_scenario(args.scenario, [*args.set, *extra])
     use_threads(rs.scenario)  # once per process
-    for line in rs.scenario.strategy.warnings():
-        print(f"warning: {rs.file}: {line}", file=sys.stderr, flush=True)
-    print(format_cuts(rs, args.verbose), flush=True)
     out = Path(args.out) if args.out else Path("runs") / rs.scenario.name
+
+    def announce() -> None:  # after every check that can refuse: a refusal is its one line, nothing before it
+        for line in rs.scenario.strategy.warnings():
+            print(f"warning: {rs.file}: {line}", file=sys.stderr, flush=True)
+        print(format_cuts(rs, args.verbose), flush=True)
+
     summary = run_scenario(rs, out, resume=args.resume, overwrite=args.overwrite,
-                           progress=False if args.quiet else None, timing_only=args.timing_only)
+                           progress=False if args.quiet else None, timing_only=args.timing_only, on_start=announce)
     print(format_summary(summary, out, verbose=args.verbose, quiet=args.quiet))
     if not args.no_report:
         print(f"report: {write_run_report(out)}")

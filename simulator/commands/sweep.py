@@ -15,11 +15,11 @@ from typing import Any, Sequence
 import yaml
 from tqdm import tqdm
 
-from simulator.output.results import atomic_write
-from simulator.output.run_folder import RunFolder
-from simulator.config.scenario import load_scenario
 from simulator.commands.sweep_exec import PointJob, PointResult, make_executor, one_line
 from simulator.commands.sweep_spec import Point, SweepSpec, load_sweep, yaml_flow
+from simulator.config.scenario import load_scenario
+from simulator.output.results import atomic_write
+from simulator.output.run_folder import RunFolder
 
 __all__ = ["METRIC_COLUMNS", "PointRow", "plan_points", "sweep_columns", "write_sweep_csv", "run_sweep",
            "format_table", "cmd_sweep"]

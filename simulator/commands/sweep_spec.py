@@ -13,11 +13,11 @@ from typing import Annotated, Any
 
 from pydantic import Field
 
-from simulator.config.schema import Strict
-from simulator.errors import InputError
 from simulator.config.limits import MAX_SEED
 from simulator.config.pydantic_errors import describe_value, validated
+from simulator.config.schema import Strict
 from simulator.config.yamlio import load_yaml_text, read_yaml_file
+from simulator.errors import InputError
 
 __all__ = ["SweepFile", "SweepSpec", "Point", "load_sweep", "yaml_flow", "point_id", "short_names",
            "RESERVED_COLUMNS"]

@@ -15,9 +15,9 @@ from __future__ import annotations
 import csv
 import math
 from dataclasses import dataclass
-from typing import Any
 from functools import lru_cache
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -72,15 +72,17 @@ class _Bad(Exception):
 def _load(path: str, fields: tuple[str, ...], stamp: int) -> ConditionTrace:
     where = f"trace {clip(path, 100)}"
     try:
-        with Path(path).open(newline="", encoding="utf-8") as fh:
-            lines = list(enumerate(csv.reader(fh), start=1))
+        text = Path(path).read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as err:
         why = "not UTF-8 text" if isinstance(err, UnicodeDecodeError) else (err.strerror or type(err).__name__)
         raise _Bad(f"cannot read {where}: {why}") from None
+    # Comment lines go before the CSV reader sees them (a quote in a comment would open a field across lines).
+    kept = [(n, line) for n, line in enumerate(text.splitlines(), start=1)
+            if line.strip() and not line.lstrip().startswith("#")]
+    try:
+        rows = [(n, [c.strip() for c in r]) for n, line in kept for r in csv.reader([line])]
     except csv.Error as err:
         raise _Bad(f"{where} is not a readable CSV file ({err})") from None
-    rows = [(n, [c.strip() for c in r]) for n, r in lines if r and "".join(r).strip()
-            and not r[0].lstrip().startswith("#")]
     if not rows:
         raise _Bad(f"{where} is empty (it needs a header line t_s,FIELD,... and at least one row)")
     n0, header = rows[0]

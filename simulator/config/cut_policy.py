@@ -10,11 +10,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from simulator.config.profiles import DeviceProfile, LinkProfile
 from simulator.costs import compute_model
-
 from simulator.costs import formulas as costs
 from simulator.costs.cost_table import CostTable
-from simulator.config.profiles import DeviceProfile, LinkProfile
 
 __all__ = ["CutEstimate", "CutChoice", "estimate_cut", "feasible_cuts", "choose_cut", "deepest_common_cut"]
 

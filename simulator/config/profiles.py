@@ -7,16 +7,24 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Any, Literal, Mapping
 
-from pydantic import (BaseModel, BeforeValidator, ConfigDict, Field, PositiveFloat, StringConstraints,
-                      ValidationError, model_validator)
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PositiveFloat,
+    StringConstraints,
+    ValidationError,
+    model_validator,
+)
 from pydantic_core import PydanticCustomError
 
-from simulator.errors import InputError, clip
 from simulator.config.limits import check_ranges
 from simulator.config.pydantic_errors import describe_value, located_error
-from simulator.resources import builtin_dir
 from simulator.config.variation import Variation, check_fields
 from simulator.config.yamlio import load_yaml_text
+from simulator.errors import InputError, clip
+from simulator.resources import builtin_dir
 
 __all__ = [
     "DeviceProfile",

@@ -7,20 +7,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
-
-from simulator.config.fleet import ClientSpec, expand_clients
-from simulator.config.cuts import check_cut_keys, check_cut_memory, cut_label, group_index, resolve_cuts
-from simulator.config.registry import facts
-from simulator.config.schema import ClientGroupCfg, CutPolicyCfg, Scenario
-from simulator.config.dataset_files import default_root, missing_files
-from simulator.config.traces import load_trace
-from simulator.costs.table_cache import cost_table_of
-from simulator.errors import InputError, clip
-from simulator.config.limits import check_ranges
 from simulator.config.condition_traces import with_trace_path
+from simulator.config.cuts import check_cut_keys, check_cut_memory, cut_label, resolve_cuts
+from simulator.config.dataset_files import default_root, missing_files
+from simulator.config.fleet import ClientSpec, expand_clients
+from simulator.config.limits import check_ranges
 from simulator.config.profiles import DeviceProfile, builtin_devices, builtin_links, resolve_profile
 from simulator.config.pydantic_errors import describe_value, validated
+from simulator.config.registry import facts
+from simulator.config.schema import CutPolicyCfg, Scenario
+from simulator.config.traces import load_trace
 from simulator.config.yamlio import load_yaml_text, read_yaml_file
+from simulator.costs.table_cache import cost_table_of
+from simulator.errors import InputError, clip
 
 __all__ = [
     "OfScenario",
@@ -31,7 +30,6 @@ __all__ = [
     "parse_scenario",
     "apply_overrides",
     "check_feasible",
-    "group_of",
 ]
 
 
@@ -47,6 +45,8 @@ class ResolvedScenario:
     def to_dict(self) -> dict[str, Any]:
         """Every default filled in and every profile expanded: loading this reproduces the run."""
         data = self.scenario.model_dump(mode="json")
+        if data["output"].get("tables") == "auto":  # a default added later is left out: a scenario that does not
+            del data["output"]["tables"]  # set it resolves to the same file as before
         data["server"]["device"] = self.server.model_dump(mode="json")
         data["cut_policy"] = CutPolicyCfg().model_dump(mode="json")  # the chosen cuts are written out, fixed
         data["clients"] = [
@@ -238,8 +238,3 @@ def resolve_scenario(data: Any, file: str, overrides: Sequence[str] = (), *, che
     if check:
         check_feasible(rs)
     return rs
-
-
-def group_of(sc: Scenario, client_index: int) -> ClientGroupCfg:
-    """The fleet entry a client was expanded from."""
-    return sc.clients[group_index(sc, client_index)]

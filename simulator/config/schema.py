@@ -300,6 +300,8 @@ class EvalCfg(Strict):
 
 class OutputCfg(Strict):
     events: Literal["csv", "parquet", "none"] = "csv"  # none: no event trace (large timing-only fleets)
+    # The per-client table: auto = clients.csv, or clients.parquet past output.client_table.PARQUET_ROWS rows.
+    tables: Literal["auto", "csv", "parquet"] = "auto"
     checkpoint_every: int = Field(default=1, ge=0)  # rounds between checkpoints; 0: none
     progress: bool = True  # progress bar on stderr
 

@@ -104,16 +104,6 @@ class CostTable:
         header = INT8_HEADER_BYTES if dtype == "int8" else 0
         return float(self.activation_elems(cut) * ACTIVATION_DTYPES[dtype] + header)
 
-    def client_params(self, cut: int) -> int:
-        """Parameters of u1..u_cut plus the exit head."""
-        return sum(u.params for u in self._client(cut))
-
-    def client_param_bytes(self, cut: int) -> int:
-        return sum(u.param_bytes for u in self._client(cut))
-
-    def server_params(self, cut: int) -> int:
-        return sum(u.params for u in self._server(cut))
-
     def full_fwd_flops(self) -> float:
         return sum(u.fwd_flops for u in (*self.units, self.classifier))
 

@@ -42,6 +42,12 @@ class RateBank:
         for r in range(m):
             self._fill(r, 0)
 
+    @staticmethod
+    def _repeats(rows: np.ndarray) -> bool:
+        """Whether a row appears twice in one call: its entries may need different windows, so they are asked one
+        at a time (the simulator asks each row once per call)."""
+        return len(rows) > 1 and len(np.unique(rows)) < len(rows)
+
     def _slots(self, rows: np.ndarray) -> np.ndarray:
         slots = self.slot[np.asarray(rows, dtype=np.int64)]
         if np.any(slots < 0):
@@ -71,6 +77,9 @@ class RateBank:
 
     def finish(self, rows: np.ndarray, t: np.ndarray, work: np.ndarray) -> np.ndarray:
         """When `work` (seconds at the nominal rate) started at `t` is done, per row (arrays of one shape)."""
+        if self._repeats(np.asarray(rows)):
+            return np.array([self.finish(rows[k:k + 1], np.asarray(t)[k:k + 1], np.asarray(work)[k:k + 1])[0]
+                             for k in range(len(rows))])
         rows = self._slots(rows)
         cur = np.array(t, dtype=float, copy=True)
         rem = np.array(work, dtype=float, copy=True)
@@ -104,6 +113,9 @@ class RateBank:
 
     def done_work(self, rows: np.ndarray, t0: np.ndarray, t1: np.ndarray) -> np.ndarray:
         """Seconds of nominal work done between t0 and t1 (t0 <= t1), per row."""
+        if self._repeats(np.asarray(rows)):
+            return np.array([self.done_work(rows[k:k + 1], np.asarray(t0)[k:k + 1], np.asarray(t1)[k:k + 1])[0]
+                             for k in range(len(rows))])
         rows = self._slots(rows)
         cur = np.array(t0, dtype=float, copy=True)
         t1 = np.asarray(t1, dtype=float)
@@ -126,12 +138,16 @@ class RateBank:
 
     def value(self, rows: np.ndarray, t: np.ndarray, col: int = 0) -> np.ndarray:
         """Column `col` of the piece in force at t, per row."""
+        if self._repeats(np.asarray(rows)):
+            return np.array([self.value(rows[k:k + 1], np.asarray(t)[k:k + 1], col)[0] for k in range(len(rows))])
         rows = self._slots(rows)
         t = np.asarray(t, dtype=float)
         return self.val[rows, self._locate(rows, t), col]
 
     def next_change(self, rows: np.ndarray, t: np.ndarray) -> np.ndarray:
         """When the piece in force at t ends (inf if it never does), per row."""
+        if self._repeats(np.asarray(rows)):
+            return np.array([self.next_change(rows[k:k + 1], np.asarray(t)[k:k + 1])[0] for k in range(len(rows))])
         rows = self._slots(rows)
         t = np.asarray(t, dtype=float)
         return self.brk[rows, self._locate(rows, t) + 1]
@@ -180,7 +196,9 @@ class Throttle:
         budget = np.maximum(after - heat, 0.0)
         slow = work > budget
         end = np.where(slow, t + budget + (work - budget) / factor, t + work)
-        starts = slow & (budget > 0)
+        # The speed drops when the heat reaches after_s: inside this interval, or at its very end (then it is the
+        # next interval that runs slow).
+        starts = (heat < after) & (work >= budget)
         if np.any(starts):
             self.log.append((t[starts] + budget[starts], rows[starts], factor[starts]))
         self.heat[rows] = heat + (end - t)
@@ -191,6 +209,16 @@ class Throttle:
         """The interval of `row` planned to end at `planned_end` stopped at t instead."""
         self.heat[row] -= planned_end - t
         self.last_end[row] = t
+        # A slow-down logged for after t (when the interval was to reach after_s) never happened. Only the entry
+        # of this interval can be that late: it is the row's last one.
+        for k in range(len(self.log) - 1, -1, -1):
+            times, rows, factors = self.log[k]
+            mine = rows == row
+            if mine.any():
+                if times[mine][-1] > t:
+                    keep = ~(mine & (times > t))
+                    self.log[k] = (times[keep], rows[keep], factors[keep])
+                break
 
     def snapshot(self) -> tuple[np.ndarray, np.ndarray, int]:
         """What `restore` needs to take back every interval asked for after this call."""

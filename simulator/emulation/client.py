@@ -12,6 +12,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from simulator.emulation.varying import Clock, Steps
+
 __all__ = ["main", "connect", "Recorded", "load_world", "measure_steps"]
 
 CONNECT_TRIES = 400  # × 50 ms: the server may still be building its world
@@ -36,8 +38,8 @@ def load_world(cfg: dict[str, Any]) -> Any:
     import torch
 
     torch.set_num_threads(1)
-    from simulator.engine.simulation import Simulation
     from simulator.config.scenario import load_scenario
+    from simulator.engine.simulation import Simulation
 
     return Simulation(load_scenario(cfg["scenario"]), evaluate=False)
 
@@ -77,8 +79,16 @@ def measure_steps(sim: Any, trainer: Any, warmup: int = 2, repeats: int = 5) -> 
 
 def main(cfg: dict[str, Any]) -> None:
     from simulator.emulation.fleet import enter_netns, join_cgroup
-    from simulator.emulation.wire import DelayLine, Message, now, pack_tensors, recv_message, send_message, \
-        unpack_into, wait_drained
+    from simulator.emulation.wire import (
+        DelayLine,
+        Message,
+        now,
+        pack_tensors,
+        recv_message,
+        send_message,
+        unpack_into,
+        wait_drained,
+    )
 
     enter_netns(cfg["netns"])
     sim = load_world(cfg)
@@ -88,7 +98,13 @@ def main(cfg: dict[str, Any]) -> None:
     name, steps = dev.name, w.steps_per_round[i]
     sc = w.scenario
     overlap, send_buffer = sc.network.overlap_compute_comm, sc.network.send_buffer
-    latency = dev.spec.link.latency_s
+    lat_steps = Steps.from_json(cfg.get("latency"))
+    clock = [Clock(0.0, 0.0)]  # the current round's emulated clock (from the server's start message)
+
+    def latency(t: float) -> float:
+        """The link's latency for a message whose last byte arrived (or left) at real time t."""
+        return dev.spec.link.latency_s if lat_steps is None else lat_steps.at(clock[0].emulated(t))
+
     rec = Recorded()
     sock = connect(cfg["server_addr"], cfg["port"])
     lock = threading.Lock()  # one writer at a time on the socket
@@ -106,7 +122,7 @@ def main(cfg: dict[str, Any]) -> None:
             while True:
                 msg = recv_message(sock)
                 if msg.kind == "agg_down":  # data: delivered one latency after its last byte arrived
-                    delay.put(msg, latency)
+                    delay.put(msg, latency(msg.t_received))
                 else:  # control from the emulator itself, not part of the modelled traffic
                     inbox.put((msg, msg.t_received))
         except (ConnectionError, OSError):
@@ -128,6 +144,7 @@ def main(cfg: dict[str, Any]) -> None:
             break
         rnd = msg.meta.get("round", 0)
         if msg.kind == "start":
+            clock[0] = Clock(msg.meta["t0"], msg.meta["e0"])
             wait = msg.meta["t0"] - now()
             if wait > 0:
                 time.sleep(wait)
@@ -144,7 +161,8 @@ def main(cfg: dict[str, Any]) -> None:
                 rec.add(name, "agg_tx", rnd, t0, wait_drained(sock, IO_TIMEOUT_S), nbytes=len(data), direction="up")
         elif msg.kind == "agg_down":
             unpack_into(own_copies(), msg.meta["specs"], msg.payload)
-            send(Message("ack", {"client": i, "round": rnd, "t_delivered": msg.t_received + latency}))
+            t_in = msg.t_received
+            send(Message("ack", {"client": i, "round": rnd, "t_delivered": t_in + latency(t_in)}))
         elif msg.kind == "final":
             specs, data = pack_tensors(trainer.tensors(buffers=True))
             send(Message("final_up", {"client": i, "specs": specs}, data))
@@ -154,7 +172,7 @@ def main(cfg: dict[str, Any]) -> None:
 
 
 def _train_round(rnd: int, trainer: Any, w: Any, steps: int, send: Any, sock: socket.socket, rec: Recorded,
-                 name: str, c: Any, wire: float, overlap: bool, send_buffer: int, latency: float, i: int) -> float:
+                 name: str, c: Any, wire: float, overlap: bool, send_buffer: int, latency: Any, i: int) -> float:
     """The round's steps; features go through a sender thread (at most `send_buffer` waiting, as in the
     simulator). Returns when the processor finished its last step (every batch has then left the radio)."""
     from simulator.emulation.wire import Message, now, pack_tensors, wait_drained
@@ -172,7 +190,7 @@ def _train_round(rnd: int, trainer: Any, w: Any, steps: int, send: Any, sock: so
             send(Message("batch", {"client": i, "round": rnd, "step": k, "specs": specs}, data))
             t1 = wait_drained(sock, IO_TIMEOUT_S)
             rec.add(name, "tx", rnd, t0, t1, nbytes=wire, direction="up")
-            delivered.put(t1 + latency)
+            delivered.put(t1 + latency(t1))
 
     thread = threading.Thread(target=sender, daemon=True)
     thread.start()

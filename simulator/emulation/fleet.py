@@ -80,6 +80,8 @@ class Fleet:
         self.media_ns = {name: f"{t}m{j}" for j, name in enumerate(sorted(plan.media))}
         self.cgroup_root = CGROUP_CPU / t
         self.server_addr: list[str] = []  # the server's address as client i sees it
+        # Per medium its clients in index order: client i's class in the access point's tree is 1:(10 + its place).
+        self.members = {name: [i for i, link in enumerate(plan.links) if link.medium == name] for name in plan.media}
 
     # --- names -------------------------------------------------------------------------------------
     @staticmethod
@@ -91,6 +93,31 @@ class Fleet:
 
     def server_cgroup(self) -> str:
         return str(self.cgroup_root / "server")
+
+    def scheduler_cgroup(self) -> str:
+        return str(self.cgroup_root / "sched")
+
+    def uplink_dev(self, i: int) -> str:
+        """Client i's uplink interface, in its own namespace (class 1:1 under root 1:)."""
+        return f"{self.plan.tag}v{i}"
+
+    def downlink(self, i: int) -> tuple[str, str]:
+        """(namespace, interface) of client i's downlink shaper (class 1:1 under root 1:): the server's end of its
+        veth, or the access point's on a shared medium."""
+        medium = self.plan.links[i].medium
+        return (self.server_ns if medium is None else self.media_ns[medium]), f"{self.plan.tag}w{i}"
+
+    def medium_class(self, i: int) -> tuple[str, str, str, float, float] | None:
+        """Client i's class in its medium's uplink tree: (namespace, interface, classid, guaranteed rate, the
+        medium's capacity), or None off a medium."""
+        medium = self.plan.links[i].medium
+        if medium is None:
+            return None
+        j = sorted(self.plan.media).index(medium)
+        members = self.members[medium]
+        capacity = self.plan.media[medium]
+        return self.media_ns[medium], f"{self.plan.tag}a{j}", f"1:{10 + members.index(i)}", capacity / len(members), \
+            capacity
 
     # --- building --------------------------------------------------------------------------------------
     def _ns(self, name: str) -> None:
@@ -126,7 +153,7 @@ class Fleet:
         _run("ip", "netns", "exec", ns, "tc", "class", "add", "dev", dev, "parent", "1:", "classid", "1:1", "htb",
              "rate", cap, "ceil", cap, "quantum", "1514")
         share = capacity / max(1, len(members))
-        for k, (src, bps) in enumerate(members):
+        for k, (src, bps) in enumerate(members):  # in client index order, as medium_class() counts them
             cls = f"1:{10 + k}"
             _run("ip", "netns", "exec", ns, "tc", "class", "add", "dev", dev, "parent", "1:1", "classid", cls, "htb",
                  "rate", f"{int(round(share))}bit", "ceil", f"{int(round(min(capacity, bps)))}bit", "quantum", "1514")
@@ -180,6 +207,7 @@ class Fleet:
             self._shared(ns, f"{t}a{j}", plan.media[name], members[name])
         self._cgroup(self.cgroup_root, None)
         self._cgroup(Path(self.server_cgroup()), None)  # the server: one core's worth, weighted high
+        self._cgroup(Path(self.scheduler_cgroup()), None)  # changes links and quotas on time: weighted high too
         for i, q in enumerate(plan.quotas):
             self._cgroup(Path(self.client_cgroup(i)), q)
         return self

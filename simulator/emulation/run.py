@@ -16,12 +16,12 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
 
+from simulator.config.profiles import DeviceProfile, load_profile_dir
+from simulator.config.scenario import ResolvedScenario, load_scenario
 from simulator.emulation.setup import check_can_emulate, check_scenario, effective_quotas, emulated_scenario, quotas_for
 from simulator.errors import InputError
 from simulator.output.checkpoint_io import load_file
-from simulator.config.profiles import DeviceProfile, load_profile_dir
 from simulator.output.run_folder import RunFolder
-from simulator.config.scenario import ResolvedScenario, load_scenario
 
 __all__ = ["run_emulation", "measure_machine", "measure_send_cpu", "assemble", "favoured"]
 
@@ -119,12 +119,13 @@ def _load_profile(path: str) -> DeviceProfile:
         return load_profile_dir(Path(folder), DeviceProfile)[p.stem]  # type: ignore[return-value]
 
 
-def _spawn(module: str, cfg: dict[str, Any], work: Path, tag: str) -> subprocess.Popen[bytes]:
+def _spawn(module: str, cfg: dict[str, Any], work: Path, tag: str, *, stdin: int | None = None,
+           pass_fds: tuple[int, ...] = ()) -> subprocess.Popen[bytes]:
     path = work / f"{tag}.json"
     path.write_text(json.dumps(cfg))
     log = (work / f"{tag}.log").open("wb")
     return subprocess.Popen([sys.executable, "-m", module, str(path)], stdout=log, stderr=subprocess.STDOUT,
-                            env={**os.environ, "OMP_NUM_THREADS": "1"})
+                            stdin=stdin, pass_fds=pass_fds, env={**os.environ, "OMP_NUM_THREADS": "1"})
 
 
 def _watch(procs: dict[str, subprocess.Popen[bytes]], work: Path, timeout_s: float) -> None:
@@ -159,9 +160,9 @@ def assemble(rs: ResolvedScenario, server_result: dict[str, Any], client_rows: l
     """RoundRecords and a Recorder of the measured intervals, on an emulated clock that starts each round where the
     last one ended (as a simulated run's rounds follow each other)."""
     from simulator.engine.simulation import RoundRecord
+    from simulator.learning.training import EvalResult
     from simulator.timing.recorder import EntityPower, Recorder
     from simulator.timing.server import SERVER
-    from simulator.learning.training import EvalResult
 
     powers = {c.name: EntityPower.of_client(c.device, c.link) for c in rs.clients}
     powers[SERVER] = EntityPower.of_server(rs.server)
@@ -196,10 +197,12 @@ def _interrupt(signum: int, frame: Any) -> None:
 def run_emulation(args: argparse.Namespace) -> int:
     import torch
 
-    from simulator.emulation.fleet import Fleet, FleetPlan, LinkPlan
+    from simulator.emulation.fleet import CFS_PERIOD_US, Fleet, FleetPlan, LinkPlan
+    from simulator.emulation.varying import check_quota_floor, pieces_of, targets_of
     from simulator.commands.fidelity import fidelity_markdown, fidelity_rows, write_fidelity
-    from simulator.output.results import write_resolved, write_run
     from simulator.commands.runner import run_scenario
+    from simulator.emulation.fleet import Fleet, FleetPlan, LinkPlan
+    from simulator.output.results import write_resolved, write_run
 
     torch.set_num_threads(1)  # as every emulated process; more threads than free cores only spin on a busy machine
     check_can_emulate()
@@ -218,6 +221,10 @@ def run_emulation(args: argparse.Namespace) -> int:
         cores = os.cpu_count() or 1
         quotas = quotas_for(rs, machine, cores)
         emu = emulated_scenario(rs, machine, quotas)
+        # The pieces the simulation of this scenario runs with (the same draws), as far as the run can reach.
+        pieces = pieces_of(emu, args.timeout)
+        check_quota_floor(emu, pieces, quotas, CFS_PERIOD_US)
+        latency = [p.latency_s.to_json() if p.latency_s is not None else None for p in pieces]
         load = os.getloadavg()
         print(f"emulating {len(rs.clients)} clients on quotas {', '.join(f'{q:.3f}' for q in quotas)} of a core "
               f"({cores} cores, load {load[0]:.2f})", file=sys.stderr, flush=True)
@@ -232,16 +239,27 @@ def run_emulation(args: argparse.Namespace) -> int:
         procs: dict[str, subprocess.Popen[bytes]] = {}
         previous = signal.signal(signal.SIGTERM, _interrupt)
         fleet = Fleet(plan)
+        targets = targets_of(pieces, quotas, fleet, CFS_PERIOD_US)
         try:
             fleet.open()
             base = {"scenario": str(out / "scenario.resolved.yaml"), "port": args.port}
+            clock_r, clock_w = os.pipe() if targets else (None, None)  # the server tells the scheduler its rounds
+            if targets:
+                procs["scheduler"] = _spawn("simulator.emulation.scheduler", {
+                    "cgroup": fleet.scheduler_cgroup(), "targets": [t.to_json() for t in targets],
+                    "log": str(work / "scheduler.json")}, work, "scheduler", stdin=clock_r)
             procs["server"] = _spawn("simulator.emulation.server", {
                 **base, "netns": fleet.netns_path(fleet.server_ns), "cgroup": fleet.server_cgroup(),
-                "result": str(work / "server.pt"), "seed": sc.seed}, work, "server")
+                "result": str(work / "server.pt"), "seed": sc.seed, "latency": latency, "clock_fd": clock_w},
+                work, "server", pass_fds=(clock_w,) if clock_w is not None else ())
+            for fd in (clock_r, clock_w):  # only the two processes hold the pipe: the server's exit ends it
+                if fd is not None:
+                    os.close(fd)
             for i in range(len(emu.clients)):
                 procs[f"client{i}"] = _spawn("simulator.emulation.client", {
                     **base, "index": i, "netns": fleet.netns_path(fleet.client_ns[i]), "cgroup": fleet.client_cgroup(i),
-                    "server_addr": fleet.server_addr[i], "events": str(work / f"client{i}.json")}, work, f"client{i}")
+                    "server_addr": fleet.server_addr[i], "events": str(work / f"client{i}.json"),
+                    "latency": latency[i]}, work, f"client{i}")
             _watch(procs, work, args.timeout)
         finally:
             _stop(procs)

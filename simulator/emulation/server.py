@@ -4,6 +4,7 @@ server paths in arrival order, runs the aggregation with the strategy's plan, an
 from __future__ import annotations
 
 import json
+import os
 import queue
 import socket
 import sys
@@ -13,8 +14,9 @@ from typing import Any
 
 import numpy as np
 
-from simulator.output.checkpoint_io import dumps
 from simulator.emulation.client import IO_TIMEOUT_S, Recorded, load_world
+from simulator.output.checkpoint_io import dumps
+from simulator.emulation.varying import Clock, Steps
 from simulator.output.fsio import atomic_write
 
 __all__ = ["main", "START_LEAD_S"]
@@ -26,8 +28,15 @@ def main(cfg: dict[str, Any]) -> None:
     import torch
 
     from simulator.emulation.fleet import enter_netns, join_cgroup
-    from simulator.emulation.wire import DelayLine, Message, now, recv_message, send_message, unpack_into, \
-        unpack_tensors
+    from simulator.emulation.wire import (
+        DelayLine,
+        Message,
+        now,
+        recv_message,
+        send_message,
+        unpack_into,
+        unpack_tensors,
+    )
     from simulator.timing.server import SERVER
 
     enter_netns(cfg["netns"])
@@ -51,6 +60,15 @@ def main(cfg: dict[str, Any]) -> None:
     ctrl: queue.Queue[Message] = queue.Queue()
     delay = DelayLine(lambda m, t: work.put((m, t)))
     links = [d.spec.link for d in w.devices]
+    # A varying link's latency is the one in force on the emulated clock when the last byte arrived (as the
+    # simulator takes it when the last bit leaves the radio); `clock` is the current round's.
+    latency = [Steps.from_json(x) for x in cfg.get("latency") or [None] * n]
+    clock = [Clock(0.0, 0.0)]
+    clocks = os.fdopen(cfg["clock_fd"], "w", buffering=1) if cfg.get("clock_fd") is not None else None
+
+    def latency_at(i: int, t: float) -> float:
+        steps = latency[i]
+        return links[i].latency_s if steps is None else steps.at(clock[0].emulated(t))
 
     def receive(i: int, conn: socket.socket) -> None:
         try:
@@ -58,7 +76,8 @@ def main(cfg: dict[str, Any]) -> None:
                 msg = recv_message(conn)
                 if msg.kind in ("batch", "agg_up"):  # data: one latency (+ a jitter draw) after its last byte
                     jit = links[i].jitter_s
-                    delay.put(msg, links[i].latency_s + (abs(float(rng.normal(0.0, jit))) if jit > 0 else 0.0))
+                    delay.put(msg, latency_at(i, msg.t_received) + (abs(float(rng.normal(0.0, jit))) if jit > 0
+                                                                     else 0.0))
                 else:
                     ctrl.put(msg)
         except (ConnectionError, OSError):
@@ -75,10 +94,14 @@ def main(cfg: dict[str, Any]) -> None:
     rec = Recorded()
     rounds = []
     everyone = list(range(n))
+    e0 = 0.0  # the round's start on the emulated clock: rounds follow each other there (run.assemble)
     for rnd in range(1, w.scenario.training.rounds + 1):
         t0 = now() + START_LEAD_S
+        clock[0] = Clock(t0, e0)
+        if clocks is not None:  # the scheduler puts every link and quota at e0's piece before t0
+            clocks.write(json.dumps({"round": rnd, "t0": t0, "e0": e0}) + "\n")
         for conn in socks.values():
-            send_message(conn, Message("start", {"round": rnd, "t0": t0}))
+            send_message(conn, Message("start", {"round": rnd, "t0": t0, "e0": e0}))
         expected = sum(w.steps_per_round)
         losses = [torch.zeros(()) for _ in everyone]
         t_last, dones = t0, {}
@@ -101,6 +124,7 @@ def main(cfg: dict[str, Any]) -> None:
         rounds.append({"round": rnd, "t0": t0, "t_train": t_train, "t_end": t_end,
                        "exit_loss": {str(i): dones[i]["exit_loss"] for i in everyone},
                        "server_loss": {str(i): float(losses[i]) / max(1, w.steps_per_round[i]) for i in everyone}})
+        e0 += t_end - t0
         print(f"emulated round {rnd}: {t_end - t0:.3f} s", file=sys.stderr, flush=True)
     for conn in socks.values():
         send_message(conn, Message("final"))
@@ -111,6 +135,8 @@ def main(cfg: dict[str, Any]) -> None:
     for conn in socks.values():
         send_message(conn, Message("stop"))
     delay.close()
+    if clocks is not None:
+        clocks.close()  # the scheduler's end
     atomic_write(Path(cfg["result"]), dumps({
         "rounds": rounds, "events": rec.rows, "steps": list(w.steps_per_round), "client_step_s": step_s,
         "evals": {i: (e.exit_correct, e.final_correct, e.exit_entropy) for i, e in evals.items()}}))

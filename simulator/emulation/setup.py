@@ -11,10 +11,11 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
-from simulator.errors import InputError
 from simulator.config.profiles import DeviceProfile
 from simulator.config.registry import facts, names_where
 from simulator.config.scenario import ResolvedScenario
+from simulator.errors import InputError
+from simulator.emulation.varying import check_variations
 
 __all__ = ["check_can_emulate", "check_scenario", "quotas_for", "effective_quotas", "emulated_profile",
            "emulated_scenario"]
@@ -89,6 +90,7 @@ def check_scenario(rs: ResolvedScenario) -> None:
         if c.link.loss_rate > 0:
             raise InputError(f"client '{c.name}': emulate has no packet loss (this kernel has no netem)",
                              file=rs.file, key=f"clients[{c.index}].link.loss_rate")
+    check_variations(rs)
 
 
 def quotas_for(rs: ResolvedScenario, machine: DeviceProfile, cores: int) -> list[float]:
@@ -110,8 +112,8 @@ def quotas_for(rs: ResolvedScenario, machine: DeviceProfile, cores: int) -> list
 def effective_quotas(rs: ResolvedScenario, machine: DeviceProfile, step_s: Sequence[float]) -> list[float]:
     """Per client the share of this machine it really got: the machine's predicted training step at the client's
     cut (compute_model, no radio) / the step measured on the client's quota before the run."""
-    from simulator.timing.device import ClientCosts
     from simulator.costs.table_cache import cost_table_of
+    from simulator.timing.device import ClientCosts
 
     sc = rs.scenario
     table = cost_table_of(sc)

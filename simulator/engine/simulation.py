@@ -11,20 +11,21 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Callable, Iterator
 
+import numpy as np
 import simpy
 
 from simulator.config.registry import facts, names_where, sync_of
-from simulator.errors import InputError
 from simulator.config.scenario import ResolvedScenario
-from simulator.engine.build import (build_learning, build_timing, load_data, load_labels, shards_of)
+from simulator.errors import InputError
+from simulator.learning.build import build_learning, load_data, load_labels, shards_of
 from simulator.plan import RoundPlan
 from simulator.rng import Streams
+from simulator.timing.build import build_timing
+from simulator.timing.conditions_log import ConditionRow, condition_rows
 from simulator.timing.device import RoundFate
 from simulator.timing.server import SERVER
 
 if TYPE_CHECKING:
-    import torch
-
     from simulator.learning.data.datasets import Dataset
     from simulator.learning.strategies import Strategy
     from simulator.learning.training import EvalResult
@@ -115,9 +116,15 @@ class Simulation:
         self.sync = sync_of(rs.scenario)
         self.rounds: Rounds = entry.rounds_class(self.sync).from_entry(self.world, entry, sizes=sizes,
                                                              per_batch=self.learner is not None)
+        w = self.world
+        n = len(w.devices)
+        # Who a round has to look at one by one; the others (always on, timed in closed form) need nothing.
+        self._always = all(c.takes_part for c in rs.clients) and all(a.always_on for a in w.availability)
+        self._watched = [i for i in range(n) if not self.rounds.closed_form(i)]
+        self._churns = [i for i in range(n) if not w.availability[i].always_on]
+        self._cannot = [i for i in range(n) if not rs.clients[i].takes_part]
         self.records: list[RoundRecord] = []
         self.stopped_early: str | None = None
-        self._local_weights: list[torch.Tensor] | None = None  # per client, made at the first evaluation
 
     @property
     def rounds_done(self) -> int:
@@ -125,16 +132,10 @@ class Simulation:
 
     def evaluate(self) -> dict[int, EvalResult]:
         """The strategy's evaluation of every client, each with its test weights for local accuracy."""
-        from simulator.learning.training import local_test_weights
-
         assert self.learner is not None and self.learning is not None
-        lw = self.learning
-        got = self.learner.evaluate(lw.scenario.eval.batch_size)
-        if self._local_weights is None:
-            classes = lw.scenario.dataset.shape()[2]
-            self._local_weights = [local_test_weights(lw.train_y[sp.indices], lw.test_y, classes)
-                                   for sp in lw.samplers]
-        return {i: replace(ev, local_weights=self._local_weights[i]) for i, ev in got.items()}
+        got = self.learner.evaluate(self.learning.scenario.eval.batch_size)
+        weights = self.learning.local_weights()
+        return {i: replace(ev, local_weights=weights[i]) for i, ev in got.items()}
 
     def _status(self, i: int, now: float) -> str:
         """Whether client i can join a round starting now, and if not why."""
@@ -153,7 +154,10 @@ class Simulation:
         now = w.env.now
         if not self.rounds.client_devices:  # centralized: the clients only lend their data
             return [i for i in range(len(w.devices)) if w.rs.clients[i].takes_part]
-        present = [i for i in range(len(w.devices)) if self._status(i, now) == "ok"]
+        if self._always:  # every client is on whenever it is alive
+            present = [i for i, d in enumerate(w.devices) if d.alive]
+        else:
+            present = [i for i in range(len(w.devices)) if self._status(i, now) == "ok"]
         if present:
             return present
         waiting = [i for i in range(len(w.devices)) if self._status(i, now) == "unavailable"]
@@ -170,9 +174,11 @@ class Simulation:
         env, now = w.env, w.env.now
         deadline = w.scenario.training.round_deadline_s
         stops = {}
-        for i in present:
-            if self.rounds.closed_form(i):
-                continue  # scheduled in closed form: nothing can stop it, it has no events to watch
+        here = set(present) if len(present) < len(w.devices) else None
+        # Clients scheduled in closed form are left out: nothing can stop them, they have no events to watch.
+        for i in self._watched:
+            if here is not None and i not in here:
+                continue
             leave, stop = env.event(), env.event()
             if not w.availability[i].always_on and math.isfinite(t_off := w.availability[i].off_at(now)):
                 off = env.timeout(t_off - now)
@@ -205,18 +211,21 @@ class Simulation:
             self.learner.execute(plan)
         got = self.rounds.fates
         fates = {i: got[i] if i in got else RoundFate(steps_done=w.steps_per_round[i]) for i in present}
-        status = {i: self._status(i, t_begin) for i in range(len(w.devices)) if i not in fates}
+        status = {i: self._status(i, t_begin) for i in range(len(w.devices)) if i not in fates} \
+            if len(fates) < len(w.devices) else {}
+        status.update(dict.fromkeys(fates, "ok"))  # closed-form clients end their rounds as planned
         until: dict[str, float] = {}
-        for i, fate in fates.items():
+        watched = self._watched if len(fates) == len(w.devices) else [i for i in self._watched if i in fates]
+        for i in watched:
             dev = w.devices[i]
             dev.end_round()
             if on_devices and dev.left is not None:  # went offline or emptied its battery, maybe after its steps
                 status[i] = _STOP_STATUS[dev.left[0]]
                 until[dev.name] = dev.left[1]
-            else:
-                status[i] = "straggler" if fate.stopped == "deadline" else "ok"
-        entities = [w.devices[i].name for i in present] if on_devices else []
-        w.recorder.close_round(rnd, t_begin, w.env.now, entities + [SERVER], until)
+            elif fates[i].stopped == "deadline":
+                status[i] = "straggler"
+        entities = np.array(present if on_devices else [], dtype=np.int64)  # the recorder's index of client i is i
+        w.recorder.close_round(rnd, t_begin, w.env.now, np.append(entities, w.recorder.index[SERVER]), until)
         if on_devices:
             self._mark_round(rnd, t0, fates, status)
         rec = RoundRecord(
@@ -236,7 +245,10 @@ class Simulation:
         """Offline spans, departures, stragglers and emptied batteries into the event trace."""
         w = self.world
         rec, now = w.recorder, w.env.now
-        for i, dev in enumerate(w.devices):
+        # Only clients that cannot take part, churn, or are watched (not closed form) can have anything to mark;
+        # each one's marks in the order they happened.
+        for i in sorted({*self._cannot, *self._churns, *(j for j in self._watched if j in fates)}):
+            dev = w.devices[i]
             if status[i] == "cannot_take_part":
                 if rnd == 1:
                     rec.mark(dev.name, "cannot_take_part", rnd, t0)
@@ -252,6 +264,11 @@ class Simulation:
                     dev.alive = False
             elif fates[i].stopped == "deadline":
                 rec.mark(dev.name, "straggler", rnd, fates[i].t_stop or now)
+
+    def condition_rows(self) -> list[ConditionRow]:
+        """The rows of conditions.csv: every change of a varying resource up to the end of the last round done."""
+        end = self.records[-1].sim_time_s if self.records else 0.0
+        return condition_rows(self.rs, self.world.conditions, end)
 
     def run(self, on_round: Callable[[RoundRecord], None] | None = None,
             checkpoint: Callable[["Simulation"], None] | None = None) -> list[RoundRecord]:
@@ -280,59 +297,18 @@ class Simulation:
                 checkpoint(self)
         return self.records
 
-    # --- checkpoints: the world is quiescent between rounds, so its state is just tensors and numbers ---
+    # --- checkpoints: the worlds are quiescent between rounds, each saves and restores its own state ---
     def state_dict(self) -> dict[str, Any]:
-        import torch
-
-        w, s = self.world, self.learner
-        lw = self.learning if s is not None else None
         return {
-            "now": w.env.now,
             "records": self.records,
-            "client_parts": {cut: part.state_dict() for cut, part in lw.client_parts.items()} if lw else {},
-            "server_parts": {cut: part.state_dict() for cut, part in lw.server_parts.items()} if lw else {},
-            "samplers": [sp.state_dict() for sp in lw.samplers] if lw else [],
-            "server_modules": [m.state_dict() for m in s.server_modules()] if s else [],
-            "server_opts": [o.state_dict() for o in s.optimizers()] if s else [],
-            "jitter": w.jitter.state_dict(),
-            "conditions": w.conditions.state_dict() if w.conditions is not None else None,
-            "alive": [d.alive for d in w.devices],
-            "strategy": s.extra_state() if s else {},
+            "timing": self.world.state_dict(),
             "rounds": self.rounds.state_dict(),
-            "recorder": w.recorder.state_dict(),
-            "torch_rng": torch.get_rng_state(),
+            "learning": self.learner.state_dict() if self.learner is not None else None,
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        import torch
-
-        w, s = self.world, self.learner
-        # Between rounds no process is alive: advancing the fresh world's clock to the saved time is equivalent
-        # (it also lets the shared media start their manager processes).
-        if state["now"] > w.env.now:
-            w.env.run(until=state["now"])
-        else:
-            w.env.run()
+        self.world.load_state_dict(state["timing"])
         self.records = list(state["records"])
-        if s is not None:
-            lw = self.learning
-            assert lw is not None
-            for cut, part in lw.client_parts.items():
-                part.load_state_dict(state["client_parts"][cut])
-            for cut, part in lw.server_parts.items():
-                part.load_state_dict(state["server_parts"][cut])
-            for sp, st in zip(lw.samplers, state["samplers"], strict=True):
-                sp.load_state_dict(st)
-            for m, st in zip(s.server_modules(), state["server_modules"]):
-                m.load_state_dict(st)
-            for o, st in zip(s.optimizers(), state["server_opts"]):
-                o.load_state_dict(st)
-            s.load_extra_state(state["strategy"])
-        w.jitter.load_state_dict(state["jitter"])
-        if state.get("conditions") is not None and w.conditions is not None:
-            w.conditions.load_state_dict(state["conditions"])
-        for d, alive in zip(w.devices, state["alive"]):
-            d.alive = alive
-        w.recorder.load_state_dict(state["recorder"])
-        self.rounds.load_state_dict(state.get("rounds", {}))
-        torch.set_rng_state(state["torch_rng"])
+        if self.learner is not None:
+            self.learner.load_state_dict(state["learning"])
+        self.rounds.load_state_dict(state["rounds"])

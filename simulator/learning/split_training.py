@@ -18,7 +18,6 @@ __all__ = [
     "full_step",
     "tensors_of",
     "copy_state_",
-    "same_state",
     "evaluate_model",
 ]
 
@@ -98,13 +97,6 @@ def copy_state_(dst: Sequence[nn.Module], src: Sequence[nn.Module]) -> None:
     """Copy parameters and floating buffers of `src` into `dst` (same structure), in place."""
     for d, s in zip(state_tensors(dst), state_tensors(src), strict=True):
         d.copy_(s)
-
-
-@torch.no_grad()
-def same_state(a: Sequence[nn.Module], b: Sequence[nn.Module]) -> bool:
-    """Whether two module sets hold identical parameters and floating buffers (a host sync per tensor: call it
-    per round, not per step)."""
-    return all(torch.equal(x, y) for x, y in zip(state_tensors(a), state_tensors(b), strict=True))
 
 
 def evaluate_model(client: nn.Module | None, server: nn.Module, test_x: torch.Tensor, test_y: torch.Tensor,

@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from simulator.learning.exits import threshold_outcome
 from simulator.learning.primitives import make_optimizer, quantize, state_bytes
 
 if TYPE_CHECKING:
@@ -199,6 +200,13 @@ class EvalResult:
         if self.final_correct is None:
             return float("nan")
         return float(self.final_correct.float().mean())
+
+    def threshold_outcome(self, threshold: float) -> tuple[float, float] | None:
+        """(accuracy, exit_rate) at normalized-entropy threshold τ (learning.exits); None for a method without an
+        exit or without a server path."""
+        if self.exit_correct is None or self.exit_entropy is None or self.final_correct is None:
+            return None
+        return threshold_outcome(self.exit_correct, self.final_correct, self.exit_entropy, threshold)
 
 
 def local_test_weights(train_labels: torch.Tensor, test_y: torch.Tensor, num_classes: int) -> torch.Tensor:

@@ -4,15 +4,16 @@ copies, and the seeds the networks start from. No clock and no costs."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 
-from simulator.learning.copies import Copies
-from simulator.costs.cost_table import CostTable
-from simulator.learning.models.resnet import UnitModel
-from simulator.rng import Streams
 from simulator.config.scenario import OfScenario
-from simulator.learning.training import BatchSampler, ClientTrainer
+from simulator.costs.cost_table import CostTable
+from simulator.learning.copies import Copies
+from simulator.learning.models.resnet import UnitModel
+from simulator.learning.training import BatchSampler, ClientTrainer, local_test_weights
+from simulator.rng import Streams
 
 __all__ = ["LearningWorld"]
 
@@ -34,6 +35,32 @@ class LearningWorld(OfScenario):
     torch_device: torch.device
     scratch: UnitModel | None = field(default=None, repr=False)  # initial_backbone's model (dropped once built)
     scratch_seed: int | None = field(default=None, repr=False)  # the seed its weights were drawn from
+    _local_weights: list[torch.Tensor] | None = field(default=None, repr=False)  # see local_weights
+
+    def local_weights(self) -> list[torch.Tensor]:
+        """Per client, the weight of each test sample in its own training label distribution (made once)."""
+        if self._local_weights is None:
+            classes = self.scenario.dataset.shape()[2]
+            self._local_weights = [local_test_weights(self.train_y[sp.indices], self.test_y, classes)
+                                   for sp in self.samplers]
+        return self._local_weights
+
+    def state_dict(self) -> dict[str, Any]:
+        """The rows of every client part and server part (weights and optimizer state) and every sampler."""
+        return {
+            "client_parts": {cut: part.state_dict() for cut, part in self.client_parts.items()},
+            "server_parts": {cut: part.state_dict() for cut, part in self.server_parts.items()},
+            "samplers": [sp.state_dict() for sp in self.samplers],
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restores what `state_dict` returned into a freshly built world of the same scenario."""
+        for cut, part in self.client_parts.items():
+            part.load_state_dict(state["client_parts"][cut])
+        for cut, part in self.server_parts.items():
+            part.load_state_dict(state["server_parts"][cut])
+        for sp, st in zip(self.samplers, state["samplers"], strict=True):
+            sp.load_state_dict(st)
 
     def new_backbone(self, name: str, index: int = 0) -> UnitModel:
         """A freshly initialised backbone from its own named seed stream, on the compute device."""

@@ -2,54 +2,29 @@
 
 from __future__ import annotations
 
-from typing import Any, Mapping, Sequence
-
-import torch
+from typing import Any, Mapping, Protocol, Sequence
 
 from simulator.config.condition_traces import time_averaged
-from simulator.costs.formulas import InferenceCosts, inference_sample_costs
-from simulator.costs.cost_table import CostTable
 from simulator.config.profiles import DeviceProfile, LinkProfile
 from simulator.config.scenario import ResolvedScenario
-from simulator.learning.training import EvalResult
+from simulator.costs.cost_table import CostTable
+from simulator.costs.formulas import InferenceCosts, inference_sample_costs
+from simulator.output.columns import EARLY_EXIT_COLUMNS
 
 __all__ = [
     "EARLY_EXIT_COLUMNS",
-    "exit_mask",
-    "threshold_outcome",
+    "ExitOutcomes",
     "client_inference_costs",
     "early_exit_rows",
 ]
 
-EARLY_EXIT_COLUMNS = ("client", "threshold", "accuracy", "exit_rate", "latency_s", "energy_j")
 
+class ExitOutcomes(Protocol):
+    """A client's evaluation as the early-exit rows need it (learning.training.EvalResult is one)."""
 
-def exit_mask(exit_entropy: torch.Tensor, threshold: float) -> torch.Tensor:
-    """(N,) bool: which samples exit locally at normalized-entropy threshold τ.
+    def threshold_outcome(self, threshold: float) -> tuple[float, float] | None:
+        """(accuracy, exit_rate) at normalized-entropy threshold τ; None without an exit or a server path."""
 
-    A sample exits iff H/log(C) ≤ τ, except τ = 0, which means "never exit": a saturated softmax can have an
-    entropy that rounds to exactly 0, and τ = 0 must stay the pure server-path baseline. τ = 1 keeps every sample
-    local, since the entropies are clamped to [0, 1].
-    """
-    if not 0.0 <= threshold <= 1.0:
-        raise ValueError(f"threshold must be in [0, 1], got {threshold}")
-    if threshold == 0.0:
-        return torch.zeros_like(exit_entropy, dtype=torch.bool)
-    # τ is rounded to the entropies' precision (float32), so an entropy stored as 0.2 exits at τ = 0.2
-    return exit_entropy <= threshold
-
-
-def threshold_outcome(exit_correct: torch.Tensor, final_correct: torch.Tensor, exit_entropy: torch.Tensor,
-                      threshold: float) -> tuple[float, float]:
-    """(accuracy, exit_rate) at τ, from per-sample (N,) outcomes.
-
-    A sample that exits is answered by the exit, the others by the server path (client body → server part);
-    accuracy is the fraction answered correctly, exit_rate the fraction that exits.
-    """
-    mask = exit_mask(exit_entropy, threshold)  # (N,) bool
-    answered = torch.where(mask, exit_correct, final_correct)  # (N,) bool
-    # float64 means: 3 of 1000 is written 0.003, not float32's 0.0030000000260770321
-    return float(answered.double().mean()), float(mask.double().mean())
 
 
 def client_inference_costs(table: CostTable, cut: int, device: DeviceProfile, link: LinkProfile,
@@ -78,7 +53,7 @@ def client_inference_costs(table: CostTable, cut: int, device: DeviceProfile, li
 
 
 def early_exit_rows(rs: ResolvedScenario, table: CostTable,
-                    evals: Mapping[int, EvalResult]) -> list[tuple[Any, ...]]:
+                    evals: Mapping[int, ExitOutcomes]) -> list[tuple[Any, ...]]:
     """One row per client and threshold (EARLY_EXIT_COLUMNS), sorted by client index, then threshold.
 
     Clients with no evaluation, or whose method has no early exit (``exit_correct``/``exit_entropy`` None, e.g.
@@ -89,10 +64,12 @@ def early_exit_rows(rs: ResolvedScenario, table: CostTable,
     rows: list[tuple[Any, ...]] = []
     for c in sorted(rs.clients, key=lambda c: c.index):
         ev = evals.get(c.index)
-        if ev is None or ev.exit_correct is None or ev.exit_entropy is None or ev.final_correct is None:
+        outcomes = [ev.threshold_outcome(tau) for tau in thresholds] if ev is not None else []
+        if not outcomes or outcomes[0] is None:  # no evaluation, or no exit (baselines) / no server path
             continue
         costs = client_inference_costs(table, c.cut, c.device, c.link, rs.server, dtype)
-        for tau in thresholds:
-            accuracy, rate = threshold_outcome(ev.exit_correct, ev.final_correct, ev.exit_entropy, tau)
+        for tau, got in zip(thresholds, outcomes):
+            assert got is not None
+            accuracy, rate = got
             rows.append((c.name, tau, accuracy, rate, costs.mean_latency_s(rate), costs.mean_energy_j(rate)))
     return rows

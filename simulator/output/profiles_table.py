@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Mapping, Sequence
 
 from simulator.config.profiles import DeviceProfile, LinkProfile
-from simulator.units import round_sig, format_bytes, format_sig
+from simulator.units import format_bytes, format_sig, round_sig
 
 __all__ = [
     "format_devices_table",

@@ -1,4 +1,5 @@
-"""Writes a run folder: scenario.resolved.yaml, rounds.csv, clients.csv, events, summary.json (atomically)."""
+"""Writes a run folder: scenario.resolved.yaml, rounds.csv, clients.csv, events, conditions.csv, summary.json
+(atomically)."""
 
 from __future__ import annotations
 
@@ -7,26 +8,39 @@ import io
 import json
 import math
 import platform
-from operator import attrgetter, itemgetter
+import sys
+from importlib import metadata
+from operator import itemgetter
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 import simpy
-import torch
 import yaml
 
-from simulator.version import __version__
-from simulator.output.fsio import atomic_write
-from simulator.timing.recorder import EVENT_COLUMNS, Recorder
+from simulator.output.client_table import clients_format, write_clients_parquet
 from simulator.config.scenario import ResolvedScenario
 from simulator.config.registry import sync_of
+from simulator.costs.table_cache import cost_table_of
+from simulator.output.columns import (
+    ASYNC_CLIENT_COLUMNS,
+    CLIENT_COLUMNS,
+    CONDITION_COLUMNS,
+    CONDITION_FIELDS,
+    CONDITIONS_FILE,
+    EARLY_EXIT_COLUMNS,
+    EVENT_COLUMNS,
+    ROUND_COLUMNS,
+)
+from simulator.output.early_exit import early_exit_rows
+from simulator.output.fsio import atomic_write
+from simulator.timing.recorder import Recorder
 from simulator.timing.server import SERVER
+from simulator.version import __version__
 
 __all__ = [
-    "ROUND_COLUMNS",
-    "CLIENT_COLUMNS",
     "ASYNC_CLIENT_COLUMNS",
+    "client_columns",
     "atomic_write",
     "round_rows",
     "client_rows",
@@ -34,16 +48,6 @@ __all__ = [
     "write_run",
     "write_resolved",
 ]
-
-ROUND_COLUMNS = ("round", "sim_time_s", "final_accuracy", "mean_exit_accuracy", "energy_j", "bytes_up",
-                 "bytes_down", "host_seconds")
-CLIENT_COLUMNS = ("round", "client", "device", "cut", "exit_accuracy", "final_accuracy", "train_loss_exit",
-                  "train_loss_server", "energy_j", "bytes_up", "bytes_down", "available", "status", "steps_done",
-                  "exit_accuracy_local", "final_accuracy_local")
-# Written after CLIENT_COLUMNS by a run without rounds (training.sync async | buffered) only, so that a run in rounds
-# keeps its files byte for byte: the mean staleness of the client's updates the server took in that row's piece.
-ASYNC_CLIENT_COLUMNS = ("staleness",)
-
 
 def _csv(columns: Sequence[str], rows: Iterable[Sequence[Any]], *, blank_nan: bool = True) -> str:
     """CSV text; NaN (no value) written as an empty cell. Rows already free of NaN may skip the check
@@ -57,9 +61,6 @@ def _csv(columns: Sequence[str], rows: Iterable[Sequence[Any]], *, blank_nan: bo
     return buf.getvalue()
 
 
-_ENERGY, _UP, _DOWN = attrgetter("energy_j"), attrgetter("bytes_up"), attrgetter("bytes_down")
-
-
 def _blank(value: float) -> float | str:
     return "" if value != value else value  # NaN -> empty cell
 
@@ -68,15 +69,23 @@ def _mean(values: list[float]) -> float:
     return float(np.mean(values)) if values else float("nan")
 
 
+def _in_order(values: np.ndarray, order: list[int]) -> list[float]:
+    """An entity array's values in the order the entities were recorded (sums follow it, left to right)."""
+    return values[np.asarray(order, dtype=np.int64)].tolist()
+
+
 def round_rows(records: Sequence[Any], recorder: Recorder) -> list[tuple[Any, ...]]:
     rows = []
     for rec in records:
-        per = list(recorder.round_totals[rec.round].values())
+        r = recorder.round_arrays(rec.round)
+        order = r.order if r is not None else []
         rows.append((
             rec.round, rec.sim_time_s,
             _mean([e.final_accuracy for e in rec.evals.values()]),
             _mean([e.exit_accuracy for e in rec.evals.values()]),
-            sum(map(_ENERGY, per)), sum(map(_UP, per)), sum(map(_DOWN, per)),
+            sum(_in_order(r.energy, order)) if r is not None else 0,
+            sum(_in_order(r.up, order)) if r is not None else 0,
+            sum(_in_order(r.down, order)) if r is not None else 0,
             round(rec.host_seconds, 4),
         ))
     return rows
@@ -98,9 +107,10 @@ def client_rows(records: Sequence[Any], recorder: Recorder, rs: ResolvedScenario
     cuts = [c.cut for c in rs.clients]
     blank = [""] * len(names)
     asynchronous = sync_of(rs.scenario) != "rounds"
+    zeros = [0.0] * len(names)
+    at = recorder.indices(names)
     for rec in records:
-        totals = recorder.round_totals[rec.round]
-        tots = [totals.get(n) for n in names]
+        r = recorder.round_arrays(rec.round)
         present = set(rec.present)
         if rec.evals:
             evs = [rec.evals.get(i) for i in indices]
@@ -114,8 +124,8 @@ def client_rows(records: Sequence[Any], recorder: Recorder, rs: ResolvedScenario
         server_loss = [_blank(rec.server_loss.get(i, nan)) for i in indices] if rec.server_loss else blank
         columns = [
             [rec.round] * len(names), names, devices, cuts, exit_acc, final_acc, exit_loss, server_loss,
-            [t.energy_j if t else 0.0 for t in tots], [t.bytes_up if t else 0.0 for t in tots],
-            [t.bytes_down if t else 0.0 for t in tots], [int(i in present) for i in indices],
+            r.energy[at].tolist() if r is not None else zeros, r.up[at].tolist() if r is not None else zeros,
+            r.down[at].tolist() if r is not None else zeros, [int(i in present) for i in indices],
             [rec.status.get(i, "ok") for i in indices], [rec.steps_done.get(i, 0) for i in indices],
             exit_local, final_local,
         ]
@@ -156,7 +166,7 @@ def summary(rs: ResolvedScenario, records: Sequence[Any], recorder: Recorder,
             sample_counts: Sequence[int] | None = None) -> dict[str, Any]:
     last_eval = next((r for r in reversed(records) if r.evals), None)
     per_entity = recorder.entity_energy()
-    totals = [t for per in recorder.round_totals.values() for t in per.values()]
+    rounds = [r for r in (recorder.round_arrays(k) for k in recorder.recorded_rounds()) if r is not None]
     names = {c.index: c.name for c in rs.clients}
     return {
         "scenario": rs.scenario.name,
@@ -188,13 +198,27 @@ def summary(rs: ResolvedScenario, records: Sequence[Any], recorder: Recorder,
         "sim_time_s": records[-1].sim_time_s if records else 0.0,
         "energy_j": {"total": sum(per_entity.values()), "per_entity": per_entity,
                      "server": per_entity.get(SERVER, 0.0)},
-        "bytes_up": sum(map(_UP, totals)),
-        "bytes_down": sum(map(_DOWN, totals)),
+        "bytes_up": sum(x for r in rounds for x in _in_order(r.up, r.order)),
+        "bytes_down": sum(x for r in rounds for x in _in_order(r.down, r.order)),
         "host_seconds": sum(r.host_seconds for r in records),
-        "threads": torch.get_num_threads(),  # intra-op threads of the process that wrote it
+        "threads": _torch_threads(),  # intra-op threads of the process that wrote it
         "versions": {"hetero_splitee_sim": __version__, "python": platform.python_version(),
-                     "torch": torch.__version__, "numpy": np.__version__, "simpy": simpy.__version__},
+                     "torch": _version("torch"), "numpy": np.__version__, "simpy": simpy.__version__},
     }
+
+
+def _torch_threads() -> int | None:
+    """torch's intra-op thread count if the process loaded torch (every run does: its learning builder sets the
+    count), read without importing it here: writing results stays torch-free."""
+    torch = sys.modules.get("torch")
+    return torch.get_num_threads() if torch is not None else None
+
+
+def _version(package: str) -> str | None:
+    try:
+        return metadata.version(package)
+    except metadata.PackageNotFoundError:
+        return None
 
 
 def _json_safe(value: Any) -> Any:
@@ -249,9 +273,6 @@ def _write_events(out: Path, recorder: Recorder, fmt: str) -> Path | None:
 
 def _write_early_exit(out: Path, rs: ResolvedScenario, records: Sequence[Any]) -> None:
     """Per client and threshold, from the last evaluation (none for methods without exits)."""
-    from simulator.output.early_exit import EARLY_EXIT_COLUMNS, early_exit_rows
-    from simulator.costs.table_cache import cost_table_of
-
     last_eval = next((r for r in reversed(records) if r.evals), None)
     if last_eval is None:
         return
@@ -260,20 +281,39 @@ def _write_early_exit(out: Path, rs: ResolvedScenario, records: Sequence[Any]) -
         atomic_write(out / "early_exit.csv", _csv(EARLY_EXIT_COLUMNS, rows))
 
 
+def _write_conditions(out: Path, rows: Sequence[tuple[float, str, str, float]]) -> None:
+    """conditions.csv from the timing world's rows, sorted by time, entity, then field; no file (and none left
+    from before) when nothing varies."""
+    path = out / CONDITIONS_FILE
+    if not rows:
+        path.unlink(missing_ok=True)
+        return
+    rank = {f: k for k, f in enumerate(CONDITION_FIELDS)}
+    ordered = sorted(rows, key=lambda r: (r[0], r[1], rank[r[2]]))  # stable: a resource's rows keep their order
+    atomic_write(path, _csv(CONDITION_COLUMNS, ordered, blank_nan=False))
+
+
 def write_run(out: Path, rs: ResolvedScenario, records: Sequence[Any], recorder: Recorder,
               stopped_early: str | None = None, *, timing_only: bool = False,
               sample_counts: Sequence[int] | None = None,
-              finish: Callable[[dict[str, Any]], dict[str, Any]] | None = None) -> dict[str, Any]:
+              finish: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
+              conditions: Sequence[tuple[float, str, str, float]] = ()) -> dict[str, Any]:
     """All result files of a finished run; summary.json last, so its presence means the run is complete.
 
     `finish`, if given, runs once the other files are written and returns the summary to write (a replay puts
-    the original run's learning results into the tables and the summary)."""
+    the original run's learning results into the tables and the summary). `conditions`: the rows of
+    conditions.csv (timing.conditions_log; empty when nothing varies: no file)."""
     if not (out / "scenario.resolved.yaml").is_file():  # the runner writes it when the run starts
         write_resolved(out, rs)
     atomic_write(out / "rounds.csv", _csv(ROUND_COLUMNS, round_rows(records, recorder)))
-    atomic_write(out / "clients.csv", _csv(client_columns(rs), client_rows(records, recorder, rs), blank_nan=False))
+    if clients_format(rs, len(records)) == "parquet":  # too many rows for text (output.client_table)
+        write_clients_parquet(out, rs, records, recorder)
+    else:
+        atomic_write(out / "clients.csv", _csv(client_columns(rs), client_rows(records, recorder, rs),
+                                               blank_nan=False))
     _write_events(out, recorder, rs.scenario.output.events)
     _write_early_exit(out, rs, records)
+    _write_conditions(out, conditions)
     summ = summary(rs, records, recorder, stopped_early, timing_only=timing_only, sample_counts=sample_counts)
     if finish is not None:
         summ = finish(summ)

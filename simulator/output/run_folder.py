@@ -9,9 +9,9 @@ import shutil
 from pathlib import Path
 from typing import Iterable
 
-from simulator.version import __version__
 from simulator.errors import InputError, clip
 from simulator.output.fsio import TMP_SUFFIX, check_output_dir, os_problem
+from simulator.version import __version__
 
 __all__ = ["MARKER", "LOCK", "RunFolder", "is_ours", "protected_reason"]
 

@@ -9,7 +9,8 @@ from simulator.costs import formulas as costs
 from simulator.timing import schedule
 from simulator.timing.device import Device
 
-__all__ = ["FleetClocks", "plan_rounds", "record_rounds", "planned_rounds", "planned_battery_round"]
+__all__ = ["FleetClocks", "GroupNumbers", "MessageNumbers", "plan_rounds", "record_rounds", "planned_rounds",
+           "planned_battery_round"]
 
 
 class FleetClocks:
@@ -39,33 +40,45 @@ class FleetClocks:
         return self.cond.latency(self.rows, t, self.nominal_latency, up=True)
 
 
-def plan_rounds(devices: list[Device], steps: int) -> schedule.ClientRounds:
+class GroupNumbers:
+    """What plan_rounds and record_rounds read of a group of devices, as arrays (a group planned every round
+    keeps them)."""
+
+    def __init__(self, devices: list[Device]) -> None:
+        self.fwd_s, self.rest_s, self.send_s = np.array([d.step_seconds for d in devices], dtype=float).T
+        self.varying = any(d.processor.varying or d.link.up.timing.varying for d in devices)
+        self.latency = np.array([d.link.up.latency_s for d in devices], dtype=float)
+        scale = np.array([d.link.up.jitter_s for d in devices], dtype=float)
+        self.jittered = np.flatnonzero(scale > 0)
+        self.scale = scale[self.jittered, None]
+        self.rows = np.array([devices[k].link.up.jitter_row for k in self.jittered.tolist()], dtype=np.int64)
+        self.entities = devices[0].recorder.indices([d.name for d in devices])
+        self.wire = np.array([d.wire_feature_bytes for d in devices], dtype=float)
+        self.clocks = FleetClocks(devices) if self.varying else None
+
+
+def plan_rounds(devices: list[Device], steps: int, numbers: GroupNumbers | None = None) -> schedule.ClientRounds:
     """`run_round` of several devices without their processes, for timing-only runs: each device's schedule in
     closed form from now (schedule.client_rounds; nothing may interrupt them and each has its link to itself).
     Jitter is drawn from each link's stream in the order the radio sends. Nothing is recorded or computed."""
     env = devices[0].env
-    fwd_s, rest_s, send_s = np.array([d.step_seconds for d in devices]).T
-    varying = any(d.processor.varying or d.link.up.timing.varying for d in devices)
-    if varying:  # the latency is asked at each send's end: the flights hold the jitter alone
+    g = numbers or GroupNumbers(devices)
+    if g.varying:  # the latency is asked at each send's end: the flights hold the jitter alone
         flights = np.zeros((len(devices), steps))
     else:
-        flights = np.repeat(np.array([[d.link.up.latency_s] for d in devices]), steps, axis=1)
-    scale = np.array([d.link.up.jitter_s for d in devices])
-    jittered = np.flatnonzero(scale > 0)
-    if len(jittered):  # every device's draws in send order, from its own row of the bank
-        bank = devices[0].link.up.jitter
-        rows = np.array([devices[k].link.up.jitter_row for k in jittered.tolist()])
-        jitter = scale[jittered, None] * bank.rows(rows, steps)
-        if varying:
-            flights[jittered] = jitter
+        flights = np.repeat(g.latency[:, None], steps, axis=1)
+    if len(g.jittered):  # every device's draws in send order, from its own row of the bank
+        jitter = g.scale * devices[0].link.up.jitter.rows(g.rows, steps)
+        if g.varying:
+            flights[g.jittered] = jitter
         else:
-            flights[jittered] += jitter
-    return schedule.client_rounds(env.now, steps, fwd_s, rest_s, send_s, flights, overlap=devices[0].overlap,
-                                  send_buffer=devices[0].send_buffer,
-                                  clocks=FleetClocks(devices) if varying else None)
+            flights[g.jittered] += jitter
+    return schedule.client_rounds(env.now, steps, g.fwd_s, g.rest_s, g.send_s, flights, overlap=devices[0].overlap,
+                                  send_buffer=devices[0].send_buffer, clocks=g.clocks)
 
 
-def record_rounds(devices: list[Device], rnd: int, plan: schedule.ClientRounds) -> None:
+def record_rounds(devices: list[Device], rnd: int, plan: schedule.ClientRounds,
+                  numbers: GroupNumbers | None = None) -> None:
     """The intervals of planned rounds into the recorder, as the devices' processes would record them."""
     rec = devices[0].recorder
     steps = plan.arrival.shape[1]
@@ -79,17 +92,18 @@ def record_rounds(devices: list[Device], rnd: int, plan: schedule.ClientRounds) 
                 rec.interval(d.name, "tx", rnd, float(plan.send[0][k, j]), float(plan.send[1][k, j]),
                              nbytes=d.wire_feature_bytes, direction="up")
         return
-    names = [d.name for d in devices]
-    compute = ((plan.fwd[1] - plan.fwd[0]) + (plan.rest[1] - plan.rest[0])).sum(axis=1).tolist()
-    rec.add_many(rnd, names, "compute", compute)
-    tx = (plan.send[1] - plan.send[0]).sum(axis=1).tolist()
-    rec.add_many(rnd, names, "tx", tx, nbytes=[d.wire_feature_bytes * steps for d in devices], direction="up")
+    g = numbers or GroupNumbers(devices)
+    compute = ((plan.fwd[1] - plan.fwd[0]) + (plan.rest[1] - plan.rest[0])).sum(axis=1)
+    rec.add_many(rnd, g.entities, "compute", compute)
+    tx = (plan.send[1] - plan.send[0]).sum(axis=1)
+    rec.add_many(rnd, g.entities, "tx", tx, nbytes=g.wire * steps, direction="up")
 
 
-def planned_rounds(devices: list[Device], rnd: int, steps: int) -> schedule.ClientRounds:
+def planned_rounds(devices: list[Device], rnd: int, steps: int,
+                   numbers: GroupNumbers | None = None) -> schedule.ClientRounds:
     """plan_rounds, then record_rounds."""
-    plan = plan_rounds(devices, steps)
-    record_rounds(devices, rnd, plan)
+    plan = plan_rounds(devices, steps, numbers)
+    record_rounds(devices, rnd, plan, numbers)
     return plan
 
 
@@ -121,3 +135,36 @@ def planned_battery_round(device: Device, rnd: int, steps: int) -> schedule.Clie
     record_rounds([device], rnd, plan)
     device.idle_from(last, used)
     return plan
+
+
+class MessageNumbers:
+    """For the clients timed in closed form, what one message of n bytes costs on each direction of their own
+    link: radio seconds and wire bytes (kept per client while its message size stays the same), the latency it
+    meets and the jitter scale; `ends` times many such messages at once with Channel.send's arithmetic."""
+
+    def __init__(self, devices: list[Device]) -> None:
+        self.devices = devices
+        n = len(devices)
+        self.size = {up: np.full(n, -1.0) for up in (True, False)}
+        self.busy = {up: np.zeros(n) for up in (True, False)}
+        self.wire = {up: np.zeros(n) for up in (True, False)}
+        self.latency = {up: np.array([(d.link.up if up else d.link.down).latency_s for d in devices], dtype=float)
+                        for up in (True, False)}
+        self.scale = np.array([d.link.up.jitter_s for d in devices], dtype=float)  # both directions draw alike
+        self.rows = np.array([d.link.up.jitter_row for d in devices], dtype=np.int64)
+        self.bank = devices[0].link.up.jitter if devices else None
+
+    def ends(self, idx: np.ndarray, nbytes: np.ndarray, now: float, *, up: bool) -> tuple[np.ndarray, ...]:
+        """Messages of `nbytes` sent from `now` by the clients `idx` (constant links of their own): when each has
+        left the radio, when it arrives (latency + one jitter draw from the link's row), its wire bytes."""
+        stale = self.size[up][idx] != nbytes
+        for i, b in zip(idx[stale].tolist(), nbytes[stale].tolist()):
+            d = self.devices[i]
+            ch = d.link.up if up else d.link.down
+            self.busy[up][i], self.wire[up][i], self.size[up][i] = ch.busy_seconds(b), ch.wire_bytes(b), b
+        end = now + self.busy[up][idx]  # LinkTiming.send_end of a constant link
+        jitter = np.zeros(len(idx))
+        drawn = self.scale[idx] > 0
+        if drawn.any():  # one draw per message from its link's row, as Channel.send draws it
+            jitter[drawn] = self.scale[idx[drawn]] * self.bank.rows(self.rows[idx[drawn]], 1)[:, 0]
+        return end, end + (self.latency[up][idx] + jitter), self.wire[up][idx]

@@ -3,7 +3,7 @@ shared medium turned into pieces, each client's random offset and Markov chain d
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 

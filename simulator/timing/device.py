@@ -6,22 +6,22 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable, Generator
 
-
 import numpy as np
 import simpy
 
 from simulator.costs import compute_model
-from simulator.costs.conditions import ProcessorTiming
 from simulator.costs import formulas as costs
+from simulator.costs.conditions import ProcessorTiming
 from simulator.timing import schedule
+
 if TYPE_CHECKING:
     from simulator.costs.cost_table import CostTable
-from simulator.timing.clock import timeout_at
-from simulator.timing.network import Link
 from simulator.config.profiles import DeviceProfile
-from simulator.timing.recorder import Recorder
 from simulator.config.scenario import ClientSpec
 from simulator.plan import STEP, RoundPlan
+from simulator.timing.clock import timeout_at
+from simulator.timing.network import Link
+from simulator.timing.recorder import Recorder
 
 __all__ = ["FeatureBatch", "ClientCosts", "RoundFate", "Device", "timeout_at"]
 

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 from collections import defaultdict
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Sequence
+
+import numpy as np
 
 from simulator.config.profiles import DeviceProfile, LinkProfile
 from simulator.costs.formulas import drawn_j, power_above_idle_w
 
-__all__ = ["Event", "EVENT_COLUMNS", "EntityPower", "Recorder"]
-
-EVENT_COLUMNS = ("t_start", "t_end", "entity", "kind", "round", "bytes", "flops", "energy_j")
+__all__ = ["Event", "EntityPower", "Recorder"]
 
 # Event kinds: compute (client or server training step), tx / rx (feature batches, gradients, results),
 # agg_tx / agg_rx (model state moved for aggregation), aggregate (server averaging), idle (the baseline
@@ -22,7 +22,8 @@ _RADIO_KINDS = {"tx": "tx", "rx": "rx", "agg_tx": "tx", "agg_rx": "rx"}
 
 
 class Event(NamedTuple):
-    """One row of the event trace (a tuple: cheap to make by the million)."""
+    """One row of the event trace (a tuple: cheap to make by the million); its fields are the run folder's event
+    columns (simulator.output.columns.EVENT_COLUMNS)."""
 
     t_start: float
     t_end: float
@@ -59,22 +60,76 @@ class EntityPower:
 
 @dataclass
 class _Totals:
+    """One entity's totals in one round (a read-only snapshot of the recorder's arrays)."""
+
     energy_j: float = 0.0
     bytes_up: float = 0.0
     bytes_down: float = 0.0
     state_s: dict[str, float] = field(default_factory=lambda: defaultdict(float))
 
 
+class _Round:
+    """One round's totals, one array element per entity (the recorder's entity order); `order` lists the
+    entities in the order they were first recorded in the round (sums over entities follow it)."""
+
+    __slots__ = ("energy", "up", "down", "state", "seen", "order")
+
+    def __init__(self, n: int) -> None:
+        self.energy = np.zeros(n)
+        self.up = np.zeros(n)
+        self.down = np.zeros(n)
+        self.state: dict[str, np.ndarray] = {}
+        self.seen = np.zeros(n, dtype=bool)
+        self.order: list[int] = []
+
+    def touch(self, idx: np.ndarray) -> None:
+        new = idx[~self.seen[idx]]
+        if len(new):
+            self.seen[new] = True
+            self.order += new.tolist()
+
+    def seconds(self, kind: str) -> np.ndarray:
+        got = self.state.get(kind)
+        if got is None:
+            got = self.state[kind] = np.zeros(len(self.energy))
+        return got
+
+
 class Recorder:
     """Collects events; energy of an active interval = added power × duration, idle = idle_w × round length
-    (costs.formulas.drawn_j), summed interval by interval in the order they are recorded."""
+    (costs.formulas.drawn_j), summed interval by interval in the order they are recorded.
+
+    Totals are kept as arrays over the entities (clients then the server, in `powers` order), so that a fleet of
+    thousands is recorded by array operations; each element receives the same additions, in the same order, as
+    one running sum per entity would."""
 
     def __init__(self, powers: dict[str, EntityPower], keep_events: bool = True) -> None:
         self.powers = powers
         self.keep_events = keep_events
         self.events: list[Event] = []
-        self.round_totals: dict[int, dict[str, _Totals]] = defaultdict(lambda: defaultdict(_Totals))
-        self._energy_so_far: dict[str, float] = defaultdict(float)  # every joule recorded, per entity
+        self.names = list(powers)
+        self.index = {name: k for k, name in enumerate(self.names)}
+        n = len(self.names)
+        self._idle = np.array([p.idle_w for p in powers.values()], dtype=float)
+        kinds = {k for p in powers.values() for k in p.added_w}
+        self._added = {k: np.array([p.added_w.get(k, 0.0) for p in powers.values()], dtype=float) for k in kinds}
+        self._rounds: dict[int, _Round] = {}
+        self._so_far = np.zeros(n)  # every joule recorded, per entity
+        self._first: list[int] = []  # entities in the order they were first recorded in any round
+        self._ever = np.zeros(n, dtype=bool)
+
+    def _round(self, rnd: int) -> _Round:
+        got = self._rounds.get(rnd)
+        if got is None:
+            got = self._rounds[rnd] = _Round(len(self.names))
+        return got
+
+    def _touch(self, r: _Round, idx: np.ndarray) -> None:
+        r.touch(idx)
+        new = idx[~self._ever[idx]]
+        if len(new):
+            self._ever[new] = True
+            self._first += new.tolist()
 
     def interval(self, entity: str, kind: str, rnd: int, t_start: float, t_end: float, *,
                  nbytes: float = 0.0, flops: float = 0.0, direction: str | None = None) -> None:
@@ -88,76 +143,126 @@ class Recorder:
         """`seconds` of `kind` into the round's totals (one interval, or many by their total duration when no
         event rows are kept); returns the energy added."""
         energy = drawn_j(self.powers[entity].added_w[_RADIO_KINDS.get(kind, kind)], seconds)
-        tot = self.round_totals[rnd][entity]
-        tot.energy_j += energy
-        self._energy_so_far[entity] += energy
-        tot.state_s[kind] += seconds
+        k = self.index[entity]
+        r = self._round(rnd)
+        if not r.seen[k]:
+            self._touch(r, np.array([k]))
+        r.energy[k] += energy
+        self._so_far[k] += energy
+        r.seconds(kind)[k] += seconds
         if direction == "up":
-            tot.bytes_up += nbytes
+            r.up[k] += nbytes
         elif direction == "down":
-            tot.bytes_down += nbytes
+            r.down[k] += nbytes
         return energy
 
-    def add_many(self, rnd: int, entities: list[str], kind: str, seconds: list[float], *,
-                 nbytes: list[float] | None = None, direction: str | None = None) -> None:
-        """`add` for many entities at once (entity k: `seconds[k]` of `kind`, `nbytes[k]` bytes)."""
-        per, so_far, state = self.round_totals[rnd], self._energy_so_far, _RADIO_KINDS.get(kind, kind)
-        for k, entity in enumerate(entities):
-            energy = drawn_j(self.powers[entity].added_w[state], seconds[k])
-            tot = per[entity]
-            tot.energy_j += energy
-            so_far[entity] += energy
-            tot.state_s[kind] += seconds[k]
-            if direction == "up":
-                tot.bytes_up += nbytes[k]  # type: ignore[index]
-            elif direction == "down":
-                tot.bytes_down += nbytes[k]  # type: ignore[index]
+    def add_many(self, rnd: int, entities: list[str] | np.ndarray, kind: str, seconds: Sequence[float] | np.ndarray,
+                 *, nbytes: Sequence[float] | np.ndarray | None = None, direction: str | None = None) -> None:
+        """`add` for many distinct entities at once (entity k: `seconds[k]` of `kind`, `nbytes[k]` bytes);
+        `entities` as names or as the recorder's entity indices (`index`)."""
+        idx = self.indices(entities)
+        if not len(idx):
+            return
+        sec = np.asarray(seconds, dtype=float)
+        energy = self._added[_RADIO_KINDS.get(kind, kind)][idx] * sec  # drawn_j, element by element
+        r = self._round(rnd)
+        self._touch(r, idx)
+        r.energy[idx] += energy
+        self._so_far[idx] += energy
+        r.seconds(kind)[idx] += sec
+        if direction == "up":
+            r.up[idx] += np.asarray(nbytes, dtype=float)
+        elif direction == "down":
+            r.down[idx] += np.asarray(nbytes, dtype=float)
+
+    def indices(self, entities: list[str] | np.ndarray) -> np.ndarray:
+        """The recorder's indices of `entities` (names, or indices already)."""
+        if isinstance(entities, np.ndarray) and entities.dtype.kind in "iu":
+            return entities
+        index = self.index
+        return np.fromiter((index[e] for e in entities), dtype=np.int64, count=len(entities))
 
     def mark(self, entity: str, kind: str, rnd: int, t_start: float, t_end: float | None = None) -> None:
         """A state change or an offline interval: in the trace, no energy (an offline device draws nothing)."""
         if self.keep_events:
             self.events.append(Event(t_start, t_start if t_end is None else t_end, entity, kind, rnd, 0.0, 0.0, 0.0))
 
-    def close_round(self, rnd: int, t_start: float, t_end: float, present: list[str],
+    def close_round(self, rnd: int, t_start: float, t_end: float, present: list[str] | np.ndarray,
                     until: dict[str, float] | None = None) -> None:
         """Adds each present entity's idle draw over the round window [t_start, t_end], or until it left
-        (`until[entity]`)."""
-        for entity in present:
-            end = (until or {}).get(entity, t_end)
-            energy = drawn_j(self.powers[entity].idle_w, end - t_start)
-            self.round_totals[rnd][entity].energy_j += energy
-            self._energy_so_far[entity] += energy
-            if self.keep_events:
-                self.events.append(Event(t_start, end, entity, "idle", rnd, 0.0, 0.0, energy))
+        (`until[entity]`); `present` as names or as the recorder's indices."""
+        idx = self.indices(present)
+        end = np.full(len(idx), t_end)
+        if until:
+            for k, i in enumerate(idx.tolist()):
+                end[k] = until.get(self.names[i], t_end)
+        energy = self._idle[idx] * (end - t_start)  # drawn_j, element by element
+        r = self._round(rnd)
+        self._touch(r, idx)
+        r.energy[idx] += energy
+        self._so_far[idx] += energy
+        if self.keep_events:
+            names = self.names
+            self.events += [Event(t_start, e, names[i], "idle", rnd, 0.0, 0.0, j)
+                            for i, e, j in zip(idx.tolist(), end.tolist(), energy.tolist())]
 
     def energy_so_far(self, entity: str) -> float:
         """Joules recorded for `entity` so far (the running round's idle draw is added when it closes)."""
-        return self._energy_so_far[entity]
+        return float(self._so_far[self.index[entity]])
 
     def entity_energy(self) -> dict[str, float]:
-        out: dict[str, float] = defaultdict(float)
-        for per_entity in self.round_totals.values():
-            for entity, tot in per_entity.items():
-                out[entity] += tot.energy_j
-        return dict(out)
+        """Each entity's joules over every round (summed round after round), in the order entities first
+        appear."""
+        total = np.zeros(len(self.names))
+        for r in self._rounds.values():
+            o = np.asarray(r.order, dtype=np.int64)
+            total[o] += r.energy[o]
+        return {self.names[i]: float(total[i]) for i in self._first}
+
+    # --- reading the totals --------------------------------------------------------------------
+    def recorded_rounds(self) -> list[int]:
+        """The rounds with totals, in the order they were first recorded."""
+        return list(self._rounds)
+
+    def round_arrays(self, rnd: int) -> _Round | None:
+        """A round's totals as arrays over the entities (None: nothing was recorded in it)."""
+        return self._rounds.get(rnd)
+
+    @property
+    def round_totals(self) -> dict[int, dict[str, _Totals]]:
+        """Per round and entity (in the order they were recorded) a snapshot of the totals."""
+        out: dict[int, dict[str, _Totals]] = {}
+        for rnd, r in self._rounds.items():
+            per = out[rnd] = {}
+            for i in r.order:
+                states = defaultdict(float, {k: float(v[i]) for k, v in r.state.items()})
+                per[self.names[i]] = _Totals(float(r.energy[i]), float(r.up[i]), float(r.down[i]), states)
+        return out
 
     def state_dict(self) -> dict[str, Any]:
         return {
-            "energy_so_far": dict(self._energy_so_far),  # as summed, interval by interval: bit for bit on resume
+            "energy_so_far": {self.names[i]: float(self._so_far[i]) for i in self._first},
             "events": [e.row() for e in self.events],
             "totals": {
-                r: {e: (t.energy_j, t.bytes_up, t.bytes_down, dict(t.state_s)) for e, t in per.items()}
-                for r, per in self.round_totals.items()
+                r: {self.names[i]: (float(t.energy[i]), float(t.up[i]), float(t.down[i]),
+                                    {k: float(v[i]) for k, v in t.state.items()}) for i in t.order}
+                for r, t in self._rounds.items()
             },
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.events = [Event(*row) for row in state["events"]]
-        self.round_totals = defaultdict(lambda: defaultdict(_Totals))
-        self._energy_so_far = defaultdict(float)
-        for r, per in state["totals"].items():
+        n = len(self.names)
+        self._rounds = {}
+        self._so_far = np.zeros(n)
+        self._first, self._ever = [], np.zeros(n, dtype=bool)
+        for rnd, per in state["totals"].items():
+            r = self._round(rnd)
             for e, (energy, up, down, states) in per.items():
-                tot = self.round_totals[r][e]
-                tot.energy_j, tot.bytes_up, tot.bytes_down = energy, up, down
-                tot.state_s.update(states)
-        self._energy_so_far = defaultdict(float, state["energy_so_far"])
+                k = self.index[e]
+                self._touch(r, np.array([k]))
+                r.energy[k], r.up[k], r.down[k] = energy, up, down
+                for kind, sec in states.items():
+                    r.seconds(kind)[k] = sec
+        for e, joules in state["energy_so_far"].items():
+            self._so_far[self.index[e]] = joules

@@ -2,8 +2,8 @@
 
 Timing-only runs and replays use these where nothing can interrupt a client (no round deadline, no churn, no
 battery) and its link has a medium of its own: its whole round is then known at its start, and one function call
-replaces the per-batch SimPy processes of every such client. Every time is computed with the same float operations, in the same order,
-as the event engine (a start plus a duration), so both give bit-identical times.
+replaces the per-batch SimPy processes of every such client. Every time is computed with the same float operations,
+in the same order, as the event engine (a start plus a duration), so both give bit-identical times.
 """
 
 from __future__ import annotations
@@ -61,7 +61,7 @@ def step_times(proc: Any, radio: Any, freed: Any, fwd_s: Any, rest_s: Any, *, ov
     return fwd_end, queued, rest_end, np.maximum(queued, radio)
 
 
-def client_rounds(t0: float, steps: int, fwd_s: np.ndarray, rest_s: np.ndarray, send_s: np.ndarray,
+def client_rounds(t0: float | np.ndarray, steps: int, fwd_s: np.ndarray, rest_s: np.ndarray, send_s: np.ndarray,
                   flight_s: np.ndarray, *, overlap: bool, send_buffer: int,
                   clocks: Clocks | None = None) -> ClientRounds:
     """The schedules of n clients each running `steps` steps from `t0`, uninterrupted, each on a link of its own
@@ -81,8 +81,8 @@ def client_rounds(t0: float, steps: int, fwd_s: np.ndarray, rest_s: np.ndarray, 
     if flight_s.shape != (n, steps):
         raise ValueError(f"flight_s must have shape {(n, steps)}, got {flight_s.shape}")
     out = {name: np.empty((n, steps)) for name in ("f0", "f1", "r0", "r1", "s0", "s1", "a")}
-    proc = np.full(n, float(t0))  # the processor is free
-    radio = np.full(n, float(t0))  # the radio is free
+    proc = np.array(np.broadcast_to(np.asarray(t0, dtype=float), (n,)))  # the processor is free (t0: one or (n,))
+    radio = proc.copy()  # the radio is free
     for k in range(steps):
         freed = out["s0"][:, k - send_buffer] if overlap and k >= send_buffer else None
         fwd_end, queued, rest_end, start = step_times(proc, radio, freed, fwd_s, rest_s, overlap=overlap,
@@ -116,14 +116,18 @@ def fifo_queue(arrivals: Sequence[float], service_s: Sequence[float], workers: i
             free = start + s
         return starts
     free_at: list[float] = []  # a heap of the busy servers' finish times
-    for a, s in zip(arrivals, service_s):
-        if len(free_at) < workers:
-            start = a
-        else:
-            earliest = heapq.heappop(free_at)
-            start = a if a > earliest else earliest
+    jobs = zip(arrivals, service_s)
+    for a, s in jobs:  # until every server has had a job: each starts on arrival
+        starts.append(a)
+        heapq.heappush(free_at, a + s)
+        if len(free_at) == workers:
+            break
+    replace = heapq.heapreplace
+    for a, s in jobs:  # then each waits for the earliest server to finish (pop and push in one call)
+        earliest = free_at[0]
+        start = a if a > earliest else earliest
         starts.append(start)
-        heapq.heappush(free_at, start + s)
+        replace(free_at, start + s)
     return starts
 
 

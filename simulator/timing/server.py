@@ -6,8 +6,8 @@ from typing import Any, Callable, Generator
 
 import simpy
 
-from simulator.costs import formulas as costs
 from simulator.config.profiles import DeviceProfile
+from simulator.costs import formulas as costs
 from simulator.timing.recorder import Recorder
 
 __all__ = ["SERVER", "Server"]

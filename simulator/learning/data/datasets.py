@@ -11,12 +11,20 @@ from typing import Any
 import numpy as np
 import torch
 
-from simulator.config.dataset_files import (DATASET_NAMES, STL10_DIR, absent_files, archive_members, archive_name,
-                                            check_name, default_root, missing_files)
+from simulator.config.dataset_files import (
+    DATASET_NAMES,
+    STL10_DIR,
+    absent_files,
+    archive_members,
+    archive_name,
+    check_name,
+    default_root,
+    missing_files,
+)
+from simulator.errors import InputError
 from simulator.learning.data.download import extract, fetch, how_to_get
 from simulator.learning.data.formats import READERS, Raw
 from simulator.learning.data.partitions import stratified_subset
-from simulator.errors import InputError
 
 __all__ = ["DATASET_NAMES", "Dataset", "load_dataset", "load_train_labels", "default_root", "missing_files"]
 
@@ -90,10 +98,16 @@ def load_train_labels(name: str, root: str | Path | None = None, *, download: bo
     """The train labels `load_dataset` gives with the same arguments (the same stratified subset), without
     normalizing any image: what a timing-only run needs to partition the data among its clients."""
     _check_limits(max_train=max_train)
-    raw, s_sub_train, _ = _read(name, root, download=download, seed=seed, synthetic=synthetic)
-    if max_train is None or max_train >= len(raw.train_y):
-        return raw.train_y
-    return raw.train_y[stratified_subset(raw.train_y, max_train, rng=np.random.default_rng(s_sub_train))]
+    if name == "synthetic":  # the labels are drawn before the images: a large fleet's labels without its images
+        _, s_train, _, s_sub_train, _ = np.random.SeedSequence(seed).spawn(5)
+        cfg = _synthetic_cfg(synthetic or {})
+        train_y = _synthetic_labels(cfg["train_size"], cfg["num_classes"], np.random.default_rng(s_train))
+    else:
+        raw, s_sub_train, _ = _read(name, root, download=download, seed=seed, synthetic=synthetic)
+        train_y = raw.train_y
+    if max_train is None or max_train >= len(train_y):
+        return train_y
+    return train_y[stratified_subset(train_y, max_train, rng=np.random.default_rng(s_sub_train))]
 
 
 def _check_limits(**limits: int | None) -> None:
@@ -144,14 +158,7 @@ def _ensure_files(name: str, root: Path, *, download: bool, key: str) -> None:
 def _make_synthetic(params: Mapping[str, Any], s_proto: np.random.SeedSequence, s_train: np.random.SeedSequence,
                     s_test: np.random.SeedSequence) -> Raw:
     """Class-conditional images: a smooth random prototype per class (4x4 cells) plus Gaussian pixel noise."""
-    cfg = {key: default for key, (default, _) in _SYNTHETIC.items()}
-    for key, value in params.items():
-        if key not in _SYNTHETIC:
-            raise InputError(f"unknown key (known: {', '.join(_SYNTHETIC)})", key=f"dataset.synthetic.{key}")
-        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < _SYNTHETIC[key][1]:
-            raise InputError(f"must be a whole number >= {_SYNTHETIC[key][1]}, got {value!r}",
-                             key=f"dataset.synthetic.{key}")
-        cfg[key] = int(value)
+    cfg = _synthetic_cfg(params)
     num_classes, channels, size = cfg["num_classes"], cfg["in_channels"], cfg["image_size"]
     cells = 4
     rep = -(-size // cells)  # ceil(size / cells)
@@ -160,12 +167,30 @@ def _make_synthetic(params: Mapping[str, Any], s_proto: np.random.SeedSequence, 
 
     def draw(n: int, seq: np.random.SeedSequence) -> tuple[np.ndarray, np.ndarray]:
         rng = np.random.default_rng(seq)
-        y = rng.permutation(np.arange(n, dtype=np.int64) % num_classes)  # balanced classes
+        y = _synthetic_labels(n, num_classes, rng)
         x = proto[y] + rng.normal(0.0, 48.0, size=(n, channels, size, size))
         return np.clip(np.rint(x), 0, 255).astype(np.uint8), y
 
     return Raw(*draw(cfg["train_size"], s_train), *draw(cfg["test_size"], s_test),
                 classes=tuple(f"class_{k}" for k in range(num_classes)))
+
+
+def _synthetic_cfg(params: Mapping[str, Any]) -> dict[str, int]:
+    """The synthetic dataset's parameters, defaults filled in and checked."""
+    cfg = {key: default for key, (default, _) in _SYNTHETIC.items()}
+    for key, value in params.items():
+        if key not in _SYNTHETIC:
+            raise InputError(f"unknown key (known: {', '.join(_SYNTHETIC)})", key=f"dataset.synthetic.{key}")
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < _SYNTHETIC[key][1]:
+            raise InputError(f"must be a whole number >= {_SYNTHETIC[key][1]}, got {value!r}",
+                             key=f"dataset.synthetic.{key}")
+        cfg[key] = int(value)
+    return cfg
+
+
+def _synthetic_labels(n: int, num_classes: int, rng: np.random.Generator) -> np.ndarray:
+    """Balanced classes in a random order: the first draw of a split's generator (its images follow)."""
+    return rng.permutation(np.arange(n, dtype=np.int64) % num_classes)
 
 
 # --- subsets and normalization -------------------------------------------------------------------------------

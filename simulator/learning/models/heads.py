@@ -1,4 +1,5 @@
-"""Early-exit heads a client puts on top of its cut activation: grid pool + linear, global pool + linear, or conv first."""
+"""Early-exit heads a client puts on top of its cut activation: grid pool + linear, global pool + linear, or conv
+first."""
 
 from __future__ import annotations
 

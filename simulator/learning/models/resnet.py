@@ -68,7 +68,8 @@ class UnitModel(nn.Module):
     """A backbone as ``units`` (u1..uN) followed by a ``classifier``; cut l keeps u1..u_l on the client.
 
     Subclasses set ``units``, ``classifier``, ``unit_channels`` (out channels of each unit), ``unit_strides``
-    (the spatial stride of each unit), ``unit_names``, ``num_cuts`` (largest cut; cuts are 1..num_cuts), ``in_channels`` and ``num_classes``.
+    (the spatial stride of each unit), ``unit_names``, ``num_cuts`` (largest cut; cuts are 1..num_cuts),
+    ``in_channels`` and ``num_classes``.
     """
 
     units: nn.ModuleList

@@ -13,8 +13,8 @@ from torch import nn
 
 from simulator.learning.aggregation import state_tensors, weighted_average_
 from simulator.learning.split_training import ClientPart, SplitServer, copy_state_, evaluate_model, tensors_of
-from simulator.learning.training import EvalResult, state_bytes
 from simulator.learning.strategies.learner import Learner
+from simulator.learning.training import EvalResult, state_bytes
 from simulator.learning.world import LearningWorld
 from simulator.learning.mixing import SharedCopies
 from simulator.plan import (APPLY, BACKWARD, BUFFER, CATCH_UP, CENTRAL_STEP, DOWNLOAD, DROP, FED_AVERAGE, FORWARD,

@@ -78,3 +78,24 @@ class Learner(ABC):
 
     def load_extra_state(self, state: dict[str, Any]) -> None:
         """Restores what `extra_state` returned."""
+
+    def state_dict(self) -> dict[str, Any]:
+        """Everything learning needs to go on as if never stopped: its world's rows and samplers, the server's
+        modules and optimizers, the method's extra state and torch's global random state."""
+        return {
+            "world": self.w.state_dict(),
+            "server_modules": [m.state_dict() for m in self.server_modules()],
+            "server_opts": [o.state_dict() for o in self.optimizers()],
+            "strategy": self.extra_state(),
+            "torch_rng": torch.get_rng_state(),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restores what `state_dict` returned into a freshly built learning of the same scenario."""
+        self.w.load_state_dict(state["world"])
+        for m, st in zip(self.server_modules(), state["server_modules"], strict=True):
+            m.load_state_dict(st)
+        for o, st in zip(self.optimizers(), state["server_opts"], strict=True):
+            o.load_state_dict(st)
+        self.load_extra_state(state["strategy"])
+        torch.set_rng_state(state["torch_rng"])

@@ -18,8 +18,9 @@ from simulator.learning.aggregation import weighted_average_
 from simulator.learning.mixing import Held, SharedCopies
 from simulator.learning.training import EvalResult, ServerPath, evaluate_path
 from simulator.learning.strategies.learner import Learner
+from simulator.learning.training import EvalResult, ServerPath, evaluate_path
 from simulator.learning.world import LearningWorld
-from simulator.plan import APPLY, AVERAGE, BUFFER, DOWNLOAD, MIX, SERVE, STEP, RoundPlan
+from simulator.plan import APPLY, AVERAGE, BUFFER, DOWNLOAD, MIX, SERVE, STEP, RoundPlan, exit_head_groups, unit_groups
 
 __all__ = ["SplitEE", "Copy"]
 

@@ -15,11 +15,28 @@ import simpy
 from simulator.config.registry import StrategyEntry
 from simulator.costs import compute_model
 from simulator.costs import formulas as costs
-from simulator.costs.baselines import (body_bwd_flops, body_fwd_flops, exit_step_flops, full_step_flops,
-                                       gradient_bytes, split_server_flops)
+from simulator.costs.baselines import (
+    body_bwd_flops,
+    body_fwd_flops,
+    exit_step_flops,
+    full_step_flops,
+    gradient_bytes,
+    split_server_flops,
+)
+from simulator.plan import (
+    BACKWARD,
+    CATCH_UP,
+    CENTRAL_STEP,
+    DROP,
+    FED_AVERAGE,
+    FORWARD,
+    LOCAL_STEP,
+    RESTORE,
+    SAVE,
+    SPLIT_SERVE,
+    RoundPlan,
+)
 from simulator.timing.device import RoundFate
-from simulator.plan import (BACKWARD, CATCH_UP, CENTRAL_STEP, DROP, FED_AVERAGE, FORWARD, LOCAL_STEP, RESTORE,
-                                   SAVE, SPLIT_SERVE, RoundPlan)
 from simulator.timing.rounds.splitee import LEFT
 from simulator.timing.world import TimingWorld
 

@@ -68,13 +68,19 @@ class Discipline:
                 steps.append(r.w.env.process(r.server_step(rnd, item)))
         yield r.w.env.all_of(steps)
 
+    uses_arrays = True  # server_timeline reads the round's sorted arrival arrays, not `arrivals`
+
     def server_timeline(self, rnd: int, present: Sequence[int]) -> tuple[list[float], list[float], list[int]]:
-        """(starts, seconds, clients) of every server step on the batches in `arrivals`, as `serve` would run them
-        (the server never holds a client up in Hetero-SplitEE, so its schedule follows from the arrival times)."""
+        """(starts, seconds, clients) of every server step on the round's arrivals (sorted), as `serve` would run
+        them (the server never holds a client up in Hetero-SplitEE, so its schedule follows from the arrival
+        times)."""
         r = self.r
-        times, clients = [t for t, _ in r.arrivals], [i for _, i in r.arrivals]
-        seconds = [r.server_seconds[i] for i in clients]
-        return fifo_queue(times, seconds, r.w.scenario.server.workers), seconds, clients
+        seconds = r.server_seconds_of[r.arrival_owners].tolist()
+        starts = fifo_queue(r.arrival_times.tolist(), seconds, self.workers())
+        return starts, seconds, r.arrival_owners.tolist()
+
+    def workers(self) -> int:
+        return self.r.w.scenario.server.workers
 
 
 class Arrival(Discipline):
@@ -95,17 +101,15 @@ class Arrival(Discipline):
     def trained(self, client: int) -> None:
         """The server has trained on one more batch of `client`."""
 
-    def server_timeline(self, rnd: int, present: Sequence[int]) -> tuple[list[float], list[float], list[int]]:
-        r = self.r
-        times, clients = [t for t, _ in r.arrivals], [i for _, i in r.arrivals]
-        seconds = [r.server_seconds[i] for i in clients]
-        return fifo_queue(times, seconds, 1), seconds, clients
+    def workers(self) -> int:
+        return 1
 
 
 class RoundRobin(Discipline):
     """One step at a time, client after client, one batch each, skipping clients with nothing more to send."""
 
     order_follows_times = False
+    uses_arrays = False
 
     def serve(self, rnd: int, present: Sequence[int]) -> Generator[simpy.Event, Any, None]:
         r, env = self.r, self.r.w.env

@@ -14,9 +14,10 @@ import simpy
 from simulator.config.registry import StrategyEntry
 from simulator.costs import compute_model
 from simulator.costs.traffic import aggregation_traffic
-from simulator.timing.closed_form import planned_battery_round, planned_rounds
-from simulator.timing.device import FeatureBatch, RoundFate, timeout_at
 from simulator.plan import AVERAGE, SERVE, RoundPlan
+from simulator.timing.closed_form import GroupNumbers, MessageNumbers, planned_battery_round, planned_rounds
+from simulator.timing.device import FeatureBatch, RoundFate, timeout_at
+from simulator.timing.medium_form import medium_rounds
 from simulator.timing.planner import Planner
 from simulator.timing.rounds.disciplines import DISCIPLINES, ClientDone, Discipline
 from simulator.timing.server import SERVER
@@ -59,6 +60,7 @@ class SplitEERounds:
         self.arrivals: list[tuple[float, int]] = []
         self.done_at: dict[int, float] = {}
         self.round_t0 = 0.0
+        self._on_closed_medium: set[int] = set()  # clients whose aggregation transfer the medium's closed form took
         profile = world.server.profile
         batches = [d.costs.batch for d in world.devices]
         split = [c.placement == "split" for c in world.rs.clients]
@@ -68,6 +70,13 @@ class SplitEERounds:
             compute_model.seconds_for(profile, compute_model.server_step_flops(world.table, cut, b), f, step=True)
             if s else 0.0 for cut, b, f, s in zip(world.cuts, batches, self.server_flops, split)]
         self.discipline: Discipline = DISCIPLINES[discipline](self)
+        self.messages = MessageNumbers(world.devices)
+        self._groups: dict[tuple[int, tuple[int, ...]], GroupNumbers] = {}  # closed-form groups' numbers
+        self._parts: list[tuple[np.ndarray, np.ndarray]] = []
+        self.arrival_times, self.arrival_owners = np.zeros(0), np.zeros(0, dtype=np.int64)  # sorted, this round
+        self.server_seconds_of = np.array(self.server_seconds, dtype=float)
+        # The recorder's entities are the clients in index order, then the server: index i is client i.
+        assert world.recorder.names[:len(world.devices)] == [d.name for d in world.devices]
 
     client_devices = True
 
@@ -136,6 +145,59 @@ class SplitEERounds:
         self.done_at[i] = done
         self.fates[i] = RoundFate(steps_done=steps, delivered=steps)
 
+    def closed_media(self, rnd: int, present: Sequence[int], shared: list[int],
+                     latest: float) -> tuple[list[int], float]:
+        """The clients in `shared` whose medium is walked in closed form (timing.medium_form: a constant medium
+        whose present members are all here, with constant processors and links) are scheduled and recorded as
+        their shared_medium_round processes would be; returns the others and the latest time so far."""
+        w = self.w
+        by_medium: dict[int, list[int]] = {}
+        for i in shared:
+            by_medium.setdefault(id(w.devices[i].link.up.medium), []).append(i)
+        here = set(present)
+        rest: list[int] = []
+        for group in by_medium.values():
+            devs = [w.devices[i] for i in group]
+            medium = devs[0].link.up.medium
+            members = {j for j, d in enumerate(w.devices) if d.link.up.medium is medium and j in here}
+            if medium.timing is not None or members != set(group) or medium.active or any(
+                    d.processor.varying or d.link.up.timing.varying for d in devs):
+                rest += group
+                continue
+            latest = max(latest, self._medium_round(rnd, group))
+        return rest, latest
+
+    def _medium_round(self, rnd: int, group: list[int]) -> float:
+        """One medium's clients in closed form from now; their arrivals and fates; when the last is done."""
+        w, rec = self.w, self.w.recorder
+        devs = [w.devices[i] for i in group]
+        steps = [w.steps_per_round[i] for i in group]
+        flights = []
+        for d, s in zip(devs, steps):  # each link's draws in send order, as shared_medium_round takes them
+            up = d.link.up
+            jitter = up.jitter_s * up.jitter.row(up.jitter_row, s) if up.jitter_s > 0 else np.zeros(s)
+            flights.append((up.latency_s + jitter).tolist())
+        m = medium_rounds(w.env.now, steps, [d.step_seconds[0] for d in devs], [d.step_seconds[1] for d in devs],
+                          [d.wire_feature_bytes * 8.0 for d in devs], [d.link.up.cap_bps for d in devs],
+                          devs[0].link.up.medium.capacity_bps, flights, overlap=devs[0].overlap,
+                          send_buffer=devs[0].send_buffer)
+        done = m.done[0].tolist()
+        for k, (i, d, s) in enumerate(zip(group, devs, steps)):
+            f0, f1 = m.fwd[0][0, k, :s].tolist(), m.fwd[1][0, k, :s].tolist()
+            r0, r1 = m.rest[0][0, k, :s].tolist(), m.rest[1][0, k, :s].tolist()
+            s0, s1 = m.send[0][0, k, :s].tolist(), m.send[1][0, k, :s].tolist()
+            c = d.costs
+            for j in range(s):  # in the order the device's process records them
+                rec.interval(d.name, "compute", rnd, f0[j], f1[j], flops=c.fwd_flops)
+                rec.interval(d.name, "compute", rnd, r0[j], r1[j], flops=c.rest_flops)
+                rec.interval(d.name, "tx", rnd, s0[j], s1[j], nbytes=d.wire_feature_bytes, direction="up")
+            self.done_at[i] = done[k]
+            self.fates[i] = RoundFate(steps_done=s, delivered=s)
+        # The processes handed their arrivals over as they ended (the earliest done first).
+        for k in sorted(range(len(group)), key=lambda k: done[k]):
+            self._parts.append((m.arrival[0, k, :steps[k]], np.full(steps[k], group[k])))
+        return max(done, default=w.env.now)
+
     def timed_round(self, rnd: int, present: Sequence[int]) -> Generator[simpy.Event, Any, None]:
         """A round without per-batch server processes: a client nothing can interrupt is scheduled in one call; the
         others run their per-batch processes; the server's steps are then placed after the arrivals by the
@@ -145,8 +207,7 @@ class SplitEERounds:
         self.round_t0 = latest = env.now
         by_steps: dict[int, list[int]] = {}
         slow, shared = [], []
-        times: list[float] = []
-        owners: list[int] = []
+        self._parts = parts = []  # (arrival times, owners) arrays, in the order they reach the server's list
         mode, steps_of = self.planner.mode, w.steps_per_round
         for i in present:
             if mode[i] == "closed":
@@ -155,28 +216,39 @@ class SplitEERounds:
                 shared.append(i)  # only its medium is shared: its processor is still closed form
             elif mode[i] == "battery" and (bplan := planned_battery_round(w.devices[i], rnd, steps_of[i])):
                 steps = steps_of[i]
-                times += bplan.arrival[0].tolist()
-                owners += [i] * steps
+                parts.append((bplan.arrival[0], np.full(steps, i)))
                 self.done_at[i] = float(bplan.done[0])
                 self.fates[i] = RoundFate(steps_done=steps, delivered=steps)
                 latest = max(latest, self.done_at[i])
             else:
                 slow.append(i)
         for steps, group in by_steps.items():
-            cplan = planned_rounds([w.devices[i] for i in group], rnd, steps)
-            times += cplan.arrival.ravel().tolist()
-            owners += np.repeat(group, steps).tolist()
-            done = cplan.done.tolist()
-            self.done_at.update(zip(group, done))
+            key = (steps, tuple(group))
+            numbers = self._groups.get(key)
+            devices = [w.devices[i] for i in group]
+            if numbers is None:
+                numbers = self._groups[key] = GroupNumbers(devices)
+            cplan = planned_rounds(devices, rnd, steps, numbers)
+            parts.append((cplan.arrival.ravel(), np.repeat(group, steps)))
+            self.done_at.update(zip(group, cplan.done.tolist()))
             fate = RoundFate(steps_done=steps, delivered=steps)  # one for the group: nothing changes it
             self.fates.update(dict.fromkeys(group, fate))
-            latest = max(latest, max(done))
-        self.arrivals = list(zip(times, owners))
+            latest = max(latest, float(cplan.done.max()))
+        self.arrivals = []  # what the processes hand over as they run
+        shared, latest = self.closed_media(rnd, present, shared, latest)
         procs = [env.process(self.client_round(rnd, i)) for i in slow]
         procs += [env.process(self.shared_medium_round(rnd, i)) for i in shared]
         if procs:
             yield env.all_of(procs)
-        self.arrivals.sort(key=itemgetter(0))  # stable: equal times keep the order they reached the server in
+        if self.arrivals:
+            parts.append((np.array([t for t, _ in self.arrivals], dtype=float),
+                          np.array([i for _, i in self.arrivals], dtype=np.int64)))
+        times = np.concatenate([t for t, _ in parts]) if parts else np.zeros(0)
+        owners = np.concatenate([o for _, o in parts]).astype(np.int64) if parts else np.zeros(0, dtype=np.int64)
+        order = np.argsort(times, kind="stable")  # stable: equal times keep the order they reached the server in
+        self.arrival_times, self.arrival_owners = times[order], owners[order]
+        if not self.discipline.uses_arrays:
+            self.arrivals = list(zip(self.arrival_times.tolist(), self.arrival_owners.tolist()))
         rec = w.recorder
         starts, seconds, clients = self.discipline.server_timeline(rnd, present)
         if starts:
@@ -217,42 +289,75 @@ class SplitEERounds:
         w, env = self.w, self.w.env
         kind = "agg_tx" if up else "agg_rx"
         procs, latest, now = {}, env.now, env.now
-        names, busy, wires = [], [], []
         closed = []
+        latest = self._medium_transfers(rnd, nbytes, up=up, latest=latest)
         for i, n in nbytes.items():
-            if not n:
+            if not n or i in self._on_closed_medium:
                 continue
             dev = w.devices[i]
             if not self.closed_form(i):
                 procs[i] = env.process(dev.transfer(rnd, n, up=up, kind=kind, stop=dev.leave))
             else:
                 closed.append((i, n))
-        # Links whose rates change over time are asked all at once (the same arithmetic as one at a time).
+        # Links whose rates change over time are asked all at once (the same arithmetic as one at a time); the
+        # constant ones are timed as arrays (closed_form.MessageNumbers).
         ends = _varying_ends(w, closed, now, up=up)
-        for i, n in closed:
-            dev = w.devices[i]
-            ch = dev.link.up if up else dev.link.down
-            if i in ends:
-                end_busy, latency = ends[i]
-            else:
-                end_busy = ch.timing.send_end(now, n)
-                latency = ch.timing.latency_at(end_busy)
-            flight = latency + ch.jitter.one(ch.jitter_row, ch.jitter_s)
-            latest = max(latest, end_busy + flight)  # + 0.0 leaves a time unchanged, as no flight at all
-            names.append(dev.name)
-            busy.append((now, end_busy))
-            wires.append(ch.wire_bytes(n))
         direction = "up" if up else "down"
-        if w.recorder.keep_events:
-            for name, (t0, t1), wire in zip(names, busy, wires):
-                w.recorder.interval(name, kind, rnd, t0, t1, nbytes=wire, direction=direction)
-        elif names:
-            w.recorder.add_many(rnd, names, kind, [t1 - t0 for t0, t1 in busy], nbytes=wires, direction=direction)
+        if closed:
+            idx = np.array([i for i, _ in closed], dtype=np.int64)
+            nb = np.array([n for _, n in closed], dtype=float)
+            const = np.array([i not in ends for i in idx.tolist()], dtype=bool) if ends else np.ones(len(idx), bool)
+            t1, arrive, wire = np.full(len(idx), now), np.full(len(idx), now), np.zeros(len(idx))
+            if const.any():
+                t1[const], arrive[const], wire[const] = self.messages.ends(idx[const], nb[const], now, up=up)
+            for k in np.flatnonzero(~const).tolist():
+                i, n = closed[k]
+                ch = w.devices[i].link.up if up else w.devices[i].link.down
+                end_busy, latency = ends[i]
+                t1[k], wire[k] = end_busy, ch.wire_bytes(n)
+                arrive[k] = end_busy + (latency + ch.jitter.one(ch.jitter_row, ch.jitter_s))
+            latest = max(latest, float(arrive.max()))  # + 0.0 leaves a time unchanged, as no flight at all
+            if w.recorder.keep_events:
+                for i, end_busy, b in zip(idx.tolist(), t1.tolist(), wire.tolist()):
+                    w.recorder.interval(w.devices[i].name, kind, rnd, now, end_busy, nbytes=b, direction=direction)
+            else:
+                w.recorder.add_many(rnd, idx, kind, t1 - now, nbytes=wire, direction=direction)
         if procs:
             yield env.all_of(list(procs.values()))
         if latest > env.now:
             yield timeout_at(env, latest)
         return {i for i, p in procs.items() if not p.value.delivered}
+
+    def _medium_transfers(self, rnd: int, nbytes: dict[int, int], *, up: bool, latest: float) -> float:
+        """The transfers of `nbytes` that go through a constant medium on which every transfer now belongs to a
+        client timed in closed form but for its medium (planner mode `shared`), walked in closed form
+        (timing.medium_form) and recorded as Device.transfer records them; those clients are left in
+        `_on_closed_medium`. Returns the latest delivery so far."""
+        w, env = self.w, self.w.env
+        self._on_closed_medium = set()
+        groups: dict[int, list[int]] = {}
+        for i, n in nbytes.items():
+            medium = w.devices[i].link.up.medium
+            if n and medium is not None:
+                groups.setdefault(id(medium), []).append(i)
+        kind, direction = ("agg_tx", "up") if up else ("agg_rx", "down")
+        for group in groups.values():
+            chans = [w.devices[i].link.up if up else w.devices[i].link.down for i in group]
+            medium = chans[0].medium
+            if medium.timing is not None or medium.active or any(
+                    self.planner.mode[i] != "shared" or ch.timing.varying for i, ch in zip(group, chans)):
+                continue
+            flights = [[ch.latency_s + ch.jitter.one(ch.jitter_row, ch.jitter_s)] for ch in chans]
+            wire = [ch.wire_bytes(nbytes[i]) for i, ch in zip(group, chans)]
+            m = medium_rounds(env.now, [1] * len(group), [0.0] * len(group), [0.0] * len(group),
+                              [b * 8.0 for b in wire], [ch.cap_bps for ch in chans], medium.capacity_bps,
+                              flights, overlap=True, send_buffer=1)
+            ends, arrived = m.send[1][0, :, 0].tolist(), m.arrival[0, :, 0].tolist()
+            for i, end, b in zip(group, ends, wire):
+                w.recorder.interval(w.devices[i].name, kind, rnd, env.now, end, nbytes=b, direction=direction)
+            latest = max(latest, *arrived)
+            self._on_closed_medium.update(group)
+        return latest
 
     def aggregate(self, rnd: int, present: Sequence[int]) -> Generator[simpy.Event, Any, None]:
         """Clients upload their shared layers, the server averages every group, clients download the result.
