@@ -12,8 +12,12 @@ __all__ = ["Run", "load_run", "load_runs", "load_sweep"]
 
 # pandas (~0.2 s) loads on first use of these names, not with the package: `splitee --help` and `splitee validate`
 # import analysis.cli to list `plot` and `report`, and must not pay for pandas to do so.
-_HOME = {"Run": "analysis.load", "load_run": "analysis.load", "load_runs": "analysis.tables",
-         "load_sweep": "analysis.tables"}
+_HOME = {
+    "Run": "analysis.load",
+    "load_run": "analysis.load",
+    "load_runs": "analysis.tables",
+    "load_sweep": "analysis.tables",
+}
 
 
 def __getattr__(name: str) -> Any:

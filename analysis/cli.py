@@ -68,7 +68,10 @@ def _draw(args: argparse.Namespace) -> Figure:
         return plots.time_to_accuracy(read_runs(args.inputs), _target(args.target))
     if kind == "heatmap":
         if len(args.inputs) != 1:
-            raise InputError(f"heatmap reads one table (a sweep.csv, or a retime table from `splitee replay --grid`), got {len(args.inputs)} paths")
+            raise InputError(
+                "heatmap reads one table (a sweep.csv, or a retime table from `splitee replay --grid`), "
+                f"got {len(args.inputs)} paths"
+            )
         _need_columns(args, "heatmap")
         return plots.heatmap(load_table(args.inputs[0]), args.x, args.y, args.metric)
     run = _one_run(args)
@@ -121,17 +124,28 @@ def _cmd_report(args: argparse.Namespace) -> int:
 
 def add_analysis_parsers(sub: argparse._SubParsersAction) -> None:
     """Registers `plot` and `report` on the `splitee` command line."""
-    p = sub.add_parser("plot", help="draw one figure from run folders (heatmap: from a sweep or retime table)",
-                       description="KIND is one of: " + ", ".join(KINDS) + ".")
+    p = sub.add_parser(
+        "plot",
+        help="draw one figure from run folders (heatmap: from a sweep or retime table)",
+        description="KIND is one of: " + ", ".join(KINDS) + ".",
+    )
     p.add_argument("kind", metavar="KIND", help="the figure: " + ", ".join(KINDS))
     p.add_argument("inputs", nargs="+", metavar="RUN_DIR", help="run folders (heatmap: one sweep or retime CSV)")
     p.add_argument("--out", metavar="FILE", help="image file, .png/.svg/.pdf (default: <first RUN_DIR>/<KIND>.png)")
-    p.add_argument("--latency", default="training", metavar="training|inference",
-                   help="tradeoff: x is simulated training time (default) or per-sample inference latency")
-    p.add_argument("--rounds", metavar="FIRST:LAST|all",
-                   help="timeline: these rounds, or all (default: the first 3 rounds)")
-    p.add_argument("--no-server-idle", action="store_true",
-                   help="energy: leave the server's idle draw out of its bar (the title still gives it)")
+    p.add_argument(
+        "--latency",
+        default="training",
+        metavar="training|inference",
+        help="tradeoff: x is simulated training time (default) or per-sample inference latency",
+    )
+    p.add_argument(
+        "--rounds", metavar="FIRST:LAST|all", help="timeline: these rounds, or all (default: the first 3 rounds)"
+    )
+    p.add_argument(
+        "--no-server-idle",
+        action="store_true",
+        help="energy: leave the server's idle draw out of its bar (the title still gives it)",
+    )
     p.add_argument("--target", metavar="ACC", help="time-to-accuracy: draw this target accuracy")
     p.add_argument("--x", metavar="COLUMN", help="heatmap: the parameter across (a key path of the table)")
     p.add_argument("--y", metavar="COLUMN", help="heatmap: the parameter up")
@@ -140,8 +154,12 @@ def add_analysis_parsers(sub: argparse._SubParsersAction) -> None:
 
     r = sub.add_parser("report", help="write one self-contained HTML report (and a Markdown table) for runs")
     r.add_argument("runs", nargs="+", metavar="RUN_DIR")
-    r.add_argument("--out", default="report.html", metavar="FILE.html",
-                   help="the HTML file; report.md is written beside it (default: report.html)")
+    r.add_argument(
+        "--out",
+        default="report.html",
+        metavar="FILE.html",
+        help="the HTML file; report.md is written beside it (default: report.html)",
+    )
     r.add_argument("--sweep", metavar="SWEEP.csv", help="also draw a heatmap from this sweep table")
     r.add_argument("--x", metavar="COLUMN", help="with --sweep: the parameter across")
     r.add_argument("--y", metavar="COLUMN", help="with --sweep: the parameter up")

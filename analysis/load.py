@@ -13,14 +13,22 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from simulator.errors import InputError, clip
-from simulator.output.csv_tail import check_last_row
 from simulator.config.yamlio import read_yaml_file
 from simulator.errors import InputError, clip
 from simulator.output.columns import REQUIRED, SCHEMAS, STRING_COLUMNS
+from simulator.output.csv_tail import check_last_row
 
-__all__ = ["Run", "load_run", "read_runs", "load_table", "read_csv", "column", "source_file", "STRING_COLUMNS",
-           "SCHEMAS"]
+__all__ = [
+    "Run",
+    "load_run",
+    "read_runs",
+    "load_table",
+    "read_csv",
+    "column",
+    "source_file",
+    "STRING_COLUMNS",
+    "SCHEMAS",
+]
 
 # The reader's types and required columns are the writer's declaration (simulator.output.columns, torch-free).
 # Columns a file adds later are read as pandas infers them, so an older analysis still reads a newer run folder.
@@ -56,8 +64,10 @@ class Run:
 
     def __repr__(self) -> str:
         s = self.summary
-        return (f"Run({str(self.path)!r}: scenario {s.get('scenario')!r}, {s.get('strategy')}, "
-                f"{len(s.get('clients') or [])} clients, {len(self.rounds)} rounds)")
+        return (
+            f"Run({str(self.path)!r}: scenario {s.get('scenario')!r}, {s.get('strategy')}, "
+            f"{len(s.get('clients') or [])} clients, {len(self.rounds)} rounds)"
+        )
 
 
 def source_file(df: pd.DataFrame) -> str | None:
@@ -92,8 +102,11 @@ def _typed(df: pd.DataFrame, schema: Mapping[str, str], file: Path) -> pd.DataFr
             numbers = pd.to_numeric(values, errors="coerce")
             bad = numbers.isna() & values.notna() & (values.astype(str).str.strip() != "")
             if bad.any():
-                raise InputError(f"column {clip(name, 40)} holds a value that is not a number (row "
-                                 f"{int(bad.to_numpy().argmax()) + 1} of the table)", file=str(file))
+                raise InputError(
+                    f"column {clip(name, 40)} holds a value that is not a number (row "
+                    f"{int(bad.to_numpy().argmax()) + 1} of the table)",
+                    file=str(file),
+                )
         if np.isinf(numbers.to_numpy(dtype="float64", na_value=np.nan)).any():
             raise InputError(f"column {clip(name, 40)} holds an infinite value", file=str(file))
         if kind == _FLOAT:
@@ -103,8 +116,7 @@ def _typed(df: pd.DataFrame, schema: Mapping[str, str], file: Path) -> pd.DataFr
         else:  # counts: int64, or nullable Int64 where cells are empty
             whole = numbers.dropna()
             if (whole != np.round(whole)).any():
-                raise InputError(f"column {clip(name, 40)} holds a value that is not a whole number",
-                                 file=str(file))
+                raise InputError(f"column {clip(name, 40)} holds a value that is not a whole number", file=str(file))
             out[name] = numbers.astype("Int64") if numbers.isna().any() else numbers.astype("int64")
     typed = pd.DataFrame(out, index=df.index)
     typed.attrs["file"] = str(file)
@@ -115,18 +127,25 @@ def read_csv(path: Path, required: tuple[str, ...] = (), schema: Mapping[str, st
     """A CSV with a header row; a malformed file is an InputError naming it, never a traceback."""
     try:
         # Names stay strings (a client called "007"); the rest is typed after the read, by the schema.
-        raw = pd.read_csv(path, dtype=dict.fromkeys(STRING_COLUMNS, "string"), keep_default_na=False, na_values=[""],
-                          skip_blank_lines=True)
+        raw = pd.read_csv(
+            path,
+            dtype=dict.fromkeys(STRING_COLUMNS, "string"),
+            keep_default_na=False,
+            na_values=[""],
+            skip_blank_lines=True,
+        )
     except pd.errors.EmptyDataError:
         raise InputError("empty file (no header row)", file=str(path)) from None
     except UnicodeDecodeError:
         raise InputError("cannot read the file: not UTF-8 text", file=str(path)) from None
     except OSError as err:
-        raise InputError(f"cannot read the file: {(err.strerror or type(err).__name__).lower()}",
-                         file=str(path)) from None
+        raise InputError(
+            f"cannot read the file: {(err.strerror or type(err).__name__).lower()}", file=str(path)
+        ) from None
     except (pd.errors.ParserError, ValueError) as err:
-        raise InputError(f"cannot read the file: not a CSV table ({clip(' '.join(str(err).split()), 60)})",
-                         file=str(path)) from None
+        raise InputError(
+            f"cannot read the file: not a CSV table ({clip(' '.join(str(err).split()), 60)})", file=str(path)
+        ) from None
     raw.columns = [str(c).strip() for c in raw.columns]
     check_last_row(path, len(raw.columns), len(raw))
     _check_columns(raw, required, path)
@@ -139,8 +158,9 @@ def _read_parquet(path: Path, required: tuple[str, ...]) -> pd.DataFrame:
     except ImportError:
         raise InputError("reading events.parquet needs pyarrow (pip install pyarrow)", file=str(path)) from None
     except Exception as err:  # pyarrow raises several unrelated types for a damaged file
-        raise InputError(f"cannot read the parquet file ({type(err).__name__}): damaged or not parquet",
-                         file=str(path)) from None
+        raise InputError(
+            f"cannot read the parquet file ({type(err).__name__}): damaged or not parquet", file=str(path)
+        ) from None
     _check_columns(raw, required, path)
     return _typed(raw, SCHEMAS["events"], path)
 
@@ -148,26 +168,37 @@ def _read_parquet(path: Path, required: tuple[str, ...]) -> pd.DataFrame:
 def _check_columns(df: pd.DataFrame, required: tuple[str, ...], path: Path) -> None:
     missing = [c for c in required if c not in df.columns]
     if missing:
-        raise InputError(f"missing column{'s' if len(missing) > 1 else ''} {', '.join(clip(m, 40) for m in missing)}",
-                         file=str(path))
+        raise InputError(
+            f"missing column{'s' if len(missing) > 1 else ''} {', '.join(clip(m, 40) for m in missing)}", file=str(path)
+        )
 
 
 def _is_num(v: Any) -> bool:
-    return v is None or (isinstance(v, (int, float)) and not isinstance(v, bool) and not
-                         (isinstance(v, float) and math.isinf(v)))
+    return v is None or (
+        isinstance(v, (int, float)) and not isinstance(v, bool) and not (isinstance(v, float) and math.isinf(v))
+    )
 
 
 def _check_summary(data: dict[str, Any], path: Path) -> None:
     """The fields the figures and reports read have the types the simulator writes (a foreign or damaged
     summary.json is one error line, not a failure while drawing)."""
+
     def bad(key: str, what: str) -> InputError:
         return InputError(f"{key} must be {what} (a damaged or foreign summary.json)", file=str(path))
 
     for key in ("scenario", "strategy"):
         if key in data and not isinstance(data[key], str):
             raise bad(key, "a string")
-    for key in ("final_accuracy", "mean_exit_accuracy", "sim_time_s", "bytes_up", "bytes_down", "host_seconds",
-                "seed", "rounds"):
+    for key in (
+        "final_accuracy",
+        "mean_exit_accuracy",
+        "sim_time_s",
+        "bytes_up",
+        "bytes_down",
+        "host_seconds",
+        "seed",
+        "rounds",
+    ):
         if not _is_num(data.get(key)):
             raise bad(key, "a finite number or null")
     clients = data.get("clients", [])
@@ -178,8 +209,11 @@ def _check_summary(data: dict[str, Any], path: Path) -> None:
             raise bad("clients", "entries with a name (string) and a cut (number)")
     energy = data.get("energy_j")
     if energy is not None and not _is_num(energy):
-        if not isinstance(energy, dict) or not _is_num(energy.get("total")) or \
-                not all(_is_num(v) for v in (energy.get("per_entity") or {}).values()):
+        if (
+            not isinstance(energy, dict)
+            or not _is_num(energy.get("total"))
+            or not all(_is_num(v) for v in (energy.get("per_entity") or {}).values())
+        ):
             raise bad("energy_j", "a mapping with a numeric total")
         if not isinstance(energy.get("per_entity") or {}, dict):
             raise bad("energy_j.per_entity", "a mapping")
@@ -217,8 +251,9 @@ def _summary(path: Path) -> dict[str, Any]:
     except UnicodeDecodeError:
         raise InputError("cannot read summary.json: not UTF-8 text", file=str(path)) from None
     except OSError as err:
-        raise InputError(f"cannot read summary.json: {(err.strerror or type(err).__name__).lower()}",
-                         file=str(path)) from None
+        raise InputError(
+            f"cannot read summary.json: {(err.strerror or type(err).__name__).lower()}", file=str(path)
+        ) from None
     except ValueError as err:  # json.JSONDecodeError: its position only, never the file's text
         where = f" at line {err.lineno}, column {err.colno}" if isinstance(err, json.JSONDecodeError) else ""
         raise InputError(f"cannot read summary.json: not valid JSON{where}", file=str(path)) from None
@@ -269,8 +304,7 @@ def read_runs(paths: Sequence[str | Path]) -> list[Run]:
         raise InputError("no run folder given")
     runs = [load_run(p) for p in paths]
     counts = Counter(r.label for r in runs)
-    runs = [replace(r, label=f"{r.path.resolve().parent.name}/{r.label}") if counts[r.label] > 1 else r
-            for r in runs]
+    runs = [replace(r, label=f"{r.path.resolve().parent.name}/{r.label}") if counts[r.label] > 1 else r for r in runs]
     seen: Counter[str] = Counter()
     out = []
     for r in runs:  # still equal (the same folder twice): number them, so figure ids stay unique

@@ -32,7 +32,9 @@ __all__ = [
     "run_end_s",
 ]
 
-SERVER = "server"  # the entity name the simulator gives the server (simulator.timing.server.SERVER, which imports torch)
+SERVER = (
+    "server"  # the entity name the simulator gives the server (simulator.timing.server.SERVER, which imports torch)
+)
 
 P = TypeVar("P", bound=Sequence[Any])
 
@@ -123,8 +125,9 @@ def exit_curves(early_exit: pd.DataFrame) -> dict[str, dict[str, np.ndarray]]:
     return out
 
 
-def mean_by_threshold(early_exit: pd.DataFrame,
-                      columns: Sequence[str] = ("accuracy", "latency_s")) -> dict[str, np.ndarray]:
+def mean_by_threshold(
+    early_exit: pd.DataFrame, columns: Sequence[str] = ("accuracy", "latency_s")
+) -> dict[str, np.ndarray]:
     """Mean over clients at each threshold (NaN left out): one operating point of the whole fleet per threshold."""
     for name in ("threshold", *columns):
         column(early_exit, name)
@@ -167,8 +170,11 @@ def _axis(table: pd.DataFrame, name: str) -> np.ndarray:
     word = _first_word(values)
     numbers = pd.to_numeric(pd.Series(values, dtype="object"), errors="coerce")
     if word is not None and numbers.notna().any():
-        raise InputError(f"column '{clip(name, 40)}' row {word[0]} holds '{clip(word[1], 30)}', not a number like "
-                         "the column's other values", file=source_file(table))
+        raise InputError(
+            f"column '{clip(name, 40)}' row {word[0]} holds '{clip(word[1], 30)}', not a number like "
+            "the column's other values",
+            file=source_file(table),
+        )
     return values
 
 
@@ -179,8 +185,9 @@ def check_grid(table: pd.DataFrame, x: str, y: str, metric: str) -> tuple[np.nda
     if mcol.dtype.kind not in "fiu":
         word = _first_word(mcol)
         at = f": row {word[0]} holds '{clip(word[1], 30)}'" if word else ""
-        raise InputError(f"column '{clip(metric, 40)}' is not numeric{at}, so it cannot be averaged",
-                         file=source_file(table))
+        raise InputError(
+            f"column '{clip(metric, 40)}' is not numeric{at}, so it cannot be averaged", file=source_file(table)
+        )
     return xcol, ycol, mcol
 
 
@@ -200,7 +207,8 @@ def fleet_description(summary: dict[str, Any]) -> str:
     """'2× rpi4/wifi4 cut 2, 1× jetson_nano/ble cut 5': identical clients counted, fleet order kept."""
     groups = Counter(
         (str(c.get("device")), str(c.get("link")), c.get("cut"))
-        for c in summary.get("clients", []) if isinstance(c, dict)
+        for c in summary.get("clients", [])
+        if isinstance(c, dict)
     )
     return ", ".join(f"{n}× {dev}/{link} cut {cut}" for (dev, link, cut), n in groups.items()) or "no clients listed"
 
@@ -252,7 +260,14 @@ def condition_stats(run: Run) -> list[dict[str, Any]]:
         t, v = group["t_s"].to_numpy(dtype=float), group["value"].to_numpy(dtype=float)
         held = np.diff(np.append(t, max(end, float(t[-1]))))  # seconds each value was in force
         mean = float((v * held).sum() / held.sum()) if held.sum() > 0 else float(v[0])
-        per_entity.setdefault(str(entity), []).append({
-            "entity": str(entity), "field": str(field), "changes": len(t) - 1,
-            "min": float(v.min()), "mean": mean, "max": float(v.max())})
+        per_entity.setdefault(str(entity), []).append(
+            {
+                "entity": str(entity),
+                "field": str(field),
+                "changes": len(t) - 1,
+                "min": float(v.min()),
+                "mean": mean,
+                "max": float(v.max()),
+            }
+        )
     return [row for entity in entity_order(run, list(per_entity)) for row in per_entity[entity]]

@@ -20,8 +20,20 @@ from analysis.style import axis_label, bar_width, missing, new_figure, plain_num
 from simulator.config.registry import REGISTRY
 from simulator.errors import InputError
 
-__all__ = ["tradeoff", "time_to_accuracy", "timeline", "energy", "accuracy_by_cut", "early_exit", "heatmap",
-           "within_noise", "same_server_path_note", "EVENTS_FILE", "NOISE_ACCURACY", "NOISE_TIME_REL"]
+__all__ = [
+    "tradeoff",
+    "time_to_accuracy",
+    "timeline",
+    "energy",
+    "accuracy_by_cut",
+    "early_exit",
+    "heatmap",
+    "within_noise",
+    "same_server_path_note",
+    "EVENTS_FILE",
+    "NOISE_ACCURACY",
+    "NOISE_TIME_REL",
+]
 
 
 def _spans_decades(values: np.ndarray, ratio: float = 100.0) -> bool:
@@ -42,14 +54,17 @@ def _tradeoff_points(runs: Sequence[Run], latency: str) -> list[tuple[float, flo
     points = []
     for i, run in enumerate(runs):
         if latency == "training":
-            points.append((_num(run.summary.get("sim_time_s")), _num(run.summary.get("final_accuracy")), run.label,
-                           i, math.nan))
+            points.append(
+                (_num(run.summary.get("sim_time_s")), _num(run.summary.get("final_accuracy")), run.label, i, math.nan)
+            )
             continue
         if run.early_exit is None:
             raise missing(run, "early_exit.csv", "inference-latency trade-off")
         fleet = mean_by_threshold(run.early_exit)
-        points += [(float(lat), float(acc), run.label, i, float(tau))
-                   for tau, lat, acc in zip(fleet["threshold"], fleet["latency_s"], fleet["accuracy"])]
+        points += [
+            (float(lat), float(acc), run.label, i, float(tau))
+            for tau, lat, acc in zip(fleet["threshold"], fleet["latency_s"], fleet["accuracy"])
+        ]
     return points
 
 
@@ -95,21 +110,39 @@ def tradeoff(runs: Sequence[Run], latency: Literal["training", "inference"] = "t
     for run_index, run in enumerate(runs):
         mine = sorted((p for p in points if p[3] == run_index), key=lambda p: p[4])
         if latency == "training":
-            ax.scatter([p[0] for p in mine], [p[1] for p in mine], color=colors[run_index], s=45, zorder=3,
-                       label=run.label)
+            ax.scatter(
+                [p[0] for p in mine], [p[1] for p in mine], color=colors[run_index], s=45, zorder=3, label=run.label
+            )
             continue
-        ax.plot([p[0] for p in mine], [p[1] for p in mine], color=colors[run_index], linewidth=1, zorder=2,
-                label=run.label)
+        ax.plot(
+            [p[0] for p in mine], [p[1] for p in mine], color=colors[run_index], linewidth=1, zorder=2, label=run.label
+        )
         for p in mine:
-            ax.scatter([p[0]], [p[1]], color=colors[run_index], s=36, zorder=3,
-                       marker=_TAU_MARKERS[taus.index(p[4]) % len(_TAU_MARKERS)])
+            ax.scatter(
+                [p[0]],
+                [p[1]],
+                color=colors[run_index],
+                s=36,
+                zorder=3,
+                marker=_TAU_MARKERS[taus.index(p[4]) % len(_TAU_MARKERS)],
+            )
     front = pareto_front(points)
     distinct = len(runs) > 1 and not within_noise(points) if latency == "training" else len(points) > 1
     if front and distinct:
         # Rings mark the front's points, so that a front of one point is visible too.
-        ax.plot([p[0] for p in front], [p[1] for p in front], drawstyle="steps-post", color="0.3",
-                linestyle="--", linewidth=1, marker="o", markersize=11, markerfacecolor="none", zorder=2,
-                label="Pareto frontier")
+        ax.plot(
+            [p[0] for p in front],
+            [p[1] for p in front],
+            drawstyle="steps-post",
+            color="0.3",
+            linestyle="--",
+            linewidth=1,
+            marker="o",
+            markersize=11,
+            markerfacecolor="none",
+            zorder=2,
+            label="Pareto frontier",
+        )
     xs = np.array([p[0] for p in points], dtype=float)
     if _spans_decades(xs):
         ax.set_xscale("log")
@@ -120,21 +153,36 @@ def tradeoff(runs: Sequence[Run], latency: Literal["training", "inference"] = "t
         pad = max(0.05, (hi - lo) * 0.1)
         ax.set_ylim(max(0.0, lo - pad), min(1.02, hi + pad))
     if latency == "training":
-        ax.set(xlabel="simulated training time of the whole run (s)",
-               ylabel="final accuracy (server path, mean over clients)",
-               title="training time vs final accuracy")
+        ax.set(
+            xlabel="simulated training time of the whole run (s)",
+            ylabel="final accuracy (server path, mean over clients)",
+            title="training time vs final accuracy",
+        )
     else:
-        ax.set(xlabel="mean per-sample inference latency (s)", ylabel="accuracy (early exit at τ, mean over clients)",
-               title="inference latency vs accuracy (early exit)")
+        ax.set(
+            xlabel="mean per-sample inference latency (s)",
+            ylabel="accuracy (early exit at τ, mean over clients)",
+            title="inference latency vs accuracy (early exit)",
+        )
     note = _tradeoff_note(runs, points, latency)
     if note:
-        ax.text(0.02, 0.02, note, transform=ax.transAxes, fontsize=8, color="0.25", va="bottom",
-                bbox=dict(facecolor="white", edgecolor="0.7", alpha=0.9))
+        ax.text(
+            0.02,
+            0.02,
+            note,
+            transform=ax.transAxes,
+            fontsize=8,
+            color="0.25",
+            va="bottom",
+            bbox=dict(facecolor="white", edgecolor="0.7", alpha=0.9),
+        )
     ax.grid(alpha=0.3)
     handles, labels = ax.get_legend_handles_labels()
     if taus:  # one black marker per threshold, after the runs
-        handles += [Line2D([], [], color="0.2", marker=_TAU_MARKERS[k % len(_TAU_MARKERS)], linestyle="none")
-                    for k in range(len(taus))]
+        handles += [
+            Line2D([], [], color="0.2", marker=_TAU_MARKERS[k % len(_TAU_MARKERS)], linestyle="none")
+            for k in range(len(taus))
+        ]
         labels += [f"τ = {t:g}" for t in taus]
     ax.legend(handles, labels, fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
     if not any(math.isfinite(p[0]) and math.isfinite(p[1]) for p in points):
@@ -145,11 +193,16 @@ def tradeoff(runs: Sequence[Run], latency: Literal["training", "inference"] = "t
 
 def _tradeoff_note(runs: Sequence[Run], points: Sequence[tuple[float, float, str, int, float]], latency: str) -> str:
     if len(runs) == 1:
-        return ("a single run: nothing to compare it with (give more run folders)" if latency == "training" else
-                "a single run: one point per exit threshold")
+        return (
+            "a single run: nothing to compare it with (give more run folders)"
+            if latency == "training"
+            else "a single run: one point per exit threshold"
+        )
     if latency == "training" and within_noise(points):
-        return (f"the runs differ by under {NOISE_TIME_REL:.0%} in time and {NOISE_ACCURACY:g} in accuracy: "
-                "within noise, no frontier drawn")
+        return (
+            f"the runs differ by under {NOISE_TIME_REL:.0%} in time and {NOISE_ACCURACY:g} in accuracy: "
+            "within noise, no frontier drawn"
+        )
     return ""
 
 
@@ -182,8 +235,13 @@ def time_to_accuracy(runs: Sequence[Run], target: float | None = None, show_exit
                 ax.plot(t, acc, linestyle="--", color=color, alpha=0.7, label=f"{run.label} (exit)")
     if target is not None:
         ax.axhline(target, color="0.4", linestyle=":", linewidth=1, label=f"target {target:g}")
-    ax.set(xlabel="simulated time (s)", ylabel="accuracy (mean over clients)", ylim=(0, 1.02), xlim=(0, None),
-           title="accuracy vs simulated time" + (" (a single run)" if len(runs) == 1 else ""))
+    ax.set(
+        xlabel="simulated time (s)",
+        ylabel="accuracy (mean over clients)",
+        ylim=(0, 1.02),
+        xlim=(0, None),
+        title="accuracy vs simulated time" + (" (a single run)" if len(runs) == 1 else ""),
+    )
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
     return plain_numbers(fig)
@@ -199,8 +257,7 @@ def accuracy_by_cut(run: Run) -> Figure:
     if not clients:
         raise InputError("summary.json lists no clients (the accuracy-by-cut figure needs them)", file=str(run.path))
     if run.summary.get("timing_only"):
-        raise InputError("a timing-only run has no accuracy (the accuracy-by-cut figure needs it)",
-                         file=str(run.path))
+        raise InputError("a timing-only run has no accuracy (the accuracy-by-cut figure needs it)", file=str(run.path))
     exit_acc = run.summary.get("exit_accuracy") or {}
     final_acc = run.summary.get("final_accuracy_per_client") or {}
     if len(clients) > GROUP_ABOVE:
@@ -223,8 +280,9 @@ def accuracy_by_cut(run: Run) -> Figure:
             mid = ex if which == 0 else fi
             ok = np.isfinite(lo) & np.isfinite(mid)
             below, above = np.maximum(mid[ok] - lo[ok], 0), np.maximum(hi[ok] - mid[ok], 0)  # float rounding
-            ax.errorbar(xs[ok] + offset, mid[ok], yerr=[below, above], fmt="none",
-                        ecolor="0.2", elinewidth=0.8, capsize=2)
+            ax.errorbar(
+                xs[ok] + offset, mid[ok], yerr=[below, above], fmt="none", ecolor="0.2", elinewidth=0.8, capsize=2
+            )
     for offset, values in ((-0.2, ex), (0.2, fi)):  # no bar is not a zero: say the value is missing
         for xi in xs[np.isnan(values)]:
             ax.text(xi + offset, 0.01, "n/a", ha="center", va="bottom", fontsize=6, rotation=90, color="0.3")
@@ -233,8 +291,9 @@ def accuracy_by_cut(run: Run) -> Figure:
         ax.text(group.mean(), 1.03, f"cut {cut}", ha="center", fontsize=8)
         if k:  # a separator in the gap before each new cut group
             ax.axvline(group.min() - 0.9, color="0.6", linewidth=0.8, linestyle=":")
-    ax.set_xticks(xs, [c["name"] for c in clients], rotation=90 if len(clients) > 4 else 0,
-                  fontsize=tick_size(len(clients)))
+    ax.set_xticks(
+        xs, [c["name"] for c in clients], rotation=90 if len(clients) > 4 else 0, fontsize=tick_size(len(clients))
+    )
     ax.set(ylabel="accuracy", ylim=(0, 1.1), title=f"per-client accuracy by cut: {run.label}")
     ax.set_yticks(np.linspace(0, 1, 6))
     ax.grid(axis="y", alpha=0.3)
@@ -255,11 +314,15 @@ def same_server_path_note(run: Run, final: np.ndarray) -> str:
     layers = strategy.get("aggregate_client_layers")  # null: the strategy's default, true for Averaging
     facts = REGISTRY.get(str(strategy.get("name")))
     if facts is not None and facts.aggregates_client_layers and layers is not False:
-        why = ("the last cross-layer aggregation averaged every copy of every unit (client layers included), so "
-               "all clients' server paths run the same weights")
+        why = (
+            "the last cross-layer aggregation averaged every copy of every unit (client layers included), so "
+            "all clients' server paths run the same weights"
+        )
     else:
         why = "the clients' server paths hold the same weights at the last evaluation"
-    return f"Server-path accuracy is {values[0]:.4f} for every client: {why}. The exits differ: they stay on the devices."
+    return (
+        f"Server-path accuracy is {values[0]:.4f} for every client: {why}. The exits differ: they stay on the devices."
+    )
 
 
 def _accuracy_groups(clients: list[dict], exit_acc: dict, final_acc: dict) -> tuple[list[dict], dict, dict, dict]:
@@ -346,13 +409,15 @@ def heatmap(table: pd.DataFrame, x: str, y: str, metric: str) -> Figure:
         for (i, j), value in np.ndenumerate(grid):
             if math.isfinite(value):
                 dark = hi > lo and (value - lo) / (hi - lo) < 0.5  # viridis is dark at its low end
-                ax.text(j, i, f"{value:.3g}", ha="center", va="center", fontsize=7,
-                        color="white" if dark else "black")
+                ax.text(j, i, f"{value:.3g}", ha="center", va="center", fontsize=7, color="white" if dark else "black")
     ax.set_xticks(range(len(xs)), [_tick(v) for v in xs], fontsize=8, rotation=45 if len(xs) > 8 else 0)
     ax.set_yticks(range(len(ys)), [_tick(v) for v in ys], fontsize=8)
     source = source_file(table)
-    ax.set(xlabel=axis_label(x), ylabel=axis_label(y),
-           title=f"{axis_label(metric)}: mean over repeated points" + (f"\n({Path(source).name})" if source else ""))
+    ax.set(
+        xlabel=axis_label(x),
+        ylabel=axis_label(y),
+        title=f"{axis_label(metric)}: mean over repeated points" + (f"\n({Path(source).name})" if source else ""),
+    )
     return fig
 
 

@@ -28,8 +28,17 @@ from analysis.style import (
 )
 from simulator.errors import InputError
 
-__all__ = ["timeline", "timeline_window", "energy", "energy_shares", "EVENTS_FILE", "DEFAULT_TIMELINE_ROUNDS",
-           "GROUP_ABOVE", "CONDITION_LANES", "MAX_CONDITION_LINES"]
+__all__ = [
+    "timeline",
+    "timeline_window",
+    "energy",
+    "energy_shares",
+    "EVENTS_FILE",
+    "DEFAULT_TIMELINE_ROUNDS",
+    "GROUP_ABOVE",
+    "CONDITION_LANES",
+    "MAX_CONDITION_LINES",
+]
 
 EVENTS_FILE = "events.csv or events.parquet"
 DEFAULT_TIMELINE_ROUNDS = 3  # a whole run is a smear of sub-pixel steps; a few rounds show what a round is made of
@@ -72,8 +81,11 @@ def _timeline_events(run: Run, rounds: tuple[int, int] | None) -> pd.DataFrame:
     have = column(run.events, "round")
     events = run.events[(have >= lo) & (have <= hi)]
     if not len(events):
-        raise InputError(f"no events in rounds {lo}..{hi} (the run has rounds {np.nanmin(have):g}.."
-                         f"{np.nanmax(have):g})", file=str(run.path), key="--rounds")
+        raise InputError(
+            f"no events in rounds {lo}..{hi} (the run has rounds {np.nanmin(have):g}..{np.nanmax(have):g})",
+            file=str(run.path),
+            key="--rounds",
+        )
     return events
 
 
@@ -116,8 +128,9 @@ def timeline(run: Run, rounds: Rounds = None) -> Figure:
                 ax.broken_barh(spans, (row - 0.45, 0.9), facecolors=IDLE_COLOR, linewidth=0, zorder=0)
             else:  # processor above, radio below: they overlap in time and must not hide each other
                 spans = list(zip(start[sel].tolist(), width[sel].tolist()))
-                lane = (row + 0.02, 0.38) if k in _RADIO else (row - 0.40, 0.38) if k in _PROCESSOR else \
-                    (row - 0.40, 0.80)
+                lane = (
+                    (row + 0.02, 0.38) if k in _RADIO else (row - 0.40, 0.38) if k in _PROCESSOR else (row - 0.40, 0.80)
+                )
                 ax.broken_barh(spans, lane, facecolors=colors[k], linewidth=0, zorder=2)
     _round_ends(ax, run, window)
     step = math.ceil(n / _MAX_TIMELINE_LABELS)  # past that many rows, name every step-th one
@@ -126,10 +139,16 @@ def timeline(run: Run, rounds: Rounds = None) -> Figure:
     ax.set_xlim(lo, hi)
     ax.set_xlabel("simulated time (s)")
     total = int(np.nanmax(column(run.rounds, "round"))) if len(run.rounds) else 0
-    span = (f"all {total} rounds" if window is None else
-            f"rounds {window[0]}–{window[1]} of {total} (--rounds all: every round)")
-    ax.set_title(f"timeline of {run.label}: {span}\neach row: processor above, radio below; dotted: round ends; "
-                 "an interval shorter than a pixel is drawn one pixel wide", fontsize=9)
+    span = (
+        f"all {total} rounds"
+        if window is None
+        else f"rounds {window[0]}–{window[1]} of {total} (--rounds all: every round)"
+    )
+    ax.set_title(
+        f"timeline of {run.label}: {span}\neach row: processor above, radio below; dotted: round ends; "
+        "an interval shorter than a pixel is drawn one pixel wide",
+        fontsize=9,
+    )
     handles = [Patch(color=colors[k], label=k) for k in kinds]
     if any(kind == "idle" for _, kind in groups):
         handles.append(Patch(color=IDLE_COLOR, label="idle (present, light background)"))
@@ -158,8 +177,9 @@ def _condition_lanes(run: Run) -> list[tuple[str, str, dict[str, tuple[np.ndarra
     return out
 
 
-def _draw_lane(ax: Axes, run: Run, steps: dict[str, tuple[np.ndarray, np.ndarray]], lo: float, hi: float,
-               label: str) -> None:
+def _draw_lane(
+    ax: Axes, run: Run, steps: dict[str, tuple[np.ndarray, np.ndarray]], lo: float, hi: float, label: str
+) -> None:
     """Each client's value over [lo, hi] as a step line: the value in force at lo, then every change."""
     names = entity_order(run, list(steps))[:MAX_CONDITION_LINES]
     lowest, highest = np.inf, -np.inf
@@ -193,8 +213,17 @@ def energy_shares(per: dict[str, dict[str, float]]) -> dict[str, float]:
     for entity, states in per.items():
         who = "server" if entity == SERVER else "clients"
         for kind, joules in states.items():
-            what = ("idle draw" if kind == "idle" else "work" if who == "server" else
-                    "compute" if kind == "compute" else "radio" if kind in _RADIO else kind)
+            what = (
+                "idle draw"
+                if kind == "idle"
+                else "work"
+                if who == "server"
+                else "compute"
+                if kind == "compute"
+                else "radio"
+                if kind in _RADIO
+                else kind
+            )
             shares[f"{who} {what}"] += joules
     return dict(shares)
 
@@ -244,13 +273,18 @@ def energy(run: Run, server_idle: bool = True) -> Figure:
     bars: dict[str, dict[str, float]] = {name: per[name] for name in clients}
     grouped = len(clients) > GROUP_ABOVE
     if grouped:
-        bars = {label: {k: float(np.mean([per[m].get(k, 0.0) for m in members]))
-                        for k in {k for m in members for k in per[m]}}
-                for label, members in _client_groups(run, clients).items()}
+        bars = {
+            label: {
+                k: float(np.mean([per[m].get(k, 0.0) for m in members])) for k in {k for m in members for k in per[m]}
+            }
+            for label, members in _client_groups(run, clients).items()
+        }
     if SERVER in per:
         server = {("server idle draw" if k == "idle" else k): j for k, j in per[SERVER].items()}
-        bars = {name: {("idle (baseline draw)" if k == "idle" else k): j for k, j in states.items()}
-                for name, states in bars.items()}
+        bars = {
+            name: {("idle (baseline draw)" if k == "idle" else k): j for k, j in states.items()}
+            for name, states in bars.items()
+        }
         if not server_idle:
             server.pop("server idle draw", None)
         bars[SERVER] = server
@@ -269,13 +303,18 @@ def energy(run: Run, server_idle: bool = True) -> Figure:
         ax.set_title(title, fontsize=9)
     axes[0].set_ylabel("energy (J)")
     fig.suptitle(f"energy by entity and state: {run.label}\n{_headline(per, server_idle)}", fontsize=9)
-    fig.legend(handles=[Patch(color=colors[k], label=k) for k in kinds], fontsize=7, loc="outside lower center",
-               ncols=min(len(kinds), 5))
+    fig.legend(
+        handles=[Patch(color=colors[k], label=k) for k in kinds],
+        fontsize=7,
+        loc="outside lower center",
+        ncols=min(len(kinds), 5),
+    )
     return plain_numbers(fig)
 
 
-def _stacked_energy(ax: Axes, names: Sequence[str], per: dict[str, dict[str, float]], kinds: list[str],
-                    colors: dict[str, str]) -> None:
+def _stacked_energy(
+    ax: Axes, names: Sequence[str], per: dict[str, dict[str, float]], kinds: list[str], colors: dict[str, str]
+) -> None:
     x = np.arange(len(names))
     bottom = np.zeros(len(names))
     for k in kinds:
@@ -284,8 +323,15 @@ def _stacked_energy(ax: Axes, names: Sequence[str], per: dict[str, dict[str, flo
         bottom += joules
     for xi, total in zip(x, bottom):
         label = f"{total:,.0f} J" if total >= 1000 else f"{total:.3g} J"
-        ax.text(xi, total, label, ha="center", va="bottom", fontsize=tick_size(len(names)) - 1,
-                rotation=90 if len(names) > 12 else 0)
+        ax.text(
+            xi,
+            total,
+            label,
+            ha="center",
+            va="bottom",
+            fontsize=tick_size(len(names)) - 1,
+            rotation=90 if len(names) > 12 else 0,
+        )
     ax.set_xticks(x, names, rotation=90 if len(names) > 4 else 0, fontsize=tick_size(len(names)))
     ax.set_ylim(0, bottom.max() * (1.25 if len(names) > 12 else 1.12) if len(bottom) and bottom.max() > 0 else 1)
     ax.grid(axis="y", alpha=0.3)

@@ -22,8 +22,15 @@ from analysis.style import png_bytes
 from simulator.errors import InputError
 from simulator.output.fsio import atomic_write, check_output_file
 
-__all__ = ["SweepSpec", "SUMMARY_COLUMNS", "summary_values", "format_value", "format_condition", "write_report",
-           "CONDITIONS_HEADING"]
+__all__ = [
+    "SweepSpec",
+    "SUMMARY_COLUMNS",
+    "summary_values",
+    "format_value",
+    "format_condition",
+    "write_report",
+    "CONDITIONS_HEADING",
+]
 
 # (key, header). Keys name summary.json fields where there is one, so a reader can check a cell against it.
 SUMMARY_COLUMNS = (
@@ -117,16 +124,26 @@ def _draw(kind: str, run: str | None, caption: str, make: Callable[[], Figure]) 
 
 def _across_runs(runs: Sequence[Run], sweep: tuple[SweepSpec, pd.DataFrame] | None) -> list[_Item]:
     items = [
-        _draw("tradeoff", None, "Simulated training time of the whole run vs final accuracy, one marker per run; "
-              "dashed: Pareto frontier (not drawn for a single run or runs within noise).",
-              lambda: plots.tradeoff(runs)),
-        _draw("time-to-accuracy", None, "Accuracy vs simulated time (evaluated rounds); solid: server path, "
-              "dashed: mean exit accuracy.", lambda: plots.time_to_accuracy(runs)),
+        _draw(
+            "tradeoff",
+            None,
+            "Simulated training time of the whole run vs final accuracy, one marker per run; "
+            "dashed: Pareto frontier (not drawn for a single run or runs within noise).",
+            lambda: plots.tradeoff(runs),
+        ),
+        _draw(
+            "time-to-accuracy",
+            None,
+            "Accuracy vs simulated time (evaluated rounds); solid: server path, dashed: mean exit accuracy.",
+            lambda: plots.time_to_accuracy(runs),
+        ),
     ]
     with_exits = [r for r in runs if r.early_exit is not None]
     left_out = [r.label for r in runs if r.early_exit is None]
-    caption = ("Mean per-sample inference latency (early exit) vs accuracy, a line per run through its entropy "
-               "thresholds (marker shape: threshold); dashed: Pareto frontier.")
+    caption = (
+        "Mean per-sample inference latency (early exit) vs accuracy, a line per run through its entropy "
+        "thresholds (marker shape: threshold); dashed: Pareto frontier."
+    )
     if not with_exits:
         items.append(_Item("tradeoff-inference", None, caption, note="no run has an early_exit.csv"))
     else:
@@ -134,30 +151,65 @@ def _across_runs(runs: Sequence[Run], sweep: tuple[SweepSpec, pd.DataFrame] | No
             caption += f" Left out (no early_exit.csv): {', '.join(left_out)}."
         items.append(_draw("tradeoff-inference", None, caption, lambda: plots.tradeoff(with_exits, "inference")))
     if sweep is None:
-        items.append(_Item("heatmap", None, "", note="no sweep table given (splitee report ... --sweep sweep.csv "
-                                                      "--x PARAM --y PARAM --metric COLUMN)"))
+        items.append(
+            _Item(
+                "heatmap",
+                None,
+                "",
+                note="no sweep table given (splitee report ... --sweep sweep.csv --x PARAM --y PARAM --metric COLUMN)",
+            )
+        )
     else:
         spec, table = sweep
-        items.append(_draw("heatmap", None, f"{spec.metric} over {spec.x} × {spec.y} from {spec.path.name}, "
-                           "mean over repeated points.", lambda: plots.heatmap(table, spec.x, spec.y, spec.metric)))
+        items.append(
+            _draw(
+                "heatmap",
+                None,
+                f"{spec.metric} over {spec.x} × {spec.y} from {spec.path.name}, mean over repeated points.",
+                lambda: plots.heatmap(table, spec.x, spec.y, spec.metric),
+            )
+        )
     return items
 
 
 def _per_run(run: Run) -> list[_Item]:
     window = timeline_window(run) if len(run.rounds) else None
-    span = f" (rounds {window[0]}–{window[1]} of {len(run.rounds)}; splitee plot timeline --rounds all: every round)" \
-        if window else ""
-    lanes = (" Under it, each varying client's uplink rate and device speed over the same time, as steps "
-             "(conditions.csv).") if run.conditions is not None and len(run.conditions) else ""
+    span = (
+        f" (rounds {window[0]}–{window[1]} of {len(run.rounds)}; splitee plot timeline --rounds all: every round)"
+        if window
+        else ""
+    )
+    lanes = (
+        (" Under it, each varying client's uplink rate and device speed over the same time, as steps (conditions.csv).")
+        if run.conditions is not None and len(run.conditions)
+        else ""
+    )
     return [
-        _draw("timeline", run.label, f"Every simulated interval by entity and state{span}.{lanes}",
-              lambda: plots.timeline(run)),
-        _draw("energy", run.label, "Energy per entity, stacked by state, from the events; the server's idle draw "
-              "apart from its work, and the title says what dominates.", lambda: plots.energy(run)),
-        _draw("accuracy-by-cut", run.label, "Exit and server-path accuracy per client at the last evaluation.",
-              lambda: plots.accuracy_by_cut(run)),
-        _draw("early-exit", run.label, "Accuracy vs exit rate and vs per-sample latency across thresholds.",
-              lambda: plots.early_exit(run)),
+        _draw(
+            "timeline",
+            run.label,
+            f"Every simulated interval by entity and state{span}.{lanes}",
+            lambda: plots.timeline(run),
+        ),
+        _draw(
+            "energy",
+            run.label,
+            "Energy per entity, stacked by state, from the events; the server's idle draw "
+            "apart from its work, and the title says what dominates.",
+            lambda: plots.energy(run),
+        ),
+        _draw(
+            "accuracy-by-cut",
+            run.label,
+            "Exit and server-path accuracy per client at the last evaluation.",
+            lambda: plots.accuracy_by_cut(run),
+        ),
+        _draw(
+            "early-exit",
+            run.label,
+            "Accuracy vs exit rate and vs per-sample latency across thresholds.",
+            lambda: plots.early_exit(run),
+        ),
     ]
 
 
@@ -169,12 +221,16 @@ def _item_html(item: _Item) -> str:
     ident = f"fig-{item.kind}" + (f"-{_slug(item.run)}" if item.run else "")
     run_attr = f' data-run="{html.escape(item.run)}"' if item.run else ""
     if item.png is None:
-        return (f'<p class="missing" id="{ident}" data-kind="{item.kind}"{run_attr}><b>{item.kind}</b> '
-                f"not drawn: {html.escape(item.note or '')}</p>")
+        return (
+            f'<p class="missing" id="{ident}" data-kind="{item.kind}"{run_attr}><b>{item.kind}</b> '
+            f"not drawn: {html.escape(item.note or '')}</p>"
+        )
     data = base64.b64encode(item.png).decode("ascii")
-    return (f'<figure id="{ident}" data-kind="{item.kind}"{run_attr}>'
-            f'<img alt="{item.kind}" src="data:image/png;base64,{data}">'
-            f"<figcaption><b>{item.kind}</b>: {html.escape(item.caption)}</figcaption></figure>")
+    return (
+        f'<figure id="{ident}" data-kind="{item.kind}"{run_attr}>'
+        f'<img alt="{item.kind}" src="data:image/png;base64,{data}">'
+        f"<figcaption><b>{item.kind}</b>: {html.escape(item.caption)}</figcaption></figure>"
+    )
 
 
 def _cell(key: str, value: Any) -> str:
@@ -192,8 +248,17 @@ def _table_html(rows: list[dict[str, Any]]) -> str:
     return f'<table id="summary"><thead><tr>{head}</tr></thead><tbody>{"".join(body)}</tbody></table>'
 
 
-_CLIENT_COLUMNS = ("client", "device", "link", "cut", "exit accuracy", "final accuracy", "local exit accuracy",
-                   "local final accuracy", "energy (J)")
+_CLIENT_COLUMNS = (
+    "client",
+    "device",
+    "link",
+    "cut",
+    "exit accuracy",
+    "final accuracy",
+    "local exit accuracy",
+    "local final accuracy",
+    "energy (J)",
+)
 
 
 def _clients_html(run: Run) -> str:
@@ -206,16 +271,25 @@ def _clients_html(run: Run) -> str:
     body = []
     for c in (c for c in s.get("clients", []) if isinstance(c, dict)):
         name = c.get("name")
-        values = [("client", name), ("device", c.get("device")), ("link", c.get("link")), ("cut", c.get("cut")),
-                  ("exit_accuracy", exit_acc.get(name)), ("final_accuracy", final_acc.get(name)),
-                  ("exit_accuracy_local", exit_local.get(name)), ("final_accuracy_local", final_local.get(name)),
-                  ("energy_j", energy.get(name))]
+        values = [
+            ("client", name),
+            ("device", c.get("device")),
+            ("link", c.get("link")),
+            ("cut", c.get("cut")),
+            ("exit_accuracy", exit_acc.get(name)),
+            ("final_accuracy", final_acc.get(name)),
+            ("exit_accuracy_local", exit_local.get(name)),
+            ("final_accuracy_local", final_local.get(name)),
+            ("energy_j", energy.get(name)),
+        ]
         body.append("<tr>" + "".join(_cell(k, v) for k, v in values) + "</tr>")
     if not body:
         return ""
     head = "".join(f"<th>{h}</th>" for h in _CLIENT_COLUMNS)
-    return (f'<table class="clients" data-run="{html.escape(run.label)}"><thead><tr>{head}</tr></thead>'
-            f'<tbody>{"".join(body)}</tbody></table>')
+    return (
+        f'<table class="clients" data-run="{html.escape(run.label)}"><thead><tr>{head}</tr></thead>'
+        f"<tbody>{''.join(body)}</tbody></table>"
+    )
 
 
 CONDITIONS_HEADING = "Conditions over time"
@@ -242,10 +316,12 @@ def _conditions_lines(run: Run) -> tuple[str, list[dict[str, Any]]] | None:
         return None
     entities = list(dict.fromkeys(r["entity"] for r in stats))
     shown = ", ".join(entities[:10]) + (f" and {len(entities) - 10} more" if len(entities) > 10 else "")
-    text = (f"From conditions.csv: {len(entities)} entit{'y' if len(entities) == 1 else 'ies'} with conditions that "
-            f"vary ({shown}); "
-            f"each field's min, time-weighted mean and max over the run (0 to {run_end_s(run):,.1f} s of simulated "
-            "time) and how many times it changed.")
+    text = (
+        f"From conditions.csv: {len(entities)} entit{'y' if len(entities) == 1 else 'ies'} with conditions that "
+        f"vary ({shown}); "
+        f"each field's min, time-weighted mean and max over the run (0 to {run_end_s(run):,.1f} s of simulated "
+        "time) and how many times it changed."
+    )
     return text, stats
 
 
@@ -257,16 +333,26 @@ def _conditions_html(run: Run) -> str:
     head = "".join(f"<th>{h}</th>" for h in _CONDITION_COLUMNS)
     body = []
     for r in stats[:_MAX_CONDITION_ROWS]:
-        cells = [f"<td>{html.escape(r['entity'])}</td>", f"<td>{html.escape(r['field'])}</td>",
-                 f"<td>{r['changes']:,}</td>"]
-        cells += [f'<td data-key="{k}" data-value="{r[k]!r}">{html.escape(format_condition(r["field"], r[k]))}</td>'
-                  for k in ("min", "mean", "max")]
+        cells = [
+            f"<td>{html.escape(r['entity'])}</td>",
+            f"<td>{html.escape(r['field'])}</td>",
+            f"<td>{r['changes']:,}</td>",
+        ]
+        cells += [
+            f'<td data-key="{k}" data-value="{r[k]!r}">{html.escape(format_condition(r["field"], r[k]))}</td>'
+            for k in ("min", "mean", "max")
+        ]
         body.append("<tr>" + "".join(cells) + "</tr>")
-    more = (f"<p>… and {len(stats) - _MAX_CONDITION_ROWS:,} more rows: see conditions.csv.</p>"
-            if len(stats) > _MAX_CONDITION_ROWS else "")
-    return (f'<h3 id="conditions-{_slug(run.label)}">{CONDITIONS_HEADING}</h3><p>{html.escape(text)}</p>'
-            f'<table class="conditions" data-run="{html.escape(run.label)}"><thead><tr>{head}</tr></thead>'
-            f'<tbody>{"".join(body)}</tbody></table>{more}')
+    more = (
+        f"<p>… and {len(stats) - _MAX_CONDITION_ROWS:,} more rows: see conditions.csv.</p>"
+        if len(stats) > _MAX_CONDITION_ROWS
+        else ""
+    )
+    return (
+        f'<h3 id="conditions-{_slug(run.label)}">{CONDITIONS_HEADING}</h3><p>{html.escape(text)}</p>'
+        f'<table class="conditions" data-run="{html.escape(run.label)}"><thead><tr>{head}</tr></thead>'
+        f"<tbody>{''.join(body)}</tbody></table>{more}"
+    )
 
 
 def _conditions_markdown(runs: Sequence[Run]) -> list[str]:
@@ -276,11 +362,22 @@ def _conditions_markdown(runs: Sequence[Run]) -> list[str]:
         if got is None:
             continue
         text, stats = got
-        lines += ["", f"## {CONDITIONS_HEADING}: {run.label}", "", text, "",
-                  "| " + " | ".join(_CONDITION_COLUMNS) + " |", "|" + "---|" * len(_CONDITION_COLUMNS)]
+        lines += [
+            "",
+            f"## {CONDITIONS_HEADING}: {run.label}",
+            "",
+            text,
+            "",
+            "| " + " | ".join(_CONDITION_COLUMNS) + " |",
+            "|" + "---|" * len(_CONDITION_COLUMNS),
+        ]
         for r in stats[:_MAX_CONDITION_ROWS]:
-            cells = [r["entity"].replace("|", "\\|"), r["field"], f"{r['changes']:,}",
-                     *(format_condition(r["field"], r[k]) for k in ("min", "mean", "max"))]
+            cells = [
+                r["entity"].replace("|", "\\|"),
+                r["field"],
+                f"{r['changes']:,}",
+                *(format_condition(r["field"], r[k]) for k in ("min", "mean", "max")),
+            ]
             lines.append("| " + " | ".join(cells) + " |")
         if len(stats) > _MAX_CONDITION_ROWS:
             lines += ["", f"… and {len(stats) - _MAX_CONDITION_ROWS:,} more rows: see conditions.csv."]
@@ -295,22 +392,37 @@ th{background:#eee}figure{margin:1.5em 0}img{max-width:100%}figcaption{font-size
 
 
 def _html(runs: Sequence[Run], rows: list[dict[str, Any]], shared: list[_Item], per_run: list[list[_Item]]) -> str:
-    parts = ["<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
-             "<title>hetero-splitee-sim report</title>", f"<style>{_CSS}</style></head><body>",
-             "<h1>hetero-splitee-sim report</h1>",
-             "<p>Run folders: " + ", ".join(f"<code>{html.escape(str(r.path))}</code>" for r in runs) + "</p>",
-             "<h2>Summary</h2>", _table_html(rows), "<h2>Across runs</h2>", *map(_item_html, shared)]
+    parts = [
+        "<!DOCTYPE html>",
+        '<html lang="en"><head><meta charset="utf-8">',
+        "<title>hetero-splitee-sim report</title>",
+        f"<style>{_CSS}</style></head><body>",
+        "<h1>hetero-splitee-sim report</h1>",
+        "<p>Run folders: " + ", ".join(f"<code>{html.escape(str(r.path))}</code>" for r in runs) + "</p>",
+        "<h2>Summary</h2>",
+        _table_html(rows),
+        "<h2>Across runs</h2>",
+        *map(_item_html, shared),
+    ]
     for run, items in zip(runs, per_run):
-        parts += [f'<h2 id="run-{_slug(run.label)}">Run {html.escape(run.label)}</h2>',
-                  f"<p><code>{html.escape(str(run.path))}</code></p>", _clients_html(run), _conditions_html(run),
-                  *map(_item_html, items)]
+        parts += [
+            f'<h2 id="run-{_slug(run.label)}">Run {html.escape(run.label)}</h2>',
+            f"<p><code>{html.escape(str(run.path))}</code></p>",
+            _clients_html(run),
+            _conditions_html(run),
+            *map(_item_html, items),
+        ]
     parts.append("</body></html>")
     return "\n".join(parts) + "\n"
 
 
 def _markdown(rows: list[dict[str, Any]], notes: list[_Item], html_name: str, runs: Sequence[Run] = ()) -> str:
-    lines = ["# hetero-splitee-sim report", "", "| " + " | ".join(h for _, h in SUMMARY_COLUMNS) + " |",
-             "|" + "---|" * len(SUMMARY_COLUMNS)]
+    lines = [
+        "# hetero-splitee-sim report",
+        "",
+        "| " + " | ".join(h for _, h in SUMMARY_COLUMNS) + " |",
+        "|" + "---|" * len(SUMMARY_COLUMNS),
+    ]
     for row in rows:
         cells = (format_value(k, row[k]).replace("|", "\\|") for k, _ in SUMMARY_COLUMNS)
         lines.append("| " + " | ".join(cells) + " |")
@@ -322,8 +434,9 @@ def _markdown(rows: list[dict[str, Any]], notes: list[_Item], html_name: str, ru
     return "\n".join(lines) + "\n"
 
 
-def write_report(run_dirs: Sequence[str | Path], out_html: str | Path,
-                 sweep: SweepSpec | None = None, figures: bool = False) -> tuple[Path, Path]:
+def write_report(
+    run_dirs: Sequence[str | Path], out_html: str | Path, sweep: SweepSpec | None = None, figures: bool = False
+) -> tuple[Path, Path]:
     """Write `out_html` and the Markdown table beside it (same stem, .md); returns both paths.
 
     `figures`: also write each drawn figure beside them as a PNG (`<kind>.png`; with several runs, the per-run

@@ -15,9 +15,21 @@ from analysis.load import Run
 from simulator.errors import InputError, clip
 from simulator.output.fsio import atomic_write, check_output_file, os_problem
 
-__all__ = ["new_figure", "state_colors", "run_colors", "axis_label", "save_figure", "png_bytes", "missing",
-           "IDLE_COLOR", "KNOWN_STATE_COLORS", "plain_numbers",
-           "state_order", "bar_width", "tick_size"]
+__all__ = [
+    "new_figure",
+    "state_colors",
+    "run_colors",
+    "axis_label",
+    "save_figure",
+    "png_bytes",
+    "missing",
+    "IDLE_COLOR",
+    "KNOWN_STATE_COLORS",
+    "plain_numbers",
+    "state_order",
+    "bar_width",
+    "tick_size",
+]
 
 # Fixed colours for the states the simulator records, so one state looks the same in every figure.
 KNOWN_STATE_COLORS = {
@@ -40,14 +52,35 @@ KNOWN_STATE_COLORS = {
     "cannot_take_part": "#525252",
 }
 IDLE_COLOR = "#ececec"  # the timeline's background: light enough that it never hides a state
-_SPARE_COLORS = ("#aec7e8", "#ffbb78", "#98df8a", "#ff9896", "#c5b0d5", "#c49c94", "#f7b6d2", "#dbdb8d",
-                 "#9edae5", "#393b79", "#637939", "#8c6d31", "#843c39", "#7b4173")
+_SPARE_COLORS = (
+    "#aec7e8",
+    "#ffbb78",
+    "#98df8a",
+    "#ff9896",
+    "#c5b0d5",
+    "#c49c94",
+    "#f7b6d2",
+    "#dbdb8d",
+    "#9edae5",
+    "#393b79",
+    "#637939",
+    "#8c6d31",
+    "#843c39",
+    "#7b4173",
+)
 
 # Unit suffixes of the run-folder columns (DESIGN.md: units in field names).
 _UNITS = {"_s": "s", "_j": "J", "_w": "W", "_bps": "bit/s", "_bytes": "B"}
-_NAMES = {"sim_time_s": "simulated time (s)", "energy_j": "energy (J)", "latency_s": "per-sample latency (s)",
-          "bytes_up": "bytes up (B)", "bytes_down": "bytes down (B)", "host_seconds": "host time (s)",
-          "exit_rate": "exit rate (fraction of samples)", "threshold": "entropy threshold τ"}
+_NAMES = {
+    "sim_time_s": "simulated time (s)",
+    "energy_j": "energy (J)",
+    "latency_s": "per-sample latency (s)",
+    "bytes_up": "bytes up (B)",
+    "bytes_down": "bytes down (B)",
+    "host_seconds": "host time (s)",
+    "exit_rate": "exit rate (fraction of samples)",
+    "threshold": "entropy threshold τ",
+}
 
 
 def new_figure(width_in: float, height_in: float) -> Figure:
@@ -106,8 +139,12 @@ def save_figure(fig: Figure, path: str | Path, dpi: int = 120) -> Path:
     check_output_file(out, "--out")
     fmt = out.suffix.lower().lstrip(".")
     if fmt not in ("png", "svg", "pdf"):
-        raise InputError(f"cannot write the figure: the file name must end in .png, .svg or .pdf, got "
-                         f"'{clip(out.suffix, 20) or 'no extension'}'", file=clip(str(out), 80), key="--out")
+        raise InputError(
+            f"cannot write the figure: the file name must end in .png, .svg or .pdf, got "
+            f"'{clip(out.suffix, 20) or 'no extension'}'",
+            file=clip(str(out), 80),
+            key="--out",
+        )
     buf = io.BytesIO()
     fig.savefig(buf, format=fmt, dpi=dpi)
     try:

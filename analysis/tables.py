@@ -14,12 +14,35 @@ from simulator.errors import InputError
 __all__ = ["load_runs", "load_sweep", "run_row", "flatten", "RUN_COLUMNS"]
 
 # One row per run: these, then one column per scenario key path whose value differs between the runs.
-RUN_COLUMNS = ("run", "path", "scenario", "strategy", "seed", "rounds", "clients", "fleet", "timing_only",
-               "final_accuracy", "mean_exit_accuracy", "sim_time_s", "energy_j", "server_energy_j", "bytes_up",
-               "bytes_down", "host_seconds")
+RUN_COLUMNS = (
+    "run",
+    "path",
+    "scenario",
+    "strategy",
+    "seed",
+    "rounds",
+    "clients",
+    "fleet",
+    "timing_only",
+    "final_accuracy",
+    "mean_exit_accuracy",
+    "sim_time_s",
+    "energy_j",
+    "server_energy_j",
+    "bytes_up",
+    "bytes_down",
+    "host_seconds",
+)
 _SWEEP_INTS = ("seed", "rounds")
-_SWEEP_FLOATS = ("final_accuracy", "mean_exit_accuracy", "sim_time_s", "energy_j", "bytes_up", "bytes_down",
-                 "host_seconds")  # bytes are floats: a lossy link inflates them by 1 / (1 - loss_rate)
+_SWEEP_FLOATS = (
+    "final_accuracy",
+    "mean_exit_accuracy",
+    "sim_time_s",
+    "energy_j",
+    "bytes_up",
+    "bytes_down",
+    "host_seconds",
+)  # bytes are floats: a lossy link inflates them by 1 / (1 - loss_rate)
 
 
 def flatten(data: Any, prefix: str = "") -> dict[str, Any]:
@@ -47,12 +70,22 @@ def run_row(run: Run) -> dict[str, Any]:
     total = energy.get("total") if isinstance(energy, dict) else energy
     server = energy.get("server") if isinstance(energy, dict) else None
     return {
-        "run": run.label, "path": str(run.path), "scenario": s.get("scenario"), "strategy": s.get("strategy"),
-        "seed": s.get("seed"), "rounds": s.get("rounds"), "clients": len(s.get("clients") or []),
-        "fleet": fleet_description(s), "timing_only": bool(s.get("timing_only", False)),
-        "final_accuracy": _number(s.get("final_accuracy")), "mean_exit_accuracy": mean_exit_accuracy(s),
-        "sim_time_s": _number(s.get("sim_time_s")), "energy_j": _number(total), "server_energy_j": _number(server),
-        "bytes_up": s.get("bytes_up"), "bytes_down": s.get("bytes_down"),
+        "run": run.label,
+        "path": str(run.path),
+        "scenario": s.get("scenario"),
+        "strategy": s.get("strategy"),
+        "seed": s.get("seed"),
+        "rounds": s.get("rounds"),
+        "clients": len(s.get("clients") or []),
+        "fleet": fleet_description(s),
+        "timing_only": bool(s.get("timing_only", False)),
+        "final_accuracy": _number(s.get("final_accuracy")),
+        "mean_exit_accuracy": mean_exit_accuracy(s),
+        "sim_time_s": _number(s.get("sim_time_s")),
+        "energy_j": _number(total),
+        "server_energy_j": _number(server),
+        "bytes_up": s.get("bytes_up"),
+        "bytes_down": s.get("bytes_down"),
         "host_seconds": _number(s.get("host_seconds")),
     }
 
@@ -82,11 +115,17 @@ def load_sweep(path: str | Path) -> pd.DataFrame:
     given = Path(path)
     file = given / "sweep.csv" if given.is_dir() else given
     if not file.is_file():
-        raise InputError("no sweep.csv here (splitee sweep writes <out>/sweep.csv)" if given.is_dir() else
-                         "no such file" if not given.exists() else "not a file", file=str(given))
+        raise InputError(
+            "no sweep.csv here (splitee sweep writes <out>/sweep.csv)"
+            if given.is_dir()
+            else "no such file"
+            if not given.exists()
+            else "not a file",
+            file=str(given),
+        )
     df = read_csv(file, ("point", "status", "seed"))
     columns = list(df.columns)
-    parameters = columns[columns.index("error") + 1:columns.index("seed")] if "error" in columns else []
+    parameters = columns[columns.index("error") + 1 : columns.index("seed")] if "error" in columns else []
     for name in _SWEEP_INTS:
         if name in df.columns:
             df[name] = pd.to_numeric(df[name], errors="coerce").astype("Int64")

@@ -22,29 +22,55 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 QUICKSTART = ROOT / "scenarios" / "quickstart.yaml"
 # (label, strategy, training.sync)
-METHODS = (("rounds", "averaging", "rounds"), ("async", "averaging", "async"), ("buffered", "averaging", "buffered"),
-           ("fedavg", "fedavg", "rounds"), ("fedasync", "fedasync", "rounds"), ("fedbuff", "fedbuff", "rounds"))
-PARTITIONS = {"iid": ["dataset.partition.kind=iid"],
-              "dir0.5": ["dataset.partition.kind=dirichlet", "dataset.partition.alpha=0.5"]}
+METHODS = (
+    ("rounds", "averaging", "rounds"),
+    ("async", "averaging", "async"),
+    ("buffered", "averaging", "buffered"),
+    ("fedavg", "fedavg", "rounds"),
+    ("fedasync", "fedasync", "rounds"),
+    ("fedbuff", "fedbuff", "rounds"),
+)
+PARTITIONS = {
+    "iid": ["dataset.partition.kind=iid"],
+    "dir0.5": ["dataset.partition.kind=dirichlet", "dataset.partition.alpha=0.5"],
+}
 FINAL, EXIT = 0.80, 0.72
 
 
 def _sets(strategy: str, sync: str, budget: float, seed: int, partition: str) -> list[str]:
-    sets = [f"strategy.name={strategy}", f"seed={seed}", "output.events=none", "output.checkpoint_every=0",
-            "output.progress=false", *PARTITIONS[partition]]
+    sets = [
+        f"strategy.name={strategy}",
+        f"seed={seed}",
+        "output.events=none",
+        "output.checkpoint_every=0",
+        "output.progress=false",
+        *PARTITIONS[partition],
+    ]
     if sync == "rounds" and strategy not in ("fedasync", "fedbuff"):
         sets += ["eval.every=1"]
     else:
-        sets += [f"training.sync={sync}" if strategy not in ("fedasync", "fedbuff") else "training.sync=rounds",
-                 f"training.duration_s={budget}", f"eval.every_s={budget / 10}"]
+        sets += [
+            f"training.sync={sync}" if strategy not in ("fedasync", "fedbuff") else "training.sync=rounds",
+            f"training.duration_s={budget}",
+            f"eval.every_s={budget / 10}",
+        ]
     return sets
 
 
 def _run(out: Path, sets: list[str]) -> None:
     if (out / "rounds.csv").exists():
         return
-    cmd = [sys.executable, "-m", "simulator.cli", "run", str(QUICKSTART), "--out", str(out), "--overwrite",
-           "--no-report"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "simulator.cli",
+        "run",
+        str(QUICKSTART),
+        "--out",
+        str(out),
+        "--overwrite",
+        "--no-report",
+    ]
     for s in sets:
         cmd += ["--set", s]
     subprocess.run(cmd, check=True, cwd=ROOT, stdout=subprocess.DEVNULL)
@@ -62,9 +88,12 @@ def _first(rows: list[dict[str, float]], key: str, target: float) -> float:
 def _at(rows: list[dict[str, float]], budget: float) -> dict[str, float]:
     upto = [r for r in rows if r["sim_time_s"] <= budget + 1e-9]
     evald = [r for r in upto if not math.isnan(r["final_accuracy"])]
-    return {"acc": evald[-1]["final_accuracy"] if evald else math.nan,
-            "exit": evald[-1]["mean_exit_accuracy"] if evald else math.nan,
-            "energy": sum(r["energy_j"] for r in upto), "mb": sum(r["bytes_up"] + r["bytes_down"] for r in upto) / 1e6}
+    return {
+        "acc": evald[-1]["final_accuracy"] if evald else math.nan,
+        "exit": evald[-1]["mean_exit_accuracy"] if evald else math.nan,
+        "energy": sum(r["energy_j"] for r in upto),
+        "mb": sum(r["bytes_up"] + r["bytes_down"] for r in upto) / 1e6,
+    }
 
 
 def _mean(xs: list[float]) -> float:
@@ -81,11 +110,16 @@ def main() -> None:
     args = ap.parse_args()
     jobs = [(p, label, strat, sync, seed) for p in PARTITIONS for label, strat, sync in METHODS for seed in args.seeds]
     with ThreadPoolExecutor(args.jobs) as pool:
-        list(pool.map(lambda j: _run(args.out / j[0] / j[1] / f"s{j[4]}",
-                                     _sets(j[2], j[3], args.budget_s, j[4], j[0])), jobs))
+        list(
+            pool.map(
+                lambda j: _run(args.out / j[0] / j[1] / f"s{j[4]}", _sets(j[2], j[3], args.budget_s, j[4], j[0])), jobs
+            )
+        )
     b = args.budget_s
-    print(f"| partition | method | time to final 0.80 (s) | time to exit 0.72 (s) | final acc @ {b:g} s | "
-          f"exit acc @ {b:g} s | energy @ {b:g} s (kJ) | traffic @ {b:g} s (MB) | final acc, end of run |")
+    print(
+        f"| partition | method | time to final 0.80 (s) | time to exit 0.72 (s) | final acc @ {b:g} s | "
+        f"exit acc @ {b:g} s | energy @ {b:g} s (kJ) | traffic @ {b:g} s (MB) | final acc, end of run |"
+    )
     print("|---|---|---|---|---|---|---|---|---|")
     for p in PARTITIONS:
         for label, _, _ in METHODS:
@@ -97,9 +131,11 @@ def main() -> None:
             fmt = lambda t: f"> {end:.0f}" if math.isinf(t) else ("–" if math.isnan(t) else f"{t:.0f}")  # noqa: E731
             acc = lambda k: _mean([a[k] for a in at])  # noqa: E731
             last = _mean([[x for x in r if not math.isnan(x["final_accuracy"])][-1]["final_accuracy"] for r in runs])
-            print(f"| {p} | {label} | {fmt(t_final)} | {'–' if label.startswith('fed') else fmt(t_exit)} | "
-                  f"{acc('acc'):.3f} | {acc('exit'):.3f} | {acc('energy') / 1e3:.1f} | {acc('mb'):.0f} | "
-                  f"{last:.3f} (at {end:.0f} s) |")
+            print(
+                f"| {p} | {label} | {fmt(t_final)} | {'–' if label.startswith('fed') else fmt(t_exit)} | "
+                f"{acc('acc'):.3f} | {acc('exit'):.3f} | {acc('energy') / 1e3:.1f} | {acc('mb'):.0f} | "
+                f"{last:.3f} (at {end:.0f} s) |"
+            )
 
 
 if __name__ == "__main__":

@@ -21,8 +21,16 @@ from typing import Any
 
 import yaml
 
-METHODS = ("sequential", "averaging", "homogeneous_splitee", "vanilla_sl", "splitfed_v1", "splitfed_v2", "fedavg",
-           "centralized")
+METHODS = (
+    "sequential",
+    "averaging",
+    "homogeneous_splitee",
+    "vanilla_sl",
+    "splitfed_v1",
+    "splitfed_v2",
+    "fedavg",
+    "centralized",
+)
 
 
 def _pm(values: list[float], fmt: str = "{:.3f}") -> str:
@@ -41,9 +49,16 @@ def load_points(sweep_dir: Path) -> list[dict[str, Any]]:
     for run in sorted((sweep_dir / "points").glob("*/summary.json")):
         summary = json.loads(run.read_text())
         resolved = yaml.safe_load((run.parent / "scenario.resolved.yaml").read_text())
-        out.append({"partition": resolved["dataset"]["partition"]["kind"], "method": summary["strategy"],
-                    "cut": resolved["strategy"]["common_cut"], "seed": summary["seed"], "summary": summary,
-                    "host_seconds": summary["host_seconds"]})
+        out.append(
+            {
+                "partition": resolved["dataset"]["partition"]["kind"],
+                "method": summary["strategy"],
+                "cut": resolved["strategy"]["common_cut"],
+                "seed": summary["seed"],
+                "summary": summary,
+                "host_seconds": summary["host_seconds"],
+            }
+        )
     return out
 
 
@@ -62,11 +77,24 @@ def table(points: list[dict[str, Any]]) -> str:
     lines = []
     for part in sorted({p["partition"] for p in points}, key=lambda k: (k != "iid", k)):
         here = [p for p in points if p["partition"] == part]
-        ceiling = {cut: [p["summary"]["mean_exit_accuracy"] for p in here
-                         if p["method"] == "standalone_exit" and p["cut"] == cut] for cut in cuts}
+        ceiling = {
+            cut: [
+                p["summary"]["mean_exit_accuracy"] for p in here if p["method"] == "standalone_exit" and p["cut"] == cut
+            ]
+            for cut in cuts
+        }
         lines.append(f"\n**{part}** (mean ± std over seeds; exit at cut c / its standalone ceiling)\n")
-        head = ["method", "final acc", "mean exit acc", *[f"exit cut {c}" for c in cuts], "local final",
-                "local exit", "sim time (s)", "energy (kJ)", "traffic (MB)"]
+        head = [
+            "method",
+            "final acc",
+            "mean exit acc",
+            *[f"exit cut {c}" for c in cuts],
+            "local final",
+            "local exit",
+            "sim time (s)",
+            "energy (kJ)",
+            "traffic (MB)",
+        ]
         lines.append("| " + " | ".join(head) + " |")
         lines.append("|" + "---|" * len(head))
         for method in METHODS:
@@ -76,11 +104,15 @@ def table(points: list[dict[str, Any]]) -> str:
             exits = [per_cut_exit(s) for s in runs]
             row = [method, _pm([s["final_accuracy"] for s in runs]), _pm([s["mean_exit_accuracy"] for s in runs])]
             row += [_pm([e[c] for e in exits if c in e]) for c in cuts]
-            row += [_pm([s.get("mean_final_accuracy_local") for s in runs]),
-                    _pm([s.get("mean_exit_accuracy_local") for s in runs])]
-            row += [_pm([s["sim_time_s"] for s in runs], "{:,.0f}"),
-                    _pm([s["energy_j"]["total"] / 1e3 for s in runs], "{:,.1f}"),
-                    _pm([(s["bytes_up"] + s["bytes_down"]) / 1e6 for s in runs], "{:,.0f}")]
+            row += [
+                _pm([s.get("mean_final_accuracy_local") for s in runs]),
+                _pm([s.get("mean_exit_accuracy_local") for s in runs]),
+            ]
+            row += [
+                _pm([s["sim_time_s"] for s in runs], "{:,.0f}"),
+                _pm([s["energy_j"]["total"] / 1e3 for s in runs], "{:,.1f}"),
+                _pm([(s["bytes_up"] + s["bytes_down"]) / 1e6 for s in runs], "{:,.0f}"),
+            ]
             lines.append("| " + " | ".join(row) + " |")
         row = ["standalone ceiling", "–", "–", *[_pm(ceiling[c]) for c in cuts], "–", "–", "–", "–", "–"]
         lines.append("| " + " | ".join(row) + " |")
@@ -97,8 +129,10 @@ def main() -> None:
     for p in points:
         by_method[p["method"]].append(p["host_seconds"])
     total = sum(sum(v) for v in by_method.values())
-    print(f"\n{len(points)} points, {total:,.0f} host seconds in all (the points' own run times); per method: "
-          + ", ".join(f"{m} {statistics.fmean(v):.0f} s" for m, v in by_method.items()))
+    print(
+        f"\n{len(points)} points, {total:,.0f} host seconds in all (the points' own run times); per method: "
+        + ", ".join(f"{m} {statistics.fmean(v):.0f} s" for m, v in by_method.items())
+    )
 
 
 if __name__ == "__main__":

@@ -12,16 +12,35 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-__all__ = ["BadInput", "Recorded", "Comparison", "compare", "load_recorded", "reusable", "machine_facts",
-           "cpu_model", "cpu_warning", "list_warning", "resolve_commit", "tree_commit", "base_worktree"]
+__all__ = [
+    "BadInput",
+    "Recorded",
+    "Comparison",
+    "compare",
+    "load_recorded",
+    "reusable",
+    "machine_facts",
+    "cpu_model",
+    "cpu_warning",
+    "list_warning",
+    "resolve_commit",
+    "tree_commit",
+    "base_worktree",
+]
 
 FORMAT = 2
 # What decides the low bits of a training run besides the code: the CPU (its model and the kernel set torch
 # dispatches to on it) and the software. A stored file recorded under other values is no evidence about the code.
 CPU_FACTS = ("cpu_model", "machine", "cpu_capability")
 SOFTWARE_FACTS = ("torch", "python", "threads")
-_LABELS = {"cpu_model": "CPU model", "machine": "architecture", "cpu_capability": "torch CPU kernels",
-           "torch": "torch", "python": "Python", "threads": "threads"}
+_LABELS = {
+    "cpu_model": "CPU model",
+    "machine": "architecture",
+    "cpu_capability": "torch CPU kernels",
+    "torch": "torch",
+    "python": "Python",
+    "threads": "threads",
+}
 
 Digests = dict[str, dict[str, str]]  # run -> result file -> SHA-256
 
@@ -98,8 +117,10 @@ def load_recorded(path: Path) -> Recorded:
     if not isinstance(doc, dict) or doc.get("format") != FORMAT:
         raise BadInput(f"{path}: key 'format': not {FORMAT}, the format this script writes")
     runs, refused, facts = doc.get("runs"), doc.get("not_comparable", {}), doc.get("recorded", {})
-    if not (isinstance(runs, dict) and all(isinstance(d, dict) and all(isinstance(v, str) for v in d.values())
-                                           for d in runs.values())):
+    if not (
+        isinstance(runs, dict)
+        and all(isinstance(d, dict) and all(isinstance(v, str) for v in d.values()) for d in runs.values())
+    ):
         raise BadInput(f"{path}: key 'runs': not a mapping of run -> file -> digest")
     if not (isinstance(refused, dict) and all(isinstance(v, str) for v in refused.values())):
         raise BadInput(f"{path}: key 'not_comparable': not a mapping of run -> reason")
@@ -108,8 +129,7 @@ def load_recorded(path: Path) -> Recorded:
     return Recorded(runs, refused, facts)
 
 
-def reusable(path: Path, commit: str, machine: dict[str, Any], run_list: str,
-             names: Sequence[str]) -> Recorded | None:
+def reusable(path: Path, commit: str, machine: dict[str, Any], run_list: str, names: Sequence[str]) -> Recorded | None:
     """The digests in `path` if they are `commit`'s, recorded here with this run list and cover `names`; else None."""
     if not path.is_file():
         return None
@@ -118,8 +138,12 @@ def reusable(path: Path, commit: str, machine: dict[str, Any], run_list: str,
     except BadInput:
         return None  # recorded again and overwritten
     facts = rec.facts
-    same = (facts.get("commit") == commit and facts.get("dirty") is False and facts.get("run_list") == run_list
-            and all(facts.get(k) == machine.get(k) for k in CPU_FACTS + SOFTWARE_FACTS))
+    same = (
+        facts.get("commit") == commit
+        and facts.get("dirty") is False
+        and facts.get("run_list") == run_list
+        and all(facts.get(k) == machine.get(k) for k in CPU_FACTS + SOFTWARE_FACTS)
+    )
     covered = all(n in rec.runs or n in rec.not_comparable for n in names)
     return rec if same and covered else None
 
@@ -138,8 +162,10 @@ def cpu_model() -> str:
 
 def machine_facts(python: str, threads: int) -> dict[str, Any]:
     """This machine's CPU and the interpreter's software, as stored beside digests."""
-    probe = ("import json, platform, torch; print(json.dumps({'torch': torch.__version__, "
-             "'cpu_capability': torch.backends.cpu.get_cpu_capability(), 'python': platform.python_version()}))")
+    probe = (
+        "import json, platform, torch; print(json.dumps({'torch': torch.__version__, "
+        "'cpu_capability': torch.backends.cpu.get_cpu_capability(), 'python': platform.python_version()}))"
+    )
     done = subprocess.run([python, "-c", probe], capture_output=True, text=True)
     try:
         software = json.loads(done.stdout)
@@ -150,19 +176,25 @@ def machine_facts(python: str, threads: int) -> dict[str, Any]:
 
 def cpu_warning(stored: dict[str, Any], here: dict[str, Any], source: str, timing_only: Sequence[str]) -> str | None:
     """One line when `stored` digests were recorded on another CPU (or an unknown one); None on the same CPU."""
-    tail = (f"training runs' digests may then differ for that reason alone (record the base here with --base "
-            f"COMMIT); timing-only runs must match on any CPU: {', '.join(timing_only)}")
+    tail = (
+        f"training runs' digests may then differ for that reason alone (record the base here with --base "
+        f"COMMIT); timing-only runs must match on any CPU: {', '.join(timing_only)}"
+    )
     if "cpu_model" not in stored:
         return f"warning: {source} does not say on which CPU it was recorded: {tail}"
-    changed = [f"{_LABELS[k]} {stored.get(k)!r}, here {here.get(k)!r}" for k in CPU_FACTS
-               if stored.get(k) != here.get(k)]
+    changed = [
+        f"{_LABELS[k]} {stored.get(k)!r}, here {here.get(k)!r}" for k in CPU_FACTS if stored.get(k) != here.get(k)
+    ]
     return f"warning: {source} was recorded on another CPU ({'; '.join(changed)}): {tail}" if changed else None
 
 
 def list_warning(stored: dict[str, Any], here: dict[str, Any], run_list: str, source: str) -> str | None:
     """One line when `stored` digests came from other software or another run list than this script's."""
-    changed = [f"{_LABELS[k]} {stored.get(k)!r}, here {here.get(k)!r}" for k in SOFTWARE_FACTS
-               if k in stored and stored.get(k) != here.get(k)]
+    changed = [
+        f"{_LABELS[k]} {stored.get(k)!r}, here {here.get(k)!r}"
+        for k in SOFTWARE_FACTS
+        if k in stored and stored.get(k) != here.get(k)
+    ]
     if "run_list" in stored and stored["run_list"] != run_list:
         changed.append("the run list of benchmarks/digests.py changed since")
     if not changed:

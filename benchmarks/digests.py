@@ -36,14 +36,34 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # digest_tools beside this script, from any folder
-from digest_tools import (BadInput, Recorded, base_worktree, compare, cpu_warning, list_warning,  # noqa: E402
-                          load_recorded, machine_facts, resolve_commit, reusable, tree_commit)
+from digest_tools import (  # noqa: E402
+    BadInput,
+    Recorded,
+    base_worktree,
+    compare,
+    cpu_warning,
+    list_warning,
+    load_recorded,
+    machine_facts,
+    resolve_commit,
+    reusable,
+    tree_commit,
+)
 
 __all__ = ["FILES", "THREADS", "Tree", "run_list", "timing_only", "digest_file", "run_trees", "main"]
 
 ROOT = Path(__file__).resolve().parent.parent
-STRATEGIES = ("sequential", "averaging", "homogeneous_splitee", "vanilla_sl", "splitfed_v1", "splitfed_v2",
-              "fedavg", "centralized", "standalone_exit")
+STRATEGIES = (
+    "sequential",
+    "averaging",
+    "homogeneous_splitee",
+    "vanilla_sl",
+    "splitfed_v1",
+    "splitfed_v2",
+    "fedavg",
+    "centralized",
+    "standalone_exit",
+)
 FILES = ("rounds.csv", "clients.csv", "events.csv", "early_exit.csv")
 THREADS = 1  # torch threads of every run: digests are only reproducible for a fixed thread count
 
@@ -83,23 +103,66 @@ def run_list(root: Path, tmp: Path) -> dict[str, list[str]]:
     churn = str(tmp / "churn_battery.yaml")  # written by prepare()
     runs = {"quickstart": ["run", quickstart]}
     for s in STRATEGIES:
-        runs[f"strategy-{s}"] = ["run", quickstart, "--set", f"strategy.name={s}", "--set", "training.rounds=2",
-                                 "--set", "eval.every=1"]
+        runs[f"strategy-{s}"] = [
+            "run",
+            quickstart,
+            "--set",
+            f"strategy.name={s}",
+            "--set",
+            "training.rounds=2",
+            "--set",
+            "eval.every=1",
+        ]
     runs["strategy-standalone_exit"] += ["--set", "strategy.common_cut=3"]
     city = str(root / "scenarios" / "whatif" / "city_fleet.yaml")
-    runs["city-1000-timing"] = ["run", city, "--timing-only", "--set", "training.rounds=20",
-                                "--set", "clients.0.count=400", "--set", "clients.1.count=300",
-                                "--set", "clients.2.count=200", "--set", "clients.3.count=100",
-                                "--set", "output.events=csv"]
+    runs["city-1000-timing"] = [
+        "run",
+        city,
+        "--timing-only",
+        "--set",
+        "training.rounds=20",
+        "--set",
+        "clients.0.count=400",
+        "--set",
+        "clients.1.count=300",
+        "--set",
+        "clients.2.count=200",
+        "--set",
+        "clients.3.count=100",
+        "--set",
+        "output.events=csv",
+    ]
     runs["churn-deadline-battery"] = ["run", churn]
     runs["churn-deadline-battery-timing"] = ["run", churn, "--timing-only"]
-    runs["battery-timing-sequential"] = ["run", churn, "--timing-only", "--set", "strategy.name=sequential",
-                                         "--set", "training.round_deadline_s=null"]
+    runs["battery-timing-sequential"] = [
+        "run",
+        churn,
+        "--timing-only",
+        "--set",
+        "strategy.name=sequential",
+        "--set",
+        "training.round_deadline_s=null",
+    ]
     for order in ("arrival", "round_robin"):
-        runs[f"sequential-{order}"] = ["run", quickstart, "--set", "strategy.name=sequential",
-                                       "--set", f"strategy.order={order}", "--set", "training.rounds=2"]
-        runs[f"sequential-{order}-timing"] = ["run", quickstart, "--timing-only", "--set",
-                                              "strategy.name=sequential", "--set", f"strategy.order={order}"]
+        runs[f"sequential-{order}"] = [
+            "run",
+            quickstart,
+            "--set",
+            "strategy.name=sequential",
+            "--set",
+            f"strategy.order={order}",
+            "--set",
+            "training.rounds=2",
+        ]
+        runs[f"sequential-{order}-timing"] = [
+            "run",
+            quickstart,
+            "--timing-only",
+            "--set",
+            "strategy.name=sequential",
+            "--set",
+            f"strategy.order={order}",
+        ]
     runs["quickstart-timing-turns"] = ["run", quickstart, "--timing-only", "--set", "strategy.name=sequential"]
     runs["replay"] = ["replay", str(tmp / "quickstart"), "--set", "clients.2.link.uplink_bps=500000.0"]
     return runs
@@ -169,8 +232,7 @@ class _Children:
         with self._lock:
             if self.stopping:
                 raise RunFailed("stopped")
-            proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                                    text=True)
+            proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
             self._live.add(proc)
         try:
             _, err = proc.communicate()
@@ -201,12 +263,18 @@ def _env(tree: Path, folder: Path) -> dict[str, str]:
 
 
 def _check_import(tree: Path, env: dict[str, str]) -> None:
-    done = subprocess.run([sys.executable, "-c", "import simulator; print(simulator.__file__)"], cwd=tree, env=env,
-                          capture_output=True, text=True)
+    done = subprocess.run(
+        [sys.executable, "-c", "import simulator; print(simulator.__file__)"],
+        cwd=tree,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
     where = Path(done.stdout.strip() or "?").resolve()
     if done.returncode != 0 or not where.is_relative_to(tree.resolve()):
-        raise RunFailed(f"the runs of {tree} would not import its simulator (they import {where}; "
-                        f"{done.stderr.strip()[-300:]})")
+        raise RunFailed(
+            f"the runs of {tree} would not import its simulator (they import {where}; {done.stderr.strip()[-300:]})"
+        )
 
 
 def _refusal(err: str) -> str:
@@ -231,8 +299,9 @@ def run_trees(trees: list[Tree], names: list[str], tmp: Path, jobs: int) -> list
         if name == "replay" and isinstance(outcomes.get((i, "quickstart")), str):
             return "the quickstart it re-times is not comparable"
         out = folder / name
-        rc, err = children.run([sys.executable, *command(run_list(tree.root, folder)[name], out)], tree.root,
-                               _env(tree.root, folder))
+        rc, err = children.run(
+            [sys.executable, *command(run_list(tree.root, folder)[name], out)], tree.root, _env(tree.root, folder)
+        )
         if rc == 2 and tree.refusal_ok:
             return _refusal(err)  # a key or option this commit does not know yet
         if rc != 0:
@@ -253,8 +322,13 @@ def run_trees(trees: list[Tree], names: list[str], tmp: Path, jobs: int) -> list
     recorded = []
     for i, tree in enumerate(trees):
         got = {n: outcomes[i, n] for n in names}
-        recorded.append(Recorded({n: d for n, d in got.items() if isinstance(d, dict)},
-                                 {n: d for n, d in got.items() if isinstance(d, str)}, dict(tree.facts)))
+        recorded.append(
+            Recorded(
+                {n: d for n, d in got.items() if isinstance(d, dict)},
+                {n: d for n, d in got.items() if isinstance(d, str)},
+                dict(tree.facts),
+            )
+        )
     return recorded
 
 
@@ -303,13 +377,18 @@ def _with_base(args: argparse.Namespace, names: list[str], here: dict[str, Any],
     sha = resolve_commit(ROOT, args.base)
     cached = reusable(args.out, sha, here, run_list_digest(), names) if args.out else None
     if cached is not None:
-        print(f"the digests of {sha[:12]} recorded on this machine are reused from {args.out} (delete it to "
-              "record them again)", file=sys.stderr)
+        print(
+            f"the digests of {sha[:12]} recorded on this machine are reused from {args.out} (delete it to "
+            "record them again)",
+            file=sys.stderr,
+        )
         want, (got,) = cached, run_trees([current], names, tmp, args.jobs)
     else:
         with base_worktree(ROOT, sha, tmp) as tree:
-            print(f"recording {len(names)} runs of {sha[:12]} (in {tree}) and of the current tree, {args.jobs} at "
-                  "a time", file=sys.stderr)
+            print(
+                f"recording {len(names)} runs of {sha[:12]} (in {tree}) and of the current tree, {args.jobs} at a time",
+                file=sys.stderr,
+            )
             base = Tree(tree, {"commit": sha, "dirty": False}, refusal_ok=True)
             want, got = run_trees([base, current], names, tmp, args.jobs)
         if args.out:
@@ -347,8 +426,10 @@ def main(argv: list[str] | None = None) -> int:
         _write(args.out, got.with_facts(here, run_list_digest()))
     if want is None:
         return 0
-    for warning in (cpu_warning(want.facts, here, str(args.check), timing_only()),
-                    list_warning(want.facts, here, run_list_digest(), str(args.check))):
+    for warning in (
+        cpu_warning(want.facts, here, str(args.check), timing_only()),
+        list_warning(want.facts, here, run_list_digest(), str(args.check)),
+    ):
         if warning:
             print(warning, file=sys.stderr)
     return _report(got, want, str(args.check))

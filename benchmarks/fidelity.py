@@ -34,8 +34,12 @@ def _plain_simulation(run: Path) -> float:
     path = run / "no_overhead.yaml"
     path.write_text(yaml.safe_dump(data, sort_keys=False))
     out = run / "simulated_no_overhead"
-    subprocess.run([sys.executable, "-m", "simulator.cli", "run", str(path), "--timing-only", "--out", str(out),
-                    "--overwrite"], check=True, capture_output=True, cwd=ROOT)
+    subprocess.run(
+        [sys.executable, "-m", "simulator.cli", "run", str(path), "--timing-only", "--out", str(out), "--overwrite"],
+        check=True,
+        capture_output=True,
+        cwd=ROOT,
+    )
     with (out / "rounds.csv").open() as f:
         ends = [float(r["sim_time_s"]) for r in csv.DictReader(f)]
     return ends[-1] / len(ends)
@@ -49,9 +53,11 @@ def _load(run: Path) -> str:
 
 
 def table(out: Path, repeats: int, names: tuple[str, ...] = SCENARIOS) -> str:
-    lines = ["| round set by | emulated round, s (mean of the runs, min–max) | simulated, s | error per run | "
-             "error, mean | simulated without protocol overhead | load (start–end of each run) |",
-             "|---|---|---|---|---|---|---|"]
+    lines = [
+        "| round set by | emulated round, s (mean of the runs, min–max) | simulated, s | error per run | "
+        "error, mean | simulated without protocol overhead | load (start–end of each run) |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for name in names:
         runs = [out / f"{name}-{k}" for k in range(1, repeats + 1) if (out / f"{name}-{k}" / "fidelity.csv").is_file()]
         if not runs:
@@ -65,7 +71,8 @@ def table(out: Path, repeats: int, names: tuple[str, ...] = SCENARIOS) -> str:
             f"| {name.replace('_', ' ')} | {statistics.mean(emu):.3f} ({min(emu):.3f}–{max(emu):.3f}) | "
             f"{statistics.mean(sim):.3f} | {', '.join(f'{x:+.1%}' for x in err)} | {statistics.mean(err):+.1%} | "
             f"{statistics.mean(plain):.3f} ({statistics.mean(plain_err):+.1%}) | "
-            f"{'; '.join(_load(run) for run in runs)} |")
+            f"{'; '.join(_load(run) for run in runs)} |"
+        )
     return "\n".join(lines)
 
 
@@ -82,8 +89,16 @@ def main() -> int:
     if not args.table_only:
         for k in range(1, args.repeats + 1):
             for name in names:
-                cmd = [sys.executable, "-m", "simulator.cli", "emulate", str(ROOT / "scenarios/fidelity" / f"{name}.yaml"),
-                       "--out", str(out / f"{name}-{k}"), "--overwrite"]
+                cmd = [
+                    sys.executable,
+                    "-m",
+                    "simulator.cli",
+                    "emulate",
+                    str(ROOT / "scenarios/fidelity" / f"{name}.yaml"),
+                    "--out",
+                    str(out / f"{name}-{k}"),
+                    "--overwrite",
+                ]
                 if args.profile:
                     cmd += ["--profile", args.profile]
                 subprocess.run(cmd, check=True, cwd=ROOT)

@@ -40,8 +40,29 @@ sys.set_int_max_str_digits(0)  # this script writes 5 000-digit numbers into sce
 BAD_CLASSES = ("unclean", "traceback", "hang", "lost", "executed")
 
 # Values a careless or hostile user may put into any field.
-VALUES: list[Any] = [float("inf"), float("-inf"), float("nan"), -1, 0, 1e-310, 1e308, 10**5000 - 1, 2**64,
-                     "text", "", [1, 2], {"a": 1}, None, True, "x" * 20_000, "..", "../x", 3.5, -1e-9, 10**9]
+VALUES: list[Any] = [
+    float("inf"),
+    float("-inf"),
+    float("nan"),
+    -1,
+    0,
+    1e-310,
+    1e308,
+    10**5000 - 1,
+    2**64,
+    "text",
+    "",
+    [1, 2],
+    {"a": 1},
+    None,
+    True,
+    "x" * 20_000,
+    "..",
+    "../x",
+    3.5,
+    -1e-9,
+    10**9,
+]
 
 TINY: dict[str, Any] = {
     "name": "tiny",
@@ -122,8 +143,15 @@ def run_case(case: Case, timeout: float, splitee: list[str]) -> Outcome:
     t0 = time.monotonic()
     hung = False
     try:
-        proc = subprocess.run([*splitee, *case.argv], cwd=case.cwd, env=env, capture_output=True, text=True,
-                              timeout=timeout, errors="replace")
+        proc = subprocess.run(
+            [*splitee, *case.argv],
+            cwd=case.cwd,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            errors="replace",
+        )
         rc, stdout, stderr = proc.returncode, proc.stdout, proc.stderr
     except subprocess.TimeoutExpired as exc:
         hung, rc, stdout = True, None, ""
@@ -136,12 +164,16 @@ def run_case(case: Case, timeout: float, splitee: list[str]) -> Outcome:
     detail = tail[-1][:300] if tail else ""
     if kind == "unclean":  # what came before the error line is the finding
         shown = [ln for ln in (stdout + stderr).splitlines() if ln.strip()]
-        detail = f"{len(stdout.splitlines())} stdout / {len(tail)} stderr lines, first: {shown[0][:150]}" \
-            if shown else "no output"
+        detail = (
+            f"{len(stdout.splitlines())} stdout / {len(tail)} stderr lines, first: {shown[0][:150]}"
+            if shown
+            else "no output"
+        )
     return Outcome(case, kind, rc, seconds, detail)
 
 
 # --- fixtures ----------------------------------------------------------------------------------------------------
+
 
 def _dump(data: Any, path: Path) -> Path:
     path.write_text(yaml.safe_dump(data, sort_keys=False, width=10**9))
@@ -176,15 +208,24 @@ def build_fixtures(work: Path, splitee: list[str]) -> dict[str, Path]:
     fx["tiny"] = _dump(TINY, work / "tiny.yaml")
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     run = work / "finished"
-    subprocess.run([*splitee, "run", str(fx["tiny"]), "--out", str(run), "--quiet"], check=True, env=env,
-                   capture_output=True, timeout=600)
+    subprocess.run(
+        [*splitee, "run", str(fx["tiny"]), "--out", str(run), "--quiet"],
+        check=True,
+        env=env,
+        capture_output=True,
+        timeout=600,
+    )
     fx["run"] = run
     # an unfinished run: its checkpoint after round 1 of 3 (a run of 3 rounds killed is the same folder)
     two = _dump(_set(TINY, ("training", "rounds"), 3), work / "three.yaml")
     fx["three"] = two
     part = work / "partial-src"
-    proc = subprocess.Popen([*splitee, "run", str(two), "--out", str(part), "--quiet"], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [*splitee, "run", str(two), "--out", str(part), "--quiet"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     deadline = time.monotonic() + 600
     while not (part / "checkpoint" / "state.pt").exists() and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.05)
@@ -192,10 +233,14 @@ def build_fixtures(work: Path, splitee: list[str]) -> dict[str, Path]:
     proc.wait()
     fx["partial"] = part
     # a sweep table as `splitee sweep` writes it: a 2 x 2 grid, one point repeated with a second seed
-    head = ("point,status,error,clients.0.count,capacity_bps,seed,final_accuracy,mean_exit_accuracy,sim_time_s,"
-            "energy_j,bytes_up,bytes_down,host_seconds,rounds,run_dir")
-    rows = [f"p{i},ok,,{n},{bw},{seed},{0.1 * (i + 1):.3f},0.2,{1.5 * (i + 1)},{10 * (i + 1)},1000,100,0.5,1,x/p{i}"
-            for i, (n, bw, seed) in enumerate([(1, 2e6, 3), (1, 2e7, 3), (2, 2e6, 3), (2, 2e7, 3), (2, 2e7, 4)])]
+    head = (
+        "point,status,error,clients.0.count,capacity_bps,seed,final_accuracy,mean_exit_accuracy,sim_time_s,"
+        "energy_j,bytes_up,bytes_down,host_seconds,rounds,run_dir"
+    )
+    rows = [
+        f"p{i},ok,,{n},{bw},{seed},{0.1 * (i + 1):.3f},0.2,{1.5 * (i + 1)},{10 * (i + 1)},1000,100,0.5,1,x/p{i}"
+        for i, (n, bw, seed) in enumerate([(1, 2e6, 3), (1, 2e7, 3), (2, 2e6, 3), (2, 2e7, 3), (2, 2e7, 4)])
+    ]
     fx["table"] = work / "sweep.csv"
     fx["table"].write_text("\n".join([head, *rows]) + "\n")
     fx["sweep"] = _dump({"name": "sw", "base": "tiny.yaml", "grid": {"clients.0.count": [1, 2]}}, work / "sw.yaml")
@@ -207,6 +252,7 @@ def build_fixtures(work: Path, splitee: list[str]) -> dict[str, Path]:
 
 
 # --- case families -------------------------------------------------------------------------------------------------
+
 
 def scenario_value_cases(work: Path, fx: dict[str, Path], rng: random.Random) -> list[Case]:
     """A value from VALUES at a leaf of a shipped scenario or sweep file (validate), or of the tiny one (run)."""
@@ -224,8 +270,15 @@ def scenario_value_cases(work: Path, fx: dict[str, Path], rng: random.Random) ->
             text = yaml.safe_dump(_set(data, path, value), sort_keys=False, width=10**9)
             target.write_text(text.replace("name: " + str(data.get("name")), "name: " + str(data.get("name")), 1))
             # relative paths (traces) keep working: the copy sits beside nothing, so point at the original folder
-            cases.append(Case("scenario-value", f"validate {src.name} {'.'.join(map(str, path))}={str(value)[:20]}",
-                              ["validate", str(target)], cwd=src.parent, guard=[src]))
+            cases.append(
+                Case(
+                    "scenario-value",
+                    f"validate {src.name} {'.'.join(map(str, path))}={str(value)[:20]}",
+                    ["validate", str(target)],
+                    cwd=src.parent,
+                    guard=[src],
+                )
+            )
     tiny = yaml.safe_load(fx["tiny"].read_text())
     leaves = [p for p in _leaves(tiny) if p]
     for k, path in enumerate(leaves):
@@ -233,8 +286,15 @@ def scenario_value_cases(work: Path, fx: dict[str, Path], rng: random.Random) ->
             target = work / "cases" / f"tiny-run-{k}-{len(cases)}.yaml"
             _dump(_set(tiny, path, value), target)
             out = work / "outs" / f"run-{len(cases)}"
-            cases.append(Case("run-value", f"run tiny {'.'.join(map(str, path))}={str(value)[:20]}",
-                              ["run", str(target), "--out", str(out), "--quiet"], cwd=work, guard=[fx["tiny"]]))
+            cases.append(
+                Case(
+                    "run-value",
+                    f"run tiny {'.'.join(map(str, path))}={str(value)[:20]}",
+                    ["run", str(target), "--out", str(out), "--quiet"],
+                    cwd=work,
+                    guard=[fx["tiny"]],
+                )
+            )
     return cases
 
 
@@ -250,45 +310,84 @@ def scenario_file_cases(work: Path, fx: dict[str, Path], rng: random.Random) -> 
         variants[f"quickstart truncated at {cut}"] = quick[:cut]
     for k in range(8):
         pos = rng.randrange(len(text))
-        variants[f"non-UTF-8 byte at {pos}"] = text[:pos] + bytes([0xff, 0xfe, 0x80]) + text[pos:]
-    variants.update({
-        "empty": b"", "binary": bytes(rng.randrange(256) for _ in range(4096)), "only a list": b"- 1\n- 2\n",
-        "a number": b"42\n", "nul bytes": text.replace(b"\n", b"\x00\n", 3), "tabs": text.replace(b"  ", b"\t"),
-        "two documents": text + b"\n---\n" + text, "duplicate key": text + b"\nname: again\n",
-        "deep flow nesting": b"name: x\nclients: " + b"[" * 100_000 + b"]" * 100_000 + b"\n",
-        "deep block nesting": b"name: x\nclients:\n" + b"".join(b"  " * i + b"- \n" for i in range(3000)),
-        "long key": b"name: x\n" + b"k" * 200_000 + b": 1\n",
-        "huge seed": text + b"\nseed: " + b"9" * 5000 + b"\n",
-        "python tag": text + b"\nx: !!python/object/apply:os.system ['touch MARKER']\n",
-        "bad timestamp": text + b"\nx: !!timestamp 2020-13-45\n",
-        "unhashable key": text + b"\n? [a, b]\n: 1\n",
-    })
+        variants[f"non-UTF-8 byte at {pos}"] = text[:pos] + bytes([0xFF, 0xFE, 0x80]) + text[pos:]
+    variants.update(
+        {
+            "empty": b"",
+            "binary": bytes(rng.randrange(256) for _ in range(4096)),
+            "only a list": b"- 1\n- 2\n",
+            "a number": b"42\n",
+            "nul bytes": text.replace(b"\n", b"\x00\n", 3),
+            "tabs": text.replace(b"  ", b"\t"),
+            "two documents": text + b"\n---\n" + text,
+            "duplicate key": text + b"\nname: again\n",
+            "deep flow nesting": b"name: x\nclients: " + b"[" * 100_000 + b"]" * 100_000 + b"\n",
+            "deep block nesting": b"name: x\nclients:\n" + b"".join(b"  " * i + b"- \n" for i in range(3000)),
+            "long key": b"name: x\n" + b"k" * 200_000 + b": 1\n",
+            "huge seed": text + b"\nseed: " + b"9" * 5000 + b"\n",
+            "python tag": text + b"\nx: !!python/object/apply:os.system ['touch MARKER']\n",
+            "bad timestamp": text + b"\nx: !!timestamp 2020-13-45\n",
+            "unhashable key": text + b"\n? [a, b]\n: 1\n",
+        }
+    )
     for field_name in ("strategy", "compute", "model", "clients", "eval", "description"):
-        bomb = text.decode().replace(f"\n{field_name}:", f"\nold_{field_name}:") if f"\n{field_name}:" in text.decode() \
+        bomb = (
+            text.decode().replace(f"\n{field_name}:", f"\nold_{field_name}:")
+            if f"\n{field_name}:" in text.decode()
             else text.decode()
+        )
         lines = ['x_a: &a ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]']
         for prev, cur in zip("abcdefgh", "bcdefghi"):
             lines.append(f"x_{cur}: &{cur} [{','.join(['*' + prev] * 9)}]")
         variants[f"alias bomb in {field_name}"] = ("\n".join(lines) + "\n" + bomb + f"\n{field_name}: *i\n").encode()
-    variants["alias bomb in strategy.name"] = (text.decode().replace("name: averaging", "name: *i") + "\n"
-                                               + "\n".join(f"x_{c}: &{c} [{','.join(['*' + p] * 9)}]" for p, c in
-                                                           zip("abcdefgh", "bcdefghi"))).encode()
-    variants["alias bomb in strategy.name"] = ('x_a: &a ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]\n'
-                                               + variants["alias bomb in strategy.name"].decode()).encode()
+    variants["alias bomb in strategy.name"] = (
+        text.decode().replace("name: averaging", "name: *i")
+        + "\n"
+        + "\n".join(f"x_{c}: &{c} [{','.join(['*' + p] * 9)}]" for p, c in zip("abcdefgh", "bcdefghi"))
+    ).encode()
+    variants["alias bomb in strategy.name"] = (
+        'x_a: &a ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]\n'
+        + variants["alias bomb in strategy.name"].decode()
+    ).encode()
     for label, data in variants.items():
         target = work / "cases" / f"file-{len(cases)}.yaml"
         target.write_bytes(data)
         marker = work / "cases" / "MARKER"
-        for cmd in (["validate", str(target)], ["run", str(target), "--out", str(work / "outs" / f"f{len(cases)}"),
-                                                "--quiet"]):
+        for cmd in (
+            ["validate", str(target)],
+            ["run", str(target), "--out", str(work / "outs" / f"f{len(cases)}"), "--quiet"],
+        ):
             cases.append(Case("scenario-file", f"{cmd[0]} {label}", cmd, cwd=work / "cases", marker=marker))
     # --set values
-    for value in ("'" + "x" * 10_000 + "'", "[" * 5000, "9" * 5000, ".inf", ".nan", "1e-310", "{a: 1}", "&a [*a]",
-                  "!!python/name:os.system", "\xff"):
-        for key in ("seed", "training.rounds", "clients.0.device.flops_per_s", "strategy.name", "clients.9.cut",
-                    "model.width", "clients.0.link.loss_rate"):
-            cases.append(Case("set-value", f"--set {key}={value[:20]}",
-                              ["validate", str(fx["tiny"]), "--set", f"{key}={value}"], cwd=work))
+    for value in (
+        "'" + "x" * 10_000 + "'",
+        "[" * 5000,
+        "9" * 5000,
+        ".inf",
+        ".nan",
+        "1e-310",
+        "{a: 1}",
+        "&a [*a]",
+        "!!python/name:os.system",
+        "\xff",
+    ):
+        for key in (
+            "seed",
+            "training.rounds",
+            "clients.0.device.flops_per_s",
+            "strategy.name",
+            "clients.9.cut",
+            "model.width",
+            "clients.0.link.loss_rate",
+        ):
+            cases.append(
+                Case(
+                    "set-value",
+                    f"--set {key}={value[:20]}",
+                    ["validate", str(fx["tiny"]), "--set", f"{key}={value}"],
+                    cwd=work,
+                )
+            )
     return cases
 
 
@@ -305,20 +404,35 @@ def profile_cases(work: Path, fx: dict[str, Path], rng: random.Random) -> list[C
         ("a list", lambda b: b"- 1\n"),
         ("inf number", lambda b: b.replace(b"_w: ", b"_w: .inf #", 1) if b"_w: " in b else b + b"\nidle_w: .inf\n"),
         ("nan number", lambda b: b + b"\nlatency_s: .nan\n"),
-        ("alias bomb", lambda b: b'x: &a ["l","l","l","l","l","l","l","l","l"]\n' + b"".join(
-            f"x{c}: &{c} [{','.join(['*' + p] * 9)}]\n".encode() for p, c in zip("abcdefgh", "bcdefghi")) + b),
+        (
+            "alias bomb",
+            lambda b: (
+                b'x: &a ["l","l","l","l","l","l","l","l","l"]\n'
+                + b"".join(f"x{c}: &{c} [{','.join(['*' + p] * 9)}]\n".encode() for p, c in zip("abcdefgh", "bcdefghi"))
+                + b
+            ),
+        ),
     ]
     for label, damage in damages:
         for target in rng.sample(targets, 2):
+
             def prepare(target: Path = target, damage: Callable[[bytes], bytes] = damage) -> None:
                 for p, data in originals.items():
                     p.write_bytes(data)
                 target.write_bytes(damage(originals[target]))
+
             env = {"PYTHONPATH": str(pkg)}
             for argv in (["devices"], ["validate", str(fx["tiny"])]):
-                cases.append(Case("profile", f"{argv[0]} with {target.parent.name}/{target.name} {label}",
-                                  [sys.executable, "-m", "simulator.cli", *argv], cwd=work, env=env,
-                                  prepare=prepare))
+                cases.append(
+                    Case(
+                        "profile",
+                        f"{argv[0]} with {target.parent.name}/{target.name} {label}",
+                        [sys.executable, "-m", "simulator.cli", *argv],
+                        cwd=work,
+                        env=env,
+                        prepare=prepare,
+                    )
+                )
     return cases
 
 
@@ -352,12 +466,20 @@ def _damage_file(p: Path, what: str, rng: random.Random) -> None:
         p.symlink_to("/etc/hostname")
     elif what == "letters":  # numbers replaced by words in every data row
         lines = p.read_text().splitlines()
-        p.write_text("\n".join([lines[0]] + [",".join("abc" if c[:1].isdigit() else c for c in ln.split(","))
-                                             for ln in lines[1:]]) + "\n")
+        p.write_text(
+            "\n".join(
+                [lines[0]] + [",".join("abc" if c[:1].isdigit() else c for c in ln.split(",")) for ln in lines[1:]]
+            )
+            + "\n"
+        )
     elif what == "inf":
         lines = p.read_text().splitlines()
-        p.write_text("\n".join([lines[0]] + [",".join("inf" if c[:1].isdigit() else c for c in ln.split(","))
-                                             for ln in lines[1:]]) + "\n")
+        p.write_text(
+            "\n".join(
+                [lines[0]] + [",".join("inf" if c[:1].isdigit() else c for c in ln.split(",")) for ln in lines[1:]]
+            )
+            + "\n"
+        )
     elif what == "cutrow":  # a copy stopped inside the last row: its last cell loses digits and the newline
         b = p.read_bytes()
         p.write_bytes(b[: len(b) - rng.randrange(2, 6)])
@@ -389,18 +511,43 @@ def _damage_file(p: Path, what: str, rng: random.Random) -> None:
 def run_folder_cases(work: Path, fx: dict[str, Path], rng: random.Random) -> list[Case]:
     """Damaged finished run folders given to replay, plot and report; the damaged folder must stay as it was."""
     cases = []
-    hows = [f"{f}:{w}" for f in ("summary.json", "rounds.csv", "clients.csv", "events.csv", "early_exit.csv",
-                                 "scenario.resolved.yaml")
-            for w in ("delete", "truncate", "empty", "binary", "non-utf8", "dir", "link")]
-    hows += [f"{f}:{w}" for f in ("rounds.csv", "clients.csv", "events.csv", "early_exit.csv")
-             for w in ("letters", "inf", "dropcol", "extracol")]
-    hows += [f"summary.json:json={k}={v}" for k, v in (
-        ("clients", '"x"'), ("clients", "[1, 2]"), ("clients", '[{"name": 5, "cut": "x"}]'), ("energy_j", '"x"'),
-        ("energy_j", '{"total": "x"}'), ("sim_time_s", '"fast"'), ("final_accuracy", "[1]"),
-        ("exit_accuracy", '"x"'), ("rounds", '"x"'), ("scenario", "[1]"), ("availability", '"x"'),
-        ("stopped_early", "[1]"))]
-    plots = [["plot", "tradeoff"], ["plot", "time-to-accuracy"], ["plot", "timeline"], ["plot", "energy"],
-             ["plot", "accuracy-by-cut"], ["plot", "early-exit"], ["report"], ["replay"]]
+    hows = [
+        f"{f}:{w}"
+        for f in ("summary.json", "rounds.csv", "clients.csv", "events.csv", "early_exit.csv", "scenario.resolved.yaml")
+        for w in ("delete", "truncate", "empty", "binary", "non-utf8", "dir", "link")
+    ]
+    hows += [
+        f"{f}:{w}"
+        for f in ("rounds.csv", "clients.csv", "events.csv", "early_exit.csv")
+        for w in ("letters", "inf", "dropcol", "extracol")
+    ]
+    hows += [
+        f"summary.json:json={k}={v}"
+        for k, v in (
+            ("clients", '"x"'),
+            ("clients", "[1, 2]"),
+            ("clients", '[{"name": 5, "cut": "x"}]'),
+            ("energy_j", '"x"'),
+            ("energy_j", '{"total": "x"}'),
+            ("sim_time_s", '"fast"'),
+            ("final_accuracy", "[1]"),
+            ("exit_accuracy", '"x"'),
+            ("rounds", '"x"'),
+            ("scenario", "[1]"),
+            ("availability", '"x"'),
+            ("stopped_early", "[1]"),
+        )
+    ]
+    plots = [
+        ["plot", "tradeoff"],
+        ["plot", "time-to-accuracy"],
+        ["plot", "timeline"],
+        ["plot", "energy"],
+        ["plot", "accuracy-by-cut"],
+        ["plot", "early-exit"],
+        ["report"],
+        ["replay"],
+    ]
     for k, how in enumerate(hows):
         folder = work / "damaged" / f"d{k}"
         _damage_run(fx["run"], folder, how, rng)
@@ -412,32 +559,50 @@ def run_folder_cases(work: Path, fx: dict[str, Path], rng: random.Random) -> lis
                 full = ["report", str(folder), "--out", str(out) + ".html"]
             else:
                 full = ["replay", str(folder), "--out", str(out), "--set", "clients.0.link.uplink_bps=2e6"]
-            cases.append(Case("run-folder", f"{argv[0]} {argv[-1] if argv[0] == 'plot' else ''} {how}", full,
-                              cwd=work, guard=[folder]))
+            cases.append(
+                Case(
+                    "run-folder",
+                    f"{argv[0]} {argv[-1] if argv[0] == 'plot' else ''} {how}",
+                    full,
+                    cwd=work,
+                    guard=[folder],
+                )
+            )
     # truncated tables: every plot kind reads the whole folder, so one kind per file stands for all; and report
-    for k, how in enumerate(f"{f}:{w}" for f in ("rounds.csv", "clients.csv", "events.csv", "early_exit.csv")
-                            for w in ("cutrow", "shortrow")):
+    for k, how in enumerate(
+        f"{f}:{w}"
+        for f in ("rounds.csv", "clients.csv", "events.csv", "early_exit.csv")
+        for w in ("cutrow", "shortrow")
+    ):
         folder = work / "damaged" / f"t{k}"
         _damage_run(fx["run"], folder, how, rng)
         kind = rng.choice([p[1] for p in plots if p[0] == "plot"])
-        for full in (["plot", kind, str(folder), "--out", str(work / "outs" / f"trunc-{k}.png")],
-                     ["report", str(folder), "--out", str(work / "outs" / f"trunc-{k}.html")]):
-            cases.append(Case("run-folder", f"{full[0]} {kind if full[0] == 'plot' else ''} {how}", full, cwd=work,
-                              guard=[folder]))
+        for full in (
+            ["plot", kind, str(folder), "--out", str(work / "outs" / f"trunc-{k}.png")],
+            ["report", str(folder), "--out", str(work / "outs" / f"trunc-{k}.html")],
+        ):
+            cases.append(
+                Case(
+                    "run-folder", f"{full[0]} {kind if full[0] == 'plot' else ''} {how}", full, cwd=work, guard=[folder]
+                )
+            )
     # a sweep table damaged for the heatmap (`plot heatmap`, `report --sweep`)
     axes = ["--x", "clients.0.count", "--y", "capacity_bps", "--metric", "final_accuracy"]
-    for k, what in enumerate(("cutrow", "shortrow", "word@clients.0.count", "word@capacity_bps",
-                              "word@final_accuracy")):
+    for k, what in enumerate(
+        ("cutrow", "shortrow", "word@clients.0.count", "word@capacity_bps", "word@final_accuracy")
+    ):
         folder = work / "damaged" / f"sweep{k}"
         folder.mkdir(parents=True, exist_ok=True)
         table = folder / "sweep.csv"
         shutil.copy(fx["table"], table)
         _damage_file(table, what, rng)
-        for full in (["plot", "heatmap", str(table), *axes, "--out", str(work / "outs" / f"heat-{k}.png")],
-                     ["report", str(fx["run"]), "--sweep", str(table), *axes, "--out",
-                      str(work / "outs" / f"heat-{k}.html")]):
-            cases.append(Case("run-folder", f"{full[0]} heatmap sweep.csv:{what}", full, cwd=work,
-                              guard=[table, fx["run"]]))
+        for full in (
+            ["plot", "heatmap", str(table), *axes, "--out", str(work / "outs" / f"heat-{k}.png")],
+            ["report", str(fx["run"]), "--sweep", str(table), *axes, "--out", str(work / "outs" / f"heat-{k}.html")],
+        ):
+            cases.append(
+                Case("run-folder", f"{full[0]} heatmap sweep.csv:{what}", full, cwd=work, guard=[table, fx["run"]])
+            )
     return cases
 
 
@@ -450,46 +615,119 @@ def output_cases(work: Path, fx: dict[str, Path]) -> list[Case]:
     thesis.mkdir(exist_ok=True)
     (thesis / "chapter1.tex").write_text("keep me too\n")
     guard = [afile, thesis, fx["tiny"], fx["run"]]
-    bad_outs = {"a file": str(afile), "/dev/null": "/dev/null", "under a file": str(afile / "x"),
-                "read-only fs": "/proc/splitee-x", "a folder with a thesis": str(thesis)}
+    bad_outs = {
+        "a file": str(afile),
+        "/dev/null": "/dev/null",
+        "under a file": str(afile / "x"),
+        "read-only fs": "/proc/splitee-x",
+        "a folder with a thesis": str(thesis),
+    }
     for label, out in bad_outs.items():
         for extra in ([], ["--overwrite"], ["--resume"]):
-            cases.append(Case("output", f"run --out {label} {' '.join(extra)}",
-                              ["run", str(fx["tiny"]), "--out", out, "--quiet", *extra], cwd=work, guard=guard))
-        cases.append(Case("output", f"replay --out {label}", ["replay", str(fx["run"]), "--out", out, "--overwrite"],
-                          cwd=work, guard=guard))
-        cases.append(Case("output", f"sweep --out {label}",
-                          ["sweep", str(fx["sweep"]), "--executor", "local", "--out", out, "--quiet"], cwd=work,
-                          guard=guard))
+            cases.append(
+                Case(
+                    "output",
+                    f"run --out {label} {' '.join(extra)}",
+                    ["run", str(fx["tiny"]), "--out", out, "--quiet", *extra],
+                    cwd=work,
+                    guard=guard,
+                )
+            )
+        cases.append(
+            Case(
+                "output",
+                f"replay --out {label}",
+                ["replay", str(fx["run"]), "--out", out, "--overwrite"],
+                cwd=work,
+                guard=guard,
+            )
+        )
+        cases.append(
+            Case(
+                "output",
+                f"sweep --out {label}",
+                ["sweep", str(fx["sweep"]), "--executor", "local", "--out", out, "--quiet"],
+                cwd=work,
+                guard=guard,
+            )
+        )
         ext = "" if label in ("/dev/null", "a folder with a thesis") else ".png"
-        cases.append(Case("output", f"plot --out {label}", ["plot", "energy", str(fx["run"]), "--out", out + ext],
-                          cwd=work, guard=guard))
+        cases.append(
+            Case(
+                "output",
+                f"plot --out {label}",
+                ["plot", "energy", str(fx["run"]), "--out", out + ext],
+                cwd=work,
+                guard=guard,
+            )
+        )
         ext = "" if label in ("/dev/null", "a folder with a thesis") else ".html"
-        cases.append(Case("output", f"report --out {label}", ["report", str(fx["run"]), "--out", out + ext],
-                          cwd=work, guard=guard))
-        cases.append(Case("output", f"calibrate --out {label}",
-                          ["calibrate", "--width", "4", "--image-size", "8", "--in-channels", "1", "--batch", "4",
-                           "--repeats", "1", "--warmup", "0", "--out", out + (".yaml" if ext else ""), "--force"],
-                          cwd=work, guard=guard))
+        cases.append(
+            Case(
+                "output", f"report --out {label}", ["report", str(fx["run"]), "--out", out + ext], cwd=work, guard=guard
+            )
+        )
+        cases.append(
+            Case(
+                "output",
+                f"calibrate --out {label}",
+                [
+                    "calibrate",
+                    "--width",
+                    "4",
+                    "--image-size",
+                    "8",
+                    "--in-channels",
+                    "1",
+                    "--batch",
+                    "4",
+                    "--repeats",
+                    "1",
+                    "--warmup",
+                    "0",
+                    "--out",
+                    out + (".yaml" if ext else ""),
+                    "--force",
+                ],
+                cwd=work,
+                guard=guard,
+            )
+        )
     # --overwrite at folders above or holding the inputs: the tool must refuse, whatever markers were planted
     planted = work / "planted"
     planted.mkdir(exist_ok=True)
     shutil.copy(fx["tiny"], planted / "tiny.yaml")
     (planted / ".splitee-run").write_text("{}")
     (planted / "notes.txt").write_text("keep\n")
-    for label, out, cwd in (("--out .", ".", planted), ("--out ..", "..", planted / "sub"),
-                            ("--out the scenario's folder", str(planted), work), ("--out /", "/", work),
-                            ("--out ~", str(Path.home()), work)):
+    for label, out, cwd in (
+        ("--out .", ".", planted),
+        ("--out ..", "..", planted / "sub"),
+        ("--out the scenario's folder", str(planted), work),
+        ("--out /", "/", work),
+        ("--out ~", str(Path.home()), work),
+    ):
         (planted / "sub").mkdir(exist_ok=True)
-        cases.append(Case("overwrite", f"run {label} --overwrite (marker planted)",
-                          ["run", str(planted / "tiny.yaml"), "--out", out, "--overwrite", "--quiet"], cwd=cwd,
-                          guard=[planted / "tiny.yaml", planted / "notes.txt"]))
+        cases.append(
+            Case(
+                "overwrite",
+                f"run {label} --overwrite (marker planted)",
+                ["run", str(planted / "tiny.yaml"), "--out", out, "--overwrite", "--quiet"],
+                cwd=cwd,
+                guard=[planted / "tiny.yaml", planted / "notes.txt"],
+            )
+        )
     for name in ("..", ".", "../..", "a/b", "/tmp/x"):
         scen = work / "cases" / f"name-{len(cases)}.yaml"
         _dump(_set(TINY, ("name",), name), scen)
-        cases.append(Case("overwrite", f"scenario name {name!r} --overwrite",
-                          ["run", str(scen), "--overwrite", "--quiet"], cwd=work / "cases",
-                          guard=[scen, afile, thesis]))
+        cases.append(
+            Case(
+                "overwrite",
+                f"scenario name {name!r} --overwrite",
+                ["run", str(scen), "--overwrite", "--quiet"],
+                cwd=work / "cases",
+                guard=[scen, afile, thesis],
+            )
+        )
     return cases
 
 
@@ -500,15 +738,31 @@ def checkpoint_cases(work: Path, fx: dict[str, Path], rng: random.Random) -> lis
     state = fx["partial"] / "checkpoint" / "state.pt"
     good = state.read_bytes() if state.is_file() else b""
     crafted = work / "crafted.pt"
-    subprocess.run([sys.executable, "-c",
-                    "import torch, os, sys\n"
-                    "class E:\n"
-                    "    def __reduce__(self): return (os.system, ('touch ' + sys.argv[2],))\n"
-                    "torch.save({'format': 3, 'resolved': {}, 'timing_only': False, 'state': E()}, sys.argv[1])\n",
-                    str(crafted), str(marker)], check=True, timeout=300)
+    subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import torch, os, sys\n"
+            "class E:\n"
+            "    def __reduce__(self): return (os.system, ('touch ' + sys.argv[2],))\n"
+            "torch.save({'format': 3, 'resolved': {}, 'timing_only': False, 'state': E()}, sys.argv[1])\n",
+            str(crafted),
+            str(marker),
+        ],
+        check=True,
+        timeout=300,
+    )
     legacy = work / "legacy.pt"
-    subprocess.run([sys.executable, "-c", "import torch, sys; torch.save({'resolved': {}, 'timing_only': False, "
-                    "'state': {}}, sys.argv[1])", str(legacy)], check=True, timeout=300)
+    subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import torch, sys; torch.save({'resolved': {}, 'timing_only': False, 'state': {}}, sys.argv[1])",
+            str(legacy),
+        ],
+        check=True,
+        timeout=300,
+    )
     damages: dict[str, Callable[[Path], None]] = {
         "crafted pickle": lambda p: p.write_bytes(crafted.read_bytes()),
         "older format": lambda p: p.write_bytes(legacy.read_bytes()),
@@ -524,7 +778,8 @@ def checkpoint_cases(work: Path, fx: dict[str, Path], rng: random.Random) -> lis
     for k in range(6):
         pos = rng.randrange(len(good) or 1)
         damages[f"byte flipped at {pos}"] = lambda p, pos=pos: p.write_bytes(
-            good[:pos] + bytes([good[pos] ^ 0xFF]) + good[pos + 1:] if good else b"x")
+            good[:pos] + bytes([good[pos] ^ 0xFF]) + good[pos + 1 :] if good else b"x"
+        )
     for label, damage in damages.items():
         folder = work / "resumes" / f"r{len(cases)}"
 
@@ -533,9 +788,18 @@ def checkpoint_cases(work: Path, fx: dict[str, Path], rng: random.Random) -> lis
                 shutil.rmtree(folder)
             shutil.copytree(fx["partial"], folder, symlinks=True)
             damage(folder / "checkpoint" / "state.pt")
-        cases.append(Case("checkpoint", f"run --resume, checkpoint {label}",
-                          ["run", str(fx["three"]), "--out", str(folder), "--resume", "--quiet"], cwd=work,
-                          marker=marker, prepare=prepare, guard=[fx["three"]]))
+
+        cases.append(
+            Case(
+                "checkpoint",
+                f"run --resume, checkpoint {label}",
+                ["run", str(fx["three"]), "--out", str(folder), "--resume", "--quiet"],
+                cwd=work,
+                marker=marker,
+                prepare=prepare,
+                guard=[fx["three"]],
+            )
+        )
     # resume a run of another scenario (finished and unfinished)
     other = _dump(_set(TINY, ("seed",), 99), work / "other.yaml")
     for label, src in (("finished", fx["run"]), ("unfinished", fx["partial"])):
@@ -545,15 +809,25 @@ def checkpoint_cases(work: Path, fx: dict[str, Path], rng: random.Random) -> lis
             if folder.exists():
                 shutil.rmtree(folder)
             shutil.copytree(src, folder)
-        cases.append(Case("checkpoint", f"run --resume of another scenario's {label} run",
-                          ["run", str(other), "--out", str(folder), "--resume", "--quiet"], cwd=work, prepare=prepare))
+
+        cases.append(
+            Case(
+                "checkpoint",
+                f"run --resume of another scenario's {label} run",
+                ["run", str(other), "--out", str(folder), "--resume", "--quiet"],
+                cwd=work,
+                prepare=prepare,
+            )
+        )
     return cases
 
 
 def sweep_cases(work: Path, fx: dict[str, Path]) -> list[Case]:
     cases = []
-    bomb = "\n".join(['x_a: &a ["l","l","l","l","l","l","l","l","l"]'] + [
-        f"x_{c}: &{c} [{','.join(['*' + p] * 9)}]" for p, c in zip("abcdefgh", "bcdefghi")])
+    bomb = "\n".join(
+        ['x_a: &a ["l","l","l","l","l","l","l","l","l"]']
+        + [f"x_{c}: &{c} [{','.join(['*' + p] * 9)}]" for p, c in zip("abcdefgh", "bcdefghi")]
+    )
     variants = {
         "alias bomb grid value": bomb + "\nname: b\nbase: tiny.yaml\ngrid: {strategy.name: [*i]}\n",
         "alias bomb grid list": bomb + "\nname: b\nbase: tiny.yaml\ngrid: {seed: *i}\n",
@@ -570,20 +844,53 @@ def sweep_cases(work: Path, fx: dict[str, Path]) -> list[Case]:
     for label, text in variants.items():
         path = work / ("sweep-self.yaml" if "sweep-self" in text else f"sweep-{len(cases)}.yaml")
         path.write_bytes(text.encode("utf-8", "surrogateescape"))
-        cases.append(Case("sweep", f"sweep {label}", ["sweep", str(path), "--executor", "local", "--out",
-                                                       str(work / "outs" / f"sw{len(cases)}"), "--quiet"], cwd=work))
+        cases.append(
+            Case(
+                "sweep",
+                f"sweep {label}",
+                ["sweep", str(path), "--executor", "local", "--out", str(work / "outs" / f"sw{len(cases)}"), "--quiet"],
+                cwd=work,
+            )
+        )
     return cases
 
 
 def calibrate_cases(work: Path) -> list[Case]:
-    base = ["calibrate", "--width", "4", "--image-size", "8", "--in-channels", "1", "--batch", "4", "--repeats", "1",
-            "--warmup", "0"]
+    base = [
+        "calibrate",
+        "--width",
+        "4",
+        "--image-size",
+        "8",
+        "--in-channels",
+        "1",
+        "--batch",
+        "4",
+        "--repeats",
+        "1",
+        "--warmup",
+        "0",
+    ]
     cases = []
-    for flag, value in (("--width", "0"), ("--width", "200000"), ("--width", "x"), ("--batch", "0"),
-                        ("--batch", "10000000"), ("--image-size", "1"), ("--image-size", "100000"),
-                        ("--in-channels", "0"), ("--repeats", "-1"), ("--warmup", "-5"), ("--compute-w", "inf"),
-                        ("--compute-w", "nan"), ("--idle-w", "-1"), ("--memory-bytes", "-1"), ("--device", "cuda"),
-                        ("--device", "tpu"), ("--num-classes", "0")):
+    for flag, value in (
+        ("--width", "0"),
+        ("--width", "200000"),
+        ("--width", "x"),
+        ("--batch", "0"),
+        ("--batch", "10000000"),
+        ("--image-size", "1"),
+        ("--image-size", "100000"),
+        ("--in-channels", "0"),
+        ("--repeats", "-1"),
+        ("--warmup", "-5"),
+        ("--compute-w", "inf"),
+        ("--compute-w", "nan"),
+        ("--idle-w", "-1"),
+        ("--memory-bytes", "-1"),
+        ("--device", "cuda"),
+        ("--device", "tpu"),
+        ("--num-classes", "0"),
+    ):
         argv = list(base)
         if flag in argv:
             argv[argv.index(flag) + 1] = value
@@ -598,30 +905,48 @@ def concurrency_cases(work: Path, fx: dict[str, Path]) -> list[Case]:
     cases = []
     for k in range(3):
         out = work / "outs" / f"twice-{k}"
-        script = (f"( {' '.join(_splitee_cmd())} run {fx['tiny']} --out {out} --quiet >/dev/null 2>{out}.a & "
-                  f"{' '.join(_splitee_cmd())} run {fx['tiny']} --out {out} --quiet --set seed=7 >/dev/null 2>{out}.b;"
-                  f" wait ); grep -h '^error' {out}.a {out}.b >&2; "
-                  f"python3 -c \"import json,yaml,sys; s=json.load(open('{out}/summary.json')); "
-                  f"r=yaml.safe_load(open('{out}/scenario.resolved.yaml')); sys.exit(0 if s['seed']==r['seed'] else 3)\""
-                  f" || exit 3; exit 2")
+        script = (
+            f"( {' '.join(_splitee_cmd())} run {fx['tiny']} --out {out} --quiet >/dev/null 2>{out}.a & "
+            f"{' '.join(_splitee_cmd())} run {fx['tiny']} --out {out} --quiet --set seed=7 >/dev/null 2>{out}.b;"
+            f" wait ); grep -h '^error' {out}.a {out}.b >&2; "
+            f"python3 -c \"import json,yaml,sys; s=json.load(open('{out}/summary.json')); "
+            f"r=yaml.safe_load(open('{out}/scenario.resolved.yaml')); sys.exit(0 if s['seed']==r['seed'] else 3)\""
+            f" || exit 3; exit 2"
+        )
         cases.append(Case("concurrency", f"two runs on one --out ({k})", ["__shell__", script], cwd=work))
     return cases
 
 
 def all_cases(work: Path, fx: dict[str, Path], seed: int) -> list[Case]:
     rng = random.Random(seed)
-    return [*scenario_value_cases(work, fx, rng), *scenario_file_cases(work, fx, rng), *profile_cases(work, fx, rng),
-            *run_folder_cases(work, fx, rng), *output_cases(work, fx), *checkpoint_cases(work, fx, rng),
-            *sweep_cases(work, fx), *calibrate_cases(work), *concurrency_cases(work, fx)]
+    return [
+        *scenario_value_cases(work, fx, rng),
+        *scenario_file_cases(work, fx, rng),
+        *profile_cases(work, fx, rng),
+        *run_folder_cases(work, fx, rng),
+        *output_cases(work, fx),
+        *checkpoint_cases(work, fx, rng),
+        *sweep_cases(work, fx),
+        *calibrate_cases(work),
+        *concurrency_cases(work, fx),
+    ]
 
 
 def _run_any(case: Case, timeout: float, splitee: list[str]) -> Outcome:
     if case.argv and case.argv[0] == "__shell__":
-        return run_case(Case(case.family, case.name, ["-c", case.argv[1]], case.cwd, case.guard, case.marker,
-                             case.env, case.prepare), timeout, ["bash"])
+        return run_case(
+            Case(
+                case.family, case.name, ["-c", case.argv[1]], case.cwd, case.guard, case.marker, case.env, case.prepare
+            ),
+            timeout,
+            ["bash"],
+        )
     if case.argv and case.argv[0] == sys.executable:
-        return run_case(Case(case.family, case.name, case.argv[1:], case.cwd, case.guard, case.marker, case.env,
-                             case.prepare), timeout, [sys.executable])
+        return run_case(
+            Case(case.family, case.name, case.argv[1:], case.cwd, case.guard, case.marker, case.env, case.prepare),
+            timeout,
+            [sys.executable],
+        )
     return run_case(case, timeout, splitee)
 
 
@@ -653,8 +978,11 @@ def main(argv: list[str] | None = None) -> int:
                 fams.setdefault(c.family, []).append(c)
             share = max(1, args.limit // len(fams))
             cases = [c for group in fams.values() for c in rng.sample(group, min(share, len(group)))]
-        print(f"{len(cases)} cases (fixtures {time.monotonic() - t0:.0f} s), {args.jobs} at a time, "
-              f"{args.timeout:.0f} s each", flush=True)
+        print(
+            f"{len(cases)} cases (fixtures {time.monotonic() - t0:.0f} s), {args.jobs} at a time, "
+            f"{args.timeout:.0f} s each",
+            flush=True,
+        )
         # cases sharing one prepared location (profile copies) run one at a time
         serial = [c for c in cases if c.family == "profile"]
         parallel = [c for c in cases if c.family != "profile"]
@@ -672,8 +1000,19 @@ def main(argv: list[str] | None = None) -> int:
         if args.report:
             with args.report.open("w") as fh:
                 for o in outcomes:
-                    fh.write(json.dumps({"family": o.case.family, "case": o.case.name, "kind": o.kind, "rc": o.rc,
-                                         "seconds": round(o.seconds, 2), "stderr_tail": o.detail}) + "\n")
+                    fh.write(
+                        json.dumps(
+                            {
+                                "family": o.case.family,
+                                "case": o.case.name,
+                                "kind": o.kind,
+                                "rc": o.rc,
+                                "seconds": round(o.seconds, 2),
+                                "stderr_tail": o.detail,
+                            }
+                        )
+                        + "\n"
+                    )
         kinds = ("refused", "ok", *BAD_CLASSES)
         families = sorted({o.case.family for o in outcomes})
         print(f"\n{'family':<16}" + "".join(f"{k:>10}" for k in kinds))

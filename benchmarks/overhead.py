@@ -62,8 +62,10 @@ def main() -> None:
             print(f"  repeat {rep + 1} {kind:<9} {times[kind][-1]:8.2f} s", flush=True)
     sim_t, bare_t = statistics.median(times["simulator"]), statistics.median(times["bare"])
     steps = sum(Simulation(rs, data, evaluate=False).world.steps_per_round) * rounds
-    print(f"scenario {rs.scenario.name}: {rounds} rounds, {steps} client steps + {steps} server steps, "
-          f"{torch.get_num_threads()} torch threads")
+    print(
+        f"scenario {rs.scenario.name}: {rounds} rounds, {steps} client steps + {steps} server steps, "
+        f"{torch.get_num_threads()} torch threads"
+    )
     print(f"simulator {sim_t:.2f} s   bare loop {bare_t:.2f} s   ratio {sim_t / bare_t:.3f} (median of {args.repeats})")
 
 

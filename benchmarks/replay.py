@@ -77,8 +77,10 @@ def main() -> None:
             parts = pool.map(_worker, [(run, Path(tmp) / "many", ks, args.replays) for ks in chunks])
         total = time.perf_counter() - t0
         times = {k: t for ks, (ts, _) in zip(chunks, parts) for k, t in zip(ks, ts)}
-    print(f"{args.replays} replays of {run.name} on {args.workers} processes: {total:.1f} s total "
-          f"(process start-up and warm-up included), {args.replays / total:.1f} replays/s")
+    print(
+        f"{args.replays} replays of {run.name} on {args.workers} processes: {total:.1f} s total "
+        f"(process start-up and warm-up included), {args.replays / total:.1f} replays/s"
+    )
     print(f"simulated time from {times[0]:,.1f} s (BLE uplink x0.5) to {times[args.replays - 1]:,.1f} s (x2)")
     print("target: 1 000 replays in <= 60 s")
 

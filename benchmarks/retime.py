@@ -62,7 +62,7 @@ def main() -> None:
         table = simulator.retime(run, grid)
         together = time.perf_counter() - t0
         keys = list(grid)
-        picks = list(range(0, len(table), max(1, len(table) // args.replays)))[:args.replays]
+        picks = list(range(0, len(table), max(1, len(table) // args.replays)))[: args.replays]
         t0 = time.perf_counter()
         for j in picks:
             sets = [f"{k}={yaml_flow(float(table[k][j]))}" for k in keys]
@@ -73,8 +73,10 @@ def main() -> None:
     n = len(table)
     print(f"{n} re-timings of {run.name} ({len(keys)}-key grid), load average {load0:.1f} -> {load1:.1f}:")
     print(f"  simulator.retime, in memory: {together:8.2f} s  ({together / n * 1e3:.2f} ms per point)")
-    print(f"  replay to a folder per point: {one * n:8.2f} s  ({one * 1e3:.1f} ms per replay, mean of {len(picks)};"
-          f" the same simulated times)")
+    print(
+        f"  replay to a folder per point: {one * n:8.2f} s  ({one * 1e3:.1f} ms per replay, mean of {len(picks)};"
+        f" the same simulated times)"
+    )
     print(f"  ratio: {one * n / together:.0f}x")
     print("targets: 1 000 re-timings in <= 5 s; one replay to a folder <= 40 ms")
 

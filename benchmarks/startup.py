@@ -83,8 +83,12 @@ def _load() -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--repeats", type=int, default=7, help="timed runs of each command (default: 7)")
-    parser.add_argument("--baseline", type=Path, metavar="CHECKOUT",
-                        help="also time the commands of this checkout (e.g. a `git worktree` of an older commit)")
+    parser.add_argument(
+        "--baseline",
+        type=Path,
+        metavar="CHECKOUT",
+        help="also time the commands of this checkout (e.g. a `git worktree` of an older commit)",
+    )
     parser.add_argument("--python", default=sys.executable, help="the interpreter (default: this one)")
     args = parser.parse_args(argv)
     roots = {"this": ROOT, **({"baseline": args.baseline.resolve()} if args.baseline else {})}
@@ -93,13 +97,29 @@ def main(argv: Sequence[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="splitee-startup-") as tmp:
         work = Path(tmp)
         (work / "startup.yaml").write_text(RUN)
-        _time_once([args.python, "-m", "simulator.cli", "run", str(work / "startup.yaml"), "--timing-only",
-                    "--quiet", "--no-report", "--out", str(work / "run")], ROOT)
-        scale = {"python -c pass": [args.python, "-c", "pass"],
-                 "python -c 'import torch'": [args.python, "-c", "import torch"]}
+        _time_once(
+            [
+                args.python,
+                "-m",
+                "simulator.cli",
+                "run",
+                str(work / "startup.yaml"),
+                "--timing-only",
+                "--quiet",
+                "--no-report",
+                "--out",
+                str(work / "run"),
+            ],
+            ROOT,
+        )
+        scale = {
+            "python -c pass": [args.python, "-c", "pass"],
+            "python -c 'import torch'": [args.python, "-c", "import torch"],
+        }
         cases = [(name, "-", cmd) for name, cmd in scale.items()]
-        cases += [(name, label, cmd) for name, cmd in _commands(args.python, work / "run", work).items()
-                  for label in roots]
+        cases += [
+            (name, label, cmd) for name, cmd in _commands(args.python, work / "run", work).items() for label in roots
+        ]
         results: dict[tuple[str, str], list[Sample]] = {(name, label): [] for name, label, _ in cases}
         for _, label, cmd in cases:  # warm-up: page cache, .pyc files
             _time_once(cmd, roots.get(label, ROOT))
@@ -114,8 +134,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"{'command':<34}" + "".join(f" | {label:<27}" for label in roots))
     names = list(dict.fromkeys(name for name, _, _ in cases))
     for name in names:
-        cells = [_cell(results[name, "-"])] if (name, "-") in results else \
-            [_cell(results[name, label]) for label in roots]
+        cells = (
+            [_cell(results[name, "-"])] if (name, "-") in results else [_cell(results[name, label]) for label in roots]
+        )
         print(f"{name:<34}" + "".join(f" | {c:<27}" for c in cells))
     return 0
 

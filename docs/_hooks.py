@@ -45,7 +45,7 @@ def _site_path(repo_path: str) -> str | None:
     if repo_path in EXTRA_PAGES:
         return EXTRA_PAGES[repo_path]
     if repo_path.startswith(f"{DOCS}/"):
-        return repo_path[len(DOCS) + 1:]
+        return repo_path[len(DOCS) + 1 :]
     return None
 
 

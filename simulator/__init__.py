@@ -10,8 +10,8 @@ __all__ = ["__version__", "run", "replay", "retime"]
 
 
 def __getattr__(name: str) -> Any:
-    """`simulator.run`, `simulator.replay` and `simulator.retime` load on first use: `import simulator` stays free of torch, which
-    analysis/ (reading run folders only) relies on."""
+    """`simulator.run`, `simulator.replay` and `simulator.retime` load on first use: `import simulator` stays free of
+    torch, which analysis/ (reading run folders only) relies on."""
     if name in ("run", "replay", "retime"):
         from simulator.commands import api
 

@@ -46,15 +46,27 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _OneLineParser(
         prog="splitee", description="Simulate split learning with early exits on heterogeneous fleets."
     )
-    parser.add_argument("--debug", action="store_true",
-                        help="on an unexpected failure, show the Python traceback (may be given after COMMAND)")
+    parser.add_argument(
+        "--debug",
+        action="store_true",
+        help="on an unexpected failure, show the Python traceback (may be given after COMMAND)",
+    )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("validate", help="check scenario files (and sweep files: every point) without running them")
-    p.add_argument("scenarios", nargs="+", metavar="SCENARIO.yaml",
-                   help="scenario or sweep files (a sweep file is told by its keys: base, grid, zip, seeds, set)")
-    p.add_argument("--set", action="append", default=[], metavar="KEY.PATH=VALUE",
-                   help="override a key (in a sweep: in every point, after the sweep's own values)")
+    p.add_argument(
+        "scenarios",
+        nargs="+",
+        metavar="SCENARIO.yaml",
+        help="scenario or sweep files (a sweep file is told by its keys: base, grid, zip, seeds, set)",
+    )
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY.PATH=VALUE",
+        help="override a key (in a sweep: in every point, after the sweep's own values)",
+    )
     p.add_argument("--costs", action="store_true", help="print the model's cost table (scenario files)")
     p.set_defaults(func=_cmd_validate)
 
@@ -106,14 +118,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     except MemoryError:
         if args.debug:
             raise
-        print("error: out of memory; lower model.width, the batch size, the dataset size or the number of clients",
-              file=sys.stderr)
+        print(
+            "error: out of memory; lower model.width, the batch size, the dataset size or the number of clients",
+            file=sys.stderr,
+        )
         return EXIT_BAD_INPUT
     except Exception as err:  # a failure nobody foresaw: still one line; the traceback with --debug
         if args.debug:
             raise
-        print(f"error: unexpected failure ({type(err).__name__}: {clip(err, 200)}); this is a bug in splitee: "
-              "run again with --debug for the traceback", file=sys.stderr)
+        print(
+            f"error: unexpected failure ({type(err).__name__}: {clip(err, 200)}); this is a bug in splitee: "
+            "run again with --debug for the traceback",
+            file=sys.stderr,
+        )
         return EXIT_UNEXPECTED
 
 

@@ -32,9 +32,29 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
-__all__ = ["RoundPlan", "STEP", "SERVE", "AVERAGE", "FORWARD", "SPLIT_SERVE", "BACKWARD", "DROP", "SAVE", "RESTORE",
-           "LOCAL_STEP", "CATCH_UP", "FED_AVERAGE", "CENTRAL_STEP", "MIX", "BUFFER", "APPLY", "DOWNLOAD", "unit_groups",
-           "exit_head_groups", "staleness_weight"]
+__all__ = [
+    "RoundPlan",
+    "STEP",
+    "SERVE",
+    "AVERAGE",
+    "FORWARD",
+    "SPLIT_SERVE",
+    "BACKWARD",
+    "DROP",
+    "SAVE",
+    "RESTORE",
+    "LOCAL_STEP",
+    "CATCH_UP",
+    "FED_AVERAGE",
+    "CENTRAL_STEP",
+    "MIX",
+    "BUFFER",
+    "APPLY",
+    "DOWNLOAD",
+    "unit_groups",
+    "exit_head_groups",
+    "staleness_weight",
+]
 
 STEP, SERVE, AVERAGE = "step", "serve", "average"
 FORWARD, SPLIT_SERVE, BACKWARD, DROP, SAVE, RESTORE = "forward", "split_serve", "backward", "drop", "save", "restore"
@@ -69,10 +89,7 @@ def unit_groups(cuts: Sequence[int], num_units: int, *, server_copies: bool, cli
     """
     groups = []
     for u in range(num_units + 1):
-        groups.append([
-            i for i, cut in enumerate(cuts)
-            if (server_copies and u >= cut) or (client_copies and u < cut)
-        ])
+        groups.append([i for i, cut in enumerate(cuts) if (server_copies and u >= cut) or (client_copies and u < cut)])
     return groups
 
 

@@ -20,8 +20,6 @@ NUM_UNITS = 9  # ResNet-18: stem + 8 BasicBlocks; index 9 is the classifier
 STATS = ("running_mean", "running_var")
 
 
-
-
 # --- which copies are averaged together ---------------------------------------------------------------------------
 
 
@@ -30,16 +28,26 @@ def test_unit_groups_cuts_1_3_8() -> None:
     # Client copies only: unit index u is on client i's device when u < cut_i.
     assert unit_groups(cuts, NUM_UNITS, server_copies=False, client_copies=True) == [
         [0, 1, 2],  # u1 (stem): everyone
-        [1, 2], [1, 2],  # u2, u3
-        [2], [2], [2], [2], [2],  # u4..u8: only the cut-8 client
+        [1, 2],
+        [1, 2],  # u2, u3
+        [2],
+        [2],
+        [2],
+        [2],
+        [2],  # u4..u8: only the cut-8 client
         [],  # u9: on nobody's device
         [],  # classifier: always on the server
     ]
     # Server copies only (one server model per client): unit index u is server-side when u >= cut_i.
     assert unit_groups(cuts, NUM_UNITS, server_copies=True, client_copies=False) == [
         [],  # u1
-        [0], [0],  # u2, u3: only the cut-1 client's server model has them
-        [0, 1], [0, 1], [0, 1], [0, 1], [0, 1],  # u4..u8
+        [0],
+        [0],  # u2, u3: only the cut-1 client's server model has them
+        [0, 1],
+        [0, 1],
+        [0, 1],
+        [0, 1],
+        [0, 1],  # u4..u8
         [0, 1, 2],  # u9
         [0, 1, 2],  # classifier
     ]
@@ -100,13 +108,19 @@ def test_weighted_average_of_one_module_is_a_no_op() -> None:
 SCENARIO: dict[str, Any] = {
     "name": "agg",
     "seed": 5,
-    "dataset": {"name": "synthetic",
-                "synthetic": {"image_size": 8, "in_channels": 1, "num_classes": 10, "train_size": 120,
-                              "test_size": 16}},
+    "dataset": {
+        "name": "synthetic",
+        "synthetic": {"image_size": 8, "in_channels": 1, "num_classes": 10, "train_size": 120, "test_size": 16},
+    },
     "model": {"width": 4},
     "training": {"rounds": 1, "local_steps": 2, "batch_size": 4},
-    "strategy": {"name": "averaging", "aggregate_every": 1, "aggregate_client_layers": True,
-                 "aggregate_exit_heads": True, "bn": "average"},
+    "strategy": {
+        "name": "averaging",
+        "aggregate_every": 1,
+        "aggregate_client_layers": True,
+        "aggregate_exit_heads": True,
+        "bn": "average",
+    },
     "server": {"device": {"flops_per_s": 1.0e12, "memory_bytes": 1.0e10, "compute_w": 100.0, "idle_w": 10.0}},
     "clients": [],
     "eval": {"batch_size": 16, "thresholds": [0.5]},
@@ -115,9 +129,13 @@ SCENARIO: dict[str, Any] = {
 
 
 def _client(name: str, cut: int, data_weight: float) -> dict[str, Any]:
-    return {"name": name, "cut": cut, "data_weight": data_weight,
-            "device": {"flops_per_s": 1.0e8, "memory_bytes": 1.0e9, "compute_w": 3.0, "idle_w": 1.0},
-            "link": {"uplink_bps": 1.0e6, "downlink_bps": 2.0e6, "latency_s": 0.01, "tx_w": 0.5, "rx_w": 0.25}}
+    return {
+        "name": name,
+        "cut": cut,
+        "data_weight": data_weight,
+        "device": {"flops_per_s": 1.0e8, "memory_bytes": 1.0e9, "compute_w": 3.0, "idle_w": 1.0},
+        "link": {"uplink_bps": 1.0e6, "downlink_bps": 2.0e6, "latency_s": 0.01, "tx_w": 0.5, "rx_w": 0.25},
+    }
 
 
 # Cuts 1, 2, 2: the cut-1 exit head has the same shape as the cut-2 ones (same channels), yet must stay apart.
@@ -217,8 +235,12 @@ def test_averaging_round_aggregates_every_unit(tmp_path: Path, bn: str) -> None:
 
     # Traffic: each client moves the client-side modules that take part (fp32: 4 bytes per element).
     def moved_bytes(states: list[dict[str, torch.Tensor] | None]) -> int:
-        return sum(4 * t.numel() for st in states for name, t in (st or {}).items()
-                   if not name.endswith("num_batches_tracked") and (bn == "average" or not name.endswith(STATS)))
+        return sum(
+            4 * t.numel()
+            for st in states
+            for name, t in (st or {}).items()
+            if not name.endswith("num_batches_tracked") and (bn == "average" or not name.endswith(STATS))
+        )
 
     expected = {
         "p": moved_bytes([_unit(sim, 0, 0)]),  # its exit head has no partner: it stays home
@@ -260,12 +282,21 @@ def test_sequential_aggregates_client_layers_only(tmp_path: Path) -> None:
         assert torch.equal(t, shared_before[name])
 
 
-@pytest.mark.parametrize(("strategy", "layers", "heads", "expected"), [
-    ("averaging", None, None, True), ("averaging", False, None, False), ("sequential", None, None, False),
-    ("sequential", True, None, True), ("homogeneous_splitee", None, None, True), ("averaging", False, True, True),
-    ("averaging", True, False, False)])
-def test_exit_heads_follow_client_layers_unless_said(strategy: str, layers: bool | None, heads: bool | None,
-                                                     expected: bool) -> None:
+@pytest.mark.parametrize(
+    ("strategy", "layers", "heads", "expected"),
+    [
+        ("averaging", None, None, True),
+        ("averaging", False, None, False),
+        ("sequential", None, None, False),
+        ("sequential", True, None, True),
+        ("homogeneous_splitee", None, None, True),
+        ("averaging", False, True, True),
+        ("averaging", True, False, False),
+    ],
+)
+def test_exit_heads_follow_client_layers_unless_said(
+    strategy: str, layers: bool | None, heads: bool | None, expected: bool
+) -> None:
     from simulator.config.schema import StrategyCfg
 
     cfg = StrategyCfg(name=strategy, aggregate_client_layers=layers, aggregate_exit_heads=heads)  # type: ignore[arg-type]
@@ -299,8 +330,9 @@ def test_explicit_exit_head_averaging_over_personal_layers_prints_one_warning(tm
     data["strategy"] = {"name": "averaging", "aggregate_client_layers": False, "aggregate_exit_heads": True}
     path = tmp_path / "scenario.yaml"
     path.write_text(yaml.safe_dump(data, sort_keys=False))
-    proc = subprocess.run([sys.executable, "-m", "simulator.cli", "validate", str(path)], capture_output=True,
-                          text=True)
+    proc = subprocess.run(
+        [sys.executable, "-m", "simulator.cli", "validate", str(path)], capture_output=True, text=True
+    )
     assert proc.returncode == 0
     lines = [ln for ln in proc.stderr.splitlines() if ln.startswith("warning:")]
     assert len(lines) == 1 and "aggregate_exit_heads" in lines[0] and str(path) in lines[0]

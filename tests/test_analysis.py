@@ -79,6 +79,7 @@ def _one_error_line(err: str) -> str:
 
 # --- every figure through the command line ---------------------------------------------------------------
 
+
 @pytest.mark.parametrize("kind", KINDS)
 def test_plot_writes_a_png(runs: Runs, tmp_path: Path, capsys: pytest.CaptureFixture[str], kind: str) -> None:
     dirs = [str(runs.avg), str(runs.seq)] if kind in MULTI_RUN else [str(runs.seq)]
@@ -103,8 +104,9 @@ def test_plot_options(runs: Runs, tmp_path: Path, capsys: pytest.CaptureFixture[
     assert "<svg" in (tmp_path / "energy.svg").read_text()
 
 
-def test_plot_default_out_is_in_the_first_run_folder(runs: Runs, tmp_path: Path,
-                                                     capsys: pytest.CaptureFixture[str]) -> None:
+def test_plot_default_out_is_in_the_first_run_folder(
+    runs: Runs, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     run = tmp_path / "run"
     shutil.copytree(runs.avg, run)
     status, stdout, _ = _cli(capsys, "plot", "accuracy-by-cut", str(run))
@@ -114,9 +116,13 @@ def test_plot_default_out_is_in_the_first_run_folder(runs: Runs, tmp_path: Path,
 
 def _sweep_csv(path: Path) -> Path:
     """Two parameters, a duplicate point (two seeds) and a missing combination."""
-    rows = [("bandwidth_bps", "rpi_share", "seed", "final_accuracy", "sim_time_s", "energy_j"),
-            (1e6, 0.3, 0, 0.50, 100.0, 10.0), (1e6, 0.3, 1, 0.70, 120.0, 12.0), (1e6, 0.7, 0, 0.40, 300.0, 30.0),
-            (1e7, 0.3, 0, 0.80, 20.0, 5.0)]
+    rows = [
+        ("bandwidth_bps", "rpi_share", "seed", "final_accuracy", "sim_time_s", "energy_j"),
+        (1e6, 0.3, 0, 0.50, 100.0, 10.0),
+        (1e6, 0.3, 1, 0.70, 120.0, 12.0),
+        (1e6, 0.7, 0, 0.40, 300.0, 30.0),
+        (1e7, 0.3, 0, 0.80, 20.0, 5.0),
+    ]
     with path.open("w", newline="") as fh:
         csv.writer(fh).writerows(rows)
     return path
@@ -124,8 +130,9 @@ def _sweep_csv(path: Path) -> Path:
 
 def test_heatmap_from_a_sweep_table(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     sweep = _sweep_csv(tmp_path / "sweep.csv")
-    status, stdout, _ = _cli(capsys, "plot", "heatmap", str(sweep), "--x", "bandwidth_bps", "--y", "rpi_share",
-                             "--metric", "final_accuracy")
+    status, stdout, _ = _cli(
+        capsys, "plot", "heatmap", str(sweep), "--x", "bandwidth_bps", "--y", "rpi_share", "--metric", "final_accuracy"
+    )
     assert status == 0 and stdout.strip() == str(tmp_path / "heatmap.png")
     assert (tmp_path / "heatmap.png").read_bytes().startswith(PNG_MAGIC)
     from analysis.load import load_table
@@ -136,6 +143,7 @@ def test_heatmap_from_a_sweep_table(tmp_path: Path, capsys: pytest.CaptureFixtur
 
 
 # --- values and consistency -------------------------------------------------------------------------------
+
 
 def test_event_energies_add_up_to_the_summary(runs: Runs) -> None:
     for path in (runs.avg, runs.seq):
@@ -166,6 +174,7 @@ def test_loader_reads_csv_and_parquet_alike(runs: Runs) -> None:
 
 # --- the report -------------------------------------------------------------------------------------------
 
+
 class _ReportParser(HTMLParser):
     def __init__(self) -> None:
         super().__init__()
@@ -192,10 +201,16 @@ class _ReportParser(HTMLParser):
         elif tag == "tr":
             self._row = a.get("data-run", self._table_run)
         elif tag == "td" and self._row is not None:
-            self._cell = {"table": self._table, "run": self._row, "key": a["data-key"], "value": a["data-value"],
-                          "text": ""}
-        if tag in ("script", "link", "iframe") or any(k in ("href", "src") and v.startswith("http")
-                                                       for k, v in a.items()):
+            self._cell = {
+                "table": self._table,
+                "run": self._row,
+                "key": a["data-key"],
+                "value": a["data-value"],
+                "text": "",
+            }
+        if tag in ("script", "link", "iframe") or any(
+            k in ("href", "src") and v.startswith("http") for k, v in a.items()
+        ):
             self.external.append(tag)
 
     def handle_data(self, data: str) -> None:
@@ -236,8 +251,18 @@ def test_report_has_every_figure_and_the_summary_values(runs: Runs, tmp_path: Pa
     for path in (runs.avg, runs.seq):
         summary = json.loads((path / "summary.json").read_text())
         cells = {c["key"]: c for c in report.cells if c["table"] == "summary" and c["run"] == path.name}
-        for key in ("scenario", "strategy", "seed", "rounds", "final_accuracy", "mean_exit_accuracy", "sim_time_s",
-                    "energy_j", "bytes_up", "bytes_down"):
+        for key in (
+            "scenario",
+            "strategy",
+            "seed",
+            "rounds",
+            "final_accuracy",
+            "mean_exit_accuracy",
+            "sim_time_s",
+            "energy_j",
+            "bytes_up",
+            "bytes_down",
+        ):
             expected = _summary_field(summary, key)
             assert json.loads(cells[key]["value"]) == expected, key
             assert cells[key]["text"] == format_value(key, expected), key
@@ -255,9 +280,17 @@ def test_report_has_every_figure_and_the_summary_values(runs: Runs, tmp_path: Pa
         expected = []
         for c in summary["clients"]:
             name = c["name"]
-            expected += [name, c["device"], c["link"], c["cut"], summary["exit_accuracy"][name],
-                         summary["final_accuracy_per_client"][name], summary["exit_accuracy_local"][name],
-                         summary["final_accuracy_local"][name], summary["energy_j"]["per_entity"][name]]
+            expected += [
+                name,
+                c["device"],
+                c["link"],
+                c["cut"],
+                summary["exit_accuracy"][name],
+                summary["final_accuracy_per_client"][name],
+                summary["exit_accuracy_local"][name],
+                summary["final_accuracy_local"][name],
+                summary["energy_j"]["per_entity"][name],
+            ]
         assert got == expected
 
 
@@ -283,14 +316,16 @@ def test_report_zooms_the_timeline_of_long_runs(runs: Runs, tmp_path: Path, monk
 def test_runs_with_the_same_folder_name_get_distinct_labels(runs: Runs, tmp_path: Path) -> None:
     for parent in ("a", "b"):
         shutil.copytree(runs.avg, tmp_path / parent / "run")
-    html_path, _ = write_report([tmp_path / "a" / "run", tmp_path / "b" / "run", tmp_path / "a" / "run"],
-                                tmp_path / "report.html")
+    html_path, _ = write_report(
+        [tmp_path / "a" / "run", tmp_path / "b" / "run", tmp_path / "a" / "run"], tmp_path / "report.html"
+    )
     report = _parse(html_path)
     assert len(report.figures) == len(set(report.figures)) == 3 + 4 * 3
     assert sorted(c["run"] for c in report.cells if c["key"] == "run") == ["a/run", "a/run #2", "b/run"]
 
 
 # --- missing optional files -------------------------------------------------------------------------------
+
 
 @pytest.fixture
 def bare_run(runs: Runs, tmp_path: Path) -> Path:
@@ -308,14 +343,18 @@ def test_loader_tolerates_missing_optional_files(bare_run: Path) -> None:
     assert run.summary["scenario"] == "tiny_avg" and len(run.rounds) == 2
 
 
-@pytest.mark.parametrize(("argv", "needed"), [
-    (["timeline"], "events.csv"),
-    (["energy"], "events.csv"),
-    (["early-exit"], "early_exit.csv"),
-    (["tradeoff", "--latency", "inference"], "early_exit.csv"),
-])
-def test_figures_that_need_a_missing_file_name_it(bare_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str],
-                                                   argv: list[str], needed: str) -> None:
+@pytest.mark.parametrize(
+    ("argv", "needed"),
+    [
+        (["timeline"], "events.csv"),
+        (["energy"], "events.csv"),
+        (["early-exit"], "early_exit.csv"),
+        (["tradeoff", "--latency", "inference"], "early_exit.csv"),
+    ],
+)
+def test_figures_that_need_a_missing_file_name_it(
+    bare_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], argv: list[str], needed: str
+) -> None:
     status, _, err = _cli(capsys, "plot", argv[0], str(bare_run), *argv[1:], "--out", str(tmp_path / "x.png"))
     assert status == 2
     line = _one_error_line(err)
@@ -323,8 +362,9 @@ def test_figures_that_need_a_missing_file_name_it(bare_run: Path, tmp_path: Path
     assert not (tmp_path / "x.png").exists()
 
 
-def test_figures_that_do_not_need_them_still_draw(bare_run: Path, tmp_path: Path,
-                                                  capsys: pytest.CaptureFixture[str]) -> None:
+def test_figures_that_do_not_need_them_still_draw(
+    bare_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     for kind in ("tradeoff", "time-to-accuracy", "accuracy-by-cut"):
         status, _, err = _cli(capsys, "plot", kind, str(bare_run), "--out", str(tmp_path / f"{kind}.png"))
         assert status == 0, err
@@ -333,8 +373,15 @@ def test_figures_that_do_not_need_them_still_draw(bare_run: Path, tmp_path: Path
 def test_report_notes_what_it_cannot_draw(bare_run: Path, tmp_path: Path) -> None:
     html_path, md_path = write_report([bare_run], tmp_path / "report.html")
     report = _parse(html_path)
-    assert sorted(report.missing) == sorted([("tradeoff-inference", None), ("heatmap", None), ("timeline", "bare"),
-                                             ("energy", "bare"), ("early-exit", "bare")])
+    assert sorted(report.missing) == sorted(
+        [
+            ("tradeoff-inference", None),
+            ("heatmap", None),
+            ("timeline", "bare"),
+            ("energy", "bare"),
+            ("early-exit", "bare"),
+        ]
+    )
     assert sorted(report.figures) == ["fig-accuracy-by-cut-bare", "fig-time-to-accuracy", "fig-tradeoff"]
     text = html_path.read_text()
     assert "no early_exit.csv in this run" in text and "no events.csv or events.parquet in this run" in text
@@ -355,13 +402,24 @@ def test_nan_exit_accuracies_show_as_missing(runs: Runs, tmp_path: Path) -> None
 
 # --- hand-made run folders: many devices, unknown event kinds -----------------------------------------------
 
+
 def _hand_run(path: Path, n_devices: int, kinds: list[str]) -> Path:
     path.mkdir()
     names = [f"dev-{i}" for i in range(n_devices)]
-    summary = {"scenario": "hand", "strategy": "averaging", "seed": 0, "rounds": 1, "final_accuracy": 0.5,
-               "clients": [{"name": n, "device": "rpi4", "link": "ble", "cut": 1 + i % 3} for i, n in enumerate(names)],
-               "exit_accuracy": {n: 0.3 for n in names}, "final_accuracy_per_client": {n: 0.5 for n in names},
-               "sim_time_s": 10.0, "energy_j": {"total": 1.0, "per_entity": {}}, "bytes_up": 0, "bytes_down": 0}
+    summary = {
+        "scenario": "hand",
+        "strategy": "averaging",
+        "seed": 0,
+        "rounds": 1,
+        "final_accuracy": 0.5,
+        "clients": [{"name": n, "device": "rpi4", "link": "ble", "cut": 1 + i % 3} for i, n in enumerate(names)],
+        "exit_accuracy": {n: 0.3 for n in names},
+        "final_accuracy_per_client": {n: 0.5 for n in names},
+        "sim_time_s": 10.0,
+        "energy_j": {"total": 1.0, "per_entity": {}},
+        "bytes_up": 0,
+        "bytes_down": 0,
+    }
     (path / "summary.json").write_text(json.dumps(summary))
     (path / "rounds.csv").write_text("round,sim_time_s,final_accuracy\n1,10.0,0.5\n")
     with (path / "events.csv").open("w", newline="") as fh:
@@ -392,8 +450,15 @@ def test_timeline_is_legible_for_many_devices_and_unknown_kinds(tmp_path: Path) 
     fewer = plots.energy(load_run(_hand_run(tmp_path / "thirty", 30, ["compute"])))
     assert fewer.get_size_inches()[0] > 10  # 30 bars need room
     energy_legend = {t.get_text() for t in energy_fig.legends[0].get_texts()}
-    assert energy_legend == {"idle (baseline draw)", "server idle draw", "compute", "tx", "offline", "straggler",
-                             "mystery_state"}  # no 0 J 'leave'
+    assert energy_legend == {
+        "idle (baseline draw)",
+        "server idle draw",
+        "compute",
+        "tx",
+        "offline",
+        "straggler",
+        "mystery_state",
+    }  # no 0 J 'leave'
     assert "dominated by the clients idle draw" in energy_fig._suptitle.get_text()  # 60 J of 60 + 1 + 6 x 1.4 J
     early = plots.accuracy_by_cut(run)  # grouped past GROUP_ABOVE clients: one bar pair per device/link/cut
     assert sorted(t.get_text() for t in early.axes[0].texts) == ["cut 1", "cut 2", "cut 3"]
@@ -402,8 +467,9 @@ def test_timeline_is_legible_for_many_devices_and_unknown_kinds(tmp_path: Path) 
 
 def test_time_to_accuracy_skips_rounds_without_accuracy(tmp_path: Path) -> None:
     run_dir = _hand_run(tmp_path / "hand", 2, ["compute"])
-    (run_dir / "rounds.csv").write_text("round,sim_time_s,final_accuracy,mean_exit_accuracy\n"
-                                        "1,10.0,,\n2,20.0,0.4,0.2\n3,30.0,,\n4,40.0,0.6,\n")
+    (run_dir / "rounds.csv").write_text(
+        "round,sim_time_s,final_accuracy,mean_exit_accuracy\n1,10.0,,\n2,20.0,0.4,0.2\n3,30.0,,\n4,40.0,0.6,\n"
+    )
     fig = plots.time_to_accuracy([load_run(run_dir)])
     final, exit_line = fig.axes[0].get_lines()[:2]
     assert final.get_xdata().tolist() == [20.0, 40.0] and final.get_ydata().tolist() == [0.4, 0.6]
@@ -411,6 +477,7 @@ def test_time_to_accuracy_skips_rounds_without_accuracy(tmp_path: Path) -> None:
 
 
 # --- bad input: one line, exit status 2 -------------------------------------------------------------------
+
 
 def _not_runs(tmp_path: Path) -> list[Path]:
     empty = tmp_path / "empty"
@@ -425,8 +492,11 @@ def _not_runs(tmp_path: Path) -> list[Path]:
 
 def test_not_a_run_folder_is_one_line_and_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     for path in _not_runs(tmp_path):
-        for argv in (["plot", "timeline", str(path)], ["plot", "tradeoff", str(path)],
-                     ["report", str(path), "--out", str(tmp_path / "rep.html")]):
+        for argv in (
+            ["plot", "timeline", str(path)],
+            ["plot", "tradeoff", str(path)],
+            ["report", str(path), "--out", str(tmp_path / "rep.html")],
+        ):
             status, stdout, err = _cli(capsys, *argv)
             assert status == 2 and stdout == ""
             assert str(path) in _one_error_line(err) and "not a run folder" in err
@@ -448,23 +518,39 @@ def test_malformed_files_are_input_errors(runs: Runs, tmp_path: Path) -> None:
         load_run(run_dir)
 
 
-@pytest.mark.parametrize("argv", [
-    ["plot", "bogus-kind", "{avg}"],
-    ["plot", "timeline", "{avg}", "{seq}"],
-    ["plot", "timeline", "{avg}", "--rounds", "two"],
-    ["plot", "timeline", "{avg}", "--rounds", "7:9"],
-    ["plot", "tradeoff", "{avg}", "--latency", "fast"],
-    ["plot", "time-to-accuracy", "{avg}", "--target", "2"],
-    ["plot", "heatmap", "{avg}/rounds.csv", "--x", "round"],
-    ["plot", "heatmap", "{avg}/rounds.csv", "--x", "round", "--y", "nope", "--metric", "energy_j"],
-    ["plot", "energy", "{avg}", "--out", "{tmp}/figure.xyz"],
-    ["report", "{avg}", "--out", "{tmp}/report.txt"],
-    ["report", "{avg}", "--out", "{tmp}/r.html", "--sweep", "{avg}/rounds.csv"],
-    ["report", "{avg}", "--out", "{tmp}/r.html", "--sweep", "{avg}/rounds.csv", "--x", "round", "--y", "nope",
-     "--metric", "energy_j"],
-])
-def test_bad_options_are_one_line_and_exit_2(runs: Runs, tmp_path: Path, capsys: pytest.CaptureFixture[str],
-                                             argv: list[str]) -> None:
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["plot", "bogus-kind", "{avg}"],
+        ["plot", "timeline", "{avg}", "{seq}"],
+        ["plot", "timeline", "{avg}", "--rounds", "two"],
+        ["plot", "timeline", "{avg}", "--rounds", "7:9"],
+        ["plot", "tradeoff", "{avg}", "--latency", "fast"],
+        ["plot", "time-to-accuracy", "{avg}", "--target", "2"],
+        ["plot", "heatmap", "{avg}/rounds.csv", "--x", "round"],
+        ["plot", "heatmap", "{avg}/rounds.csv", "--x", "round", "--y", "nope", "--metric", "energy_j"],
+        ["plot", "energy", "{avg}", "--out", "{tmp}/figure.xyz"],
+        ["report", "{avg}", "--out", "{tmp}/report.txt"],
+        ["report", "{avg}", "--out", "{tmp}/r.html", "--sweep", "{avg}/rounds.csv"],
+        [
+            "report",
+            "{avg}",
+            "--out",
+            "{tmp}/r.html",
+            "--sweep",
+            "{avg}/rounds.csv",
+            "--x",
+            "round",
+            "--y",
+            "nope",
+            "--metric",
+            "energy_j",
+        ],
+    ],
+)
+def test_bad_options_are_one_line_and_exit_2(
+    runs: Runs, tmp_path: Path, capsys: pytest.CaptureFixture[str], argv: list[str]
+) -> None:
     argv = [a.format(avg=runs.avg, seq=runs.seq, tmp=tmp_path) for a in argv]
     status, _, err = _cli(capsys, *argv)
     assert status == 2
@@ -472,6 +558,7 @@ def test_bad_options_are_one_line_and_exit_2(runs: Runs, tmp_path: Path, capsys:
 
 
 # --- analysis never imports torch -------------------------------------------------------------------------
+
 
 def test_analysis_never_imports_torch(runs: Runs, tmp_path: Path) -> None:
     script = textwrap.dedent("""
@@ -500,8 +587,14 @@ def test_analysis_never_imports_torch(runs: Runs, tmp_path: Path) -> None:
         print("ok", len(figures))
     """)
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
-    done = subprocess.run([sys.executable, "-c", script, str(runs.avg), str(runs.seq), str(tmp_path / "r.html")],
-                          cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    done = subprocess.run(
+        [sys.executable, "-c", script, str(runs.avg), str(runs.seq), str(tmp_path / "r.html")],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "ok 11"
 

@@ -21,8 +21,10 @@ SCENARIO = {
     "model": {"width": 4},
     "training": {"rounds": 2, "local_steps": 1, "batch_size": 16},
     "strategy": {"name": "averaging"},
-    "clients": [{"device": "rpi4", "link": "wifi4", "cut": 1, "count": 2}, {"device": "rpi_zero2w", "link": "ble",
-                                                                            "cut": 2}],
+    "clients": [
+        {"device": "rpi4", "link": "wifi4", "cut": 1, "count": 2},
+        {"device": "rpi_zero2w", "link": "ble", "cut": 2},
+    ],
     "eval": {"thresholds": [0.0, 1.0]},
     "output": {"progress": False, "checkpoint_every": 0},
 }
@@ -107,14 +109,42 @@ def test_load_sweep_reads_the_table_and_names_the_swept_columns(tmp_path: Path) 
 
     folder = tmp_path / "sweep"
     (folder / "points" / "p1").mkdir(parents=True)
-    header = ["point", "status", "error", "clients.0.count", "clients.0.link.uplink_bps", "seed",
-              *METRIC_COLUMNS, "run_dir"]
+    header = [
+        "point",
+        "status",
+        "error",
+        "clients.0.count",
+        "clients.0.link.uplink_bps",
+        "seed",
+        *METRIC_COLUMNS,
+        "run_dir",
+    ]
     metrics = dict.fromkeys(METRIC_COLUMNS, "")
-    rows = [{"point": "p1", "status": "ok", "error": "", "clients.0.count": "1", "clients.0.link.uplink_bps": "7e5",
-             "seed": "0", **metrics, "final_accuracy": "0.5", "sim_time_s": "10.5", "rounds": "2",
-             "run_dir": str(folder / "points" / "p1")},
-            {"point": "p2", "status": "failed", "error": "cut 12 is not 1..8", "clients.0.count": "4",
-             "clients.0.link.uplink_bps": "1.4e6", "seed": "0", **metrics, "run_dir": ""}]
+    rows = [
+        {
+            "point": "p1",
+            "status": "ok",
+            "error": "",
+            "clients.0.count": "1",
+            "clients.0.link.uplink_bps": "7e5",
+            "seed": "0",
+            **metrics,
+            "final_accuracy": "0.5",
+            "sim_time_s": "10.5",
+            "rounds": "2",
+            "run_dir": str(folder / "points" / "p1"),
+        },
+        {
+            "point": "p2",
+            "status": "failed",
+            "error": "cut 12 is not 1..8",
+            "clients.0.count": "4",
+            "clients.0.link.uplink_bps": "1.4e6",
+            "seed": "0",
+            **metrics,
+            "run_dir": "",
+        },
+    ]
     with (folder / "sweep.csv").open("w", newline="") as fh:
         writer = csv.DictWriter(fh, header)
         writer.writeheader()
@@ -129,8 +159,9 @@ def test_load_sweep_reads_the_table_and_names_the_swept_columns(tmp_path: Path) 
         analysis.load_sweep(tmp_path)
 
 
-def test_a_bad_cell_is_an_input_error_naming_file_and_column(runs: tuple[analysis.Run, analysis.Run],
-                                                             tmp_path: Path) -> None:
+def test_a_bad_cell_is_an_input_error_naming_file_and_column(
+    runs: tuple[analysis.Run, analysis.Run], tmp_path: Path
+) -> None:
     import shutil
 
     broken = tmp_path / "broken"

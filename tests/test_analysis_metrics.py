@@ -29,15 +29,26 @@ def _table(**columns: list) -> pd.DataFrame:
 
 def test_pareto_front_keeps_only_non_dominated_points_sorted_by_x() -> None:
     # (time, accuracy): faster and more accurate is better.
-    pts = [(5.0, 0.9, "slow-good"), (1.0, 0.5, "fast-poor"), (3.0, 0.7, "mid"), (4.0, 0.6, "dominated by mid"),
-           (2.0, 0.5, "dominated by fast-poor"), (6.0, 0.9, "dominated by slow-good")]
+    pts = [
+        (5.0, 0.9, "slow-good"),
+        (1.0, 0.5, "fast-poor"),
+        (3.0, 0.7, "mid"),
+        (4.0, 0.6, "dominated by mid"),
+        (2.0, 0.5, "dominated by fast-poor"),
+        (6.0, 0.9, "dominated by slow-good"),
+    ]
     assert pareto_front(pts) == [(1.0, 0.5, "fast-poor"), (3.0, 0.7, "mid"), (5.0, 0.9, "slow-good")]
 
 
 def test_pareto_front_ties_and_duplicates() -> None:
     # Same x: only the better y survives. Same y: only the smaller x. Exact duplicates: both copies stay.
-    pts = [(2.0, 0.8, "a"), (2.0, 0.6, "same x, worse y"), (3.0, 0.8, "same y, larger x"), (1.0, 0.4, "b"),
-           (1.0, 0.4, "b twin")]
+    pts = [
+        (2.0, 0.8, "a"),
+        (2.0, 0.6, "same x, worse y"),
+        (3.0, 0.8, "same y, larger x"),
+        (1.0, 0.4, "b"),
+        (1.0, 0.4, "b twin"),
+    ]
     assert pareto_front(pts) == [(1.0, 0.4, "b"), (1.0, 0.4, "b twin"), (2.0, 0.8, "a")]
 
 
@@ -50,8 +61,9 @@ def test_pareto_front_other_directions_nan_and_empty() -> None:
 
 
 def test_accuracy_curve_and_time_to_accuracy_skip_unevaluated_rounds() -> None:
-    rounds = _table(round=[1.0, 2.0, 3.0, 4.0], sim_time_s=[10.0, 20.0, 30.0, 40.0],
-                    final_accuracy=[math.nan, 0.5, math.nan, 0.8])
+    rounds = _table(
+        round=[1.0, 2.0, 3.0, 4.0], sim_time_s=[10.0, 20.0, 30.0, 40.0], final_accuracy=[math.nan, 0.5, math.nan, 0.8]
+    )
     t, acc = accuracy_curve(rounds)
     assert t.tolist() == [20.0, 40.0] and acc.tolist() == [0.5, 0.8]
     assert time_to_accuracy(rounds, 0.5) == 20.0
@@ -60,8 +72,11 @@ def test_accuracy_curve_and_time_to_accuracy_skip_unevaluated_rounds() -> None:
 
 
 def test_energy_by_state_sums_per_entity_and_kind() -> None:
-    events = _table(entity=["a", "a", "a", "server"], kind=["compute", "compute", "idle", "aggregate"],
-                    energy_j=[1.0, 2.0, 0.5, 4.0])
+    events = _table(
+        entity=["a", "a", "a", "server"],
+        kind=["compute", "compute", "idle", "aggregate"],
+        energy_j=[1.0, 2.0, 0.5, 4.0],
+    )
     assert energy_by_state(events) == {"a": {"compute": 3.0, "idle": 0.5}, "server": {"aggregate": 4.0}}
 
 
@@ -78,8 +93,12 @@ def test_grid_mean_averages_duplicates_and_leaves_gaps_nan() -> None:
 
 
 def test_mean_by_threshold_is_the_fleet_mean_per_threshold() -> None:
-    ee = _table(client=["a", "b", "a", "b"], threshold=[0.0, 0.0, 1.0, 1.0], accuracy=[0.8, 0.6, 0.5, 0.3],
-                latency_s=[2.0, 4.0, 0.1, 0.3])
+    ee = _table(
+        client=["a", "b", "a", "b"],
+        threshold=[0.0, 0.0, 1.0, 1.0],
+        accuracy=[0.8, 0.6, 0.5, 0.3],
+        latency_s=[2.0, 4.0, 0.1, 0.3],
+    )
     fleet = mean_by_threshold(ee)
     assert fleet["threshold"].tolist() == [0.0, 1.0]
     assert fleet["accuracy"] == pytest.approx([0.7, 0.4])
@@ -87,9 +106,13 @@ def test_mean_by_threshold_is_the_fleet_mean_per_threshold() -> None:
 
 
 def test_fleet_description_counts_identical_clients_in_fleet_order() -> None:
-    summary = {"clients": [{"name": "p-0", "device": "rpi4", "link": "wifi4", "cut": 2},
-                           {"name": "j-1", "device": "jetson_nano", "link": "ble", "cut": 5},
-                           {"name": "p-2", "device": "rpi4", "link": "wifi4", "cut": 2}]}
+    summary = {
+        "clients": [
+            {"name": "p-0", "device": "rpi4", "link": "wifi4", "cut": 2},
+            {"name": "j-1", "device": "jetson_nano", "link": "ble", "cut": 5},
+            {"name": "p-2", "device": "rpi4", "link": "wifi4", "cut": 2},
+        ]
+    }
     assert fleet_description(summary) == "2× rpi4/wifi4 cut 2, 1× jetson_nano/ble cut 5"
 
 

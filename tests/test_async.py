@@ -23,9 +23,11 @@ LINK = {"uplink_bps": 2.0e6, "downlink_bps": 4.0e6, "latency_s": 0.01, "tx_w": 0
 BASE: dict[str, Any] = {
     "name": "asynchronous",
     "seed": 2,
-    "dataset": {"name": "synthetic", "partition": {"kind": "iid"},
-                "synthetic": {"image_size": 8, "in_channels": 1, "num_classes": 10, "train_size": 160,
-                              "test_size": 32}},
+    "dataset": {
+        "name": "synthetic",
+        "partition": {"kind": "iid"},
+        "synthetic": {"image_size": 8, "in_channels": 1, "num_classes": 10, "train_size": 160, "test_size": 32},
+    },
     "model": {"width": 4},
     "training": {"rounds": 3, "local_steps": 3, "batch_size": 8},
     "strategy": {"name": "averaging"},
@@ -36,8 +38,7 @@ BASE: dict[str, Any] = {
 FLEET = [  # three clients at three speeds and cuts, one link jittered, two on a shared medium
     {"name": "fast", "device": DEVICE, "link": {**LINK, "jitter_s": 0.02}, "cut": 2},
     {"name": "slow", "device": {**DEVICE, "flops_per_s": 1.0e6}, "link": {**LINK, "uplink_bps": 2.5e5}, "cut": 1},
-    {"name": "shared", "count": 2, "device": {**DEVICE, "flops_per_s": 2.0e6}, "link": LINK, "cut": 3,
-     "medium": "ap"},
+    {"name": "shared", "count": 2, "device": {**DEVICE, "flops_per_s": 2.0e6}, "link": LINK, "cut": 3, "medium": "ap"},
 ]
 
 
@@ -68,8 +69,9 @@ def test_staleness_weights_and_mixing_on_three_clients_by_hand() -> None:
     assert staleness_weight(0.6, 0.5, 3) == pytest.approx(0.3)  # 0.6 / sqrt(4)
     assert staleness_weight(0.5, 1.0, 2) == pytest.approx(1 / 6)
     values = [torch.tensor([1.0]), torch.tensor([2.0]), torch.tensor([3.0])]
-    mixing = SharedCopies(lambda i: [Held("u", [values[i]], True)], [1, 1, 2],
-                          initial=lambda key: [torch.tensor([0.0])])
+    mixing = SharedCopies(
+        lambda i: [Held("u", [values[i]], True)], [1, 1, 2], initial=lambda key: [torch.tensor([0.0])]
+    )
     # Clients 0, 1, 2 mix in at staleness 0, 1, 2 with mix 0.5, a = 1: weights 1/2, 1/4, 1/6.
     for i, s in enumerate((0, 1, 2)):
         mixing.mix(i, staleness_weight(0.5, 1.0, s))
@@ -81,8 +83,9 @@ def test_staleness_weights_and_mixing_on_three_clients_by_hand() -> None:
     assert values[1].item() == pytest.approx(g)
     # Buffered: staleness weights 1, 1/2, 1/3 times sample counts 1, 1, 2 -> mean (1 + 1 + 2) / (13/6); mix 0.5.
     values[:] = [torch.tensor([1.0]), torch.tensor([2.0]), torch.tensor([3.0])]
-    mixing = SharedCopies(lambda i: [Held("u", [values[i]], True)], [1, 1, 2],
-                          initial=lambda key: [torch.tensor([0.0])])
+    mixing = SharedCopies(
+        lambda i: [Held("u", [values[i]], True)], [1, 1, 2], initial=lambda key: [torch.tensor([0.0])]
+    )
     for i, s in enumerate((0, 1, 2)):
         mixing.keep(i, staleness_weight(1.0, 1.0, s))
     assert mixing.shared["u"][0].item() == 0.0  # nothing applied before APPLY
@@ -121,8 +124,10 @@ def test_buffered_with_every_client_and_no_staleness_is_synchronous_averaging(tm
 def test_a_client_leaving_mid_update_contributes_nothing(tmp_path: Path) -> None:
     data = _scenario(sync="async", duration_s=20.0)
     # A battery that empties during its first update's steps (3 W while computing: 1 J lasts ~0.33 s of 0.74).
-    data["clients"] = [BASE["clients"][0], {**BASE["clients"][0], "name": "dies",
-                                            "device": {**DEVICE, "battery_j": 1.0}}]
+    data["clients"] = [
+        BASE["clients"][0],
+        {**BASE["clients"][0], "name": "dies", "device": {**DEVICE, "battery_j": 1.0}},
+    ]
     sim = Simulation(load_scenario(_write(tmp_path, data)), timing_only=True)
     sim.run()
     statuses = [rec.status[1] for rec in sim.records]

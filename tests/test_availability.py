@@ -28,9 +28,10 @@ SERVER = {"flops_per_s": 1.0e9, "memory_bytes": 1.0e10, "compute_w": 100.0, "idl
 BASE: dict[str, Any] = {
     "name": "availability",
     "seed": 3,
-    "dataset": {"name": "synthetic",
-                "synthetic": {"image_size": 8, "in_channels": 1, "num_classes": 10, "train_size": 96,
-                              "test_size": 16}},
+    "dataset": {
+        "name": "synthetic",
+        "synthetic": {"image_size": 8, "in_channels": 1, "num_classes": 10, "train_size": 96, "test_size": 16},
+    },
     "model": {"width": 4, "exit_head": "pool_linear"},  # the hand-computed costs below use its cost table
     "training": {"rounds": 1, "local_steps": 4, "batch_size": B},
     "strategy": {"name": "sequential", "order": "arrival", "aggregate_client_layers": False},
@@ -108,9 +109,17 @@ def test_deadline_drops_late_work_and_records_stragglers(tmp_path: Path) -> None
     c = _step()
     deadline = 2 * c["step"] + 0.5 * c["F"]  # two batches delivered, the third's forward half done
     out = tmp_path / "run"
-    run_scenario(load_scenario(_write(tmp_path, [_client("a"), _client("fast", {**A, "flops_per_s": 1.0e9},
-                                                                          {**LINK, "uplink_bps": 1.0e9})],
-                                      training={"round_deadline_s": deadline})), out, progress=False)
+    run_scenario(
+        load_scenario(
+            _write(
+                tmp_path,
+                [_client("a"), _client("fast", {**A, "flops_per_s": 1.0e9}, {**LINK, "uplink_bps": 1.0e9})],
+                training={"round_deadline_s": deadline},
+            )
+        ),
+        out,
+        progress=False,
+    )
     rows = {r["client"]: r for r in _rows(out / "clients.csv")}
     assert (rows["a"]["status"], rows["a"]["steps_done"]) == ("straggler", "2")
     assert (rows["fast"]["status"], rows["fast"]["steps_done"]) == ("ok", "4")
@@ -136,8 +145,7 @@ def test_a_battery_empties_at_the_hand_computed_moment(tmp_path: Path) -> None:
     used_two_steps = idle * 2 * step + added * 2 * (F + R) + LINK["tx_w"] * 2 * X
     battery = used_two_steps + A["compute_w"] * 0.5 * F
     t_empty = 2 * step + 0.5 * F
-    path = _write(tmp_path, [_client("phone", {**A, "battery_j": battery}), _client("pi")],
-                  training={"rounds": 2})
+    path = _write(tmp_path, [_client("phone", {**A, "battery_j": battery}), _client("pi")], training={"rounds": 2})
     out = tmp_path / "run"
     summary = run_scenario(load_scenario(path), out, progress=False)
     events = _rows(out / "events.csv")
@@ -146,8 +154,12 @@ def test_a_battery_empties_at_the_hand_computed_moment(tmp_path: Path) -> None:
     # Every joule of the battery was spent, not one more.
     assert summary["energy_j"]["per_entity"]["phone"] == pytest.approx(battery, rel=1e-12)
     status = [(r["round"], r["client"], r["status"], r["available"]) for r in _rows(out / "clients.csv")]
-    assert status == [("1", "phone", "battery_empty", "1"), ("1", "pi", "ok", "1"),
-                      ("2", "phone", "gone", "0"), ("2", "pi", "ok", "1")]
+    assert status == [
+        ("1", "phone", "battery_empty", "1"),
+        ("1", "pi", "ok", "1"),
+        ("2", "phone", "gone", "0"),
+        ("2", "pi", "ok", "1"),
+    ]
     assert summary["availability"]["phone"]["battery_empty_round"] == 1
 
 
@@ -158,11 +170,14 @@ def test_a_battery_empties_at_the_hand_computed_moment(tmp_path: Path) -> None:
 def test_a_missing_client_is_left_out(tmp_path: Path, strategy: str) -> None:
     trace = tmp_path / "trace.csv"
     trace.write_text("client,t_start,t_end\nflaky,0,1e-9\n")  # on at the start, gone at once
-    clients = [_client("a"), _client("b"),
-               _client("flaky", availability={"model": "trace", "trace": "trace.csv"})]
+    clients = [_client("a"), _client("b"), _client("flaky", availability={"model": "trace", "trace": "trace.csv"})]
     # In arrival order every client starts at once (in client turns flaky would leave before its turn).
-    path = _write(tmp_path, clients, strategy={"name": strategy, "order": "arrival", "aggregate_client_layers": True},
-                  training={"rounds": 2, "local_steps": 2})
+    path = _write(
+        tmp_path,
+        clients,
+        strategy={"name": strategy, "order": "arrival", "aggregate_client_layers": True},
+        training={"rounds": 2, "local_steps": 2},
+    )
     sim = Simulation(load_scenario(path))
     flaky_before = [p.clone() for p in sim.learning.trainers[2].tensors(buffers=False)]
     sim.run()
@@ -183,8 +198,12 @@ def test_a_missing_client_is_left_out(tmp_path: Path, strategy: str) -> None:
 def test_nobody_left_stops_the_run_early(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     trace = tmp_path / "trace.csv"
     trace.write_text("client,t_start,t_end\na,0,1e-9\nb,0,1e-9\n")
-    path = _write(tmp_path, [_client("a"), _client("b")], availability={"model": "trace", "trace": "trace.csv"},
-                  training={"rounds": 3})
+    path = _write(
+        tmp_path,
+        [_client("a"), _client("b")],
+        availability={"model": "trace", "trace": "trace.csv"},
+        training={"rounds": 3},
+    )
     out = tmp_path / "run"
     assert main(["run", str(path), "--out", str(out), "--quiet"]) == 0
     summary = json.loads((out / "summary.json").read_text())
@@ -200,16 +219,25 @@ def test_a_round_waits_for_the_first_client_to_come_back(tmp_path: Path) -> None
     sim.run()
     c = _step()
     # The round starts when a comes on at 100 s; the server idles meanwhile.
-    assert sim.records[0].sim_time_s == pytest.approx(100 + 3 * c["step"] + c["F"] + c["R"] + c["X"] + c["L"]
-                                                      + c["S"], rel=1e-9)
+    assert sim.records[0].sim_time_s == pytest.approx(
+        100 + 3 * c["step"] + c["F"] + c["R"] + c["X"] + c["L"] + c["S"], rel=1e-9
+    )
     server_idle = [e for e in sim.world.recorder.events if e.entity == "server" and e.kind == "idle"]
     assert server_idle[0].t_start == 0 and server_idle[0].t_end == 100
 
 
 def _learned(sim: Simulation) -> list[Any]:
     """What a run learned, round by round, as exact text (NaN included): losses and evaluations."""
-    return [repr((sorted(r.exit_loss.items()), sorted(r.server_loss.items()),
-                  sorted((i, e.exit_accuracy, e.final_accuracy) for i, e in r.evals.items()))) for r in sim.records]
+    return [
+        repr(
+            (
+                sorted(r.exit_loss.items()),
+                sorted(r.server_loss.items()),
+                sorted((i, e.exit_accuracy, e.final_accuracy) for i, e in r.evals.items()),
+            )
+        )
+        for r in sim.records
+    ]
 
 
 def test_markov_churn_is_reproducible_and_resumable(tmp_path: Path) -> None:
@@ -240,15 +268,19 @@ def test_markov_churn_is_reproducible_and_resumable(tmp_path: Path) -> None:
 # --- bad traces ---------------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("text", "problem"), [
-    ("who,when\n", "first line must be 'client,t_start,t_end'"),
-    ("client,t_start,t_end\nnobody,0,1\n", "line 2: names no client of this fleet (clients: a)"),
-    ("client,t_start,t_end\na,5,1\n", "need 0 <= t_start < t_end"),
-    ("client,t_start,t_end\na,0,soon\n", "must be numbers of seconds"),
-    ("client,t_start,t_end\na,0,5\na,4,6\n", "overlap at 4 s"),
-])
-def test_bad_traces_exit_2_with_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str], text: str,
-                                         problem: str) -> None:
+@pytest.mark.parametrize(
+    ("text", "problem"),
+    [
+        ("who,when\n", "first line must be 'client,t_start,t_end'"),
+        ("client,t_start,t_end\nnobody,0,1\n", "line 2: names no client of this fleet (clients: a)"),
+        ("client,t_start,t_end\na,5,1\n", "need 0 <= t_start < t_end"),
+        ("client,t_start,t_end\na,0,soon\n", "must be numbers of seconds"),
+        ("client,t_start,t_end\na,0,5\na,4,6\n", "overlap at 4 s"),
+    ],
+)
+def test_bad_traces_exit_2_with_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], text: str, problem: str
+) -> None:
     (tmp_path / "trace.csv").write_text(text)
     path = _write(tmp_path, [_client("a")], availability={"model": "trace", "trace": "trace.csv"})
     assert main(["validate", str(path)]) == 2
@@ -269,16 +301,23 @@ def test_missing_trace_file_and_markov_without_means(tmp_path: Path, capsys: pyt
 
 
 def _events(sim: Simulation, entity: str, kinds: set[str]) -> list[Any]:
-    return sorted((e for e in sim.world.recorder.events if e.entity == entity and e.kind in kinds),
-                  key=lambda e: e.t_start)
+    return sorted(
+        (e for e in sim.world.recorder.events if e.entity == entity and e.kind in kinds), key=lambda e: e.t_start
+    )
 
 
 def _energy_until(events: list[Any], t: float) -> float:
     """A device's draw up to t from a dry run's intervals: idle all along, each active state's added power on top."""
-    added = {"compute": A["compute_w"] - A["idle_w"], "tx": LINK["tx_w"], "agg_tx": LINK["tx_w"],
-             "agg_rx": LINK["rx_w"], "rx": LINK["rx_w"]}
-    return A["idle_w"] * t + sum(added[e.kind] * max(0.0, min(e.t_end, t) - e.t_start) for e in events
-                                 if e.kind in added)
+    added = {
+        "compute": A["compute_w"] - A["idle_w"],
+        "tx": LINK["tx_w"],
+        "agg_tx": LINK["tx_w"],
+        "agg_rx": LINK["rx_w"],
+        "rx": LINK["rx_w"],
+    }
+    return A["idle_w"] * t + sum(
+        added[e.kind] * max(0.0, min(e.t_end, t) - e.t_start) for e in events if e.kind in added
+    )
 
 
 def test_battery_counts_compute_and_radio_running_together(tmp_path: Path) -> None:
@@ -293,8 +332,11 @@ def test_battery_counts_compute_and_radio_running_together(tmp_path: Path) -> No
     assert any(e.kind == "tx" and e.t_start <= t_empty < e.t_end for e in busy)  # sending at that moment
     battery = _energy_until(busy, t_empty)
     (tmp_path / "run").mkdir()
-    sim = Simulation(load_scenario(_write(tmp_path / "run", [_client("phone", {**A, "battery_j": battery}),
-                                                              _client("pi")], network=net)))
+    sim = Simulation(
+        load_scenario(
+            _write(tmp_path / "run", [_client("phone", {**A, "battery_j": battery}), _client("pi")], network=net)
+        )
+    )
     sim.run()
     (mark,) = _events(sim, "phone", {"battery_empty"})
     assert mark.t_start == pytest.approx(t_empty, rel=1e-12)
@@ -310,8 +352,15 @@ def test_leaving_during_the_aggregation_upload_sits_it_out(tmp_path: Path) -> No
     t_off = 0.5 * (up.t_start + up.t_end)
     (tmp_path / "run").mkdir()
     (tmp_path / "run" / "t.csv").write_text(f"client,t_start,t_end\nb,0,{t_off!r}\n")
-    sim = Simulation(load_scenario(_write(tmp_path / "run", [
-        _client("a"), _client("b", availability={"model": "trace", "trace": "t.csv"})], strategy=strat)))
+    sim = Simulation(
+        load_scenario(
+            _write(
+                tmp_path / "run",
+                [_client("a"), _client("b", availability={"model": "trace", "trace": "t.csv"})],
+                strategy=strat,
+            )
+        )
+    )
     b_before = [p.clone() for p in sim.learning.trainers[1].tensors(buffers=False)]
     rec = sim.run_round()
     assert rec.status == {0: "ok", 1: "left"}
@@ -334,8 +383,12 @@ def test_resume_with_deadlines_batteries_and_churn(tmp_path: Path, strategy: str
     c = _step()
     churn = {"model": "markov", "mean_on_s": 5 * c["step"], "mean_off_s": 2 * c["step"]}
     clients = [_client("a"), _client("b", availability=churn), _client("c", {**A, "battery_j": 6.0 * c["step"]})]
-    path = _write(tmp_path, clients, strategy={"name": strategy},
-                  training={"rounds": 6, "local_steps": 2, "round_deadline_s": 1.5 * c["step"]})
+    path = _write(
+        tmp_path,
+        clients,
+        strategy={"name": strategy},
+        training={"rounds": 6, "local_steps": 2, "round_deadline_s": 1.5 * c["step"]},
+    )
     rs = load_scenario(path)
     whole = Simulation(rs)
     whole.run()
@@ -351,8 +404,9 @@ def test_resume_with_deadlines_batteries_and_churn(tmp_path: Path, strategy: str
 
     statuses = {s for r in whole.records for s in r.status.values()}
     assert {"straggler", "battery_empty"} <= statuses and statuses & {"left", "unavailable"}  # all of it happened
-    assert [(r.sim_time_s, r.status, r.steps_done) for r in resumed.records] == \
-        [(r.sim_time_s, r.status, r.steps_done) for r in whole.records]
+    assert [(r.sim_time_s, r.status, r.steps_done) for r in resumed.records] == [
+        (r.sim_time_s, r.status, r.steps_done) for r in whole.records
+    ]
     assert trace(resumed) == trace(whole)
     assert _learned(resumed) == _learned(whole)
 
@@ -364,15 +418,19 @@ def test_fleet_events_counts_by_hand() -> None:
     from simulator.output.results import _fleet_events
 
     rs = NS(clients=[NS(index=0, name="a"), NS(index=1, name="b"), NS(index=2, name="c")])
-    records = [NS(round=1, status={0: "straggler", 1: "ok"}),  # client 2 absent from the dict: ok
-               NS(round=2, status={0: "ok", 1: "offline", 2: "ok"}),
-               NS(round=3, status={0: "straggler", 1: "battery_empty", 2: "ok"}),
-               NS(round=4, status={0: "offline", 1: "gone", 2: "ok"})]
+    records = [
+        NS(round=1, status={0: "straggler", 1: "ok"}),  # client 2 absent from the dict: ok
+        NS(round=2, status={0: "ok", 1: "offline", 2: "ok"}),
+        NS(round=3, status={0: "straggler", 1: "battery_empty", 2: "ok"}),
+        NS(round=4, status={0: "offline", 1: "gone", 2: "ok"}),
+    ]
     got = _fleet_events(rs, records)
     assert got["a"] == {"rounds_by_status": {"straggler": 2, "ok": 1, "offline": 1}, "battery_empty_round": None}
     assert list(got["a"]["rounds_by_status"]) == ["straggler", "ok", "offline"]
-    assert got["b"] == {"rounds_by_status": {"ok": 1, "offline": 1, "battery_empty": 1, "gone": 1},
-                        "battery_empty_round": 3}
+    assert got["b"] == {
+        "rounds_by_status": {"ok": 1, "offline": 1, "battery_empty": 1, "gone": 1},
+        "battery_empty_round": 3,
+    }
     assert list(got["b"]["rounds_by_status"]) == ["ok", "offline", "battery_empty", "gone"]
     assert got["c"] == {"rounds_by_status": {"ok": 4}, "battery_empty_round": None}
     assert _fleet_events(rs, [])["a"] == {"rounds_by_status": {}, "battery_empty_round": None}
@@ -384,8 +442,12 @@ def test_client_turns_a_client_gone_before_its_turn_has_none(tmp_path: Path) -> 
     trace = tmp_path / "trace.csv"
     trace.write_text("client,t_start,t_end\nb,0,0.01\n")  # on at the round's start, off long before a is done
     clients = [_client("a"), _client("b", availability={"model": "trace", "trace": "trace.csv"}), _client("c")]
-    path = _write(tmp_path, clients, strategy={"name": "sequential", "order": "client_turns"},
-                  training={"rounds": 1, "local_steps": 2})
+    path = _write(
+        tmp_path,
+        clients,
+        strategy={"name": "sequential", "order": "client_turns"},
+        training={"rounds": 1, "local_steps": 2},
+    )
     sim = Simulation(load_scenario(path))
     sim.run()
     (rec,) = sim.records

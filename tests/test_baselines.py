@@ -26,8 +26,15 @@ from simulator.timing.recorder import Event
 
 B = 4  # batch size of every scenario here
 LABEL_BYTES = 8  # one int64 label per sample travels with the features
-BASELINES = ("centralized", "homogeneous_splitee", "vanilla_sl", "splitfed_v1", "splitfed_v2", "fedavg",
-             "standalone_exit")
+BASELINES = (
+    "centralized",
+    "homogeneous_splitee",
+    "vanilla_sl",
+    "splitfed_v1",
+    "splitfed_v2",
+    "fedavg",
+    "standalone_exit",
+)
 
 SERVER = {"flops_per_s": 1.0e9, "memory_bytes": 1.0e10, "compute_w": 100.0, "idle_w": 10.0}
 OPTIMIZER = {"name": "sgd", "lr": 0.05, "momentum": 0.9, "weight_decay": 5.0e-4}
@@ -35,9 +42,10 @@ OPTIMIZER = {"name": "sgd", "lr": 0.05, "momentum": 0.9, "weight_decay": 5.0e-4}
 BASE: dict[str, Any] = {
     "name": "baselines",
     "seed": 3,
-    "dataset": {"name": "synthetic",
-                "synthetic": {"image_size": 8, "in_channels": 1, "num_classes": 10, "train_size": 96,
-                              "test_size": 16}},
+    "dataset": {
+        "name": "synthetic",
+        "synthetic": {"image_size": 8, "in_channels": 1, "num_classes": 10, "train_size": 96, "test_size": 16},
+    },
     "model": {"width": 4},
     "training": {"rounds": 2, "local_steps": 2, "batch_size": B, "optimizer": OPTIMIZER},
     "strategy": {"name": "vanilla_sl", "common_cut": 2},
@@ -49,22 +57,39 @@ BASE: dict[str, Any] = {
 }
 
 
-def _client(name: str, *, flops_per_s: float = 1.0e7, uplink_bps: float = 1.0e6, downlink_bps: float = 2.0e6,
-            latency_s: float = 0.01, memory_bytes: float = 1.0e9, data_weight: float = 1.0, compute_w: float = 3.0,
-            idle_w: float = 1.0, tx_w: float = 0.5, rx_w: float = 0.25, **extra: Any) -> dict[str, Any]:
+def _client(
+    name: str,
+    *,
+    flops_per_s: float = 1.0e7,
+    uplink_bps: float = 1.0e6,
+    downlink_bps: float = 2.0e6,
+    latency_s: float = 0.01,
+    memory_bytes: float = 1.0e9,
+    data_weight: float = 1.0,
+    compute_w: float = 3.0,
+    idle_w: float = 1.0,
+    tx_w: float = 0.5,
+    rx_w: float = 0.25,
+    **extra: Any,
+) -> dict[str, Any]:
     return {
         "name": name,
-        "device": {"flops_per_s": flops_per_s, "memory_bytes": memory_bytes, "compute_w": compute_w,
-                   "idle_w": idle_w},
-        "link": {"uplink_bps": uplink_bps, "downlink_bps": downlink_bps, "latency_s": latency_s,
-                 "tx_w": tx_w, "rx_w": rx_w},
+        "device": {"flops_per_s": flops_per_s, "memory_bytes": memory_bytes, "compute_w": compute_w, "idle_w": idle_w},
+        "link": {
+            "uplink_bps": uplink_bps,
+            "downlink_bps": downlink_bps,
+            "latency_s": latency_s,
+            "tx_w": tx_w,
+            "rx_w": rx_w,
+        },
         "data_weight": data_weight,
         **extra,
     }
 
 
-def _write(tmp_path: Path, clients: list[dict[str, Any]], name: str = "scenario.yaml",
-           **sections: dict[str, Any]) -> Path:
+def _write(
+    tmp_path: Path, clients: list[dict[str, Any]], name: str = "scenario.yaml", **sections: dict[str, Any]
+) -> Path:
     data = copy.deepcopy(BASE)
     data["clients"] = clients
     for key, value in sections.items():
@@ -79,8 +104,9 @@ def _load(tmp_path: Path, clients: list[dict[str, Any]], **sections: dict[str, A
 
 
 def _events(sim: Simulation, entity: str, kind: str) -> list[Event]:
-    return sorted((e for e in sim.world.recorder.events if e.entity == entity and e.kind == kind),
-                  key=lambda e: e.t_start)
+    return sorted(
+        (e for e in sim.world.recorder.events if e.entity == entity and e.kind == kind), key=lambda e: e.t_start
+    )
 
 
 def _spans(events: list[Event]) -> list[float]:
@@ -144,8 +170,9 @@ def test_vanilla_sl_one_client_equals_centralized_training(tmp_path: Path) -> No
     w = sims["vanilla_sl"].learning
     model = w.new_backbone("global")
     initial = copy.deepcopy(model.state_dict())
-    opt = torch.optim.SGD(model.parameters(), lr=OPTIMIZER["lr"], momentum=OPTIMIZER["momentum"],
-                          weight_decay=OPTIMIZER["weight_decay"])
+    opt = torch.optim.SGD(
+        model.parameters(), lr=OPTIMIZER["lr"], momentum=OPTIMIZER["momentum"], weight_decay=OPTIMIZER["weight_decay"]
+    )
     sampler = BatchSampler(w.samplers[0].indices, B, w.streams.torch("batches", 0))
     losses = []
     model.train()
@@ -170,8 +197,9 @@ def test_vanilla_sl_one_client_equals_centralized_training(tmp_path: Path) -> No
         assert [r.server_loss[0] for r in sim.records] == pytest.approx(losses, rel=1e-6)
         assert sim.records[-1].evals[0].exit_correct is None  # no exits
     # Same model, same test set: same final accuracy.
-    assert torch.equal(sims["vanilla_sl"].records[-1].evals[0].final_correct,
-                       sims["centralized"].records[-1].evals[0].final_correct)
+    assert torch.equal(
+        sims["vanilla_sl"].records[-1].evals[0].final_correct, sims["centralized"].records[-1].evals[0].final_correct
+    )
 
 
 @pytest.mark.parametrize("cut", [1, 3])
@@ -182,19 +210,29 @@ def test_standalone_exit_is_plain_training_of_one_cuts_part_and_head(tmp_path: P
 
     rounds, steps = 2, 3
     clients = [_client("p", data_weight=1.0), _client("q", data_weight=2.0)]
-    rs = _load(tmp_path, clients, strategy={"name": "standalone_exit", "common_cut": cut},
-               training={"rounds": rounds, "local_steps": steps})
+    rs = _load(
+        tmp_path,
+        clients,
+        strategy={"name": "standalone_exit", "common_cut": cut},
+        training={"rounds": rounds, "local_steps": steps},
+    )
     sim = Simulation(rs)
     sim.run()
     w = sim.learning
     assert w.cuts == [0, 0]  # nothing runs on the clients
 
     backbone = w.new_backbone("global")
-    head = make_exit_head("grid_linear", backbone.unit_channels[cut - 1], 10,
-                          seed=w.streams.torch_seed("shared_exit", cut), size=backbone.activation_size(cut, 8))
+    head = make_exit_head(
+        "grid_linear",
+        backbone.unit_channels[cut - 1],
+        10,
+        seed=w.streams.torch_seed("shared_exit", cut),
+        size=backbone.activation_size(cut, 8),
+    )
     model = nn.Sequential(*backbone.units[:cut], head)
-    opt = torch.optim.SGD(model.parameters(), lr=OPTIMIZER["lr"], momentum=OPTIMIZER["momentum"],
-                          weight_decay=OPTIMIZER["weight_decay"])
+    opt = torch.optim.SGD(
+        model.parameters(), lr=OPTIMIZER["lr"], momentum=OPTIMIZER["momentum"], weight_decay=OPTIMIZER["weight_decay"]
+    )
     sampler = BatchSampler(torch.cat([sp.indices for sp in w.samplers]), B, w.streams.torch("batches", 0))
     model.train()
     for _ in range(rounds * steps * len(clients)):
@@ -212,8 +250,12 @@ def test_standalone_exit_is_plain_training_of_one_cuts_part_and_head(tmp_path: P
         assert ev[i].final_correct is None and ev[i].final_accuracy != ev[i].final_accuracy  # no server path
     # Server time: every step's client-part forward + backward and the head's, at the server's rate.
     table = table_for(4, 1, 10, 8, "grid_linear", 4)
-    flops = (sum(u.fwd_flops + u.bwd_flops for u in table.units[:cut]) - table.units[0].bwd_input_flops
-             + table.exit_heads[cut - 1].fwd_flops + table.exit_heads[cut - 1].bwd_flops) * B
+    flops = (
+        sum(u.fwd_flops + u.bwd_flops for u in table.units[:cut])
+        - table.units[0].bwd_input_flops
+        + table.exit_heads[cut - 1].fwd_flops
+        + table.exit_heads[cut - 1].bwd_flops
+    ) * B
     busy = sum(e.t_end - e.t_start for e in _events(sim, "server", "compute"))
     assert busy == pytest.approx(rounds * steps * 2 * flops / SERVER["flops_per_s"], rel=1e-9)
 
@@ -228,18 +270,37 @@ def test_standalone_exit_needs_its_cut(tmp_path: Path, capsys: pytest.CaptureFix
 # --- vanilla split learning's timeline, by hand ---------------------------------------------------------------------
 
 CUT = 2
-A = {"flops_per_s": 1.0e6, "uplink_bps": 5.0e5, "downlink_bps": 1.0e6, "latency_s": 0.01, "compute_w": 3.0,
-     "idle_w": 1.0, "tx_w": 0.5, "rx_w": 0.25}
-Bc = {"flops_per_s": 4.0e6, "uplink_bps": 2.0e6, "downlink_bps": 4.0e6, "latency_s": 0.02, "compute_w": 5.0,
-      "idle_w": 2.0, "tx_w": 0.8, "rx_w": 0.3}
+A = {
+    "flops_per_s": 1.0e6,
+    "uplink_bps": 5.0e5,
+    "downlink_bps": 1.0e6,
+    "latency_s": 0.01,
+    "compute_w": 3.0,
+    "idle_w": 1.0,
+    "tx_w": 0.5,
+    "rx_w": 0.25,
+}
+Bc = {
+    "flops_per_s": 4.0e6,
+    "uplink_bps": 2.0e6,
+    "downlink_bps": 4.0e6,
+    "latency_s": 0.02,
+    "compute_w": 5.0,
+    "idle_w": 2.0,
+    "tx_w": 0.8,
+    "rx_w": 0.3,
+}
 
 
 def _hand_split_costs(table: Any, c: dict[str, Any], weight_bytes: float) -> dict[str, float]:
     """Seconds of one vanilla-SL step's parts and of the weight hand-over, from the cost table's unit numbers."""
     units = table.units[:CUT]
     act = 4 * units[-1].out_elems  # fp32 h at the cut, per sample
-    server = (sum(u.fwd_flops + u.bwd_flops for u in table.units[CUT:])  # bwd includes the input gradient
-              + table.classifier.fwd_flops + table.classifier.bwd_flops)
+    server = (
+        sum(u.fwd_flops + u.bwd_flops for u in table.units[CUT:])  # bwd includes the input gradient
+        + table.classifier.fwd_flops
+        + table.classifier.bwd_flops
+    )
     out = {
         "F": sum(u.fwd_flops for u in units) * B / c["flops_per_s"],
         "Bw": (sum(u.bwd_flops for u in units) - units[0].bwd_input_flops) * B / c["flops_per_s"],
@@ -285,8 +346,7 @@ def test_vanilla_sl_step_time_and_turns_by_hand(tmp_path: Path) -> None:
     assert _spans(_events(sim, "a", "compute")) == pytest.approx([x for p in compute for x in p], rel=1e-12)
     assert _spans(_events(sim, "a", "tx")) == pytest.approx([x for p in tx for x in p], rel=1e-12)
     assert _spans(_events(sim, "a", "rx")) == pytest.approx([x for p in rx for x in p], rel=1e-12)
-    assert _spans(_events(sim, "server", "compute")[:steps]) == pytest.approx([x for p in server for x in p],
-                                                                              rel=1e-12)
+    assert _spans(_events(sim, "server", "compute")[:steps]) == pytest.approx([x for p in server for x in p], rel=1e-12)
     assert _spans(_events(sim, "a", "agg_rx")) == pytest.approx([0.0, ca["Wd"]], rel=1e-12)
     assert _spans(_events(sim, "a", "agg_tx")) == pytest.approx([t, t + ca["Wu"]], rel=1e-12)
     # The gradient messages: fp32 activations at the cut, no labels.
@@ -301,8 +361,12 @@ def test_vanilla_sl_step_time_and_turns_by_hand(tmp_path: Path) -> None:
     assert sim.records[0].sim_time_s == pytest.approx(T, rel=1e-12)
 
     # Energy of a: idle over the round, compute, and both radio directions (gradients and weights).
-    e_a = (A["idle_w"] * T + (A["compute_w"] - A["idle_w"]) * steps * (ca["F"] + ca["Bw"])
-           + A["tx_w"] * (steps * ca["Xu"] + ca["Wu"]) + A["rx_w"] * (steps * ca["Xd"] + ca["Wd"]))
+    e_a = (
+        A["idle_w"] * T
+        + (A["compute_w"] - A["idle_w"]) * steps * (ca["F"] + ca["Bw"])
+        + A["tx_w"] * (steps * ca["Xu"] + ca["Wu"])
+        + A["rx_w"] * (steps * ca["Xd"] + ca["Wd"])
+    )
     assert sim.world.recorder.entity_energy()["a"] == pytest.approx(e_a, rel=1e-12)
 
 
@@ -330,8 +394,10 @@ def test_vanilla_sl_deadline_cuts_a_turn_and_rolls_back_its_client_part(tmp_path
             turns[-1].append(op)
         for ops in turns:
             original(RoundPlan(plan.round, ops))
-            after_turn[ops[0][1]] = {"client": copy.deepcopy(st.client.body.state_dict()),  # type: ignore
-                                     "server": copy.deepcopy(st.server.seq.state_dict())}  # type: ignore
+            after_turn[ops[0][1]] = {
+                "client": copy.deepcopy(st.client.body.state_dict()),  # type: ignore
+                "server": copy.deepcopy(st.server.seq.state_dict()),
+            }  # type: ignore
 
     sim.learner.execute = execute  # type: ignore[union-attr]
     sim.run()
@@ -357,8 +423,10 @@ def test_splitfed_v1_averages_server_and_client_sides_by_hand(tmp_path: Path) ->
     st = sim.learner
 
     def copies() -> dict[str, list[dict[str, torch.Tensor]]]:
-        return {"server": [copy.deepcopy(_averaged_state(s.seq)) for s in st.servers],  # type: ignore[attr-defined]
-                "client": [copy.deepcopy(_averaged_state(p.body)) for p in st.parts]}  # type: ignore[attr-defined]
+        return {
+            "server": [copy.deepcopy(_averaged_state(s.seq)) for s in st.servers],  # type: ignore[attr-defined]
+            "client": [copy.deepcopy(_averaged_state(p.body)) for p in st.parts],
+        }  # type: ignore[attr-defined]
 
     taken = _snapshot_before_average(sim, copies)
     sim.run()
@@ -387,8 +455,15 @@ def test_splitfed_v1_averages_server_and_client_sides_by_hand(tmp_path: Path) ->
 def test_splitfed_server_parallelism(tmp_path: Path, strategy: str, overlap: int) -> None:
     # Three identical clients: their features reach the server at the same instant.
     clients = [_client(n) for n in ("p", "q", "r")]
-    sim = Simulation(_load(tmp_path, clients, strategy={"name": strategy}, server={"workers": 3},
-                           training={"rounds": 1, "local_steps": 1}))
+    sim = Simulation(
+        _load(
+            tmp_path,
+            clients,
+            strategy={"name": strategy},
+            server={"workers": 3},
+            training={"rounds": 1, "local_steps": 1},
+        )
+    )
     sim.run()
     served = _events(sim, "server", "compute")
     assert len(served) == 3
@@ -465,6 +540,7 @@ def test_fedavg_client_back_from_absence_downloads_the_global_model_first(tmp_pa
 
 
 # --- every baseline from the command line, and resumed from a checkpoint --------------------------------------------
+
 
 @pytest.mark.parametrize("strategy", BASELINES)
 def test_baseline_runs_from_the_command_line(tmp_path: Path, strategy: str) -> None:

@@ -44,8 +44,10 @@ def written(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
 def test_aggregate_is_total_flops_over_total_seconds() -> None:
     # 2 GFLOP in 1 s (2 GFLOP/s) and 6 GFLOP in 2 s (3 GFLOP/s): a step takes 3 s for 8 GFLOP = 8/3 GFLOP/s,
     # not the mean of the rates (2.5 GFLOP/s).
-    units = [UnitTiming("u1", "a", fwd_s=0.4, train_s=1.0, fwd_flops=1e9, train_flops=2e9),
-             UnitTiming("u2", "b", fwd_s=0.5, train_s=2.0, fwd_flops=2e9, train_flops=6e9)]
+    units = [
+        UnitTiming("u1", "a", fwd_s=0.4, train_s=1.0, fwd_flops=1e9, train_flops=2e9),
+        UnitTiming("u2", "b", fwd_s=0.5, train_s=2.0, fwd_flops=2e9, train_flops=6e9),
+    ]
     assert aggregate_flops_per_s(units) == pytest.approx(8e9 / 3, rel=1e-15)
     assert [u.train_flops_per_s for u in units] == [2e9, 3e9]
     assert [u.fwd_flops_per_s for u in units] == [2.5e9, 4e9]
@@ -71,7 +73,8 @@ def test_fake_clock_gives_the_hand_computed_rates() -> None:
     assert cal.units[1].fwd_flops_per_s == pytest.approx(table.units[1].fwd_flops * 4 / 0.25, rel=1e-12)
     u1 = table.units[0]
     assert cal.units[0].train_flops_per_s == pytest.approx(
-        (u1.fwd_flops + u1.bwd_flops - u1.bwd_input_flops) * 4 / 1.0, rel=1e-12)
+        (u1.fwd_flops + u1.bwd_flops - u1.bwd_input_flops) * 4 / 1.0, rel=1e-12
+    )
 
 
 def test_written_profile_loads_back(written: tuple[Path, str]) -> None:
@@ -105,8 +108,17 @@ def test_without_out_stdout_is_the_yaml_alone(capsys: pytest.CaptureFixture[str]
     assert main(["calibrate", *TINY, "--compute-w", "12.5", "--idle-w", "3"]) == 0
     out, err = capsys.readouterr()
     data = load_yaml_text(out)
-    assert set(data) == {"description", "kind", "flops_per_s", "step_overhead_s", "unit_flops_per_s", "memory_bytes",
-                         "compute_w", "idle_w", "source"}
+    assert set(data) == {
+        "description",
+        "kind",
+        "flops_per_s",
+        "step_overhead_s",
+        "unit_flops_per_s",
+        "memory_bytes",
+        "compute_w",
+        "idle_w",
+        "source",
+    }
     assert (data["compute_w"], data["idle_w"]) == (12.5, 3.0)
     source = " ".join(data["source"].split())
     assert "given on the command line" in source and "not measured" not in source
@@ -127,12 +139,15 @@ def test_cuda_without_cuda_is_one_line(capsys: pytest.CaptureFixture[str], monke
     assert "--device" in line and "CUDA is not available" in line
 
 
-@pytest.mark.parametrize(("args", "phrase"), [
-    (["--batch", "1"], "--batch: must be at least 2"),
-    (["--compute-w", "5", "--idle-w", "9"], "--idle-w: idle power 9.0 W exceeds compute power 5.0 W"),
-    (["--name", "other", "--out", "mine.yaml"], "differs from the file stem 'mine'"),
-    (["--name", "My-Box"], "must be lower case letters, digits and _"),
-])
+@pytest.mark.parametrize(
+    ("args", "phrase"),
+    [
+        (["--batch", "1"], "--batch: must be at least 2"),
+        (["--compute-w", "5", "--idle-w", "9"], "--idle-w: idle power 9.0 W exceeds compute power 5.0 W"),
+        (["--name", "other", "--out", "mine.yaml"], "differs from the file stem 'mine'"),
+        (["--name", "My-Box"], "must be lower case letters, digits and _"),
+    ],
+)
 def test_bad_arguments_are_one_line(capsys: pytest.CaptureFixture[str], args: list[str], phrase: str) -> None:
     assert phrase in _fails(capsys, *TINY, *args)
 

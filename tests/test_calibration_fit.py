@@ -65,8 +65,9 @@ def test_fit_on_synthetic_step_timings() -> None:
 
     cuts = []
     for cut in range(1, 9):
-        client = compute_model.client_forward_flops(table, cut, batch) + compute_model.client_rest_flops(table, cut,
-                                                                                                           batch)
+        client = compute_model.client_forward_flops(table, cut, batch) + compute_model.client_rest_flops(
+            table, cut, batch
+        )
         server = compute_model.server_step_flops(table, cut, batch)
         for part, by_unit in (("client", client), ("server", server)):
             t = true_step(by_unit)
@@ -79,11 +80,17 @@ def test_fit_on_synthetic_step_timings() -> None:
         assert rate == pytest.approx(true_rates.get(key, flops_per_s / scale), rel=0.03), key
     # The fitted profile, through the simulator's compute model, predicts each step within the noise.
     for c in cuts:
-        flops = (compute_model.client_forward_flops(table, c.cut, batch)
-                 + compute_model.client_rest_flops(table, c.cut, batch)) if c.part == "client" \
+        flops = (
+            (
+                compute_model.client_forward_flops(table, c.cut, batch)
+                + compute_model.client_rest_flops(table, c.cut, batch)
+            )
+            if c.part == "client"
             else compute_model.server_step_flops(table, c.cut, batch)
-        got = compute_model.part_seconds(flops, compute_model.total(flops), cal.fitted_flops_per_s,
-                                         cal.fitted_unit_rates, cal.fit.overhead_s)
+        )
+        got = compute_model.part_seconds(
+            flops, compute_model.total(flops), cal.fitted_flops_per_s, cal.fitted_unit_rates, cal.fit.overhead_s
+        )
         assert got == pytest.approx(c.median_s, rel=0.02)
     # A single whole-model rate cannot: the small cut-1 client step is far off.
     first = cuts[0]

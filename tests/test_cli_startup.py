@@ -43,8 +43,14 @@ def _probe(tmp_path: Path, *argv: str) -> tuple[int, list[str], str]:
     """The command's exit status, the HEAVY modules it imported, and its stdout."""
     result = tmp_path / "probe.json"
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
-    done = subprocess.run([sys.executable, "-c", PROBE, str(result), *argv], cwd=REPO, env=env,
-                          capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        [sys.executable, "-c", PROBE, str(result), *argv],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert done.returncode == 0 and result.is_file(), done.stderr[-2000:]
     seen = json.loads(result.read_text())
     return seen["status"], seen["loaded"], done.stdout
@@ -62,12 +68,15 @@ def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return base / "run"
 
 
-@pytest.mark.parametrize("argv", [
-    ["--help"],
-    ["validate", "scenarios/quickstart.yaml"],
-    ["validate", "--costs", "scenarios/quickstart.yaml"],  # the shipped cost table is plain JSON
-    ["devices"],
-])
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["--help"],
+        ["validate", "scenarios/quickstart.yaml"],
+        ["validate", "--costs", "scenarios/quickstart.yaml"],  # the shipped cost table is plain JSON
+        ["devices"],
+    ],
+)
 def test_help_validate_and_devices_import_no_torch_simpy_pandas_or_matplotlib(tmp_path: Path, argv: list[str]) -> None:
     status, loaded, out = _probe(tmp_path, *argv)
     assert status == 0, out
@@ -79,8 +88,9 @@ def test_help_validate_and_devices_import_no_torch_simpy_pandas_or_matplotlib(tm
         assert "cost table: ResNet-18 width 8" in out
 
 
-@pytest.mark.parametrize("command", ["run", "calibrate", "emulate", "replay", "sweep", "validate", "devices", "plot",
-                                     "report"])
+@pytest.mark.parametrize(
+    "command", ["run", "calibrate", "emulate", "replay", "sweep", "validate", "devices", "plot", "report"]
+)
 def test_every_commands_help_is_built_without_its_module(tmp_path: Path, command: str) -> None:
     status, loaded, out = _probe(tmp_path, command, "--help")
     assert status == 0 and f"usage: splitee {command}" in out
@@ -89,7 +99,8 @@ def test_every_commands_help_is_built_without_its_module(tmp_path: Path, command
 
 @pytest.mark.parametrize("argv", [["plot", "energy"], ["plot", "timeline"], ["report"]])
 def test_plot_and_report_need_pandas_and_matplotlib_but_not_torch_or_simpy(
-        tmp_path: Path, run_dir: Path, argv: list[str]) -> None:
+    tmp_path: Path, run_dir: Path, argv: list[str]
+) -> None:
     out_file = tmp_path / ("figure.png" if argv[0] == "plot" else "report.html")
     status, loaded, _ = _probe(tmp_path, *argv, str(run_dir), "--out", str(out_file))
     assert status == 0 and out_file.stat().st_size > 0

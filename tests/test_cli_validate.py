@@ -17,13 +17,23 @@ from simulator.resources import builtin_dir
 
 ROOT = Path(__file__).resolve().parents[1]
 # Scenario files (sweep files, which name a `base:` scenario, have their own tests below and in test_sweep.py).
-SCENARIOS = sorted(p for p in [ROOT / "scenarios" / "quickstart.yaml", *(ROOT / "scenarios").glob("*/*.yaml")]
-                   if not p.read_text().count("\nbase: "))
+SCENARIOS = sorted(
+    p
+    for p in [ROOT / "scenarios" / "quickstart.yaml", *(ROOT / "scenarios").glob("*/*.yaml")]
+    if not p.read_text().count("\nbase: ")
+)
 CLIENT = "{device: rpi4, link: wifi4, cut: 2}"
 
 
-def _scenario(tmp_path: Path, extra: str = "", client: str = CLIENT, *, model: str = "{width: 8}",
-              dataset: str = "{name: synthetic}", name: str = "s.yaml") -> Path:
+def _scenario(
+    tmp_path: Path,
+    extra: str = "",
+    client: str = CLIENT,
+    *,
+    model: str = "{width: 8}",
+    dataset: str = "{name: synthetic}",
+    name: str = "s.yaml",
+) -> Path:
     """A small valid scenario (synthetic 1x16x16 data, width 8), one part of it replaced."""
     path = tmp_path / name
     path.write_text(
@@ -107,16 +117,22 @@ def test_a_sweep_with_an_invalid_point_is_one_line(tmp_path: Path, capsys: pytes
     sweep = _sweep(tmp_path, "grid: {clients.0.cut: [2, 12]}\n")
     line = _fails(capsys, str(sweep))
     assert line.startswith(f"error: {sweep}: point cut=12-") and "is invalid" in line
-    assert "clients[0].cut: must be less than or equal to 8, got 12" in line  # the base scenario's own error for that point
+    assert (
+        "clients[0].cut: must be less than or equal to 8, got 12" in line
+    )  # the base scenario's own error for that point
 
 
-@pytest.mark.parametrize(("body", "says"), [
-    ("grid: {training.rounds: 3}\n", "grid.training.rounds: "),  # not a list
-    ("grid: {clients.0.cut: [1, 1]}\n", "grid.clients.0.cut[1]: value 1 is given twice"),
-    ("clients: []\n", "clients: unknown key"),  # a scenario key in a sweep
-])
-def test_a_malformed_sweep_is_one_located_line(tmp_path: Path, capsys: pytest.CaptureFixture[str], body: str,
-                                               says: str) -> None:
+@pytest.mark.parametrize(
+    ("body", "says"),
+    [
+        ("grid: {training.rounds: 3}\n", "grid.training.rounds: "),  # not a list
+        ("grid: {clients.0.cut: [1, 1]}\n", "grid.clients.0.cut[1]: value 1 is given twice"),
+        ("clients: []\n", "clients: unknown key"),  # a scenario key in a sweep
+    ],
+)
+def test_a_malformed_sweep_is_one_located_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], body: str, says: str
+) -> None:
     sweep = _sweep(tmp_path, body)
     assert f"error: {sweep}: {says}" in _fails(capsys, str(sweep))
 
@@ -216,8 +232,9 @@ def test_unknown_profile(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> 
     assert f"{path}: clients[0].device: unknown profile 'jetson_nanoo'; did you mean 'jetson_nano'?" in line
 
 
-@pytest.mark.parametrize(("cut", "phrase"), [(0, "greater than or equal to 1, got 0"),
-                                             (9, "less than or equal to 8, got 9")])
+@pytest.mark.parametrize(
+    ("cut", "phrase"), [(0, "greater than or equal to 1, got 0"), (9, "less than or equal to 8, got 9")]
+)
 def test_cut_outside_1_to_8(tmp_path: Path, capsys: pytest.CaptureFixture[str], cut: int, phrase: str) -> None:
     path = _scenario(tmp_path, client=f"{{device: rpi4, link: wifi4, cut: {cut}}}")
     line = _fails(capsys, str(path))
@@ -225,8 +242,12 @@ def test_cut_outside_1_to_8(tmp_path: Path, capsys: pytest.CaptureFixture[str], 
 
 
 def test_cut_that_does_not_fit_the_device_memory(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    path = _scenario(tmp_path, client="{device: cortex_m7, link: ble, cut: 8}", model="{width: 64}",
-                     dataset="{name: synthetic, synthetic: {in_channels: 3, image_size: 32}}")
+    path = _scenario(
+        tmp_path,
+        client="{device: cortex_m7, link: ble, cut: 8}",
+        model="{width: 64}",
+        dataset="{name: synthetic, synthetic: {in_channels: 3, image_size: 32}}",
+    )
     line = _fails(capsys, str(path))
     assert f"{path}: clients[0].cut: cut 8 needs " in line
     assert "but device 'cortex_m7' has 256 KiB" in line  # 262 144 B in cortex_m7.yaml
@@ -277,8 +298,13 @@ def test_set_into_a_missing_list_item(tmp_path: Path, capsys: pytest.CaptureFixt
 def test_subprocess_bad_file_has_no_traceback(tmp_path: Path) -> None:
     path = tmp_path / "tabs.yaml"
     path.write_text("name: t\n\tclients: []\n")
-    proc = subprocess.run([sys.executable, "-m", "simulator.cli", "validate", str(path)],
-                          capture_output=True, text=True, cwd=tmp_path, timeout=60)
+    proc = subprocess.run(
+        [sys.executable, "-m", "simulator.cli", "validate", str(path)],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=60,
+    )
     assert proc.returncode == 2 and proc.stdout == ""
     assert proc.stderr.splitlines() == [proc.stderr.strip()]
     assert f"{path}: not valid YAML at line 2" in proc.stderr
@@ -298,8 +324,7 @@ def test_every_bad_file_gets_its_line(tmp_path: Path, capsys: pytest.CaptureFixt
 
 def test_set_overrides(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     path = _scenario(tmp_path)
-    _passes(capsys, "validate", str(path), "--set", "training.rounds=3",
-            "--set", "clients.0.device.flops_per_s=2.0e9")
+    _passes(capsys, "validate", str(path), "--set", "training.rounds=3", "--set", "clients.0.device.flops_per_s=2.0e9")
     # the override lands in the named profile: shrinking its memory makes cut 2 infeasible
     line = _fails(capsys, str(path), "--set", "clients.0.device.memory_bytes=2048")
     assert "clients[0].cut" in line and "device 'rpi4' has 2 KiB" in line
@@ -335,8 +360,14 @@ def test_devices_into_a_closed_pipe_is_quiet(tmp_path: Path) -> None:
     read_end, write_end = os.pipe()
     os.close(read_end)  # like `splitee devices | head` once head has exited
     try:
-        proc = subprocess.run([sys.executable, "-m", "simulator.cli", "devices"], stdout=write_end,
-                              stderr=subprocess.PIPE, text=True, cwd=tmp_path, timeout=60)
+        proc = subprocess.run(
+            [sys.executable, "-m", "simulator.cli", "devices"],
+            stdout=write_end,
+            stderr=subprocess.PIPE,
+            text=True,
+            cwd=tmp_path,
+            timeout=60,
+        )
     finally:
         os.close(write_end)
     assert proc.returncode == 141 and proc.stderr == ""
@@ -361,12 +392,16 @@ def _toml_list(key: str) -> list[str]:
 def test_wheel_lists_every_package() -> None:
     # packages are listed by hand in pyproject.toml; a forgotten one would be missing from the wheel
     listed = set(_toml_list("packages"))
-    found = {".".join(p.parent.relative_to(ROOT).parts) for top in ("simulator", "analysis")
-             for p in (ROOT / top).rglob("__init__.py")}
+    found = {
+        ".".join(p.parent.relative_to(ROOT).parts)
+        for top in ("simulator", "analysis")
+        for p in (ROOT / top).rglob("__init__.py")
+    }
     assert found <= listed
     data = _toml_list('"simulator._builtin.scenarios"')
     shipped = [*SCENARIOS, ROOT / "scenarios" / "README.md"]
     for rel in (p.relative_to(ROOT / "scenarios") for p in shipped):
         # setuptools globs per folder: `*.yaml` does not reach into paper/
-        assert any(len(Path(pat).parts) == len(rel.parts) and all(map(fnmatch, rel.parts, Path(pat).parts))
-                   for pat in data), rel
+        assert any(
+            len(Path(pat).parts) == len(rel.parts) and all(map(fnmatch, rel.parts, Path(pat).parts)) for pat in data
+        ), rel

@@ -10,14 +10,13 @@ from typing import Any
 import pandas as pd
 import pytest
 import yaml
+from test_replay import BASE
 
 from analysis.load import load_run
 from simulator.commands.runner import run_scenario
 from simulator.config.scenario import load_scenario
 from simulator.output import client_table
 from simulator.output.results import CLIENT_COLUMNS
-
-from test_replay import BASE
 
 
 def _run(tmp: Path, name: str, tables: str, *, timing_only: bool) -> Path:

@@ -25,6 +25,7 @@ B = 4
 
 # --- pure functions ---------------------------------------------------------------------------------------------
 
+
 def test_part_seconds_by_hand() -> None:
     by_unit = (("u1", 1.0e9), ("u2", 2.0e9), ("exit", 3.0e8))
     # u1 at its own 1 GFLOP/s (1 s), u2 at the device rate 2 GFLOP/s (1 s), the exit at 0.1 GFLOP/s (3 s), + 10 ms.
@@ -68,14 +69,20 @@ def test_profile_fields_are_checked() -> None:
         resolve_profile({**base, "step_overhead_s": -0.1}, {}, DeviceProfile, file="f.yaml", key="device")
     link = builtin_links()["wifi4"].model_dump()
     with pytest.raises(InputError, match="packet"):
-        resolve_profile({**link, "packet": {"packet_bytes": 100.0, "payload_bytes": 200.0}}, {}, LinkProfile,
-                        file="f.yaml", key="link")
+        resolve_profile(
+            {**link, "packet": {"packet_bytes": 100.0, "payload_bytes": 200.0}},
+            {},
+            LinkProfile,
+            file="f.yaml",
+            key="link",
+        )
     framed = resolve_profile({"base": "wifi4", "packet": {}}, builtin_links(), LinkProfile, file="f.yaml", key="link")
     assert framed.framing == (1500.0, 1448.0)  # TCP/IPv4 over a 1,500-byte MTU by default
     assert builtin_links()["wifi4"].framing is None
 
 
 # --- old profiles: the plain model's floats, bit for bit ----------------------------------------------------------
+
 
 def test_old_profiles_give_the_plain_figures_bit_for_bit() -> None:
     table = table_for(8, 1, 10, 28, "pool_linear", 4)
@@ -89,18 +96,23 @@ def test_old_profiles_give_the_plain_figures_bit_for_bit() -> None:
             assert fwd_s == (body * 32) / device.flops_per_s  # the plain model's expressions, exactly
             assert rest_s == (rest * 32) / device.flops_per_s
             for link in builtin_links().values():
-                est = estimate_cut(table, cut, device, link, batch=32, steps=3, optimizer="sgd",
-                                   activation_dtype="fp32")
+                est = estimate_cut(
+                    table, cut, device, link, batch=32, steps=3, optimizer="sgd", activation_dtype="fp32"
+                )
                 payload = (table.activation_bytes(cut) + LABEL_BYTES) * 32
-                assert est.compute_s == (table.client_fwd_flops(cut) + table.client_bwd_flops(cut)) * 32 \
-                    / device.flops_per_s
+                assert (
+                    est.compute_s
+                    == (table.client_fwd_flops(cut) + table.client_bwd_flops(cut)) * 32 / device.flops_per_s
+                )
                 assert est.upload_s == payload / (1.0 - link.loss_rate) * 8.0 / link.uplink_bps + link.latency_s
 
 
 # --- a whole round with the extended model, by hand --------------------------------------------------------------
 
-def _round_by_hand(table: Any, cut: int, dev: dict[str, Any], link: dict[str, Any], server: dict[str, Any],
-                   steps: int) -> tuple[float, list[tuple[float, float]]]:
+
+def _round_by_hand(
+    table: Any, cut: int, dev: dict[str, Any], link: dict[str, Any], server: dict[str, Any], steps: int
+) -> tuple[float, list[tuple[float, float]]]:
     """Stop-and-wait client (no overlap), one server worker: (round end, the client's radio intervals)."""
     rates, fixed = dev["unit_flops_per_s"], dev["step_overhead_s"]
 
@@ -111,8 +123,9 @@ def _round_by_hand(table: Any, cut: int, dev: dict[str, Any], link: dict[str, An
     F = sum(units[j].fwd_flops * B / rate(f"u{j + 1}") for j in range(cut))
     head = table.exit_heads[cut - 1]
     R = (head.fwd_flops + head.bwd_flops) * B / rate("exit")
-    R += sum((units[j].bwd_flops - (units[0].bwd_input_flops if j == 0 else 0.0)) * B / rate(f"u{j + 1}")
-             for j in range(cut))
+    R += sum(
+        (units[j].bwd_flops - (units[0].bwd_input_flops if j == 0 else 0.0)) * B / rate(f"u{j + 1}") for j in range(cut)
+    )
     payload = (4 * units[cut - 1].out_elems + LABEL_BYTES) * B
     packets = math.ceil(payload / link["packet"]["payload_bytes"])
     wire = payload + packets * (link["packet"]["packet_bytes"] - link["packet"]["payload_bytes"])
@@ -137,10 +150,23 @@ def _round_by_hand(table: Any, cut: int, dev: dict[str, Any], link: dict[str, An
 @pytest.mark.parametrize("cpu_per_byte", [0.0, 4.0e-5])
 def test_extended_round_by_hand(tmp_path: Path, cpu_per_byte: float) -> None:
     cut = 2
-    dev = {"flops_per_s": 1.0e6, "memory_bytes": 1.0e9, "compute_w": 3.0, "idle_w": 1.0, "step_overhead_s": 0.05,
-           "unit_flops_per_s": {"u1": 2.0e5, "exit": 5.0e5}, "cpu_s_per_byte_sent": cpu_per_byte}
-    link = {"uplink_bps": 5.0e5, "downlink_bps": 5.0e5, "latency_s": 0.01, "tx_w": 0.5, "rx_w": 0.25,
-            "packet": {"packet_bytes": 300.0, "payload_bytes": 256.0}}
+    dev = {
+        "flops_per_s": 1.0e6,
+        "memory_bytes": 1.0e9,
+        "compute_w": 3.0,
+        "idle_w": 1.0,
+        "step_overhead_s": 0.05,
+        "unit_flops_per_s": {"u1": 2.0e5, "exit": 5.0e5},
+        "cpu_s_per_byte_sent": cpu_per_byte,
+    }
+    link = {
+        "uplink_bps": 5.0e5,
+        "downlink_bps": 5.0e5,
+        "latency_s": 0.01,
+        "tx_w": 0.5,
+        "rx_w": 0.25,
+        "packet": {"packet_bytes": 300.0, "payload_bytes": 256.0},
+    }
     server = {**SERVER, "step_overhead_s": 0.002, "unit_flops_per_s": {"classifier": 1.0e8}}
     entry = _client("a", cut=cut, flops_per_s=1.0, uplink_bps=1.0, latency_s=0.0)
     entry["device"], entry["link"] = dev, link
@@ -153,6 +179,9 @@ def test_extended_round_by_hand(tmp_path: Path, cpu_per_byte: float) -> None:
     summary = run_scenario(rs, out, overwrite=True, progress=False)
     assert summary["sim_time_s"] == pytest.approx(T, rel=1e-12)
     with (out / "events.csv").open() as f:
-        tx = [(float(r["t_start"]), float(r["t_end"])) for r in csv.DictReader(f)
-              if r["entity"] == "a" and r["kind"] == "tx"]
+        tx = [
+            (float(r["t_start"]), float(r["t_end"]))
+            for r in csv.DictReader(f)
+            if r["entity"] == "a" and r["kind"] == "tx"
+        ]
     assert [x for p in sorted(tx) for x in p] == pytest.approx([x for p in radio for x in p], rel=1e-12)

@@ -36,8 +36,18 @@ def test_a_transfer_spanning_two_rate_changes_takes_the_integral() -> None:
     assert timing.latency_at(5.75) == 0.03 and timing.latency_at(1.9) == 0.01
     # The same through SimPy: the channel's message, its flight, and the radio energy of its 4.75 s.
     env = simpy.Environment(initial_time=0.0)
-    link = make_link(env, name="c", uplink_bps=1000.0, downlink_bps=1000.0, latency_s=0.01, jitter_s=0.0,
-                     loss_rate=0.0, jitter=(JitterBank([None]), 0), conditions=cond, row=0)
+    link = make_link(
+        env,
+        name="c",
+        uplink_bps=1000.0,
+        downlink_bps=1000.0,
+        latency_s=0.01,
+        jitter_s=0.0,
+        loss_rate=0.0,
+        jitter=(JitterBank([None]), 0),
+        conditions=cond,
+        row=0,
+    )
 
     def go() -> Any:
         yield env.timeout(1.0)
@@ -55,8 +65,9 @@ def test_a_transfer_spanning_two_rate_changes_takes_the_integral() -> None:
 def test_loss_rate_changes_scale_the_goodput() -> None:
     # A 10 % loss link at 1000 bit/s whose loss rises to 55 %: goodput halves (0.45 / 0.9), the time doubles.
     values = np.array([[0.45 / 0.9, 0.0]])
-    cond = Conditions([None], [None], [TracePieces(np.array([0.0]), values, np.array([1.0, 0.0]), repeat=False)],
-                      [None])
+    cond = Conditions(
+        [None], [None], [TracePieces(np.array([0.0]), values, np.array([1.0, 0.0]), repeat=False)], [None]
+    )
     timing = LinkTiming(LinkNominal(1000.0, 0.0, loss_rate=0.1), cond, 0, up=True)
     constant = LinkTiming(LinkNominal(1000.0, 0.0, loss_rate=0.1))
     assert timing.send_end(0.0, 90.0) == pytest.approx(2 * constant.send_end(0.0, 90.0), rel=1e-12)
@@ -98,14 +109,30 @@ def test_a_throttle_starts_after_after_s_and_ends_after_cool_s() -> None:
 
 def test_the_same_arithmetic_for_one_row_or_many() -> None:
     rng = np.random.default_rng(0)
-    sources = [MarkovPieces(np.array([[1.0], [0.25]]), np.array([1.0, 0.5]), np.array([[0, 1.0], [1.0, 0]]), 0,
-                            np.random.default_rng(k)) for k in range(5)]
-    many, ones = RateBank(sources), RateBank([MarkovPieces(np.array([[1.0], [0.25]]), np.array([1.0, 0.5]),
-                                                           np.array([[0, 1.0], [1.0, 0]]), 0,
-                                                           np.random.default_rng(k)) for k in range(5)])
+    sources = [
+        MarkovPieces(
+            np.array([[1.0], [0.25]]), np.array([1.0, 0.5]), np.array([[0, 1.0], [1.0, 0]]), 0, np.random.default_rng(k)
+        )
+        for k in range(5)
+    ]
+    many, ones = (
+        RateBank(sources),
+        RateBank(
+            [
+                MarkovPieces(
+                    np.array([[1.0], [0.25]]),
+                    np.array([1.0, 0.5]),
+                    np.array([[0, 1.0], [1.0, 0]]),
+                    0,
+                    np.random.default_rng(k),
+                )
+                for k in range(5)
+            ]
+        ),
+    )
     t, w = np.sort(rng.uniform(0, 50, 5)), rng.uniform(0, 20, 5)
     together = many.finish(np.arange(5), t, w)
-    alone = [ones.finish(np.array([k]), t[k:k + 1], w[k:k + 1])[0] for k in range(5)]
+    alone = [ones.finish(np.array([k]), t[k : k + 1], w[k : k + 1])[0] for k in range(5)]
     assert together.tolist() == alone  # bit for bit
     # The work done between the start and the end is the work asked for.
     assert many.done_work(np.arange(5), t, together) == pytest.approx(w, rel=1e-9)
@@ -114,8 +141,9 @@ def test_the_same_arithmetic_for_one_row_or_many() -> None:
 def test_markov_dwell_times_match_their_means() -> None:
     # Two states alternating, mean dwell 2 s and 8 s: 20 000 pieces, 10 000 per state; the sample mean of an
     # exponential has relative standard deviation 1/sqrt(n) = 1 %, so 5 % is five standard deviations.
-    src = MarkovPieces(np.array([[1.0], [0.1]]), np.array([2.0, 8.0]), np.array([[0.0, 1.0], [1.0, 0.0]]), 0,
-                       np.random.default_rng(7))
+    src = MarkovPieces(
+        np.array([[1.0], [0.1]]), np.array([2.0, 8.0]), np.array([[0.0, 1.0], [1.0, 0.0]]), 0, np.random.default_rng(7)
+    )
     starts, values = src.pieces(0, 20_001)
     dwell = np.diff(starts)
     state = values[:-1, 0] == 1.0
@@ -123,15 +151,17 @@ def test_markov_dwell_times_match_their_means() -> None:
     assert dwell[~state].mean() == pytest.approx(8.0, rel=0.05)
     assert dwell[state].sum() / dwell.sum() == pytest.approx(0.2, abs=0.01)  # the time share of the fast state
     # Asked for in other block sizes, the chain is the same.
-    again = MarkovPieces(np.array([[1.0], [0.1]]), np.array([2.0, 8.0]), np.array([[0.0, 1.0], [1.0, 0.0]]), 0,
-                         np.random.default_rng(7))
+    again = MarkovPieces(
+        np.array([[1.0], [0.1]]), np.array([2.0, 8.0]), np.array([[0.0, 1.0], [1.0, 0.0]]), 0, np.random.default_rng(7)
+    )
     assert np.array_equal(np.concatenate([again.pieces(0, 5)[0], again.pieces(5, 300)[0]]), starts[:300])
 
 
 def test_a_repeating_trace_with_an_offset() -> None:
     # Period 10 s (rows at 0, 4; end marker at 10), read from trace time 6: 4..10 -> 0..4 simulated, then repeats.
-    src = TracePieces(np.array([0.0, 4.0, 10.0]), np.array([[1.0], [0.5], [9.0]]), np.array([1.0]), repeat=True,
-                      offset_s=6.0)
+    src = TracePieces(
+        np.array([0.0, 4.0, 10.0]), np.array([[1.0], [0.5], [9.0]]), np.array([1.0]), repeat=True, offset_s=6.0
+    )
     starts, values = src.pieces(0, 5)
     assert starts.tolist() == [0.0, 4.0, 8.0, 14.0, 18.0]
     assert values[:, 0].tolist() == [0.5, 1.0, 0.5, 1.0, 0.5]
@@ -146,19 +176,33 @@ def _varied(tmp_path: Path) -> dict[str, Any]:
     clients = copy.deepcopy(BASE["clients"])
     clients[0]["link"]["variation"] = {"kind": "trace", "file": "up.csv", "after_end": "repeat"}
     clients[0]["device"]["variation"] = {"kind": "throttle", "after_s": 0.5, "factor": 0.4, "cool_s": 0.2}
-    clients[1]["device"]["variation"] = {"kind": "markov", "states": {"fast": {"dwell_s": 0.7},
-                                                                      "slow": {"dwell_s": 0.3, "speed": 0.2}}}
-    clients[1]["link"]["variation"] = {"kind": "markov", "states": {
-        "good": {"dwell_s": 1.0}, "bad": {"dwell_s": 0.4, "uplink_bps": 0.1, "latency_s": 5.0, "loss_rate": 3.0}}}
+    clients[1]["device"]["variation"] = {
+        "kind": "markov",
+        "states": {"fast": {"dwell_s": 0.7}, "slow": {"dwell_s": 0.3, "speed": 0.2}},
+    }
+    clients[1]["link"]["variation"] = {
+        "kind": "markov",
+        "states": {
+            "good": {"dwell_s": 1.0},
+            "bad": {"dwell_s": 0.4, "uplink_bps": 0.1, "latency_s": 5.0, "loss_rate": 3.0},
+        },
+    }
     clients[2]["link"]["variation"] = {"kind": "trace", "file": "up.csv", "offset": "random"}
-    return {"clients": clients, "network": {"send_buffer": 1, "media": {"ap": {
-        "capacity_bps": 6.0e5, "variation": {"kind": "trace", "file": "cap.csv"}}}}}
+    return {
+        "clients": clients,
+        "network": {
+            "send_buffer": 1,
+            "media": {"ap": {"capacity_bps": 6.0e5, "variation": {"kind": "trace", "file": "cap.csv"}}},
+        },
+    }
 
 
-@pytest.mark.parametrize("strategy", [{"name": "averaging", "aggregate_every": 1},
-                                      {"name": "sequential", "order": "client_turns"}], ids=["averaging", "turns"])
-def test_timing_only_equals_the_full_run_with_every_kind_of_variation(tmp_path: Path,
-                                                                      strategy: dict[str, Any]) -> None:
+@pytest.mark.parametrize(
+    "strategy",
+    [{"name": "averaging", "aggregate_every": 1}, {"name": "sequential", "order": "client_turns"}],
+    ids=["averaging", "turns"],
+)
+def test_timing_only_equals_the_full_run_with_every_kind_of_variation(tmp_path: Path, strategy: dict[str, Any]) -> None:
     full, timed = _compare(_scenario(tmp_path, strategy=strategy, **_varied(tmp_path)))
     assert timed.world.conditions is not None and timed.world.conditions.any
     # The closed forms ran for the clients on links of their own, the medium's process for the others.
@@ -215,15 +259,18 @@ def test_a_throttled_device_spends_longer_and_more_energy_computing(tmp_path: Pa
     assert after.energy_j - before.energy_j == pytest.approx(2.0 * extra + 1.0 * (t_after - t_before), rel=1e-9)
 
 
-@pytest.mark.parametrize("csv, problem", [
-    ("t_s,uplink_bps\n0,1e6\n5,2e6\n3,1e6\n", "line 4: t_s 3 goes back from the previous row's 5"),
-    ("t_s,uplink_bps\n0,1e6\n0,2e6\n", "line 3: t_s 0 repeats the previous row's 0"),
-    ("t_s,uplink_bps\n0,-1e6\n", "line 2: uplink_bps must be >= 0"),
-    ("t_s,uplink_bps\n0,nan\n", "line 2: a value is not finite"),
-    ("t_s,speed\n0,1\n", "line 1: unknown column 'speed'"),
-    ("", "is empty"),
-    ("t_s,uplink_bps\n0,1e6\n4,0\n", "line 3: uplink_bps is 0 in the last row"),
-])
+@pytest.mark.parametrize(
+    "csv, problem",
+    [
+        ("t_s,uplink_bps\n0,1e6\n5,2e6\n3,1e6\n", "line 4: t_s 3 goes back from the previous row's 5"),
+        ("t_s,uplink_bps\n0,1e6\n0,2e6\n", "line 3: t_s 0 repeats the previous row's 0"),
+        ("t_s,uplink_bps\n0,-1e6\n", "line 2: uplink_bps must be >= 0"),
+        ("t_s,uplink_bps\n0,nan\n", "line 2: a value is not finite"),
+        ("t_s,speed\n0,1\n", "line 1: unknown column 'speed'"),
+        ("", "is empty"),
+        ("t_s,uplink_bps\n0,1e6\n4,0\n", "line 3: uplink_bps is 0 in the last row"),
+    ],
+)
 def test_bad_traces_are_refused_in_one_line(tmp_path: Path, csv: str, problem: str) -> None:
     (tmp_path / "bad.csv").write_text(csv)
     clients = copy.deepcopy(BASE["clients"])
@@ -234,13 +281,21 @@ def test_bad_traces_are_refused_in_one_line(tmp_path: Path, csv: str, problem: s
     assert err.value.key == "clients[0].link.variation.file" and "\n" not in str(err.value)
 
 
-@pytest.mark.parametrize("variation, problem", [
-    ({"kind": "throttle", "after_s": 1.0, "factor": 0.5, "cool_s": 1.0}, "a throttle varies a device's speed"),
-    ({"kind": "markov", "states": {"a": {"dwell_s": 1.0, "speed": 0.5}, "b": {"dwell_s": 1.0}}},
-     "a link has no field 'speed'"),
-    ({"kind": "markov", "states": {"a": {"dwell_s": 1.0}, "b": {"dwell_s": 1.0}}, "start": "c"}, "start 'c'"),
-    ({"kind": "markov", "states": {"a": {"dwell_s": 1.0, "next": {"b": 0.5}}, "b": {"dwell_s": 1.0}}}, "sum to 0.5"),
-])
+@pytest.mark.parametrize(
+    "variation, problem",
+    [
+        ({"kind": "throttle", "after_s": 1.0, "factor": 0.5, "cool_s": 1.0}, "a throttle varies a device's speed"),
+        (
+            {"kind": "markov", "states": {"a": {"dwell_s": 1.0, "speed": 0.5}, "b": {"dwell_s": 1.0}}},
+            "a link has no field 'speed'",
+        ),
+        ({"kind": "markov", "states": {"a": {"dwell_s": 1.0}, "b": {"dwell_s": 1.0}}, "start": "c"}, "start 'c'"),
+        (
+            {"kind": "markov", "states": {"a": {"dwell_s": 1.0, "next": {"b": 0.5}}, "b": {"dwell_s": 1.0}}},
+            "sum to 0.5",
+        ),
+    ],
+)
 def test_bad_variations_are_refused(tmp_path: Path, variation: dict[str, Any], problem: str) -> None:
     clients = copy.deepcopy(BASE["clients"])
     clients[0]["link"]["variation"] = variation
@@ -257,8 +312,10 @@ def test_cut_policies_and_inference_estimate_with_time_averages(tmp_path: Path) 
     clients = copy.deepcopy(BASE["clients"])
     clients[0]["link"]["variation"] = {"kind": "trace", "file": "t.csv"}
     # Markov: 3 s at full speed, 1 s at 0.2 on average, alternating: 0.75 + 0.25 · 0.2 = 0.8 of the speed.
-    clients[1]["device"]["variation"] = {"kind": "markov", "states": {"a": {"dwell_s": 3.0},
-                                                                      "b": {"dwell_s": 1.0, "speed": 0.2}}}
+    clients[1]["device"]["variation"] = {
+        "kind": "markov",
+        "states": {"a": {"dwell_s": 3.0}, "b": {"dwell_s": 1.0, "speed": 0.2}},
+    }
     rs = load_scenario(_scenario(tmp_path, clients=clients))
     link = time_averaged(rs.clients[0].link, "link")
     assert link.uplink_bps == pytest.approx(2.5e6) and link.downlink_bps == 4.0e6  # the other fields stay
@@ -276,9 +333,11 @@ def test_replaying_a_run_under_a_new_trace_equals_a_fresh_run(tmp_path: Path) ->
     run_scenario(load_scenario(replay_scenario(tmp_path)), finished, progress=False)
     (tmp_path / "fade.csv").write_text("t_s,uplink_bps,latency_s\n0,4.0e5,0.01\n0.5,5.0e4,0.3\n1.5,8.0e5,0.02\n")
     trace = str(tmp_path / "fade.csv")
-    sets = [f"clients.0.link.variation={{kind: trace, file: {trace}, after_end: repeat}}",  # own link: closed form
-            f"clients.2.link.variation={{kind: trace, file: {trace}, offset: random}}",  # on the shared medium
-            "clients.1.device.variation={kind: markov, states: {a: {dwell_s: 0.5}, b: {dwell_s: 0.5, speed: 0.3}}}"]
+    sets = [
+        f"clients.0.link.variation={{kind: trace, file: {trace}, after_end: repeat}}",  # own link: closed form
+        f"clients.2.link.variation={{kind: trace, file: {trace}, offset: random}}",  # on the shared medium
+        "clients.1.device.variation={kind: markov, states: {a: {dwell_s: 0.5}, b: {dwell_s: 0.5, speed: 0.3}}}",
+    ]
     replay(finished, sets, tmp_path / "replayed")
     fresh = tmp_path / "fresh"
     run_scenario(load_scenario(replay_scenario(tmp_path), sets), fresh, progress=False)
@@ -291,8 +350,13 @@ def test_replaying_a_run_under_a_new_trace_equals_a_fresh_run(tmp_path: Path) ->
 
 
 def _markov(seed: int) -> MarkovPieces:
-    return MarkovPieces(np.array([[1.0], [0.2]]), np.array([6.0, 1.0]), np.array([[0.0, 1.0], [1.0, 0.0]]), None,
-                        np.random.default_rng(seed))
+    return MarkovPieces(
+        np.array([[1.0], [0.2]]),
+        np.array([6.0, 1.0]),
+        np.array([[0.0, 1.0], [1.0, 0.0]]),
+        None,
+        np.random.default_rng(seed),
+    )
 
 
 def test_the_piece_in_force_is_found_across_blocks_of_pieces() -> None:
@@ -322,8 +386,9 @@ def test_a_bank_agrees_with_a_walk_over_every_piece() -> None:
     t = np.zeros(n)
     for it in range(300):
         rows = np.sort(rng.choice(n, size=int(rng.integers(1, n)), replace=False))
-        t[rows] = np.maximum(t[rows] + (rng.exponential(5.0, len(rows)) if it % 7 else -rng.uniform(0, 30, len(rows))),
-                             0.0)
+        t[rows] = np.maximum(
+            t[rows] + (rng.exponential(5.0, len(rows)) if it % 7 else -rng.uniform(0, 30, len(rows))), 0.0
+        )
         w = rng.exponential(3.0, len(rows))
         expected = [walk(refs[r], t[r], x) for r, x in zip(rows.tolist(), w.tolist())]
         assert bank.finish(rows, t[rows], w) == pytest.approx(expected, rel=1e-12, abs=1e-9)

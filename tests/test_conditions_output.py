@@ -34,23 +34,34 @@ AFTER_S, FACTOR, COOL_S = 2.5, 0.5, 5.0
 BASE: dict[str, Any] = {
     "name": "conditions",
     "seed": 3,
-    "dataset": {"name": "synthetic",
-                "synthetic": {"image_size": 8, "in_channels": 1, "num_classes": 10, "train_size": 160,
-                              "test_size": 16}},
+    "dataset": {
+        "name": "synthetic",
+        "synthetic": {"image_size": 8, "in_channels": 1, "num_classes": 10, "train_size": 160, "test_size": 16},
+    },
     "model": {"width": 4},
     "training": {"rounds": 2, "local_steps": 3, "batch_size": 8},
     "strategy": {"name": "averaging", "aggregate_every": 1},
     "network": {"media": {"ap": {"capacity_bps": 1.0e6, "variation": {"kind": "trace", "file": "cap.csv"}}}},
-    "server": {"device": {"flops_per_s": 1.0e12, "memory_bytes": 1.0e10, "compute_w": 100.0, "idle_w": 10.0},
-               "workers": 2},
+    "server": {
+        "device": {"flops_per_s": 1.0e12, "memory_bytes": 1.0e10, "compute_w": 100.0, "idle_w": 10.0},
+        "workers": 2,
+    },
     "clients": [
-        {"name": "hot", "cut": 1,
-         "device": {**_DEVICE, "variation": {"kind": "throttle", "after_s": AFTER_S, "factor": FACTOR,
-                                             "cool_s": COOL_S}},
-         "link": {**_LINK, "uplink_bps": 1.0e9, "downlink_bps": 1.0e9, "latency_s": 0.0}},
-        {"name": "varied", "cut": 1,  # 3.5 s a step: its rounds outlast hot's by far
-         "device": {**_DEVICE, "step_overhead_s": 3.5, "variation": {"kind": "trace", "file": "speed.csv"}},
-         "link": {**_LINK, "downlink_bps": 2.0e6, "variation": {"kind": "trace", "file": "link.csv"}}},
+        {
+            "name": "hot",
+            "cut": 1,
+            "device": {
+                **_DEVICE,
+                "variation": {"kind": "throttle", "after_s": AFTER_S, "factor": FACTOR, "cool_s": COOL_S},
+            },
+            "link": {**_LINK, "uplink_bps": 1.0e9, "downlink_bps": 1.0e9, "latency_s": 0.0},
+        },
+        {
+            "name": "varied",
+            "cut": 1,  # 3.5 s a step: its rounds outlast hot's by far
+            "device": {**_DEVICE, "step_overhead_s": 3.5, "variation": {"kind": "trace", "file": "speed.csv"}},
+            "link": {**_LINK, "downlink_bps": 2.0e6, "variation": {"kind": "trace", "file": "link.csv"}},
+        },
         {"name": "shared", "cut": 1, "device": _DEVICE, "link": _LINK, "medium": "ap"},
         {"name": "steady", "cut": 1, "device": _DEVICE, "link": _LINK},
     ],
@@ -87,8 +98,7 @@ def _rows(path: Path) -> list[tuple[float, str, str, float]]:
 @pytest.fixture(scope="module")
 def varying_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     tmp = tmp_path_factory.mktemp("varying")
-    assert main(["run", str(_scenario(tmp)), "--timing-only", "--out", str(tmp / "run"), "--quiet",
-                 "--no-report"]) == 0
+    assert main(["run", str(_scenario(tmp)), "--timing-only", "--out", str(tmp / "run"), "--quiet", "--no-report"]) == 0
     return tmp / "run"
 
 
@@ -137,8 +147,9 @@ def test_a_throttle_interval_cut_short_logs_no_slow_down_it_never_reached(tmp_pa
     data = copy.deepcopy(BASE)
     data["training"]["round_deadline_s"] = 2.2
     out = tmp_path / "run"
-    assert main(["run", str(_scenario(tmp_path, data)), "--timing-only", "--out", str(out), "--quiet",
-                 "--no-report"]) == 0
+    assert (
+        main(["run", str(_scenario(tmp_path, data)), "--timing-only", "--out", str(out), "--quiet", "--no-report"]) == 0
+    )
     with (out / "events.csv").open() as f:
         events = [r for r in csv.DictReader(f) if r["entity"] == "hot"]
     assert any(r["kind"] == "straggler" and r["round"] == "1" and float(r["t_start"]) == 2.2 for r in events)
@@ -183,8 +194,10 @@ def test_timeline_draws_the_lanes_and_the_report_has_the_section(varying_run: Pa
 
 def test_a_static_run_writes_no_conditions_file(tmp_path: Path) -> None:
     out = tmp_path / "run"
-    assert main(["run", str(_scenario(tmp_path, _static())), "--timing-only", "--out", str(out), "--quiet",
-                 "--no-report"]) == 0
+    assert (
+        main(["run", str(_scenario(tmp_path, _static())), "--timing-only", "--out", str(out), "--quiet", "--no-report"])
+        == 0
+    )
     assert not (out / CONDITIONS_FILE).exists()
     run = load_run(out)
     assert run.conditions is None and condition_stats(run) == []
@@ -204,8 +217,10 @@ def test_a_resumed_run_writes_the_same_file(tmp_path: Path, monkeypatch: pytest.
     data = copy.deepcopy(BASE)
     data["training"]["rounds"] = 3
     data["output"]["checkpoint_every"] = 1
-    data["clients"][3]["link"]["variation"] = {"kind": "markov", "states": {
-        "good": {"dwell_s": 4.0}, "bad": {"dwell_s": 2.0, "uplink_bps": 0.1, "latency_s": 5.0}}}
+    data["clients"][3]["link"]["variation"] = {
+        "kind": "markov",
+        "states": {"good": {"dwell_s": 4.0}, "bad": {"dwell_s": 2.0, "uplink_bps": 0.1, "latency_s": 5.0}},
+    }
     rs = load_scenario(_scenario(tmp_path, data))
     runner.run_scenario(rs, tmp_path / "straight", timing_only=True, progress=False)
 

@@ -45,8 +45,17 @@ def _problem(exc: pytest.ExceptionInfo[InputError]) -> tuple[str | None, str]:
 
 @pytest.mark.parametrize(
     ("text", "value"),
-    [("2.0e9", 2.0e9), ("2e9", 2.0e9), ("1e-3", 0.001), ("4.0e+9", 4.0e9), (".5", 0.5), ("-1.5E3", -1500.0),
-     ("1_000.5", 1000.5), ("12", 12), ("0x10", 16)],
+    [
+        ("2.0e9", 2.0e9),
+        ("2e9", 2.0e9),
+        ("1e-3", 0.001),
+        ("4.0e+9", 4.0e9),
+        (".5", 0.5),
+        ("-1.5E3", -1500.0),
+        ("1_000.5", 1000.5),
+        ("12", 12),
+        ("0x10", 16),
+    ],
 )
 def test_numbers_follow_yaml_1_2(text: str, value: float) -> None:
     got = load_yaml_text(f"x: {text}")["x"]
@@ -124,8 +133,10 @@ def test_bad_values_are_located(data: dict, key: str, phrase: str) -> None:
 
 
 def test_int_is_a_valid_float() -> None:
-    sc = parse_scenario({"name": "t", "clients": [{"device": "rpi4", "link": "ble", "cut": 1}],
-                         "training": {"local_epochs": 2}}, "s.yaml")
+    sc = parse_scenario(
+        {"name": "t", "clients": [{"device": "rpi4", "link": "ble", "cut": 1}], "training": {"local_epochs": 2}},
+        "s.yaml",
+    )
     assert sc.training.local_epochs == 2.0 and sc.training.local_steps is None
 
 
@@ -157,11 +168,16 @@ def test_config_is_frozen() -> None:
 
 
 def test_count_expands_into_distinct_clients(tmp_path: Path) -> None:
-    rs = load_scenario(_scenario(tmp_path, clients=(
-        "  - {device: rpi4, link: wifi4, cut: 2, count: 3}\n"
-        "  - {device: jetson_nano, link: wifi6, cut: 4, name: cam}\n"
-        "  - {device: rpi4, link: ble, cut: 1, count: 2, name: tag}\n"
-    )))
+    rs = load_scenario(
+        _scenario(
+            tmp_path,
+            clients=(
+                "  - {device: rpi4, link: wifi4, cut: 2, count: 3}\n"
+                "  - {device: jetson_nano, link: wifi6, cut: 4, name: cam}\n"
+                "  - {device: rpi4, link: ble, cut: 1, count: 2, name: tag}\n"
+            ),
+        )
+    )
     # the documented rule: <entry name or device name>-<index in the fleet>; a single named client keeps its name
     assert [c.name for c in rs.clients] == ["rpi4-0", "rpi4-1", "rpi4-2", "cam", "tag-4", "tag-5"]
     assert [c.index for c in rs.clients] == list(range(6))
@@ -171,17 +187,25 @@ def test_count_expands_into_distinct_clients(tmp_path: Path) -> None:
 
 def test_clashing_client_names_are_an_error(tmp_path: Path) -> None:
     with pytest.raises(InputError) as exc:
-        load_scenario(_scenario(tmp_path, clients=(
-            "  - {device: rpi4, link: wifi4, cut: 2, name: a}\n"
-            "  - {device: rpi4, link: wifi4, cut: 2, name: a}\n"
-        )))
+        load_scenario(
+            _scenario(
+                tmp_path,
+                clients=(
+                    "  - {device: rpi4, link: wifi4, cut: 2, name: a}\n"
+                    "  - {device: rpi4, link: wifi4, cut: 2, name: a}\n"
+                ),
+            )
+        )
     assert _problem(exc) == ("clients[1].name", "two clients are named 'a'")
 
 
 def test_override_keeps_the_other_fields_of_the_base(tmp_path: Path) -> None:
-    rs = load_scenario(_scenario(tmp_path, clients=(
-        "  - {device: {base: rpi4, flops_per_s: 2.0e9}, link: {base: ble, latency_s: 0.5}, cut: 1}\n"
-    )))
+    rs = load_scenario(
+        _scenario(
+            tmp_path,
+            clients=("  - {device: {base: rpi4, flops_per_s: 2.0e9}, link: {base: ble, latency_s: 0.5}, cut: 1}\n"),
+        )
+    )
     device, link = rs.clients[0].device, rs.clients[0].link
     rpi4, ble = _profile_file("rpi4"), _profile_file("ble", "links")
     assert device.flops_per_s == 2.0e9 and link.latency_s == 0.5
@@ -195,16 +219,26 @@ def test_override_keeps_the_other_fields_of_the_base(tmp_path: Path) -> None:
 
 
 def test_inline_profile_without_base(tmp_path: Path) -> None:
-    rs = load_scenario(_scenario(tmp_path, clients=(
-        "  - device: {flops_per_s: 1e9, memory_bytes: 1.0e9, compute_w: 2, idle_w: 0.5}\n"
-        "    link: wifi4\n    cut: 1\n"
-    )))
+    rs = load_scenario(
+        _scenario(
+            tmp_path,
+            clients=(
+                "  - device: {flops_per_s: 1e9, memory_bytes: 1.0e9, compute_w: 2, idle_w: 0.5}\n"
+                "    link: wifi4\n    cut: 1\n"
+            ),
+        )
+    )
     assert rs.clients[0].device.memory_bytes == 10**9 and rs.clients[0].device.name == "custom"
 
 
 def test_shared_medium_must_be_declared(tmp_path: Path) -> None:
-    ok = load_scenario(_scenario(tmp_path, "network: {media: {ap: {capacity_bps: 4.0e7}}}\n",
-                                 clients="  - {device: rpi4, link: wifi4, cut: 2, count: 2, medium: ap}\n"))
+    ok = load_scenario(
+        _scenario(
+            tmp_path,
+            "network: {media: {ap: {capacity_bps: 4.0e7}}}\n",
+            clients="  - {device: rpi4, link: wifi4, cut: 2, count: 2, medium: ap}\n",
+        )
+    )
     assert [c.medium for c in ok.clients] == ["ap", "ap"]
     assert ok.scenario.network.media["ap"].capacity_bps == 4.0e7
     with pytest.raises(InputError) as exc:
@@ -216,15 +250,25 @@ def test_shared_medium_must_be_declared(tmp_path: Path) -> None:
     ("dataset", "clients", "key", "phrase"),
     [
         # 2 samples cannot feed 3 clients
-        ("{name: synthetic, max_train: 2}", "  - {device: rpi4, link: wifi4, cut: 2, count: 3}\n",
-         "clients", "3 clients but only 2 training samples"),
+        (
+            "{name: synthetic, max_train: 2}",
+            "  - {device: rpi4, link: wifi4, cut: 2, count: 3}\n",
+            "clients",
+            "3 clients but only 2 training samples",
+        ),
         # 2 clients x 6 shards = 12 shards of a 10-sample split
-        ("{name: synthetic, synthetic: {train_size: 10}, partition: {kind: shards, shards_per_client: 6}}",
-         "  - {device: rpi4, link: wifi4, cut: 2, count: 2}\n",
-         "dataset.partition.shards_per_client", "12 shards but only 10 training samples"),
-        ("{name: synthetic, partition: {kind: shards}}",
-         "  - {device: rpi4, link: wifi4, cut: 2}\n  - {device: rpi4, link: wifi4, cut: 2, data_weight: 2}\n",
-         "clients[1].data_weight", "unequal data weights need"),
+        (
+            "{name: synthetic, synthetic: {train_size: 10}, partition: {kind: shards, shards_per_client: 6}}",
+            "  - {device: rpi4, link: wifi4, cut: 2, count: 2}\n",
+            "dataset.partition.shards_per_client",
+            "12 shards but only 10 training samples",
+        ),
+        (
+            "{name: synthetic, partition: {kind: shards}}",
+            "  - {device: rpi4, link: wifi4, cut: 2}\n  - {device: rpi4, link: wifi4, cut: 2, data_weight: 2}\n",
+            "clients[1].data_weight",
+            "unequal data weights need",
+        ),
     ],
 )
 def test_partition_must_be_able_to_feed_every_client(
@@ -251,16 +295,22 @@ def test_memory_hint_names_a_cut_that_does_fit(tmp_path: Path) -> None:
 
 
 def test_resolved_form_reloads_to_the_same_fleet(tmp_path: Path) -> None:
-    rs = load_scenario(_scenario(tmp_path, clients=(
-        "  - {device: {base: rpi4, flops_per_s: 2.0e9}, link: wifi4, cut: 2, count: 2}\n"
-        "  - {device: jetson_nano, link: ble, cut: 3, data_weight: 2.5}\n"
-    )))
+    rs = load_scenario(
+        _scenario(
+            tmp_path,
+            clients=(
+                "  - {device: {base: rpi4, flops_per_s: 2.0e9}, link: wifi4, cut: 2, count: 2}\n"
+                "  - {device: jetson_nano, link: ble, cut: 3, data_weight: 2.5}\n"
+            ),
+        )
+    )
     again = tmp_path / "resolved.yaml"
     again.write_text(yaml.safe_dump(rs.to_dict(), sort_keys=False))
     rs2 = load_scenario(again)
     assert rs2.clients == rs.clients and rs2.server == rs.server
     assert rs2.scenario.model_dump(exclude={"clients", "server"}) == rs.scenario.model_dump(
-        exclude={"clients", "server"})
+        exclude={"clients", "server"}
+    )
 
 
 # --- --set -------------------------------------------------------------------------------------

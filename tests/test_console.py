@@ -26,10 +26,22 @@ def _summary(n_a: int, n_b: int) -> dict:
         name = f"b-{i}"
         clients.append({"name": name, "device": "jetson_nano", "link": "ble", "cut": 5})
         exit_acc[name], final[name], energy[name] = 0.3, 0.5, 7.0
-    return {"scenario": "hand", "strategy": "averaging", "seed": 0, "rounds": 2, "clients": clients,
-            "final_accuracy": 0.5, "mean_exit_accuracy": 0.25, "exit_accuracy": exit_acc,
-            "final_accuracy_per_client": final, "sim_time_s": 12.5, "host_seconds": 0.0412,
-            "energy_j": {"total": 100.0, "per_entity": energy, "server": 3.0}, "bytes_up": 2e6, "bytes_down": 1e3}
+    return {
+        "scenario": "hand",
+        "strategy": "averaging",
+        "seed": 0,
+        "rounds": 2,
+        "clients": clients,
+        "final_accuracy": 0.5,
+        "mean_exit_accuracy": 0.25,
+        "exit_accuracy": exit_acc,
+        "final_accuracy_per_client": final,
+        "sim_time_s": 12.5,
+        "host_seconds": 0.0412,
+        "energy_j": {"total": 100.0, "per_entity": energy, "server": 3.0},
+        "bytes_up": 2e6,
+        "bytes_down": 1e3,
+    }
 
 
 def test_small_fleets_get_a_row_per_client() -> None:
@@ -79,8 +91,15 @@ def test_host_time_keeps_its_digits() -> None:
 def test_a_timing_only_city_fleet_prints_few_lines(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """The city fleet at 1 000 clients (the README's 10 000 print the same 21 lines: checked by hand)."""
     counts = ["clients.0.count=400", "clients.1.count=300", "clients.2.count=200", "clients.3.count=100"]
-    argv = ["run", str(CITY), "--timing-only", "--out", str(tmp_path / "city"), "--no-report",
-            *(a for s in [*counts, "training.rounds=2"] for a in ("--set", s))]
+    argv = [
+        "run",
+        str(CITY),
+        "--timing-only",
+        "--out",
+        str(tmp_path / "city"),
+        "--no-report",
+        *(a for s in [*counts, "training.rounds=2"] for a in ("--set", s)),
+    ]
     assert main(argv) == 0
     out, err = capsys.readouterr()
     lines = (out + err).count("\n")
@@ -94,14 +113,27 @@ def test_a_timing_only_city_fleet_prints_few_lines(tmp_path: Path, capsys: pytes
 
 def test_replay_prints_its_own_host_time(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     scenario = tmp_path / "tiny.yaml"
-    scenario.write_text("name: tiny\nseed: 0\ndataset: {name: synthetic, synthetic: {train_size: 64, "
-                        "test_size: 32, image_size: 8}}\nmodel: {width: 4}\ntraining: {rounds: 1, local_steps: 1, "
-                        "batch_size: 16}\nclients:\n  - {device: rpi4, link: ble, cut: 1}\n"
-                        "output: {progress: false, checkpoint_every: 0}\n")
+    scenario.write_text(
+        "name: tiny\nseed: 0\ndataset: {name: synthetic, synthetic: {train_size: 64, "
+        "test_size: 32, image_size: 8}}\nmodel: {width: 4}\ntraining: {rounds: 1, local_steps: 1, "
+        "batch_size: 16}\nclients:\n  - {device: rpi4, link: ble, cut: 1}\n"
+        "output: {progress: false, checkpoint_every: 0}\n"
+    )
     assert main(["run", str(scenario), "--out", str(tmp_path / "run"), "--no-report", "--quiet"]) == 0
     capsys.readouterr()
-    assert main(["replay", str(tmp_path / "run"), "--set", "clients.0.link.uplink_bps=1.4e6",
-                 "--out", str(tmp_path / "again")]) == 0
+    assert (
+        main(
+            [
+                "replay",
+                str(tmp_path / "run"),
+                "--set",
+                "clients.0.link.uplink_bps=1.4e6",
+                "--out",
+                str(tmp_path / "again"),
+            ]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     host = json.loads((tmp_path / "again" / "summary.json").read_text())["host_seconds"]
     assert f"host time: {format_seconds(host)}" in out and "host time: 0.0 s" not in out
@@ -109,8 +141,12 @@ def test_replay_prints_its_own_host_time(tmp_path: Path, capsys: pytest.CaptureF
 
 
 def test_cost_table_shows_exit_head_flops_with_a_unit(capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["validate", str(REPO / "scenarios" / "quickstart.yaml"), "--costs",
-                 "--set", "model.exit_head=pool_linear"]) == 0
+    assert (
+        main(
+            ["validate", str(REPO / "scenarios" / "quickstart.yaml"), "--costs", "--set", "model.exit_head=pool_linear"]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     # pool_linear head at width 8: global pool, then linear C -> 10 at 2 FLOPs per multiply-add: cut 1 has C = 8
     # (160 FLOP), cut 8 has C = 64 (1 280 FLOP).
@@ -124,8 +160,12 @@ def test_sweep_says_where_its_points_run() -> None:
 
 
 def test_validate_groups_a_large_fleet(capsys: pytest.CaptureFixture[str]) -> None:
-    counts = ["clients.0.count=40", "clients.2.count=20", "clients.3.count=10",
-              "clients.1={device: rpi_zero2w, link: ble, count: 30, cut_policy: {name: max_feasible}}"]
+    counts = [
+        "clients.0.count=40",
+        "clients.2.count=20",
+        "clients.3.count=10",
+        "clients.1={device: rpi_zero2w, link: ble, count: 30, cut_policy: {name: max_feasible}}",
+    ]
     assert main(["validate", str(CITY), "--costs", *(a for s in counts for a in ("--set", s))]) == 0
     out = capsys.readouterr().out
     assert "(100 clients in 4 groups)" in out and "\n  40× rpi4 " in out

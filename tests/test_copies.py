@@ -77,7 +77,7 @@ def test_interleaved_copies_equal_modules_of_their_own(opt_name: str) -> None:
             st = copies.optimizer.state[p]  # type: ignore[union-attr]
             assert set(st) == set(ref)
             for key, val in ref.items():
-                assert (torch.equal(st[key], val) if isinstance(val, torch.Tensor) else st[key] == val), key
+                assert torch.equal(st[key], val) if isinstance(val, torch.Tensor) else st[key] == val, key
 
 
 def test_rows_are_independent_and_views_write_through() -> None:
@@ -171,28 +171,39 @@ def test_every_copied_tensor_starts_aligned() -> None:
 def test_reseeding_in_place_draws_what_a_fresh_model_draws() -> None:
     model, head = SplitResNet18(4, 1, 10, seed=0), make_exit_head("conv_pool_linear", 8, 10, seed=0)
     for seed in (3, 17):
-        for got, ref in ((model.reseed_(seed), SplitResNet18(4, 1, 10, seed=seed)),
-                         (reseed_head_(head, seed), make_exit_head("conv_pool_linear", 8, 10, seed=seed))):
+        for got, ref in (
+            (model.reseed_(seed), SplitResNet18(4, 1, 10, seed=seed)),
+            (reseed_head_(head, seed), make_exit_head("conv_pool_linear", 8, 10, seed=seed)),
+        ):
             ref_state = ref.state_dict()
             assert all(torch.equal(t, ref_state[k]) for k, t in got.state_dict().items())
 
 
 # --- a world of many clients -------------------------------------------------------------------------------------
 
+
 def _scenario(tmp_path: Path, n: int, strategy: str) -> Path:
     cuts = [1, 2, 3]
     data: dict[str, Any] = {
-        "name": "compact", "seed": 3,
-        "dataset": {"name": "synthetic", "synthetic": {"image_size": 8, "in_channels": 1, "num_classes": 10,
-                                                       "train_size": 16 * n, "test_size": 16}},
+        "name": "compact",
+        "seed": 3,
+        "dataset": {
+            "name": "synthetic",
+            "synthetic": {"image_size": 8, "in_channels": 1, "num_classes": 10, "train_size": 16 * n, "test_size": 16},
+        },
         "model": {"width": 4},
         "training": {"rounds": 1, "local_steps": 1, "batch_size": 4},
         "strategy": {"name": strategy, "aggregate_every": 1},
         "server": {"device": {"flops_per_s": 1.0e12, "memory_bytes": 1.0e10, "compute_w": 100.0, "idle_w": 10.0}},
-        "clients": [{"name": f"c{i}", "cut": cuts[i % 3],
-                     "device": {"flops_per_s": 1.0e8, "memory_bytes": 1.0e9, "compute_w": 3.0, "idle_w": 1.0},
-                     "link": {"uplink_bps": 1.0e6, "downlink_bps": 2.0e6, "latency_s": 0.01, "tx_w": 0.5,
-                              "rx_w": 0.25}} for i in range(n)],
+        "clients": [
+            {
+                "name": f"c{i}",
+                "cut": cuts[i % 3],
+                "device": {"flops_per_s": 1.0e8, "memory_bytes": 1.0e9, "compute_w": 3.0, "idle_w": 1.0},
+                "link": {"uplink_bps": 1.0e6, "downlink_bps": 2.0e6, "latency_s": 0.01, "tx_w": 0.5, "rx_w": 0.25},
+            }
+            for i in range(n)
+        ],
         "eval": {"batch_size": 16, "thresholds": [0.5]},
         "output": {"checkpoint_every": 0, "progress": False},
     }
@@ -240,7 +251,9 @@ def test_client_then_server_copy_is_the_clients_initial_backbone(tmp_path: Path,
         # The independent truth: a backbone and a head built afresh from the seed streams the init names.
         full = w.new_backbone("client" if init == "per_client" else "global", i if init == "per_client" else 0)
         full.eval()
-        exit_seed = w.streams.torch_seed("exit", i) if init == "per_client" else w.streams.torch_seed("shared_exit", cut)
+        exit_seed = (
+            w.streams.torch_seed("exit", i) if init == "per_client" else w.streams.torch_seed("shared_exit", cut)
+        )
         t, path = w.trainers[i], sim.learner.paths[i]
         t.bind()
         path.bind()
@@ -248,8 +261,9 @@ def test_client_then_server_copy_is_the_clients_initial_backbone(tmp_path: Path,
         path.seq.eval()
         with torch.no_grad():
             assert torch.equal(path.seq(t.body(x)), full(x))
-            ref_exit = make_exit_head("grid_linear", full.unit_channels[cut - 1], 10, seed=exit_seed,
-                                      size=full.activation_size(cut, 8)).eval()
+            ref_exit = make_exit_head(
+                "grid_linear", full.unit_channels[cut - 1], 10, seed=exit_seed, size=full.activation_size(cut, 8)
+            ).eval()
             h = nn.Sequential(*full.units[:cut])(x)
             assert torch.equal(t.body(x), h)
             assert torch.equal(t.exit(h), ref_exit(h))
@@ -266,9 +280,12 @@ def test_common_init_every_copy_of_a_unit_starts_equal(tmp_path: Path, strategy:
         for i, cut in enumerate(w.cuts):
             part = w.trainers[i].part
             for u in range(cut):
-                copies.setdefault(f"u{u}", []).append(torch.cat([t.flatten() for t in part.tensors(w.trainers[i].k, u)]))
+                copies.setdefault(f"u{u}", []).append(
+                    torch.cat([t.flatten() for t in part.tensors(w.trainers[i].k, u)])
+                )
             copies.setdefault(f"exit@{cut}", []).append(
-                torch.cat([t.flatten() for t in part.tensors(w.trainers[i].k, cut)]))
+                torch.cat([t.flatten() for t in part.tensors(w.trainers[i].k, cut)])
+            )
         if strategy == "averaging":
             for i, cut in enumerate(w.cuts):
                 path = sim.learner.paths[i]

@@ -129,11 +129,15 @@ def test_grid_head_costs_by_hand(grid: int) -> None:
         assert head.bwd_flops == 2 * (2 * inputs * 10)
         assert head.out_shape == (10,)
         # Everything else is the backbone's: only the head's share differs from pool_linear's.
-        assert table.client_fwd_flops(cut) - pool.client_fwd_flops(cut) == head.fwd_flops - pool.exit_heads[cut - 1].fwd_flops
+        assert (
+            table.client_fwd_flops(cut) - pool.client_fwd_flops(cut)
+            == head.fwd_flops - pool.exit_heads[cut - 1].fwd_flops
+        )
         extra = (head.param_bytes - pool.exit_heads[cut - 1].param_bytes) * 3  # weights, grads, momentum
         extra += 32 * (head.saved_act_bytes - pool.exit_heads[cut - 1].saved_act_bytes)
-        assert table.train_memory_bytes(cut, 32, "sgd_momentum") - pool.train_memory_bytes(cut, 32, "sgd_momentum") \
-            == pytest.approx(extra)
+        assert table.train_memory_bytes(cut, 32, "sgd_momentum") - pool.train_memory_bytes(
+            cut, 32, "sgd_momentum"
+        ) == pytest.approx(extra)
         # The linear keeps its (C·g·g) fp32 input for backward.
         assert head.saved_act_bytes == 4 * inputs
 
@@ -172,8 +176,9 @@ def test_full_model_flops_equal_counting_it(model16: SplitResNet18, table16: Cos
     model16.zero_grad(set_to_none=True)
 
 
-def measured_train_bytes(model: nn.Module, forward: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor,
-                         y: torch.Tensor, optimizer: str) -> int:
+def measured_train_bytes(
+    model: nn.Module, forward: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, y: torch.Tensor, optimizer: str
+) -> int:
     """Bytes held by one real training step: unique storages autograd saved, plus params, grads, buffers, state."""
     saved: dict[int, torch.UntypedStorage] = {}
 
@@ -208,8 +213,9 @@ def client_step_bytes(model: UnitModel, cut: int, head: str, optimizer: str, bat
 
 
 @pytest.mark.parametrize("cut,optimizer", [(c, ("sgd", "sgd_momentum", "adam")[c % 3]) for c in range(1, 9)])
-def test_memory_estimate_matches_a_real_width16_client_step(model16: SplitResNet18, table16: CostTable, cut: int,
-                                                            optimizer: str) -> None:
+def test_memory_estimate_matches_a_real_width16_client_step(
+    model16: SplitResNet18, table16: CostTable, cut: int, optimizer: str
+) -> None:
     real = client_step_bytes(model16, cut, "pool_linear", optimizer)
     assert table16.train_memory_bytes(cut, 32, optimizer) == pytest.approx(real, rel=0.10)
 

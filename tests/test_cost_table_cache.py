@@ -60,8 +60,7 @@ def test_a_miss_is_measured_once_and_cached(monkeypatch: pytest.MonkeyPatch, tmp
 
 
 @pytest.mark.parametrize("damage", ["truncate", "edit_number", "other_shape", "not_json", "other_torch"])
-def test_a_damaged_cache_file_is_measured_again(monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
-                                                damage: str) -> None:
+def test_a_damaged_cache_file_is_measured_again(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, damage: str) -> None:
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
     folder = table_cache.user_cache_dir()
     good = measure_table(*SMALL)
@@ -97,11 +96,14 @@ def test_an_unwritable_cache_still_gives_the_table(monkeypatch: pytest.MonkeyPat
     table_for.cache_clear()
 
 
-@pytest.mark.parametrize("code", [
-    "from simulator.config.scenario import load_scenario; load_scenario('scenarios/quickstart.yaml')",
-    "from argparse import Namespace; from simulator.cli import _cmd_validate; "
-    "assert _cmd_validate(Namespace(scenarios=['scenarios/quickstart.yaml'], set=[], costs=True)) == 0",
-])
+@pytest.mark.parametrize(
+    "code",
+    [
+        "from simulator.config.scenario import load_scenario; load_scenario('scenarios/quickstart.yaml')",
+        "from argparse import Namespace; from simulator.cli import _cmd_validate; "
+        "assert _cmd_validate(Namespace(scenarios=['scenarios/quickstart.yaml'], set=[], costs=True)) == 0",
+    ],
+)
 def test_loading_and_validating_a_scenario_never_imports_torch(code: str) -> None:
     check = f"import sys; {code}; assert 'torch' not in sys.modules, 'torch was imported'"
     done = subprocess.run([sys.executable, "-c", check], cwd=ROOT, capture_output=True, text=True, timeout=120)

@@ -17,8 +17,17 @@ from simulator.costs.cost_table import CostTable, UnitCost
 
 
 def _unit(name: str, fwd: float, bwd: float, bwd_in: float, out: int, param_bytes: int) -> UnitCost:
-    return UnitCost(name=name, fwd_flops=fwd, bwd_flops=bwd, bwd_input_flops=bwd_in, out_elems=out,
-                    out_shape=(out,), params=param_bytes // 4, param_bytes=param_bytes, saved_act_bytes=0.0)
+    return UnitCost(
+        name=name,
+        fwd_flops=fwd,
+        bwd_flops=bwd,
+        bwd_input_flops=bwd_in,
+        out_elems=out,
+        out_shape=(out,),
+        params=param_bytes // 4,
+        param_bytes=param_bytes,
+        saved_act_bytes=0.0,
+    )
 
 
 # Three units; exit heads and the classifier cost nothing, no input bytes: every figure below is by hand.
@@ -44,9 +53,11 @@ def _choose(policy: str, device: DeviceProfile = DEVICE, **budget: float) -> int
 
 def test_estimates_by_hand() -> None:
     # round = steps x (compute + payload) + latency; energy = idle x round + steps x (2 W x compute + 0.5 W x payload)
-    expected = {1: (434.0, 2 * (25 + 408) + 1, 867 + 2 * (2 * 25 + 0.5 * 408)),
-                2: (164.0, 2 * (55 + 108) + 1, 327 + 2 * (2 * 55 + 0.5 * 108)),
-                3: (224.0, 2 * (175 + 48) + 1, 447 + 2 * (2 * 175 + 0.5 * 48))}
+    expected = {
+        1: (434.0, 2 * (25 + 408) + 1, 867 + 2 * (2 * 25 + 0.5 * 408)),
+        2: (164.0, 2 * (55 + 108) + 1, 327 + 2 * (2 * 55 + 0.5 * 108)),
+        3: (224.0, 2 * (175 + 48) + 1, 447 + 2 * (2 * 175 + 0.5 * 48)),
+    }
     for cut, (batch_s, round_s, round_j) in expected.items():
         est = estimate_cut(TABLE, cut, DEVICE, LINK, **KW)
         assert est.batch_latency_s == pytest.approx(batch_s)
@@ -94,19 +105,29 @@ def test_the_weakest_device_sets_the_common_cut() -> None:
 
 
 def _write(tmp_path: Path, clients: list[dict], **top: object) -> Path:
-    data = {"name": "policies", "dataset": {"name": "synthetic", "synthetic": {"image_size": 8, "train_size": 64,
-                                                                                "test_size": 16}},
-            "model": {"width": 4}, "training": {"rounds": 1, "local_steps": 1, "batch_size": 8},
-            "clients": clients, "output": {"progress": False, "checkpoint_every": 0}, **top}
+    data = {
+        "name": "policies",
+        "dataset": {"name": "synthetic", "synthetic": {"image_size": 8, "train_size": 64, "test_size": 16}},
+        "model": {"width": 4},
+        "training": {"rounds": 1, "local_steps": 1, "batch_size": 8},
+        "clients": clients,
+        "output": {"progress": False, "checkpoint_every": 0},
+        **top,
+    }
     path = tmp_path / "s.yaml"
     path.write_text(yaml.safe_dump(data))
     return path
 
 
 def test_scenario_policies_resolve_each_client(tmp_path: Path) -> None:
-    path = _write(tmp_path, [{"device": "rpi4", "link": "wifi4"},
-                             {"device": "jetson_nano", "link": "ble", "cut_policy": {"name": "min_latency"}}],
-                  cut_policy={"name": "max_feasible"})
+    path = _write(
+        tmp_path,
+        [
+            {"device": "rpi4", "link": "wifi4"},
+            {"device": "jetson_nano", "link": "ble", "cut_policy": {"name": "min_latency"}},
+        ],
+        cut_policy={"name": "max_feasible"},
+    )
     rs = load_scenario(path)
     assert [c.cut_policy for c in rs.clients] == ["max_feasible", "min_latency"]
     assert rs.clients[0].cut == 8  # a 4-wide ResNet fits a Raspberry Pi at every cut
@@ -137,8 +158,9 @@ def test_deadline_without_its_budget_is_an_error(tmp_path: Path, capsys: pytest.
 
 
 def test_unmeetable_deadline_names_the_key(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    path = _write(tmp_path, [{"device": "cortex_m7", "link": "lora",
-                              "cut_policy": {"name": "deadline", "deadline_s": 1.0e-6}}])
+    path = _write(
+        tmp_path, [{"device": "cortex_m7", "link": "lora", "cut_policy": {"name": "deadline", "deadline_s": 1.0e-6}}]
+    )
     assert main(["validate", str(path)]) == 2
     err = capsys.readouterr().err.strip()
     assert "clients[0].cut_policy" in err and "no memory-feasible cut fits" in err

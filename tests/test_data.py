@@ -34,11 +34,16 @@ def idx_bytes(array: np.ndarray) -> bytes:
     return header + array.astype(np.uint8).tobytes()
 
 
-def write_fashion(root: Path, train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray, test_y: np.ndarray,
-                  *, gz: bool = True) -> None:
+def write_fashion(
+    root: Path, train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray, test_y: np.ndarray, *, gz: bool = True
+) -> None:
     root.mkdir(parents=True, exist_ok=True)
-    for base, arr in (("train-images-idx3-ubyte", train_x), ("train-labels-idx1-ubyte", train_y),
-                      ("t10k-images-idx3-ubyte", test_x), ("t10k-labels-idx1-ubyte", test_y)):
+    for base, arr in (
+        ("train-images-idx3-ubyte", train_x),
+        ("train-labels-idx1-ubyte", train_y),
+        ("t10k-images-idx3-ubyte", test_x),
+        ("t10k-labels-idx1-ubyte", test_y),
+    ):
         data = idx_bytes(arr)
         if gz:
             (root / f"{base}.gz").write_bytes(gzip.compress(data))
@@ -48,8 +53,12 @@ def write_fashion(root: Path, train_x: np.ndarray, train_y: np.ndarray, test_x: 
 
 def tiny_fashion(seed: int = 0, n_train: int = 40, n_test: int = 10) -> tuple[np.ndarray, ...]:
     rng = np.random.default_rng(seed)
-    return (rng.integers(0, 256, (n_train, 28, 28), dtype=np.uint8), np.arange(n_train, dtype=np.uint8) % 10,
-            rng.integers(0, 256, (n_test, 28, 28), dtype=np.uint8), np.arange(n_test, dtype=np.uint8)[::-1] % 10)
+    return (
+        rng.integers(0, 256, (n_train, 28, 28), dtype=np.uint8),
+        np.arange(n_train, dtype=np.uint8) % 10,
+        rng.integers(0, 256, (n_test, 28, 28), dtype=np.uint8),
+        np.arange(n_test, dtype=np.uint8)[::-1] % 10,
+    )
 
 
 def pixels(d: Dataset, split: str = "train") -> np.ndarray:
@@ -160,7 +169,8 @@ def test_label_count_mismatch_is_an_input_error(tmp_path: Path) -> None:
 
 def test_real_fashion_mnist() -> None:
     assert FMNIST_DEBIAN.is_dir(), (
-        f"{FMNIST_DEBIAN} is absent: install the Debian package dataset-fashion-mnist (make data)")
+        f"{FMNIST_DEBIAN} is absent: install the Debian package dataset-fashion-mnist (make data)"
+    )
     assert default_root("fashion_mnist") == FMNIST_DEBIAN
     assert missing_files("fashion_mnist", FMNIST_DEBIAN) == []
     d = load_dataset("fashion_mnist")
@@ -210,8 +220,10 @@ def test_cifar100_uses_fine_labels(tmp_path: Path) -> None:
     rng = np.random.default_rng(4)
     folder = tmp_path / "cifar-100-python"
     x, tx = rng.integers(0, 256, (6, 3, 32, 32), dtype=np.uint8), rng.integers(0, 256, (2, 3, 32, 32), dtype=np.uint8)
-    write_pickle(folder / "train", {b"data": cifar_rows(x), b"fine_labels": [99, 0, 42, 7, 7, 1],
-                                    b"coarse_labels": [19, 0, 3, 2, 2, 1]})
+    write_pickle(
+        folder / "train",
+        {b"data": cifar_rows(x), b"fine_labels": [99, 0, 42, 7, 7, 1], b"coarse_labels": [19, 0, 3, 2, 2, 1]},
+    )
     write_pickle(folder / "test", {b"data": cifar_rows(tx), b"fine_labels": [5, 63], b"coarse_labels": [1, 2]})
     fine = [f"fine{i}".encode() for i in range(100)]
     write_pickle(folder / "meta", {b"fine_label_names": fine, b"coarse_label_names": [b"c"] * 20})
@@ -330,7 +342,8 @@ def test_unknown_dataset_and_bad_limits(tmp_path: Path) -> None:
 
 
 def test_download_without_network_is_an_input_error_and_leaves_nothing(
-        monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
     def offline(*args: object, **kwargs: object) -> None:
         raise urllib.error.URLError("no route to host")
 
@@ -364,8 +377,11 @@ def serve(monkeypatch: pytest.MonkeyPatch, files: dict[str, bytes], fail_after: 
     """Pretend the Fashion-MNIST mirror holds `files` (published md5s set to theirs); returns URLs requested."""
     requested: list[str] = []
     base = "http://mirror.invalid/"
-    monkeypatch.setitem(download.RESOURCES, "fashion_mnist", tuple(
-        Resource(name, base + name, hashlib.md5(data).hexdigest()) for name, data in files.items()))
+    monkeypatch.setitem(
+        download.RESOURCES,
+        "fashion_mnist",
+        tuple(Resource(name, base + name, hashlib.md5(data).hexdigest()) for name, data in files.items()),
+    )
 
     def urlopen(url: str, timeout: float) -> FakeResponse:
         assert timeout > 0
@@ -376,11 +392,18 @@ def serve(monkeypatch: pytest.MonkeyPatch, files: dict[str, bytes], fail_after: 
     return requested
 
 
-def fashion_payloads(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray, test_y: np.ndarray
-                     ) -> dict[str, bytes]:
-    return {f"{base}.gz": gzip.compress(idx_bytes(a)) for base, a in (
-        ("train-images-idx3-ubyte", train_x), ("train-labels-idx1-ubyte", train_y),
-        ("t10k-images-idx3-ubyte", test_x), ("t10k-labels-idx1-ubyte", test_y))}
+def fashion_payloads(
+    train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray, test_y: np.ndarray
+) -> dict[str, bytes]:
+    return {
+        f"{base}.gz": gzip.compress(idx_bytes(a))
+        for base, a in (
+            ("train-images-idx3-ubyte", train_x),
+            ("train-labels-idx1-ubyte", train_y),
+            ("t10k-images-idx3-ubyte", test_x),
+            ("t10k-labels-idx1-ubyte", test_y),
+        )
+    }
 
 
 def test_download_fetches_checks_and_loads(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
@@ -441,8 +464,13 @@ def test_train_labels_alone_equal_the_datasets(tmp_path: Path) -> None:
     write_fashion(tmp_path / "f", train_x, train_y, train_x[:20], train_y[:20])
     write_cifar10(tmp_path / "c", rng)
     params = {"num_classes": 4, "in_channels": 3, "image_size": 8, "train_size": 40, "test_size": 8}
-    for name, root, limit in (("fashion_mnist", tmp_path / "f", None), ("fashion_mnist", tmp_path / "f", 20),
-                              ("cifar10", tmp_path / "c", 4), ("synthetic", None, 10), ("synthetic", None, None)):
+    for name, root, limit in (
+        ("fashion_mnist", tmp_path / "f", None),
+        ("fashion_mnist", tmp_path / "f", 20),
+        ("cifar10", tmp_path / "c", 4),
+        ("synthetic", None, 10),
+        ("synthetic", None, None),
+    ):
         full = load_dataset(name, root, seed=3, max_train=limit, synthetic=params).train_y.numpy()
         labels = load_train_labels(name, root, seed=3, max_train=limit, synthetic=params)
         np.testing.assert_array_equal(labels, full)

@@ -29,35 +29,68 @@ RESULT_FILES = ("rounds.csv", "clients.csv", "events.csv")
 SCENARIO: dict[str, Any] = {
     "name": "determinism",
     "seed": 11,
-    "dataset": {"name": "synthetic",
-                "synthetic": {"image_size": 8, "in_channels": 1, "num_classes": 10, "train_size": 160,
-                              "test_size": 32}},
+    "dataset": {
+        "name": "synthetic",
+        "synthetic": {"image_size": 8, "in_channels": 1, "num_classes": 10, "train_size": 160, "test_size": 32},
+    },
     "model": {"width": 4},
     "training": {"rounds": 3, "local_steps": 2, "batch_size": 8},
     "strategy": {"name": "averaging"},
     # A shared medium and jittery links: the medium's schedule and the jitter draws must replay exactly too.
     "network": {"media": {"ap": {"capacity_bps": 2.0e6}}},
-    "server": {"device": {"flops_per_s": 1.0e9, "memory_bytes": 1.0e10, "compute_w": 100.0, "idle_w": 10.0},
-               "workers": 2},
+    "server": {
+        "device": {"flops_per_s": 1.0e9, "memory_bytes": 1.0e10, "compute_w": 100.0, "idle_w": 10.0},
+        "workers": 2,
+    },
     "clients": [
-        {"name": "a", "cut": 1, "medium": "ap", "data_weight": 1.0,
-         "device": {"flops_per_s": 1.0e7, "memory_bytes": 1.0e9, "compute_w": 3.0, "idle_w": 1.0},
-         "link": {"uplink_bps": 1.5e6, "downlink_bps": 3.0e6, "latency_s": 0.01, "jitter_s": 0.004,
-                  "tx_w": 0.5, "rx_w": 0.25}},
-        {"name": "b", "cut": 2, "medium": "ap", "data_weight": 2.0,
-         "device": {"flops_per_s": 2.0e7, "memory_bytes": 1.0e9, "compute_w": 4.0, "idle_w": 1.5},
-         "link": {"uplink_bps": 1.0e6, "downlink_bps": 3.0e6, "latency_s": 0.02, "jitter_s": 0.006,
-                  "tx_w": 0.7, "rx_w": 0.3}},
-        {"name": "c", "cut": 2, "data_weight": 1.0,
-         "device": {"flops_per_s": 5.0e6, "memory_bytes": 1.0e9, "compute_w": 2.0, "idle_w": 0.5},
-         "link": {"uplink_bps": 5.0e5, "downlink_bps": 1.0e6, "latency_s": 0.05, "jitter_s": 0.01,
-                  "tx_w": 0.4, "rx_w": 0.2}},
+        {
+            "name": "a",
+            "cut": 1,
+            "medium": "ap",
+            "data_weight": 1.0,
+            "device": {"flops_per_s": 1.0e7, "memory_bytes": 1.0e9, "compute_w": 3.0, "idle_w": 1.0},
+            "link": {
+                "uplink_bps": 1.5e6,
+                "downlink_bps": 3.0e6,
+                "latency_s": 0.01,
+                "jitter_s": 0.004,
+                "tx_w": 0.5,
+                "rx_w": 0.25,
+            },
+        },
+        {
+            "name": "b",
+            "cut": 2,
+            "medium": "ap",
+            "data_weight": 2.0,
+            "device": {"flops_per_s": 2.0e7, "memory_bytes": 1.0e9, "compute_w": 4.0, "idle_w": 1.5},
+            "link": {
+                "uplink_bps": 1.0e6,
+                "downlink_bps": 3.0e6,
+                "latency_s": 0.02,
+                "jitter_s": 0.006,
+                "tx_w": 0.7,
+                "rx_w": 0.3,
+            },
+        },
+        {
+            "name": "c",
+            "cut": 2,
+            "data_weight": 1.0,
+            "device": {"flops_per_s": 5.0e6, "memory_bytes": 1.0e9, "compute_w": 2.0, "idle_w": 0.5},
+            "link": {
+                "uplink_bps": 5.0e5,
+                "downlink_bps": 1.0e6,
+                "latency_s": 0.05,
+                "jitter_s": 0.01,
+                "tx_w": 0.4,
+                "rx_w": 0.2,
+            },
+        },
     ],
     "eval": {"batch_size": 32, "thresholds": [0.5]},
     "output": {"checkpoint_every": 1, "progress": False},
 }
-
-
 
 
 def _write(tmp_path: Path, name: str = "scenario.yaml", **changes: Any) -> Path:
@@ -133,8 +166,14 @@ def test_compute_section_shorthand_and_default_threads(tmp_path: Path) -> None:
     # The rule: one thread while the whole forward pass is at most SMALL_MODEL_FWD_FLOPS per sample.
     assert table_for(4, 1, 10, 8, "grid_linear", 4).full_fwd_flops() <= SMALL_MODEL_FWD_FLOPS
     assert intra_op_threads(short) == 1
-    big = load_scenario(_write(tmp_path, "c.yaml", model={"width": 64},
-                               dataset={"name": "synthetic", "synthetic": {"image_size": 32, "in_channels": 3}}))
+    big = load_scenario(
+        _write(
+            tmp_path,
+            "c.yaml",
+            model={"width": 64},
+            dataset={"name": "synthetic", "synthetic": {"image_size": 32, "in_channels": 3}},
+        )
+    )
     assert table_for(64, 3, 10, 32, "grid_linear", 4).full_fwd_flops() > SMALL_MODEL_FWD_FLOPS
     assert intra_op_threads(big.scenario) == TORCH_DEFAULT_THREADS
 
@@ -152,10 +191,8 @@ def test_bad_thread_counts_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[
 
 
 def test_another_seed_other_results(tmp_path: Path) -> None:
-    run_scenario(load_scenario(_write(tmp_path, "s1.yaml", seed=1)), tmp_path / "one", overwrite=True,
-                 progress=False)
-    run_scenario(load_scenario(_write(tmp_path, "s2.yaml", seed=2)), tmp_path / "two", overwrite=True,
-                 progress=False)
+    run_scenario(load_scenario(_write(tmp_path, "s1.yaml", seed=1)), tmp_path / "one", overwrite=True, progress=False)
+    run_scenario(load_scenario(_write(tmp_path, "s2.yaml", seed=2)), tmp_path / "two", overwrite=True, progress=False)
     # Other initial weights, batches and data: other losses; other jitter draws: other event times.
     for name in ("clients.csv", "events.csv"):
         assert _table(tmp_path / "one" / name) != _table(tmp_path / "two" / name)
@@ -172,12 +209,19 @@ def _finish(sim: Simulation, rs: ResolvedScenario, out: Path) -> None:
     write_run(out, rs, sim.records, sim.world.recorder)
 
 
-@pytest.mark.parametrize(("strategy", "optimizer"), [("sequential", "sgd"), ("averaging", "sgd"),
-                                                      ("averaging", "adam")])
+@pytest.mark.parametrize(
+    ("strategy", "optimizer"), [("sequential", "sgd"), ("averaging", "sgd"), ("averaging", "adam")]
+)
 def test_resume_in_process(tmp_path: Path, strategy: str, optimizer: str) -> None:
     # Adam: the moments and step counts of every client's part (rows) and server model must come back too.
-    rs = load_scenario(_write(tmp_path, strategy__name=strategy, training__rounds=4,
-                              training__optimizer={"name": optimizer, "lr": 0.01 if optimizer == "adam" else 0.05}))
+    rs = load_scenario(
+        _write(
+            tmp_path,
+            strategy__name=strategy,
+            training__rounds=4,
+            training__optimizer={"name": optimizer, "lr": 0.01 if optimizer == "adam" else 0.05},
+        )
+    )
     _finish(Simulation(rs), rs, tmp_path / "straight")
 
     first = Simulation(rs)
@@ -209,8 +253,12 @@ def test_resume_after_kill(tmp_path: Path) -> None:
 
     log = tmp_path / "killed.stderr"
     with log.open("w") as err:
-        proc = subprocess.Popen([*_splitee(), "run", str(path), "--out", str(out), "--quiet"], env=env,
-                                stdout=subprocess.DEVNULL, stderr=err)
+        proc = subprocess.Popen(
+            [*_splitee(), "run", str(path), "--out", str(out), "--quiet"],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=err,
+        )
         try:
             deadline = time.monotonic() + 120
             while not state.exists():
@@ -227,8 +275,13 @@ def test_resume_after_kill(tmp_path: Path) -> None:
     saved = load_file(state)  # decoded: the round records come back as RoundRecord objects
     assert 1 <= len(saved["state"]["records"]) < rounds
 
-    done = subprocess.run([*_splitee(), "run", str(path), "--out", str(out), "--resume", "--quiet"], env=env,
-                          capture_output=True, text=True, timeout=300)
+    done = subprocess.run(
+        [*_splitee(), "run", str(path), "--out", str(out), "--resume", "--quiet"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode == 0, done.stderr
     assert (out / "summary.json").exists()
     assert not state.exists()  # the checkpoint is removed once the run is complete

@@ -26,11 +26,18 @@ def _load(name: str) -> ModuleType:
 tools = _load("digest_tools")
 digests = _load("digests")
 
-HERE = {"cpu_model": "Intel(R) Xeon(R) Processor", "machine": "x86_64", "cpu_capability": "AVX512",
-        "torch": "2.13.0+cpu", "python": "3.11.7", "threads": 1}
+HERE = {
+    "cpu_model": "Intel(R) Xeon(R) Processor",
+    "machine": "x86_64",
+    "cpu_capability": "AVX512",
+    "torch": "2.13.0+cpu",
+    "python": "3.11.7",
+    "threads": 1,
+}
 
 
 # --- comparison ----------------------------------------------------------------------------------------------
+
 
 def test_identical_digests_are_no_difference() -> None:
     runs = {"a": {"rounds.csv": "1", "clients.csv": "2"}, "b": {"rounds.csv": "3"}}
@@ -60,6 +67,7 @@ def test_a_run_the_base_refused_or_never_recorded_is_not_comparable() -> None:
 
 # --- the other-CPU warning -----------------------------------------------------------------------------------
 
+
 def test_no_warning_on_the_same_cpu() -> None:
     assert tools.cpu_warning(dict(HERE), HERE, "d.json", ["t1"]) is None
 
@@ -84,9 +92,14 @@ def test_a_file_without_machine_facts_warns() -> None:
 
 
 def test_the_timing_only_runs_are_those_that_train_nothing() -> None:
-    assert digests.timing_only() == ["city-1000-timing", "churn-deadline-battery-timing",
-                                     "battery-timing-sequential", "sequential-arrival-timing",
-                                     "sequential-round_robin-timing", "quickstart-timing-turns"]
+    assert digests.timing_only() == [
+        "city-1000-timing",
+        "churn-deadline-battery-timing",
+        "battery-timing-sequential",
+        "sequential-arrival-timing",
+        "sequential-round_robin-timing",
+        "quickstart-timing-turns",
+    ]
 
 
 def test_other_software_or_runs_warn_separately() -> None:
@@ -96,6 +109,7 @@ def test_other_software_or_runs_warn_separately() -> None:
 
 
 # --- stored files --------------------------------------------------------------------------------------------
+
 
 def test_the_older_bare_format_loads_without_facts(tmp_path: Path) -> None:
     path = tmp_path / "old.json"
@@ -112,8 +126,10 @@ def test_a_stored_file_round_trips(tmp_path: Path) -> None:
     assert rec.facts["cpu_model"] == HERE["cpu_model"] and rec.facts["run_list"] == "L"
 
 
-@pytest.mark.parametrize("text, key", [("{", "not JSON"), ('{"format": 7, "runs": {}}', "'format'"),
-                                       ('{"format": 2, "runs": {"a": [1]}}', "'runs'")])
+@pytest.mark.parametrize(
+    "text, key",
+    [("{", "not JSON"), ('{"format": 7, "runs": {}}', "'format'"), ('{"format": 2, "runs": {"a": [1]}}', "'runs'")],
+)
 def test_a_damaged_stored_file_is_refused_by_key(tmp_path: Path, text: str, key: str) -> None:
     path = tmp_path / "d.json"
     path.write_text(text)
@@ -136,9 +152,14 @@ def test_base_digests_are_reused_only_from_the_same_commit_machine_and_runs(tmp_
 
 # --- the base worktree ---------------------------------------------------------------------------------------
 
+
 def _git(repo: Path, *args: str) -> str:
-    return subprocess.run(["git", "-C", str(repo), "-c", "user.name=t", "-c", "user.email=t@t", *args],
-                          check=True, capture_output=True, text=True).stdout
+    return subprocess.run(
+        ["git", "-C", str(repo), "-c", "user.name=t", "-c", "user.email=t@t", *args],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
 
 
 @pytest.fixture()
@@ -160,8 +181,7 @@ def _worktrees(repo: Path) -> int:
     return _git(repo, "worktree", "list", "--porcelain").count("worktree ")
 
 
-def test_the_base_worktree_holds_the_commit_and_is_removed_after(tiny_repo: tuple[Path, str],
-                                                                  tmp_path: Path) -> None:
+def test_the_base_worktree_holds_the_commit_and_is_removed_after(tiny_repo: tuple[Path, str], tmp_path: Path) -> None:
     repo, first = tiny_repo
     assert tools.resolve_commit(repo, first[:7]) == first
     with tools.base_worktree(repo, first, tmp_path) as tree:
@@ -173,8 +193,9 @@ def test_the_base_worktree_holds_the_commit_and_is_removed_after(tiny_repo: tupl
 
 
 @pytest.mark.parametrize("error", [KeyboardInterrupt, RuntimeError])
-def test_the_base_worktree_is_removed_when_interrupted(tiny_repo: tuple[Path, str], tmp_path: Path,
-                                                       error: type[BaseException]) -> None:
+def test_the_base_worktree_is_removed_when_interrupted(
+    tiny_repo: tuple[Path, str], tmp_path: Path, error: type[BaseException]
+) -> None:
     repo, first = tiny_repo
     with pytest.raises(error):
         with tools.base_worktree(repo, first, tmp_path) as tree:
@@ -197,13 +218,18 @@ def test_the_tree_commit_says_whether_the_tree_differs(tiny_repo: tuple[Path, st
 
 # --- the command line (refused before any run) ---------------------------------------------------------------
 
-@pytest.mark.parametrize("argv, message", [
-    (["--base", "HEAD", "--check", "x.json"], "--base and --check"),
-    (["--only", "no-such-run"], "--only: no run named no-such-run"),
-    (["--jobs", "0"], "--jobs"),
-])
-def test_bad_command_lines_are_one_error_line(argv: list[str], message: str,
-                                              capsys: pytest.CaptureFixture[str]) -> None:
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--base", "HEAD", "--check", "x.json"], "--base and --check"),
+        (["--only", "no-such-run"], "--only: no run named no-such-run"),
+        (["--jobs", "0"], "--jobs"),
+    ],
+)
+def test_bad_command_lines_are_one_error_line(
+    argv: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
     assert digests.main(argv) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and message in err and err.count("\n") == 1
@@ -219,7 +245,17 @@ def test_a_damaged_check_file_is_refused_before_any_run(tmp_path: Path, capsys: 
 @pytest.mark.benchmark
 def test_the_stored_digests_hold_for_this_tree() -> None:
     """The 20 real runs (minutes): the stored digests, recorded on this machine, match the current tree."""
-    done = subprocess.run([sys.executable, str(REPO / "benchmarks" / "digests.py"), "--check",
-                           str(REPO / "benchmarks" / "digests.json"), "--jobs", "2"], capture_output=True, text=True)
+    done = subprocess.run(
+        [
+            sys.executable,
+            str(REPO / "benchmarks" / "digests.py"),
+            "--check",
+            str(REPO / "benchmarks" / "digests.json"),
+            "--jobs",
+            "2",
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     assert done.stdout.splitlines()[-1].startswith("no difference(s) in ")

@@ -18,9 +18,22 @@ def _slug(heading: str) -> str:
 
 def test_the_site_builds_strictly(tmp_path: Path) -> None:
     """mkdocs.yml turns every link, anchor and nav warning into a failure under --strict."""
-    done = subprocess.run([sys.executable, "-m", "mkdocs", "build", "--strict", "--config-file",
-                           str(REPO / "mkdocs.yml"), "--site-dir", str(tmp_path / "site")],
-                          capture_output=True, text=True, timeout=300)
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "mkdocs",
+            "build",
+            "--strict",
+            "--config-file",
+            str(REPO / "mkdocs.yml"),
+            "--site-dir",
+            str(tmp_path / "site"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert (tmp_path / "site" / "index.html").is_file()
     # the repository's other READMEs are pages of the site, and a docs page's link to one of them leads there

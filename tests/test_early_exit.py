@@ -27,9 +27,20 @@ from simulator.output.early_exit import early_exit_rows
 
 # A made-up device, link and server. Every figure below is worked out by hand from these.
 HAND = dict(
-    client_flops=2.0e6, client_flops_per_s=1.0e7, client_compute_w=3.0, client_idle_w=1.0,
-    activation_bytes=1000.0, uplink_bps=8.0e4, downlink_bps=8.0e3, latency_s=0.05, loss_rate=0.2,
-    tx_w=0.5, rx_w=0.25, server_flops=3.0e6, server_flops_per_s=1.0e9, server_compute_w=100.0,
+    client_flops=2.0e6,
+    client_flops_per_s=1.0e7,
+    client_compute_w=3.0,
+    client_idle_w=1.0,
+    activation_bytes=1000.0,
+    uplink_bps=8.0e4,
+    downlink_bps=8.0e3,
+    latency_s=0.05,
+    loss_rate=0.2,
+    tx_w=0.5,
+    rx_w=0.25,
+    server_flops=3.0e6,
+    server_flops_per_s=1.0e9,
+    server_compute_w=100.0,
 )
 # local: 2e6 FLOP / 1e7 FLOP/s = 0.2 s, × 3 W = 0.6 J.
 LOCAL_S, LOCAL_J = 0.2, 0.6
@@ -123,22 +134,35 @@ SERVER = {"flops_per_s": 1.0e9, "memory_bytes": 1.0e10, "compute_w": 100.0, "idl
 SCENARIO: dict[str, Any] = {
     "name": "early_exit",
     "seed": 3,
-    "dataset": {"name": "synthetic",
-                "synthetic": {"image_size": 8, "in_channels": 1, "num_classes": 10, "train_size": 64,
-                              "test_size": 48}},
+    "dataset": {
+        "name": "synthetic",
+        "synthetic": {"image_size": 8, "in_channels": 1, "num_classes": 10, "train_size": 64, "test_size": 48},
+    },
     "model": {"width": 4},
     "training": {"rounds": 2, "local_steps": 2, "batch_size": 4},
     "strategy": {"name": "sequential"},
     "network": {"activation_dtype": "fp16"},
     "server": {"device": SERVER, "workers": 1},
     "clients": [
-        {"name": "a", "cut": 1,
-         "device": {"flops_per_s": 1.0e7, "memory_bytes": 1.0e9, "compute_w": 3.0, "idle_w": 1.0},
-         "link": {"uplink_bps": 1.0e6, "downlink_bps": 2.0e6, "latency_s": 0.01, "loss_rate": 0.1,
-                  "tx_w": 0.5, "rx_w": 0.25}},
-        {"name": "b", "cut": 3,
-         "device": {"flops_per_s": 4.0e7, "memory_bytes": 1.0e9, "compute_w": 5.0, "idle_w": 2.0},
-         "link": {"uplink_bps": 5.0e5, "downlink_bps": 1.0e6, "latency_s": 0.04, "tx_w": 0.8, "rx_w": 0.3}},
+        {
+            "name": "a",
+            "cut": 1,
+            "device": {"flops_per_s": 1.0e7, "memory_bytes": 1.0e9, "compute_w": 3.0, "idle_w": 1.0},
+            "link": {
+                "uplink_bps": 1.0e6,
+                "downlink_bps": 2.0e6,
+                "latency_s": 0.01,
+                "loss_rate": 0.1,
+                "tx_w": 0.5,
+                "rx_w": 0.25,
+            },
+        },
+        {
+            "name": "b",
+            "cut": 3,
+            "device": {"flops_per_s": 4.0e7, "memory_bytes": 1.0e9, "compute_w": 5.0, "idle_w": 2.0},
+            "link": {"uplink_bps": 5.0e5, "downlink_bps": 1.0e6, "latency_s": 0.04, "tx_w": 0.8, "rx_w": 0.3},
+        },
     ],
     # Unsorted on purpose: rows come out sorted by threshold.
     "eval": {"batch_size": 16, "thresholds": [1.0, 0.0, 0.6, 0.3]},
@@ -166,8 +190,12 @@ def _by_hand(table: CostTable, client: dict[str, Any]) -> InferenceCosts:
     server_s = table.server_fwd_flops(cut) / SERVER["flops_per_s"]
     wait_s = 2 * link["latency_s"] + server_s
     offload_s = up_s + down_s + wait_s
-    offload_j = ((dev["idle_w"] + link["tx_w"]) * up_s + (dev["idle_w"] + link["rx_w"]) * down_s
-                 + dev["idle_w"] * wait_s + SERVER["compute_w"] * server_s)
+    offload_j = (
+        (dev["idle_w"] + link["tx_w"]) * up_s
+        + (dev["idle_w"] + link["rx_w"]) * down_s
+        + dev["idle_w"] * wait_s
+        + SERVER["compute_w"] * server_s
+    )
     return InferenceCosts(local_s, dev["compute_w"] * local_s, offload_s, offload_j)
 
 
@@ -196,7 +224,6 @@ def test_tau_zero_and_one_on_a_real_run(tiny_run) -> None:  # type: ignore[no-un
         assert acc == pytest.approx(ev.exit_accuracy)
         assert lat == pytest.approx(hand.local_s)
         assert en == pytest.approx(hand.local_j)
-
 
 
 def _with_thresholds(rs: ResolvedScenario, thresholds: list[float]) -> ResolvedScenario:
@@ -245,14 +272,18 @@ def test_clients_without_an_exit_get_no_rows(tiny_run) -> None:  # type: ignore[
 
 def test_a_run_folder_holds_early_exit_csv(tmp_path: Path) -> None:
     path = tmp_path / "scenario.yaml"
-    path.write_text(yaml.safe_dump({**copy.deepcopy(SCENARIO), "training": {"rounds": 1, "local_steps": 1,
-                                                                           "batch_size": 4}}, sort_keys=False))
+    path.write_text(
+        yaml.safe_dump(
+            {**copy.deepcopy(SCENARIO), "training": {"rounds": 1, "local_steps": 1, "batch_size": 4}}, sort_keys=False
+        )
+    )
     out = tmp_path / "run"
     run_scenario(load_scenario(path), out, progress=False)
     with (out / "early_exit.csv").open() as f:
         rows = list(csv.DictReader(f))
     assert tuple(rows[0]) == EARLY_EXIT_COLUMNS
     assert [(r["client"], float(r["threshold"])) for r in rows] == [
-        (c, t) for c in ("a", "b") for t in (0.0, 0.3, 0.6, 1.0)]
+        (c, t) for c in ("a", "b") for t in (0.0, 0.3, 0.6, 1.0)
+    ]
     at_one = [r for r in rows if float(r["threshold"]) == 1.0]
     assert all(float(r["exit_rate"]) == 1.0 for r in at_one)

@@ -36,24 +36,28 @@ from simulator.emulation.wire import (
 )
 from simulator.errors import InputError
 
-LINK = {"uplink_bps": 8.0e6, "downlink_bps": 8.0e6, "latency_s": 0.005, "tx_w": 0.5, "rx_w": 0.25,
-        "packet": {}}
+LINK = {"uplink_bps": 8.0e6, "downlink_bps": 8.0e6, "latency_s": 0.005, "tx_w": 0.5, "rx_w": 0.25, "packet": {}}
 DEVICE = {"flops_per_s": 2.0e9, "memory_bytes": 1.0e9, "compute_w": 3.0, "idle_w": 1.0}
 SCENARIO: dict[str, Any] = {
     "name": "emu_two",
     "seed": 0,
-    "dataset": {"name": "synthetic", "partition": {"kind": "iid"},
-                "synthetic": {"image_size": 28, "in_channels": 1, "num_classes": 10, "train_size": 640,
-                              "test_size": 64}},
+    "dataset": {
+        "name": "synthetic",
+        "partition": {"kind": "iid"},
+        "synthetic": {"image_size": 28, "in_channels": 1, "num_classes": 10, "train_size": 640, "test_size": 64},
+    },
     "model": {"width": 8},
     "training": {"rounds": 1, "local_steps": 6, "batch_size": 32},
     "strategy": {"name": "averaging"},
     "network": {"overlap_compute_comm": True},
-    "server": {"device": {"flops_per_s": 3.0e10, "memory_bytes": 1.0e10, "compute_w": 65.0, "idle_w": 10.0},
-               "workers": 1},
-    "clients": [{"name": "a", "device": DEVICE, "link": LINK, "cut": 1},
-                {"name": "b", "device": {**DEVICE, "flops_per_s": 4.0e9}, "link": {**LINK, "uplink_bps": 2.0e7},
-                 "cut": 3}],
+    "server": {
+        "device": {"flops_per_s": 3.0e10, "memory_bytes": 1.0e10, "compute_w": 65.0, "idle_w": 10.0},
+        "workers": 1,
+    },
+    "clients": [
+        {"name": "a", "device": DEVICE, "link": LINK, "cut": 1},
+        {"name": "b", "device": {**DEVICE, "flops_per_s": 4.0e9}, "link": {**LINK, "uplink_bps": 2.0e7}, "cut": 3},
+    ],
     "eval": {"batch_size": 64},
     "output": {"checkpoint_every": 0, "progress": False},
 }
@@ -72,19 +76,32 @@ def _write(tmp_path: Path, **changes: Any) -> Path:
     return path
 
 
-MACHINE = DeviceProfile.model_validate({"name": "m", "flops_per_s": 1.0e10, "memory_bytes": 1.0e9, "compute_w": 9.0,
-                                        "idle_w": 1.0, "source": "test", "step_overhead_s": 0.002,
-                                        "cpu_s_per_byte_sent": 1.0e-9,
-                                        "unit_flops_per_s": {"u1": 2.0e9}})
+MACHINE = DeviceProfile.model_validate(
+    {
+        "name": "m",
+        "flops_per_s": 1.0e10,
+        "memory_bytes": 1.0e9,
+        "compute_w": 9.0,
+        "idle_w": 1.0,
+        "source": "test",
+        "step_overhead_s": 0.002,
+        "cpu_s_per_byte_sent": 1.0e-9,
+        "unit_flops_per_s": {"u1": 2.0e9},
+    }
+)
 
 
 # --- refusals -----------------------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize(("kwargs", "phrase"), [
-    ({"platform": "darwin"}, "needs Linux"),
-    ({"platform": "linux", "euid": 1000}, "needs root"),
-    ({"platform": "linux", "euid": 0, "netns_ok": False}, "network namespace"),
-])
+
+@pytest.mark.parametrize(
+    ("kwargs", "phrase"),
+    [
+        ({"platform": "darwin"}, "needs Linux"),
+        ({"platform": "linux", "euid": 1000}, "needs root"),
+        ({"platform": "linux", "euid": 0, "netns_ok": False}, "network namespace"),
+    ],
+)
 def test_refuses_where_it_cannot_run(kwargs: dict[str, Any], phrase: str) -> None:
     with pytest.raises(InputError, match=phrase):
         check_can_emulate(**kwargs)
@@ -95,16 +112,18 @@ def test_refuses_without_the_cpu_controller(tmp_path: Path) -> None:
         check_can_emulate(platform="linux", euid=0, netns_ok=True, cgroup=tmp_path)
 
 
-def test_not_root_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str],
-                              monkeypatch: pytest.MonkeyPatch) -> None:
+def test_not_root_is_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setattr(os, "geteuid", lambda: 1000)
     assert main(["emulate", str(_write(tmp_path))]) == 2
     out, err = capsys.readouterr()
     assert out == "" and len(err.splitlines()) == 1 and "needs root" in err
 
 
-def test_overwrite_never_empties_a_folder_this_tool_did_not_write(tmp_path: Path, capsys: pytest.CaptureFixture[str],
-                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+def test_overwrite_never_empties_a_folder_this_tool_did_not_write(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     import simulator.emulation.run as emulate_run
 
     monkeypatch.setattr(emulate_run, "check_can_emulate", lambda: None)  # the folder is claimed before anything runs
@@ -114,7 +133,9 @@ def test_overwrite_never_empties_a_folder_this_tool_did_not_write(tmp_path: Path
     assert main(["emulate", str(_write(tmp_path)), "--out", str(out), "--overwrite"]) == 2
     err = capsys.readouterr().err
     assert len(err.splitlines()) == 1 and "not a run folder this tool wrote" in err
-    assert (out / "chapter1.tex").read_text() == "precious" and sorted(p.name for p in out.iterdir()) == ["chapter1.tex"]
+    assert (out / "chapter1.tex").read_text() == "precious" and sorted(p.name for p in out.iterdir()) == [
+        "chapter1.tex"
+    ]
 
 
 def test_quotas_by_hand(tmp_path: Path) -> None:
@@ -122,19 +143,26 @@ def test_quotas_by_hand(tmp_path: Path) -> None:
     assert quotas_for(rs, MACHINE, cores=2) == pytest.approx([0.2, 0.4])  # 2 and 4 GFLOP/s of 10
     with pytest.raises(InputError, match=r"0\.60 cores for its clients \+ 1 for the server = 1\.60.* 1 cores"):
         quotas_for(rs, MACHINE, cores=1)
-    fast = load_scenario(_write(tmp_path, clients=[{**SCENARIO["clients"][0],
-                                                    "device": {**DEVICE, "flops_per_s": 2.0e10}}]))
+    fast = load_scenario(
+        _write(tmp_path, clients=[{**SCENARIO["clients"][0], "device": {**DEVICE, "flops_per_s": 2.0e10}}])
+    )
     with pytest.raises(InputError, match="faster than one core"):
         quotas_for(fast, MACHINE, cores=8)
 
 
-@pytest.mark.parametrize(("changes", "phrase"), [
-    ({"strategy__name": "vanilla_sl"}, "strategy.name"),
-    ({"strategy__name": "sequential"}, "strategy.order"),  # client turns: its server does not take batches as they come
-    ({"server__workers": 2}, "server.workers"),
-    ({"network__activation_dtype": "int8"}, "int8"),
-    ({"training__round_deadline_s": 5.0}, "round deadline"),
-])
+@pytest.mark.parametrize(
+    ("changes", "phrase"),
+    [
+        ({"strategy__name": "vanilla_sl"}, "strategy.name"),
+        (
+            {"strategy__name": "sequential"},
+            "strategy.order",
+        ),  # client turns: its server does not take batches as they come
+        ({"server__workers": 2}, "server.workers"),
+        ({"network__activation_dtype": "int8"}, "int8"),
+        ({"training__round_deadline_s": 5.0}, "round deadline"),
+    ],
+)
 def test_scenarios_it_does_not_emulate(tmp_path: Path, changes: dict[str, Any], phrase: str) -> None:
     with pytest.raises(InputError, match=phrase):
         check_scenario(load_scenario(_write(tmp_path, **changes)))
@@ -147,6 +175,7 @@ def test_lossy_link_is_refused(tmp_path: Path) -> None:
 
 
 # --- what is emulated -----------------------------------------------------------------------------------------------
+
 
 def test_emulated_profile_by_hand() -> None:
     device = DeviceProfile.model_validate({"name": "d", "source": "s", **DEVICE, "cpu_s_per_byte_sent": 5e-9})
@@ -218,18 +247,38 @@ def _fake_run(folder: Path, rounds: list[float], events: list[tuple[Any, ...]]) 
 
 
 def test_fidelity_rows_by_hand(tmp_path: Path) -> None:
-    emu = _fake_run(tmp_path / "emu", [2.0, 5.0], [(0, 1.5, "a", "tx", 1, 0, 0, 0), (2.0, 4.0, "a", "compute", 2, 0, 0, 0),
-                                                  (2.5, 4.5, "server", "compute", 2, 0, 0, 0)])
-    sim = _fake_run(tmp_path / "sim", [1.8, 4.8], [(0, 1.2, "a", "tx", 1, 0, 0, 0), (1.8, 3.6, "a", "compute", 2, 0, 0, 0),
-                                                  (1.9, 4.7, "server", "compute", 2, 0, 0, 0)])
+    emu = _fake_run(
+        tmp_path / "emu",
+        [2.0, 5.0],
+        [
+            (0, 1.5, "a", "tx", 1, 0, 0, 0),
+            (2.0, 4.0, "a", "compute", 2, 0, 0, 0),
+            (2.5, 4.5, "server", "compute", 2, 0, 0, 0),
+        ],
+    )
+    sim = _fake_run(
+        tmp_path / "sim",
+        [1.8, 4.8],
+        [
+            (0, 1.2, "a", "tx", 1, 0, 0, 0),
+            (1.8, 3.6, "a", "compute", 2, 0, 0, 0),
+            (1.9, 4.7, "server", "compute", 2, 0, 0, 0),
+        ],
+    )
     rows = fidelity_rows(emu, sim)
-    assert [r[:3] for r in rows] == [(1, "all", "round_s"), (1, "a", "client_trained_s"), (2, "all", "round_s"),
-                                      (2, "a", "client_trained_s"), (2, "server", "server_trained_s")]
+    assert [r[:3] for r in rows] == [
+        (1, "all", "round_s"),
+        (1, "a", "client_trained_s"),
+        (2, "all", "round_s"),
+        (2, "a", "client_trained_s"),
+        (2, "server", "server_trained_s"),
+    ]
     # round 1: 2.0 vs 1.8 s; a trained by 1.5 vs 1.2 s; round 2: 3.0 vs 3.0 s; a by 2.0 vs 1.8; server 2.5 vs 2.9
     assert [r[5] for r in rows] == pytest.approx([1.8 / 2 - 1, 1.2 / 1.5 - 1, 0.0, 1.8 / 2 - 1, 2.9 / 2.5 - 1])
 
 
 # --- the real thing (root, network namespaces, cgroup-v1 cpu) ---------------------------------------------------------
+
 
 def _can_emulate() -> str | None:
     try:
@@ -258,16 +307,22 @@ def test_two_clients_emulated_within_ten_percent(tmp_path: Path, capsys: pytest.
         rows = list(csv.DictReader(f))
     (rnd,) = [r for r in rows if r["what"] == "round_s"]
     error = float(rnd["error"])
-    print(f"\n2-client emulated round {float(rnd['emulated_s']):.3f} s, simulated {float(rnd['simulated_s']):.3f} s, "
-          f"error {error:+.1%} (load {os.getloadavg()[0]:.2f})", file=sys.stderr)
+    print(
+        f"\n2-client emulated round {float(rnd['emulated_s']):.3f} s, simulated {float(rnd['simulated_s']):.3f} s, "
+        f"error {error:+.1%} (load {os.getloadavg()[0]:.2f})",
+        file=sys.stderr,
+    )
     assert "round_s" in printed
     assert abs(error) < 0.10
     # Averaging learns the same whatever the timing: the real processes trained exactly what the simulator did.
     with (out / "clients.csv").open() as f, (out / "simulated" / "clients.csv").open() as g:
         emu, sim = list(csv.DictReader(f)), list(csv.DictReader(g))
     for e, s in zip(emu, sim):
-        assert (e["train_loss_exit"], e["train_loss_server"], e["final_accuracy"]) == \
-            (s["train_loss_exit"], s["train_loss_server"], s["final_accuracy"])
+        assert (e["train_loss_exit"], e["train_loss_server"], e["final_accuracy"]) == (
+            s["train_loss_exit"],
+            s["train_loss_server"],
+            s["final_accuracy"],
+        )
     assert _leftovers() == before
 
 
@@ -277,9 +332,22 @@ def test_interrupted_emulation_cleans_up(tmp_path: Path) -> None:
     if why:
         pytest.skip(why)
     before = _leftovers()
-    proc = subprocess.Popen([sys.executable, "-m", "simulator.cli", "emulate", str(_write(tmp_path)), "--out",
-                             str(tmp_path / "run"), "--profile", str(_machine_file(tmp_path))],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "simulator.cli",
+            "emulate",
+            str(_write(tmp_path)),
+            "--out",
+            str(tmp_path / "run"),
+            "--profile",
+            str(_machine_file(tmp_path)),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and len(_leftovers()) <= len(before) + 3:  # wait for the fleet to exist
         time.sleep(0.1)
@@ -289,8 +357,11 @@ def test_interrupted_emulation_cleans_up(tmp_path: Path) -> None:
     _out, err = proc.communicate(timeout=120)
     assert proc.returncode == 130, err
     assert _leftovers() == before
-    assert not [line for line in subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout
-                .splitlines() if str(tmp_path) in line]
+    assert not [
+        line
+        for line in subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout.splitlines()
+        if str(tmp_path) in line
+    ]
 
 
 def _machine_file(tmp_path: Path) -> Path:
@@ -307,8 +378,9 @@ def test_effective_quotas_by_hand(tmp_path: Path) -> None:
     rs = load_scenario(_write(tmp_path))
     plain = DeviceProfile.model_validate({**MACHINE.model_dump(), "unit_flops_per_s": None, "step_overhead_s": 0.0})
     table = table_for(8, 1, 10, 28, rs.scenario.model.exit_head, rs.scenario.model.exit_grid)
-    full = [(total(client_forward_flops(table, c, 32)) + total(client_rest_flops(table, c, 32))) / 1.0e10
-            for c in (1, 3)]
+    full = [
+        (total(client_forward_flops(table, c, 32)) + total(client_rest_flops(table, c, 32))) / 1.0e10 for c in (1, 3)
+    ]
     # Steps measured 5x and 8x slower than the whole core would run them: shares 0.2 and 0.125.
     got = effective_quotas(rs, plain, [5 * full[0], 8 * full[1]])
     assert got == pytest.approx([0.2, 0.125], rel=1e-9)

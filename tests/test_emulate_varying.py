@@ -25,23 +25,30 @@ from simulator.config.scenario import load_scenario
 from simulator.emulation.fleet import CFS_PERIOD_US, Fleet, FleetPlan, LinkPlan
 from simulator.emulation.scheduler import Scheduler, run
 from simulator.emulation.setup import check_scenario
-from simulator.emulation.varying import Clock, ClientPieces, Steps, check_quota_floor, pieces_of, targets_of
+from simulator.emulation.varying import ClientPieces, Clock, Steps, check_quota_floor, pieces_of, targets_of
 from simulator.errors import InputError
 
 LINK = {"uplink_bps": 8.0e6, "downlink_bps": 8.0e6, "latency_s": 0.005, "tx_w": 0.5, "rx_w": 0.25, "packet": {}}
 DEVICE = {"flops_per_s": 2.0e9, "memory_bytes": 1.0e9, "compute_w": 3.0, "idle_w": 1.0}
 SCENARIO: dict[str, Any] = {
-    "name": "emu_vary", "seed": 3,
-    "dataset": {"name": "synthetic", "partition": {"kind": "iid"},
-                "synthetic": {"image_size": 28, "in_channels": 1, "num_classes": 10, "train_size": 640,
-                              "test_size": 64}},
+    "name": "emu_vary",
+    "seed": 3,
+    "dataset": {
+        "name": "synthetic",
+        "partition": {"kind": "iid"},
+        "synthetic": {"image_size": 28, "in_channels": 1, "num_classes": 10, "train_size": 640, "test_size": 64},
+    },
     "model": {"width": 8},
     "training": {"rounds": 1, "local_steps": 2, "batch_size": 32},
     "strategy": {"name": "averaging"},
-    "server": {"device": {"flops_per_s": 3.0e10, "memory_bytes": 1.0e10, "compute_w": 65.0, "idle_w": 10.0},
-               "workers": 1},
-    "clients": [{"name": "a", "device": DEVICE, "link": LINK, "cut": 1},
-                {"name": "b", "device": DEVICE, "link": LINK, "cut": 3}],
+    "server": {
+        "device": {"flops_per_s": 3.0e10, "memory_bytes": 1.0e10, "compute_w": 65.0, "idle_w": 10.0},
+        "workers": 1,
+    },
+    "clients": [
+        {"name": "a", "device": DEVICE, "link": LINK, "cut": 1},
+        {"name": "b", "device": DEVICE, "link": LINK, "cut": 3},
+    ],
     "eval": {"batch_size": 64},
     "output": {"checkpoint_every": 0, "progress": False},
 }
@@ -61,17 +68,24 @@ def _write(tmp_path: Path, clients: list[dict[str, Any]] | None = None, **top: A
 
 
 def _traced(offset: float = 1.0) -> dict[str, Any]:
-    return {"name": "a", "device": DEVICE, "cut": 1,
-            "link": {**LINK, "variation": {"kind": "trace", "file": "up.csv", "after_end": "repeat",
-                                           "offset": offset}}}
+    return {
+        "name": "a",
+        "device": DEVICE,
+        "cut": 1,
+        "link": {**LINK, "variation": {"kind": "trace", "file": "up.csv", "after_end": "repeat", "offset": offset}},
+    }
 
 
 def _plan(n: int, media: dict[str, float] | None = None, medium: str | None = None) -> Fleet:
-    return Fleet(FleetPlan(tag="sxT", links=tuple(LinkPlan(8e6, 8e6, medium) for _ in range(n)),
-                           quotas=(0.3,) * n, media=media or {}))
+    return Fleet(
+        FleetPlan(
+            tag="sxT", links=tuple(LinkPlan(8e6, 8e6, medium) for _ in range(n)), quotas=(0.3,) * n, media=media or {}
+        )
+    )
 
 
 # --- the schedule, by hand -------------------------------------------------------------------------------------------
+
 
 def test_trace_pieces_by_hand(tmp_path: Path) -> None:
     rs = load_scenario(_write(tmp_path, clients=[_traced(offset=1.0), SCENARIO["clients"][1]]))
@@ -91,10 +105,21 @@ def test_tc_lines_by_hand(tmp_path: Path) -> None:
     assert target.name == "client1 uplink"
     assert target.starts == (0.0, 2.5, 4.0, 6.0)
     assert target.actions[:2] == (
-        (("tc", "sxTc1", "class change dev sxTv1 parent 1: classid 1:1 htb rate 4000000bit ceil 4000000bit "
-                         "quantum 1514"),),
-        (("tc", "sxTc1", "class change dev sxTv1 parent 1: classid 1:1 htb rate 1000000bit ceil 1000000bit "
-                         "quantum 1514"),))
+        (
+            (
+                "tc",
+                "sxTc1",
+                "class change dev sxTv1 parent 1: classid 1:1 htb rate 4000000bit ceil 4000000bit quantum 1514",
+            ),
+        ),
+        (
+            (
+                "tc",
+                "sxTc1",
+                "class change dev sxTv1 parent 1: classid 1:1 htb rate 1000000bit ceil 1000000bit quantum 1514",
+            ),
+        ),
+    )
 
 
 def test_a_client_on_a_medium_also_changes_its_class_at_the_access_point() -> None:
@@ -102,8 +127,11 @@ def test_a_client_on_a_medium_also_changes_its_class_at_the_access_point() -> No
     pieces = [ClientPieces(), ClientPieces(up_bps=Steps((0.0, 1.0), (12e6, 2e6)))]
     (target,) = targets_of(pieces, [0.3, 0.3], fleet, CFS_PERIOD_US)
     # Client 1 is the medium's second member: class 1:11, guaranteed 9/2 Mbit/s, allowed min(9, its rate).
-    assert target.actions[0][1] == ("tc", "sxTm0", "class change dev sxTa0 parent 1:1 classid 1:11 htb "
-                                                   "rate 4500000bit ceil 9000000bit quantum 1514")
+    assert target.actions[0][1] == (
+        "tc",
+        "sxTm0",
+        "class change dev sxTa0 parent 1:1 classid 1:11 htb rate 4500000bit ceil 9000000bit quantum 1514",
+    )
     assert target.actions[1][1][2].endswith("rate 4500000bit ceil 2000000bit quantum 1514")
     assert fleet.downlink(1) == ("sxTm0", "sxTw1")
 
@@ -112,12 +140,15 @@ def test_speed_and_downlink_targets_by_hand() -> None:
     fleet = _plan(1)
     pieces = [ClientPieces(down_bps=Steps((0.0, 2.0), (3e6, 5e5)), speed=Steps((0.0, 0.75), (1.0, 0.4)))]
     down, cpu = targets_of(pieces, [0.3], fleet, CFS_PERIOD_US)
-    assert down.actions[1] == (("tc", "sxTs", "class change dev sxTw0 parent 1: classid 1:1 htb rate 500000bit "
-                                              "ceil 500000bit quantum 1514"),)
+    assert down.actions[1] == (
+        ("tc", "sxTs", "class change dev sxTw0 parent 1: classid 1:1 htb rate 500000bit ceil 500000bit quantum 1514"),
+    )
     # 0.3 of a core × speed 0.4 × the 10,000 us period = 1,200 us per period.
     assert cpu.starts == (0.0, 0.75)
-    assert cpu.actions == ((("write", "/sys/fs/cgroup/cpu/sxT/c0/cpu.cfs_quota_us", "3000"),),
-                           (("write", "/sys/fs/cgroup/cpu/sxT/c0/cpu.cfs_quota_us", "1200"),))
+    assert cpu.actions == (
+        (("write", "/sys/fs/cgroup/cpu/sxT/c0/cpu.cfs_quota_us", "3000"),),
+        (("write", "/sys/fs/cgroup/cpu/sxT/c0/cpu.cfs_quota_us", "1200"),),
+    )
 
 
 def test_markov_pieces_are_the_simulations(tmp_path: Path) -> None:
@@ -126,12 +157,18 @@ def test_markov_pieces_are_the_simulations(tmp_path: Path) -> None:
     from simulator.rng import Streams
     from simulator.timing.conditions import conditions_of
 
-    chain = {"kind": "markov", "states": {"good": {"dwell_s": 2.0}, "bad": {"dwell_s": 1.0, "uplink_bps": 0.25,
-                                                                           "latency_s": 4.0}}}
-    device = {**DEVICE, "variation": {"kind": "markov", "states": {"fast": {"dwell_s": 3.0},
-                                                                   "slow": {"dwell_s": 3.0, "speed": 0.5}}}}
-    clients = [{"name": "a", "device": device, "cut": 1, "link": {**LINK, "variation": chain}},
-               {"name": "b", "device": DEVICE, "cut": 1, "link": {**LINK, "variation": chain}}]
+    chain = {
+        "kind": "markov",
+        "states": {"good": {"dwell_s": 2.0}, "bad": {"dwell_s": 1.0, "uplink_bps": 0.25, "latency_s": 4.0}},
+    }
+    device = {
+        **DEVICE,
+        "variation": {"kind": "markov", "states": {"fast": {"dwell_s": 3.0}, "slow": {"dwell_s": 3.0, "speed": 0.5}}},
+    }
+    clients = [
+        {"name": "a", "device": device, "cut": 1, "link": {**LINK, "variation": chain}},
+        {"name": "b", "device": DEVICE, "cut": 1, "link": {**LINK, "variation": chain}},
+    ]
     rs = load_scenario(_write(tmp_path, clients=clients))
     got = pieces_of(rs, horizon_s=60.0)
     cond = conditions_of(rs, Streams(rs.scenario.seed))
@@ -153,9 +190,15 @@ def test_clock_maps_simulated_time_onto_the_round() -> None:
 
 # --- the scheduler ----------------------------------------------------------------------------------------------------
 
+
 def _targets() -> list[dict[str, Any]]:
-    return [{"name": "x", "starts": [0.0, 1.0, 3.0], "actions": [[["tc", "n", "A"]], [["tc", "n", "B"]],
-                                                                  [["tc", "n", "C"]]]}]
+    return [
+        {
+            "name": "x",
+            "starts": [0.0, 1.0, 3.0],
+            "actions": [[["tc", "n", "A"]], [["tc", "n", "B"]], [["tc", "n", "C"]]],
+        }
+    ]
 
 
 def test_scheduler_follows_the_emulated_clock_and_takes_back_what_a_gap_reached_early() -> None:
@@ -183,10 +226,22 @@ def test_scheduler_process_loop_applies_changes_on_time() -> None:
 
     t0 = clock() + 0.05
     late: list[tuple[float, float]] = []
-    worker = threading.Thread(target=lambda: late.extend(
-        run([{"name": "x", "starts": [0.0, 0.1, 0.2], "actions": [[["w", "", "A"]], [["w", "", "B"]],
-                                                                  [["w", "", "C"]]]}],
-            read, lambda acts: got.extend((a[2], clock()) for a in acts), clock)))
+    worker = threading.Thread(
+        target=lambda: late.extend(
+            run(
+                [
+                    {
+                        "name": "x",
+                        "starts": [0.0, 0.1, 0.2],
+                        "actions": [[["w", "", "A"]], [["w", "", "B"]], [["w", "", "C"]]],
+                    }
+                ],
+                read,
+                lambda acts: got.extend((a[2], clock()) for a in acts),
+                clock,
+            )
+        )
+    )
     worker.start()
     os.write(write, f'{{"t0": {t0}, "e0": 0.0}}\n'.encode())
     time.sleep(0.4)
@@ -200,22 +255,42 @@ def test_scheduler_process_loop_applies_changes_on_time() -> None:
 
 # --- refusals -------------------------------------------------------------------------------------------------------
 
+
 def _device_varied(variation: dict[str, Any]) -> list[dict[str, Any]]:
     return [{"name": "a", "device": {**DEVICE, "variation": variation}, "link": LINK, "cut": 1}]
 
 
-@pytest.mark.parametrize(("clients", "top", "phrase"), [
-    (_device_varied({"kind": "throttle", "after_s": 5.0, "factor": 0.5, "cool_s": 2.0}), {},
-     "cannot throttle"),
-    ([{"name": "a", "device": DEVICE, "cut": 1, "link": {**LINK, "variation": {"kind": "trace", "file": "loss.csv"}}}],
-     {}, "sets loss_rate"),
-    ([{"name": "a", "device": DEVICE, "cut": 1, "link": LINK, "medium": "ap"}],
-     {"network": {"media": {"ap": {"capacity_bps": 2e7, "variation": {"kind": "trace", "file": "cap.csv"}}}}},
-     "does not vary a shared medium"),
-])
-def test_what_it_cannot_vary_is_refused_in_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str],
-                                                    monkeypatch: pytest.MonkeyPatch, clients: list[dict[str, Any]],
-                                                    top: dict[str, Any], phrase: str) -> None:
+@pytest.mark.parametrize(
+    ("clients", "top", "phrase"),
+    [
+        (_device_varied({"kind": "throttle", "after_s": 5.0, "factor": 0.5, "cool_s": 2.0}), {}, "cannot throttle"),
+        (
+            [
+                {
+                    "name": "a",
+                    "device": DEVICE,
+                    "cut": 1,
+                    "link": {**LINK, "variation": {"kind": "trace", "file": "loss.csv"}},
+                }
+            ],
+            {},
+            "sets loss_rate",
+        ),
+        (
+            [{"name": "a", "device": DEVICE, "cut": 1, "link": LINK, "medium": "ap"}],
+            {"network": {"media": {"ap": {"capacity_bps": 2e7, "variation": {"kind": "trace", "file": "cap.csv"}}}}},
+            "does not vary a shared medium",
+        ),
+    ],
+)
+def test_what_it_cannot_vary_is_refused_in_one_line(
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    clients: list[dict[str, Any]],
+    top: dict[str, Any],
+    phrase: str,
+) -> None:
     import simulator.emulation.run as emulate_run
 
     (tmp_path / "loss.csv").write_text("t_s,loss_rate\n0,0\n1,0.02\n")
@@ -237,8 +312,14 @@ def test_a_loss_trace_at_zero_loss_is_emulated(tmp_path: Path) -> None:
 
 
 def test_a_speed_under_the_quota_floor_is_refused(tmp_path: Path) -> None:
-    rs = load_scenario(_write(tmp_path, clients=_device_varied(
-        {"kind": "markov", "states": {"fast": {"dwell_s": 3.0}, "slow": {"dwell_s": 3.0, "speed": 0.2}}})))
+    rs = load_scenario(
+        _write(
+            tmp_path,
+            clients=_device_varied(
+                {"kind": "markov", "states": {"fast": {"dwell_s": 3.0}, "slow": {"dwell_s": 3.0, "speed": 0.2}}}
+            ),
+        )
+    )
     pieces = pieces_of(rs, horizon_s=60.0)
     check_quota_floor(rs, pieces, [0.5], CFS_PERIOD_US)  # 0.5 × 0.2 = 0.1 of a core: 1,000 us, the floor itself
     with pytest.raises(InputError, match=r"down to 0\.2, a CPU quota of 0\.0800 of a core, under the 0\.10"):
@@ -246,6 +327,7 @@ def test_a_speed_under_the_quota_floor_is_refused(tmp_path: Path) -> None:
 
 
 # --- the real thing (root, network namespaces, cgroup-v1 cpu) ---------------------------------------------------------
+
 
 def _in_netns(path: str, fn: Callable[[], Any]) -> Any:
     """fn() run in a thread that entered the network namespace at `path` (setns changes only the calling thread):
@@ -283,15 +365,25 @@ def test_a_transfer_across_rate_changes_takes_the_integral(tmp_path: Path) -> No
     cfg = tmp_path / "scheduler.json"
     proc = None
     with fleet:
-        cfg.write_text(json.dumps({"cgroup": fleet.scheduler_cgroup(), "log": str(tmp_path / "late.json"),
-                                                 "targets": [t.to_json() for t in targets]}))
+        cfg.write_text(
+            json.dumps(
+                {
+                    "cgroup": fleet.scheduler_cgroup(),
+                    "log": str(tmp_path / "late.json"),
+                    "targets": [t.to_json() for t in targets],
+                }
+            )
+        )
         read, write = os.pipe()
-        proc = subprocess.Popen([sys.executable, "-m", "simulator.emulation.scheduler", str(cfg)], stdin=read,
-                                stderr=subprocess.PIPE, text=True)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "simulator.emulation.scheduler", str(cfg)],
+            stdin=read,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         os.close(read)
         try:
-            listener = _in_netns(fleet.netns_path(fleet.server_ns),
-                                 lambda: socket.create_server(("10.201.0.1", 47117)))
+            listener = _in_netns(fleet.netns_path(fleet.server_ns), lambda: socket.create_server(("10.201.0.1", 47117)))
             sender = _in_netns(fleet.netns_path(fleet.client_ns[0]), socket.socket)
             sender.connect(("10.201.0.1", 47117))
             sender.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -320,8 +412,10 @@ def test_a_transfer_across_rate_changes_takes_the_integral(tmp_path: Path) -> No
         finally:
             os.close(write)
             _, err = proc.communicate(timeout=30)
-    print(f"\n12 Mbit across two rate changes: {took:.3f} s (the integral: 2.700 s); scheduler: {err.strip()}",
-          file=sys.stderr)
+    print(
+        f"\n12 Mbit across two rate changes: {took:.3f} s (the integral: 2.700 s); scheduler: {err.strip()}",
+        file=sys.stderr,
+    )
     assert proc.returncode == 0, err
     assert len(received) == 1_448_000
     assert took == pytest.approx(2.7, rel=0.03)

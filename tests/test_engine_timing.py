@@ -23,9 +23,10 @@ SERVER = {"flops_per_s": 1.0e9, "memory_bytes": 1.0e10, "compute_w": 100.0, "idl
 BASE: dict[str, Any] = {
     "name": "timing",
     "seed": 0,
-    "dataset": {"name": "synthetic",
-                "synthetic": {"image_size": 8, "in_channels": 1, "num_classes": 10, "train_size": 96,
-                              "test_size": 16}},
+    "dataset": {
+        "name": "synthetic",
+        "synthetic": {"image_size": 8, "in_channels": 1, "num_classes": 10, "train_size": 96, "test_size": 16},
+    },
     "model": {"width": 4, "exit_head": "pool_linear"},
     "training": {"rounds": 1, "local_steps": 2, "batch_size": B},
     "strategy": {"name": "sequential", "order": "arrival", "aggregate_client_layers": False},
@@ -37,16 +38,29 @@ BASE: dict[str, Any] = {
 }
 
 
-
-
-def _client(name: str, *, cut: int, flops_per_s: float, uplink_bps: float, latency_s: float,
-            compute_w: float = 3.0, idle_w: float = 1.0, tx_w: float = 0.5, count: int = 1,
-            medium: str | None = None) -> dict[str, Any]:
+def _client(
+    name: str,
+    *,
+    cut: int,
+    flops_per_s: float,
+    uplink_bps: float,
+    latency_s: float,
+    compute_w: float = 3.0,
+    idle_w: float = 1.0,
+    tx_w: float = 0.5,
+    count: int = 1,
+    medium: str | None = None,
+) -> dict[str, Any]:
     entry: dict[str, Any] = {
         "name": name,
         "device": {"flops_per_s": flops_per_s, "memory_bytes": 1.0e9, "compute_w": compute_w, "idle_w": idle_w},
-        "link": {"uplink_bps": uplink_bps, "downlink_bps": uplink_bps, "latency_s": latency_s,
-                 "tx_w": tx_w, "rx_w": 0.25},
+        "link": {
+            "uplink_bps": uplink_bps,
+            "downlink_bps": uplink_bps,
+            "latency_s": latency_s,
+            "tx_w": tx_w,
+            "rx_w": 0.25,
+        },
         "cut": cut,
         "count": count,
     }
@@ -66,8 +80,10 @@ def _load(tmp_path: Path, clients: list[dict[str, Any]], **sections: dict[str, A
 
 
 def _events(sim: Simulation, entity_prefix: str, kind: str) -> list[Event]:
-    return sorted((e for e in sim.world.recorder.events if e.entity.startswith(entity_prefix) and e.kind == kind),
-                  key=lambda e: (e.t_start, e.entity))
+    return sorted(
+        (e for e in sim.world.recorder.events if e.entity.startswith(entity_prefix) and e.kind == kind),
+        key=lambda e: (e.t_start, e.entity),
+    )
 
 
 def _flat(pairs: list[tuple[float, float]]) -> list[float]:
@@ -85,10 +101,24 @@ def _read_events_csv(path: Path) -> list[dict[str, Any]]:
 
 # --- (a) a whole round of two clients, by hand -------------------------------------------------------------------
 
-A = {"cut": 1, "flops_per_s": 1.0e6, "uplink_bps": 5.0e5, "latency_s": 0.01, "compute_w": 3.0, "idle_w": 1.0,
-     "tx_w": 0.5}
-Bc = {"cut": 2, "flops_per_s": 4.0e6, "uplink_bps": 2.0e6, "latency_s": 0.1, "compute_w": 5.0, "idle_w": 2.0,
-      "tx_w": 0.8}
+A = {
+    "cut": 1,
+    "flops_per_s": 1.0e6,
+    "uplink_bps": 5.0e5,
+    "latency_s": 0.01,
+    "compute_w": 3.0,
+    "idle_w": 1.0,
+    "tx_w": 0.5,
+}
+Bc = {
+    "cut": 2,
+    "flops_per_s": 4.0e6,
+    "uplink_bps": 2.0e6,
+    "latency_s": 0.1,
+    "compute_w": 5.0,
+    "idle_w": 2.0,
+    "tx_w": 0.8,
+}
 
 
 def _hand_costs(table: Any, c: dict[str, Any]) -> dict[str, float]:
@@ -184,8 +214,12 @@ def test_client_turns_round_time_by_hand(tmp_path: Path, overlap: bool) -> None:
     """Sequential in client turns: a (client 0) runs its two steps from 0; the server trains each of its batches
     on arrival; b (client 1) starts its first forward when the server has trained a's last batch, and the round
     ends when the server has trained b's last one (or b's processor is done, whichever is later)."""
-    rs = _load(tmp_path, [_client("a", **A), _client("b", **Bc)], network={"overlap_compute_comm": overlap},
-               strategy={"name": "sequential", "order": "client_turns", "aggregate_client_layers": False})
+    rs = _load(
+        tmp_path,
+        [_client("a", **A), _client("b", **Bc)],
+        network={"overlap_compute_comm": overlap},
+        strategy={"name": "sequential", "order": "client_turns", "aggregate_client_layers": False},
+    )
     from simulator.costs.table_cache import table_for
 
     table = table_for(4, 1, 10, 8, "pool_linear", 4)
@@ -262,8 +296,12 @@ def test_sequential_round_is_server_bound_and_queues(tmp_path: Path) -> None:
     n, steps = 3, 2
     slow = {**SERVER, "flops_per_s": 1.0e7}
     c = dict(cut=1, flops_per_s=1.0e6, uplink_bps=1.0e6, latency_s=0.01)
-    rs = _load(tmp_path, [_client("c", count=n, **c)], server={"device": slow, "workers": 1},
-               network={"overlap_compute_comm": True})
+    rs = _load(
+        tmp_path,
+        [_client("c", count=n, **c)],
+        server={"device": slow, "workers": 1},
+        network={"overlap_compute_comm": True},
+    )
     sim = Simulation(rs)
     sim.run()
 
@@ -302,8 +340,9 @@ def test_sequential_round_is_server_bound_and_queues(tmp_path: Path) -> None:
 
 
 def _max_overlap(intervals: list[Event]) -> int:
-    points = sorted([(e.t_start, 1) for e in intervals] + [(e.t_end, -1) for e in intervals],
-                    key=lambda p: (p[0], p[1]))  # an end before a start at the same instant
+    points = sorted(
+        [(e.t_start, 1) for e in intervals] + [(e.t_end, -1) for e in intervals], key=lambda p: (p[0], p[1])
+    )  # an end before a start at the same instant
     level = best = 0
     for _, d in points:
         level += d
@@ -316,9 +355,13 @@ def test_averaging_workers_bound_parallel_server_steps(tmp_path: Path, workers: 
     n = 3
     slow = {**SERVER, "flops_per_s": 1.0e7}
     c = dict(cut=1, flops_per_s=1.0e6, uplink_bps=1.0e6, latency_s=0.01)
-    rs = _load(tmp_path, [_client("c", count=n, **c)], server={"device": slow, "workers": workers},
-               strategy={"name": "averaging", "aggregate_every": 2, "aggregate_client_layers": True},
-               training={"local_steps": 1})
+    rs = _load(
+        tmp_path,
+        [_client("c", count=n, **c)],
+        server={"device": slow, "workers": workers},
+        strategy={"name": "averaging", "aggregate_every": 2, "aggregate_client_layers": True},
+        training={"local_steps": 1},
+    )
     sim = Simulation(rs)
     sim.run()
 
@@ -352,6 +395,7 @@ def test_timeout_at_reaches_a_time_no_delay_sums_to() -> None:
     # No float delay d gives now + d == t (now has finer bits than t's spacing): checked by brute force around it.
     d = t - now
     import math
+
     near = [d]
     for _ in range(8):
         near += [math.nextafter(near[-1], math.inf)]

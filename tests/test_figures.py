@@ -147,7 +147,14 @@ def test_run_writes_its_report_and_figures(run_dir: Path, tmp_path: Path, capsys
     (tmp_path / "fig.yaml").write_text(SCENARIO.replace("rounds: 5", "rounds: 1"))
     assert main(["run", str(tmp_path / "fig.yaml"), "--out", str(tmp_path / "r"), "--quiet"]) == 0
     assert f"report: {tmp_path / 'r' / 'report.html'}" in capsys.readouterr().out
-    for name in ("report.html", "report.md", "tradeoff.png", "timeline.png", "energy.png", "accuracy-by-cut.png",
-                 "early-exit.png"):
+    for name in (
+        "report.html",
+        "report.md",
+        "tradeoff.png",
+        "timeline.png",
+        "energy.png",
+        "accuracy-by-cut.png",
+        "early-exit.png",
+    ):
         assert (tmp_path / "r" / name).read_bytes()[:4] in (b"\x89PNG", b"<!DO", b"# he"), name
     assert np.all([(tmp_path / "r" / n).stat().st_size > 2000 for n in ("timeline.png", "energy.png")])

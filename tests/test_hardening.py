@@ -29,8 +29,10 @@ SCENARIO: dict[str, Any] = {
     "training": {"rounds": 2, "local_steps": 1, "batch_size": 8},
     "eval": {"batch_size": 16, "thresholds": [0.5]},
     "output": {"checkpoint_every": 1, "progress": False},
-    "clients": [{"device": "rpi4", "link": "wifi4", "cut": 1, "count": 2},
-                {"device": "jetson_nano", "link": "wifi6", "cut": 3}],
+    "clients": [
+        {"device": "rpi4", "link": "wifi4", "cut": 1, "count": 2},
+        {"device": "jetson_nano", "link": "wifi6", "cut": 3},
+    ],
 }
 
 
@@ -64,24 +66,29 @@ def _tree(folder: Path) -> dict[str, bytes]:
 
 # --- bad numbers -------------------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("key, value, says", [
-    ("clients__0__link", {"base": "wifi4", "latency_s": float("inf")}, "finite"),
-    ("clients__0__link", {"base": "wifi4", "uplink_bps": 1e-310}, "1..1e+13"),
-    ("clients__0__link", {"base": "wifi4", "loss_rate": 0.9999999}, "0..0.99"),
-    ("clients__0__device", {"base": "rpi4", "idle_w": float("inf")}, "finite"),
-    ("clients__0__device", {"base": "rpi4", "flops_per_s": float("inf")}, "finite"),
-    ("clients__0__device", {"base": "rpi4", "idle_w": 50.0}, "exceeds compute_w"),
-    ("training__optimizer", {"lr": float("inf")}, "finite"),
-    ("training__optimizer", {"lr": float("nan")}, "got nan"),
-    ("training", {"rounds": 2, "local_epochs": float("inf")}, "finite"),
-    ("seed", 2**64, "0..18446744073709551615"),
-    ("seed", 10**4000, "an integer of about 4001 digits"),
-    ("model", {"width": 200_000}, "1..512"),
-    ("dataset__synthetic", {"image_size": 100_000}, "4..512"),
-    ("network", {"media": {"ap": {"capacity_bps": float("inf")}}}, "finite"),
-])
-def test_bad_numbers_are_refused_with_the_key(tmp_path: Path, capsys: pytest.CaptureFixture[str], key: str,
-                                              value: Any, says: str) -> None:
+
+@pytest.mark.parametrize(
+    "key, value, says",
+    [
+        ("clients__0__link", {"base": "wifi4", "latency_s": float("inf")}, "finite"),
+        ("clients__0__link", {"base": "wifi4", "uplink_bps": 1e-310}, "1..1e+13"),
+        ("clients__0__link", {"base": "wifi4", "loss_rate": 0.9999999}, "0..0.99"),
+        ("clients__0__device", {"base": "rpi4", "idle_w": float("inf")}, "finite"),
+        ("clients__0__device", {"base": "rpi4", "flops_per_s": float("inf")}, "finite"),
+        ("clients__0__device", {"base": "rpi4", "idle_w": 50.0}, "exceeds compute_w"),
+        ("training__optimizer", {"lr": float("inf")}, "finite"),
+        ("training__optimizer", {"lr": float("nan")}, "got nan"),
+        ("training", {"rounds": 2, "local_epochs": float("inf")}, "finite"),
+        ("seed", 2**64, "0..18446744073709551615"),
+        ("seed", 10**4000, "an integer of about 4001 digits"),
+        ("model", {"width": 200_000}, "1..512"),
+        ("dataset__synthetic", {"image_size": 100_000}, "4..512"),
+        ("network", {"media": {"ap": {"capacity_bps": float("inf")}}}, "finite"),
+    ],
+)
+def test_bad_numbers_are_refused_with_the_key(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], key: str, value: Any, says: str
+) -> None:
     sys.set_int_max_str_digits(0)  # to write the 4 001-digit seed into the file
     try:
         path = _write(tmp_path, **{key: value})
@@ -94,8 +101,12 @@ def test_bad_numbers_are_refused_with_the_key(tmp_path: Path, capsys: pytest.Cap
 
 def test_an_error_never_echoes_unbounded_input(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     path = _write(tmp_path)
-    for override in ("strategy.name=" + "x" * 50_000, "clients.0.device=" + "y" * 50_000,
-                     "z" * 50_000 + "=1", "seed='" + "w" * 50_000 + "'"):
+    for override in (
+        "strategy.name=" + "x" * 50_000,
+        "clients.0.device=" + "y" * 50_000,
+        "z" * 50_000 + "=1",
+        "seed='" + "w" * 50_000 + "'",
+    ):
         assert main(["validate", str(path), "--set", override]) == 2
         line = _one_error(capsys)
         assert len(line) < 400 and "x" * 100 not in line and "y" * 100 not in line and "w" * 100 not in line
@@ -111,11 +122,14 @@ def test_a_trace_error_does_not_echo_the_file(tmp_path: Path, capsys: pytest.Cap
 
 # --- sizes ---------------------------------------------------------------------------------------------------------
 
-def test_sizes_that_cannot_be_allocated_are_refused_before_anything_runs(tmp_path: Path,
-                                                                         capsys: pytest.CaptureFixture[str]) -> None:
+
+def test_sizes_that_cannot_be_allocated_are_refused_before_anything_runs(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     # 10 million 3x512x512 synthetic images: about 30 TiB as fp32, refused from the schema's numbers alone
-    path = _write(tmp_path, dataset__synthetic={"train_size": 10_000_000, "test_size": 10, "image_size": 512,
-                                                "in_channels": 3})
+    path = _write(
+        tmp_path, dataset__synthetic={"train_size": 10_000_000, "test_size": 10, "image_size": 512, "in_channels": 3}
+    )
     out = tmp_path / "run"
     assert main(["run", str(path), "--out", str(out), "--quiet"]) == 2
     assert "memory" in _one_error(capsys) and not out.exists()
@@ -123,8 +137,11 @@ def test_sizes_that_cannot_be_allocated_are_refused_before_anything_runs(tmp_pat
 
 def test_a_batch_of_one_never_reaches_a_batchnorm_layer(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     # 8x8 images: the deepest feature map is 1x1; with 3 samples over 2 clients one client holds a single sample
-    path = _write(tmp_path, dataset__synthetic={"train_size": 3, "test_size": 4, "image_size": 8},
-                  clients=[{"device": "rpi4", "link": "wifi4", "cut": 2, "count": 2}])
+    path = _write(
+        tmp_path,
+        dataset__synthetic={"train_size": 3, "test_size": 4, "image_size": 8},
+        clients=[{"device": "rpi4", "link": "wifi4", "cut": 2, "count": 2}],
+    )
     out = tmp_path / "run"
     assert main(["run", str(path), "--out", str(out), "--quiet"]) == 2
     assert "BatchNorm" in _one_error(capsys) and not out.exists()
@@ -132,8 +149,10 @@ def test_a_batch_of_one_never_reaches_a_batchnorm_layer(tmp_path: Path, capsys: 
 
 # --- YAML bombs, nesting, non-UTF-8 and truncated files -------------------------------------------------------------
 
-_BOMB = "\n".join(['x_a: &a ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]'] + [
-    f"x_{c}: &{c} [{','.join(['*' + p] * 9)}]" for p, c in zip("abcdefgh", "bcdefghi")])
+_BOMB = "\n".join(
+    ['x_a: &a ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]']
+    + [f"x_{c}: &{c} [{','.join(['*' + p] * 9)}]" for p, c in zip("abcdefgh", "bcdefghi")]
+)
 
 
 @pytest.mark.parametrize("where", ["strategy.name", "compute", "sweep grid"])
@@ -149,8 +168,13 @@ def test_alias_bombs_are_refused_within_a_time_limit(tmp_path: Path, where: str)
     path = tmp_path / "bomb.yaml"
     path.write_text(text)
     t0 = time.monotonic()
-    done = subprocess.run([*_splitee(), *argv, str(path), *(["--executor", "local"] if argv == ["sweep"] else [])],
-                          capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    done = subprocess.run(
+        [*_splitee(), *argv, str(path), *(["--executor", "local"] if argv == ["sweep"] else [])],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=tmp_path,
+    )
     assert time.monotonic() - t0 < 120
     err = done.stderr.strip().splitlines()
     assert done.returncode == 2 and len(err) == 1 and "alias" in err[0], done.stderr
@@ -181,8 +205,14 @@ def test_a_value_that_contains_itself_is_refused(tmp_path: Path, capsys: pytest.
 def test_damaged_scenario_files(tmp_path: Path, capsys: pytest.CaptureFixture[str], damage: str) -> None:
     path = _write(tmp_path)
     raw = path.read_bytes()
-    path.write_bytes({"non-utf8": raw[:30] + b"\xff\xfe" + raw[30:], "truncated": raw[: len(raw) // 3],
-                      "empty": b"", "binary": bytes(range(256)) * 4}[damage])
+    path.write_bytes(
+        {
+            "non-utf8": raw[:30] + b"\xff\xfe" + raw[30:],
+            "truncated": raw[: len(raw) // 3],
+            "empty": b"",
+            "binary": bytes(range(256)) * 4,
+        }[damage]
+    )
     assert main(["validate", str(path)]) == 2
     assert str(path) in _one_error(capsys)
 
@@ -203,15 +233,20 @@ def test_malformed_dataset_files_are_one_line(tmp_path: Path) -> None:
     from simulator.learning.data.formats import _load_fashion_mnist, _load_stl10, _unpickle
 
     # IDX: a header promising more images than the file holds; then images of the wrong size
-    (tmp_path / "train-images-idx3-ubyte").write_bytes((2051).to_bytes(4, "big") + (10).to_bytes(4, "big")
-                                                       + (28).to_bytes(4, "big") * 2 + b"\0" * 100)
-    for name, head in (("train-labels-idx1-ubyte", [2049, 0]), ("t10k-images-idx3-ubyte", [2051, 0, 28, 28]),
-                       ("t10k-labels-idx1-ubyte", [2049, 0])):  # valid, empty
+    (tmp_path / "train-images-idx3-ubyte").write_bytes(
+        (2051).to_bytes(4, "big") + (10).to_bytes(4, "big") + (28).to_bytes(4, "big") * 2 + b"\0" * 100
+    )
+    for name, head in (
+        ("train-labels-idx1-ubyte", [2049, 0]),
+        ("t10k-images-idx3-ubyte", [2051, 0, 28, 28]),
+        ("t10k-labels-idx1-ubyte", [2049, 0]),
+    ):  # valid, empty
         (tmp_path / name).write_bytes(b"".join(v.to_bytes(4, "big") for v in head))
     with pytest.raises(InputError, match="truncated or padded"):
         _load_fashion_mnist(tmp_path)
-    (tmp_path / "train-images-idx3-ubyte").write_bytes((2051).to_bytes(4, "big") + (0).to_bytes(4, "big")
-                                                       + (32).to_bytes(4, "big") * 2)
+    (tmp_path / "train-images-idx3-ubyte").write_bytes(
+        (2051).to_bytes(4, "big") + (0).to_bytes(4, "big") + (32).to_bytes(4, "big") * 2
+    )
     with pytest.raises(InputError, match="28x28"):
         _load_fashion_mnist(tmp_path)
     (tmp_path / "train-images-idx3-ubyte").unlink()
@@ -220,12 +255,15 @@ def test_malformed_dataset_files_are_one_line(tmp_path: Path) -> None:
         _load_fashion_mnist(tmp_path)
     # CIFAR: truncated, crafted (would run code), labels that are not integers
     good = pickle.dumps({b"data": __import__("numpy").zeros((2, 3072), "uint8"), b"labels": [0, 1]})
-    for raw, says in ((good[: len(good) // 2], "truncated or damaged"),
-                      (pickle.dumps(os.system), "objects the CIFAR files never contain"),
-                      (pickle.dumps({b"data": 1, b"labels": 2}), None)):
+    for raw, says in (
+        (good[: len(good) // 2], "truncated or damaged"),
+        (pickle.dumps(os.system), "objects the CIFAR files never contain"),
+        (pickle.dumps({b"data": 1, b"labels": 2}), None),
+    ):
         (tmp_path / "b").write_bytes(raw)
         with pytest.raises(InputError) as err:
             from simulator.learning.data.formats import _cifar_part
+
             _cifar_part(tmp_path / "b", "labels", 10) if says is None else _unpickle(tmp_path / "b")
         assert "b" in err.value.one_line() and (says is None or says in err.value.one_line())
     # STL-10: not a whole number of images
@@ -247,8 +285,9 @@ time.sleep(600)
 """
 
 
-def test_a_second_writer_is_refused_and_a_killed_writers_lock_is_stale(tmp_path: Path,
-                                                                       capsys: pytest.CaptureFixture[str]) -> None:
+def test_a_second_writer_is_refused_and_a_killed_writers_lock_is_stale(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     path = _write(tmp_path, training__rounds=1)
     out = tmp_path / "run"
     holder = subprocess.Popen([sys.executable, "-c", _HOLD, str(out)], stdout=subprocess.PIPE, text=True)
@@ -269,8 +308,15 @@ def test_a_second_writer_is_refused_and_a_killed_writers_lock_is_stale(tmp_path:
 def test_two_runs_started_together_never_mix_their_files(tmp_path: Path) -> None:
     path = _write(tmp_path, training__rounds=1)
     out = tmp_path / "run"
-    procs = [subprocess.Popen([*_splitee(), "run", str(path), "--out", str(out), "--quiet", "--set", f"seed={s}"],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True) for s in (1, 2)]
+    procs = [
+        subprocess.Popen(
+            [*_splitee(), "run", str(path), "--out", str(out), "--quiet", "--set", f"seed={s}"],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for s in (1, 2)
+    ]
     results = [(p.wait(timeout=600), p.stderr.read() if p.stderr else "") for p in procs]
     assert sorted(rc for rc, _ in results) == [0, 2], results
     refused = next(err for rc, err in results if rc == 2).strip().splitlines()
@@ -282,8 +328,10 @@ def test_two_runs_started_together_never_mix_their_files(tmp_path: Path) -> None
 
 # --- overwrite targets ---------------------------------------------------------------------------------------------
 
-def test_overwrite_replaces_only_folders_this_tool_wrote(tmp_path: Path, capsys: pytest.CaptureFixture[str],
-                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+
+def test_overwrite_replaces_only_folders_this_tool_wrote(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     path = _write(tmp_path, training__rounds=1)
     thesis = tmp_path / "thesis"
     thesis.mkdir()
@@ -333,6 +381,7 @@ def test_bad_output_paths(tmp_path: Path, capsys: pytest.CaptureFixture[str], ou
 
 # --- checkpoints ---------------------------------------------------------------------------------------------------
 
+
 def _partial_run(tmp_path: Path) -> tuple[Path, Path]:
     """A folder as a run killed after its first checkpoint leaves it (2 rounds, stopped after round 1)."""
     from simulator.commands.runner import _save_checkpoint
@@ -366,23 +415,32 @@ def test_a_crafted_checkpoint_never_runs_code(tmp_path: Path, capsys: pytest.Cap
     assert str(state) in line and not marker.exists()
     # the same payload behind this simulator's header, its digest right
     import io
+
     buf = io.BytesIO()
     torch.save({"format": 4, "resolved": {}, "timing_only": False, "state": Evil()}, buf)
     import hashlib
+
     state.write_bytes(MAGIC + hashlib.sha256(buf.getvalue()).hexdigest().encode() + b"\n" + buf.getvalue())
     assert main(["run", str(path), "--out", str(out), "--resume", "--quiet"]) == 2
     assert str(state) in _one_error(capsys) and not marker.exists()
 
 
 @pytest.mark.parametrize("damage", ["truncated", "flipped", "empty", "foreign"])
-def test_damaged_checkpoints_are_refused_naming_the_file(tmp_path: Path, capsys: pytest.CaptureFixture[str],
-                                                         damage: str) -> None:
+def test_damaged_checkpoints_are_refused_naming_the_file(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], damage: str
+) -> None:
     path, out = _partial_run(tmp_path)
     state = out / "checkpoint" / "state.pt"
     raw = state.read_bytes()
     mid = len(raw) // 2
-    state.write_bytes({"truncated": raw[:mid], "flipped": raw[:mid] + bytes([raw[mid] ^ 1]) + raw[mid + 1:],
-                       "empty": b"", "foreign": b"PK\x03\x04" + b"\0" * 200}[damage])
+    state.write_bytes(
+        {
+            "truncated": raw[:mid],
+            "flipped": raw[:mid] + bytes([raw[mid] ^ 1]) + raw[mid + 1 :],
+            "empty": b"",
+            "foreign": b"PK\x03\x04" + b"\0" * 200,
+        }[damage]
+    )
     assert main(["run", str(path), "--out", str(out), "--resume", "--quiet"]) == 2
     assert str(state) in _one_error(capsys) and not (out / "summary.json").exists()
 
@@ -413,6 +471,7 @@ def test_resume_refuses_a_run_of_another_scenario(tmp_path: Path, capsys: pytest
 
 # --- damaged run folders for replay, plot and report ---------------------------------------------------------------
 
+
 @pytest.fixture(scope="module")
 def finished_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     tmp = tmp_path_factory.mktemp("finished")
@@ -421,28 +480,44 @@ def finished_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp / "run"
 
 
-@pytest.mark.parametrize("damage", [
-    ("summary.json", b"{not json"), ("summary.json", b'{"clients": "x"}'),
-    ("summary.json", b'{"clients": [], "sim_time_s": "fast"}'), ("summary.json", b"\xff\xfe"),
-    ("rounds.csv", b"round,sim_time_s,final_accuracy\n1,abc,0.5\n"), ("rounds.csv", b"round\n1\n"),
-    ("clients.csv", b"\xff\xfe\x00"), ("events.csv", b"t_start,t_end\n1,2\n"),
-    ("early_exit.csv", b"client,threshold,accuracy,exit_rate,latency_s\na,x,y,z,w\n"),
-    ("scenario.resolved.yaml", b"name: [unclosed"),
-])
+@pytest.mark.parametrize(
+    "damage",
+    [
+        ("summary.json", b"{not json"),
+        ("summary.json", b'{"clients": "x"}'),
+        ("summary.json", b'{"clients": [], "sim_time_s": "fast"}'),
+        ("summary.json", b"\xff\xfe"),
+        ("rounds.csv", b"round,sim_time_s,final_accuracy\n1,abc,0.5\n"),
+        ("rounds.csv", b"round\n1\n"),
+        ("clients.csv", b"\xff\xfe\x00"),
+        ("events.csv", b"t_start,t_end\n1,2\n"),
+        ("early_exit.csv", b"client,threshold,accuracy,exit_rate,latency_s\na,x,y,z,w\n"),
+        ("scenario.resolved.yaml", b"name: [unclosed"),
+    ],
+)
 @pytest.mark.parametrize("command", ["replay", "plot", "report"])
-def test_damaged_run_folders(tmp_path: Path, capsys: pytest.CaptureFixture[str], finished_run: Path,
-                             damage: tuple[str, bytes], command: str) -> None:
+def test_damaged_run_folders(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], finished_run: Path, damage: tuple[str, bytes], command: str
+) -> None:
     import shutil
 
     folder = tmp_path / "damaged"
     shutil.copytree(finished_run, folder)
     (folder / damage[0]).write_bytes(damage[1])
     before = _tree(folder)
-    argv = {"replay": ["replay", str(folder), "--out", str(tmp_path / "r")],
-            "plot": ["plot", {"rounds.csv": "time-to-accuracy", "events.csv": "timeline",
-                              "early_exit.csv": "early-exit"}.get(damage[0], "tradeoff"), str(folder),
-                     "--out", str(tmp_path / "f.png")],
-            "report": ["report", str(folder), "--out", str(tmp_path / "r.html")]}[command]
+    argv = {
+        "replay": ["replay", str(folder), "--out", str(tmp_path / "r")],
+        "plot": [
+            "plot",
+            {"rounds.csv": "time-to-accuracy", "events.csv": "timeline", "early_exit.csv": "early-exit"}.get(
+                damage[0], "tradeoff"
+            ),
+            str(folder),
+            "--out",
+            str(tmp_path / "f.png"),
+        ],
+        "report": ["report", str(folder), "--out", str(tmp_path / "r.html")],
+    }[command]
     status = main(argv)
     err = [ln for ln in capsys.readouterr().err.splitlines() if ln.strip()]
     # a figure or report that does not need the damaged file may still be made; anything else is one line
@@ -451,6 +526,7 @@ def test_damaged_run_folders(tmp_path: Path, capsys: pytest.CaptureFixture[str],
 
 
 # --- atomic writes, leftovers, unexpected failures -----------------------------------------------------------------
+
 
 def test_atomic_write_does_not_follow_a_planted_symlink(tmp_path: Path) -> None:
     victim = tmp_path / "victim.txt"
@@ -483,7 +559,8 @@ def test_no_leftovers_after_a_clean_or_killed_finish(tmp_path: Path) -> None:
 
 
 def test_an_unexpected_failure_is_one_line_and_debug_shows_the_traceback(
-        tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     import simulator.cli as cli
 
     def boom(args: Any) -> int:

@@ -18,7 +18,8 @@ def _module(path: Path) -> str:
 
 def _is_type_checking(test: ast.expr) -> bool:
     return (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING") or (
-        isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING")
+        isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING"
+    )
 
 
 def _imports(path: Path) -> list[tuple[str, int]]:
@@ -56,11 +57,16 @@ def _under(name: str, prefix: str) -> bool:
     return name == prefix or name.startswith(prefix + ".")
 
 
-def _offending(package: str, forbidden: tuple[str, ...], allowed: tuple[str, ...] = (),
-               exempt_modules: tuple[str, ...] = ()) -> list[str]:
-    return [f"{mod}:{line} imports {name}" for mod, name, line in _edges(package)
-            if any(_under(name, f) for f in forbidden) and not any(_under(name, a) for a in allowed)
-            and mod not in exempt_modules]
+def _offending(
+    package: str, forbidden: tuple[str, ...], allowed: tuple[str, ...] = (), exempt_modules: tuple[str, ...] = ()
+) -> list[str]:
+    return [
+        f"{mod}:{line} imports {name}"
+        for mod, name, line in _edges(package)
+        if any(_under(name, f) for f in forbidden)
+        and not any(_under(name, a) for a in allowed)
+        and mod not in exempt_modules
+    ]
 
 
 @pytest.mark.parametrize("package", ["simulator.timing", "simulator.costs", "simulator.config", "analysis"])
@@ -84,8 +90,9 @@ def test_engine_joins_the_worlds_through_their_builders() -> None:
     assert _offending("simulator.engine", ("simulator.learning",), allowed) == []
     # `simulator.learning.strategies` is allowed only as the package face that names the base class
     strategies = [name for _, name, _ in _edges("simulator.engine") if _under(name, "simulator.learning.strategies")]
-    assert all(name in ("simulator.learning.strategies", "simulator.learning.strategies.learner")
-               for name in strategies), strategies
+    assert all(
+        name in ("simulator.learning.strategies", "simulator.learning.strategies.learner") for name in strategies
+    ), strategies
 
 
 def test_the_reader_sees_every_kind_of_import() -> None:

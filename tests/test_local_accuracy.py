@@ -26,32 +26,41 @@ def test_local_accuracy_by_hand() -> None:
     w = local_test_weights(train, test_y, 3)
     # By hand: class 0 accuracy 1/2 with weight 3/4, class 1 accuracy 1 with weight 1/4, class 2 weight 0.
     assert w.tolist() == pytest.approx([3 / 8, 3 / 8, 1 / 16, 1 / 16, 1 / 16, 1 / 16, 0.0, 0.0])
-    ev = EvalResult(exit_correct=correct, final_correct=torch.ones(8, dtype=torch.bool), exit_entropy=None,
-                    local_weights=w)
+    ev = EvalResult(
+        exit_correct=correct, final_correct=torch.ones(8, dtype=torch.bool), exit_entropy=None, local_weights=w
+    )
     assert ev.exit_accuracy_local == pytest.approx(3 / 4 * 1 / 2 + 1 / 4 * 1)
     assert ev.final_accuracy_local == pytest.approx(1.0)
     assert ev.exit_accuracy == pytest.approx(5 / 8)  # the global test split, unweighted
     # A class of the shard missing from the test split: the measurable classes renormalized.
     w2 = local_test_weights(torch.tensor([0, 2, 2, 2]), torch.tensor([0, 0, 1]), 3)
-    ev2 = EvalResult(exit_correct=torch.tensor([True, False, True]), final_correct=None, exit_entropy=None,
-                     local_weights=w2)
+    ev2 = EvalResult(
+        exit_correct=torch.tensor([True, False, True]), final_correct=None, exit_entropy=None, local_weights=w2
+    )
     assert ev2.exit_accuracy_local == pytest.approx(0.5) and ev2.final_accuracy_local != ev2.final_accuracy_local
 
 
 SCENARIO: dict[str, Any] = {
     "name": "local",
     "seed": 4,
-    "dataset": {"name": "synthetic", "synthetic": {"image_size": 8, "in_channels": 1, "num_classes": 4,
-                                                   "train_size": 200, "test_size": 64},
-                "partition": {"kind": "dirichlet", "alpha": 0.3}},
+    "dataset": {
+        "name": "synthetic",
+        "synthetic": {"image_size": 8, "in_channels": 1, "num_classes": 4, "train_size": 200, "test_size": 64},
+        "partition": {"kind": "dirichlet", "alpha": 0.3},
+    },
     "model": {"width": 4},
     "training": {"rounds": 2, "local_steps": 2, "batch_size": 8},
     "strategy": {"name": "averaging"},
     "server": {"device": {"flops_per_s": 1.0e9, "memory_bytes": 1.0e10, "compute_w": 100.0, "idle_w": 10.0}},
-    "clients": [{"name": f"c{i}", "cut": cut,
-                 "device": {"flops_per_s": 1.0e7, "memory_bytes": 1.0e9, "compute_w": 3.0, "idle_w": 1.0},
-                 "link": {"uplink_bps": 1.0e6, "downlink_bps": 2.0e6, "latency_s": 0.01, "tx_w": 0.5,
-                          "rx_w": 0.25}} for i, cut in enumerate([1, 2, 3])],
+    "clients": [
+        {
+            "name": f"c{i}",
+            "cut": cut,
+            "device": {"flops_per_s": 1.0e7, "memory_bytes": 1.0e9, "compute_w": 3.0, "idle_w": 1.0},
+            "link": {"uplink_bps": 1.0e6, "downlink_bps": 2.0e6, "latency_s": 0.01, "tx_w": 0.5, "rx_w": 0.25},
+        }
+        for i, cut in enumerate([1, 2, 3])
+    ],
     "eval": {"batch_size": 64, "thresholds": [0.5]},
     "output": {"checkpoint_every": 0, "progress": False},
 }

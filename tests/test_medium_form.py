@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 
 from simulator.config.scenario import resolve_scenario
-from simulator.timing.build import build_timing
 from simulator.rng import Streams
+from simulator.timing.build import build_timing
 from simulator.timing.medium_form import medium_rounds, medium_rounds_many
 from simulator.timing.world import TimingWorld
 
@@ -27,23 +27,45 @@ def _world(rng: np.random.Generator, n: int, *, overlap: bool, send_buffer: int,
         if twins and i == 1:  # client 1 is client 0 again: equal flows that start and finish together
             clients.append({**clients[0], "name": "c1"})
             continue
-        clients.append({
-            "name": f"c{i}",
-            "device": {"flops_per_s": float(rng.uniform(5e5, 5e6)), "memory_bytes": 1.0e9, "compute_w": 2.0,
-                       "idle_w": 0.5},
-            "link": {"uplink_bps": float(rng.uniform(1e5, 8e5)), "downlink_bps": float(rng.uniform(1e5, 8e5)),
-                     "latency_s": float(rng.uniform(0, 0.02)), "jitter_s": float(rng.choice([0.0, 0.003])),
-                     "loss_rate": float(rng.choice([0.0, 0.05])), "tx_w": 0.3, "rx_w": 0.2},
-            "cut": int(rng.integers(1, 4)), "medium": "ap"})
+        clients.append(
+            {
+                "name": f"c{i}",
+                "device": {
+                    "flops_per_s": float(rng.uniform(5e5, 5e6)),
+                    "memory_bytes": 1.0e9,
+                    "compute_w": 2.0,
+                    "idle_w": 0.5,
+                },
+                "link": {
+                    "uplink_bps": float(rng.uniform(1e5, 8e5)),
+                    "downlink_bps": float(rng.uniform(1e5, 8e5)),
+                    "latency_s": float(rng.uniform(0, 0.02)),
+                    "jitter_s": float(rng.choice([0.0, 0.003])),
+                    "loss_rate": float(rng.choice([0.0, 0.05])),
+                    "tx_w": 0.3,
+                    "rx_w": 0.2,
+                },
+                "cut": int(rng.integers(1, 4)),
+                "medium": "ap",
+            }
+        )
     data: dict[str, Any] = {
-        "name": "medium", "seed": int(rng.integers(100)),
-        "dataset": {"name": "synthetic", "synthetic": {"image_size": 8, "in_channels": 1, "num_classes": 10,
-                                                       "train_size": 64 * n, "test_size": 16}},
-        "model": {"width": 4}, "training": {"rounds": 1, "local_steps": 3, "batch_size": 8},
+        "name": "medium",
+        "seed": int(rng.integers(100)),
+        "dataset": {
+            "name": "synthetic",
+            "synthetic": {"image_size": 8, "in_channels": 1, "num_classes": 10, "train_size": 64 * n, "test_size": 16},
+        },
+        "model": {"width": 4},
+        "training": {"rounds": 1, "local_steps": 3, "batch_size": 8},
         "strategy": {"name": "averaging"},
-        "network": {"overlap_compute_comm": overlap, "send_buffer": send_buffer,
-                    "media": {"ap": {"capacity_bps": float(rng.uniform(2e5, 1.5e6))}}},
-        "server": {"device": SERVER, "workers": 1}, "clients": clients,
+        "network": {
+            "overlap_compute_comm": overlap,
+            "send_buffer": send_buffer,
+            "media": {"ap": {"capacity_bps": float(rng.uniform(2e5, 1.5e6))}},
+        },
+        "server": {"device": SERVER, "workers": 1},
+        "clients": clients,
         "output": {"events": "csv", "checkpoint_every": 0, "progress": False},
     }
     rs = resolve_scenario(data, "medium.yaml")
@@ -57,9 +79,14 @@ def _inputs(w: TimingWorld, steps: list[int]) -> dict[str, Any]:
         up = d.link.up
         z = up.jitter.row(up.jitter_row, s) if up.jitter_s > 0 else np.zeros(s)
         flights.append((up.latency_s + (up.jitter_s * z if up.jitter_s > 0 else z)).tolist())
-    return {"fwd_s": [d.step_seconds[0] for d in devs], "rest_s": [d.step_seconds[1] for d in devs],
-            "bits": [d.wire_feature_bytes * 8.0 for d in devs], "cap_bps": [d.link.up.cap_bps for d in devs],
-            "capacity_bps": devs[0].link.up.medium.capacity_bps, "flights": flights}
+    return {
+        "fwd_s": [d.step_seconds[0] for d in devs],
+        "rest_s": [d.step_seconds[1] for d in devs],
+        "bits": [d.wire_feature_bytes * 8.0 for d in devs],
+        "cap_bps": [d.link.up.cap_bps for d in devs],
+        "capacity_bps": devs[0].link.up.medium.capacity_bps,
+        "flights": flights,
+    }
 
 
 def _cases(count: int) -> list[tuple[int, int, bool, int, bool]]:
@@ -88,19 +115,30 @@ def test_medium_rounds_equal_the_processes(seed: int, n: int, overlap: bool, sen
     procs = [w.env.process(d.shared_medium_round(1, s)) for d, s in zip(w.devices, steps)]
     w.env.run(until=w.env.all_of(procs))
     got = [p.value for p in procs]
-    tx = {d.name: [(e.t_start, e.t_end) for e in w.recorder.events if e.entity == d.name and e.kind == "tx"]
-          for d in w.devices}
-    compute = {d.name: [(e.t_start, e.t_end) for e in w.recorder.events if e.entity == d.name
-                        and e.kind == "compute"] for d in w.devices}
+    tx = {
+        d.name: [(e.t_start, e.t_end) for e in w.recorder.events if e.entity == d.name and e.kind == "tx"]
+        for d in w.devices
+    }
+    compute = {
+        d.name: [(e.t_start, e.t_end) for e in w.recorder.events if e.entity == d.name and e.kind == "compute"]
+        for d in w.devices
+    }
     # The closed form, from a fresh world (the same jitter draws).
     w2 = _world(np.random.default_rng(seed), n, overlap=overlap, send_buffer=send_buffer, twins=twins)
     args = _inputs(w2, steps)
     one = medium_rounds(t0, steps, overlap=overlap, send_buffer=send_buffer, **args)
-    many = medium_rounds_many(np.array([t0, t0]), steps, np.array([args["fwd_s"]] * 2),
-                              np.array([args["rest_s"]] * 2), np.array([args["bits"]] * 2),
-                              np.array([args["cap_bps"]] * 2), np.array([args["capacity_bps"]] * 2),
-                              np.array([[f + [np.nan] * (max(steps) - len(f)) for f in args["flights"]]] * 2),
-                              overlap=overlap, send_buffer=send_buffer)
+    many = medium_rounds_many(
+        np.array([t0, t0]),
+        steps,
+        np.array([args["fwd_s"]] * 2),
+        np.array([args["rest_s"]] * 2),
+        np.array([args["bits"]] * 2),
+        np.array([args["cap_bps"]] * 2),
+        np.array([args["capacity_bps"]] * 2),
+        np.array([[f + [np.nan] * (max(steps) - len(f)) for f in args["flights"]]] * 2),
+        overlap=overlap,
+        send_buffer=send_buffer,
+    )
     for form in (one, many):
         for p in range(form.done.shape[0]):
             for d, (dev, s) in enumerate(zip(w.devices, steps)):
@@ -108,8 +146,12 @@ def test_medium_rounds_equal_the_processes(seed: int, n: int, overlap: bool, sen
                 assert form.arrival[p, d, :s].tolist() == arrivals
                 assert float(form.done[p, d]) == done
                 assert list(zip(form.send[0][p, d, :s].tolist(), form.send[1][p, d, :s].tolist())) == tx[dev.name]
-                cf = sorted([*zip(form.fwd[0][p, d, :s].tolist(), form.fwd[1][p, d, :s].tolist()),
-                             *zip(form.rest[0][p, d, :s].tolist(), form.rest[1][p, d, :s].tolist())])
+                cf = sorted(
+                    [
+                        *zip(form.fwd[0][p, d, :s].tolist(), form.fwd[1][p, d, :s].tolist()),
+                        *zip(form.rest[0][p, d, :s].tolist(), form.rest[1][p, d, :s].tolist()),
+                    ]
+                )
                 assert cf == sorted(compute[dev.name])
 
 
@@ -124,8 +166,9 @@ def test_transfers_started_together_equal_the_processes(seed: int, up: bool) -> 
         nbytes[1] = nbytes[0]
     t0 = float(rng.uniform(0, 9))
     w.env.run(until=t0)
-    procs = [w.env.process(d.transfer(1, b, up=up, kind="agg_tx" if up else "agg_rx")) for d, b in
-             zip(w.devices, nbytes)]
+    procs = [
+        w.env.process(d.transfer(1, b, up=up, kind="agg_tx" if up else "agg_rx")) for d, b in zip(w.devices, nbytes)
+    ]
     w.env.run(until=w.env.all_of(procs))
     trs = [p.value for p in procs]
     chans = [d.link.up if up else d.link.down for d in w.devices]
@@ -137,13 +180,30 @@ def test_transfers_started_together_equal_the_processes(seed: int, up: bool) -> 
     for d in w2.devices:
         ch = d.link.up if up else d.link.down
         flights.append([ch.latency_s + ch.jitter.one(ch.jitter_row, ch.jitter_s)])
-    form = medium_rounds(t0, [1] * n, [0.0] * n, [0.0] * n, [ch.wire_bytes(b) * 8.0 for ch, b in zip(chans, nbytes)],
-                         [ch.cap_bps for ch in chans], chans[0].medium.capacity_bps, flights, overlap=True,
-                         send_buffer=1)
-    many = medium_rounds_many(np.array([t0]), [1] * n, np.zeros((1, n)), np.zeros((1, n)),
-                              np.array([[ch.wire_bytes(b) * 8.0 for ch, b in zip(chans, nbytes)]]),
-                              np.array([[ch.cap_bps for ch in chans]]), np.array([chans[0].medium.capacity_bps]),
-                              np.array([flights]), overlap=True, send_buffer=1)
+    form = medium_rounds(
+        t0,
+        [1] * n,
+        [0.0] * n,
+        [0.0] * n,
+        [ch.wire_bytes(b) * 8.0 for ch, b in zip(chans, nbytes)],
+        [ch.cap_bps for ch in chans],
+        chans[0].medium.capacity_bps,
+        flights,
+        overlap=True,
+        send_buffer=1,
+    )
+    many = medium_rounds_many(
+        np.array([t0]),
+        [1] * n,
+        np.zeros((1, n)),
+        np.zeros((1, n)),
+        np.array([[ch.wire_bytes(b) * 8.0 for ch, b in zip(chans, nbytes)]]),
+        np.array([[ch.cap_bps for ch in chans]]),
+        np.array([chans[0].medium.capacity_bps]),
+        np.array([flights]),
+        overlap=True,
+        send_buffer=1,
+    )
     for f in (form, many):
         assert f.send[1][0, :, 0].tolist() == [tr.t_end_busy for tr in trs]
         assert f.arrival[0, :, 0].tolist() == [tr.t_delivered for tr in trs]
@@ -166,11 +226,26 @@ def test_many_variants_at_once_equal_each_alone(seed: int) -> None:
     flights = rng.uniform(0, 0.01, (p_n, n, max(steps)))
     many = medium_rounds_many(t0, steps, fwd, rest, bits, caps, capacity, flights, overlap=overlap, send_buffer=sb)
     for p in range(p_n):
-        one = medium_rounds(float(t0[p]), steps, fwd[p].tolist(), rest[p].tolist(), bits[p].tolist(),
-                            caps[p].tolist(), float(capacity[p]), flights[p].tolist(), overlap=overlap,
-                            send_buffer=sb)
-        for a, b in ((one.arrival, many.arrival), (one.send[0], many.send[0]), (one.send[1], many.send[1]),
-                     (one.fwd[0], many.fwd[0]), (one.rest[1], many.rest[1]), (one.done, many.done)):
+        one = medium_rounds(
+            float(t0[p]),
+            steps,
+            fwd[p].tolist(),
+            rest[p].tolist(),
+            bits[p].tolist(),
+            caps[p].tolist(),
+            float(capacity[p]),
+            flights[p].tolist(),
+            overlap=overlap,
+            send_buffer=sb,
+        )
+        for a, b in (
+            (one.arrival, many.arrival),
+            (one.send[0], many.send[0]),
+            (one.send[1], many.send[1]),
+            (one.fwd[0], many.fwd[0]),
+            (one.rest[1], many.rest[1]),
+            (one.done, many.done),
+        ):
             np.testing.assert_array_equal(a[0], b[p])
 
 
@@ -185,7 +260,7 @@ def test_variants_equal_timing_only_runs(seed: int) -> None:
     n = int(rng.integers(2, 6))
     base = _world(rng, n, overlap=bool(rng.integers(2)), send_buffer=int(rng.integers(1, 3)), twins=True).rs
     data = base.to_dict()
-    for c in data["clients"][n // 2:]:  # the second half on links of their own
+    for c in data["clients"][n // 2 :]:  # the second half on links of their own
         c["medium"] = None
     data["clients"][-1]["device"]["battery_j"] = 1.0e6
     data["strategy"] = {"name": str(rng.choice(["averaging", "sequential"]))}

@@ -67,8 +67,7 @@ def test_server_gradient_chained_through_client_matches_full_backward(small_resn
 
 
 @pytest.mark.parametrize("cut", CUTS)
-def test_client_and_server_share_the_model_parameters_and_partition_them(small_resnet: SplitResNet18,
-                                                                         cut: int) -> None:
+def test_client_and_server_share_the_model_parameters_and_partition_them(small_resnet: SplitResNet18, cut: int) -> None:
     client, server = split(small_resnet, cut)
     model_ptrs = {p.data_ptr() for p in small_resnet.parameters()}
     client_ptrs = {p.data_ptr() for p in client.body.parameters()}

@@ -14,20 +14,45 @@ from simulator.timing.network import Channel, JitterBank, SharedMedium, Transfer
 MBIT = 1.0e6
 
 
-def _channel(env: simpy.Environment, *, bps: float = 1 * MBIT, latency_s: float = 0.05, jitter_s: float = 0.0,
-             loss_rate: float = 0.0, seed: int = 0, medium: SharedMedium | None = None, name: str = "c") -> Channel:
-    return Channel(env, name=name, bps=bps, latency_s=latency_s, jitter_s=jitter_s, loss_rate=loss_rate,
-                   rng=np.random.default_rng(seed), medium=medium)
+def _channel(
+    env: simpy.Environment,
+    *,
+    bps: float = 1 * MBIT,
+    latency_s: float = 0.05,
+    jitter_s: float = 0.0,
+    loss_rate: float = 0.0,
+    seed: int = 0,
+    medium: SharedMedium | None = None,
+    name: str = "c",
+) -> Channel:
+    return Channel(
+        env,
+        name=name,
+        bps=bps,
+        latency_s=latency_s,
+        jitter_s=jitter_s,
+        loss_rate=loss_rate,
+        rng=np.random.default_rng(seed),
+        medium=medium,
+    )
 
 
-def _send_at(env: simpy.Environment, channel: Channel, t: float, payload_bytes: float,
-             out: list[Transfer]) -> Generator[simpy.Event, Any, None]:
+def _send_at(
+    env: simpy.Environment, channel: Channel, t: float, payload_bytes: float, out: list[Transfer]
+) -> Generator[simpy.Event, Any, None]:
     yield env.timeout(t)
     out.append((yield env.process(channel.send(payload_bytes))))
 
 
-def _flow_at(env: simpy.Environment, medium: SharedMedium, t: float, bits: float, cap_bps: float,
-             done: dict[str, float], name: str) -> Generator[simpy.Event, Any, None]:
+def _flow_at(
+    env: simpy.Environment,
+    medium: SharedMedium,
+    t: float,
+    bits: float,
+    cap_bps: float,
+    done: dict[str, float],
+    name: str,
+) -> Generator[simpy.Event, Any, None]:
     yield env.timeout(t)
     yield medium.transfer(bits, cap_bps=cap_bps)
     done[name] = env.now
@@ -42,8 +67,9 @@ def test_single_transfer_takes_latency_plus_bytes_over_bandwidth() -> None:
     proc = env.process(ch.send(125_000))
     env.run()
     # 125 000 B × 8 = 1 Mbit at 1 Mbit/s: radio busy 1 s, delivered 50 ms later.
-    assert proc.value == Transfer(t_queued=0.0, t_start=0.0, t_end_busy=1.0, t_delivered=1.0 + 0.05,
-                                  payload_bytes=125_000.0, wire_bytes=125_000.0)
+    assert proc.value == Transfer(
+        t_queued=0.0, t_start=0.0, t_end_busy=1.0, t_delivered=1.0 + 0.05, payload_bytes=125_000.0, wire_bytes=125_000.0
+    )
 
 
 def test_loss_inflates_busy_time() -> None:
@@ -67,13 +93,22 @@ def test_messages_on_one_channel_are_serialized_fifo() -> None:
     assert (first.t_start, first.t_end_busy, first.t_delivered) == pytest.approx((0.0, 1.0, 1.05))
     # Queued at 0, starts when the radio frees at 1 s (the first's latency does not hold the radio), busy 2 s.
     assert (second.t_queued, second.t_start, second.t_end_busy, second.t_delivered) == pytest.approx(
-        (0.0, 1.0, 1.0 + 2.0, 1.0 + 2.0 + 0.05))
+        (0.0, 1.0, 1.0 + 2.0, 1.0 + 2.0 + 0.05)
+    )
 
 
 def test_private_uplink_and_downlink_run_in_parallel() -> None:
     env = simpy.Environment()
-    link = make_link(env, name="d0", uplink_bps=1 * MBIT, downlink_bps=2 * MBIT, latency_s=0.01, jitter_s=0.0,
-                     loss_rate=0.0, rng=np.random.default_rng(0))
+    link = make_link(
+        env,
+        name="d0",
+        uplink_bps=1 * MBIT,
+        downlink_bps=2 * MBIT,
+        latency_s=0.01,
+        jitter_s=0.0,
+        loss_rate=0.0,
+        rng=np.random.default_rng(0),
+    )
     up = env.process(link.up.send(125_000))
     down = env.process(link.down.send(125_000))
     env.run()
@@ -250,10 +285,28 @@ def test_channels_on_a_medium_share_it_and_keep_their_own_cap() -> None:
     env = simpy.Environment()
     medium = SharedMedium(env, capacity_bps=10 * MBIT, name="ap")
     rng = np.random.default_rng(0)
-    slow = make_link(env, name="slow", uplink_bps=2 * MBIT, downlink_bps=2 * MBIT, latency_s=0.01, jitter_s=0.0,
-                     loss_rate=0.0, rng=rng, medium=medium)
-    fast = make_link(env, name="fast", uplink_bps=10 * MBIT, downlink_bps=10 * MBIT, latency_s=0.01, jitter_s=0.0,
-                     loss_rate=0.0, rng=rng, medium=medium)
+    slow = make_link(
+        env,
+        name="slow",
+        uplink_bps=2 * MBIT,
+        downlink_bps=2 * MBIT,
+        latency_s=0.01,
+        jitter_s=0.0,
+        loss_rate=0.0,
+        rng=rng,
+        medium=medium,
+    )
+    fast = make_link(
+        env,
+        name="fast",
+        uplink_bps=10 * MBIT,
+        downlink_bps=10 * MBIT,
+        latency_s=0.01,
+        jitter_s=0.0,
+        loss_rate=0.0,
+        rng=rng,
+        medium=medium,
+    )
     a = env.process(slow.up.send(250_000))  # 2 Mbit, capped at 2 Mbit/s
     b = env.process(fast.up.send(1_000_000))  # 8 Mbit, gets the 8 Mbit/s left
     env.run()
@@ -264,8 +317,17 @@ def test_channels_on_a_medium_share_it_and_keep_their_own_cap() -> None:
 def test_uplink_and_downlink_share_a_half_duplex_medium() -> None:
     env = simpy.Environment()
     medium = SharedMedium(env, capacity_bps=1 * MBIT, name="ap")
-    link = make_link(env, name="d0", uplink_bps=1 * MBIT, downlink_bps=1 * MBIT, latency_s=0.0, jitter_s=0.0,
-                     loss_rate=0.2, rng=np.random.default_rng(0), medium=medium)
+    link = make_link(
+        env,
+        name="d0",
+        uplink_bps=1 * MBIT,
+        downlink_bps=1 * MBIT,
+        latency_s=0.0,
+        jitter_s=0.0,
+        loss_rate=0.2,
+        rng=np.random.default_rng(0),
+        medium=medium,
+    )
     up = env.process(link.up.send(100_000))
     down = env.process(link.down.send(100_000))
     env.run()
@@ -292,8 +354,16 @@ def test_a_stop_at_the_moment_a_send_ends_counts_it_sent(on_medium: bool) -> Non
     # A 100-byte message at 800 bit/s takes exactly 1 s; the sender's stop fires at that very moment.
     env = simpy.Environment()
     medium = SharedMedium(env, 800.0, "m") if on_medium else None
-    ch = Channel(env, name="c", bps=800.0, latency_s=0.0, jitter_s=0.0, loss_rate=0.0,
-                 rng=np.random.default_rng(0), medium=medium)
+    ch = Channel(
+        env,
+        name="c",
+        bps=800.0,
+        latency_s=0.0,
+        jitter_s=0.0,
+        loss_rate=0.0,
+        rng=np.random.default_rng(0),
+        medium=medium,
+    )
     out = {}
 
     def sender() -> Generator[simpy.Event, Any, None]:

@@ -49,8 +49,7 @@ def test_the_example_notebook_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPat
     monkeypatch.setenv("PYTHONPATH", str(REPO))  # the kernel imports this checkout's simulator and analysis
 
     nb = nbformat.read(NOTEBOOK, as_version=4)
-    NotebookClient(nb, timeout=300, kernel_name="python3",
-                   resources={"metadata": {"path": str(tmp_path)}}).execute()
+    NotebookClient(nb, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}).execute()
     printed = "".join(_text(cell) for cell in nb.cells if cell.cell_type == "code")
 
     summary = json.loads((runs / "quickstart" / "summary.json").read_text())
@@ -58,19 +57,32 @@ def test_the_example_notebook_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPat
     # exits by cut from clients.csv, by hand: the mean over the clients at each cut in the last round
     with (runs / "quickstart" / "clients.csv").open() as fh:
         rows = [r for r in csv.DictReader(fh) if r["round"] == "2"]
-    expected = {cut: round(sum(float(r["exit_accuracy"]) for r in rows if r["cut"] == str(cut))
-                           / sum(r["cut"] == str(cut) for r in rows), 3) for cut in (1, 2)}
+    expected = {
+        cut: round(
+            sum(float(r["exit_accuracy"]) for r in rows if r["cut"] == str(cut))
+            / sum(r["cut"] == str(cut) for r in rows),
+            3,
+        )
+        for cut in (1, 2)
+    }
     assert f"exits by cut: {expected}" in printed
     # the what-if table: factor, uplink, simulated time, energy, accuracy per row
-    table = {float(m[0]): (float(m[1]), float(m[2]), float(m[4])) for m in
-             re.findall(r"^\s*([\d.]+)\s+([\d.e+]+)\s+([\d.]+)\s+([\d.]+)\s+([\d.]+)\s*$", printed, flags=re.M)}
+    table = {
+        float(m[0]): (float(m[1]), float(m[2]), float(m[4]))
+        for m in re.findall(r"^\s*([\d.]+)\s+([\d.e+]+)\s+([\d.]+)\s+([\d.]+)\s+([\d.]+)\s*$", printed, flags=re.M)
+    }
     assert sorted(table) == [0.5, 1.0, 2.0, 4.0]
     assert table[1.0][0] == 7e5  # the BLE profile's uplink, 0.7 Mbit/s (device_profiles/links/ble.yaml)
     assert table[1.0][1] == pytest.approx(summary["sim_time_s"], abs=1e-3)  # unchanged profiles: the same time
     times = [table[f][1] for f in (0.5, 1.0, 2.0, 4.0)]
     assert times == sorted(times, reverse=True) and times[0] > times[-1]  # its uploads hold the rounds up
     assert all(table[f][2] == pytest.approx(summary["final_accuracy"], abs=1e-4) for f in table)  # not retrained
-    images = [o["data"]["image/png"] for cell in nb.cells if cell.cell_type == "code"
-              for o in cell.get("outputs", []) if "image/png" in o.get("data", {})]
+    images = [
+        o["data"]["image/png"]
+        for cell in nb.cells
+        if cell.cell_type == "code"
+        for o in cell.get("outputs", [])
+        if "image/png" in o.get("data", {})
+    ]
     assert images and base64.b64decode(images[-1]).startswith(b"\x89PNG")
     assert (runs / "quickstart_whatif.png").read_bytes().startswith(b"\x89PNG")

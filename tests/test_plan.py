@@ -19,16 +19,21 @@ SERVER = {"flops_per_s": 4.0e7, "memory_bytes": 1.0e10, "compute_w": 100.0, "idl
 DEVICE = {"flops_per_s": 2.0e6, "memory_bytes": 1.0e9, "compute_w": 2.5, "idle_w": 0.8}
 LINK = {"uplink_bps": 5.0e5, "downlink_bps": 5.0e5, "latency_s": 0.002, "tx_w": 0.3, "rx_w": 0.2}
 BASE: dict[str, Any] = {
-    "name": "plan", "seed": 2,
-    "dataset": {"name": "synthetic", "synthetic": {"image_size": 8, "in_channels": 1, "num_classes": 10,
-                                                   "train_size": 120, "test_size": 16}},
+    "name": "plan",
+    "seed": 2,
+    "dataset": {
+        "name": "synthetic",
+        "synthetic": {"image_size": 8, "in_channels": 1, "num_classes": 10, "train_size": 120, "test_size": 16},
+    },
     "model": {"width": 4},
     "training": {"rounds": 2, "local_steps": 3, "batch_size": 8},
     "strategy": {"name": "averaging", "aggregate_every": 1},
     "server": {"device": SERVER, "workers": 2},
-    "clients": [{"name": "a", "device": DEVICE, "link": LINK, "cut": 1},
-                {"name": "b", "device": {**DEVICE, "flops_per_s": 1.0e6}, "link": LINK, "cut": 2},
-                {"name": "c", "device": DEVICE, "link": {**LINK, "uplink_bps": 1.0e5}, "cut": 2}],
+    "clients": [
+        {"name": "a", "device": DEVICE, "link": LINK, "cut": 1},
+        {"name": "b", "device": {**DEVICE, "flops_per_s": 1.0e6}, "link": LINK, "cut": 2},
+        {"name": "c", "device": DEVICE, "link": {**LINK, "uplink_bps": 1.0e5}, "cut": 2},
+    ],
     "eval": {"every": 2, "batch_size": 16},
     "output": {"checkpoint_every": 0},
 }
@@ -93,11 +98,15 @@ def test_the_plans_are_all_learning_needs(tmp_path: Path) -> None:
         fresh.learner.execute(plan)
     # The plans did train: the weights are no longer the ones every run starts from.
     start = untouched.learning.client_parts[1]
-    assert not all(torch.equal(a, b) for a, b in zip(start.tensors(0, buffers=False),
-                                                       fresh.learning.client_parts[1].tensors(0, buffers=False)))
+    assert not all(
+        torch.equal(a, b)
+        for a, b in zip(start.tensors(0, buffers=False), fresh.learning.client_parts[1].tensors(0, buffers=False))
+    )
     assert sim.learning is not None
-    for mine, theirs in ((sim.learning.client_parts, fresh.learning.client_parts),
-                         (sim.learning.server_parts, fresh.learning.server_parts)):
+    for mine, theirs in (
+        (sim.learning.client_parts, fresh.learning.client_parts),
+        (sim.learning.server_parts, fresh.learning.server_parts),
+    ):
         assert mine.keys() == theirs.keys() and mine
         for cut, part in mine.items():
             for k in range(part.n):

@@ -197,8 +197,14 @@ def test_tables_list_every_profile() -> None:
 
 def test_device_table_row_in_readable_units() -> None:
     dev = DeviceProfile(
-        name="board", source="test", kind="sbc", flops_per_s=1.5e9, memory_bytes=3 * 2**30,
-        compute_w=5.0, idle_w=1.25, battery_j=36_000.0,
+        name="board",
+        source="test",
+        kind="sbc",
+        flops_per_s=1.5e9,
+        memory_bytes=3 * 2**30,
+        compute_w=5.0,
+        idle_w=1.25,
+        battery_j=36_000.0,
     )
     plug = dev.model_copy(update={"name": "plug", "battery_j": None, "memory_bytes": 512 * 2**10})
     text = format_devices_table({"board": dev, "plug": plug})
@@ -216,8 +222,15 @@ def test_device_table_row_in_readable_units() -> None:
 
 def test_link_table_row_in_readable_units() -> None:
     link = LinkProfile(
-        name="radio", source="test", uplink_bps=250e3, downlink_bps=2e6, latency_s=0.0125,
-        jitter_s=0.002, loss_rate=0.01, tx_w=0.5, rx_w=0.25,
+        name="radio",
+        source="test",
+        uplink_bps=250e3,
+        downlink_bps=2e6,
+        latency_s=0.0125,
+        jitter_s=0.002,
+        loss_rate=0.01,
+        tx_w=0.5,
+        rx_w=0.25,
     )
     row = format_links_table({"radio": link}).splitlines()[2].split()
     assert row == ["radio", "250", "kbit/s", "2", "Mbit/s", "12.5", "2", "1%", "0.5", "0.25"]

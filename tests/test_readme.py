@@ -34,10 +34,16 @@ def doc_pages() -> list[Path]:
     pages = [REPO / "docs" / page for page in flatten(nav)]
     return [README, *(page for page in pages if page.is_file())]  # reference/ pages are other READMEs
 
+
 # Every `splitee run` / `sweep` in the README, shortened so that the default suite stays fast: same commands,
 # same scenarios, fewer rounds, steps and images (a timing-only fleet: fewer rounds and a tenth of the clients).
-SHRINK = ["training.rounds=2", "training.local_steps=1", "dataset.max_train=640", "dataset.max_test=200",
-          "eval.every=1"]
+SHRINK = [
+    "training.rounds=2",
+    "training.local_steps=1",
+    "dataset.max_train=640",
+    "dataset.max_test=200",
+    "eval.every=1",
+]
 
 TINY_RUN = """\
 name: {name}
@@ -71,11 +77,12 @@ def notebook_example() -> tuple[Path, str]:
     text = page.read_text(encoding="utf-8")
     at = text.index(NOTEBOOK_MARK)
     match = re.compile(r"^```python\n(.*?)^```", flags=re.M | re.S).search(text, at)
-    assert match is not None and text[at:match.start()].count("\n") == 1, "the marked block must follow the mark"
+    assert match is not None and text[at : match.start()].count("\n") == 1, "the marked block must follow the mark"
     return page, match.group(1)
 
 
 # --- the notebook example ------------------------------------------------------------------------------------
+
 
 @pytest.fixture(scope="module")
 def two_runs(tmp_path_factory: pytest.TempPathFactory) -> Path:
@@ -92,8 +99,9 @@ def two_runs(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return base
 
 
-def test_the_readme_notebook_example_runs(two_runs: Path, monkeypatch: pytest.MonkeyPatch,
-                                           capsys: pytest.CaptureFixture[str]) -> None:
+def test_the_readme_notebook_example_runs(
+    two_runs: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     import matplotlib
 
     matplotlib.use("Agg")  # pandas' .plot goes through pyplot: no display in CI
@@ -112,8 +120,10 @@ def test_the_readme_notebook_example_runs(two_runs: Path, monkeypatch: pytest.Mo
 
     with (two_runs / "runs" / "quickstart" / "clients.csv").open() as fh:
         rows = [r for r in csv.DictReader(fh) if r["round"] == "2"]
-    by_cut = {1: [float(r["exit_accuracy"]) for r in rows if r["cut"] == "1"],
-              2: [float(r["exit_accuracy"]) for r in rows if r["cut"] == "2"]}
+    by_cut = {
+        1: [float(r["exit_accuracy"]) for r in rows if r["cut"] == "1"],
+        2: [float(r["exit_accuracy"]) for r in rows if r["cut"] == "2"],
+    }
     expected = {cut: round(sum(v) / len(v), 3) for cut, v in by_cut.items()}
     assert f"'quickstart': {expected}" in out
 
@@ -169,11 +179,16 @@ def _shell_blocks(*headings: str) -> list[str]:
 
 def _run_blocks(folder: Path, lines: list[str]) -> subprocess.CompletedProcess[str]:
     (folder / "scenarios").symlink_to(REPO / "scenarios")
-    env = {**os.environ, "PATH": f"{_shim(folder)}{os.pathsep}{os.environ['PATH']}", "OMP_NUM_THREADS": "1",
-           "MPLBACKEND": "Agg"}
+    env = {
+        **os.environ,
+        "PATH": f"{_shim(folder)}{os.pathsep}{os.environ['PATH']}",
+        "OMP_NUM_THREADS": "1",
+        "MPLBACKEND": "Agg",
+    }
     script = ["set -euo pipefail", "splitee run scenarios/quickstart.yaml --out runs/quickstart --overwrite", *lines]
-    done = subprocess.run(["bash", "-c", "\n".join(script)], cwd=folder, env=env, capture_output=True, text=True,
-                          timeout=1500)
+    done = subprocess.run(
+        ["bash", "-c", "\n".join(script)], cwd=folder, env=env, capture_output=True, text=True, timeout=1500
+    )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     return done
 
@@ -192,8 +207,9 @@ def _shortened(argv: list[str]) -> list[str]:
     return argv + [arg for item in [SHRINK[0], *counts] for arg in ("--set", item)]
 
 
-def test_the_using_it_commands_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                   capsys: pytest.CaptureFixture[str]) -> None:
+def test_the_using_it_commands_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     """`make quickstart`'s run, then every command of the README's tour and of "Using it", in order, in this
     process (runs shortened, the city fleet to a tenth)."""
     import shlex
@@ -203,13 +219,17 @@ def test_the_using_it_commands_run(tmp_path: Path, monkeypatch: pytest.MonkeyPat
     (tmp_path / "scenarios").symlink_to(REPO / "scenarios")
     monkeypatch.chdir(tmp_path)
     lines = ["splitee run scenarios/quickstart.yaml --out runs/quickstart --overwrite"]
-    lines += [line for block in _shell_blocks("A five-minute tour", "Using it") for line in block.splitlines()
-              if line.strip()]
+    lines += [
+        line for block in _shell_blocks("A five-minute tour", "Using it") for line in block.splitlines() if line.strip()
+    ]
     printed = ""
     for line in lines:
         # as the shell would: a word with a wildcard becomes the sorted paths it matches
-        argv = [path for word in shlex.split(line, comments=True)
-                for path in (sorted(map(str, Path().glob(word))) if "*" in word else [word])]
+        argv = [
+            path
+            for word in shlex.split(line, comments=True)
+            for path in (sorted(map(str, Path().glob(word))) if "*" in word else [word])
+        ]
         assert argv[0] == "splitee", line
         assert main(_shortened(argv[1:])) == 0, (line, capsys.readouterr())
         printed += capsys.readouterr().out
@@ -231,8 +251,11 @@ def test_the_using_it_commands_run(tmp_path: Path, monkeypatch: pytest.MonkeyPat
 @pytest.mark.slow
 def test_the_tutorial_and_figure_commands_run(tmp_path: Path) -> None:
     """The tutorial's strategy comparison and sweep, and every `splitee plot` example (runs shortened)."""
-    _run_blocks(tmp_path, _shell_blocks("Using it", "Tutorial", "Figures and reports") + [
-        "ls runs/compare/averaging/tradeoff.png runs/sweeps/weak_share_bandwidth/heatmap.png"])
+    _run_blocks(
+        tmp_path,
+        _shell_blocks("Using it", "Tutorial", "Figures and reports")
+        + ["ls runs/compare/averaging/tradeoff.png runs/sweeps/weak_share_bandwidth/heatmap.png"],
+    )
 
 
 def test_readme_names_the_run_folder_options() -> None:

@@ -24,8 +24,10 @@ SCENARIO: dict[str, Any] = {
     "training": {"rounds": 1, "local_steps": 1, "batch_size": 8},
     "eval": {"batch_size": 16, "thresholds": [0.5]},
     "output": {"checkpoint_every": 1, "progress": False},
-    "clients": [{"device": "rpi4", "link": "wifi4", "cut": 1, "count": 2},
-                {"device": "jetson_nano", "link": "wifi6", "cut": 3}],
+    "clients": [
+        {"device": "rpi4", "link": "wifi4", "cut": 1, "count": 2},
+        {"device": "jetson_nano", "link": "wifi6", "cut": 3},
+    ],
 }
 
 
@@ -55,33 +57,58 @@ def finished_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 # --- `splitee run`: every check runs before the cut list is printed ------------------------------------------------
 
+
 def _fashion_mnist_root(root: Path) -> Path:
     """Fashion-MNIST files that are all present (validate passes) but whose training images are cut short: the
     header promises 10 images of 28x28 = 7 840 bytes, the file holds 100."""
     root.mkdir()
-    (root / "train-images-idx3-ubyte").write_bytes(b"".join(v.to_bytes(4, "big") for v in (2051, 10, 28, 28))
-                                                   + b"\0" * 100)
-    for name, head in (("train-labels-idx1-ubyte", [2049, 0]), ("t10k-images-idx3-ubyte", [2051, 0, 28, 28]),
-                       ("t10k-labels-idx1-ubyte", [2049, 0])):
+    (root / "train-images-idx3-ubyte").write_bytes(
+        b"".join(v.to_bytes(4, "big") for v in (2051, 10, 28, 28)) + b"\0" * 100
+    )
+    for name, head in (
+        ("train-labels-idx1-ubyte", [2049, 0]),
+        ("t10k-images-idx3-ubyte", [2051, 0, 28, 28]),
+        ("t10k-labels-idx1-ubyte", [2049, 0]),
+    ):
         (root / name).write_bytes(b"".join(v.to_bytes(4, "big") for v in head))
     return root
 
 
-@pytest.mark.parametrize("case", ["batch of one", "dataset file", "out is a file", "out is not a run folder",
-                                  "memory", "timing-only strategy", "resume another scenario",
-                                  "resume a damaged summary", "resume a damaged checkpoint"])
-def test_run_refuses_before_printing_anything(tmp_path: Path, capsys: pytest.CaptureFixture[str],
-                                              finished_run: Path, case: str) -> None:
+@pytest.mark.parametrize(
+    "case",
+    [
+        "batch of one",
+        "dataset file",
+        "out is a file",
+        "out is not a run folder",
+        "memory",
+        "timing-only strategy",
+        "resume another scenario",
+        "resume a damaged summary",
+        "resume a damaged checkpoint",
+    ],
+)
+def test_run_refuses_before_printing_anything(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], finished_run: Path, case: str
+) -> None:
     path, out, extra = _write(tmp_path), tmp_path / "run", ["--quiet"]
-    says = {"batch of one": "BatchNorm", "dataset file": "truncated or padded", "out is a file": "",
-            "out is not a run folder": "already holds files", "memory": "memory",
-            "timing-only strategy": "--timing-only", "resume another scenario": "different scenario",
-            "resume a damaged summary": "summary.json is damaged",
-            "resume a damaged checkpoint": "state.pt"}[case]
+    says = {
+        "batch of one": "BatchNorm",
+        "dataset file": "truncated or padded",
+        "out is a file": "",
+        "out is not a run folder": "already holds files",
+        "memory": "memory",
+        "timing-only strategy": "--timing-only",
+        "resume another scenario": "different scenario",
+        "resume a damaged summary": "summary.json is damaged",
+        "resume a damaged checkpoint": "state.pt",
+    }[case]
     if case == "batch of one":  # 8x8 images: a 1x1 deepest feature map; 3 samples over 2 clients leave one 1
-        path = _write(tmp_path, dataset={"name": "synthetic", "synthetic": {"train_size": 3, "test_size": 4,
-                                                                             "image_size": 8}},
-                      clients=[{"device": "rpi4", "link": "wifi4", "cut": 2, "count": 2}])
+        path = _write(
+            tmp_path,
+            dataset={"name": "synthetic", "synthetic": {"train_size": 3, "test_size": 4, "image_size": 8}},
+            clients=[{"device": "rpi4", "link": "wifi4", "cut": 2, "count": 2}],
+        )
     elif case == "dataset file":
         root = _fashion_mnist_root(tmp_path / "fm")
         path = _write(tmp_path, dataset={"name": "fashion_mnist", "root": str(root), "download": False})
@@ -91,8 +118,13 @@ def test_run_refuses_before_printing_anything(tmp_path: Path, capsys: pytest.Cap
         out.mkdir()
         (out / "thesis.tex").write_text("keep")
     elif case == "memory":  # 10 million 3x512x512 images: about 30 TiB as fp32
-        path = _write(tmp_path, dataset={"name": "synthetic", "synthetic": {
-            "train_size": 10_000_000, "test_size": 10, "image_size": 512, "in_channels": 3}})
+        path = _write(
+            tmp_path,
+            dataset={
+                "name": "synthetic",
+                "synthetic": {"train_size": 10_000_000, "test_size": 10, "image_size": 512, "in_channels": 3},
+            },
+        )
     elif case == "timing-only strategy":
         path, extra = _write(tmp_path, strategy={"name": "fedavg"}), ["--quiet", "--timing-only"]
     else:
@@ -120,18 +152,26 @@ def test_run_prints_its_cuts_once_the_checks_have_passed(tmp_path: Path, capsys:
 
 # --- `splitee devices`: both tables are built before the first line ------------------------------------------------
 
+
 def test_devices_refuses_a_broken_link_profile_before_printing(tmp_path: Path) -> None:
     for name in ("simulator", "analysis", "device_profiles"):
         shutil.copytree(ROOT / name, tmp_path / name, ignore=shutil.ignore_patterns("__pycache__"))
     link = sorted((tmp_path / "device_profiles" / "links").glob("*.yaml"))[-1]  # the last table printed
     link.write_bytes(link.read_bytes() + b"\nuplink_bps: .nan\n")
-    done = subprocess.run([sys.executable, "-m", "simulator.cli", "devices"], cwd=tmp_path, capture_output=True,
-                          text=True, timeout=120, env={"PYTHONPATH": str(tmp_path), "PATH": "/usr/bin:/bin"})
+    done = subprocess.run(
+        [sys.executable, "-m", "simulator.cli", "devices"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={"PYTHONPATH": str(tmp_path), "PATH": "/usr/bin:/bin"},
+    )
     assert (done.returncode, done.stdout) == (2, ""), done.stdout[:300]
     assert done.stderr.count("\n") == 1 and done.stderr.startswith("error: ") and link.name in done.stderr
 
 
 # --- `splitee plot` and `report`: a table cut short is refused, naming the file and its last row ------------------
+
 
 def _cut(file: Path, how: str) -> int:
     """Damage the last row of `file`; returns its number (data rows below the header, counted from the text)."""
@@ -149,13 +189,16 @@ def _cut(file: Path, how: str) -> int:
 @pytest.mark.parametrize("name", ["rounds.csv", "clients.csv", "events.csv", "early_exit.csv"])
 @pytest.mark.parametrize("how", ["cut inside", "short row"])
 @pytest.mark.parametrize("command", ["plot", "report"])
-def test_a_truncated_table_is_refused_naming_its_last_row(tmp_path: Path, capsys: pytest.CaptureFixture[str],
-                                                          finished_run: Path, name: str, how: str,
-                                                          command: str) -> None:
+def test_a_truncated_table_is_refused_naming_its_last_row(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], finished_run: Path, name: str, how: str, command: str
+) -> None:
     folder = tmp_path / "run"
     shutil.copytree(finished_run, folder)
-    argv = (["plot", "tradeoff", str(folder), "--out", str(tmp_path / "f.png")] if command == "plot"
-            else ["report", str(folder), "--out", str(tmp_path / "r.html")])
+    argv = (
+        ["plot", "tradeoff", str(folder), "--out", str(tmp_path / "f.png")]
+        if command == "plot"
+        else ["report", str(folder), "--out", str(tmp_path / "r.html")]
+    )
     assert main(argv) == 0  # whole, it draws
     capsys.readouterr()
     row = _cut(folder / name, how)
@@ -165,8 +208,9 @@ def test_a_truncated_table_is_refused_naming_its_last_row(tmp_path: Path, capsys
 
 
 @pytest.mark.parametrize("name", ["rounds.csv", "clients.csv", "early_exit.csv"])  # the tables a replay reads
-def test_replay_refuses_a_truncated_table(tmp_path: Path, capsys: pytest.CaptureFixture[str], finished_run: Path,
-                                          name: str) -> None:
+def test_replay_refuses_a_truncated_table(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], finished_run: Path, name: str
+) -> None:
     folder = tmp_path / "run"
     shutil.copytree(finished_run, folder)
     row = _cut(folder / name, "cut inside")
@@ -175,14 +219,17 @@ def test_replay_refuses_a_truncated_table(tmp_path: Path, capsys: pytest.Capture
     assert not (tmp_path / "replay").exists()
 
 
-@pytest.mark.parametrize(("key", "value", "says"), [
-    ("final_accuracy", [1], "final_accuracy is not a number"),
-    ("energy_j", {"total": "x"}, "energy_j.total is not a number"),
-    ("exit_accuracy", {"rpi4-0": "high"}, "exit_accuracy is not a mapping of client names to numbers"),
-])
-def test_replay_refuses_a_summary_field_of_the_wrong_type(tmp_path: Path, capsys: pytest.CaptureFixture[str],
-                                                          finished_run: Path, key: str, value: Any,
-                                                          says: str) -> None:
+@pytest.mark.parametrize(
+    ("key", "value", "says"),
+    [
+        ("final_accuracy", [1], "final_accuracy is not a number"),
+        ("energy_j", {"total": "x"}, "energy_j.total is not a number"),
+        ("exit_accuracy", {"rpi4-0": "high"}, "exit_accuracy is not a mapping of client names to numbers"),
+    ],
+)
+def test_replay_refuses_a_summary_field_of_the_wrong_type(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], finished_run: Path, key: str, value: Any, says: str
+) -> None:
     import json
 
     folder = tmp_path / "run"
@@ -194,23 +241,31 @@ def test_replay_refuses_a_summary_field_of_the_wrong_type(tmp_path: Path, capsys
     assert line == f"error: {folder / 'summary.json'}: not a summary.json of a run (damaged or foreign): {says}"
 
 
-_SWEEP = ("point,status,bandwidth_bps,share,seed,final_accuracy\n"
-          "a,ok,2e5,0.3,0,0.5\nb,ok,1e6,0.3,0,0.7\nc,ok,2e5,0.7,0,0.4\nd,ok,1e6,0.7,0,0.8\n")
+_SWEEP = (
+    "point,status,bandwidth_bps,share,seed,final_accuracy\n"
+    "a,ok,2e5,0.3,0,0.5\nb,ok,1e6,0.3,0,0.7\nc,ok,2e5,0.7,0,0.4\nd,ok,1e6,0.7,0,0.8\n"
+)
 
 
-@pytest.mark.parametrize(("damage", "says"), [
-    (lambda t: t.replace("b,ok,1e6", "b,ok,1e6x"), "column 'bandwidth_bps' row 2 holds '1e6x', not a number"),
-    (lambda t: t.replace("0,0.4", "0,n/a"), "column 'final_accuracy' is not numeric: row 3 holds 'n/a'"),
-    (lambda t: t[:-2], "the last row (row 4 of the table) is cut short"),
-])
+@pytest.mark.parametrize(
+    ("damage", "says"),
+    [
+        (lambda t: t.replace("b,ok,1e6", "b,ok,1e6x"), "column 'bandwidth_bps' row 2 holds '1e6x', not a number"),
+        (lambda t: t.replace("0,0.4", "0,n/a"), "column 'final_accuracy' is not numeric: row 3 holds 'n/a'"),
+        (lambda t: t[:-2], "the last row (row 4 of the table) is cut short"),
+    ],
+)
 @pytest.mark.parametrize("command", ["plot", "report"])
-def test_a_damaged_sweep_table_is_refused_naming_the_row(tmp_path: Path, capsys: pytest.CaptureFixture[str],
-                                                         finished_run: Path, damage: Any, says: str,
-                                                         command: str) -> None:
+def test_a_damaged_sweep_table_is_refused_naming_the_row(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], finished_run: Path, damage: Any, says: str, command: str
+) -> None:
     table = tmp_path / "sweep.csv"
     axes = ["--x", "bandwidth_bps", "--y", "share", "--metric", "final_accuracy"]
-    argv = (["plot", "heatmap", str(table), *axes, "--out", str(tmp_path / "h.png")] if command == "plot"
-            else ["report", str(finished_run), "--sweep", str(table), *axes, "--out", str(tmp_path / "r.html")])
+    argv = (
+        ["plot", "heatmap", str(table), *axes, "--out", str(tmp_path / "h.png")]
+        if command == "plot"
+        else ["report", str(finished_run), "--sweep", str(table), *axes, "--out", str(tmp_path / "r.html")]
+    )
     table.write_text(_SWEEP)
     assert main(argv) == 0
     capsys.readouterr()
@@ -222,5 +277,21 @@ def test_a_heatmap_axis_of_names_is_drawn(tmp_path: Path, capsys: pytest.Capture
     # a swept strategy is an axis of names, not a damaged axis of numbers
     table = tmp_path / "sweep.csv"
     table.write_text(_SWEEP.replace("2e5", "averaging").replace("1e6", "sequential"))
-    assert main(["plot", "heatmap", str(table), "--x", "bandwidth_bps", "--y", "share", "--metric",
-                 "final_accuracy", "--out", str(tmp_path / "h.png")]) == 0
+    assert (
+        main(
+            [
+                "plot",
+                "heatmap",
+                str(table),
+                "--x",
+                "bandwidth_bps",
+                "--y",
+                "share",
+                "--metric",
+                "final_accuracy",
+                "--out",
+                str(tmp_path / "h.png"),
+            ]
+        )
+        == 0
+    )

@@ -31,8 +31,19 @@ from simulator.learning.training import BatchSampler, EvalResult, ServerPath, ma
 from simulator.plan import CENTRAL_STEP, SERVE, STEP, RoundPlan
 from simulator.timing.rounds.disciplines import DISCIPLINES
 
-SHIPPED = ("sequential", "averaging", "centralized", "homogeneous_splitee", "vanilla_sl", "splitfed_v1",
-           "splitfed_v2", "fedavg", "standalone_exit", "fedasync", "fedbuff")
+SHIPPED = (
+    "sequential",
+    "averaging",
+    "centralized",
+    "homogeneous_splitee",
+    "vanilla_sl",
+    "splitfed_v1",
+    "splitfed_v2",
+    "fedavg",
+    "standalone_exit",
+    "fedasync",
+    "fedbuff",
+)
 
 
 # --- the shipped entries ----------------------------------------------------------------------------------------
@@ -70,8 +81,7 @@ def test_every_entry_names_rounds_and_a_discipline_its_timing_has(name: str) -> 
 
 def test_the_learning_classes_declare_no_method_facts() -> None:
     # The entry is the one place: a class attribute of the same name would be a second, unread copy.
-    declared = {f.name for f in dataclasses.fields(StrategyEntry)} | {"rounds", "discipline", "split",
-                                                                       "one_at_a_time"}
+    declared = {f.name for f in dataclasses.fields(StrategyEntry)} | {"rounds", "discipline", "split", "one_at_a_time"}
     for name in SHIPPED:
         for klass in STRATEGIES[name].__mro__:
             assert not declared & set(vars(klass)), (name, klass, declared & set(vars(klass)))
@@ -121,8 +131,9 @@ def test_every_client_is_placed_as_its_strategy_says(name: str) -> None:
     written = rs.to_dict()
     assert all((c["cut"] is None) == (placement != "split") for c in written["clients"])
     again = resolve_scenario(written, rs.file, check=False)  # scenario.resolved.yaml loads to the same fleet
-    assert [(c.placement, c.cut, c.cut_reason) for c in again.clients] == \
-        [(c.placement, c.cut, c.cut_reason) for c in rs.clients]
+    assert [(c.placement, c.cut, c.cut_reason) for c in again.clients] == [
+        (c.placement, c.cut, c.cut_reason) for c in rs.clients
+    ]
 
 
 # --- a method added in one learning class and one entry ---------------------------------------------------------
@@ -134,10 +145,12 @@ class OneServer(SplitEE):
         w = self.w
         self.shared = w.new_backbone("server")
         low = min(w.cuts)
-        self.optimizer = make_optimizer([*self.shared.units[low:].parameters(), *self.shared.classifier.parameters()],
-                                        w.scenario.training.optimizer)
-        return [ServerPath(nn.Sequential(*self.shared.units[c:], self.shared.classifier), c, self.optimizer)
-                for c in w.cuts]
+        self.optimizer = make_optimizer(
+            [*self.shared.units[low:].parameters(), *self.shared.classifier.parameters()], w.scenario.training.optimizer
+        )
+        return [
+            ServerPath(nn.Sequential(*self.shared.units[c:], self.shared.classifier), c, self.optimizer) for c in w.cuts
+        ]
 
     def server_modules(self) -> list[nn.Module]:
         return [self.shared]
@@ -188,25 +201,38 @@ class PooledLinear(Learner):
 
 
 NEW = {
-    "one_server": StrategyEntry("one_server", f"{__name__}:OneServer", "split", exits=True, discipline="round_robin",
-                                timing_only=True),
-    "pooled_linear": StrategyEntry("pooled_linear", f"{__name__}:PooledLinear", "server", cut="none",
-                                   placement_note="a linear model at the server",
-                                   rounds="simulator.timing.rounds.baselines:CentralRounds"),
+    "one_server": StrategyEntry(
+        "one_server", f"{__name__}:OneServer", "split", exits=True, discipline="round_robin", timing_only=True
+    ),
+    "pooled_linear": StrategyEntry(
+        "pooled_linear",
+        f"{__name__}:PooledLinear",
+        "server",
+        cut="none",
+        placement_note="a linear model at the server",
+        rounds="simulator.timing.rounds.baselines:CentralRounds",
+    ),
 }
 DEVICE = {"flops_per_s": 2.0e6, "memory_bytes": 1.0e9, "compute_w": 2.5, "idle_w": 0.8}
 LINK = {"uplink_bps": 5.0e5, "downlink_bps": 5.0e5, "latency_s": 0.002, "tx_w": 0.3, "rx_w": 0.2}
 SCENARIO: dict[str, Any] = {
-    "name": "new_method", "seed": 4,
-    "dataset": {"name": "synthetic", "synthetic": {"image_size": 8, "in_channels": 1, "num_classes": 10,
-                                                   "train_size": 120, "test_size": 16}},
+    "name": "new_method",
+    "seed": 4,
+    "dataset": {
+        "name": "synthetic",
+        "synthetic": {"image_size": 8, "in_channels": 1, "num_classes": 10, "train_size": 120, "test_size": 16},
+    },
     "model": {"width": 4},
     "training": {"rounds": 1, "local_steps": 3, "batch_size": 8},
-    "server": {"device": {"flops_per_s": 4.0e7, "memory_bytes": 1.0e10, "compute_w": 100.0, "idle_w": 10.0},
-               "workers": 2},
-    "clients": [{"name": "a", "device": DEVICE, "link": LINK, "cut": 1},
-                {"name": "b", "device": {**DEVICE, "flops_per_s": 1.0e6}, "link": LINK, "cut": 2},
-                {"name": "c", "device": DEVICE, "link": {**LINK, "uplink_bps": 1.0e5}, "cut": 2}],
+    "server": {
+        "device": {"flops_per_s": 4.0e7, "memory_bytes": 1.0e10, "compute_w": 100.0, "idle_w": 10.0},
+        "workers": 2,
+    },
+    "clients": [
+        {"name": "a", "device": DEVICE, "link": LINK, "cut": 1},
+        {"name": "b", "device": {**DEVICE, "flops_per_s": 1.0e6}, "link": LINK, "cut": 2},
+        {"name": "c", "device": DEVICE, "link": {**LINK, "uplink_bps": 1.0e5}, "cut": 2},
+    ],
     "eval": {"every": 1, "batch_size": 16},
     "output": {"checkpoint_every": 0},
 }
@@ -270,16 +296,20 @@ def test_a_new_server_only_method_runs_and_writes_its_files(tmp_path: Path, regi
     from simulator.commands.runner import run_scenario
 
     rs = _load(tmp_path, "pooled_linear")
-    assert {(c.placement, c.cut, c.cut_reason) for c in rs.clients} == \
-        {("server", 0, "pooled_linear: a linear model at the server")}
+    assert {(c.placement, c.cut, c.cut_reason) for c in rs.clients} == {
+        ("server", 0, "pooled_linear: a linear model at the server")
+    }
     sim = Simulation(rs)
     weights = sim.learner.model[1].weight.detach().clone()  # type: ignore[union-attr]
     [plan] = _plans(sim)
     assert plan.ops == [(CENTRAL_STEP,)] * 9  # the server runs as many steps as the 3 clients' 3 each
     assert sim.learner.steps == 9  # type: ignore[union-attr]
     assert not torch.equal(sim.learner.model[1].weight, weights)  # type: ignore[union-attr]
-    with pytest.raises(InputError, match="--timing-only covers the strategies sequential, averaging, "
-                                         "homogeneous_splitee, one_server, not 'pooled_linear'"):
+    with pytest.raises(
+        InputError,
+        match="--timing-only covers the strategies sequential, averaging, "
+        "homogeneous_splitee, one_server, not 'pooled_linear'",
+    ):
         Simulation(rs, timing_only=True)
     out = tmp_path / "run"
     summary = run_scenario(rs, out, progress=False)

@@ -20,26 +20,52 @@ from simulator.config.scenario import load_scenario
 BASE: dict[str, Any] = {
     "name": "replayed",
     "seed": 2,
-    "dataset": {"name": "synthetic",
-                "synthetic": {"image_size": 8, "in_channels": 1, "num_classes": 10, "train_size": 120,
-                              "test_size": 32}},
+    "dataset": {
+        "name": "synthetic",
+        "synthetic": {"image_size": 8, "in_channels": 1, "num_classes": 10, "train_size": 120, "test_size": 32},
+    },
     "model": {"width": 4},
     "training": {"rounds": 2, "local_steps": 3, "batch_size": 8},
     "strategy": {"name": "averaging"},
     "network": {"media": {"ap": {"capacity_bps": 8.0e5}}},
-    "server": {"device": {"flops_per_s": 5.0e7, "memory_bytes": 1.0e10, "compute_w": 100.0, "idle_w": 10.0},
-               "workers": 2},
+    "server": {
+        "device": {"flops_per_s": 5.0e7, "memory_bytes": 1.0e10, "compute_w": 100.0, "idle_w": 10.0},
+        "workers": 2,
+    },
     "clients": [
-        {"name": "a", "device": {"flops_per_s": 3.0e6, "memory_bytes": 1.0e9, "compute_w": 3.0, "idle_w": 1.0,
-                                 "battery_j": 5000.0},
-         "link": {"uplink_bps": 4.0e5, "downlink_bps": 8.0e5, "latency_s": 0.01, "jitter_s": 0.005,
-                  "tx_w": 0.5, "rx_w": 0.25}, "cut": 2},
-        {"name": "b", "device": {"flops_per_s": 1.0e6, "memory_bytes": 1.0e9, "compute_w": 2.0, "idle_w": 0.5},
-         "link": {"uplink_bps": 2.0e5, "downlink_bps": 4.0e5, "latency_s": 0.03, "tx_w": 0.4, "rx_w": 0.2},
-         "cut": 1, "medium": "ap"},
-        {"name": "c", "device": {"flops_per_s": 2.0e6, "memory_bytes": 1.0e9, "compute_w": 2.5, "idle_w": 0.8},
-         "link": {"uplink_bps": 3.0e5, "downlink_bps": 3.0e5, "latency_s": 0.002, "tx_w": 0.3, "rx_w": 0.2},
-         "cut": 3, "medium": "ap"},
+        {
+            "name": "a",
+            "device": {
+                "flops_per_s": 3.0e6,
+                "memory_bytes": 1.0e9,
+                "compute_w": 3.0,
+                "idle_w": 1.0,
+                "battery_j": 5000.0,
+            },
+            "link": {
+                "uplink_bps": 4.0e5,
+                "downlink_bps": 8.0e5,
+                "latency_s": 0.01,
+                "jitter_s": 0.005,
+                "tx_w": 0.5,
+                "rx_w": 0.25,
+            },
+            "cut": 2,
+        },
+        {
+            "name": "b",
+            "device": {"flops_per_s": 1.0e6, "memory_bytes": 1.0e9, "compute_w": 2.0, "idle_w": 0.5},
+            "link": {"uplink_bps": 2.0e5, "downlink_bps": 4.0e5, "latency_s": 0.03, "tx_w": 0.4, "rx_w": 0.2},
+            "cut": 1,
+            "medium": "ap",
+        },
+        {
+            "name": "c",
+            "device": {"flops_per_s": 2.0e6, "memory_bytes": 1.0e9, "compute_w": 2.5, "idle_w": 0.8},
+            "link": {"uplink_bps": 3.0e5, "downlink_bps": 3.0e5, "latency_s": 0.002, "tx_w": 0.3, "rx_w": 0.2},
+            "cut": 3,
+            "medium": "ap",
+        },
     ],
     "eval": {"every": 1, "batch_size": 32, "thresholds": [0.0, 0.5, 1.0]},
     "output": {"checkpoint_every": 0, "progress": False},
@@ -78,8 +104,9 @@ def test_replay_with_unchanged_profiles_reproduces_the_run(finished: Path, tmp_p
     # Every time and interval exactly; a client's round energy is a sum of its intervals' energies, added up in
     # another order by a timing-only run (shared-medium clients): equal to 1e-12.
     same, orig = _rows(tmp_path / "same" / "clients.csv"), _rows(finished / "clients.csv")
-    assert [{k: v for k, v in r.items() if k != "energy_j"} for r in same] == \
-        [{k: v for k, v in r.items() if k != "energy_j"} for r in orig]
+    assert [{k: v for k, v in r.items() if k != "energy_j"} for r in same] == [
+        {k: v for k, v in r.items() if k != "energy_j"} for r in orig
+    ]
     assert [float(r["energy_j"]) for r in same] == pytest.approx([float(r["energy_j"]) for r in orig], rel=1e-12)
     assert sorted(_rows(tmp_path / "same" / "events.csv"), key=str) == sorted(_rows(finished / "events.csv"), key=str)
     assert (tmp_path / "same" / "early_exit.csv").read_text() == (finished / "early_exit.csv").read_text()
@@ -112,15 +139,19 @@ def test_replay_with_doubled_bandwidth_equals_a_fresh_run(finished: Path, tmp_pa
         assert a == b
 
 
-@pytest.mark.parametrize(("sets", "reason"), [
-    (["training.batch_size=4"], "training.batch_size changes what is learned"),
-    (["clients.1.cut=2"], "clients.1.cut changes what is learned"),
-    (["training.round_deadline_s=5"], "round deadline"),
-    (["clients.0.availability={model: markov, mean_on_s: 10, mean_off_s: 5}"], "availability 'markov'"),
-    (["clients.0.device.battery_j=1.0"], "empties its battery"),
-])
-def test_replay_refuses_what_would_change_the_learning(finished: Path, tmp_path: Path, sets: list[str],
-                                                       reason: str, capsys: pytest.CaptureFixture[str]) -> None:
+@pytest.mark.parametrize(
+    ("sets", "reason"),
+    [
+        (["training.batch_size=4"], "training.batch_size changes what is learned"),
+        (["clients.1.cut=2"], "clients.1.cut changes what is learned"),
+        (["training.round_deadline_s=5"], "round deadline"),
+        (["clients.0.availability={model: markov, mean_on_s: 10, mean_off_s: 5}"], "availability 'markov'"),
+        (["clients.0.device.battery_j=1.0"], "empties its battery"),
+    ],
+)
+def test_replay_refuses_what_would_change_the_learning(
+    finished: Path, tmp_path: Path, sets: list[str], reason: str, capsys: pytest.CaptureFixture[str]
+) -> None:
     args = ["replay", str(finished), "--out", str(tmp_path / "r")]
     for s in sets:
         args += ["--set", s]

@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
+from test_replay import BASE  # a fleet with a shared medium ("ap": b and c) and a battery on client a
 
 import simulator
 from simulator.cli import main
@@ -24,10 +25,11 @@ from simulator.commands.runner import run_scenario
 from simulator.config.scenario import load_scenario
 from simulator.errors import InputError
 
-from test_replay import BASE  # a fleet with a shared medium ("ap": b and c) and a battery on client a
-
-GRID = {"clients.0.device.flops_per_s": [1.0e6, 3.0e6], "network.media.ap.capacity_bps": [3.0e5, 8.0e5],
-        "server.workers": [1, 2]}
+GRID = {
+    "clients.0.device.flops_per_s": [1.0e6, 3.0e6],
+    "network.media.ap.capacity_bps": [3.0e5, 8.0e5],
+    "server.workers": [1, 2],
+}
 
 
 def _write(tmp: Path, data: dict[str, Any]) -> Path:
@@ -52,8 +54,11 @@ def averaging(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def turns(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return _trained(tmp_path_factory.mktemp("retime-turns"), strategy={"name": "sequential"},
-                    training={"rounds": 2, "local_steps": 3, "batch_size": 8})
+    return _trained(
+        tmp_path_factory.mktemp("retime-turns"),
+        strategy={"name": "sequential"},
+        training={"rounds": 2, "local_steps": 3, "batch_size": 8},
+    )
 
 
 def _rows(path: Path) -> list[dict[str, str]]:
@@ -80,10 +85,8 @@ def _check_point(row: pd.Series, folder: Path) -> None:
     exits = _rows(folder / "early_exit.csv")
     for tau in dict.fromkeys(e["threshold"] for e in exits):
         here = [e for e in exits if e["threshold"] == tau]
-        assert row[f"exit_latency_s@{tau}"] == pytest.approx(np.mean([float(e["latency_s"]) for e in here]),
-                                                            rel=1e-12)
-        assert row[f"exit_energy_j@{tau}"] == pytest.approx(np.mean([float(e["energy_j"]) for e in here]),
-                                                           rel=1e-12)
+        assert row[f"exit_latency_s@{tau}"] == pytest.approx(np.mean([float(e["latency_s"]) for e in here]), rel=1e-12)
+        assert row[f"exit_energy_j@{tau}"] == pytest.approx(np.mean([float(e["energy_j"]) for e in here]), rel=1e-12)
 
 
 def _sets(point: tuple[tuple[str, Any], ...]) -> list[str]:
@@ -93,8 +96,7 @@ def _sets(point: tuple[tuple[str, Any], ...]) -> list[str]:
 
 
 @pytest.mark.parametrize("fixture", ["averaging", "turns"])
-def test_every_point_equals_replay_to_a_folder(fixture: str, request: pytest.FixtureRequest,
-                                               tmp_path: Path) -> None:
+def test_every_point_equals_replay_to_a_folder(fixture: str, request: pytest.FixtureRequest, tmp_path: Path) -> None:
     run = request.getfixturevalue(fixture)
     table = simulator.retime(run, GRID)
     assert len(table) == 8 and list(table.columns[:3]) == list(GRID)
@@ -131,8 +133,7 @@ def test_a_varying_link_and_a_list_of_points(averaging: Path, tmp_path: Path) ->
 
 
 def test_points_equal_fresh_full_runs(averaging: Path, tmp_path: Path) -> None:
-    points = [{"clients.2.device.flops_per_s": 4.0e6, "server.workers": 1},
-              {"network.media.ap.capacity_bps": 2.5e5}]
+    points = [{"clients.2.device.flops_per_s": 4.0e6, "server.workers": 1}, {"network.media.ap.capacity_bps": 2.5e5}]
     table = simulator.retime(averaging, points)
     for j, point in enumerate(points):
         rs = load_scenario(averaging / "scenario.resolved.yaml", _sets(tuple(point.items())))
@@ -144,8 +145,12 @@ def test_points_equal_fresh_full_runs(averaging: Path, tmp_path: Path) -> None:
 
 def test_grid_order_and_spellings() -> None:
     pts = points_of({"a.b": [1, 2], "c.d": [3, 4, 5]})
-    assert pts[:4] == [(("a.b", 1), ("c.d", 3)), (("a.b", 1), ("c.d", 4)), (("a.b", 1), ("c.d", 5)),
-                       (("a.b", 2), ("c.d", 3))]
+    assert pts[:4] == [
+        (("a.b", 1), ("c.d", 3)),
+        (("a.b", 1), ("c.d", 4)),
+        (("a.b", 1), ("c.d", 5)),
+        (("a.b", 2), ("c.d", 3)),
+    ]
     assert points_of({"a.b": 2}) == [(("a.b", 2),)]
     assert points_of([{"a.b": 1}, {"c.d": 2}]) == [(("a.b", 1),), (("c.d", 2),)]
     with pytest.raises(InputError, match="key path"):
@@ -154,22 +159,29 @@ def test_grid_order_and_spellings() -> None:
         points_of({"a.b": []})
 
 
-@pytest.mark.parametrize(("grid", "point", "reason"), [
-    ({"server.workers": [1, 2], "training.rounds": [2, 3]}, 1, "changes what is learned"),
-    ({"server.workers": [2], "clients.0.device.battery_j": [5000.0, 1.0]}, 1, "empties its battery"),
-    ([{"server.workers": 1}, {"clients.0.availability": {"model": "markov", "mean_on_s": 5.0, "mean_off_s": 1.0}}],
-     1, "availability"),
-    ({"clients.0.link.uplink_bps": [1.0e5, -3.0]}, 1, "uplink_bps"),
-])
-def test_refusals_name_the_first_bad_point(averaging: Path, grid: Any, point: int,
-                                           reason: str) -> None:
+@pytest.mark.parametrize(
+    ("grid", "point", "reason"),
+    [
+        ({"server.workers": [1, 2], "training.rounds": [2, 3]}, 1, "changes what is learned"),
+        ({"server.workers": [2], "clients.0.device.battery_j": [5000.0, 1.0]}, 1, "empties its battery"),
+        (
+            [
+                {"server.workers": 1},
+                {"clients.0.availability": {"model": "markov", "mean_on_s": 5.0, "mean_off_s": 1.0}},
+            ],
+            1,
+            "availability",
+        ),
+        ({"clients.0.link.uplink_bps": [1.0e5, -3.0]}, 1, "uplink_bps"),
+    ],
+)
+def test_refusals_name_the_first_bad_point(averaging: Path, grid: Any, point: int, reason: str) -> None:
     with pytest.raises(InputError, match=reason) as err:
         simulator.retime(averaging, grid)
     assert f"point {point} (" in err.value.problem
 
 
-def test_replay_grid_from_the_command_line(averaging: Path, tmp_path: Path,
-                                           capsys: pytest.CaptureFixture[str]) -> None:
+def test_replay_grid_from_the_command_line(averaging: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     grid = tmp_path / "grid.yaml"
     grid.write_text(yaml.safe_dump({"grid": GRID}))
     out = tmp_path / "table.csv"
@@ -178,9 +190,24 @@ def test_replay_grid_from_the_command_line(averaging: Path, tmp_path: Path,
     want = simulator.retime(averaging, GRID)
     assert list(got.columns) == list(want.columns)
     assert (got["sim_time_s"].to_numpy() == want["sim_time_s"].to_numpy()).all()  # round-trips exactly
-    assert main(["plot", "heatmap", str(out), "--x", "clients.0.device.flops_per_s",
-                 "--y", "network.media.ap.capacity_bps", "--metric", "sim_time_s",
-                 "--out", str(tmp_path / "h.png")]) == 0
+    assert (
+        main(
+            [
+                "plot",
+                "heatmap",
+                str(out),
+                "--x",
+                "clients.0.device.flops_per_s",
+                "--y",
+                "network.media.ap.capacity_bps",
+                "--metric",
+                "sim_time_s",
+                "--out",
+                str(tmp_path / "h.png"),
+            ]
+        )
+        == 0
+    )
     assert (tmp_path / "h.png").stat().st_size > 0
     bad = tmp_path / "bad.yaml"
     bad.write_text(yaml.safe_dump({"grid": {"training.rounds": [2, 3]}}))

@@ -80,10 +80,15 @@ def test_ray_and_local_give_the_same_sweep_table(tmp_path: Path, capsys: pytest.
     assert list(local[0]) == ["point", "status", "error", "clients.0.cut", "seed", *METRIC_COLUMNS, "run_dir"]
     # the point order: grid values, then seeds (fastest)
     assert [(r["clients.0.cut"], r["seed"], r["status"]) for r in local] == [
-        ("1", "0", "ok"), ("1", "1", "ok"), ("2", "0", "ok"), ("2", "1", "ok")]
+        ("1", "0", "ok"),
+        ("1", "1", "ok"),
+        ("2", "0", "ok"),
+        ("2", "1", "ok"),
+    ]
     drop = ("host_seconds", "run_dir")
-    assert [{k: v for k, v in r.items() if k not in drop} for r in ray] == \
-           [{k: v for k, v in r.items() if k not in drop} for r in local]
+    assert [{k: v for k, v in r.items() if k not in drop} for r in ray] == [
+        {k: v for k, v in r.items() if k not in drop} for r in local
+    ]
     assert len({r["final_accuracy"] for r in local}) > 1 or len({r["energy_j"] for r in local}) > 1
 
     # each point is a normal run folder; its numbers are those of `splitee run BASE --set ...` on its own
@@ -103,8 +108,7 @@ def test_ray_and_local_give_the_same_sweep_table(tmp_path: Path, capsys: pytest.
     assert all(p.id in written for p in resolved.points())
 
 
-def test_an_invalid_point_is_recorded_and_the_others_finish(tmp_path: Path,
-                                                            capsys: pytest.CaptureFixture[str]) -> None:
+def test_an_invalid_point_is_recorded_and_the_others_finish(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     path = _write(tmp_path, SWEEP.replace("[1, 2]", "[2, 12]").replace("[0, 1]", "[0]"))
     status, stdout, _ = _sweep(capsys, path, tmp_path / "out", "--executor", "local")
     assert status == 1
@@ -117,8 +121,9 @@ def test_an_invalid_point_is_recorded_and_the_others_finish(tmp_path: Path,
     assert not Path(bad["run_dir"]).exists()
 
 
-def test_rerun_skips_finished_points_and_retries_the_failed_one(tmp_path: Path, capsys: pytest.CaptureFixture[str],
-                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+def test_rerun_skips_finished_points_and_retries_the_failed_one(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     path = _write(tmp_path)
     out = tmp_path / "out"
     calls: list[str] = []
@@ -153,8 +158,9 @@ def test_rerun_skips_finished_points_and_retries_the_failed_one(tmp_path: Path, 
     assert [r["final_accuracy"] for r in again[:3]] == [r["final_accuracy"] for r in rows[:3]]
 
 
-def test_a_changed_sweep_reruns_points_whose_scenario_changed(tmp_path: Path,
-                                                              capsys: pytest.CaptureFixture[str]) -> None:
+def test_a_changed_sweep_reruns_points_whose_scenario_changed(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     one_seed = SWEEP.replace("[0, 1]", "[0]")
     path = _write(tmp_path, one_seed)
     out = tmp_path / "out"
@@ -171,22 +177,29 @@ def test_a_changed_sweep_reruns_points_whose_scenario_changed(tmp_path: Path,
 # --- the sweep file -------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("text", "key", "problem"), [
-    (SWEEP.replace("grid:", "grids:"), "grids", "unknown key; did you mean 'grid'?"),
-    (SWEEP.replace("base: base.yaml", "base: nope.yaml"), "base", "no such scenario file"),
-    (SWEEP.replace("base: base.yaml\n", ""), "base", "required key is missing"),
-    (SWEEP.replace("[1, 2]", "3"), "grid.clients.0.cut", "expected a list, got 3"),
-    (SWEEP + "zip:\n  clients.0.link.uplink_bps: [1.0e6, 2.0e6]\n  clients.1.link.uplink_bps: [1.0e6]\n",
-     "zip.clients.1.link.uplink_bps", "has 1 values but zip.clients.0.link.uplink_bps has 2"),
-    (SWEEP.replace("[1, 2]", "[]"), "grid.clients.0.cut", "needs at least one value"),
-    (SWEEP.replace("[1, 2]", "[1, 1]"), "grid.clients.0.cut[1]", "value 1 is given twice"),
-    (SWEEP.replace("clients.0.cut:", "seed:"), "grid.seed", "vary the seed with `seeds: [...]`"),
-    (SWEEP.replace("[0, 1]", "[0, -1]"), "seeds[1]", "must be greater than or equal to 0"),
-    (SWEEP.replace("training.rounds=1", "training.rounds"), "set[0]", "expected KEY.PATH=VALUE"),
-    (SWEEP + "zip: {clients.0.cut: [1]}\n", "zip.clients.0.cut", "is also a grid key"),
-])
-def test_a_bad_sweep_file_is_one_line_and_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str],
-                                                 text: str, key: str, problem: str) -> None:
+@pytest.mark.parametrize(
+    ("text", "key", "problem"),
+    [
+        (SWEEP.replace("grid:", "grids:"), "grids", "unknown key; did you mean 'grid'?"),
+        (SWEEP.replace("base: base.yaml", "base: nope.yaml"), "base", "no such scenario file"),
+        (SWEEP.replace("base: base.yaml\n", ""), "base", "required key is missing"),
+        (SWEEP.replace("[1, 2]", "3"), "grid.clients.0.cut", "expected a list, got 3"),
+        (
+            SWEEP + "zip:\n  clients.0.link.uplink_bps: [1.0e6, 2.0e6]\n  clients.1.link.uplink_bps: [1.0e6]\n",
+            "zip.clients.1.link.uplink_bps",
+            "has 1 values but zip.clients.0.link.uplink_bps has 2",
+        ),
+        (SWEEP.replace("[1, 2]", "[]"), "grid.clients.0.cut", "needs at least one value"),
+        (SWEEP.replace("[1, 2]", "[1, 1]"), "grid.clients.0.cut[1]", "value 1 is given twice"),
+        (SWEEP.replace("clients.0.cut:", "seed:"), "grid.seed", "vary the seed with `seeds: [...]`"),
+        (SWEEP.replace("[0, 1]", "[0, -1]"), "seeds[1]", "must be greater than or equal to 0"),
+        (SWEEP.replace("training.rounds=1", "training.rounds"), "set[0]", "expected KEY.PATH=VALUE"),
+        (SWEEP + "zip: {clients.0.cut: [1]}\n", "zip.clients.0.cut", "is also a grid key"),
+    ],
+)
+def test_a_bad_sweep_file_is_one_line_and_exit_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], text: str, key: str, problem: str
+) -> None:
     path = _write(tmp_path, text, name="bad.yaml")
     status, stdout, stderr = _sweep(capsys, path, tmp_path / "out", "--executor", "local")
     assert (status, stdout) == (2, "")
@@ -195,8 +208,9 @@ def test_a_bad_sweep_file_is_one_line_and_exit_2(tmp_path: Path, capsys: pytest.
     assert not (tmp_path / "out").exists()  # nothing written
 
 
-def test_without_ray_the_ray_executor_says_what_to_install(tmp_path: Path, capsys: pytest.CaptureFixture[str],
-                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+def test_without_ray_the_ray_executor_says_what_to_install(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setitem(sys.modules, "ray", None)  # `import ray` raises ImportError
     status, stdout, stderr = _sweep(capsys, _write(tmp_path), tmp_path / "out")
     assert (status, stdout) == (2, "") and len(stderr.splitlines()) == 1
@@ -210,14 +224,18 @@ def _closed_port() -> int:
         return int(sock.getsockname()[1])
 
 
-@pytest.mark.parametrize(("options", "key", "problem"), [
-    (["--executor", "local", "--workers", "2"], "--workers", "only with --executor ray"),
-    (["--executor", "local", "--address", "127.0.0.1:6379"], "--address", "only with --executor ray"),
-    (["--workers", "0"], "--workers", "must be at least 1"),
-    (["--address", "127.0.0.1:{port}"], "--address", "cannot reach a Ray cluster at 127.0.0.1:"),
-])
-def test_bad_executor_options_are_one_line_and_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str],
-                                                       options: list[str], key: str, problem: str) -> None:
+@pytest.mark.parametrize(
+    ("options", "key", "problem"),
+    [
+        (["--executor", "local", "--workers", "2"], "--workers", "only with --executor ray"),
+        (["--executor", "local", "--address", "127.0.0.1:6379"], "--address", "only with --executor ray"),
+        (["--workers", "0"], "--workers", "must be at least 1"),
+        (["--address", "127.0.0.1:{port}"], "--address", "cannot reach a Ray cluster at 127.0.0.1:"),
+    ],
+)
+def test_bad_executor_options_are_one_line_and_exit_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], options: list[str], key: str, problem: str
+) -> None:
     options = [o.format(port=_closed_port()) for o in options]
     status, stdout, stderr = _sweep(capsys, _write(tmp_path), tmp_path / "out", *options)
     assert (status, stdout) == (2, "") and len(stderr.splitlines()) == 1
@@ -229,27 +247,54 @@ def test_points_expand_in_order_with_ids_from_their_own_parameters(tmp_path: Pat
     text = SWEEP + "zip:\n  clients.0.link.uplink_bps: [1.0e6, 4.0e6]\n  clients.1.link.uplink_bps: [2.0e6, 8.0e6]\n"
     points = load_sweep(_write(tmp_path, text)).points()
     assert len(points) == 2 * 2 * 2
-    assert [(dict(p.params)["clients.0.cut"], dict(p.params)["clients.0.link.uplink_bps"], p.seed)
-            for p in points[:4]] == [(1, 1.0e6, 0), (1, 1.0e6, 1), (1, 4.0e6, 0), (1, 4.0e6, 1)]
-    assert points[1].overrides == ("training.rounds=1", "clients.0.cut=1", "clients.0.link.uplink_bps=1000000.0",
-                                   "clients.1.link.uplink_bps=2000000.0", "seed=1")
+    assert [
+        (dict(p.params)["clients.0.cut"], dict(p.params)["clients.0.link.uplink_bps"], p.seed) for p in points[:4]
+    ] == [(1, 1.0e6, 0), (1, 1.0e6, 1), (1, 4.0e6, 0), (1, 4.0e6, 1)]
+    assert points[1].overrides == (
+        "training.rounds=1",
+        "clients.0.cut=1",
+        "clients.0.link.uplink_bps=1000000.0",
+        "clients.1.link.uplink_bps=2000000.0",
+        "seed=1",
+    )
     assert points[1].id.startswith("cut=1,0.link.uplink_bps=1e+06,1.link.uplink_bps=2e+06,seed=1-")
     # another grid value and another `set` leave the ids of the points both sweeps share unchanged
-    wider = load_sweep(_write(tmp_path, text.replace("[1, 2]", "[1, 2, 3]").replace("rounds=1", "rounds=4"),
-                              name="wider.yaml")).points()
+    wider = load_sweep(
+        _write(tmp_path, text.replace("[1, 2]", "[1, 2, 3]").replace("rounds=1", "rounds=4"), name="wider.yaml")
+    ).points()
     assert {p.id for p in points} < {p.id for p in wider} and len(wider) == 12
     assert point_id((("a.b", 1.0),), 0) != point_id((("a.b", 1.0000001),), 0)  # the readable parts are equal
 
 
-@pytest.mark.parametrize("value", [3, 2.0e9, 1e-05, 0.1, True, None, "max_feasible", "3", "yes", "a: b",
-                                   [0.1, 0.5], {"base": "rpi4", "flops_per_s": 2.0e9}])
+@pytest.mark.parametrize(
+    "value",
+    [
+        3,
+        2.0e9,
+        1e-05,
+        0.1,
+        True,
+        None,
+        "max_feasible",
+        "3",
+        "yes",
+        "a: b",
+        [0.1, 0.5],
+        {"base": "rpi4", "flops_per_s": 2.0e9},
+    ],
+)
 def test_values_survive_the_trip_through_set_syntax(value: Any) -> None:
     assert load_yaml_text(yaml_flow(value)) == value
 
 
-@pytest.mark.parametrize(("name", "points"), [("whatif/sweeps/weak_share_bandwidth_sweep.yaml", 12),
-                                              ("whatif/sweeps/cut_policy_fleet_sweep.yaml", 6),
-                                              ("paper/fashion_mnist_compare.yaml", 72)])
+@pytest.mark.parametrize(
+    ("name", "points"),
+    [
+        ("whatif/sweeps/weak_share_bandwidth_sweep.yaml", 12),
+        ("whatif/sweeps/cut_policy_fleet_sweep.yaml", 6),
+        ("paper/fashion_mnist_compare.yaml", 72),
+    ],
+)
 def test_shipped_sweeps_load_and_every_point_is_valid(tmp_path: Path, name: str, points: int) -> None:
     path = ROOT / "scenarios" / name
     assert path.read_text().startswith(("# Sweep: ", "# A measured comparison"))  # opens with what it answers

@@ -31,8 +31,9 @@ def test_client_rounds_with_overlap_waits_for_a_place_in_the_send_queue() -> Non
     # step 1: fwd 3-4, queue free (batch 0 taken at 1), rest 4-6; radio waits until 11: 11-21, arrives 21.5.
     # step 2: fwd 6-7, the queue still holds batch 1 until the radio takes it at 11: rest 11-13; radio 21-31,
     #         arrives 31.5 = done.
-    plan = client_rounds(0.0, 3, np.array([1.0]), np.array([2.0]), np.array([10.0]), np.full((1, 3), 0.5),
-                         overlap=True, send_buffer=1)
+    plan = client_rounds(
+        0.0, 3, np.array([1.0]), np.array([2.0]), np.array([10.0]), np.full((1, 3), 0.5), overlap=True, send_buffer=1
+    )
     assert plan.fwd[0][0].tolist() == [0, 3, 6] and plan.fwd[1][0].tolist() == [1, 4, 7]
     assert plan.rest[0][0].tolist() == [1, 4, 11] and plan.rest[1][0].tolist() == [3, 6, 13]
     assert plan.send[0][0].tolist() == [1, 11, 21] and plan.send[1][0].tolist() == [11, 21, 31]
@@ -43,20 +44,31 @@ def test_client_rounds_with_overlap_waits_for_a_place_in_the_send_queue() -> Non
 def test_client_rounds_without_overlap_waits_for_each_delivery() -> None:
     # step 0: fwd 0-1, rest 1-3, radio 3-13, arrives 13.5; step 1 starts then: fwd 13.5-14.5, rest -16.5,
     # radio 16.5-26.5, arrives 27; step 2: fwd 27-28, rest 28-30, radio 30-40, arrives 40.5.
-    plan = client_rounds(0.0, 3, np.array([1.0]), np.array([2.0]), np.array([10.0]), np.full((1, 3), 0.5),
-                         overlap=False, send_buffer=2)
+    plan = client_rounds(
+        0.0, 3, np.array([1.0]), np.array([2.0]), np.array([10.0]), np.full((1, 3), 0.5), overlap=False, send_buffer=2
+    )
     assert plan.send[0][0].tolist() == [3, 16.5, 30]
     assert plan.arrival[0].tolist() == [13.5, 27, 40.5]
     assert plan.done.tolist() == [40.5]
 
 
 def test_client_rounds_are_computed_per_client() -> None:
-    one = client_rounds(2.0, 2, np.array([1.0]), np.array([1.0]), np.array([3.0]), np.array([[0.1, 0.2]]),
-                        overlap=True, send_buffer=2)
-    two = client_rounds(2.0, 2, np.array([0.5]), np.array([0.25]), np.array([1.0]), np.array([[0.0, 0.0]]),
-                        overlap=True, send_buffer=2)
-    both = client_rounds(2.0, 2, np.array([1.0, 0.5]), np.array([1.0, 0.25]), np.array([3.0, 1.0]),
-                         np.array([[0.1, 0.2], [0.0, 0.0]]), overlap=True, send_buffer=2)
+    one = client_rounds(
+        2.0, 2, np.array([1.0]), np.array([1.0]), np.array([3.0]), np.array([[0.1, 0.2]]), overlap=True, send_buffer=2
+    )
+    two = client_rounds(
+        2.0, 2, np.array([0.5]), np.array([0.25]), np.array([1.0]), np.array([[0.0, 0.0]]), overlap=True, send_buffer=2
+    )
+    both = client_rounds(
+        2.0,
+        2,
+        np.array([1.0, 0.5]),
+        np.array([1.0, 0.25]),
+        np.array([3.0, 1.0]),
+        np.array([[0.1, 0.2], [0.0, 0.0]]),
+        overlap=True,
+        send_buffer=2,
+    )
     assert both.arrival.tolist() == [one.arrival[0].tolist(), two.arrival[0].tolist()]
     assert both.done.tolist() == [one.done[0], two.done[0]]
 
@@ -83,8 +95,9 @@ def test_aggregation_traffic_equals_the_real_modules() -> None:
     model = SplitResNet18(width, 1, classes, seed=0)
     cuts = [1, 3, 3, 5]
     for buffers in (True, False):
-        nbytes, flops = aggregation_traffic(table, cuts, server_copies=True, client_copies=True, exit_heads=True,
-                                            buffers=buffers)
+        nbytes, flops = aggregation_traffic(
+            table, cuts, server_copies=True, client_copies=True, exit_heads=True, buffers=buffers
+        )
         for k, cut in enumerate(cuts):
             head = make_exit_head("pool_linear", model.unit_channels[cut - 1], classes)
             modules = list(model.units[:cut]) + ([head] if cut == 3 else [])  # only cut 3 is shared
@@ -100,25 +113,58 @@ SERVER = {"flops_per_s": 4.0e7, "memory_bytes": 1.0e10, "compute_w": 100.0, "idl
 BASE: dict[str, Any] = {
     "name": "timing",
     "seed": 5,
-    "dataset": {"name": "synthetic",
-                "synthetic": {"image_size": 8, "in_channels": 1, "num_classes": 10, "train_size": 160,
-                              "test_size": 16}},
+    "dataset": {
+        "name": "synthetic",
+        "synthetic": {"image_size": 8, "in_channels": 1, "num_classes": 10, "train_size": 160, "test_size": 16},
+    },
     "model": {"width": 4},
     "training": {"rounds": 3, "local_steps": 3, "batch_size": 8},
     "strategy": {"name": "averaging", "aggregate_every": 1},
     "network": {"send_buffer": 1, "media": {"ap": {"capacity_bps": 6.0e5}}},
     "server": {"device": SERVER, "workers": 2},
     "clients": [
-        {"name": "fast", "device": {"flops_per_s": 4.0e6, "memory_bytes": 1.0e9, "compute_w": 3.0, "idle_w": 1.0},
-         "link": {"uplink_bps": 2.0e6, "downlink_bps": 4.0e6, "latency_s": 0.01, "jitter_s": 0.02,
-                  "tx_w": 0.5, "rx_w": 0.25}, "cut": 2},
-        {"name": "slow", "device": {"flops_per_s": 1.0e6, "memory_bytes": 1.0e9, "compute_w": 2.0, "idle_w": 0.5},
-         "link": {"uplink_bps": 2.5e5, "downlink_bps": 5.0e5, "latency_s": 0.05, "jitter_s": 0.01,
-                  "loss_rate": 0.1, "tx_w": 0.4, "rx_w": 0.2}, "cut": 1},
-        {"name": "shared", "count": 2,
-         "device": {"flops_per_s": 2.0e6, "memory_bytes": 1.0e9, "compute_w": 2.5, "idle_w": 0.8},
-         "link": {"uplink_bps": 5.0e5, "downlink_bps": 5.0e5, "latency_s": 0.002, "jitter_s": 0.001,
-                  "tx_w": 0.3, "rx_w": 0.2}, "cut": 3, "medium": "ap"},
+        {
+            "name": "fast",
+            "device": {"flops_per_s": 4.0e6, "memory_bytes": 1.0e9, "compute_w": 3.0, "idle_w": 1.0},
+            "link": {
+                "uplink_bps": 2.0e6,
+                "downlink_bps": 4.0e6,
+                "latency_s": 0.01,
+                "jitter_s": 0.02,
+                "tx_w": 0.5,
+                "rx_w": 0.25,
+            },
+            "cut": 2,
+        },
+        {
+            "name": "slow",
+            "device": {"flops_per_s": 1.0e6, "memory_bytes": 1.0e9, "compute_w": 2.0, "idle_w": 0.5},
+            "link": {
+                "uplink_bps": 2.5e5,
+                "downlink_bps": 5.0e5,
+                "latency_s": 0.05,
+                "jitter_s": 0.01,
+                "loss_rate": 0.1,
+                "tx_w": 0.4,
+                "rx_w": 0.2,
+            },
+            "cut": 1,
+        },
+        {
+            "name": "shared",
+            "count": 2,
+            "device": {"flops_per_s": 2.0e6, "memory_bytes": 1.0e9, "compute_w": 2.5, "idle_w": 0.8},
+            "link": {
+                "uplink_bps": 5.0e5,
+                "downlink_bps": 5.0e5,
+                "latency_s": 0.002,
+                "jitter_s": 0.001,
+                "tx_w": 0.3,
+                "rx_w": 0.2,
+            },
+            "cut": 3,
+            "medium": "ap",
+        },
     ],
     "eval": {"every": 3, "batch_size": 16, "thresholds": [0.5]},
     "output": {"checkpoint_every": 0, "progress": False},
@@ -159,22 +205,35 @@ def _compare(path: Path) -> tuple[Simulation, Simulation]:
     key = lambda e: (e.t_start, e.t_end, e.entity, e.kind)  # noqa: E731
     full_events = sorted(fr.events, key=key)
     timed_events = sorted(tr.events, key=key)
-    assert [(e.t_start, e.t_end, e.entity, e.kind, e.round) for e in timed_events] == \
-        [(e.t_start, e.t_end, e.entity, e.kind, e.round) for e in full_events]
+    assert [(e.t_start, e.t_end, e.entity, e.kind, e.round) for e in timed_events] == [
+        (e.t_start, e.t_end, e.entity, e.kind, e.round) for e in full_events
+    ]
     return full, timed
 
 
-@pytest.mark.parametrize("changes", [
-    {},
-    {"network__overlap_compute_comm": False},
-    {"server__workers": 1, "network__send_buffer": 3},
-    {"strategy": {"name": "sequential", "order": "arrival"}},
-    {"strategy": {"name": "sequential", "order": "round_robin", "aggregate_every": 2}},
-    {"strategy": {"name": "sequential"}},
-    {"strategy": {"name": "sequential", "aggregate_client_layers": True}, "network__overlap_compute_comm": False},
-    {"strategy": {"name": "homogeneous_splitee", "common_cut": 2}},
-], ids=["averaging", "no_overlap", "one_worker", "sequential_arrival", "sequential_round_robin",
-        "sequential_client_turns", "sequential_client_turns_no_overlap", "homogeneous"])
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {},
+        {"network__overlap_compute_comm": False},
+        {"server__workers": 1, "network__send_buffer": 3},
+        {"strategy": {"name": "sequential", "order": "arrival"}},
+        {"strategy": {"name": "sequential", "order": "round_robin", "aggregate_every": 2}},
+        {"strategy": {"name": "sequential"}},
+        {"strategy": {"name": "sequential", "aggregate_client_layers": True}, "network__overlap_compute_comm": False},
+        {"strategy": {"name": "homogeneous_splitee", "common_cut": 2}},
+    ],
+    ids=[
+        "averaging",
+        "no_overlap",
+        "one_worker",
+        "sequential_arrival",
+        "sequential_round_robin",
+        "sequential_client_turns",
+        "sequential_client_turns_no_overlap",
+        "homogeneous",
+    ],
+)
 def test_timing_only_times_equal_the_full_run(tmp_path: Path, changes: dict[str, Any]) -> None:
     full, timed = _compare(_scenario(tmp_path, **changes))
     # The fleet mixes closed-form clients (own links) and per-batch ones (the shared medium).
@@ -182,15 +241,20 @@ def test_timing_only_times_equal_the_full_run(tmp_path: Path, changes: dict[str,
     assert timed.records[-1].sim_time_s > 0 and not timed.records[-1].evals and full.learning.trainers
 
 
-@pytest.mark.parametrize("strategy", [{"name": "averaging", "aggregate_every": 1},
-                                      {"name": "sequential", "order": "client_turns"}], ids=["averaging", "turns"])
-def test_timing_only_equals_the_full_run_with_deadlines_churn_and_batteries(tmp_path: Path,
-                                                                           strategy: dict[str, Any]) -> None:
+@pytest.mark.parametrize(
+    "strategy",
+    [{"name": "averaging", "aggregate_every": 1}, {"name": "sequential", "order": "client_turns"}],
+    ids=["averaging", "turns"],
+)
+def test_timing_only_equals_the_full_run_with_deadlines_churn_and_batteries(
+    tmp_path: Path, strategy: dict[str, Any]
+) -> None:
     clients = copy.deepcopy(BASE["clients"])
     clients[0]["device"]["battery_j"] = 12.0
     clients[1]["availability"] = {"model": "markov", "mean_on_s": 3.0, "mean_off_s": 1.0}
-    full, timed = _compare(_scenario(tmp_path, clients=clients, training__round_deadline_s=2.5,
-                                     training__rounds=5, strategy=strategy))
+    full, timed = _compare(
+        _scenario(tmp_path, clients=clients, training__round_deadline_s=2.5, training__rounds=5, strategy=strategy)
+    )
     statuses = {s for r in timed.records for s in r.status.values()}
     assert statuses - {"ok"}  # clients were stopped, left or sat out: the per-batch path was exercised
     assert not any(timed.rounds.closed_form(i) for i in range(4))  # a deadline can stop anyone
@@ -226,8 +290,9 @@ def test_timing_only_needs_no_model_per_client(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("strategy", ["averaging", "sequential"])
 @pytest.mark.parametrize("battery_j", [3.0, 6.0, 14.0, 40.0])
-def test_battery_clients_planned_in_closed_form_match_the_full_run(tmp_path: Path, battery_j: float,
-                                                                   strategy: str) -> None:
+def test_battery_clients_planned_in_closed_form_match_the_full_run(
+    tmp_path: Path, battery_j: float, strategy: str
+) -> None:
     # No deadline, no churn: clients 'fast' and 'slow' (own links) can only be stopped by their batteries. While a
     # battery surely lasts through a round's work, that work is planned in closed form and a timer is set for
     # the moment the battery runs out at the idle draw; otherwise the device runs its processes.

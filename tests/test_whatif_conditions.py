@@ -45,7 +45,9 @@ def test_the_lte_trace_is_found_among_the_shipped_traces_and_loads() -> None:
 
 
 def test_the_lte_trace_is_what_its_script_generates() -> None:
-    spec = importlib.util.spec_from_file_location("make_lte_commute", ROOT / "device_profiles/traces/make_lte_commute.py")
+    spec = importlib.util.spec_from_file_location(
+        "make_lte_commute", ROOT / "device_profiles/traces/make_lte_commute.py"
+    )
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
@@ -58,9 +60,20 @@ def _phone_uploads(tmp_path: Path, sets: list[str], out: str) -> tuple[np.ndarra
     shrunk to one phone (besides the Pis and the Jetson) without jitter."""
     from simulator import run
 
-    done = run(WHATIF / "mobile_uplink.yaml", out=tmp_path / out, timing_only=True,
-               set=["training.rounds=1", "training.local_steps=4", "clients.1.count=1", "clients.1.link.jitter_s=0",
-                    "output.checkpoint_every=0", "output.progress=false", *sets])
+    done = run(
+        WHATIF / "mobile_uplink.yaml",
+        out=tmp_path / out,
+        timing_only=True,
+        set=[
+            "training.rounds=1",
+            "training.local_steps=4",
+            "clients.1.count=1",
+            "clients.1.link.jitter_s=0",
+            "output.checkpoint_every=0",
+            "output.progress=false",
+            *sets,
+        ],
+    )
     ev = done.events
     tx = ev[(ev.entity == "phone") & (ev.kind == "tx")]
     return (tx.t_end - tx.t_start).to_numpy(), float(done.rounds.sim_time_s.iloc[-1])
@@ -81,8 +94,11 @@ def test_a_trace_at_half_the_uplink_doubles_every_upload(tmp_path: Path) -> None
 
 def test_the_shipped_trace_times_an_upload_piece_by_piece(tmp_path: Path) -> None:
     # Read the trace's first rows as plain text (t_s, uplink_bps), skipping its comment lines.
-    rows = [line.split(",") for line in (builtin_dir("device_profiles") / "traces" / TRACE).read_text().splitlines()
-            if line and not line.startswith("#")][1:]
+    rows = [
+        line.split(",")
+        for line in (builtin_dir("device_profiles") / "traces" / TRACE).read_text().splitlines()
+        if line and not line.startswith("#")
+    ][1:]
     rate = {int(t): float(v) for t, v in rows[:4]}
     varied, _ = _phone_uploads(tmp_path, ["clients.1.link.variation.offset=0"], "trace")
     from analysis.load import load_run
@@ -106,11 +122,20 @@ def test_the_shipped_trace_times_an_upload_piece_by_piece(tmp_path: Path) -> Non
 def test_a_throttled_pi_computes_past_after_s_at_the_throttled_speed(tmp_path: Path) -> None:
     from simulator import run
 
-    sets = ["training.rounds=1", "training.local_steps=40", "clients.0.count=1", "output.checkpoint_every=0",
-            "output.progress=false"]
+    sets = [
+        "training.rounds=1",
+        "training.local_steps=40",
+        "clients.0.count=1",
+        "output.checkpoint_every=0",
+        "output.progress=false",
+    ]
     hot = run(WHATIF / "thermal_throttling.yaml", out=tmp_path / "hot", timing_only=True, set=sets)
-    cool = run(WHATIF / "thermal_throttling.yaml", out=tmp_path / "cool", timing_only=True,
-               set=[*sets, "clients.0.device=rpi4"])
+    cool = run(
+        WHATIF / "thermal_throttling.yaml",
+        out=tmp_path / "cool",
+        timing_only=True,
+        set=[*sets, "clients.0.device=rpi4"],
+    )
 
     def compute_s(r: object) -> float:
         ev = r.events  # type: ignore[attr-defined]

@@ -41,9 +41,17 @@ def _sets(set: Sequence[str] | str) -> list[str]:  # noqa: A002 - `set` mirrors 
     return [set] if isinstance(set, str) else list(set)
 
 
-def run(scenario: str | Path | Mapping[str, Any], set: Sequence[str] | str = (),  # noqa: A002
-        out: str | Path | None = None, timing_only: bool = False, *, resume: bool = False,
-        overwrite: bool = False, progress: bool = False, report: bool = False) -> Run:
+def run(
+    scenario: str | Path | Mapping[str, Any],
+    set: Sequence[str] | str = (),  # noqa: A002
+    out: str | Path | None = None,
+    timing_only: bool = False,
+    *,
+    resume: bool = False,
+    overwrite: bool = False,
+    progress: bool = False,
+    report: bool = False,
+) -> Run:
     """Run a scenario (a YAML file's path, or the same content as a dict) and load its run folder.
 
     `set`: overrides in the command line's `--set` spelling (`["training.rounds=3", "clients.0.cut=2"]`).
@@ -60,8 +68,9 @@ def run(scenario: str | Path | Mapping[str, Any], set: Sequence[str] | str = (),
     rs = _resolve(scenario, _sets(set))
     use_threads(rs.scenario)  # as `splitee run` does: compute.threads, else the default rule
     folder = _out(out, rs.scenario.name)
-    run_scenario(rs, folder, resume=resume, overwrite=overwrite or out is None, progress=progress,
-                 timing_only=timing_only)
+    run_scenario(
+        rs, folder, resume=resume, overwrite=overwrite or out is None, progress=progress, timing_only=timing_only
+    )
     if report:
         from analysis.report import write_report
 
@@ -69,8 +78,13 @@ def run(scenario: str | Path | Mapping[str, Any], set: Sequence[str] | str = (),
     return load_run(folder)
 
 
-def replay(run_dir: str | Path, set: Sequence[str] | str = (), out: str | Path | None = None,  # noqa: A002
-           *, overwrite: bool = False) -> Run:
+def replay(
+    run_dir: str | Path,
+    set: Sequence[str] | str = (),
+    out: str | Path | None = None,  # noqa: A002
+    *,
+    overwrite: bool = False,
+) -> Run:
     """Re-time a finished run under other device, link or server profiles without retraining, and load it.
 
     `set`: changes to the run's resolved scenario (`["clients.2.link.uplink_bps=1.4e6"]`); `out`: the new run
@@ -85,8 +99,13 @@ def replay(run_dir: str | Path, set: Sequence[str] | str = (), out: str | Path |
     return load_run(folder)
 
 
-def retime(run_dir: str | Path, changes: Mapping[str, Any] | Sequence[Mapping[str, Any]], *,
-           events: bool = False, per_client_exits: bool = False) -> pd.DataFrame:
+def retime(
+    run_dir: str | Path,
+    changes: Mapping[str, Any] | Sequence[Mapping[str, Any]],
+    *,
+    events: bool = False,
+    per_client_exits: bool = False,
+) -> pd.DataFrame:
     """Re-time a finished run in memory for one change set or a grid of them; one table, a row per point.
 
     `changes`: `{"clients.2.link.uplink_bps": [1e6, 2e6], "server.workers": [1, 2]}` is a grid (the cartesian

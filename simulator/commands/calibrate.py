@@ -39,8 +39,10 @@ GPU_MEMORY_RESERVE = 0.10  # of total GPU memory: CUDA context, cuDNN workspaces
 # Powers cannot be measured portably; these stand in (deliberately on the high side) until a meter says better.
 PLACEHOLDER_W = {"cpu": (65.0, 10.0), "cuda": (300.0, 60.0)}  # (compute_w, idle_w)
 _NAME = re.compile(r"^[a-z0-9_]+$")
-METHOD = ("total training FLOPs of all units / total measured training seconds "
-          "(a FLOP-weighted harmonic mean of the per-unit rates)")
+METHOD = (
+    "total training FLOPs of all units / total measured training seconds "
+    "(a FLOP-weighted harmonic mean of the per-unit rates)"
+)
 
 Clock = Callable[[], float]
 
@@ -92,13 +94,21 @@ def aggregate_flops_per_s(units: Sequence[UnitTiming]) -> float:
     return sum(u.train_flops for u in units) / sum(u.train_s for u in units)
 
 
-def _median_seconds(step: Callable[[], object], repeats: int, warmup: int, clock: Clock,
-                    sync: Callable[[], None]) -> float:
+def _median_seconds(
+    step: Callable[[], object], repeats: int, warmup: int, clock: Clock, sync: Callable[[], None]
+) -> float:
     return statistics.median(timed_samples(step, repeats, warmup, clock, sync))
 
 
-def time_units(model: SplitResNet18, table: CostTable, x: torch.Tensor, *, repeats: int, warmup: int,
-               clock: Clock = time.perf_counter) -> tuple[UnitTiming, ...]:
+def time_units(
+    model: SplitResNet18,
+    table: CostTable,
+    x: torch.Tensor,
+    *,
+    repeats: int,
+    warmup: int,
+    clock: Clock = time.perf_counter,
+) -> tuple[UnitTiming, ...]:
     """Median forward and forward+backward seconds of every unit and the classifier of ``model`` at input ``x``.
 
     Train mode (BatchNorm uses batch statistics), autograd on, as in a training step. Each unit gets the real
@@ -122,26 +132,38 @@ def time_units(model: SplitResNet18, table: CostTable, x: torch.Tensor, *, repea
         def forward(part: torch.nn.Module = part, inp: torch.Tensor = inp) -> torch.Tensor:
             return part(inp)
 
-        def train_step(part: torch.nn.Module = part, inp: torch.Tensor = inp,
-                       grad_out: torch.Tensor = grad_out) -> None:
+        def train_step(
+            part: torch.nn.Module = part, inp: torch.Tensor = inp, grad_out: torch.Tensor = grad_out
+        ) -> None:
             part.zero_grad(set_to_none=True)
             inp.grad = None
             part(inp).backward(grad_out)
 
         bwd = cost.bwd_flops - (cost.bwd_input_flops if i == 0 else 0.0)
-        out.append(UnitTiming(
-            unit=f"u{i + 1}" if i < len(model.units) else "classifier",
-            name=name,
-            fwd_s=_median_seconds(forward, repeats, warmup, clock, sync),
-            train_s=_median_seconds(train_step, repeats, warmup, clock, sync),
-            fwd_flops=cost.fwd_flops * batch,
-            train_flops=(cost.fwd_flops + bwd) * batch,
-        ))
+        out.append(
+            UnitTiming(
+                unit=f"u{i + 1}" if i < len(model.units) else "classifier",
+                name=name,
+                fwd_s=_median_seconds(forward, repeats, warmup, clock, sync),
+                train_s=_median_seconds(train_step, repeats, warmup, clock, sync),
+                fwd_flops=cost.fwd_flops * batch,
+                train_flops=(cost.fwd_flops + bwd) * batch,
+            )
+        )
     return tuple(out)
 
 
-def calibrate(*, width: int, in_channels: int, image_size: int, batch: int, device: str = "cpu",
-              repeats: int = 10, warmup: int = 3, clock: Clock = time.perf_counter) -> Calibration:
+def calibrate(
+    *,
+    width: int,
+    in_channels: int,
+    image_size: int,
+    batch: int,
+    device: str = "cpu",
+    repeats: int = 10,
+    warmup: int = 3,
+    clock: Clock = time.perf_counter,
+) -> Calibration:
     """Build a SplitResNet18 of this shape on ``device`` and time every unit at ``batch`` (see time_units)."""
     table = table_for(width, in_channels, NUM_CLASSES, image_size, "pool_linear", DEFAULT_EXIT_GRID)
     model = SplitResNet18(width, in_channels, NUM_CLASSES, seed=0).to(device)
@@ -156,12 +178,16 @@ def format_unit_table(cal: Calibration) -> str:
     header = f"{'unit':<11}{'name':<11}{'fwd ms':>10}{'fwd+bwd ms':>12}{'fwd GFLOP/s':>13}{'train GFLOP/s':>15}"
     lines = [header, "-" * len(header)]
     for u in cal.units:
-        lines.append(f"{u.unit:<11}{u.name:<11}{u.fwd_s * 1e3:>10.3f}{u.train_s * 1e3:>12.3f}"
-                     f"{u.fwd_flops_per_s / 1e9:>13.2f}{u.train_flops_per_s / 1e9:>15.2f}")
+        lines.append(
+            f"{u.unit:<11}{u.name:<11}{u.fwd_s * 1e3:>10.3f}{u.train_s * 1e3:>12.3f}"
+            f"{u.fwd_flops_per_s / 1e9:>13.2f}{u.train_flops_per_s / 1e9:>15.2f}"
+        )
     fwd_s, train_s = sum(u.fwd_s for u in cal.units), sum(u.train_s for u in cal.units)
     lines.append("-" * len(header))
-    lines.append(f"{'total':<22}{fwd_s * 1e3:>10.3f}{train_s * 1e3:>12.3f}"
-                 f"{sum(u.fwd_flops for u in cal.units) / fwd_s / 1e9:>13.2f}{cal.flops_per_s / 1e9:>15.2f}")
+    lines.append(
+        f"{'total':<22}{fwd_s * 1e3:>10.3f}{train_s * 1e3:>12.3f}"
+        f"{sum(u.fwd_flops for u in cal.units) / fwd_s / 1e9:>13.2f}{cal.flops_per_s / 1e9:>15.2f}"
+    )
     return "\n".join(lines)
 
 
@@ -205,13 +231,16 @@ def _memory(device: str, given: int | None) -> tuple[int, str]:
         return given, "given with --memory-bytes"
     if device == "cuda":
         total = torch.cuda.get_device_properties(0).total_memory
-        return (int(total * (1 - GPU_MEMORY_RESERVE)),
-                f"total_memory of the GPU, {total / 2**30:.1f} GiB, - {GPU_MEMORY_RESERVE:.0%} for the CUDA context, "
-                "cuDNN workspaces and allocator slack")
+        return (
+            int(total * (1 - GPU_MEMORY_RESERVE)),
+            f"total_memory of the GPU, {total / 2**30:.1f} GiB, - {GPU_MEMORY_RESERVE:.0%} for the CUDA context, "
+            "cuDNN workspaces and allocator slack",
+        )
     avail = _mem_available_bytes()
     if avail is None:
-        raise InputError("cannot read MemAvailable from /proc/meminfo on this system; give --memory-bytes",
-                         key="--memory-bytes")
+        raise InputError(
+            "cannot read MemAvailable from /proc/meminfo on this system; give --memory-bytes", key="--memory-bytes"
+        )
     return avail, f"MemAvailable from /proc/meminfo at calibration time ({avail / 2**30:.1f} GiB)"
 
 
@@ -220,27 +249,44 @@ def _number(x: float) -> str:
     return f"{x:.3e}"
 
 
-def profile_yaml(cal: Calibration, *, memory_bytes: int, memory_note: str, compute_w: float | None,
-                 idle_w: float | None, kind: str, hardware: str, host: str, date: str,
-                 cuts: CutCalibration | None = None, measurements: str | None = None) -> str:
+def profile_yaml(
+    cal: Calibration,
+    *,
+    memory_bytes: int,
+    memory_note: str,
+    compute_w: float | None,
+    idle_w: float | None,
+    kind: str,
+    hardware: str,
+    host: str,
+    date: str,
+    cuts: CutCalibration | None = None,
+    measurements: str | None = None,
+) -> str:
     """The device profile file (no `name:` key: a profile file's stem is its name); with ``cuts``, the compute
     model fitted to whole steps (step_overhead_s, unit_flops_per_s, and flops_per_s on the same scale)."""
     placeholder = PLACEHOLDER_W[cal.device]
     if compute_w is None and idle_w is None:
-        power = (f"not measured: set compute_w/idle_w from a power meter (placeholders {placeholder[0]:g} W / "
-                 f"{placeholder[1]:g} W, deliberately on the high side for a {cal.device.upper()} device).")
+        power = (
+            f"not measured: set compute_w/idle_w from a power meter (placeholders {placeholder[0]:g} W / "
+            f"{placeholder[1]:g} W, deliberately on the high side for a {cal.device.upper()} device)."
+        )
     elif compute_w is None or idle_w is None:
-        power = (f"{'compute_w' if compute_w is not None else 'idle_w'} given on the command line; "
-                 f"{'idle_w' if compute_w is not None else 'compute_w'} not measured: set it from a power meter "
-                 "(placeholder).")
+        power = (
+            f"{'compute_w' if compute_w is not None else 'idle_w'} given on the command line; "
+            f"{'idle_w' if compute_w is not None else 'compute_w'} not measured: set it from a power meter "
+            "(placeholder)."
+        )
     else:
         power = "compute_w and idle_w given on the command line (not checked by calibrate)."
     idle = placeholder[1] if idle_w is None else idle_w
     compute = max(placeholder[0], idle) if compute_w is None else compute_w
     per_unit = ", ".join(f"{u.unit} {u.train_flops_per_s / 1e9:.3g}" for u in cal.units)
     if cal.device == "cuda":
-        settings = (f"cudnn.allow_tf32={torch.backends.cudnn.allow_tf32}, "
-                    f"matmul.allow_tf32={torch.backends.cuda.matmul.allow_tf32}")
+        settings = (
+            f"cudnn.allow_tf32={torch.backends.cudnn.allow_tf32}, "
+            f"matmul.allow_tf32={torch.backends.cuda.matmul.allow_tf32}"
+        )
         clock = "time.perf_counter after torch.cuda.synchronize"
     else:
         settings, clock = _threads(cal.threads), "time.perf_counter"
@@ -268,18 +314,20 @@ def profile_yaml(cal: Calibration, *, memory_bytes: int, memory_note: str, compu
     source = "\n".join(textwrap.fill(text, 110, break_long_words=False) for text in paragraphs)
     where = "GPU" if cal.device == "cuda" else f"CPU, {_threads(cal.threads)}"
     description = f"{hardware} ({where}), measured by splitee calibrate on {host}"
-    return "\n".join([
-        f"description: {json.dumps(description)}",
-        f"kind: {kind}",
-        f"flops_per_s: {_number(flops_per_s)}",
-        *model,
-        f"memory_bytes: {memory_bytes}",
-        f"compute_w: {float(compute)!r}",
-        f"idle_w: {float(idle)!r}",
-        "source: |",
-        *(f"  {line}" for line in source.splitlines()),
-        "",
-    ])
+    return "\n".join(
+        [
+            f"description: {json.dumps(description)}",
+            f"kind: {kind}",
+            f"flops_per_s: {_number(flops_per_s)}",
+            *model,
+            f"memory_bytes: {memory_bytes}",
+            f"compute_w: {float(compute)!r}",
+            f"idle_w: {float(idle)!r}",
+            "source: |",
+            *(f"  {line}" for line in source.splitlines()),
+            "",
+        ]
+    )
 
 
 def check_profile(text: str, name: str) -> DeviceProfile:

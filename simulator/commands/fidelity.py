@@ -10,8 +10,14 @@ from typing import Any, Sequence
 
 from simulator.output.results import atomic_write
 
-__all__ = ["FIDELITY_COLUMNS", "round_durations", "client_finish", "fidelity_rows", "fidelity_markdown",
-           "write_fidelity"]
+__all__ = [
+    "FIDELITY_COLUMNS",
+    "round_durations",
+    "client_finish",
+    "fidelity_rows",
+    "fidelity_markdown",
+    "write_fidelity",
+]
 
 FIDELITY_COLUMNS = ("round", "entity", "what", "emulated_s", "simulated_s", "error")
 _TRAINING_KINDS = frozenset({"compute", "tx"})  # a client's training work; the server's steps are its compute
@@ -76,14 +82,21 @@ def fidelity_markdown(rows: Sequence[tuple[Any, ...]], header: str = "") -> str:
     rounds = [r[5] for r in rows if r[2] == "round_s"]
     clients = [r[5] for r in rows if r[2] == "client_trained_s"]
     server = [r[5] for r in rows if r[2] == "server_trained_s"]
-    lines += ["", f"Error of the round time, mean (max): {_stats(rounds)}; of the clients' training finish: "
-              f"{_stats(clients)}; of the server's: {_stats(server)}.", ""]
+    lines += [
+        "",
+        f"Error of the round time, mean (max): {_stats(rounds)}; of the clients' training finish: "
+        f"{_stats(clients)}; of the server's: {_stats(server)}.",
+        "",
+    ]
     return "\n".join(lines)
 
 
 def write_fidelity(out: Path, rows: Sequence[tuple[Any, ...]], header: str = "") -> None:
     """fidelity.csv and fidelity.md in `out`."""
-    text = ",".join(FIDELITY_COLUMNS) + "\n" + "".join(
-        f"{r},{ent},{what},{e!r},{s!r},{err!r}\n" for r, ent, what, e, s, err in rows)
+    text = (
+        ",".join(FIDELITY_COLUMNS)
+        + "\n"
+        + "".join(f"{r},{ent},{what},{e!r},{s!r},{err!r}\n" for r, ent, what, e, s, err in rows)
+    )
     atomic_write(out / "fidelity.csv", text)
     atomic_write(out / "fidelity.md", fidelity_markdown(rows, header))

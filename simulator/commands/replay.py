@@ -22,12 +22,11 @@ from typing import Any, Sequence
 from simulator.config.registry import SYNC_MODES, facts, names_where, sync_of
 from simulator.config.scenario import ResolvedScenario, load_scenario
 from simulator.costs.table_cache import cost_table_of
-from simulator.output.early_exit import client_inference_costs
 from simulator.engine.simulation import Simulation, few_collections
 from simulator.errors import InputError
 from simulator.output.columns import CLIENT_COLUMNS, EARLY_EXIT_COLUMNS, ROUND_COLUMNS
-from simulator.output.early_exit import client_inference_costs
 from simulator.output.csv_tail import check_last_row
+from simulator.output.early_exit import client_inference_costs
 from simulator.output.fsio import check_output_dir
 from simulator.output.results import _csv, atomic_write, write_run
 from simulator.output.run_folder import RunFolder
@@ -37,12 +36,26 @@ __all__ = ["REQUIRED_FILES", "replay_refusal", "replay", "cmd_replay"]
 
 REQUIRED_FILES = ("scenario.resolved.yaml", "summary.json", "rounds.csv", "clients.csv")
 # What a replay may change: timing only. Everything else in the resolved scenario must stay as it was.
-_TIMING_KEYS = {("name",), ("description",), ("output",), ("server", "device"), ("server", "workers"),
-                ("network", "overlap_compute_comm"), ("network", "send_buffer"), ("network", "media")}
+_TIMING_KEYS = {
+    ("name",),
+    ("description",),
+    ("output",),
+    ("server", "device"),
+    ("server", "workers"),
+    ("network", "overlap_compute_comm"),
+    ("network", "send_buffer"),
+    ("network", "media"),
+}
 _CLIENT_TIMING_KEYS = {"device", "link", "medium"}
 _LEARNED_ROUND = ("final_accuracy", "mean_exit_accuracy")
-_LEARNED_CLIENT = ("exit_accuracy", "final_accuracy", "train_loss_exit", "train_loss_server", "exit_accuracy_local",
-                   "final_accuracy_local")
+_LEARNED_CLIENT = (
+    "exit_accuracy",
+    "final_accuracy",
+    "train_loss_exit",
+    "train_loss_server",
+    "exit_accuracy_local",
+    "final_accuracy_local",
+)
 
 
 def _learning_part(resolved: dict[str, Any]) -> dict[str, Any]:
@@ -85,28 +98,36 @@ def replay_refusal(original: ResolvedScenario, changed: ResolvedScenario, summar
     if not mode.replayable:
         return f"the run is {mode.name} (training.sync): {mode.why_not}"
     if not facts(sc.strategy.name).replayable:
-        return (f"strategy {sc.strategy.name!r}: its clients wait for the server, so replays cover only "
-                f"{', '.join(names_where(replayable=True))}")
+        return (
+            f"strategy {sc.strategy.name!r}: its clients wait for the server, so replays cover only "
+            f"{', '.join(names_where(replayable=True))}"
+        )
     for rs, which in ((original, "the run"), (changed, "the replay")):
         s = rs.scenario
         entry = facts(s.strategy.name)
         discipline = entry.server_discipline(s.strategy)
         if not entry.server_copies and DISCIPLINES[discipline].order_follows_times:
-            return (f"in {which} {s.strategy.name}'s one server model trains on batches in arrival order "
-                    f"(discipline {discipline}): new times would change the order it trains in")
+            return (
+                f"in {which} {s.strategy.name}'s one server model trains on batches in arrival order "
+                f"(discipline {discipline}): new times would change the order it trains in"
+            )
         if s.training.round_deadline_s is not None:
             return f"{which} has a round deadline: new times would change which batches are trained"
         for c in rs.clients:
             if c.availability.model != "always_on":
-                return f"in {which} client {c.name!r} has availability {c.availability.model!r}: new times would " \
-                       "change who takes part"
+                return (
+                    f"in {which} client {c.name!r} has availability {c.availability.model!r}: new times would "
+                    "change who takes part"
+                )
     for name, fleet in summary.get("availability", {}).items():
         if fleet.get("battery_empty_round") is not None:
             return f"client {name!r} emptied its battery in round {fleet['battery_empty_round']}"
     diff = _first_difference(_learning_part(original.to_dict()), _learning_part(changed.to_dict()))
     if diff:
-        return (f"{diff} changes what is learned; a replay may change only device, link and server profiles, "
-                "server.workers, network.overlap_compute_comm, network.send_buffer, network.media and clients' media")
+        return (
+            f"{diff} changes what is learned; a replay may change only device, link and server profiles, "
+            "server.workers, network.overlap_compute_comm, network.send_buffer, network.media and clients' media"
+        )
     if any(c.get("train_samples") is None for c in summary.get("clients", [])):
         return "its summary.json does not record the clients' sample counts (train_samples)"
     return None
@@ -130,8 +151,11 @@ def _read_summary(run_dir: Path) -> dict[str, Any]:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, ValueError):
         data = None
-    if not isinstance(data, dict) or not isinstance(data.get("clients"), list) \
-            or not all(isinstance(c, dict) for c in data["clients"]):
+    if (
+        not isinstance(data, dict)
+        or not isinstance(data.get("clients"), list)
+        or not all(isinstance(c, dict) for c in data["clients"])
+    ):
         raise InputError("not a summary.json of a run (damaged or foreign)", file=str(path))
     # the fields the replay copies into its own summary and prints: numbers (accuracies may be null)
     bad = next((key for key in _SUMMARY_NUMBERS if not _number(data.get(key), null=key != "sim_time_s")), None)
@@ -148,8 +172,13 @@ def _read_summary(run_dir: Path) -> dict[str, Any]:
     return data
 
 
-_SUMMARY_NUMBERS = ("sim_time_s", "final_accuracy", "mean_exit_accuracy", "mean_exit_accuracy_local",
-                    "mean_final_accuracy_local")
+_SUMMARY_NUMBERS = (
+    "sim_time_s",
+    "final_accuracy",
+    "mean_exit_accuracy",
+    "mean_exit_accuracy_local",
+    "mean_final_accuracy_local",
+)
 _SUMMARY_PER_CLIENT = ("exit_accuracy", "final_accuracy_per_client", "exit_accuracy_local", "final_accuracy_local")
 
 
@@ -169,8 +198,9 @@ def replay(run_dir: Path, sets: Sequence[str], out: Path, *, overwrite: bool = F
     """Re-time the finished run in `run_dir` with `sets` applied; writes a run folder to `out`; its summary."""
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
-        raise InputError("not a run folder: " + ("no such folder" if not run_dir.exists() else "not a folder"),
-                         file=str(run_dir))
+        raise InputError(
+            "not a run folder: " + ("no such folder" if not run_dir.exists() else "not a folder"), file=str(run_dir)
+        )
     missing = [name for name in REQUIRED_FILES if not (run_dir / name).is_file()]
     if missing:
         raise InputError(f"not a finished run folder: {', '.join(missing)} missing", file=str(run_dir))
@@ -191,36 +221,55 @@ def replay(run_dir: Path, sets: Sequence[str], out: Path, *, overwrite: bool = F
             if (run_dir / name).is_file():
                 _read_csv(run_dir / name)
     except _DAMAGED as err:
-        raise InputError(f"cannot replay: the run folder is damaged or not a run of this simulator "
-                         f"({type(err).__name__} reading its summary.json or clients.csv)", file=str(run_dir)) from None
+        raise InputError(
+            f"cannot replay: the run folder is damaged or not a run of this simulator "
+            f"({type(err).__name__} reading its summary.json or clients.csv)",
+            file=str(run_dir),
+        ) from None
     if why:
         raise InputError(f"cannot replay: {why}", file=str(run_dir))
 
     if os.path.lexists(out) and not overwrite and any(out.iterdir()):
-        raise InputError("already holds files; pass --overwrite to replace a run there, or choose another --out",
-                         file=str(out), key="--out")
+        raise InputError(
+            "already holds files; pass --overwrite to replace a run there, or choose another --out",
+            file=str(out),
+            key="--out",
+        )
     sim = Simulation(changed, timing_only=True, sample_counts=counts)
     sim.run()
     # A battery that lasted the whole run may not under the new profiles: then the replay would train less.
     for rec in sim.records:
         emptied = [changed.clients[i].name for i, st in rec.status.items() if st == "battery_empty"]
         if emptied:
-            raise InputError(f"cannot replay: under the changes {emptied[0]!r} empties its battery in round "
-                             f"{rec.round}, which changes what is learned", file=str(run_dir))
+            raise InputError(
+                f"cannot replay: under the changes {emptied[0]!r} empties its battery in round "
+                f"{rec.round}, which changes what is learned",
+                file=str(run_dir),
+            )
     if [r.steps_done for r in sim.records] != steps:
         raise InputError("cannot replay: the clients' steps differ from the run's", file=str(run_dir))
     existing = "replace" if overwrite else "refuse"
     with RunFolder(out).claim(existing=existing, protect=[resolved]):
         try:
             with few_collections():
-                write_run(out, changed, sim.records, sim.world.recorder, timing_only=True, sample_counts=counts,
-                          conditions=sim.condition_rows(),
-                          finish=lambda new: _merge_learning(run_dir, out, changed, summary, new, list(sets)))
+                write_run(
+                    out,
+                    changed,
+                    sim.records,
+                    sim.world.recorder,
+                    timing_only=True,
+                    sample_counts=counts,
+                    conditions=sim.condition_rows(),
+                    finish=lambda new: _merge_learning(run_dir, out, changed, summary, new, list(sets)),
+                )
         except _DAMAGED as err:
             for name in ("summary.json",):  # never leave a summary that claims a finished replay
                 (out / name).unlink(missing_ok=True)
-            raise InputError(f"cannot replay: the run folder's tables are damaged ({type(err).__name__} reading "
-                             "rounds.csv, clients.csv or early_exit.csv)", file=str(run_dir)) from None
+            raise InputError(
+                f"cannot replay: the run folder's tables are damaged ({type(err).__name__} reading "
+                "rounds.csv, clients.csv or early_exit.csv)",
+                file=str(run_dir),
+            ) from None
         return json.loads((out / "summary.json").read_text())
 
 
@@ -233,8 +282,9 @@ def _steps_by_round(run_dir: Path, rs: ResolvedScenario) -> list[dict[int, int]]
     return [rounds[r] for r in sorted(rounds)]
 
 
-def _merge_learning(run_dir: Path, out: Path, changed: ResolvedScenario, old: dict[str, Any], new: dict[str, Any],
-                    sets: list[str]) -> dict[str, Any]:
+def _merge_learning(
+    run_dir: Path, out: Path, changed: ResolvedScenario, old: dict[str, Any], new: dict[str, Any], sets: list[str]
+) -> dict[str, Any]:
     """The original run's accuracies and losses into the new folder's tables; returns the summary to write."""
     old_rounds = {row["round"]: row for row in _read_csv(run_dir / "rounds.csv")}
     rows = []
@@ -258,20 +308,41 @@ def _merge_learning(run_dir: Path, out: Path, changed: ResolvedScenario, old: di
         rows = []
         for row in _read_csv(run_dir / "early_exit.csv"):
             c = by_name[row["client"]]
-            cost = client_inference_costs(table, c.cut, c.device, c.link, changed.server,
-                                          changed.scenario.network.activation_dtype)
+            cost = client_inference_costs(
+                table, c.cut, c.device, c.link, changed.server, changed.scenario.network.activation_dtype
+            )
             rate = float(row["exit_rate"])
-            rows.append([row["client"], float(row["threshold"]), _num(row["accuracy"]), rate,
-                         cost.mean_latency_s(rate), cost.mean_energy_j(rate)])
+            rows.append(
+                [
+                    row["client"],
+                    float(row["threshold"]),
+                    _num(row["accuracy"]),
+                    rate,
+                    cost.mean_latency_s(rate),
+                    cost.mean_energy_j(rate),
+                ]
+            )
         atomic_write(out / "early_exit.csv", _csv(EARLY_EXIT_COLUMNS, rows))
 
     merged = dict(new)
-    for key in ("final_accuracy", "mean_exit_accuracy", "exit_accuracy", "final_accuracy_per_client",
-                "mean_exit_accuracy_local", "mean_final_accuracy_local", "exit_accuracy_local",
-                "final_accuracy_local", "timing_only"):
+    for key in (
+        "final_accuracy",
+        "mean_exit_accuracy",
+        "exit_accuracy",
+        "final_accuracy_per_client",
+        "mean_exit_accuracy_local",
+        "mean_final_accuracy_local",
+        "exit_accuracy_local",
+        "final_accuracy_local",
+        "timing_only",
+    ):
         merged[key] = old.get(key)
-    merged["replay"] = {"of": str(run_dir), "set": sets, "original_sim_time_s": old["sim_time_s"],
-                        "original_energy_j": old["energy_j"]["total"]}
+    merged["replay"] = {
+        "of": str(run_dir),
+        "set": sets,
+        "original_sim_time_s": old["sim_time_s"],
+        "original_energy_j": old["energy_j"]["total"],
+    }
     return merged
 
 
@@ -284,9 +355,11 @@ def cmd_replay(args: argparse.Namespace) -> int:
     out = Path(args.out) if args.out else run_dir.with_name(run_dir.name + "-replay")
     summary = replay(run_dir, args.set, out, overwrite=args.overwrite)
     print(format_summary(summary, out))
-    print(f"re-timed from {run_dir}: simulated time {summary['replay']['original_sim_time_s']:,.2f} s -> "
-          f"{summary['sim_time_s']:,.2f} s, energy {summary['replay']['original_energy_j']:,.1f} J -> "
-          f"{summary['energy_j']['total']:,.1f} J")
+    print(
+        f"re-timed from {run_dir}: simulated time {summary['replay']['original_sim_time_s']:,.2f} s -> "
+        f"{summary['sim_time_s']:,.2f} s, energy {summary['replay']['original_energy_j']:,.1f} J -> "
+        f"{summary['energy_j']['total']:,.1f} J"
+    )
     return 0
 
 
@@ -298,6 +371,8 @@ def _cmd_replay_grid(args: argparse.Namespace) -> int:
     if not args.out:
         raise InputError("with --grid, name the table to write: --out TABLE.csv", key="--out")
     table = write_table(Path(args.run_dir), Path(args.grid), Path(args.out), overwrite=args.overwrite)
-    print(f"{len(table)} re-timings of {args.run_dir}: simulated time {table['sim_time_s'].min():,.2f} s to "
-          f"{table['sim_time_s'].max():,.2f} s -> {args.out}")
+    print(
+        f"{len(table)} re-timings of {args.run_dir}: simulated time {table['sim_time_s'].min():,.2f} s to "
+        f"{table['sim_time_s'].max():,.2f} s -> {args.out}"
+    )
     return 0

@@ -21,8 +21,14 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from simulator.commands.replay import REQUIRED_FILES, _DAMAGED, _read_csv, _read_summary, _steps_by_round, \
-    replay_refusal
+from simulator.commands.replay import (
+    _DAMAGED,
+    REQUIRED_FILES,
+    _read_csv,
+    _read_summary,
+    _steps_by_round,
+    replay_refusal,
+)
 from simulator.commands.sweep_spec import yaml_flow
 from simulator.config.scenario import ResolvedScenario, resolve_scenario
 from simulator.config.yamlio import read_yaml_file
@@ -51,14 +57,14 @@ def points_of(changes: Mapping[str, Any] | Sequence[Mapping[str, Any]], *, where
         out = []
         for j, item in enumerate(changes):
             if not isinstance(item, Mapping):
-                raise InputError(f"a change set is a mapping of key paths to values, got {type(item).__name__}",
-                                 key=f"{where}[{j}]")
+                raise InputError(
+                    f"a change set is a mapping of key paths to values, got {type(item).__name__}", key=f"{where}[{j}]"
+                )
             for key in item:
                 _check_key(key, f"{where}[{j}]")
             out.append(tuple(item.items()))
         return out
-    raise InputError(f"changes are a mapping (a grid) or a list of mappings, not {type(changes).__name__}",
-                     key=where)
+    raise InputError(f"changes are a mapping (a grid) or a list of mappings, not {type(changes).__name__}", key=where)
 
 
 def _check_key(key: Any, where: str) -> None:
@@ -90,8 +96,7 @@ def _take(rs: ResolvedScenario, base: ResolvedScenario, slot: tuple[Any, ...]) -
     if slot == ("server", "device"):
         return dataclasses.replace(base, server=rs.server)
     section = slot[0]
-    part = getattr(base.scenario, section).model_copy(update={slot[1]: getattr(getattr(rs.scenario, section),
-                                                                                 slot[1])})
+    part = getattr(base.scenario, section).model_copy(update={slot[1]: getattr(getattr(rs.scenario, section), slot[1])})
     return dataclasses.replace(base, scenario=base.scenario.model_copy(update={section: part}))
 
 
@@ -102,8 +107,9 @@ class RunToRetime:
     def __init__(self, run_dir: str | Path) -> None:
         run_dir = Path(run_dir)
         if not run_dir.is_dir():
-            raise InputError("not a run folder: " + ("no such folder" if not run_dir.exists() else "not a folder"),
-                             file=str(run_dir))
+            raise InputError(
+                "not a run folder: " + ("no such folder" if not run_dir.exists() else "not a folder"), file=str(run_dir)
+            )
         missing = [name for name in REQUIRED_FILES if not (run_dir / name).is_file()]
         if missing:
             raise InputError(f"not a finished run folder: {', '.join(missing)} missing", file=str(run_dir))
@@ -120,9 +126,11 @@ class RunToRetime:
             path = run_dir / "early_exit.csv"
             self.exits = _read_csv(path) if path.is_file() else []
         except _DAMAGED as err:
-            raise InputError(f"cannot replay: the run folder is damaged or not a run of this simulator "
-                             f"({type(err).__name__} reading its summary.json or clients.csv)",
-                             file=str(run_dir)) from None
+            raise InputError(
+                f"cannot replay: the run folder is damaged or not a run of this simulator "
+                f"({type(err).__name__} reading its summary.json or clients.csv)",
+                file=str(run_dir),
+            ) from None
         self._pairs: dict[tuple[str, str], ResolvedScenario] = {}
 
     def _refuse(self, changed: ResolvedScenario, point: Point, number: int) -> None:
@@ -134,8 +142,9 @@ class RunToRetime:
         try:
             return resolve_scenario(self.data, self.file, sets)
         except InputError as err:
-            raise InputError(f"point {number} ({_describe(point)}): {err.problem}", file=err.file,
-                             key=err.key) from None
+            raise InputError(
+                f"point {number} ({_describe(point)}): {err.problem}", file=err.file, key=err.key
+            ) from None
 
     def scenario(self, point: Point, number: int) -> ResolvedScenario:
         """The run's scenario with the point's changes, or an InputError naming the point."""
@@ -192,9 +201,11 @@ def _simulate(run: RunToRetime, rs: ResolvedScenario, point: Point, number: int,
     for rec in sim.records:
         emptied = [rs.clients[i].name for i, st in rec.status.items() if st == "battery_empty"]
         if emptied:
-            raise InputError(f"cannot replay point {number} ({_describe(point)}): under the changes {emptied[0]!r} "
-                             f"empties its battery in round {rec.round}, which changes what is learned",
-                             file=str(run.dir))
+            raise InputError(
+                f"cannot replay point {number} ({_describe(point)}): under the changes {emptied[0]!r} "
+                f"empties its battery in round {rec.round}, which changes what is learned",
+                file=str(run.dir),
+            )
     if [r.steps_done for r in sim.records] != run.steps:
         raise InputError("cannot replay: the clients' steps differ from the run's", file=str(run.dir))
     recorder = sim.world.recorder
@@ -216,12 +227,18 @@ def _simulate(run: RunToRetime, rs: ResolvedScenario, point: Point, number: int,
     if events:
         rows = sorted(recorder.events, key=lambda e: (e.t_start, e.t_end, e.entity, e.kind))
         table = pd.DataFrame(rows, columns=list(EVENT_COLUMNS))
-    return _Timed([r.sim_time_s for r in sim.records], np.array([per.get(n, 0.0) for n in names]),
-                  per.get("server", 0.0), up, down, finish, table)
+    return _Timed(
+        [r.sim_time_s for r in sim.records],
+        np.array([per.get(n, 0.0) for n in names]),
+        per.get("server", 0.0),
+        up,
+        down,
+        finish,
+        table,
+    )
 
 
-def _time(run: RunToRetime, points: list[Point], scenarios: list[ResolvedScenario], *,
-          events: bool) -> list[_Timed]:
+def _time(run: RunToRetime, points: list[Point], scenarios: list[ResolvedScenario], *, events: bool) -> list[_Timed]:
     """Every point's timing: together where timing.variants covers them, else one simulation each."""
     steps = _steps_per_round(run.original, run.counts)
     together = not events and all(r == dict(enumerate(steps)) for r in run.steps)
@@ -234,8 +251,14 @@ def _time(run: RunToRetime, points: list[Point], scenarios: list[ResolvedScenari
         v: VariantTimes = time_variants([scenarios[j] for j in members], run.counts, steps)
         for k, j in enumerate(members):
             if v.sure[k]:
-                out[j] = _Timed(v.round_end[k].tolist(), v.energy_j[k], float(v.server_j[k]), v.bytes_up[k],
-                                v.bytes_down[k], v.finish_s[k])
+                out[j] = _Timed(
+                    v.round_end[k].tolist(),
+                    v.energy_j[k],
+                    float(v.server_j[k]),
+                    v.bytes_up[k],
+                    v.bytes_down[k],
+                    v.finish_s[k],
+                )
     for j, got in enumerate(out):
         if got is None:
             out[j] = _simulate(run, scenarios[j], points[j], j, events=events)
@@ -255,15 +278,22 @@ def _exit_costs(run: RunToRetime, rs: ResolvedScenario, cache: dict[Any, Any]) -
         key = (id(c.device), id(c.link), id(rs.server), c.cut)
         cost = cache.get(key)
         if cost is None:
-            cost = cache[key] = (client_inference_costs(cost_table_of(rs.scenario), c.cut, c.device, c.link,
-                                                        rs.server, dtype), rs)  # rs keeps the ids alive
+            cost = cache[key] = (
+                client_inference_costs(cost_table_of(rs.scenario), c.cut, c.device, c.link, rs.server, dtype),
+                rs,
+            )  # rs keeps the ids alive
         rate = float(row["exit_rate"])
         out[(row["client"], row["threshold"])] = (cost[0].mean_latency_s(rate), cost[0].mean_energy_j(rate))
     return out
 
 
-def retime(run_dir: str | Path, changes: Mapping[str, Any] | Sequence[Mapping[str, Any]], *,
-           events: bool = False, per_client_exits: bool = False) -> pd.DataFrame:
+def retime(
+    run_dir: str | Path,
+    changes: Mapping[str, Any] | Sequence[Mapping[str, Any]],
+    *,
+    events: bool = False,
+    per_client_exits: bool = False,
+) -> pd.DataFrame:
     """Re-time the finished run in `run_dir` for every change set in `changes` (see points_of); one row per point.
 
     Columns: the changed key paths; `sim_time_s`; `energy_j` (clients and server), `energy_clients_j`,
@@ -287,10 +317,16 @@ def retime(run_dir: str | Path, changes: Mapping[str, Any] | Sequence[Mapping[st
         values = dict(point)
         row: dict[str, Any] = {k: values.get(k) for k in keys}
         clients_j = float(t.energy_j.sum())
-        row.update(sim_time_s=t.round_end[-1] if t.round_end else 0.0, energy_j=clients_j + t.server_j,
-                   energy_clients_j=clients_j, energy_server_j=t.server_j, bytes_up=float(t.bytes_up.sum()),
-                   bytes_down=float(t.bytes_down.sum()), final_accuracy=run.summary.get("final_accuracy"),
-                   mean_exit_accuracy=run.summary.get("mean_exit_accuracy"))
+        row.update(
+            sim_time_s=t.round_end[-1] if t.round_end else 0.0,
+            energy_j=clients_j + t.server_j,
+            energy_clients_j=clients_j,
+            energy_server_j=t.server_j,
+            bytes_up=float(t.bytes_up.sum()),
+            bytes_down=float(t.bytes_down.sum()),
+            final_accuracy=run.summary.get("final_accuracy"),
+            mean_exit_accuracy=run.summary.get("mean_exit_accuracy"),
+        )
         costs = _exit_costs(run, rs, cache)
         for tau in thresholds:
             here = [(c, v) for (c, th), v in costs.items() if th == tau]
@@ -315,7 +351,8 @@ def load_grid(path: str | Path) -> list[Point]:
     keeps the run's seed). Its points in the sweep's order, each with the `set` changes first."""
     from pydantic import Field
 
-    from simulator.commands.sweep_spec import SweepSpec, _check_key as check_sweep_key, _check_values
+    from simulator.commands.sweep_spec import SweepSpec, _check_values
+    from simulator.commands.sweep_spec import _check_key as check_sweep_key
     from simulator.config.pydantic_errors import validated
     from simulator.config.schema import Strict
     from simulator.config.yamlio import load_yaml_text
@@ -334,8 +371,9 @@ def load_grid(path: str | Path) -> list[Point]:
     for i, item in enumerate(raw.set):
         key, eq, text = item.partition("=")
         if not eq or not key.strip():
-            raise InputError(f"expected KEY.PATH=VALUE, e.g. server.workers=2, got {item!r}", file=file,
-                             key=f"set[{i}]")
+            raise InputError(
+                f"expected KEY.PATH=VALUE, e.g. server.workers=2, got {item!r}", file=file, key=f"set[{i}]"
+            )
         fixed.append((key.strip(), load_yaml_text(text) if text.strip() else ""))
     for section, axes in (("grid", raw.grid), ("zip", raw.zip)):
         for key, values in axes.items():
@@ -345,9 +383,16 @@ def load_grid(path: str | Path) -> list[Point]:
             _check_values(tuple(values), f"{section}.{key}", file, unique=section == "grid")
     if raw.zip and len({len(v) for v in raw.zip.values()}) > 1:
         raise InputError("zipped lists vary together and must be equal in length", file=file, key="zip")
-    spec = SweepSpec(file=file, name=Path(path).stem, description=raw.description, base=Path(path), overrides=(),
-                     grid=tuple((k, tuple(v)) for k, v in raw.grid.items()),
-                     zip=tuple((k, tuple(v)) for k, v in raw.zip.items()), seeds=None)
+    spec = SweepSpec(
+        file=file,
+        name=Path(path).stem,
+        description=raw.description,
+        base=Path(path),
+        overrides=(),
+        grid=tuple((k, tuple(v)) for k, v in raw.grid.items()),
+        zip=tuple((k, tuple(v)) for k, v in raw.zip.items()),
+        seeds=None,
+    )
     return [tuple(fixed) + p.params for p in spec.points()]
 
 
@@ -358,8 +403,9 @@ def write_table(run_dir: str | Path, grid: str | Path, out: str | Path, *, overw
     out = Path(out)
     check_output_file(out, "--out")
     if out.exists() and not overwrite:
-        raise InputError("already exists; pass --overwrite to replace it, or choose another --out", file=str(out),
-                         key="--out")
+        raise InputError(
+            "already exists; pass --overwrite to replace it, or choose another --out", file=str(out), key="--out"
+        )
     points = load_grid(grid)
     table = retime(run_dir, [dict(p) for p in points])
     out.parent.mkdir(parents=True, exist_ok=True)

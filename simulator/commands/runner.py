@@ -36,8 +36,17 @@ register(EvalResult)
 def _save_checkpoint(out: Path, sim: Simulation, resolved: dict[str, Any]) -> None:
     folder = out / CHECKPOINT
     folder.mkdir(parents=True, exist_ok=True)
-    atomic_write(folder / "state.pt", dumps({"format": CHECKPOINT_FORMAT, "resolved": resolved,
-                                             "timing_only": sim.timing_only, "state": sim.state_dict()}))
+    atomic_write(
+        folder / "state.pt",
+        dumps(
+            {
+                "format": CHECKPOINT_FORMAT,
+                "resolved": resolved,
+                "timing_only": sim.timing_only,
+                "state": sim.state_dict(),
+            }
+        ),
+    )
 
 
 def _check_layout(saved: Any) -> None:
@@ -50,18 +59,27 @@ def _load_checkpoint(out: Path, rs: ResolvedScenario, timing_only: bool) -> dict
     if not os.path.lexists(path):
         return None
     if path.is_symlink() or not path.is_file():
-        raise InputError("the checkpoint is not a regular file; run without --resume or use another --out",
-                         file=str(path))
+        raise InputError(
+            "the checkpoint is not a regular file; run without --resume or use another --out", file=str(path)
+        )
     saved = load_file(path, _check_layout)
     if saved.get("format", 1) != CHECKPOINT_FORMAT:
-        raise InputError(f"the checkpoint has format {clip(saved.get('format', 1), 20)}, this version reads format "
-                         f"{CHECKPOINT_FORMAT}; run without --resume or use another --out", file=str(path))
+        raise InputError(
+            f"the checkpoint has format {clip(saved.get('format', 1), 20)}, this version reads format "
+            f"{CHECKPOINT_FORMAT}; run without --resume or use another --out",
+            file=str(path),
+        )
     if saved["timing_only"] != timing_only:
-        raise InputError("the checkpoint was made by a " + ("full" if timing_only else "timing-only")
-                         + " run; resume it the same way, or use another --out", file=str(path))
+        raise InputError(
+            "the checkpoint was made by a "
+            + ("full" if timing_only else "timing-only")
+            + " run; resume it the same way, or use another --out",
+            file=str(path),
+        )
     if saved["resolved"] != rs.to_dict():
-        raise InputError("the checkpoint was made by a different scenario; run without --resume or use another --out",
-                         file=str(path))
+        raise InputError(
+            "the checkpoint was made by a different scenario; run without --resume or use another --out", file=str(path)
+        )
     return saved["state"]
 
 
@@ -75,8 +93,11 @@ def _same_scenario(out: Path, rs: ResolvedScenario) -> None:
     except InputError as err:
         raise InputError(f"cannot resume: {err.problem}", file=str(path)) from None
     if previous != rs.to_dict():
-        raise InputError("cannot resume: this folder holds a run of a different scenario (or other --set values); "
-                         "run without --resume, or choose another --out", file=str(path))
+        raise InputError(
+            "cannot resume: this folder holds a run of a different scenario (or other --set values); "
+            "run without --resume, or choose another --out",
+            file=str(path),
+        )
 
 
 def _finished_summary(out: Path) -> dict[str, Any] | None:
@@ -88,8 +109,9 @@ def _finished_summary(out: Path) -> dict[str, Any] | None:
     except (OSError, UnicodeDecodeError, ValueError):
         data = None
     if not isinstance(data, dict):
-        raise InputError("cannot resume: summary.json is damaged; run without --resume (or --overwrite)",
-                         file=str(path))
+        raise InputError(
+            "cannot resume: summary.json is damaged; run without --resume (or --overwrite)", file=str(path)
+        )
     return data
 
 
@@ -105,9 +127,16 @@ def _drop_checkpoint(out: Path) -> None:
     shutil.rmtree(gone, ignore_errors=True)
 
 
-def run_scenario(rs: ResolvedScenario, out: Path, *, resume: bool = False, overwrite: bool = False,
-                 progress: bool | None = None, timing_only: bool = False,
-                 on_start: Callable[[], None] | None = None) -> dict[str, Any]:
+def run_scenario(
+    rs: ResolvedScenario,
+    out: Path,
+    *,
+    resume: bool = False,
+    overwrite: bool = False,
+    progress: bool | None = None,
+    timing_only: bool = False,
+    on_start: Callable[[], None] | None = None,
+) -> dict[str, Any]:
     """Run (or finish) a scenario into `out`; returns the summary written to summary.json.
 
     `timing_only`: the same world and cost model without models or training (times, energies, traffic).
@@ -119,12 +148,20 @@ def run_scenario(rs: ResolvedScenario, out: Path, *, resume: bool = False, overw
     check_allocatable(rs, timing_only=timing_only)
     existing = "resume" if resume else ("replace" if overwrite else "refuse")
     with RunFolder(out).claim(existing=existing, protect=[Path(rs.file)]):
-        return _run_locked(rs, out, resume=resume, progress=progress, timing_only=timing_only,
-                           on_start=on_start or (lambda: None))
+        return _run_locked(
+            rs, out, resume=resume, progress=progress, timing_only=timing_only, on_start=on_start or (lambda: None)
+        )
 
 
-def _run_locked(rs: ResolvedScenario, out: Path, *, resume: bool, progress: bool | None,
-                timing_only: bool, on_start: Callable[[], None]) -> dict[str, Any]:
+def _run_locked(
+    rs: ResolvedScenario,
+    out: Path,
+    *,
+    resume: bool,
+    progress: bool | None,
+    timing_only: bool,
+    on_start: Callable[[], None],
+) -> dict[str, Any]:
     sc = rs.scenario
     state = None
     if resume:
@@ -144,15 +181,25 @@ def _run_locked(rs: ResolvedScenario, out: Path, *, resume: bool, progress: bool
         try:
             sim.load_state_dict(state)
         except (KeyError, ValueError, TypeError, IndexError, RuntimeError) as err:
-            raise InputError(f"the checkpoint does not fit this scenario's state ({type(err).__name__}); run without "
-                             "--resume or use another --out", file=str(out / CHECKPOINT / "state.pt")) from None
+            raise InputError(
+                f"the checkpoint does not fit this scenario's state ({type(err).__name__}); run without "
+                "--resume or use another --out",
+                file=str(out / CHECKPOINT / "state.pt"),
+            ) from None
     on_start()
     write_resolved(out, rs)
     resolved = rs.to_dict()
 
     show = sc.output.progress if progress is None else progress
-    bar = tqdm(total=sc.training.rounds, initial=sim.rounds_done, desc=sc.name, unit="round", file=sys.stderr,
-               disable=not show, dynamic_ncols=True)
+    bar = tqdm(
+        total=sc.training.rounds,
+        initial=sim.rounds_done,
+        desc=sc.name,
+        unit="round",
+        file=sys.stderr,
+        disable=not show,
+        dynamic_ncols=True,
+    )
     last_acc: dict[str, float] = {}
 
     def on_round(rec: RoundRecord) -> None:
@@ -160,8 +207,10 @@ def _run_locked(rs: ResolvedScenario, out: Path, *, resume: bool, progress: bool
             n = len(rec.evals)
             last_acc["final"] = sum(e.final_accuracy for e in rec.evals.values()) / n
             last_acc["exit"] = sum(e.exit_accuracy for e in rec.evals.values()) / n
-        bar.set_postfix_str(f"sim {rec.sim_time_s:,.1f} s"
-                            + (f", acc {last_acc['final']:.3f} (exit {last_acc['exit']:.3f})" if last_acc else ""))
+        bar.set_postfix_str(
+            f"sim {rec.sim_time_s:,.1f} s"
+            + (f", acc {last_acc['final']:.3f} (exit {last_acc['exit']:.3f})" if last_acc else "")
+        )
         bar.update(1)
 
     try:
@@ -169,8 +218,16 @@ def _run_locked(rs: ResolvedScenario, out: Path, *, resume: bool, progress: bool
     finally:
         bar.close()
     with few_collections():
-        summary = write_run(out, rs, sim.records, sim.world.recorder, sim.stopped_early, timing_only=timing_only,
-                            sample_counts=sim.world.sample_counts, conditions=sim.condition_rows())
+        summary = write_run(
+            out,
+            rs,
+            sim.records,
+            sim.world.recorder,
+            sim.stopped_early,
+            timing_only=timing_only,
+            sample_counts=sim.world.sample_counts,
+            conditions=sim.condition_rows(),
+        )
     _drop_checkpoint(out)
     return summary
 
@@ -186,8 +243,15 @@ def cmd_run(args: argparse.Namespace) -> int:
             print(f"warning: {rs.file}: {line}", file=sys.stderr, flush=True)
         print(format_cuts(rs, args.verbose), flush=True)
 
-    summary = run_scenario(rs, out, resume=args.resume, overwrite=args.overwrite,
-                           progress=False if args.quiet else None, timing_only=args.timing_only, on_start=announce)
+    summary = run_scenario(
+        rs,
+        out,
+        resume=args.resume,
+        overwrite=args.overwrite,
+        progress=False if args.quiet else None,
+        timing_only=args.timing_only,
+        on_start=announce,
+    )
     print(format_summary(summary, out, verbose=args.verbose, quiet=args.quiet))
     if not args.no_report:
         print(f"report: {write_run_report(out)}")

@@ -21,11 +21,27 @@ from simulator.config.scenario import load_scenario
 from simulator.output.results import atomic_write
 from simulator.output.run_folder import RunFolder
 
-__all__ = ["METRIC_COLUMNS", "PointRow", "plan_points", "sweep_columns", "write_sweep_csv", "run_sweep",
-           "format_table", "cmd_sweep"]
+__all__ = [
+    "METRIC_COLUMNS",
+    "PointRow",
+    "plan_points",
+    "sweep_columns",
+    "write_sweep_csv",
+    "run_sweep",
+    "format_table",
+    "cmd_sweep",
+]
 
-METRIC_COLUMNS = ("final_accuracy", "mean_exit_accuracy", "sim_time_s", "energy_j", "bytes_up", "bytes_down",
-                  "host_seconds", "rounds")
+METRIC_COLUMNS = (
+    "final_accuracy",
+    "mean_exit_accuracy",
+    "sim_time_s",
+    "energy_j",
+    "bytes_up",
+    "bytes_down",
+    "host_seconds",
+    "rounds",
+)
 POINTS = "points"
 
 
@@ -83,8 +99,14 @@ def plan_points(spec: SweepSpec, points: Sequence[Point], out: Path) -> list[Poi
             row.action, row.note = "resume", "its run folder holds an unfinished run of it"
         elif row.run_dir.exists() and any(row.run_dir.iterdir()):
             row.action, row.note = "rerun", "its run folder holds no finished run"
-        row.job = PointJob(p.id, str(spec.base), p.overrides, str(row.run_dir.resolve()),
-                           resume=row.action == "resume", overwrite=row.action == "rerun")
+        row.job = PointJob(
+            p.id,
+            str(spec.base),
+            p.overrides,
+            str(row.run_dir.resolve()),
+            resume=row.action == "resume",
+            overwrite=row.action == "rerun",
+        )
     return rows
 
 
@@ -116,8 +138,17 @@ def write_sweep_csv(path: Path, spec: SweepSpec, rows: Sequence[PointRow]) -> No
     writer.writerow(sweep_columns(spec))
     for row in rows:
         params = dict(row.point.params)
-        writer.writerow([row.point.id, row.status, row.error, *(_cell(params[k]) for k in spec.parameters),
-                         _cell(row.seed), *_metrics(row.summary), str(row.run_dir)])
+        writer.writerow(
+            [
+                row.point.id,
+                row.status,
+                row.error,
+                *(_cell(params[k]) for k in spec.parameters),
+                _cell(row.seed),
+                *_metrics(row.summary),
+                str(row.run_dir),
+            ]
+        )
     atomic_write(path, buf.getvalue())
 
 
@@ -132,16 +163,25 @@ def format_table(rows: Sequence[PointRow]) -> str:
     for r in rows:
         s = r.summary or {}
         energy = s.get("energy_j", {}).get("total") if isinstance(s.get("energy_j"), dict) else None
-        lines.append(f"{r.point.id:<{width}}  {r.status:<6}  {_num(s.get('final_accuracy'), '.4f'):>9}  "
-                     f"{_num(s.get('sim_time_s'), ',.2f'):>12}  {_num(energy, ',.1f'):>12}"
-                     + ("  (done before)" if r.action == "done" else ""))
+        lines.append(
+            f"{r.point.id:<{width}}  {r.status:<6}  {_num(s.get('final_accuracy'), '.4f'):>9}  "
+            f"{_num(s.get('sim_time_s'), ',.2f'):>12}  {_num(energy, ',.1f'):>12}"
+            + ("  (done before)" if r.action == "done" else "")
+        )
         if r.error:
             lines.append(f"{'':<{width}}  error: {r.error}")
     return "\n".join(lines)
 
 
-def run_sweep(spec: SweepSpec, out: Path, *, executor: str = "ray", address: str | None = None,
-              workers: int | None = None, quiet: bool = False) -> list[PointRow]:
+def run_sweep(
+    spec: SweepSpec,
+    out: Path,
+    *,
+    executor: str = "ray",
+    address: str | None = None,
+    workers: int | None = None,
+    quiet: bool = False,
+) -> list[PointRow]:
     """Run every point not already done; sweep.csv is rewritten as each point finishes."""
     runner = make_executor(executor, address, workers)  # fails now, before anything is written, without Ray
     points = spec.points()
@@ -153,13 +193,18 @@ def run_sweep(spec: SweepSpec, out: Path, *, executor: str = "ray", address: str
     folder = RunFolder(out)
     try:
         folder.claim(existing="resume")  # one sweep per folder at a time; each point also locks its own
-        atomic_write(out / "sweep.resolved.yaml", yaml.safe_dump({**spec.to_dict(points), "out": str(out)},
-                                                                 sort_keys=False, allow_unicode=True))
+        atomic_write(
+            out / "sweep.resolved.yaml",
+            yaml.safe_dump({**spec.to_dict(points), "out": str(out)}, sort_keys=False, allow_unicode=True),
+        )
         csv_path = out / "sweep.csv"
         write_sweep_csv(csv_path, spec, rows)
         counts = {a: sum(r.action == a for r in rows) for a in ("done", "invalid")}
-        print(f"sweep '{spec.name}': {len(rows)} points: {len(todo)} to run, {counts['done']} done before, "
-              f"{counts['invalid']} invalid; results in {out}/", flush=True)
+        print(
+            f"sweep '{spec.name}': {len(rows)} points: {len(todo)} to run, {counts['done']} done before, "
+            f"{counts['invalid']} invalid; results in {out}/",
+            flush=True,
+        )
         for r in todo:
             if r.action in ("rerun", "resume"):
                 verb = "running it again" if r.action == "rerun" else "resuming it"
@@ -168,8 +213,15 @@ def run_sweep(spec: SweepSpec, out: Path, *, executor: str = "ray", address: str
             return rows
         print(runner.describe(), flush=True)
         by_id = {r.point.id: r for r in rows}
-        bar = progress = tqdm(total=len(rows), initial=len(rows) - len(todo), desc=spec.name, unit="point",
-                              file=sys.stderr, disable=quiet, dynamic_ncols=True)
+        bar = progress = tqdm(
+            total=len(rows),
+            initial=len(rows) - len(todo),
+            desc=spec.name,
+            unit="point",
+            file=sys.stderr,
+            disable=quiet,
+            dynamic_ncols=True,
+        )
 
         def on_done(result: PointResult) -> None:
             row = by_id[result.point]
@@ -192,15 +244,15 @@ def run_sweep(spec: SweepSpec, out: Path, *, executor: str = "ray", address: str
 def cmd_sweep(args: argparse.Namespace) -> int:
     spec = load_sweep(args.sweep)
     out = Path(args.out) if args.out else Path("runs") / "sweeps" / spec.name
-    rows = run_sweep(spec, out, executor=args.executor, address=args.address, workers=args.workers,
-                     quiet=args.quiet)
+    rows = run_sweep(spec, out, executor=args.executor, address=args.address, workers=args.workers, quiet=args.quiet)
     print()
     print(format_table(rows))
     print(f"\nsweep.csv: {out / 'sweep.csv'}")
     failed = sum(r.status != "ok" for r in rows)
     if failed:
-        print(f"{failed} of {len(rows)} points failed (errors above and in sweep.csv); "
-              "run the sweep again to retry them")
+        print(
+            f"{failed} of {len(rows)} points failed (errors above and in sweep.csv); run the sweep again to retry them"
+        )
         return 1
     print(f"all {len(rows)} points ok")
     return 0

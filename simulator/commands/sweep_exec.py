@@ -12,8 +12,10 @@ from simulator.errors import InputError
 
 __all__ = ["PointJob", "PointResult", "run_point", "LocalExecutor", "RayExecutor", "make_executor", "one_line"]
 
-RAY_MISSING = ("--executor ray needs Ray, which is not installed: pip install -e '.[ray]' "
-               "(or pip install 'ray>=2.9'), or use --executor local")
+RAY_MISSING = (
+    "--executor ray needs Ray, which is not installed: pip install -e '.[ray]' "
+    "(or pip install 'ray>=2.9'), or use --executor local"
+)
 
 
 @dataclass(frozen=True)
@@ -109,8 +111,12 @@ class RayExecutor:
         ray = self._ray
         if ray.is_initialized():  # e.g. a driver script that set Ray up itself: use it, leave it running
             return
-        kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False, "configure_logging": False,
-                                  "ignore_reinit_error": True}
+        kwargs: dict[str, Any] = {
+            "include_dashboard": False,
+            "log_to_driver": False,
+            "configure_logging": False,
+            "ignore_reinit_error": True,
+        }
         if self.address:
             _check_reachable(self.address)
         try:
@@ -121,10 +127,18 @@ class RayExecutor:
                 # `ray start` on this machine points at
                 ray.init(address="local", num_cpus=self.workers or os.cpu_count() or 1, **kwargs)
         except Exception as err:  # Ray raises ConnectionError, RuntimeError, ValueError, ... for a bad address
-            hint = ("; a cluster with token authentication also needs RAY_AUTH_MODE=token and its token here "
-                    "(ray get-auth-token on the head)") if self.address else ""
-            raise InputError(f"cannot start Ray: {one_line(err)[:_ERROR_MAX]}{hint}",
-                             key="--address" if self.address else "--executor") from None
+            hint = (
+                (
+                    "; a cluster with token authentication also needs RAY_AUTH_MODE=token and its token here "
+                    "(ray get-auth-token on the head)"
+                )
+                if self.address
+                else ""
+            )
+            raise InputError(
+                f"cannot start Ray: {one_line(err)[:_ERROR_MAX]}{hint}",
+                key="--address" if self.address else "--executor",
+            ) from None
         self._started = True
 
     def stop(self) -> None:
@@ -164,9 +178,11 @@ def _check_reachable(address: str) -> None:
     try:
         socket.create_connection((host.strip("[]"), int(port)), timeout=_CONNECT_TIMEOUT_S).close()
     except OSError as err:
-        raise InputError(f"cannot reach a Ray cluster at {address} ({err.strerror or err}); start one with "
-                         "`ray start --head` on that machine, or leave out --address for a local Ray",
-                         key="--address") from None
+        raise InputError(
+            f"cannot reach a Ray cluster at {address} ({err.strerror or err}); start one with "
+            "`ray start --head` on that machine, or leave out --address for a local Ray",
+            key="--address",
+        ) from None
 
 
 def make_executor(kind: str, address: str | None, workers: int | None) -> LocalExecutor | RayExecutor:

@@ -19,13 +19,26 @@ from simulator.config.schema import Strict
 from simulator.config.yamlio import load_yaml_text, read_yaml_file
 from simulator.errors import InputError
 
-__all__ = ["SweepFile", "SweepSpec", "Point", "load_sweep", "yaml_flow", "point_id", "short_names",
-           "RESERVED_COLUMNS"]
+__all__ = ["SweepFile", "SweepSpec", "Point", "load_sweep", "yaml_flow", "point_id", "short_names", "RESERVED_COLUMNS"]
 
 # sweep.csv columns that are not swept parameters: a parameter may not take one of these names.
-RESERVED_COLUMNS = frozenset({"point", "status", "error", "seed", "final_accuracy", "mean_exit_accuracy",
-                              "sim_time_s", "energy_j", "bytes_up", "bytes_down", "host_seconds", "rounds",
-                              "run_dir"})
+RESERVED_COLUMNS = frozenset(
+    {
+        "point",
+        "status",
+        "error",
+        "seed",
+        "final_accuracy",
+        "mean_exit_accuracy",
+        "sim_time_s",
+        "energy_j",
+        "bytes_up",
+        "bytes_down",
+        "host_seconds",
+        "rounds",
+        "run_dir",
+    }
+)
 _ID_UNSAFE = re.compile(r"[^A-Za-z0-9._,=+-]+")  # folder names: portable characters only
 _SLUG_MAX = 100
 _VAGUE = frozenset({"name", "base", "kind", "model"})  # key names that say little without their parent
@@ -84,19 +97,28 @@ class SweepSpec:
         for combo in itertools.product(*axes, seeds):
             *steps, seed = combo
             params = tuple(pair for step in steps for pair in step)
-            overrides = (*self.overrides, *(f"{k}={yaml_flow(v)}" for k, v in params),
-                         *((f"seed={seed}",) if seed is not None else ()))
+            overrides = (
+                *self.overrides,
+                *(f"{k}={yaml_flow(v)}" for k, v in params),
+                *((f"seed={seed}",) if seed is not None else ()),
+            )
             out.append(Point(len(out), point_id(params, seed), params, seed, overrides))
         return out
 
     def to_dict(self, points: list[Point]) -> dict[str, Any]:
         """The sweep as read, with its point list (written to sweep.resolved.yaml)."""
         return {
-            "name": self.name, "description": self.description, "file": self.file, "base": str(self.base),
-            "set": list(self.overrides), "grid": {k: list(v) for k, v in self.grid},
-            "zip": {k: list(v) for k, v in self.zip}, "seeds": list(self.seeds) if self.seeds is not None else None,
-            "points": [{"id": p.id, "params": dict(p.params), "seed": p.seed, "overrides": list(p.overrides)}
-                       for p in points],
+            "name": self.name,
+            "description": self.description,
+            "file": self.file,
+            "base": str(self.base),
+            "set": list(self.overrides),
+            "grid": {k: list(v) for k, v in self.grid},
+            "zip": {k: list(v) for k, v in self.zip},
+            "seeds": list(self.seeds) if self.seeds is not None else None,
+            "points": [
+                {"id": p.id, "params": dict(p.params), "seed": p.seed, "overrides": list(p.overrides)} for p in points
+            ],
         }
 
 
@@ -158,8 +180,7 @@ def point_id(params: tuple[tuple[str, Any], ...], seed: int | None) -> str:
 def _check_key(key: str, section: str, file: str) -> None:
     where = f"{section}.{key}"
     if not key or not all(key.split(".")) or "=" in key or any(ch.isspace() for ch in key):
-        raise InputError("expected a key path such as clients.0.count (dotted, no spaces or '=')", file=file,
-                         key=where)
+        raise InputError("expected a key path such as clients.0.count (dotted, no spaces or '=')", file=file, key=where)
     if key == "seed":
         raise InputError("vary the seed with `seeds: [...]`, not as a parameter", file=file, key=where)
     if key in RESERVED_COLUMNS:
@@ -176,11 +197,15 @@ def _check_values(values: tuple[Any, ...], where: str, file: str, *, unique: boo
         except (TypeError, InputError):
             same, text = False, ""
         if not same:
-            raise InputError(f"value {describe_value(value)} cannot be passed as an override", file=file,
-                             key=f"{where}[{i}]")
+            raise InputError(
+                f"value {describe_value(value)} cannot be passed as an override", file=file, key=f"{where}[{i}]"
+            )
         if unique and text in texts:
-            raise InputError(f"value {describe_value(value)} is given twice (items {texts.index(text)} and {i})",
-                             file=file, key=f"{where}[{i}]")
+            raise InputError(
+                f"value {describe_value(value)} is given twice (items {texts.index(text)} and {i})",
+                file=file,
+                key=f"{where}[{i}]",
+            )
         texts.append(text)
     return texts
 
@@ -206,15 +231,25 @@ def load_sweep(path: str | Path) -> SweepSpec:
     raw = validated(data, SweepFile, file=file, what="a sweep file")
     name = raw.name or path.stem
     if name in (".", "..") or len(name) > 200:
-        raise InputError("must be a plain file name (not '.' or '..', at most 200 characters): the default sweep "
-                         "folder is runs/sweeps/<name>", file=file, key="name")
+        raise InputError(
+            "must be a plain file name (not '.' or '..', at most 200 characters): the default sweep "
+            "folder is runs/sweeps/<name>",
+            file=file,
+            key="name",
+        )
     if raw.name is None and not re.fullmatch(r"[A-Za-z0-9_.-]+", name):
-        raise InputError(f"missing, and the file name '{name}' cannot stand in for it (letters, digits, _ . -)",
-                         file=file, key="name")
+        raise InputError(
+            f"missing, and the file name '{name}' cannot stand in for it (letters, digits, _ . -)",
+            file=file,
+            key="name",
+        )
     for i, item in enumerate(raw.set):
         if "=" not in item or not item.split("=", 1)[0].strip():
-            raise InputError(f"expected KEY.PATH=VALUE, e.g. training.rounds=3, got {describe_value(item)}",
-                             file=file, key=f"set[{i}]")
+            raise InputError(
+                f"expected KEY.PATH=VALUE, e.g. training.rounds=3, got {describe_value(item)}",
+                file=file,
+                key=f"set[{i}]",
+            )
     for section, axes in (("grid", raw.grid), ("zip", raw.zip)):
         for key, values in axes.items():
             _check_key(key, section, file)
@@ -229,25 +264,38 @@ def load_sweep(path: str | Path) -> SweepSpec:
         columns = []
         for key, values in raw.zip.items():
             if len(values) != n:
-                raise InputError(f"has {len(values)} values but zip.{first} has {n}; zipped lists vary together "
-                                 "and must be equal in length", file=file, key=f"zip.{key}")
+                raise InputError(
+                    f"has {len(values)} values but zip.{first} has {n}; zipped lists vary together "
+                    "and must be equal in length",
+                    file=file,
+                    key=f"zip.{key}",
+                )
             columns.append(_check_values(tuple(values), f"zip.{key}", file, unique=False))
         rows = list(zip(*columns))
         for i, row in enumerate(rows):
             if row in rows[:i]:
-                raise InputError(f"item {i} repeats item {rows.index(row)} in every zipped list", file=file,
-                                 key=f"zip.{first}[{i}]")
+                raise InputError(
+                    f"item {i} repeats item {rows.index(row)} in every zipped list", file=file, key=f"zip.{first}[{i}]"
+                )
     if raw.seeds is not None:
         if not raw.seeds:
-            raise InputError("needs at least one seed (or leave seeds out to keep the scenario's)", file=file,
-                             key="seeds")
+            raise InputError(
+                "needs at least one seed (or leave seeds out to keep the scenario's)", file=file, key="seeds"
+            )
         _check_values(tuple(raw.seeds), "seeds", file)
         for i, seed in enumerate(raw.seeds):
             if seed > MAX_SEED:
-                raise InputError(f"a seed is at most 2**64 - 1, got {describe_value(seed)}", file=file,
-                                 key=f"seeds[{i}]")
+                raise InputError(
+                    f"a seed is at most 2**64 - 1, got {describe_value(seed)}", file=file, key=f"seeds[{i}]"
+                )
     base = _resolve_base(raw.base, path, file)
-    return SweepSpec(file=file, name=name, description=raw.description, base=base, overrides=tuple(raw.set),
-                     grid=tuple((k, tuple(v)) for k, v in raw.grid.items()),
-                     zip=tuple((k, tuple(v)) for k, v in raw.zip.items()),
-                     seeds=tuple(raw.seeds) if raw.seeds is not None else None)
+    return SweepSpec(
+        file=file,
+        name=name,
+        description=raw.description,
+        base=base,
+        overrides=tuple(raw.set),
+        grid=tuple((k, tuple(v)) for k, v in raw.grid.items()),
+        zip=tuple((k, tuple(v)) for k, v in raw.zip.items()),
+        seeds=tuple(raw.seeds) if raw.seeds is not None else None,
+    )

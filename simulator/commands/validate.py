@@ -70,16 +70,19 @@ def _validate_one(path: Path, overrides: Sequence[str], costs: bool) -> None:
     data = read_yaml_file(path, "scenario file")
     if is_sweep(data):
         spec, n, warnings = _validate_sweep(path, overrides)
-        print(f"ok: {path}: sweep '{spec.name}', {n} point{'s' if n != 1 else ''} of {spec.base.name}, "
-              f"every point valid")
+        print(
+            f"ok: {path}: sweep '{spec.name}', {n} point{'s' if n != 1 else ''} of {spec.base.name}, every point valid"
+        )
         for line in warnings:
             print(f"warning: {path}: {line}", file=sys.stderr)
         return
     rs = load_scenario(path, overrides)
     sc = rs.scenario
     cuts = sorted({c.cut for c in rs.clients})
-    lines = [f"ok: {path}: '{sc.name}', {len(rs.clients)} clients, cuts {cuts}, strategy {sc.strategy.name}, "
-             f"dataset {sc.dataset.name}, ResNet-18 width {sc.model.width}"]
+    lines = [
+        f"ok: {path}: '{sc.name}', {len(rs.clients)} clients, cuts {cuts}, strategy {sc.strategy.name}, "
+        f"dataset {sc.dataset.name}, ResNet-18 width {sc.model.width}"
+    ]
     if any(c.cut_policy != "fixed" for c in rs.clients):
         lines.append(format_cuts(rs))
     if costs:
@@ -127,14 +130,21 @@ def print_costs(rs: ResolvedScenario) -> None:
         counts = Counter(key(c) for c in clients)
         firsts = {key(c): c for c in reversed(clients)}
         clients = [replace(firsts[k], name=f"{n:,}× {k[0]}") for k, n in counts.most_common(MAX_ROWS)]
-        print(f"  ({len(rs.clients):,} clients in {len(counts)} groups"
-              + (f"; the {MAX_ROWS} largest shown)" if len(counts) > MAX_ROWS else ")"))
+        print(
+            f"  ({len(rs.clients):,} clients in {len(counts)} groups"
+            + (f"; the {MAX_ROWS} largest shown)" if len(counts) > MAX_ROWS else ")")
+        )
     width = max(len(c.name) for c in clients)
     for c in clients:
         if c.placement == "server":  # nothing trains on the device
             continue
-        need_b = (table.full_train_memory_bytes(batch, opt) if c.placement == "device"  # the whole model
-                  else table.train_memory_bytes(c.cut, batch, opt))
+        need_b = (
+            table.full_train_memory_bytes(batch, opt)
+            if c.placement == "device"  # the whole model
+            else table.train_memory_bytes(c.cut, batch, opt)
+        )
         need = format_bytes(round(need_b))
-        print(f"  {c.name:<{width}}  cut {c.cut}  memory {need:>9} of {format_bytes(c.device.memory_bytes):>9}  "
-              f"device {c.device.name}  link {c.link.name}")
+        print(
+            f"  {c.name:<{width}}  cut {c.cut}  memory {need:>9} of {format_bytes(c.device.memory_bytes):>9}  "
+            f"device {c.device.name}  link {c.link.name}"
+        )

@@ -48,8 +48,11 @@ def find_trace(name: str, scenario_file: str, *, key: str) -> str:
     for c in candidates:
         if c.is_file():
             return str(c)
-    raise InputError(f"no trace file {clip(name, 80)} (looked in {', '.join(clip(str(c.parent), 60) for c in candidates)})",
-                     file=scenario_file, key=key)
+    raise InputError(
+        f"no trace file {clip(name, 80)} (looked in {', '.join(clip(str(c.parent), 60) for c in candidates)})",
+        file=scenario_file,
+        key=key,
+    )
 
 
 def load_condition_trace(path: str, fields: tuple[str, ...], *, file: str, key: str) -> ConditionTrace:
@@ -77,8 +80,11 @@ def _load(path: str, fields: tuple[str, ...], stamp: int) -> ConditionTrace:
         why = "not UTF-8 text" if isinstance(err, UnicodeDecodeError) else (err.strerror or type(err).__name__)
         raise _Bad(f"cannot read {where}: {why}") from None
     # Comment lines go before the CSV reader sees them (a quote in a comment would open a field across lines).
-    kept = [(n, line) for n, line in enumerate(text.splitlines(), start=1)
-            if line.strip() and not line.lstrip().startswith("#")]
+    kept = [
+        (n, line)
+        for n, line in enumerate(text.splitlines(), start=1)
+        if line.strip() and not line.lstrip().startswith("#")
+    ]
     try:
         rows = [(n, [c.strip() for c in r]) for n, line in kept for r in csv.reader([line])]
     except csv.Error as err:
@@ -93,7 +99,9 @@ def _load(path: str, fields: tuple[str, ...], stamp: int) -> ConditionTrace:
         raise _Bad(f"{where} line {n0}: no field to vary after t_s (fields: {', '.join(fields)})")
     for name in names:
         if name not in fields:
-            raise _Bad(f"{where} line {n0}: unknown column '{clip(name, 30)}' (this trace may give {', '.join(fields)})")
+            raise _Bad(
+                f"{where} line {n0}: unknown column '{clip(name, 30)}' (this trace may give {', '.join(fields)})"
+            )
     if len(set(names)) != len(names):
         raise _Bad(f"{where} line {n0}: a column appears twice")
     if len(rows) < 2:
@@ -140,12 +148,19 @@ def with_trace_path(variation: object, what: str, *, file: str, key: str) -> obj
     trace = load_condition_trace(path, FIELDS[what], file=file, key=f"{key}.file")
     if variation.after_end == "repeat":
         if len(trace.times) < 2:
-            raise InputError(f"trace {clip(path, 100)}: after_end repeat needs at least two rows (the last one marks "
-                             "the end of the period)", file=file, key=f"{key}.after_end")
+            raise InputError(
+                f"trace {clip(path, 100)}: after_end repeat needs at least two rows (the last one marks "
+                "the end of the period)",
+                file=file,
+                key=f"{key}.after_end",
+            )
         for name, col in trace.columns.items():
             if name in RATE_FIELDS and not np.any(col[:-1] > 0):
-                raise InputError(f"trace {clip(path, 100)}: {name} is 0 in every repeated row, so nothing would "
-                                 "ever finish", file=file, key=f"{key}.file")
+                raise InputError(
+                    f"trace {clip(path, 100)}: {name} is 0 in every repeated row, so nothing would ever finish",
+                    file=file,
+                    key=f"{key}.file",
+                )
     return variation.model_copy(update={"file": path})
 
 
@@ -181,12 +196,19 @@ def average_values(variation: object, what: str, nominal: dict[str, float], *, f
     if isinstance(variation, MarkovVariation):
         states = list(variation.states.values())
         n = len(states)
-        moves = np.array([[(st.next or {}).get(name, 0.0) if st.next is not None else
-                           (0.0 if j == i else 1.0 / (n - 1)) for j, name in enumerate(variation.states)]
-                          for i, st in enumerate(states)])
+        moves = np.array(
+            [
+                [
+                    (st.next or {}).get(name, 0.0) if st.next is not None else (0.0 if j == i else 1.0 / (n - 1))
+                    for j, name in enumerate(variation.states)
+                ]
+                for i, st in enumerate(states)
+            ]
+        )
         share = stationary(moves, np.array([st.dwell_s for st in states]))
-        return {f: nominal[f] * float(sum(w * st.factors().get(f, 1.0) for w, st in zip(share, states)))
-                for f in fields}
+        return {
+            f: nominal[f] * float(sum(w * st.factors().get(f, 1.0) for w, st in zip(share, states))) for f in fields
+        }
     return dict(nominal)
 
 

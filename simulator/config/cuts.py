@@ -48,11 +48,15 @@ def check_cut_keys(sc: Scenario, file: str) -> None:
     for g, group in enumerate(sc.clients):
         policy = (group.cut_policy or sc.cut_policy).name
         if policy == "fixed" and group.cut is None:
-            raise InputError("missing: give a cut (1..8), or a cut_policy that chooses one", file=file,
-                             key=f"clients[{g}].cut")
+            raise InputError(
+                "missing: give a cut (1..8), or a cut_policy that chooses one", file=file, key=f"clients[{g}].cut"
+            )
         if policy != "fixed" and group.cut is not None:
-            raise InputError(f"cut {group.cut} is given but cut_policy {policy} chooses the cut; remove one of them",
-                             file=file, key=f"clients[{g}].cut")
+            raise InputError(
+                f"cut {group.cut} is given but cut_policy {policy} chooses the cut; remove one of them",
+                file=file,
+                key=f"clients[{g}].cut",
+            )
 
 
 def _steps_estimate(sc: Scenario, group: ClientGroupCfg) -> int:
@@ -73,21 +77,40 @@ def resolve_cuts(sc: Scenario, file: str, clients: Sequence[ClientSpec], table: 
     if entry.placement == "server":
         cut = sc.strategy.common_cut
         if entry.cut == "trained" and cut is None:
-            raise InputError(f"missing: {name} trains u1..u_cut at the server: give the cut (1..8)", file=file,
-                             key="strategy.common_cut")
+            raise InputError(
+                f"missing: {name} trains u1..u_cut at the server: give the cut (1..8)",
+                file=file,
+                key="strategy.common_cut",
+            )
         reason = f"{name}: {entry.placement_note.format(cut=cut)}"
-        return tuple(replace(c, cut=FILE_CUT["server"], placement="server", cut_policy="strategy", cut_reason=reason)
-                     for c in clients)
+        return tuple(
+            replace(c, cut=FILE_CUT["server"], placement="server", cut_policy="strategy", cut_reason=reason)
+            for c in clients
+        )
     if entry.placement == "device":
         need = table.full_train_memory_bytes(batch, opt)
         out = []
         for c in clients:
             fits = need <= c.device.memory_bytes
-            why = "" if fits else (f"the whole model needs {format_bytes(round(need))} to train, device "
-                                   f"'{c.device.name}' has {format_bytes(c.device.memory_bytes)}")
-            out.append(replace(c, cut=FILE_CUT["device"], placement="device", cut_policy="strategy",
-                               takes_part=fits, why_not=why,
-                               cut_reason=f"{name}: {entry.placement_note}" if fits else f"cannot take part: {why}"))
+            why = (
+                ""
+                if fits
+                else (
+                    f"the whole model needs {format_bytes(round(need))} to train, device "
+                    f"'{c.device.name}' has {format_bytes(c.device.memory_bytes)}"
+                )
+            )
+            out.append(
+                replace(
+                    c,
+                    cut=FILE_CUT["device"],
+                    placement="device",
+                    cut_policy="strategy",
+                    takes_part=fits,
+                    why_not=why,
+                    cut_reason=f"{name}: {entry.placement_note}" if fits else f"cannot take part: {why}",
+                )
+            )
         return tuple(out)
     if entry.common_cut:
         if sc.strategy.common_cut is not None:
@@ -97,8 +120,11 @@ def resolve_cuts(sc: Scenario, file: str, clients: Sequence[ClientSpec], table: 
                 cut, weakest = deepest_common_cut(table, [c.device for c in clients], batch=batch, optimizer=opt)
             except ValueError as err:
                 raise InputError(str(err), file=file, key="strategy.common_cut") from None
-            reason = (f"{name}: deepest cut every client can train (limited by {weakest.name})"
-                      if cut < table.num_cuts else f"{name}: every client can train the deepest cut")
+            reason = (
+                f"{name}: deepest cut every client can train (limited by {weakest.name})"
+                if cut < table.num_cuts
+                else f"{name}: every client can train the deepest cut"
+            )
         return tuple(replace(c, cut=cut, cut_policy="strategy", cut_reason=reason) for c in clients)
     out = []
     for c in clients:
@@ -111,11 +137,18 @@ def resolve_cuts(sc: Scenario, file: str, clients: Sequence[ClientSpec], table: 
         key = f"clients[{g}].cut_policy" if group.cut_policy else "cut_policy"
         try:
             # Rates that change over time are estimated by their time-averages (config.condition_traces).
-            choice = choose_cut(policy.name, table, time_averaged(c.device, "device", file=file, key=key),
-                                time_averaged(c.link, "link", file=file, key=key), batch=batch,
-                                steps=_steps_estimate(sc, group),
-                                optimizer=opt, activation_dtype=sc.network.activation_dtype,
-                                deadline_s=policy.deadline_s, energy_j=policy.energy_j)
+            choice = choose_cut(
+                policy.name,
+                table,
+                time_averaged(c.device, "device", file=file, key=key),
+                time_averaged(c.link, "link", file=file, key=key),
+                batch=batch,
+                steps=_steps_estimate(sc, group),
+                optimizer=opt,
+                activation_dtype=sc.network.activation_dtype,
+                deadline_s=policy.deadline_s,
+                energy_j=policy.energy_j,
+            )
         except ValueError as err:
             raise InputError(f"client '{c.name}': {err}", file=file, key=key) from None
         out.append(replace(c, cut=choice.cut, cut_policy=choice.policy, cut_reason=choice.reason))
@@ -134,8 +167,11 @@ def check_cut_memory(sc: Scenario, clients: Sequence[ClientSpec], file: str, tab
         has = c.device.memory_bytes
         if need > has:
             fits = [k for k in range(1, table.num_cuts + 1) if table.train_memory_bytes(k, batch, opt) <= has]
-            hint = (f"the deepest cut that fits is {max(fits)}" if fits
-                    else "no cut fits; lower training.batch_size or model.width")
+            hint = (
+                f"the deepest cut that fits is {max(fits)}"
+                if fits
+                else "no cut fits; lower training.batch_size or model.width"
+            )
             raise InputError(
                 f"cut {c.cut} needs {format_bytes(round(need))} of memory to train "
                 f"(ResNet-18 width {sc.model.width}, batch {batch}, optimizer {opt}) "

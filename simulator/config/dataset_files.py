@@ -11,9 +11,23 @@ from typing import NamedTuple
 
 from simulator.errors import InputError
 
-__all__ = ["DATASET_NAMES", "Resource", "RESOURCES", "Cifar", "CIFAR", "IDX_FILES", "STL10_DIR", "STL10_FILES",
-           "archive_name", "archive_members", "absent_files", "idx_path", "check_name", "default_root",
-           "missing_files"]
+__all__ = [
+    "DATASET_NAMES",
+    "Resource",
+    "RESOURCES",
+    "Cifar",
+    "CIFAR",
+    "IDX_FILES",
+    "STL10_DIR",
+    "STL10_FILES",
+    "archive_name",
+    "archive_members",
+    "absent_files",
+    "idx_path",
+    "check_name",
+    "default_root",
+    "missing_files",
+]
 
 DATASET_NAMES = ("fashion_mnist", "cifar10", "cifar100", "stl10", "synthetic")
 
@@ -38,8 +52,15 @@ class Cifar(NamedTuple):
 
 
 CIFAR = {
-    "cifar10": Cifar("cifar-10-batches-py", tuple(f"data_batch_{i}" for i in range(1, 6)), ("test_batch",),
-                     "batches.meta", "labels", "label_names", 10),
+    "cifar10": Cifar(
+        "cifar-10-batches-py",
+        tuple(f"data_batch_{i}" for i in range(1, 6)),
+        ("test_batch",),
+        "batches.meta",
+        "labels",
+        "label_names",
+        10,
+    ),
     "cifar100": Cifar("cifar-100-python", ("train",), ("test",), "meta", "fine_labels", "fine_label_names", 100),
 }
 STL10_DIR = "stl10_binary"

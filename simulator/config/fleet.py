@@ -44,15 +44,20 @@ def expand_clients(
         device = resolve_profile(group.device, devices, DeviceProfile, file=file, key=f"{key}.device")
         link = resolve_profile(group.link, links, LinkProfile, file=file, key=f"{key}.link")
         if device.variation is not None:  # a trace's path made absolute, its rows checked
-            device = device.model_copy(update={"variation": with_trace_path(
-                device.variation, "device", file=file, key=f"{key}.device.variation")})
+            device = device.model_copy(
+                update={
+                    "variation": with_trace_path(device.variation, "device", file=file, key=f"{key}.device.variation")
+                }
+            )
         if link.variation is not None:
-            link = link.model_copy(update={"variation": with_trace_path(
-                link.variation, "link", file=file, key=f"{key}.link.variation")})
+            link = link.model_copy(
+                update={"variation": with_trace_path(link.variation, "link", file=file, key=f"{key}.link.variation")}
+            )
         if group.medium is not None and group.medium not in sc.network.media:
             known = ", ".join(sc.network.media) or "none defined"
-            raise InputError(f"unknown medium '{group.medium}' (network.media: {known})", file=file,
-                             key=f"{key}.medium")
+            raise InputError(
+                f"unknown medium '{group.medium}' (network.media: {known})", file=file, key=f"{key}.medium"
+            )
         prefix = group.name or device.name
         for _ in range(group.count):
             # a named single client keeps its name; otherwise prefix-<index in the whole fleet>
@@ -60,11 +65,22 @@ def expand_clients(
             if name in names:
                 raise InputError(f"two clients are named '{name}'", file=file, key=f"{key}.name")
             names.add(name)
-            out.append(ClientSpec(len(out), name, device, link,  # type: ignore[arg-type]
-                                  group.cut or 0, group.medium, group.data_weight,  # 0: chosen by resolve_cuts
-                                  availability=availability_of(group.availability or sc.availability, file,
-                                                               f"{key}.availability" if group.availability
-                                                               else "availability")))
+            out.append(
+                ClientSpec(
+                    len(out),
+                    name,
+                    device,
+                    link,  # type: ignore[arg-type]
+                    group.cut or 0,
+                    group.medium,
+                    group.data_weight,  # 0: chosen by resolve_cuts
+                    availability=availability_of(
+                        group.availability or sc.availability,
+                        file,
+                        f"{key}.availability" if group.availability else "availability",
+                    ),
+                )
+            )
     return tuple(out)
 
 

@@ -16,8 +16,7 @@ from pydantic import BaseModel
 from simulator.config.registry import facts
 from simulator.errors import InputError
 
-__all__ = ["RANGES", "check_ranges", "check_allocatable", "check_client_samples", "smallest_feature_map",
-           "MAX_SEED"]
+__all__ = ["RANGES", "check_ranges", "check_allocatable", "check_client_samples", "smallest_feature_map", "MAX_SEED"]
 
 MAX_SEED = 2**64 - 1  # numpy's SeedSequence takes any int, but a seed is recorded and compared as 64 bits
 
@@ -132,14 +131,21 @@ def _relations(model: BaseModel, where: str, file: str | None) -> None:
     if type(model).__name__ == "Scenario":
         name = getattr(model, "name")
         if name in (".", "..") or len(name) > 200:
-            raise InputError("must be a plain file name (letters, digits, '_', '.', '-'; not '.' or '..'; at most "
-                             "200 characters): the default run folder is runs/<name>", file=file,
-                             key=_key(where, "name"))
+            raise InputError(
+                "must be a plain file name (letters, digits, '_', '.', '-'; not '.' or '..'; at most "
+                "200 characters): the default run folder is runs/<name>",
+                file=file,
+                key=_key(where, "name"),
+            )
     if type(model).__name__ == "DeviceProfile":
         idle, compute = getattr(model, "idle_w"), getattr(model, "compute_w")
         if idle > compute:
-            raise InputError(f"idle_w {_fmt(idle)} exceeds compute_w {_fmt(compute)} (a device draws at least its "
-                             "idle power while computing)", file=file, key=_key(where, "idle_w"))
+            raise InputError(
+                f"idle_w {_fmt(idle)} exceeds compute_w {_fmt(compute)} (a device draws at least its "
+                "idle power while computing)",
+                file=file,
+                key=_key(where, "idle_w"),
+            )
 
 
 def smallest_feature_map(image_size: int) -> int:
@@ -159,14 +165,21 @@ def check_client_samples(rs: Any, sample_counts: Sequence[int]) -> None:
     if smallest_feature_map(size) > 1:
         return
     if sc.training.batch_size < 2:
-        raise InputError(f"batch size 1 with {size}x{size} images leaves a BatchNorm layer one value per channel "
-                         "(its deepest feature map is 1x1); use batch_size 2 or more", file=rs.file,
-                         key="training.batch_size")
+        raise InputError(
+            f"batch size 1 with {size}x{size} images leaves a BatchNorm layer one value per channel "
+            "(its deepest feature map is 1x1); use batch_size 2 or more",
+            file=rs.file,
+            key="training.batch_size",
+        )
     for c in rs.clients:
         if c.takes_part and 1 <= c.cut and sample_counts[c.index] < 2:
-            raise InputError(f"client '{c.name}' holds {sample_counts[c.index]} training sample: a batch of one "
-                             f"leaves a BatchNorm layer one value per channel ({size}x{size} images); give it more "
-                             "data (data_weight, dataset.max_train) or fewer clients", file=rs.file, key="clients")
+            raise InputError(
+                f"client '{c.name}' holds {sample_counts[c.index]} training sample: a batch of one "
+                f"leaves a BatchNorm layer one value per channel ({size}x{size} images); give it more "
+                "data (data_weight, dataset.max_train) or fewer clients",
+                file=rs.file,
+                key="clients",
+            )
 
 
 def _available_bytes() -> int | None:
@@ -209,7 +222,10 @@ def check_allocatable(rs: Any, *, timing_only: bool) -> None:
     need = data_b + trained + per_client * len(rs.clients)
     have = _available_bytes()
     if have is not None and need > have:
-        raise InputError(f"this run needs at least {_fmt_bytes(need)} of memory (dataset {_fmt_bytes(data_b)}, "
-                         f"models {_fmt_bytes(need - data_b)}) but {_fmt_bytes(have)} is available; "
-                         "lower model.width, the dataset size or the number of clients", file=rs.file,
-                         key="model.width")
+        raise InputError(
+            f"this run needs at least {_fmt_bytes(need)} of memory (dataset {_fmt_bytes(data_b)}, "
+            f"models {_fmt_bytes(need - data_b)}) but {_fmt_bytes(have)} is available; "
+            "lower model.width, the dataset size or the number of clients",
+            file=rs.file,
+            key="model.width",
+        )

@@ -50,8 +50,9 @@ def _whole_number(value: Any) -> Any:
     """`4.0e9` bytes is a byte count (YAML writes large numbers as floats); `4.5` bytes is not."""
     if isinstance(value, float):
         if not value.is_integer():
-            raise PydanticCustomError("whole_number", "{msg}",
-                                      {"msg": f"expected a whole number, got {describe_value(value)}"})
+            raise PydanticCustomError(
+                "whole_number", "{msg}", {"msg": f"expected a whole number, got {describe_value(value)}"}
+            )
         return int(value)
     return value
 
@@ -165,8 +166,9 @@ def load_profile_dir(directory: Path, cls: type[_Profile]) -> dict[str, _Profile
         except UnicodeDecodeError:
             raise InputError("not a text file (not UTF-8)", file=str(path)) from None
         except OSError as err:
-            raise InputError(f"cannot read the profile: {(err.strerror or type(err).__name__).lower()}",
-                             file=str(path)) from None
+            raise InputError(
+                f"cannot read the profile: {(err.strerror or type(err).__name__).lower()}", file=str(path)
+            ) from None
         if isinstance(data, Mapping):
             data = {"name": path.stem, **data}
         out[path.stem] = _parse(cls, data, str(path))
@@ -185,9 +187,7 @@ def builtin_links() -> dict[str, LinkProfile]:
     return load_profile_dir(builtin_dir("device_profiles") / "links", LinkProfile)  # type: ignore[return-value]
 
 
-def resolve_profile(
-    spec: Any, known: Mapping[str, _Profile], cls: type[_Profile], *, file: str, key: str
-) -> _Profile:
+def resolve_profile(spec: Any, known: Mapping[str, _Profile], cls: type[_Profile], *, file: str, key: str) -> _Profile:
     """A profile from a scenario entry: a name, or `{base: NAME, field: value, ...}`, or a full inline mapping."""
     by_name = isinstance(spec, str)
     if isinstance(spec, str):
@@ -206,13 +206,17 @@ def resolve_profile(
         except InputError as err:
             if err.problem != "required key is missing":
                 raise
-            raise InputError(f"{err.problem} (an inline profile gives every field; or start from base: NAME)",
-                             file=err.file, key=err.key) from None
+            raise InputError(
+                f"{err.problem} (an inline profile gives every field; or start from base: NAME)",
+                file=err.file,
+                key=err.key,
+            ) from None
     if base_name not in known:
         near = get_close_matches(clip(base_name, 40), list(known), n=1)
         hint = f"; did you mean '{near[0]}'?" if near else f"; known: {', '.join(sorted(known))}"
-        raise InputError(f"unknown profile '{clip(base_name, 40)}'{hint}", file=file,
-                         key=key if by_name else f"{key}.base")
+        raise InputError(
+            f"unknown profile '{clip(base_name, 40)}'{hint}", file=file, key=key if by_name else f"{key}.base"
+        )
     base = known[base_name].model_dump()
     if spec:
         base["source"] = f"{base['source'].rstrip()} (overridden in the scenario: {', '.join(sorted(spec))})"

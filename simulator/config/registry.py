@@ -14,8 +14,22 @@ import importlib
 from dataclasses import dataclass
 from typing import Any, Literal
 
-__all__ = ["Placement", "CutRule", "SyncMode", "SYNC_MODES", "StrategyEntry", "REGISTRY", "SPLITEE_ROUNDS",
-           "ASYNC_ROUNDS", "facts", "names", "names_where", "names_async", "sync_of", "load"]
+__all__ = [
+    "Placement",
+    "CutRule",
+    "SyncMode",
+    "SYNC_MODES",
+    "StrategyEntry",
+    "REGISTRY",
+    "SPLITEE_ROUNDS",
+    "ASYNC_ROUNDS",
+    "facts",
+    "names",
+    "names_where",
+    "names_async",
+    "sync_of",
+    "load",
+]
 
 # Where a client's model lives: split at a cut between the device and the server; wholly on the device (FedAvg);
 # wholly at the server, the device only holding data (centralized training, the standalone exit ceiling).
@@ -43,15 +57,24 @@ class SyncMode:
     why_not: str = ""  # the one line a refused replay gives
 
 
-SYNC_MODES: dict[str, SyncMode] = {m.name: m for m in (
-    SyncMode("rounds", replayable=True),
-    SyncMode("async", replayable=False,
-             why_not="each update is mixed into the shared model when it arrives: new times would change the "
-                     "order and staleness of the updates, so what is learned"),
-    SyncMode("buffered", replayable=False,
-             why_not="updates are applied in groups of k in arrival order: new times would change which updates "
-                     "are applied together and their staleness, so what is learned"),
-)}
+SYNC_MODES: dict[str, SyncMode] = {
+    m.name: m
+    for m in (
+        SyncMode("rounds", replayable=True),
+        SyncMode(
+            "async",
+            replayable=False,
+            why_not="each update is mixed into the shared model when it arrives: new times would change the "
+            "order and staleness of the updates, so what is learned",
+        ),
+        SyncMode(
+            "buffered",
+            replayable=False,
+            why_not="updates are applied in groups of k in arrival order: new times would change which updates "
+            "are applied together and their staleness, so what is learned",
+        ),
+    )
+}
 _LEARNING = "simulator.learning.strategies"
 
 
@@ -112,34 +135,111 @@ class StrategyEntry:
 
 
 # Hetero-SplitEE's two strategies, then the baselines that run on the same engine for comparison.
-REGISTRY: dict[str, StrategyEntry] = {e.name: e for e in (
-    StrategyEntry("sequential", f"{_LEARNING}.sequential:Sequential", "split", exits=True, discipline_from="order",
-                  async_rounds=ASYNC_ROUNDS, timing_only=True, replayable=True, emulated=True),
-    StrategyEntry("averaging", f"{_LEARNING}.averaging:Averaging", "split", exits=True, server_copies=True,
-                  aggregates_client_layers=True, model_per_client=True, async_rounds=ASYNC_ROUNDS, timing_only=True,
-                  replayable=True, emulated=True),
-    StrategyEntry("centralized", f"{_LEARNING}.centralized:Centralized", "server", cut="none",
-                  placement_note="the data is pooled at the server, nothing runs on clients", rounds=_CENTRAL_ROUNDS),
-    StrategyEntry("homogeneous_splitee", f"{_LEARNING}.homogeneous:HomogeneousSplitEE", "split", cut="common",
-                  exits=True, server_copies=True, aggregates_client_layers=True, model_per_client=True,
-                  async_rounds=ASYNC_ROUNDS, timing_only=True, replayable=True, emulated=True),
-    StrategyEntry("vanilla_sl", f"{_LEARNING}.vanilla_sl:VanillaSL", "split", cut="common", rounds=_VANILLA_ROUNDS),
-    StrategyEntry("splitfed_v1", f"{_LEARNING}.splitfed:SplitFedV1", "split", cut="common", model_per_client=True,
-                  rounds=_FEDERATED_ROUNDS),
-    StrategyEntry("splitfed_v2", f"{_LEARNING}.splitfed:SplitFedV2", "split", cut="common",
-                  rounds=_FEDERATED_ROUNDS, discipline="arrival"),
-    StrategyEntry("fedavg", f"{_LEARNING}.fedavg:FedAvg", "device", cut="none",
-                  placement_note="the whole model on the device", model_per_client=True, rounds=_FEDERATED_ROUNDS),
-    StrategyEntry("standalone_exit", f"{_LEARNING}.standalone_exit:StandaloneExit", "server", cut="trained",
-                  placement_note="u1..u{cut} + exit head trained at the server on the pooled data, nothing runs on "
-                                 "clients", rounds=_CENTRAL_ROUNDS),
-    StrategyEntry("fedasync", f"{_LEARNING}.fedasync:FedAsync", "device", cut="none",
-                  placement_note="the whole model on the device", model_per_client=True, rounds=ASYNC_ROUNDS,
-                  sync="async"),
-    StrategyEntry("fedbuff", f"{_LEARNING}.fedbuff:FedBuff", "device", cut="none",
-                  placement_note="the whole model on the device", model_per_client=True, rounds=ASYNC_ROUNDS,
-                  sync="buffered"),
-)}
+REGISTRY: dict[str, StrategyEntry] = {
+    e.name: e
+    for e in (
+        StrategyEntry(
+            "sequential",
+            f"{_LEARNING}.sequential:Sequential",
+            "split",
+            exits=True,
+            discipline_from="order",
+            async_rounds=ASYNC_ROUNDS,
+            timing_only=True,
+            replayable=True,
+            emulated=True,
+        ),
+        StrategyEntry(
+            "averaging",
+            f"{_LEARNING}.averaging:Averaging",
+            "split",
+            exits=True,
+            server_copies=True,
+            aggregates_client_layers=True,
+            model_per_client=True,
+            async_rounds=ASYNC_ROUNDS,
+            timing_only=True,
+            replayable=True,
+            emulated=True,
+        ),
+        StrategyEntry(
+            "centralized",
+            f"{_LEARNING}.centralized:Centralized",
+            "server",
+            cut="none",
+            placement_note="the data is pooled at the server, nothing runs on clients",
+            rounds=_CENTRAL_ROUNDS,
+        ),
+        StrategyEntry(
+            "homogeneous_splitee",
+            f"{_LEARNING}.homogeneous:HomogeneousSplitEE",
+            "split",
+            cut="common",
+            exits=True,
+            server_copies=True,
+            aggregates_client_layers=True,
+            model_per_client=True,
+            async_rounds=ASYNC_ROUNDS,
+            timing_only=True,
+            replayable=True,
+            emulated=True,
+        ),
+        StrategyEntry("vanilla_sl", f"{_LEARNING}.vanilla_sl:VanillaSL", "split", cut="common", rounds=_VANILLA_ROUNDS),
+        StrategyEntry(
+            "splitfed_v1",
+            f"{_LEARNING}.splitfed:SplitFedV1",
+            "split",
+            cut="common",
+            model_per_client=True,
+            rounds=_FEDERATED_ROUNDS,
+        ),
+        StrategyEntry(
+            "splitfed_v2",
+            f"{_LEARNING}.splitfed:SplitFedV2",
+            "split",
+            cut="common",
+            rounds=_FEDERATED_ROUNDS,
+            discipline="arrival",
+        ),
+        StrategyEntry(
+            "fedavg",
+            f"{_LEARNING}.fedavg:FedAvg",
+            "device",
+            cut="none",
+            placement_note="the whole model on the device",
+            model_per_client=True,
+            rounds=_FEDERATED_ROUNDS,
+        ),
+        StrategyEntry(
+            "standalone_exit",
+            f"{_LEARNING}.standalone_exit:StandaloneExit",
+            "server",
+            cut="trained",
+            placement_note="u1..u{cut} + exit head trained at the server on the pooled data, nothing runs on clients",
+            rounds=_CENTRAL_ROUNDS,
+        ),
+        StrategyEntry(
+            "fedasync",
+            f"{_LEARNING}.fedasync:FedAsync",
+            "device",
+            cut="none",
+            placement_note="the whole model on the device",
+            model_per_client=True,
+            rounds=ASYNC_ROUNDS,
+            sync="async",
+        ),
+        StrategyEntry(
+            "fedbuff",
+            f"{_LEARNING}.fedbuff:FedBuff",
+            "device",
+            cut="none",
+            placement_note="the whole model on the device",
+            model_per_client=True,
+            rounds=ASYNC_ROUNDS,
+            sync="buffered",
+        ),
+    )
+}
 
 
 def facts(name: str) -> StrategyEntry:

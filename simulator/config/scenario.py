@@ -70,7 +70,9 @@ class ResolvedScenario:
         width = max(len(c.name) for c in self.clients)
         lines = ["cuts:"]
         for c in self.clients:
-            lines.append(f"  {c.name:<{width}}  cut {cut_label(c.placement, c.cut):>3}  ({c.cut_policy}: {c.cut_reason})")
+            lines.append(
+                f"  {c.name:<{width}}  cut {cut_label(c.placement, c.cut):>3}  ({c.cut_policy}: {c.cut_reason})"
+            )
         return "\n".join(lines)
 
 
@@ -122,8 +124,9 @@ def apply_overrides(data: dict[str, Any], overrides: Sequence[str], file: str) -
         try:
             value = load_yaml_text(raw) if raw.strip() else ""
         except InputError as err:
-            raise InputError(f"--set '{clip(item, 60)}': cannot parse the value: {err.problem}", file=file,
-                             key=_list_path(parts)) from None
+            raise InputError(
+                f"--set '{clip(item, 60)}': cannot parse the value: {err.problem}", file=file, key=_list_path(parts)
+            ) from None
         node: Any = data
         for depth, part in enumerate(parts):
             last = depth == len(parts) - 1
@@ -131,8 +134,12 @@ def apply_overrides(data: dict[str, Any], overrides: Sequence[str], file: str) -
             if isinstance(node, list):
                 if not part.isdigit() or int(part) >= len(node):
                     n = len(node)
-                    raise InputError(f"--set '{clip(item, 60)}': {parent} has {n} item{'s' if n != 1 else ''}, "
-                                     f"so there is no item {part}", file=file, key=here)
+                    raise InputError(
+                        f"--set '{clip(item, 60)}': {parent} has {n} item{'s' if n != 1 else ''}, "
+                        f"so there is no item {part}",
+                        file=file,
+                        key=here,
+                    )
                 if last:
                     node[int(part)] = value
                 else:
@@ -145,9 +152,11 @@ def apply_overrides(data: dict[str, Any], overrides: Sequence[str], file: str) -
                         node[part] = {"base": node[part]}
                     node = node.setdefault(part, {})
             else:
-                raise InputError(f"--set '{clip(item, 60)}': {parent} is {describe_value(node)}, "
-                                 "not a mapping or a list",
-                                 file=file, key=here)
+                raise InputError(
+                    f"--set '{clip(item, 60)}': {parent} is {describe_value(node)}, not a mapping or a list",
+                    file=file,
+                    key=here,
+                )
     return data
 
 
@@ -160,8 +169,11 @@ def parse_scenario(data: Any, file: str) -> Scenario:
 
 def _check_traces(sc: Scenario, clients: tuple[ClientSpec, ...], file: str) -> None:
     """Trace files parse and name only clients of this fleet (read again when the run starts)."""
-    keys = {g.availability.trace: f"clients[{k}].availability.trace" for k, g in enumerate(sc.clients)
-            if g.availability is not None and g.availability.trace}
+    keys = {
+        g.availability.trace: f"clients[{k}].availability.trace"
+        for k, g in enumerate(sc.clients)
+        if g.availability is not None and g.availability.trace
+    }
     for path in sorted({c.availability.trace for c in clients if c.availability.model == "trace"}):
         raw = next((t for t in keys if t and Path(file).resolve().parent.joinpath(t) == Path(path)), None)
         load_trace(path, [c.name for c in clients], file=file, key=keys.get(raw, "availability.trace"))
@@ -169,9 +181,15 @@ def _check_traces(sc: Scenario, clients: tuple[ClientSpec, ...], file: str) -> N
 
 def _media_traces(sc: Scenario, file: str) -> Scenario:
     """The scenario with its media's trace files made absolute and checked."""
-    media = {name: m.model_copy(update={"variation": with_trace_path(m.variation, "medium", file=file,
-                                                                     key=f"network.media.{name}.variation")})
-             for name, m in sc.network.media.items() if m.variation is not None}
+    media = {
+        name: m.model_copy(
+            update={
+                "variation": with_trace_path(m.variation, "medium", file=file, key=f"network.media.{name}.variation")
+            }
+        )
+        for name, m in sc.network.media.items()
+        if m.variation is not None
+    }
     if not media:
         return sc
     network = sc.network.model_copy(update={"media": {**sc.network.media, **media}})
@@ -183,18 +201,29 @@ def _check_data_split(sc: Scenario, file: str) -> None:
     part, n = sc.dataset.partition, sc.dataset.train_size()
     k = sum(group.count for group in sc.clients)
     if k > n:
-        raise InputError(f"{k} clients but only {n} training samples (dataset.max_train or the dataset's size): "
-                         "every client needs at least one", file=file, key="clients")
+        raise InputError(
+            f"{k} clients but only {n} training samples (dataset.max_train or the dataset's size): "
+            "every client needs at least one",
+            file=file,
+            key="clients",
+        )
     if part.kind != "shards":
         return
     for g, group in enumerate(sc.clients):
         if group.data_weight != sc.clients[0].data_weight:
-            raise InputError("unequal data weights need dataset.partition.kind iid or dirichlet "
-                             "(shards give every client the same amount of data)", file=file,
-                             key=f"clients[{g}].data_weight")
+            raise InputError(
+                "unequal data weights need dataset.partition.kind iid or dirichlet "
+                "(shards give every client the same amount of data)",
+                file=file,
+                key=f"clients[{g}].data_weight",
+            )
     if k * part.shards_per_client > n:
-        raise InputError(f"{k} clients x {part.shards_per_client} shards = {k * part.shards_per_client} shards "
-                         f"but only {n} training samples", file=file, key="dataset.partition.shards_per_client")
+        raise InputError(
+            f"{k} clients x {part.shards_per_client} shards = {k * part.shards_per_client} shards "
+            f"but only {n} training samples",
+            file=file,
+            key="dataset.partition.shards_per_client",
+        )
 
 
 def check_feasible(rs: ResolvedScenario) -> None:

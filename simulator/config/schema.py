@@ -160,7 +160,9 @@ class TrainingCfg(Strict):
     local_epochs: float | None = Field(default=None, gt=0)  # or passes over the client's data per round
     batch_size: int = Field(default=64, ge=1)
     optimizer: OptimizerCfg = OptimizerCfg()
-    round_deadline_s: float | None = Field(default=None, gt=0)  # work not done this long after a round starts is dropped
+    round_deadline_s: float | None = Field(
+        default=None, gt=0
+    )  # work not done this long after a round starts is dropped
 
     @model_validator(mode="after")
     def _one_of_steps_or_epochs(self) -> "TrainingCfg":
@@ -215,8 +217,10 @@ class StrategyCfg(Strict):
     def warnings(self) -> list[str]:
         """Settings that are valid but probably not meant (one line each)."""
         if self.aggregate_exit_heads and not self.client_layers_aggregated() and facts(self.name).exits:
-            return ["strategy.aggregate_exit_heads: true while client layers stay personal (aggregate_client_layers "
-                    "is false): each exit head is averaged over client bodies that are not, which fits none of them"]
+            return [
+                "strategy.aggregate_exit_heads: true while client layers stay personal (aggregate_client_layers "
+                "is false): each exit head is averaged over client bodies that are not, which fits none of them"
+            ]
         return []
 
 
@@ -345,15 +349,18 @@ class Scenario(Strict):
         mode = sync_of(self)
         t = self.training
         if t.sync != "rounds" and entry.sync is None and entry.async_rounds is None:
-            raise ValueError(f"training.sync: strategy {self.strategy.name!r} has only rounds; asynchronous "
-                             f"methods are {', '.join(names_async())}")
+            raise ValueError(
+                f"training.sync: strategy {self.strategy.name!r} has only rounds; asynchronous "
+                f"methods are {', '.join(names_async())}"
+            )
         if entry.sync is not None and t.sync not in ("rounds", entry.sync):
-            raise ValueError(f"training.sync: strategy {self.strategy.name!r} is {entry.sync} by itself, "
-                             f"not {t.sync}")
+            raise ValueError(f"training.sync: strategy {self.strategy.name!r} is {entry.sync} by itself, not {t.sync}")
         if mode == "rounds":
             if t.duration_s is not None or t.updates is not None:
-                raise ValueError("training.duration_s / training.updates stop asynchronous runs only "
-                                 "(training.sync: async or buffered); rounds stop after training.rounds")
+                raise ValueError(
+                    "training.duration_s / training.updates stop asynchronous runs only "
+                    "(training.sync: async or buffered); rounds stop after training.rounds"
+                )
         elif t.duration_s is None and t.updates is None:
             why = f"strategy {self.strategy.name!r} is {mode}" if entry.sync else f"training.sync {mode}"
             raise ValueError(f"{why}: give training.duration_s or training.updates (when to stop without rounds)")

@@ -22,12 +22,17 @@ def load_trace(path: str, names: Sequence[str], *, file: str, key: str) -> dict[
         why = "not UTF-8 text" if isinstance(err, UnicodeDecodeError) else (err.strerror or type(err).__name__)
         raise InputError(f"cannot read availability trace {clip(path, 80)}: {why}", file=file, key=key) from None
     except csv.Error:
-        raise InputError(f"availability trace {clip(path, 80)} is not a readable CSV file", file=file,
-                         key=key) from None
+        raise InputError(
+            f"availability trace {clip(path, 80)} is not a readable CSV file", file=file, key=key
+        ) from None
     header = [h.strip() for h in rows[0]] if rows else []
     if header != ["client", "t_start", "t_end"]:
-        raise InputError(f"availability trace {clip(path, 80)}: the first line must be 'client,t_start,t_end'"
-                         + ("" if rows else " (the file is empty)"), file=file, key=key)
+        raise InputError(
+            f"availability trace {clip(path, 80)}: the first line must be 'client,t_start,t_end'"
+            + ("" if rows else " (the file is empty)"),
+            file=file,
+            key=key,
+        )
     for n, row in enumerate(rows[1:], start=2):
         if not row or not "".join(row).strip():
             continue
@@ -40,8 +45,9 @@ def load_trace(path: str, names: Sequence[str], *, file: str, key: str) -> dict[
         except ValueError:
             raise InputError(f"{where}: t_start and t_end must be numbers of seconds", file=file, key=key) from None
         if name not in out:
-            raise InputError(f"{where}: names no client of this fleet (clients: {clip(', '.join(names), 80)})",
-                             file=file, key=key)
+            raise InputError(
+                f"{where}: names no client of this fleet (clients: {clip(', '.join(names), 80)})", file=file, key=key
+            )
         if not (0 <= a < b and math.isfinite(b)):
             raise InputError(f"{where}: need 0 <= t_start < t_end (finite seconds)", file=file, key=key)
         out[name].append((a, b))
@@ -49,7 +55,9 @@ def load_trace(path: str, names: Sequence[str], *, file: str, key: str) -> dict[
         spans.sort()
         for (_, b0), (a1, _) in zip(spans, spans[1:]):
             if a1 < b0:
-                raise InputError(f"availability trace {clip(path, 80)}: intervals of client '{clip(name, 40)}' "
-                                 f"overlap at {a1:g} s",
-                                 file=file, key=key)
+                raise InputError(
+                    f"availability trace {clip(path, 80)}: intervals of client '{clip(name, 40)}' overlap at {a1:g} s",
+                    file=file,
+                    key=key,
+                )
     return out

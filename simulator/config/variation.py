@@ -1,9 +1,9 @@
 """How a link, a device or a shared medium changes during a run: the `variation:` key of a profile or a medium.
 
-  trace     a CSV of `t_s` and the fields that change, piecewise constant (config.condition_traces)
-  markov    named states, each with factors on the fields and a mean dwell time (exponential), e.g. a
-            Gilbert–Elliott good/bad channel; every client draws its own chain
-  throttle  (devices) after `after_s` of compute the speed drops to `factor` until `cool_s` of idle
+trace     a CSV of `t_s` and the fields that change, piecewise constant (config.condition_traces)
+markov    named states, each with factors on the fields and a mean dwell time (exponential), e.g. a
+          Gilbert–Elliott good/bad channel; every client draws its own chain
+throttle  (devices) after `after_s` of compute the speed drops to `factor` until `cool_s` of idle
 """
 
 from __future__ import annotations
@@ -12,8 +12,15 @@ from typing import Annotated, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-__all__ = ["FIELDS", "TraceVariation", "MarkovState", "MarkovVariation", "ThrottleVariation", "Variation",
-           "check_fields"]
+__all__ = [
+    "FIELDS",
+    "TraceVariation",
+    "MarkovState",
+    "MarkovVariation",
+    "ThrottleVariation",
+    "Variation",
+    "check_fields",
+]
 
 # The fields a variation may change, by what it is attached to. A trace gives their values; a Markov state a factor
 # on the profile's value. `speed` is a factor on every compute rate of a device.
@@ -51,8 +58,11 @@ class MarkovState(_Cfg):
     next: dict[str, Annotated[float, Field(ge=0)]] | None = None
 
     def factors(self) -> dict[str, float]:
-        return {k: v for k in ("uplink_bps", "downlink_bps", "latency_s", "loss_rate", "speed", "capacity_bps")
-                if (v := getattr(self, k)) is not None}
+        return {
+            k: v
+            for k in ("uplink_bps", "downlink_bps", "latency_s", "loss_rate", "speed", "capacity_bps")
+            if (v := getattr(self, k)) is not None
+        }
 
 
 class MarkovVariation(_Cfg):
@@ -99,5 +109,6 @@ def check_fields(variation: Variation | None, what: str) -> None:
         for name, st in variation.states.items():
             bad = [k for k in st.factors() if k not in allowed]
             if bad:
-                raise ValueError(f"state '{name}': a {what} has no field '{bad[0]}' to vary "
-                                 f"(it varies {', '.join(allowed)})")
+                raise ValueError(
+                    f"state '{name}': a {what} has no field '{bad[0]}' to vary (it varies {', '.join(allowed)})"
+                )

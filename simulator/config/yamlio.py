@@ -50,8 +50,9 @@ def _check_duplicates(node: Node, path: str, seen: set[int]) -> None:
             at = f"line {key_node.start_mark.line + 1}, column {key_node.start_mark.column + 1}"
             ident = (key_node.tag, key)
             if isinstance(key_node, ScalarNode) and ident in first_at:
-                raise InputError(f"duplicate key '{key}' at {at} (first given at {first_at[ident]})",
-                                 key=_key_path(path, key))
+                raise InputError(
+                    f"duplicate key '{key}' at {at} (first given at {first_at[ident]})", key=_key_path(path, key)
+                )
             first_at.setdefault(ident, at)
             _check_duplicates(value_node, _key_path(path, key), seen)
     elif isinstance(node, SequenceNode):
@@ -117,13 +118,17 @@ def _check_shape(text: str) -> None:
         elif isinstance(event, yaml.AliasEvent):
             if event.anchor in open_anchor:  # `&a [*a]`: a value that contains itself
                 mark = event.start_mark
-                raise InputError(f"the alias *{clip(event.anchor, 20)} at line {mark.line + 1} refers to a "
-                                 "collection that contains it (a value cannot contain itself)")
+                raise InputError(
+                    f"the alias *{clip(event.anchor, 20)} at line {mark.line + 1} refers to a "
+                    "collection that contains it (a value cannot contain itself)"
+                )
             sizes[-1] += anchored.get(event.anchor, 1)
         if sizes[0] + sum(sizes[1:]) > written + ALIAS_GROWTH:
             mark = event.start_mark
-            raise InputError(f"aliases at line {mark.line + 1} expand the document to more than "
-                             f"{ALIAS_GROWTH:,} extra values (an alias bomb?)")
+            raise InputError(
+                f"aliases at line {mark.line + 1} expand the document to more than "
+                f"{ALIAS_GROWTH:,} extra values (an alias bomb?)"
+            )
 
 
 def load_yaml_text(text: str) -> Any:

@@ -7,8 +7,14 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from simulator.costs.cost_table import CostTable
 
-__all__ = ["body_fwd_flops", "body_bwd_flops", "split_server_flops", "full_step_flops", "exit_step_flops",
-           "gradient_bytes"]
+__all__ = [
+    "body_fwd_flops",
+    "body_bwd_flops",
+    "split_server_flops",
+    "full_step_flops",
+    "exit_step_flops",
+    "gradient_bytes",
+]
 
 
 def body_fwd_flops(table: CostTable, cut: int) -> float:

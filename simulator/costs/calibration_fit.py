@@ -81,8 +81,15 @@ class UnitFit:
     max_rel: float
 
 
-def fit_units(rows: Sequence[Mapping[str, float]], measured_s: Sequence[float], prior: Mapping[str, float],
-              prior_overhead_s: float, *, prior_weight: float = 0.3, floor: float = 0.1) -> UnitFit:
+def fit_units(
+    rows: Sequence[Mapping[str, float]],
+    measured_s: Sequence[float],
+    prior: Mapping[str, float],
+    prior_overhead_s: float,
+    *,
+    prior_weight: float = 0.3,
+    floor: float = 0.1,
+) -> UnitFit:
     """Per-unit rates and a fixed cost per step, fitted to whole steps by weighted least squares.
 
     ``rows[k]`` gives step k's FLOPs by unit; each equation is divided by its measurement, so every step counts by
@@ -118,5 +125,11 @@ def fit_units(rows: Sequence[Mapping[str, float]], measured_s: Sequence[float], 
         x[below], fixed = lo[below], fixed | below
     fitted = np.array([[1.0] + [r.get(k, 0.0) for k in keys] for r in rows]) @ x
     resid = m - fitted
-    return UnitFit(float(x[0]), {k: float(v) for k, v in zip(keys, x[1:])}, tuple(map(float, fitted)),
-                   tuple(map(float, resid)), float(np.sqrt(np.mean(resid ** 2))), float(np.max(np.abs(resid) / m)))
+    return UnitFit(
+        float(x[0]),
+        {k: float(v) for k, v in zip(keys, x[1:])},
+        tuple(map(float, fitted)),
+        tuple(map(float, resid)),
+        float(np.sqrt(np.mean(resid**2))),
+        float(np.max(np.abs(resid) / m)),
+    )

@@ -32,8 +32,13 @@ UNIT_KEYS = (*(f"u{i}" for i in range(1, 10)), "classifier", "exit")
 UnitFlops = tuple[tuple[str, float], ...]
 
 
-def part_seconds(by_unit: UnitFlops, total_flops: float, flops_per_s: float,
-                 unit_flops_per_s: Mapping[str, float] | None = None, fixed_s: float = 0.0) -> float:
+def part_seconds(
+    by_unit: UnitFlops,
+    total_flops: float,
+    flops_per_s: float,
+    unit_flops_per_s: Mapping[str, float] | None = None,
+    fixed_s: float = 0.0,
+) -> float:
     """Seconds of one step of a part: ``fixed_s`` + Σ_u FLOPs_u / rate_u, a unit's rate being its entry in
     ``unit_flops_per_s`` or else ``flops_per_s``.
 
@@ -71,15 +76,19 @@ def client_rest_flops(table: CostTable, cut: int, batch: int) -> UnitFlops:
     gradient), whole batch."""
     head = table.exit_heads[cut - 1]
     out = [("exit", (head.fwd_flops + head.bwd_flops) * batch)]
-    out += [(_key(j), (u.bwd_flops - (table.units[0].bwd_input_flops if j == 0 else 0.0)) * batch)
-            for j, u in enumerate(table.units[:cut])]
+    out += [
+        (_key(j), (u.bwd_flops - (table.units[0].bwd_input_flops if j == 0 else 0.0)) * batch)
+        for j, u in enumerate(table.units[:cut])
+    ]
     return tuple(out)
 
 
 def body_backward_flops(table: CostTable, cut: int, batch: int) -> UnitFlops:
     """Backward of u1..u_cut alone (no exit head: the baselines' client part), whole batch."""
-    return tuple((_key(j), (u.bwd_flops - (table.units[0].bwd_input_flops if j == 0 else 0.0)) * batch)
-                 for j, u in enumerate(table.units[:cut]))
+    return tuple(
+        (_key(j), (u.bwd_flops - (table.units[0].bwd_input_flops if j == 0 else 0.0)) * batch)
+        for j, u in enumerate(table.units[:cut])
+    )
 
 
 def server_step_flops(table: CostTable, cut: int, batch: int, *, input_grad: bool = False) -> UnitFlops:
@@ -102,8 +111,10 @@ def split_server_flops(table: CostTable, cut: int, batch: int) -> UnitFlops:
 
 def whole_step_flops(table: CostTable, batch: int) -> UnitFlops:
     """One training step of the whole model (no exit head), whole batch."""
-    out = [(_key(j), (u.fwd_flops + u.bwd_flops - (u.bwd_input_flops if j == 0 else 0.0)) * batch)
-           for j, u in enumerate(table.units)]
+    out = [
+        (_key(j), (u.fwd_flops + u.bwd_flops - (u.bwd_input_flops if j == 0 else 0.0)) * batch)
+        for j, u in enumerate(table.units)
+    ]
     c = table.classifier
     out.append(("classifier", (c.fwd_flops + c.bwd_flops) * batch))
     return tuple(out)
@@ -111,12 +122,14 @@ def whole_step_flops(table: CostTable, batch: int) -> UnitFlops:
 
 def seconds_for(profile: DeviceProfile, by_unit: UnitFlops, total_flops: float, *, step: bool) -> float:
     """part_seconds with a device profile's fields; ``step`` adds its fixed cost per training step."""
-    return part_seconds(by_unit, total_flops, profile.flops_per_s, profile.unit_flops_per_s,
-                        profile.step_overhead_s if step else 0.0)
+    return part_seconds(
+        by_unit, total_flops, profile.flops_per_s, profile.unit_flops_per_s, profile.step_overhead_s if step else 0.0
+    )
 
 
-def client_phase_seconds(device: DeviceProfile, fwd: UnitFlops, fwd_flops: float, rest: UnitFlops,
-                         rest_flops: float, sent_wire_bytes: float) -> tuple[float, float]:
+def client_phase_seconds(
+    device: DeviceProfile, fwd: UnitFlops, fwd_flops: float, rest: UnitFlops, rest_flops: float, sent_wire_bytes: float
+) -> tuple[float, float]:
     """(forward, exit + backward + optimizer) seconds of one client step on ``device``.
 
     The fixed cost per step falls in the second phase, and so does the processor time of sending the step's

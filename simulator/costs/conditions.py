@@ -45,9 +45,14 @@ class Conditions:
     cool_s) or None; `media`: per medium name a source or None. Link sources have two columns: goodput factor,
     latency in seconds."""
 
-    def __init__(self, speed: Sequence[Source | None], throttle: Sequence[tuple[float, float, float] | None],
-                 up: Sequence[Source | None], down: Sequence[Source | None],
-                 media: dict[str, Source | None] | None = None) -> None:
+    def __init__(
+        self,
+        speed: Sequence[Source | None],
+        throttle: Sequence[tuple[float, float, float] | None],
+        up: Sequence[Source | None],
+        down: Sequence[Source | None],
+        media: dict[str, Source | None] | None = None,
+    ) -> None:
         n = len(speed)
         self.speed = RateBank(speed)
         self.up = RateBank(up, ncol=2)
@@ -67,8 +72,9 @@ class Conditions:
     @property
     def any(self) -> bool:
         """Whether anything changes over time."""
-        return bool(self.compute_varies.any() or self.up.varying.any() or self.down.varying.any()
-                    or self.media.varying.any())
+        return bool(
+            self.compute_varies.any() or self.up.varying.any() or self.down.varying.any() or self.media.varying.any()
+        )
 
     # --- many rows at once (closed forms) -------------------------------------------------------
     def compute_end(self, rows: np.ndarray, t: np.ndarray, seconds: np.ndarray) -> np.ndarray:
@@ -85,8 +91,9 @@ class Conditions:
                 end[h] = self.throttle.finish(rows[h], t[h] if np.ndim(t) else np.full(h.sum(), t), _at(seconds, h))
         return end
 
-    def send_end(self, rows: np.ndarray, t: np.ndarray, busy_s: np.ndarray, *, up: bool,
-                 floor_s: np.ndarray | float = 0.0) -> np.ndarray:
+    def send_end(
+        self, rows: np.ndarray, t: np.ndarray, busy_s: np.ndarray, *, up: bool, floor_s: np.ndarray | float = 0.0
+    ) -> np.ndarray:
         """When each row's radio, starting at t, has sent a message of `busy_s` nominal radio seconds; never before
         t + `floor_s` (the processor's time to push the bytes). A constant link gives t + its busy seconds."""
         bank = self.up if up else self.down

@@ -75,7 +75,7 @@ class CostTable:
         return (*self.units[: self._cut(cut)], self.exit_heads[cut - 1])
 
     def _server(self, cut: int) -> tuple[UnitCost, ...]:
-        return (*self.units[self._cut(cut):], self.classifier)
+        return (*self.units[self._cut(cut) :], self.classifier)
 
     def client_fwd_flops(self, cut: int) -> float:
         """u1..u_cut plus the exit head."""
@@ -141,9 +141,19 @@ def table_to_dict(table: CostTable) -> dict[str, Any]:
     }
 
 
-_UNIT_TYPES = {"name": str, "fwd_flops": float, "bwd_flops": float, "bwd_input_flops": float, "out_elems": int,
-               "out_shape": list, "params": int, "param_bytes": int, "saved_act_bytes": float, "buffer_bytes": int,
-               "float_buffer_bytes": int}
+_UNIT_TYPES = {
+    "name": str,
+    "fwd_flops": float,
+    "bwd_flops": float,
+    "bwd_input_flops": float,
+    "out_elems": int,
+    "out_shape": list,
+    "params": int,
+    "param_bytes": int,
+    "saved_act_bytes": float,
+    "buffer_bytes": int,
+    "float_buffer_bytes": int,
+}
 
 
 def _unit_from_dict(data: Any) -> UnitCost:
@@ -168,9 +178,13 @@ def table_from_dict(data: Any) -> CostTable:
         raise ValueError("a cost table needs a unit for every cut")
     if type(data["input_elems"]) is not int or type(data["num_classes"]) is not int:
         raise ValueError("input_elems and num_classes must be integers")
-    return CostTable(tuple(_unit_from_dict(u) for u in data["units"]), _unit_from_dict(data["classifier"]),
-                     tuple(_unit_from_dict(u) for u in data["exit_heads"]), data["input_elems"],
-                     data["num_classes"])
+    return CostTable(
+        tuple(_unit_from_dict(u) for u in data["units"]),
+        _unit_from_dict(data["classifier"]),
+        tuple(_unit_from_dict(u) for u in data["exit_heads"]),
+        data["input_elems"],
+        data["num_classes"],
+    )
 
 
 def _flops(flops: float) -> str:
@@ -184,8 +198,10 @@ def _flops(flops: float) -> str:
 def format_cost_table(table: CostTable, batch_size: int, optimizer: str = "sgd") -> str:
     """A readable text table: one row per unit (its cut's activation and client memory), the classifier, totals."""
     gf, mib = 1e-9, 1.0 / 2**20
-    header = (f"{'unit':<12}{'fwd GF/smp':>11}{'bwd GF/smp':>11}{'params':>12}   {'cut':>3}"
-              f"{'act elems':>11}{'act KiB':>10}{'client MiB':>12}")
+    header = (
+        f"{'unit':<12}{'fwd GF/smp':>11}{'bwd GF/smp':>11}{'params':>12}   {'cut':>3}"
+        f"{'act elems':>11}{'act KiB':>10}{'client MiB':>12}"
+    )
     lines = [
         f"input {table.input_elems} elems/sample, {table.num_classes} classes; bwd includes the input gradient; "
         f"client memory at batch {batch_size}, optimizer {optimizer}",
@@ -195,8 +211,10 @@ def format_cost_table(table: CostTable, batch_size: int, optimizer: str = "sgd")
     for i, u in enumerate(table.units, start=1):
         row = f"{u.name:<12}{u.fwd_flops * gf:>11.5f}{u.bwd_flops * gf:>11.5f}{u.params:>12,}   "
         if i <= table.num_cuts:
-            row += (f"{i:>3}{table.activation_elems(i):>11,}{table.activation_bytes(i) / 1024:>10.1f}"
-                    f"{table.train_memory_bytes(i, batch_size, optimizer) * mib:>12.1f}")
+            row += (
+                f"{i:>3}{table.activation_elems(i):>11,}{table.activation_bytes(i) / 1024:>10.1f}"
+                f"{table.train_memory_bytes(i, batch_size, optimizer) * mib:>12.1f}"
+            )
         else:
             row += f"{'-':>3}"
         lines.append(row)
@@ -204,12 +222,16 @@ def format_cost_table(table: CostTable, batch_size: int, optimizer: str = "sgd")
     lines.append(f"{c.name:<12}{c.fwd_flops * gf:>11.5f}{c.bwd_flops * gf:>11.5f}{c.params:>12,}")
     lines.append("-" * len(header))
     total_params = sum(u.params for u in table.units) + c.params
-    lines.append(f"{'total':<12}{table.full_fwd_flops() * gf:>11.5f}{table.full_bwd_flops() * gf:>11.5f}"
-                 f"{total_params:>12,}   full model training: "
-                 f"{table.full_train_memory_bytes(batch_size, optimizer) * mib:.1f} MiB")
+    lines.append(
+        f"{'total':<12}{table.full_fwd_flops() * gf:>11.5f}{table.full_bwd_flops() * gf:>11.5f}"
+        f"{total_params:>12,}   full model training: "
+        f"{table.full_train_memory_bytes(batch_size, optimizer) * mib:.1f} MiB"
+    )
     heads = table.exit_heads
-    lines.append(f"exit heads, cut 1..{table.num_cuts} (in client figures): "
-                 f"fwd {_flops(min(h.fwd_flops for h in heads))} to {_flops(max(h.fwd_flops for h in heads))} "
-                 "per sample, "
-                 f"params {min(h.params for h in heads):,}-{max(h.params for h in heads):,}")
+    lines.append(
+        f"exit heads, cut 1..{table.num_cuts} (in client figures): "
+        f"fwd {_flops(min(h.fwd_flops for h in heads))} to {_flops(max(h.fwd_flops for h in heads))} "
+        "per sample, "
+        f"params {min(h.params for h in heads):,}-{max(h.params for h in heads):,}"
+    )
     return "\n".join(lines)

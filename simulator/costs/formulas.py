@@ -79,16 +79,22 @@ def wire_bytes(payload_bytes: float, loss_rate: float, framing: tuple[float, flo
     return framed_bytes(payload_bytes, framing) / (1.0 - loss_rate)
 
 
-def payload_seconds(payload_bytes: float, bps: float, loss_rate: float = 0.0,
-                    framing: tuple[float, float] | None = None) -> float:
+def payload_seconds(
+    payload_bytes: float, bps: float, loss_rate: float = 0.0, framing: tuple[float, float] | None = None
+) -> float:
     """Seconds the radio is busy sending ``payload_bytes`` at ``bps`` bit/s, headers and retransmissions included."""
     if bps <= 0:
         raise ValueError(f"bps must be > 0, got {bps}")
     return wire_bytes(payload_bytes, loss_rate, framing) * 8.0 / bps
 
 
-def radio_seconds(payload_bytes: float, bps: float, loss_rate: float = 0.0,
-                  framing: tuple[float, float] | None = None, cpu_s_per_byte: float = 0.0) -> float:
+def radio_seconds(
+    payload_bytes: float,
+    bps: float,
+    loss_rate: float = 0.0,
+    framing: tuple[float, float] | None = None,
+    cpu_s_per_byte: float = 0.0,
+) -> float:
     """Seconds one message holds a private link: payload_seconds, or longer if the device's processor cannot
     push (or take) its wire bytes that fast (``cpu_s_per_byte`` × wire bytes). With no CPU cost it is
     payload_seconds exactly."""
@@ -140,7 +146,11 @@ def energy_by_state_j(
 
 
 def energy_j(
-    state_seconds: Mapping[str, float], added_w: Mapping[str, float], idle_w: float, total_s: float, *,
+    state_seconds: Mapping[str, float],
+    added_w: Mapping[str, float],
+    idle_w: float,
+    total_s: float,
+    *,
     used_j: float = 0.0,
 ) -> float:
     """Joules used by the end of a window of ``total_s`` seconds: used_j + idle_w·total_s + Σ_s added_w[s]·t_s.

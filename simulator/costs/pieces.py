@@ -55,8 +55,9 @@ class TracePieces(Source):
     ever; `repeat` starts the trace over from its first row at the last row's time (the last row then marks the end
     of a period of length times[-1] - times[0], its values unused)."""
 
-    def __init__(self, times: np.ndarray, values: np.ndarray, nominal: np.ndarray, *, repeat: bool,
-                 offset_s: float = 0.0) -> None:
+    def __init__(
+        self, times: np.ndarray, values: np.ndarray, nominal: np.ndarray, *, repeat: bool, offset_s: float = 0.0
+    ) -> None:
         times = np.asarray(times, dtype=float)
         values = np.asarray(values, dtype=float).reshape(len(times), -1)
         self.ncol = values.shape[1]
@@ -90,10 +91,10 @@ class TracePieces(Source):
 
     def pieces(self, k0: int, k1: int) -> tuple[np.ndarray, np.ndarray]:
         t, v = self._trace(self.skip + k1)
-        starts = t[self.skip + k0:self.skip + k1] - self.offset
+        starts = t[self.skip + k0 : self.skip + k1] - self.offset
         if k0 == 0 and len(starts):
             starts[0] = 0.0  # the piece in force when the run starts
-        return starts, v[self.skip + k0:self.skip + k1]
+        return starts, v[self.skip + k0 : self.skip + k1]
 
 
 class MarkovPieces(Source):
@@ -104,8 +105,9 @@ class MarkovPieces(Source):
 
     BLOCK = 64
 
-    def __init__(self, values: np.ndarray, dwell_s: np.ndarray, moves: np.ndarray, start: int | None,
-                 rng: np.random.Generator) -> None:
+    def __init__(
+        self, values: np.ndarray, dwell_s: np.ndarray, moves: np.ndarray, start: int | None, rng: np.random.Generator
+    ) -> None:
         self.values = np.asarray(values, dtype=float)
         self.ncol = self.values.shape[1]
         self.dwell_s = np.asarray(dwell_s, dtype=float)

@@ -59,9 +59,9 @@ class RateBank:
         starts, vals = self._src[r].pieces(k0, k0 + WINDOW + 1)
         m = min(len(starts), WINDOW)
         self.brk[r, :] = np.inf
-        self.brk[r, :len(starts)] = starts[:WINDOW + 1]
-        self.val[r, :m] = vals[:m, :self.ncol]
-        self.val[r, m:] = vals[m - 1, :self.ncol]  # past a finite end the last piece holds
+        self.brk[r, : len(starts)] = starts[: WINDOW + 1]
+        self.val[r, :m] = vals[:m, : self.ncol]
+        self.val[r, m:] = vals[m - 1, : self.ncol]  # past a finite end the last piece holds
         self.first[r] = k0
 
     def _locate(self, rows: np.ndarray, t: np.ndarray) -> np.ndarray:
@@ -78,8 +78,12 @@ class RateBank:
     def finish(self, rows: np.ndarray, t: np.ndarray, work: np.ndarray) -> np.ndarray:
         """When `work` (seconds at the nominal rate) started at `t` is done, per row (arrays of one shape)."""
         if self._repeats(np.asarray(rows)):
-            return np.array([self.finish(rows[k:k + 1], np.asarray(t)[k:k + 1], np.asarray(work)[k:k + 1])[0]
-                             for k in range(len(rows))])
+            return np.array(
+                [
+                    self.finish(rows[k : k + 1], np.asarray(t)[k : k + 1], np.asarray(work)[k : k + 1])[0]
+                    for k in range(len(rows))
+                ]
+            )
         rows = self._slots(rows)
         cur = np.array(t, dtype=float, copy=True)
         rem = np.array(work, dtype=float, copy=True)
@@ -114,8 +118,12 @@ class RateBank:
     def done_work(self, rows: np.ndarray, t0: np.ndarray, t1: np.ndarray) -> np.ndarray:
         """Seconds of nominal work done between t0 and t1 (t0 <= t1), per row."""
         if self._repeats(np.asarray(rows)):
-            return np.array([self.done_work(rows[k:k + 1], np.asarray(t0)[k:k + 1], np.asarray(t1)[k:k + 1])[0]
-                             for k in range(len(rows))])
+            return np.array(
+                [
+                    self.done_work(rows[k : k + 1], np.asarray(t0)[k : k + 1], np.asarray(t1)[k : k + 1])[0]
+                    for k in range(len(rows))
+                ]
+            )
         rows = self._slots(rows)
         cur = np.array(t0, dtype=float, copy=True)
         t1 = np.asarray(t1, dtype=float)
@@ -139,7 +147,7 @@ class RateBank:
     def value(self, rows: np.ndarray, t: np.ndarray, col: int = 0) -> np.ndarray:
         """Column `col` of the piece in force at t, per row."""
         if self._repeats(np.asarray(rows)):
-            return np.array([self.value(rows[k:k + 1], np.asarray(t)[k:k + 1], col)[0] for k in range(len(rows))])
+            return np.array([self.value(rows[k : k + 1], np.asarray(t)[k : k + 1], col)[0] for k in range(len(rows))])
         rows = self._slots(rows)
         t = np.asarray(t, dtype=float)
         return self.val[rows, self._locate(rows, t), col]
@@ -147,7 +155,7 @@ class RateBank:
     def next_change(self, rows: np.ndarray, t: np.ndarray) -> np.ndarray:
         """When the piece in force at t ends (inf if it never does), per row."""
         if self._repeats(np.asarray(rows)):
-            return np.array([self.next_change(rows[k:k + 1], np.asarray(t)[k:k + 1])[0] for k in range(len(rows))])
+            return np.array([self.next_change(rows[k : k + 1], np.asarray(t)[k : k + 1])[0] for k in range(len(rows))])
         rows = self._slots(rows)
         t = np.asarray(t, dtype=float)
         return self.brk[rows, self._locate(rows, t) + 1]
@@ -162,7 +170,7 @@ class RateBank:
             starts, vals = src.pieces(0, k)
             if len(starts) < k or starts[-1] >= t_end:
                 keep = starts < t_end
-                return starts[keep], vals[keep, :self.ncol]
+                return starts[keep], vals[keep, : self.ncol]
             k *= 2
 
 
@@ -190,8 +198,9 @@ class Throttle:
         heat, after, factor = self.heat[rows], self.after_s[rows], self.factor[rows]
         cooled = (t - self.last_end[rows] >= self.cool_s[rows]) & (heat >= after)
         if np.any(cooled):  # back to full speed once idle for cool_s
-            self.log.append((self.last_end[rows][cooled] + self.cool_s[rows][cooled], rows[cooled],
-                             np.ones(int(cooled.sum()))))
+            self.log.append(
+                (self.last_end[rows][cooled] + self.cool_s[rows][cooled], rows[cooled], np.ones(int(cooled.sum())))
+            )
         heat = np.where(t - self.last_end[rows] >= self.cool_s[rows], 0.0, heat)
         budget = np.maximum(after - heat, 0.0)
         slow = work > budget
@@ -226,7 +235,7 @@ class Throttle:
 
     def restore(self, snap: tuple[np.ndarray, np.ndarray, int]) -> None:
         self.heat[...], self.last_end[...] = snap[0], snap[1]
-        del self.log[snap[2]:]
+        del self.log[snap[2] :]
 
     def state_dict(self) -> dict[str, np.ndarray]:
         return {"heat": self.heat.copy(), "last_end": self.last_end.copy()}

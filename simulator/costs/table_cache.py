@@ -25,8 +25,17 @@ from simulator.costs.cost_table import CostTable, table_from_dict, table_to_dict
 if TYPE_CHECKING:
     from simulator.config.schema import Scenario
 
-__all__ = ["ModelShape", "SHIPPED_DIR", "table_for", "cost_table_of", "shape_of", "user_cache_dir", "table_file",
-           "write_table", "read_table"]
+__all__ = [
+    "ModelShape",
+    "SHIPPED_DIR",
+    "table_for",
+    "cost_table_of",
+    "shape_of",
+    "user_cache_dir",
+    "table_file",
+    "write_table",
+    "read_table",
+]
 
 SHIPPED_DIR = Path(__file__).resolve().parent / "tables"
 _FORMAT = 1
@@ -44,8 +53,10 @@ class ModelShape(NamedTuple):
     exit_grid: int
 
     def file_name(self) -> str:
-        return (f"resnet18-w{self.width}-c{self.in_channels}-k{self.num_classes}-s{self.image_size}"
-                f"-{self.exit_head}-g{self.exit_grid}.json")
+        return (
+            f"resnet18-w{self.width}-c{self.in_channels}-k{self.num_classes}-s{self.image_size}"
+            f"-{self.exit_head}-g{self.exit_grid}.json"
+        )
 
 
 def shape_of(sc: Scenario) -> ModelShape:
@@ -60,8 +71,9 @@ def cost_table_of(sc: Scenario) -> CostTable:
 
 
 @lru_cache(maxsize=32)
-def table_for(width: int, in_channels: int, num_classes: int, image_size: int, exit_head: str,
-              exit_grid: int) -> CostTable:
+def table_for(
+    width: int, in_channels: int, num_classes: int, image_size: int, exit_head: str, exit_grid: int
+) -> CostTable:
     """The cost table of a SplitResNet18 of this shape (the same object for the same shape within a process)."""
     shape = ModelShape(width, in_channels, num_classes, image_size, exit_head, exit_grid)
     shipped = read_table(SHIPPED_DIR / shape.file_name(), shape)
@@ -89,8 +101,7 @@ def user_cache_dir() -> Path:
 def table_file(shape: ModelShape, table: CostTable, torch_version: str | None) -> str:
     """The JSON text of a table file: its configuration, the torch that measured it, the table and its SHA-256."""
     data = table_to_dict(table)
-    doc = {"format": _FORMAT, "model": shape._asdict(), "torch": torch_version, "sha256": _digest(data),
-           "table": data}
+    doc = {"format": _FORMAT, "model": shape._asdict(), "torch": torch_version, "sha256": _digest(data), "table": data}
     return json.dumps(doc, indent=1) + "\n"
 
 

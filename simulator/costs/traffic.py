@@ -13,8 +13,9 @@ if TYPE_CHECKING:
 __all__ = ["aggregation_traffic", "update_traffic"]
 
 
-def aggregation_traffic(table: CostTable, cuts: Sequence[int], *, server_copies: bool, client_copies: bool,
-                        exit_heads: bool, buffers: bool) -> tuple[list[int], float]:
+def aggregation_traffic(
+    table: CostTable, cuts: Sequence[int], *, server_copies: bool, client_copies: bool, exit_heads: bool, buffers: bool
+) -> tuple[list[int], float]:
     """What one aggregation among clients at `cuts` moves and costs, from the cost table alone.
 
     Returns, per client, the bytes its device sends up (and gets back down): its copies of the units averaged
@@ -25,8 +26,7 @@ def aggregation_traffic(table: CostTable, cuts: Sequence[int], *, server_copies:
     num_units = len(table.units)
     nbytes = [0 for _ in cuts]
     elems = 0
-    for u, members in enumerate(unit_groups(cuts, num_units, server_copies=server_copies,
-                                            client_copies=client_copies)):
+    for u, members in enumerate(unit_groups(cuts, num_units, server_copies=server_copies, client_copies=client_copies)):
         if len(members) < 2:
             continue
         cost = table.units[u] if u < num_units else table.classifier
@@ -43,8 +43,9 @@ def aggregation_traffic(table: CostTable, cuts: Sequence[int], *, server_copies:
     return nbytes, 2.0 * elems
 
 
-def update_traffic(table: CostTable, cut: int, *, server_copies: bool, client_copies: bool, exit_heads: bool,
-                   buffers: bool) -> tuple[int, float]:
+def update_traffic(
+    table: CostTable, cut: int, *, server_copies: bool, client_copies: bool, exit_heads: bool, buffers: bool
+) -> tuple[int, float]:
     """What one asynchronous update of a client at `cut` moves and costs: the bytes its device sends up (and gets
     back down) — its units if client layers are shared, its exit head if exit heads are — and the server's FLOPs to
     mix every copy it holds into the shared one (a multiply and an add per parameter: its units on the device if

@@ -27,8 +27,17 @@ class Recorded:
         self.rows: list[tuple[Any, ...]] = []
         self._lock = threading.Lock()
 
-    def add(self, entity: str, kind: str, rnd: int, t0: float, t1: float, nbytes: float = 0.0, flops: float = 0.0,
-            direction: str | None = None) -> None:
+    def add(
+        self,
+        entity: str,
+        kind: str,
+        rnd: int,
+        t0: float,
+        t1: float,
+        nbytes: float = 0.0,
+        flops: float = 0.0,
+        direction: str | None = None,
+    ) -> None:
         with self._lock:
             self.rows.append((entity, kind, rnd, t0, t1, nbytes, flops, direction))
 
@@ -148,10 +157,10 @@ def main(cfg: dict[str, Any]) -> None:
             wait = msg.meta["t0"] - now()
             if wait > 0:
                 time.sleep(wait)
-            t_done = _train_round(rnd, trainer, lw, steps, send, sock, rec, name, c, wire, overlap, send_buffer,
-                                  latency, i)
-            send(Message("done", {"client": i, "round": rnd, "t_done": t_done,
-                                  "exit_loss": trainer.take_mean_loss()}))
+            t_done = _train_round(
+                rnd, trainer, lw, steps, send, sock, rec, name, c, wire, overlap, send_buffer, latency, i
+            )
+            send(Message("done", {"client": i, "round": rnd, "t_done": t_done, "exit_loss": trainer.take_mean_loss()}))
         elif msg.kind == "agg":
             tensors = own_copies()
             if tensors:
@@ -171,8 +180,22 @@ def main(cfg: dict[str, Any]) -> None:
     sock.close()
 
 
-def _train_round(rnd: int, trainer: Any, w: Any, steps: int, send: Any, sock: socket.socket, rec: Recorded,
-                 name: str, c: Any, wire: float, overlap: bool, send_buffer: int, latency: Any, i: int) -> float:
+def _train_round(
+    rnd: int,
+    trainer: Any,
+    w: Any,
+    steps: int,
+    send: Any,
+    sock: socket.socket,
+    rec: Recorded,
+    name: str,
+    c: Any,
+    wire: float,
+    overlap: bool,
+    send_buffer: int,
+    latency: Any,
+    i: int,
+) -> float:
     """The round's steps; features go through a sender thread (at most `send_buffer` waiting, as in the
     simulator). Returns when the processor finished its last step (every batch has then left the radio)."""
     from simulator.emulation.wire import Message, now, pack_tensors, wait_drained

@@ -11,8 +11,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
-__all__ = ["LinkPlan", "FleetPlan", "Fleet", "CGROUP_CPU", "CFS_PERIOD_US", "SHARES", "enter_netns", "join_cgroup",
-           "missing_tools"]
+__all__ = [
+    "LinkPlan",
+    "FleetPlan",
+    "Fleet",
+    "CGROUP_CPU",
+    "CFS_PERIOD_US",
+    "SHARES",
+    "enter_netns",
+    "join_cgroup",
+    "missing_tools",
+]
 
 CGROUP_CPU = Path("/sys/fs/cgroup/cpu")  # the cgroup-v1 cpu controller
 CFS_PERIOD_US = 10_000  # 10 ms periods throttle more steadily than the default 100 ms
@@ -116,8 +125,13 @@ class Fleet:
         j = sorted(self.plan.media).index(medium)
         members = self.members[medium]
         capacity = self.plan.media[medium]
-        return self.media_ns[medium], f"{self.plan.tag}a{j}", f"1:{10 + members.index(i)}", capacity / len(members), \
-            capacity
+        return (
+            self.media_ns[medium],
+            f"{self.plan.tag}a{j}",
+            f"1:{10 + members.index(i)}",
+            capacity / len(members),
+            capacity,
+        )
 
     # --- building --------------------------------------------------------------------------------------
     def _ns(self, name: str) -> None:
@@ -138,27 +152,147 @@ class Fleet:
     def _shape(self, ns: str, dev: str, bps: float) -> None:
         # stab overhead -14: htb counts IP packets (1,500 bytes), not Ethernet frames (1,514), so the link's rate
         # is the IP-level rate a profile's TCP/IPv4 framing assumes.
-        _run("ip", "netns", "exec", ns, "tc", "qdisc", "add", "dev", dev, "root", "handle", "1:", "stab", "overhead",
-             "-14", "linklayer", "ethernet", "htb", "default", "1")
+        _run(
+            "ip",
+            "netns",
+            "exec",
+            ns,
+            "tc",
+            "qdisc",
+            "add",
+            "dev",
+            dev,
+            "root",
+            "handle",
+            "1:",
+            "stab",
+            "overhead",
+            "-14",
+            "linklayer",
+            "ethernet",
+            "htb",
+            "default",
+            "1",
+        )
         rate = f"{int(round(bps))}bit"
-        _run("ip", "netns", "exec", ns, "tc", "class", "add", "dev", dev, "parent", "1:", "classid", "1:1", "htb",
-             "rate", rate, "ceil", rate, "quantum", "1514")
+        _run(
+            "ip",
+            "netns",
+            "exec",
+            ns,
+            "tc",
+            "class",
+            "add",
+            "dev",
+            dev,
+            "parent",
+            "1:",
+            "classid",
+            "1:1",
+            "htb",
+            "rate",
+            rate,
+            "ceil",
+            rate,
+            "quantum",
+            "1514",
+        )
 
     def _shared(self, ns: str, dev: str, capacity: float, members: Sequence[tuple[str, float]]) -> None:
         """One htb tree for a medium's uplink: the capacity shared by its clients (matched by source address),
         each guaranteed an equal share and allowed up to min(capacity, its own rate)."""
         cap = f"{int(round(capacity))}bit"
-        _run("ip", "netns", "exec", ns, "tc", "qdisc", "add", "dev", dev, "root", "handle", "1:", "stab", "overhead",
-             "-14", "linklayer", "ethernet", "htb")
-        _run("ip", "netns", "exec", ns, "tc", "class", "add", "dev", dev, "parent", "1:", "classid", "1:1", "htb",
-             "rate", cap, "ceil", cap, "quantum", "1514")
+        _run(
+            "ip",
+            "netns",
+            "exec",
+            ns,
+            "tc",
+            "qdisc",
+            "add",
+            "dev",
+            dev,
+            "root",
+            "handle",
+            "1:",
+            "stab",
+            "overhead",
+            "-14",
+            "linklayer",
+            "ethernet",
+            "htb",
+        )
+        _run(
+            "ip",
+            "netns",
+            "exec",
+            ns,
+            "tc",
+            "class",
+            "add",
+            "dev",
+            dev,
+            "parent",
+            "1:",
+            "classid",
+            "1:1",
+            "htb",
+            "rate",
+            cap,
+            "ceil",
+            cap,
+            "quantum",
+            "1514",
+        )
         share = capacity / max(1, len(members))
         for k, (src, bps) in enumerate(members):  # in client index order, as medium_class() counts them
             cls = f"1:{10 + k}"
-            _run("ip", "netns", "exec", ns, "tc", "class", "add", "dev", dev, "parent", "1:1", "classid", cls, "htb",
-                 "rate", f"{int(round(share))}bit", "ceil", f"{int(round(min(capacity, bps)))}bit", "quantum", "1514")
-            _run("ip", "netns", "exec", ns, "tc", "filter", "add", "dev", dev, "parent", "1:", "protocol", "ip",
-                 "prio", "1", "u32", "match", "ip", "src", f"{src}/32", "flowid", cls)
+            _run(
+                "ip",
+                "netns",
+                "exec",
+                ns,
+                "tc",
+                "class",
+                "add",
+                "dev",
+                dev,
+                "parent",
+                "1:1",
+                "classid",
+                cls,
+                "htb",
+                "rate",
+                f"{int(round(share))}bit",
+                "ceil",
+                f"{int(round(min(capacity, bps)))}bit",
+                "quantum",
+                "1514",
+            )
+            _run(
+                "ip",
+                "netns",
+                "exec",
+                ns,
+                "tc",
+                "filter",
+                "add",
+                "dev",
+                dev,
+                "parent",
+                "1:",
+                "protocol",
+                "ip",
+                "prio",
+                "1",
+                "u32",
+                "match",
+                "ip",
+                "src",
+                f"{src}/32",
+                "flowid",
+                cls,
+            )
 
     def _cgroup(self, path: Path, quota: float | None) -> None:
         path.mkdir()

@@ -41,21 +41,40 @@ def measure_machine(rs: ResolvedScenario, repeats: int = 7, warmup: int = 2) -> 
     in_ch, size, classes = sc.dataset.shape()
     shape = dict(width=sc.model.width, in_channels=in_ch, image_size=size, batch=sc.training.batch_size)
     cal = calibrate(**shape, repeats=repeats, warmup=warmup)
-    steps = time_cut_steps(**shape, exit_head=sc.model.exit_head, exit_grid=sc.model.exit_grid, num_classes=classes,
-                           repeats=repeats, warmup=warmup)
+    steps = time_cut_steps(
+        **shape,
+        exit_head=sc.model.exit_head,
+        exit_grid=sc.model.exit_grid,
+        num_classes=classes,
+        repeats=repeats,
+        warmup=warmup,
+    )
     table = cost_table_of(sc)
-    fit = fit_cuts(table, sc.training.batch_size, steps,
-                   {u.unit: u.train_flops_per_s for u in cal.units}, cal.flops_per_s)
+    fit = fit_cuts(
+        table, sc.training.batch_size, steps, {u.unit: u.train_flops_per_s for u in cal.units}, cal.flops_per_s
+    )
     send_cpu = measure_send_cpu()
-    print(f"this machine: {fit.fitted_flops_per_s / 1e9:.2f} GFLOP/s, step overhead "
-          f"{fit.fit.overhead_s * 1e3:.2f} ms, fit residual {fit.fit.max_rel:.1%}, sending {send_cpu * 1e9:.2f} ns "
-          f"of CPU per byte (load {os.getloadavg()[0]:.2f})", file=sys.stderr, flush=True)
-    return DeviceProfile.model_validate({
-        "name": "this_machine", "flops_per_s": fit.fitted_flops_per_s, "unit_flops_per_s": fit.fitted_unit_rates,
-        "step_overhead_s": fit.fit.overhead_s, "cpu_s_per_byte_sent": send_cpu, "memory_bytes": rs.server.memory_bytes,
-        "compute_w": rs.server.compute_w, "idle_w": rs.server.idle_w,
-        "source": "measured by splitee emulate before the run (splitee calibrate's method, 1 torch thread; "
-                  "cpu_s_per_byte_sent: measure_send_cpu)"})
+    print(
+        f"this machine: {fit.fitted_flops_per_s / 1e9:.2f} GFLOP/s, step overhead "
+        f"{fit.fit.overhead_s * 1e3:.2f} ms, fit residual {fit.fit.max_rel:.1%}, sending {send_cpu * 1e9:.2f} ns "
+        f"of CPU per byte (load {os.getloadavg()[0]:.2f})",
+        file=sys.stderr,
+        flush=True,
+    )
+    return DeviceProfile.model_validate(
+        {
+            "name": "this_machine",
+            "flops_per_s": fit.fitted_flops_per_s,
+            "unit_flops_per_s": fit.fitted_unit_rates,
+            "step_overhead_s": fit.fit.overhead_s,
+            "cpu_s_per_byte_sent": send_cpu,
+            "memory_bytes": rs.server.memory_bytes,
+            "compute_w": rs.server.compute_w,
+            "idle_w": rs.server.idle_w,
+            "source": "measured by splitee emulate before the run (splitee calibrate's method, 1 torch thread; "
+            "cpu_s_per_byte_sent: measure_send_cpu)",
+        }
+    )
 
 
 @contextmanager
@@ -119,13 +138,20 @@ def _load_profile(path: str) -> DeviceProfile:
         return load_profile_dir(Path(folder), DeviceProfile)[p.stem]  # type: ignore[return-value]
 
 
-def _spawn(module: str, cfg: dict[str, Any], work: Path, tag: str, *, stdin: int | None = None,
-           pass_fds: tuple[int, ...] = ()) -> subprocess.Popen[bytes]:
+def _spawn(
+    module: str, cfg: dict[str, Any], work: Path, tag: str, *, stdin: int | None = None, pass_fds: tuple[int, ...] = ()
+) -> subprocess.Popen[bytes]:
     path = work / f"{tag}.json"
     path.write_text(json.dumps(cfg))
     log = (work / f"{tag}.log").open("wb")
-    return subprocess.Popen([sys.executable, "-m", module, str(path)], stdout=log, stderr=subprocess.STDOUT,
-                            stdin=stdin, pass_fds=pass_fds, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    return subprocess.Popen(
+        [sys.executable, "-m", module, str(path)],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        stdin=stdin,
+        pass_fds=pass_fds,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
 
 
 def _watch(procs: dict[str, subprocess.Popen[bytes]], work: Path, timeout_s: float) -> None:
@@ -180,12 +206,19 @@ def assemble(rs: ResolvedScenario, server_result: dict[str, Any], client_rows: l
     for r in server_result["rounds"]:
         t0, t1 = r["t0"] + shift[r["round"]], r["t_end"] + shift[r["round"]]
         recorder.close_round(r["round"], t0, t1, names + [SERVER])
-        records.append(RoundRecord(
-            round=r["round"], t_start=t0, sim_time_s=t1, host_seconds=r["t_end"] - r["t0"], present=everyone,
-            exit_loss={i: r["exit_loss"][str(i)] for i in everyone},
-            server_loss={i: r["server_loss"][str(i)] for i in everyone},
-            status={i: "ok" for i in everyone},
-            steps_done={i: server_result["steps"][i] for i in everyone}))
+        records.append(
+            RoundRecord(
+                round=r["round"],
+                t_start=t0,
+                sim_time_s=t1,
+                host_seconds=r["t_end"] - r["t0"],
+                present=everyone,
+                exit_loss={i: r["exit_loss"][str(i)] for i in everyone},
+                server_loss={i: r["server_loss"][str(i)] for i in everyone},
+                status={i: "ok" for i in everyone},
+                steps_done={i: server_result["steps"][i] for i in everyone},
+            )
+        )
     records[-1].evals = {int(i): EvalResult(*e) for i, e in server_result["evals"].items()}
     return records, recorder
 
@@ -197,11 +230,10 @@ def _interrupt(signum: int, frame: Any) -> None:
 def run_emulation(args: argparse.Namespace) -> int:
     import torch
 
-    from simulator.emulation.fleet import CFS_PERIOD_US, Fleet, FleetPlan, LinkPlan
-    from simulator.emulation.varying import check_quota_floor, pieces_of, targets_of
     from simulator.commands.fidelity import fidelity_markdown, fidelity_rows, write_fidelity
     from simulator.commands.runner import run_scenario
-    from simulator.emulation.fleet import Fleet, FleetPlan, LinkPlan
+    from simulator.emulation.fleet import CFS_PERIOD_US, Fleet, FleetPlan, LinkPlan
+    from simulator.emulation.varying import check_quota_floor, pieces_of, targets_of
     from simulator.output.results import write_resolved, write_run
 
     torch.set_num_threads(1)  # as every emulated process; more threads than free cores only spin on a busy machine
@@ -226,16 +258,22 @@ def run_emulation(args: argparse.Namespace) -> int:
         check_quota_floor(emu, pieces, quotas, CFS_PERIOD_US)
         latency = [p.latency_s.to_json() if p.latency_s is not None else None for p in pieces]
         load = os.getloadavg()
-        print(f"emulating {len(rs.clients)} clients on quotas {', '.join(f'{q:.3f}' for q in quotas)} of a core "
-              f"({cores} cores, load {load[0]:.2f})", file=sys.stderr, flush=True)
+        print(
+            f"emulating {len(rs.clients)} clients on quotas {', '.join(f'{q:.3f}' for q in quotas)} of a core "
+            f"({cores} cores, load {load[0]:.2f})",
+            file=sys.stderr,
+            flush=True,
+        )
         work = out / "emulation"
         work.mkdir(parents=True)
         write_resolved(out, emu)
         sc = emu.scenario
-        plan = FleetPlan(tag=f"sx{os.getpid() % 0xFFFF:x}",
-                         links=tuple(LinkPlan(c.link.uplink_bps, c.link.downlink_bps, c.medium) for c in emu.clients),
-                         quotas=tuple(quotas),
-                         media={name: m.capacity_bps for name, m in sc.network.media.items()})
+        plan = FleetPlan(
+            tag=f"sx{os.getpid() % 0xFFFF:x}",
+            links=tuple(LinkPlan(c.link.uplink_bps, c.link.downlink_bps, c.medium) for c in emu.clients),
+            quotas=tuple(quotas),
+            media={name: m.capacity_bps for name, m in sc.network.media.items()},
+        )
         procs: dict[str, subprocess.Popen[bytes]] = {}
         previous = signal.signal(signal.SIGTERM, _interrupt)
         fleet = Fleet(plan)
@@ -245,21 +283,50 @@ def run_emulation(args: argparse.Namespace) -> int:
             base = {"scenario": str(out / "scenario.resolved.yaml"), "port": args.port}
             clock_r, clock_w = os.pipe() if targets else (None, None)  # the server tells the scheduler its rounds
             if targets:
-                procs["scheduler"] = _spawn("simulator.emulation.scheduler", {
-                    "cgroup": fleet.scheduler_cgroup(), "targets": [t.to_json() for t in targets],
-                    "log": str(work / "scheduler.json")}, work, "scheduler", stdin=clock_r)
-            procs["server"] = _spawn("simulator.emulation.server", {
-                **base, "netns": fleet.netns_path(fleet.server_ns), "cgroup": fleet.server_cgroup(),
-                "result": str(work / "server.pt"), "seed": sc.seed, "latency": latency, "clock_fd": clock_w},
-                work, "server", pass_fds=(clock_w,) if clock_w is not None else ())
+                procs["scheduler"] = _spawn(
+                    "simulator.emulation.scheduler",
+                    {
+                        "cgroup": fleet.scheduler_cgroup(),
+                        "targets": [t.to_json() for t in targets],
+                        "log": str(work / "scheduler.json"),
+                    },
+                    work,
+                    "scheduler",
+                    stdin=clock_r,
+                )
+            procs["server"] = _spawn(
+                "simulator.emulation.server",
+                {
+                    **base,
+                    "netns": fleet.netns_path(fleet.server_ns),
+                    "cgroup": fleet.server_cgroup(),
+                    "result": str(work / "server.pt"),
+                    "seed": sc.seed,
+                    "latency": latency,
+                    "clock_fd": clock_w,
+                },
+                work,
+                "server",
+                pass_fds=(clock_w,) if clock_w is not None else (),
+            )
             for fd in (clock_r, clock_w):  # only the two processes hold the pipe: the server's exit ends it
                 if fd is not None:
                     os.close(fd)
             for i in range(len(emu.clients)):
-                procs[f"client{i}"] = _spawn("simulator.emulation.client", {
-                    **base, "index": i, "netns": fleet.netns_path(fleet.client_ns[i]), "cgroup": fleet.client_cgroup(i),
-                    "server_addr": fleet.server_addr[i], "events": str(work / f"client{i}.json"),
-                    "latency": latency[i]}, work, f"client{i}")
+                procs[f"client{i}"] = _spawn(
+                    "simulator.emulation.client",
+                    {
+                        **base,
+                        "index": i,
+                        "netns": fleet.netns_path(fleet.client_ns[i]),
+                        "cgroup": fleet.client_cgroup(i),
+                        "server_addr": fleet.server_addr[i],
+                        "events": str(work / f"client{i}.json"),
+                        "latency": latency[i],
+                    },
+                    work,
+                    f"client{i}",
+                )
             _watch(procs, work, args.timeout)
         finally:
             _stop(procs)
@@ -274,22 +341,29 @@ def run_emulation(args: argparse.Namespace) -> int:
         emu = emulated_scenario(rs, machine, got)
         write_resolved(out, emu)
         records, recorder = assemble(emu, result, rows)
-        emulated = {"quotas": dict(zip((c.name for c in emu.clients), quotas)),
-                    "measured_shares": dict(zip((c.name for c in emu.clients), got)),
-                    "measured_step_s": dict(zip((c.name for c in emu.clients), result["client_step_s"])),
-                    "cfs_period_us": 10_000,
-                    "machine_flops_per_s": machine.flops_per_s, "machine_step_overhead_s": machine.step_overhead_s,
-                    "cores": cores, "load_average_at_start": load[0], "load_average_at_end": os.getloadavg()[0]}
+        emulated = {
+            "quotas": dict(zip((c.name for c in emu.clients), quotas)),
+            "measured_shares": dict(zip((c.name for c in emu.clients), got)),
+            "measured_step_s": dict(zip((c.name for c in emu.clients), result["client_step_s"])),
+            "cfs_period_us": 10_000,
+            "machine_flops_per_s": machine.flops_per_s,
+            "machine_step_overhead_s": machine.step_overhead_s,
+            "cores": cores,
+            "load_average_at_start": load[0],
+            "load_average_at_end": os.getloadavg()[0],
+        }
         write_run(out, emu, records, recorder, finish=lambda summ: {**summ, "emulated": emulated})
         print("simulating the same scenario ...", file=sys.stderr, flush=True)
         run_scenario(emu, out / "simulated", overwrite=True, progress=False)
         fid = fidelity_rows(out, out / "simulated")
-        header = (f"# Fidelity: {rs.scenario.name}\n\nEmulated (real processes, shaped links, CPU quotas "
-                  f"{', '.join(f'{q:.3f}' for q in quotas)} of a core; measured before the run, the clients' steps ran as "
-                  f"fast as {', '.join(f'{q:.3f}' for q in got)} of the machine's full core, the profiles simulated) vs "
-                  f"simulated; error = simulated / "
-                  f"emulated - 1. Load average at start {load[0]:.2f}, at end {os.getloadavg()[0]:.2f} "
-                  f"({cores} cores).")
+        header = (
+            f"# Fidelity: {rs.scenario.name}\n\nEmulated (real processes, shaped links, CPU quotas "
+            f"{', '.join(f'{q:.3f}' for q in quotas)} of a core; measured before the run, the clients' steps ran as "
+            f"fast as {', '.join(f'{q:.3f}' for q in got)} of the machine's full core, the profiles simulated) vs "
+            f"simulated; error = simulated / "
+            f"emulated - 1. Load average at start {load[0]:.2f}, at end {os.getloadavg()[0]:.2f} "
+            f"({cores} cores)."
+        )
         write_fidelity(out, fid, header)
         print(fidelity_markdown(fid, header))
         print(f"results in {out}/ (the simulation in {out}/simulated/)")

@@ -52,8 +52,11 @@ class Scheduler:
         if self.clock is None:
             return None
         t0, e0 = self.clock
-        due = [tg["starts"][j + 1] for tg, j in zip(self.targets, self.applied)
-               if j is not None and j + 1 < len(tg["starts"])]
+        due = [
+            tg["starts"][j + 1]
+            for tg, j in zip(self.targets, self.applied)
+            if j is not None and j + 1 < len(tg["starts"])
+        ]
         return t0 + (min(due) - e0) if due else None
 
 
@@ -71,8 +74,13 @@ class _Appliers:
                 continue
             p = self.tc.get(where)
             if p is None:
-                p = self.tc[where] = subprocess.Popen(["tc", "-n", where, "-batch", "-"], stdin=subprocess.PIPE,
-                                                      stderr=subprocess.PIPE, text=True, bufsize=1)
+                p = self.tc[where] = subprocess.Popen(
+                    ["tc", "-n", where, "-batch", "-"],
+                    stdin=subprocess.PIPE,
+                    stderr=subprocess.PIPE,
+                    text=True,
+                    bufsize=1,
+                )
             if p.poll() is not None:
                 raise RuntimeError(f"tc in {where} stopped: {p.stderr.read().strip() if p.stderr else ''}")
             assert p.stdin is not None
@@ -90,8 +98,9 @@ class _Appliers:
             raise RuntimeError("; ".join(bad))
 
 
-def run(targets: list[dict[str, Any]], fd: int, apply: Callable[[list[Action]], None],
-        now: Callable[[], float]) -> list[tuple[float, float]]:
+def run(
+    targets: list[dict[str, Any]], fd: int, apply: Callable[[list[Action]], None], now: Callable[[], float]
+) -> list[tuple[float, float]]:
     """Until the file descriptor `fd` ends: reads round clocks (JSON lines), applies changes when due. Returns
     (emulated time due, real lateness) of every change applied on the clock, for the log."""
     import os

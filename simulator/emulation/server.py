@@ -15,8 +15,8 @@ from typing import Any
 import numpy as np
 
 from simulator.emulation.client import IO_TIMEOUT_S, Recorded, load_world
-from simulator.output.checkpoint_io import dumps
 from simulator.emulation.varying import Clock, Steps
+from simulator.output.checkpoint_io import dumps
 from simulator.output.fsio import atomic_write
 
 __all__ = ["main", "START_LEAD_S"]
@@ -76,8 +76,9 @@ def main(cfg: dict[str, Any]) -> None:
                 msg = recv_message(conn)
                 if msg.kind in ("batch", "agg_up"):  # data: one latency (+ a jitter draw) after its last byte
                     jit = links[i].jitter_s
-                    delay.put(msg, latency_at(i, msg.t_received) + (abs(float(rng.normal(0.0, jit))) if jit > 0
-                                                                     else 0.0))
+                    delay.put(
+                        msg, latency_at(i, msg.t_received) + (abs(float(rng.normal(0.0, jit))) if jit > 0 else 0.0)
+                    )
                 else:
                     ctrl.put(msg)
         except (ConnectionError, OSError):
@@ -121,9 +122,16 @@ def main(cfg: dict[str, Any]) -> None:
         t_end = t_train
         if sim.rounds.aggregation_due(rnd):
             t_end = _aggregate(rnd, strategy, w, socks, work, ctrl, rec, t_train)
-        rounds.append({"round": rnd, "t0": t0, "t_train": t_train, "t_end": t_end,
-                       "exit_loss": {str(i): dones[i]["exit_loss"] for i in everyone},
-                       "server_loss": {str(i): float(losses[i]) / max(1, w.steps_per_round[i]) for i in everyone}})
+        rounds.append(
+            {
+                "round": rnd,
+                "t0": t0,
+                "t_train": t_train,
+                "t_end": t_end,
+                "exit_loss": {str(i): dones[i]["exit_loss"] for i in everyone},
+                "server_loss": {str(i): float(losses[i]) / max(1, w.steps_per_round[i]) for i in everyone},
+            }
+        )
         e0 += t_end - t0
         print(f"emulated round {rnd}: {t_end - t0:.3f} s", file=sys.stderr, flush=True)
     for conn in socks.values():
@@ -137,15 +145,32 @@ def main(cfg: dict[str, Any]) -> None:
     delay.close()
     if clocks is not None:
         clocks.close()  # the scheduler's end
-    atomic_write(Path(cfg["result"]), dumps({
-        "rounds": rounds, "events": rec.rows, "steps": list(w.steps_per_round), "client_step_s": step_s,
-        "evals": {i: (e.exit_correct, e.final_correct, e.exit_entropy) for i, e in evals.items()}}))
+    atomic_write(
+        Path(cfg["result"]),
+        dumps(
+            {
+                "rounds": rounds,
+                "events": rec.rows,
+                "steps": list(w.steps_per_round),
+                "client_step_s": step_s,
+                "evals": {i: (e.exit_correct, e.final_correct, e.exit_entropy) for i, e in evals.items()},
+            }
+        ),
+    )
     for conn in socks.values():
         conn.close()
 
 
-def _aggregate(rnd: int, strategy: Any, w: Any, socks: dict[int, socket.socket], work: Any, ctrl: Any,
-               rec: Recorded, t_train: float) -> float:
+def _aggregate(
+    rnd: int,
+    strategy: Any,
+    w: Any,
+    socks: dict[int, socket.socket],
+    work: Any,
+    ctrl: Any,
+    rec: Recorded,
+    t_train: float,
+) -> float:
     """Uploads of every client's shared layers, the strategy's average, downloads; returns when the last download
     was delivered."""
     from simulator.emulation.wire import Message, now, pack_tensors, send_message, unpack_into, wait_drained
@@ -169,8 +194,15 @@ def _aggregate(rnd: int, strategy: Any, w: Any, socks: dict[int, socket.socket],
         specs, data = pack_tensors(own[i])
         t0 = now()
         send_message(socks[i], Message("agg_down", {"round": rnd, "specs": specs}, data))
-        rec.add(w.devices[i].name, "agg_rx", rnd, t0, wait_drained(socks[i], IO_TIMEOUT_S), nbytes=len(data),
-                direction="down")
+        rec.add(
+            w.devices[i].name,
+            "agg_rx",
+            rnd,
+            t0,
+            wait_drained(socks[i], IO_TIMEOUT_S),
+            nbytes=len(data),
+            direction="down",
+        )
 
     threads = [threading.Thread(target=download, args=(i,), daemon=True) for i in movers]
     for t in threads:

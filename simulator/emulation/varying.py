@@ -16,8 +16,17 @@ from simulator.config.scenario import ResolvedScenario
 from simulator.config.variation import FIELDS, ThrottleVariation, TraceVariation
 from simulator.errors import InputError
 
-__all__ = ["Steps", "Clock", "ClientPieces", "Target", "check_variations", "pieces_of", "targets_of",
-           "check_quota_floor", "HORIZON_BLOCK"]
+__all__ = [
+    "Steps",
+    "Clock",
+    "ClientPieces",
+    "Target",
+    "check_variations",
+    "pieces_of",
+    "targets_of",
+    "check_quota_floor",
+    "HORIZON_BLOCK",
+]
 
 HORIZON_BLOCK = 256  # pieces asked of a source at a time
 
@@ -71,20 +80,30 @@ def check_variations(rs: ResolvedScenario) -> None:
     for c in rs.clients:
         dv, lv = c.device.variation, c.link.variation
         if isinstance(dv, ThrottleVariation):
-            raise InputError(f"client '{c.name}': emulate cannot throttle a device (its speed would follow the "
-                             f"process's own compute time); use a trace or markov speed variation",
-                             file=rs.file, key=f"clients[{c.index}].device.variation")
+            raise InputError(
+                f"client '{c.name}': emulate cannot throttle a device (its speed would follow the "
+                f"process's own compute time); use a trace or markov speed variation",
+                file=rs.file,
+                key=f"clients[{c.index}].device.variation",
+            )
         if isinstance(lv, TraceVariation):
             key = f"clients[{c.index}].link.variation"
             trace = load_condition_trace(find_trace(lv.file, rs.file, key=key), FIELDS["link"], file=rs.file, key=key)
             loss = trace.columns.get("loss_rate")
             if loss is not None and np.any(loss > 0):
-                raise InputError(f"client '{c.name}': emulate has no packet loss (this kernel has no netem); its "
-                                 f"link trace sets loss_rate", file=rs.file, key=key)
+                raise InputError(
+                    f"client '{c.name}': emulate has no packet loss (this kernel has no netem); its "
+                    f"link trace sets loss_rate",
+                    file=rs.file,
+                    key=key,
+                )
     for name, m in rs.scenario.network.media.items():
         if m.variation is not None:
-            raise InputError(f"medium '{name}': emulate does not vary a shared medium's capacity",
-                             file=rs.file, key=f"network.media.{name}.variation")
+            raise InputError(
+                f"medium '{name}': emulate does not vary a shared medium's capacity",
+                file=rs.file,
+                key=f"network.media.{name}.variation",
+            )
 
 
 def _steps(src: Any, col: int, scale: float, horizon_s: float, nominal: float) -> Steps | None:
@@ -122,11 +141,16 @@ def pieces_of(rs: ResolvedScenario, horizon_s: float) -> list[ClientPieces]:
     out = []
     for c in rs.clients:
         up, down, speed = cond.up.sources[c.index], cond.down.sources[c.index], cond.speed.sources[c.index]
-        out.append(ClientPieces(
-            up_bps=_steps(up, 0, c.link.uplink_bps, horizon_s, c.link.uplink_bps) if up is not None else None,
-            down_bps=_steps(down, 0, c.link.downlink_bps, horizon_s, c.link.downlink_bps) if down is not None else None,
-            latency_s=_steps(up, 1, 1.0, horizon_s, c.link.latency_s) if up is not None else None,
-            speed=_steps(speed, 0, 1.0, horizon_s, 1.0) if speed is not None else None))
+        out.append(
+            ClientPieces(
+                up_bps=_steps(up, 0, c.link.uplink_bps, horizon_s, c.link.uplink_bps) if up is not None else None,
+                down_bps=_steps(down, 0, c.link.downlink_bps, horizon_s, c.link.downlink_bps)
+                if down is not None
+                else None,
+                latency_s=_steps(up, 1, 1.0, horizon_s, c.link.latency_s) if up is not None else None,
+                speed=_steps(speed, 0, 1.0, horizon_s, 1.0) if speed is not None else None,
+            )
+        )
     return out
 
 
@@ -140,28 +164,38 @@ class Target:
     actions: tuple[tuple[tuple[str, str, str], ...], ...]
 
     def to_json(self) -> dict[str, Any]:
-        return {"name": self.name, "starts": list(self.starts), "actions": [[list(a) for a in acts]
-                                                                            for acts in self.actions]}
+        return {
+            "name": self.name,
+            "starts": list(self.starts),
+            "actions": [[list(a) for a in acts] for acts in self.actions],
+        }
 
 
 def _htb(dev: str, parent: str, classid: str, rate_bps: float, ceil_bps: float) -> str:
     # The same class the fleet made (emulation.fleet), at a new rate: htb keeps its queue, and its burst (one
     # packet at these rates) is recomputed from the rate, so the change takes effect from the next packet.
-    return (f"class change dev {dev} parent {parent} classid {classid} htb rate {int(round(rate_bps))}bit "
-            f"ceil {int(round(ceil_bps))}bit quantum 1514")
+    return (
+        f"class change dev {dev} parent {parent} classid {classid} htb rate {int(round(rate_bps))}bit "
+        f"ceil {int(round(ceil_bps))}bit quantum 1514"
+    )
 
 
-def check_quota_floor(rs: ResolvedScenario, pieces: Sequence[ClientPieces], quotas: Sequence[float],
-                      period_us: int, floor_us: int = 1000) -> None:
+def check_quota_floor(
+    rs: ResolvedScenario, pieces: Sequence[ClientPieces], quotas: Sequence[float], period_us: int, floor_us: int = 1000
+) -> None:
     """Refuses a speed that would take a client's CPU quota under the kernel's floor (1 ms per period)."""
     for c, p, q in zip(rs.clients, pieces, quotas):
         if p.speed is None:
             continue
         low = min(p.speed.values)
         if q * low * period_us < floor_us:
-            raise InputError(f"client '{c.name}': its speed variation goes down to {low:g}, a CPU quota of "
-                             f"{q * low:.4f} of a core, under the {floor_us / period_us:.2f} a {period_us} us CFS "
-                             f"period allows", file=rs.file, key=f"clients[{c.index}].device.variation")
+            raise InputError(
+                f"client '{c.name}': its speed variation goes down to {low:g}, a CPU quota of "
+                f"{q * low:.4f} of a core, under the {floor_us / period_us:.2f} a {period_us} us CFS "
+                f"period allows",
+                file=rs.file,
+                key=f"clients[{c.index}].device.variation",
+            )
 
 
 def targets_of(pieces: Sequence[ClientPieces], quotas: Sequence[float], names: Any, period_us: int) -> list[Target]:
@@ -184,11 +218,20 @@ def targets_of(pieces: Sequence[ClientPieces], quotas: Sequence[float], names: A
             out.append(Target(f"client{i} uplink", up.starts, tuple(acts)))
         if p.down_bps is not None:
             ns, dev = names.downlink(i)
-            out.append(Target(f"client{i} downlink", p.down_bps.starts,
-                              tuple((("tc", ns, _htb(dev, "1:", "1:1", bps, bps)),) for bps in p.down_bps.values)))
+            out.append(
+                Target(
+                    f"client{i} downlink",
+                    p.down_bps.starts,
+                    tuple((("tc", ns, _htb(dev, "1:", "1:1", bps, bps)),) for bps in p.down_bps.values),
+                )
+            )
         if p.speed is not None:
             path = f"{names.client_cgroup(i)}/cpu.cfs_quota_us"
-            out.append(Target(f"client{i} cpu", p.speed.starts,
-                              tuple((("write", path, str(int(round(quotas[i] * s * period_us)))),)
-                                    for s in p.speed.values)))
+            out.append(
+                Target(
+                    f"client{i} cpu",
+                    p.speed.starts,
+                    tuple((("write", path, str(int(round(quotas[i] * s * period_us)))),) for s in p.speed.values),
+                )
+            )
     return out

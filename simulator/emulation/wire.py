@@ -16,8 +16,18 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import torch
 
-__all__ = ["Message", "send_message", "recv_message", "wait_drained", "DelayLine", "pack_tensors",
-           "unpack_into", "unpack_tensors", "payload_bytes", "now"]
+__all__ = [
+    "Message",
+    "send_message",
+    "recv_message",
+    "wait_drained",
+    "DelayLine",
+    "pack_tensors",
+    "unpack_into",
+    "unpack_tensors",
+    "payload_bytes",
+    "now",
+]
 
 _HEAD = struct.Struct("!II")  # JSON header length, payload length
 _SIOCOUTQ = 0x5411  # TIOCOUTQ: bytes in the socket's send queue, not yet acknowledged by the receiver
@@ -114,7 +124,7 @@ def unpack_tensors(specs: list[list[Any]], data: bytes) -> list[torch.Tensor]:
         dtype = _DTYPES[dtype_name]
         n = int(np.prod(shape)) if shape else 1
         size = n * torch.empty((), dtype=dtype).element_size()
-        flat = torch.frombuffer(bytearray(data[pos:pos + size]), dtype=dtype) if size else torch.empty(0, dtype=dtype)
+        flat = torch.frombuffer(bytearray(data[pos : pos + size]), dtype=dtype) if size else torch.empty(0, dtype=dtype)
         out.append(flat.view(shape))
         pos += size
     if pos != len(data):
@@ -170,4 +180,3 @@ class DelayLine:
                     continue
                 _, _, msg = heapq.heappop(self._heap)
             self._deliver(msg, due)
-

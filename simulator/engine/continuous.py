@@ -56,10 +56,15 @@ def run_continuous(sim: Simulation, on_round: Callable[[RoundRecord], None] | No
         present = [i for i, st in status.items() if st in ("ok", "left", "battery_empty")]
         learner = sim.learner
         rec = RoundRecord(
-            round=rnd, t_start=t0, sim_time_s=env.now, host_seconds=0.0, present=present,
+            round=rnd,
+            t_start=t0,
+            sim_time_s=env.now,
+            host_seconds=0.0,
+            present=present,
             exit_loss={i: learner.take_exit_loss(i) for i in present} if learner is not None else {},
             server_loss={i: learner.take_server_loss(i) for i in present} if learner is not None else {},
-            status=status, steps_done=dict(r.steps_done),
+            status=status,
+            steps_done=dict(r.steps_done),
             staleness={i: sum(s) / len(s) for i, s in r.staleness.items()},
         )
         if sim.evaluate_enabled and due:

@@ -53,8 +53,12 @@ def check_timing_only(rs: ResolvedScenario) -> None:
     name = rs.scenario.strategy.name
     if not facts(name).timing_only:
         covered = ", ".join(names_where(timing_only=True))
-        raise InputError(f"--timing-only covers the strategies {covered}, not {name!r} (its clients wait for the "
-                         "server's gradients or models: run it with training)", file=rs.file, key="strategy.name")
+        raise InputError(
+            f"--timing-only covers the strategies {covered}, not {name!r} (its clients wait for the "
+            "server's gradients or models: run it with training)",
+            file=rs.file,
+            key="strategy.name",
+        )
 
 
 @dataclass
@@ -85,8 +89,15 @@ class Simulation:
     """A run: its timing world and rounds, the strategy's learning (None in a timing-only run), and the rounds done
     so far."""
 
-    def __init__(self, rs: ResolvedScenario, dataset: Dataset | None = None, *, evaluate: bool = True,
-                 timing_only: bool = False, sample_counts: list[int] | None = None) -> None:
+    def __init__(
+        self,
+        rs: ResolvedScenario,
+        dataset: Dataset | None = None,
+        *,
+        evaluate: bool = True,
+        timing_only: bool = False,
+        sample_counts: list[int] | None = None,
+    ) -> None:
         self.rs = rs
         entry = facts(rs.scenario.strategy.name)
         if timing_only:
@@ -107,15 +118,23 @@ class Simulation:
             counts = [len(s) for s in shards]
         self.world = build_timing(rs, streams, counts)
         if not timing_only:
-            self.learning = build_learning(rs, streams, data, shards, self.world.steps_per_round,
-                                           early_exits=entry.exits, server_copies=entry.server_copies)
+            self.learning = build_learning(
+                rs,
+                streams,
+                data,
+                shards,
+                self.world.steps_per_round,
+                early_exits=entry.exits,
+                server_copies=entry.server_copies,
+            )
             self.learner = entry.learner_class()(self.learning)
         # The timing the method's rounds follow (timing.rounds), as its registry entry declares it; the models'
         # sizes that the rounds move are measured by learning (a timing-only run times methods that move none).
         sizes = self.learner.model_sizes() if self.learner is not None else {}
         self.sync = sync_of(rs.scenario)
-        self.rounds: Rounds = entry.rounds_class(self.sync).from_entry(self.world, entry, sizes=sizes,
-                                                             per_batch=self.learner is not None)
+        self.rounds: Rounds = entry.rounds_class(self.sync).from_entry(
+            self.world, entry, sizes=sizes, per_batch=self.learner is not None
+        )
         w = self.world
         n = len(w.devices)
         # Who a round has to look at one by one; the others (always on, timed in closed form) need nothing.
@@ -211,8 +230,11 @@ class Simulation:
             self.learner.execute(plan)
         got = self.rounds.fates
         fates = {i: got[i] if i in got else RoundFate(steps_done=w.steps_per_round[i]) for i in present}
-        status = {i: self._status(i, t_begin) for i in range(len(w.devices)) if i not in fates} \
-            if len(fates) < len(w.devices) else {}
+        status = (
+            {i: self._status(i, t_begin) for i in range(len(w.devices)) if i not in fates}
+            if len(fates) < len(w.devices)
+            else {}
+        )
         status.update(dict.fromkeys(fates, "ok"))  # closed-form clients end their rounds as planned
         until: dict[str, float] = {}
         watched = self._watched if len(fates) == len(w.devices) else [i for i in self._watched if i in fates]
@@ -229,10 +251,15 @@ class Simulation:
         if on_devices:
             self._mark_round(rnd, t0, fates, status)
         rec = RoundRecord(
-            round=rnd, t_start=t0, sim_time_s=w.env.now, host_seconds=0.0, present=present,
+            round=rnd,
+            t_start=t0,
+            sim_time_s=w.env.now,
+            host_seconds=0.0,
+            present=present,
             exit_loss={i: self.learner.take_exit_loss(i) for i in present} if self.learner is not None else {},
             server_loss={i: self.learner.take_server_loss(i) for i in present} if self.learner is not None else {},
-            status=dict(sorted(status.items())), steps_done={i: f.steps_done for i, f in fates.items()},
+            status=dict(sorted(status.items())),
+            steps_done={i: f.steps_done for i, f in fates.items()},
         )
         ev = w.scenario.eval
         if self.evaluate_enabled and (rnd % ev.every == 0 or rnd == w.scenario.training.rounds):
@@ -270,13 +297,17 @@ class Simulation:
         end = self.records[-1].sim_time_s if self.records else 0.0
         return condition_rows(self.rs, self.world.conditions, end)
 
-    def run(self, on_round: Callable[[RoundRecord], None] | None = None,
-            checkpoint: Callable[["Simulation"], None] | None = None) -> list[RoundRecord]:
+    def run(
+        self,
+        on_round: Callable[[RoundRecord], None] | None = None,
+        checkpoint: Callable[["Simulation"], None] | None = None,
+    ) -> list[RoundRecord]:
         with few_collections():
             return self._run(on_round, checkpoint)
 
-    def _run(self, on_round: Callable[[RoundRecord], None] | None,
-             checkpoint: Callable[["Simulation"], None] | None) -> list[RoundRecord]:
+    def _run(
+        self, on_round: Callable[[RoundRecord], None] | None, checkpoint: Callable[["Simulation"], None] | None
+    ) -> list[RoundRecord]:
         sc = self.world.scenario
         if self.sync != "rounds":  # no barrier, no checkpoint: the processes live through the whole run
             from simulator.engine.continuous import run_continuous
@@ -286,8 +317,10 @@ class Simulation:
         while self.rounds_done < sc.training.rounds:
             rec = self.run_round()
             if rec is None:
-                self.stopped_early = (f"after round {self.rounds_done} no client can take part any more "
-                                      "(batteries empty or never available again)")
+                self.stopped_early = (
+                    f"after round {self.rounds_done} no client can take part any more "
+                    "(batteries empty or never available again)"
+                )
                 if self.records and not self.records[-1].evals and self.evaluate_enabled:
                     self.records[-1].evals = self.evaluate()
                 break

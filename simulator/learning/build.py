@@ -21,8 +21,18 @@ if TYPE_CHECKING:
     from simulator.learning.training import ClientTrainer
     from simulator.learning.world import LearningWorld
 
-__all__ = ["SMALL_MODEL_FWD_FLOPS", "TORCH_DEFAULT_THREADS", "intra_op_threads", "use_threads", "torch_device_for",
-           "load_data", "load_labels", "shards_of", "build_learning", "build_client_parts"]
+__all__ = [
+    "SMALL_MODEL_FWD_FLOPS",
+    "TORCH_DEFAULT_THREADS",
+    "intra_op_threads",
+    "use_threads",
+    "torch_device_for",
+    "load_data",
+    "load_labels",
+    "shards_of",
+    "build_learning",
+    "build_client_parts",
+]
 
 
 def _torch_threads() -> int:
@@ -72,16 +82,26 @@ def load_data(rs: ResolvedScenario) -> Dataset:
 
     d = rs.scenario.dataset
     try:
-        data = load_dataset(d.name, d.root, download=d.download, seed=rs.scenario.seed, max_train=d.max_train,
-                            max_test=d.max_test, synthetic=d.synthetic.model_dump())
+        data = load_dataset(
+            d.name,
+            d.root,
+            download=d.download,
+            seed=rs.scenario.seed,
+            max_train=d.max_train,
+            max_test=d.max_test,
+            synthetic=d.synthetic.model_dump(),
+        )
     except InputError as err:
         raise err.at(file=rs.file, key="dataset") from None
     in_ch, size, classes = d.shape()
     got = tuple(data.train_x.shape[1:])
     if got != (in_ch, size, size) or tuple(data.test_x.shape[1:]) != got or data.num_classes != classes:
-        raise InputError(f"the files hold {'x'.join(map(str, got))} images of {data.num_classes} classes, the "
-                         f"model and cost table expect {in_ch}x{size}x{size} and {classes}", file=rs.file,
-                         key="dataset")
+        raise InputError(
+            f"the files hold {'x'.join(map(str, got))} images of {data.num_classes} classes, the "
+            f"model and cost table expect {in_ch}x{size}x{size} and {classes}",
+            file=rs.file,
+            key="dataset",
+        )
     return data
 
 
@@ -91,8 +111,14 @@ def load_labels(rs: ResolvedScenario) -> np.ndarray:
 
     d = rs.scenario.dataset
     try:
-        return load_train_labels(d.name, d.root, download=d.download, seed=rs.scenario.seed,
-                                 max_train=d.max_train, synthetic=d.synthetic.model_dump())
+        return load_train_labels(
+            d.name,
+            d.root,
+            download=d.download,
+            seed=rs.scenario.seed,
+            max_train=d.max_train,
+            synthetic=d.synthetic.model_dump(),
+        )
     except InputError as err:
         raise err.at(file=rs.file, key="dataset") from None
 
@@ -102,14 +128,29 @@ def shards_of(rs: ResolvedScenario, streams: Streams, labels: np.ndarray) -> lis
     weights = [c.data_weight for c in rs.clients]
     part = rs.scenario.dataset.partition
     try:
-        return partition(labels, len(rs.clients), part.kind, rng=streams.numpy("partition"), alpha=part.alpha,
-                         shards_per_client=part.shards_per_client, weights=None if len(set(weights)) == 1 else weights)
+        return partition(
+            labels,
+            len(rs.clients),
+            part.kind,
+            rng=streams.numpy("partition"),
+            alpha=part.alpha,
+            shards_per_client=part.shards_per_client,
+            weights=None if len(set(weights)) == 1 else weights,
+        )
     except InputError as err:
         raise err.at(file=rs.file) from None
 
 
-def build_learning(rs: ResolvedScenario, streams: Streams, data: Dataset, shards: list[np.ndarray],
-                   steps_per_round: list[int], *, early_exits: bool, server_copies: bool) -> LearningWorld:
+def build_learning(
+    rs: ResolvedScenario,
+    streams: Streams,
+    data: Dataset,
+    shards: list[np.ndarray],
+    steps_per_round: list[int],
+    *,
+    early_exits: bool,
+    server_copies: bool,
+) -> LearningWorld:
     """The data on the compute device, every client's sampler and, with `early_exits` (the Hetero-SplitEE
     strategies), every client's part with an exit head (see `build_client_parts`) and with `server_copies` a
     server model per client; the baselines build the models they need themselves."""
@@ -122,13 +163,29 @@ def build_learning(rs: ResolvedScenario, streams: Streams, data: Dataset, shards
     table = cost_table_of(sc)
     dev = torch_device_for(sc.compute.device)
     data = data.to(dev)
-    w = LearningWorld(rs=rs, table=table, streams=streams, samplers=[], trainers=[], client_parts={}, server_parts={},
-                      train_x=data.train_x, train_y=data.train_y, test_x=data.test_x, test_y=data.test_y,
-                      sample_counts=[len(s) for s in shards], steps_per_round=list(steps_per_round),
-                      torch_device=dev)
+    w = LearningWorld(
+        rs=rs,
+        table=table,
+        streams=streams,
+        samplers=[],
+        trainers=[],
+        client_parts={},
+        server_parts={},
+        train_x=data.train_x,
+        train_y=data.train_y,
+        test_x=data.test_x,
+        test_y=data.test_y,
+        sample_counts=[len(s) for s in shards],
+        steps_per_round=list(steps_per_round),
+        torch_device=dev,
+    )
     batch = sc.training.batch_size
-    w.samplers = [BatchSampler(torch.as_tensor(shards[c.index], dtype=torch.int64, device=dev), batch,
-                               streams.torch("batches", c.index)) for c in rs.clients]
+    w.samplers = [
+        BatchSampler(
+            torch.as_tensor(shards[c.index], dtype=torch.int64, device=dev), batch, streams.torch("batches", c.index)
+        )
+        for c in rs.clients
+    ]
     if early_exits:
         w.trainers = build_client_parts(w, server_copies=server_copies)
     return w
@@ -160,8 +217,9 @@ def build_client_parts(w: LearningWorld, *, server_copies: bool) -> list[ClientT
         # The workers' own weights are never used: every step binds a client's copy first.
         worker = w.new_backbone("worker", cut)
         channels, size = worker.unit_channels[cut - 1], worker.activation_size(cut, image_size)
-        head = make_exit_head(kind, channels, classes, seed=streams.torch_seed("worker_exit", cut), size=size,
-                              grid=grid).to(dev)
+        head = make_exit_head(
+            kind, channels, classes, seed=streams.torch_seed("worker_exit", cut), size=size, grid=grid
+        ).to(dev)
         part = Copies([*worker.units[:cut], head], len(members), opt)
         body = nn.Sequential(*worker.units[:cut])
         server = Copies([*worker.units[cut:], worker.classifier], len(members), opt) if server_copies else None

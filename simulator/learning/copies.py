@@ -35,8 +35,13 @@ def _geometry(tensors: Sequence[torch.Tensor]) -> list[tuple[tuple[int, ...], tu
     return out
 
 
-def _point(tensors: Sequence[torch.Tensor], rows: torch.Tensor, k: int, off: list[int],
-           geo: list[tuple[tuple[int, ...], tuple[int, ...]]]) -> None:
+def _point(
+    tensors: Sequence[torch.Tensor],
+    rows: torch.Tensor,
+    k: int,
+    off: list[int],
+    geo: list[tuple[tuple[int, ...], tuple[int, ...]]],
+) -> None:
     """Re-points each of `tensors` (in place, keeping the tensor objects) at its slice of row k of `rows`."""
     storage = rows.untyped_storage()
     base = rows.storage_offset() + k * rows.stride(0)
@@ -99,7 +104,7 @@ class Copies:
 
     # --- views of one row -------------------------------------------------------------------------
     def _view(self, rows: torch.Tensor, k: int, off: list[int], j: int, like: torch.Tensor) -> torch.Tensor:
-        return rows[k, off[j]:off[j] + like.numel()].view(like.shape)
+        return rows[k, off[j] : off[j] + like.numel()].view(like.shape)
 
     def tensors(self, k: int, piece: int | None = None, *, buffers: bool = True) -> list[torch.Tensor]:
         """Views of copy k's parameters, then (if `buffers`) floating buffers: of one piece, or of all of them.
@@ -117,8 +122,11 @@ class Copies:
     def state_of(self, k: int, piece: int) -> dict[str, torch.Tensor]:
         """Copy k's state of one piece as that piece's `state_dict()` would name it (views into the rows)."""
         where: dict[int, tuple[torch.Tensor, list[int], int, torch.Tensor]] = {}
-        for rows, off, ts in ((self.params, self._p_off, self._params), (self.floats, self._f_off, self._floats),
-                              (self.ints, self._i_off, self._ints)):
+        for rows, off, ts in (
+            (self.params, self._p_off, self._params),
+            (self.floats, self._f_off, self._floats),
+            (self.ints, self._i_off, self._ints),
+        ):
             for j, t in enumerate(ts):
                 where[id(t)] = (rows, off, j, t)
         out = {}
@@ -180,12 +188,13 @@ class Copies:
                     if rows is None:
                         rows = self.opt_elems[key] = torch.zeros_like(self.params, dtype=val.dtype)
                         self._opt_views = None
-                    rows[k, self._p_off[j]:self._p_off[j] + p.numel()].copy_(val.reshape(-1))
+                    rows[k, self._p_off[j] : self._p_off[j] + p.numel()].copy_(val.reshape(-1))
                 elif isinstance(val, torch.Tensor):
                     rows = self.opt_scalars.get(key)
                     if rows is None:
-                        rows = self.opt_scalars[key] = torch.zeros((self.n, len(self._params)), dtype=val.dtype,
-                                                                   device=val.device)
+                        rows = self.opt_scalars[key] = torch.zeros(
+                            (self.n, len(self._params)), dtype=val.dtype, device=val.device
+                        )
                         self._opt_views = None
                     rows[k, j] = val
                 else:
@@ -199,31 +208,54 @@ class Copies:
     def load_(self, k: int, modules: Sequence[nn.Module]) -> None:
         """Copy k takes the parameters and buffers of `modules` (the same structure as the pieces)."""
         params, floats, ints = split_state(modules)
-        if [t.shape for t in params] != [t.shape for t in self._params] or len(floats) != len(self._floats) \
-                or len(ints) != len(self._ints):
+        if (
+            [t.shape for t in params] != [t.shape for t in self._params]
+            or len(floats) != len(self._floats)
+            or len(ints) != len(self._ints)
+        ):
             raise ValueError("load_: the modules do not have the structure of the pieces")
-        for rows, off, src in ((self.params, self._p_off, params), (self.floats, self._f_off, floats),
-                               (self.ints, self._i_off, ints)):
+        for rows, off, src in (
+            (self.params, self._p_off, params),
+            (self.floats, self._f_off, floats),
+            (self.ints, self._i_off, ints),
+        ):
             for j, t in enumerate(src):
-                rows[k, off[j]:off[j] + t.numel()].copy_(t.reshape(-1))
+                rows[k, off[j] : off[j] + t.numel()].copy_(t.reshape(-1))
 
     def state_dict(self) -> dict[str, Any]:
-        return {"params": self.params, "floats": self.floats, "ints": self.ints, "opt_elems": self.opt_elems,
-                "opt_scalars": self.opt_scalars, "opt_fixed": self.opt_fixed, "started": list(self.started)}
+        return {
+            "params": self.params,
+            "floats": self.floats,
+            "ints": self.ints,
+            "opt_elems": self.opt_elems,
+            "opt_scalars": self.opt_scalars,
+            "opt_fixed": self.opt_fixed,
+            "started": list(self.started),
+        }
 
     @torch.no_grad()
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Takes a copy of `state` (from `state_dict`, of copies of the same pieces, as many)."""
-        shapes = {"params": self.params.shape, "floats": self.floats.shape, "ints": self.ints.shape,
-                  **{f"opt_elems.{k}": self.params.shape for k in state["opt_elems"]},
-                  **{f"opt_scalars.{k}": (self.n, len(self._params)) for k in state["opt_scalars"]}}
-        got = {"params": state["params"].shape, "floats": state["floats"].shape, "ints": state["ints"].shape,
-               **{f"opt_elems.{k}": v.shape for k, v in state["opt_elems"].items()},
-               **{f"opt_scalars.{k}": v.shape for k, v in state["opt_scalars"].items()}}
+        shapes = {
+            "params": self.params.shape,
+            "floats": self.floats.shape,
+            "ints": self.ints.shape,
+            **{f"opt_elems.{k}": self.params.shape for k in state["opt_elems"]},
+            **{f"opt_scalars.{k}": (self.n, len(self._params)) for k in state["opt_scalars"]},
+        }
+        got = {
+            "params": state["params"].shape,
+            "floats": state["floats"].shape,
+            "ints": state["ints"].shape,
+            **{f"opt_elems.{k}": v.shape for k, v in state["opt_elems"].items()},
+            **{f"opt_scalars.{k}": v.shape for k, v in state["opt_scalars"].items()},
+        }
         bad = [f"{k} {tuple(got[k])} (expected {tuple(v)})" for k, v in shapes.items() if tuple(got[k]) != tuple(v)]
         if bad or len(state["started"]) != self.n:
-            raise ValueError(f"load_state_dict: not the state of these {self.n} copies: "
-                             + ", ".join(bad or [f"{len(state['started'])} copies"]))
+            raise ValueError(
+                f"load_state_dict: not the state of these {self.n} copies: "
+                + ", ".join(bad or [f"{len(state['started'])} copies"])
+            )
         self.params.copy_(state["params"])
         self.floats.copy_(state["floats"])
         self.ints.copy_(state["ints"])

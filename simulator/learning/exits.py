@@ -22,8 +22,9 @@ def exit_mask(exit_entropy: torch.Tensor, threshold: float) -> torch.Tensor:
     return exit_entropy <= threshold
 
 
-def threshold_outcome(exit_correct: torch.Tensor, final_correct: torch.Tensor, exit_entropy: torch.Tensor,
-                      threshold: float) -> tuple[float, float]:
+def threshold_outcome(
+    exit_correct: torch.Tensor, final_correct: torch.Tensor, exit_entropy: torch.Tensor, threshold: float
+) -> tuple[float, float]:
     """(accuracy, exit_rate) at τ, from per-sample (N,) outcomes.
 
     A sample that exits is answered by the exit, the others by the server path (client body → server part);

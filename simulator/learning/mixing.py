@@ -27,8 +27,12 @@ class SharedCopies:
     """The shared copies, by key. A key's shared copy starts as a clone of the first copy that joins it (with
     `model.init: common` every copy of a part starts equal), unless `initial` gives tensors to use as it."""
 
-    def __init__(self, copies_of: Callable[[int], list[Held]], weights: Sequence[float],
-                 initial: Callable[[Hashable], list[torch.Tensor] | None] = lambda key: None) -> None:
+    def __init__(
+        self,
+        copies_of: Callable[[int], list[Held]],
+        weights: Sequence[float],
+        initial: Callable[[Hashable], list[torch.Tensor] | None] = lambda key: None,
+    ) -> None:
         self.copies_of = copies_of
         self.weights = list(weights)  # per client: its sample count (a buffered mean's weights)
         self.initial = initial
@@ -55,8 +59,9 @@ class SharedCopies:
     @torch.no_grad()
     def keep(self, i: int, weight: float) -> None:
         """Client i's uploaded copies kept for the next `apply` (its server copies are read at the application)."""
-        held = [Held(h.key, [t.detach().clone() for t in h.tensors], True) if h.on_device else h
-                for h in self.copies_of(i)]
+        held = [
+            Held(h.key, [t.detach().clone() for t in h.tensors], True) if h.on_device else h for h in self.copies_of(i)
+        ]
         for h in held:
             self.of(h)
         self.buffer.append((i, weight, held))

@@ -34,8 +34,9 @@ def quantize(h: torch.Tensor, dtype: str) -> torch.Tensor:
     return (q * scale + lo).view_as(h)
 
 
-def split_state(modules: nn.Module | Sequence[nn.Module],
-                ) -> tuple[list[nn.Parameter], list[torch.Tensor], list[torch.Tensor]]:
+def split_state(
+    modules: nn.Module | Sequence[nn.Module],
+) -> tuple[list[nn.Parameter], list[torch.Tensor], list[torch.Tensor]]:
     """(parameters, floating buffers, integer buffers) of a module or of several, module after module."""
     mods = [modules] if isinstance(modules, nn.Module) else list(modules)
     params = [p for m in mods for p in m.parameters()]

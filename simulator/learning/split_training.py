@@ -78,8 +78,7 @@ class SplitServer:
         return loss.detach(), h.grad
 
 
-def full_step(model: nn.Module, optimizer: torch.optim.Optimizer, x: torch.Tensor,
-              y: torch.Tensor) -> torch.Tensor:
+def full_step(model: nn.Module, optimizer: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """One whole-model step on (B, C, H, W), (B,): forward, cross-entropy, backward, optimizer step; the loss."""
     model.train()
     loss = F.cross_entropy(model(x), y)
@@ -99,8 +98,14 @@ def copy_state_(dst: Sequence[nn.Module], src: Sequence[nn.Module]) -> None:
         d.copy_(s)
 
 
-def evaluate_model(client: nn.Module | None, server: nn.Module, test_x: torch.Tensor, test_y: torch.Tensor,
-                   batch_size: int, activation_dtype: str = "fp32") -> EvalResult:
+def evaluate_model(
+    client: nn.Module | None,
+    server: nn.Module,
+    test_x: torch.Tensor,
+    test_y: torch.Tensor,
+    batch_size: int,
+    activation_dtype: str = "fp32",
+) -> EvalResult:
     """Final accuracy of client -> (wire quantization) -> server, or of `server` alone, in eval mode.
 
     No early exit: the exit fields of the result are None.

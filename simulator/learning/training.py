@@ -46,10 +46,10 @@ class BatchSampler:
     def next(self) -> torch.Tensor:
         end = self._cursor + self.batch_size
         if end <= self._perm.numel():
-            idx = self._perm[self._cursor:end]
+            idx = self._perm[self._cursor : end]
             self._cursor = end
             return idx
-        head = self._perm[self._cursor:]
+        head = self._perm[self._cursor :]
         self._perm = self._new_perm()
         self._cursor = self.batch_size - head.numel()
         return torch.cat([head, self._perm[: self._cursor]])
@@ -70,8 +70,7 @@ class ClientTrainer:
     `body` and `exit` are the worker's modules, pointed at this client's copy by `bind()`.
     """
 
-    def __init__(self, part: Copies, k: int, body: nn.Sequential, sampler: BatchSampler,
-                 activation_dtype: str) -> None:
+    def __init__(self, part: Copies, k: int, body: nn.Sequential, sampler: BatchSampler, activation_dtype: str) -> None:
         self.part = part
         self.k = k
         self.cut = len(body)
@@ -94,9 +93,12 @@ class ClientTrainer:
         """Views of one piece of this client's copy: unit u_{piece+1} (piece < cut) or the exit head (piece = cut)."""
         return self.part.tensors(self.k, piece, buffers=buffers)
 
-    def step(self, train_x: torch.Tensor, train_y: torch.Tensor,
-             on_features: Callable[[torch.Tensor, torch.Tensor], None] | None = None,
-             ) -> tuple[torch.Tensor, torch.Tensor]:
+    def step(
+        self,
+        train_x: torch.Tensor,
+        train_y: torch.Tensor,
+        on_features: Callable[[torch.Tensor, torch.Tensor], None] | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """One batch: forward to the cut and the exit, backward on the exit loss, optimizer step.
 
         Returns (h as sent, detached and quantized: (B, C_l, H_l, W_l); labels (B,)). No gradient ever
@@ -138,8 +140,9 @@ class ServerPath:
     models), whose worker `seq` is pointed at the copy by `bind()`.
     """
 
-    def __init__(self, seq: nn.Module, cut: int, optimizer: torch.optim.Optimizer,
-                 copies: Copies | None = None, k: int = 0) -> None:
+    def __init__(
+        self, seq: nn.Module, cut: int, optimizer: torch.optim.Optimizer, copies: Copies | None = None, k: int = 0
+    ) -> None:
         self.seq = seq
         self.cut = cut
         self.optimizer = optimizer
@@ -222,8 +225,15 @@ def local_test_weights(train_labels: torch.Tensor, test_y: torch.Tensor, num_cla
 
 
 @torch.no_grad()
-def evaluate_modules(body: nn.Module | None, exit_head: nn.Module | None, server: nn.Module, test_x: torch.Tensor,
-                     test_y: torch.Tensor, batch_size: int, activation_dtype: str = "fp32") -> EvalResult:
+def evaluate_modules(
+    body: nn.Module | None,
+    exit_head: nn.Module | None,
+    server: nn.Module,
+    test_x: torch.Tensor,
+    test_y: torch.Tensor,
+    batch_size: int,
+    activation_dtype: str = "fp32",
+) -> EvalResult:
     """The whole test split, in eval mode (each module's mode is restored after): `body` (None: the input itself)
     -> `exit_head`, which sees h on the device, before the wire; and `body` -> the wire's quantization ->
     `server`, or `server` alone without a body. Without an exit head the exit fields of the result are None."""
@@ -234,7 +244,7 @@ def evaluate_modules(body: nn.Module | None, exit_head: nn.Module | None, server
     exit_ok, final_ok, ent = [], [], []
     num_classes = None
     for start in range(0, test_x.shape[0], batch_size):
-        x, y = test_x[start:start + batch_size], test_y[start:start + batch_size]  # (B, C, H, W), (B,)
+        x, y = test_x[start : start + batch_size], test_y[start : start + batch_size]  # (B, C, H, W), (B,)
         h = x if body is None else body(x)
         if exit_head is not None:
             exit_logits = exit_head(h)
@@ -251,10 +261,10 @@ def evaluate_modules(body: nn.Module | None, exit_head: nn.Module | None, server
     return EvalResult(torch.cat(exit_ok).cpu(), torch.cat(final_ok).cpu(), entropy.clamp(0, 1).cpu())
 
 
-def evaluate_path(client: ClientTrainer, server: ServerPath, test_x: torch.Tensor, test_y: torch.Tensor,
-                  batch_size: int) -> EvalResult:
+def evaluate_path(
+    client: ClientTrainer, server: ServerPath, test_x: torch.Tensor, test_y: torch.Tensor, batch_size: int
+) -> EvalResult:
     """Client body -> exit head, and client body -> server part, in eval mode, on the whole test split."""
     client.bind()
     server.bind()
-    return evaluate_modules(client.body, client.exit, server.seq, test_x, test_y, batch_size,
-                            client.activation_dtype)
+    return evaluate_modules(client.body, client.exit, server.seq, test_x, test_y, batch_size, client.activation_dtype)

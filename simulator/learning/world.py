@@ -41,8 +41,9 @@ class LearningWorld(OfScenario):
         """Per client, the weight of each test sample in its own training label distribution (made once)."""
         if self._local_weights is None:
             classes = self.scenario.dataset.shape()[2]
-            self._local_weights = [local_test_weights(self.train_y[sp.indices], self.test_y, classes)
-                                   for sp in self.samplers]
+            self._local_weights = [
+                local_test_weights(self.train_y[sp.indices], self.test_y, classes) for sp in self.samplers
+            ]
         return self._local_weights
 
     def state_dict(self) -> dict[str, Any]:

@@ -43,8 +43,11 @@ def encode(obj: Any) -> Any:
         name = type(obj).__name__
         if _TYPES.get(name) is not type(obj):
             raise TypeError(f"checkpoint: {name} is not registered")
-        return {_TAG: "dataclass", "type": name,
-                "fields": {f.name: encode(getattr(obj, f.name)) for f in dataclasses.fields(obj)}}
+        return {
+            _TAG: "dataclass",
+            "type": name,
+            "fields": {f.name: encode(getattr(obj, f.name)) for f in dataclasses.fields(obj)},
+        }
     if isinstance(obj, dict):
         if any(not isinstance(k, (str, int)) for k in obj):
             raise TypeError("checkpoint: mapping keys must be strings or integers")
@@ -96,7 +99,7 @@ def _payload(raw: bytes) -> bytes:
     checkpoint) is passed on as it is, for the format check to refuse."""
     if not raw.startswith(MAGIC):
         return raw
-    digest, payload = raw[len(MAGIC):len(MAGIC) + 64], raw[len(MAGIC) + 65:]
+    digest, payload = raw[len(MAGIC) : len(MAGIC) + 64], raw[len(MAGIC) + 65 :]
     if hashlib.sha256(payload).hexdigest().encode() != digest:
         raise ValueError("checksum mismatch")
     return payload
@@ -104,8 +107,20 @@ def _payload(raw: bytes) -> bytes:
 
 # What a damaged, truncated or foreign file makes torch.load raise (the safe unpickler refuses globals with an
 # UnpicklingError; a cut zip archive fails in the reader with a RuntimeError).
-_LOAD_ERRORS = (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, TypeError, KeyError, AttributeError,
-                IndexError, zipfile.BadZipFile, UnicodeDecodeError, OverflowError, MemoryError)
+_LOAD_ERRORS = (
+    pickle.UnpicklingError,
+    RuntimeError,
+    EOFError,
+    ValueError,
+    TypeError,
+    KeyError,
+    AttributeError,
+    IndexError,
+    zipfile.BadZipFile,
+    UnicodeDecodeError,
+    OverflowError,
+    MemoryError,
+)
 
 
 def load_file(path: Path, check: Callable[[Any], None] | None = None) -> Any:
@@ -118,11 +133,18 @@ def load_file(path: Path, check: Callable[[Any], None] | None = None) -> Any:
         if check is not None:
             check(data)
     except OSError as err:
-        raise InputError(f"cannot read the checkpoint: {(err.strerror or type(err).__name__).lower()}",
-                         file=file) from None
+        raise InputError(
+            f"cannot read the checkpoint: {(err.strerror or type(err).__name__).lower()}", file=file
+        ) from None
     except _LOAD_ERRORS as err:
-        why = "it holds objects a checkpoint never contains" if isinstance(err, pickle.UnpicklingError) else \
-            "it is truncated, damaged or not a checkpoint of this simulator"
-        raise InputError(f"cannot load the checkpoint: {why} ({type(err).__name__}); run without --resume, "
-                         "or remove the checkpoint folder", file=file) from None
+        why = (
+            "it holds objects a checkpoint never contains"
+            if isinstance(err, pickle.UnpicklingError)
+            else "it is truncated, damaged or not a checkpoint of this simulator"
+        )
+        raise InputError(
+            f"cannot load the checkpoint: {why} ({type(err).__name__}); run without --resume, "
+            "or remove the checkpoint folder",
+            file=file,
+        ) from None
     return data

@@ -24,7 +24,7 @@ _BLOCK_ROWS = 1_000_000  # rows per parquet row group (a block of whole rounds)
 
 
 def clients_format(rs: ResolvedScenario, rounds: int) -> str:
-    """"csv" or "parquet": what `output.tables` asks, or with "auto" the size rule."""
+    """ "csv" or "parquet": what `output.tables` asks, or with "auto" the size rule."""
     asked = rs.scenario.output.tables
     if asked != "auto":
         return asked
@@ -55,15 +55,20 @@ def write_clients_parquet(out: Path, rs: ResolvedScenario, records: Sequence[Any
     client = pa.DictionaryArray.from_arrays(pa.array(np.arange(n, dtype=np.int32)), pa.array(names))
     devices = [c.device.name for c in rs.clients]
     kinds = sorted(set(devices))
-    device = pa.DictionaryArray.from_arrays(pa.array(np.array([kinds.index(d) for d in devices], dtype=np.int32)),
-                                            pa.array(kinds))
+    device = pa.DictionaryArray.from_arrays(
+        pa.array(np.array([kinds.index(d) for d in devices], dtype=np.int32)), pa.array(kinds)
+    )
     cut = pa.array(np.array([c.cut for c in rs.clients], dtype=np.int64))
     zeros = np.zeros(n)
     nulls = pa.nulls(n, pa.float64())
-    learned = {"exit_accuracy": ("exit_accuracy", "evals"), "final_accuracy": ("final_accuracy", "evals"),
-               "train_loss_exit": ("exit_loss", "losses"), "train_loss_server": ("server_loss", "losses"),
-               "exit_accuracy_local": ("exit_accuracy_local", "evals"),
-               "final_accuracy_local": ("final_accuracy_local", "evals")}
+    learned = {
+        "exit_accuracy": ("exit_accuracy", "evals"),
+        "final_accuracy": ("final_accuracy", "evals"),
+        "train_loss_exit": ("exit_loss", "losses"),
+        "train_loss_server": ("server_loss", "losses"),
+        "exit_accuracy_local": ("exit_accuracy_local", "evals"),
+        "final_accuracy_local": ("final_accuracy_local", "evals"),
+    }
     path = out / "clients.parquet"
     fd, tmp = tempfile.mkstemp(prefix=".clients.parquet.", suffix=".tmp", dir=out)
     os.close(fd)
@@ -76,16 +81,22 @@ def write_clients_parquet(out: Path, rs: ResolvedScenario, records: Sequence[Any
             present = np.zeros(n, dtype=np.int64)
             present[np.asarray(rec.present, dtype=np.int64)] = 1
             # A round's statuses are kept sorted by client; with every client in them, they are the column.
-            status = list(rec.status.values()) if len(rec.status) == n else \
-                [rec.status.get(i, "ok") for i in indices.tolist()]
+            status = (
+                list(rec.status.values())
+                if len(rec.status) == n
+                else [rec.status.get(i, "ok") for i in indices.tolist()]
+            )
             steps = np.fromiter((rec.steps_done.get(i, 0) for i in indices.tolist()), dtype=np.int64, count=n)
             cols: dict[str, Any] = {
-                "round": pa.array(np.full(n, rec.round, dtype=np.int64)), "client": client, "device": device,
+                "round": pa.array(np.full(n, rec.round, dtype=np.int64)),
+                "client": client,
+                "device": device,
                 "cut": cut,
                 "energy_j": pa.array(r.energy[at] if r is not None else zeros),
                 "bytes_up": pa.array(r.up[at] if r is not None else zeros),
                 "bytes_down": pa.array(r.down[at] if r is not None else zeros),
-                "available": pa.array(present), "status": pa.array(status, pa.string()),
+                "available": pa.array(present),
+                "status": pa.array(status, pa.string()),
                 "steps_done": pa.array(steps),
             }
             for col, (attr, source) in learned.items():

@@ -37,8 +37,8 @@ def format_cuts(rs: ResolvedScenario, verbose: bool = False) -> str:
     if verbose or len(rs.clients) <= MAX_ROWS:
         return rs.describe_cuts()
     choices: Counter[tuple[str, str, str, str, str]] = Counter(
-        (c.device.name, c.link.name, cut_label(c.placement, c.cut), c.cut_policy, c.cut_reason)
-        for c in rs.clients)
+        (c.device.name, c.link.name, cut_label(c.placement, c.cut), c.cut_policy, c.cut_reason) for c in rs.clients
+    )
     lines = [f"cuts ({len(rs.clients):,} clients, {len(choices)} distinct choices; --verbose lists every client):"]
     for (device, link, cut, policy, reason), n in list(choices.most_common())[:MAX_ROWS]:
         lines.append(f"  {n:>7,}× {device}/{link}  cut {cut:>3}  ({policy}: {reason})")
@@ -58,14 +58,22 @@ def _spread(values: Sequence[float | None], fmt: str) -> str:
     if not finite:
         return "-"
     lo, hi, mean = min(finite), max(finite), sum(finite) / len(finite)
-    return format(mean, fmt) if hi - lo <= 1e-12 * max(1.0, abs(hi)) else \
-        f"{format(lo, fmt)}/{format(mean, fmt)}/{format(hi, fmt)}"
+    return (
+        format(mean, fmt)
+        if hi - lo <= 1e-12 * max(1.0, abs(hi))
+        else f"{format(lo, fmt)}/{format(mean, fmt)}/{format(hi, fmt)}"
+    )
 
 
 def _headline(summary: dict[str, Any], replay: bool) -> list[str]:
     host = format_seconds(summary["host_seconds"])
-    note = ("   (re-timing only: accuracies are the original run's)" if replay else
-            "   (timing only: no training, no accuracy)" if summary.get("timing_only") else "")
+    note = (
+        "   (re-timing only: accuracies are the original run's)"
+        if replay
+        else "   (timing only: no training, no accuracy)"
+        if summary.get("timing_only")
+        else ""
+    )
     return [
         f"run '{summary['scenario']}' ({summary['strategy']}, seed {summary['seed']}): {summary['rounds']} rounds, "
         f"{len(summary['clients']):,} clients",
@@ -84,8 +92,10 @@ def _client_rows(summary: dict[str, Any]) -> list[str]:
     lines = [f"  {'client':<26}{'device':<22}{'cut':>4}{'exit acc':>10}{'final acc':>11}{'energy J':>12}"]
     for c in summary["clients"]:
         name = c["name"]
-        lines.append(f"  {name:<26}{c['device']:<22}{c['cut']:>4}{_num(summary['exit_accuracy'].get(name)):>10}"
-                     f"{_num(summary['final_accuracy_per_client'].get(name)):>11}{energy.get(name, 0.0):>12,.1f}")
+        lines.append(
+            f"  {name:<26}{c['device']:<22}{c['cut']:>4}{_num(summary['exit_accuracy'].get(name)):>10}"
+            f"{_num(summary['final_accuracy_per_client'].get(name)):>11}{energy.get(name, 0.0):>12,.1f}"
+        )
     return lines
 
 
@@ -95,15 +105,20 @@ def _group_rows(summary: dict[str, Any]) -> list[str]:
     for c in summary["clients"]:
         groups.setdefault(_Group(c["device"], c.get("link", "?"), c["cut"]), []).append(c["name"])
     ranked = sorted(groups.items(), key=lambda kv: -len(kv[1]))
-    lines = [f"  {len(summary['clients']):,} clients in {len(groups)} groups by device/link/cut "
-             "(min/mean/max over a group's clients; one value where they all agree):",
-             f"  {'group':<34}{'clients':>8}  {'exit acc':<22}{'final acc':<22}{'energy J'}"]
+    lines = [
+        f"  {len(summary['clients']):,} clients in {len(groups)} groups by device/link/cut "
+        "(min/mean/max over a group's clients; one value where they all agree):",
+        f"  {'group':<34}{'clients':>8}  {'exit acc':<22}{'final acc':<22}{'energy J'}",
+    ]
     for group, names in ranked[:MAX_ROWS]:
-        lines.append((
-            f"  {group.label():<34}{len(names):>8,}  "
-            f"{_spread([summary['exit_accuracy'].get(n) for n in names], '.4f'):<22}"
-            f"{_spread([summary['final_accuracy_per_client'].get(n) for n in names], '.4f'):<22}"
-            f"{_spread([energy.get(n, 0.0) for n in names], ',.1f')}").rstrip())
+        lines.append(
+            (
+                f"  {group.label():<34}{len(names):>8,}  "
+                f"{_spread([summary['exit_accuracy'].get(n) for n in names], '.4f'):<22}"
+                f"{_spread([summary['final_accuracy_per_client'].get(n) for n in names], '.4f'):<22}"
+                f"{_spread([energy.get(n, 0.0) for n in names], ',.1f')}"
+            ).rstrip()
+        )
     if len(groups) > MAX_ROWS:
         rest = sum(len(names) for _, names in ranked[MAX_ROWS:])
         lines.append(f"  ... {len(groups) - MAX_ROWS} more groups ({rest:,} clients)")
@@ -131,8 +146,11 @@ def _notes(summary: dict[str, Any], verbose: bool) -> list[str]:
         total: Counter[str] = Counter()
         for counts in missed.values():
             total.update(counts)
-        lines.append(f"  {len(missed):,} clients missed rounds: "
-                     + ", ".join(f"{v:,} {k}" for k, v in sorted(total.items())) + " (client-rounds)")
+        lines.append(
+            f"  {len(missed):,} clients missed rounds: "
+            + ", ".join(f"{v:,} {k}" for k, v in sorted(total.items()))
+            + " (client-rounds)"
+        )
     return lines
 
 
@@ -145,8 +163,11 @@ def format_summary(summary: dict[str, Any], out: Path, *, verbose: bool = False,
     if not quiet:
         lines += ["", *(_group_rows(summary) if grouped else _client_rows(summary))]
         server_j = summary["energy_j"]["server"]
-        lines.append(f"  {'server':<34}{'':>8}  {'':<44}{server_j:,.1f}" if grouped else
-                     f"  {'server':<26}{'':<22}{'':>4}{'':>10}{'':>11}{server_j:>12,.1f}")
+        lines.append(
+            f"  {'server':<34}{'':>8}  {'':<44}{server_j:,.1f}"
+            if grouped
+            else f"  {'server':<26}{'':<22}{'':>4}{'':>10}{'':>11}{server_j:>12,.1f}"
+        )
         lines += _notes(summary, verbose)
     if summary.get("stopped_early"):
         lines.append(f"  stopped early: {summary['stopped_early']}")

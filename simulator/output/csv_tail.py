@@ -25,7 +25,7 @@ def _last_line(path: Path) -> tuple[bytes, bool]:
             body = tail.rstrip(b"\r\n")
             cut = body.rfind(b"\n")
             if cut >= 0 or start == 0:
-                return body[cut + 1:], tail.endswith(b"\n")
+                return body[cut + 1 :], tail.endswith(b"\n")
             step *= 4
 
 
@@ -37,13 +37,16 @@ def check_last_row(path: Path, n_columns: int, n_rows: int) -> None:
     last, newline = _last_line(path)
     what = f"the last row (row {n_rows} of the table)" if n_rows else "the header row"
     if not newline and last.strip():
-        raise InputError(f"{what} is cut short: the file does not end with a newline (a truncated file?)",
-                         file=str(path))
+        raise InputError(
+            f"{what} is cut short: the file does not end with a newline (a truncated file?)", file=str(path)
+        )
     if n_rows:
         try:
             fields = next(csv.reader([last.decode("utf-8")]), [])
         except (UnicodeDecodeError, csv.Error):
             return  # not text a reader of the whole file accepts: that reader says so
         if len(fields) < n_columns:
-            raise InputError(f"{what} is cut short: {len(fields)} of the header's {n_columns} fields "
-                             "(a truncated file?)", file=str(path))
+            raise InputError(
+                f"{what} is cut short: {len(fields)} of the header's {n_columns} fields (a truncated file?)",
+                file=str(path),
+            )

@@ -26,9 +26,9 @@ class ExitOutcomes(Protocol):
         """(accuracy, exit_rate) at normalized-entropy threshold τ; None without an exit or a server path."""
 
 
-
-def client_inference_costs(table: CostTable, cut: int, device: DeviceProfile, link: LinkProfile,
-                           server: DeviceProfile, activation_dtype: str) -> InferenceCosts:
+def client_inference_costs(
+    table: CostTable, cut: int, device: DeviceProfile, link: LinkProfile, server: DeviceProfile, activation_dtype: str
+) -> InferenceCosts:
     """Per-sample inference costs of a client at ``cut``: its profiles and the cost table, unpacked for costs.py.
     Rates that change over time are taken at their time-averages (config.condition_traces.time_averaged)."""
     device = time_averaged(device, "device")  # type: ignore[assignment]
@@ -52,8 +52,7 @@ def client_inference_costs(table: CostTable, cut: int, device: DeviceProfile, li
     )
 
 
-def early_exit_rows(rs: ResolvedScenario, table: CostTable,
-                    evals: Mapping[int, ExitOutcomes]) -> list[tuple[Any, ...]]:
+def early_exit_rows(rs: ResolvedScenario, table: CostTable, evals: Mapping[int, ExitOutcomes]) -> list[tuple[Any, ...]]:
     """One row per client and threshold (EARLY_EXIT_COLUMNS), sorted by client index, then threshold.
 
     Clients with no evaluation, or whose method has no early exit (``exit_correct``/``exit_entropy`` None, e.g.

@@ -18,10 +18,10 @@ import numpy as np
 import simpy
 import yaml
 
-from simulator.output.client_table import clients_format, write_clients_parquet
-from simulator.config.scenario import ResolvedScenario
 from simulator.config.registry import sync_of
+from simulator.config.scenario import ResolvedScenario
 from simulator.costs.table_cache import cost_table_of
+from simulator.output.client_table import clients_format, write_clients_parquet
 from simulator.output.columns import (
     ASYNC_CLIENT_COLUMNS,
     CLIENT_COLUMNS,
@@ -48,6 +48,7 @@ __all__ = [
     "write_run",
     "write_resolved",
 ]
+
 
 def _csv(columns: Sequence[str], rows: Iterable[Sequence[Any]], *, blank_nan: bool = True) -> str:
     """CSV text; NaN (no value) written as an empty cell. Rows already free of NaN may skip the check
@@ -79,15 +80,18 @@ def round_rows(records: Sequence[Any], recorder: Recorder) -> list[tuple[Any, ..
     for rec in records:
         r = recorder.round_arrays(rec.round)
         order = r.order if r is not None else []
-        rows.append((
-            rec.round, rec.sim_time_s,
-            _mean([e.final_accuracy for e in rec.evals.values()]),
-            _mean([e.exit_accuracy for e in rec.evals.values()]),
-            sum(_in_order(r.energy, order)) if r is not None else 0,
-            sum(_in_order(r.up, order)) if r is not None else 0,
-            sum(_in_order(r.down, order)) if r is not None else 0,
-            round(rec.host_seconds, 4),
-        ))
+        rows.append(
+            (
+                rec.round,
+                rec.sim_time_s,
+                _mean([e.final_accuracy for e in rec.evals.values()]),
+                _mean([e.exit_accuracy for e in rec.evals.values()]),
+                sum(_in_order(r.energy, order)) if r is not None else 0,
+                sum(_in_order(r.up, order)) if r is not None else 0,
+                sum(_in_order(r.down, order)) if r is not None else 0,
+                round(rec.host_seconds, 4),
+            )
+        )
     return rows
 
 
@@ -123,11 +127,22 @@ def client_rows(records: Sequence[Any], recorder: Recorder, rs: ResolvedScenario
         exit_loss = [_blank(rec.exit_loss.get(i, nan)) for i in indices] if rec.exit_loss else blank
         server_loss = [_blank(rec.server_loss.get(i, nan)) for i in indices] if rec.server_loss else blank
         columns = [
-            [rec.round] * len(names), names, devices, cuts, exit_acc, final_acc, exit_loss, server_loss,
-            r.energy[at].tolist() if r is not None else zeros, r.up[at].tolist() if r is not None else zeros,
-            r.down[at].tolist() if r is not None else zeros, [int(i in present) for i in indices],
-            [rec.status.get(i, "ok") for i in indices], [rec.steps_done.get(i, 0) for i in indices],
-            exit_local, final_local,
+            [rec.round] * len(names),
+            names,
+            devices,
+            cuts,
+            exit_acc,
+            final_acc,
+            exit_loss,
+            server_loss,
+            r.energy[at].tolist() if r is not None else zeros,
+            r.up[at].tolist() if r is not None else zeros,
+            r.down[at].tolist() if r is not None else zeros,
+            [int(i in present) for i in indices],
+            [rec.status.get(i, "ok") for i in indices],
+            [rec.steps_done.get(i, 0) for i in indices],
+            exit_local,
+            final_local,
         ]
         if asynchronous:
             columns.append([rec.staleness.get(i, "") for i in indices])
@@ -161,9 +176,15 @@ def _fleet_events(rs: ResolvedScenario, records: Sequence[Any]) -> dict[str, Any
     return out
 
 
-def summary(rs: ResolvedScenario, records: Sequence[Any], recorder: Recorder,
-            stopped_early: str | None = None, *, timing_only: bool = False,
-            sample_counts: Sequence[int] | None = None) -> dict[str, Any]:
+def summary(
+    rs: ResolvedScenario,
+    records: Sequence[Any],
+    recorder: Recorder,
+    stopped_early: str | None = None,
+    *,
+    timing_only: bool = False,
+    sample_counts: Sequence[int] | None = None,
+) -> dict[str, Any]:
     last_eval = next((r for r in reversed(records) if r.evals), None)
     per_entity = recorder.entity_energy()
     rounds = [r for r in (recorder.round_arrays(k) for k in recorder.recorded_rounds()) if r is not None]
@@ -175,10 +196,19 @@ def summary(rs: ResolvedScenario, records: Sequence[Any], recorder: Recorder,
         "seed": rs.scenario.seed,
         "rounds": len(records),
         "timing_only": timing_only,
-        "clients": [{"name": c.name, "device": c.device.name, "link": c.link.name, "cut": c.cut,
-                     "cut_policy": c.cut_policy, "cut_reason": c.cut_reason, "takes_part": c.takes_part,
-                     "train_samples": int(sample_counts[c.index]) if sample_counts is not None else None}
-                    for c in rs.clients],
+        "clients": [
+            {
+                "name": c.name,
+                "device": c.device.name,
+                "link": c.link.name,
+                "cut": c.cut,
+                "cut_policy": c.cut_policy,
+                "cut_reason": c.cut_reason,
+                "takes_part": c.takes_part,
+                "train_samples": int(sample_counts[c.index]) if sample_counts is not None else None,
+            }
+            for c in rs.clients
+        ],
         "cannot_take_part": {c.name: c.why_not for c in rs.clients if not c.takes_part},
         "availability": _fleet_events(rs, records),
         "stopped_early": stopped_early,
@@ -186,24 +216,38 @@ def summary(rs: ResolvedScenario, records: Sequence[Any], recorder: Recorder,
         "mean_exit_accuracy": _mean([e.exit_accuracy for e in last_eval.evals.values()]) if last_eval else None,
         "exit_accuracy": {names[i]: e.exit_accuracy for i, e in last_eval.evals.items()} if last_eval else {},
         "final_accuracy_per_client": (
-            {names[i]: e.final_accuracy for i, e in last_eval.evals.items()} if last_eval else {}),
+            {names[i]: e.final_accuracy for i, e in last_eval.evals.items()} if last_eval else {}
+        ),
         # on the test split reweighted to each client's own training label distribution
-        "mean_exit_accuracy_local": (_mean([e.exit_accuracy_local for e in last_eval.evals.values()])
-                                     if last_eval else None),
-        "mean_final_accuracy_local": (_mean([e.final_accuracy_local for e in last_eval.evals.values()])
-                                      if last_eval else None),
-        "exit_accuracy_local": {names[i]: e.exit_accuracy_local for i, e in last_eval.evals.items()} if last_eval else {},
+        "mean_exit_accuracy_local": (
+            _mean([e.exit_accuracy_local for e in last_eval.evals.values()]) if last_eval else None
+        ),
+        "mean_final_accuracy_local": (
+            _mean([e.final_accuracy_local for e in last_eval.evals.values()]) if last_eval else None
+        ),
+        "exit_accuracy_local": {names[i]: e.exit_accuracy_local for i, e in last_eval.evals.items()}
+        if last_eval
+        else {},
         "final_accuracy_local": (
-            {names[i]: e.final_accuracy_local for i, e in last_eval.evals.items()} if last_eval else {}),
+            {names[i]: e.final_accuracy_local for i, e in last_eval.evals.items()} if last_eval else {}
+        ),
         "sim_time_s": records[-1].sim_time_s if records else 0.0,
-        "energy_j": {"total": sum(per_entity.values()), "per_entity": per_entity,
-                     "server": per_entity.get(SERVER, 0.0)},
+        "energy_j": {
+            "total": sum(per_entity.values()),
+            "per_entity": per_entity,
+            "server": per_entity.get(SERVER, 0.0),
+        },
         "bytes_up": sum(x for r in rounds for x in _in_order(r.up, r.order)),
         "bytes_down": sum(x for r in rounds for x in _in_order(r.down, r.order)),
         "host_seconds": sum(r.host_seconds for r in records),
         "threads": _torch_threads(),  # intra-op threads of the process that wrote it
-        "versions": {"hetero_splitee_sim": __version__, "python": platform.python_version(),
-                     "torch": _version("torch"), "numpy": np.__version__, "simpy": simpy.__version__},
+        "versions": {
+            "hetero_splitee_sim": __version__,
+            "python": platform.python_version(),
+            "torch": _version("torch"),
+            "numpy": np.__version__,
+            "simpy": simpy.__version__,
+        },
     }
 
 
@@ -293,11 +337,18 @@ def _write_conditions(out: Path, rows: Sequence[tuple[float, str, str, float]]) 
     atomic_write(path, _csv(CONDITION_COLUMNS, ordered, blank_nan=False))
 
 
-def write_run(out: Path, rs: ResolvedScenario, records: Sequence[Any], recorder: Recorder,
-              stopped_early: str | None = None, *, timing_only: bool = False,
-              sample_counts: Sequence[int] | None = None,
-              finish: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
-              conditions: Sequence[tuple[float, str, str, float]] = ()) -> dict[str, Any]:
+def write_run(
+    out: Path,
+    rs: ResolvedScenario,
+    records: Sequence[Any],
+    recorder: Recorder,
+    stopped_early: str | None = None,
+    *,
+    timing_only: bool = False,
+    sample_counts: Sequence[int] | None = None,
+    finish: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
+    conditions: Sequence[tuple[float, str, str, float]] = (),
+) -> dict[str, Any]:
     """All result files of a finished run; summary.json last, so its presence means the run is complete.
 
     `finish`, if given, runs once the other files are written and returns the summary to write (a replay puts
@@ -309,8 +360,7 @@ def write_run(out: Path, rs: ResolvedScenario, records: Sequence[Any], recorder:
     if clients_format(rs, len(records)) == "parquet":  # too many rows for text (output.client_table)
         write_clients_parquet(out, rs, records, recorder)
     else:
-        atomic_write(out / "clients.csv", _csv(client_columns(rs), client_rows(records, recorder, rs),
-                                               blank_nan=False))
+        atomic_write(out / "clients.csv", _csv(client_columns(rs), client_rows(records, recorder, rs), blank_nan=False))
     _write_events(out, recorder, rs.scenario.output.events)
     _write_early_exit(out, rs, records)
     _write_conditions(out, conditions)

@@ -70,16 +70,21 @@ class RunFolder:
             try:
                 fd = os.open(lock, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
             except OSError as err:
-                raise InputError(f"cannot create the lock file {LOCK}: {os_problem(err)}", file=self._shown(),
-                                 key=self.key) from None
+                raise InputError(
+                    f"cannot create the lock file {LOCK}: {os_problem(err)}", file=self._shown(), key=self.key
+                ) from None
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except OSError:
                 holder = _read_pid(fd)
                 os.close(fd)
                 who = f" (process {holder})" if holder else ""
-                raise InputError(f"another splitee process{who} is writing this run folder; wait for it to finish, "
-                                 "or choose another --out", file=self._shown(), key=self.key) from None
+                raise InputError(
+                    f"another splitee process{who} is writing this run folder; wait for it to finish, "
+                    "or choose another --out",
+                    file=self._shown(),
+                    key=self.key,
+                ) from None
             try:
                 same = os.fstat(fd).st_ino == os.stat(lock, follow_symlinks=False).st_ino
             except OSError:
@@ -107,8 +112,12 @@ class RunFolder:
         return self
 
     def __exit__(self, exc_type: object, *exc: object) -> None:
-        if exc_type is not None and self.created and self._fd is not None \
-                and all(p.name in _KEEP for p in _entries(self.path)):
+        if (
+            exc_type is not None
+            and self.created
+            and self._fd is not None
+            and all(p.name in _KEEP for p in _entries(self.path))
+        ):
             (self.path / MARKER).unlink(missing_ok=True)
             self.release()
             try:
@@ -136,16 +145,23 @@ class RunFolder:
             except FileExistsError:
                 fresh = False  # another process made it meanwhile: the lock below settles who writes it
             except OSError as err:
-                raise InputError(f"cannot create the folder: {os_problem(err)}", file=self._shown(),
-                                 key=self.key) from None
+                raise InputError(
+                    f"cannot create the folder: {os_problem(err)}", file=self._shown(), key=self.key
+                ) from None
         held = [p for p in _entries(path) if p.name not in _KEEP]
         if held and not is_ours(path):
             if existing == "refuse":
-                raise InputError("already holds files; choose another --out (or an empty or new folder)",
-                                 file=self._shown(), key=self.key)
-            raise InputError("holds files but is not a run folder this tool wrote (no marker file "
-                             f"{MARKER}); --overwrite and --resume only touch such folders", file=self._shown(),
-                             key=self.key)
+                raise InputError(
+                    "already holds files; choose another --out (or an empty or new folder)",
+                    file=self._shown(),
+                    key=self.key,
+                )
+            raise InputError(
+                "holds files but is not a run folder this tool wrote (no marker file "
+                f"{MARKER}); --overwrite and --resume only touch such folders",
+                file=self._shown(),
+                key=self.key,
+            )
         if existing == "replace" and held:
             why = protected_reason(path, protect)
             if why:
@@ -156,8 +172,11 @@ class RunFolder:
         held = [p for p in _entries(path) if p.name not in _KEEP]  # again, now that nobody else writes
         if held and existing == "refuse" and not fresh:
             self.release()
-            raise InputError("already holds a run; pass --resume to continue it, --overwrite to replace it, or "
-                             "choose another --out", file=self._shown(), key=self.key)
+            raise InputError(
+                "already holds a run; pass --resume to continue it, --overwrite to replace it, or choose another --out",
+                file=self._shown(),
+                key=self.key,
+            )
         if existing == "replace":
             for p in held:
                 _remove(p)
@@ -181,8 +200,9 @@ def _write_marker(path: Path, folder: RunFolder) -> None:
     except FileExistsError:
         return
     except OSError as err:
-        raise InputError(f"cannot write into the folder: {os_problem(err)}", file=folder._shown(),
-                         key=folder.key) from None
+        raise InputError(
+            f"cannot write into the folder: {os_problem(err)}", file=folder._shown(), key=folder.key
+        ) from None
     with os.fdopen(fd, "w") as fh:
         fh.write(json.dumps({"written_by": "hetero-splitee-sim", "version": __version__}) + "\n")
 

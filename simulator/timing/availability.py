@@ -23,8 +23,13 @@ __all__ = ["Availability", "load_trace", "make_availability"]
 class Availability:
     """On-intervals of one client; for the Markov model, extended on demand."""
 
-    def __init__(self, intervals: Sequence[tuple[float, float]] = ((0.0, math.inf),), *,
-                 markov: tuple[float, float, np.random.Generator] | None = None, start_on: bool = True) -> None:
+    def __init__(
+        self,
+        intervals: Sequence[tuple[float, float]] = ((0.0, math.inf),),
+        *,
+        markov: tuple[float, float, np.random.Generator] | None = None,
+        start_on: bool = True,
+    ) -> None:
         merged: list[list[float]] = []
         for a, b in sorted(intervals):  # touching intervals (fixed time bins) are one stretch on
             if merged and a <= merged[-1][1]:
@@ -92,10 +97,12 @@ class Availability:
         return out
 
 
-
-
-def make_availability(cfg: AvailabilityCfg, name: str, rng: np.random.Generator | None,
-                      traces: dict[str, dict[str, list[tuple[float, float]]]]) -> Availability:
+def make_availability(
+    cfg: AvailabilityCfg,
+    name: str,
+    rng: np.random.Generator | None,
+    traces: dict[str, dict[str, list[tuple[float, float]]]],
+) -> Availability:
     """One client's availability; `rng` draws the Markov model's periods (needed for it only); `traces` caches
     each trace file's parsed intervals by path."""
     if cfg.model == "always_on":

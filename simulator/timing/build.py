@@ -34,13 +34,27 @@ def build_timing(rs: ResolvedScenario, streams: Streams, sample_counts: list[int
     recorder = Recorder(powers, keep_events=sc.output.events != "none")
     server = Server(env, rs.server, sc.server.workers, recorder)
     cond = conditions_of(rs, streams)
-    media = {name: SharedMedium(env, m.capacity_bps, name, timing=MediumTiming(cond, name, m.capacity_bps))
-             for name, m in sc.network.media.items()}
-    w = TimingWorld(rs=rs, env=env, table=table, streams=streams, recorder=recorder, server=server, devices=[],
-                    sample_counts=list(sample_counts), steps_per_round=[], conditions=cond)
+    media = {
+        name: SharedMedium(env, m.capacity_bps, name, timing=MediumTiming(cond, name, m.capacity_bps))
+        for name, m in sc.network.media.items()
+    }
+    w = TimingWorld(
+        rs=rs,
+        env=env,
+        table=table,
+        streams=streams,
+        recorder=recorder,
+        server=server,
+        devices=[],
+        sample_counts=list(sample_counts),
+        steps_per_round=[],
+        conditions=cond,
+    )
     batch = sc.training.batch_size
-    traces = {path: load_trace(path, [c.name for c in rs.clients], file=rs.file, key="availability.trace")
-              for path in {c.availability.trace for c in rs.clients if c.availability.model == "trace"}}
+    traces = {
+        path: load_trace(path, [c.name for c in rs.clients], file=rs.file, key="availability.trace")
+        for path in {c.availability.trace for c in rs.clients if c.availability.model == "trace"}
+    }
     # A jitter generator only for links that draw jitter (jitter_s > 0); the others draw nothing
     w.jitter = JitterBank([streams.numpy("jitter", c.index) if c.link.jitter_s > 0 else None for c in rs.clients])
     for c, n in zip(rs.clients, sample_counts):
@@ -48,16 +62,37 @@ def build_timing(rs: ResolvedScenario, streams: Streams, sample_counts: list[int
         # costs of a split device go unused, cut 1's stand in.
         cut = c.cut if c.placement == "split" else 1
         client_batch = min(batch, n)  # as BatchSampler
-        link = make_link(env, name=c.name, uplink_bps=c.link.uplink_bps, downlink_bps=c.link.downlink_bps,
-                         latency_s=c.link.latency_s, jitter_s=c.link.jitter_s, loss_rate=c.link.loss_rate,
-                         jitter=(w.jitter, c.index), medium=media.get(c.medium) if c.medium else None,
-                         framing=c.link.framing, cpu_s_per_byte_sent=c.device.cpu_s_per_byte_sent,
-                         cpu_s_per_byte_received=c.device.cpu_s_per_byte_received, conditions=cond, row=c.index)
+        link = make_link(
+            env,
+            name=c.name,
+            uplink_bps=c.link.uplink_bps,
+            downlink_bps=c.link.downlink_bps,
+            latency_s=c.link.latency_s,
+            jitter_s=c.link.jitter_s,
+            loss_rate=c.link.loss_rate,
+            jitter=(w.jitter, c.index),
+            medium=media.get(c.medium) if c.medium else None,
+            framing=c.link.framing,
+            cpu_s_per_byte_sent=c.device.cpu_s_per_byte_sent,
+            cpu_s_per_byte_received=c.device.cpu_s_per_byte_received,
+            conditions=cond,
+            row=c.index,
+        )
         cost = ClientCosts.of(table, cut, client_batch, sc.network.activation_dtype)
         rng = streams.numpy("availability", c.index) if c.availability.model == "markov" else None
         w.availability.append(make_availability(c.availability, c.name, rng, traces))
-        w.devices.append(Device(env, c, link, cost, recorder, overlap=sc.network.overlap_compute_comm,
-                                send_buffer=sc.network.send_buffer, processor=ProcessorTiming(cond, c.index)))
+        w.devices.append(
+            Device(
+                env,
+                c,
+                link,
+                cost,
+                recorder,
+                overlap=sc.network.overlap_compute_comm,
+                send_buffer=sc.network.send_buffer,
+                processor=ProcessorTiming(cond, c.index),
+            )
+        )
         if sc.training.local_steps is not None:
             w.steps_per_round.append(sc.training.local_steps)
         else:

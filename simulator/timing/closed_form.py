@@ -9,8 +9,15 @@ from simulator.costs import formulas as costs
 from simulator.timing import schedule
 from simulator.timing.device import Device
 
-__all__ = ["FleetClocks", "GroupNumbers", "MessageNumbers", "plan_rounds", "record_rounds", "planned_rounds",
-           "planned_battery_round"]
+__all__ = [
+    "FleetClocks",
+    "GroupNumbers",
+    "MessageNumbers",
+    "plan_rounds",
+    "record_rounds",
+    "planned_rounds",
+    "planned_battery_round",
+]
 
 
 class FleetClocks:
@@ -73,24 +80,48 @@ def plan_rounds(devices: list[Device], steps: int, numbers: GroupNumbers | None 
             flights[g.jittered] = jitter
         else:
             flights[g.jittered] += jitter
-    return schedule.client_rounds(env.now, steps, g.fwd_s, g.rest_s, g.send_s, flights, overlap=devices[0].overlap,
-                                  send_buffer=devices[0].send_buffer, clocks=g.clocks)
+    return schedule.client_rounds(
+        env.now,
+        steps,
+        g.fwd_s,
+        g.rest_s,
+        g.send_s,
+        flights,
+        overlap=devices[0].overlap,
+        send_buffer=devices[0].send_buffer,
+        clocks=g.clocks,
+    )
 
 
-def record_rounds(devices: list[Device], rnd: int, plan: schedule.ClientRounds,
-                  numbers: GroupNumbers | None = None) -> None:
+def record_rounds(
+    devices: list[Device], rnd: int, plan: schedule.ClientRounds, numbers: GroupNumbers | None = None
+) -> None:
     """The intervals of planned rounds into the recorder, as the devices' processes would record them."""
     rec = devices[0].recorder
     steps = plan.arrival.shape[1]
     if rec.keep_events:
         for k, d in enumerate(devices):
             for j in range(steps):
-                rec.interval(d.name, "compute", rnd, float(plan.fwd[0][k, j]), float(plan.fwd[1][k, j]),
-                             flops=d.costs.fwd_flops)
-                rec.interval(d.name, "compute", rnd, float(plan.rest[0][k, j]), float(plan.rest[1][k, j]),
-                             flops=d.costs.rest_flops)
-                rec.interval(d.name, "tx", rnd, float(plan.send[0][k, j]), float(plan.send[1][k, j]),
-                             nbytes=d.wire_feature_bytes, direction="up")
+                rec.interval(
+                    d.name, "compute", rnd, float(plan.fwd[0][k, j]), float(plan.fwd[1][k, j]), flops=d.costs.fwd_flops
+                )
+                rec.interval(
+                    d.name,
+                    "compute",
+                    rnd,
+                    float(plan.rest[0][k, j]),
+                    float(plan.rest[1][k, j]),
+                    flops=d.costs.rest_flops,
+                )
+                rec.interval(
+                    d.name,
+                    "tx",
+                    rnd,
+                    float(plan.send[0][k, j]),
+                    float(plan.send[1][k, j]),
+                    nbytes=d.wire_feature_bytes,
+                    direction="up",
+                )
         return
     g = numbers or GroupNumbers(devices)
     compute = ((plan.fwd[1] - plan.fwd[0]) + (plan.rest[1] - plan.rest[0])).sum(axis=1)
@@ -99,8 +130,9 @@ def record_rounds(devices: list[Device], rnd: int, plan: schedule.ClientRounds,
     rec.add_many(rnd, g.entities, "tx", tx, nbytes=g.wire * steps, direction="up")
 
 
-def planned_rounds(devices: list[Device], rnd: int, steps: int,
-                   numbers: GroupNumbers | None = None) -> schedule.ClientRounds:
+def planned_rounds(
+    devices: list[Device], rnd: int, steps: int, numbers: GroupNumbers | None = None
+) -> schedule.ClientRounds:
     """plan_rounds, then record_rounds."""
     plan = plan_rounds(devices, steps, numbers)
     record_rounds(devices, rnd, plan, numbers)
@@ -125,8 +157,13 @@ def planned_battery_round(device: Device, rnd: int, steps: int) -> schedule.Clie
     idle_w = device.spec.device.idle_w
     # Charge used by now: the device may have idled since its last mark (waiting for its turn).
     used_now = device._used_j + costs.drawn_j(idle_w + device._added_w, t0 - device._t_mark)
-    used = costs.energy_j({"compute": compute_s, "tx": tx_s}, device.recorder.powers[device.name].added_w, idle_w,
-                          last - t0, used_j=used_now)
+    used = costs.energy_j(
+        {"compute": compute_s, "tx": tx_s},
+        device.recorder.powers[device.name].added_w,
+        idle_w,
+        last - t0,
+        used_j=used_now,
+    )
     if used >= device.battery_j * (1.0 - 1e-9):  # too close to call in closed form
         up.jitter.restore(up.jitter_row, saved)
         if cond is not None and heat is not None:
@@ -148,8 +185,10 @@ class MessageNumbers:
         self.size = {up: np.full(n, -1.0) for up in (True, False)}
         self.busy = {up: np.zeros(n) for up in (True, False)}
         self.wire = {up: np.zeros(n) for up in (True, False)}
-        self.latency = {up: np.array([(d.link.up if up else d.link.down).latency_s for d in devices], dtype=float)
-                        for up in (True, False)}
+        self.latency = {
+            up: np.array([(d.link.up if up else d.link.down).latency_s for d in devices], dtype=float)
+            for up in (True, False)
+        }
         self.scale = np.array([d.link.up.jitter_s for d in devices], dtype=float)  # both directions draw alike
         self.rows = np.array([d.link.up.jitter_row for d in devices], dtype=np.int64)
         self.bank = devices[0].link.up.jitter if devices else None

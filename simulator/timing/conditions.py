@@ -34,8 +34,15 @@ def _moves(v: MarkovVariation) -> np.ndarray:
     return moves
 
 
-def _source(v: TraceVariation | MarkovVariation, what: str, nominal: dict[str, float], streams: Streams,
-            stream: tuple[str, int], file: str, key: str) -> tuple[Source, list[str]]:
+def _source(
+    v: TraceVariation | MarkovVariation,
+    what: str,
+    nominal: dict[str, float],
+    streams: Streams,
+    stream: tuple[str, int],
+    file: str,
+    key: str,
+) -> tuple[Source, list[str]]:
     """One source whose columns are the values of FIELDS[what] over time (absolute values, not factors)."""
     fields = FIELDS[what]
     base = np.array([nominal[f] for f in fields])
@@ -55,11 +62,15 @@ def _source(v: TraceVariation | MarkovVariation, what: str, nominal: dict[str, f
     values = np.array([[nominal[f] * st.factors().get(f, 1.0) for f in fields] for st in states])
     if "loss_rate" in fields and np.any(values[:, fields.index("loss_rate")] >= 1.0):
         bad = list(v.states)[int(np.argmax(values[:, fields.index("loss_rate")]))]
-        raise InputError(f"state '{bad}': its loss_rate factor takes the loss rate to 1 or more", file=file,
-                         key=f"{key}.states.{bad}.loss_rate")
+        raise InputError(
+            f"state '{bad}': its loss_rate factor takes the loss rate to 1 or more",
+            file=file,
+            key=f"{key}.states.{bad}.loss_rate",
+        )
     start = None if v.start == "stationary" else list(v.states).index(v.start)
-    return MarkovPieces(values, np.array([st.dwell_s for st in states]), _moves(v), start,
-                        streams.numpy(*stream)), list(fields)
+    return MarkovPieces(
+        values, np.array([st.dwell_s for st in states]), _moves(v), start, streams.numpy(*stream)
+    ), list(fields)
 
 
 class _Rates(Source):
@@ -90,13 +101,18 @@ def conditions_of(rs: ResolvedScenario, streams: Streams) -> Conditions:
         if isinstance(dv, ThrottleVariation):
             throttle[c.index] = (dv.after_s, dv.factor, dv.cool_s)
         elif dv is not None:
-            src, _ = _source(dv, "device", {"speed": 1.0}, streams, ("conditions_device", c.index), rs.file,
-                             "device.variation")
+            src, _ = _source(
+                dv, "device", {"speed": 1.0}, streams, ("conditions_device", c.index), rs.file, "device.variation"
+            )
             speed[c.index] = src
         if lv is not None:
             link = c.link
-            nominal = {"uplink_bps": link.uplink_bps, "downlink_bps": link.downlink_bps,
-                       "latency_s": link.latency_s, "loss_rate": link.loss_rate}
+            nominal = {
+                "uplink_bps": link.uplink_bps,
+                "downlink_bps": link.downlink_bps,
+                "latency_s": link.latency_s,
+                "loss_rate": link.loss_rate,
+            }
             src, _ = _source(lv, "link", nominal, streams, ("conditions_link", c.index), rs.file, "link.variation")
             up[c.index] = _Rates(src, 0, link.uplink_bps, link.loss_rate)
             down[c.index] = _Rates(src, 1, link.downlink_bps, link.loss_rate)
@@ -105,8 +121,15 @@ def conditions_of(rs: ResolvedScenario, streams: Streams) -> Conditions:
         if m.variation is None:
             media[name] = None
             continue
-        src, _ = _source(m.variation, "medium", {"capacity_bps": m.capacity_bps}, streams, ("conditions_medium", k),
-                         rs.file, f"network.media.{name}.variation")
+        src, _ = _source(
+            m.variation,
+            "medium",
+            {"capacity_bps": m.capacity_bps},
+            streams,
+            ("conditions_medium", k),
+            rs.file,
+            f"network.media.{name}.variation",
+        )
         media[name] = _Scaled(src, 1.0 / m.capacity_bps)
     return Conditions(speed, throttle, up, down, media)
 

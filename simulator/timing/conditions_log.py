@@ -64,8 +64,11 @@ def _changes(bank: RateBank, row: int, t_end: float) -> tuple[np.ndarray, np.nda
 def _steps(entity: str, field: str, starts: np.ndarray, values: np.ndarray) -> list[ConditionRow]:
     """Rows where the value changes, the first always."""
     vals = [float(f"{v:.{VALUE_DIGITS}g}") for v in np.asarray(values, dtype=float).tolist()]
-    return [(float(t), entity, field, v) for k, (t, v) in enumerate(zip(starts.tolist(), vals))
-            if k == 0 or v != vals[k - 1]]
+    return [
+        (float(t), entity, field, v)
+        for k, (t, v) in enumerate(zip(starts.tolist(), vals))
+        if k == 0 or v != vals[k - 1]
+    ]
 
 
 def _throttled(rs: ResolvedScenario, cond: Conditions, t_end: float) -> list[ConditionRow]:

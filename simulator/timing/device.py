@@ -63,8 +63,9 @@ class ClientCosts:
 
     def phase_seconds(self, device: DeviceProfile, sent_wire_bytes: float) -> tuple[float, float]:
         """(forward, exit + backward + optimizer) seconds of one step on ``device`` (compute_model)."""
-        return compute_model.client_phase_seconds(device, self.fwd_units, self.fwd_flops, self.rest_units,
-                                                  self.rest_flops, sent_wire_bytes)
+        return compute_model.client_phase_seconds(
+            device, self.fwd_units, self.fwd_flops, self.rest_units, self.rest_flops, sent_wire_bytes
+        )
 
 
 @dataclass
@@ -89,9 +90,18 @@ class Device:
     the moment it runs out at the current draw.
     """
 
-    def __init__(self, env: simpy.Environment, spec: ClientSpec, link: Link, batch_costs: ClientCosts,
-                 recorder: Recorder, *, overlap: bool, send_buffer: int,
-                 processor: ProcessorTiming | None = None) -> None:
+    def __init__(
+        self,
+        env: simpy.Environment,
+        spec: ClientSpec,
+        link: Link,
+        batch_costs: ClientCosts,
+        recorder: Recorder,
+        *,
+        overlap: bool,
+        send_buffer: int,
+        processor: ProcessorTiming | None = None,
+    ) -> None:
         self.env = env
         # The one answer to "starting at t, when are these seconds of nominal compute done?"
         self.processor = processor or ProcessorTiming()
@@ -114,8 +124,10 @@ class Device:
         self._arm = 0  # battery timer generation: only the latest timer may fire
         self.wire_feature_bytes = link.up.wire_bytes(batch_costs.feature_bytes)
         # Per step: forward, exit + backward, uplink radio busy with the feature batch (seconds).
-        self.step_seconds = (*batch_costs.phase_seconds(spec.device, self.wire_feature_bytes),
-                             link.up.busy_seconds(batch_costs.feature_bytes))
+        self.step_seconds = (
+            *batch_costs.phase_seconds(spec.device, self.wire_feature_bytes),
+            link.up.busy_seconds(batch_costs.feature_bytes),
+        )
 
     # --- a round's events -----------------------------------------------------------------------
     def begin_round(self, stop: simpy.Event | None = None, leave: simpy.Event | None = None) -> None:
@@ -180,8 +192,9 @@ class Device:
         return lambda on: self._draw(added if on else -added)
 
     # --- a round --------------------------------------------------------------------------------
-    def run_round(self, rnd: int, steps: int, plan: RoundPlan,
-                  deliver: Callable[[FeatureBatch], Any]) -> Generator[simpy.Event, Any, RoundFate]:
+    def run_round(
+        self, rnd: int, steps: int, plan: RoundPlan, deliver: Callable[[FeatureBatch], Any]
+    ) -> Generator[simpy.Event, Any, RoundFate]:
         """`steps` client steps; each feature batch is sent and handed to `deliver` on arrival (call `begin_round`
         first).
 
@@ -233,8 +246,9 @@ class Device:
         for k in range(steps):
             freed = taken[k - self.send_buffer] if self.overlap and k >= self.send_buffer else None
             fwd_start = proc
-            fwd_end, queued, rest_end, start = map(float, schedule.step_times(proc, radio, freed, fwd_s, rest_s,
-                                                                              overlap=self.overlap, compute=compute))
+            fwd_end, queued, rest_end, start = map(
+                float, schedule.step_times(proc, radio, freed, fwd_s, rest_s, overlap=self.overlap, compute=compute)
+            )
             rec.interval(self.name, "compute", rnd, fwd_start, fwd_end, flops=self.costs.fwd_flops)
             rec.interval(self.name, "compute", rnd, queued, rest_end, flops=self.costs.rest_flops)
             taken.append(start)
@@ -264,8 +278,9 @@ class Device:
             cancel()
         return False
 
-    def busy(self, rnd: int, kind: str, seconds: float, power_w: float,
-             flops: float = 0.0) -> Generator[simpy.Event, Any, bool]:
+    def busy(
+        self, rnd: int, kind: str, seconds: float, power_w: float, flops: float = 0.0
+    ) -> Generator[simpy.Event, Any, bool]:
         """The processor busy for `seconds` at `power_w` (recorded, even if cut short); False if the round's stop
         came first."""
         t0 = self.env.now
@@ -284,8 +299,9 @@ class Device:
         self.recorder.interval(self.name, kind, rnd, t0, self.env.now, flops=flops * part)
         return done
 
-    def _sender(self, rnd: int, steps: int, queue: simpy.Store, deliver: Callable[[FeatureBatch], Any],
-                fate: RoundFate) -> Generator[simpy.Event, Any, None]:
+    def _sender(
+        self, rnd: int, steps: int, queue: simpy.Store, deliver: Callable[[FeatureBatch], Any], fate: RoundFate
+    ) -> Generator[simpy.Event, Any, None]:
         flights = []
         for _ in range(steps):
             get = queue.get()
@@ -299,22 +315,37 @@ class Device:
                 break
         yield self.env.all_of(flights)
 
-    def _send(self, rnd: int, batch: FeatureBatch, radio_free: simpy.Event,
-              deliver: Callable[[FeatureBatch], Any], fate: RoundFate) -> Generator[simpy.Event, Any, None]:
+    def _send(
+        self,
+        rnd: int,
+        batch: FeatureBatch,
+        radio_free: simpy.Event,
+        deliver: Callable[[FeatureBatch], Any],
+        fate: RoundFate,
+    ) -> Generator[simpy.Event, Any, None]:
         tr = yield from self.transfer(rnd, batch.nbytes, up=True, kind="tx", radio_free=radio_free, stop=self.stop)
         if tr.delivered:
             batch.sent.succeed()
             fate.delivered += 1
             deliver(batch)
 
-    def transfer(self, rnd: int, nbytes: float, *, up: bool, kind: str, radio_free: simpy.Event | None = None,
-                 stop: simpy.Event | None = None) -> Generator[simpy.Event, Any, Any]:
+    def transfer(
+        self,
+        rnd: int,
+        nbytes: float,
+        *,
+        up: bool,
+        kind: str,
+        radio_free: simpy.Event | None = None,
+        stop: simpy.Event | None = None,
+    ) -> Generator[simpy.Event, Any, Any]:
         """Moves `nbytes` over the uplink or downlink, recorded as `kind` (tx, or agg_tx / agg_rx);
         `radio_free` fires when the radio is free for the next message, `stop` aborts it (see Channel.send).
         Returns the Transfer."""
         channel = self.link.up if up else self.link.down
         hook = self.radio_hook(up) if self.battery_j is not None else None
         tr = yield self.env.process(channel.send(nbytes, radio_free, stop, hook))
-        self.recorder.interval(self.name, kind, rnd, tr.t_start, tr.t_end_busy, nbytes=tr.wire_bytes,
-                               direction="up" if up else "down")
+        self.recorder.interval(
+            self.name, kind, rnd, tr.t_start, tr.t_end_busy, nbytes=tr.wire_bytes, direction="up" if up else "down"
+        )
         return tr

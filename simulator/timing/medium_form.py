@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from simulator.timing.network import DONE_BITS, _TIE_REL, max_min_rates
+from simulator.timing.network import _TIE_REL, DONE_BITS, max_min_rates
 
 __all__ = ["MediumRounds", "medium_rounds", "medium_rounds_many"]
 
@@ -39,8 +39,9 @@ class MediumRounds:
     done: np.ndarray
 
 
-def _step(proc: float, radio: float, freed: float | None, fwd_s: float, rest_s: float,
-          overlap: bool) -> tuple[float, float, float, float]:
+def _step(
+    proc: float, radio: float, freed: float | None, fwd_s: float, rest_s: float, overlap: bool
+) -> tuple[float, float, float, float]:
     """schedule.step_times for floats, without a clock: (forward end, exit + backward start, its end, send start)."""
     fwd_end = proc + fwd_s
     if not overlap:
@@ -51,9 +52,19 @@ def _step(proc: float, radio: float, freed: float | None, fwd_s: float, rest_s: 
     return fwd_end, queued, rest_end, (radio if radio > queued else queued)
 
 
-def medium_rounds(t0: float, steps: list[int], fwd_s: list[float], rest_s: list[float], bits: list[float],
-                  cap_bps: list[float], capacity_bps: float, flights: list[list[float]], *, overlap: bool,
-                  send_buffer: int) -> MediumRounds:
+def medium_rounds(
+    t0: float,
+    steps: list[int],
+    fwd_s: list[float],
+    rest_s: list[float],
+    bits: list[float],
+    cap_bps: list[float],
+    capacity_bps: float,
+    flights: list[list[float]],
+    *,
+    overlap: bool,
+    send_buffer: int,
+) -> MediumRounds:
     """The rounds of F devices whose sends share one medium of constant capacity, from t0 (one variant).
 
     Per device: `steps`, `fwd_s` and `rest_s` of a step, `bits` on the wire per feature batch, `cap_bps` its
@@ -77,7 +88,7 @@ def medium_rounds(t0: float, steps: list[int], fwd_s: list[float], rest_s: list[
         nonlocal wait_no
         k = k_of[d]
         if k >= steps[d]:
-            done[d] = max([proc[d], *o["a"][d, :steps[d]].tolist()])
+            done[d] = max([proc[d], *o["a"][d, : steps[d]].tolist()])
             return False
         freed = float(o["s0"][d, k - send_buffer]) if overlap and k >= send_buffer else None
         f1, r0, r1, start = _step(proc[d], radio[d], freed, fwd_s[d], rest_s[d], overlap)
@@ -137,13 +148,24 @@ def medium_rounds(t0: float, steps: list[int], fwd_s: list[float], rest_s: list[
         for d, dl in zip(flows, delays):
             due[d] = dl <= delay * (1.0 + _TIE_REL)
         due_t = now + delay
-    return MediumRounds((out["f0"], out["f1"]), (out["r0"], out["r1"]), (out["s0"], out["s1"]), out["a"],
-                        np.array([done]))
+    return MediumRounds(
+        (out["f0"], out["f1"]), (out["r0"], out["r1"]), (out["s0"], out["s1"]), out["a"], np.array([done])
+    )
 
 
-def medium_rounds_many(t0: np.ndarray, steps: list[int], fwd_s: np.ndarray, rest_s: np.ndarray, bits: np.ndarray,
-                       cap_bps: np.ndarray, capacity_bps: np.ndarray, flights: np.ndarray, *, overlap: bool,
-                       send_buffer: int) -> MediumRounds:
+def medium_rounds_many(
+    t0: np.ndarray,
+    steps: list[int],
+    fwd_s: np.ndarray,
+    rest_s: np.ndarray,
+    bits: np.ndarray,
+    cap_bps: np.ndarray,
+    capacity_bps: np.ndarray,
+    flights: np.ndarray,
+    *,
+    overlap: bool,
+    send_buffer: int,
+) -> MediumRounds:
     """`medium_rounds` for P variants at once: t0 and capacity_bps (P,), fwd_s, rest_s, bits, cap_bps (P, F),
     flights (P, F, S). Every variant walks its own moments; one pass of the loop takes each variant's next one."""
     p_n, n = fwd_s.shape
@@ -250,8 +272,7 @@ def medium_rounds_many(t0: np.ndarray, steps: list[int], fwd_s: np.ndarray, rest
                 join(pick)
                 keyed[pick] = np.iinfo(np.int64).max
             wait_t[ready] = np.inf
-        finished = active & live[:, None] & ((remaining < DONE_BITS)
-                                            | ((now_f >= due_t)[:, None] & due))
+        finished = active & live[:, None] & ((remaining < DONE_BITS) | ((now_f >= due_t)[:, None] & due))
         if finished.any():
             active[finished] = False
             # the finished flows' senders go on in flow order; each rank's immediate starts join in that order
@@ -283,8 +304,9 @@ def medium_rounds_many(t0: np.ndarray, steps: list[int], fwd_s: np.ndarray, rest
     return MediumRounds((out["f0"], out["f1"]), (out["r0"], out["r1"]), (out["s0"], out["s1"]), out["a"], done)
 
 
-def _rates(capacity: np.ndarray, caps: np.ndarray, active: np.ndarray, order: np.ndarray, rate: np.ndarray,
-           rows: np.ndarray) -> None:
+def _rates(
+    capacity: np.ndarray, caps: np.ndarray, active: np.ndarray, order: np.ndarray, rate: np.ndarray, rows: np.ndarray
+) -> None:
     """max_min_rates for every variant in `rows`, over its active flows in arrival order: smallest caps first
     (arrival order among equal caps), each flow min(its cap, what is left shared by the flows left)."""
     p_n, n = caps.shape

@@ -50,7 +50,7 @@ class JitterBank:
     def _refill(self, row: int) -> None:
         """Keeps the row's unread values at its front and fills the rest from its generator."""
         left = self.block - int(self.pos[row])
-        self.z[row, :left] = self.z[row, self.block - left:].copy()
+        self.z[row, :left] = self.z[row, self.block - left :].copy()
         self.z[row, left:] = self.rngs[row].standard_normal(self.block - left)
         self.pos[row] = 0
 
@@ -62,7 +62,7 @@ class JitterBank:
                 self._refill(row)
             start = int(self.pos[row])
             take = min(k, self.block - start)
-            out.append(np.abs(self.z[row, start:start + take]))
+            out.append(np.abs(self.z[row, start : start + take]))
             self.pos[row] += take
             k -= take
         return np.concatenate(out) if out else np.empty(0)
@@ -100,8 +100,11 @@ class JitterBank:
             g.bit_generator.state = st
 
     def state_dict(self) -> dict[str, Any]:
-        return {"z": self.z.copy(), "pos": self.pos.copy(),
-                "rngs": [g.bit_generator.state if g is not None else None for g in self.rngs]}
+        return {
+            "z": self.z.copy(),
+            "pos": self.pos.copy(),
+            "rngs": [g.bit_generator.state if g is not None else None for g in self.rngs],
+        }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.z[...] = state["z"]
@@ -134,8 +137,9 @@ class SharedMedium:
     so finish times are exact. One manager process sleeps until the earliest finish, change or arrival.
     """
 
-    def __init__(self, env: simpy.Environment, capacity_bps: float, name: str,
-                 timing: MediumTiming | None = None) -> None:
+    def __init__(
+        self, env: simpy.Environment, capacity_bps: float, name: str, timing: MediumTiming | None = None
+    ) -> None:
         if capacity_bps <= 0:
             raise ValueError(f"capacity_bps must be > 0, got {capacity_bps}")
         self.env = env
@@ -205,8 +209,7 @@ class SharedMedium:
                 continue
             change = self._next_change(now)
             capacity = self.capacity_bps if self.timing is None else self.timing.capacity_at(now)
-            rates = max_min_rates(capacity, [f.cap_bps if f.link is None else f.link.cap_bps(now)
-                                             for f in self._flows])
+            rates = max_min_rates(capacity, [f.cap_bps if f.link is None else f.link.cap_bps(now) for f in self._flows])
             for flow, rate in zip(self._flows, rates):
                 flow.rate_bps = rate
             with np.errstate(divide="ignore"):
@@ -303,8 +306,13 @@ class Channel:
         """Seconds a message holds this (private) link's radio at its nominal rate (costs.radio_seconds)."""
         return self.timing.busy_seconds(payload_bytes)
 
-    def send(self, payload_bytes: float, radio_free: simpy.Event | None = None, stop: simpy.Event | None = None,
-             busy_hook: Callable[[bool], None] | None = None) -> Generator[simpy.Event, Any, Transfer]:
+    def send(
+        self,
+        payload_bytes: float,
+        radio_free: simpy.Event | None = None,
+        stop: simpy.Event | None = None,
+        busy_hook: Callable[[bool], None] | None = None,
+    ) -> Generator[simpy.Event, Any, Transfer]:
         """Process generator: ``transfer = yield env.process(channel.send(n))``; returns the message's Transfer.
 
         ``radio_free``, if given, succeeds when the last bit has left the radio (before the propagation delay), so
@@ -407,14 +415,37 @@ def make_link(
         jitter = (JitterBank([rng]), 0)
     return Link(
         name=name,
-        up=Channel(env, name=f"{name}.up", bps=uplink_bps, latency_s=latency_s, jitter_s=jitter_s,
-                   loss_rate=loss_rate, medium=medium, jitter=jitter, framing=framing,
-                   cpu_s_per_byte=cpu_s_per_byte_sent,
-                   timing=LinkTiming(LinkNominal(uplink_bps, latency_s, loss_rate, framing, cpu_s_per_byte_sent),
-                                     conditions, row, up=True)),
-        down=Channel(env, name=f"{name}.down", bps=downlink_bps, latency_s=latency_s, jitter_s=jitter_s,
-                     loss_rate=loss_rate, medium=medium, jitter=jitter, framing=framing,
-                     cpu_s_per_byte=cpu_s_per_byte_received,
-                     timing=LinkTiming(LinkNominal(downlink_bps, latency_s, loss_rate, framing,
-                                                   cpu_s_per_byte_received), conditions, row, up=False)),
+        up=Channel(
+            env,
+            name=f"{name}.up",
+            bps=uplink_bps,
+            latency_s=latency_s,
+            jitter_s=jitter_s,
+            loss_rate=loss_rate,
+            medium=medium,
+            jitter=jitter,
+            framing=framing,
+            cpu_s_per_byte=cpu_s_per_byte_sent,
+            timing=LinkTiming(
+                LinkNominal(uplink_bps, latency_s, loss_rate, framing, cpu_s_per_byte_sent), conditions, row, up=True
+            ),
+        ),
+        down=Channel(
+            env,
+            name=f"{name}.down",
+            bps=downlink_bps,
+            latency_s=latency_s,
+            jitter_s=jitter_s,
+            loss_rate=loss_rate,
+            medium=medium,
+            jitter=jitter,
+            framing=framing,
+            cpu_s_per_byte=cpu_s_per_byte_received,
+            timing=LinkTiming(
+                LinkNominal(downlink_bps, latency_s, loss_rate, framing, cpu_s_per_byte_received),
+                conditions,
+                row,
+                up=False,
+            ),
+        ),
     )

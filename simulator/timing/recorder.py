@@ -49,8 +49,10 @@ class EntityPower:
     @classmethod
     def of_client(cls, device: DeviceProfile, link: LinkProfile) -> "EntityPower":
         # Radio powers are what the radio adds on top of the device's idle draw.
-        return cls(device.idle_w, {"compute": power_above_idle_w(device.compute_w, device.idle_w), "tx": link.tx_w,
-                                   "rx": link.rx_w})
+        return cls(
+            device.idle_w,
+            {"compute": power_above_idle_w(device.compute_w, device.idle_w), "tx": link.tx_w, "rx": link.rx_w},
+        )
 
     @classmethod
     def of_server(cls, device: DeviceProfile) -> "EntityPower":
@@ -131,15 +133,26 @@ class Recorder:
             self._ever[new] = True
             self._first += new.tolist()
 
-    def interval(self, entity: str, kind: str, rnd: int, t_start: float, t_end: float, *,
-                 nbytes: float = 0.0, flops: float = 0.0, direction: str | None = None) -> None:
+    def interval(
+        self,
+        entity: str,
+        kind: str,
+        rnd: int,
+        t_start: float,
+        t_end: float,
+        *,
+        nbytes: float = 0.0,
+        flops: float = 0.0,
+        direction: str | None = None,
+    ) -> None:
         """An active interval. `direction` 'up'/'down' counts the bytes as client traffic of that direction."""
         energy = self.add(entity, kind, rnd, t_end - t_start, nbytes=nbytes, direction=direction)
         if self.keep_events:
             self.events.append(Event(t_start, t_end, entity, kind, rnd, nbytes, flops, energy))
 
-    def add(self, entity: str, kind: str, rnd: int, seconds: float, *, nbytes: float = 0.0,
-            direction: str | None = None) -> float:
+    def add(
+        self, entity: str, kind: str, rnd: int, seconds: float, *, nbytes: float = 0.0, direction: str | None = None
+    ) -> float:
         """`seconds` of `kind` into the round's totals (one interval, or many by their total duration when no
         event rows are kept); returns the energy added."""
         energy = drawn_j(self.powers[entity].added_w[_RADIO_KINDS.get(kind, kind)], seconds)
@@ -156,8 +169,16 @@ class Recorder:
             r.down[k] += nbytes
         return energy
 
-    def add_many(self, rnd: int, entities: list[str] | np.ndarray, kind: str, seconds: Sequence[float] | np.ndarray,
-                 *, nbytes: Sequence[float] | np.ndarray | None = None, direction: str | None = None) -> None:
+    def add_many(
+        self,
+        rnd: int,
+        entities: list[str] | np.ndarray,
+        kind: str,
+        seconds: Sequence[float] | np.ndarray,
+        *,
+        nbytes: Sequence[float] | np.ndarray | None = None,
+        direction: str | None = None,
+    ) -> None:
         """`add` for many distinct entities at once (entity k: `seconds[k]` of `kind`, `nbytes[k]` bytes);
         `entities` as names or as the recorder's entity indices (`index`)."""
         idx = self.indices(entities)
@@ -187,8 +208,14 @@ class Recorder:
         if self.keep_events:
             self.events.append(Event(t_start, t_start if t_end is None else t_end, entity, kind, rnd, 0.0, 0.0, 0.0))
 
-    def close_round(self, rnd: int, t_start: float, t_end: float, present: list[str] | np.ndarray,
-                    until: dict[str, float] | None = None) -> None:
+    def close_round(
+        self,
+        rnd: int,
+        t_start: float,
+        t_end: float,
+        present: list[str] | np.ndarray,
+        until: dict[str, float] | None = None,
+    ) -> None:
         """Adds each present entity's idle draw over the round window [t_start, t_end], or until it left
         (`until[entity]`); `present` as names or as the recorder's indices."""
         idx = self.indices(present)
@@ -203,8 +230,10 @@ class Recorder:
         self._so_far[idx] += energy
         if self.keep_events:
             names = self.names
-            self.events += [Event(t_start, e, names[i], "idle", rnd, 0.0, 0.0, j)
-                            for i, e, j in zip(idx.tolist(), end.tolist(), energy.tolist())]
+            self.events += [
+                Event(t_start, e, names[i], "idle", rnd, 0.0, 0.0, j)
+                for i, e, j in zip(idx.tolist(), end.tolist(), energy.tolist())
+            ]
 
     def energy_so_far(self, entity: str) -> float:
         """Joules recorded for `entity` so far (the running round's idle draw is added when it closes)."""
@@ -244,8 +273,15 @@ class Recorder:
             "energy_so_far": {self.names[i]: float(self._so_far[i]) for i in self._first},
             "events": [e.row() for e in self.events],
             "totals": {
-                r: {self.names[i]: (float(t.energy[i]), float(t.up[i]), float(t.down[i]),
-                                    {k: float(v[i]) for k, v in t.state.items()}) for i in t.order}
+                r: {
+                    self.names[i]: (
+                        float(t.energy[i]),
+                        float(t.up[i]),
+                        float(t.down[i]),
+                        {k: float(v[i]) for k, v in t.state.items()},
+                    )
+                    for i in t.order
+                }
                 for r, t in self._rounds.items()
             },
         }

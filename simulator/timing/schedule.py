@@ -39,8 +39,16 @@ class ClientRounds:
     done: np.ndarray  # (n,): the device is done: last step finished and every batch delivered
 
 
-def step_times(proc: Any, radio: Any, freed: Any, fwd_s: Any, rest_s: Any, *, overlap: bool,
-               compute: Callable[[Any, Any], Any] | None = None) -> tuple[Any, ...]:
+def step_times(
+    proc: Any,
+    radio: Any,
+    freed: Any,
+    fwd_s: Any,
+    rest_s: Any,
+    *,
+    overlap: bool,
+    compute: Callable[[Any, Any], Any] | None = None,
+) -> tuple[Any, ...]:
     """One client step from when its processor (`proc`) and radio (`radio`) are free: (forward end, when the
     exit + backward starts, its end, when the batch's send starts). Floats or arrays of them.
 
@@ -61,9 +69,18 @@ def step_times(proc: Any, radio: Any, freed: Any, fwd_s: Any, rest_s: Any, *, ov
     return fwd_end, queued, rest_end, np.maximum(queued, radio)
 
 
-def client_rounds(t0: float | np.ndarray, steps: int, fwd_s: np.ndarray, rest_s: np.ndarray, send_s: np.ndarray,
-                  flight_s: np.ndarray, *, overlap: bool, send_buffer: int,
-                  clocks: Clocks | None = None) -> ClientRounds:
+def client_rounds(
+    t0: float | np.ndarray,
+    steps: int,
+    fwd_s: np.ndarray,
+    rest_s: np.ndarray,
+    send_s: np.ndarray,
+    flight_s: np.ndarray,
+    *,
+    overlap: bool,
+    send_buffer: int,
+    clocks: Clocks | None = None,
+) -> ClientRounds:
     """The schedules of n clients each running `steps` steps from `t0`, uninterrupted, each on a link of its own
     (what Device.run_round does in simulated time), computed for all clients at once.
 
@@ -85,8 +102,9 @@ def client_rounds(t0: float | np.ndarray, steps: int, fwd_s: np.ndarray, rest_s:
     radio = proc.copy()  # the radio is free
     for k in range(steps):
         freed = out["s0"][:, k - send_buffer] if overlap and k >= send_buffer else None
-        fwd_end, queued, rest_end, start = step_times(proc, radio, freed, fwd_s, rest_s, overlap=overlap,
-                                                      compute=None if clocks is None else clocks.compute)
+        fwd_end, queued, rest_end, start = step_times(
+            proc, radio, freed, fwd_s, rest_s, overlap=overlap, compute=None if clocks is None else clocks.compute
+        )
         out["f0"][:, k], out["f1"][:, k] = proc, fwd_end
         out["r0"][:, k], out["r1"][:, k] = queued, rest_end
         radio = start + send_s if clocks is None else clocks.send(start)
@@ -131,8 +149,9 @@ def fifo_queue(arrivals: Sequence[float], service_s: Sequence[float], workers: i
     return starts
 
 
-def round_robin_queue(arrivals: Sequence[Sequence[float]], service_s: Sequence[float], done: Sequence[float],
-                      t0: float) -> list[list[float]]:
+def round_robin_queue(
+    arrivals: Sequence[Sequence[float]], service_s: Sequence[float], done: Sequence[float], t0: float
+) -> list[list[float]]:
     """Start times of one server taking client after client, one batch each (Sequential's round_robin order).
 
     `arrivals[c]` are client c's batch arrival times (in client order), `service_s[c]` its batches' service time,

@@ -22,8 +22,16 @@ class Server:
         self.slots = simpy.Resource(env, capacity=workers)
         self.recorder = recorder
 
-    def compute(self, rnd: int, flops: float, work: Callable[[], Any], *, kind: str = "compute",
-                slots: simpy.Resource | None = None, seconds: float | None = None) -> Generator[simpy.Event, Any, Any]:
+    def compute(
+        self,
+        rnd: int,
+        flops: float,
+        work: Callable[[], Any],
+        *,
+        kind: str = "compute",
+        slots: simpy.Resource | None = None,
+        seconds: float | None = None,
+    ) -> Generator[simpy.Event, Any, Any]:
         """Waits for a slot, runs `work` (the real torch step) at the simulated start, holds the slot for its cost:
         `seconds` if given (a training step under the compute model), else flops / the profile's flops_per_s."""
         with (slots or self.slots).request() as req:

@@ -62,7 +62,8 @@ def uncovered(rs: ResolvedScenario) -> str | None:
     if entry.server_discipline(sc.strategy) not in ("fcfs", "client_turns"):
         return f"the server discipline {entry.server_discipline(sc.strategy)!r}"
     if any(m.variation is not None for m in sc.network.media.values()) or any(
-            c.device.variation is not None or c.link.variation is not None for c in rs.clients):
+        c.device.variation is not None or c.link.variation is not None for c in rs.clients
+    ):
         return "conditions that change over time"
     if sc.training.round_deadline_s is not None or any(c.availability.model != "always_on" for c in rs.clients):
         return "a round deadline or availability"
@@ -77,8 +78,12 @@ def uncovered(rs: ResolvedScenario) -> str | None:
 def structure(rs: ResolvedScenario) -> tuple[object, ...]:
     """What must be equal for variants to be timed together: the schedule's shape, not its numbers."""
     net = rs.scenario.network
-    return (net.overlap_compute_comm, net.send_buffer, tuple(c.medium for c in rs.clients),
-            tuple(c.device.battery_j is not None for c in rs.clients))
+    return (
+        net.overlap_compute_comm,
+        net.send_buffer,
+        tuple(c.medium for c in rs.clients),
+        tuple(c.device.battery_j is not None for c in rs.clients),
+    )
 
 
 class _Numbers:
@@ -94,10 +99,29 @@ class _Numbers:
         self.cuts = [c.cut if c.placement == "split" else 1 for c in rs0.clients]
         self.split = [c.placement == "split" for c in rs0.clients]
         self.batch = [min(batch, k) for k in counts]
-        self.costs = [ClientCosts.of(table, cut, b, sc.network.activation_dtype) for cut, b in zip(self.cuts,
-                                                                                                   self.batch)]
-        fields = ("fwd", "rest", "send", "lat", "jit", "wire", "cap_up", "up_busy", "up_wire", "cap_down",
-                  "down_busy", "down_wire", "compute_w", "tx_w", "rx_w", "idle_w", "battery", "server_s")
+        self.costs = [
+            ClientCosts.of(table, cut, b, sc.network.activation_dtype) for cut, b in zip(self.cuts, self.batch)
+        ]
+        fields = (
+            "fwd",
+            "rest",
+            "send",
+            "lat",
+            "jit",
+            "wire",
+            "cap_up",
+            "up_busy",
+            "up_wire",
+            "cap_down",
+            "down_busy",
+            "down_wire",
+            "compute_w",
+            "tx_w",
+            "rx_w",
+            "idle_w",
+            "battery",
+            "server_s",
+        )
         cols: dict[str, list[list[float]]] = {f: [] for f in fields}
         cache: dict[tuple[int, int, int], tuple[float, ...]] = {}
         server_cache: dict[tuple[int, int], float] = {}
@@ -117,9 +141,13 @@ class _Numbers:
                 if skey not in server_cache:
                     b, cut = self.batch[i], self.cuts[i]
                     flops = server_batch_flops(table, cut, b) if self.split[i] else 0.0
-                    server_cache[skey] = compute_model.seconds_for(
-                        rs.server, compute_model.server_step_flops(table, cut, b), flops, step=True) \
-                        if self.split[i] else 0.0
+                    server_cache[skey] = (
+                        compute_model.seconds_for(
+                            rs.server, compute_model.server_step_flops(table, cut, b), flops, step=True
+                        )
+                        if self.split[i]
+                        else 0.0
+                    )
                 rows[-1].append(server_cache[skey])
             for f, r in zip(fields, rows):
                 cols[f].append(r)
@@ -139,20 +167,39 @@ class _Numbers:
     @staticmethod
     def _client(c: object, cc: ClientCosts, agg: int) -> tuple[float, ...]:
         dev, link = c.device, c.link  # type: ignore[attr-defined]
-        up = LinkTiming(LinkNominal(link.uplink_bps, link.latency_s, link.loss_rate, link.framing,
-                                    dev.cpu_s_per_byte_sent))
-        down = LinkTiming(LinkNominal(link.downlink_bps, link.latency_s, link.loss_rate, link.framing,
-                                      dev.cpu_s_per_byte_received))
+        up = LinkTiming(
+            LinkNominal(link.uplink_bps, link.latency_s, link.loss_rate, link.framing, dev.cpu_s_per_byte_sent)
+        )
+        down = LinkTiming(
+            LinkNominal(link.downlink_bps, link.latency_s, link.loss_rate, link.framing, dev.cpu_s_per_byte_received)
+        )
         wire = costs.wire_bytes(cc.feature_bytes, link.loss_rate, link.framing)
         fwd, rest = cc.phase_seconds(dev, wire)
-        cap = (lambda bps, cpu: bps if not cpu else min(bps, 8.0 / cpu))
+
+        def cap(bps: float, cpu: float) -> float:
+            return bps if not cpu else min(bps, 8.0 / cpu)
+
         power = EntityPower.of_client(dev, link)
         agg_wire = costs.wire_bytes(agg, link.loss_rate, link.framing)
-        return (fwd, rest, up.busy_seconds(cc.feature_bytes), link.latency_s, link.jitter_s, wire,
-                cap(link.uplink_bps, dev.cpu_s_per_byte_sent), up.busy_seconds(agg), agg_wire,
-                cap(link.downlink_bps, dev.cpu_s_per_byte_received), down.busy_seconds(agg), agg_wire,
-                power.added_w["compute"], power.added_w["tx"], power.added_w["rx"], power.idle_w,
-                np.inf if dev.battery_j is None else dev.battery_j)
+        return (
+            fwd,
+            rest,
+            up.busy_seconds(cc.feature_bytes),
+            link.latency_s,
+            link.jitter_s,
+            wire,
+            cap(link.uplink_bps, dev.cpu_s_per_byte_sent),
+            up.busy_seconds(agg),
+            agg_wire,
+            cap(link.downlink_bps, dev.cpu_s_per_byte_received),
+            down.busy_seconds(agg),
+            agg_wire,
+            power.added_w["compute"],
+            power.added_w["tx"],
+            power.added_w["rx"],
+            power.idle_w,
+            np.inf if dev.battery_j is None else dev.battery_j,
+        )
 
 
 class _Round:
@@ -166,8 +213,9 @@ class _Round:
         self.server_s = np.zeros(p_n)
 
 
-def time_variants(points: Sequence[ResolvedScenario], counts: Sequence[int],
-                  steps_per_round: Sequence[int]) -> VariantTimes:
+def time_variants(
+    points: Sequence[ResolvedScenario], counts: Sequence[int], steps_per_round: Sequence[int]
+) -> VariantTimes:
     """Every variant's rounds (all variants share `structure`, none is `uncovered`): see VariantTimes."""
     from simulator.config.registry import facts
 
@@ -178,9 +226,13 @@ def time_variants(points: Sequence[ResolvedScenario], counts: Sequence[int],
     p_n, n, rounds = len(points), len(rs0.clients), sc.training.rounds
     table = cost_table_of(sc)
     agg_bytes, agg_flops = aggregation_traffic(
-        table, [c.cut for c in rs0.clients], server_copies=cls.server_copies,
-        client_copies=cfg.client_layers_aggregated(), exit_heads=cfg.exit_heads_aggregated(),
-        buffers=cfg.bn == "average")
+        table,
+        [c.cut for c in rs0.clients],
+        server_copies=cls.server_copies,
+        client_copies=cfg.client_layers_aggregated(),
+        exit_heads=cfg.exit_heads_aggregated(),
+        buffers=cfg.bn == "average",
+    )
     aggregated = cls.server_copies or cfg.client_layers_aggregated() or cfg.exit_heads_aggregated()
     due = [aggregated and r % cfg.aggregate_every == 0 for r in range(1, rounds + 1)]
     num = _Numbers(points, counts, agg_bytes)
@@ -210,8 +262,7 @@ def time_variants(points: Sequence[ResolvedScenario], counts: Sequence[int],
             up_bytes += np.where(np.asarray(agg_bytes) > 0, num.up_wire, 0.0)
             down_bytes += np.where(np.asarray(agg_bytes) > 0, num.down_wire, 0.0)
         span = end - t
-        energy += (num.compute_w * acc.compute + num.tx_w * acc.tx + num.rx_w * acc.rx
-                   + num.idle_w * span[:, None])
+        energy += num.compute_w * acc.compute + num.tx_w * acc.tx + num.rx_w * acc.rx + num.idle_w * span[:, None]
         server_j += num.server_added_a * acc.server_s + num.server_idle_a * span
         sure &= ~(energy >= num.battery * (1.0 - BATTERY_MARGIN)).any(axis=1)
         round_end[:, r] = t = end
@@ -228,8 +279,13 @@ def _media(rs: ResolvedScenario) -> list[tuple[str, list[int]]]:
     return list(out.items())
 
 
-def _jitter(seed: int, n: int, steps: Sequence[int], due: list[bool], agg_bytes: Sequence[int],
-            ) -> tuple[list[list[np.ndarray]], np.ndarray, np.ndarray]:
+def _jitter(
+    seed: int,
+    n: int,
+    steps: Sequence[int],
+    due: list[bool],
+    agg_bytes: Sequence[int],
+) -> tuple[list[list[np.ndarray]], np.ndarray, np.ndarray]:
     """Each client's |z| draws from its link's stream in the order its link takes them: per round its feature
     batches, then its aggregation upload and download (when due and it moves bytes). Returns per round a list of
     (steps_i,) arrays, and (R, n) for the upload and the download (NaN: no draw)."""
@@ -243,7 +299,7 @@ def _jitter(seed: int, n: int, steps: Sequence[int], due: list[bool], agg_bytes:
         z = np.abs(streams.numpy("jitter", i).standard_normal(total))
         k = 0
         for r, d in enumerate(due):
-            z_train[r][i] = z[k:k + steps[i]]
+            z_train[r][i] = z[k : k + steps[i]]
             k += steps[i]
             if d and moves:
                 z_up[r, i], z_down[r, i] = z[k], z[k + 1]
@@ -251,8 +307,9 @@ def _jitter(seed: int, n: int, steps: Sequence[int], due: list[bool], agg_bytes:
     return z_train, z_up, z_down
 
 
-def _own_link_rounds(num: _Numbers, t0: np.ndarray, group: list[int], steps: int,
-                     z: list[np.ndarray], acc: _Round) -> tuple[np.ndarray, np.ndarray]:
+def _own_link_rounds(
+    num: _Numbers, t0: np.ndarray, group: list[int], steps: int, z: list[np.ndarray], acc: _Round
+) -> tuple[np.ndarray, np.ndarray]:
     """schedule.client_rounds for the clients of `group` (own links, `steps` each) in every variant from t0 (P,):
     their arrivals (P, g, steps) and done times (P, g); their seconds into `acc`."""
     p_n, g = len(t0), len(group)
@@ -263,8 +320,16 @@ def _own_link_rounds(num: _Numbers, t0: np.ndarray, group: list[int], steps: int
 
     zz = np.tile(np.stack([z[i] for i in group]), (p_n, 1))  # (P*g, steps)
     flights = flat(num.lat)[:, None] + flat(num.jit)[:, None] * zz
-    plan = client_rounds(np.repeat(t0, g), steps, flat(num.fwd), flat(num.rest), flat(num.send), flights,
-                         overlap=num.overlap, send_buffer=num.send_buffer)
+    plan = client_rounds(
+        np.repeat(t0, g),
+        steps,
+        flat(num.fwd),
+        flat(num.rest),
+        flat(num.send),
+        flights,
+        overlap=num.overlap,
+        send_buffer=num.send_buffer,
+    )
     compute = ((plan.fwd[1] - plan.fwd[0]) + (plan.rest[1] - plan.rest[0])).sum(axis=1).reshape(p_n, g)
     acc.compute[:, cols] += compute
     acc.tx[:, cols] += (plan.send[1] - plan.send[0]).sum(axis=1).reshape(p_n, g)
@@ -273,19 +338,30 @@ def _own_link_rounds(num: _Numbers, t0: np.ndarray, group: list[int], steps: int
     return plan.arrival.reshape(p_n, g, steps), plan.done.reshape(p_n, g)
 
 
-def _medium_clients(num: _Numbers, t0: np.ndarray, name: str, group: list[int], steps: Sequence[int],
-                    z: list[np.ndarray], acc: _Round) -> tuple[np.ndarray, np.ndarray]:
+def _medium_clients(
+    num: _Numbers, t0: np.ndarray, name: str, group: list[int], steps: Sequence[int], z: list[np.ndarray], acc: _Round
+) -> tuple[np.ndarray, np.ndarray]:
     """The clients of one medium in every variant from t0 (timing.medium_form): arrivals (P, F, S), done (P, F)."""
     cols = np.asarray(group)
     st = [steps[i] for i in group]
     width = max(st)
     zz = np.full((len(group), width), np.nan)
     for k, i in enumerate(group):
-        zz[k, :steps[i]] = z[i]
+        zz[k, : steps[i]] = z[i]
     flights = num.lat[:, cols, None] + num.jit[:, cols, None] * zz[None]
     capacity = np.array([c[name] for c in num.capacity])
-    m = medium_rounds_many(t0, st, num.fwd[:, cols], num.rest[:, cols], num.wire[:, cols] * 8.0,
-                           num.cap_up[:, cols], capacity, flights, overlap=num.overlap, send_buffer=num.send_buffer)
+    m = medium_rounds_many(
+        t0,
+        st,
+        num.fwd[:, cols],
+        num.rest[:, cols],
+        num.wire[:, cols] * 8.0,
+        num.cap_up[:, cols],
+        capacity,
+        flights,
+        overlap=num.overlap,
+        send_buffer=num.send_buffer,
+    )
     acc.compute[:, cols] += np.nansum((m.fwd[1] - m.fwd[0]) + (m.rest[1] - m.rest[0]), axis=2)
     acc.tx[:, cols] += np.nansum(m.send[1] - m.send[0], axis=2)
     for k, s in enumerate(st):
@@ -293,8 +369,14 @@ def _medium_clients(num: _Numbers, t0: np.ndarray, name: str, group: list[int], 
     return m.arrival, m.done
 
 
-def _fcfs(num: _Numbers, t: np.ndarray, steps: Sequence[int], z: list[np.ndarray],
-          mediums: list[tuple[str, list[int]]], acc: _Round) -> np.ndarray:
+def _fcfs(
+    num: _Numbers,
+    t: np.ndarray,
+    steps: Sequence[int],
+    z: list[np.ndarray],
+    mediums: list[tuple[str, list[int]]],
+    acc: _Round,
+) -> np.ndarray:
     """SplitEERounds.timed_round with the fcfs discipline, every variant from t (P,): when the round's training
     is over."""
     p_n, n = num.fwd.shape
@@ -326,7 +408,7 @@ def _fcfs(num: _Numbers, t: np.ndarray, steps: Sequence[int], z: list[np.ndarray
         arr = np.take_along_axis(arr, order[:, :, None], axis=1)
         own = np.repeat(np.asarray(group)[order][:, :, None], arr.shape[2], axis=2)
         arr, own = arr.reshape(p_n, -1), own.reshape(p_n, -1)
-        keep = np.argsort(np.isnan(arr), axis=1, kind="stable")[:, :sum(steps[i] for i in group)]
+        keep = np.argsort(np.isnan(arr), axis=1, kind="stable")[:, : sum(steps[i] for i in group)]
         times.append(np.take_along_axis(arr, keep, axis=1))
         owners.append(np.take_along_axis(own, keep, axis=1))
     if not times:
@@ -352,8 +434,14 @@ def _fcfs(num: _Numbers, t: np.ndarray, steps: Sequence[int], z: list[np.ndarray
     return np.maximum(latest, last)
 
 
-def _turns(num: _Numbers, t: np.ndarray, steps: Sequence[int], z: list[np.ndarray],
-           mediums: list[tuple[str, list[int]]], acc: _Round) -> np.ndarray:
+def _turns(
+    num: _Numbers,
+    t: np.ndarray,
+    steps: Sequence[int],
+    z: list[np.ndarray],
+    mediums: list[tuple[str, list[int]]],
+    acc: _Round,
+) -> np.ndarray:
     """ClientTurns.timed_turns, every variant from t (P,): clients take turns in index order, the next starting
     when the server has trained on the last batch of the one before."""
     n = num.fwd.shape[1]
@@ -363,7 +451,7 @@ def _turns(num: _Numbers, t: np.ndarray, steps: Sequence[int], z: list[np.ndarra
     for i in range(n):
         if i in medium_of:  # per-batch processes in the event engine; its turn waits for its last arrival
             arr, done = _medium_clients(num, now, medium_of[i], [i], steps, z, acc)
-            arr = arr[:, 0, :steps[i]]
+            arr = arr[:, 0, : steps[i]]
             here = arr[:, -1] if steps[i] else now
             proc_end = np.maximum(proc_end, done[:, 0])
         else:
@@ -382,8 +470,16 @@ def _turns(num: _Numbers, t: np.ndarray, steps: Sequence[int], z: list[np.ndarra
     return np.where(latest > end, latest, end)
 
 
-def _transfers(num: _Numbers, t: np.ndarray, agg_bytes: Sequence[int], z: np.ndarray,
-               mediums: list[tuple[str, list[int]]], acc: _Round, *, up: bool) -> np.ndarray:
+def _transfers(
+    num: _Numbers,
+    t: np.ndarray,
+    agg_bytes: Sequence[int],
+    z: np.ndarray,
+    mediums: list[tuple[str, list[int]]],
+    acc: _Round,
+    *,
+    up: bool,
+) -> np.ndarray:
     """SplitEERounds.transfers: every client with bytes to move sends (or receives) them from t (P,); when the
     last has arrived."""
     n = num.fwd.shape[1]
@@ -405,8 +501,18 @@ def _transfers(num: _Numbers, t: np.ndarray, agg_bytes: Sequence[int], z: np.nda
             continue
         flights = (num.lat[:, g] + num.jit[:, g] * z[g][None, :])[:, :, None]
         capacity = np.array([c[name] for c in num.capacity])
-        m = medium_rounds_many(t, [1] * len(g), np.zeros((len(t), len(g))), np.zeros((len(t), len(g))),
-                               wire[:, g] * 8.0, cap[:, g], capacity, flights, overlap=True, send_buffer=1)
+        m = medium_rounds_many(
+            t,
+            [1] * len(g),
+            np.zeros((len(t), len(g))),
+            np.zeros((len(t), len(g))),
+            wire[:, g] * 8.0,
+            cap[:, g],
+            capacity,
+            flights,
+            overlap=True,
+            send_buffer=1,
+        )
         end = m.send[1][:, :, 0]
         latest = np.maximum(latest, m.arrival[:, :, 0].max(axis=1))
         radio[:, g] += end - t[:, None]

@@ -64,4 +64,3 @@ class TimingWorld(OfScenario):
         for d, alive in zip(self.devices, state["alive"], strict=True):
             d.alive = alive
         self.recorder.load_state_dict(state["recorder"])
-

@@ -30,8 +30,13 @@ __all__ = ["DATASET_NAMES", "Dataset", "load_dataset", "load_train_labels", "def
 
 _DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
 # Synthetic dataset parameters: default and smallest allowed value (as in the scenario schema).
-_SYNTHETIC = {"num_classes": (10, 2), "in_channels": (1, 1), "image_size": (16, 4), "train_size": (2000, 1),
-              "test_size": (500, 1)}
+_SYNTHETIC = {
+    "num_classes": (10, 2),
+    "in_channels": (1, 1),
+    "image_size": (16, 4),
+    "train_size": (2000, 1),
+    "test_size": (500, 1),
+}
 
 
 @dataclass(frozen=True, eq=False, repr=False)
@@ -58,18 +63,32 @@ class Dataset:
 
     def to(self, device: torch.device | str) -> Dataset:
         """A copy with all four tensors on `device` (this one is unchanged)."""
-        return replace(self, train_x=self.train_x.to(device), train_y=self.train_y.to(device),
-                       test_x=self.test_x.to(device), test_y=self.test_y.to(device))
+        return replace(
+            self,
+            train_x=self.train_x.to(device),
+            train_y=self.train_y.to(device),
+            test_x=self.test_x.to(device),
+            test_y=self.test_y.to(device),
+        )
 
     def __repr__(self) -> str:
         shape = "x".join(str(d) for d in self.train_x.shape[1:])
-        return (f"Dataset({self.name!r}, train={len(self.train_y)}, test={len(self.test_y)}, "
-                f"image={shape}, classes={self.num_classes}, device={self.train_x.device})")
+        return (
+            f"Dataset({self.name!r}, train={len(self.train_y)}, test={len(self.test_y)}, "
+            f"image={shape}, classes={self.num_classes}, device={self.train_x.device})"
+        )
 
 
-def load_dataset(name: str, root: str | Path | None = None, *, download: bool = False, seed: int = 0,
-                 max_train: int | None = None, max_test: int | None = None,
-                 synthetic: Mapping[str, Any] | None = None) -> Dataset:
+def load_dataset(
+    name: str,
+    root: str | Path | None = None,
+    *,
+    download: bool = False,
+    seed: int = 0,
+    max_train: int | None = None,
+    max_test: int | None = None,
+    synthetic: Mapping[str, Any] | None = None,
+) -> Dataset:
     """Decode a dataset into normalized tensors.
 
     `root`: the folder with the standard files (default: `default_root(name)`); a published archive found
@@ -86,15 +105,26 @@ def load_dataset(name: str, root: str | Path | None = None, *, download: bool = 
     mean, std = _channel_stats(train_x)
     return Dataset(
         name=name,
-        train_x=_normalized(train_x, mean, std), train_y=torch.from_numpy(train_y),
-        test_x=_normalized(test_x, mean, std), test_y=torch.from_numpy(test_y),
-        num_classes=len(raw.classes), classes=raw.classes,
-        mean=tuple(float(m) / 255.0 for m in mean), std=tuple(float(s) / 255.0 for s in std),
+        train_x=_normalized(train_x, mean, std),
+        train_y=torch.from_numpy(train_y),
+        test_x=_normalized(test_x, mean, std),
+        test_y=torch.from_numpy(test_y),
+        num_classes=len(raw.classes),
+        classes=raw.classes,
+        mean=tuple(float(m) / 255.0 for m in mean),
+        std=tuple(float(s) / 255.0 for s in std),
     )
 
 
-def load_train_labels(name: str, root: str | Path | None = None, *, download: bool = False, seed: int = 0,
-                      max_train: int | None = None, synthetic: Mapping[str, Any] | None = None) -> np.ndarray:
+def load_train_labels(
+    name: str,
+    root: str | Path | None = None,
+    *,
+    download: bool = False,
+    seed: int = 0,
+    max_train: int | None = None,
+    synthetic: Mapping[str, Any] | None = None,
+) -> np.ndarray:
     """The train labels `load_dataset` gives with the same arguments (the same stratified subset), without
     normalizing any image: what a timing-only run needs to partition the data among its clients."""
     _check_limits(max_train=max_train)
@@ -116,8 +146,9 @@ def _check_limits(**limits: int | None) -> None:
             raise InputError(f"must be a positive whole number, got {limit!r}", key=f"dataset.{key}")
 
 
-def _read(name: str, root: str | Path | None, *, download: bool, seed: int, synthetic: Mapping[str, Any] | None
-          ) -> tuple[Raw, np.random.SeedSequence, np.random.SeedSequence]:
+def _read(
+    name: str, root: str | Path | None, *, download: bool, seed: int, synthetic: Mapping[str, Any] | None
+) -> tuple[Raw, np.random.SeedSequence, np.random.SeedSequence]:
     """The whole dataset as stored (uint8 images, labels), and the seeds of its train and test subsets."""
     check_name(name)
     # Independent streams, so that e.g. changing max_train never changes the synthetic images.
@@ -155,8 +186,12 @@ def _ensure_files(name: str, root: Path, *, download: bool, key: str) -> None:
 # --- synthetic -----------------------------------------------------------------------------------------------
 
 
-def _make_synthetic(params: Mapping[str, Any], s_proto: np.random.SeedSequence, s_train: np.random.SeedSequence,
-                    s_test: np.random.SeedSequence) -> Raw:
+def _make_synthetic(
+    params: Mapping[str, Any],
+    s_proto: np.random.SeedSequence,
+    s_train: np.random.SeedSequence,
+    s_test: np.random.SeedSequence,
+) -> Raw:
     """Class-conditional images: a smooth random prototype per class (4x4 cells) plus Gaussian pixel noise."""
     cfg = _synthetic_cfg(params)
     num_classes, channels, size = cfg["num_classes"], cfg["in_channels"], cfg["image_size"]
@@ -171,8 +206,11 @@ def _make_synthetic(params: Mapping[str, Any], s_proto: np.random.SeedSequence, 
         x = proto[y] + rng.normal(0.0, 48.0, size=(n, channels, size, size))
         return np.clip(np.rint(x), 0, 255).astype(np.uint8), y
 
-    return Raw(*draw(cfg["train_size"], s_train), *draw(cfg["test_size"], s_test),
-                classes=tuple(f"class_{k}" for k in range(num_classes)))
+    return Raw(
+        *draw(cfg["train_size"], s_train),
+        *draw(cfg["test_size"], s_test),
+        classes=tuple(f"class_{k}" for k in range(num_classes)),
+    )
 
 
 def _synthetic_cfg(params: Mapping[str, Any]) -> dict[str, int]:
@@ -182,8 +220,9 @@ def _synthetic_cfg(params: Mapping[str, Any]) -> dict[str, int]:
         if key not in _SYNTHETIC:
             raise InputError(f"unknown key (known: {', '.join(_SYNTHETIC)})", key=f"dataset.synthetic.{key}")
         if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < _SYNTHETIC[key][1]:
-            raise InputError(f"must be a whole number >= {_SYNTHETIC[key][1]}, got {value!r}",
-                             key=f"dataset.synthetic.{key}")
+            raise InputError(
+                f"must be a whole number >= {_SYNTHETIC[key][1]}, got {value!r}", key=f"dataset.synthetic.{key}"
+            )
         cfg[key] = int(value)
     return cfg
 
@@ -196,8 +235,7 @@ def _synthetic_labels(n: int, num_classes: int, rng: np.random.Generator) -> np.
 # --- subsets and normalization -------------------------------------------------------------------------------
 
 
-def _subset(x: np.ndarray, y: np.ndarray, limit: int | None, rng: np.random.Generator
-            ) -> tuple[np.ndarray, np.ndarray]:
+def _subset(x: np.ndarray, y: np.ndarray, limit: int | None, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     if limit is None or limit >= len(y):
         return x, y
     keep = stratified_subset(y, limit, rng=rng)  # each class keeps its share; see load_dataset
@@ -208,8 +246,12 @@ def _channel_stats(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Exact per-channel mean and population std of uint8 images (N, C, H, W), in pixel units, via histograms."""
     levels = np.arange(256, dtype=np.float64)
     # torch counts uint8 directly (numpy's bincount first widens every pixel to 64 bits); np.array: a writable copy
-    hist = np.stack([torch.bincount(torch.from_numpy(np.array(x[:, c])).reshape(-1), minlength=256).numpy()
-                     for c in range(x.shape[1])]).astype(np.float64)
+    hist = np.stack(
+        [
+            torch.bincount(torch.from_numpy(np.array(x[:, c])).reshape(-1), minlength=256).numpy()
+            for c in range(x.shape[1])
+        ]
+    ).astype(np.float64)
     n = hist.sum(axis=1)  # (C,)
     mean = hist @ levels / n
     std = np.sqrt((hist * (levels[None, :] - mean[:, None]) ** 2).sum(axis=1) / n)

@@ -21,8 +21,18 @@ from simulator.errors import InputError
 
 __all__ = ["Raw", "READERS"]
 
-_FASHION_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
-                    "Ankle boot")
+_FASHION_CLASSES = (
+    "T-shirt/top",
+    "Trouser",
+    "Pullover",
+    "Dress",
+    "Coat",
+    "Sandal",
+    "Shirt",
+    "Sneaker",
+    "Bag",
+    "Ankle boot",
+)
 _STL10_CLASSES = ("airplane", "bird", "car", "cat", "deer", "dog", "horse", "monkey", "ship", "truck")
 # IDX base names (each may be stored plain or as .gz) and their magic numbers: 0x08 = unsigned byte, then ndim.
 _STL10_SHAPE = (3, 96, 96)
@@ -47,8 +57,7 @@ def _read_idx(path: Path, magic: int) -> np.ndarray:
         raise InputError(f"cannot read the IDX file ({why})", file=str(path)) from None
     got = int.from_bytes(raw[:4], "big") if len(raw) >= 4 else None
     if got != magic:
-        raise InputError(f"not an IDX file of the expected kind: magic number {got}, expected {magic}",
-                         file=str(path))
+        raise InputError(f"not an IDX file of the expected kind: magic number {got}, expected {magic}", file=str(path))
     ndim = magic & 0xFF
     header = 4 + 4 * ndim
     dims = struct.unpack(f">{ndim}I", raw[4:header]) if len(raw) >= header else None
@@ -69,8 +78,9 @@ def _load_fashion_mnist(root: Path) -> Raw:
         if len(x) != len(y):
             raise InputError(f"{len(x)} images in {x_path.name} but {len(y)} labels", file=str(y_path))
         if x.shape[1:] != (28, 28):
-            raise InputError(f"Fashion-MNIST images are 28x28, this file holds {'x'.join(map(str, x.shape[1:]))}",
-                             file=str(x_path))
+            raise InputError(
+                f"Fashion-MNIST images are 28x28, this file holds {'x'.join(map(str, x.shape[1:]))}", file=str(x_path)
+            )
         out += [x[:, None], _labels(y, 10, y_path)]  # (N, 28, 28) -> (N, 1, 28, 28)
     return Raw(*out, classes=_FASHION_CLASSES)
 
@@ -87,10 +97,17 @@ def _labels(y: np.ndarray, num_classes: int, path: Path, offset: int = 0) -> np.
 
 _NUMPY_CORE = "numpy._core" if hasattr(np, "_core") else "numpy.core"
 # The CIFAR pickles hold numpy arrays, lists and strings; nothing else may be constructed while reading them.
-_PICKLE_GLOBALS = {("numpy", "ndarray"), ("numpy", "dtype"), ("_codecs", "encode"),
-                   ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
-                   ("numpy.core.multiarray", "scalar"), ("numpy._core.multiarray", "scalar"),
-                   ("numpy.core.numeric", "_frombuffer"), ("numpy._core.numeric", "_frombuffer")}
+_PICKLE_GLOBALS = {
+    ("numpy", "ndarray"),
+    ("numpy", "dtype"),
+    ("_codecs", "encode"),
+    ("numpy.core.multiarray", "_reconstruct"),
+    ("numpy._core.multiarray", "_reconstruct"),
+    ("numpy.core.multiarray", "scalar"),
+    ("numpy._core.multiarray", "scalar"),
+    ("numpy.core.numeric", "_frombuffer"),
+    ("numpy._core.numeric", "_frombuffer"),
+}
 
 
 class _ArrayUnpickler(pickle.Unpickler):
@@ -105,8 +122,18 @@ def _unpickle(path: Path) -> dict[str, Any]:
         with path.open("rb") as f:
             # encoding="bytes", as the dataset's authors read it: Python 2 str keys arrive as bytes.
             obj = _ArrayUnpickler(f, encoding="bytes").load()
-    except (OSError, EOFError, pickle.UnpicklingError, ValueError, TypeError, AttributeError, IndexError, KeyError,
-            MemoryError, RecursionError) as exc:
+    except (
+        OSError,
+        EOFError,
+        pickle.UnpicklingError,
+        ValueError,
+        TypeError,
+        AttributeError,
+        IndexError,
+        KeyError,
+        MemoryError,
+        RecursionError,
+    ) as exc:
         refused = isinstance(exc, pickle.UnpicklingError) and str(exc).startswith("refusing to construct")
         why = "it holds objects the CIFAR files never contain" if refused else "truncated or damaged"
         raise InputError(f"cannot read the CIFAR pickle: {why} ({type(exc).__name__})", file=str(path)) from None
@@ -131,8 +158,10 @@ def _cifar_part(path: Path, label_key: str, num_classes: int) -> tuple[np.ndarra
 
 def _load_cifar(root: Path, spec: Cifar) -> Raw:
     folder = root / spec.folder
-    parts = {split: [_cifar_part(folder / f, spec.label_key, spec.num_classes) for f in files]
-             for split, files in (("train", spec.train), ("test", spec.test))}
+    parts = {
+        split: [_cifar_part(folder / f, spec.label_key, spec.num_classes) for f in files]
+        for split, files in (("train", spec.train), ("test", spec.test))
+    }
     meta = _unpickle(folder / spec.meta)
     names = meta.get(spec.names_key)
     if not isinstance(names, list) or len(names) != spec.num_classes:
@@ -163,9 +192,15 @@ def _load_stl10(root: Path) -> Raw:
             raise InputError(f"{len(x)} images in {split}_X.bin but {len(y)} labels", file=str(y_path))
         out += [x, y]
     names_file = folder / "class_names.txt"
-    names = tuple(line.strip() for line in names_file.read_text(encoding="utf-8", errors="replace").splitlines()
-                  if line.strip()) \
-        if names_file.is_file() else ()
+    names = (
+        tuple(
+            line.strip()
+            for line in names_file.read_text(encoding="utf-8", errors="replace").splitlines()
+            if line.strip()
+        )
+        if names_file.is_file()
+        else ()
+    )
     return Raw(*out, classes=names if len(names) == 10 else _STL10_CLASSES)
 
 

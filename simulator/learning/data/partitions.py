@@ -31,8 +31,16 @@ def apportion(total: int | np.ndarray, shares: np.ndarray) -> np.ndarray:
     return counts.reshape(shares.shape)
 
 
-def partition(labels: np.ndarray, num_clients: int, kind: str, *, rng: np.random.Generator, alpha: float = 0.5,
-              shards_per_client: int = 2, weights: Sequence[float] | None = None) -> list[np.ndarray]:
+def partition(
+    labels: np.ndarray,
+    num_clients: int,
+    kind: str,
+    *,
+    rng: np.random.Generator,
+    alpha: float = 0.5,
+    shards_per_client: int = 2,
+    weights: Sequence[float] | None = None,
+) -> list[np.ndarray]:
     """Assign every sample index to exactly one client; returns one sorted int64 index array per client.
 
     - `iid`: a uniformly random split; client i gets 1 + apportion(N - K, w)[i] samples, so sizes follow the
@@ -58,13 +66,13 @@ def partition(labels: np.ndarray, num_clients: int, kind: str, *, rng: np.random
     if isinstance(num_clients, bool) or not isinstance(num_clients, (int, np.integer)) or num_clients < 1:
         raise InputError(f"need at least one client, got {num_clients!r}", key="clients")
     if num_clients > n:
-        raise InputError(f"{num_clients} clients but only {n} training samples: every client needs one",
-                         key="clients")
+        raise InputError(f"{num_clients} clients but only {n} training samples: every client needs one", key="clients")
     w = _relative_weights(weights, int(num_clients))
     split = _SPLITTERS.get(kind)
     if split is None:
-        raise InputError(f"unknown partition kind {kind!r} (known: {', '.join(PARTITION_KINDS)})",
-                         key="dataset.partition.kind")
+        raise InputError(
+            f"unknown partition kind {kind!r} (known: {', '.join(PARTITION_KINDS)})", key="dataset.partition.kind"
+        )
     owner = split(y, w, rng, alpha, shards_per_client)
     counts = np.bincount(owner, minlength=len(w))
     order = np.argsort(owner, kind="stable").astype(np.int64)  # grouped by client, ascending within a group
@@ -91,8 +99,9 @@ def _relative_weights(weights: Sequence[float] | None, k: int) -> np.ndarray:
         return np.full(k, 1.0 / k)
     w = np.asarray(weights, dtype=np.float64)
     if w.shape != (k,) or not np.all(np.isfinite(w)) or np.any(w <= 0):
-        raise InputError(f"need {k} positive finite client data weights, got {list(np.ravel(w))}",
-                         key="clients.data_weight")
+        raise InputError(
+            f"need {k} positive finite client data weights, got {list(np.ravel(w))}", key="clients.data_weight"
+        )
     return w / w.sum()
 
 
@@ -130,14 +139,18 @@ def _dirichlet(y: np.ndarray, w: np.ndarray, rng: np.random.Generator, alpha: fl
 def _shards(y: np.ndarray, w: np.ndarray, rng: np.random.Generator, alpha: float, shards: int) -> np.ndarray:
     k, n = len(w), len(y)
     if np.ptp(w) > 1e-12 * w.max():
-        raise InputError("unequal client data weights need kind iid or dirichlet: shards are equal-sized",
-                         key="dataset.partition.kind")
+        raise InputError(
+            "unequal client data weights need kind iid or dirichlet: shards are equal-sized",
+            key="dataset.partition.kind",
+        )
     if isinstance(shards, bool) or not isinstance(shards, (int, np.integer)) or shards < 1:
         raise InputError(f"must be a whole number >= 1, got {shards!r}", key="dataset.partition.shards_per_client")
     total = k * shards
     if total > n:
-        raise InputError(f"{k} clients x {shards} shards = {total} shards but only {n} samples",
-                         key="dataset.partition.shards_per_client")
+        raise InputError(
+            f"{k} clients x {shards} shards = {total} shards but only {n} samples",
+            key="dataset.partition.shards_per_client",
+        )
     order, _ = _grouped_by_class(y, rng)
     bounds = np.arange(total + 1) * n // total  # shard s = order[bounds[s]:bounds[s + 1]], all non-empty
     shard_of_slot = np.repeat(np.arange(total), np.diff(bounds))

@@ -9,8 +9,17 @@ from contextlib import contextmanager
 import torch
 from torch import nn
 
-__all__ = ["EXIT_HEADS", "DEFAULT_EXIT_GRID", "GridLinearHead", "PoolLinearHead", "ConvPoolLinearHead", "make_exit_head",
-           "reseed_head_", "reset_parameters_", "seeded"]
+__all__ = [
+    "EXIT_HEADS",
+    "DEFAULT_EXIT_GRID",
+    "GridLinearHead",
+    "PoolLinearHead",
+    "ConvPoolLinearHead",
+    "make_exit_head",
+    "reseed_head_",
+    "reset_parameters_",
+    "seeded",
+]
 
 EXIT_HEADS = ("grid_linear", "pool_linear", "conv_pool_linear")
 DEFAULT_EXIT_GRID = 4  # grid_linear: cells per side of the pooled grid
@@ -60,8 +69,15 @@ class ConvPoolLinearHead(nn.Sequential):
         )
 
 
-def make_exit_head(kind: str, in_channels: int, num_classes: int, *, seed: int | None = None,
-                   size: int | None = None, grid: int = DEFAULT_EXIT_GRID) -> nn.Module:
+def make_exit_head(
+    kind: str,
+    in_channels: int,
+    num_classes: int,
+    *,
+    seed: int | None = None,
+    size: int | None = None,
+    grid: int = DEFAULT_EXIT_GRID,
+) -> nn.Module:
     """The exit head named ``kind`` for a (B, in_channels, size, size) cut activation; weights from ``seed`` if
     given. ``grid_linear`` pools to min(grid, size) cells per side, so it needs the activation's ``size``."""
     if kind not in EXIT_HEADS:

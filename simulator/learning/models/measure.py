@@ -88,7 +88,9 @@ def _measure(name: str, module: nn.Module, x: torch.Tensor) -> tuple[UnitCost, t
     return cost, y
 
 
-def build_cost_table(model: UnitModel, image_size: int, exit_head: str, exit_grid: int = DEFAULT_EXIT_GRID) -> CostTable:
+def build_cost_table(
+    model: UnitModel, image_size: int, exit_head: str, exit_grid: int = DEFAULT_EXIT_GRID
+) -> CostTable:
     """Measure every unit, the classifier and the exit head at every cut of ``model`` on (C, S, S) inputs.
 
     FLOPs are those torch's FlopCounterMode attributes to matmuls and convolutions (2 per multiply-add);
@@ -109,14 +111,16 @@ def build_cost_table(model: UnitModel, image_size: int, exit_head: str, exit_gri
     heads = []
     for cut in range(1, work.num_cuts + 1):
         size = int(outputs[cut - 1].shape[-1])
-        head = make_exit_head(exit_head, work.unit_channels[cut - 1], work.num_classes, seed=0, size=size,
-                              grid=exit_grid)
+        head = make_exit_head(
+            exit_head, work.unit_channels[cut - 1], work.num_classes, seed=0, size=size, grid=exit_grid
+        )
         heads.append(_measure(f"exit@{cut}", head, outputs[cut - 1])[0])
     return CostTable(tuple(units), classifier, tuple(heads), input_elems, work.num_classes)
 
 
-def measure_table(width: int, in_channels: int, num_classes: int, image_size: int, exit_head: str,
-                  exit_grid: int = DEFAULT_EXIT_GRID) -> CostTable:
+def measure_table(
+    width: int, in_channels: int, num_classes: int, image_size: int, exit_head: str, exit_grid: int = DEFAULT_EXIT_GRID
+) -> CostTable:
     """The cost table of a SplitResNet18 of this shape, measured on a throwaway model (weights do not affect costs).
 
     The table is measured on batch-2 tensors: intra-op threads only add overhead there (several times slower on

@@ -112,8 +112,9 @@ class UnitModel(nn.Module):
 class SplitResNet18(UnitModel):
     """CIFAR ResNet-18 (3×3 stride-1 stem, no max-pool); units u1 = stem, u2..u9 = the 8 BasicBlocks."""
 
-    def __init__(self, width: int = 64, in_channels: int = 3, num_classes: int = 10, *,
-                 seed: int | None = None) -> None:
+    def __init__(
+        self, width: int = 64, in_channels: int = 3, num_classes: int = 10, *, seed: int | None = None
+    ) -> None:
         super().__init__()
         self.width = width
         self.in_channels = in_channels
@@ -143,8 +144,7 @@ class SplitResNet18(UnitModel):
 class SmallCNN(UnitModel):
     """A 4-unit conv net (conv+BN+ReLU each; channels w, 2w, 4w, 4w; strides 1, 2, 2, 1) for fast tests; cuts 1..3."""
 
-    def __init__(self, width: int = 8, in_channels: int = 3, num_classes: int = 10, *,
-                 seed: int | None = None) -> None:
+    def __init__(self, width: int = 8, in_channels: int = 3, num_classes: int = 10, *, seed: int | None = None) -> None:
         super().__init__()
         self.width = width
         self.in_channels = in_channels
@@ -192,8 +192,16 @@ def server_part(model: UnitModel, cut: int) -> nn.Sequential:
     return nn.Sequential(*model.units[cut:], model.classifier)
 
 
-def make_client_model(model: UnitModel, cut: int, exit_head: str, num_classes: int, *, seed: int | None = None,
-                      image_size: int | None = None, grid: int = DEFAULT_EXIT_GRID) -> ClientModel:
+def make_client_model(
+    model: UnitModel,
+    cut: int,
+    exit_head: str,
+    num_classes: int,
+    *,
+    seed: int | None = None,
+    image_size: int | None = None,
+    grid: int = DEFAULT_EXIT_GRID,
+) -> ClientModel:
     """u1..u_cut of ``model`` (shared) plus a fresh ``exit_head`` for its cut activation (``grid_linear`` needs the
     input ``image_size``)."""
     body = client_units(model, cut)
@@ -202,8 +210,15 @@ def make_client_model(model: UnitModel, cut: int, exit_head: str, num_classes: i
     return ClientModel(body, head)
 
 
-def split(model: UnitModel, cut: int, exit_head: str = "pool_linear", *, seed: int | None = None,
-          image_size: int | None = None, grid: int = DEFAULT_EXIT_GRID) -> tuple[ClientModel, nn.Sequential]:
+def split(
+    model: UnitModel,
+    cut: int,
+    exit_head: str = "pool_linear",
+    *,
+    seed: int | None = None,
+    image_size: int | None = None,
+    grid: int = DEFAULT_EXIT_GRID,
+) -> tuple[ClientModel, nn.Sequential]:
     """(client part with its exit head, server part) at ``cut``, both sharing ``model``'s parameters."""
     client = make_client_model(model, cut, exit_head, model.num_classes, seed=seed, image_size=image_size, grid=grid)
     return client, server_part(model, cut)

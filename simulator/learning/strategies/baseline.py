@@ -12,13 +12,28 @@ import torch
 from torch import nn
 
 from simulator.learning.aggregation import state_tensors, weighted_average_
+from simulator.learning.mixing import SharedCopies
 from simulator.learning.split_training import ClientPart, SplitServer, copy_state_, evaluate_model, tensors_of
 from simulator.learning.strategies.learner import Learner
 from simulator.learning.training import EvalResult, state_bytes
 from simulator.learning.world import LearningWorld
-from simulator.learning.mixing import SharedCopies
-from simulator.plan import (APPLY, BACKWARD, BUFFER, CATCH_UP, CENTRAL_STEP, DOWNLOAD, DROP, FED_AVERAGE, FORWARD,
-                            LOCAL_STEP, MIX, RESTORE, SAVE, SPLIT_SERVE, RoundPlan)
+from simulator.plan import (
+    APPLY,
+    BACKWARD,
+    BUFFER,
+    CATCH_UP,
+    CENTRAL_STEP,
+    DOWNLOAD,
+    DROP,
+    FED_AVERAGE,
+    FORWARD,
+    LOCAL_STEP,
+    MIX,
+    RESTORE,
+    SAVE,
+    SPLIT_SERVE,
+    RoundPlan,
+)
 
 __all__ = ["common_cut", "server_seq", "AverageGroup", "Baseline"]
 
@@ -82,9 +97,11 @@ class Baseline(Learner):
     @staticmethod
     def sizes_of(catch_up: Sequence[nn.Module], groups: Sequence[AverageGroup]) -> dict[str, Any]:
         first = [next(iter(g.copies.values())) for g in groups]
-        return {"catch_up_bytes": state_bytes(catch_up, buffers=True),
-                "upload_bytes": sum(state_bytes([m], buffers=True) for m, g in zip(first, groups) if g.on_device),
-                "average_elems": tuple(sum(t.numel() for t in tensors_of([m])) for m in first)}
+        return {
+            "catch_up_bytes": state_bytes(catch_up, buffers=True),
+            "upload_bytes": sum(state_bytes([m], buffers=True) for m, g in zip(first, groups) if g.on_device),
+            "average_elems": tuple(sum(t.numel() for t in tensors_of([m])) for m in first),
+        }
 
     # --- a round's plan ---------------------------------------------------------------------------
     def execute(self, plan: RoundPlan) -> None:

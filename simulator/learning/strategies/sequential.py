@@ -22,8 +22,10 @@ class Sequential(SplitEE):
         low = min(self.w.cuts)
         params = [*self.shared.units[low:].parameters(), *self.shared.classifier.parameters()]
         self.optimizer = make_optimizer(params, self.w.scenario.training.optimizer)
-        by_cut = {cut: ServerPath(nn.Sequential(*self.shared.units[cut:], self.shared.classifier), cut, self.optimizer)
-                  for cut in sorted(set(self.w.cuts))}
+        by_cut = {
+            cut: ServerPath(nn.Sequential(*self.shared.units[cut:], self.shared.classifier), cut, self.optimizer)
+            for cut in sorted(set(self.w.cuts))
+        }
         return [by_cut[cut] for cut in self.w.cuts]
 
     def server_modules(self) -> list[nn.Module]:

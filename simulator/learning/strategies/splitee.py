@@ -13,10 +13,8 @@ from typing import Any, Sequence
 import torch
 
 from simulator.config.registry import sync_of
-from simulator.plan import exit_head_groups, unit_groups
 from simulator.learning.aggregation import weighted_average_
 from simulator.learning.mixing import Held, SharedCopies
-from simulator.learning.training import EvalResult, ServerPath, evaluate_path
 from simulator.learning.strategies.learner import Learner
 from simulator.learning.training import EvalResult, ServerPath, evaluate_path
 from simulator.learning.world import LearningWorld
@@ -101,8 +99,10 @@ class SplitEE(Learner):
         if self.entry.server_copies:
             path = self.paths[i]
             assert path.copies is not None, "server copies need a server model per client"
-            held += [Held(u, path.copies.tensors(path.k, u - cut, buffers=buffers), False)
-                     for u in range(cut, len(w.table.units) + 1)]
+            held += [
+                Held(u, path.copies.tensors(path.k, u - cut, buffers=buffers), False)
+                for u in range(cut, len(w.table.units) + 1)
+            ]
         if self.cfg.exit_heads_aggregated():
             held.append(Held(("head", cut), w.trainers[i].unit_tensors(cut, buffers=buffers), True))
         return held
@@ -110,8 +110,9 @@ class SplitEE(Learner):
     def aggregate(self, members: Sequence[int], missed: set[int]) -> None:
         """The average among `members`; a member in `missed` never received it and keeps its own copy."""
         groups = self.aggregation_plan(members)
-        kept = [(c, [t.clone() for t in c.tensors]) for group in groups for c in group
-                if c.client in missed and c.on_device]
+        kept = [
+            (c, [t.clone() for t in c.tensors]) for group in groups for c in group if c.client in missed and c.on_device
+        ]
         self.average(groups)
         with torch.no_grad():
             for c, before in kept:
@@ -126,8 +127,9 @@ class SplitEE(Learner):
         cuts = [w.cuts[i] for i in present]
         num_units = len(w.table.units)
         buffers = self.cfg.bn == "average"
-        groups = unit_groups(cuts, num_units, server_copies=self.entry.server_copies,
-                             client_copies=self.cfg.client_layers_aggregated())
+        groups = unit_groups(
+            cuts, num_units, server_copies=self.entry.server_copies, client_copies=self.cfg.client_layers_aggregated()
+        )
         plan = []
         for u, members in enumerate(groups):
             if len(members) < 2:
@@ -144,8 +146,12 @@ class SplitEE(Learner):
             plan.append(group)
         if self.cfg.exit_heads_aggregated():
             for members in exit_head_groups(cuts):
-                plan.append([Copy(present[k], w.trainers[present[k]].unit_tensors(cuts[k], buffers=buffers),
-                                  on_device=True) for k in members])
+                plan.append(
+                    [
+                        Copy(present[k], w.trainers[present[k]].unit_tensors(cuts[k], buffers=buffers), on_device=True)
+                        for k in members
+                    ]
+                )
         return plan
 
     def average(self, plan: list[list[Copy]]) -> None:
@@ -158,8 +164,10 @@ class SplitEE(Learner):
     def evaluate(self, batch_size: int) -> dict[int, EvalResult]:
         """Per client: its exit, and its path through the server part that serves it."""
         w = self.w
-        return {i: evaluate_path(w.trainers[i], self.paths[i], w.test_x, w.test_y, batch_size)
-                for i in range(len(w.trainers))}
+        return {
+            i: evaluate_path(w.trainers[i], self.paths[i], w.test_x, w.test_y, batch_size)
+            for i in range(len(w.trainers))
+        }
 
     def take_exit_loss(self, i: int) -> float:
         return self.w.trainers[i].take_mean_loss()

@@ -62,8 +62,11 @@ class SplitFedV1(Baseline):
         if not self.shared_server:
             # The server holds every client's server-side copy: those of clients not averaged get the result too.
             others = [s.seq for i, s in enumerate(self.servers) if i not in stay]
-            groups.append(AverageGroup({i: s.seq for i, s in enumerate(self.servers)}, [self.global_server, *others],
-                                       on_device=False))
+            groups.append(
+                AverageGroup(
+                    {i: s.seq for i, s in enumerate(self.servers)}, [self.global_server, *others], on_device=False
+                )
+            )
         return groups
 
     def eval_parts(self) -> tuple[nn.Module | None, nn.Module]:

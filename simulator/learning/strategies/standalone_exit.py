@@ -29,9 +29,14 @@ class StandaloneExit(Centralized):
         self.cut = cut
         _, image_size, classes = sc.dataset.shape()
         backbone = self.model  # Centralized's whole model, from the stream "global": keep its first units
-        head = make_exit_head(sc.model.exit_head, backbone.unit_channels[cut - 1], classes,
-                              seed=w.streams.torch_seed("shared_exit", cut),
-                              size=backbone.activation_size(cut, image_size), grid=sc.model.exit_grid)
+        head = make_exit_head(
+            sc.model.exit_head,
+            backbone.unit_channels[cut - 1],
+            classes,
+            seed=w.streams.torch_seed("shared_exit", cut),
+            size=backbone.activation_size(cut, image_size),
+            grid=sc.model.exit_grid,
+        )
         self.model = nn.Sequential(*backbone.units[:cut], head.to(w.torch_device))  # (B, C, H, W) -> (B, classes)
         self.optimizer = make_optimizer(self.model.parameters(), sc.training.optimizer)
 

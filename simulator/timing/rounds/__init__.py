@@ -24,8 +24,9 @@ class Rounds(Protocol):
     fates: dict[int, RoundFate]  # how each present client's last round ended
 
     @classmethod
-    def from_entry(cls, world: TimingWorld, entry: StrategyEntry, *, sizes: Mapping[str, Any],
-                   per_batch: bool) -> Rounds:
+    def from_entry(
+        cls, world: TimingWorld, entry: StrategyEntry, *, sizes: Mapping[str, Any], per_batch: bool
+    ) -> Rounds:
         """The rounds of the method `entry` declares; `sizes`: what its models weigh, as its learning measured them
         (learning.strategies.learner.Learner.model_sizes; empty in a timing-only run); `per_batch`: every client
         timed batch by batch (learning is attached and needs every step in the plan)."""
@@ -35,13 +36,12 @@ class Rounds(Protocol):
         """Client i's round is timed in closed form: nothing can stop it, it has no events to watch."""
         ...
 
-    def run_round(self, rnd: int, present: Sequence[int], stops: dict[int, simpy.Event],
-                  plan: RoundPlan) -> Generator[simpy.Event, Any, None]:
+    def run_round(
+        self, rnd: int, present: Sequence[int], stops: dict[int, simpy.Event], plan: RoundPlan
+    ) -> Generator[simpy.Event, Any, None]:
         """The round's SimPy process: the present clients' work and the server's, written into `plan`."""
         ...
 
-    def state_dict(self) -> dict[str, Any]:
-        ...
+    def state_dict(self) -> dict[str, Any]: ...
 
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        ...
+    def load_state_dict(self, state: dict[str, Any]) -> None: ...

@@ -44,8 +44,9 @@ class AsyncRounds:
     client_devices = True
 
     @classmethod
-    def from_entry(cls, world: TimingWorld, entry: StrategyEntry, *, sizes: Mapping[str, Any],
-                   per_batch: bool) -> "AsyncRounds":
+    def from_entry(
+        cls, world: TimingWorld, entry: StrategyEntry, *, sizes: Mapping[str, Any], per_batch: bool
+    ) -> "AsyncRounds":
         return cls(world, entry, sizes)
 
     def __init__(self, world: TimingWorld, entry: StrategyEntry, sizes: Mapping[str, Any]) -> None:
@@ -66,23 +67,33 @@ class AsyncRounds:
             self.down_bytes = [int(sizes.get("catch_up_bytes", 0))] * n
             self.mix_flops = [2.0 * sum(sizes.get("average_elems", ()))] * n
             self.step_flops = [full_step_flops(w.table) * b for b in batches]
-            self.step_seconds = [compute_model.seconds_for(d.spec.device, compute_model.whole_step_flops(w.table, b),
-                                                           f, step=True)
-                                 for d, b, f in zip(w.devices, batches, self.step_flops)]
+            self.step_seconds = [
+                compute_model.seconds_for(d.spec.device, compute_model.whole_step_flops(w.table, b), f, step=True)
+                for d, b, f in zip(w.devices, batches, self.step_flops)
+            ]
         else:
             st = sc.strategy
-            traffic = [update_traffic(w.table, cut, server_copies=entry.server_copies,
-                                      client_copies=st.client_layers_aggregated(),
-                                      exit_heads=st.exit_heads_aggregated(), buffers=st.bn == "average")
-                       for cut in world.cuts]
+            traffic = [
+                update_traffic(
+                    w.table,
+                    cut,
+                    server_copies=entry.server_copies,
+                    client_copies=st.client_layers_aggregated(),
+                    exit_heads=st.exit_heads_aggregated(),
+                    buffers=st.bn == "average",
+                )
+                for cut in world.cuts
+            ]
             self.up_bytes = [b for b, _ in traffic]
             self.down_bytes = list(self.up_bytes)
             self.mix_flops = [f for _, f in traffic]
             self.server_flops = [server_batch_flops(w.table, cut, b) for cut, b in zip(world.cuts, batches)]
-            self.server_seconds = [compute_model.seconds_for(w.server.profile,
-                                                             compute_model.server_step_flops(w.table, cut, b), f,
-                                                             step=True)
-                                   for cut, b, f in zip(world.cuts, batches, self.server_flops)]
+            self.server_seconds = [
+                compute_model.seconds_for(
+                    w.server.profile, compute_model.server_step_flops(w.table, cut, b), f, step=True
+                )
+                for cut, b, f in zip(world.cuts, batches, self.server_flops)
+            ]
         self.plan = RoundPlan(0)
         self.segment = 0
         self.made = [0] * n  # steps each client has started (its feature batches' numbers)
@@ -195,8 +206,7 @@ class AsyncRounds:
         self.record_idle(i, now)
         leave, stop = env.event(), env.event()
         if not av.always_on and math.isfinite(t_off := av.off_at(now)):
-            env.timeout(t_off - now).callbacks.append(
-                lambda _ev: None if leave.triggered else leave.succeed("offline"))
+            env.timeout(t_off - now).callbacks.append(lambda _ev: None if leave.triggered else leave.succeed("offline"))
         self.stops[i] = stop
         dev.begin_round(stop, leave)
         rnd = self.segment
@@ -206,8 +216,9 @@ class AsyncRounds:
             done = yield from self.local_steps(rnd, i, steps)
         else:
             base = self.made[i]
-            fate = yield env.process(dev.run_round(rnd, steps, _Tape(self, i),
-                                                   lambda b, base=base: self.deliver(b, base)))
+            fate = yield env.process(
+                dev.run_round(rnd, steps, _Tape(self, i), lambda b, base=base: self.deliver(b, base))
+            )
             done = fate.steps_done
         self.steps_done[i] = self.steps_done.get(i, 0) + done
         ok = not stop.triggered
@@ -215,8 +226,9 @@ class AsyncRounds:
             ok = (yield from dev.transfer(rnd, self.up_bytes[i], up=True, kind="agg_tx", stop=stop)).delivered
         if ok:
             staleness = self.version - self.seen[i]
-            taken = yield env.process(w.server.compute(rnd, self.mix_flops[i], lambda: self.take(i, staleness),
-                                                       kind="aggregate"))
+            taken = yield env.process(
+                w.server.compute(rnd, self.mix_flops[i], lambda: self.take(i, staleness), kind="aggregate")
+            )
             # An update the server took is answered even after the run's stop; only leaving cuts the download.
             ok = taken and not leave.triggered
         if ok and self.down_bytes[i]:
@@ -242,8 +254,11 @@ class AsyncRounds:
         dev = self.w.devices[i]
         for k in range(steps):
             self.plan.add(LOCAL_STEP, i)
-            if not (yield from dev.busy(rnd, "compute", self.step_seconds[i], dev.spec.device.compute_w,
-                                        flops=self.step_flops[i])):
+            if not (
+                yield from dev.busy(
+                    rnd, "compute", self.step_seconds[i], dev.spec.device.compute_w, flops=self.step_flops[i]
+                )
+            ):
                 return k
         return steps
 
@@ -292,9 +307,14 @@ class AsyncRounds:
                 self.inbox.put(None)  # batches still waiting behind it: serve them first
                 continue
             i, k = item
-            proc = env.process(w.server.compute(self.segment, self.server_flops[i],
-                                                lambda i=i, k=k: self.plan.add(SERVE, i, k),
-                                                seconds=self.server_seconds[i]))
+            proc = env.process(
+                w.server.compute(
+                    self.segment,
+                    self.server_flops[i],
+                    lambda i=i, k=k: self.plan.add(SERVE, i, k),
+                    seconds=self.server_seconds[i],
+                )
+            )
             if self.fcfs:
                 steps.append(proc)
             else:

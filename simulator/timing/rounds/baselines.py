@@ -65,12 +65,15 @@ class BaselineRounds:
         self.fates: dict[int, RoundFate] = {}
         self.plan = RoundPlan(0)
         self._t_stop: dict[int, float] = {}
-        self.may_leave = [bool(world.availability and not world.availability[i].always_on)
-                          or d.battery_j is not None for i, d in enumerate(world.devices)]
+        self.may_leave = [
+            bool(world.availability and not world.availability[i].always_on) or d.battery_j is not None
+            for i, d in enumerate(world.devices)
+        ]
 
     @classmethod
-    def from_entry(cls, world: TimingWorld, entry: StrategyEntry, *, sizes: Mapping[str, Any],
-                   per_batch: bool) -> "BaselineRounds":
+    def from_entry(
+        cls, world: TimingWorld, entry: StrategyEntry, *, sizes: Mapping[str, Any], per_batch: bool
+    ) -> "BaselineRounds":
         """The rounds of the method `entry` (config.registry) declares, moving models of the `sizes` its learning
         measured (ModelSizes' fields); the baselines' clients are always timed batch by batch."""
         return cls(world, ModelSizes(**sizes))
@@ -108,11 +111,16 @@ class BaselineRounds:
     def still_here(self, present: Sequence[int]) -> list[int]:
         """The present clients that did not leave this round and are reachable now."""
         w = self.w
-        return [i for i in present if (i not in self.fates or self.fates[i].stopped not in LEFT)
-                and not (w.devices[i].leave is not None and w.devices[i].leave.triggered)]
+        return [
+            i
+            for i in present
+            if (i not in self.fates or self.fates[i].stopped not in LEFT)
+            and not (w.devices[i].leave is not None and w.devices[i].leave.triggered)
+        ]
 
-    def busy(self, rnd: int, i: int, flops: float, units: compute_model.UnitFlops = (),
-             step: bool = False) -> Generator[simpy.Event, Any, bool]:
+    def busy(
+        self, rnd: int, i: int, flops: float, units: compute_model.UnitFlops = (), step: bool = False
+    ) -> Generator[simpy.Event, Any, bool]:
         """Client i's processor runs `flops` (split by unit as `units`; `step`: the piece that carries the fixed
         cost per step) (recorded, battery drained); False if its stop came first."""
         dev = self.w.devices[i]
@@ -129,28 +137,39 @@ class BaselineRounds:
         cut = w.rs.clients[i].cut
         batch = dev.costs.batch
         plan.add(FORWARD, i)
-        ok = yield from self.busy(rnd, i, body_fwd_flops(table, cut) * batch,
-                                  compute_model.client_forward_flops(table, cut, batch))
+        ok = yield from self.busy(
+            rnd, i, body_fwd_flops(table, cut) * batch, compute_model.client_forward_flops(table, cut, batch)
+        )
         if ok:
-            up_bytes = costs.feature_batch_bytes(table.activation_bytes(cut, w.scenario.network.activation_dtype),
-                                                 batch)
+            up_bytes = costs.feature_batch_bytes(
+                table.activation_bytes(cut, w.scenario.network.activation_dtype), batch
+            )
             ok = (yield from dev.transfer(rnd, up_bytes, up=True, kind="tx", stop=dev.stop)).delivered
         if not ok:
             plan.add(DROP, i)
             return False
         fate.delivered += 1
         server_flops = split_server_flops(table, cut) * batch
-        server_s = compute_model.seconds_for(w.server.profile, compute_model.split_server_flops(table, cut, batch),
-                                             server_flops, step=True)
-        yield w.env.process(w.server.compute(rnd, server_flops, lambda: plan.add(SPLIT_SERVE, i), slots=slots,
-                                             seconds=server_s))
+        server_s = compute_model.seconds_for(
+            w.server.profile, compute_model.split_server_flops(table, cut, batch), server_flops, step=True
+        )
+        yield w.env.process(
+            w.server.compute(rnd, server_flops, lambda: plan.add(SPLIT_SERVE, i), slots=slots, seconds=server_s)
+        )
         down = yield from dev.transfer(rnd, gradient_bytes(table, cut, batch), up=False, kind="rx", stop=dev.stop)
         if not down.delivered:
             plan.add(DROP, i)
             return False
         plan.add(BACKWARD, i)
-        if not (yield from self.busy(rnd, i, body_bwd_flops(table, cut) * batch,
-                                     compute_model.body_backward_flops(table, cut, batch), step=True)):
+        if not (
+            yield from self.busy(
+                rnd,
+                i,
+                body_bwd_flops(table, cut) * batch,
+                compute_model.body_backward_flops(table, cut, batch),
+                step=True,
+            )
+        ):
             return False
         fate.steps_done += 1
         return True
@@ -161,8 +180,9 @@ class VanillaRounds(BaselineRounds):
     (agg_rx), runs its steps, and uploads the weights (agg_tx) for the next client. A turn cut short by the
     client's stop hands nothing on: the client-side weights go back to those it downloaded."""
 
-    def run_round(self, rnd: int, present: Sequence[int], stops: dict[int, simpy.Event],
-                  plan: RoundPlan) -> Generator[simpy.Event, Any, None]:
+    def run_round(
+        self, rnd: int, present: Sequence[int], stops: dict[int, simpy.Event], plan: RoundPlan
+    ) -> Generator[simpy.Event, Any, None]:
         self.begin_round(present, plan)
         for i in sorted(present):
             yield from self.turn(rnd, i)
@@ -200,15 +220,15 @@ class FederatedRounds(BaselineRounds):
         self.step_flops = full_step_flops(world.table)  # per sample: a whole-model step (FedAvg)
 
     @classmethod
-    def from_entry(cls, world: TimingWorld, entry: StrategyEntry, *, sizes: Mapping[str, Any],
-                   per_batch: bool) -> "FederatedRounds":
+    def from_entry(
+        cls, world: TimingWorld, entry: StrategyEntry, *, sizes: Mapping[str, Any], per_batch: bool
+    ) -> "FederatedRounds":
         """Split steps for a split method, whole-model local steps for one on the device; the server takes split
         steps as they come on its `workers` (discipline `fcfs`) or one at a time in arrival order (`arrival`)."""
         discipline = entry.server_discipline(world.scenario.strategy)
         if discipline not in ("fcfs", "arrival"):
             raise ValueError(f"{entry.name}: federated rounds serve 'fcfs' or 'arrival', not {discipline!r}")
-        return cls(world, ModelSizes(**sizes), split=entry.placement == "split",
-                   one_at_a_time=discipline == "arrival")
+        return cls(world, ModelSizes(**sizes), split=entry.placement == "split", one_at_a_time=discipline == "arrival")
 
     def state_dict(self) -> dict[str, Any]:
         return {"synced": list(self.synced)}
@@ -217,8 +237,9 @@ class FederatedRounds(BaselineRounds):
         if "synced" in state:
             self.synced = list(state["synced"])
 
-    def run_round(self, rnd: int, present: Sequence[int], stops: dict[int, simpy.Event],
-                  plan: RoundPlan) -> Generator[simpy.Event, Any, None]:
+    def run_round(
+        self, rnd: int, present: Sequence[int], stops: dict[int, simpy.Event], plan: RoundPlan
+    ) -> Generator[simpy.Event, Any, None]:
         w = self.w
         self.begin_round(present, plan)
         yield w.env.all_of([w.env.process(self.client_round(rnd, i)) for i in present])
@@ -237,8 +258,11 @@ class FederatedRounds(BaselineRounds):
                     continue
                 plan.add(LOCAL_STEP, i)  # the real step, at its simulated start
                 batch = w.devices[i].costs.batch
-                if not (yield from self.busy(rnd, i, self.step_flops * batch,
-                                             compute_model.whole_step_flops(w.table, batch), step=True)):
+                if not (
+                    yield from self.busy(
+                        rnd, i, self.step_flops * batch, compute_model.whole_step_flops(w.table, batch), step=True
+                    )
+                ):
                     break
                 self.fates[i].steps_done += 1
         self.close_fate(i)
@@ -261,18 +285,25 @@ class FederatedRounds(BaselineRounds):
         leaves during its download keeps its own copy."""
         w, plan = self.w, self.plan
         n = self.sizes.upload_bytes
-        ups = {i: w.env.process(w.devices[i].transfer(rnd, n, up=True, kind="agg_tx", stop=w.devices[i].leave))
-               for i in stay if n}
+        ups = {
+            i: w.env.process(w.devices[i].transfer(rnd, n, up=True, kind="agg_tx", stop=w.devices[i].leave))
+            for i in stay
+            if n
+        }
         yield w.env.all_of(list(ups.values()))
         members = [i for i in stay if i not in ups or ups[i].value.delivered]
         if not members:
             return
         flops = 2.0 * sum(e * len(members) for e in self.sizes.average_elems)
         missed: set[int] = set()
-        yield w.env.process(w.server.compute(rnd, flops, lambda: plan.add(FED_AVERAGE, list(stay), members, missed),
-                                             kind="aggregate"))
-        downs = {i: w.env.process(w.devices[i].transfer(rnd, n, up=False, kind="agg_rx", stop=w.devices[i].leave))
-                 for i in members if n}
+        yield w.env.process(
+            w.server.compute(rnd, flops, lambda: plan.add(FED_AVERAGE, list(stay), members, missed), kind="aggregate")
+        )
+        downs = {
+            i: w.env.process(w.devices[i].transfer(rnd, n, up=False, kind="agg_rx", stop=w.devices[i].leave))
+            for i in members
+            if n
+        }
         yield w.env.all_of(list(downs.values()))
         missed.update(i for i, p in downs.items() if not p.value.delivered)
         self.synced = [i in members and i not in missed for i in range(len(self.synced))]
@@ -291,20 +322,23 @@ class CentralRounds(BaselineRounds):
         self.step_flops = full_step_flops(world.table) if cut is None else exit_step_flops(world.table, cut)
 
     @classmethod
-    def from_entry(cls, world: TimingWorld, entry: StrategyEntry, *, sizes: Mapping[str, Any],
-                   per_batch: bool) -> "CentralRounds":
+    def from_entry(
+        cls, world: TimingWorld, entry: StrategyEntry, *, sizes: Mapping[str, Any], per_batch: bool
+    ) -> "CentralRounds":
         """The whole model, or u1..u_cut with its exit head where the method trains up to strategy.common_cut."""
         cut = world.scenario.strategy.common_cut if entry.cut == "trained" else None
         return cls(world, ModelSizes(**sizes), cut=cut)
 
-    def run_round(self, rnd: int, present: Sequence[int], stops: dict[int, simpy.Event],
-                  plan: RoundPlan) -> Generator[simpy.Event, Any, None]:
+    def run_round(
+        self, rnd: int, present: Sequence[int], stops: dict[int, simpy.Event], plan: RoundPlan
+    ) -> Generator[simpy.Event, Any, None]:
         w = self.w
         self.plan = plan
         self.fates = {i: RoundFate() for i in present}  # the clients run no steps
         batch = min(w.scenario.training.batch_size, sum(w.sample_counts))  # the pooled data's sampler's batches
         flops = self.step_flops * batch
-        seconds = compute_model.seconds_for(w.server.profile, compute_model.whole_step_flops(w.table, batch), flops,
-                                            step=True)
+        seconds = compute_model.seconds_for(
+            w.server.profile, compute_model.whole_step_flops(w.table, batch), flops, step=True
+        )
         for _ in range(sum(w.steps_per_round)):
             yield w.env.process(w.server.compute(rnd, flops, lambda: plan.add(CENTRAL_STEP), seconds=seconds))

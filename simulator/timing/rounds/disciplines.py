@@ -263,5 +263,9 @@ class ClientTurns(Arrival):
             yield timeout_at(env, latest)
 
 
-DISCIPLINES: dict[str, type[Discipline]] = {"fcfs": Discipline, "arrival": Arrival, "round_robin": RoundRobin,
-                                            "client_turns": ClientTurns}
+DISCIPLINES: dict[str, type[Discipline]] = {
+    "fcfs": Discipline,
+    "arrival": Arrival,
+    "round_robin": RoundRobin,
+    "client_turns": ClientTurns,
+}

@@ -5,7 +5,7 @@ How each client's round is timed is chosen once per client by the planner (timin
 
 from __future__ import annotations
 
-from operator import add, itemgetter
+from operator import add
 from typing import Any, Generator, Mapping, Sequence
 
 import numpy as np
@@ -39,12 +39,17 @@ class SplitEERounds:
     aggregation."""
 
     @classmethod
-    def from_entry(cls, world: TimingWorld, entry: StrategyEntry, *, sizes: Mapping[str, Any],
-                   per_batch: bool) -> "SplitEERounds":
+    def from_entry(
+        cls, world: TimingWorld, entry: StrategyEntry, *, sizes: Mapping[str, Any], per_batch: bool
+    ) -> "SplitEERounds":
         """The rounds of the method `entry` (config.registry) declares; what moves is measured from the cost
         table, so learning's model `sizes` are not needed. `per_batch`: every client timed batch by batch."""
-        return cls(world, discipline=entry.server_discipline(world.scenario.strategy),
-                   server_copies=entry.server_copies, per_batch=per_batch)
+        return cls(
+            world,
+            discipline=entry.server_discipline(world.scenario.strategy),
+            server_copies=entry.server_copies,
+            per_batch=per_batch,
+        )
 
     def __init__(self, world: TimingWorld, *, discipline: str, server_copies: bool, per_batch: bool) -> None:
         self.w = world
@@ -64,11 +69,15 @@ class SplitEERounds:
         profile = world.server.profile
         batches = [d.costs.batch for d in world.devices]
         split = [c.placement == "split" for c in world.rs.clients]
-        self.server_flops = [server_batch_flops(world.table, cut, b) if s else 0.0
-                             for cut, b, s in zip(world.cuts, batches, split)]
+        self.server_flops = [
+            server_batch_flops(world.table, cut, b) if s else 0.0 for cut, b, s in zip(world.cuts, batches, split)
+        ]
         self.server_seconds = [
             compute_model.seconds_for(profile, compute_model.server_step_flops(world.table, cut, b), f, step=True)
-            if s else 0.0 for cut, b, f, s in zip(world.cuts, batches, self.server_flops, split)]
+            if s
+            else 0.0
+            for cut, b, f, s in zip(world.cuts, batches, self.server_flops, split)
+        ]
         self.discipline: Discipline = DISCIPLINES[discipline](self)
         self.messages = MessageNumbers(world.devices)
         self._groups: dict[tuple[int, tuple[int, ...]], GroupNumbers] = {}  # closed-form groups' numbers
@@ -76,7 +85,7 @@ class SplitEERounds:
         self.arrival_times, self.arrival_owners = np.zeros(0), np.zeros(0, dtype=np.int64)  # sorted, this round
         self.server_seconds_of = np.array(self.server_seconds, dtype=float)
         # The recorder's entities are the clients in index order, then the server: index i is client i.
-        assert world.recorder.names[:len(world.devices)] == [d.name for d in world.devices]
+        assert world.recorder.names[: len(world.devices)] == [d.name for d in world.devices]
 
     client_devices = True
 
@@ -103,8 +112,9 @@ class SplitEERounds:
         return aggregated and rnd % self.cfg.aggregate_every == 0
 
     # --- the round ------------------------------------------------------------------------------
-    def run_round(self, rnd: int, present: Sequence[int], stops: dict[int, simpy.Event],
-                  plan: RoundPlan) -> Generator[simpy.Event, Any, None]:
+    def run_round(
+        self, rnd: int, present: Sequence[int], stops: dict[int, simpy.Event], plan: RoundPlan
+    ) -> Generator[simpy.Event, Any, None]:
         """The round's processes. `stops[i]` fires if client i must stop early (deadline, offline, battery); the
         engine has already handed it, and the leave event, to the device (Device.begin_round)."""
         w = self.w
@@ -145,8 +155,9 @@ class SplitEERounds:
         self.done_at[i] = done
         self.fates[i] = RoundFate(steps_done=steps, delivered=steps)
 
-    def closed_media(self, rnd: int, present: Sequence[int], shared: list[int],
-                     latest: float) -> tuple[list[int], float]:
+    def closed_media(
+        self, rnd: int, present: Sequence[int], shared: list[int], latest: float
+    ) -> tuple[list[int], float]:
         """The clients in `shared` whose medium is walked in closed form (timing.medium_form: a constant medium
         whose present members are all here, with constant processors and links) are scheduled and recorded as
         their shared_medium_round processes would be; returns the others and the latest time so far."""
@@ -160,8 +171,12 @@ class SplitEERounds:
             devs = [w.devices[i] for i in group]
             medium = devs[0].link.up.medium
             members = {j for j, d in enumerate(w.devices) if d.link.up.medium is medium and j in here}
-            if medium.timing is not None or members != set(group) or medium.active or any(
-                    d.processor.varying or d.link.up.timing.varying for d in devs):
+            if (
+                medium.timing is not None
+                or members != set(group)
+                or medium.active
+                or any(d.processor.varying or d.link.up.timing.varying for d in devs)
+            ):
                 rest += group
                 continue
             latest = max(latest, self._medium_round(rnd, group))
@@ -177,10 +192,18 @@ class SplitEERounds:
             up = d.link.up
             jitter = up.jitter_s * up.jitter.row(up.jitter_row, s) if up.jitter_s > 0 else np.zeros(s)
             flights.append((up.latency_s + jitter).tolist())
-        m = medium_rounds(w.env.now, steps, [d.step_seconds[0] for d in devs], [d.step_seconds[1] for d in devs],
-                          [d.wire_feature_bytes * 8.0 for d in devs], [d.link.up.cap_bps for d in devs],
-                          devs[0].link.up.medium.capacity_bps, flights, overlap=devs[0].overlap,
-                          send_buffer=devs[0].send_buffer)
+        m = medium_rounds(
+            w.env.now,
+            steps,
+            [d.step_seconds[0] for d in devs],
+            [d.step_seconds[1] for d in devs],
+            [d.wire_feature_bytes * 8.0 for d in devs],
+            [d.link.up.cap_bps for d in devs],
+            devs[0].link.up.medium.capacity_bps,
+            flights,
+            overlap=devs[0].overlap,
+            send_buffer=devs[0].send_buffer,
+        )
         done = m.done[0].tolist()
         for k, (i, d, s) in enumerate(zip(group, devs, steps)):
             f0, f1 = m.fwd[0][0, k, :s].tolist(), m.fwd[1][0, k, :s].tolist()
@@ -195,7 +218,7 @@ class SplitEERounds:
             self.fates[i] = RoundFate(steps_done=s, delivered=s)
         # The processes handed their arrivals over as they ended (the earliest done first).
         for k in sorted(range(len(group)), key=lambda k: done[k]):
-            self._parts.append((m.arrival[0, k, :steps[k]], np.full(steps[k], group[k])))
+            self._parts.append((m.arrival[0, k, : steps[k]], np.full(steps[k], group[k])))
         return max(done, default=w.env.now)
 
     def timed_round(self, rnd: int, present: Sequence[int]) -> Generator[simpy.Event, Any, None]:
@@ -241,8 +264,12 @@ class SplitEERounds:
         if procs:
             yield env.all_of(procs)
         if self.arrivals:
-            parts.append((np.array([t for t, _ in self.arrivals], dtype=float),
-                          np.array([i for _, i in self.arrivals], dtype=np.int64)))
+            parts.append(
+                (
+                    np.array([t for t, _ in self.arrivals], dtype=float),
+                    np.array([i for _, i in self.arrivals], dtype=np.int64),
+                )
+            )
         times = np.concatenate([t for t, _ in parts]) if parts else np.zeros(0)
         owners = np.concatenate([o for _, o in parts]).astype(np.int64) if parts else np.zeros(0, dtype=np.int64)
         order = np.argsort(times, kind="stable")  # stable: equal times keep the order they reached the server in
@@ -264,22 +291,34 @@ class SplitEERounds:
     def server_step(self, rnd: int, batch: FeatureBatch) -> Generator[simpy.Event, Any, None]:
         """One server step on a feature batch (put in the plan at its start), holding a server slot for its cost."""
         i, k, plan = batch.client, batch.step, self.plan
-        yield self.w.env.process(self.w.server.compute(rnd, self.server_flops[i], lambda: plan.add(SERVE, i, k),
-                                                       seconds=self.server_seconds[i]))
+        yield self.w.env.process(
+            self.w.server.compute(
+                rnd, self.server_flops[i], lambda: plan.add(SERVE, i, k), seconds=self.server_seconds[i]
+            )
+        )
 
     def still_here(self, present: Sequence[int]) -> list[int]:
         """The present clients that did not leave this round and are reachable now."""
         w = self.w
-        return [i for i in present if (i not in self.fates or self.fates[i].stopped not in LEFT)
-                and not (w.devices[i].leave is not None and w.devices[i].leave.triggered)]
+        return [
+            i
+            for i in present
+            if (i not in self.fates or self.fates[i].stopped not in LEFT)
+            and not (w.devices[i].leave is not None and w.devices[i].leave.triggered)
+        ]
 
     # --- aggregation ---------------------------------------------------------------------------
     def traffic(self, present: Sequence[int]) -> tuple[dict[int, int], float]:
         """Per present client the bytes its aggregation moves each way, and the server's averaging FLOPs."""
         w, cfg = self.w, self.cfg
-        nbytes, flops = aggregation_traffic(w.table, [w.cuts[i] for i in present], server_copies=self.server_copies,
-                                            client_copies=cfg.client_layers_aggregated(),
-                                            exit_heads=cfg.exit_heads_aggregated(), buffers=cfg.bn == "average")
+        nbytes, flops = aggregation_traffic(
+            w.table,
+            [w.cuts[i] for i in present],
+            server_copies=self.server_copies,
+            client_copies=cfg.client_layers_aggregated(),
+            exit_heads=cfg.exit_heads_aggregated(),
+            buffers=cfg.bn == "average",
+        )
         return dict(zip(present, nbytes)), flops
 
     def transfers(self, rnd: int, nbytes: dict[int, int], *, up: bool) -> Generator[simpy.Event, Any, set[int]]:
@@ -344,14 +383,26 @@ class SplitEERounds:
         for group in groups.values():
             chans = [w.devices[i].link.up if up else w.devices[i].link.down for i in group]
             medium = chans[0].medium
-            if medium.timing is not None or medium.active or any(
-                    self.planner.mode[i] != "shared" or ch.timing.varying for i, ch in zip(group, chans)):
+            if (
+                medium.timing is not None
+                or medium.active
+                or any(self.planner.mode[i] != "shared" or ch.timing.varying for i, ch in zip(group, chans))
+            ):
                 continue
             flights = [[ch.latency_s + ch.jitter.one(ch.jitter_row, ch.jitter_s)] for ch in chans]
             wire = [ch.wire_bytes(nbytes[i]) for i, ch in zip(group, chans)]
-            m = medium_rounds(env.now, [1] * len(group), [0.0] * len(group), [0.0] * len(group),
-                              [b * 8.0 for b in wire], [ch.cap_bps for ch in chans], medium.capacity_bps,
-                              flights, overlap=True, send_buffer=1)
+            m = medium_rounds(
+                env.now,
+                [1] * len(group),
+                [0.0] * len(group),
+                [0.0] * len(group),
+                [b * 8.0 for b in wire],
+                [ch.cap_bps for ch in chans],
+                medium.capacity_bps,
+                flights,
+                overlap=True,
+                send_buffer=1,
+            )
             ends, arrived = m.send[1][0, :, 0].tolist(), m.arrival[0, :, 0].tolist()
             for i, end, b in zip(group, ends, wire):
                 w.recorder.interval(w.devices[i].name, kind, rnd, env.now, end, nbytes=b, direction=direction)
@@ -372,13 +423,15 @@ class SplitEERounds:
             nbytes, flops = self.traffic(present)
         missed: set[int] = set()
         plan = self.plan
-        yield w.env.process(w.server.compute(rnd, flops, lambda: plan.add(AVERAGE, list(present), missed),
-                                             kind="aggregate"))
+        yield w.env.process(
+            w.server.compute(rnd, flops, lambda: plan.add(AVERAGE, list(present), missed), kind="aggregate")
+        )
         missed.update((yield from self.transfers(rnd, nbytes, up=False)))
 
 
-def _varying_ends(w: TimingWorld, closed: list[tuple[int, int]], now: float, *,
-                  up: bool) -> dict[int, tuple[float, float]]:
+def _varying_ends(
+    w: TimingWorld, closed: list[tuple[int, int]], now: float, *, up: bool
+) -> dict[int, tuple[float, float]]:
     """For the clients in `closed` whose link direction varies: when their message of n bytes sent from `now` has
     left the radio, and the latency it then meets (costs.conditions.Conditions, many rows at once)."""
     cond = w.conditions
