@@ -87,6 +87,8 @@ def _first(rows: list[dict[str, float]], key: str, target: float) -> float:
 
 def _at(rows: list[dict[str, float]], budget: float) -> dict[str, float]:
     upto = [r for r in rows if r["sim_time_s"] <= budget + 1e-9]
+    if not upto:  # not one row (a round) ends within the budget
+        return dict.fromkeys(("acc", "exit", "energy", "mb"), math.nan)
     evald = [r for r in upto if not math.isnan(r["final_accuracy"])]
     return {
         "acc": evald[-1]["final_accuracy"] if evald else math.nan,
@@ -97,8 +99,10 @@ def _at(rows: list[dict[str, float]], budget: float) -> dict[str, float]:
 
 
 def _mean(xs: list[float]) -> float:
-    finite = [x for x in xs if math.isfinite(x)]
-    return sum(finite) / len(finite) if len(finite) == len(xs) and xs else (math.inf if xs else math.nan)
+    """The mean over seeds; infinite (a target not reached) if one is, NaN (nothing evaluated yet) if one is."""
+    if not xs or any(math.isnan(x) for x in xs):
+        return math.nan
+    return math.inf if any(math.isinf(x) for x in xs) else sum(xs) / len(xs)
 
 
 def main() -> None:
@@ -118,23 +122,27 @@ def main() -> None:
     b = args.budget_s
     print(
         f"| partition | method | time to final 0.80 (s) | time to exit 0.72 (s) | final acc @ {b:g} s | "
-        f"exit acc @ {b:g} s | energy @ {b:g} s (kJ) | traffic @ {b:g} s (MB) | final acc, end of run |"
+        f"exit acc @ {b:g} s | energy @ {b:g} s (kJ) | traffic @ {b:g} s (MB) | final acc, end of run | "
+        "energy, whole run (kJ) |"
     )
-    print("|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for p in PARTITIONS:
         for label, _, _ in METHODS:
             runs = [_rows(args.out / p / label / f"s{s}") for s in args.seeds]
             end = runs[0][-1]["sim_time_s"]
+            total = _mean([sum(x["energy_j"] for x in r) for r in runs])
             t_final = _mean([_first(r, "final_accuracy", FINAL) for r in runs])
             t_exit = _mean([_first(r, "mean_exit_accuracy", EXIT) for r in runs])
             at = [_at(r, b) for r in runs]
             fmt = lambda t: f"> {end:.0f}" if math.isinf(t) else ("–" if math.isnan(t) else f"{t:.0f}")  # noqa: E731
             acc = lambda k: _mean([a[k] for a in at])  # noqa: E731
+            num = lambda v, f: "–" if math.isnan(v) else format(v, f)  # noqa: E731
             last = _mean([[x for x in r if not math.isnan(x["final_accuracy"])][-1]["final_accuracy"] for r in runs])
             print(
                 f"| {p} | {label} | {fmt(t_final)} | {'–' if label.startswith('fed') else fmt(t_exit)} | "
-                f"{acc('acc'):.3f} | {acc('exit'):.3f} | {acc('energy') / 1e3:.1f} | {acc('mb'):.0f} | "
-                f"{last:.3f} (at {end:.0f} s) |"
+                f"{num(acc('acc'), '.3f')} | {num(acc('exit'), '.3f')} | {num(acc('energy') / 1e3, '.1f')} | "
+                f"{num(acc('mb'), '.0f')} | "
+                f"{last:.3f} (at {end:.0f} s) | {total / 1e3:.1f} |"
             )
 
 
