@@ -194,8 +194,8 @@ def _number(value: Any, null: bool = True) -> bool:
 _DAMAGED = (KeyError, ValueError, TypeError, IndexError, AttributeError, csv.Error, UnicodeDecodeError)
 
 
-def replay(run_dir: Path, sets: Sequence[str], out: Path, *, overwrite: bool = False) -> dict[str, Any]:
-    """Re-time the finished run in `run_dir` with `sets` applied; writes a run folder to `out`; its summary."""
+def check_run_folder(run_dir: str | Path) -> Path:
+    """`run_dir` as a Path, if it is a finished run's folder (REQUIRED_FILES there); else one InputError."""
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise InputError(
@@ -204,6 +204,12 @@ def replay(run_dir: Path, sets: Sequence[str], out: Path, *, overwrite: bool = F
     missing = [name for name in REQUIRED_FILES if not (run_dir / name).is_file()]
     if missing:
         raise InputError(f"not a finished run folder: {', '.join(missing)} missing", file=str(run_dir))
+    return run_dir
+
+
+def replay(run_dir: Path, sets: Sequence[str], out: Path, *, overwrite: bool = False) -> dict[str, Any]:
+    """Re-time the finished run in `run_dir` with `sets` applied; writes a run folder to `out`; its summary."""
+    run_dir = check_run_folder(run_dir)
     if out.resolve() == run_dir.resolve() or run_dir.resolve() in out.resolve().parents:
         raise InputError("the replay would write into the run it replays; choose another --out", key="--out")
     check_output_dir(out, "--out")

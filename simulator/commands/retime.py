@@ -23,10 +23,10 @@ import pandas as pd
 
 from simulator.commands.replay import (
     _DAMAGED,
-    REQUIRED_FILES,
     _read_csv,
     _read_summary,
     _steps_by_round,
+    check_run_folder,
     replay_refusal,
 )
 from simulator.commands.sweep_spec import yaml_flow
@@ -105,14 +105,7 @@ class RunToRetime:
     resolves change sets against it (each change validated once, then combined), refusing as replay does."""
 
     def __init__(self, run_dir: str | Path) -> None:
-        run_dir = Path(run_dir)
-        if not run_dir.is_dir():
-            raise InputError(
-                "not a run folder: " + ("no such folder" if not run_dir.exists() else "not a folder"), file=str(run_dir)
-            )
-        missing = [name for name in REQUIRED_FILES if not (run_dir / name).is_file()]
-        if missing:
-            raise InputError(f"not a finished run folder: {', '.join(missing)} missing", file=str(run_dir))
+        run_dir = check_run_folder(run_dir)
         self.dir = run_dir
         self.file = str(run_dir / "scenario.resolved.yaml")
         self.data = read_yaml_file(Path(self.file), "scenario file")
