@@ -8,6 +8,7 @@ a nominal rate (a link's goodput, a processor's speed, a medium's capacity); fur
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from dataclasses import dataclass
 
 import numpy as np
@@ -15,13 +16,14 @@ import numpy as np
 __all__ = ["Source", "ConstantPieces", "TracePieces", "MarkovPieces"]
 
 
-class Source:
+class Source(ABC):
     """Pieces in order: `pieces(k0, k1)` gives (starts, values) of pieces k0 .. k1-1, fewer past a finite end."""
 
     ncol: int = 1
 
+    @abstractmethod
     def pieces(self, k0: int, k1: int) -> tuple[np.ndarray, np.ndarray]:
-        raise NotImplementedError
+        """(starts (k,), values (k, ncol)) of pieces k0 .. k1-1."""
 
     def index_at(self, t: float, start: int = 0) -> int:
         """The index of the piece in force at time t (>= 0), searching from piece `start` (which starts at or
