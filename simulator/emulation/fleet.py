@@ -75,6 +75,11 @@ def _run(*cmd: str) -> None:
         raise RuntimeError(f"`{' '.join(cmd)}` failed: {got.stderr.strip() or got.stdout.strip()}")
 
 
+def _tc(ns: str, args: str) -> None:
+    """`tc ARGS` inside network namespace `ns` (ARGS: words separated by single spaces, none empty)."""
+    _run("ip", "netns", "exec", ns, "tc", *args.split(" "))
+
+
 class Fleet:
     """Makes the namespaces, links, shapers and CPU groups of a FleetPlan; `close()` removes all it made, in
     reverse order, and may be called more than once (also after a failure half way)."""
@@ -152,147 +157,26 @@ class Fleet:
     def _shape(self, ns: str, dev: str, bps: float) -> None:
         # stab overhead -14: htb counts IP packets (1,500 bytes), not Ethernet frames (1,514), so the link's rate
         # is the IP-level rate a profile's TCP/IPv4 framing assumes.
-        _run(
-            "ip",
-            "netns",
-            "exec",
-            ns,
-            "tc",
-            "qdisc",
-            "add",
-            "dev",
-            dev,
-            "root",
-            "handle",
-            "1:",
-            "stab",
-            "overhead",
-            "-14",
-            "linklayer",
-            "ethernet",
-            "htb",
-            "default",
-            "1",
-        )
+        _tc(ns, f"qdisc add dev {dev} root handle 1: stab overhead -14 linklayer ethernet htb default 1")
         rate = f"{int(round(bps))}bit"
-        _run(
-            "ip",
-            "netns",
-            "exec",
-            ns,
-            "tc",
-            "class",
-            "add",
-            "dev",
-            dev,
-            "parent",
-            "1:",
-            "classid",
-            "1:1",
-            "htb",
-            "rate",
-            rate,
-            "ceil",
-            rate,
-            "quantum",
-            "1514",
-        )
+        _tc(ns, f"class add dev {dev} parent 1: classid 1:1 htb rate {rate} ceil {rate} quantum 1514")
 
     def _shared(self, ns: str, dev: str, capacity: float, members: Sequence[tuple[str, float]]) -> None:
         """One htb tree for a medium's uplink: the capacity shared by its clients (matched by source address),
         each guaranteed an equal share and allowed up to min(capacity, its own rate)."""
         cap = f"{int(round(capacity))}bit"
-        _run(
-            "ip",
-            "netns",
-            "exec",
-            ns,
-            "tc",
-            "qdisc",
-            "add",
-            "dev",
-            dev,
-            "root",
-            "handle",
-            "1:",
-            "stab",
-            "overhead",
-            "-14",
-            "linklayer",
-            "ethernet",
-            "htb",
-        )
-        _run(
-            "ip",
-            "netns",
-            "exec",
-            ns,
-            "tc",
-            "class",
-            "add",
-            "dev",
-            dev,
-            "parent",
-            "1:",
-            "classid",
-            "1:1",
-            "htb",
-            "rate",
-            cap,
-            "ceil",
-            cap,
-            "quantum",
-            "1514",
-        )
+        _tc(ns, f"qdisc add dev {dev} root handle 1: stab overhead -14 linklayer ethernet htb")
+        _tc(ns, f"class add dev {dev} parent 1: classid 1:1 htb rate {cap} ceil {cap} quantum 1514")
         share = capacity / max(1, len(members))
         for k, (src, bps) in enumerate(members):  # in client index order, as medium_class() counts them
             cls = f"1:{10 + k}"
-            _run(
-                "ip",
-                "netns",
-                "exec",
+            ceil = f"{int(round(min(capacity, bps)))}bit"
+            _tc(
                 ns,
-                "tc",
-                "class",
-                "add",
-                "dev",
-                dev,
-                "parent",
-                "1:1",
-                "classid",
-                cls,
-                "htb",
-                "rate",
-                f"{int(round(share))}bit",
-                "ceil",
-                f"{int(round(min(capacity, bps)))}bit",
-                "quantum",
-                "1514",
+                f"class add dev {dev} parent 1:1 classid {cls} htb rate {int(round(share))}bit ceil {ceil} "
+                "quantum 1514",
             )
-            _run(
-                "ip",
-                "netns",
-                "exec",
-                ns,
-                "tc",
-                "filter",
-                "add",
-                "dev",
-                dev,
-                "parent",
-                "1:",
-                "protocol",
-                "ip",
-                "prio",
-                "1",
-                "u32",
-                "match",
-                "ip",
-                "src",
-                f"{src}/32",
-                "flowid",
-                cls,
-            )
+            _tc(ns, f"filter add dev {dev} parent 1: protocol ip prio 1 u32 match ip src {src}/32 flowid {cls}")
 
     def _cgroup(self, path: Path, quota: float | None) -> None:
         path.mkdir()
