@@ -4,9 +4,25 @@ from __future__ import annotations
 
 from typing import Any
 
+from simulator.costs import table_cache
+from simulator.costs.cost_table import CostTable
 from simulator.version import __version__
 
 __all__ = ["__version__", "run", "replay", "retime"]
+
+
+def _measure_table(
+    width: int, in_channels: int, num_classes: int, image_size: int, exit_head: str, exit_grid: int
+) -> CostTable:
+    """Measure a cost table with torch (loaded on the first miss only)."""
+    from simulator.learning.models.measure import measure_table
+
+    return measure_table(width, in_channels, num_classes, image_size, exit_head, exit_grid)
+
+
+# The package root joins the layers: the cost layer's cache is handed the torch measurement here, so that costs/
+# never names learning/ and only a table that is neither shipped nor cached loads torch.
+table_cache.hand_measure(_measure_table)
 
 
 def __getattr__(name: str) -> Any:

@@ -54,7 +54,7 @@ def test_a_miss_is_measured_once_and_cached(monkeypatch: pytest.MonkeyPatch, tmp
     assert path.is_file() and not list(path.parent.glob(".*.tmp"))
     assert table == measure_table(*shape)
     table_for.cache_clear()
-    monkeypatch.setattr(table_cache, "_MEASURE_MODULE", "no.such.module")  # a second miss would fail
+    monkeypatch.setattr(table_cache, "_measure", None)  # a second measurement would fail
     assert table_for(*shape) == table
     table_for.cache_clear()
 
@@ -108,3 +108,42 @@ def test_loading_and_validating_a_scenario_never_imports_torch(code: str) -> Non
     check = f"import sys; {code}; assert 'torch' not in sys.modules, 'torch was imported'"
     done = subprocess.run([sys.executable, "-c", check], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]
+
+
+def test_a_miss_calls_the_measuring_function_it_was_handed(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    shape = ModelShape(4, 1, 5, 8, "pool_linear", 2)
+    real = measure_table(*shape)
+    calls: list[tuple[object, ...]] = []
+
+    def measure(*args: object) -> object:
+        calls.append(args)
+        return real
+
+    monkeypatch.setattr(table_cache, "_measure", None)
+    previous = table_cache.hand_measure(measure)
+    assert previous is None
+    table_for.cache_clear()
+    try:
+        assert table_for(*shape) is real
+        assert calls == [tuple(shape)]
+    finally:
+        table_for.cache_clear()
+
+
+def test_a_miss_with_nothing_to_measure_says_so(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    monkeypatch.setattr(table_cache, "_measure", None)
+    shape = ModelShape(4, 1, 6, 8, "pool_linear", 2)
+    table_for.cache_clear()
+    try:
+        with pytest.raises(LookupError, match=shape.file_name() + ".*hand_measure"):
+            table_for(*shape)
+    finally:
+        table_for.cache_clear()
+
+
+def test_the_package_root_hands_the_torch_measurement() -> None:
+    import simulator
+
+    assert table_cache._measure is simulator._measure_table

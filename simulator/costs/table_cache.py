@@ -2,23 +2,22 @@
 
 `table_for` is the one way to get a table. It looks, in order, in this process's memory, in the tables shipped
 with the package (simulator/costs/tables/), and in the user cache ($XDG_CACHE_HOME/hetero-splitee-sim/cost-tables,
-or ~/.cache/...). Only on a miss does it load the torch measurement (simulator.learning.models.measure), which
-sits in a higher layer: it is loaded by name at that moment, so validating a scenario never imports torch. A
-table measured at run time is written to the user cache atomically. Every file carries the SHA-256 of its table,
+or ~/.cache/...). Only on a miss does it call the measuring function it was handed (`hand_measure`): measuring runs
+torch, a higher layer, so this module never names it; the package root hands it a function that loads torch when
+called, so validating a scenario whose table is shipped or cached never imports torch. A table measured at run
+time is written to the user cache atomically. Every file carries the SHA-256 of its table,
 and a file that does not parse, does not match its configuration or its checksum is measured again.
 """
 
 from __future__ import annotations
 
 import hashlib
-import importlib
 import json
 import os
 import tempfile
 from functools import lru_cache
-from importlib import metadata
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any, Callable, NamedTuple
 
 from simulator.costs.cost_table import CostTable, table_from_dict, table_to_dict
 
@@ -26,8 +25,10 @@ if TYPE_CHECKING:
     from simulator.config.schema import Scenario
 
 __all__ = [
+    "Measure",
     "ModelShape",
     "SHIPPED_DIR",
+    "hand_measure",
     "table_for",
     "cost_table_of",
     "shape_of",
@@ -39,7 +40,10 @@ __all__ = [
 
 SHIPPED_DIR = Path(__file__).resolve().parent / "tables"
 _FORMAT = 1
-_MEASURE_MODULE = "simulator.learning.models.measure"  # imports torch: loaded only when a table must be measured
+
+Measure = Callable[[int, int, int, int, str, int], CostTable]
+"""Measures the table of a model shape (the arguments of `table_for`)."""
+_measure: Measure | None = None
 
 
 class ModelShape(NamedTuple):
@@ -84,12 +88,24 @@ def table_for(
     cached = read_table(cache / shape.file_name(), shape, torch_version=torch_version)
     if cached is not None:
         return cached
-    table: CostTable = importlib.import_module(_MEASURE_MODULE).measure_table(*shape)
+    if _measure is None:
+        raise LookupError(
+            f"no cost table {shape.file_name()} shipped or in {cache}, and nothing to measure it with "
+            "(simulator.costs.table_cache.hand_measure was not called)"
+        )
+    table = _measure(*shape)
     try:
         write_table(cache, shape, table, torch_version)
     except OSError:
         pass  # a cache that cannot be written costs a measurement next time, nothing else
     return table
+
+
+def hand_measure(measure: Measure | None) -> Measure | None:
+    """Give the cache the function that measures a table on a miss; returns the one it had."""
+    global _measure
+    previous, _measure = _measure, measure
+    return previous
 
 
 def user_cache_dir() -> Path:
@@ -149,6 +165,8 @@ def _digest(data: Any) -> str:
 
 
 def _torch_version() -> str | None:
+    from importlib import metadata  # here: `import simulator` (which imports this module) stays quick
+
     try:
         return metadata.version("torch")
     except metadata.PackageNotFoundError:
