@@ -80,7 +80,7 @@ class DeviceProfile(_Profile):
     compute_w: float = Field(ge=0)  # power while computing, W
     idle_w: float = Field(ge=0)  # power while idle, W
     battery_j: float | None = Field(default=None, gt=0)  # None: mains powered
-    # The compute model beyond one rate (simulator/compute_model.py): seconds of a part's step =
+    # The compute model beyond one rate (simulator/costs/compute_model.py): seconds of a part's step =
     # step_overhead_s + Σ unit FLOPs / unit rate, a unit without an entry running at flops_per_s.
     step_overhead_s: float = Field(default=0.0, ge=0)  # fixed seconds per training step (framework, optimizer)
     unit_flops_per_s: dict[UnitKey, PositiveFloat] | None = None  # per unit (u1..u9, classifier, exit), FLOP/s
