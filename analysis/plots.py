@@ -3,19 +3,18 @@
 from __future__ import annotations
 
 import math
-from pathlib import Path
 from typing import Literal, Sequence
 
 import numpy as np
-import pandas as pd
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
-from analysis.load import Run, column, source_file
-from analysis.metrics import accuracy_curve, exit_curves, grid_mean, mean_by_threshold, pareto_front
+from analysis.load import Run, column
+from analysis.metrics import accuracy_curve, exit_curves, mean_by_threshold, pareto_front
 from analysis.metrics import time_to_accuracy as reach_time
 from analysis.plots_fleet import EVENTS_FILE, GROUP_ABOVE, energy, timeline
+from analysis.plots_grid import heatmap
 from analysis.style import axis_label, bar_width, missing, new_figure, plain_numbers, run_colors, tick_size
 from simulator.config.registry import REGISTRY
 from simulator.errors import InputError
@@ -393,39 +392,3 @@ def early_exit(run: Run) -> Figure:
     right.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
     fig.suptitle(f"early-exit inference across thresholds: {run.label}", fontsize=10)
     return plain_numbers(fig)
-
-
-def heatmap(table: pd.DataFrame, x: str, y: str, metric: str) -> Figure:
-    """A metric over two sweep parameters, averaged over rows that share them (seeds): where heterogeneity hurts."""
-    xs, ys, grid = grid_mean(table, x, y, metric)
-    if not np.isfinite(grid).any():
-        raise InputError(f"column '{metric}' has no values to draw", file=source_file(table))
-    fig = new_figure(max(5.0, 1.8 + 0.7 * len(xs)), max(3.5, 1.5 + 0.45 * len(ys)))
-    ax = fig.add_subplot()
-    image = ax.imshow(np.ma.masked_invalid(grid), origin="lower", aspect="auto", cmap="viridis")
-    fig.colorbar(image, ax=ax, label=axis_label(metric))
-    if len(xs) * len(ys) <= 400:
-        lo, hi = np.nanmin(grid), np.nanmax(grid)
-        for (i, j), value in np.ndenumerate(grid):
-            if math.isfinite(value):
-                dark = hi > lo and (value - lo) / (hi - lo) < 0.5  # viridis is dark at its low end
-                ax.text(j, i, f"{value:.3g}", ha="center", va="center", fontsize=7, color="white" if dark else "black")
-    ax.set_xticks(range(len(xs)), [_tick(v) for v in xs], fontsize=8, rotation=45 if len(xs) > 8 else 0)
-    ax.set_yticks(range(len(ys)), [_tick(v) for v in ys], fontsize=8)
-    source = source_file(table)
-    ax.set(
-        xlabel=axis_label(x),
-        ylabel=axis_label(y),
-        title=f"{axis_label(metric)}: mean over repeated points" + (f"\n({Path(source).name})" if source else ""),
-    )
-    return fig
-
-
-def _tick(value: object) -> str:
-    """A sweep value as a tick: 175000.0 -> '175k', 2.8e6 -> '2.8M' (one style along an axis), names as given."""
-    if not isinstance(value, (int, float)) or isinstance(value, bool):
-        return str(value)
-    for unit, scale in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
-        if abs(value) >= scale:
-            return f"{value / scale:g}{unit}"
-    return f"{value:g}"

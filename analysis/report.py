@@ -16,8 +16,9 @@ from matplotlib.figure import Figure
 
 from analysis import plots
 from analysis.load import Run, load_table, read_runs
-from analysis.metrics import check_grid, condition_stats, fleet_description, mean_exit_accuracy, run_end_s
+from analysis.metrics import check_grid, fleet_description, mean_exit_accuracy
 from analysis.plots_fleet import timeline_window
+from analysis.report_conditions import CONDITIONS_HEADING, conditions_html, conditions_markdown, format_condition
 from analysis.style import png_bytes
 from simulator.errors import InputError
 from simulator.output.fsio import atomic_write, check_output_file
@@ -292,98 +293,6 @@ def _clients_html(run: Run) -> str:
     )
 
 
-CONDITIONS_HEADING = "Conditions over time"
-_CONDITION_COLUMNS = ("entity", "field", "changes", "min", "mean (time-weighted)", "max")
-_MAX_CONDITION_ROWS = 60  # a fleet of thousands of varying clients: the file has them all
-
-
-def format_condition(field: str, value: float) -> str:
-    """A conditions.csv value in its unit: rates in decimal bit/s units, latency in s, speed as a factor."""
-    if field.endswith("_bps"):
-        for unit, scale in (("Gbit/s", 1e9), ("Mbit/s", 1e6), ("kbit/s", 1e3)):
-            if abs(value) >= scale:
-                return f"{value / scale:.4g} {unit}"
-        return f"{value:.4g} bit/s"
-    if field.endswith("_s"):
-        return f"{value:.4g} s"
-    return f"{value:.4g}×"
-
-
-def _conditions_lines(run: Run) -> tuple[str, list[dict[str, Any]]] | None:
-    """The section's sentence and rows, None without a conditions.csv."""
-    stats = condition_stats(run)
-    if not stats:
-        return None
-    entities = list(dict.fromkeys(r["entity"] for r in stats))
-    shown = ", ".join(entities[:10]) + (f" and {len(entities) - 10} more" if len(entities) > 10 else "")
-    text = (
-        f"From conditions.csv: {len(entities)} entit{'y' if len(entities) == 1 else 'ies'} with conditions that "
-        f"vary ({shown}); "
-        f"each field's min, time-weighted mean and max over the run (0 to {run_end_s(run):,.1f} s of simulated "
-        "time) and how many times it changed."
-    )
-    return text, stats
-
-
-def _conditions_html(run: Run) -> str:
-    got = _conditions_lines(run)
-    if got is None:
-        return ""
-    text, stats = got
-    head = "".join(f"<th>{h}</th>" for h in _CONDITION_COLUMNS)
-    body = []
-    for r in stats[:_MAX_CONDITION_ROWS]:
-        cells = [
-            f"<td>{html.escape(r['entity'])}</td>",
-            f"<td>{html.escape(r['field'])}</td>",
-            f"<td>{r['changes']:,}</td>",
-        ]
-        cells += [
-            f'<td data-key="{k}" data-value="{r[k]!r}">{html.escape(format_condition(r["field"], r[k]))}</td>'
-            for k in ("min", "mean", "max")
-        ]
-        body.append("<tr>" + "".join(cells) + "</tr>")
-    more = (
-        f"<p>… and {len(stats) - _MAX_CONDITION_ROWS:,} more rows: see conditions.csv.</p>"
-        if len(stats) > _MAX_CONDITION_ROWS
-        else ""
-    )
-    return (
-        f'<h3 id="conditions-{_slug(run.label)}">{CONDITIONS_HEADING}</h3><p>{html.escape(text)}</p>'
-        f'<table class="conditions" data-run="{html.escape(run.label)}"><thead><tr>{head}</tr></thead>'
-        f"<tbody>{''.join(body)}</tbody></table>{more}"
-    )
-
-
-def _conditions_markdown(runs: Sequence[Run]) -> list[str]:
-    lines: list[str] = []
-    for run in runs:
-        got = _conditions_lines(run)
-        if got is None:
-            continue
-        text, stats = got
-        lines += [
-            "",
-            f"## {CONDITIONS_HEADING}: {run.label}",
-            "",
-            text,
-            "",
-            "| " + " | ".join(_CONDITION_COLUMNS) + " |",
-            "|" + "---|" * len(_CONDITION_COLUMNS),
-        ]
-        for r in stats[:_MAX_CONDITION_ROWS]:
-            cells = [
-                r["entity"].replace("|", "\\|"),
-                r["field"],
-                f"{r['changes']:,}",
-                *(format_condition(r["field"], r[k]) for k in ("min", "mean", "max")),
-            ]
-            lines.append("| " + " | ".join(cells) + " |")
-        if len(stats) > _MAX_CONDITION_ROWS:
-            lines += ["", f"… and {len(stats) - _MAX_CONDITION_ROWS:,} more rows: see conditions.csv."]
-    return lines
-
-
 _CSS = """body{font-family:sans-serif;margin:2em;max-width:1200px}table{border-collapse:collapse;font-size:13px}
 td,th{border:1px solid #bbb;padding:3px 8px;text-align:right}#summary td:nth-child(-n+6),th{text-align:left}
 .clients td:nth-child(-n+3){text-align:left}.conditions td:nth-child(-n+2){text-align:left}
@@ -409,7 +318,7 @@ def _html(runs: Sequence[Run], rows: list[dict[str, Any]], shared: list[_Item], 
             f'<h2 id="run-{_slug(run.label)}">Run {html.escape(run.label)}</h2>',
             f"<p><code>{html.escape(str(run.path))}</code></p>",
             _clients_html(run),
-            _conditions_html(run),
+            conditions_html(run, _slug(run.label)),
             *map(_item_html, items),
         ]
     parts.append("</body></html>")
@@ -430,7 +339,7 @@ def _markdown(rows: list[dict[str, Any]], notes: list[_Item], html_name: str, ru
     if notes:
         lines += ["", "Figures not drawn:", ""]
         lines += [f"- {n.kind}" + (f" ({n.run})" if n.run else "") + f": {n.note}" for n in notes]
-    lines += _conditions_markdown(runs)
+    lines += conditions_markdown(runs)
     return "\n".join(lines) + "\n"
 
 

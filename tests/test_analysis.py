@@ -579,8 +579,10 @@ def test_analysis_never_imports_torch(runs: Runs, tmp_path: Path) -> None:
         loaded = sorted(m for m in sys.modules if m.split(".")[0] == "simulator")
         # errors, the safe file writer, the check of a table's last row, the bounded YAML reader, the run folder's
         # column declaration and the version string: small modules that import no torch (and the package faces above
-        # them, which define nothing) and the strategy registry (plain data: the names and facts of every strategy)
+        # them, which define nothing), the strategy registry (plain data: the names and facts of every strategy) and
+        # the cost-table cache, which the package root hands its measuring function (torch loads only on a miss)
         assert loaded == ["simulator", "simulator.config", "simulator.config.registry", "simulator.config.yamlio",
+                          "simulator.costs", "simulator.costs.cost_table", "simulator.costs.table_cache",
                           "simulator.errors", "simulator.output", "simulator.output.columns",
                           "simulator.output.csv_tail", "simulator.output.fsio",
                           "simulator.version"], loaded
