@@ -9,7 +9,7 @@ from typing import Any
 
 import yaml
 
-__all__ = ["BASE", "DEVICE", "DROP", "LINK", "SERVER", "scenario", "write_scenario"]
+__all__ = ["BASE", "DEVICE", "DROP", "LINK", "SERVER", "VALIDATE_BASE", "scenario", "write_scenario"]
 
 # A scenario that validates and trains in well under a second: synthetic 1x8x8 images in 10 classes, ResNet-18
 # at width 4, one client with shipped profiles, nothing written but the results. Tests change what they need.
@@ -69,3 +69,10 @@ def write_scenario(
     path = folder / file
     path.write_text(yaml.safe_dump(scenario(base, **changes), sort_keys=False))
     return path
+
+
+# For tests of the input checks (loaded, not run): synthetic data at its default size (1x16x16, 2 000 training
+# samples), ResNet-18 at width 8, batch 16, output settings left at their defaults. Hand figures assume this shape.
+VALIDATE_BASE: dict[str, Any] = scenario(
+    dataset={"name": "synthetic"}, model__width=8, training={"rounds": 2, "batch_size": 16}, output=DROP
+)
