@@ -3,13 +3,11 @@ modes against rounds where they must agree, leaving mid-update, timing-only runs
 
 from __future__ import annotations
 
-import copy
 from pathlib import Path
 from typing import Any
 
 import pytest
 import torch
-import yaml
 
 from simulator.commands.replay import replay_refusal
 from simulator.config.scenario import load_scenario
@@ -17,24 +15,18 @@ from simulator.engine.simulation import Simulation
 from simulator.errors import InputError
 from simulator.learning.mixing import Held, SharedCopies
 from simulator.plan import staleness_weight
+from tests.scenarios import DEVICE, LINK, scenario, write_scenario
 
-DEVICE = {"flops_per_s": 4.0e6, "memory_bytes": 1.0e9, "compute_w": 3.0, "idle_w": 1.0}
-LINK = {"uplink_bps": 2.0e6, "downlink_bps": 4.0e6, "latency_s": 0.01, "tx_w": 0.5, "rx_w": 0.25}
-BASE: dict[str, Any] = {
-    "name": "asynchronous",
-    "seed": 2,
-    "dataset": {
-        "name": "synthetic",
-        "partition": {"kind": "iid"},
-        "synthetic": {"image_size": 8, "in_channels": 1, "num_classes": 10, "train_size": 160, "test_size": 32},
-    },
-    "model": {"width": 4},
-    "training": {"rounds": 3, "local_steps": 3, "batch_size": 8},
-    "strategy": {"name": "averaging"},
-    "server": {"device": "h100_server", "workers": 2},
-    "clients": [{"name": "c", "device": DEVICE, "link": LINK, "cut": 2}],
-    "output": {"checkpoint_every": 0, "progress": False},
-}
+BASE = scenario(
+    name="asynchronous",
+    seed=2,
+    dataset__partition={"kind": "iid"},
+    dataset__synthetic__test_size=32,
+    training__rounds=3,
+    strategy={"name": "averaging"},
+    server={"device": "h100_server", "workers": 2},
+    clients=[{"name": "c", "device": DEVICE, "link": LINK, "cut": 2}],
+)
 FLEET = [  # three clients at three speeds and cuts, one link jittered, two on a shared medium
     {"name": "fast", "device": DEVICE, "link": {**LINK, "jitter_s": 0.02}, "cut": 2},
     {"name": "slow", "device": {**DEVICE, "flops_per_s": 1.0e6}, "link": {**LINK, "uplink_bps": 2.5e5}, "cut": 1},
@@ -42,16 +34,9 @@ FLEET = [  # three clients at three speeds and cuts, one link jittered, two on a
 ]
 
 
-def _write(tmp_path: Path, data: dict[str, Any], name: str = "s.yaml") -> Path:
-    path = tmp_path / name
-    path.write_text(yaml.safe_dump(data, sort_keys=False))
-    return path
-
-
 def _scenario(**training: Any) -> dict[str, Any]:
-    data = copy.deepcopy(BASE)
-    data["training"].update(training)
-    return data
+    """BASE with these training settings."""
+    return scenario(BASE, **{f"training__{key}": value for key, value in training.items()})
 
 
 def _state(sim: Simulation) -> list[torch.Tensor]:
@@ -96,10 +81,10 @@ def test_staleness_weights_and_mixing_on_three_clients_by_hand() -> None:
 
 # --- against rounds ------------------------------------------------------------------------------------------------
 def test_one_client_with_mix_one_is_exactly_rounds(tmp_path: Path) -> None:
-    rounds = Simulation(load_scenario(_write(tmp_path, _scenario(), "r.yaml")))
+    rounds = Simulation(load_scenario(write_scenario(tmp_path, _scenario(), file="r.yaml")))
     rounds.run()
     data = _scenario(sync="async", updates=3, asynchrony={"mix": 1.0, "a": 0.5})
-    run = Simulation(load_scenario(_write(tmp_path, data, "a.yaml")))
+    run = Simulation(load_scenario(write_scenario(tmp_path, data, file="a.yaml")))
     run.run()
     for a, b in zip(_state(rounds), _state(run), strict=True):
         assert torch.equal(a, b)
@@ -110,10 +95,10 @@ def test_one_client_with_mix_one_is_exactly_rounds(tmp_path: Path) -> None:
 def test_buffered_with_every_client_and_no_staleness_is_synchronous_averaging(tmp_path: Path) -> None:
     data = _scenario(rounds=2)
     data["clients"] = [{**BASE["clients"][0], "count": 2}]  # equal speeds, equal shares (IID, 80 samples each)
-    rounds = Simulation(load_scenario(_write(tmp_path, data, "r.yaml")))
+    rounds = Simulation(load_scenario(write_scenario(tmp_path, data, file="r.yaml")))
     rounds.run()
     data["training"].update(sync="buffered", updates=4, asynchrony={"mix": 1.0, "k": 2})
-    run = Simulation(load_scenario(_write(tmp_path, data, "b.yaml")))
+    run = Simulation(load_scenario(write_scenario(tmp_path, data, file="b.yaml")))
     run.run()
     assert all(s == 0 for rec in run.records for s in rec.staleness.values())
     for a, b in zip(_state(rounds), _state(run), strict=True):
@@ -128,7 +113,7 @@ def test_a_client_leaving_mid_update_contributes_nothing(tmp_path: Path) -> None
         BASE["clients"][0],
         {**BASE["clients"][0], "name": "dies", "device": {**DEVICE, "battery_j": 1.0}},
     ]
-    sim = Simulation(load_scenario(_write(tmp_path, data)), timing_only=True)
+    sim = Simulation(load_scenario(write_scenario(tmp_path, data)), timing_only=True)
     sim.run()
     statuses = [rec.status[1] for rec in sim.records]
     assert statuses[0] == "battery_empty" and set(statuses[1:]) <= {"gone"}
@@ -146,7 +131,7 @@ def test_timing_only_is_bit_identical_to_a_full_run(tmp_path: Path, mode: str) -
     data["clients"] = FLEET
     data["network"] = {"send_buffer": 1, "media": {"ap": {"capacity_bps": 6.0e5}}}
     data["eval"] = {"every_s": 4.0}
-    rs = load_scenario(_write(tmp_path, data))
+    rs = load_scenario(write_scenario(tmp_path, data))
     full = Simulation(rs, evaluate=False)
     full.run()
     timed = Simulation(rs, timing_only=True)
@@ -160,17 +145,17 @@ def test_timing_only_is_bit_identical_to_a_full_run(tmp_path: Path, mode: str) -
 
 
 def test_a_replay_of_an_async_run_is_refused_in_one_line(tmp_path: Path) -> None:
-    rs = load_scenario(_write(tmp_path, _scenario(sync="async", duration_s=5.0)))
+    rs = load_scenario(write_scenario(tmp_path, _scenario(sync="async", duration_s=5.0)))
     why = replay_refusal(rs, rs, {})
     assert why is not None and "\n" not in why and "async" in why and "order" in why
 
 
 def test_a_mode_without_a_stop_or_a_method_without_it_is_refused(tmp_path: Path) -> None:
     with pytest.raises(InputError, match="training.duration_s or training.updates"):
-        load_scenario(_write(tmp_path, _scenario(sync="async")))
+        load_scenario(write_scenario(tmp_path, _scenario(sync="async")))
     data = _scenario(sync="async", duration_s=5.0)
     data["strategy"] = {"name": "fedavg"}
     with pytest.raises(InputError, match="has only rounds"):
-        load_scenario(_write(tmp_path, data))
+        load_scenario(write_scenario(tmp_path, data))
     with pytest.raises(InputError, match="stop asynchronous runs only"):
-        load_scenario(_write(tmp_path, _scenario(duration_s=5.0)))
+        load_scenario(write_scenario(tmp_path, _scenario(duration_s=5.0)))

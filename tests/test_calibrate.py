@@ -16,6 +16,7 @@ from simulator.config.profiles import DeviceProfile, load_profile_dir
 from simulator.config.scenario import load_scenario
 from simulator.config.yamlio import load_yaml_text
 from simulator.costs.table_cache import table_for
+from tests.scenarios import VALIDATE_BASE, write_scenario
 
 # Tiny and fast: ResNet-18 width 4 on 3x8x8 inputs, batch 4.
 TINY = ["--width", "4", "--image-size", "8", "--in-channels", "3", "--batch", "4", "--repeats", "2", "--warmup", "1"]
@@ -94,11 +95,8 @@ def test_written_profile_loads_back(written: tuple[Path, str]) -> None:
 
 def test_written_profile_works_inline_in_a_scenario(written: tuple[Path, str], tmp_path: Path) -> None:
     fields = load_yaml_text(written[0].read_text())
-    scenario = tmp_path / "s.yaml"
-    scenario.write_text(  # JSON is YAML flow syntax: the file's fields pasted as an inline mapping
-        "name: t\ndataset: {name: synthetic}\nmodel: {width: 8}\ntraining: {rounds: 1, batch_size: 16}\n"
-        f"clients:\n  - {{device: {json.dumps(fields)}, link: wifi4, cut: 2}}\n"
-    )
+    # the file's fields as the inline device of the one client
+    scenario = write_scenario(tmp_path, VALIDATE_BASE, training__rounds=1, clients__0__device=fields)
     device = load_scenario(scenario).clients[0].device
     assert device.flops_per_s == fields["flops_per_s"] and device.memory_bytes == fields["memory_bytes"]
     assert device.source == fields["source"].strip()

@@ -9,11 +9,13 @@ import subprocess
 import sys
 from fnmatch import fnmatch
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from simulator.cli import main
 from simulator.resources import builtin_dir
+from tests.scenarios import VALIDATE_BASE, write_scenario
 
 ROOT = Path(__file__).resolve().parents[1]
 # Scenario files (sweep files, which name a `base:` scenario, have their own tests below and in test_sweep.py).
@@ -25,22 +27,9 @@ SCENARIOS = sorted(
 CLIENT = "{device: rpi4, link: wifi4, cut: 2}"
 
 
-def _scenario(
-    tmp_path: Path,
-    extra: str = "",
-    client: str = CLIENT,
-    *,
-    model: str = "{width: 8}",
-    dataset: str = "{name: synthetic}",
-    name: str = "s.yaml",
-) -> Path:
-    """A small valid scenario (synthetic 1x16x16 data, width 8), one part of it replaced."""
-    path = tmp_path / name
-    path.write_text(
-        f"name: t\ndataset: {dataset}\nmodel: {model}\ntraining: {{rounds: 2, batch_size: 16}}\n"
-        f"clients:\n  - {client}\n{extra}"
-    )
-    return path
+def _scenario(tmp_path: Path, file: str = "s.yaml", **changes: Any) -> Path:
+    """A small valid scenario (synthetic 1x16x16 data, width 8, one rpi4 client), some parts of it changed."""
+    return write_scenario(tmp_path, VALIDATE_BASE, file=file, **changes)
 
 
 def _fails(capsys: pytest.CaptureFixture[str], *argv: str) -> str:
@@ -92,7 +81,7 @@ def test_a_folder_of_scenarios_and_sweeps_validates(capsys: pytest.CaptureFixtur
 
 def _sweep(tmp_path: Path, body: str, name: str = "sweep.yaml") -> Path:
     """A sweep over the small valid scenario base.yaml, `body` after its name and base."""
-    _scenario(tmp_path, name="base.yaml")
+    _scenario(tmp_path, "base.yaml")
     path = tmp_path / name
     path.write_text(f"name: sw\nbase: base.yaml\n{body}")
     return path
@@ -107,9 +96,9 @@ def test_a_sweep_is_told_by_its_keys_not_its_name(tmp_path: Path, capsys: pytest
     lacking.write_text("name: sw\ngrid: {seed: [1]}\n")
     assert f"{lacking}: base: " in _fails(capsys, str(lacking))
     # a scenario named like a sweep is a scenario; a stray sweep key in it is an unknown key of a scenario
-    scenario = _scenario(tmp_path, name="x_sweep.yaml")
+    scenario = _scenario(tmp_path, "x_sweep.yaml")
     assert _passes(capsys, "validate", str(scenario)).startswith(f"ok: {scenario}: 't', 1 clients")
-    stray = _scenario(tmp_path, "seeds: [1, 2]\n", name="stray.yaml")
+    stray = _scenario(tmp_path, "stray.yaml", seeds=[1, 2])
     assert f"{stray}: seeds: unknown key" in _fails(capsys, str(stray))
 
 
@@ -170,13 +159,13 @@ def test_empty_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
 
 
 def test_unknown_top_level_key(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    path = _scenario(tmp_path, "trainig: {rounds: 3}\n")
+    path = _scenario(tmp_path, trainig={"rounds": 3})
     line = _fails(capsys, str(path))
     assert f"{path}: trainig: unknown key; did you mean 'training'?" in line
 
 
 def test_unknown_nested_key(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    path = _scenario(tmp_path, model="{width: 8, exit_haed: pool_linear}")
+    path = _scenario(tmp_path, model__exit_haed="pool_linear")
     line = _fails(capsys, str(path))
     assert f"{path}: model.exit_haed: unknown key; did you mean 'exit_head'?" in line
 
@@ -189,7 +178,7 @@ def test_unknown_key_in_training_optimizer(tmp_path: Path, capsys: pytest.Captur
 
 
 def test_unknown_key_in_a_client(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    line = _fails(capsys, str(_scenario(tmp_path, client="{device: rpi4, link: wifi4, cutt: 2}")))
+    line = _fails(capsys, str(_scenario(tmp_path, clients=[{"device": "rpi4", "link": "wifi4", "cutt": 2}])))
     assert "s.yaml: clients[0].cutt: unknown key; did you mean 'cut'?" in line
 
 
@@ -209,25 +198,25 @@ def test_fraction_for_an_integer(tmp_path: Path, capsys: pytest.CaptureFixture[s
 
 
 def test_zero_bandwidth_override(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    path = _scenario(tmp_path, client="{device: rpi4, link: {base: ble, uplink_bps: 0}, cut: 2}")
+    path = _scenario(tmp_path, clients__0__link={"base": "ble", "uplink_bps": 0})
     line = _fails(capsys, str(path))
     assert f"{path}: clients[0].link.uplink_bps: must be greater than 0, got 0" in line
 
 
 def test_negative_flop_rate_override(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    path = _scenario(tmp_path, client="{device: {base: rpi4, flops_per_s: -1}, link: wifi4, cut: 2}")
+    path = _scenario(tmp_path, clients__0__device={"base": "rpi4", "flops_per_s": -1})
     line = _fails(capsys, str(path))
     assert f"{path}: clients[0].device.flops_per_s: must be greater than 0, got -1" in line
 
 
 def test_fractional_byte_count_override(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    path = _scenario(tmp_path, client="{device: {base: rpi4, memory_bytes: 4.5e0}, link: wifi4, cut: 2}")
+    path = _scenario(tmp_path, clients__0__device={"base": "rpi4", "memory_bytes": 4.5})
     line = _fails(capsys, str(path))
     assert f"{path}: clients[0].device.memory_bytes: expected a whole number, got 4.5" in line
 
 
 def test_unknown_profile(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    path = _scenario(tmp_path, client="{device: jetson_nanoo, link: wifi4, cut: 2}")
+    path = _scenario(tmp_path, clients__0__device="jetson_nanoo")
     line = _fails(capsys, str(path))
     assert f"{path}: clients[0].device: unknown profile 'jetson_nanoo'; did you mean 'jetson_nano'?" in line
 
@@ -236,7 +225,7 @@ def test_unknown_profile(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> 
     ("cut", "phrase"), [(0, "greater than or equal to 1, got 0"), (9, "less than or equal to 8, got 9")]
 )
 def test_cut_outside_1_to_8(tmp_path: Path, capsys: pytest.CaptureFixture[str], cut: int, phrase: str) -> None:
-    path = _scenario(tmp_path, client=f"{{device: rpi4, link: wifi4, cut: {cut}}}")
+    path = _scenario(tmp_path, clients__0__cut=cut)
     line = _fails(capsys, str(path))
     assert f"{path}: clients[0].cut: must be {phrase}" in line
 
@@ -244,9 +233,9 @@ def test_cut_outside_1_to_8(tmp_path: Path, capsys: pytest.CaptureFixture[str], 
 def test_cut_that_does_not_fit_the_device_memory(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     path = _scenario(
         tmp_path,
-        client="{device: cortex_m7, link: ble, cut: 8}",
-        model="{width: 64}",
-        dataset="{name: synthetic, synthetic: {in_channels: 3, image_size: 32}}",
+        clients=[{"device": "cortex_m7", "link": "ble", "cut": 8}],
+        model__width=64,
+        dataset__synthetic={"in_channels": 3, "image_size": 32},
     )
     line = _fails(capsys, str(path))
     assert f"{path}: clients[0].cut: cut 8 needs " in line
@@ -261,14 +250,18 @@ def test_cut_that_does_not_fit_the_device_memory(tmp_path: Path, capsys: pytest.
 def test_missing_dataset_files(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     root = tmp_path / "data"
     root.mkdir()
-    path = _scenario(tmp_path, dataset=f"{{name: cifar10, root: '{root}', download: false}}", model="{width: 64}")
+    path = _scenario(tmp_path, dataset={"name": "cifar10", "root": str(root), "download": False}, model__width=64)
     line = _fails(capsys, str(path))
     assert f"{path}: dataset.root: missing dataset files in {root}" in line
     assert "data_batch_1" in line and "test_batch" in line
 
 
 def test_duplicate_key(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    path = _scenario(tmp_path, "training: {rounds: 5}\n")  # `training` is already on line 4
+    path = tmp_path / "s.yaml"  # `training` on line 4 and again on line 7
+    path.write_text(
+        "name: t\ndataset: {name: synthetic}\nmodel: {width: 8}\ntraining: {rounds: 2, batch_size: 16}\n"
+        f"clients:\n  - {CLIENT}\ntraining: {{rounds: 5}}\n"
+    )
     line = _fails(capsys, str(path))
     assert f"{path}: training: duplicate key 'training' at line 7" in line and "line 4" in line
 
@@ -311,7 +304,7 @@ def test_subprocess_bad_file_has_no_traceback(tmp_path: Path) -> None:
 
 
 def test_every_bad_file_gets_its_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    good, bad = _scenario(tmp_path, name="good.yaml"), _scenario(tmp_path, "seed: -1\n", name="bad.yaml")
+    good, bad = _scenario(tmp_path, "good.yaml"), _scenario(tmp_path, "bad.yaml", seed=-1)
     status = main(["validate", str(bad), str(good), str(tmp_path / "gone.yaml")])
     out, err = capsys.readouterr()
     assert status == 2
@@ -331,8 +324,8 @@ def test_set_overrides(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> No
 
 
 def test_costs_table_and_fleet(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    client = "{device: {base: rpi4, flops_per_s: 2.0e9}, link: ble, cut: 8, count: 3}"
-    out = _passes(capsys, "validate", "--costs", str(_scenario(tmp_path, client=client)))
+    client = {"device": {"base": "rpi4", "flops_per_s": 2.0e9}, "link": "ble", "cut": 8, "count": 3}
+    out = _passes(capsys, "validate", "--costs", str(_scenario(tmp_path, clients=[client])))
     assert "3 clients" in out.splitlines()[0]
     rows = {line.split()[0]: line.split() for line in out.splitlines() if line.strip()}
     units = ["stem", "layer1.0", "layer1.1", "layer2.0", "layer2.1", "layer3.0", "layer3.1", "layer4.0", "layer4.1"]

@@ -3,13 +3,10 @@ clients.csv holds: the same columns and values, an empty cell as a null."""
 
 from __future__ import annotations
 
-import copy
 from pathlib import Path
-from typing import Any
 
 import pandas as pd
 import pytest
-import yaml
 from test_replay import BASE
 
 from analysis.load import load_run
@@ -17,13 +14,11 @@ from simulator.commands.runner import run_scenario
 from simulator.config.scenario import load_scenario
 from simulator.output import client_table
 from simulator.output.results import CLIENT_COLUMNS
+from tests.scenarios import write_scenario
 
 
 def _run(tmp: Path, name: str, tables: str, *, timing_only: bool) -> Path:
-    data: dict[str, Any] = copy.deepcopy(BASE)
-    data["output"] = {**data["output"], "tables": tables}
-    path = tmp / f"{name}.yaml"
-    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    path = write_scenario(tmp, BASE, file=f"{name}.yaml", output__tables=tables)
     out = tmp / name
     run_scenario(load_scenario(path), out, progress=False, timing_only=timing_only)
     return out

@@ -3,14 +3,12 @@ by analysis (the timeline's lanes, the report's section); absent for a static ru
 
 from __future__ import annotations
 
-import copy
 import csv
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
-import yaml
 
 from analysis.load import SCHEMAS, load_run
 from analysis.metrics import condition_stats
@@ -19,6 +17,7 @@ from simulator.cli import main
 from simulator.commands import runner
 from simulator.config.scenario import load_scenario
 from simulator.output.columns import CONDITION_COLUMNS, CONDITIONS_FILE
+from tests.scenarios import DROP, SERVER, scenario, write_scenario
 
 # A link trace (rows at 0, 5 and 12 s; one far past the run's end), a device speed trace whose first row is at 3 s
 # (before it the profile's speed, 1, holds) and a medium capacity trace (0 and 7 s).
@@ -31,22 +30,13 @@ CAPACITY_TRACE = "t_s,capacity_bps\n0,1.0e6\n7,2.0e5\n"
 _DEVICE = {"flops_per_s": 1.0e15, "memory_bytes": 1.0e9, "compute_w": 2.0, "idle_w": 1.0, "step_overhead_s": 1.0}
 _LINK = {"uplink_bps": 1.0e6, "downlink_bps": 1.0e6, "latency_s": 0.01, "tx_w": 0.5, "rx_w": 0.25}
 AFTER_S, FACTOR, COOL_S = 2.5, 0.5, 5.0
-BASE: dict[str, Any] = {
-    "name": "conditions",
-    "seed": 3,
-    "dataset": {
-        "name": "synthetic",
-        "synthetic": {"image_size": 8, "in_channels": 1, "num_classes": 10, "train_size": 160, "test_size": 16},
-    },
-    "model": {"width": 4},
-    "training": {"rounds": 2, "local_steps": 3, "batch_size": 8},
-    "strategy": {"name": "averaging", "aggregate_every": 1},
-    "network": {"media": {"ap": {"capacity_bps": 1.0e6, "variation": {"kind": "trace", "file": "cap.csv"}}}},
-    "server": {
-        "device": {"flops_per_s": 1.0e12, "memory_bytes": 1.0e10, "compute_w": 100.0, "idle_w": 10.0},
-        "workers": 2,
-    },
-    "clients": [
+BASE = scenario(
+    name="conditions",
+    seed=3,
+    strategy={"name": "averaging", "aggregate_every": 1},
+    network={"media": {"ap": {"capacity_bps": 1.0e6, "variation": {"kind": "trace", "file": "cap.csv"}}}},
+    server={"device": SERVER, "workers": 2},
+    clients=[
         {
             "name": "hot",
             "cut": 1,
@@ -65,23 +55,20 @@ BASE: dict[str, Any] = {
         {"name": "shared", "cut": 1, "device": _DEVICE, "link": _LINK, "medium": "ap"},
         {"name": "steady", "cut": 1, "device": _DEVICE, "link": _LINK},
     ],
-    "eval": {"every": 1, "batch_size": 16, "thresholds": [0.5]},
-    "output": {"checkpoint_every": 0, "progress": False, "events": "csv"},
-}
+    eval={"every": 1, "batch_size": 16, "thresholds": [0.5]},
+    output__events="csv",
+)
 
 
 def _scenario(tmp_path: Path, data: dict[str, Any] | None = None) -> Path:
     (tmp_path / "link.csv").write_text(LINK_TRACE)
     (tmp_path / "speed.csv").write_text(SPEED_TRACE)
     (tmp_path / "cap.csv").write_text(CAPACITY_TRACE)
-    path = tmp_path / "conditions.yaml"
-    path.write_text(yaml.safe_dump(data or BASE, sort_keys=False))
-    return path
+    return write_scenario(tmp_path, data or BASE, file="conditions.yaml")
 
 
 def _static() -> dict[str, Any]:
-    data = copy.deepcopy(BASE)
-    data["network"]["media"]["ap"].pop("variation")
+    data = scenario(BASE, network__media__ap__variation=DROP)
     for c in data["clients"]:
         c["device"].pop("variation", None)
         c["link"].pop("variation", None)
@@ -144,8 +131,7 @@ def test_a_throttle_interval_cut_short_logs_no_slow_down_it_never_reached(tmp_pa
     # A round deadline of 2.2 s stops hot's third step at 2.2, before its 2.5 s of compute: no slow-down then
     # (the interval had been asked for whole, its slow-down at 2.5 logged). Its heat, 2.2 s, carries into round 2
     # (it idled less than cool_s): 0.3 s into round 2's compute, at T + 0.3, the speed drops.
-    data = copy.deepcopy(BASE)
-    data["training"]["round_deadline_s"] = 2.2
+    data = scenario(BASE, training__round_deadline_s=2.2)
     out = tmp_path / "run"
     assert (
         main(["run", str(_scenario(tmp_path, data)), "--timing-only", "--out", str(out), "--quiet", "--no-report"]) == 0
@@ -214,13 +200,11 @@ class _Interrupted(Exception):
 def test_a_resumed_run_writes_the_same_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     # Three rounds, a checkpoint after each; the first run is stopped right after its first checkpoint. hot's
     # throttle changes in rounds 2 and 3 depend on its heat carried over, the Markov link's on its own stream.
-    data = copy.deepcopy(BASE)
-    data["training"]["rounds"] = 3
-    data["output"]["checkpoint_every"] = 1
-    data["clients"][3]["link"]["variation"] = {
+    markov = {
         "kind": "markov",
         "states": {"good": {"dwell_s": 4.0}, "bad": {"dwell_s": 2.0, "uplink_bps": 0.1, "latency_s": 5.0}},
     }
+    data = scenario(BASE, training__rounds=3, output__checkpoint_every=1, clients__3__link__variation=markov)
     rs = load_scenario(_scenario(tmp_path, data))
     runner.run_scenario(rs, tmp_path / "straight", timing_only=True, progress=False)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -13,22 +14,17 @@ from simulator.config.scenario import apply_overrides, load_scenario, parse_scen
 from simulator.config.schema import Scenario
 from simulator.config.yamlio import load_yaml_text
 from simulator.errors import InputError
+from tests.scenarios import DROP, VALIDATE_BASE, write_scenario
 
 ROOT = Path(__file__).resolve().parents[1]
 PROFILES = ROOT / "device_profiles"
 README = ROOT / "scenarios" / "README.md"
 
-# Small and fast: synthetic data, ResNet-18 at width 8 on 16x16 inputs.
-CLIENT = "{device: rpi4, link: wifi4, cut: 2}"
+# Small and fast: synthetic data, ResNet-18 at width 8 on 16x16 inputs, one rpi4 client.
 
 
-def _scenario(tmp_path: Path, extra: str = "", clients: str = f"  - {CLIENT}\n") -> Path:
-    path = tmp_path / "s.yaml"
-    path.write_text(
-        "name: t\ndataset: {name: synthetic}\nmodel: {width: 8}\ntraining: {rounds: 2, batch_size: 16}\n"
-        f"clients:\n{clients}{extra}"
-    )
-    return path
+def _scenario(tmp_path: Path, **changes: Any) -> Path:
+    return write_scenario(tmp_path, VALIDATE_BASE, **changes)
 
 
 def _profile_file(name: str, sub: str = "devices") -> dict:
@@ -171,11 +167,11 @@ def test_count_expands_into_distinct_clients(tmp_path: Path) -> None:
     rs = load_scenario(
         _scenario(
             tmp_path,
-            clients=(
-                "  - {device: rpi4, link: wifi4, cut: 2, count: 3}\n"
-                "  - {device: jetson_nano, link: wifi6, cut: 4, name: cam}\n"
-                "  - {device: rpi4, link: ble, cut: 1, count: 2, name: tag}\n"
-            ),
+            clients=[
+                {"device": "rpi4", "link": "wifi4", "cut": 2, "count": 3},
+                {"device": "jetson_nano", "link": "wifi6", "cut": 4, "name": "cam"},
+                {"device": "rpi4", "link": "ble", "cut": 1, "count": 2, "name": "tag"},
+            ],
         )
     )
     # the documented rule: <entry name or device name>-<index in the fleet>; a single named client keeps its name
@@ -190,10 +186,10 @@ def test_clashing_client_names_are_an_error(tmp_path: Path) -> None:
         load_scenario(
             _scenario(
                 tmp_path,
-                clients=(
-                    "  - {device: rpi4, link: wifi4, cut: 2, name: a}\n"
-                    "  - {device: rpi4, link: wifi4, cut: 2, name: a}\n"
-                ),
+                clients=[
+                    {"device": "rpi4", "link": "wifi4", "cut": 2, "name": "a"},
+                    {"device": "rpi4", "link": "wifi4", "cut": 2, "name": "a"},
+                ],
             )
         )
     assert _problem(exc) == ("clients[1].name", "two clients are named 'a'")
@@ -203,7 +199,9 @@ def test_override_keeps_the_other_fields_of_the_base(tmp_path: Path) -> None:
     rs = load_scenario(
         _scenario(
             tmp_path,
-            clients=("  - {device: {base: rpi4, flops_per_s: 2.0e9}, link: {base: ble, latency_s: 0.5}, cut: 1}\n"),
+            clients=[
+                {"device": {"base": "rpi4", "flops_per_s": 2.0e9}, "link": {"base": "ble", "latency_s": 0.5}, "cut": 1}
+            ],
         )
     )
     device, link = rs.clients[0].device, rs.clients[0].link
@@ -222,10 +220,13 @@ def test_inline_profile_without_base(tmp_path: Path) -> None:
     rs = load_scenario(
         _scenario(
             tmp_path,
-            clients=(
-                "  - device: {flops_per_s: 1e9, memory_bytes: 1.0e9, compute_w: 2, idle_w: 0.5}\n"
-                "    link: wifi4\n    cut: 1\n"
-            ),
+            clients=[
+                {
+                    "device": {"flops_per_s": 1e9, "memory_bytes": 1.0e9, "compute_w": 2, "idle_w": 0.5},
+                    "link": "wifi4",
+                    "cut": 1,
+                }
+            ],
         )
     )
     assert rs.clients[0].device.memory_bytes == 10**9 and rs.clients[0].device.name == "custom"
@@ -235,15 +236,18 @@ def test_shared_medium_must_be_declared(tmp_path: Path) -> None:
     ok = load_scenario(
         _scenario(
             tmp_path,
-            "network: {media: {ap: {capacity_bps: 4.0e7}}}\n",
-            clients="  - {device: rpi4, link: wifi4, cut: 2, count: 2, medium: ap}\n",
+            network={"media": {"ap": {"capacity_bps": 4.0e7}}},
+            clients=[{"device": "rpi4", "link": "wifi4", "cut": 2, "count": 2, "medium": "ap"}],
         )
     )
     assert [c.medium for c in ok.clients] == ["ap", "ap"]
     assert ok.scenario.network.media["ap"].capacity_bps == 4.0e7
     with pytest.raises(InputError) as exc:
-        load_scenario(_scenario(tmp_path, clients="  - {device: rpi4, link: wifi4, cut: 2, medium: ap}\n"))
+        load_scenario(_scenario(tmp_path, clients__0__medium="ap"))
     assert exc.value.key == "clients[0].medium" and "unknown medium 'ap'" in exc.value.problem
+
+
+RPI4 = {"device": "rpi4", "link": "wifi4", "cut": 2}
 
 
 @pytest.mark.parametrize(
@@ -251,31 +255,34 @@ def test_shared_medium_must_be_declared(tmp_path: Path) -> None:
     [
         # 2 samples cannot feed 3 clients
         (
-            "{name: synthetic, max_train: 2}",
-            "  - {device: rpi4, link: wifi4, cut: 2, count: 3}\n",
+            {"name": "synthetic", "max_train": 2},
+            [{**RPI4, "count": 3}],
             "clients",
             "3 clients but only 2 training samples",
         ),
         # 2 clients x 6 shards = 12 shards of a 10-sample split
         (
-            "{name: synthetic, synthetic: {train_size: 10}, partition: {kind: shards, shards_per_client: 6}}",
-            "  - {device: rpi4, link: wifi4, cut: 2, count: 2}\n",
+            {
+                "name": "synthetic",
+                "synthetic": {"train_size": 10},
+                "partition": {"kind": "shards", "shards_per_client": 6},
+            },
+            [{**RPI4, "count": 2}],
             "dataset.partition.shards_per_client",
             "12 shards but only 10 training samples",
         ),
         (
-            "{name: synthetic, partition: {kind: shards}}",
-            "  - {device: rpi4, link: wifi4, cut: 2}\n  - {device: rpi4, link: wifi4, cut: 2, data_weight: 2}\n",
+            {"name": "synthetic", "partition": {"kind": "shards"}},
+            [RPI4, {**RPI4, "data_weight": 2}],
             "clients[1].data_weight",
             "unequal data weights need",
         ),
     ],
 )
 def test_partition_must_be_able_to_feed_every_client(
-    tmp_path: Path, dataset: str, clients: str, key: str, phrase: str
+    tmp_path: Path, dataset: dict[str, Any], clients: list[dict[str, Any]], key: str, phrase: str
 ) -> None:
-    path = tmp_path / "s.yaml"
-    path.write_text(f"name: t\ndataset: {dataset}\nmodel: {{width: 8}}\nclients:\n{clients}")
+    path = _scenario(tmp_path, dataset=dataset, training=DROP, clients=clients)
     with pytest.raises(InputError) as exc:
         load_scenario(path, check=False)  # a schema-level check: no cost table, no dataset files
     assert exc.value.key == key and phrase in exc.value.problem
@@ -283,25 +290,25 @@ def test_partition_must_be_able_to_feed_every_client(
 
 def test_memory_hint_names_a_cut_that_does_fit(tmp_path: Path) -> None:
     # 700 000 B (684 KiB): enough for a shallow cut at width 8, batch 16, not for cut 8 (3.4 MiB)
-    device = "{base: rpi4, memory_bytes: 700000}"
+    device = {"base": "rpi4", "memory_bytes": 700000}
     with pytest.raises(InputError) as exc:
-        load_scenario(_scenario(tmp_path, clients=f"  - {{device: {device}, link: wifi4, cut: 8}}\n"))
+        load_scenario(_scenario(tmp_path, clients__0__device=device, clients__0__cut=8))
     assert exc.value.key == "clients[0].cut"
     hinted = int(exc.value.problem.rsplit("the deepest cut that fits is ", 1)[1])
-    load_scenario(_scenario(tmp_path, clients=f"  - {{device: {device}, link: wifi4, cut: {hinted}}}\n"))
+    load_scenario(_scenario(tmp_path, clients__0__device=device, clients__0__cut=hinted))
     if hinted < 8:
         with pytest.raises(InputError):
-            load_scenario(_scenario(tmp_path, clients=f"  - {{device: {device}, link: wifi4, cut: {hinted + 1}}}\n"))
+            load_scenario(_scenario(tmp_path, clients__0__device=device, clients__0__cut=hinted + 1))
 
 
 def test_resolved_form_reloads_to_the_same_fleet(tmp_path: Path) -> None:
     rs = load_scenario(
         _scenario(
             tmp_path,
-            clients=(
-                "  - {device: {base: rpi4, flops_per_s: 2.0e9}, link: wifi4, cut: 2, count: 2}\n"
-                "  - {device: jetson_nano, link: ble, cut: 3, data_weight: 2.5}\n"
-            ),
+            clients=[
+                {"device": {"base": "rpi4", "flops_per_s": 2.0e9}, "link": "wifi4", "cut": 2, "count": 2},
+                {"device": "jetson_nano", "link": "ble", "cut": 3, "data_weight": 2.5},
+            ],
         )
     )
     again = tmp_path / "resolved.yaml"

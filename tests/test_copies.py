@@ -11,7 +11,6 @@ from typing import Any
 import pytest
 import torch
 import torch.nn.functional as F
-import yaml
 from torch import nn
 
 from simulator.config.scenario import load_scenario
@@ -21,6 +20,7 @@ from simulator.learning.copies import Copies
 from simulator.learning.models.heads import make_exit_head, reseed_head_
 from simulator.learning.models.resnet import SmallCNN, SplitResNet18
 from simulator.learning.primitives import make_optimizer, state_tensors
+from tests.scenarios import DEVICE, LINK, SERVER, write_scenario
 
 OPTIMIZERS = {
     "sgd_momentum": OptimizerCfg(name="sgd", lr=0.05, momentum=0.9, weight_decay=5e-4),
@@ -182,34 +182,29 @@ def test_reseeding_in_place_draws_what_a_fresh_model_draws() -> None:
 # --- a world of many clients -------------------------------------------------------------------------------------
 
 
-def _scenario(tmp_path: Path, n: int, strategy: str) -> Path:
-    cuts = [1, 2, 3]
-    data: dict[str, Any] = {
-        "name": "compact",
-        "seed": 3,
-        "dataset": {
-            "name": "synthetic",
-            "synthetic": {"image_size": 8, "in_channels": 1, "num_classes": 10, "train_size": 16 * n, "test_size": 16},
-        },
-        "model": {"width": 4},
-        "training": {"rounds": 1, "local_steps": 1, "batch_size": 4},
-        "strategy": {"name": strategy, "aggregate_every": 1},
-        "server": {"device": {"flops_per_s": 1.0e12, "memory_bytes": 1.0e10, "compute_w": 100.0, "idle_w": 10.0}},
-        "clients": [
+def _scenario(tmp_path: Path, n: int, strategy: str, **changes: Any) -> Path:
+    """n clients at cuts 1, 2, 3, 1, ..., 16 training samples each."""
+    return write_scenario(
+        tmp_path,
+        file=f"{strategy}_{n}.yaml",
+        name="compact",
+        seed=3,
+        dataset__synthetic__train_size=16 * n,
+        training={"rounds": 1, "local_steps": 1, "batch_size": 4},
+        strategy={"name": strategy, "aggregate_every": 1},
+        server={"device": SERVER},
+        clients=[
             {
                 "name": f"c{i}",
-                "cut": cuts[i % 3],
-                "device": {"flops_per_s": 1.0e8, "memory_bytes": 1.0e9, "compute_w": 3.0, "idle_w": 1.0},
-                "link": {"uplink_bps": 1.0e6, "downlink_bps": 2.0e6, "latency_s": 0.01, "tx_w": 0.5, "rx_w": 0.25},
+                "cut": [1, 2, 3][i % 3],
+                "device": {**DEVICE, "flops_per_s": 1.0e8},
+                "link": {**LINK, "uplink_bps": 1.0e6, "downlink_bps": 2.0e6},
             }
             for i in range(n)
         ],
-        "eval": {"batch_size": 16, "thresholds": [0.5]},
-        "output": {"checkpoint_every": 0, "progress": False},
-    }
-    path = tmp_path / f"{strategy}_{n}.yaml"
-    path.write_text(yaml.safe_dump(data, sort_keys=False))
-    return path
+        eval={"batch_size": 16, "thresholds": [0.5]},
+        **changes,
+    )
 
 
 def _live(kind: type) -> int:
@@ -235,16 +230,9 @@ def test_no_module_or_optimizer_per_client(tmp_path: Path, strategy: str) -> Non
     assert counts[3][1] == (6 if strategy == "averaging" else 4)
 
 
-def _with_init(path: Path, init: str) -> Path:
-    data = yaml.safe_load(path.read_text())
-    data["model"]["init"] = init
-    path.write_text(yaml.safe_dump(data, sort_keys=False))
-    return path
-
-
 @pytest.mark.parametrize("init", ["per_client", "common"])
 def test_client_then_server_copy_is_the_clients_initial_backbone(tmp_path: Path, init: str) -> None:
-    sim = Simulation(load_scenario(_with_init(_scenario(tmp_path, 6, "averaging"), init)))
+    sim = Simulation(load_scenario(_scenario(tmp_path, 6, "averaging", model__init=init)))
     w = sim.learning
     x = torch.randn(5, 1, 8, 8)
     for i, cut in enumerate(w.cuts):
@@ -274,7 +262,7 @@ def test_common_init_every_copy_of_a_unit_starts_equal(tmp_path: Path, strategy:
     """Before the first step, with `model.init: common` (the default), every client's copy of a unit, every server
     copy of it and every exit head at one cut hold the same tensors; with per_client they differ."""
     for init in ("common", "per_client"):
-        sim = Simulation(load_scenario(_with_init(_scenario(tmp_path, 6, strategy), init)))
+        sim = Simulation(load_scenario(_scenario(tmp_path, 6, strategy, model__init=init)))
         w = sim.learning
         copies: dict[str, list[torch.Tensor]] = {}  # unit name (or exit@cut) -> every copy's flat state
         for i, cut in enumerate(w.cuts):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 import csv
 import io
 import os
@@ -23,26 +22,20 @@ from simulator.engine.simulation import Simulation
 from simulator.output.checkpoint_io import load_file
 from simulator.output.results import write_run
 from simulator.output.run_folder import MARKER
+from tests.scenarios import SERVER, scenario, write_scenario
 
 RESULT_FILES = ("rounds.csv", "clients.csv", "events.csv")
 
-SCENARIO: dict[str, Any] = {
-    "name": "determinism",
-    "seed": 11,
-    "dataset": {
-        "name": "synthetic",
-        "synthetic": {"image_size": 8, "in_channels": 1, "num_classes": 10, "train_size": 160, "test_size": 32},
-    },
-    "model": {"width": 4},
-    "training": {"rounds": 3, "local_steps": 2, "batch_size": 8},
-    "strategy": {"name": "averaging"},
+SCENARIO = scenario(
+    name="determinism",
+    seed=11,
+    dataset__synthetic__test_size=32,
+    training={"rounds": 3, "local_steps": 2, "batch_size": 8},
+    strategy={"name": "averaging"},
     # A shared medium and jittery links: the medium's schedule and the jitter draws must replay exactly too.
-    "network": {"media": {"ap": {"capacity_bps": 2.0e6}}},
-    "server": {
-        "device": {"flops_per_s": 1.0e9, "memory_bytes": 1.0e10, "compute_w": 100.0, "idle_w": 10.0},
-        "workers": 2,
-    },
-    "clients": [
+    network={"media": {"ap": {"capacity_bps": 2.0e6}}},
+    server={"device": {**SERVER, "flops_per_s": 1.0e9}, "workers": 2},
+    clients=[
         {
             "name": "a",
             "cut": 1,
@@ -88,22 +81,13 @@ SCENARIO: dict[str, Any] = {
             },
         },
     ],
-    "eval": {"batch_size": 32, "thresholds": [0.5]},
-    "output": {"checkpoint_every": 1, "progress": False},
-}
+    eval={"batch_size": 32, "thresholds": [0.5]},
+    output__checkpoint_every=1,
+)
 
 
 def _write(tmp_path: Path, name: str = "scenario.yaml", **changes: Any) -> Path:
-    data = copy.deepcopy(SCENARIO)
-    for dotted, value in changes.items():
-        node = data
-        *parents, last = dotted.split("__")
-        for key in parents:
-            node = node[key]
-        node[last] = value
-    path = tmp_path / name
-    path.write_text(yaml.safe_dump(data, sort_keys=False))
-    return path
+    return write_scenario(tmp_path, SCENARIO, file=name, **changes)
 
 
 def _table(path: Path) -> list[list[str]]:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 import os
 import signal
 import subprocess
@@ -20,33 +19,24 @@ from simulator.errors import InputError
 from simulator.output.checkpoint_io import MAGIC, dumps, load_file
 from simulator.output.fsio import atomic_write
 from simulator.output.run_folder import LOCK, MARKER, RunFolder
+from tests.scenarios import scenario, write_scenario
 
-SCENARIO: dict[str, Any] = {
-    "name": "hard",
-    "seed": 5,
-    "dataset": {"name": "synthetic", "synthetic": {"train_size": 64, "test_size": 16, "image_size": 12}},
-    "model": {"width": 4},
-    "training": {"rounds": 2, "local_steps": 1, "batch_size": 8},
-    "eval": {"batch_size": 16, "thresholds": [0.5]},
-    "output": {"checkpoint_every": 1, "progress": False},
-    "clients": [
+SCENARIO = scenario(
+    name="hard",
+    seed=5,
+    dataset__synthetic={"train_size": 64, "test_size": 16, "image_size": 12},
+    training__local_steps=1,
+    eval={"batch_size": 16, "thresholds": [0.5]},
+    output__checkpoint_every=1,
+    clients=[
         {"device": "rpi4", "link": "wifi4", "cut": 1, "count": 2},
         {"device": "jetson_nano", "link": "wifi6", "cut": 3},
     ],
-}
+)
 
 
 def _write(tmp_path: Path, fname: str = "s.yaml", data: dict[str, Any] | None = None, **changes: Any) -> Path:
-    data = copy.deepcopy(data or SCENARIO)
-    for dotted, value in changes.items():
-        node = data
-        *parents, last = dotted.split("__")
-        for key in parents:
-            node = node[int(key)] if isinstance(node, list) else node[key]
-        node[last] = value
-    path = tmp_path / fname
-    path.write_text(yaml.safe_dump(data, sort_keys=False))
-    return path
+    return write_scenario(tmp_path, data or SCENARIO, file=fname, **changes)
 
 
 def _one_error(capsys: pytest.CaptureFixture[str]) -> str:

@@ -4,47 +4,38 @@ very tensors that running each piece at its simulated start would."""
 
 from __future__ import annotations
 
-import copy
 from pathlib import Path
 from typing import Any
 
 import torch
-import yaml
 
 from simulator.config.scenario import load_scenario
 from simulator.engine.simulation import Simulation
 from simulator.plan import AVERAGE, SERVE, STEP, RoundPlan
+from tests.scenarios import scenario, write_scenario
 
 SERVER = {"flops_per_s": 4.0e7, "memory_bytes": 1.0e10, "compute_w": 100.0, "idle_w": 10.0}
 DEVICE = {"flops_per_s": 2.0e6, "memory_bytes": 1.0e9, "compute_w": 2.5, "idle_w": 0.8}
 LINK = {"uplink_bps": 5.0e5, "downlink_bps": 5.0e5, "latency_s": 0.002, "tx_w": 0.3, "rx_w": 0.2}
-BASE: dict[str, Any] = {
-    "name": "plan",
-    "seed": 2,
-    "dataset": {
-        "name": "synthetic",
-        "synthetic": {"image_size": 8, "in_channels": 1, "num_classes": 10, "train_size": 120, "test_size": 16},
-    },
-    "model": {"width": 4},
-    "training": {"rounds": 2, "local_steps": 3, "batch_size": 8},
-    "strategy": {"name": "averaging", "aggregate_every": 1},
-    "server": {"device": SERVER, "workers": 2},
-    "clients": [
+BASE = scenario(
+    name="plan",
+    seed=2,
+    dataset__synthetic__train_size=120,
+    strategy={"name": "averaging", "aggregate_every": 1},
+    server={"device": SERVER, "workers": 2},
+    clients=[
         {"name": "a", "device": DEVICE, "link": LINK, "cut": 1},
         {"name": "b", "device": {**DEVICE, "flops_per_s": 1.0e6}, "link": LINK, "cut": 2},
         {"name": "c", "device": DEVICE, "link": {**LINK, "uplink_bps": 1.0e5}, "cut": 2},
     ],
-    "eval": {"every": 2, "batch_size": 16},
-    "output": {"checkpoint_every": 0},
-}
+    eval={"every": 2, "batch_size": 16},
+    output={"checkpoint_every": 0},
+)
 
 
 def _sim(tmp_path: Path, **strategy: Any) -> Simulation:
-    data = copy.deepcopy(BASE)
-    data["strategy"].update(strategy)
-    path = tmp_path / "plan.yaml"
-    path.write_text(yaml.safe_dump(data, sort_keys=False))
-    return Simulation(load_scenario(path))
+    changes = {f"strategy__{key}": value for key, value in strategy.items()}
+    return Simulation(load_scenario(write_scenario(tmp_path, BASE, file="plan.yaml", **changes)))
 
 
 def _plans(sim: Simulation) -> list[RoundPlan]:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 import shutil
 import subprocess
 import sys
@@ -10,33 +9,29 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
 from simulator.cli import main
+from tests.scenarios import scenario, write_scenario
 
 ROOT = Path(__file__).resolve().parents[1]
 
-SCENARIO: dict[str, Any] = {
-    "name": "refused",
-    "seed": 5,
-    "dataset": {"name": "synthetic", "synthetic": {"train_size": 64, "test_size": 16, "image_size": 12}},
-    "model": {"width": 4},
-    "training": {"rounds": 1, "local_steps": 1, "batch_size": 8},
-    "eval": {"batch_size": 16, "thresholds": [0.5]},
-    "output": {"checkpoint_every": 1, "progress": False},
-    "clients": [
+SCENARIO = scenario(
+    name="refused",
+    seed=5,
+    dataset__synthetic={"train_size": 64, "test_size": 16, "image_size": 12},
+    training__rounds=1,
+    training__local_steps=1,
+    eval={"batch_size": 16, "thresholds": [0.5]},
+    output__checkpoint_every=1,
+    clients=[
         {"device": "rpi4", "link": "wifi4", "cut": 1, "count": 2},
         {"device": "jetson_nano", "link": "wifi6", "cut": 3},
     ],
-}
+)
 
 
 def _write(folder: Path, name: str = "s.yaml", **changes: Any) -> Path:
-    data = copy.deepcopy(SCENARIO)
-    data.update(changes)
-    path = folder / name
-    path.write_text(yaml.safe_dump(data, sort_keys=False))
-    return path
+    return write_scenario(folder, SCENARIO, file=name, **changes)
 
 
 def _refused(capsys: pytest.CaptureFixture[str], *argv: str) -> str:

@@ -3,53 +3,32 @@ profile, keeps the learning results, and refuses changes that would alter what i
 
 from __future__ import annotations
 
-import copy
 import csv
 import json
 from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
 from simulator.cli import main
 from simulator.commands.replay import replay
 from simulator.commands.runner import run_scenario
 from simulator.config.scenario import load_scenario
+from tests.scenarios import DEVICE, LINK, SERVER, scenario, write_scenario
 
-BASE: dict[str, Any] = {
-    "name": "replayed",
-    "seed": 2,
-    "dataset": {
-        "name": "synthetic",
-        "synthetic": {"image_size": 8, "in_channels": 1, "num_classes": 10, "train_size": 120, "test_size": 32},
-    },
-    "model": {"width": 4},
-    "training": {"rounds": 2, "local_steps": 3, "batch_size": 8},
-    "strategy": {"name": "averaging"},
-    "network": {"media": {"ap": {"capacity_bps": 8.0e5}}},
-    "server": {
-        "device": {"flops_per_s": 5.0e7, "memory_bytes": 1.0e10, "compute_w": 100.0, "idle_w": 10.0},
-        "workers": 2,
-    },
-    "clients": [
+BASE = scenario(
+    name="replayed",
+    seed=2,
+    dataset__synthetic__train_size=120,
+    dataset__synthetic__test_size=32,
+    strategy={"name": "averaging"},
+    network={"media": {"ap": {"capacity_bps": 8.0e5}}},
+    server={"device": {**SERVER, "flops_per_s": 5.0e7}, "workers": 2},
+    clients=[
         {
             "name": "a",
-            "device": {
-                "flops_per_s": 3.0e6,
-                "memory_bytes": 1.0e9,
-                "compute_w": 3.0,
-                "idle_w": 1.0,
-                "battery_j": 5000.0,
-            },
-            "link": {
-                "uplink_bps": 4.0e5,
-                "downlink_bps": 8.0e5,
-                "latency_s": 0.01,
-                "jitter_s": 0.005,
-                "tx_w": 0.5,
-                "rx_w": 0.25,
-            },
+            "device": {**DEVICE, "flops_per_s": 3.0e6, "battery_j": 5000.0},
+            "link": {**LINK, "uplink_bps": 4.0e5, "downlink_bps": 8.0e5, "jitter_s": 0.005},
             "cut": 2,
         },
         {
@@ -67,18 +46,12 @@ BASE: dict[str, Any] = {
             "medium": "ap",
         },
     ],
-    "eval": {"every": 1, "batch_size": 32, "thresholds": [0.0, 0.5, 1.0]},
-    "output": {"checkpoint_every": 0, "progress": False},
-}
+    eval={"every": 1, "batch_size": 32, "thresholds": [0.0, 0.5, 1.0]},
+)
 
 
-def _scenario(tmp_path: Path, name: str = "scenario.yaml", **sections: Any) -> Path:
-    data = copy.deepcopy(BASE)
-    for key, value in sections.items():
-        data[key] = {**data[key], **value} if isinstance(data.get(key), dict) else value
-    path = tmp_path / name
-    path.write_text(yaml.safe_dump(data, sort_keys=False))
-    return path
+def _scenario(tmp_path: Path, file: str = "scenario.yaml", **changes: Any) -> Path:
+    return write_scenario(tmp_path, BASE, file=file, **changes)
 
 
 def _rows(path: Path) -> list[dict[str, str]]:
@@ -163,7 +136,7 @@ def test_replay_refuses_what_would_change_the_learning(
 
 def test_replay_refuses_sequential_in_arrival_order(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "seq"
-    path = _scenario(tmp_path, strategy={"name": "sequential", "order": "arrival"}, training={"rounds": 1})
+    path = _scenario(tmp_path, strategy={"name": "sequential", "order": "arrival"}, training__rounds=1)
     run_scenario(load_scenario(path), out, progress=False)
     assert main(["replay", str(out), "--out", str(tmp_path / "r")]) == 2
     assert "arrival order" in capsys.readouterr().err

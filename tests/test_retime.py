@@ -5,7 +5,6 @@ first bad point; `splitee replay --grid` writes the same table."""
 
 from __future__ import annotations
 
-import copy
 import csv
 import json
 from pathlib import Path
@@ -24,6 +23,7 @@ from simulator.commands.retime import points_of
 from simulator.commands.runner import run_scenario
 from simulator.config.scenario import load_scenario
 from simulator.errors import InputError
+from tests.scenarios import write_scenario
 
 GRID = {
     "clients.0.device.flops_per_s": [1.0e6, 3.0e6],
@@ -32,18 +32,10 @@ GRID = {
 }
 
 
-def _write(tmp: Path, data: dict[str, Any]) -> Path:
-    path = tmp / "scenario.yaml"
-    path.write_text(yaml.safe_dump(data, sort_keys=False))
-    return path
-
-
 def _trained(tmp: Path, **sections: Any) -> Path:
-    data = copy.deepcopy(BASE)
-    data.update(sections)
-    data["output"] = {**data["output"], "events": "csv"}
+    path = write_scenario(tmp, BASE, file="scenario.yaml", **sections, output__events="csv")
     out = tmp / "run"
-    run_scenario(load_scenario(_write(tmp, data)), out, progress=False)
+    run_scenario(load_scenario(path), out, progress=False)
     return out
 
 

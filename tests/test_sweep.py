@@ -18,20 +18,18 @@ from simulator.commands.sweep import METRIC_COLUMNS, plan_points
 from simulator.commands.sweep_spec import load_sweep, point_id, yaml_flow
 from simulator.config.scenario import load_scenario
 from simulator.config.yamlio import load_yaml_text
+from tests.scenarios import scenario, write_scenario
 
 ROOT = Path(__file__).resolve().parents[1]
 
-BASE = """\
-name: tiny
-dataset: {name: synthetic, synthetic: {image_size: 8, train_size: 64, test_size: 32}}
-model: {width: 4}
-training: {rounds: 1, local_steps: 2, batch_size: 8}
-clients:
-  - {device: rpi4, link: wifi4, cut: 2}
-  - {device: jetson_nano, link: wifi6, cut: 3}
-eval: {thresholds: [0.5]}
-output: {progress: false, checkpoint_every: 0}
-"""
+BASE = scenario(
+    name="tiny",
+    dataset__synthetic__train_size=64,
+    dataset__synthetic__test_size=32,
+    training={"rounds": 1, "local_steps": 2, "batch_size": 8},
+    clients=[{"device": "rpi4", "link": "wifi4", "cut": 2}, {"device": "jetson_nano", "link": "wifi6", "cut": 3}],
+    eval={"thresholds": [0.5]},
+)
 
 # 2 cuts x 2 seeds = 4 points
 SWEEP = """\
@@ -45,7 +43,7 @@ seeds: [0, 1]
 
 
 def _write(tmp_path: Path, sweep: str = SWEEP, name: str = "tiny_sweep.yaml") -> Path:
-    (tmp_path / "base.yaml").write_text(BASE)
+    write_scenario(tmp_path, BASE, file="base.yaml")
     path = tmp_path / name
     path.write_text(sweep)
     return path

@@ -11,7 +11,6 @@ from typing import Any
 
 import numpy as np
 import pytest
-import yaml
 
 from simulator.cli import main
 from simulator.config.scenario import load_scenario
@@ -22,6 +21,7 @@ from simulator.learning.models.heads import make_exit_head
 from simulator.learning.models.resnet import SplitResNet18
 from simulator.learning.training import state_bytes
 from simulator.timing.schedule import client_rounds, fifo_queue, round_robin_queue
+from tests.scenarios import DEVICE, LINK, SERVER, scenario, write_scenario
 
 
 # --- closed forms against hand arithmetic -------------------------------------------------------------------
@@ -109,33 +109,15 @@ def test_aggregation_traffic_equals_the_real_modules() -> None:
 
 
 # --- a timing-only run equals the full run -------------------------------------------------------------------
-SERVER = {"flops_per_s": 4.0e7, "memory_bytes": 1.0e10, "compute_w": 100.0, "idle_w": 10.0}  # slow: queues form
-BASE: dict[str, Any] = {
-    "name": "timing",
-    "seed": 5,
-    "dataset": {
-        "name": "synthetic",
-        "synthetic": {"image_size": 8, "in_channels": 1, "num_classes": 10, "train_size": 160, "test_size": 16},
-    },
-    "model": {"width": 4},
-    "training": {"rounds": 3, "local_steps": 3, "batch_size": 8},
-    "strategy": {"name": "averaging", "aggregate_every": 1},
-    "network": {"send_buffer": 1, "media": {"ap": {"capacity_bps": 6.0e5}}},
-    "server": {"device": SERVER, "workers": 2},
-    "clients": [
-        {
-            "name": "fast",
-            "device": {"flops_per_s": 4.0e6, "memory_bytes": 1.0e9, "compute_w": 3.0, "idle_w": 1.0},
-            "link": {
-                "uplink_bps": 2.0e6,
-                "downlink_bps": 4.0e6,
-                "latency_s": 0.01,
-                "jitter_s": 0.02,
-                "tx_w": 0.5,
-                "rx_w": 0.25,
-            },
-            "cut": 2,
-        },
+BASE = scenario(
+    name="timing",
+    seed=5,
+    training__rounds=3,
+    strategy={"name": "averaging", "aggregate_every": 1},
+    network={"send_buffer": 1, "media": {"ap": {"capacity_bps": 6.0e5}}},
+    server={"device": {**SERVER, "flops_per_s": 4.0e7}, "workers": 2},  # slow: queues form
+    clients=[
+        {"name": "fast", "device": DEVICE, "link": {**LINK, "jitter_s": 0.02}, "cut": 2},
         {
             "name": "slow",
             "device": {"flops_per_s": 1.0e6, "memory_bytes": 1.0e9, "compute_w": 2.0, "idle_w": 0.5},
@@ -166,22 +148,12 @@ BASE: dict[str, Any] = {
             "medium": "ap",
         },
     ],
-    "eval": {"every": 3, "batch_size": 16, "thresholds": [0.5]},
-    "output": {"checkpoint_every": 0, "progress": False},
-}
+    eval={"every": 3, "batch_size": 16, "thresholds": [0.5]},
+)
 
 
 def _scenario(tmp_path: Path, **changes: Any) -> Path:
-    data = copy.deepcopy(BASE)
-    for dotted, value in changes.items():
-        node = data
-        *parents, leaf = dotted.split("__")
-        for key in parents:
-            node = node[key]
-        node[leaf] = value
-    path = tmp_path / "timing.yaml"
-    path.write_text(yaml.safe_dump(data, sort_keys=False))
-    return path
+    return write_scenario(tmp_path, BASE, file="timing.yaml", **changes)
 
 
 def _compare(path: Path) -> tuple[Simulation, Simulation]:
