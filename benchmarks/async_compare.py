@@ -130,20 +130,39 @@ def main() -> None:
         for label, _, _ in METHODS:
             runs = [_rows(args.out / p / label / f"s{s}") for s in args.seeds]
             end = runs[0][-1]["sim_time_s"]
-            total = _mean([sum(x["energy_j"] for x in r) for r in runs])
-            t_final = _mean([_first(r, "final_accuracy", FINAL) for r in runs])
-            t_exit = _mean([_first(r, "mean_exit_accuracy", EXIT) for r in runs])
             at = [_at(r, b) for r in runs]
-            fmt = lambda t: f"> {end:.0f}" if math.isinf(t) else ("–" if math.isnan(t) else f"{t:.0f}")  # noqa: E731
-            acc = lambda k: _mean([a[k] for a in at])  # noqa: E731
-            num = lambda v, f: "–" if math.isnan(v) else format(v, f)  # noqa: E731
-            last = _mean([[x for x in r if not math.isnan(x["final_accuracy"])][-1]["final_accuracy"] for r in runs])
-            print(
-                f"| {p} | {label} | {fmt(t_final)} | {'–' if label.startswith('fed') else fmt(t_exit)} | "
-                f"{num(acc('acc'), '.3f')} | {num(acc('exit'), '.3f')} | {num(acc('energy') / 1e3, '.1f')} | "
-                f"{num(acc('mb'), '.0f')} | "
-                f"{last:.3f} (at {end:.0f} s) | {total / 1e3:.1f} |"
+            last = [[x for x in r if not math.isnan(x["final_accuracy"])][-1]["final_accuracy"] for r in runs]
+            total = [sum(x["energy_j"] for x in r) / 1e3 for r in runs]
+            exit_time = (
+                "–" if label.startswith("fed") else _time([_first(r, "mean_exit_accuracy", EXIT) for r in runs], end)
             )
+            print(
+                f"| {p} | {label} | {_time([_first(r, 'final_accuracy', FINAL) for r in runs], end)} | {exit_time} | "
+                f"{_spread([a['acc'] for a in at], '.3f')} | {_spread([a['exit'] for a in at], '.3f')} | "
+                f"{_spread([a['energy'] / 1e3 for a in at], '.1f')} | {_spread([a['mb'] for a in at], '.0f')} | "
+                f"{_spread(last, '.3f')} (at {end:.0f} s) | {_spread(total, '.1f')} |"
+            )
+
+
+def _spread(xs: list[float], fmt: str) -> str:
+    """The mean over seeds and, with more than one seed, its range: '0.840 (0.835–0.846)'; '–' if any is NaN."""
+    m = _mean(xs)
+    if math.isnan(m):
+        return "–"
+    if len(xs) == 1 or min(xs) == max(xs):
+        return format(m, fmt)
+    return f"{m:{fmt}} ({min(xs):{fmt}}–{max(xs):{fmt}})"
+
+
+def _time(xs: list[float], end: float) -> str:
+    """Time to a target over seeds: the mean and range where every seed reached it, '> end' where none did, and
+    the seeds that did otherwise ('> 60 (1 of 3: 42)')."""
+    reached = [x for x in xs if math.isfinite(x)]
+    if len(reached) == len(xs):
+        return _spread(xs, ".0f")
+    if not reached:
+        return f"> {end:.0f}"
+    return f"> {end:.0f} ({len(reached)} of {len(xs)}: {', '.join(f'{x:.0f}' for x in reached)})"
 
 
 if __name__ == "__main__":
