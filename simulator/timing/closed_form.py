@@ -3,11 +3,14 @@ nothing can interrupt it, with its intervals recorded as its SimPy processes wou
 
 from __future__ import annotations
 
+from typing import Iterator
+
 import numpy as np
 
 from simulator.costs import formulas as costs
 from simulator.timing import schedule
 from simulator.timing.device import Device
+from simulator.timing.recorder import Interval, Total
 
 __all__ = [
     "FleetClocks",
@@ -97,37 +100,29 @@ def record_rounds(
     devices: list[Device], rnd: int, plan: schedule.ClientRounds, numbers: GroupNumbers | None = None
 ) -> None:
     """The intervals of planned rounds into the recorder, as the devices' processes would record them."""
-    rec = devices[0].recorder
-    steps = plan.arrival.shape[1]
-    if rec.keep_events:
-        for k, d in enumerate(devices):
-            for j in range(steps):
-                rec.interval(
-                    d.name, "compute", rnd, float(plan.fwd[0][k, j]), float(plan.fwd[1][k, j]), flops=d.costs.fwd_flops
-                )
-                rec.interval(
-                    d.name,
-                    "compute",
-                    rnd,
-                    float(plan.rest[0][k, j]),
-                    float(plan.rest[1][k, j]),
-                    flops=d.costs.rest_flops,
-                )
-                rec.interval(
-                    d.name,
-                    "tx",
-                    rnd,
-                    float(plan.send[0][k, j]),
-                    float(plan.send[1][k, j]),
-                    nbytes=d.wire_feature_bytes,
-                    direction="up",
-                )
-        return
+    devices[0].recorder.record(_intervals(devices, rnd, plan), _totals(devices, rnd, plan, numbers))
+
+
+def _intervals(devices: list[Device], rnd: int, plan: schedule.ClientRounds) -> Iterator[Interval]:
+    """Each planned step's intervals, device after device, in the order its processes record them."""
+    fwd, rest, send = plan.fwd, plan.rest, plan.send
+    for k, d in enumerate(devices):
+        for j in range(plan.arrival.shape[1]):
+            yield Interval(d.name, "compute", rnd, float(fwd[0][k, j]), float(fwd[1][k, j]), flops=d.costs.fwd_flops)
+            yield Interval(d.name, "compute", rnd, float(rest[0][k, j]), float(rest[1][k, j]), flops=d.costs.rest_flops)
+            t0, t1 = float(send[0][k, j]), float(send[1][k, j])
+            yield Interval(d.name, "tx", rnd, t0, t1, nbytes=d.wire_feature_bytes, direction="up")
+
+
+def _totals(
+    devices: list[Device], rnd: int, plan: schedule.ClientRounds, numbers: GroupNumbers | None
+) -> Iterator[Total]:
+    """The devices' compute and sending seconds (and bytes sent) over the planned rounds, as arrays."""
     g = numbers or GroupNumbers(devices)
     compute = ((plan.fwd[1] - plan.fwd[0]) + (plan.rest[1] - plan.rest[0])).sum(axis=1)
-    rec.add_many(rnd, g.entities, "compute", compute)
+    yield Total(g.entities, "compute", rnd, compute)
     tx = (plan.send[1] - plan.send[0]).sum(axis=1)
-    rec.add_many(rnd, g.entities, "tx", tx, nbytes=g.wire * steps, direction="up")
+    yield Total(g.entities, "tx", rnd, tx, g.wire * plan.arrival.shape[1], "up")
 
 
 def planned_rounds(

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 from collections import defaultdict
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple, Sequence
+from typing import Any, Iterable, NamedTuple, Sequence, cast
 
 import numpy as np
 
 from simulator.config.profiles import DeviceProfile, LinkProfile
 from simulator.costs.formulas import drawn_j, power_above_idle_w
 
-__all__ = ["Event", "EntityPower", "Recorder"]
+__all__ = ["Event", "EntityPower", "Interval", "Recorder", "Total"]
 
 # Event kinds: compute (client or server training step), tx / rx (feature batches, gradients, results),
 # agg_tx / agg_rx (model state moved for aggregation), aggregate (server averaging), idle (the baseline
@@ -36,6 +36,32 @@ class Event(NamedTuple):
 
     def row(self) -> tuple[Any, ...]:
         return tuple(self)
+
+
+class Interval(NamedTuple):
+    """An active interval for `Recorder.record`: what `Recorder.interval` takes."""
+
+    entity: str
+    kind: str
+    rnd: int
+    t_start: float
+    t_end: float
+    nbytes: float = 0.0
+    flops: float = 0.0
+    direction: str | None = None
+
+
+class Total(NamedTuple):
+    """Seconds of `kind` for `Recorder.record` to add when no event rows are kept: one entity's (a name, as
+    `Recorder.add` takes it) or many distinct entities' (names or indices, `seconds` and `nbytes` one per entity,
+    as `Recorder.add_many` takes them)."""
+
+    entities: str | list[str] | np.ndarray
+    kind: str
+    rnd: int
+    seconds: float | Sequence[float] | np.ndarray
+    nbytes: float | Sequence[float] | np.ndarray = 0.0
+    direction: str | None = None
 
 
 @dataclass(frozen=True)
@@ -150,6 +176,23 @@ class Recorder:
         if self.keep_events:
             self.events.append(Event(t_start, t_end, entity, kind, rnd, nbytes, flops, energy))
 
+    def record(self, intervals: Iterable[Interval], totals: Iterable[Total]) -> None:
+        """Active intervals, as event rows when events are kept (each as `interval` records it, in order), else
+        as `totals` only: the same intervals summed as the caller's arithmetic sums them (for a fleet, in arrays),
+        added in order. Each iterable is read only on its own path, so either may be a lazy generator."""
+        if self.keep_events:
+            for iv in intervals:
+                e, kind, rnd, t0, t1, nbytes, flops, direction = iv
+                self.interval(e, kind, rnd, t0, t1, nbytes=nbytes, flops=flops, direction=direction)
+            return
+        for t in totals:
+            if isinstance(t.entities, str):
+                sec, nb = cast(float, t.seconds), cast(float, t.nbytes)
+                self.add(t.entities, t.kind, t.rnd, sec, nbytes=nb, direction=t.direction)
+            else:
+                many = cast(Sequence[float], t.seconds)
+                self.add_many(t.rnd, t.entities, t.kind, many, nbytes=t.nbytes, direction=t.direction)
+
     def add(
         self, entity: str, kind: str, rnd: int, seconds: float, *, nbytes: float = 0.0, direction: str | None = None
     ) -> float:
@@ -176,11 +219,11 @@ class Recorder:
         kind: str,
         seconds: Sequence[float] | np.ndarray,
         *,
-        nbytes: Sequence[float] | np.ndarray | None = None,
+        nbytes: float | Sequence[float] | np.ndarray | None = None,
         direction: str | None = None,
     ) -> None:
-        """`add` for many distinct entities at once (entity k: `seconds[k]` of `kind`, `nbytes[k]` bytes);
-        `entities` as names or as the recorder's entity indices (`index`)."""
+        """`add` for many distinct entities at once (entity k: `seconds[k]` of `kind`, `nbytes[k]` bytes, or
+        `nbytes` if one number); `entities` as names or as the recorder's entity indices (`index`)."""
         idx = self.indices(entities)
         if not len(idx):
             return

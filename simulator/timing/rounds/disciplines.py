@@ -18,6 +18,7 @@ import simpy
 
 from simulator.timing.closed_form import planned_battery_round, planned_rounds
 from simulator.timing.device import FeatureBatch, RoundFate, timeout_at
+from simulator.timing.recorder import Interval, Total
 from simulator.timing.schedule import fifo_queue, round_robin_queue
 from simulator.timing.server import SERVER
 
@@ -242,14 +243,15 @@ class ClientTurns(Arrival):
                 yield over if stop is None else over | stop
                 self.turn = None
                 arrivals = [t for t, _ in r.arrivals[n0:]]
-            sec = r.server_seconds[i]
+            sec, spans = r.server_seconds[i], []
             for t in arrivals:  # one step at a time, as `serve` takes them
                 start = t if t > free else free
                 free = start + sec
-                if rec.keep_events:
-                    rec.interval(SERVER, "compute", rnd, start, free, flops=r.server_flops[i])
-                else:
-                    rec.add(SERVER, "compute", rnd, sec)
+                spans.append((start, free))
+            rec.record(
+                (Interval(SERVER, "compute", rnd, t0, t1, flops=r.server_flops[i]) for t0, t1 in spans),
+                [Total(SERVER, "compute", rnd, sec)] * len(spans),  # step by step, as `serve` adds them
+            )
             if plan is not None:
                 r.arrivals += [(t, i) for t in arrivals]
             stopped = dev.stop is not None and not r.closed_form(i) and dev.stop.triggered

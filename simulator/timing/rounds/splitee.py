@@ -19,6 +19,7 @@ from simulator.timing.closed_form import GroupNumbers, MessageNumbers, planned_b
 from simulator.timing.device import FeatureBatch, RoundFate, timeout_at
 from simulator.timing.medium_form import medium_rounds
 from simulator.timing.planner import Planner
+from simulator.timing.recorder import Interval, Total
 from simulator.timing.rounds.disciplines import DISCIPLINES, ClientDone, Discipline
 from simulator.timing.server import SERVER
 from simulator.timing.world import TimingWorld
@@ -280,11 +281,13 @@ class SplitEERounds:
         starts, seconds, clients = self.discipline.server_timeline(rnd, present)
         if starts:
             latest = max(latest, max(map(add, starts, seconds)))
-        if rec.keep_events:
-            for start, sec, i in zip(starts, seconds, clients):
-                rec.interval(SERVER, "compute", rnd, start, start + sec, flops=self.server_flops[i])
-        elif starts:
-            rec.add(SERVER, "compute", rnd, sum(seconds))
+        rec.record(
+            (
+                Interval(SERVER, "compute", rnd, t, t + sec, flops=self.server_flops[i])
+                for t, sec, i in zip(starts, seconds, clients)
+            ),
+            [Total(SERVER, "compute", rnd, sum(seconds))] if starts else [],
+        )
         if latest > env.now:
             yield timeout_at(env, latest)
 
@@ -356,11 +359,13 @@ class SplitEERounds:
                 t1[k], wire[k] = end_busy, ch.wire_bytes(n)
                 arrive[k] = end_busy + (latency + ch.jitter.one(ch.jitter_row, ch.jitter_s))
             latest = max(latest, float(arrive.max()))  # + 0.0 leaves a time unchanged, as no flight at all
-            if w.recorder.keep_events:
-                for i, end_busy, b in zip(idx.tolist(), t1.tolist(), wire.tolist()):
-                    w.recorder.interval(w.devices[i].name, kind, rnd, now, end_busy, nbytes=b, direction=direction)
-            else:
-                w.recorder.add_many(rnd, idx, kind, t1 - now, nbytes=wire, direction=direction)
+            w.recorder.record(
+                (
+                    Interval(w.devices[i].name, kind, rnd, now, end_busy, nbytes=b, direction=direction)
+                    for i, end_busy, b in zip(idx.tolist(), t1.tolist(), wire.tolist())
+                ),
+                [Total(idx, kind, rnd, t1 - now, wire, direction)],
+            )
         if procs:
             yield env.all_of(list(procs.values()))
         if latest > env.now:
