@@ -1,0 +1,144 @@
+"""The aggregation's transfers of Hetero-SplitEE rounds: every client with bytes to move sends (or receives) them at
+once, as SimPy processes, on a shared medium's closed form (timing.medium_form) or in closed form per link (the
+arithmetic of Channel.send, links whose rates vary asked all at once)."""
+
+from __future__ import annotations
+
+from typing import Any, Generator
+
+import numpy as np
+import simpy
+
+from simulator.timing.closed_form import MessageNumbers
+from simulator.timing.device import timeout_at
+from simulator.timing.medium_form import medium_rounds
+from simulator.timing.planner import Planner
+from simulator.timing.recorder import Interval, Total
+from simulator.timing.world import TimingWorld
+
+__all__ = ["AggregationTransfers"]
+
+
+class AggregationTransfers:
+    """The transfers of an aggregation, for a rounds class that has these attributes (SplitEERounds)."""
+
+    w: TimingWorld
+    planner: Planner
+    messages: MessageNumbers
+    _on_closed_medium: set[int]
+
+    def closed_form(self, i: int) -> bool:
+        raise NotImplementedError
+
+    def transfers(self, rnd: int, nbytes: dict[int, int], *, up: bool) -> Generator[simpy.Event, Any, set[int]]:
+        """Every client with bytes to move sends (or receives) them at once; returns the clients whose transfer
+        did not complete (they left). A client timed in closed form is scheduled with the same arithmetic as
+        Channel.send."""
+        w, env = self.w, self.w.env
+        kind = "agg_tx" if up else "agg_rx"
+        procs, latest, now = {}, env.now, env.now
+        closed = []
+        latest = self._medium_transfers(rnd, nbytes, up=up, latest=latest)
+        for i, n in nbytes.items():
+            if not n or i in self._on_closed_medium:
+                continue
+            dev = w.devices[i]
+            if not self.closed_form(i):
+                procs[i] = env.process(dev.transfer(rnd, n, up=up, kind=kind, stop=dev.leave))
+            else:
+                closed.append((i, n))
+        # Links whose rates change over time are asked all at once (the same arithmetic as one at a time); the
+        # constant ones are timed as arrays (closed_form.MessageNumbers).
+        ends = _varying_ends(w, closed, now, up=up)
+        direction = "up" if up else "down"
+        if closed:
+            idx = np.array([i for i, _ in closed], dtype=np.int64)
+            nb = np.array([n for _, n in closed], dtype=float)
+            const = np.array([i not in ends for i in idx.tolist()], dtype=bool) if ends else np.ones(len(idx), bool)
+            t1, arrive, wire = np.full(len(idx), now), np.full(len(idx), now), np.zeros(len(idx))
+            if const.any():
+                t1[const], arrive[const], wire[const] = self.messages.ends(idx[const], nb[const], now, up=up)
+            for k in np.flatnonzero(~const).tolist():
+                i, n = closed[k]
+                ch = w.devices[i].link.up if up else w.devices[i].link.down
+                end_busy, latency = ends[i]
+                t1[k], wire[k] = end_busy, ch.wire_bytes(n)
+                arrive[k] = end_busy + (latency + ch.jitter.one(ch.jitter_row, ch.jitter_s))
+            latest = max(latest, float(arrive.max()))  # + 0.0 leaves a time unchanged, as no flight at all
+            w.recorder.record(
+                (
+                    Interval(w.devices[i].name, kind, rnd, now, end_busy, nbytes=b, direction=direction)
+                    for i, end_busy, b in zip(idx.tolist(), t1.tolist(), wire.tolist())
+                ),
+                [Total(idx, kind, rnd, t1 - now, wire, direction)],
+            )
+        if procs:
+            yield env.all_of(list(procs.values()))
+        if latest > env.now:
+            yield timeout_at(env, latest)
+        return {i for i, p in procs.items() if not p.value.delivered}
+
+    def _medium_transfers(self, rnd: int, nbytes: dict[int, int], *, up: bool, latest: float) -> float:
+        """The transfers of `nbytes` that go through a constant medium on which every transfer now belongs to a
+        client timed in closed form but for its medium (planner mode `shared`), walked in closed form
+        (timing.medium_form) and recorded as Device.transfer records them; those clients are left in
+        `_on_closed_medium`. Returns the latest delivery so far."""
+        w, env = self.w, self.w.env
+        self._on_closed_medium = set()
+        groups: dict[int, list[int]] = {}
+        for i, n in nbytes.items():
+            medium = w.devices[i].link.up.medium
+            if n and medium is not None:
+                groups.setdefault(id(medium), []).append(i)
+        kind, direction = ("agg_tx", "up") if up else ("agg_rx", "down")
+        for group in groups.values():
+            chans = [w.devices[i].link.up if up else w.devices[i].link.down for i in group]
+            medium = chans[0].medium
+            if (
+                medium.timing is not None
+                or medium.active
+                or any(self.planner.mode[i] != "shared" or ch.timing.varying for i, ch in zip(group, chans))
+            ):
+                continue
+            flights = [[ch.latency_s + ch.jitter.one(ch.jitter_row, ch.jitter_s)] for ch in chans]
+            wire = [ch.wire_bytes(nbytes[i]) for i, ch in zip(group, chans)]
+            m = medium_rounds(
+                env.now,
+                [1] * len(group),
+                [0.0] * len(group),
+                [0.0] * len(group),
+                [b * 8.0 for b in wire],
+                [ch.cap_bps for ch in chans],
+                medium.capacity_bps,
+                flights,
+                overlap=True,
+                send_buffer=1,
+            )
+            ends, arrived = m.send[1][0, :, 0].tolist(), m.arrival[0, :, 0].tolist()
+            for i, end, b in zip(group, ends, wire):
+                w.recorder.interval(w.devices[i].name, kind, rnd, env.now, end, nbytes=b, direction=direction)
+            latest = max(latest, *arrived)
+            self._on_closed_medium.update(group)
+        return latest
+
+
+def _varying_ends(
+    w: TimingWorld, closed: list[tuple[int, int]], now: float, *, up: bool
+) -> dict[int, tuple[float, float]]:
+    """For the clients in `closed` whose link direction varies: when their message of n bytes sent from `now` has
+    left the radio, and the latency it then meets (costs.conditions.Conditions, many rows at once)."""
+    cond = w.conditions
+    if cond is None:
+        return {}
+    bank = cond.up if up else cond.down
+    pick = [(i, n) for i, n in closed if bank.varying[i]]
+    if not pick:
+        return {}
+    rows = np.array([i for i, _ in pick])
+    chans = [w.devices[i].link.up if up else w.devices[i].link.down for i in rows.tolist()]
+    parts = np.array([ch.timing.nominal.parts(n) for ch, (_, n) in zip(chans, pick)])
+    t = np.full(len(rows), now)
+    end = cond.send_end(rows, t, parts[:, 0], up=up, floor_s=parts[:, 1])
+    nominal = np.array([ch.timing.nominal.latency_s for ch in chans])
+    lat = cond.latency(rows, end, nominal, up=up)
+    return {i: (e, a) for i, e, a in zip(rows.tolist(), end.tolist(), lat.tolist())}
