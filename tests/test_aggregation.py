@@ -8,13 +8,13 @@ from typing import Any
 
 import pytest
 import torch
-import yaml
 from torch import nn
 
 from simulator.config.scenario import load_scenario
 from simulator.engine.simulation import Simulation
 from simulator.learning.aggregation import state_tensors, weighted_average_
 from simulator.plan import exit_head_groups, unit_groups
+from tests.scenarios import DEVICE, LINK, SERVER, scenario, write_scenario
 
 NUM_UNITS = 9  # ResNet-18: stem + 8 BasicBlocks; index 9 is the classifier
 STATS = ("running_mean", "running_var")
@@ -105,50 +105,41 @@ def test_weighted_average_of_one_module_is_a_no_op() -> None:
 
 # --- a whole round with aggregation -------------------------------------------------------------------------------
 
-SCENARIO: dict[str, Any] = {
-    "name": "agg",
-    "seed": 5,
-    "dataset": {
-        "name": "synthetic",
-        "synthetic": {"image_size": 8, "in_channels": 1, "num_classes": 10, "train_size": 120, "test_size": 16},
-    },
-    "model": {"width": 4},
-    "training": {"rounds": 1, "local_steps": 2, "batch_size": 4},
-    "strategy": {
-        "name": "averaging",
-        "aggregate_every": 1,
-        "aggregate_client_layers": True,
-        "aggregate_exit_heads": True,
-        "bn": "average",
-    },
-    "server": {"device": {"flops_per_s": 1.0e12, "memory_bytes": 1.0e10, "compute_w": 100.0, "idle_w": 10.0}},
-    "clients": [],
-    "eval": {"batch_size": 16, "thresholds": [0.5]},
-    "output": {"checkpoint_every": 0, "progress": False},
-}
-
 
 def _client(name: str, cut: int, data_weight: float) -> dict[str, Any]:
     return {
         "name": name,
         "cut": cut,
         "data_weight": data_weight,
-        "device": {"flops_per_s": 1.0e8, "memory_bytes": 1.0e9, "compute_w": 3.0, "idle_w": 1.0},
-        "link": {"uplink_bps": 1.0e6, "downlink_bps": 2.0e6, "latency_s": 0.01, "tx_w": 0.5, "rx_w": 0.25},
+        "device": {**DEVICE, "flops_per_s": 1.0e8},
+        "link": {**LINK, "uplink_bps": 1.0e6, "downlink_bps": 2.0e6},
     }
 
 
 # Cuts 1, 2, 2: the cut-1 exit head has the same shape as the cut-2 ones (same channels), yet must stay apart.
 CLIENTS = [_client("p", 1, 1.0), _client("q", 2, 2.0), _client("r", 2, 3.0)]
+SCENARIO = scenario(
+    name="agg",
+    seed=5,
+    dataset__synthetic__train_size=120,
+    training={"rounds": 1, "local_steps": 2, "batch_size": 4},
+    strategy={
+        "name": "averaging",
+        "aggregate_every": 1,
+        "aggregate_client_layers": True,
+        "aggregate_exit_heads": True,
+        "bn": "average",
+    },
+    server={"device": SERVER},
+    clients=CLIENTS,
+    eval={"batch_size": 16, "thresholds": [0.5]},
+)
 
 
 def _sim(tmp_path: Path, **strategy: Any) -> Simulation:
-    data = copy.deepcopy(SCENARIO)
-    data["clients"] = CLIENTS
-    data["strategy"].update(strategy)
-    path = tmp_path / "scenario.yaml"
-    path.write_text(yaml.safe_dump(data, sort_keys=False))
-    return Simulation(load_scenario(path))
+    """SCENARIO with these strategy settings, loaded."""
+    changes = {f"strategy__{key}": value for key, value in strategy.items()}
+    return Simulation(load_scenario(write_scenario(tmp_path, SCENARIO, **changes)))
 
 
 def _unit(sim: Simulation, i: int, u: int) -> dict[str, torch.Tensor] | None:
@@ -308,12 +299,8 @@ def test_exit_heads_follow_client_layers_unless_said(
 def test_averaging_with_personal_client_layers_keeps_exit_heads_apart(tmp_path: Path) -> None:
     """Cuts 1, 2, 2 with aggregate_client_layers false and aggregate_exit_heads unset: q's and r's cut-2 heads stay
     their own (they were not averaged), while the server units are averaged."""
-    data = copy.deepcopy(SCENARIO)
-    data["clients"] = CLIENTS
-    data["strategy"] = {"name": "averaging", "aggregate_every": 1, "aggregate_client_layers": False}
-    path = tmp_path / "scenario.yaml"
-    path.write_text(yaml.safe_dump(data, sort_keys=False))
-    sim = Simulation(load_scenario(path))
+    strategy = {"name": "averaging", "aggregate_every": 1, "aggregate_client_layers": False}
+    sim = Simulation(load_scenario(write_scenario(tmp_path, SCENARIO, strategy=strategy)))
     sim.run()
     q, r = (torch.cat([t.flatten() for t in sim.learning.trainers[i].unit_tensors(2, buffers=False)]) for i in (1, 2))
     assert not torch.equal(q, r)
@@ -325,11 +312,8 @@ def test_explicit_exit_head_averaging_over_personal_layers_prints_one_warning(tm
     import subprocess
     import sys
 
-    data = copy.deepcopy(SCENARIO)
-    data["clients"] = CLIENTS
-    data["strategy"] = {"name": "averaging", "aggregate_client_layers": False, "aggregate_exit_heads": True}
-    path = tmp_path / "scenario.yaml"
-    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    strategy = {"name": "averaging", "aggregate_client_layers": False, "aggregate_exit_heads": True}
+    path = write_scenario(tmp_path, SCENARIO, strategy=strategy)
     proc = subprocess.run(
         [sys.executable, "-m", "simulator.cli", "validate", str(path)], capture_output=True, text=True
     )

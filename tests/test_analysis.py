@@ -23,25 +23,23 @@ from analysis.metrics import energy_by_state
 from analysis.report import SweepSpec, format_value, summary_values, write_report
 from simulator.cli import main
 from simulator.errors import InputError
+from tests.scenarios import scenario, write_scenario
 
 REPO = Path(__file__).resolve().parents[1]
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 KINDS = ("tradeoff", "time-to-accuracy", "timeline", "energy", "accuracy-by-cut", "early-exit")
 MULTI_RUN = {"tradeoff", "time-to-accuracy"}
 
-SCENARIO = """\
-name: {name}
-seed: 0
-dataset: {{name: synthetic, synthetic: {{train_size: 200, test_size: 100, image_size: 8}}}}
-model: {{width: 4}}
-training: {{rounds: 2, local_steps: 2, batch_size: 16}}
-strategy: {{name: {strategy}}}
-clients:
-  - {{device: rpi4, link: wifi4, cut: 1, count: 2}}
-  - {{device: jetson_nano, link: ble, cut: 2}}
-eval: {{thresholds: [0.0, 0.5, 1.0]}}
-output: {{progress: false, checkpoint_every: 0, events: {events}}}
-"""
+SCENARIO = scenario(  # each run adds its name, strategy and events format
+    seed=0,
+    dataset__synthetic={"train_size": 200, "test_size": 100, "image_size": 8},
+    training={"rounds": 2, "local_steps": 2, "batch_size": 16},
+    clients=[
+        {"device": "rpi4", "link": "wifi4", "cut": 1, "count": 2},
+        {"device": "jetson_nano", "link": "ble", "cut": 2},
+    ],
+    eval={"thresholds": [0.0, 0.5, 1.0]},
+)
 
 
 @dataclass(frozen=True)
@@ -58,8 +56,8 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> Runs:
     base = tmp_path_factory.mktemp("analysis_runs")
     made = {}
     for name, strategy, events in (("tiny_avg", "averaging", "csv"), ("tiny_seq", "sequential", "parquet")):
-        yaml_file = base / f"{name}.yaml"
-        yaml_file.write_text(SCENARIO.format(name=name, strategy=strategy, events=events))
+        changes = {"name": name, "strategy": {"name": strategy}, "output__events": events}
+        yaml_file = write_scenario(base, SCENARIO, file=f"{name}.yaml", **changes)
         made[name] = base / name
         run_scenario(load_scenario(yaml_file), made[name])
     return Runs(made["tiny_avg"], made["tiny_seq"])

@@ -13,21 +13,20 @@ import pytest
 import analysis
 import simulator
 from simulator.errors import InputError
+from tests.scenarios import scenario
 
-SCENARIO = {
-    "name": "api_tiny",
-    "seed": 0,
-    "dataset": {"name": "synthetic", "synthetic": {"train_size": 160, "test_size": 64, "image_size": 8}},
-    "model": {"width": 4},
-    "training": {"rounds": 2, "local_steps": 1, "batch_size": 16},
-    "strategy": {"name": "averaging"},
-    "clients": [
+SCENARIO = scenario(
+    name="api_tiny",
+    seed=0,
+    dataset__synthetic={"train_size": 160, "test_size": 64, "image_size": 8},
+    training={"rounds": 2, "local_steps": 1, "batch_size": 16},
+    strategy={"name": "averaging"},
+    clients=[
         {"device": "rpi4", "link": "wifi4", "cut": 1, "count": 2},
         {"device": "rpi_zero2w", "link": "ble", "cut": 2},
     ],
-    "eval": {"thresholds": [0.0, 1.0]},
-    "output": {"progress": False, "checkpoint_every": 0},
-}
+    eval={"thresholds": [0.0, 1.0]},
+)
 
 
 @pytest.fixture(scope="module")

@@ -3,7 +3,6 @@ and what the trace and the result files say about it. Times and energies are wor
 
 from __future__ import annotations
 
-import copy
 import csv
 import json
 import math
@@ -13,7 +12,6 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
-import yaml
 
 from simulator.cli import main
 from simulator.commands.runner import run_scenario
@@ -21,26 +19,22 @@ from simulator.config.scenario import load_scenario
 from simulator.costs.table_cache import table_for
 from simulator.engine.simulation import Simulation
 from simulator.timing.availability import Availability
+from tests.scenarios import scenario, write_scenario
 
 B = 4
 LABEL_BYTES = 8
 SERVER = {"flops_per_s": 1.0e9, "memory_bytes": 1.0e10, "compute_w": 100.0, "idle_w": 10.0}
-BASE: dict[str, Any] = {
-    "name": "availability",
-    "seed": 3,
-    "dataset": {
-        "name": "synthetic",
-        "synthetic": {"image_size": 8, "in_channels": 1, "num_classes": 10, "train_size": 96, "test_size": 16},
-    },
-    "model": {"width": 4, "exit_head": "pool_linear"},  # the hand-computed costs below use its cost table
-    "training": {"rounds": 1, "local_steps": 4, "batch_size": B},
-    "strategy": {"name": "sequential", "order": "arrival", "aggregate_client_layers": False},
-    "network": {"overlap_compute_comm": False},
-    "server": {"device": SERVER, "workers": 1},
-    "clients": [],
-    "eval": {"batch_size": 16, "thresholds": [0.5]},
-    "output": {"checkpoint_every": 0, "progress": False},
-}
+BASE = scenario(
+    name="availability",
+    seed=3,
+    dataset__synthetic__train_size=96,
+    model__exit_head="pool_linear",  # the hand-computed costs below use its cost table
+    training={"rounds": 1, "local_steps": 4, "batch_size": B},
+    strategy={"name": "sequential", "order": "arrival", "aggregate_client_layers": False},
+    network={"overlap_compute_comm": False},
+    server={"device": SERVER, "workers": 1},
+    eval={"batch_size": 16, "thresholds": [0.5]},
+)
 A = {"flops_per_s": 1.0e6, "memory_bytes": 1.0e9, "compute_w": 3.0, "idle_w": 1.0}
 LINK = {"uplink_bps": 5.0e5, "downlink_bps": 5.0e5, "latency_s": 0.01, "tx_w": 0.5, "rx_w": 0.25}
 
@@ -50,13 +44,9 @@ def _client(name: str, device: dict[str, Any] = A, link: dict[str, Any] = LINK, 
 
 
 def _write(tmp_path: Path, clients: list[dict[str, Any]], **sections: Any) -> Path:
-    data = copy.deepcopy(BASE)
-    data["clients"] = clients
-    for key, value in sections.items():
-        data[key] = {**data[key], **value} if isinstance(data.get(key), dict) else value
-    path = tmp_path / "scenario.yaml"
-    path.write_text(yaml.safe_dump(data, sort_keys=False))
-    return path
+    """BASE with these clients and, in each named section, these keys changed (a section BASE lacks is added)."""
+    changes = {f"{section}__{key}": value for section, keys in sections.items() for key, value in keys.items()}
+    return write_scenario(tmp_path, BASE, clients=clients, **changes)
 
 
 def _step() -> dict[str, float]:

@@ -12,7 +12,6 @@ from typing import Any
 import pytest
 import torch
 import torch.nn.functional as F
-import yaml
 from torch import nn
 
 from simulator.cli import main
@@ -23,6 +22,7 @@ from simulator.learning.training import BatchSampler
 from simulator.output.results import write_run
 from simulator.plan import RoundPlan
 from simulator.timing.recorder import Event
+from tests.scenarios import scenario, write_scenario
 
 B = 4  # batch size of every scenario here
 LABEL_BYTES = 8  # one int64 label per sample travels with the features
@@ -39,22 +39,16 @@ BASELINES = (
 SERVER = {"flops_per_s": 1.0e9, "memory_bytes": 1.0e10, "compute_w": 100.0, "idle_w": 10.0}
 OPTIMIZER = {"name": "sgd", "lr": 0.05, "momentum": 0.9, "weight_decay": 5.0e-4}
 
-BASE: dict[str, Any] = {
-    "name": "baselines",
-    "seed": 3,
-    "dataset": {
-        "name": "synthetic",
-        "synthetic": {"image_size": 8, "in_channels": 1, "num_classes": 10, "train_size": 96, "test_size": 16},
-    },
-    "model": {"width": 4},
-    "training": {"rounds": 2, "local_steps": 2, "batch_size": B, "optimizer": OPTIMIZER},
-    "strategy": {"name": "vanilla_sl", "common_cut": 2},
-    "network": {"activation_dtype": "fp32"},
-    "server": {"device": SERVER, "workers": 2},
-    "clients": [],
-    "eval": {"batch_size": 16, "thresholds": [0.5]},
-    "output": {"checkpoint_every": 0, "progress": False},
-}
+BASE = scenario(
+    name="baselines",
+    seed=3,
+    dataset__synthetic__train_size=96,
+    training={"rounds": 2, "local_steps": 2, "batch_size": B, "optimizer": OPTIMIZER},
+    strategy={"name": "vanilla_sl", "common_cut": 2},
+    network={"activation_dtype": "fp32"},
+    server={"device": SERVER, "workers": 2},
+    eval={"batch_size": 16, "thresholds": [0.5]},
+)
 
 
 def _client(
@@ -87,16 +81,10 @@ def _client(
     }
 
 
-def _write(
-    tmp_path: Path, clients: list[dict[str, Any]], name: str = "scenario.yaml", **sections: dict[str, Any]
-) -> Path:
-    data = copy.deepcopy(BASE)
-    data["clients"] = clients
-    for key, value in sections.items():
-        data[key] = {**data[key], **value} if isinstance(data[key], dict) else value
-    path = tmp_path / name
-    path.write_text(yaml.safe_dump(data, sort_keys=False))
-    return path
+def _write(tmp_path: Path, clients: list[dict[str, Any]], name: str = "s.yaml", **sections: dict[str, Any]) -> Path:
+    """BASE with these clients and, in each named section, these keys changed."""
+    changes = {f"{section}__{key}": value for section, keys in sections.items() for key, value in keys.items()}
+    return write_scenario(tmp_path, BASE, file=name, clients=clients, **changes)
 
 
 def _load(tmp_path: Path, clients: list[dict[str, Any]], **sections: dict[str, Any]) -> ResolvedScenario:

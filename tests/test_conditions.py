@@ -3,7 +3,6 @@ capacity halves, a throttle, Markov dwell times; and timing-only runs equal to f
 
 from __future__ import annotations
 
-import copy
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +16,8 @@ from simulator.costs.pieces import MarkovPieces, TracePieces
 from simulator.costs.rate_bank import RateBank
 from simulator.errors import InputError
 from simulator.timing.network import JitterBank, SharedMedium, make_link
-from tests.test_timing_only import BASE, _compare, _scenario
+from tests.scenarios import write_scenario
+from tests.test_timing_only import BASE, _compare
 
 
 def _link_trace(times: list[float], bps: list[float], nominal_bps: float, latency: list[float]) -> TracePieces:
@@ -171,25 +171,24 @@ def test_a_repeating_trace_with_an_offset() -> None:
 
 
 def _varied(tmp_path: Path) -> dict[str, Any]:
+    """Changes to BASE (the timing-only tests' fleet) that vary every client's device or link and the medium."""
     (tmp_path / "up.csv").write_text("t_s,uplink_bps,latency_s\n0,1.5e6,0.02\n0.8,2.0e5,0.2\n2.5,3.0e6,0.01\n")
     (tmp_path / "cap.csv").write_text("t_s,capacity_bps\n0,6.0e5\n0.7,1.5e5\n1.9,9.0e5\n")
-    clients = copy.deepcopy(BASE["clients"])
-    clients[0]["link"]["variation"] = {"kind": "trace", "file": "up.csv", "after_end": "repeat"}
-    clients[0]["device"]["variation"] = {"kind": "throttle", "after_s": 0.5, "factor": 0.4, "cool_s": 0.2}
-    clients[1]["device"]["variation"] = {
-        "kind": "markov",
-        "states": {"fast": {"dwell_s": 0.7}, "slow": {"dwell_s": 0.3, "speed": 0.2}},
-    }
-    clients[1]["link"]["variation"] = {
-        "kind": "markov",
-        "states": {
-            "good": {"dwell_s": 1.0},
-            "bad": {"dwell_s": 0.4, "uplink_bps": 0.1, "latency_s": 5.0, "loss_rate": 3.0},
-        },
-    }
-    clients[2]["link"]["variation"] = {"kind": "trace", "file": "up.csv", "offset": "random"}
     return {
-        "clients": clients,
+        "clients__0__link__variation": {"kind": "trace", "file": "up.csv", "after_end": "repeat"},
+        "clients__0__device__variation": {"kind": "throttle", "after_s": 0.5, "factor": 0.4, "cool_s": 0.2},
+        "clients__1__device__variation": {
+            "kind": "markov",
+            "states": {"fast": {"dwell_s": 0.7}, "slow": {"dwell_s": 0.3, "speed": 0.2}},
+        },
+        "clients__1__link__variation": {
+            "kind": "markov",
+            "states": {
+                "good": {"dwell_s": 1.0},
+                "bad": {"dwell_s": 0.4, "uplink_bps": 0.1, "latency_s": 5.0, "loss_rate": 3.0},
+            },
+        },
+        "clients__2__link__variation": {"kind": "trace", "file": "up.csv", "offset": "random"},
         "network": {
             "send_buffer": 1,
             "media": {"ap": {"capacity_bps": 6.0e5, "variation": {"kind": "trace", "file": "cap.csv"}}},
@@ -203,43 +202,41 @@ def _varied(tmp_path: Path) -> dict[str, Any]:
     ids=["averaging", "turns"],
 )
 def test_timing_only_equals_the_full_run_with_every_kind_of_variation(tmp_path: Path, strategy: dict[str, Any]) -> None:
-    full, timed = _compare(_scenario(tmp_path, strategy=strategy, **_varied(tmp_path)))
+    full, timed = _compare(write_scenario(tmp_path, BASE, strategy=strategy, **_varied(tmp_path)))
     assert timed.world.conditions is not None and timed.world.conditions.any
     # The closed forms ran for the clients on links of their own, the medium's process for the others.
     assert [timed.rounds.closed_form(i) for i in range(4)] == [True, True, False, False]
-    static_full, _ = _compare(_scenario(tmp_path / ".." / tmp_path.name, strategy=strategy))
+    static_full, _ = _compare(write_scenario(tmp_path / ".." / tmp_path.name, BASE, strategy=strategy))
     assert full.records[-1].sim_time_s != static_full.records[-1].sim_time_s
 
 
 def test_timing_only_equals_the_full_run_with_variation_churn_and_deadlines(tmp_path: Path) -> None:
-    varied = _varied(tmp_path)
-    varied["clients"][0]["device"]["battery_j"] = 12.0
-    varied["clients"][1]["availability"] = {"model": "markov", "mean_on_s": 3.0, "mean_off_s": 1.0}
-    _compare(_scenario(tmp_path, training__round_deadline_s=2.5, training__rounds=5, **varied))
+    churn = {"model": "markov", "mean_on_s": 3.0, "mean_off_s": 1.0}
+    changes = {**_varied(tmp_path), "clients__0__device__battery_j": 12.0, "clients__1__availability": churn}
+    _compare(write_scenario(tmp_path, BASE, training__round_deadline_s=2.5, training__rounds=5, **changes))
 
 
 def test_a_constant_trace_at_the_profiles_values_changes_nothing(tmp_path: Path) -> None:
     (tmp_path / "same.csv").write_text("t_s,uplink_bps,downlink_bps,latency_s\n0,2.0e6,4.0e6,0.01\n")
-    clients = copy.deepcopy(BASE["clients"])
-    clients[0]["link"]["variation"] = {"kind": "trace", "file": "same.csv"}
-    _, with_trace = _compare(_scenario(tmp_path, clients=clients))
-    _, without = _compare(_scenario(tmp_path))
+    same = {"kind": "trace", "file": "same.csv"}
+    _, with_trace = _compare(write_scenario(tmp_path, BASE, clients__0__link__variation=same))
+    _, without = _compare(write_scenario(tmp_path, BASE))
     assert [r.sim_time_s for r in with_trace.records] == [r.sim_time_s for r in without.records]
 
 
-def _round_one(tmp_path: Path, clients: list[dict[str, Any]]) -> tuple[Any, float]:
-    _, timed = _compare(_scenario(tmp_path, clients=clients, network={"send_buffer": 1, "media": {}}))
+def _round_one(tmp_path: Path, **changes: Any) -> tuple[Any, float]:
+    """BASE's first client alone on a link of its own, with these changes: its totals in round 1, the round's end."""
+    alone = {"clients": BASE["clients"][:1], "network": {"send_buffer": 1, "media": {}}}
+    _, timed = _compare(write_scenario(tmp_path, BASE, **alone, **changes))
     return timed.world.recorder.round_totals[1]["fast"], timed.records[0].sim_time_s
 
 
 def test_half_the_uplink_doubles_the_upload_and_its_energy(tmp_path: Path) -> None:
     # A client alone: a trace at half its uplink doubles every upload's seconds (features and aggregation); its
     # energy grows by tx_w for each extra second of sending and idle_w for each extra second of the round.
-    clients = copy.deepcopy(BASE["clients"][:1])
     (tmp_path / "half.csv").write_text("t_s,uplink_bps\n0,1.0e6\n")
-    before, t_before = _round_one(tmp_path, clients)
-    clients[0]["link"]["variation"] = {"kind": "trace", "file": "half.csv"}
-    after, t_after = _round_one(tmp_path, clients)
+    before, t_before = _round_one(tmp_path)
+    after, t_after = _round_one(tmp_path, clients__0__link__variation={"kind": "trace", "file": "half.csv"})
     for kind in ("tx", "agg_tx"):
         assert after.state_s[kind] == pytest.approx(2 * before.state_s[kind], rel=1e-12)
     assert after.state_s["compute"] == before.state_s["compute"]
@@ -250,10 +247,9 @@ def test_half_the_uplink_doubles_the_upload_and_its_energy(tmp_path: Path) -> No
 def test_a_throttled_device_spends_longer_and_more_energy_computing(tmp_path: Path) -> None:
     # Throttled from the start (after_s tiny) at factor 0.5, never idle long enough to cool: every compute
     # interval takes twice its nominal time, and the energy follows (compute_w - idle_w) per extra second.
-    clients = copy.deepcopy(BASE["clients"][:1])
-    before, t_before = _round_one(tmp_path, clients)
-    clients[0]["device"]["variation"] = {"kind": "throttle", "after_s": 1e-6, "factor": 0.5, "cool_s": 1e6}
-    after, t_after = _round_one(tmp_path, clients)
+    throttle = {"kind": "throttle", "after_s": 1e-6, "factor": 0.5, "cool_s": 1e6}
+    before, t_before = _round_one(tmp_path)
+    after, t_after = _round_one(tmp_path, clients__0__device__variation=throttle)
     assert after.state_s["compute"] == pytest.approx(2 * before.state_s["compute"], rel=1e-6)
     extra = after.state_s["compute"] - before.state_s["compute"]
     assert after.energy_j - before.energy_j == pytest.approx(2.0 * extra + 1.0 * (t_after - t_before), rel=1e-9)
@@ -273,10 +269,8 @@ def test_a_throttled_device_spends_longer_and_more_energy_computing(tmp_path: Pa
 )
 def test_bad_traces_are_refused_in_one_line(tmp_path: Path, csv: str, problem: str) -> None:
     (tmp_path / "bad.csv").write_text(csv)
-    clients = copy.deepcopy(BASE["clients"])
-    clients[0]["link"]["variation"] = {"kind": "trace", "file": "bad.csv"}
     with pytest.raises(InputError) as err:
-        load_scenario(_scenario(tmp_path, clients=clients))
+        load_scenario(write_scenario(tmp_path, BASE, clients__0__link__variation={"kind": "trace", "file": "bad.csv"}))
     assert problem in err.value.problem and "bad.csv" in err.value.problem
     assert err.value.key == "clients[0].link.variation.file" and "\n" not in str(err.value)
 
@@ -297,10 +291,8 @@ def test_bad_traces_are_refused_in_one_line(tmp_path: Path, csv: str, problem: s
     ],
 )
 def test_bad_variations_are_refused(tmp_path: Path, variation: dict[str, Any], problem: str) -> None:
-    clients = copy.deepcopy(BASE["clients"])
-    clients[0]["link"]["variation"] = variation
     with pytest.raises(InputError) as err:
-        load_scenario(_scenario(tmp_path, clients=clients))
+        load_scenario(write_scenario(tmp_path, BASE, clients__0__link__variation=variation))
     assert problem in err.value.problem
 
 
@@ -309,14 +301,15 @@ def test_cut_policies_and_inference_estimate_with_time_averages(tmp_path: Path) 
 
     # Trace: 1 Mbit/s for 10 s, then 3 Mbit/s until its last row at 40 s: (10·1 + 30·3) / 40 = 2.5 Mbit/s.
     (tmp_path / "t.csv").write_text("t_s,uplink_bps\n0,1.0e6\n10,3.0e6\n40,5.0e6\n")
-    clients = copy.deepcopy(BASE["clients"])
-    clients[0]["link"]["variation"] = {"kind": "trace", "file": "t.csv"}
     # Markov: 3 s at full speed, 1 s at 0.2 on average, alternating: 0.75 + 0.25 · 0.2 = 0.8 of the speed.
-    clients[1]["device"]["variation"] = {
-        "kind": "markov",
-        "states": {"a": {"dwell_s": 3.0}, "b": {"dwell_s": 1.0, "speed": 0.2}},
-    }
-    rs = load_scenario(_scenario(tmp_path, clients=clients))
+    markov = {"kind": "markov", "states": {"a": {"dwell_s": 3.0}, "b": {"dwell_s": 1.0, "speed": 0.2}}}
+    path = write_scenario(
+        tmp_path,
+        BASE,
+        clients__0__link__variation={"kind": "trace", "file": "t.csv"},
+        clients__1__device__variation=markov,
+    )
+    rs = load_scenario(path)
     link = time_averaged(rs.clients[0].link, "link")
     assert link.uplink_bps == pytest.approx(2.5e6) and link.downlink_bps == 4.0e6  # the other fields stay
     device = time_averaged(rs.clients[1].device, "device")

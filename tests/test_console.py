@@ -9,6 +9,7 @@ import pytest
 
 from simulator.cli import main
 from simulator.output.console import MAX_ROWS, format_seconds, format_summary
+from tests.scenarios import write_scenario
 
 REPO = Path(__file__).resolve().parents[1]
 CITY = REPO / "scenarios" / "whatif" / "city_fleet.yaml"
@@ -112,12 +113,14 @@ def test_a_timing_only_city_fleet_prints_few_lines(tmp_path: Path, capsys: pytes
 
 
 def test_replay_prints_its_own_host_time(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    scenario = tmp_path / "tiny.yaml"
-    scenario.write_text(
-        "name: tiny\nseed: 0\ndataset: {name: synthetic, synthetic: {train_size: 64, "
-        "test_size: 32, image_size: 8}}\nmodel: {width: 4}\ntraining: {rounds: 1, local_steps: 1, "
-        "batch_size: 16}\nclients:\n  - {device: rpi4, link: ble, cut: 1}\n"
-        "output: {progress: false, checkpoint_every: 0}\n"
+    scenario = write_scenario(
+        tmp_path,
+        file="tiny.yaml",
+        name="tiny",
+        seed=0,
+        dataset__synthetic={"train_size": 64, "test_size": 32, "image_size": 8},
+        training={"rounds": 1, "local_steps": 1, "batch_size": 16},
+        clients=[{"device": "rpi4", "link": "ble", "cut": 1}],
     )
     assert main(["run", str(scenario), "--out", str(tmp_path / "run"), "--no-report", "--quiet"]) == 0
     capsys.readouterr()

@@ -14,6 +14,7 @@ from simulator.config.cut_policy import choose_cut, deepest_common_cut, estimate
 from simulator.config.profiles import DeviceProfile, LinkProfile
 from simulator.config.scenario import load_scenario
 from simulator.costs.cost_table import CostTable, UnitCost
+from tests.scenarios import write_scenario
 
 
 def _unit(name: str, fwd: float, bwd: float, bwd_in: float, out: int, param_bytes: int) -> UnitCost:
@@ -105,18 +106,15 @@ def test_the_weakest_device_sets_the_common_cut() -> None:
 
 
 def _write(tmp_path: Path, clients: list[dict], **top: object) -> Path:
-    data = {
-        "name": "policies",
-        "dataset": {"name": "synthetic", "synthetic": {"image_size": 8, "train_size": 64, "test_size": 16}},
-        "model": {"width": 4},
-        "training": {"rounds": 1, "local_steps": 1, "batch_size": 8},
-        "clients": clients,
-        "output": {"progress": False, "checkpoint_every": 0},
+    """The factory's scenario for one round of one step on 64 samples, with these clients and top-level keys."""
+    return write_scenario(
+        tmp_path,
+        name="policies",
+        dataset__synthetic={"image_size": 8, "train_size": 64, "test_size": 16},
+        training={"rounds": 1, "local_steps": 1, "batch_size": 8},
+        clients=clients,
         **top,
-    }
-    path = tmp_path / "s.yaml"
-    path.write_text(yaml.safe_dump(data))
-    return path
+    )
 
 
 def test_scenario_policies_resolve_each_client(tmp_path: Path) -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 import csv
 from dataclasses import replace
 from pathlib import Path
@@ -11,7 +10,6 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
-import yaml
 
 from simulator.commands.runner import run_scenario
 from simulator.config.scenario import ResolvedScenario, load_scenario
@@ -22,6 +20,7 @@ from simulator.learning.exits import exit_mask, threshold_outcome
 from simulator.learning.training import EvalResult
 from simulator.output.columns import EARLY_EXIT_COLUMNS
 from simulator.output.early_exit import early_exit_rows
+from tests.scenarios import DEVICE, LINK, scenario, write_scenario
 
 # --- per-sample costs, by hand --------------------------------------------------------------------------------
 
@@ -131,31 +130,21 @@ def test_bad_threshold_raises() -> None:
 # --- rows from a tiny real run --------------------------------------------------------------------------------
 
 SERVER = {"flops_per_s": 1.0e9, "memory_bytes": 1.0e10, "compute_w": 100.0, "idle_w": 10.0}
-SCENARIO: dict[str, Any] = {
-    "name": "early_exit",
-    "seed": 3,
-    "dataset": {
-        "name": "synthetic",
-        "synthetic": {"image_size": 8, "in_channels": 1, "num_classes": 10, "train_size": 64, "test_size": 48},
-    },
-    "model": {"width": 4},
-    "training": {"rounds": 2, "local_steps": 2, "batch_size": 4},
-    "strategy": {"name": "sequential"},
-    "network": {"activation_dtype": "fp16"},
-    "server": {"device": SERVER, "workers": 1},
-    "clients": [
+SCENARIO = scenario(
+    name="early_exit",
+    seed=3,
+    dataset__synthetic__train_size=64,
+    dataset__synthetic__test_size=48,
+    training={"rounds": 2, "local_steps": 2, "batch_size": 4},
+    strategy={"name": "sequential"},
+    network={"activation_dtype": "fp16"},
+    server={"device": SERVER, "workers": 1},
+    clients=[
         {
             "name": "a",
             "cut": 1,
-            "device": {"flops_per_s": 1.0e7, "memory_bytes": 1.0e9, "compute_w": 3.0, "idle_w": 1.0},
-            "link": {
-                "uplink_bps": 1.0e6,
-                "downlink_bps": 2.0e6,
-                "latency_s": 0.01,
-                "loss_rate": 0.1,
-                "tx_w": 0.5,
-                "rx_w": 0.25,
-            },
+            "device": {**DEVICE, "flops_per_s": 1.0e7},
+            "link": {**LINK, "uplink_bps": 1.0e6, "downlink_bps": 2.0e6, "loss_rate": 0.1},
         },
         {
             "name": "b",
@@ -165,16 +154,13 @@ SCENARIO: dict[str, Any] = {
         },
     ],
     # Unsorted on purpose: rows come out sorted by threshold.
-    "eval": {"batch_size": 16, "thresholds": [1.0, 0.0, 0.6, 0.3]},
-    "output": {"checkpoint_every": 0, "progress": False},
-}
+    eval={"batch_size": 16, "thresholds": [1.0, 0.0, 0.6, 0.3]},
+)
 
 
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[ResolvedScenario, CostTable, dict[int, EvalResult]]:
-    path: Path = tmp_path_factory.mktemp("early_exit") / "scenario.yaml"
-    path.write_text(yaml.safe_dump(copy.deepcopy(SCENARIO), sort_keys=False))
-    rs = load_scenario(path)
+    rs = load_scenario(write_scenario(tmp_path_factory.mktemp("early_exit"), SCENARIO))
     sim = Simulation(rs)
     sim.run()
     return rs, sim.world.table, sim.evaluate()
@@ -271,12 +257,7 @@ def test_clients_without_an_exit_get_no_rows(tiny_run) -> None:  # type: ignore[
 
 
 def test_a_run_folder_holds_early_exit_csv(tmp_path: Path) -> None:
-    path = tmp_path / "scenario.yaml"
-    path.write_text(
-        yaml.safe_dump(
-            {**copy.deepcopy(SCENARIO), "training": {"rounds": 1, "local_steps": 1, "batch_size": 4}}, sort_keys=False
-        )
-    )
+    path = write_scenario(tmp_path, SCENARIO, training={"rounds": 1, "local_steps": 1, "batch_size": 4})
     out = tmp_path / "run"
     run_scenario(load_scenario(path), out, progress=False)
     with (out / "early_exit.csv").open() as f:

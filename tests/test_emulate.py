@@ -3,7 +3,6 @@ where root and network namespaces exist (marked `emulation`), a real 2-client em
 
 from __future__ import annotations
 
-import copy
 import csv
 import os
 import signal
@@ -35,45 +34,30 @@ from simulator.emulation.wire import (
     wait_drained,
 )
 from simulator.errors import InputError
+from tests.scenarios import scenario, write_scenario
 
 LINK = {"uplink_bps": 8.0e6, "downlink_bps": 8.0e6, "latency_s": 0.005, "tx_w": 0.5, "rx_w": 0.25, "packet": {}}
 DEVICE = {"flops_per_s": 2.0e9, "memory_bytes": 1.0e9, "compute_w": 3.0, "idle_w": 1.0}
-SCENARIO: dict[str, Any] = {
-    "name": "emu_two",
-    "seed": 0,
-    "dataset": {
-        "name": "synthetic",
-        "partition": {"kind": "iid"},
-        "synthetic": {"image_size": 28, "in_channels": 1, "num_classes": 10, "train_size": 640, "test_size": 64},
-    },
-    "model": {"width": 8},
-    "training": {"rounds": 1, "local_steps": 6, "batch_size": 32},
-    "strategy": {"name": "averaging"},
-    "network": {"overlap_compute_comm": True},
-    "server": {
-        "device": {"flops_per_s": 3.0e10, "memory_bytes": 1.0e10, "compute_w": 65.0, "idle_w": 10.0},
-        "workers": 1,
-    },
-    "clients": [
+SCENARIO = scenario(
+    name="emu_two",
+    seed=0,
+    dataset__partition={"kind": "iid"},
+    dataset__synthetic={"image_size": 28, "in_channels": 1, "num_classes": 10, "train_size": 640, "test_size": 64},
+    model__width=8,
+    training={"rounds": 1, "local_steps": 6, "batch_size": 32},
+    strategy={"name": "averaging"},
+    network={"overlap_compute_comm": True},
+    server={"device": {"flops_per_s": 3.0e10, "memory_bytes": 1.0e10, "compute_w": 65.0, "idle_w": 10.0}, "workers": 1},
+    clients=[
         {"name": "a", "device": DEVICE, "link": LINK, "cut": 1},
         {"name": "b", "device": {**DEVICE, "flops_per_s": 4.0e9}, "link": {**LINK, "uplink_bps": 2.0e7}, "cut": 3},
     ],
-    "eval": {"batch_size": 64},
-    "output": {"checkpoint_every": 0, "progress": False},
-}
+    eval={"batch_size": 64},
+)
 
 
 def _write(tmp_path: Path, **changes: Any) -> Path:
-    data = copy.deepcopy(SCENARIO)
-    for key, value in changes.items():
-        if "__" in key:  # section__field
-            section, field = key.split("__")
-            data[section][field] = value
-        else:
-            data[key] = value
-    path = tmp_path / "s.yaml"
-    path.write_text(yaml.safe_dump(data, sort_keys=False))
-    return path
+    return write_scenario(tmp_path, SCENARIO, **changes)
 
 
 MACHINE = DeviceProfile.model_validate(

@@ -5,7 +5,6 @@ against the integral of the rate."""
 
 from __future__ import annotations
 
-import copy
 import json
 import os
 import socket
@@ -18,7 +17,6 @@ from typing import Any, Callable
 
 import numpy as np
 import pytest
-import yaml
 
 from simulator.cli import main
 from simulator.config.scenario import load_scenario
@@ -27,44 +25,35 @@ from simulator.emulation.scheduler import Scheduler, run
 from simulator.emulation.setup import check_scenario
 from simulator.emulation.varying import ClientPieces, Clock, Steps, check_quota_floor, pieces_of, targets_of
 from simulator.errors import InputError
+from tests.scenarios import scenario, write_scenario
 
 LINK = {"uplink_bps": 8.0e6, "downlink_bps": 8.0e6, "latency_s": 0.005, "tx_w": 0.5, "rx_w": 0.25, "packet": {}}
 DEVICE = {"flops_per_s": 2.0e9, "memory_bytes": 1.0e9, "compute_w": 3.0, "idle_w": 1.0}
-SCENARIO: dict[str, Any] = {
-    "name": "emu_vary",
-    "seed": 3,
-    "dataset": {
-        "name": "synthetic",
-        "partition": {"kind": "iid"},
-        "synthetic": {"image_size": 28, "in_channels": 1, "num_classes": 10, "train_size": 640, "test_size": 64},
-    },
-    "model": {"width": 8},
-    "training": {"rounds": 1, "local_steps": 2, "batch_size": 32},
-    "strategy": {"name": "averaging"},
-    "server": {
-        "device": {"flops_per_s": 3.0e10, "memory_bytes": 1.0e10, "compute_w": 65.0, "idle_w": 10.0},
-        "workers": 1,
-    },
-    "clients": [
+SCENARIO = scenario(
+    name="emu_vary",
+    seed=3,
+    dataset__partition={"kind": "iid"},
+    dataset__synthetic={"image_size": 28, "in_channels": 1, "num_classes": 10, "train_size": 640, "test_size": 64},
+    model__width=8,
+    training={"rounds": 1, "local_steps": 2, "batch_size": 32},
+    strategy={"name": "averaging"},
+    server={"device": {"flops_per_s": 3.0e10, "memory_bytes": 1.0e10, "compute_w": 65.0, "idle_w": 10.0}, "workers": 1},
+    clients=[
         {"name": "a", "device": DEVICE, "link": LINK, "cut": 1},
         {"name": "b", "device": DEVICE, "link": LINK, "cut": 3},
     ],
-    "eval": {"batch_size": 64},
-    "output": {"checkpoint_every": 0, "progress": False},
-}
+    eval={"batch_size": 64},
+)
 # Rates and latency every few seconds; repeated, the last row (t = 6) ends the period.
 TRACE = "t_s,uplink_bps,latency_s\n0,4.0e6,0.010\n2.5,1.0e6,0.050\n4,6.0e6,0.020\n6,4.0e6,0.010\n"
 
 
 def _write(tmp_path: Path, clients: list[dict[str, Any]] | None = None, **top: Any) -> Path:
-    data = copy.deepcopy(SCENARIO)
-    if clients is not None:
-        data["clients"] = clients
-    data.update(top)
+    """SCENARIO with these clients and top-level sections, next to the trace up.csv."""
     (tmp_path / "up.csv").write_text(TRACE)
-    path = tmp_path / "s.yaml"
-    path.write_text(yaml.safe_dump(data, sort_keys=False))
-    return path
+    if clients is not None:
+        top["clients"] = clients
+    return write_scenario(tmp_path, SCENARIO, **top)
 
 
 def _traced(offset: float = 1.0) -> dict[str, Any]:

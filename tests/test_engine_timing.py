@@ -2,40 +2,34 @@
 
 from __future__ import annotations
 
-import copy
 import csv
 from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
 from simulator.commands.runner import run_scenario
 from simulator.config.scenario import ResolvedScenario, load_scenario
 from simulator.engine.simulation import Simulation
 from simulator.timing.recorder import Event
+from tests.scenarios import scenario, write_scenario
 
 B = 4  # batch size of every scenario here
 LABEL_BYTES = 8  # one int64 label per sample travels with the features
 
 SERVER = {"flops_per_s": 1.0e9, "memory_bytes": 1.0e10, "compute_w": 100.0, "idle_w": 10.0}
 
-BASE: dict[str, Any] = {
-    "name": "timing",
-    "seed": 0,
-    "dataset": {
-        "name": "synthetic",
-        "synthetic": {"image_size": 8, "in_channels": 1, "num_classes": 10, "train_size": 96, "test_size": 16},
-    },
-    "model": {"width": 4, "exit_head": "pool_linear"},
-    "training": {"rounds": 1, "local_steps": 2, "batch_size": B},
-    "strategy": {"name": "sequential", "order": "arrival", "aggregate_client_layers": False},
-    "network": {"overlap_compute_comm": False},
-    "server": {"device": SERVER, "workers": 1},
-    "clients": [],
-    "eval": {"batch_size": 16, "thresholds": [0.5]},
-    "output": {"checkpoint_every": 0, "progress": False},
-}
+BASE = scenario(
+    name="timing",
+    seed=0,
+    dataset__synthetic__train_size=96,
+    model__exit_head="pool_linear",
+    training={"rounds": 1, "local_steps": 2, "batch_size": B},
+    strategy={"name": "sequential", "order": "arrival", "aggregate_client_layers": False},
+    network={"overlap_compute_comm": False},
+    server={"device": SERVER, "workers": 1},
+    eval={"batch_size": 16, "thresholds": [0.5]},
+)
 
 
 def _client(
@@ -70,13 +64,9 @@ def _client(
 
 
 def _load(tmp_path: Path, clients: list[dict[str, Any]], **sections: dict[str, Any]) -> ResolvedScenario:
-    data = copy.deepcopy(BASE)
-    data["clients"] = clients
-    for key, value in sections.items():
-        data[key] = {**data[key], **value} if isinstance(data[key], dict) else value
-    path = tmp_path / "scenario.yaml"
-    path.write_text(yaml.safe_dump(data, sort_keys=False))
-    return load_scenario(path)
+    """BASE with these clients and, in each named section, these keys changed."""
+    changes = {f"{section}__{key}": value for section, keys in sections.items() for key, value in keys.items()}
+    return load_scenario(write_scenario(tmp_path, BASE, clients=clients, **changes))
 
 
 def _events(sim: Simulation, entity_prefix: str, kind: str) -> list[Event]:

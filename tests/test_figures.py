@@ -15,20 +15,17 @@ from matplotlib.collections import PolyCollection
 import analysis
 from analysis import plots
 from analysis.load import read_runs
+from tests.scenarios import scenario, write_scenario
 
-SCENARIO = """\
-name: fig
-seed: 0
-dataset: {name: synthetic, synthetic: {train_size: 160, test_size: 64, image_size: 8}}
-model: {width: 4}
-training: {rounds: 5, local_steps: 1, batch_size: 16}
-strategy: {name: averaging}
-clients:
-  - {device: jetson_nano, link: wifi6, cut: 2}
-  - {device: rpi_zero2w, link: ble, cut: 1}
-eval: {every: 5, thresholds: [0.0, 0.5, 1.0]}
-output: {progress: false, checkpoint_every: 0}
-"""
+SCENARIO = scenario(
+    name="fig",
+    seed=0,
+    dataset__synthetic={"train_size": 160, "test_size": 64, "image_size": 8},
+    training={"rounds": 5, "local_steps": 1, "batch_size": 16},
+    strategy={"name": "averaging"},
+    clients=[{"device": "jetson_nano", "link": "wifi6", "cut": 2}, {"device": "rpi_zero2w", "link": "ble", "cut": 1}],
+    eval={"every": 5, "thresholds": [0.0, 0.5, 1.0]},
+)
 
 
 @pytest.fixture(scope="module")
@@ -37,8 +34,7 @@ def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from simulator.config.scenario import load_scenario
 
     base = tmp_path_factory.mktemp("figures")
-    (base / "fig.yaml").write_text(SCENARIO)
-    run_scenario(load_scenario(base / "fig.yaml"), base / "run")
+    run_scenario(load_scenario(write_scenario(base, SCENARIO, file="fig.yaml")), base / "run")
     return base / "run"
 
 
@@ -144,8 +140,8 @@ def test_identical_server_path_bars_are_explained(run_dir: Path) -> None:
 def test_run_writes_its_report_and_figures(run_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     from simulator.cli import main
 
-    (tmp_path / "fig.yaml").write_text(SCENARIO.replace("rounds: 5", "rounds: 1"))
-    assert main(["run", str(tmp_path / "fig.yaml"), "--out", str(tmp_path / "r"), "--quiet"]) == 0
+    path = write_scenario(tmp_path, SCENARIO, file="fig.yaml", training__rounds=1)
+    assert main(["run", str(path), "--out", str(tmp_path / "r"), "--quiet"]) == 0
     assert f"report: {tmp_path / 'r' / 'report.html'}" in capsys.readouterr().out
     for name in (
         "report.html",

@@ -6,15 +6,14 @@ from __future__ import annotations
 import csv
 import json
 from pathlib import Path
-from typing import Any
 
 import pytest
 import torch
-import yaml
 
 from simulator.commands.runner import run_scenario
 from simulator.config.scenario import load_scenario
 from simulator.learning.training import EvalResult, local_test_weights
+from tests.scenarios import DEVICE, LINK, SERVER, scenario, write_scenario
 
 
 def test_local_accuracy_by_hand() -> None:
@@ -40,38 +39,32 @@ def test_local_accuracy_by_hand() -> None:
     assert ev2.exit_accuracy_local == pytest.approx(0.5) and ev2.final_accuracy_local != ev2.final_accuracy_local
 
 
-SCENARIO: dict[str, Any] = {
-    "name": "local",
-    "seed": 4,
-    "dataset": {
-        "name": "synthetic",
-        "synthetic": {"image_size": 8, "in_channels": 1, "num_classes": 4, "train_size": 200, "test_size": 64},
-        "partition": {"kind": "dirichlet", "alpha": 0.3},
-    },
-    "model": {"width": 4},
-    "training": {"rounds": 2, "local_steps": 2, "batch_size": 8},
-    "strategy": {"name": "averaging"},
-    "server": {"device": {"flops_per_s": 1.0e9, "memory_bytes": 1.0e10, "compute_w": 100.0, "idle_w": 10.0}},
-    "clients": [
+SCENARIO = scenario(
+    name="local",
+    seed=4,
+    dataset__synthetic__num_classes=4,
+    dataset__synthetic__train_size=200,
+    dataset__synthetic__test_size=64,
+    dataset__partition={"kind": "dirichlet", "alpha": 0.3},
+    training__local_steps=2,
+    strategy={"name": "averaging"},
+    server={"device": {**SERVER, "flops_per_s": 1.0e9}},
+    clients=[
         {
             "name": f"c{i}",
             "cut": cut,
-            "device": {"flops_per_s": 1.0e7, "memory_bytes": 1.0e9, "compute_w": 3.0, "idle_w": 1.0},
-            "link": {"uplink_bps": 1.0e6, "downlink_bps": 2.0e6, "latency_s": 0.01, "tx_w": 0.5, "rx_w": 0.25},
+            "device": {**DEVICE, "flops_per_s": 1.0e7},
+            "link": {**LINK, "uplink_bps": 1.0e6, "downlink_bps": 2.0e6},
         }
         for i, cut in enumerate([1, 2, 3])
     ],
-    "eval": {"batch_size": 64, "thresholds": [0.5]},
-    "output": {"checkpoint_every": 0, "progress": False},
-}
+    eval={"batch_size": 64, "thresholds": [0.5]},
+)
 
 
 @pytest.mark.parametrize("strategy", ["averaging", "fedavg"])
 def test_local_accuracy_in_clients_csv_and_summary(tmp_path: Path, strategy: str) -> None:
-    data = dict(SCENARIO, strategy={"name": strategy})
-    path = tmp_path / "s.yaml"
-    path.write_text(yaml.safe_dump(data, sort_keys=False))
-    rs = load_scenario(path)
+    rs = load_scenario(write_scenario(tmp_path, SCENARIO, strategy={"name": strategy}))
     out = tmp_path / "run"
     from simulator.engine.simulation import Simulation
 

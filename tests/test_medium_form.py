@@ -16,6 +16,7 @@ from simulator.rng import Streams
 from simulator.timing.build import build_timing
 from simulator.timing.medium_form import medium_rounds, medium_rounds_many
 from simulator.timing.world import TimingWorld
+from tests.scenarios import scenario
 
 SERVER = {"flops_per_s": 1.0e9, "memory_bytes": 1.0e10, "compute_w": 100.0, "idle_w": 10.0}
 
@@ -49,25 +50,21 @@ def _world(rng: np.random.Generator, n: int, *, overlap: bool, send_buffer: int,
                 "medium": "ap",
             }
         )
-    data: dict[str, Any] = {
-        "name": "medium",
-        "seed": int(rng.integers(100)),
-        "dataset": {
-            "name": "synthetic",
-            "synthetic": {"image_size": 8, "in_channels": 1, "num_classes": 10, "train_size": 64 * n, "test_size": 16},
-        },
-        "model": {"width": 4},
-        "training": {"rounds": 1, "local_steps": 3, "batch_size": 8},
-        "strategy": {"name": "averaging"},
-        "network": {
+    data = scenario(
+        name="medium",
+        seed=int(rng.integers(100)),
+        dataset__synthetic__train_size=64 * n,
+        training__rounds=1,
+        strategy={"name": "averaging"},
+        network={
             "overlap_compute_comm": overlap,
             "send_buffer": send_buffer,
             "media": {"ap": {"capacity_bps": float(rng.uniform(2e5, 1.5e6))}},
         },
-        "server": {"device": SERVER, "workers": 1},
-        "clients": clients,
-        "output": {"events": "csv", "checkpoint_every": 0, "progress": False},
-    }
+        server={"device": SERVER, "workers": 1},
+        clients=clients,
+        output__events="csv",
+    )
     rs = resolve_scenario(data, "medium.yaml")
     return build_timing(rs, Streams(rs.scenario.seed), [64] * n)
 

@@ -10,23 +10,24 @@ from pathlib import Path
 
 import pytest
 
+from tests.scenarios import scenario, write_scenario
+
 REPO = Path(__file__).resolve().parents[1]
 NOTEBOOK = REPO / "examples" / "quickstart_analysis.ipynb"
 
 # Two Pis on Wi-Fi and, as in the quickstart, client 2 a Pi Zero 2 W on BLE: the notebook's what-if changes it.
-TINY_RUN = """\
-name: quickstart
-seed: 0
-dataset: {name: synthetic, synthetic: {train_size: 200, test_size: 100, image_size: 8}}
-model: {width: 4}
-training: {rounds: 2, local_steps: 2, batch_size: 16}
-strategy: {name: averaging}
-clients:
-  - {device: rpi4, link: wifi4, cut: 1, count: 2}
-  - {device: rpi_zero2w, link: ble, cut: 2}
-eval: {thresholds: [0.0, 0.5, 1.0]}
-output: {progress: false, checkpoint_every: 0}
-"""
+TINY_RUN = scenario(
+    name="quickstart",
+    seed=0,
+    dataset__synthetic={"train_size": 200, "test_size": 100, "image_size": 8},
+    training={"rounds": 2, "local_steps": 2, "batch_size": 16},
+    strategy={"name": "averaging"},
+    clients=[
+        {"device": "rpi4", "link": "wifi4", "cut": 1, "count": 2},
+        {"device": "rpi_zero2w", "link": "ble", "cut": 2},
+    ],
+    eval={"thresholds": [0.0, 0.5, 1.0]},
+)
 
 
 def _text(cell: dict) -> str:
@@ -41,8 +42,7 @@ def test_the_example_notebook_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPat
     from simulator.config.scenario import load_scenario
 
     runs = tmp_path / "runs"
-    (tmp_path / "quickstart.yaml").write_text(TINY_RUN)
-    run_scenario(load_scenario(tmp_path / "quickstart.yaml"), runs / "quickstart")
+    run_scenario(load_scenario(write_scenario(tmp_path, TINY_RUN, file="quickstart.yaml")), runs / "quickstart")
     monkeypatch.setenv("SPLITEE_RUNS", str(runs))  # the kernel inherits this process's environment
     monkeypatch.setenv("MPLBACKEND", "module://matplotlib_inline.backend_inline")
     monkeypatch.setenv("OMP_NUM_THREADS", "1")

@@ -4,7 +4,6 @@ one entry (both made here, in the test) runs through the engine with no other fi
 
 from __future__ import annotations
 
-import copy
 import csv
 import dataclasses
 import inspect
@@ -15,7 +14,6 @@ from typing import Any
 
 import pytest
 import torch
-import yaml
 from torch import nn
 
 from simulator.config.registry import REGISTRY, StrategyEntry, facts, names, names_async, names_where
@@ -30,6 +28,7 @@ from simulator.learning.strategies.splitee import SplitEE
 from simulator.learning.training import BatchSampler, EvalResult, ServerPath, make_optimizer
 from simulator.plan import CENTRAL_STEP, SERVE, STEP, RoundPlan
 from simulator.timing.rounds.disciplines import DISCIPLINES
+from tests.scenarios import DROP, SERVER, scenario, write_scenario
 
 SHIPPED = (
     "sequential",
@@ -215,27 +214,20 @@ NEW = {
 }
 DEVICE = {"flops_per_s": 2.0e6, "memory_bytes": 1.0e9, "compute_w": 2.5, "idle_w": 0.8}
 LINK = {"uplink_bps": 5.0e5, "downlink_bps": 5.0e5, "latency_s": 0.002, "tx_w": 0.3, "rx_w": 0.2}
-SCENARIO: dict[str, Any] = {
-    "name": "new_method",
-    "seed": 4,
-    "dataset": {
-        "name": "synthetic",
-        "synthetic": {"image_size": 8, "in_channels": 1, "num_classes": 10, "train_size": 120, "test_size": 16},
-    },
-    "model": {"width": 4},
-    "training": {"rounds": 1, "local_steps": 3, "batch_size": 8},
-    "server": {
-        "device": {"flops_per_s": 4.0e7, "memory_bytes": 1.0e10, "compute_w": 100.0, "idle_w": 10.0},
-        "workers": 2,
-    },
-    "clients": [
+SCENARIO = scenario(
+    name="new_method",
+    seed=4,
+    dataset__synthetic__train_size=120,
+    training={"rounds": 1, "local_steps": 3, "batch_size": 8},
+    server={"device": {**SERVER, "flops_per_s": 4.0e7}, "workers": 2},
+    clients=[
         {"name": "a", "device": DEVICE, "link": LINK, "cut": 1},
         {"name": "b", "device": {**DEVICE, "flops_per_s": 1.0e6}, "link": LINK, "cut": 2},
         {"name": "c", "device": DEVICE, "link": {**LINK, "uplink_bps": 1.0e5}, "cut": 2},
     ],
-    "eval": {"every": 1, "batch_size": 16},
-    "output": {"checkpoint_every": 0},
-}
+    eval={"every": 1, "batch_size": 16},
+    output__progress=DROP,
+)
 
 
 @pytest.fixture
@@ -245,11 +237,7 @@ def registered(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def _load(tmp_path: Path, name: str) -> Any:
-    data = copy.deepcopy(SCENARIO)
-    data["strategy"] = {"name": name}
-    path = tmp_path / f"{name}.yaml"
-    path.write_text(yaml.safe_dump(data, sort_keys=False))
-    return load_scenario(str(path))
+    return load_scenario(write_scenario(tmp_path, SCENARIO, file=f"{name}.yaml", strategy={"name": name}))
 
 
 def _plans(sim: Simulation) -> list[RoundPlan]:
