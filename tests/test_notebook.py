@@ -38,6 +38,7 @@ def test_the_example_notebook_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPat
     import nbformat
     from nbclient import NotebookClient
 
+    import simulator
     from simulator.commands.runner import run_scenario
     from simulator.config.scenario import load_scenario
 
@@ -86,3 +87,25 @@ def test_the_example_notebook_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPat
     ]
     assert images and base64.b64decode(images[-1]).startswith(b"\x89PNG")
     assert (runs / "quickstart_whatif.png").read_bytes().startswith(b"\x89PNG")
+    # a thousand deployments in one table, and two heatmaps of it; one point against a replay to a folder
+    grid = csv_rows(runs / "whatif_grid.csv")
+    assert len(grid) == 1000 and f"{len(grid)} deployments re-timed" in printed
+    uplink_key, loss_key = "clients.2.link.uplink_bps", "clients.2.link.loss_rate"
+    assert len({r[uplink_key] for r in grid}) == 40 and len({r[loss_key] for r in grid}) == 25
+    point = grid[437]
+
+    replayed = simulator.replay(
+        runs / "quickstart",
+        set=[f"{uplink_key}={point[uplink_key]}", f"{loss_key}={point[loss_key]}"],
+        out=tmp_path / "point",
+    )
+    assert float(point["sim_time_s"]) == replayed.summary["sim_time_s"]
+    assert float(point["energy_j"]) == pytest.approx(replayed.summary["energy_j"]["total"], rel=1e-12)
+    for metric in ("sim_time_s", "energy_j"):
+        assert (runs / f"whatif_grid_{metric}.png").read_bytes().startswith(b"\x89PNG")
+    assert len(images) >= 3  # the notebook's own figure and the two heatmaps
+
+
+def csv_rows(path: Path) -> list[dict[str, str]]:
+    with path.open() as fh:
+        return list(csv.DictReader(fh))
