@@ -32,6 +32,7 @@ from simulator.output.columns import (
     EVENT_COLUMNS,
     ROUND_COLUMNS,
 )
+from simulator.output.csv_cells import csv_cells
 from simulator.output.early_exit import early_exit_rows
 from simulator.output.fsio import atomic_write
 from simulator.timing.recorder import Recorder
@@ -314,7 +315,7 @@ def events_file(recorder: Recorder, fmt: str) -> tuple[str, str | bytes] | None:
         sink = io.BytesIO()
         pq.write_table(table, sink)
         return "events.parquet", sink.getvalue()
-    return "events.csv", _csv(EVENT_COLUMNS, rows, blank_nan=False)  # every event field is a number or a name
+    return "events.csv", csv_cells(EVENT_COLUMNS, rows)  # every event field is a number or a name: no NaN to blank
 
 
 def early_exit_text(rs: ResolvedScenario, records: Sequence[Any]) -> str | None:
