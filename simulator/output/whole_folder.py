@@ -33,18 +33,20 @@ def write_whole_folder(
     holding a run without `overwrite`, a protected folder (the current directory, one holding a file in
     `protect`), a folder another process is writing."""
     protect = list(protect)
+    shown = clip(str(out), 120)  # errors name the folder as given
     check_output_dir(out, key)
-    target = out.resolve() if out.is_symlink() else out  # the folder a link names is replaced, never the link
-    _refuse(target, overwrite, protect, key)
+    # absolute (the temporary folder goes beside it, "." included); the folder a link names, never the link
+    target = out.resolve() if out.is_symlink() else Path(os.path.abspath(out))
+    _refuse(target, overwrite, protect, key, shown)
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
     except OSError as err:
-        raise InputError(f"cannot create the folder: {os_problem(err)}", file=_shown(out), key=key) from None
+        raise InputError(f"cannot create the folder: {os_problem(err)}", file=shown, key=key) from None
     _clear_leftovers(target)
     try:
         tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=TMP_SUFFIX, dir=target.parent))
     except OSError as err:
-        raise InputError(f"cannot write beside the folder: {os_problem(err)}", file=_shown(out), key=key) from None
+        raise InputError(f"cannot write beside the folder: {os_problem(err)}", file=shown, key=key) from None
     fd = os.open(tmp, os.O_RDONLY | os.O_DIRECTORY)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)  # while held, this temporary folder is a live writer's (_clear_leftovers)
@@ -52,7 +54,7 @@ def write_whole_folder(
         _write_file(tmp / MARKER, marker_text())
         write(tmp)
         _sync(fd)
-        _install(tmp, target, overwrite, protect, key)
+        _install(tmp, target, overwrite, protect, key, shown)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -72,10 +74,6 @@ def _write_file(path: Path, data: str | bytes) -> None:
         fh.write(data.encode() if isinstance(data, str) else data)
 
 
-def _shown(path: Path) -> str:
-    return clip(str(path), 120)
-
-
 def _entries(path: Path) -> list[str]:
     try:
         return os.listdir(path)
@@ -83,38 +81,38 @@ def _entries(path: Path) -> list[str]:
         return []
 
 
-def _refuse(target: Path, overwrite: bool, protect: list[Path], key: str) -> None:
+def _refuse(target: Path, overwrite: bool, protect: list[Path], key: str, shown: str) -> None:
     held = [name for name in _entries(target) if name not in (MARKER, LOCK)]
     if not held:
         return
     if not is_ours(target):
         if not overwrite:
             raise InputError(
-                "already holds files; choose another --out (or an empty or new folder)", file=_shown(target), key=key
+                "already holds files; choose another --out (or an empty or new folder)", file=shown, key=key
             )
         raise InputError(
             f"holds files but is not a run folder this tool wrote (no marker file {MARKER}); --overwrite and "
             "--resume only touch such folders",
-            file=_shown(target),
+            file=shown,
             key=key,
         )
     if not overwrite:
         raise InputError(
-            "already holds a run; pass --overwrite to replace it, or choose another --out", file=_shown(target), key=key
+            "already holds a run; pass --overwrite to replace it, or choose another --out", file=shown, key=key
         )
     why = protected_reason(target, protect)
     if why:
-        raise InputError(f"--overwrite refused: {why}", file=_shown(target), key=key)
+        raise InputError(f"--overwrite refused: {why}", file=shown, key=key)
 
 
-def _install(tmp: Path, target: Path, overwrite: bool, protect: list[Path], key: str) -> None:
+def _install(tmp: Path, target: Path, overwrite: bool, protect: list[Path], key: str, shown: str) -> None:
     """The written folder `tmp` in the place of `target`."""
-    if _rename_into_place(tmp, target, key):
+    if _rename_into_place(tmp, target, key, shown):
         return
     folder = RunFolder(target, key=key)
     folder.lock()  # refuses while another process writes the folder
     try:
-        _refuse(target, overwrite, protect, key)  # again, now that nobody else writes it
+        _refuse(target, overwrite, protect, key, shown)  # again, now that nobody else writes it
         if protected_reason(target) is not None:  # the current directory (else refused above) stays itself
             _move_files(tmp, target)
             folder.release()
@@ -122,7 +120,7 @@ def _install(tmp: Path, target: Path, overwrite: bool, protect: list[Path], key:
         try:
             _exchange(tmp, target)
         except OSError as err:
-            raise InputError(f"cannot replace the folder: {os_problem(err)}", file=_shown(target), key=key) from None
+            raise InputError(f"cannot replace the folder: {os_problem(err)}", file=shown, key=key) from None
     except BaseException:
         folder.release()
         raise
@@ -130,7 +128,7 @@ def _install(tmp: Path, target: Path, overwrite: bool, protect: list[Path], key:
     shutil.rmtree(tmp, ignore_errors=True)
 
 
-def _rename_into_place(tmp: Path, target: Path, key: str) -> bool:
+def _rename_into_place(tmp: Path, target: Path, key: str, shown: str) -> bool:
     """One rename where no folder is in the way (none, or an empty one that is not the current directory)."""
     if os.path.lexists(target) and (_entries(target) or protected_reason(target) is not None):
         return False
@@ -139,7 +137,7 @@ def _rename_into_place(tmp: Path, target: Path, key: str) -> bool:
     except OSError as err:
         if err.errno in (errno.ENOTEMPTY, errno.EEXIST):  # another process filled it meanwhile
             return False
-        raise InputError(f"cannot write the folder: {os_problem(err)}", file=_shown(target), key=key) from None
+        raise InputError(f"cannot write the folder: {os_problem(err)}", file=shown, key=key) from None
     return True
 
 
