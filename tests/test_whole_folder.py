@@ -143,5 +143,12 @@ def test_csv_cells_writes_the_csv_modules_bytes() -> None:
     ]
     columns = ["t_start", "t_end", "entity", "kind", "round", "bytes", "flops", "energy_j"]
     assert csv_cells(columns, rows) == _by_csv_module(columns, rows)
+    # a zero kept from one column is not the -0.0 of the next
+    zeros = [(0.0, -0.0, 1.5), (0.0, 0.0, -0.0)]
+    assert (
+        csv_cells(["a", "b", "c"], zeros)
+        == _by_csv_module(["a", "b", "c"], zeros)
+        == "a,b,c\n0.0,-0.0,1.5\n0.0,0.0,-0.0\n"
+    )
     assert csv_cells(columns, []) == "t_start,t_end,entity,kind,round,bytes,flops,energy_j\n"
     assert csv_cells(["name"], [("",), ("x",)]) == _by_csv_module(["name"], [("",), ("x",)]) == 'name\n""\nx\n'

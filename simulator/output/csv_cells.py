@@ -8,6 +8,8 @@ import csv
 import io
 from typing import Any, Sequence
 
+import numpy as np
+
 __all__ = ["csv_cells", "cell"]
 
 _CHUNK = 1 << 16  # rows turned into cell texts at a time: a trace of millions of rows is not held twice whole
@@ -28,13 +30,19 @@ def cell(value: Any) -> str:
 
 class _Cells(dict):  # type: ignore[type-arg]
     """A value -> its cell text, made on first sight. Keyed by value, so only for values of one type (1 and 1.0
-    are one key); zeros are never kept (0.0 and -0.0 are one key), nor is NaN (never equal, even to itself)."""
+    are one key) and never for floats among which is -0.0 (0.0 and -0.0 are one key). NaN is never kept (never
+    equal, even to itself)."""
 
     def __missing__(self, value: Any) -> str:
         text = cell(value)
-        if value == value and not (type(value) is float and value == 0.0):
+        if value == value:
             self[value] = text
         return text
+
+
+def _negative_zero(values: Sequence[float]) -> bool:
+    array = np.asarray(values, dtype=np.float64)
+    return bool(np.signbit(array[array == 0.0]).any())
 
 
 def csv_cells(columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
@@ -52,10 +60,11 @@ def csv_cells(columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
         texts = []
         for values in zip(*rows[start : start + _CHUNK]):
             kinds = set(map(type, values))
-            if len(kinds) == 1:
-                memo = memos.setdefault(kinds.pop(), _Cells())
-                texts.append(list(map(memo.__getitem__, values)))
-            else:  # mixed types (an int and a float of equal value would share a key): each cell printed
+            kind = kinds.pop() if len(kinds) == 1 else None  # an int and a float of equal value share a key
+            if kind is None or kind is float and _negative_zero(values):  # each cell printed
                 texts.append(list(map(cell, values)))
+            else:
+                memo = memos.setdefault(kind, _Cells())
+                texts.append(list(map(memo.__getitem__, values)))
         parts.append("\n".join(map(",".join, zip(*texts))) + "\n")
     return "".join(parts)

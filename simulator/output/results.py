@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import csv
+import functools
 import io
 import json
 import math
@@ -264,6 +265,7 @@ def _torch_threads() -> int | None:
     return torch.get_num_threads() if torch is not None else None
 
 
+@functools.lru_cache(maxsize=None)  # read from the installed metadata once a process (milliseconds each time)
 def _version(package: str) -> str | None:
     try:
         return metadata.version(package)
