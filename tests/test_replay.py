@@ -241,3 +241,18 @@ def test_replay_of_a_run_with_a_parquet_client_table(
     assert main(["replay", str(run), "--out", str(tmp_path / "r")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error: ") and "clients.parquet" in err[0], err
+
+
+def test_a_replay_reads_the_run_again_once_its_files_change(finished: Path, tmp_path: Path) -> None:
+    """The run's files are read once and kept (commands.replay_source) only while they stay as they were."""
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(finished, run)
+    first = replay(run, [], tmp_path / "a")
+    path = run / "summary.json"
+    summary = json.loads(path.read_text())
+    summary["final_accuracy"] = 0.125  # rewritten in place, at once: the same file, a new content
+    path.write_text(json.dumps(summary))
+    again = replay(run, [], tmp_path / "b")
+    assert first["final_accuracy"] != 0.125 and again["final_accuracy"] == 0.125

@@ -4,6 +4,7 @@ while its files stay as they were (what-if explorations replay one run thousands
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 import math
 import os
@@ -49,6 +50,7 @@ LEARNED_CLIENT = (
 # a client the resolved scenario does not have, a file that is not text).
 DAMAGED = (KeyError, ValueError, TypeError, IndexError, AttributeError, csv.Error, UnicodeDecodeError)
 _KEPT_RUNS = 4  # finished runs kept in memory (a large fleet's tables are big)
+_DIGEST_BYTES = 1 << 20  # files up to this size are recognised by their content too
 
 
 def check_run_folder(run_dir: str | Path) -> Path:
@@ -236,15 +238,21 @@ _kept: OrderedDict[tuple[Any, ...], FinishedRun] = OrderedDict()
 
 
 def _signature(run_dir: Path) -> tuple[Any, ...]:
-    """What identifies the version of each file read: a file replaced or rewritten changes it."""
+    """What identifies the version of each file read: its identity, size and times, and for a small file its
+    content's digest (a rewrite of the same size within one tick of the file system's clock keeps the times)."""
     out: list[Any] = [str(run_dir)]
     for name in REQUIRED_FILES + CLIENT_TABLES + ("early_exit.csv",):
         try:
             st = os.stat(run_dir / name)
+            digest = (
+                hashlib.blake2b((run_dir / name).read_bytes(), digest_size=16).digest()
+                if st.st_size <= _DIGEST_BYTES
+                else None
+            )
         except OSError:
             out.append(None)
             continue
-        out.append((st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns))
+        out.append((st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns, digest))
     return tuple(out)
 
 
