@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import multiprocessing
 import os
+import statistics
 import tempfile
 import time
 from pathlib import Path
@@ -22,8 +23,8 @@ def _factors(n: int) -> list[float]:
     return [0.5 + 1.5 * k / max(1, n - 1) for k in range(n)]  # 0.5x .. 2x the BLE uplink
 
 
-def _replays(run: Path, out: Path, ks: list[int], n: int) -> tuple[list[float], float]:
-    """Replays number k of n for every k in `ks`; their simulated times, and the seconds they took (after one
+def _replays(run: Path, out: Path, ks: list[int], n: int) -> tuple[list[float], list[float]]:
+    """Replays number k of n for every k in `ks`; their simulated times, and the seconds each took (after one
     untimed warm-up replay)."""
     import torch
 
@@ -35,15 +36,16 @@ def _replays(run: Path, out: Path, ks: list[int], n: int) -> tuple[list[float], 
     ble = next(c for c in rs.clients if c.link.name == "ble")
     factors = _factors(n)
     replay(run, [], out / f"warm-up-{os.getpid()}")  # imports and caches
-    times = []
-    t0 = time.perf_counter()
+    times, seconds = [], []
     for k in ks:
         key = f"clients.{ble.index}.link.uplink_bps={ble.link.uplink_bps * factors[k]!r}"
+        t0 = time.perf_counter()
         times.append(replay(run, [key], out / f"replay-{k}")["sim_time_s"])
-    return times, time.perf_counter() - t0
+        seconds.append(time.perf_counter() - t0)
+    return times, seconds
 
 
-def _worker(args: tuple[Path, Path, list[int], int]) -> tuple[list[float], float]:
+def _worker(args: tuple[Path, Path, list[int], int]) -> tuple[list[float], list[float]]:
     return _replays(*args)
 
 
@@ -68,7 +70,11 @@ def main() -> None:
 
         n1 = min(args.single_replays, args.replays)
         _, seconds = _replays(run, Path(tmp) / "one", list(range(n1)), n1)
-        print(f"1 process: {seconds / n1 * 1e3:.1f} ms per replay (mean of {n1}, after one warm-up replay)")
+        print(
+            f"1 process: {sum(seconds) / n1 * 1e3:.1f} ms per replay (mean of {n1}, after one warm-up replay; "
+            f"min {min(seconds) * 1e3:.1f} ms, median {statistics.median(seconds) * 1e3:.1f} ms), "
+            f"load average {os.getloadavg()[0]:.1f}"
+        )
 
         chunks = [list(range(w, args.replays, args.workers)) for w in range(args.workers)]
         t0 = time.perf_counter()

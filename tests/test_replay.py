@@ -175,3 +175,57 @@ def test_replay_of_sequential_client_turns(tmp_path: Path) -> None:
     # The learning results are the run's, and a fresh run under the new profiles learns the same.
     assert [r["final_accuracy"] for r in replayed] == [r["final_accuracy"] for r in fresh_rows]
     assert [r["mean_exit_accuracy"] for r in replayed] == [r["mean_exit_accuracy"] for r in _rows(run / "rounds.csv")]
+
+
+def test_replay_of_a_run_with_a_parquet_client_table(
+    finished: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A run whose per-client table is clients.parquet (output.tables) replays as its CSV twin does: the same
+    times, and the run's own accuracies and losses carried over, in a parquet table again."""
+    import pyarrow.parquet as pq
+
+    import simulator
+
+    run = tmp_path / "run"
+    run_scenario(load_scenario(_scenario(tmp_path, output={"tables": "parquet"})), run, progress=False)
+    assert (run / "clients.parquet").is_file() and not (run / "clients.csv").exists()
+    sets = ["clients.2.link.uplink_bps=6.0e5"]
+    summary = replay(run, sets, tmp_path / "pq")
+    twin = replay(finished, sets, tmp_path / "csv")  # the same scenario, its table written as text
+    assert summary["sim_time_s"] == twin["sim_time_s"] and summary["final_accuracy"] == twin["final_accuracy"]
+    new = pq.read_table(tmp_path / "pq" / "clients.parquet").to_pylist()
+    old = pq.read_table(run / "clients.parquet").to_pylist()
+    text = _rows(tmp_path / "csv" / "clients.csv")
+    assert len(new) == len(old) == len(text) == 2 * 3  # 2 rounds x 3 clients
+    for n, o, t in zip(new, old, text):
+        assert (n["round"], n["client"]) == (o["round"], o["client"]) == (int(t["round"]), t["client"])
+        for col in ("exit_accuracy", "final_accuracy", "train_loss_exit", "train_loss_server"):
+            assert n[col] == o[col]  # carried over from the run
+            assert n[col] == (float(t[col]) if t[col] else None)  # and what the twin's text table holds
+        assert n["energy_j"] == pytest.approx(float(t["energy_j"]), rel=1e-12)
+    # asked for a text table, the replay writes the very bytes of the twin's
+    replay(run, [*sets, "output.tables=csv"], tmp_path / "as-text")
+    assert (tmp_path / "as-text" / "clients.csv").read_bytes() == (tmp_path / "csv" / "clients.csv").read_bytes()
+    # re-timing in memory reads it too
+    table = simulator.retime(run, {"clients.2.link.uplink_bps": [6.0e5]})
+    assert table["sim_time_s"][0] == summary["sim_time_s"]
+    # a damaged parquet table is one clean error naming the file
+    (run / "clients.parquet").write_bytes(b"PAR1 not really")
+    assert main(["replay", str(run), "--out", str(tmp_path / "r")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: ") and "clients.parquet" in err[0], err
+
+
+def test_a_replay_reads_the_run_again_once_its_files_change(finished: Path, tmp_path: Path) -> None:
+    """The run's files are read once and kept (commands.replay_source) only while they stay as they were."""
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(finished, run)
+    first = replay(run, [], tmp_path / "a")
+    path = run / "summary.json"
+    summary = json.loads(path.read_text())
+    summary["final_accuracy"] = 0.125  # rewritten in place, at once: the same file, a new content
+    path.write_text(json.dumps(summary))
+    again = replay(run, [], tmp_path / "b")
+    assert first["final_accuracy"] != 0.125 and again["final_accuracy"] == 0.125

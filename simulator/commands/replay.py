@@ -12,29 +12,46 @@ and when the changes touch anything but profiles, the server's workers and the n
 from __future__ import annotations
 
 import argparse
-import csv
 import json
-import math
 import os
 from pathlib import Path
 from typing import Any, Sequence
 
+from simulator.commands.replay_source import (
+    DAMAGED,
+    LEARNED_CLIENT,
+    REQUIRED_FILES,
+    FinishedRun,
+    cell_text,
+    cell_value,
+    check_run_folder,
+    finished_run,
+)
 from simulator.config.registry import SYNC_MODES, facts, names_where, sync_of
-from simulator.config.scenario import ResolvedScenario, load_scenario
+from simulator.config.scenario import ResolvedScenario
 from simulator.costs.table_cache import cost_table_of
 from simulator.engine.simulation import Simulation, few_collections
 from simulator.errors import InputError
-from simulator.output.columns import CLIENT_COLUMNS, EARLY_EXIT_COLUMNS, ROUND_COLUMNS
-from simulator.output.csv_tail import check_last_row
+from simulator.output.client_table import clients_format, write_clients_parquet
+from simulator.output.columns import CLIENT_COLUMNS, CONDITIONS_FILE, EARLY_EXIT_COLUMNS, ROUND_COLUMNS
 from simulator.output.early_exit import client_inference_costs
 from simulator.output.fsio import check_output_dir
-from simulator.output.results import _csv, atomic_write, write_run
-from simulator.output.run_folder import RunFolder
+from simulator.output.results import (
+    _csv,
+    client_rows,
+    conditions_text,
+    early_exit_text,
+    events_file,
+    resolved_text,
+    round_rows,
+    summary,
+    summary_text,
+)
+from simulator.output.whole_folder import write_files, write_whole_folder
 from simulator.timing.rounds.disciplines import DISCIPLINES
 
 __all__ = ["REQUIRED_FILES", "replay_refusal", "replay", "cmd_replay"]
 
-REQUIRED_FILES = ("scenario.resolved.yaml", "summary.json", "rounds.csv", "clients.csv")
 # What a replay may change: timing only. Everything else in the resolved scenario must stay as it was.
 _TIMING_KEYS = {
     ("name",),
@@ -48,14 +65,6 @@ _TIMING_KEYS = {
 }
 _CLIENT_TIMING_KEYS = {"device", "link", "medium"}
 _LEARNED_ROUND = ("final_accuracy", "mean_exit_accuracy")
-_LEARNED_CLIENT = (
-    "exit_accuracy",
-    "final_accuracy",
-    "train_loss_exit",
-    "train_loss_server",
-    "exit_accuracy_local",
-    "final_accuracy_local",
-)
 
 
 def _learning_part(resolved: dict[str, Any]) -> dict[str, Any]:
@@ -133,103 +142,24 @@ def replay_refusal(original: ResolvedScenario, changed: ResolvedScenario, summar
     return None
 
 
-def _read_csv(path: Path) -> list[dict[str, str]]:
-    with path.open(newline="", encoding="utf-8") as f:
-        reader = csv.DictReader(f)
-        rows = list(reader)
-    check_last_row(path, len(reader.fieldnames or ()), len(rows))  # a truncated table is not replayed as whole
-    return rows
-
-
-def _num(text: str) -> float:
-    return float(text) if text != "" else float("nan")
-
-
-def _read_summary(run_dir: Path) -> dict[str, Any]:
-    path = run_dir / "summary.json"
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, ValueError):
-        data = None
-    if (
-        not isinstance(data, dict)
-        or not isinstance(data.get("clients"), list)
-        or not all(isinstance(c, dict) for c in data["clients"])
-    ):
-        raise InputError("not a summary.json of a run (damaged or foreign)", file=str(path))
-    # the fields the replay copies into its own summary and prints: numbers (accuracies may be null)
-    bad = next((key for key in _SUMMARY_NUMBERS if not _number(data.get(key), null=key != "sim_time_s")), None)
-    energy = data.get("energy_j")
-    if bad is None and not (isinstance(energy, dict) and _number(energy.get("total"), null=False)):
-        bad = "energy_j.total"
-    for key in _SUMMARY_PER_CLIENT:
-        per = data.get(key)
-        if bad is None and per is not None and not (isinstance(per, dict) and all(map(_number, per.values()))):
-            bad = key
-    if bad is not None:
-        what = "a mapping of client names to numbers" if bad in _SUMMARY_PER_CLIENT else "a number"
-        raise InputError(f"not a summary.json of a run (damaged or foreign): {bad} is not {what}", file=str(path))
-    return data
-
-
-_SUMMARY_NUMBERS = (
-    "sim_time_s",
-    "final_accuracy",
-    "mean_exit_accuracy",
-    "mean_exit_accuracy_local",
-    "mean_final_accuracy_local",
-)
-_SUMMARY_PER_CLIENT = ("exit_accuracy", "final_accuracy_per_client", "exit_accuracy_local", "final_accuracy_local")
-
-
-def _number(value: Any, null: bool = True) -> bool:
-    """A finite number (NaN stands for 'no value' in a summary), or None where `null` allows it."""
-    if value is None:
-        return null
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and not math.isinf(value)
-
-
-# What reading a damaged or foreign run folder's tables can raise (a missing column, a cell that is not a number,
-# a client the resolved scenario does not have, a file that is not text).
-_DAMAGED = (KeyError, ValueError, TypeError, IndexError, AttributeError, csv.Error, UnicodeDecodeError)
-
-
-def check_run_folder(run_dir: str | Path) -> Path:
-    """`run_dir` as a Path, if it is a finished run's folder (REQUIRED_FILES there); else one InputError."""
-    run_dir = Path(run_dir)
-    if not run_dir.is_dir():
-        raise InputError(
-            "not a run folder: " + ("no such folder" if not run_dir.exists() else "not a folder"), file=str(run_dir)
-        )
-    missing = [name for name in REQUIRED_FILES if not (run_dir / name).is_file()]
-    if missing:
-        raise InputError(f"not a finished run folder: {', '.join(missing)} missing", file=str(run_dir))
-    return run_dir
-
-
 def replay(run_dir: Path, sets: Sequence[str], out: Path, *, overwrite: bool = False) -> dict[str, Any]:
-    """Re-time the finished run in `run_dir` with `sets` applied; writes a run folder to `out`; its summary."""
+    """Re-time the finished run in `run_dir` with `sets` applied; writes a run folder to `out`; its summary.
+
+    The run's files are read once and kept while they stay unchanged (commands.replay_source); the new folder's
+    files are made in memory and written whole (output.whole_folder): nothing of it exists until all of it does.
+    """
     run_dir = check_run_folder(run_dir)
     if out.resolve() == run_dir.resolve() or run_dir.resolve() in out.resolve().parents:
         raise InputError("the replay would write into the run it replays; choose another --out", key="--out")
     check_output_dir(out, "--out")
-    resolved = run_dir / "scenario.resolved.yaml"
-    original = load_scenario(resolved)
-    changed = load_scenario(resolved, list(sets))
-    summary = _read_summary(run_dir)
+    run = finished_run(run_dir)
+    changed = run.resolve(sets)
     try:
-        why = replay_refusal(original, changed, summary)
-        counts = [int(c["train_samples"]) for c in summary["clients"]]
-        if len(counts) != len(changed.clients) or min(counts, default=1) < 1:
-            raise ValueError("train_samples")
-        steps = _steps_by_round(run_dir, original)
-        for name in ("rounds.csv", "early_exit.csv"):  # read again when merging: a cut table is refused now
-            if (run_dir / name).is_file():
-                _read_csv(run_dir / name)
-    except _DAMAGED as err:
+        why = replay_refusal(run.original, changed, run.summary)
+    except DAMAGED as err:
         raise InputError(
             f"cannot replay: the run folder is damaged or not a run of this simulator "
-            f"({type(err).__name__} reading its summary.json or clients.csv)",
+            f"({type(err).__name__} reading its summary.json)",
             file=str(run_dir),
         ) from None
     if why:
@@ -241,7 +171,7 @@ def replay(run_dir: Path, sets: Sequence[str], out: Path, *, overwrite: bool = F
             file=str(out),
             key="--out",
         )
-    sim = Simulation(changed, timing_only=True, sample_counts=counts)
+    sim = Simulation(changed, timing_only=True, sample_counts=run.counts)
     sim.run()
     # A battery that lasted the whole run may not under the new profiles: then the replay would train less.
     for rec in sim.records:
@@ -252,84 +182,111 @@ def replay(run_dir: Path, sets: Sequence[str], out: Path, *, overwrite: bool = F
                 f"{rec.round}, which changes what is learned",
                 file=str(run_dir),
             )
-    if [r.steps_done for r in sim.records] != steps:
+    if [r.steps_done for r in sim.records] != run.steps:
         raise InputError("cannot replay: the clients' steps differ from the run's", file=str(run_dir))
-    existing = "replace" if overwrite else "refuse"
-    with RunFolder(out).claim(existing=existing, protect=[resolved]):
+    with few_collections():
         try:
-            with few_collections():
-                write_run(
-                    out,
-                    changed,
-                    sim.records,
-                    sim.world.recorder,
-                    timing_only=True,
-                    sample_counts=counts,
-                    conditions=sim.condition_rows(),
-                    finish=lambda new: _merge_learning(run_dir, out, changed, summary, new, list(sets)),
-                )
-        except _DAMAGED as err:
-            for name in ("summary.json",):  # never leave a summary that claims a finished replay
-                (out / name).unlink(missing_ok=True)
+            files, learned = _replay_files(run, changed, sim, list(sets))
+        except DAMAGED as err:
             raise InputError(
                 f"cannot replay: the run folder's tables are damaged ({type(err).__name__} reading "
-                "rounds.csv, clients.csv or early_exit.csv)",
+                f"rounds.csv, {run.clients.file.name} or early_exit.csv)",
                 file=str(run_dir),
             ) from None
-        return json.loads((out / "summary.json").read_text())
+
+        def write(folder: Path) -> None:
+            write_files(folder, files)
+            if learned is not None:  # a per-client table too large for text
+                write_clients_parquet(folder, changed, sim.records, sim.world.recorder, learned.__getitem__)
+
+        write_whole_folder(out, write, overwrite=overwrite, protect=[run_dir / "scenario.resolved.yaml"])
+    return json.loads(files["summary.json"])
 
 
-def _steps_by_round(run_dir: Path, rs: ResolvedScenario) -> list[dict[int, int]]:
-    index = {c.name: c.index for c in rs.clients}
-    rounds: dict[int, dict[int, int]] = {}
-    for row in _read_csv(run_dir / "clients.csv"):
-        if row["available"] == "1":
-            rounds.setdefault(int(row["round"]), {})[index[row["client"]]] = int(row["steps_done"])
-    return [rounds[r] for r in sorted(rounds)]
+_ROUND_AT = [ROUND_COLUMNS.index(col) for col in _LEARNED_ROUND]
+_CLIENT_AT = [(CLIENT_COLUMNS.index(col), col) for col in LEARNED_CLIENT]
 
 
-def _merge_learning(
-    run_dir: Path, out: Path, changed: ResolvedScenario, old: dict[str, Any], new: dict[str, Any], sets: list[str]
-) -> dict[str, Any]:
-    """The original run's accuracies and losses into the new folder's tables; returns the summary to write."""
-    old_rounds = {row["round"]: row for row in _read_csv(run_dir / "rounds.csv")}
-    rows = []
-    for row in _read_csv(out / "rounds.csv"):
-        for col in _LEARNED_ROUND:
-            row[col] = old_rounds[row["round"]][col]
-        rows.append([row[c] for c in ROUND_COLUMNS])
-    atomic_write(out / "rounds.csv", _csv(ROUND_COLUMNS, rows))
+def _replay_files(
+    run: FinishedRun, changed: ResolvedScenario, sim: Simulation, sets: list[str]
+) -> tuple[dict[str, str | bytes], dict[int, dict[str, list[float | None]]] | None]:
+    """The replay's files, the run's accuracies and losses in its tables and summary; and, where the per-client
+    table is parquet, its learning columns per round (written by output.client_table)."""
+    records, recorder = sim.records, sim.world.recorder
+    files: dict[str, str | bytes] = {"scenario.resolved.yaml": resolved_text(changed)}
+    old_rounds = {row["round"]: row for row in run.rounds}
+    rows: list[list[Any]] = []
+    for values in round_rows(records, recorder):
+        row, old = list(values), old_rounds[str(values[0])]
+        for k in _ROUND_AT:
+            row[k] = old[ROUND_COLUMNS[k]]
+        rows.append(row)
+    files["rounds.csv"] = _csv(ROUND_COLUMNS, rows)
 
-    old_clients = {(row["round"], row["client"]): row for row in _read_csv(run_dir / "clients.csv")}
-    rows = []
-    for row in _read_csv(out / "clients.csv"):
-        for col in _LEARNED_CLIENT:
-            row[col] = old_clients[(row["round"], row["client"])].get(col, "")  # runs before a column existed
-        rows.append([row[c] for c in CLIENT_COLUMNS])
-    atomic_write(out / "clients.csv", _csv(CLIENT_COLUMNS, rows))
-
-    if (run_dir / "early_exit.csv").is_file():  # same exits, same thresholds: new per-sample costs
-        table = cost_table_of(changed.scenario)
-        by_name = {c.name: c for c in changed.clients}
+    at, learned = run.clients.row_of, run.clients.learned
+    by_round = None
+    if clients_format(changed, len(records)) == "csv":
         rows = []
-        for row in _read_csv(run_dir / "early_exit.csv"):
-            c = by_name[row["client"]]
-            cost = client_inference_costs(
-                table, c.cut, c.device, c.link, changed.server, changed.scenario.network.activation_dtype
-            )
-            rate = float(row["exit_rate"])
-            rows.append(
-                [
-                    row["client"],
-                    float(row["threshold"]),
-                    _num(row["accuracy"]),
-                    rate,
-                    cost.mean_latency_s(rate),
-                    cost.mean_energy_j(rate),
-                ]
-            )
-        atomic_write(out / "early_exit.csv", _csv(EARLY_EXIT_COLUMNS, rows))
+        for values in client_rows(records, recorder, changed):
+            row, k = list(values), at[(values[0], values[1])]
+            for j, col in _CLIENT_AT:
+                row[j] = cell_text(learned[col][k]) if col in learned else ""  # runs before a column existed
+            rows.append(row)
+        files["clients.csv"] = _csv(CLIENT_COLUMNS, rows, blank_nan=False)
+    else:
+        names = [c.name for c in changed.clients]
+        by_round = {}
+        for rec in records:
+            ks = [at[(rec.round, name)] for name in names]
+            by_round[rec.round] = {
+                col: [cell_value(learned[col][k]) if col in learned else None for k in ks] for col in LEARNED_CLIENT
+            }
 
+    events = events_file(recorder, changed.scenario.output.events)
+    if events is not None:
+        files[events[0]] = events[1]
+    exits = _early_exit(run.exits, changed) if run.exits is not None else early_exit_text(changed, records)
+    if exits is not None:
+        files["early_exit.csv"] = exits
+    conditions = conditions_text(sim.condition_rows())
+    if conditions is not None:
+        files[CONDITIONS_FILE] = conditions
+    new = summary(changed, records, recorder, timing_only=True, sample_counts=run.counts)
+    files["summary.json"] = summary_text(_merged_summary(run, new, sets))
+    return files, by_round
+
+
+def _early_exit(old: list[dict[str, str]], changed: ResolvedScenario) -> str:
+    """The run's exits and thresholds, with each exit's per-sample latency and energy under the new profiles."""
+    table = cost_table_of(changed.scenario)
+    by_name = {c.name: c for c in changed.clients}
+    rows = []
+    for row in old:
+        c = by_name[row["client"]]
+        cost = client_inference_costs(
+            table, c.cut, c.device, c.link, changed.server, changed.scenario.network.activation_dtype
+        )
+        rate = float(row["exit_rate"])
+        rows.append(
+            [
+                row["client"],
+                float(row["threshold"]),
+                _num(row["accuracy"]),
+                rate,
+                cost.mean_latency_s(rate),
+                cost.mean_energy_j(rate),
+            ]
+        )
+    return _csv(EARLY_EXIT_COLUMNS, rows)
+
+
+def _num(text: str) -> float:
+    return float(text) if text != "" else float("nan")
+
+
+def _merged_summary(run: FinishedRun, new: dict[str, Any], sets: list[str]) -> dict[str, Any]:
+    """The replay's summary: its times, energies and traffic, the run's accuracies, and what it re-timed."""
+    old = run.summary
     merged = dict(new)
     for key in (
         "final_accuracy",
@@ -344,7 +301,7 @@ def _merge_learning(
     ):
         merged[key] = old.get(key)
     merged["replay"] = {
-        "of": str(run_dir),
+        "of": str(run.dir),
         "set": sets,
         "original_sim_time_s": old["sim_time_s"],
         "original_energy_j": old["energy_j"]["total"],

@@ -21,14 +21,8 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from simulator.commands.replay import (
-    _DAMAGED,
-    _read_csv,
-    _read_summary,
-    _steps_by_round,
-    check_run_folder,
-    replay_refusal,
-)
+from simulator.commands.replay import replay_refusal
+from simulator.commands.replay_source import finished_run
 from simulator.commands.sweep_spec import yaml_flow
 from simulator.config.scenario import ResolvedScenario, resolve_scenario
 from simulator.config.yamlio import read_yaml_file
@@ -101,29 +95,20 @@ def _take(rs: ResolvedScenario, base: ResolvedScenario, slot: tuple[Any, ...]) -
 
 
 class RunToRetime:
-    """A finished run read once: its resolved scenario, summary, steps per round and early-exit rows; `scenario`
-    resolves change sets against it (each change validated once, then combined), refusing as replay does."""
+    """A finished run (read once: commands.replay_source): its resolved scenario, summary, steps per round and
+    early-exit rows; `scenario` resolves change sets against it (each change validated once, then combined),
+    refusing as replay does."""
 
     def __init__(self, run_dir: str | Path) -> None:
-        run_dir = check_run_folder(run_dir)
-        self.dir = run_dir
-        self.file = str(run_dir / "scenario.resolved.yaml")
-        self.data = read_yaml_file(Path(self.file), "scenario file")
-        self.original = resolve_scenario(self.data, self.file)
-        self.summary = _read_summary(run_dir)
-        try:
-            self.counts = [int(c["train_samples"]) for c in self.summary["clients"]]
-            if len(self.counts) != len(self.original.clients) or min(self.counts, default=1) < 1:
-                raise ValueError("train_samples")
-            self.steps = _steps_by_round(run_dir, self.original)
-            path = run_dir / "early_exit.csv"
-            self.exits = _read_csv(path) if path.is_file() else []
-        except _DAMAGED as err:
-            raise InputError(
-                f"cannot replay: the run folder is damaged or not a run of this simulator "
-                f"({type(err).__name__} reading its summary.json or clients.csv)",
-                file=str(run_dir),
-            ) from None
+        run = finished_run(run_dir)
+        self.dir = run.dir
+        self.file = run.file
+        self.data = run.data
+        self.original = run.original
+        self.summary = run.summary
+        self.counts = run.counts
+        self.steps = run.steps
+        self.exits = run.exits or []
         self._pairs: dict[tuple[str, str], ResolvedScenario] = {}
 
     def _refuse(self, changed: ResolvedScenario, point: Point, number: int) -> None:

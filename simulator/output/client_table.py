@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import tempfile
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
@@ -42,8 +42,15 @@ def _learned(rec: Any, indices: list[int], attr: str, source: str) -> list[float
     return [None if v is None or v != v else float(v) for v in out]  # NaN: no value
 
 
-def write_clients_parquet(out: Path, rs: ResolvedScenario, records: Sequence[Any], recorder: Recorder) -> Path:
-    """clients.parquet, written to a temporary file beside it and renamed over it (a reader never sees half)."""
+Learned = Callable[[int], Mapping[str, Sequence[float | None]]]  # a round's learning columns, a value per client
+
+
+def write_clients_parquet(
+    out: Path, rs: ResolvedScenario, records: Sequence[Any], recorder: Recorder, learned_of: Learned | None = None
+) -> Path:
+    """clients.parquet, written to a temporary file beside it and renamed over it (a reader never sees half).
+
+    `learned_of(round)`, if given, holds that round's learning columns (a replay carries over the run's)."""
     import pyarrow as pa
 
     from simulator.output.results import CLIENT_COLUMNS
@@ -99,7 +106,11 @@ def write_clients_parquet(out: Path, rs: ResolvedScenario, records: Sequence[Any
                 "status": pa.array(status, pa.string()),
                 "steps_done": pa.array(steps),
             }
+            given = learned_of(rec.round) if learned_of is not None else None
             for col, (attr, source) in learned.items():
+                if given is not None:
+                    cols[col] = pa.array(given[col], pa.float64())
+                    continue
                 has = rec.evals if source == "evals" else getattr(rec, attr)
                 cols[col] = pa.array(_learned(rec, indices.tolist(), attr, source), pa.float64()) if has else nulls
             batch = pa.RecordBatch.from_arrays([cols[c] for c in CLIENT_COLUMNS], names=list(CLIENT_COLUMNS))

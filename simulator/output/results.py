@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import csv
+import functools
 import io
 import json
 import math
@@ -32,6 +33,7 @@ from simulator.output.columns import (
     EVENT_COLUMNS,
     ROUND_COLUMNS,
 )
+from simulator.output.csv_cells import csv_cells
 from simulator.output.early_exit import early_exit_rows
 from simulator.output.fsio import atomic_write
 from simulator.timing.recorder import Recorder
@@ -47,6 +49,11 @@ __all__ = [
     "summary",
     "write_run",
     "write_resolved",
+    "resolved_text",
+    "events_file",
+    "early_exit_text",
+    "conditions_text",
+    "summary_text",
 ]
 
 
@@ -258,6 +265,7 @@ def _torch_threads() -> int | None:
     return torch.get_num_threads() if torch is not None else None
 
 
+@functools.lru_cache(maxsize=None)  # read from the installed metadata once a process (milliseconds each time)
 def _version(package: str) -> str | None:
     try:
         return metadata.version(package)
@@ -296,7 +304,8 @@ def write_resolved(out: Path, rs: ResolvedScenario) -> None:
     atomic_write(out / "scenario.resolved.yaml", resolved_text(rs))
 
 
-def _write_events(out: Path, recorder: Recorder, fmt: str) -> Path | None:
+def events_file(recorder: Recorder, fmt: str) -> tuple[str, str | bytes] | None:
+    """The events file's name and content in `fmt` (output.events), None for "none"."""
     if fmt == "none":
         return None
     rows = sorted(recorder.events, key=itemgetter(0, 1, 2, 3))  # events are tuples: t_start, t_end, entity, kind
@@ -307,34 +316,31 @@ def _write_events(out: Path, recorder: Recorder, fmt: str) -> Path | None:
         table = pa.table({name: [r[k] for r in rows] for k, name in enumerate(EVENT_COLUMNS)})
         sink = io.BytesIO()
         pq.write_table(table, sink)
-        path = out / "events.parquet"
-        atomic_write(path, sink.getvalue())
-        return path
-    path = out / "events.csv"
-    atomic_write(path, _csv(EVENT_COLUMNS, rows, blank_nan=False))  # every event field is a number or a name
-    return path
+        return "events.parquet", sink.getvalue()
+    return "events.csv", csv_cells(EVENT_COLUMNS, rows)  # every event field is a number or a name: no NaN to blank
 
 
-def _write_early_exit(out: Path, rs: ResolvedScenario, records: Sequence[Any]) -> None:
-    """Per client and threshold, from the last evaluation (none for methods without exits)."""
+def early_exit_text(rs: ResolvedScenario, records: Sequence[Any]) -> str | None:
+    """early_exit.csv: per client and threshold, from the last evaluation (None for methods without exits)."""
     last_eval = next((r for r in reversed(records) if r.evals), None)
     if last_eval is None:
-        return
+        return None
     rows = early_exit_rows(rs, cost_table_of(rs.scenario), last_eval.evals)
-    if rows:
-        atomic_write(out / "early_exit.csv", _csv(EARLY_EXIT_COLUMNS, rows))
+    return _csv(EARLY_EXIT_COLUMNS, rows) if rows else None
 
 
-def _write_conditions(out: Path, rows: Sequence[tuple[float, str, str, float]]) -> None:
-    """conditions.csv from the timing world's rows, sorted by time, entity, then field; no file (and none left
-    from before) when nothing varies."""
-    path = out / CONDITIONS_FILE
+def conditions_text(rows: Sequence[tuple[float, str, str, float]]) -> str | None:
+    """conditions.csv from the timing world's rows, sorted by time, entity, then field; None when nothing varies."""
     if not rows:
-        path.unlink(missing_ok=True)
-        return
+        return None
     rank = {f: k for k, f in enumerate(CONDITION_FIELDS)}
     ordered = sorted(rows, key=lambda r: (r[0], r[1], rank[r[2]]))  # stable: a resource's rows keep their order
-    atomic_write(path, _csv(CONDITION_COLUMNS, ordered, blank_nan=False))
+    return _csv(CONDITION_COLUMNS, ordered, blank_nan=False)
+
+
+def summary_text(summ: dict[str, Any]) -> str:
+    """summary.json: strict JSON, NaN as null."""
+    return json.dumps(_json_safe(summ), indent=2, allow_nan=False) + "\n"
 
 
 def write_run(
@@ -361,11 +367,19 @@ def write_run(
         write_clients_parquet(out, rs, records, recorder)
     else:
         atomic_write(out / "clients.csv", _csv(client_columns(rs), client_rows(records, recorder, rs), blank_nan=False))
-    _write_events(out, recorder, rs.scenario.output.events)
-    _write_early_exit(out, rs, records)
-    _write_conditions(out, conditions)
+    events = events_file(recorder, rs.scenario.output.events)
+    if events is not None:
+        atomic_write(out / events[0], events[1])
+    exits = early_exit_text(rs, records)
+    if exits is not None:
+        atomic_write(out / "early_exit.csv", exits)
+    text = conditions_text(conditions)
+    if text is None:
+        (out / CONDITIONS_FILE).unlink(missing_ok=True)  # none left from before when nothing varies
+    else:
+        atomic_write(out / CONDITIONS_FILE, text)
     summ = summary(rs, records, recorder, stopped_early, timing_only=timing_only, sample_counts=sample_counts)
     if finish is not None:
         summ = finish(summ)
-    atomic_write(out / "summary.json", json.dumps(_json_safe(summ), indent=2, allow_nan=False) + "\n")
+    atomic_write(out / "summary.json", summary_text(summ))
     return summ

@@ -13,7 +13,7 @@ from simulator.errors import InputError, clip
 from simulator.output.fsio import TMP_SUFFIX, check_output_dir, os_problem
 from simulator.version import __version__
 
-__all__ = ["MARKER", "LOCK", "RunFolder", "is_ours", "protected_reason"]
+__all__ = ["MARKER", "LOCK", "RunFolder", "is_ours", "marker_text", "protected_reason"]
 
 MARKER = ".splitee-run"  # written first into every folder this tool creates; `--overwrite` needs it
 LOCK = ".splitee.lock"  # flock()ed by the one process writing the folder; the kernel drops it when that process dies
@@ -64,7 +64,8 @@ class RunFolder:
         self.created = False  # this claim made the folder: a run refused before writing anything removes it
 
     # --- the lock ---
-    def _lock(self) -> None:
+    def lock(self) -> None:
+        """Take the folder's lock, or refuse (InputError) while another process holds it."""
         lock = self.path / LOCK
         for _ in range(10):  # the lock file may be unlinked by its holder between our open and our flock
             try:
@@ -97,12 +98,13 @@ class RunFolder:
             os.close(fd)  # we locked a file its holder had already removed: try the new one
         raise InputError("cannot take the run folder's lock (it keeps changing)", file=self._shown(), key=self.key)
 
-    def release(self) -> None:
-        """Drop the lock (and its file): the folder is free for the next command."""
+    def release(self, *, remove: bool = True) -> None:
+        """Drop the lock (and, with `remove`, its file): the folder is free for the next command."""
         if self._fd is None:
             return
         try:
-            os.unlink(self.path / LOCK)
+            if remove:
+                os.unlink(self.path / LOCK)
         except OSError:
             pass
         os.close(self._fd)
@@ -168,7 +170,7 @@ class RunFolder:
                 raise InputError(f"--overwrite refused: {why}", file=self._shown(), key=self.key)
         if not is_ours(path):
             _write_marker(path, self)
-        self._lock()
+        self.lock()
         held = [p for p in _entries(path) if p.name not in _KEEP]  # again, now that nobody else writes
         if held and existing == "refuse" and not fresh:
             self.release()
@@ -204,7 +206,12 @@ def _write_marker(path: Path, folder: RunFolder) -> None:
             f"cannot write into the folder: {os_problem(err)}", file=folder._shown(), key=folder.key
         ) from None
     with os.fdopen(fd, "w") as fh:
-        fh.write(json.dumps({"written_by": "hetero-splitee-sim", "version": __version__}) + "\n")
+        fh.write(marker_text())
+
+
+def marker_text() -> str:
+    """The marker file's content: which tool, which version."""
+    return json.dumps({"written_by": "hetero-splitee-sim", "version": __version__}) + "\n"
 
 
 def _remove(p: Path) -> None:

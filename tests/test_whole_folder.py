@@ -1,0 +1,154 @@
+"""A run folder written whole (output.whole_folder): it appears complete or not at all, replaces an old run of
+ours only with overwrite and in one step, keeps the refusals of a claimed folder, and leaves no temporary
+folder behind; and the CSV writer for event traces (output.csv_cells) writes csv.writer's bytes."""
+
+from __future__ import annotations
+
+import csv
+import fcntl
+import io
+import math
+import os
+from pathlib import Path
+
+import pytest
+
+from simulator.errors import InputError
+from simulator.output.csv_cells import csv_cells
+from simulator.output.run_folder import LOCK, MARKER, RunFolder
+from simulator.output.whole_folder import write_files, write_whole_folder
+
+
+def _files(**files: str) -> object:
+    return lambda folder: write_files(folder, {name.replace("_", "."): text for name, text in files.items()})
+
+
+def _tree(folder: Path) -> dict[str, str]:
+    return {p.name: p.read_text() for p in sorted(folder.iterdir())}
+
+
+def _beside(folder: Path) -> list[str]:
+    """Whatever sits beside the folder (temporary folders included)."""
+    return sorted(p.name for p in folder.parent.iterdir() if p.name != folder.name)
+
+
+def test_a_new_folder_appears_whole(tmp_path: Path) -> None:
+    out = tmp_path / "deep" / "run"
+    write_whole_folder(out, _files(rounds_csv="r\n", summary_json="{}\n"), overwrite=False)
+    assert _tree(out) == {MARKER: _tree(out)[MARKER], "rounds.csv": "r\n", "summary.json": "{}\n"}
+    assert '"written_by": "hetero-splitee-sim"' in _tree(out)[MARKER]
+    assert _beside(out) == []  # no temporary folder left
+    assert (out.stat().st_mode & 0o777) == 0o777 & ~_umask()  # as mkdir makes a folder, not owner-only
+
+
+def test_overwrite_replaces_an_old_run_in_one_step(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    write_whole_folder(out, _files(rounds_csv="old\n", events_csv="old\n"), overwrite=False)
+    with pytest.raises(InputError, match="already holds a run"):
+        write_whole_folder(out, _files(rounds_csv="new\n"), overwrite=False)
+    write_whole_folder(out, _files(rounds_csv="new\n"), overwrite=True)
+    assert set(_tree(out)) == {MARKER, "rounds.csv"} and _tree(out)["rounds.csv"] == "new\n"  # nothing old left
+    assert _beside(out) == []
+
+
+def test_a_failed_write_leaves_the_old_folder_and_nothing_beside(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    write_whole_folder(out, _files(rounds_csv="old\n", summary_json="{}\n"), overwrite=False)
+    before = _tree(out)
+
+    def half_then_fail(folder: Path) -> None:
+        write_files(folder, {"rounds.csv": "new\n"})
+        raise ValueError("disk full")
+
+    with pytest.raises(ValueError):
+        write_whole_folder(out, half_then_fail, overwrite=True)
+    assert _tree(out) == before and _beside(out) == []
+
+
+def test_refusals_of_a_claimed_folder_stay(tmp_path: Path) -> None:
+    foreign = tmp_path / "mine"
+    foreign.mkdir()
+    (foreign / "notes.txt").write_text("keep")
+    with pytest.raises(InputError, match="not a run folder this tool wrote"):
+        write_whole_folder(foreign, _files(rounds_csv="x\n"), overwrite=True)
+    with pytest.raises(InputError, match="already holds files"):
+        write_whole_folder(foreign, _files(rounds_csv="x\n"), overwrite=False)
+    assert _tree(foreign) == {"notes.txt": "keep"}
+    # a run another process is writing (it holds the lock) is not replaced
+    out = tmp_path / "run"
+    write_whole_folder(out, _files(rounds_csv="old\n"), overwrite=False)
+    held = RunFolder(out)
+    held.lock()
+    try:
+        with pytest.raises(InputError, match="another splitee process"):
+            write_whole_folder(out, _files(rounds_csv="new\n"), overwrite=True)
+    finally:
+        held.release()
+    assert _tree(out)["rounds.csv"] == "old\n" and _beside(out) == ["mine"]
+
+
+def test_an_empty_folder_is_filled_and_the_current_one_stays_itself(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    write_whole_folder(empty, _files(rounds_csv="r\n"), overwrite=False)
+    assert _tree(empty)["rounds.csv"] == "r\n"
+    here = tmp_path / "here"
+    here.mkdir()
+    inode = here.stat().st_ino
+    monkeypatch.chdir(here)
+    write_whole_folder(Path("."), _files(rounds_csv="r\n", summary_json="{}\n"), overwrite=False)
+    assert here.stat().st_ino == inode and set(_tree(here)) == {MARKER, "rounds.csv", "summary.json"}
+    assert LOCK not in os.listdir(here) and sorted(os.listdir(tmp_path)) == ["empty", "here"]
+
+
+def test_a_killed_writers_temporary_folder_is_cleared_a_live_ones_kept(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    dead, live = tmp_path / ".run.dead1234.tmp", tmp_path / ".run.live5678.tmp"
+    for folder in (dead, live):
+        folder.mkdir()
+        (folder / MARKER).write_text("{}\n")
+    fd = os.open(live, os.O_RDONLY)
+    fcntl.flock(fd, fcntl.LOCK_EX)  # a writer still at work
+    try:
+        write_whole_folder(out, _files(rounds_csv="r\n"), overwrite=False)
+        assert _beside(out) == [live.name]
+    finally:
+        os.close(fd)
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def _by_csv_module(columns: list[str], rows: list[tuple[object, ...]]) -> str:
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(columns)
+    writer.writerows(rows)
+    return buf.getvalue()
+
+
+def test_csv_cells_writes_the_csv_modules_bytes() -> None:
+    nan = math.nan
+    rows = [
+        (0.0, 0.1, "rpi4-0", "compute", 1, 0.0, 3.0, nan),
+        (0.1, 0.30000000000000004, "a,b", "tx", 1, -0.0, 3, 1e-300),  # a comma, -0.0 after 0.0, an int
+        (0.30000000000000004, 1e22, 'say "hi"', "rx", 2, 0.0, 3.0, float("inf")),  # quotes; 3 after 3.0
+        (-0.0, 2.5, "", "line\nbreak", True, 1, 3.0, nan),  # an empty name, a newline, a bool beside ints
+        (2.5, 2.5, "rpi4-0", "compute", 2, 1.0, None, -2.5),
+    ]
+    columns = ["t_start", "t_end", "entity", "kind", "round", "bytes", "flops", "energy_j"]
+    assert csv_cells(columns, rows) == _by_csv_module(columns, rows)
+    # a zero kept from one column is not the -0.0 of the next
+    zeros = [(0.0, -0.0, 1.5), (0.0, 0.0, -0.0)]
+    assert (
+        csv_cells(["a", "b", "c"], zeros)
+        == _by_csv_module(["a", "b", "c"], zeros)
+        == "a,b,c\n0.0,-0.0,1.5\n0.0,0.0,-0.0\n"
+    )
+    assert csv_cells(columns, []) == "t_start,t_end,entity,kind,round,bytes,flops,energy_j\n"
+    assert csv_cells(["name"], [("",), ("x",)]) == _by_csv_module(["name"], [("",), ("x",)]) == 'name\n""\nx\n'
