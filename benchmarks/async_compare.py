@@ -145,13 +145,13 @@ def main() -> None:
 
 
 def _spread(xs: list[float], fmt: str) -> str:
-    """The mean over seeds and, with more than one seed, its range: '0.840 (0.835–0.846)'; '–' if any is NaN."""
+    """The mean over seeds and its range where the seeds differ at this precision: '0.840 (0.835–0.846)'; '–' if
+    any is NaN."""
     m = _mean(xs)
     if math.isnan(m):
         return "–"
-    if len(xs) == 1 or min(xs) == max(xs):
-        return format(m, fmt)
-    return f"{m:{fmt}} ({min(xs):{fmt}}–{max(xs):{fmt}})"
+    lo, hi = format(min(xs), fmt), format(max(xs), fmt)
+    return format(m, fmt) if lo == hi else f"{m:{fmt}} ({lo}–{hi})"
 
 
 def _time(xs: list[float], end: float) -> str:
