@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from simulator.costs import table_cache
-from simulator.costs.cost_table import CostTable
+from simulator.costs import measuring
 from simulator.version import __version__
+
+if TYPE_CHECKING:
+    from simulator.costs.cost_table import CostTable
 
 __all__ = ["__version__", "run", "replay", "retime"]
 
@@ -20,9 +22,9 @@ def _measure_table(
     return measure_table(width, in_channels, num_classes, image_size, exit_head, exit_grid)
 
 
-# The package root joins the layers: the cost layer's cache is handed the torch measurement here, so that costs/
+# The package root joins the layers: the cost-table cache is handed the torch measurement here, so that costs/
 # never names learning/ and only a table that is neither shipped nor cached loads torch.
-table_cache.hand_measure(_measure_table)
+measuring.hand_measure(_measure_table)
 
 
 def __getattr__(name: str) -> Any:

@@ -578,9 +578,9 @@ def test_analysis_never_imports_torch(runs: Runs, tmp_path: Path) -> None:
         # errors, the safe file writer, the check of a table's last row, the bounded YAML reader, the run folder's
         # column declaration and the version string: small modules that import no torch (and the package faces above
         # them, which define nothing), the strategy registry (plain data: the names and facts of every strategy) and
-        # the cost-table cache, which the package root hands its measuring function (torch loads only on a miss)
+        # the slot where the package root hands the cost-table cache its measuring function (torch loads on a miss)
         assert loaded == ["simulator", "simulator.config", "simulator.config.registry", "simulator.config.yamlio",
-                          "simulator.costs", "simulator.costs.cost_table", "simulator.costs.table_cache",
+                          "simulator.costs", "simulator.costs.measuring",
                           "simulator.errors", "simulator.output", "simulator.output.columns",
                           "simulator.output.csv_tail", "simulator.output.fsio",
                           "simulator.version"], loaded

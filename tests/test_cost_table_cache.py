@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from simulator.costs import table_cache
+from simulator.costs import measuring, table_cache
 from simulator.costs.cost_table import table_from_dict, table_to_dict
 from simulator.costs.table_cache import SHIPPED_DIR, ModelShape, read_table, table_for, write_table
 from simulator.learning.models.heads import DEFAULT_EXIT_GRID
@@ -54,7 +54,7 @@ def test_a_miss_is_measured_once_and_cached(monkeypatch: pytest.MonkeyPatch, tmp
     assert path.is_file() and not list(path.parent.glob(".*.tmp"))
     assert table == measure_table(*shape)
     table_for.cache_clear()
-    monkeypatch.setattr(table_cache, "_measure", None)  # a second measurement would fail
+    monkeypatch.setattr(measuring, "_measure", None)  # a second measurement would fail
     assert table_for(*shape) == table
     table_for.cache_clear()
 
@@ -120,8 +120,8 @@ def test_a_miss_calls_the_measuring_function_it_was_handed(monkeypatch: pytest.M
         calls.append(args)
         return real
 
-    monkeypatch.setattr(table_cache, "_measure", None)
-    previous = table_cache.hand_measure(measure)
+    monkeypatch.setattr(measuring, "_measure", None)
+    previous = measuring.hand_measure(measure)
     assert previous is None
     table_for.cache_clear()
     try:
@@ -133,7 +133,7 @@ def test_a_miss_calls_the_measuring_function_it_was_handed(monkeypatch: pytest.M
 
 def test_a_miss_with_nothing_to_measure_says_so(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
-    monkeypatch.setattr(table_cache, "_measure", None)
+    monkeypatch.setattr(measuring, "_measure", None)
     shape = ModelShape(4, 1, 6, 8, "pool_linear", 2)
     table_for.cache_clear()
     try:
@@ -146,4 +146,4 @@ def test_a_miss_with_nothing_to_measure_says_so(monkeypatch: pytest.MonkeyPatch,
 def test_the_package_root_hands_the_torch_measurement() -> None:
     import simulator
 
-    assert table_cache._measure is simulator._measure_table
+    assert measuring.handed() is simulator._measure_table

@@ -2,8 +2,8 @@
 
 `table_for` is the one way to get a table. It looks, in order, in this process's memory, in the tables shipped
 with the package (simulator/costs/tables/), and in the user cache ($XDG_CACHE_HOME/hetero-splitee-sim/cost-tables,
-or ~/.cache/...). Only on a miss does it call the measuring function it was handed (`hand_measure`): measuring runs
-torch, a higher layer, so this module never names it; the package root hands it a function that loads torch when
+or ~/.cache/...). Only on a miss does it call the measuring function handed to costs.measuring: measuring runs
+torch, a higher layer, so this module never names it; the package root hands in a function that loads torch when
 called, so validating a scenario whose table is shipped or cached never imports torch. A table measured at run
 time is written to the user cache atomically. Every file carries the SHA-256 of its table,
 and a file that does not parse, does not match its configuration or its checksum is measured again.
@@ -17,18 +17,17 @@ import os
 import tempfile
 from functools import lru_cache
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
+from simulator.costs import measuring
 from simulator.costs.cost_table import CostTable, table_from_dict, table_to_dict
 
 if TYPE_CHECKING:
     from simulator.config.schema import Scenario
 
 __all__ = [
-    "Measure",
     "ModelShape",
     "SHIPPED_DIR",
-    "hand_measure",
     "table_for",
     "cost_table_of",
     "shape_of",
@@ -40,10 +39,6 @@ __all__ = [
 
 SHIPPED_DIR = Path(__file__).resolve().parent / "tables"
 _FORMAT = 1
-
-Measure = Callable[[int, int, int, int, str, int], CostTable]
-"""Measures the table of a model shape (the arguments of `table_for`)."""
-_measure: Measure | None = None
 
 
 class ModelShape(NamedTuple):
@@ -88,24 +83,18 @@ def table_for(
     cached = read_table(cache / shape.file_name(), shape, torch_version=torch_version)
     if cached is not None:
         return cached
-    if _measure is None:
+    measure = measuring.handed()
+    if measure is None:
         raise LookupError(
             f"no cost table {shape.file_name()} shipped or in {cache}, and nothing to measure it with "
-            "(simulator.costs.table_cache.hand_measure was not called)"
+            "(simulator.costs.measuring.hand_measure was not called)"
         )
-    table = _measure(*shape)
+    table = measure(*shape)
     try:
         write_table(cache, shape, table, torch_version)
     except OSError:
         pass  # a cache that cannot be written costs a measurement next time, nothing else
     return table
-
-
-def hand_measure(measure: Measure | None) -> Measure | None:
-    """Give the cache the function that measures a table on a miss; returns the one it had."""
-    global _measure
-    previous, _measure = _measure, measure
-    return previous
 
 
 def user_cache_dir() -> Path:
@@ -165,7 +154,7 @@ def _digest(data: Any) -> str:
 
 
 def _torch_version() -> str | None:
-    from importlib import metadata  # here: `import simulator` (which imports this module) stays quick
+    from importlib import metadata  # here: loading a scenario does not pay for it
 
     try:
         return metadata.version("torch")
