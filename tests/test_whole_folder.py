@@ -118,6 +118,74 @@ def test_a_killed_writers_temporary_folder_is_cleared_a_live_ones_kept(tmp_path:
         os.close(fd)
 
 
+def test_an_interrupted_three_rename_swap_puts_the_old_run_back(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Without renameat2 the swap is three renames; a failure at the second undoes the first."""
+    from simulator.output import whole_folder
+
+    out = tmp_path / "run"
+    write_whole_folder(out, _files(rounds_csv="old\n", summary_json="{}\n"), overwrite=False)
+    before = _tree(out)
+    real_libc = whole_folder._libc_function
+    monkeypatch.setattr(whole_folder, "_libc_function", lambda name: None if name == "renameat2" else real_libc(name))
+    renames: list[tuple[str, str]] = []
+    real_rename = os.rename
+
+    def second_fails(a: object, b: object) -> None:
+        renames.append((str(a), str(b)))
+        if len(renames) == 2:
+            raise KeyboardInterrupt  # Ctrl-C between the renames
+        real_rename(a, b)
+
+    monkeypatch.setattr(whole_folder.os, "rename", second_fails)
+    with pytest.raises(KeyboardInterrupt):
+        write_whole_folder(out, _files(rounds_csv="new\n"), overwrite=True)
+    monkeypatch.setattr(whole_folder.os, "rename", real_rename)
+    assert _tree(out) == before and _beside(out) == []  # the old run where it was, nothing aside
+    write_whole_folder(out, _files(rounds_csv="new\n"), overwrite=True)  # and the next write works
+    assert _tree(out)["rounds.csv"] == "new\n" and _beside(out) == []
+
+
+@pytest.mark.parametrize("where", ["no folder beside", "a mount point"])
+def test_where_nothing_can_go_beside_the_folder_it_is_written_inside(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, where: str
+) -> None:
+    """A parent this process may not write in, or `out` on another file system (a rename answers EXDEV): the
+    files are written inside `out`, with the claimed folder's refusals and marker."""
+    import errno
+
+    from simulator.output import whole_folder
+
+    out = tmp_path / "run"
+    write_whole_folder(out, _files(rounds_csv="old\n", events_csv="old\n"), overwrite=False)
+    if where == "no folder beside":
+        real_new = whole_folder._new_folder
+
+        def refuse_beside(parent: Path, name: str) -> Path:
+            if parent == tmp_path:
+                raise PermissionError(errno.EACCES, "Permission denied", str(parent))
+            return real_new(parent, name)
+
+        monkeypatch.setattr(whole_folder, "_new_folder", refuse_beside)
+    else:
+        real_rename = os.rename
+
+        def cross_device(a: object, b: object) -> None:
+            if out in (Path(str(a)), Path(str(b))):  # a mount point is neither renamed nor renamed onto
+                raise OSError(errno.EXDEV, "Invalid cross-device link", str(b))
+            real_rename(a, b)
+
+        monkeypatch.setattr(whole_folder.os, "rename", cross_device)
+        monkeypatch.setattr(whole_folder, "_libc_function", lambda name: None)
+    with pytest.raises(InputError, match="already holds a run"):
+        write_whole_folder(out, _files(rounds_csv="new\n"), overwrite=False)
+    write_whole_folder(out, _files(rounds_csv="new\n", summary_json="{}\n"), overwrite=True)
+    assert set(_tree(out)) == {MARKER, "rounds.csv", "summary.json"}  # the old run's events.csv is gone
+    assert _tree(out)["rounds.csv"] == "new\n" and _beside(out) == []
+    assert not [p for p in out.iterdir() if p.name.endswith(".tmp")]
+
+
 def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)

@@ -9,7 +9,6 @@ import functools
 import os
 import secrets
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
@@ -44,22 +43,65 @@ def write_whole_folder(
         raise InputError(f"cannot create the folder: {os_problem(err)}", file=shown, key=key) from None
     _clear_leftovers(target)
     try:
-        tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=TMP_SUFFIX, dir=target.parent))
-    except OSError as err:
-        raise InputError(f"cannot write beside the folder: {os_problem(err)}", file=shown, key=key) from None
-    fd = os.open(tmp, os.O_RDONLY | os.O_DIRECTORY)
+        tmp = _new_folder(target.parent, f".{target.name}.{secrets.token_hex(8)}{TMP_SUFFIX}")
+    except OSError:  # a parent this process may not write in (`out` a mount point, say): write inside `out`
+        _write_in_place(out, write, overwrite=overwrite, protect=protect, key=key)
+        return
+    try:
+        fd = os.open(tmp, os.O_RDONLY | os.O_DIRECTORY)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)  # while held, this temporary folder is a live writer's (_clear_leftovers)
-        os.chmod(tmp, 0o777 & ~_umask())  # as mkdir would make it, not mkdtemp's owner-only mode
         _write_file(tmp / MARKER, marker_text())
         write(tmp)
         _sync(fd)
         _install(tmp, target, overwrite, protect, key, shown)
+    except _CannotMove:  # `out` is a mount point, or on another file system than its parent
+        shutil.rmtree(tmp, ignore_errors=True)
+        _write_in_place(out, write, overwrite=overwrite, protect=protect, key=key)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     finally:
         os.close(fd)
+
+
+# What a rename answers when the folder cannot be moved or swapped at all (not when something is in the way).
+_CANNOT_MOVE = frozenset({errno.EXDEV, errno.EBUSY, errno.EACCES, errno.EPERM, errno.EROFS})
+
+
+class _CannotMove(Exception):
+    """The written folder cannot take the place of `out` by a rename."""
+
+
+def _new_folder(parent: Path, name: str) -> Path:
+    """A new folder (its mode as mkdir makes it, under the umask)."""
+    path = parent / name
+    os.mkdir(path)
+    return path
+
+
+def _write_in_place(
+    out: Path, write: Callable[[Path], None], *, overwrite: bool, protect: list[Path], key: str
+) -> None:
+    """Where no folder can be made or renamed beside `out`: the files are written inside it (RunFolder.claim's
+    refusals, lock and marker; with `overwrite`, the old run's files are deleted first), into a temporary folder
+    there, synced, then moved into place one by one, the summary last."""
+    with RunFolder(out, key=key).claim(existing="replace" if overwrite else "refuse", protect=protect):
+        inner = _new_folder(out, f".{secrets.token_hex(8)}{TMP_SUFFIX}")
+        try:
+            write(inner)
+            fd = os.open(inner, os.O_RDONLY | os.O_DIRECTORY)
+            try:
+                _sync(fd)
+            finally:
+                os.close(fd)
+            _move_files(inner, out)
+        except BaseException:
+            shutil.rmtree(inner, ignore_errors=True)
+            raise
 
 
 def write_files(folder: Path, files: dict[str, str | bytes]) -> None:
@@ -120,6 +162,8 @@ def _install(tmp: Path, target: Path, overwrite: bool, protect: list[Path], key:
         try:
             _exchange(tmp, target)
         except OSError as err:
+            if err.errno in _CANNOT_MOVE:
+                raise _CannotMove from None
             raise InputError(f"cannot replace the folder: {os_problem(err)}", file=shown, key=key) from None
     except BaseException:
         folder.release()
@@ -137,6 +181,8 @@ def _rename_into_place(tmp: Path, target: Path, key: str, shown: str) -> bool:
     except OSError as err:
         if err.errno in (errno.ENOTEMPTY, errno.EEXIST):  # another process filled it meanwhile
             return False
+        if err.errno in _CANNOT_MOVE:
+            raise _CannotMove from None
         raise InputError(f"cannot write the folder: {os_problem(err)}", file=shown, key=key) from None
     return True
 
@@ -154,8 +200,8 @@ _RENAME_EXCHANGE = 2
 
 
 def _exchange(a: Path, b: Path) -> None:
-    """Swap two folders' names in one step (Linux renameat2); elsewhere in three renames, where a crash between
-    them leaves the new folder and the old one under temporary names beside it."""
+    """Swap two folders' names in one step (Linux renameat2); elsewhere in three renames, undone if the second
+    fails; a crash between them leaves the old folder beside `b` as `.NAME.<hex>.old` (never swept away)."""
     exchange = _libc_function("renameat2")
     if exchange is not None:
         if exchange(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE) == 0:
@@ -165,9 +211,13 @@ def _exchange(a: Path, b: Path) -> None:
         code = ctypes.get_errno()
         if code not in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP):  # a real failure, not a missing feature
             raise OSError(code, os.strerror(code), str(b))
-    aside = a.with_name(f"{a.name[: -len(TMP_SUFFIX)]}.{secrets.token_hex(4)}{TMP_SUFFIX}")
+    aside = b.with_name(f".{b.name}.{secrets.token_hex(4)}.old")
     os.rename(b, aside)
-    os.rename(a, b)
+    try:
+        os.rename(a, b)
+    except BaseException:
+        os.rename(aside, b)
+        raise
     os.rename(aside, a)
 
 
@@ -217,9 +267,3 @@ def _clear_leftovers(target: Path) -> None:
             pass  # a live writer's
         finally:
             os.close(fd)
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
