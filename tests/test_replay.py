@@ -14,6 +14,7 @@ from simulator.cli import main
 from simulator.commands.replay import replay
 from simulator.commands.runner import run_scenario
 from simulator.config.scenario import load_scenario
+from simulator.errors import InputError
 from tests.scenarios import DEVICE, LINK, SERVER, scenario, write_scenario
 
 BASE = scenario(
@@ -229,3 +230,28 @@ def test_a_replay_reads_the_run_again_once_its_files_change(finished: Path, tmp_
     path.write_text(json.dumps(summary))
     again = replay(run, [], tmp_path / "b")
     assert first["final_accuracy"] != 0.125 and again["final_accuracy"] == 0.125
+
+
+@pytest.mark.parametrize(
+    ("held", "overwrite", "message"),
+    [
+        ("someone's notes", True, "not a run folder this tool wrote"),
+        ("someone's notes", False, "already holds files"),
+    ],
+)
+def test_an_output_folder_it_may_not_fill_is_refused_before_the_simulation(
+    finished: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, held: str, overwrite: bool, message: str
+) -> None:
+    from simulator.commands import replay as replay_module
+
+    out = tmp_path / "theirs"
+    out.mkdir()
+    (out / "notes.txt").write_text(held)
+
+    def no_simulation(*args: object, **kwargs: object) -> None:
+        raise AssertionError("simulated before refusing")
+
+    monkeypatch.setattr(replay_module, "Simulation", no_simulation)
+    with pytest.raises(InputError, match=message):
+        replay_module.replay(finished, [], out, overwrite=overwrite)
+    assert [p.name for p in out.iterdir()] == ["notes.txt"] and (out / "notes.txt").read_text() == held

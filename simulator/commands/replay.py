@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -35,7 +34,6 @@ from simulator.errors import InputError
 from simulator.output.client_table import clients_format, write_clients_parquet
 from simulator.output.columns import CLIENT_COLUMNS, CONDITIONS_FILE, EARLY_EXIT_COLUMNS, ROUND_COLUMNS
 from simulator.output.early_exit import client_inference_costs
-from simulator.output.fsio import check_output_dir
 from simulator.output.results import (
     _csv,
     client_rows,
@@ -47,7 +45,7 @@ from simulator.output.results import (
     summary,
     summary_text,
 )
-from simulator.output.whole_folder import write_files, write_whole_folder
+from simulator.output.whole_folder import check_whole_folder, write_files, write_whole_folder
 from simulator.timing.rounds.disciplines import DISCIPLINES
 
 __all__ = ["REQUIRED_FILES", "replay_refusal", "replay", "cmd_replay"]
@@ -151,7 +149,8 @@ def replay(run_dir: Path, sets: Sequence[str], out: Path, *, overwrite: bool = F
     run_dir = check_run_folder(run_dir)
     if out.resolve() == run_dir.resolve() or run_dir.resolve() in out.resolve().parents:
         raise InputError("the replay would write into the run it replays; choose another --out", key="--out")
-    check_output_dir(out, "--out")
+    protect = [run_dir / "scenario.resolved.yaml"]
+    check_whole_folder(out, overwrite=overwrite, protect=protect)  # before the simulation, as write_whole_folder
     run = finished_run(run_dir)
     changed = run.resolve(sets)
     try:
@@ -165,12 +164,6 @@ def replay(run_dir: Path, sets: Sequence[str], out: Path, *, overwrite: bool = F
     if why:
         raise InputError(f"cannot replay: {why}", file=str(run_dir))
 
-    if os.path.lexists(out) and not overwrite and any(out.iterdir()):
-        raise InputError(
-            "already holds files; pass --overwrite to replace a run there, or choose another --out",
-            file=str(out),
-            key="--out",
-        )
     sim = Simulation(changed, timing_only=True, sample_counts=run.counts)
     sim.run()
     # A battery that lasted the whole run may not under the new profiles: then the replay would train less.
@@ -199,7 +192,7 @@ def replay(run_dir: Path, sets: Sequence[str], out: Path, *, overwrite: bool = F
             if learned is not None:  # a per-client table too large for text
                 write_clients_parquet(folder, changed, sim.records, sim.world.recorder, learned.__getitem__)
 
-        write_whole_folder(out, write, overwrite=overwrite, protect=[run_dir / "scenario.resolved.yaml"])
+        write_whole_folder(out, write, overwrite=overwrite, protect=protect)
     return json.loads(files["summary.json"])
 
 

@@ -16,7 +16,7 @@ from simulator.errors import InputError, clip
 from simulator.output.fsio import TMP_SUFFIX, check_output_dir, os_problem
 from simulator.output.run_folder import LOCK, MARKER, RunFolder, is_ours, marker_text, protected_reason
 
-__all__ = ["write_whole_folder", "write_files"]
+__all__ = ["write_whole_folder", "write_files", "check_whole_folder"]
 
 SUMMARY = "summary.json"  # its presence marks a finished run: moved last where files are moved one by one
 
@@ -33,10 +33,7 @@ def write_whole_folder(
     `protect`), a folder another process is writing."""
     protect = list(protect)
     shown = clip(str(out), 120)  # errors name the folder as given
-    check_output_dir(out, key)
-    # absolute (the temporary folder goes beside it, "." included); the folder a link names, never the link
-    target = out.resolve() if out.is_symlink() else Path(os.path.abspath(out))
-    _refuse(target, overwrite, protect, key, shown)
+    target = check_whole_folder(out, overwrite=overwrite, protect=protect, key=key)
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
     except OSError as err:
@@ -102,6 +99,16 @@ def _write_in_place(
         except BaseException:
             shutil.rmtree(inner, ignore_errors=True)
             raise
+
+
+def check_whole_folder(out: Path, *, overwrite: bool, protect: Iterable[Path] = (), key: str = "--out") -> Path:
+    """What write_whole_folder refuses before it writes anything, checked early (before a long computation);
+    returns the folder's absolute path (the folder a link names, never the link)."""
+    check_output_dir(out, key)
+    # absolute (the temporary folder goes beside it, "." included)
+    target = out.resolve() if out.is_symlink() else Path(os.path.abspath(out))
+    _refuse(target, overwrite, list(protect), key, clip(str(out), 120))
+    return target
 
 
 def write_files(folder: Path, files: dict[str, str | bytes]) -> None:
