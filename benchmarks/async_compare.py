@@ -129,7 +129,7 @@ def main() -> None:
     for p in PARTITIONS:
         for label, _, _ in METHODS:
             runs = [_rows(args.out / p / label / f"s{s}") for s in args.seeds]
-            end = runs[0][-1]["sim_time_s"]
+            end = max(r[-1]["sim_time_s"] for r in runs)  # the longest run of the seeds
             at = [_at(r, b) for r in runs]
             last = [[x for x in r if not math.isnan(x["final_accuracy"])][-1]["final_accuracy"] for r in runs]
             total = [sum(x["energy_j"] for x in r) / 1e3 for r in runs]

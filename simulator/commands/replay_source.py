@@ -8,6 +8,7 @@ import hashlib
 import json
 import math
 import os
+import threading
 from collections import OrderedDict
 from dataclasses import dataclass
 from functools import cached_property
@@ -49,7 +50,8 @@ LEARNED_CLIENT = (
 # What reading a damaged or foreign run folder's tables can raise (a missing column, a cell that is not a number,
 # a client the resolved scenario does not have, a file that is not text).
 DAMAGED = (KeyError, ValueError, TypeError, IndexError, AttributeError, csv.Error, UnicodeDecodeError)
-_KEPT_RUNS = 4  # finished runs kept in memory (a large fleet's tables are big)
+_KEPT_RUNS = 4  # finished runs kept in memory
+_LARGE_ROWS = 1_000_000  # a run with more per-client rows than this is kept alone
 _DIGEST_BYTES = 1 << 20  # files up to this size are recognised by their content too
 
 
@@ -234,6 +236,7 @@ class FinishedRun:
         return resolve_scenario(self.data, self.file, list(sets))
 
 
+_kept_lock = threading.Lock()  # replays may be called from several threads (simulator.replay)
 _kept: OrderedDict[tuple[Any, ...], FinishedRun] = OrderedDict()
 
 
@@ -260,10 +263,11 @@ def finished_run(run_dir: str | Path) -> FinishedRun:
     """The finished run in `run_dir`, read once per version of its files; a damaged folder is one InputError."""
     run_dir = check_run_folder(run_dir)
     key = _signature(run_dir)
-    got = _kept.get(key)
-    if got is not None:
-        _kept.move_to_end(key)
-        return got
+    with _kept_lock:
+        got = _kept.get(key)
+        if got is not None:
+            _kept.move_to_end(key)
+            return got
     resolved = run_dir / "scenario.resolved.yaml"
     data = read_yaml_file(resolved, "scenario file")
     original = resolve_scenario(data, str(resolved))
@@ -284,9 +288,13 @@ def finished_run(run_dir: str | Path) -> FinishedRun:
             file=str(run_dir),
         ) from None
     run = FinishedRun(run_dir, str(resolved), data, original, summary, counts, steps, clients, rounds, exits)
-    _kept[key] = run
-    while len(_kept) > _KEPT_RUNS:
-        _kept.popitem(last=False)
+    if _signature(run_dir) != key:  # the folder changed while it was read: use what was read, keep nothing
+        return run
+    kept = 1 if len(steps) * len(original.clients) > _LARGE_ROWS else _KEPT_RUNS  # a large fleet's tables are big
+    with _kept_lock:
+        _kept[key] = run
+        while len(_kept) > kept:
+            _kept.popitem(last=False)
     return run
 
 
