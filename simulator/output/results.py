@@ -357,8 +357,8 @@ def write_run(
 ) -> dict[str, Any]:
     """All result files of a finished run; summary.json last, so its presence means the run is complete.
 
-    `finish`, if given, runs once the other files are written and returns the summary to write (a replay puts
-    the original run's learning results into the tables and the summary). `conditions`: the rows of
+    `finish`, if given, runs once the other files are written and returns the summary to write (an emulated
+    run adds what it measured). `conditions`: the rows of
     conditions.csv (timing.conditions_log; empty when nothing varies: no file)."""
     if not (out / "scenario.resolved.yaml").is_file():  # the runner writes it when the run starts
         write_resolved(out, rs)
