@@ -88,6 +88,9 @@ def test_replay_with_unchanged_profiles_reproduces_the_run(finished: Path, tmp_p
     assert summary["sim_time_s"] == original["sim_time_s"]
     assert summary["final_accuracy"] == original["final_accuracy"]
     assert summary["replay"]["of"] == str(finished)
+    # every result file the run wrote, the replay writes too (it assembles them itself, from memory)
+    results = {p.name for p in finished.iterdir() if p.suffix in (".csv", ".json", ".yaml", ".parquet")}
+    assert results <= {p.name for p in (tmp_path / "same").iterdir()}, results
 
 
 def test_replay_with_doubled_bandwidth_equals_a_fresh_run(finished: Path, tmp_path: Path) -> None:
