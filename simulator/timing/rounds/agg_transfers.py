@@ -4,7 +4,7 @@ arithmetic of Channel.send, links whose rates vary asked all at once)."""
 
 from __future__ import annotations
 
-from typing import Any, Generator
+from typing import Any, Callable, Generator
 
 import numpy as np
 import simpy
@@ -26,9 +26,7 @@ class AggregationTransfers:
     planner: Planner
     messages: MessageNumbers
     _on_closed_medium: set[int]
-
-    def closed_form(self, i: int) -> bool:
-        raise NotImplementedError
+    closed_form: Callable[[int], bool]  # whether client i's round is timed in closed form (SplitEERounds)
 
     def transfers(self, rnd: int, nbytes: dict[int, int], *, up: bool) -> Generator[simpy.Event, Any, set[int]]:
         """Every client with bytes to move sends (or receives) them at once; returns the clients whose transfer
