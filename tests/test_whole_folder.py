@@ -109,11 +109,20 @@ def test_a_killed_writers_temporary_folder_is_cleared_a_live_ones_kept(tmp_path:
     for folder in (dead, live):
         folder.mkdir()
         (folder / MARKER).write_text("{}\n")
+    # what only looks like a leftover: a folder of the same name pattern without our marker, a link to one of ours,
+    # and an old run set aside by an interrupted swap
+    foreign, link, aside = tmp_path / ".run.notours1.tmp", tmp_path / ".run.link9999.tmp", tmp_path / ".run.ab12.old"
+    foreign.mkdir()
+    (foreign / "notes.txt").write_text("theirs\n")
+    link.symlink_to(dead)
+    aside.mkdir()
+    (aside / MARKER).write_text("{}\n")
     fd = os.open(live, os.O_RDONLY)
     fcntl.flock(fd, fcntl.LOCK_EX)  # a writer still at work
     try:
         write_whole_folder(out, _files(rounds_csv="r\n"), overwrite=False)
-        assert _beside(out) == [live.name]
+        assert _beside(out) == sorted([live.name, foreign.name, link.name, aside.name])
+        assert (foreign / "notes.txt").read_text() == "theirs\n" and not dead.exists()
     finally:
         os.close(fd)
 
