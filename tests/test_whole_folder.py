@@ -228,4 +228,15 @@ def test_csv_cells_writes_the_csv_modules_bytes() -> None:
         == "a,b,c\n0.0,-0.0,1.5\n0.0,0.0,-0.0\n"
     )
     assert csv_cells(columns, []) == "t_start,t_end,entity,kind,round,bytes,flops,energy_j\n"
+    # columns of floats alone, printed together: NaNs and infinities, the extremes, integral floats, a value
+    # shared by two columns, and one column with -0.0 beside pooled ones
+    inf = math.inf
+    floats = [
+        (nan, 0.0, 1e-300, 5e-324, 2.0**70, "n,1", 10**30),
+        (-inf, 0.1, 1e16, 1.7976931348623157e308, 0.1, 'q"', -(10**30)),
+        (inf, -0.0, 123456789.0, 1e-5, nan, "x\ny", 0),
+        (0.30000000000000004, 0.1, 1e-300, -1e-5, 0.0, "", 7),
+    ]
+    wide = ["a", "b", "c", "d", "e", "f", "g"]
+    assert csv_cells(wide, floats) == _by_csv_module(wide, floats)
     assert csv_cells(["name"], [("",), ("x",)]) == _by_csv_module(["name"], [("",), ("x",)]) == 'name\n""\nx\n'

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import csv
 import io
+from itertools import chain
 from typing import Any, Sequence
 
 import numpy as np
@@ -30,8 +31,7 @@ def cell(value: Any) -> str:
 
 class _Cells(dict):  # type: ignore[type-arg]
     """A value -> its cell text, made on first sight. Keyed by value, so only for values of one type (1 and 1.0
-    are one key) and never for floats among which is -0.0 (0.0 and -0.0 are one key). NaN is never kept (never
-    equal, even to itself)."""
+    are one key; floats go to _float_texts). NaN is never kept (never equal, even to itself)."""
 
     def __missing__(self, value: Any) -> str:
         text = cell(value)
@@ -40,9 +40,21 @@ class _Cells(dict):  # type: ignore[type-arg]
         return text
 
 
-def _negative_zero(values: Sequence[float]) -> bool:
-    array = np.asarray(values, dtype=np.float64)
-    return bool(np.signbit(array[array == 0.0]).any())
+def _float_texts(columns: list[Sequence[float]]) -> list[list[str] | None]:
+    """The cells of columns of floats alone: a column holding -0.0 as None (0.0 and -0.0 are equal, so it is
+    printed cell by cell); the others' distinct values found by one sort (np.unique: NaNs as one, all printed
+    "nan" by repr) and each printed once. A float's repr is most of a trace's cost: only the distinct ones pay it."""
+    n = len(columns[0])
+    values = np.fromiter(chain.from_iterable(columns), np.float64, n * len(columns))
+    segments = [values[k * n : (k + 1) * n] for k in range(len(columns))]
+    pooled = [k for k, seg in enumerate(segments) if not np.signbit(seg[seg == 0.0]).any()]
+    out: list[list[str] | None] = [None] * len(columns)
+    if pooled:
+        distinct, at = np.unique(np.concatenate([segments[k] for k in pooled]), return_inverse=True)
+        texts = np.array(list(map(repr, distinct.tolist())), dtype=object)[at.reshape(-1)]
+        for j, k in enumerate(pooled):
+            out[k] = texts[j * n : (j + 1) * n].tolist()
+    return out
 
 
 def csv_cells(columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
@@ -54,17 +66,28 @@ def csv_cells(columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
         writer.writerow(columns)
         writer.writerows(rows)
         return buf.getvalue()
-    memos: dict[type, _Cells] = {}  # by type, shared by the columns: an interval's end is the next one's start
+    memos: dict[type, _Cells] = {}  # by type, shared by the columns
     parts = [",".join(map(cell, columns)) + "\n"]
     for start in range(0, len(rows), _CHUNK):
-        texts = []
+        texts: list[list[str] | None] = []
+        floats = []  # the columns of floats alone, printed together: an interval's end is the next one's start
         for values in zip(*rows[start : start + _CHUNK]):
             kinds = set(map(type, values))
             kind = kinds.pop() if len(kinds) == 1 else None  # an int and a float of equal value share a key
-            if kind is None or kind is float and _negative_zero(values):  # each cell printed
+            if kind is float:
+                floats.append(values)
+                texts.append(None)
+            elif kind is None:  # each cell printed
                 texts.append(list(map(cell, values)))
             else:
                 memo = memos.setdefault(kind, _Cells())
                 texts.append(list(map(memo.__getitem__, values)))
+        if floats:
+            done = iter(_float_texts(floats))
+            printed = iter(floats)
+            for k, text in enumerate(texts):
+                if text is None:
+                    found, values = next(done), next(printed)
+                    texts[k] = found if found is not None else list(map(repr, values))  # a column with -0.0
         parts.append("\n".join(map(",".join, zip(*texts))) + "\n")
     return "".join(parts)

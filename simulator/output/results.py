@@ -17,7 +17,6 @@ from typing import Any, Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 import simpy
-import yaml
 
 from simulator.config.registry import sync_of
 from simulator.config.scenario import ResolvedScenario
@@ -36,6 +35,7 @@ from simulator.output.columns import (
 from simulator.output.csv_cells import csv_cells
 from simulator.output.early_exit import early_exit_rows
 from simulator.output.fsio import atomic_write
+from simulator.output.resolved_yaml import resolved_text
 from simulator.timing.recorder import Recorder
 from simulator.timing.server import SERVER
 from simulator.version import __version__
@@ -282,21 +282,6 @@ def _json_safe(value: Any) -> Any:
     if isinstance(value, (list, tuple)):
         return [_json_safe(v) for v in value]
     return value
-
-
-BLOCK_STYLE_CLIENTS = 64  # larger fleets write one client per line (JSON flow style, which YAML reads as is)
-
-
-def resolved_text(rs: ResolvedScenario) -> str:
-    """scenario.resolved.yaml: every default filled in, every profile expanded, one entry per client."""
-    data = rs.to_dict()
-    # libyaml's emitter when PyYAML has it.
-    dumper = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
-    if len(data["clients"]) <= BLOCK_STYLE_CLIENTS:
-        return yaml.dump(data, Dumper=dumper, sort_keys=False)
-    clients = data.pop("clients")
-    head = yaml.dump(data, Dumper=dumper, sort_keys=False)
-    return head + "clients:\n" + "".join(f"- {json.dumps(c, allow_nan=False)}\n" for c in clients)
 
 
 def write_resolved(out: Path, rs: ResolvedScenario) -> None:
