@@ -93,7 +93,10 @@ class Recorder:
         energies = [power[r[0]][r[1]] * s for r, s in zip(rows, seconds)]  # drawn_j, interval by interval
         if self.keep_events:
             make = tuple.__new__  # Event(...) without its Python-level __new__: the same tuple, built faster
-            self.events += [make(Event, (r[3], r[4], r[0], r[1], r[2], r[5], r[6], j)) for r, j in zip(rows, energies)]
+            self.events += [
+                make(Event, (t0, t1, e, kind, rnd, nbytes, flops, j))
+                for (e, kind, rnd, t0, t1, nbytes, flops, _), j in zip(rows, energies)
+            ]
         self._sum(rows, seconds, energies)
 
     def _sum(self, rows: Sequence[Row], seconds: Sequence[float], energies: Sequence[float]) -> None:
