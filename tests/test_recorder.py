@@ -1,5 +1,6 @@
-"""The recorder's one call for intervals (Recorder.record): event rows and energies when events are kept, only
-the caller's totals when they are not, each against hand arithmetic (power × seconds)."""
+"""The recorder against hand arithmetic (power × seconds): its one call for intervals (Recorder.record), event rows
+and energies when events are kept, only the caller's totals when they are not; its batched intervals, each total
+summed row after row, bit for bit as one interval at a time."""
 
 from __future__ import annotations
 
@@ -64,3 +65,97 @@ def test_record_without_events_adds_only_the_totals() -> None:
     rec.record(_unread(), TOTALS)
     assert rec.events == []
     _check_totals(rec)
+
+
+# Awkward durations (none a sum of a few powers of two), so that adding them in another order, or pairwise, would
+# change the last bits of the sums; the powers are the clients' and the server's above.
+ROWS = [
+    ("c", "compute", 1, 0.1, 0.4, 0.0, 7.0, None),
+    ("c", "tx", 1, 0.4, 0.7000000000000001, 100.0, 0.0, "up"),
+    ("c", "compute", 1, 0.7, 1.3, 0.0, 7.0, None),
+    ("c", "agg_rx", 1, 1.3, 1.6, 33.0, 0.0, "down"),
+    ("s", "compute", 1, 0.2, 0.9, 0.0, 9.0, None),
+    ("c", "compute", 1, 1.6, 2.2, 0.0, 7.0, None),  # the client again, after a run of the server's
+    ("c", "compute", 2, 2.2, 2.3, 0.0, 7.0, None),
+    ("c", "agg_tx", 2, 2.3, 2.9, 50.0, 0.0, "up"),
+]
+
+
+def test_intervals_sums_each_total_row_after_row() -> None:
+    rec = Recorder(POWERS, keep_events=True)
+    rec.intervals(ROWS)
+    # Each total by hand, its terms added left to right in the order of the rows.
+    e = [3.0 * (0.4 - 0.1), 0.5 * (0.7000000000000001 - 0.4), 3.0 * (1.3 - 0.7), 0.25 * (1.6 - 1.3)]
+    e_late = 3.0 * (2.2 - 1.6)
+    e2 = [3.0 * (2.3 - 2.2), 0.5 * (2.9 - 2.3)]  # agg_tx draws as tx, agg_rx as rx
+    s1 = 100.0 * (0.9 - 0.2)
+    assert rec.events == [
+        Event(0.1, 0.4, "c", "compute", 1, 0.0, 7.0, e[0]),
+        Event(0.4, 0.7000000000000001, "c", "tx", 1, 100.0, 0.0, e[1]),
+        Event(0.7, 1.3, "c", "compute", 1, 0.0, 7.0, e[2]),
+        Event(1.3, 1.6, "c", "agg_rx", 1, 33.0, 0.0, e[3]),
+        Event(0.2, 0.9, "s", "compute", 1, 0.0, 9.0, s1),
+        Event(1.6, 2.2, "c", "compute", 1, 0.0, 7.0, e_late),
+        Event(2.2, 2.3, "c", "compute", 2, 0.0, 7.0, e2[0]),
+        Event(2.3, 2.9, "c", "agg_tx", 2, 50.0, 0.0, e2[1]),
+    ]
+    assert all(type(ev) is Event for ev in rec.events)
+    t1, t2 = rec.round_totals[1], rec.round_totals[2]
+    assert t1["c"].energy_j == 0.0 + e[0] + e[1] + e[2] + e[3] + e_late
+    assert t1["c"].state_s == {
+        "compute": 0.0 + (0.4 - 0.1) + (1.3 - 0.7) + (2.2 - 1.6),
+        "tx": 0.0 + (0.7000000000000001 - 0.4),
+        "agg_rx": 0.0 + (1.6 - 1.3),
+    }
+    assert list(t1["c"].state_s) == ["compute", "tx", "agg_rx"]  # the order the kinds were first recorded
+    assert (t1["c"].bytes_up, t1["c"].bytes_down) == (100.0, 33.0)
+    assert (t1["s"].energy_j, t1["s"].state_s["compute"]) == (s1, 0.9 - 0.2)
+    assert t2["c"].energy_j == 0.0 + e2[0] + e2[1]
+    assert (t2["c"].bytes_up, t2["c"].bytes_down) == (50.0, 0.0)
+    assert list(t1) == ["c", "s"] and list(t2) == ["c"]
+    so_far = 0.0 + e[0] + e[1] + e[2] + e[3] + e_late + e2[0] + e2[1]
+    assert rec.energy_so_far("c") == so_far and rec.energy_so_far("s") == s1
+    # The terms are order-sensitive: summed in another order, the client's round-1 energy has other bits.
+    assert t1["c"].energy_j != 0.0 + e_late + e[3] + e[2] + e[1] + e[0]
+
+
+def _one_by_one(rec: Recorder, rows: list) -> None:
+    for e, kind, rnd, t0, t1, nbytes, flops, direction in rows:
+        rec.interval(e, kind, rnd, t0, t1, nbytes=nbytes, flops=flops, direction=direction)
+
+
+def _bits(rec: Recorder) -> str:
+    # repr of a float is its exact value: equal strings, equal bits (and types, order of entities and kinds).
+    return repr((rec.state_dict(), rec.entity_energy(), rec.recorded_rounds()))
+
+
+def test_intervals_matches_one_interval_at_a_time_bit_for_bit() -> None:
+    rng = np.random.default_rng(7)
+    names, kinds = ["c", "s"], ["compute", "tx", "rx", "agg_tx", "agg_rx"]
+    rows = []
+    for _ in range(400):
+        e = names[int(rng.integers(2))]
+        kind = kinds[int(rng.integers(5))] if e == "c" else "compute"
+        t0 = float(rng.uniform(0.0, 100.0))
+        nbytes = float(rng.uniform(0.0, 1e6))
+        direction = [None, "up", "down"][int(rng.integers(3))]
+        rows.append((e, kind, int(rng.integers(1, 4)), t0, t0 + float(rng.exponential(0.3)), nbytes, 1.5, direction))
+    rows.sort(key=lambda r: (r[2], r[0] != "c"))  # runs of one entity in one round, rounds out of order too
+    rows = rows[::2] + rows[1::2]
+    for keep in (True, False):
+        batched, single = Recorder(POWERS, keep_events=keep), Recorder(POWERS, keep_events=keep)
+        _one_by_one(batched, rows[:5])  # totals already there when the batch starts
+        _one_by_one(single, rows[:5])
+        batched.intervals(rows[5:200])
+        batched.intervals([])
+        batched.intervals([Interval(*r) for r in rows[200:]])
+        _one_by_one(single, rows[5:])
+        assert _bits(batched) == _bits(single)
+        assert len(batched.events) == (len(rows) if keep else 0)
+
+
+def test_record_with_plain_rows_is_the_same_as_intervals() -> None:
+    by_record, by_rows = Recorder(POWERS, keep_events=True), Recorder(POWERS, keep_events=True)
+    by_record.record(iter(ROWS), _unread())
+    by_rows.intervals(ROWS)
+    assert _bits(by_record) == _bits(by_rows)

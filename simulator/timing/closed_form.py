@@ -3,14 +3,15 @@ nothing can interrupt it, with its intervals recorded as its SimPy processes wou
 
 from __future__ import annotations
 
-from typing import Iterator
+from itertools import chain
+from typing import Any, Iterator
 
 import numpy as np
 
 from simulator.costs import formulas as costs
 from simulator.timing import schedule
 from simulator.timing.device import Device
-from simulator.timing.recorder import Interval, Total
+from simulator.timing.recorder import Row, Total
 
 __all__ = [
     "FleetClocks",
@@ -18,6 +19,7 @@ __all__ = [
     "MessageNumbers",
     "plan_rounds",
     "record_rounds",
+    "step_rows",
     "planned_rounds",
     "planned_battery_round",
 ]
@@ -100,18 +102,35 @@ def record_rounds(
     devices: list[Device], rnd: int, plan: schedule.ClientRounds, numbers: GroupNumbers | None = None
 ) -> None:
     """The intervals of planned rounds into the recorder, as the devices' processes would record them."""
-    devices[0].recorder.record(_intervals(devices, rnd, plan), _totals(devices, rnd, plan, numbers))
+    intervals = chain.from_iterable(_intervals(devices, rnd, plan))  # read only if event rows are kept
+    devices[0].recorder.record(intervals, _totals(devices, rnd, plan, numbers))
 
 
-def _intervals(devices: list[Device], rnd: int, plan: schedule.ClientRounds) -> Iterator[Interval]:
+def _intervals(devices: list[Device], rnd: int, plan: schedule.ClientRounds) -> Iterator[list[Row]]:
     """Each planned step's intervals, device after device, in the order its processes record them."""
-    fwd, rest, send = plan.fwd, plan.rest, plan.send
+    steps = slice(None, plan.arrival.shape[1])
     for k, d in enumerate(devices):
-        for j in range(plan.arrival.shape[1]):
-            yield Interval(d.name, "compute", rnd, float(fwd[0][k, j]), float(fwd[1][k, j]), flops=d.costs.fwd_flops)
-            yield Interval(d.name, "compute", rnd, float(rest[0][k, j]), float(rest[1][k, j]), flops=d.costs.rest_flops)
-            t0, t1 = float(send[0][k, j]), float(send[1][k, j])
-            yield Interval(d.name, "tx", rnd, t0, t1, nbytes=d.wire_feature_bytes, direction="up")
+        yield step_rows(d, rnd, plan.fwd, plan.rest, plan.send, (k, steps))
+
+
+Spans = tuple[np.ndarray, np.ndarray]
+
+
+def step_rows(d: Device, rnd: int, fwd: Spans, rest: Spans, send: Spans, at: tuple[Any, ...]) -> list[Row]:
+    """A device's steps as Recorder.intervals takes them: per step its forward, its exit + backward and its send,
+    in the order its processes record them. `fwd`, `rest`, `send`: (starts, ends) arrays whose elements at `at`
+    are the device's steps."""
+    f0, f1, r0, r1, s0, s1 = (a[at].tolist() for pair in (fwd, rest, send) for a in pair)
+    name, ff, rf, wire = d.name, d.costs.fwd_flops, d.costs.rest_flops, d.wire_feature_bytes
+    return [
+        row
+        for a, b, c, e, f, g in zip(f0, f1, r0, r1, s0, s1)
+        for row in (
+            (name, "compute", rnd, a, b, 0.0, ff, None),
+            (name, "compute", rnd, c, e, 0.0, rf, None),
+            (name, "tx", rnd, f, g, wire, 0.0, "up"),
+        )
+    ]
 
 
 def _totals(

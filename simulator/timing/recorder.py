@@ -3,124 +3,14 @@
 from __future__ import annotations
 
 from collections import defaultdict
-from dataclasses import dataclass, field
-from typing import Any, Iterable, NamedTuple, Sequence, cast
+from typing import Any, Iterable, Sequence, cast
 
 import numpy as np
 
-from simulator.config.profiles import DeviceProfile, LinkProfile
-from simulator.costs.formulas import drawn_j, power_above_idle_w
+from simulator.costs.formulas import drawn_j
+from simulator.timing.records import RADIO_KINDS, EntityPower, Event, Interval, Round, Row, Total, Totals
 
-__all__ = ["Event", "EntityPower", "Interval", "Recorder", "Total"]
-
-# Event kinds: compute (client or server training step), tx / rx (feature batches, gradients, results),
-# agg_tx / agg_rx (model state moved for aggregation), aggregate (server averaging), idle (the baseline
-# draw of an entity over a whole round, so that the events' energies add up to the total). Marks (zero energy):
-# offline (an interval the device was unreachable), left (went offline mid-round), straggler (stopped by the
-# round deadline), battery_empty (the battery ran out: the device leaves the run), cannot_take_part.
-_RADIO_KINDS = {"tx": "tx", "rx": "rx", "agg_tx": "tx", "agg_rx": "rx"}
-
-
-class Event(NamedTuple):
-    """One row of the event trace (a tuple: cheap to make by the million); its fields are the run folder's event
-    columns (simulator.output.columns.EVENT_COLUMNS)."""
-
-    t_start: float
-    t_end: float
-    entity: str
-    kind: str
-    round: int
-    bytes: float
-    flops: float
-    energy_j: float
-
-    def row(self) -> tuple[Any, ...]:
-        return tuple(self)
-
-
-class Interval(NamedTuple):
-    """An active interval for `Recorder.record`: what `Recorder.interval` takes."""
-
-    entity: str
-    kind: str
-    rnd: int
-    t_start: float
-    t_end: float
-    nbytes: float = 0.0
-    flops: float = 0.0
-    direction: str | None = None
-
-
-class Total(NamedTuple):
-    """Seconds of `kind` for `Recorder.record` to add when no event rows are kept: one entity's (a name, as
-    `Recorder.add` takes it) or many distinct entities' (names or indices, `seconds` and `nbytes` one per entity,
-    as `Recorder.add_many` takes them)."""
-
-    entities: str | list[str] | np.ndarray
-    kind: str
-    rnd: int
-    seconds: float | Sequence[float] | np.ndarray
-    nbytes: float | Sequence[float] | np.ndarray = 0.0
-    direction: str | None = None
-
-
-@dataclass(frozen=True)
-class EntityPower:
-    """Power an entity draws: idle_w always, plus the added power of each active state (W), as the energy model
-    of costs.formulas (energy_by_state_j) takes them."""
-
-    idle_w: float
-    added_w: dict[str, float]
-
-    @classmethod
-    def of_client(cls, device: DeviceProfile, link: LinkProfile) -> "EntityPower":
-        # Radio powers are what the radio adds on top of the device's idle draw.
-        return cls(
-            device.idle_w,
-            {"compute": power_above_idle_w(device.compute_w, device.idle_w), "tx": link.tx_w, "rx": link.rx_w},
-        )
-
-    @classmethod
-    def of_server(cls, device: DeviceProfile) -> "EntityPower":
-        active = power_above_idle_w(device.compute_w, device.idle_w)
-        return cls(device.idle_w, {"compute": active, "aggregate": active, "tx": 0.0, "rx": 0.0})
-
-
-@dataclass
-class _Totals:
-    """One entity's totals in one round (a read-only snapshot of the recorder's arrays)."""
-
-    energy_j: float = 0.0
-    bytes_up: float = 0.0
-    bytes_down: float = 0.0
-    state_s: dict[str, float] = field(default_factory=lambda: defaultdict(float))
-
-
-class _Round:
-    """One round's totals, one array element per entity (the recorder's entity order); `order` lists the
-    entities in the order they were first recorded in the round (sums over entities follow it)."""
-
-    __slots__ = ("energy", "up", "down", "state", "seen", "order")
-
-    def __init__(self, n: int) -> None:
-        self.energy = np.zeros(n)
-        self.up = np.zeros(n)
-        self.down = np.zeros(n)
-        self.state: dict[str, np.ndarray] = {}
-        self.seen = np.zeros(n, dtype=bool)
-        self.order: list[int] = []
-
-    def touch(self, idx: np.ndarray) -> None:
-        new = idx[~self.seen[idx]]
-        if len(new):
-            self.seen[new] = True
-            self.order += new.tolist()
-
-    def seconds(self, kind: str) -> np.ndarray:
-        got = self.state.get(kind)
-        if got is None:
-            got = self.state[kind] = np.zeros(len(self.energy))
-        return got
+__all__ = ["Event", "EntityPower", "Interval", "Recorder", "Row", "Total"]
 
 
 class Recorder:
@@ -141,23 +31,37 @@ class Recorder:
         self._idle = np.array([p.idle_w for p in powers.values()], dtype=float)
         kinds = {k for p in powers.values() for k in p.added_w}
         self._added = {k: np.array([p.added_w.get(k, 0.0) for p in powers.values()], dtype=float) for k in kinds}
-        self._rounds: dict[int, _Round] = {}
+        # Each entity's added power per event kind (agg_tx / agg_rx draw as tx / rx), looked up once per interval.
+        self._power = {
+            name: p.added_w | {kind: p.added_w[state] for kind, state in RADIO_KINDS.items() if state in p.added_w}
+            for name, p in powers.items()
+        }
+        self._rounds: dict[int, Round] = {}
         self._so_far = np.zeros(n)  # every joule recorded, per entity
         self._first: list[int] = []  # entities in the order they were first recorded in any round
         self._ever = np.zeros(n, dtype=bool)
 
-    def _round(self, rnd: int) -> _Round:
+    def _round(self, rnd: int) -> Round:
         got = self._rounds.get(rnd)
         if got is None:
-            got = self._rounds[rnd] = _Round(len(self.names))
+            got = self._rounds[rnd] = Round(len(self.names))
         return got
 
-    def _touch(self, r: _Round, idx: np.ndarray) -> None:
+    def _touch(self, r: Round, idx: np.ndarray) -> None:
         r.touch(idx)
         new = idx[~self._ever[idx]]
         if len(new):
             self._ever[new] = True
             self._first += new.tolist()
+
+    def _touch_one(self, r: Round, k: int) -> None:
+        """`_touch` for one entity index, without building an array."""
+        if not r.seen[k]:
+            r.seen[k] = True
+            r.order.append(k)
+            if not self._ever[k]:
+                self._ever[k] = True
+                self._first.append(k)
 
     def interval(
         self,
@@ -171,19 +75,68 @@ class Recorder:
         flops: float = 0.0,
         direction: str | None = None,
     ) -> None:
-        """An active interval. `direction` 'up'/'down' counts the bytes as client traffic of that direction."""
+        """An active interval. `direction` 'up'/'down' counts the bytes as client traffic of that direction. (One
+        interval at a time; a run of them costs less through `intervals`, which records them alike.)"""
         energy = self.add(entity, kind, rnd, t_end - t_start, nbytes=nbytes, direction=direction)
         if self.keep_events:
             self.events.append(Event(t_start, t_end, entity, kind, rnd, nbytes, flops, energy))
 
-    def record(self, intervals: Iterable[Interval], totals: Iterable[Total]) -> None:
+    def intervals(self, rows: Sequence[Row]) -> None:
+        """Active intervals, each recorded as `interval` records it, in order: the same event rows, and every total
+        (an entity's round energy, its energy so far, its seconds per kind, its bytes up / down) gets the same
+        additions in the same order. A run of rows of one entity in one round reads each of its totals once into a
+        Python float, adds there, and writes it back (numpy scalar access costs more than the addition)."""
+        if not rows:
+            return
+        power = self._power
+        seconds = [r[4] - r[3] for r in rows]
+        energies = [power[r[0]][r[1]] * s for r, s in zip(rows, seconds)]  # drawn_j, interval by interval
+        if self.keep_events:
+            make = tuple.__new__  # Event(...) without its Python-level __new__: the same tuple, built faster
+            self.events += [
+                make(Event, (t0, t1, e, kind, rnd, nbytes, flops, j))
+                for (e, kind, rnd, t0, t1, nbytes, flops, _), j in zip(rows, energies)
+            ]
+        self._sum(rows, seconds, energies)
+
+    def _sum(self, rows: Sequence[Row], seconds: Sequence[float], energies: Sequence[float]) -> None:
+        """Adds row i's `seconds[i]` and `energies[i]` (and its bytes, by its direction) to its entity's totals, row
+        after row, as `add` adds one."""
+        so_far, index = self._so_far, self.index
+        n, i = len(rows), 0
+        while i < n:
+            entity, rnd = rows[i][0], rows[i][2]
+            k, r = index[entity], self._round(rnd)
+            self._touch_one(r, k)
+            energy, total = r.energy.item(k), so_far.item(k)
+            state: dict[str, float] = {}
+            up = down = None
+            while i < n and rows[i][0] == entity and rows[i][2] == rnd:  # this run of (entity, round)
+                _, kind, _, _, _, nbytes, _, direction = rows[i]
+                j, sec = energies[i], seconds[i]
+                energy += j
+                total += j
+                got = state.get(kind)
+                state[kind] = (r.seconds(kind).item(k) if got is None else got) + sec
+                if direction == "up":
+                    up = (r.up.item(k) if up is None else up) + nbytes
+                elif direction == "down":
+                    down = (r.down.item(k) if down is None else down) + nbytes
+                i += 1
+            r.energy[k], so_far[k] = energy, total
+            for kind, sec in state.items():
+                r.state[kind][k] = sec
+            if up is not None:
+                r.up[k] = up
+            if down is not None:
+                r.down[k] = down
+
+    def record(self, intervals: Iterable[Row], totals: Iterable[Total]) -> None:
         """Active intervals, as event rows when events are kept (each as `interval` records it, in order), else
         as `totals` only: the same intervals summed as the caller's arithmetic sums them (for a fleet, in arrays),
         added in order. Each iterable is read only on its own path, so either may be a lazy generator."""
         if self.keep_events:
-            for iv in intervals:
-                e, kind, rnd, t0, t1, nbytes, flops, direction = iv
-                self.interval(e, kind, rnd, t0, t1, nbytes=nbytes, flops=flops, direction=direction)
+            self.intervals(list(intervals))
             return
         for t in totals:
             if isinstance(t.entities, str):
@@ -198,11 +151,9 @@ class Recorder:
     ) -> float:
         """`seconds` of `kind` into the round's totals (one interval, or many by their total duration when no
         event rows are kept); returns the energy added."""
-        energy = drawn_j(self.powers[entity].added_w[_RADIO_KINDS.get(kind, kind)], seconds)
-        k = self.index[entity]
-        r = self._round(rnd)
-        if not r.seen[k]:
-            self._touch(r, np.array([k]))
+        energy = drawn_j(self._power[entity][kind], seconds)
+        k, r = self.index[entity], self._round(rnd)
+        self._touch_one(r, k)
         r.energy[k] += energy
         self._so_far[k] += energy
         r.seconds(kind)[k] += seconds
@@ -228,7 +179,7 @@ class Recorder:
         if not len(idx):
             return
         sec = np.asarray(seconds, dtype=float)
-        energy = self._added[_RADIO_KINDS.get(kind, kind)][idx] * sec  # drawn_j, element by element
+        energy = self._added[RADIO_KINDS.get(kind, kind)][idx] * sec  # drawn_j, element by element
         r = self._round(rnd)
         self._touch(r, idx)
         r.energy[idx] += energy
@@ -296,19 +247,19 @@ class Recorder:
         """The rounds with totals, in the order they were first recorded."""
         return list(self._rounds)
 
-    def round_arrays(self, rnd: int) -> _Round | None:
+    def round_arrays(self, rnd: int) -> Round | None:
         """A round's totals as arrays over the entities (None: nothing was recorded in it)."""
         return self._rounds.get(rnd)
 
     @property
-    def round_totals(self) -> dict[int, dict[str, _Totals]]:
+    def round_totals(self) -> dict[int, dict[str, Totals]]:
         """Per round and entity (in the order they were recorded) a snapshot of the totals."""
-        out: dict[int, dict[str, _Totals]] = {}
+        out: dict[int, dict[str, Totals]] = {}
         for rnd, r in self._rounds.items():
             per = out[rnd] = {}
             for i in r.order:
                 states = defaultdict(float, {k: float(v[i]) for k, v in r.state.items()})
-                per[self.names[i]] = _Totals(float(r.energy[i]), float(r.up[i]), float(r.down[i]), states)
+                per[self.names[i]] = Totals(float(r.energy[i]), float(r.up[i]), float(r.down[i]), states)
         return out
 
     def state_dict(self) -> dict[str, Any]:
@@ -339,7 +290,7 @@ class Recorder:
             r = self._round(rnd)
             for e, (energy, up, down, states) in per.items():
                 k = self.index[e]
-                self._touch(r, np.array([k]))
+                self._touch_one(r, k)
                 r.energy[k], r.up[k], r.down[k] = energy, up, down
                 for kind, sec in states.items():
                     r.seconds(kind)[k] = sec

@@ -13,7 +13,7 @@ from simulator.timing.closed_form import MessageNumbers
 from simulator.timing.device import timeout_at
 from simulator.timing.medium_form import medium_rounds
 from simulator.timing.planner import Planner
-from simulator.timing.recorder import Interval, Total
+from simulator.timing.recorder import Total
 from simulator.timing.world import TimingWorld
 
 __all__ = ["AggregationTransfers"]
@@ -64,8 +64,8 @@ class AggregationTransfers:
                 arrive[k] = end_busy + (latency + ch.jitter.one(ch.jitter_row, ch.jitter_s))
             latest = max(latest, float(arrive.max()))  # + 0.0 leaves a time unchanged, as no flight at all
             w.recorder.record(
-                (
-                    Interval(w.devices[i].name, kind, rnd, now, end_busy, nbytes=b, direction=direction)
+                (  # as Interval(name, kind, rnd, now, end_busy, nbytes=b, direction=direction), a plain tuple
+                    (w.devices[i].name, kind, rnd, now, end_busy, b, 0.0, direction)
                     for i, end_busy, b in zip(idx.tolist(), t1.tolist(), wire.tolist())
                 ),
                 [Total(idx, kind, rnd, t1 - now, wire, direction)],
@@ -113,8 +113,12 @@ class AggregationTransfers:
                 send_buffer=1,
             )
             ends, arrived = m.send[1][0, :, 0].tolist(), m.arrival[0, :, 0].tolist()
-            for i, end, b in zip(group, ends, wire):
-                w.recorder.interval(w.devices[i].name, kind, rnd, env.now, end, nbytes=b, direction=direction)
+            w.recorder.intervals(
+                [
+                    (w.devices[i].name, kind, rnd, env.now, end, b, 0.0, direction)
+                    for i, end, b in zip(group, ends, wire)
+                ]
+            )
             latest = max(latest, *arrived)
             self._on_closed_medium.update(group)
         return latest

@@ -18,7 +18,7 @@ import simpy
 
 from simulator.timing.closed_form import planned_battery_round, planned_rounds
 from simulator.timing.device import FeatureBatch, RoundFate, timeout_at
-from simulator.timing.recorder import Interval, Total
+from simulator.timing.recorder import Total
 from simulator.timing.schedule import fifo_queue, round_robin_queue
 from simulator.timing.server import SERVER
 
@@ -249,7 +249,8 @@ class ClientTurns(Arrival):
                 free = start + sec
                 spans.append((start, free))
             rec.record(
-                (Interval(SERVER, "compute", rnd, t0, t1, flops=r.server_flops[i]) for t0, t1 in spans),
+                # as Interval(SERVER, "compute", rnd, t0, t1, flops=...), a plain tuple being cheaper to build
+                ((SERVER, "compute", rnd, t0, t1, 0.0, r.server_flops[i], None) for t0, t1 in spans),
                 [Total(SERVER, "compute", rnd, sec)] * len(spans),  # step by step, as `serve` adds them
             )
             if plan is not None:

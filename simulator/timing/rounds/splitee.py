@@ -15,11 +15,17 @@ from simulator.config.registry import StrategyEntry
 from simulator.costs import compute_model
 from simulator.costs.traffic import aggregation_traffic
 from simulator.plan import AVERAGE, SERVE, RoundPlan
-from simulator.timing.closed_form import GroupNumbers, MessageNumbers, planned_battery_round, planned_rounds
+from simulator.timing.closed_form import (
+    GroupNumbers,
+    MessageNumbers,
+    planned_battery_round,
+    planned_rounds,
+    step_rows,
+)
 from simulator.timing.device import FeatureBatch, RoundFate, timeout_at
 from simulator.timing.medium_form import medium_rounds
 from simulator.timing.planner import Planner
-from simulator.timing.recorder import Interval, Total
+from simulator.timing.recorder import Total
 from simulator.timing.rounds.agg_transfers import AggregationTransfers
 from simulator.timing.rounds.disciplines import DISCIPLINES, ClientDone, Discipline
 from simulator.timing.server import SERVER
@@ -208,14 +214,7 @@ class SplitEERounds(AggregationTransfers):
         )
         done = m.done[0].tolist()
         for k, (i, d, s) in enumerate(zip(group, devs, steps)):
-            f0, f1 = m.fwd[0][0, k, :s].tolist(), m.fwd[1][0, k, :s].tolist()
-            r0, r1 = m.rest[0][0, k, :s].tolist(), m.rest[1][0, k, :s].tolist()
-            s0, s1 = m.send[0][0, k, :s].tolist(), m.send[1][0, k, :s].tolist()
-            c = d.costs
-            for j in range(s):  # in the order the device's process records them
-                rec.interval(d.name, "compute", rnd, f0[j], f1[j], flops=c.fwd_flops)
-                rec.interval(d.name, "compute", rnd, r0[j], r1[j], flops=c.rest_flops)
-                rec.interval(d.name, "tx", rnd, s0[j], s1[j], nbytes=d.wire_feature_bytes, direction="up")
+            rec.intervals(step_rows(d, rnd, m.fwd, m.rest, m.send, (0, k, slice(None, s))))
             self.done_at[i] = done[k]
             self.fates[i] = RoundFate(steps_done=s, delivered=s)
         # The processes handed their arrivals over as they ended (the earliest done first).
@@ -278,14 +277,13 @@ class SplitEERounds(AggregationTransfers):
         self.arrival_times, self.arrival_owners = times[order], owners[order]
         if not self.discipline.uses_arrays:
             self.arrivals = list(zip(self.arrival_times.tolist(), self.arrival_owners.tolist()))
-        rec = w.recorder
+        rec, flops = w.recorder, self.server_flops
         starts, seconds, clients = self.discipline.server_timeline(rnd, present)
         if starts:
             latest = max(latest, max(map(add, starts, seconds)))
         rec.record(
-            (
-                Interval(SERVER, "compute", rnd, t, t + sec, flops=self.server_flops[i])
-                for t, sec, i in zip(starts, seconds, clients)
+            (  # as Interval(SERVER, "compute", rnd, t, t + sec, flops=...), a plain tuple being cheaper to build
+                (SERVER, "compute", rnd, t, t + sec, 0.0, flops[i], None) for t, sec, i in zip(starts, seconds, clients)
             ),
             [Total(SERVER, "compute", rnd, sum(seconds))] if starts else [],
         )
