@@ -17,7 +17,7 @@ from simulator.costs.traffic import aggregation_traffic
 from simulator.plan import AVERAGE, SERVE, RoundPlan
 from simulator.timing.closed_form import GroupNumbers, MessageNumbers, planned_battery_round, planned_rounds
 from simulator.timing.device import FeatureBatch, RoundFate, timeout_at
-from simulator.timing.medium_form import medium_rounds
+from simulator.timing.medium_form import medium_walk
 from simulator.timing.planner import Planner
 from simulator.timing.recorder import Interval, Total
 from simulator.timing.rounds.agg_transfers import AggregationTransfers
@@ -82,7 +82,7 @@ class SplitEERounds(AggregationTransfers):
         ]
         self.discipline: Discipline = DISCIPLINES[discipline](self)
         self.messages = MessageNumbers(world.devices)
-        self._groups: dict[tuple[int, tuple[int, ...]], GroupNumbers] = {}  # closed-form groups' numbers
+        self._groups: dict[tuple[int, ...], GroupNumbers] = {}  # closed-form groups' numbers (group_numbers)
         self._parts: list[tuple[np.ndarray, np.ndarray]] = []
         self.arrival_times, self.arrival_owners = np.zeros(0), np.zeros(0, dtype=np.int64)  # sorted, this round
         self.server_seconds_of = np.array(self.server_seconds, dtype=float)
@@ -192,9 +192,11 @@ class SplitEERounds(AggregationTransfers):
         flights = []
         for d, s in zip(devs, steps):  # each link's draws in send order, as shared_medium_round takes them
             up = d.link.up
-            jitter = up.jitter_s * up.jitter.row(up.jitter_row, s) if up.jitter_s > 0 else np.zeros(s)
-            flights.append((up.latency_s + jitter).tolist())
-        m = medium_rounds(
+            if up.jitter_s > 0:
+                flights.append((up.latency_s + up.jitter_s * up.jitter.row(up.jitter_row, s)).tolist())
+            else:
+                flights.append([up.latency_s + 0.0] * s)
+        m, done = medium_walk(
             w.env.now,
             steps,
             [d.step_seconds[0] for d in devs],
@@ -206,11 +208,8 @@ class SplitEERounds(AggregationTransfers):
             overlap=devs[0].overlap,
             send_buffer=devs[0].send_buffer,
         )
-        done = m.done[0].tolist()
         for k, (i, d, s) in enumerate(zip(group, devs, steps)):
-            f0, f1 = m.fwd[0][0, k, :s].tolist(), m.fwd[1][0, k, :s].tolist()
-            r0, r1 = m.rest[0][0, k, :s].tolist(), m.rest[1][0, k, :s].tolist()
-            s0, s1 = m.send[0][0, k, :s].tolist(), m.send[1][0, k, :s].tolist()
+            f0, f1, r0, r1, s0, s1 = m["f0"][k], m["f1"][k], m["r0"][k], m["r1"][k], m["s0"][k], m["s1"][k]
             c = d.costs
             for j in range(s):  # in the order the device's process records them
                 rec.interval(d.name, "compute", rnd, f0[j], f1[j], flops=c.fwd_flops)
@@ -220,8 +219,17 @@ class SplitEERounds(AggregationTransfers):
             self.fates[i] = RoundFate(steps_done=s, delivered=s)
         # The processes handed their arrivals over as they ended (the earliest done first).
         for k in sorted(range(len(group)), key=lambda k: done[k]):
-            self._parts.append((m.arrival[0, k, : steps[k]], np.full(steps[k], group[k])))
+            self._parts.append((np.array(m["a"][k], dtype=float), np.full(steps[k], group[k])))
         return max(done, default=w.env.now)
+
+    def group_numbers(self, group: list[int]) -> GroupNumbers:
+        """The GroupNumbers of the clients `group` (in this order), made once: what they read of their devices
+        never changes during a run."""
+        key = tuple(group)
+        numbers = self._groups.get(key)
+        if numbers is None:
+            numbers = self._groups[key] = GroupNumbers([self.w.devices[i] for i in group])
+        return numbers
 
     def timed_round(self, rnd: int, present: Sequence[int]) -> Generator[simpy.Event, Any, None]:
         """A round without per-batch server processes: a client nothing can interrupt is scheduled in one call; the
@@ -239,7 +247,9 @@ class SplitEERounds(AggregationTransfers):
                 by_steps.setdefault(steps_of[i], []).append(i)
             elif mode[i] == "shared":
                 shared.append(i)  # only its medium is shared: its processor is still closed form
-            elif mode[i] == "battery" and (bplan := planned_battery_round(w.devices[i], rnd, steps_of[i])):
+            elif mode[i] == "battery" and (
+                bplan := planned_battery_round(w.devices[i], rnd, steps_of[i], self.group_numbers([i]))
+            ):
                 steps = steps_of[i]
                 parts.append((bplan.arrival[0], np.full(steps, i)))
                 self.done_at[i] = float(bplan.done[0])
@@ -248,12 +258,8 @@ class SplitEERounds(AggregationTransfers):
             else:
                 slow.append(i)
         for steps, group in by_steps.items():
-            key = (steps, tuple(group))
-            numbers = self._groups.get(key)
             devices = [w.devices[i] for i in group]
-            if numbers is None:
-                numbers = self._groups[key] = GroupNumbers(devices)
-            cplan = planned_rounds(devices, rnd, steps, numbers)
+            cplan = planned_rounds(devices, rnd, steps, self.group_numbers(group))
             parts.append((cplan.arrival.ravel(), np.repeat(group, steps)))
             self.done_at.update(zip(group, cplan.done.tolist()))
             fate = RoundFate(steps_done=steps, delivered=steps)  # one for the group: nothing changes it
