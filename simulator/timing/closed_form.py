@@ -173,13 +173,14 @@ def planned_battery_round(
     return plan
 
 
-def battery_message(device: Device, nbytes: float, *, up: bool) -> tuple[float, float, float] | None:
-    """Device.transfer of one message from now (an aggregation's upload or download) by a device on a battery,
-    without its processes, where nothing can stop it: its own constant link, its radio free, nothing else
-    running on it, and its battery lasting through the send and the flight. Returns (when the last bit has left
-    the radio, when the message arrives, its wire bytes), with the jitter drawn and the battery left as the
-    processes leave it (the charge brought up to date when the radio stops, a timer for when it runs out at the
-    idle draw); None, with nothing drawn or changed, where the battery could run out first."""
+def battery_message(device: Device, busy_s: float, wire: float, *, up: bool) -> tuple[float, float, float] | None:
+    """Device.transfer of one message from now (an aggregation's upload or download: `busy_s` radio seconds,
+    `wire` bytes) by a device on a battery, without its processes, where nothing can stop it: its own constant
+    link, its radio free, nothing else running on it, and its battery lasting through the send and the flight.
+    Returns (when the last bit has left the radio, when the message arrives, its wire bytes), with the jitter
+    drawn and the battery left as the processes leave it (the charge brought up to date when the radio stops, a
+    timer for when it runs out at the idle draw); None, with nothing drawn or changed, where the battery could
+    run out first."""
     ch = device.link.up if up else device.link.down
     leave, b = device.leave, device.battery_j
     if (
@@ -204,7 +205,7 @@ def battery_message(device: Device, nbytes: float, *, up: bool) -> tuple[float, 
         return None
     used = device._used_j + costs.drawn_j(draw, now - device._t_mark)
     busy_w = idle + (device._added_w + added)
-    end = now + ch.busy_seconds(nbytes)
+    end = now + busy_s
     if busy_w > 0 and not now + max(b - used, 0.0) / busy_w > end:
         return None
     used = used + costs.drawn_j(busy_w, end - now)
@@ -215,7 +216,7 @@ def battery_message(device: Device, nbytes: float, *, up: bool) -> tuple[float, 
     ch.jitter.one(ch.jitter_row, ch.jitter_s)  # the draw peeked, taken as Channel.send takes it
     device._arm += 1  # the radio's start re-armed the timer (now superseded)
     device.idle_from(end, used)  # its end: added power back to 0.0 (x + a - a with x = 0.0), the idle timer
-    return end, arrival, ch.wire_bytes(nbytes)
+    return end, arrival, wire
 
 
 class MessageNumbers:
@@ -244,23 +245,28 @@ class MessageNumbers:
         self, idx: list[int], nbytes: list[int], now: float, *, up: bool
     ) -> tuple[list[float], list[float], list[float]]:
         """`ends` for a few clients, in Python floats (the same operations on the same values, draw by draw)."""
-        cache = self._few[up]
         latency = self._latency[up]
         t1, arrive, wire = [], [], []
         for i, n in zip(idx, nbytes):
-            b = float(n)
-            got = cache.get(i)
-            if got is None or got[0] != b:
-                d = self.devices[i]
-                ch = d.link.up if up else d.link.down
-                got = cache[i] = (b, ch.busy_seconds(b), ch.wire_bytes(b))
-            end = now + got[1]
+            busy, wire_bytes = self.message(i, n, up=up)
+            end = now + busy
             scale = self._scale[i]
             jitter = self.bank.one(self._rows[i], scale) if scale > 0 and self.bank is not None else 0.0
             t1.append(end)
             arrive.append(end + (latency[i] + jitter))
-            wire.append(got[2])
+            wire.append(wire_bytes)
         return t1, arrive, wire
+
+    def message(self, i: int, nbytes: float, *, up: bool) -> tuple[float, float]:
+        """Radio seconds and wire bytes of one message of `nbytes` on client i's own constant link (kept while its
+        size stays the same; a whole number of bytes gives the same floats as its float)."""
+        b = float(nbytes)
+        got = self._few[up].get(i)
+        if got is None or got[0] != b:
+            d = self.devices[i]
+            ch = d.link.up if up else d.link.down
+            got = self._few[up][i] = (b, ch.busy_seconds(b), ch.wire_bytes(b))
+        return got[1], got[2]
 
     def ends(self, idx: np.ndarray, nbytes: np.ndarray, now: float, *, up: bool) -> tuple[np.ndarray, ...]:
         """Messages of `nbytes` sent from `now` by the clients `idx` (constant links of their own): when each has

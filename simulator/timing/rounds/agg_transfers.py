@@ -47,7 +47,7 @@ class AggregationTransfers:
             dev = w.devices[i]
             if self.closed_form(i):
                 closed.append((i, n))
-            elif battery[i] == "battery" and (msg := battery_message(dev, n, up=up)) is not None:
+            elif battery[i] == "battery" and (msg := battery_message(dev, *self.messages.message(i, n, up=up), up=up)):
                 end_busy, arrival, wire_bytes = msg  # recorded as Device.transfer records it
                 w.recorder.interval(dev.name, kind, rnd, now, end_busy, nbytes=wire_bytes, direction=direction)
                 latest = max(latest, arrival)

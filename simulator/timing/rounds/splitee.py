@@ -13,6 +13,7 @@ import simpy
 
 from simulator.config.registry import StrategyEntry
 from simulator.costs import compute_model
+from simulator.costs import formulas as costs
 from simulator.costs.traffic import aggregation_traffic
 from simulator.plan import AVERAGE, SERVE, RoundPlan
 from simulator.timing.closed_form import GroupNumbers, MessageNumbers, planned_battery_round, planned_rounds
@@ -344,7 +345,14 @@ class SplitEERounds(AggregationTransfers):
             nbytes, flops = self.traffic(present)
         missed: set[int] = set()
         plan = self.plan
-        yield w.env.process(
-            w.server.compute(rnd, flops, lambda: plan.add(AVERAGE, list(present), missed), kind="aggregate")
-        )
+        server = w.server
+        seconds = costs.compute_seconds(flops, server.profile.flops_per_s)
+        if server.alone(seconds):  # the same times and order without the process and its slot
+            yield from server.compute_alone(
+                rnd, flops, lambda: plan.add(AVERAGE, list(present), missed), kind="aggregate", seconds=seconds
+            )
+        else:
+            yield w.env.process(
+                server.compute(rnd, flops, lambda: plan.add(AVERAGE, list(present), missed), kind="aggregate")
+            )
         missed.update((yield from self.transfers(rnd, nbytes, up=False)))
