@@ -20,8 +20,10 @@ __all__ = [
     "plan_rounds",
     "record_rounds",
     "step_rows",
+    "step_rows_of",
     "planned_rounds",
     "planned_battery_round",
+    "battery_message",
 ]
 
 
@@ -120,7 +122,20 @@ def step_rows(d: Device, rnd: int, fwd: Spans, rest: Spans, send: Spans, at: tup
     """A device's steps as Recorder.intervals takes them: per step its forward, its exit + backward and its send,
     in the order its processes record them. `fwd`, `rest`, `send`: (starts, ends) arrays whose elements at `at`
     are the device's steps."""
-    f0, f1, r0, r1, s0, s1 = (a[at].tolist() for pair in (fwd, rest, send) for a in pair)
+    return step_rows_of(d, rnd, *(a[at].tolist() for pair in (fwd, rest, send) for a in pair))
+
+
+def step_rows_of(
+    d: Device,
+    rnd: int,
+    f0: list[float],
+    f1: list[float],
+    r0: list[float],
+    r1: list[float],
+    s0: list[float],
+    s1: list[float],
+) -> list[Row]:
+    """`step_rows` from the steps' start and end times as lists."""
     name, ff, rf, wire = d.name, d.costs.fwd_flops, d.costs.rest_flops, d.wire_feature_bytes
     return [
         row
@@ -153,17 +168,20 @@ def planned_rounds(
     return plan
 
 
-def planned_battery_round(device: Device, rnd: int, steps: int) -> schedule.ClientRounds | None:
+def planned_battery_round(
+    device: Device, rnd: int, steps: int, numbers: GroupNumbers | None = None
+) -> schedule.ClientRounds | None:
     """A planned round for a device on a battery (nothing else can stop it; its link is its own), if its battery
     lasts through all its work; then it only idles, and one timer is set for when the battery runs out at the
     idle draw (as the processes leave it after their last activity). None, with nothing drawn or recorded, if
-    the battery may run out during the work: the device then runs its processes."""
+    the battery may run out during the work: the device then runs its processes. `numbers`: GroupNumbers([device])
+    kept from an earlier round."""
     assert device.battery_j is not None and device.leave is not None
     up = device.link.up
     saved = up.jitter.snapshot(up.jitter_row)
     cond = device.processor.cond
     heat = cond.throttle.snapshot() if cond is not None else None
-    plan = plan_rounds([device], steps)
+    plan = plan_rounds([device], steps, numbers)
     t0 = device.env.now
     last = max(float(plan.rest[1][0, -1]), float(plan.send[1][0, -1]))  # the processor and radio go quiet
     compute_s = float(((plan.fwd[1] - plan.fwd[0]) + (plan.rest[1] - plan.rest[0])).sum())
@@ -183,9 +201,55 @@ def planned_battery_round(device: Device, rnd: int, steps: int) -> schedule.Clie
         if cond is not None and heat is not None:
             cond.throttle.restore(heat)
         return None
-    record_rounds([device], rnd, plan)
+    record_rounds([device], rnd, plan, numbers)
     device.idle_from(last, used)
     return plan
+
+
+def battery_message(device: Device, busy_s: float, wire: float, *, up: bool) -> tuple[float, float, float] | None:
+    """Device.transfer of one message from now (an aggregation's upload or download: `busy_s` radio seconds,
+    `wire` bytes) by a device on a battery, without its processes, where nothing can stop it: its own constant
+    link, its radio free, nothing else running on it, and its battery lasting through the send and the flight.
+    Returns (when the last bit has left the radio, when the message arrives, its wire bytes), with the jitter
+    drawn and the battery left as the processes leave it (the charge brought up to date when the radio stops, a
+    timer for when it runs out at the idle draw); None, with nothing drawn or changed, where the battery could
+    run out first."""
+    ch = device.link.up if up else device.link.down
+    leave, b = device.leave, device.battery_j
+    if (
+        b is None
+        or leave is None
+        or leave.triggered
+        or ch.medium is not None
+        or ch.timing.varying
+        or device._added_w != 0.0
+        or ch.radio.count
+        or ch.radio.queue
+    ):
+        return None
+    now = device.env.now
+    idle = device.spec.device.idle_w
+    added = device.spec.link.tx_w if up else device.spec.link.rx_w
+    # Each timer the processes would set must fire after what it could cut short (the timer set last, still
+    # pending, after now; the one the radio's start sets after the send; the one its end sets after the flight),
+    # each computed as Device._draw / _rearm compute it.
+    draw = idle + device._added_w
+    if draw > 0 and not device._t_mark + max(b - device._used_j, 0.0) / draw > now:
+        return None
+    used = device._used_j + costs.drawn_j(draw, now - device._t_mark)
+    busy_w = idle + (device._added_w + added)
+    end = now + busy_s
+    if busy_w > 0 and not now + max(b - used, 0.0) / busy_w > end:
+        return None
+    used = used + costs.drawn_j(busy_w, end - now)
+    flight = ch.timing.latency_at(end) + ch.jitter.peek(ch.jitter_row, ch.jitter_s)
+    arrival = end + flight if flight > 0 else end
+    if idle > 0 and not end + max(b - used, 0.0) / idle > arrival:
+        return None
+    ch.jitter.one(ch.jitter_row, ch.jitter_s)  # the draw peeked, taken as Channel.send takes it
+    device._arm += 1  # the radio's start re-armed the timer (now superseded)
+    device.idle_from(end, used)  # its end: added power back to 0.0 (x + a - a with x = 0.0), the idle timer
+    return end, arrival, wire
 
 
 class MessageNumbers:
@@ -206,6 +270,36 @@ class MessageNumbers:
         self.scale = np.array([d.link.up.jitter_s for d in devices], dtype=float)  # both directions draw alike
         self.rows = np.array([d.link.up.jitter_row for d in devices], dtype=np.int64)
         self.bank = devices[0].link.up.jitter if devices else None
+        self._few: dict[bool, dict[int, tuple[float, float, float]]] = {True: {}, False: {}}  # i: (size, busy, wire)
+        self._latency = {up: v.tolist() for up, v in self.latency.items()}
+        self._scale, self._rows = self.scale.tolist(), self.rows.tolist()
+
+    def few_ends(
+        self, idx: list[int], nbytes: list[int], now: float, *, up: bool
+    ) -> tuple[list[float], list[float], list[float]]:
+        """`ends` for a few clients, in Python floats (the same operations on the same values, draw by draw)."""
+        latency = self._latency[up]
+        t1, arrive, wire = [], [], []
+        for i, n in zip(idx, nbytes):
+            busy, wire_bytes = self.message(i, n, up=up)
+            end = now + busy
+            scale = self._scale[i]
+            jitter = self.bank.one(self._rows[i], scale) if scale > 0 and self.bank is not None else 0.0
+            t1.append(end)
+            arrive.append(end + (latency[i] + jitter))
+            wire.append(wire_bytes)
+        return t1, arrive, wire
+
+    def message(self, i: int, nbytes: float, *, up: bool) -> tuple[float, float]:
+        """Radio seconds and wire bytes of one message of `nbytes` on client i's own constant link (kept while its
+        size stays the same; a whole number of bytes gives the same floats as its float)."""
+        b = float(nbytes)
+        got = self._few[up].get(i)
+        if got is None or got[0] != b:
+            d = self.devices[i]
+            ch = d.link.up if up else d.link.down
+            got = self._few[up][i] = (b, ch.busy_seconds(b), ch.wire_bytes(b))
+        return got[1], got[2]
 
     def ends(self, idx: np.ndarray, nbytes: np.ndarray, now: float, *, up: bool) -> tuple[np.ndarray, ...]:
         """Messages of `nbytes` sent from `now` by the clients `idx` (constant links of their own): when each has

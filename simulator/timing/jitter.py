@@ -54,6 +54,15 @@ class JitterBank:
         self.pos[row] += 1
         return float(scale * abs(z))
 
+    def peek(self, row: int, scale: float) -> float:
+        """The draw `one(row, scale)` makes next, left unread (a row out of values is refilled first, as `one`
+        would refill it: the values that follow are the same either way)."""
+        if scale == 0:
+            return 0.0
+        if self.pos[row] == self.block:
+            self._refill(row)
+        return float(scale * abs(self.z[row, self.pos[row]]))
+
     def rows(self, rows: np.ndarray, k: int) -> np.ndarray:
         """|z| of the next k draws of each of `rows` (distinct), (len(rows), k)."""
         if k > self.block:

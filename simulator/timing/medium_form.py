@@ -21,9 +21,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from simulator.timing.network import _TIE_REL, DONE_BITS, max_min_rates
+from simulator.timing.network import _TIE_REL, DONE_BITS
 
-__all__ = ["MediumRounds", "medium_rounds", "medium_rounds_many"]
+__all__ = ["MediumRounds", "medium_rounds", "medium_rounds_many", "medium_walk"]
 
 
 @dataclass(frozen=True)
@@ -39,20 +39,7 @@ class MediumRounds:
     done: np.ndarray
 
 
-def _step(
-    proc: float, radio: float, freed: float | None, fwd_s: float, rest_s: float, overlap: bool
-) -> tuple[float, float, float, float]:
-    """schedule.step_times for floats, without a clock: (forward end, exit + backward start, its end, send start)."""
-    fwd_end = proc + fwd_s
-    if not overlap:
-        rest_end = fwd_end + rest_s
-        return fwd_end, fwd_end, rest_end, rest_end
-    queued = fwd_end if freed is None else (freed if freed > fwd_end else fwd_end)
-    rest_end = queued + rest_s
-    return fwd_end, queued, rest_end, (radio if radio > queued else queued)
-
-
-def medium_rounds(
+def medium_walk(
     t0: float,
     steps: list[int],
     fwd_s: list[float],
@@ -64,16 +51,12 @@ def medium_rounds(
     *,
     overlap: bool,
     send_buffer: int,
-) -> MediumRounds:
-    """The rounds of F devices whose sends share one medium of constant capacity, from t0 (one variant).
-
-    Per device: `steps`, `fwd_s` and `rest_s` of a step, `bits` on the wire per feature batch, `cap_bps` its
-    fastest rate, `flights[d][k]` latency + jitter of batch k. A device with fwd_s = rest_s = 0 and one step is a
-    message sent at t0 (an aggregation transfer): its arrival is the send's end + its flight.
-    """
-    n, width = len(steps), max(steps, default=0)
-    out = {k: np.full((1, n, width), np.nan) for k in ("f0", "f1", "r0", "r1", "s0", "s1", "a")}
-    o = {k: v[0] for k, v in out.items()}
+) -> tuple[dict[str, list[list[float]]], list[float]]:
+    """`medium_rounds` as Python lists (its callers walk a few devices a round, where arrays cost more than they
+    save): per key f0, f1, r0, r1, s0, s1, a the times of each device's steps, and when each device is done."""
+    n = len(steps)
+    out: dict[str, list[list[float]]] = {k: [[] for _ in range(n)] for k in ("f0", "f1", "r0", "r1", "s0", "s1", "a")}
+    f0, f1, r0, r1, s0, s1, a = (out[k] for k in ("f0", "f1", "r0", "r1", "s0", "s1", "a"))
     proc, radio = [t0] * n, [t0] * n
     k_of, rest_end = [0] * n, [t0] * n
     done = [t0] * n
@@ -84,16 +67,32 @@ def medium_rounds(
     last_t, due_t = t0, math.inf
 
     def go_on(d: int, now: float) -> bool:
-        """Device d is free to plan step k_of[d] at `now`; True if its send starts at once."""
+        """Device d is free to plan step k_of[d] at `now`; True if its send starts at once. The step
+        as schedule.step_times computes it for floats without a clock."""
         nonlocal wait_no
         k = k_of[d]
         if k >= steps[d]:
-            done[d] = max([proc[d], *o["a"][d, : steps[d]].tolist()])
+            done[d] = max([proc[d], *a[d]])
             return False
-        freed = float(o["s0"][d, k - send_buffer]) if overlap and k >= send_buffer else None
-        f1, r0, r1, start = _step(proc[d], radio[d], freed, fwd_s[d], rest_s[d], overlap)
-        o["f0"][d, k], o["f1"][d, k], o["r0"][d, k], o["r1"][d, k], o["s0"][d, k] = proc[d], f1, r0, r1, start
-        rest_end[d] = r1
+        p = proc[d]
+        fwd_end = p + fwd_s[d]
+        if overlap:
+            queued = fwd_end
+            if k >= send_buffer:
+                freed = s0[d][k - send_buffer]
+                queued = freed if freed > fwd_end else fwd_end
+            end = queued + rest_s[d]
+            r = radio[d]
+            start = r if r > queued else queued
+        else:
+            queued = fwd_end
+            end = start = fwd_end + rest_s[d]
+        f0[d].append(p)
+        f1[d].append(fwd_end)
+        r0[d].append(queued)
+        r1[d].append(end)
+        s0[d].append(start)
+        rest_end[d] = end
         if start > now:
             waiting.append((start, wait_no, d))
             wait_no += 1
@@ -122,14 +121,17 @@ def medium_rounds(
             waiting[:] = [w for w in waiting if w[0] != now]
             for _, _, d in ready:
                 join(d)
-        finished = [d for d in flows if remaining[d] < DONE_BITS or (now >= due_t and due[d])]
+        at_due = now >= due_t
+        finished = [d for d in flows if remaining[d] < DONE_BITS or (at_due and due[d])]
         if finished:
             flows[:] = [d for d in flows if d not in finished]
         starting = []
         for d in finished:  # their senders go on in the order the flows finish
             k = k_of[d]
-            o["s1"][d, k] = radio[d] = now
-            o["a"][d, k] = arrival = now + flights[d][k]
+            s1[d].append(now)
+            radio[d] = now
+            arrival = now + flights[d][k]
+            a[d].append(arrival)
             proc[d] = rest_end[d] if overlap else arrival
             k_of[d] = k + 1
             if go_on(d, now):
@@ -139,15 +141,64 @@ def medium_rounds(
         if not flows:
             due_t = math.inf
             continue
-        rates = max_min_rates(capacity_bps, [cap_bps[d] for d in flows])
-        delays = []
-        for d, r in zip(flows, rates):
-            rate[d] = r
-            delays.append(remaining[d] / r if r > 0 else math.inf)
+        if len(flows) == 1:  # max_min_rates of one flow: min(its cap, the whole capacity / 1)
+            d = flows[0]
+            cap = cap_bps[d]
+            share = capacity_bps / 1
+            rate[d] = r = cap if cap <= share else share
+            delay = remaining[d] / r if r > 0 else math.inf
+            due[d] = delay <= delay * (1.0 + _TIE_REL)
+            due_t = now + delay
+            continue
+        # max_min_rates over the flows in arrival order: smallest caps first (a stable sort), each the smaller of
+        # its cap and the fair share of what is left
+        caps = [cap_bps[d] for d in flows]
+        left, left_n = capacity_bps, len(flows)
+        for j in sorted(range(left_n), key=caps.__getitem__):
+            share = left / left_n
+            cap = caps[j]
+            r = share if share < cap else cap
+            rate[flows[j]] = r
+            left -= r
+            left_n -= 1
+        delays = [remaining[d] / rate[d] if rate[d] > 0 else math.inf for d in flows]
         delay = min(delays)
+        tie = delay * (1.0 + _TIE_REL)
         for d, dl in zip(flows, delays):
-            due[d] = dl <= delay * (1.0 + _TIE_REL)
+            due[d] = dl <= tie
         due_t = now + delay
+    return out, done
+
+
+def medium_rounds(
+    t0: float,
+    steps: list[int],
+    fwd_s: list[float],
+    rest_s: list[float],
+    bits: list[float],
+    cap_bps: list[float],
+    capacity_bps: float,
+    flights: list[list[float]],
+    *,
+    overlap: bool,
+    send_buffer: int,
+) -> MediumRounds:
+    """The rounds of F devices whose sends share one medium of constant capacity, from t0 (one variant).
+
+    Per device: `steps`, `fwd_s` and `rest_s` of a step, `bits` on the wire per feature batch, `cap_bps` its
+    fastest rate, `flights[d][k]` latency + jitter of batch k. A device with fwd_s = rest_s = 0 and one step is a
+    message sent at t0 (an aggregation transfer): its arrival is the send's end + its flight.
+    """
+    lists, done = medium_walk(
+        t0, steps, fwd_s, rest_s, bits, cap_bps, capacity_bps, flights, overlap=overlap, send_buffer=send_buffer
+    )
+    n, width = len(steps), max(steps, default=0)
+    out = {}
+    for key, rows in lists.items():
+        arr = np.full((1, n, width), np.nan)
+        for d, row in enumerate(rows):
+            arr[0, d, : len(row)] = row
+        out[key] = arr
     return MediumRounds(
         (out["f0"], out["f1"]), (out["r0"], out["r1"]), (out["s0"], out["s1"]), out["a"], np.array([done])
     )

@@ -97,6 +97,8 @@ def client_rounds(
     n = len(fwd_s)
     if flight_s.shape != (n, steps):
         raise ValueError(f"flight_s must have shape {(n, steps)}, got {flight_s.shape}")
+    if clocks is None and n <= _FEW and send_buffer >= 1:
+        return _few_client_rounds(t0, steps, fwd_s, rest_s, send_s, flight_s, overlap=overlap, send_buffer=send_buffer)
     out = {name: np.empty((n, steps)) for name in ("f0", "f1", "r0", "r1", "s0", "s1", "a")}
     proc = np.array(np.broadcast_to(np.asarray(t0, dtype=float), (n,)))  # the processor is free (t0: one or (n,))
     radio = proc.copy()  # the radio is free
@@ -116,6 +118,60 @@ def client_rounds(
         proc = rest_end if overlap else out["a"][:, k]  # without overlap it waits for the delivery
     done = np.maximum(proc, out["a"].max(axis=1)) if steps else proc
     return ClientRounds((out["f0"], out["f1"]), (out["r0"], out["r1"]), (out["s0"], out["s1"]), out["a"], done)
+
+
+_FEW = 8  # up to this many clients, Python floats step faster than arrays of a few elements
+
+
+def _few_client_rounds(
+    t0: float | np.ndarray,
+    steps: int,
+    fwd_s: np.ndarray,
+    rest_s: np.ndarray,
+    send_s: np.ndarray,
+    flight_s: np.ndarray,
+    *,
+    overlap: bool,
+    send_buffer: int,
+) -> ClientRounds:
+    """`client_rounds` without clocks, client by client in Python floats: the same operations on the same values
+    as the array steps (float64 + and max give the same bits either way)."""
+    n = len(fwd_s)
+    starts = [float(t0)] * n if np.ndim(t0) == 0 else np.asarray(t0, dtype=float).tolist()
+    rows: list[list[list[float]]] = [[], [], [], [], [], [], []]  # f0, f1, r0, r1, s0, s1, a: client by client
+    done = []
+    for proc, fwd, rest, send, flights in zip(
+        starts, fwd_s.tolist(), rest_s.tolist(), send_s.tolist(), flight_s.tolist()
+    ):
+        radio = proc
+        f0, f1, r0, r1, s0, s1, a = [], [], [], [], [], [], []
+        for k in range(steps):
+            fwd_end = proc + fwd
+            if overlap:
+                queued = fwd_end
+                if k >= send_buffer:
+                    freed = s0[k - send_buffer]
+                    queued = freed if freed > fwd_end else fwd_end
+                rest_end = queued + rest
+                start = radio if radio > queued else queued
+            else:
+                queued = fwd_end
+                rest_end = start = fwd_end + rest
+            f0.append(proc)
+            f1.append(fwd_end)
+            r0.append(queued)
+            r1.append(rest_end)
+            s0.append(start)
+            radio = start + send
+            s1.append(radio)
+            arrival = radio + flights[k]  # + 0.0 leaves a time unchanged: as no flight at all
+            a.append(arrival)
+            proc = rest_end if overlap else arrival
+        done.append(max(proc, max(a)) if steps else proc)
+        for into, row in zip(rows, (f0, f1, r0, r1, s0, s1, a)):
+            into.append(row)
+    out = np.array(rows, dtype=float).reshape(7, n, steps)  # one conversion; each [k] is a C-ordered (n, steps)
+    return ClientRounds((out[0], out[1]), (out[2], out[3]), (out[4], out[5]), out[6], np.array(done, dtype=float))
 
 
 def fifo_queue(arrivals: Sequence[float], service_s: Sequence[float], workers: int) -> list[float]:

@@ -43,3 +43,20 @@ class Server:
             yield self.env.timeout(seconds)
             self.recorder.interval(SERVER, kind, rnd, t0, self.env.now, flops=flops)
         return result
+
+    def alone(self, seconds: float) -> bool:
+        """Whether a step of `seconds` started now would run alone: a slot free, nobody waiting for one, and no
+        other event due until it ends. `compute_alone` then times it exactly as `compute` run as a process would
+        (nothing could come between its request, its timeout and its release)."""
+        env, slots = self.env, self.slots
+        return slots.count < slots.capacity and not slots.queue and env.peek() > env.now + seconds
+
+    def compute_alone(
+        self, rnd: int, flops: float, work: Callable[[], Any], *, kind: str, seconds: float
+    ) -> Generator[simpy.Event, Any, Any]:
+        """`compute` where `alone(seconds)` holds, inside the caller's process: no slot is requested."""
+        t0 = self.env.now
+        result = work()
+        yield self.env.timeout(seconds)
+        self.recorder.interval(SERVER, kind, rnd, t0, self.env.now, flops=flops)
+        return result

@@ -9,14 +9,16 @@ from typing import Any, Callable, Generator
 import numpy as np
 import simpy
 
-from simulator.timing.closed_form import MessageNumbers
+from simulator.timing.closed_form import MessageNumbers, battery_message
 from simulator.timing.device import timeout_at
-from simulator.timing.medium_form import medium_rounds
+from simulator.timing.medium_form import medium_walk
 from simulator.timing.planner import Planner
 from simulator.timing.recorder import Total
 from simulator.timing.world import TimingWorld
 
 __all__ = ["AggregationTransfers"]
+
+_FEW = 8  # up to this many closed-form clients, their messages are timed in Python floats
 
 
 class AggregationTransfers:
@@ -34,22 +36,32 @@ class AggregationTransfers:
         Channel.send."""
         w, env = self.w, self.w.env
         kind = "agg_tx" if up else "agg_rx"
+        direction = "up" if up else "down"
         procs, latest, now = {}, env.now, env.now
         closed = []
         latest = self._medium_transfers(rnd, nbytes, up=up, latest=latest)
+        battery = self.planner.mode
         for i, n in nbytes.items():
             if not n or i in self._on_closed_medium:
                 continue
             dev = w.devices[i]
-            if not self.closed_form(i):
-                procs[i] = env.process(dev.transfer(rnd, n, up=up, kind=kind, stop=dev.leave))
-            else:
+            if self.closed_form(i):
                 closed.append((i, n))
+            elif battery[i] == "battery" and (msg := battery_message(dev, *self.messages.message(i, n, up=up), up=up)):
+                end_busy, arrival, wire_bytes = msg  # recorded as Device.transfer records it
+                w.recorder.interval(dev.name, kind, rnd, now, end_busy, nbytes=wire_bytes, direction=direction)
+                latest = max(latest, arrival)
+            else:
+                procs[i] = env.process(dev.transfer(rnd, n, up=up, kind=kind, stop=dev.leave))
         # Links whose rates change over time are asked all at once (the same arithmetic as one at a time); the
-        # constant ones are timed as arrays (closed_form.MessageNumbers).
+        # constant ones are timed as arrays (closed_form.MessageNumbers), a few clients in Python floats.
         ends = _varying_ends(w, closed, now, up=up)
-        direction = "up" if up else "down"
-        if closed:
+        if closed and not ends and len(closed) <= _FEW:
+            ids = [i for i, _ in closed]
+            t1_list, arrive_list, wire_list = self.messages.few_ends(ids, [n for _, n in closed], now, up=up)
+            idx, t1, wire = np.array(ids, dtype=np.int64), np.array(t1_list), np.array(wire_list)
+            latest = max(latest, max(arrive_list))
+        elif closed:
             idx = np.array([i for i, _ in closed], dtype=np.int64)
             nb = np.array([n for _, n in closed], dtype=float)
             const = np.array([i not in ends for i in idx.tolist()], dtype=bool) if ends else np.ones(len(idx), bool)
@@ -63,6 +75,7 @@ class AggregationTransfers:
                 t1[k], wire[k] = end_busy, ch.wire_bytes(n)
                 arrive[k] = end_busy + (latency + ch.jitter.one(ch.jitter_row, ch.jitter_s))
             latest = max(latest, float(arrive.max()))  # + 0.0 leaves a time unchanged, as no flight at all
+        if closed:
             w.recorder.record(
                 (  # as Interval(name, kind, rnd, now, end_busy, nbytes=b, direction=direction), a plain tuple
                     (w.devices[i].name, kind, rnd, now, end_busy, b, 0.0, direction)
@@ -100,7 +113,7 @@ class AggregationTransfers:
                 continue
             flights = [[ch.latency_s + ch.jitter.one(ch.jitter_row, ch.jitter_s)] for ch in chans]
             wire = [ch.wire_bytes(nbytes[i]) for i, ch in zip(group, chans)]
-            m = medium_rounds(
+            m, _ = medium_walk(
                 env.now,
                 [1] * len(group),
                 [0.0] * len(group),
@@ -112,7 +125,7 @@ class AggregationTransfers:
                 overlap=True,
                 send_buffer=1,
             )
-            ends, arrived = m.send[1][0, :, 0].tolist(), m.arrival[0, :, 0].tolist()
+            ends, arrived = [row[0] for row in m["s1"]], [row[0] for row in m["a"]]
             w.recorder.intervals(
                 [
                     (w.devices[i].name, kind, rnd, env.now, end, b, 0.0, direction)

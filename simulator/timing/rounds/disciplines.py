@@ -227,9 +227,9 @@ class ClientTurns(Arrival):
             dev, steps = w.devices[i], w.steps_per_round[i]
             plan = None
             if r.planner.mode[i] == "closed":
-                plan = planned_rounds([dev], rnd, steps)
+                plan = planned_rounds([dev], rnd, steps, r.group_numbers([i]))
             elif r.planner.mode[i] == "battery":
-                plan = planned_battery_round(dev, rnd, steps)
+                plan = planned_battery_round(dev, rnd, steps, r.group_numbers([i]))
             if plan is not None:
                 arrivals = plan.arrival[0].tolist()
                 r.done_at[i] = float(plan.done[0])

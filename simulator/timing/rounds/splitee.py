@@ -13,6 +13,7 @@ import simpy
 
 from simulator.config.registry import StrategyEntry
 from simulator.costs import compute_model
+from simulator.costs import formulas as costs
 from simulator.costs.traffic import aggregation_traffic
 from simulator.plan import AVERAGE, SERVE, RoundPlan
 from simulator.timing.closed_form import (
@@ -20,10 +21,10 @@ from simulator.timing.closed_form import (
     MessageNumbers,
     planned_battery_round,
     planned_rounds,
-    step_rows,
+    step_rows_of,
 )
 from simulator.timing.device import FeatureBatch, RoundFate, timeout_at
-from simulator.timing.medium_form import medium_rounds
+from simulator.timing.medium_form import medium_walk
 from simulator.timing.planner import Planner
 from simulator.timing.recorder import Total
 from simulator.timing.rounds.agg_transfers import AggregationTransfers
@@ -88,7 +89,7 @@ class SplitEERounds(AggregationTransfers):
         ]
         self.discipline: Discipline = DISCIPLINES[discipline](self)
         self.messages = MessageNumbers(world.devices)
-        self._groups: dict[tuple[int, tuple[int, ...]], GroupNumbers] = {}  # closed-form groups' numbers
+        self._groups: dict[tuple[int, ...], GroupNumbers] = {}  # closed-form groups' numbers (group_numbers)
         self._parts: list[tuple[np.ndarray, np.ndarray]] = []
         self.arrival_times, self.arrival_owners = np.zeros(0), np.zeros(0, dtype=np.int64)  # sorted, this round
         self.server_seconds_of = np.array(self.server_seconds, dtype=float)
@@ -198,9 +199,11 @@ class SplitEERounds(AggregationTransfers):
         flights = []
         for d, s in zip(devs, steps):  # each link's draws in send order, as shared_medium_round takes them
             up = d.link.up
-            jitter = up.jitter_s * up.jitter.row(up.jitter_row, s) if up.jitter_s > 0 else np.zeros(s)
-            flights.append((up.latency_s + jitter).tolist())
-        m = medium_rounds(
+            if up.jitter_s > 0:
+                flights.append((up.latency_s + up.jitter_s * up.jitter.row(up.jitter_row, s)).tolist())
+            else:
+                flights.append([up.latency_s + 0.0] * s)
+        m, done = medium_walk(
             w.env.now,
             steps,
             [d.step_seconds[0] for d in devs],
@@ -212,15 +215,23 @@ class SplitEERounds(AggregationTransfers):
             overlap=devs[0].overlap,
             send_buffer=devs[0].send_buffer,
         )
-        done = m.done[0].tolist()
         for k, (i, d, s) in enumerate(zip(group, devs, steps)):
-            rec.intervals(step_rows(d, rnd, m.fwd, m.rest, m.send, (0, k, slice(None, s))))
+            rec.intervals(step_rows_of(d, rnd, *(m[key][k] for key in ("f0", "f1", "r0", "r1", "s0", "s1"))))
             self.done_at[i] = done[k]
             self.fates[i] = RoundFate(steps_done=s, delivered=s)
         # The processes handed their arrivals over as they ended (the earliest done first).
         for k in sorted(range(len(group)), key=lambda k: done[k]):
-            self._parts.append((m.arrival[0, k, : steps[k]], np.full(steps[k], group[k])))
+            self._parts.append((np.array(m["a"][k], dtype=float), np.full(steps[k], group[k])))
         return max(done, default=w.env.now)
+
+    def group_numbers(self, group: list[int]) -> GroupNumbers:
+        """The GroupNumbers of the clients `group` (in this order), made once: what they read of their devices
+        never changes during a run."""
+        key = tuple(group)
+        numbers = self._groups.get(key)
+        if numbers is None:
+            numbers = self._groups[key] = GroupNumbers([self.w.devices[i] for i in group])
+        return numbers
 
     def timed_round(self, rnd: int, present: Sequence[int]) -> Generator[simpy.Event, Any, None]:
         """A round without per-batch server processes: a client nothing can interrupt is scheduled in one call; the
@@ -238,7 +249,9 @@ class SplitEERounds(AggregationTransfers):
                 by_steps.setdefault(steps_of[i], []).append(i)
             elif mode[i] == "shared":
                 shared.append(i)  # only its medium is shared: its processor is still closed form
-            elif mode[i] == "battery" and (bplan := planned_battery_round(w.devices[i], rnd, steps_of[i])):
+            elif mode[i] == "battery" and (
+                bplan := planned_battery_round(w.devices[i], rnd, steps_of[i], self.group_numbers([i]))
+            ):
                 steps = steps_of[i]
                 parts.append((bplan.arrival[0], np.full(steps, i)))
                 self.done_at[i] = float(bplan.done[0])
@@ -247,12 +260,8 @@ class SplitEERounds(AggregationTransfers):
             else:
                 slow.append(i)
         for steps, group in by_steps.items():
-            key = (steps, tuple(group))
-            numbers = self._groups.get(key)
             devices = [w.devices[i] for i in group]
-            if numbers is None:
-                numbers = self._groups[key] = GroupNumbers(devices)
-            cplan = planned_rounds(devices, rnd, steps, numbers)
+            cplan = planned_rounds(devices, rnd, steps, self.group_numbers(group))
             parts.append((cplan.arrival.ravel(), np.repeat(group, steps)))
             self.done_at.update(zip(group, cplan.done.tolist()))
             fate = RoundFate(steps_done=steps, delivered=steps)  # one for the group: nothing changes it
@@ -336,7 +345,14 @@ class SplitEERounds(AggregationTransfers):
             nbytes, flops = self.traffic(present)
         missed: set[int] = set()
         plan = self.plan
-        yield w.env.process(
-            w.server.compute(rnd, flops, lambda: plan.add(AVERAGE, list(present), missed), kind="aggregate")
-        )
+        server = w.server
+        seconds = costs.compute_seconds(flops, server.profile.flops_per_s)
+        if server.alone(seconds):  # the same times and order without the process and its slot
+            yield from server.compute_alone(
+                rnd, flops, lambda: plan.add(AVERAGE, list(present), missed), kind="aggregate", seconds=seconds
+            )
+        else:
+            yield w.env.process(
+                server.compute(rnd, flops, lambda: plan.add(AVERAGE, list(present), missed), kind="aggregate")
+            )
         missed.update((yield from self.transfers(rnd, nbytes, up=False)))

@@ -1,0 +1,56 @@
+"""The few-client paths of the closed forms (Python floats) against their array paths, bit for bit, and the jitter
+bank's peek against its draws."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from simulator.timing.jitter import JitterBank
+from simulator.timing.schedule import _FEW, client_rounds
+
+
+@pytest.mark.parametrize("overlap", [True, False])
+@pytest.mark.parametrize("send_buffer", [1, 2, 3])
+def test_a_fleet_in_arrays_equals_each_client_in_floats(overlap: bool, send_buffer: int) -> None:
+    # More clients than _FEW take the array path; each client alone takes the float path. Times of a client do
+    # not depend on the others (own links), so each row must be the same bits.
+    rng = np.random.default_rng(7)
+    n, steps = _FEW + 4, 9
+    t0 = 1234.5678 + rng.random()
+    fwd, rest, send = rng.random(n) * 0.1, rng.random(n) * 0.2, rng.random(n) * rng.choice([0.01, 1.0], n)
+    flights = rng.random((n, steps)) * 0.01
+    fleet = client_rounds(t0, steps, fwd, rest, send, flights, overlap=overlap, send_buffer=send_buffer)
+    for k in range(n):
+        one = client_rounds(
+            t0,
+            steps,
+            fwd[k : k + 1],
+            rest[k : k + 1],
+            send[k : k + 1],
+            flights[k : k + 1],
+            overlap=overlap,
+            send_buffer=send_buffer,
+        )
+        for got, want in zip(
+            (*one.fwd, *one.rest, *one.send, one.arrival), (*fleet.fwd, *fleet.rest, *fleet.send, fleet.arrival)
+        ):
+            assert got[0].tolist() == want[k].tolist()
+        assert one.done.tolist() == [fleet.done[k]]
+
+
+def test_client_rounds_of_no_steps_end_at_their_start() -> None:
+    plan = client_rounds(
+        3.0, 0, np.array([1.0, 2.0]), np.array([1.0, 1.0]), np.ones(2), np.zeros((2, 0)), overlap=True, send_buffer=2
+    )
+    assert plan.arrival.shape == (2, 0) and plan.done.tolist() == [3.0, 3.0]
+
+
+def test_peek_shows_the_next_draw_without_taking_it() -> None:
+    bank = JitterBank([np.random.default_rng(3)], block=4)
+    alike = JitterBank([np.random.default_rng(3)], block=4)
+    for _ in range(10):  # across refills: a peek refills an empty row as the draw would
+        seen = bank.peek(0, 0.5)
+        assert bank.peek(0, 0.5) == seen
+        assert bank.one(0, 0.5) == seen == alike.one(0, 0.5)
+    assert bank.peek(0, 0.0) == 0.0 and int(bank.pos[0]) == int(alike.pos[0])
