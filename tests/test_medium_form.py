@@ -1,7 +1,8 @@
 """The shared medium in closed form (timing.medium_form) against the SimPy processes it replaces: the devices'
 shared_medium_round on a SharedMedium, and transfers started together (Device.transfer), on randomized small
-fleets (ties included: identical devices start and finish together); and many variants of a run at once
-(timing.variants) against each variant's timing-only run. Times must agree to the bit."""
+fleets (ties included: identical devices start and finish together; the transfers also by timing.medium_messages);
+and many variants of a run at once (timing.variants) against each variant's timing-only run. Times must agree to
+the bit."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from simulator.config.scenario import resolve_scenario
 from simulator.rng import Streams
 from simulator.timing.build import build_timing
 from simulator.timing.medium_form import medium_rounds, medium_rounds_many
+from simulator.timing.medium_messages import medium_messages
 from simulator.timing.world import TimingWorld
 from tests.scenarios import scenario
 
@@ -204,6 +206,14 @@ def test_transfers_started_together_equal_the_processes(seed: int, up: bool) -> 
     for f in (form, many):
         assert f.send[1][0, :, 0].tolist() == [tr.t_end_busy for tr in trs]
         assert f.arrival[0, :, 0].tolist() == [tr.t_delivered for tr in trs]
+    ends, arrived = medium_messages(
+        t0,
+        [ch.wire_bytes(b) * 8.0 for ch, b in zip(chans, nbytes)],
+        [ch.cap_bps for ch in chans],
+        chans[0].medium.capacity_bps,
+        [f[0] for f in flights],
+    )
+    assert ends == [tr.t_end_busy for tr in trs] and arrived == [tr.t_delivered for tr in trs]
 
 
 @pytest.mark.parametrize("seed", range(6))

@@ -159,3 +159,35 @@ def test_record_with_plain_rows_is_the_same_as_intervals() -> None:
     by_record.record(iter(ROWS), _unread())
     by_rows.intervals(ROWS)
     assert _bits(by_record) == _bits(by_rows)
+
+
+def test_steps_and_run_record_as_their_rows_do() -> None:
+    # A device's steps (forward, exit + backward, send) and a run of server steps, with totals already there:
+    # bit for bit what `interval` records row by row (times with inexact differences: 0.3 - 0.1 != 0.2).
+    rng = np.random.default_rng(3)
+    t = np.cumsum(rng.exponential(0.1, size=(2, 4 * 7))).reshape(2, 7, 4).tolist()
+    f0, f1, r1, s1 = zip(*t[0])
+    r0, s0 = f1, r1  # the backward starts as the forward ends, the send as the backward ends
+    starts, ends = [row[0] for row in t[1]], [row[2] for row in t[1]]
+    flops = [float(x) for x in range(7)]
+    rows = [
+        row
+        for a, b, c, e, f, g in zip(f0, f1, r0, r1, s0, s1)
+        for row in (("c", "compute", 2, a, b, 0.0, 5.0, None), ("c", "compute", 2, c, e, 0.0, 6.0, None))
+        + (("c", "tx", 2, f, g, 33.0, 0.0, "up"),)
+    ]
+    server = [("s", "compute", 2, a, b, 0.0, fl, None) for a, b, fl in zip(starts, ends, flops)]
+    for keep in (True, False):
+        fast, single = Recorder(POWERS, keep_events=keep), Recorder(POWERS, keep_events=keep)
+        for rec in (fast, single):
+            rec.interval("c", "rx", 2, 0.0, 0.1, nbytes=4.0, direction="down")
+            rec.interval("c", "compute", 1, 0.0, 0.1)
+        fast.steps("c", 2, [f0, f1, r0, r1, s0, s1], 5.0, 6.0, 33.0)
+        fast.steps("c", 2, [[], [], [], [], [], []], 5.0, 6.0, 33.0)  # no steps: nothing
+        fast.run("s", "compute", 2, starts, ends, flops)
+        fast.run("s", "compute", 3, [], [], [])
+        _one_by_one(single, rows + server)
+        assert _bits(fast) == _bits(single)
+        assert [type(e) for e in fast.events] == [Event] * len(fast.events)
+    t2 = fast.round_totals[2]
+    assert t2["c"].bytes_up == 33.0 * 7 and list(t2) == ["c", "s"]

@@ -3,15 +3,14 @@ nothing can interrupt it, with its intervals recorded as its SimPy processes wou
 
 from __future__ import annotations
 
-from itertools import chain
-from typing import Any, Iterator
+from typing import Iterator
 
 import numpy as np
 
 from simulator.costs import formulas as costs
 from simulator.timing import schedule
 from simulator.timing.device import Device
-from simulator.timing.recorder import Row, Total
+from simulator.timing.recorder import Total
 
 __all__ = [
     "FleetClocks",
@@ -19,8 +18,6 @@ __all__ = [
     "MessageNumbers",
     "plan_rounds",
     "record_rounds",
-    "step_rows",
-    "step_rows_of",
     "planned_rounds",
     "planned_battery_round",
     "battery_message",
@@ -103,49 +100,16 @@ def plan_rounds(devices: list[Device], steps: int, numbers: GroupNumbers | None 
 def record_rounds(
     devices: list[Device], rnd: int, plan: schedule.ClientRounds, numbers: GroupNumbers | None = None
 ) -> None:
-    """The intervals of planned rounds into the recorder, as the devices' processes would record them."""
-    intervals = chain.from_iterable(_intervals(devices, rnd, plan))  # read only if event rows are kept
-    devices[0].recorder.record(intervals, _totals(devices, rnd, plan, numbers))
-
-
-def _intervals(devices: list[Device], rnd: int, plan: schedule.ClientRounds) -> Iterator[list[Row]]:
-    """Each planned step's intervals, device after device, in the order its processes record them."""
-    steps = slice(None, plan.arrival.shape[1])
+    """The intervals of planned rounds into the recorder, as the devices' processes would record them: device
+    after device, each step's forward, exit + backward and send (as event rows when they are kept, else as
+    totals)."""
+    rec = devices[0].recorder
+    if not rec.keep_events:
+        rec.record((), _totals(devices, rnd, plan, numbers))
+        return
+    times = [a.tolist() for pair in (plan.fwd, plan.rest, plan.send) for a in pair]  # each (devices, steps)
     for k, d in enumerate(devices):
-        yield step_rows(d, rnd, plan.fwd, plan.rest, plan.send, (k, steps))
-
-
-Spans = tuple[np.ndarray, np.ndarray]
-
-
-def step_rows(d: Device, rnd: int, fwd: Spans, rest: Spans, send: Spans, at: tuple[Any, ...]) -> list[Row]:
-    """A device's steps as Recorder.intervals takes them: per step its forward, its exit + backward and its send,
-    in the order its processes record them. `fwd`, `rest`, `send`: (starts, ends) arrays whose elements at `at`
-    are the device's steps."""
-    return step_rows_of(d, rnd, *(a[at].tolist() for pair in (fwd, rest, send) for a in pair))
-
-
-def step_rows_of(
-    d: Device,
-    rnd: int,
-    f0: list[float],
-    f1: list[float],
-    r0: list[float],
-    r1: list[float],
-    s0: list[float],
-    s1: list[float],
-) -> list[Row]:
-    """`step_rows` from the steps' start and end times as lists."""
-    name, ff, rf, wire = d.name, d.costs.fwd_flops, d.costs.rest_flops, d.wire_feature_bytes
-    return [
-        row
-        for a, b, c, e, f, g in zip(f0, f1, r0, r1, s0, s1)
-        for row in (
-            (name, "compute", rnd, a, b, 0.0, ff, None),
-            (name, "compute", rnd, c, e, 0.0, rf, None),
-            (name, "tx", rnd, f, g, wire, 0.0, "up"),
-        )
-    ]
+        rec.steps(d.name, rnd, [t[k] for t in times], d.costs.fwd_flops, d.costs.rest_flops, d.wire_feature_bytes)
 
 
 def _totals(

@@ -65,6 +65,7 @@ def medium_walk(
     waiting: list[tuple[float, int, int]] = []  # (start, wait order, device): senders waiting for a start time
     wait_no = 0
     last_t, due_t = t0, math.inf
+    rates_of: dict[tuple[int, ...], list[float]] = {}  # max-min rates of the flows on, by those flows in order
 
     def go_on(d: int, now: float) -> bool:
         """Device d is free to plan step k_of[d] at `now`; True if its send starts at once. The step
@@ -151,17 +152,24 @@ def medium_walk(
             due_t = now + delay
             continue
         # max_min_rates over the flows in arrival order: smallest caps first (a stable sort), each the smaller of
-        # its cap and the fair share of what is left
-        caps = [cap_bps[d] for d in flows]
-        left, left_n = capacity_bps, len(flows)
-        for j in sorted(range(left_n), key=caps.__getitem__):
-            share = left / left_n
-            cap = caps[j]
-            r = share if share < cap else cap
-            rate[flows[j]] = r
-            left -= r
-            left_n -= 1
-        delays = [remaining[d] / rate[d] if rate[d] > 0 else math.inf for d in flows]
+        # its cap and the fair share of what is left. They depend only on which flows are on, in which order (the
+        # caps and capacity are the walk's own), so each such list is computed once per walk.
+        key = tuple(flows)
+        rates = rates_of.get(key)
+        if rates is None:
+            caps = [cap_bps[d] for d in flows]
+            left, left_n = capacity_bps, len(flows)
+            rates = rates_of[key] = [0.0] * left_n
+            for j in sorted(range(left_n), key=caps.__getitem__):
+                share = left / left_n
+                cap = caps[j]
+                r = share if share < cap else cap
+                rates[j] = r
+                left -= r
+                left_n -= 1
+        for d, r in zip(flows, rates):
+            rate[d] = r
+        delays = [remaining[d] / r if r > 0 else math.inf for d, r in zip(flows, rates)]
         delay = min(delays)
         tie = delay * (1.0 + _TIE_REL)
         for d, dl in zip(flows, delays):

@@ -1,5 +1,5 @@
 """The aggregation's transfers of Hetero-SplitEE rounds: every client with bytes to move sends (or receives) them at
-once, as SimPy processes, on a shared medium's closed form (timing.medium_form) or in closed form per link (the
+once, as SimPy processes, on a shared medium's closed form (timing.medium_messages) or in closed form per link (the
 arithmetic of Channel.send, links whose rates vary asked all at once)."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import simpy
 
 from simulator.timing.closed_form import MessageNumbers, battery_message
 from simulator.timing.device import timeout_at
-from simulator.timing.medium_form import medium_walk
+from simulator.timing.medium_messages import medium_messages
 from simulator.timing.planner import Planner
 from simulator.timing.recorder import Total
 from simulator.timing.world import TimingWorld
@@ -92,7 +92,7 @@ class AggregationTransfers:
     def _medium_transfers(self, rnd: int, nbytes: dict[int, int], *, up: bool, latest: float) -> float:
         """The transfers of `nbytes` that go through a constant medium on which every transfer now belongs to a
         client timed in closed form but for its medium (planner mode `shared`), walked in closed form
-        (timing.medium_form) and recorded as Device.transfer records them; those clients are left in
+        (timing.medium_messages) and recorded as Device.transfer records them; those clients are left in
         `_on_closed_medium`. Returns the latest delivery so far."""
         w, env = self.w, self.w.env
         self._on_closed_medium = set()
@@ -111,21 +111,10 @@ class AggregationTransfers:
                 or any(self.planner.mode[i] != "shared" or ch.timing.varying for i, ch in zip(group, chans))
             ):
                 continue
-            flights = [[ch.latency_s + ch.jitter.one(ch.jitter_row, ch.jitter_s)] for ch in chans]
+            flights = [ch.latency_s + ch.jitter.one(ch.jitter_row, ch.jitter_s) for ch in chans]
             wire = [ch.wire_bytes(nbytes[i]) for i, ch in zip(group, chans)]
-            m, _ = medium_walk(
-                env.now,
-                [1] * len(group),
-                [0.0] * len(group),
-                [0.0] * len(group),
-                [b * 8.0 for b in wire],
-                [ch.cap_bps for ch in chans],
-                medium.capacity_bps,
-                flights,
-                overlap=True,
-                send_buffer=1,
-            )
-            ends, arrived = [row[0] for row in m["s1"]], [row[0] for row in m["a"]]
+            bits = [b * 8.0 for b in wire]
+            ends, arrived = medium_messages(env.now, bits, [ch.cap_bps for ch in chans], medium.capacity_bps, flights)
             w.recorder.intervals(
                 [
                     (w.devices[i].name, kind, rnd, env.now, end, b, 0.0, direction)

@@ -21,7 +21,6 @@ from simulator.timing.closed_form import (
     MessageNumbers,
     planned_battery_round,
     planned_rounds,
-    step_rows_of,
 )
 from simulator.timing.device import FeatureBatch, RoundFate, timeout_at
 from simulator.timing.medium_form import medium_walk
@@ -216,7 +215,8 @@ class SplitEERounds(AggregationTransfers):
             send_buffer=devs[0].send_buffer,
         )
         for k, (i, d, s) in enumerate(zip(group, devs, steps)):
-            rec.intervals(step_rows_of(d, rnd, *(m[key][k] for key in ("f0", "f1", "r0", "r1", "s0", "s1"))))
+            times = [m[key][k] for key in ("f0", "f1", "r0", "r1", "s0", "s1")]
+            rec.steps(d.name, rnd, times, d.costs.fwd_flops, d.costs.rest_flops, d.wire_feature_bytes)
             self.done_at[i] = done[k]
             self.fates[i] = RoundFate(steps_done=s, delivered=s)
         # The processes handed their arrivals over as they ended (the earliest done first).
@@ -288,14 +288,13 @@ class SplitEERounds(AggregationTransfers):
             self.arrivals = list(zip(self.arrival_times.tolist(), self.arrival_owners.tolist()))
         rec, flops = w.recorder, self.server_flops
         starts, seconds, clients = self.discipline.server_timeline(rnd, present)
-        if starts:
-            latest = max(latest, max(map(add, starts, seconds)))
-        rec.record(
-            (  # as Interval(SERVER, "compute", rnd, t, t + sec, flops=...), a plain tuple being cheaper to build
-                (SERVER, "compute", rnd, t, t + sec, 0.0, flops[i], None) for t, sec, i in zip(starts, seconds, clients)
-            ),
-            [Total(SERVER, "compute", rnd, sum(seconds))] if starts else [],
-        )
+        ends = list(map(add, starts, seconds))
+        if ends:
+            latest = max(latest, max(ends))
+        if rec.keep_events:  # as Interval(SERVER, "compute", rnd, t, t + sec, flops=...) step after step
+            rec.run(SERVER, "compute", rnd, starts, ends, [flops[i] for i in clients])
+        elif starts:
+            rec.record((), [Total(SERVER, "compute", rnd, sum(seconds))])
         if latest > env.now:
             yield timeout_at(env, latest)
 
