@@ -1,6 +1,7 @@
 """A run folder written whole (output.whole_folder): it appears complete or not at all, replaces an old run of
 ours only with overwrite and in one step, keeps the refusals of a claimed folder, and leaves no temporary
-folder behind; and the CSV writer for event traces (output.csv_cells) writes csv.writer's bytes."""
+folder behind; and the CSV writer for event traces (output.csv_cells) writes csv.writer's bytes, in the order a
+stable sort by the first cells gives."""
 
 from __future__ import annotations
 
@@ -240,3 +241,58 @@ def test_csv_cells_writes_the_csv_modules_bytes() -> None:
     wide = ["a", "b", "c", "d", "e", "f", "g"]
     assert csv_cells(wide, floats) == _by_csv_module(wide, floats)
     assert csv_cells(["name"], [("",), ("x",)]) == _by_csv_module(["name"], [("",), ("x",)]) == 'name\n""\nx\n'
+
+
+def _sorted_by_csv_module(columns: list[str], rows: list[tuple[object, ...]], width: int) -> str:
+    return _by_csv_module(columns, sorted(rows, key=lambda r: r[:width]))
+
+
+def test_csv_cells_sorts_stably_by_the_first_cells(monkeypatch: pytest.MonkeyPatch) -> None:
+    # by hand: ties on the two key cells keep their order, whatever the later cells; 0.0 and -0.0 tie
+    rows = [(1.0, "b", 9, 0.5), (0.0, "z", 1, 2.0), (1.0, "a", 3, 1.0), (1.0, "b", 1, 0.25), (-0.0, "z", 0, 0.0)]
+    want = "t,e,r,x\n0.0,z,1,2.0\n-0.0,z,0,0.0\n1.0,a,3,1.0\n1.0,b,9,0.5\n1.0,b,1,0.25\n"
+    assert csv_cells(["t", "e", "r", "x"], rows, sort_width=2) == want
+    nan, inf = math.nan, math.inf
+    columns = ["t_start", "t_end", "entity", "kind", "round", "bytes", "flops", "energy_j"]
+    cases = [
+        # ties on all four keys with later cells out of order; names needing quotes; an int among floats
+        [
+            (2.0, 3.0, "c,1", "tx", 2, 5.0, 0.0, 1.0),
+            (1.0, 3.0, 'q"', "rx", 1, 1.0, 3, 0.1),
+            (2.0, 3.0, "c,1", "tx", 1, 4.0, 0.0, nan),
+            (1.0, 2.0, "", "idle", 10**30, 0.0, 0.0, 5e-324),
+            (2.0, 3.0, "c,1", "tx", 1, 4.0, 0.0, -inf),
+        ],
+        # NaN and -0.0 in the keys; a key column of mixed numbers (1 == 1.0 == True)
+        [
+            (nan, 1.0, "a", "k", 1, 0.0, 0.0, 0.0),
+            (0.0, -0.0, "a", "k", 1, -0.0, 1.0, 2.0),
+            (-0.0, 0.0, "b", "k", 2, 0.0, 1.0, 2.0),
+        ],
+        [
+            (1.0, 1, "a", "k", 1, 0.0, 0.0, 0.0),
+            (0.5, True, "a", "k", 1, 0.0, 0.0, 0.0),
+            (1.0, 1.0, "a", "k", 2, 0.0, 0.0, 0.0),
+        ],
+        # text keys with upper case, accents and empty names; an entity given as None (printed empty)
+        [
+            (0.0, 1.0, "é", "tx", 1, 0.0, 0.0, 0.0),
+            (0.0, 1.0, "B", "tx", 1, 0.0, 0.0, 0.0),
+            (0.0, 1.0, "a", "tx", 1, 0.0, 0.0, 0.0),
+        ],
+        [(0.0, 1.0, "", "tx", 1, inf, 0.0, 0.0), (0.0, 1.0, None, "rx", 1, 0.0, 0.0, 0.0)],
+    ]
+    for rows in cases:
+        try:
+            want = _sorted_by_csv_module(columns, rows, 4)
+        except TypeError:  # None beside a text: the sort cannot order them, nor may the writer
+            with pytest.raises(TypeError):
+                csv_cells(columns, rows, sort_width=4)
+            continue
+        assert csv_cells(columns, rows, sort_width=4) == want
+    # tables beyond the whole-table limit: sorted by the sort itself and written in chunks, alike
+    monkeypatch.setattr("simulator.output.csv_cells._WHOLE", 2)
+    monkeypatch.setattr("simulator.output.csv_cells._CHUNK", 2)
+    for rows in cases[:4]:
+        assert csv_cells(columns, rows, sort_width=4) == _sorted_by_csv_module(columns, rows, 4)
+    assert csv_cells(["name"], [("b",), ("",)], sort_width=1) == 'name\n""\nb\n'

@@ -293,16 +293,16 @@ def events_file(recorder: Recorder, fmt: str) -> tuple[str, str | bytes] | None:
     """The events file's name and content in `fmt` (output.events), None for "none"."""
     if fmt == "none":
         return None
+    if fmt != "parquet":  # sorted by t_start, t_end, entity, kind; every field a number or a name: no NaN to blank
+        return "events.csv", csv_cells(EVENT_COLUMNS, recorder.events, sort_width=4)
     rows = sorted(recorder.events, key=itemgetter(0, 1, 2, 3))  # events are tuples: t_start, t_end, entity, kind
-    if fmt == "parquet":
-        import pyarrow as pa
-        import pyarrow.parquet as pq
+    import pyarrow as pa
+    import pyarrow.parquet as pq
 
-        table = pa.table({name: [r[k] for r in rows] for k, name in enumerate(EVENT_COLUMNS)})
-        sink = io.BytesIO()
-        pq.write_table(table, sink)
-        return "events.parquet", sink.getvalue()
-    return "events.csv", csv_cells(EVENT_COLUMNS, rows)  # every event field is a number or a name: no NaN to blank
+    table = pa.table({name: [r[k] for r in rows] for k, name in enumerate(EVENT_COLUMNS)})
+    sink = io.BytesIO()
+    pq.write_table(table, sink)
+    return "events.parquet", sink.getvalue()
 
 
 def early_exit_text(rs: ResolvedScenario, records: Sequence[Any]) -> str | None:
