@@ -21,6 +21,7 @@ from simulator.learning.build import build_learning, load_data, load_labels, sha
 from simulator.plan import RoundPlan
 from simulator.rng import Streams
 from simulator.timing.build import build_timing
+from simulator.timing.clock import run_process
 from simulator.timing.conditions_log import ConditionRow, condition_rows
 from simulator.timing.device import RoundFate
 from simulator.timing.server import SERVER
@@ -224,8 +225,7 @@ class Simulation:
         on_devices = self.rounds.client_devices
         stops = self._begin_round(present) if on_devices else {}
         plan = RoundPlan(rnd)
-        done = w.env.process(self.rounds.run_round(rnd, present, stops, plan))
-        w.env.run(until=done)
+        run_process(w.env, self.rounds.run_round(rnd, present, stops, plan))
         if self.learner is not None:
             self.learner.execute(plan)
         got = self.rounds.fates

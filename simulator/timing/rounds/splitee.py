@@ -133,7 +133,9 @@ class SplitEERounds(AggregationTransfers):
         if self.aggregation_due(rnd):
             stay = self.still_here(present)
             if stay:
-                yield w.env.process(self.aggregate(rnd, stay))
+                # Inline, not a process of its own: nothing can come between this round's end and its start,
+                # nor between its end and the round's (one less event each way, the same order).
+                yield from self.aggregate(rnd, stay)
 
     def deliver(self, batch: FeatureBatch) -> None:
         """A feature batch reached the server."""
