@@ -28,6 +28,7 @@ from simulator.commands.replay_source import (
 )
 from simulator.config.registry import SYNC_MODES, facts, names_where, sync_of
 from simulator.config.scenario import ResolvedScenario
+from simulator.costs.formulas import InferenceCosts
 from simulator.costs.table_cache import cost_table_of
 from simulator.engine.simulation import Simulation, few_collections
 from simulator.errors import InputError
@@ -80,7 +81,26 @@ def _learning_part(resolved: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+# A run's learning part (its resolved scenario is never modified), by the scenario's identity: replays of one run
+# compare against it every time. The scenario is held with it, so its id is not reused while the entry is here.
+_ORIGINAL_PARTS: dict[int, tuple[ResolvedScenario, dict[str, Any]]] = {}
+_MAX_PARTS = 8
+
+
+def _original_part(original: ResolvedScenario) -> dict[str, Any]:
+    got = _ORIGINAL_PARTS.get(id(original))
+    if got is not None and got[0] is original:
+        return got[1]
+    part = _learning_part(original.to_dict())
+    if len(_ORIGINAL_PARTS) >= _MAX_PARTS:
+        _ORIGINAL_PARTS.clear()
+    _ORIGINAL_PARTS[id(original)] = (original, part)
+    return part
+
+
 def _first_difference(a: Any, b: Any, path: str = "") -> str | None:
+    if not path and a == b:  # mostly so: one comparison in C (the walk below finds nothing either: numbers are finite)
+        return None
     if isinstance(a, dict) and isinstance(b, dict):
         for key in list(a) + [k for k in b if k not in a]:
             found = _first_difference(a.get(key), b.get(key), f"{path}.{key}" if path else str(key))
@@ -129,7 +149,7 @@ def replay_refusal(original: ResolvedScenario, changed: ResolvedScenario, summar
     for name, fleet in summary.get("availability", {}).items():
         if fleet.get("battery_empty_round") is not None:
             return f"client {name!r} emptied its battery in round {fleet['battery_empty_round']}"
-    diff = _first_difference(_learning_part(original.to_dict()), _learning_part(changed.to_dict()))
+    diff = _first_difference(_original_part(original), _learning_part(changed.to_dict()))
     if diff:
         return (
             f"{diff} changes what is learned; a replay may change only device, link and server profiles, "
@@ -253,12 +273,15 @@ def _early_exit(old: list[dict[str, str]], changed: ResolvedScenario) -> str:
     """The run's exits and thresholds, with each exit's per-sample latency and energy under the new profiles."""
     table = cost_table_of(changed.scenario)
     by_name = {c.name: c for c in changed.clients}
+    costs: dict[str, InferenceCosts] = {}  # a client's, once for all its thresholds' rows
     rows = []
     for row in old:
-        c = by_name[row["client"]]
-        cost = client_inference_costs(
-            table, c.cut, c.device, c.link, changed.server, changed.scenario.network.activation_dtype
-        )
+        cost = costs.get(row["client"])
+        if cost is None:
+            c = by_name[row["client"]]
+            cost = costs[c.name] = client_inference_costs(
+                table, c.cut, c.device, c.link, changed.server, changed.scenario.network.activation_dtype
+            )
         rate = float(row["exit_rate"])
         rows.append(
             [

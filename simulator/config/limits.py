@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import os
+from math import isfinite
 from typing import Any, Sequence
 
 from pydantic import BaseModel
@@ -103,11 +104,30 @@ def _key(prefix: str, name: str | int) -> str:
     return f"{prefix}.{name}" if prefix else name
 
 
-def _walk(value: Any, where: str, file: str | None, bounds: tuple[float, float] | None = None) -> None:
+_Bounds = tuple[float, float] | None
+_fields: dict[type[BaseModel], tuple[tuple[str, _Bounds], ...]] = {}
+
+
+def _fields_of(cls: type[BaseModel]) -> tuple[tuple[str, _Bounds], ...]:
+    """A schema class's fields in order, each with its range (looked up once per class, not per value)."""
+    got = _fields.get(cls)
+    if got is None:
+        got = _fields[cls] = tuple((name, RANGES.get((cls.__name__, name))) for name in cls.model_fields)
+    return got
+
+
+def _walk(value: Any, where: str, file: str | None, bounds: _Bounds = None) -> None:
     if isinstance(value, BaseModel):
-        cls = type(value).__name__
-        for name in type(value).model_fields:
-            _walk(getattr(value, name), _key(where, name), file, RANGES.get((cls, name)))
+        for name, within in _fields_of(type(value)):
+            item = getattr(value, name)
+            kind = type(item)
+            # Text, None, flags, and ints and finite floats without a range have nothing to check: not walked (nor
+            # their key built).
+            if kind is str or item is None or kind is bool:
+                continue
+            if within is None and (kind is int or (kind is float and isfinite(item))):
+                continue
+            _walk(item, _key(where, name), file, within)
         _relations(value, where, file)
         return
     if isinstance(value, bool) or value is None:
@@ -123,7 +143,8 @@ def _walk(value: Any, where: str, file: str | None, bounds: tuple[float, float] 
             _walk(item, _key(where, i), file, bounds)
     elif isinstance(value, dict):
         for k, item in value.items():
-            _walk(item, _key(where, str(k)), file, bounds)
+            if type(item) is not str and item is not None:  # a text or None: nothing to check
+                _walk(item, _key(where, str(k)), file, bounds)
 
 
 def _relations(model: BaseModel, where: str, file: str | None) -> None:

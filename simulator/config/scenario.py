@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
@@ -17,7 +16,7 @@ from simulator.config.pydantic_errors import describe_value, validated
 from simulator.config.registry import facts
 from simulator.config.schema import CutPolicyCfg, Scenario
 from simulator.config.traces import load_trace
-from simulator.config.yamlio import load_yaml_text, read_yaml_file
+from simulator.config.yamlio import copy_data, load_yaml_text, read_yaml_file
 from simulator.costs.table_cache import cost_table_of
 from simulator.errors import InputError, clip
 
@@ -251,7 +250,7 @@ def load_scenario(path: str | Path, overrides: Sequence[str] = (), *, check: boo
 def resolve_scenario(data: Any, file: str, overrides: Sequence[str] = (), *, check: bool = True) -> ResolvedScenario:
     """Override, validate and resolve scenario data read from `file` (relative paths in it are relative to the
     file's folder); `data` is not modified."""
-    data = copy.deepcopy(data)
+    data = copy_data(data)
     if isinstance(data, dict) and overrides:
         data = apply_overrides(data, overrides, file)
     sc = _media_traces(parse_scenario(data, file), file)

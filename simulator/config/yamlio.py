@@ -13,7 +13,7 @@ from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from simulator.errors import InputError, clip
 
-__all__ = ["ScenarioLoader", "load_yaml_text", "read_yaml_file", "MAX_YAML_BYTES", "MAX_DEPTH"]
+__all__ = ["ScenarioLoader", "load_yaml_text", "read_yaml_file", "copy_data", "MAX_YAML_BYTES", "MAX_DEPTH"]
 
 _FLOAT_TAG = "tag:yaml.org,2002:float"
 _MERGE_TAG = "tag:yaml.org,2002:merge"
@@ -172,9 +172,41 @@ def read_yaml_file(path: Path, what: str) -> Any:
     except OSError as err:
         raise InputError(f"cannot read the file: {err.strerror or err}", file=file) from None
     try:
-        return copy.deepcopy(_parse_text(text))
+        return copy_data(_parse_text(text))
     except InputError as err:
         raise err.at(file=file) from None
+
+
+_ATOMS = (str, int, float, bool, type(None))
+
+
+def copy_data(data: Any) -> Any:
+    """A deep copy of YAML data, as copy.deepcopy makes it (a mapping or list reached twice through an alias is
+    copied once, and shared as in the original), without deepcopy's generic dispatch for the plain mappings,
+    lists and scalars YAML gives; anything else is left to deepcopy."""
+    memo: dict[int, Any] = {}
+
+    def copied(value: Any) -> Any:
+        kind = type(value)
+        if kind in _ATOMS:
+            return value
+        got = memo.get(id(value))
+        if got is not None:
+            return got
+        if kind is dict:
+            mapping: dict[Any, Any] = {}
+            memo[id(value)] = mapping
+            for key, item in value.items():
+                mapping[copied(key)] = copied(item)
+            return mapping
+        if kind is list:
+            items: list[Any] = []
+            memo[id(value)] = items
+            items.extend(map(copied, value))
+            return items
+        return copy.deepcopy(value, memo)
+
+    return copied(data)
 
 
 @functools.lru_cache(maxsize=16)
