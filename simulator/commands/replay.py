@@ -184,20 +184,21 @@ def replay(run_dir: Path, sets: Sequence[str], out: Path, *, overwrite: bool = F
     if why:
         raise InputError(f"cannot replay: {why}", file=str(run_dir))
 
-    sim = Simulation(changed, timing_only=True, sample_counts=run.counts)
-    sim.run()
-    # A battery that lasted the whole run may not under the new profiles: then the replay would train less.
-    for rec in sim.records:
-        emptied = [changed.clients[i].name for i, st in rec.status.items() if st == "battery_empty"]
-        if emptied:
-            raise InputError(
-                f"cannot replay: under the changes {emptied[0]!r} empties its battery in round "
-                f"{rec.round}, which changes what is learned",
-                file=str(run_dir),
-            )
-    if [r.steps_done for r in sim.records] != run.steps:
-        raise InputError("cannot replay: the clients' steps differ from the run's", file=str(run_dir))
+    # One spell of rare young collections for the whole replay (the simulation, then the files).
     with few_collections():
+        sim = Simulation(changed, timing_only=True, sample_counts=run.counts)
+        sim.run()
+        # A battery that lasted the whole run may not under the new profiles: then the replay would train less.
+        for rec in sim.records:
+            emptied = [changed.clients[i].name for i, st in rec.status.items() if st == "battery_empty"]
+            if emptied:
+                raise InputError(
+                    f"cannot replay: under the changes {emptied[0]!r} empties its battery in round "
+                    f"{rec.round}, which changes what is learned",
+                    file=str(run_dir),
+                )
+        if [r.steps_done for r in sim.records] != run.steps:
+            raise InputError("cannot replay: the clients' steps differ from the run's", file=str(run_dir))
         try:
             files, learned = _replay_files(run, changed, sim, list(sets))
         except DAMAGED as err:
@@ -213,6 +214,10 @@ def replay(run_dir: Path, sets: Sequence[str], out: Path, *, overwrite: bool = F
                 write_clients_parquet(folder, changed, sim.records, sim.world.recorder, learned.__getitem__)
 
         write_whole_folder(out, write, overwrite=overwrite, protect=protect)
+        # The simulation's objects hold each other (SimPy's callbacks hold the rounds), so only the cyclic
+        # collector frees them: its event rows, most of what it holds, are let go now instead of being scanned
+        # and promoted by the collections until then (a few ms a replay).
+        sim.world.recorder.events.clear()
     return json.loads(files["summary.json"])
 
 
