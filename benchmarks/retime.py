@@ -12,6 +12,7 @@ Without --run it first trains the quickstart into a temporary folder (one to two
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import statistics
 import tempfile
@@ -29,6 +30,20 @@ def _grid(run: Path, points: int) -> dict[str, list[float]]:
     up = [ble.link.uplink_bps * (0.5 + 1.5 * k / max(1, across - 1)) for k in range(across)]
     caps = [1.0e7 + 5.0e7 * k / 24 for k in range(max(1, points // across))]
     return {f"clients.{ble.index}.link.uplink_bps": up, "network.media.home_ap.capacity_bps": caps}
+
+
+def _probe() -> float:
+    """How fast the machine is right now: the best of ten `python -c pass` (process start-up), in seconds. Timings
+    on a shared machine move with it; quote it beside them."""
+    import subprocess
+    import sys
+
+    best = math.inf
+    for _ in range(10):
+        t0 = time.perf_counter()
+        subprocess.run([sys.executable, "-S", "-c", "pass"], check=True)
+        best = min(best, time.perf_counter() - t0)
+    return best
 
 
 def main() -> None:
@@ -58,6 +73,7 @@ def main() -> None:
         grid = _grid(run, args.points)
         simulator.retime(run, {k: v[:1] for k, v in grid.items()})  # imports and caches, not timed
         replay(run, [], Path(tmp) / "warm-up")
+        probe0 = _probe()
         load0 = os.getloadavg()[0]
         t0 = time.perf_counter()
         table = simulator.retime(run, grid)
@@ -73,6 +89,7 @@ def main() -> None:
             assert got["sim_time_s"] == table["sim_time_s"][j], "retime and replay disagree"
         one = sum(each) / len(each)
         load1 = os.getloadavg()[0]
+        probe1 = _probe()
     n = len(table)
     print(f"{n} re-timings of {run.name} ({len(keys)}-key grid), load average {load0:.1f} -> {load1:.1f}:")
     print(f"  simulator.retime, in memory: {together:8.2f} s  ({together / n * 1e3:.2f} ms per point)")
@@ -85,6 +102,7 @@ def main() -> None:
         f" (of {len(each)}, after a warm-up; target 40 ms)"
     )
     print(f"  ratio: {one * n / together:.0f}x")
+    print(f"  machine: `python -S -c pass` took {probe0 * 1e3:.1f} ms before, {probe1 * 1e3:.1f} ms after (best of 10)")
     print("targets: 1 000 re-timings in <= 5 s; one replay to a folder <= 40 ms")
 
 
