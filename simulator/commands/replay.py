@@ -184,41 +184,57 @@ def replay(run_dir: Path, sets: Sequence[str], out: Path, *, overwrite: bool = F
     if why:
         raise InputError(f"cannot replay: {why}", file=str(run_dir))
 
-    # One spell of rare young collections for the whole replay (the simulation, then the files).
+    # One spell of rare young collections for the whole replay (the simulation, then the files); the simulation
+    # is gone when it ends (_replay_into's locals), so the young collection then scans only what it left in cycles.
     with few_collections():
-        sim = Simulation(changed, timing_only=True, sample_counts=run.counts)
-        sim.run()
-        # A battery that lasted the whole run may not under the new profiles: then the replay would train less.
-        for rec in sim.records:
-            emptied = [changed.clients[i].name for i, st in rec.status.items() if st == "battery_empty"]
-            if emptied:
-                raise InputError(
-                    f"cannot replay: under the changes {emptied[0]!r} empties its battery in round "
-                    f"{rec.round}, which changes what is learned",
-                    file=str(run_dir),
-                )
-        if [r.steps_done for r in sim.records] != run.steps:
-            raise InputError("cannot replay: the clients' steps differ from the run's", file=str(run_dir))
-        try:
-            files, learned = _replay_files(run, changed, sim, list(sets))
-        except DAMAGED as err:
-            raise InputError(
-                f"cannot replay: the run folder's tables are damaged ({type(err).__name__} reading "
-                f"rounds.csv, {run.clients.file.name} or early_exit.csv)",
-                file=str(run_dir),
-            ) from None
-
-        def write(folder: Path) -> None:
-            write_files(folder, files)
-            if learned is not None:  # a per-client table too large for text
-                write_clients_parquet(folder, changed, sim.records, sim.world.recorder, learned.__getitem__)
-
-        write_whole_folder(out, write, overwrite=overwrite, protect=protect)
-        # The simulation's objects hold each other (SimPy's callbacks hold the rounds), so only the cyclic
-        # collector frees them: its event rows, most of what it holds, are let go now instead of being scanned
-        # and promoted by the collections until then (a few ms a replay).
-        sim.world.recorder.events.clear()
+        files = _replay_into(run_dir, out, run, changed, list(sets), overwrite=overwrite, protect=protect)
     return json.loads(files["summary.json"])
+
+
+def _replay_into(
+    run_dir: Path,
+    out: Path,
+    run: FinishedRun,
+    changed: ResolvedScenario,
+    sets: list[str],
+    *,
+    overwrite: bool,
+    protect: list[Path],
+) -> dict[str, str | bytes]:
+    """The replay of `run` (read from `run_dir`): its simulation, its checks and its folder written to `out`; the
+    files written."""
+    sim = Simulation(changed, timing_only=True, sample_counts=run.counts)
+    sim.run()
+    # A battery that lasted the whole run may not under the new profiles: then the replay would train less.
+    for rec in sim.records:
+        emptied = [changed.clients[i].name for i, st in rec.status.items() if st == "battery_empty"]
+        if emptied:
+            raise InputError(
+                f"cannot replay: under the changes {emptied[0]!r} empties its battery in round "
+                f"{rec.round}, which changes what is learned",
+                file=str(run_dir),
+            )
+    if [r.steps_done for r in sim.records] != run.steps:
+        raise InputError("cannot replay: the clients' steps differ from the run's", file=str(run_dir))
+    try:
+        files, learned = _replay_files(run, changed, sim, sets)
+    except DAMAGED as err:
+        raise InputError(
+            f"cannot replay: the run folder's tables are damaged ({type(err).__name__} reading "
+            f"rounds.csv, {run.clients.file.name} or early_exit.csv)",
+            file=str(run_dir),
+        ) from None
+
+    def write(folder: Path) -> None:
+        write_files(folder, files)
+        if learned is not None:  # a per-client table too large for text
+            write_clients_parquet(folder, changed, sim.records, sim.world.recorder, learned.__getitem__)
+
+    write_whole_folder(out, write, overwrite=overwrite, protect=protect)
+    # The simulation's objects hold each other (SimPy's callbacks hold the rounds), so only the cyclic collector
+    # frees them: its event rows, most of what it holds, are let go now rather than scanned by it (a few ms).
+    sim.world.recorder.events.clear()
+    return files
 
 
 _ROUND_AT = [ROUND_COLUMNS.index(col) for col in _LEARNED_ROUND]
