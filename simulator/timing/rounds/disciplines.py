@@ -69,16 +69,17 @@ class Discipline:
                 steps.append(r.w.env.process(r.server_step(rnd, item)))
         yield r.w.env.all_of(steps)
 
-    uses_arrays = True  # server_timeline reads the round's sorted arrival arrays, not `arrivals`
+    uses_arrays = True  # server_timeline reads the round's sorted arrival lists, not `arrivals`
 
     def server_timeline(self, rnd: int, present: Sequence[int]) -> tuple[list[float], list[float], list[int]]:
         """(starts, seconds, clients) of every server step on the round's arrivals (sorted), as `serve` would run
         them (the server never holds a client up in Hetero-SplitEE, so its schedule follows from the arrival
         times)."""
         r = self.r
-        seconds = r.server_seconds_of[r.arrival_owners].tolist()
-        starts = fifo_queue(r.arrival_times.tolist(), seconds, self.workers())
-        return starts, seconds, r.arrival_owners.tolist()
+        of = r.server_seconds_of
+        seconds = [of[i] for i in r.arrival_owners]
+        starts = fifo_queue(r.arrival_times, seconds, self.workers())
+        return starts, seconds, list(r.arrival_owners)
 
     def workers(self) -> int:
         return self.r.w.scenario.server.workers
