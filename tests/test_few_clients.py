@@ -7,16 +7,16 @@ import numpy as np
 import pytest
 
 from simulator.timing.jitter import JitterBank
-from simulator.timing.schedule import _FEW, client_rounds
+from simulator.timing.schedule import FEW, client_rounds
 
 
 @pytest.mark.parametrize("overlap", [True, False])
 @pytest.mark.parametrize("send_buffer", [1, 2, 3])
 def test_a_fleet_in_arrays_equals_each_client_in_floats(overlap: bool, send_buffer: int) -> None:
-    # More clients than _FEW take the array path; each client alone takes the float path. Times of a client do
+    # More clients than FEW take the array path; each client alone takes the float path. Times of a client do
     # not depend on the others (own links), so each row must be the same bits.
     rng = np.random.default_rng(7)
-    n, steps = _FEW + 4, 9
+    n, steps = FEW + 4, 9
     t0 = 1234.5678 + rng.random()
     fwd, rest, send = rng.random(n) * 0.1, rng.random(n) * 0.2, rng.random(n) * rng.choice([0.01, 1.0], n)
     flights = rng.random((n, steps)) * 0.01

@@ -74,6 +74,17 @@ class JitterBank:
         self.pos[rows] += k
         return out
 
+    def row_list(self, row: int, k: int) -> list[float]:
+        """`rows([row], k)[0]` as Python floats, drawn and refilled as `rows` draws (abs of a float64 gives the same
+        bits as np.abs)."""
+        if k > self.block:
+            return self.row(row, k).tolist()
+        if self.pos[row] + k > self.block:
+            self._refill(row)
+        start = int(self.pos[row])
+        self.pos[row] = start + k
+        return [abs(z) for z in self.z[row, start : start + k].tolist()]
+
     def snapshot(self, row: int) -> tuple[np.ndarray, int, dict[str, Any] | None]:
         """What `restore` needs to take back the draws of one row made after this call."""
         g = self.rngs[row]

@@ -9,12 +9,21 @@ in the same order, as the event engine (a start plus a duration), so both give b
 from __future__ import annotations
 
 import heapq
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable, Protocol, Sequence
 
 import numpy as np
 
-__all__ = ["ClientRounds", "Clocks", "step_times", "client_rounds", "fifo_queue", "round_robin_queue"]
+__all__ = [
+    "ClientRounds",
+    "Clocks",
+    "step_times",
+    "client_rounds",
+    "few_client_rounds",
+    "FEW",
+    "fifo_queue",
+    "round_robin_queue",
+]
 
 
 class Clocks(Protocol):
@@ -37,6 +46,9 @@ class ClientRounds:
     send: tuple[np.ndarray, np.ndarray]  # the uplink radio busy with the feature batch (first bit, last bit)
     arrival: np.ndarray  # the batch is at the server (after latency and jitter)
     done: np.ndarray  # (n,): the device is done: last step finished and every batch delivered
+    # The same times as Python floats where they were stepped so (a few clients): f0, f1, r0, r1, s0, s1, a, each
+    # a list (client) of lists (step), for the callers that read them as floats; None for the array steps.
+    lists: list[list[list[float]]] | None = field(default=None, compare=False)
 
 
 def step_times(
@@ -97,8 +109,18 @@ def client_rounds(
     n = len(fwd_s)
     if flight_s.shape != (n, steps):
         raise ValueError(f"flight_s must have shape {(n, steps)}, got {flight_s.shape}")
-    if clocks is None and n <= _FEW and send_buffer >= 1:
-        return _few_client_rounds(t0, steps, fwd_s, rest_s, send_s, flight_s, overlap=overlap, send_buffer=send_buffer)
+    if clocks is None and n <= FEW and send_buffer >= 1:
+        starts = [float(t0)] * n if np.ndim(t0) == 0 else np.asarray(t0, dtype=float).tolist()
+        return few_client_rounds(
+            starts,
+            steps,
+            fwd_s.tolist(),
+            rest_s.tolist(),
+            send_s.tolist(),
+            flight_s.tolist(),
+            overlap=overlap,
+            send_buffer=send_buffer,
+        )
     out = {name: np.empty((n, steps)) for name in ("f0", "f1", "r0", "r1", "s0", "s1", "a")}
     proc = np.array(np.broadcast_to(np.asarray(t0, dtype=float), (n,)))  # the processor is free (t0: one or (n,))
     radio = proc.copy()  # the radio is free
@@ -120,29 +142,27 @@ def client_rounds(
     return ClientRounds((out["f0"], out["f1"]), (out["r0"], out["r1"]), (out["s0"], out["s1"]), out["a"], done)
 
 
-_FEW = 8  # up to this many clients, Python floats step faster than arrays of a few elements
+FEW = 8  # up to this many clients, Python floats step faster than arrays of a few elements
 
 
-def _few_client_rounds(
-    t0: float | np.ndarray,
+def few_client_rounds(
+    starts: list[float],
     steps: int,
-    fwd_s: np.ndarray,
-    rest_s: np.ndarray,
-    send_s: np.ndarray,
-    flight_s: np.ndarray,
+    fwd_s: list[float],
+    rest_s: list[float],
+    send_s: list[float],
+    flight_s: list[list[float]],
     *,
     overlap: bool,
     send_buffer: int,
 ) -> ClientRounds:
-    """`client_rounds` without clocks, client by client in Python floats: the same operations on the same values
-    as the array steps (float64 + and max give the same bits either way)."""
+    """`client_rounds` without clocks (send_buffer >= 1), client by client in Python floats from each client's
+    start: the same operations on the same values as the array steps (float64 + and max give the same bits
+    either way)."""
     n = len(fwd_s)
-    starts = [float(t0)] * n if np.ndim(t0) == 0 else np.asarray(t0, dtype=float).tolist()
     rows: list[list[list[float]]] = [[], [], [], [], [], [], []]  # f0, f1, r0, r1, s0, s1, a: client by client
     done = []
-    for proc, fwd, rest, send, flights in zip(
-        starts, fwd_s.tolist(), rest_s.tolist(), send_s.tolist(), flight_s.tolist()
-    ):
+    for proc, fwd, rest, send, flights in zip(starts, fwd_s, rest_s, send_s, flight_s):
         radio = proc
         f0, f1, r0, r1, s0, s1, a = [], [], [], [], [], [], []
         for k in range(steps):
@@ -171,7 +191,9 @@ def _few_client_rounds(
         for into, row in zip(rows, (f0, f1, r0, r1, s0, s1, a)):
             into.append(row)
     out = np.array(rows, dtype=float).reshape(7, n, steps)  # one conversion; each [k] is a C-ordered (n, steps)
-    return ClientRounds((out[0], out[1]), (out[2], out[3]), (out[4], out[5]), out[6], np.array(done, dtype=float))
+    return ClientRounds(
+        (out[0], out[1]), (out[2], out[3]), (out[4], out[5]), out[6], np.array(done, dtype=float), lists=rows
+    )
 
 
 def fifo_queue(arrivals: Sequence[float], service_s: Sequence[float], workers: int) -> list[float]:

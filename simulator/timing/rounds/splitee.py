@@ -255,7 +255,7 @@ class SplitEERounds(AggregationTransfers):
                 bplan := planned_battery_round(w.devices[i], rnd, steps_of[i], self.group_numbers([i]))
             ):
                 steps = steps_of[i]
-                parts.append((bplan.arrival[0].tolist(), [i] * steps))
+                parts.append((bplan.lists[6][0] if bplan.lists else bplan.arrival[0].tolist(), [i] * steps))
                 self.done_at[i] = float(bplan.done[0])
                 self.fates[i] = RoundFate(steps_done=steps, delivered=steps)
                 latest = max(latest, self.done_at[i])
@@ -264,7 +264,8 @@ class SplitEERounds(AggregationTransfers):
         for steps, group in by_steps.items():
             devices = [w.devices[i] for i in group]
             cplan = planned_rounds(devices, rnd, steps, self.group_numbers(group))
-            parts.append((cplan.arrival.ravel().tolist(), [i for i in group for _ in range(steps)]))
+            times = [t for row in cplan.lists[6] for t in row] if cplan.lists else cplan.arrival.ravel().tolist()
+            parts.append((times, [i for i in group for _ in range(steps)]))
             self.done_at.update(zip(group, cplan.done.tolist()))
             fate = RoundFate(steps_done=steps, delivered=steps)  # one for the group: nothing changes it
             self.fates.update(dict.fromkeys(group, fate))
