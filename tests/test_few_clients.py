@@ -54,3 +54,18 @@ def test_peek_shows_the_next_draw_without_taking_it() -> None:
         assert bank.peek(0, 0.5) == seen
         assert bank.one(0, 0.5) == seen == alike.one(0, 0.5)
     assert bank.peek(0, 0.0) == 0.0 and int(bank.pos[0]) == int(alike.pos[0])
+
+
+@pytest.mark.parametrize("draws", [0, 2, 3, 4, 9])
+def test_a_snapshot_takes_back_the_draws_made_after_it(draws: int) -> None:
+    # A fresh generator with the same seed gives the stream: 1 value read before the snapshot, then `draws` values
+    # read and taken back, so the next values are the stream's from its second on; with block 4, 3 draws still
+    # fit in the row's unread values and more than 3 cross a refill (the copy of the row and its generator).
+    stream = np.abs(np.random.default_rng(5).standard_normal(20))
+    bank = JitterBank([np.random.default_rng(5)], block=4)
+    assert bank.one(0, 1.0) == stream[0]
+    saved = bank.snapshot(0, draws)
+    assert (saved[0] is None) == (draws <= 3)
+    assert bank.row_list(0, draws) == stream[1 : 1 + draws].tolist()
+    bank.restore(0, saved)
+    assert [bank.one(0, 1.0) for _ in range(12)] == stream[1:13].tolist()

@@ -174,7 +174,7 @@ def planned_battery_round(
     kept from an earlier round."""
     assert device.battery_j is not None and device.leave is not None
     up = device.link.up
-    saved = up.jitter.snapshot(up.jitter_row)
+    saved = up.jitter.snapshot(up.jitter_row, steps if up.jitter_s > 0 else 0)  # plan_rounds draws `steps`
     cond = device.processor.cond
     heat = cond.throttle.snapshot() if cond is not None else None
     plan = plan_rounds([device], steps, numbers)

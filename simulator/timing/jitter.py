@@ -85,13 +85,21 @@ class JitterBank:
         self.pos[row] = start + k
         return [abs(z) for z in self.z[row, start : start + k].tolist()]
 
-    def snapshot(self, row: int) -> tuple[np.ndarray, int, dict[str, Any] | None]:
-        """What `restore` needs to take back the draws of one row made after this call."""
+    def snapshot(self, row: int, draws: int | None = None) -> tuple[np.ndarray | None, int, dict[str, Any] | None]:
+        """What `restore` needs to take back the draws of one row made after this call. `draws`: at most this
+        many will be made (None: any number); if they fit in the row's unread values, neither its values nor its
+        generator change, and its position alone is kept (no copy of the row and its generator's state)."""
+        pos = int(self.pos[row])
+        if draws is not None and pos + draws <= self.block:
+            return None, pos, None
         g = self.rngs[row]
-        return self.z[row].copy(), int(self.pos[row]), g.bit_generator.state if g is not None else None
+        return self.z[row].copy(), pos, g.bit_generator.state if g is not None else None
 
-    def restore(self, row: int, snap: tuple[np.ndarray, int, dict[str, Any] | None]) -> None:
-        self.z[row], self.pos[row], st = snap
+    def restore(self, row: int, snap: tuple[np.ndarray | None, int, dict[str, Any] | None]) -> None:
+        z, self.pos[row], st = snap
+        if z is None:  # nothing was refilled: the position alone
+            return
+        self.z[row] = z
         g = self.rngs[row]
         if g is not None:
             g.bit_generator.state = st
