@@ -48,20 +48,23 @@ class JitterBank:
         """One jitter draw in seconds: scale·|z| (0.0, drawing nothing, if scale is 0)."""
         if scale == 0:
             return 0.0
-        if self.pos[row] == self.block:
+        pos = int(self.pos[row])
+        if pos == self.block:
             self._refill(row)
-        z = self.z[row, self.pos[row]]
-        self.pos[row] += 1
-        return float(scale * abs(z))
+            pos = 0
+        self.pos[row] = pos + 1
+        return float(scale * abs(self.z.item(row, pos)))  # item: a Python float, the same bits as the float64
 
     def peek(self, row: int, scale: float) -> float:
         """The draw `one(row, scale)` makes next, left unread (a row out of values is refilled first, as `one`
         would refill it: the values that follow are the same either way)."""
         if scale == 0:
             return 0.0
-        if self.pos[row] == self.block:
+        pos = int(self.pos[row])
+        if pos == self.block:
             self._refill(row)
-        return float(scale * abs(self.z[row, self.pos[row]]))
+            pos = 0
+        return float(scale * abs(self.z.item(row, pos)))
 
     def rows(self, rows: np.ndarray, k: int) -> np.ndarray:
         """|z| of the next k draws of each of `rows` (distinct), (len(rows), k)."""
