@@ -179,12 +179,15 @@ def planned_battery_round(
     heat = cond.throttle.snapshot() if cond is not None else None
     plan = plan_rounds([device], steps, numbers)
     t0 = device.env.now
-    if plan.lists is not None:  # the processor and radio go quiet
-        last = max(plan.lists[3][0][-1], plan.lists[5][0][-1])
+    if plan.lists is not None:  # the step by step values as the arrays compute them, summed by the same numpy sum
+        f0, f1, r0, r1, s0, s1 = (times[0] for times in plan.lists[:6])
+        last = max(r1[-1], s1[-1])  # the processor and radio go quiet
+        compute_s = float(np.array([(b - a) + (d - c) for a, b, c, d in zip(f0, f1, r0, r1)]).sum())
+        tx_s = float(np.array([b - a for a, b in zip(s0, s1)]).sum())
     else:
         last = max(float(plan.rest[1][0, -1]), float(plan.send[1][0, -1]))
-    compute_s = float(((plan.fwd[1] - plan.fwd[0]) + (plan.rest[1] - plan.rest[0])).sum())
-    tx_s = float((plan.send[1] - plan.send[0]).sum())
+        compute_s = float(((plan.fwd[1] - plan.fwd[0]) + (plan.rest[1] - plan.rest[0])).sum())
+        tx_s = float((plan.send[1] - plan.send[0]).sum())
     idle_w = device.spec.device.idle_w
     # Charge used by now: the device may have idled since its last mark (waiting for its turn).
     used_now = device._used_j + costs.drawn_j(idle_w + device._added_w, t0 - device._t_mark)

@@ -232,8 +232,8 @@ class ClientTurns(Arrival):
             elif r.planner.mode[i] == "battery":
                 plan = planned_battery_round(dev, rnd, steps, r.group_numbers([i]))
             if plan is not None:
-                arrivals = plan.arrival[0].tolist()
-                r.done_at[i] = float(plan.done[0])
+                arrivals = plan.lists[6][0] if plan.lists is not None else plan.arrival[0].tolist()
+                r.done_at[i] = plan.done_floats()[0]
                 r.fates[i] = RoundFate(steps_done=steps, delivered=steps)
                 latest = max(latest, r.done_at[i])
             else:

@@ -256,7 +256,7 @@ class SplitEERounds(AggregationTransfers):
             ):
                 steps = steps_of[i]
                 parts.append((bplan.lists[6][0] if bplan.lists else bplan.arrival[0].tolist(), [i] * steps))
-                self.done_at[i] = float(bplan.done[0])
+                self.done_at[i] = bplan.done_floats()[0]
                 self.fates[i] = RoundFate(steps_done=steps, delivered=steps)
                 latest = max(latest, self.done_at[i])
             else:
@@ -266,10 +266,11 @@ class SplitEERounds(AggregationTransfers):
             cplan = planned_rounds(devices, rnd, steps, self.group_numbers(group))
             times = [t for row in cplan.lists[6] for t in row] if cplan.lists else cplan.arrival.ravel().tolist()
             parts.append((times, [i for i in group for _ in range(steps)]))
-            self.done_at.update(zip(group, cplan.done.tolist()))
+            done = cplan.done_floats()
+            self.done_at.update(zip(group, done))
             fate = RoundFate(steps_done=steps, delivered=steps)  # one for the group: nothing changes it
             self.fates.update(dict.fromkeys(group, fate))
-            latest = max(latest, float(cplan.done.max()))
+            latest = max(latest, max(done))  # never NaN, never -0.0: as the array's max
         self.arrivals = []  # what the processes hand over as they run
         shared, latest = self.closed_media(rnd, present, shared, latest)
         procs = [env.process(self.client_round(rnd, i)) for i in slow]
