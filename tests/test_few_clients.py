@@ -69,3 +69,14 @@ def test_a_snapshot_takes_back_the_draws_made_after_it(draws: int) -> None:
     assert bank.row_list(0, draws) == stream[1 : 1 + draws].tolist()
     bank.restore(0, saved)
     assert [bank.one(0, 1.0) for _ in range(12)] == stream[1:13].tolist()
+
+
+def test_row_floats_and_row_list_read_the_stream_in_order() -> None:
+    # Whichever way a row is read (its leftovers first, or refilled ahead as `rows` does), the values are the
+    # generator's standard normals in order, |z|: here 3, then 6 (across a refill of block 4), then 2 of them.
+    stream = np.abs(np.random.default_rng(9).standard_normal(30))
+    bank = JitterBank([np.random.default_rng(9)], block=4)
+    assert bank.row_floats(0, 3) == stream[0:3].tolist()
+    assert bank.row_floats(0, 6) == stream[3:9].tolist()
+    assert bank.row_list(0, 2) == stream[9:11].tolist()
+    assert bank.row_list(0, 4) == stream[11:15].tolist()

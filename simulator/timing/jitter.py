@@ -44,6 +44,21 @@ class JitterBank:
             k -= take
         return np.concatenate(out) if out else np.empty(0)
 
+    def row_floats(self, row: int, k: int) -> list[float]:
+        """`row(row, k)` as Python floats, drawn and refilled as `row` draws them."""
+        out: list[float] = []
+        pos = int(self.pos[row])
+        while k > 0:
+            if pos == self.block:
+                self._refill(row)
+                pos = 0
+            take = min(k, self.block - pos)
+            out += self.z[row, pos : pos + take].tolist()
+            pos += take
+            self.pos[row] = pos
+            k -= take
+        return [abs(z) for z in out]
+
     def one(self, row: int, scale: float) -> float:
         """One jitter draw in seconds: scale·|z| (0.0, drawing nothing, if scale is 0)."""
         if scale == 0:

@@ -200,8 +200,9 @@ class SplitEERounds(AggregationTransfers):
         flights = []
         for d, s in zip(devs, steps):  # each link's draws in send order, as shared_medium_round takes them
             up = d.link.up
-            if up.jitter_s > 0:
-                flights.append((up.latency_s + up.jitter_s * up.jitter.row(up.jitter_row, s)).tolist())
+            if up.jitter_s > 0:  # latency + scale·|z| draw by draw: the arithmetic of the arrays
+                lat, scale = up.latency_s, up.jitter_s
+                flights.append([lat + scale * z for z in up.jitter.row_floats(up.jitter_row, s)])
             else:
                 flights.append([up.latency_s + 0.0] * s)
         m, done = medium_walk(
