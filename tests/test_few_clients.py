@@ -7,16 +7,16 @@ import numpy as np
 import pytest
 
 from simulator.timing.jitter import JitterBank
-from simulator.timing.schedule import _FEW, client_rounds
+from simulator.timing.schedule import FEW, client_rounds
 
 
 @pytest.mark.parametrize("overlap", [True, False])
 @pytest.mark.parametrize("send_buffer", [1, 2, 3])
 def test_a_fleet_in_arrays_equals_each_client_in_floats(overlap: bool, send_buffer: int) -> None:
-    # More clients than _FEW take the array path; each client alone takes the float path. Times of a client do
+    # More clients than FEW take the array path; each client alone takes the float path. Times of a client do
     # not depend on the others (own links), so each row must be the same bits.
     rng = np.random.default_rng(7)
-    n, steps = _FEW + 4, 9
+    n, steps = FEW + 4, 9
     t0 = 1234.5678 + rng.random()
     fwd, rest, send = rng.random(n) * 0.1, rng.random(n) * 0.2, rng.random(n) * rng.choice([0.01, 1.0], n)
     flights = rng.random((n, steps)) * 0.01
@@ -54,3 +54,29 @@ def test_peek_shows_the_next_draw_without_taking_it() -> None:
         assert bank.peek(0, 0.5) == seen
         assert bank.one(0, 0.5) == seen == alike.one(0, 0.5)
     assert bank.peek(0, 0.0) == 0.0 and int(bank.pos[0]) == int(alike.pos[0])
+
+
+@pytest.mark.parametrize("draws", [0, 2, 3, 4, 9])
+def test_a_snapshot_takes_back_the_draws_made_after_it(draws: int) -> None:
+    # A fresh generator with the same seed gives the stream: 1 value read before the snapshot, then `draws` values
+    # read and taken back, so the next values are the stream's from its second on; with block 4, 3 draws still
+    # fit in the row's unread values and more than 3 cross a refill (the copy of the row and its generator).
+    stream = np.abs(np.random.default_rng(5).standard_normal(20))
+    bank = JitterBank([np.random.default_rng(5)], block=4)
+    assert bank.one(0, 1.0) == stream[0]
+    saved = bank.snapshot(0, draws)
+    assert (saved[0] is None) == (draws <= 3)
+    assert bank.row_list(0, draws) == stream[1 : 1 + draws].tolist()
+    bank.restore(0, saved)
+    assert [bank.one(0, 1.0) for _ in range(12)] == stream[1:13].tolist()
+
+
+def test_row_floats_and_row_list_read_the_stream_in_order() -> None:
+    # Whichever way a row is read (its leftovers first, or refilled ahead as `rows` does), the values are the
+    # generator's standard normals in order, |z|: here 3, then 6 (across a refill of block 4), then 2 of them.
+    stream = np.abs(np.random.default_rng(9).standard_normal(30))
+    bank = JitterBank([np.random.default_rng(9)], block=4)
+    assert bank.row_floats(0, 3) == stream[0:3].tolist()
+    assert bank.row_floats(0, 6) == stream[3:9].tolist()
+    assert bank.row_list(0, 2) == stream[9:11].tolist()
+    assert bank.row_list(0, 4) == stream[11:15].tolist()

@@ -62,10 +62,16 @@ class GroupNumbers:
         scale = np.array([d.link.up.jitter_s for d in devices], dtype=float)
         self.jittered = np.flatnonzero(scale > 0)
         self.scale = scale[self.jittered, None]
-        self.rows = np.array([devices[k].link.up.jitter_row for k in self.jittered.tolist()], dtype=np.int64)
+        jittered_k = self.jittered.tolist()
+        self.rows = np.array([devices[k].link.up.jitter_row for k in jittered_k], dtype=np.int64)
         self.entities = devices[0].recorder.indices([d.name for d in devices])
         self.wire = np.array([d.wire_feature_bytes for d in devices], dtype=float)
         self.clocks = FleetClocks(devices) if self.varying else None
+        # For a few devices stepped in Python floats (schedule.few_client_rounds): the same numbers as floats.
+        self.few = len(devices) <= schedule.FEW and not self.varying
+        self.lists = (self.fwd_s.tolist(), self.rest_s.tolist(), self.send_s.tolist())
+        self.latency_list = self.latency.tolist()
+        self.jitter_list = list(zip(jittered_k, scale[jittered_k].tolist(), self.rows.tolist()))  # (k, scale, row)
 
 
 def plan_rounds(devices: list[Device], steps: int, numbers: GroupNumbers | None = None) -> schedule.ClientRounds:
@@ -74,6 +80,8 @@ def plan_rounds(devices: list[Device], steps: int, numbers: GroupNumbers | None 
     Jitter is drawn from each link's stream in the order the radio sends. Nothing is recorded or computed."""
     env = devices[0].env
     g = numbers or GroupNumbers(devices)
+    if g.few and devices[0].send_buffer >= 1:
+        return _few_plan(devices, steps, g)
     if g.varying:  # the latency is asked at each send's end: the flights hold the jitter alone
         flights = np.zeros((len(devices), steps))
     else:
@@ -97,6 +105,27 @@ def plan_rounds(devices: list[Device], steps: int, numbers: GroupNumbers | None 
     )
 
 
+def _few_plan(devices: list[Device], steps: int, g: GroupNumbers) -> schedule.ClientRounds:
+    """plan_rounds of a few devices with constant rates, in Python floats: each flight latency + jitter as the
+    arrays compute it (latency + scale·|z| where the link jitters, the latency alone elsewhere)."""
+    flights = [[lat] * steps for lat in g.latency_list]
+    bank = devices[0].link.up.jitter
+    for k, scale, row in g.jitter_list:  # every device's draws in send order, from its own row of the bank
+        lat = g.latency_list[k]
+        flights[k] = [lat + scale * z for z in bank.row_list(row, steps)]
+    fwd, rest, send = g.lists
+    return schedule.few_client_rounds(
+        [float(devices[0].env.now)] * len(devices),
+        steps,
+        fwd,
+        rest,
+        send,
+        flights,
+        overlap=devices[0].overlap,
+        send_buffer=devices[0].send_buffer,
+    )
+
+
 def record_rounds(
     devices: list[Device], rnd: int, plan: schedule.ClientRounds, numbers: GroupNumbers | None = None
 ) -> None:
@@ -107,7 +136,10 @@ def record_rounds(
     if not rec.keep_events:
         rec.record((), _totals(devices, rnd, plan, numbers))
         return
-    times = [a.tolist() for pair in (plan.fwd, plan.rest, plan.send) for a in pair]  # each (devices, steps)
+    if plan.lists is not None:  # stepped in Python floats: f0, f1, r0, r1, s0, s1 as they are
+        times = plan.lists[:6]
+    else:
+        times = [a.tolist() for pair in (plan.fwd, plan.rest, plan.send) for a in pair]  # each (devices, steps)
     for k, d in enumerate(devices):
         rec.steps(d.name, rnd, [t[k] for t in times], d.costs.fwd_flops, d.costs.rest_flops, d.wire_feature_bytes)
 
@@ -142,14 +174,20 @@ def planned_battery_round(
     kept from an earlier round."""
     assert device.battery_j is not None and device.leave is not None
     up = device.link.up
-    saved = up.jitter.snapshot(up.jitter_row)
+    saved = up.jitter.snapshot(up.jitter_row, steps if up.jitter_s > 0 else 0)  # plan_rounds draws `steps`
     cond = device.processor.cond
     heat = cond.throttle.snapshot() if cond is not None else None
     plan = plan_rounds([device], steps, numbers)
     t0 = device.env.now
-    last = max(float(plan.rest[1][0, -1]), float(plan.send[1][0, -1]))  # the processor and radio go quiet
-    compute_s = float(((plan.fwd[1] - plan.fwd[0]) + (plan.rest[1] - plan.rest[0])).sum())
-    tx_s = float((plan.send[1] - plan.send[0]).sum())
+    if plan.lists is not None:  # the step by step values as the arrays compute them, summed by the same numpy sum
+        f0, f1, r0, r1, s0, s1 = (times[0] for times in plan.lists[:6])
+        last = max(r1[-1], s1[-1])  # the processor and radio go quiet
+        compute_s = float(np.array([(b - a) + (d - c) for a, b, c, d in zip(f0, f1, r0, r1)]).sum())
+        tx_s = float(np.array([b - a for a, b in zip(s0, s1)]).sum())
+    else:
+        last = max(float(plan.rest[1][0, -1]), float(plan.send[1][0, -1]))
+        compute_s = float(((plan.fwd[1] - plan.fwd[0]) + (plan.rest[1] - plan.rest[0])).sum())
+        tx_s = float((plan.send[1] - plan.send[0]).sum())
     idle_w = device.spec.device.idle_w
     # Charge used by now: the device may have idled since its last mark (waiting for its turn).
     used_now = device._used_j + costs.drawn_j(idle_w + device._added_w, t0 - device._t_mark)

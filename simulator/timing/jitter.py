@@ -44,24 +44,42 @@ class JitterBank:
             k -= take
         return np.concatenate(out) if out else np.empty(0)
 
+    def row_floats(self, row: int, k: int) -> list[float]:
+        """`row(row, k)` as Python floats, drawn and refilled as `row` draws them."""
+        out: list[float] = []
+        pos = int(self.pos[row])
+        while k > 0:
+            if pos == self.block:
+                self._refill(row)
+                pos = 0
+            take = min(k, self.block - pos)
+            out += self.z[row, pos : pos + take].tolist()
+            pos += take
+            self.pos[row] = pos
+            k -= take
+        return [abs(z) for z in out]
+
     def one(self, row: int, scale: float) -> float:
         """One jitter draw in seconds: scale·|z| (0.0, drawing nothing, if scale is 0)."""
         if scale == 0:
             return 0.0
-        if self.pos[row] == self.block:
+        pos = int(self.pos[row])
+        if pos == self.block:
             self._refill(row)
-        z = self.z[row, self.pos[row]]
-        self.pos[row] += 1
-        return float(scale * abs(z))
+            pos = 0
+        self.pos[row] = pos + 1
+        return float(scale * abs(self.z.item(row, pos)))  # item: a Python float, the same bits as the float64
 
     def peek(self, row: int, scale: float) -> float:
         """The draw `one(row, scale)` makes next, left unread (a row out of values is refilled first, as `one`
         would refill it: the values that follow are the same either way)."""
         if scale == 0:
             return 0.0
-        if self.pos[row] == self.block:
+        pos = int(self.pos[row])
+        if pos == self.block:
             self._refill(row)
-        return float(scale * abs(self.z[row, self.pos[row]]))
+            pos = 0
+        return float(scale * abs(self.z.item(row, pos)))
 
     def rows(self, rows: np.ndarray, k: int) -> np.ndarray:
         """|z| of the next k draws of each of `rows` (distinct), (len(rows), k)."""
@@ -74,13 +92,32 @@ class JitterBank:
         self.pos[rows] += k
         return out
 
-    def snapshot(self, row: int) -> tuple[np.ndarray, int, dict[str, Any] | None]:
-        """What `restore` needs to take back the draws of one row made after this call."""
-        g = self.rngs[row]
-        return self.z[row].copy(), int(self.pos[row]), g.bit_generator.state if g is not None else None
+    def row_list(self, row: int, k: int) -> list[float]:
+        """`rows([row], k)[0]` as Python floats, drawn and refilled as `rows` draws (abs of a float64 gives the same
+        bits as np.abs)."""
+        if k > self.block:
+            return self.row(row, k).tolist()
+        if self.pos[row] + k > self.block:
+            self._refill(row)
+        start = int(self.pos[row])
+        self.pos[row] = start + k
+        return [abs(z) for z in self.z[row, start : start + k].tolist()]
 
-    def restore(self, row: int, snap: tuple[np.ndarray, int, dict[str, Any] | None]) -> None:
-        self.z[row], self.pos[row], st = snap
+    def snapshot(self, row: int, draws: int | None = None) -> tuple[np.ndarray | None, int, dict[str, Any] | None]:
+        """What `restore` needs to take back the draws of one row made after this call. `draws`: at most this
+        many will be made (None: any number); if they fit in the row's unread values, neither its values nor its
+        generator change, and its position alone is kept (no copy of the row and its generator's state)."""
+        pos = int(self.pos[row])
+        if draws is not None and pos + draws <= self.block:
+            return None, pos, None
+        g = self.rngs[row]
+        return self.z[row].copy(), pos, g.bit_generator.state if g is not None else None
+
+    def restore(self, row: int, snap: tuple[np.ndarray | None, int, dict[str, Any] | None]) -> None:
+        z, self.pos[row], st = snap
+        if z is None:  # nothing was refilled: the position alone
+            return
+        self.z[row] = z
         g = self.rngs[row]
         if g is not None:
             g.bit_generator.state = st

@@ -9,12 +9,20 @@ in the same order, as the event engine (a start plus a duration), so both give b
 from __future__ import annotations
 
 import heapq
-from dataclasses import dataclass
 from typing import Any, Callable, Protocol, Sequence
 
 import numpy as np
 
-__all__ = ["ClientRounds", "Clocks", "step_times", "client_rounds", "fifo_queue", "round_robin_queue"]
+__all__ = [
+    "ClientRounds",
+    "Clocks",
+    "step_times",
+    "client_rounds",
+    "few_client_rounds",
+    "FEW",
+    "fifo_queue",
+    "round_robin_queue",
+]
 
 
 class Clocks(Protocol):
@@ -27,16 +35,75 @@ class Clocks(Protocol):
     def latency(self, t: np.ndarray) -> np.ndarray: ...
 
 
-@dataclass(frozen=True)
 class ClientRounds:
     """The rounds of n clients with the same number of steps S: per client and step, when each interval starts and
-    ends; arrays of shape (n, S) unless said otherwise."""
+    ends; arrays of shape (n, S) unless said otherwise.
 
-    fwd: tuple[np.ndarray, np.ndarray]  # forward (start, end)
-    rest: tuple[np.ndarray, np.ndarray]  # exit head + backward (start, end)
-    send: tuple[np.ndarray, np.ndarray]  # the uplink radio busy with the feature batch (first bit, last bit)
-    arrival: np.ndarray  # the batch is at the server (after latency and jitter)
-    done: np.ndarray  # (n,): the device is done: last step finished and every batch delivered
+    `fwd`: forward (start, end); `rest`: exit head + backward (start, end); `send`: the uplink radio busy with the
+    feature batch (first bit, last bit); `arrival`: the batch is at the server (after latency and jitter); `done`
+    (n,): the device is done, its last step finished and every batch delivered. Rounds stepped in Python floats (a
+    few clients, `stepped`) keep them as `lists` and `done_list` and make the arrays only when they are read.
+    """
+
+    __slots__ = ("_arrays", "_done", "_steps", "lists", "done_list")
+
+    def __init__(
+        self,
+        fwd: tuple[np.ndarray, np.ndarray],
+        rest: tuple[np.ndarray, np.ndarray],
+        send: tuple[np.ndarray, np.ndarray],
+        arrival: np.ndarray,
+        done: np.ndarray,
+    ) -> None:
+        self._arrays: tuple[np.ndarray, ...] | None = (*fwd, *rest, *send, arrival)
+        self._done: np.ndarray | None = done
+        # f0, f1, r0, r1, s0, s1, a: each a list (client) of lists (step) of floats; None for the array steps.
+        self._steps = arrival.shape[1]
+        self.lists: list[list[list[float]]] | None = None
+        self.done_list: list[float] | None = None
+
+    @classmethod
+    def stepped(cls, lists: list[list[list[float]]], done: list[float], steps: int) -> ClientRounds:
+        """Rounds of `steps` steps stepped in Python floats: `lists` f0, f1, r0, r1, s0, s1, a (client by client),
+        `done`."""
+        self = cls.__new__(cls)
+        self._arrays, self._done, self._steps, self.lists, self.done_list = None, None, steps, lists, done
+        return self
+
+    def _times(self) -> tuple[np.ndarray, ...]:
+        if self._arrays is None:  # one conversion; each [k] is a C-ordered (n, steps), as the array steps make
+            assert self.lists is not None and self.done_list is not None
+            self._arrays = tuple(np.array(self.lists, dtype=float).reshape(7, len(self.done_list), self._steps))
+        return self._arrays
+
+    def done_floats(self) -> list[float]:
+        """`done` as Python floats."""
+        return self.done_list if self.done_list is not None else self.done.tolist()
+
+    @property
+    def fwd(self) -> tuple[np.ndarray, np.ndarray]:
+        t = self._times()
+        return t[0], t[1]
+
+    @property
+    def rest(self) -> tuple[np.ndarray, np.ndarray]:
+        t = self._times()
+        return t[2], t[3]
+
+    @property
+    def send(self) -> tuple[np.ndarray, np.ndarray]:
+        t = self._times()
+        return t[4], t[5]
+
+    @property
+    def arrival(self) -> np.ndarray:
+        return self._times()[6]
+
+    @property
+    def done(self) -> np.ndarray:
+        if self._done is None:
+            self._done = np.array(self.done_list, dtype=float)
+        return self._done
 
 
 def step_times(
@@ -97,8 +164,18 @@ def client_rounds(
     n = len(fwd_s)
     if flight_s.shape != (n, steps):
         raise ValueError(f"flight_s must have shape {(n, steps)}, got {flight_s.shape}")
-    if clocks is None and n <= _FEW and send_buffer >= 1:
-        return _few_client_rounds(t0, steps, fwd_s, rest_s, send_s, flight_s, overlap=overlap, send_buffer=send_buffer)
+    if clocks is None and n <= FEW and send_buffer >= 1:
+        starts = [float(t0)] * n if np.ndim(t0) == 0 else np.asarray(t0, dtype=float).tolist()
+        return few_client_rounds(
+            starts,
+            steps,
+            fwd_s.tolist(),
+            rest_s.tolist(),
+            send_s.tolist(),
+            flight_s.tolist(),
+            overlap=overlap,
+            send_buffer=send_buffer,
+        )
     out = {name: np.empty((n, steps)) for name in ("f0", "f1", "r0", "r1", "s0", "s1", "a")}
     proc = np.array(np.broadcast_to(np.asarray(t0, dtype=float), (n,)))  # the processor is free (t0: one or (n,))
     radio = proc.copy()  # the radio is free
@@ -120,29 +197,26 @@ def client_rounds(
     return ClientRounds((out["f0"], out["f1"]), (out["r0"], out["r1"]), (out["s0"], out["s1"]), out["a"], done)
 
 
-_FEW = 8  # up to this many clients, Python floats step faster than arrays of a few elements
+FEW = 8  # up to this many clients, Python floats step faster than arrays of a few elements
 
 
-def _few_client_rounds(
-    t0: float | np.ndarray,
+def few_client_rounds(
+    starts: list[float],
     steps: int,
-    fwd_s: np.ndarray,
-    rest_s: np.ndarray,
-    send_s: np.ndarray,
-    flight_s: np.ndarray,
+    fwd_s: list[float],
+    rest_s: list[float],
+    send_s: list[float],
+    flight_s: list[list[float]],
     *,
     overlap: bool,
     send_buffer: int,
 ) -> ClientRounds:
-    """`client_rounds` without clocks, client by client in Python floats: the same operations on the same values
-    as the array steps (float64 + and max give the same bits either way)."""
-    n = len(fwd_s)
-    starts = [float(t0)] * n if np.ndim(t0) == 0 else np.asarray(t0, dtype=float).tolist()
+    """`client_rounds` without clocks (send_buffer >= 1), client by client in Python floats from each client's
+    start: the same operations on the same values as the array steps (float64 + and max give the same bits
+    either way)."""
     rows: list[list[list[float]]] = [[], [], [], [], [], [], []]  # f0, f1, r0, r1, s0, s1, a: client by client
     done = []
-    for proc, fwd, rest, send, flights in zip(
-        starts, fwd_s.tolist(), rest_s.tolist(), send_s.tolist(), flight_s.tolist()
-    ):
+    for proc, fwd, rest, send, flights in zip(starts, fwd_s, rest_s, send_s, flight_s):
         radio = proc
         f0, f1, r0, r1, s0, s1, a = [], [], [], [], [], [], []
         for k in range(steps):
@@ -170,8 +244,7 @@ def _few_client_rounds(
         done.append(max(proc, max(a)) if steps else proc)
         for into, row in zip(rows, (f0, f1, r0, r1, s0, s1, a)):
             into.append(row)
-    out = np.array(rows, dtype=float).reshape(7, n, steps)  # one conversion; each [k] is a C-ordered (n, steps)
-    return ClientRounds((out[0], out[1]), (out[2], out[3]), (out[4], out[5]), out[6], np.array(done, dtype=float))
+    return ClientRounds.stepped(rows, done, steps)
 
 
 def fifo_queue(arrivals: Sequence[float], service_s: Sequence[float], workers: int) -> list[float]:

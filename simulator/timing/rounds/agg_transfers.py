@@ -4,7 +4,7 @@ arithmetic of Channel.send, links whose rates vary asked all at once)."""
 
 from __future__ import annotations
 
-from typing import Any, Callable, Generator
+from typing import Any, Callable, Generator, Iterator
 
 import numpy as np
 import simpy
@@ -59,8 +59,14 @@ class AggregationTransfers:
         if closed and not ends and len(closed) <= _FEW:
             ids = [i for i, _ in closed]
             t1_list, arrive_list, wire_list = self.messages.few_ends(ids, [n for _, n in closed], now, up=up)
-            idx, t1, wire = np.array(ids, dtype=np.int64), np.array(t1_list), np.array(wire_list)
             latest = max(latest, max(arrive_list))
+            w.recorder.record(
+                (  # as Interval(name, kind, rnd, now, end_busy, nbytes=b, direction=direction), a plain tuple
+                    (w.devices[i].name, kind, rnd, now, end_busy, b, 0.0, direction)
+                    for i, end_busy, b in zip(ids, t1_list, wire_list)
+                ),
+                _few_totals(ids, kind, rnd, t1_list, wire_list, now, direction),
+            )
         elif closed:
             idx = np.array([i for i, _ in closed], dtype=np.int64)
             nb = np.array([n for _, n in closed], dtype=float)
@@ -75,13 +81,12 @@ class AggregationTransfers:
                 t1[k], wire[k] = end_busy, ch.wire_bytes(n)
                 arrive[k] = end_busy + (latency + ch.jitter.one(ch.jitter_row, ch.jitter_s))
             latest = max(latest, float(arrive.max()))  # + 0.0 leaves a time unchanged, as no flight at all
-        if closed:
             w.recorder.record(
                 (  # as Interval(name, kind, rnd, now, end_busy, nbytes=b, direction=direction), a plain tuple
                     (w.devices[i].name, kind, rnd, now, end_busy, b, 0.0, direction)
                     for i, end_busy, b in zip(idx.tolist(), t1.tolist(), wire.tolist())
                 ),
-                [Total(idx, kind, rnd, t1 - now, wire, direction)],
+                (Total(idx, kind, rnd, t1 - now, wire, direction) for _ in (0,)),  # read only without events
             )
         if procs:
             yield env.all_of(list(procs.values()))
@@ -124,6 +129,14 @@ class AggregationTransfers:
             latest = max(latest, *arrived)
             self._on_closed_medium.update(group)
         return latest
+
+
+def _few_totals(
+    ids: list[int], kind: str, rnd: int, t1: list[float], wire: list[float], now: float, direction: str
+) -> Iterator[Total]:
+    """The Total of a few clients' messages as arrays (read only when no event rows are kept): the radio seconds
+    t1 - now, each the same float subtraction as the arrays'."""
+    yield Total(np.array(ids, dtype=np.int64), kind, rnd, np.array(t1) - now, np.array(wire), direction)
 
 
 def _varying_ends(

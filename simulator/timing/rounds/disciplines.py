@@ -69,16 +69,17 @@ class Discipline:
                 steps.append(r.w.env.process(r.server_step(rnd, item)))
         yield r.w.env.all_of(steps)
 
-    uses_arrays = True  # server_timeline reads the round's sorted arrival arrays, not `arrivals`
+    uses_arrays = True  # server_timeline reads the round's sorted arrival lists, not `arrivals`
 
     def server_timeline(self, rnd: int, present: Sequence[int]) -> tuple[list[float], list[float], list[int]]:
         """(starts, seconds, clients) of every server step on the round's arrivals (sorted), as `serve` would run
         them (the server never holds a client up in Hetero-SplitEE, so its schedule follows from the arrival
         times)."""
         r = self.r
-        seconds = r.server_seconds_of[r.arrival_owners].tolist()
-        starts = fifo_queue(r.arrival_times.tolist(), seconds, self.workers())
-        return starts, seconds, r.arrival_owners.tolist()
+        of = r.server_seconds_of
+        seconds = [of[i] for i in r.arrival_owners]
+        starts = fifo_queue(r.arrival_times, seconds, self.workers())
+        return starts, seconds, list(r.arrival_owners)
 
     def workers(self) -> int:
         return self.r.w.scenario.server.workers
@@ -231,8 +232,8 @@ class ClientTurns(Arrival):
             elif r.planner.mode[i] == "battery":
                 plan = planned_battery_round(dev, rnd, steps, r.group_numbers([i]))
             if plan is not None:
-                arrivals = plan.arrival[0].tolist()
-                r.done_at[i] = float(plan.done[0])
+                arrivals = plan.lists[6][0] if plan.lists is not None else plan.arrival[0].tolist()
+                r.done_at[i] = plan.done_floats()[0]
                 r.fates[i] = RoundFate(steps_done=steps, delivered=steps)
                 latest = max(latest, r.done_at[i])
             else:

@@ -8,7 +8,6 @@ from __future__ import annotations
 from operator import add
 from typing import Any, Generator, Mapping, Sequence
 
-import numpy as np
 import simpy
 
 from simulator.config.registry import StrategyEntry
@@ -89,9 +88,10 @@ class SplitEERounds(AggregationTransfers):
         self.discipline: Discipline = DISCIPLINES[discipline](self)
         self.messages = MessageNumbers(world.devices)
         self._groups: dict[tuple[int, ...], GroupNumbers] = {}  # closed-form groups' numbers (group_numbers)
-        self._parts: list[tuple[np.ndarray, np.ndarray]] = []
-        self.arrival_times, self.arrival_owners = np.zeros(0), np.zeros(0, dtype=np.int64)  # sorted, this round
-        self.server_seconds_of = np.array(self.server_seconds, dtype=float)
+        self._parts: list[tuple[list[float], list[int]]] = []
+        self.arrival_times: list[float] = []  # sorted, this round
+        self.arrival_owners: list[int] = []
+        self.server_seconds_of = [float(s) for s in self.server_seconds]  # as Python floats, for the timeline
         # The recorder's entities are the clients in index order, then the server: index i is client i.
         assert world.recorder.names[: len(world.devices)] == [d.name for d in world.devices]
 
@@ -200,8 +200,9 @@ class SplitEERounds(AggregationTransfers):
         flights = []
         for d, s in zip(devs, steps):  # each link's draws in send order, as shared_medium_round takes them
             up = d.link.up
-            if up.jitter_s > 0:
-                flights.append((up.latency_s + up.jitter_s * up.jitter.row(up.jitter_row, s)).tolist())
+            if up.jitter_s > 0:  # latency + scale·|z| draw by draw: the arithmetic of the arrays
+                lat, scale = up.latency_s, up.jitter_s
+                flights.append([lat + scale * z for z in up.jitter.row_floats(up.jitter_row, s)])
             else:
                 flights.append([up.latency_s + 0.0] * s)
         m, done = medium_walk(
@@ -223,7 +224,7 @@ class SplitEERounds(AggregationTransfers):
             self.fates[i] = RoundFate(steps_done=s, delivered=s)
         # The processes handed their arrivals over as they ended (the earliest done first).
         for k in sorted(range(len(group)), key=lambda k: done[k]):
-            self._parts.append((np.array(m["a"][k], dtype=float), np.full(steps[k], group[k])))
+            self._parts.append(([float(t) for t in m["a"][k]], [group[k]] * steps[k]))
         return max(done, default=w.env.now)
 
     def group_numbers(self, group: list[int]) -> GroupNumbers:
@@ -255,8 +256,8 @@ class SplitEERounds(AggregationTransfers):
                 bplan := planned_battery_round(w.devices[i], rnd, steps_of[i], self.group_numbers([i]))
             ):
                 steps = steps_of[i]
-                parts.append((bplan.arrival[0], np.full(steps, i)))
-                self.done_at[i] = float(bplan.done[0])
+                parts.append((bplan.lists[6][0] if bplan.lists else bplan.arrival[0].tolist(), [i] * steps))
+                self.done_at[i] = bplan.done_floats()[0]
                 self.fates[i] = RoundFate(steps_done=steps, delivered=steps)
                 latest = max(latest, self.done_at[i])
             else:
@@ -264,11 +265,13 @@ class SplitEERounds(AggregationTransfers):
         for steps, group in by_steps.items():
             devices = [w.devices[i] for i in group]
             cplan = planned_rounds(devices, rnd, steps, self.group_numbers(group))
-            parts.append((cplan.arrival.ravel(), np.repeat(group, steps)))
-            self.done_at.update(zip(group, cplan.done.tolist()))
+            times = [t for row in cplan.lists[6] for t in row] if cplan.lists else cplan.arrival.ravel().tolist()
+            parts.append((times, [i for i in group for _ in range(steps)]))
+            done = cplan.done_floats()
+            self.done_at.update(zip(group, done))
             fate = RoundFate(steps_done=steps, delivered=steps)  # one for the group: nothing changes it
             self.fates.update(dict.fromkeys(group, fate))
-            latest = max(latest, float(cplan.done.max()))
+            latest = max(latest, max(done))  # never NaN, never -0.0: as the array's max
         self.arrivals = []  # what the processes hand over as they run
         shared, latest = self.closed_media(rnd, present, shared, latest)
         procs = [env.process(self.client_round(rnd, i)) for i in slow]
@@ -276,18 +279,15 @@ class SplitEERounds(AggregationTransfers):
         if procs:
             yield env.all_of(procs)
         if self.arrivals:
-            parts.append(
-                (
-                    np.array([t for t, _ in self.arrivals], dtype=float),
-                    np.array([i for _, i in self.arrivals], dtype=np.int64),
-                )
-            )
-        times = np.concatenate([t for t, _ in parts]) if parts else np.zeros(0)
-        owners = np.concatenate([o for _, o in parts]).astype(np.int64) if parts else np.zeros(0, dtype=np.int64)
-        order = np.argsort(times, kind="stable")  # stable: equal times keep the order they reached the server in
-        self.arrival_times, self.arrival_owners = times[order], owners[order]
+            parts.append(([float(t) for t, _ in self.arrivals], [i for _, i in self.arrivals]))
+        times = [t for part, _ in parts for t in part]
+        owners = [i for _, part in parts for i in part]
+        # Python's sort is stable: equal times keep the order they reached the server in (as a stable argsort;
+        # times are never NaN, and -0.0 == 0.0 either way).
+        order = sorted(range(len(times)), key=times.__getitem__)
+        self.arrival_times, self.arrival_owners = [times[k] for k in order], [owners[k] for k in order]
         if not self.discipline.uses_arrays:
-            self.arrivals = list(zip(self.arrival_times.tolist(), self.arrival_owners.tolist()))
+            self.arrivals = list(zip(self.arrival_times, self.arrival_owners))
         rec, flops = w.recorder, self.server_flops
         starts, seconds, clients = self.discipline.server_timeline(rnd, present)
         ends = list(map(add, starts, seconds))
