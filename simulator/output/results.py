@@ -6,7 +6,6 @@ from __future__ import annotations
 import csv
 import functools
 import io
-import json
 import math
 import platform
 import sys
@@ -35,6 +34,7 @@ from simulator.output.columns import (
 from simulator.output.csv_cells import csv_cells
 from simulator.output.early_exit import early_exit_rows
 from simulator.output.fsio import atomic_write
+from simulator.output.json_text import indented_json
 from simulator.output.resolved_yaml import resolved_text
 from simulator.timing.recorder import Recorder
 from simulator.timing.server import SERVER
@@ -273,17 +273,6 @@ def _version(package: str) -> str | None:
         return None
 
 
-def _json_safe(value: Any) -> Any:
-    """NaN (no exit, never evaluated) as null: summary.json stays strict JSON."""
-    if isinstance(value, float) and math.isnan(value):
-        return None
-    if isinstance(value, dict):
-        return {k: _json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_json_safe(v) for v in value]
-    return value
-
-
 def write_resolved(out: Path, rs: ResolvedScenario) -> None:
     out.mkdir(parents=True, exist_ok=True)
     atomic_write(out / "scenario.resolved.yaml", resolved_text(rs))
@@ -325,7 +314,7 @@ def conditions_text(rows: Sequence[tuple[float, str, str, float]]) -> str | None
 
 def summary_text(summ: dict[str, Any]) -> str:
     """summary.json: strict JSON, NaN as null."""
-    return json.dumps(_json_safe(summ), indent=2, allow_nan=False) + "\n"
+    return indented_json(summ) + "\n"
 
 
 def write_run(
