@@ -175,7 +175,8 @@ def replay(run_dir: Path, sets: Sequence[str], out: Path, *, overwrite: bool = F
     files are made in memory and written whole (output.whole_folder): nothing of it exists until all of it does.
     """
     run_dir = check_run_folder(run_dir)
-    if out.resolve() == run_dir.resolve() or run_dir.resolve() in out.resolve().parents:
+    where, source = out.resolve(), run_dir.resolve()  # each resolved once: a resolve is a stat per part
+    if where == source or source in where.parents:
         raise InputError("the replay would write into the run it replays; choose another --out", key="--out")
     protect = [run_dir / "scenario.resolved.yaml"]
     check_whole_folder(out, overwrite=overwrite, protect=protect)  # before the simulation, as write_whole_folder

@@ -35,7 +35,8 @@ def write_whole_folder(
     shown = clip(str(out), 120)  # errors name the folder as given
     target = check_whole_folder(out, overwrite=overwrite, protect=protect, key=key)
     try:
-        target.parent.mkdir(parents=True, exist_ok=True)
+        if not os.path.isdir(target.parent):  # mostly there: one stat, not a refused mkdir and a stat
+            target.parent.mkdir(parents=True, exist_ok=True)
     except OSError as err:
         raise InputError(f"cannot create the folder: {os_problem(err)}", file=shown, key=key) from None
     _clear_leftovers(target)
