@@ -116,8 +116,14 @@ def _first_difference(a: Any, b: Any, path: str = "") -> str | None:
     return None if a == b else (path or "the scenario")
 
 
-def replay_refusal(original: ResolvedScenario, changed: ResolvedScenario, summary: dict[str, Any]) -> str | None:
-    """Why this replay cannot reuse the run's learning results (one line), or None if it can."""
+def replay_refusal(
+    original: ResolvedScenario,
+    changed: ResolvedScenario,
+    summary: dict[str, Any],
+    changed_data: dict[str, Any] | None = None,
+) -> str | None:
+    """Why this replay cannot reuse the run's learning results (one line), or None if it can. `changed_data`:
+    changed.to_dict() where the caller has it already (read, not modified)."""
     sc = original.scenario
     if summary.get("stopped_early"):
         return f"the run stopped early ({summary['stopped_early']})"
@@ -149,7 +155,9 @@ def replay_refusal(original: ResolvedScenario, changed: ResolvedScenario, summar
     for name, fleet in summary.get("availability", {}).items():
         if fleet.get("battery_empty_round") is not None:
             return f"client {name!r} emptied its battery in round {fleet['battery_empty_round']}"
-    diff = _first_difference(_original_part(original), _learning_part(changed.to_dict()))
+    if changed_data is None:
+        changed_data = changed.to_dict()
+    diff = _first_difference(_original_part(original), _learning_part(changed_data))
     if diff:
         return (
             f"{diff} changes what is learned; a replay may change only device, link and server profiles, "
@@ -167,14 +175,16 @@ def replay(run_dir: Path, sets: Sequence[str], out: Path, *, overwrite: bool = F
     files are made in memory and written whole (output.whole_folder): nothing of it exists until all of it does.
     """
     run_dir = check_run_folder(run_dir)
-    if out.resolve() == run_dir.resolve() or run_dir.resolve() in out.resolve().parents:
+    where, source = out.resolve(), run_dir.resolve()  # each resolved once: a resolve is a stat per part
+    if where == source or source in where.parents:
         raise InputError("the replay would write into the run it replays; choose another --out", key="--out")
     protect = [run_dir / "scenario.resolved.yaml"]
     check_whole_folder(out, overwrite=overwrite, protect=protect)  # before the simulation, as write_whole_folder
     run = finished_run(run_dir)
     changed = run.resolve(sets)
     try:
-        why = replay_refusal(run.original, changed, run.summary)
+        data = changed.to_dict()  # compared with the run's, then written out: made once
+        why = replay_refusal(run.original, changed, run.summary, data)
     except DAMAGED as err:
         raise InputError(
             f"cannot replay: the run folder is damaged or not a run of this simulator "
@@ -187,7 +197,7 @@ def replay(run_dir: Path, sets: Sequence[str], out: Path, *, overwrite: bool = F
     # One spell of rare young collections for the whole replay (the simulation, then the files); the simulation
     # is gone when it ends (_replay_into's locals), so the young collection then scans only what it left in cycles.
     with few_collections():
-        files = _replay_into(run_dir, out, run, changed, list(sets), overwrite=overwrite, protect=protect)
+        files = _replay_into(run_dir, out, run, changed, data, list(sets), overwrite=overwrite, protect=protect)
     return json.loads(files["summary.json"])
 
 
@@ -196,13 +206,14 @@ def _replay_into(
     out: Path,
     run: FinishedRun,
     changed: ResolvedScenario,
+    data: dict[str, Any],
     sets: list[str],
     *,
     overwrite: bool,
     protect: list[Path],
 ) -> dict[str, str | bytes]:
     """The replay of `run` (read from `run_dir`): its simulation, its checks and its folder written to `out`; the
-    files written."""
+    files written. `data`: changed.to_dict()."""
     sim = Simulation(changed, timing_only=True, sample_counts=run.counts)
     sim.run()
     # A battery that lasted the whole run may not under the new profiles: then the replay would train less.
@@ -217,7 +228,7 @@ def _replay_into(
     if [r.steps_done for r in sim.records] != run.steps:
         raise InputError("cannot replay: the clients' steps differ from the run's", file=str(run_dir))
     try:
-        files, learned = _replay_files(run, changed, sim, sets)
+        files, learned = _replay_files(run, changed, data, sim, sets)
     except DAMAGED as err:
         raise InputError(
             f"cannot replay: the run folder's tables are damaged ({type(err).__name__} reading "
@@ -242,12 +253,12 @@ _CLIENT_AT = [(CLIENT_COLUMNS.index(col), col) for col in LEARNED_CLIENT]
 
 
 def _replay_files(
-    run: FinishedRun, changed: ResolvedScenario, sim: Simulation, sets: list[str]
+    run: FinishedRun, changed: ResolvedScenario, data: dict[str, Any], sim: Simulation, sets: list[str]
 ) -> tuple[dict[str, str | bytes], dict[int, dict[str, list[float | None]]] | None]:
     """The replay's files, the run's accuracies and losses in its tables and summary; and, where the per-client
     table is parquet, its learning columns per round (written by output.client_table)."""
     records, recorder = sim.records, sim.world.recorder
-    files: dict[str, str | bytes] = {"scenario.resolved.yaml": resolved_text(changed)}
+    files: dict[str, str | bytes] = {"scenario.resolved.yaml": resolved_text(changed, data)}
     old_rounds = {row["round"]: row for row in run.rounds}
     rows: list[list[Any]] = []
     for values in round_rows(records, recorder):

@@ -121,11 +121,9 @@ def _walk(value: Any, where: str, file: str | None, bounds: _Bounds = None) -> N
         for name, within in _fields_of(type(value)):
             item = getattr(value, name)
             kind = type(item)
-            # Text, None, flags, and ints and finite floats without a range have nothing to check: not walked (nor
-            # their key built).
-            if kind is str or item is None or kind is bool:
-                continue
-            if within is None and (kind is int or (kind is float and isfinite(item))):
+            # Text, None, flags, and ints and floats that pass (finite, inside any range) have nothing more to
+            # check: not walked (nor their key built); a failing number is walked, and raises there.
+            if kind is str or item is None or kind is bool or ((kind is int or kind is float) and _fine(item, within)):
                 continue
             _walk(item, _key(where, name), file, within)
         _relations(value, where, file)
@@ -140,11 +138,23 @@ def _walk(value: Any, where: str, file: str | None, bounds: _Bounds = None) -> N
             raise InputError(f"must lie in {_fmt(lo)}..{_fmt(hi)}, got {_shown(value)}", file=file, key=where or None)
     elif isinstance(value, (list, tuple)):
         for i, item in enumerate(value):
-            _walk(item, _key(where, i), file, bounds)
+            kind = type(item)
+            if not ((kind is int or kind is float) and _fine(item, bounds)):
+                _walk(item, _key(where, i), file, bounds)
     elif isinstance(value, dict):
         for k, item in value.items():
-            if type(item) is not str and item is not None:  # a text or None: nothing to check
-                _walk(item, _key(where, str(k)), file, bounds)
+            kind = type(item)
+            if kind is str or item is None or ((kind is int or kind is float) and _fine(item, bounds)):
+                continue  # a text or None, or a number that passes: nothing to check, no key built
+            _walk(item, _key(where, str(k)), file, bounds)
+
+
+def _fine(number: float, bounds: _Bounds) -> bool:
+    """An int or float (exactly) that _walk would pass: finite, and inside `bounds` where given. A number that
+    fails is walked, and its error raised there."""
+    if type(number) is float and not isfinite(number):  # (an int is finite; isfinite refuses a huge one)
+        return False
+    return bounds is None or bounds[0] <= number <= bounds[1]
 
 
 def _relations(model: BaseModel, where: str, file: str | None) -> None:

@@ -89,10 +89,12 @@ def _floats(columns: list[Sequence[float]]) -> list[_Column]:
 
 def _table(columns: list[Sequence[Any]]) -> list[_Column]:
     """Every column coded (float, int or text alone) or printed cell by cell (mixed types)."""
-    kinds = []
+    kinds: list[type | None] = []
     for values in columns:
-        types = set(map(type, values))
-        kinds.append(types.pop() if len(types) == 1 else None)
+        # one exact type (1, 1.0 and True apart, a subclass apart from its base): every cell's type is the first
+        # one's; a list's count compares types by identity first, cheaper than a set of them
+        kind = type(values[0]) if len(values) else None
+        kinds.append(kind if [*map(type, values)].count(kind) == len(values) else None)
     out: list[_Column | None] = [None] * len(columns)
     floats = [k for k, kind in enumerate(kinds) if kind is float]
     if floats:

@@ -34,16 +34,17 @@ def _dumped(piece: dict[str, Any] | list[Any]) -> str:
     return text
 
 
-def resolved_text(rs: ResolvedScenario) -> str:
-    """scenario.resolved.yaml: every default filled in, every profile expanded, one entry per client.
+def resolved_text(rs: ResolvedScenario, data: dict[str, Any] | None = None) -> str:
+    """scenario.resolved.yaml: every default filled in, every profile expanded, one entry per client. `data`:
+    rs.to_dict() where the caller has it already (read, not modified).
 
     Equal to yaml.dump of the whole mapping: a block-style mapping's keys, and a block sequence's items (a
     sequence under a key is written unindented, `- ` at the key's column), are each written as if alone."""
-    data = rs.to_dict()
+    if data is None:
+        data = rs.to_dict()
     if len(data["clients"]) > BLOCK_STYLE_CLIENTS:
-        clients = data.pop("clients")
-        head = "".join(_dumped({k: v}) for k, v in data.items())
-        return head + "clients:\n" + "".join(f"- {json.dumps(c, allow_nan=False)}\n" for c in clients)
+        head = "".join(_dumped({k: v}) for k, v in data.items() if k != "clients")
+        return head + "clients:\n" + "".join(f"- {json.dumps(c, allow_nan=False)}\n" for c in data["clients"])
     parts = []
     for k, v in data.items():
         if k == "clients" and v:
