@@ -8,6 +8,7 @@ from __future__ import annotations
 from operator import add
 from typing import Any, Generator, Mapping, Sequence
 
+import numpy as np
 import simpy
 
 from simulator.config.registry import StrategyEntry
@@ -88,7 +89,7 @@ class SplitEERounds(AggregationTransfers):
         self.discipline: Discipline = DISCIPLINES[discipline](self)
         self.messages = MessageNumbers(world.devices)
         self._groups: dict[tuple[int, ...], GroupNumbers] = {}  # closed-form groups' numbers (group_numbers)
-        self._parts: list[tuple[list[float], list[int]]] = []
+        self._parts: list[tuple[Any, Any]] = []  # a round's (arrival times, owners): lists, arrays for a fleet's group
         self.arrival_times: list[float] = []  # sorted, this round
         self.arrival_owners: list[int] = []
         self.server_seconds_of = [float(s) for s in self.server_seconds]  # as Python floats, for the timeline
@@ -245,7 +246,7 @@ class SplitEERounds(AggregationTransfers):
         self.round_t0 = latest = env.now
         by_steps: dict[int, list[int]] = {}
         slow, shared = [], []
-        self._parts = parts = []  # (arrival times, owners) arrays, in the order they reach the server's list
+        self._parts = parts = []  # (arrival times, owners), in the order they reach the server's list
         mode, steps_of = self.planner.mode, w.steps_per_round
         for i in present:
             if mode[i] == "closed":
@@ -265,8 +266,10 @@ class SplitEERounds(AggregationTransfers):
         for steps, group in by_steps.items():
             devices = [w.devices[i] for i in group]
             cplan = planned_rounds(devices, rnd, steps, self.group_numbers(group))
-            times = [t for row in cplan.lists[6] for t in row] if cplan.lists else cplan.arrival.ravel().tolist()
-            parts.append((times, [i for i in group for _ in range(steps)]))
+            if cplan.lists:  # a few clients, stepped in floats
+                parts.append(([t for row in cplan.lists[6] for t in row], [i for i in group for _ in range(steps)]))
+            else:  # a fleet's group: its arrays
+                parts.append((cplan.arrival.ravel(), np.repeat(np.asarray(group, dtype=np.int64), steps)))
             done = cplan.done_floats()
             self.done_at.update(zip(group, done))
             fate = RoundFate(steps_done=steps, delivered=steps)  # one for the group: nothing changes it
@@ -280,12 +283,7 @@ class SplitEERounds(AggregationTransfers):
             yield env.all_of(procs)
         if self.arrivals:
             parts.append(([float(t) for t, _ in self.arrivals], [i for _, i in self.arrivals]))
-        times = [t for part, _ in parts for t in part]
-        owners = [i for _, part in parts for i in part]
-        # Python's sort is stable: equal times keep the order they reached the server in (as a stable argsort;
-        # times are never NaN, and -0.0 == 0.0 either way).
-        order = sorted(range(len(times)), key=times.__getitem__)
-        self.arrival_times, self.arrival_owners = [times[k] for k in order], [owners[k] for k in order]
+        self.arrival_times, self.arrival_owners = _sorted_arrivals(parts)
         if not self.discipline.uses_arrays:
             self.arrivals = list(zip(self.arrival_times, self.arrival_owners))
         rec, flops = w.recorder, self.server_flops
@@ -357,3 +355,21 @@ class SplitEERounds(AggregationTransfers):
                 server.compute(rnd, flops, lambda: plan.add(AVERAGE, list(present), missed), kind="aggregate")
             )
         missed.update((yield from self.transfers(rnd, nbytes, up=False)))
+
+
+_MANY_ARRIVALS = 512  # from this many arrivals in a round, one array sort beats Python's
+
+
+def _sorted_arrivals(parts: list[tuple[Any, Any]]) -> tuple[list[float], list[int]]:
+    """The round's arrivals (times, owners), from `parts` of lists or arrays in the order they reached the server,
+    sorted by time as Python floats and ints. The sort is stable either way (equal times keep the order they
+    reached the server in; times are never NaN, and -0.0 == 0.0 for both), so both give the same order."""
+    if sum(len(t) for t, _ in parts) >= _MANY_ARRIVALS:
+        times = np.concatenate([np.asarray(t, dtype=float) for t, _ in parts])
+        owners = np.concatenate([np.asarray(o, dtype=np.int64) for _, o in parts])
+        order = np.argsort(times, kind="stable")
+        return times[order].tolist(), owners[order].tolist()
+    flat = [t for part, _ in parts for t in (part.tolist() if isinstance(part, np.ndarray) else part)]
+    who = [i for _, part in parts for i in (part.tolist() if isinstance(part, np.ndarray) else part)]
+    order = sorted(range(len(flat)), key=flat.__getitem__)
+    return [flat[k] for k in order], [who[k] for k in order]
